@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what walcast needs to build, test, benchmark and run its demo on Debian 12.
+# Idempotent: packages already present are skipped, so a second run costs a few seconds.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config clang libclang-rt-14-dev
+  libpq-dev libnng-dev libjansson-dev libssl-dev libhiredis-dev libcmocka-dev
+  libwebsockets-dev libjwt-dev libinih-dev
+  postgresql-15 postgresql-client-15 postgresql-15-wal2json redis-server
+  jq hyperfine time procps
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+echo "walcast: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q >/dev/null
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+# The Debian package starts a cluster of its own on 5432; walcast's harness starts private
+# clusters on free ports and does not need it.

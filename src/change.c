@@ -1,0 +1,245 @@
+/*
+ * change — helpers on the normalized change record and its one JSON form, shared by
+ * `walcast tail`, the differential decoder test and (later) the sinks.
+ */
+#include "change.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "lsn.h"
+
+enum {
+	OID_BOOL = 16,
+	OID_INT8 = 20,
+	OID_INT2 = 21,
+	OID_INT4 = 23,
+	OID_OID = 26,
+	OID_JSON = 114,
+	OID_FLOAT4 = 700,
+	OID_FLOAT8 = 701,
+	OID_NUMERIC = 1700,
+	OID_JSONB = 3802,
+};
+
+void change_fill_unchanged(change *c)
+{
+	if (c->new_tuple == NULL || c->old_tuple == NULL || c->rel == NULL)
+		return;
+	for (int i = 0; i < c->rel->ncols; i++) {
+		change_value *nv = &c->new_tuple[i];
+		const change_value *ov = &c->old_tuple[i];
+		if (nv->kind == VALUE_UNCHANGED && (ov->kind == VALUE_TEXT || ov->kind == VALUE_NULL))
+			*nv = *ov;
+	}
+}
+
+static const char *const action_names[] = {
+	[CHANGE_INSERT] = "insert",   [CHANGE_UPDATE] = "update",   [CHANGE_DELETE] = "delete",
+	[CHANGE_TRUNCATE] = "truncate", [CHANGE_MESSAGE] = "message",
+};
+
+const char *change_action_name(change_action a)
+{
+	if (a < CHANGE_INSERT || a > CHANGE_MESSAGE)
+		return "unknown";
+	return action_names[a];
+}
+
+int change_action_parse(const char *s, change_action *out)
+{
+	for (int a = CHANGE_INSERT; a <= CHANGE_MESSAGE; a++) {
+		if (strcmp(s, action_names[a]) == 0) {
+			*out = (change_action)a;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+void change_time_format(int64_t unix_us, char out[40])
+{
+	int64_t secs = unix_us / 1000000;
+	int64_t us = unix_us % 1000000;
+	if (us < 0) {
+		us += 1000000;
+		secs -= 1;
+	}
+	time_t t = (time_t)secs;
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)us);
+}
+
+/* True when s[0..n) is a JSON number (RFC 8259 grammar). */
+static bool is_json_number(const char *s, size_t n)
+{
+	size_t i = 0;
+	if (i < n && s[i] == '-')
+		i++;
+	if (i == n)
+		return false;
+	if (s[i] == '0') {
+		i++;
+	} else if (s[i] >= '1' && s[i] <= '9') {
+		while (i < n && s[i] >= '0' && s[i] <= '9')
+			i++;
+	} else {
+		return false;
+	}
+	if (i < n && s[i] == '.') {
+		i++;
+		size_t d = i;
+		while (i < n && s[i] >= '0' && s[i] <= '9')
+			i++;
+		if (i == d)
+			return false;
+	}
+	if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+		i++;
+		if (i < n && (s[i] == '+' || s[i] == '-'))
+			i++;
+		size_t d = i;
+		while (i < n && s[i] >= '0' && s[i] <= '9')
+			i++;
+		if (i == d)
+			return false;
+	}
+	return i == n;
+}
+
+static int value_write(buf *out, const change_value *v, uint32_t type_oid)
+{
+	if (v->kind == VALUE_NULL)
+		return buf_append(out, "null", 4);
+	switch (type_oid) {
+	case OID_BOOL:
+		if (v->len == 1 && (v->data[0] == 't' || v->data[0] == 'f'))
+			return v->data[0] == 't' ? buf_append(out, "true", 4) : buf_append(out, "false", 5);
+		break;
+	case OID_INT2:
+	case OID_INT4:
+	case OID_INT8:
+	case OID_OID:
+	case OID_FLOAT4:
+	case OID_FLOAT8:
+	case OID_NUMERIC:
+		if (is_json_number(v->data, v->len))
+			return buf_append(out, v->data, v->len);
+		break;
+	case OID_JSON:
+	case OID_JSONB:
+		if (v->len > 0)
+			return buf_append(out, v->data, v->len);
+		break;
+	default:
+		break;
+	}
+	return buf_json_string(out, v->data, v->len);
+}
+
+/* Writes {"col":value,...} for the columns the tuple carries (skipping absent and unchanged). */
+static int tuple_write(buf *out, const relation *rel, const change_value *t)
+{
+	int rc = buf_putc(out, '{');
+	bool first = true;
+	for (int i = 0; rc == 0 && i < rel->ncols; i++) {
+		if (t[i].kind == VALUE_ABSENT || t[i].kind == VALUE_UNCHANGED)
+			continue;
+		if (!first)
+			rc = buf_putc(out, ',');
+		first = false;
+		if (rc == 0)
+			rc = buf_json_string(out, rel->cols[i].name, strlen(rel->cols[i].name));
+		if (rc == 0)
+			rc = buf_putc(out, ':');
+		if (rc == 0)
+			rc = value_write(out, &t[i], rel->cols[i].type_oid);
+	}
+	return rc == 0 ? buf_putc(out, '}') : rc;
+}
+
+static int unchanged_write(buf *out, const relation *rel, const change_value *t)
+{
+	int rc = 0;
+	bool any = false;
+	for (int i = 0; rc == 0 && i < rel->ncols; i++) {
+		if (t[i].kind != VALUE_UNCHANGED)
+			continue;
+		rc = buf_puts(out, any ? "," : ",\"unchanged\":[");
+		any = true;
+		if (rc == 0)
+			rc = buf_json_string(out, rel->cols[i].name, strlen(rel->cols[i].name));
+	}
+	if (rc == 0 && any)
+		rc = buf_putc(out, ']');
+	return rc;
+}
+
+static int columns_write(buf *out, const relation *rel)
+{
+	int rc = buf_puts(out, ",\"columns\":[");
+	for (int i = 0; rc == 0 && i < rel->ncols; i++) {
+		rc = buf_puts(out, i ? ",{\"name\":" : "{\"name\":");
+		if (rc == 0)
+			rc = buf_json_string(out, rel->cols[i].name, strlen(rel->cols[i].name));
+		if (rc == 0)
+			rc = buf_printf(out, ",\"type\":%u}", rel->cols[i].type_oid);
+	}
+	return rc == 0 ? buf_putc(out, ']') : rc;
+}
+
+int change_json_write(buf *out, const change *c, unsigned flags)
+{
+	char lsn[LSN_TEXT_MAX], clsn[LSN_TEXT_MAX], ts[40];
+	int rc;
+	if (c->txn != NULL) {
+		change_time_format(c->txn->commit_time, ts);
+		rc = buf_printf(out, "{\"lsn\":\"%s\",\"xid\":%u,\"commit_lsn\":\"%s\",\"commit_time\":\"%s\"",
+		                lsn_format(c->lsn, lsn), c->txn->xid, lsn_format(c->txn->commit_lsn, clsn), ts);
+	} else {
+		rc = buf_printf(out, "{\"lsn\":\"%s\",\"xid\":null,\"commit_lsn\":null,\"commit_time\":null",
+		                lsn_format(c->lsn, lsn));
+	}
+	if (rc == 0)
+		rc = buf_printf(out, ",\"action\":\"%s\"", change_action_name(c->action));
+	if (rc != 0)
+		return rc;
+	if (c->action == CHANGE_MESSAGE) {
+		rc = buf_printf(out, ",\"transactional\":%s,\"prefix\":", c->transactional ? "true" : "false");
+		if (rc == 0)
+			rc = buf_json_string(out, c->prefix ? c->prefix : "", c->prefix ? strlen(c->prefix) : 0);
+		if (rc == 0)
+			rc = buf_puts(out, ",\"content\":");
+		if (rc == 0)
+			rc = buf_json_string(out, c->content ? c->content : "", c->content_len);
+		return rc == 0 ? buf_putc(out, '}') : rc;
+	}
+	if (c->rel == NULL)
+		return -EINVAL;
+	rc = buf_puts(out, ",\"schema\":");
+	if (rc == 0)
+		rc = buf_json_string(out, c->rel->schema, strlen(c->rel->schema));
+	if (rc == 0)
+		rc = buf_puts(out, ",\"table\":");
+	if (rc == 0)
+		rc = buf_json_string(out, c->rel->name, strlen(c->rel->name));
+	if (rc == 0 && (flags & CHANGE_JSON_TYPES))
+		rc = columns_write(out, c->rel);
+	if (rc == 0 && c->new_tuple != NULL) {
+		rc = buf_puts(out, ",\"new\":");
+		if (rc == 0)
+			rc = tuple_write(out, c->rel, c->new_tuple);
+	}
+	if (rc == 0 && c->old_tuple != NULL) {
+		rc = buf_puts(out, ",\"old\":");
+		if (rc == 0)
+			rc = tuple_write(out, c->rel, c->old_tuple);
+	}
+	if (rc == 0 && c->new_tuple != NULL)
+		rc = unchanged_write(out, c->rel, c->new_tuple);
+	return rc == 0 ? buf_putc(out, '}') : rc;
+}

@@ -1,0 +1,35 @@
+/*
+ * log — one-line structured log records on stderr:
+ *   2026-11-22T10:00:00.123Z ERROR source.plugin_refused slot=walcast: <message>
+ * The identifier (second field) is stable and documented in docs/operations.md, so operators can
+ * alert on it; the object the line is about (slot, LSN, subscriber) follows as key=value.
+ *
+ * The level and the JSON switch are set once by main() before the loop starts and only read
+ * afterwards; they are the one piece of process-wide state outside main.c.
+ */
+#ifndef WALCAST_LOG_H
+#define WALCAST_LOG_H
+
+typedef enum log_level {
+	LOG_DEBUG = 0,
+	LOG_INFO,
+	LOG_WARN,
+	LOG_ERROR,
+} log_level;
+
+/* Sets the minimum level written. */
+void log_level_set(log_level level);
+
+/* Parses "debug", "info", "warn", "error"; 0 or -EINVAL. */
+int log_level_parse(const char *s, log_level *out);
+
+/* Writes one record if level is enabled. id is a stable dotted identifier ("source.connected");
+ * fmt is the rest of the line. Never blocks on anything but stderr. */
+__attribute__((format(printf, 3, 4))) void log_write(log_level level, const char *id, const char *fmt, ...);
+
+#define log_debug(id, ...) log_write(LOG_DEBUG, id, __VA_ARGS__)
+#define log_info(id, ...) log_write(LOG_INFO, id, __VA_ARGS__)
+#define log_warn(id, ...) log_write(LOG_WARN, id, __VA_ARGS__)
+#define log_error(id, ...) log_write(LOG_ERROR, id, __VA_ARGS__)
+
+#endif

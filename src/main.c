@@ -1,0 +1,288 @@
+/*
+ * main — walcast's command line: parses the verb and its flags, loads the configuration
+ * (file, environment, flags) and hands over to the module that does the work.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "change.h"
+#include "config.h"
+#include "decoder.h"
+#include "log.h"
+#include "lsn.h"
+#include "tail.h"
+
+#define MAX_TABLES 64
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "walcast %s — PostgreSQL WAL to live, privacy-filtered feeds\n"
+	        "\n"
+	        "usage: walcast [--config FILE] VERB [OPTIONS]\n"
+	        "\n"
+	        "verbs:\n"
+	        "  tail     print the changes of a replication slot as JSON lines\n"
+	        "  status   show the slot, its lag and health\n"
+	        "\n"
+	        "common options:\n"
+	        "  -c, --config FILE     configuration file (key = value under [sections])\n"
+	        "  -d, --conninfo STR    libpq connection string (default: PG* environment)\n"
+	        "  -S, --slot NAME       replication slot (default walcast)\n"
+	        "  -P, --plugin NAME     output plugin: %s (default pgoutput)\n"
+	        "      --publication N   publication for pgoutput (default walcast)\n"
+	        "      --no-create-slot  fail instead of creating a missing slot\n"
+	        "      --temporary       use a temporary slot (gone when walcast exits)\n"
+	        "  -v, --verbose         debug logging\n"
+	        "\n"
+	        "tail options:\n"
+	        "  -t, --table T         only this table (name or schema.name); repeatable\n"
+	        "  -a, --action LIST     only these actions: insert,update,delete,truncate,message\n"
+	        "      --until-lsn LSN   stop once the stream has passed LSN (X/Y)\n"
+	        "  -n, --max-changes N   stop after printing N changes\n"
+	        "  -o, --output FILE     append to FILE, exactly once across restarts (FILE.pos\n"
+	        "                        holds the checkpoint)\n"
+	        "      --with-types      add each relation's column names and type OIDs\n"
+	        "\n"
+	        "  --version, --help\n"
+	        "\n"
+	        "Every configuration key can also be set as WALCAST_<SECTION>_<KEY>, e.g.\n"
+	        "WALCAST_REPLICATION_SLOT=walcast. See docs/configuration.md.\n",
+	        WALCAST_VERSION, decoder_names());
+}
+
+enum {
+	OPT_PUBLICATION = 1000,
+	OPT_NO_CREATE,
+	OPT_TEMPORARY,
+	OPT_UNTIL,
+	OPT_WITH_TYPES,
+	OPT_VERSION,
+	OPT_HELP,
+};
+
+/* `walcast status`: one short blocking query on an ordinary connection (a CLI, not the loop). */
+static int status_run(const config *cfg)
+{
+	const char *keys[] = {"dbname", "fallback_application_name", NULL};
+	const char *vals[] = {cfg->conninfo, "walcast-status", NULL};
+	PGconn *conn = PQconnectdbParams(keys, vals, 1);
+	int code = 1;
+	PGresult *res = NULL;
+	if (PQstatus(conn) != CONNECTION_OK) {
+		fprintf(stderr, "walcast status: cannot connect: %s", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	const char *params[] = {cfg->slot};
+	res = PQexecParams(conn,
+	                   "SELECT slot_name, plugin, active, active_pid, confirmed_flush_lsn, restart_lsn, "
+	                   "wal_status, pg_current_wal_lsn(), "
+	                   "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
+	                   "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+	                   "FROM pg_replication_slots WHERE slot_name = $1",
+	                   1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		fprintf(stderr, "walcast status: %s", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	if (PQntuples(res) == 0) {
+		printf("{\"slot\":\"%s\",\"exists\":false,\"healthy\":false}\n", cfg->slot);
+		goto cleanup;
+	}
+	bool lost = strcmp(PQgetvalue(res, 0, 6), "lost") == 0;
+	printf("{\"slot\":\"%s\",\"exists\":true,\"plugin\":\"%s\",\"active\":%s,\"active_pid\":%s,"
+	       "\"confirmed_flush_lsn\":\"%s\",\"restart_lsn\":\"%s\",\"wal_status\":\"%s\","
+	       "\"current_wal_lsn\":\"%s\",\"lag_bytes\":%s,\"retained_bytes\":%s,\"healthy\":%s}\n",
+	       PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2)[0] == 't' ? "true" : "false",
+	       PQgetisnull(res, 0, 3) ? "null" : PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4),
+	       PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 6), PQgetvalue(res, 0, 7),
+	       PQgetisnull(res, 0, 8) ? "null" : PQgetvalue(res, 0, 8),
+	       PQgetisnull(res, 0, 9) ? "null" : PQgetvalue(res, 0, 9), lost ? "false" : "true");
+	code = lost ? 1 : 0;
+cleanup:
+	PQclear(res);
+	PQfinish(conn);
+	return code;
+}
+
+static int actions_parse(const char *list, unsigned *out)
+{
+	char *copy = strdup(list);
+	if (copy == NULL)
+		return -ENOMEM;
+	unsigned mask = 0;
+	int rc = 0;
+	char *save = NULL;
+	for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+		change_action a;
+		if (change_action_parse(tok, &a) < 0) {
+			fprintf(stderr, "walcast: unknown action '%s' (insert, update, delete, truncate, message)\n", tok);
+			rc = -EINVAL;
+			break;
+		}
+		mask |= 1u << a;
+	}
+	free(copy);
+	if (rc == 0)
+		*out = mask;
+	return rc;
+}
+
+/* A flag that sets a configuration key; applied after the file and the environment. */
+typedef struct flag_setting {
+	const char *section;
+	const char *key;
+	const char *value;
+} flag_setting;
+
+int main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"conninfo", required_argument, NULL, 'd'},
+		{"slot", required_argument, NULL, 'S'},
+		{"plugin", required_argument, NULL, 'P'},
+		{"publication", required_argument, NULL, OPT_PUBLICATION},
+		{"no-create-slot", no_argument, NULL, OPT_NO_CREATE},
+		{"temporary", no_argument, NULL, OPT_TEMPORARY},
+		{"verbose", no_argument, NULL, 'v'},
+		{"table", required_argument, NULL, 't'},
+		{"action", required_argument, NULL, 'a'},
+		{"until-lsn", required_argument, NULL, OPT_UNTIL},
+		{"max-changes", required_argument, NULL, 'n'},
+		{"output", required_argument, NULL, 'o'},
+		{"with-types", no_argument, NULL, OPT_WITH_TYPES},
+		{"version", no_argument, NULL, OPT_VERSION},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	config cfg;
+	tail_options topt = {0};
+	const char *tables[MAX_TABLES];
+	flag_setting flags[16];
+	size_t ntables = 0;
+	int nflags = 0;
+	const char *config_path = getenv("WALCAST_CONFIG");
+	bool verbose = false;
+	int code = 2;
+	char err[CONFIG_ERROR_MAX];
+
+	if (config_init(&cfg) < 0) {
+		fprintf(stderr, "walcast: out of memory\n");
+		return 1;
+	}
+	int c;
+	while ((c = getopt_long(argc, argv, "c:d:S:P:vt:a:n:o:h", options, NULL)) != -1) {
+		flag_setting f = {NULL, NULL, optarg};
+		switch (c) {
+		case 'c': config_path = optarg; break;
+		case 'd': f.section = "postgres", f.key = "conninfo"; break;
+		case 'S': f.section = "replication", f.key = "slot"; break;
+		case 'P': f.section = "replication", f.key = "plugin"; break;
+		case OPT_PUBLICATION: f.section = "replication", f.key = "publication"; break;
+		case OPT_NO_CREATE: f.section = "replication", f.key = "create_slot", f.value = "false"; break;
+		case OPT_TEMPORARY: f.section = "replication", f.key = "temporary_slot", f.value = "true"; break;
+		case 'v': verbose = true; break;
+		case 't':
+			if (ntables == MAX_TABLES) {
+				fprintf(stderr, "walcast: at most %d --table options\n", MAX_TABLES);
+				goto cleanup;
+			}
+			tables[ntables++] = optarg;
+			break;
+		case 'a':
+			if (actions_parse(optarg, &topt.actions) < 0)
+				goto cleanup;
+			break;
+		case OPT_UNTIL:
+			if (lsn_parse(optarg, strlen(optarg), &topt.until_lsn) < 0) {
+				fprintf(stderr, "walcast: --until-lsn: '%s' is not an LSN (X/Y)\n", optarg);
+				goto cleanup;
+			}
+			break;
+		case 'n': {
+			char *end;
+			errno = 0;
+			unsigned long long n = strtoull(optarg, &end, 10);
+			if (errno != 0 || *end != '\0' || n == 0 || optarg[0] == '-') {
+				fprintf(stderr, "walcast: --max-changes: '%s' is not a positive number\n", optarg);
+				goto cleanup;
+			}
+			topt.max_changes = n;
+			break;
+		}
+		case 'o': topt.output_path = optarg; break;
+		case OPT_WITH_TYPES: topt.with_types = true; break;
+		case OPT_VERSION:
+			printf("walcast %s\n", WALCAST_VERSION);
+			code = 0;
+			goto cleanup;
+		case 'h':
+			usage(stdout);
+			code = 0;
+			goto cleanup;
+		default:
+			fprintf(stderr, "Try 'walcast --help'.\n");
+			goto cleanup;
+		}
+		if (f.section != NULL) {
+			if (nflags == (int)(sizeof(flags) / sizeof(flags[0]))) {
+				fprintf(stderr, "walcast: too many options\n");
+				goto cleanup;
+			}
+			flags[nflags++] = f;
+		}
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, optind >= argc ? "walcast: no verb given\n" : "walcast: one verb expected\n");
+		usage(stderr);
+		goto cleanup;
+	}
+	const char *verb = argv[optind];
+
+	/* Configuration: defaults < file < environment < flags. */
+	if (config_path != NULL && config_load_file(&cfg, config_path, err) < 0) {
+		fprintf(stderr, "walcast: %s\n", err);
+		goto cleanup;
+	}
+	if (config_load_env(&cfg, err) < 0) {
+		fprintf(stderr, "walcast: %s\n", err);
+		goto cleanup;
+	}
+	for (int i = 0; i < nflags; i++) {
+		if (config_set(&cfg, flags[i].section, flags[i].key, flags[i].value, err) < 0) {
+			fprintf(stderr, "walcast: --%s: %s\n", flags[i].key, err);
+			goto cleanup;
+		}
+	}
+	log_level level;
+	if (log_level_parse(cfg.log_level, &level) < 0) {
+		fprintf(stderr, "walcast: log.level: '%s' is not debug, info, warn or error\n", cfg.log_level);
+		goto cleanup;
+	}
+	log_level_set(verbose ? LOG_DEBUG : level);
+	if (decoder_ops_find(cfg.plugin) == NULL) {
+		fprintf(stderr, "walcast: replication.plugin: unknown plugin '%s' (known: %s)\n", cfg.plugin,
+		        decoder_names());
+		goto cleanup;
+	}
+
+	if (strcmp(verb, "tail") == 0) {
+		topt.tables = tables;
+		topt.ntables = ntables;
+		code = tail_run(&cfg, &topt);
+	} else if (strcmp(verb, "status") == 0) {
+		code = status_run(&cfg);
+	} else {
+		fprintf(stderr, "walcast: unknown verb '%s'\n", verb);
+		usage(stderr);
+	}
+cleanup:
+	config_fini(&cfg);
+	return code;
+}

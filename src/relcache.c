@@ -1,0 +1,235 @@
+/*
+ * relcache — relations by OID and by schema-qualified name.
+ *
+ * Relations live in a dense array; two open-addressing hash tables (OID, name hash) hold
+ * indexes into it. Replacing a relation frees the old copy and reuses its slot, so indexes
+ * stay valid and nothing is rehashed on ALTER TABLE.
+ */
+#include "relcache.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct relcache {
+	relation **rels;
+	size_t nrels;
+	size_t cap;
+	uint32_t *by_oid;  /* slot -> index + 1, 0 = empty */
+	uint32_t *by_name; /* slot -> index + 1, 0 = empty */
+	size_t nslots;     /* power of two, >= 2 * cap */
+};
+
+static uint64_t name_hash(const char *schema, size_t sl, const char *name, size_t nl)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (size_t i = 0; i < sl; i++)
+		h = (h ^ (unsigned char)schema[i]) * 1099511628211ULL;
+	h = (h ^ '.') * 1099511628211ULL;
+	for (size_t i = 0; i < nl; i++)
+		h = (h ^ (unsigned char)name[i]) * 1099511628211ULL;
+	return h;
+}
+
+static uint64_t oid_hash(uint32_t oid)
+{
+	return (uint64_t)oid * 0x9E3779B97F4A7C15ULL;
+}
+
+static bool name_eq(const relation *r, const char *schema, size_t sl, const char *name, size_t nl)
+{
+	return strlen(r->schema) == sl && memcmp(r->schema, schema, sl) == 0 &&
+	       strlen(r->name) == nl && memcmp(r->name, name, nl) == 0;
+}
+
+static void relation_free(relation *r)
+{
+	if (r == NULL)
+		return;
+	for (int i = 0; i < r->ncols; i++)
+		free(r->cols[i].name);
+	free(r->cols);
+	free(r->schema);
+	free(r->name);
+	free(r);
+}
+
+static relation *relation_copy(const relation *d)
+{
+	relation *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return NULL;
+	r->oid = d->oid;
+	r->replident = d->replident;
+	r->schema = strdup(d->schema);
+	r->name = strdup(d->name);
+	r->cols = calloc(d->ncols > 0 ? (size_t)d->ncols : 1, sizeof(rel_column));
+	if (r->schema == NULL || r->name == NULL || r->cols == NULL)
+		goto fail;
+	for (int i = 0; i < d->ncols; i++) {
+		r->cols[i] = d->cols[i];
+		r->cols[i].name = strdup(d->cols[i].name);
+		if (r->cols[i].name == NULL) {
+			r->ncols = i;
+			goto fail;
+		}
+	}
+	r->ncols = d->ncols;
+	return r;
+fail:
+	relation_free(r);
+	return NULL;
+}
+
+relcache *relcache_create(void)
+{
+	return calloc(1, sizeof(relcache));
+}
+
+void relcache_destroy(relcache *rc)
+{
+	if (rc == NULL)
+		return;
+	for (size_t i = 0; i < rc->nrels; i++)
+		relation_free(rc->rels[i]);
+	free(rc->rels);
+	free(rc->by_oid);
+	free(rc->by_name);
+	free(rc);
+}
+
+static void index_insert(relcache *rc, size_t idx)
+{
+	const relation *r = rc->rels[idx];
+	size_t mask = rc->nslots - 1;
+	if (r->oid != 0) {
+		size_t s = oid_hash(r->oid) & mask;
+		while (rc->by_oid[s] != 0 && rc->by_oid[s] != idx + 1)
+			s = (s + 1) & mask;
+		rc->by_oid[s] = (uint32_t)idx + 1;
+	}
+	size_t s = name_hash(r->schema, strlen(r->schema), r->name, strlen(r->name)) & mask;
+	while (rc->by_name[s] != 0 && rc->by_name[s] != idx + 1)
+		s = (s + 1) & mask;
+	rc->by_name[s] = (uint32_t)idx + 1;
+}
+
+static void index_rebuild(relcache *rc)
+{
+	memset(rc->by_oid, 0, rc->nslots * sizeof(uint32_t));
+	memset(rc->by_name, 0, rc->nslots * sizeof(uint32_t));
+	for (size_t i = 0; i < rc->nrels; i++)
+		index_insert(rc, i);
+}
+
+static int relcache_grow(relcache *rc)
+{
+	size_t cap = rc->cap ? rc->cap * 2 : 16;
+	size_t nslots = cap * 2;
+	relation **rels = realloc(rc->rels, cap * sizeof(*rels));
+	if (rels == NULL)
+		return -ENOMEM;
+	rc->rels = rels;
+	uint32_t *bo = calloc(nslots, sizeof(uint32_t));
+	uint32_t *bn = calloc(nslots, sizeof(uint32_t));
+	if (bo == NULL || bn == NULL) {
+		free(bo);
+		free(bn);
+		return -ENOMEM;
+	}
+	free(rc->by_oid);
+	free(rc->by_name);
+	rc->by_oid = bo;
+	rc->by_name = bn;
+	rc->nslots = nslots;
+	rc->cap = cap;
+	index_rebuild(rc);
+	return 0;
+}
+
+static long find_oid(const relcache *rc, uint32_t oid)
+{
+	if (rc->nslots == 0 || oid == 0)
+		return -1;
+	size_t mask = rc->nslots - 1;
+	for (size_t s = oid_hash(oid) & mask; rc->by_oid[s] != 0; s = (s + 1) & mask) {
+		size_t idx = rc->by_oid[s] - 1;
+		if (rc->rels[idx]->oid == oid)
+			return (long)idx;
+	}
+	return -1;
+}
+
+static long find_name(const relcache *rc, const char *schema, size_t sl, const char *name, size_t nl)
+{
+	if (rc->nslots == 0)
+		return -1;
+	size_t mask = rc->nslots - 1;
+	for (size_t s = name_hash(schema, sl, name, nl) & mask; rc->by_name[s] != 0; s = (s + 1) & mask) {
+		size_t idx = rc->by_name[s] - 1;
+		if (name_eq(rc->rels[idx], schema, sl, name, nl))
+			return (long)idx;
+	}
+	return -1;
+}
+
+int relcache_put(relcache *rc, const relation *desc, const relation **out)
+{
+	long idx = desc->oid != 0 ? find_oid(rc, desc->oid) : -1;
+	if (idx < 0)
+		idx = find_name(rc, desc->schema, strlen(desc->schema), desc->name, strlen(desc->name));
+	relation *copy = relation_copy(desc);
+	if (copy == NULL)
+		return -ENOMEM;
+	if (idx >= 0) {
+		relation *old = rc->rels[idx];
+		copy->version = old->version + 1;
+		/* A rename or a newly learned OID changes the keys: rebuild the small index. */
+		bool rekey = old->oid != copy->oid || strcmp(old->schema, copy->schema) != 0 ||
+		             strcmp(old->name, copy->name) != 0;
+		rc->rels[idx] = copy;
+		relation_free(old);
+		if (rekey)
+			index_rebuild(rc);
+	} else {
+		if (rc->nrels == rc->cap && relcache_grow(rc) < 0) {
+			relation_free(copy);
+			return -ENOMEM;
+		}
+		copy->version = 1;
+		idx = (long)rc->nrels++;
+		rc->rels[idx] = copy;
+		index_insert(rc, (size_t)idx);
+	}
+	if (out != NULL)
+		*out = rc->rels[idx];
+	return 0;
+}
+
+const relation *relcache_get_oid(const relcache *rc, uint32_t oid)
+{
+	long idx = find_oid(rc, oid);
+	return idx < 0 ? NULL : rc->rels[idx];
+}
+
+const relation *relcache_get_name(const relcache *rc, const char *schema, size_t schema_len,
+                                  const char *name, size_t name_len)
+{
+	long idx = find_name(rc, schema, schema_len, name, name_len);
+	return idx < 0 ? NULL : rc->rels[idx];
+}
+
+int relation_column_index(const relation *rel, const char *name, size_t name_len)
+{
+	for (int i = 0; i < rel->ncols; i++) {
+		const char *n = rel->cols[i].name;
+		if (strncmp(n, name, name_len) == 0 && n[name_len] == '\0')
+			return i;
+	}
+	return -1;
+}
+
+size_t relcache_count(const relcache *rc)
+{
+	return rc->nrels;
+}

@@ -1,0 +1,59 @@
+/*
+ * relcache — the relations (tables) the stream talks about: schema, name and columns.
+ *
+ * pgoutput announces relations by OID in Relation messages; wal2json names them on every line.
+ * The cache serves both: a relation is indexed by OID (when known) and by schema-qualified
+ * name. A new description of the same relation (after ALTER TABLE) replaces the old one and
+ * bumps its version. Relations are owned by the cache.
+ */
+#ifndef WALCAST_RELCACHE_H
+#define WALCAST_RELCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rel_column {
+	char *name;
+	uint32_t type_oid;
+	int32_t typmod;  /* -1 when unknown */
+	bool key;        /* part of the replica identity (pgoutput) or primary key (wal2json) */
+} rel_column;
+
+typedef struct relation {
+	uint32_t oid;      /* 0 when the decoder does not know it (wal2json) */
+	char *schema;
+	char *name;
+	int ncols;
+	rel_column *cols;
+	char replident;    /* 'd' default, 'f' full, 'i' index, 'n' nothing; '?' unknown */
+	uint32_t version;  /* bumped each time the relation is replaced */
+} relation;
+
+typedef struct relcache relcache;
+
+/* Returns an empty cache or NULL when out of memory. Caller owns; relcache_destroy() frees it
+ * and every relation in it. */
+relcache *relcache_create(void);
+void relcache_destroy(relcache *rc);
+
+/* Adds or replaces a relation. The cache deep-copies desc (names, columns). A relation with a
+ * non-zero OID replaces the one with that OID; otherwise the one with that schema and name.
+ * On success *out (if not NULL) points at the cached copy, valid until the same relation is
+ * replaced or the cache destroyed; pointers to a replaced relation become invalid at once.
+ * Returns 0 or -ENOMEM (the cache is unchanged then). Does not block. */
+__attribute__((warn_unused_result)) int relcache_put(relcache *rc, const relation *desc,
+                                                     const relation **out);
+
+/* Lookups; NULL when absent. */
+const relation *relcache_get_oid(const relcache *rc, uint32_t oid);
+const relation *relcache_get_name(const relcache *rc, const char *schema, size_t schema_len,
+                                  const char *name, size_t name_len);
+
+/* Index of the named column in rel, or -1. */
+int relation_column_index(const relation *rel, const char *name, size_t name_len);
+
+/* Number of relations cached. */
+size_t relcache_count(const relcache *rc);
+
+#endif

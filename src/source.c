@@ -1,0 +1,1026 @@
+/*
+ * source — the replication client state machine.
+ *
+ *   CONNECTING -> IDENTIFY -> [RELATIONS (wal2json)] -> SLOT_CHECK -> [PUB_CHECK -> PUB_CREATE]
+ *     -> [SLOT_CREATE] -> START -> STREAMING
+ *   any step --transient error--> RETRY_WAIT --backoff timer--> CONNECTING
+ *   any step --permanent error--> FAILED (failed_cb, one clear message)
+ *
+ * Every libpq call is non-blocking; the socket is watched on the loop, and each state's query
+ * result is handled when PQisBusy() says it is complete. Setup SQL runs on the walsender
+ * connection itself (replication=database accepts simple-protocol SQL before START_REPLICATION),
+ * so walcast needs one connection and one role. The optional heartbeat uses a second, ordinary
+ * connection.
+ */
+#include "source.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"
+#include "lsn.h"
+
+#define HEARTBEAT_PREFIX "walcast.heartbeat"
+#define SLOT_BUSY_RETRIES 5 /* ~8 s of backoff before "slot in use" is final */
+
+typedef enum source_state {
+	ST_IDLE,
+	ST_CONNECTING,
+	ST_IDENTIFY,
+	ST_RELATIONS,
+	ST_SLOT_CHECK,
+	ST_PUB_CHECK,
+	ST_PUB_CREATE,
+	ST_SLOT_CREATE,
+	ST_START,
+	ST_STREAMING,
+	ST_RETRY_WAIT,
+	ST_FAILED,
+	ST_STOPPED,
+} source_state;
+
+static const char *const state_names[] = {
+	"idle", "connecting", "identify", "relations", "slot-check", "publication-check",
+	"publication-create", "slot-create", "start", "streaming", "retry-wait", "failed", "stopped",
+};
+
+typedef enum heartbeat_state { HB_NONE, HB_CONNECTING, HB_READY, HB_BUSY } heartbeat_state;
+
+struct source {
+	loop *loop;
+	const config *cfg;
+	relcache *rels;
+	source_events ev;
+	decoder *dec;
+	const decoder_ops *ops;
+
+	source_state state;
+	PGconn *conn;
+	int sock; /* the fd currently watched, or -1 */
+	bool slot_exists;
+	int attempts;      /* consecutive failed attempts */
+	int busy_attempts; /* consecutive "slot active" answers */
+	char last_error[512];
+	int retry_timer;
+	int status_timer;
+	uint64_t rng;
+
+	uint64_t resume_lsn;   /* where the consumer's durable state says to start */
+	uint64_t received_lsn; /* highest WAL position seen */
+	uint64_t confirmed_lsn; /* what the consumer confirmed */
+	uint64_t delivered_lsn; /* highest position handed to the consumer that it can confirm */
+	uint64_t flushed_lsn;  /* what we reported as flushed */
+	bool in_txn;
+
+	PGconn *hb_conn;
+	heartbeat_state hb_state;
+	int hb_sock;
+	int hb_timer;
+};
+
+static int source_fail(source *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int source_retry(source *s, const char *why);
+static void conn_cb(loop *l, int fd, unsigned events, void *arg);
+static void heartbeat_schedule(source *s);
+static void heartbeat_close(source *s);
+
+/* ---- small helpers ---- */
+
+static int64_t pg_now_us(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec - PG_EPOCH_OFFSET_US;
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static const char *lsn_str(uint64_t lsn, char out[LSN_TEXT_MAX])
+{
+	return lsn_format(lsn, out);
+}
+
+static void set_state(source *s, source_state st)
+{
+	if (s->state != st)
+		log_debug("source.state", "slot=%s state=%s", s->cfg->slot, state_names[st]);
+	s->state = st;
+}
+
+static void conn_unwatch(source *s)
+{
+	if (s->sock >= 0)
+		loop_unwatch(s->loop, s->sock);
+	s->sock = -1;
+}
+
+static void conn_close(source *s)
+{
+	conn_unwatch(s);
+	if (s->conn != NULL)
+		PQfinish(s->conn);
+	s->conn = NULL;
+	if (s->status_timer > 0)
+		loop_timer_cancel(s->loop, s->status_timer);
+	s->status_timer = 0;
+}
+
+static int conn_watch(source *s, unsigned events)
+{
+	int fd = PQsocket(s->conn);
+	if (fd < 0)
+		return -EBADF;
+	if (s->sock >= 0 && s->sock != fd)
+		loop_unwatch(s->loop, s->sock);
+	s->sock = fd;
+	return loop_watch(s->loop, fd, events, conn_cb, s);
+}
+
+/* One-line form of a libpq error (message, plus detail and hint when present). */
+static void result_error(const PGresult *res, PGconn *conn, char *out, size_t cap)
+{
+	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+	const char *hint = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_HINT) : NULL;
+	if (msg == NULL)
+		msg = conn ? PQerrorMessage(conn) : "unknown error";
+	snprintf(out, cap, "%s%s%s%s%s", msg, detail ? " DETAIL: " : "", detail ? detail : "",
+	         hint ? " HINT: " : "", hint ? hint : "");
+	size_t n = strlen(out);
+	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
+		out[--n] = '\0';
+}
+
+/* ---- feedback ---- */
+
+static bool nothing_in_flight(const source *s)
+{
+	return !s->in_txn && s->confirmed_lsn >= s->delivered_lsn;
+}
+
+static int status_send(source *s, bool reply)
+{
+	if (s->conn == NULL || s->state != ST_STREAMING)
+		return 0;
+	uint64_t flush = s->confirmed_lsn > s->flushed_lsn ? s->confirmed_lsn : s->flushed_lsn;
+	uint64_t write = s->received_lsn > flush ? s->received_lsn : flush;
+	uint8_t msg[34];
+	msg[0] = 'r';
+	put_u64(msg + 1, write);
+	put_u64(msg + 9, flush);
+	put_u64(msg + 17, flush);
+	put_u64(msg + 25, (uint64_t)pg_now_us());
+	msg[33] = reply ? 1 : 0;
+	if (PQputCopyData(s->conn, (const char *)msg, sizeof(msg)) <= 0 || PQflush(s->conn) < 0) {
+		char why[600];
+		snprintf(why, sizeof(why), "could not send status update: %s", PQerrorMessage(s->conn));
+		source_retry(s, why);
+		return -EIO;
+	}
+	if (flush != s->flushed_lsn) {
+		char a[LSN_TEXT_MAX];
+		log_debug("source.feedback", "slot=%s flush=%s", s->cfg->slot, lsn_str(flush, a));
+	}
+	s->flushed_lsn = flush;
+	return 0;
+}
+
+static void status_timer_cb(loop *l, int id, void *arg)
+{
+	source *s = arg;
+	s->status_timer = 0;
+	if (s->state != ST_STREAMING)
+		return;
+	if (status_send(s, false) < 0)
+		return;
+	int t = loop_timer_add(l, s->cfg->status_interval_ms, status_timer_cb, s);
+	s->status_timer = t > 0 ? t : 0;
+}
+
+/* ---- the sink wrapper: tracks what is in flight, drops heartbeats ---- */
+
+static int wrap_begin_cb(void *arg, const change_txn *txn)
+{
+	source *s = arg;
+	s->in_txn = true;
+	return s->ev.sink.begin_cb(s->ev.sink.arg, txn);
+}
+
+static int wrap_change_cb(void *arg, change *c)
+{
+	source *s = arg;
+	if (c->action == CHANGE_MESSAGE && c->prefix != NULL && strcmp(c->prefix, HEARTBEAT_PREFIX) == 0)
+		return 0;
+	if (c->txn == NULL && c->lsn + 1 > s->delivered_lsn)
+		s->delivered_lsn = c->lsn + 1;
+	return s->ev.sink.change_cb(s->ev.sink.arg, c);
+}
+
+static int wrap_commit_cb(void *arg, const change_txn *txn)
+{
+	source *s = arg;
+	s->in_txn = false;
+	if (txn->end_lsn > s->delivered_lsn)
+		s->delivered_lsn = txn->end_lsn;
+	return s->ev.sink.commit_cb(s->ev.sink.arg, txn);
+}
+
+/* ---- lifecycle ---- */
+
+int source_create(loop *l, const config *cfg, relcache *rels, const source_events *events,
+                  source **out, char err[256])
+{
+	const decoder_ops *ops = decoder_ops_find(cfg->plugin);
+	if (ops == NULL) {
+		snprintf(err, 256, "unknown output plugin '%s' (known: %s)", cfg->plugin, decoder_names());
+		return -EINVAL;
+	}
+	source *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	s->loop = l;
+	s->cfg = cfg;
+	s->rels = rels;
+	s->ev = *events;
+	s->ops = ops;
+	s->sock = -1;
+	s->hb_sock = -1;
+	s->rng = (uint64_t)getpid() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)pg_now_us();
+	decoder_params p = {
+		.relations = rels,
+		.sink = {wrap_begin_cb, wrap_change_cb, wrap_commit_cb, s},
+		.publication = cfg->publication,
+	};
+	int rc = decoder_create(ops, &p, &s->dec);
+	if (rc < 0) {
+		snprintf(err, 256, "cannot create the %s decoder: %s", ops->name, strerror(-rc));
+		free(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+void source_destroy(source *s)
+{
+	if (s == NULL)
+		return;
+	source_stop(s);
+	decoder_destroy(s->dec);
+	free(s);
+}
+
+uint64_t source_received_lsn(const source *s)
+{
+	return s->received_lsn;
+}
+
+uint64_t source_flushed_lsn(const source *s)
+{
+	return s->flushed_lsn;
+}
+
+void source_confirm(source *s, uint64_t lsn)
+{
+	if (lsn > s->confirmed_lsn)
+		s->confirmed_lsn = lsn;
+}
+
+void source_stop(source *s)
+{
+	if (s->state == ST_STREAMING && s->conn != NULL) {
+		/* Final feedback: send it synchronously, it is small and we are leaving. */
+		PQsetnonblocking(s->conn, 0);
+		status_send(s, false);
+		char a[LSN_TEXT_MAX];
+		log_info("source.stopped", "slot=%s flushed=%s", s->cfg->slot, lsn_str(s->flushed_lsn, a));
+	}
+	if (s->retry_timer > 0)
+		loop_timer_cancel(s->loop, s->retry_timer);
+	s->retry_timer = 0;
+	conn_close(s);
+	heartbeat_close(s);
+	if (s->hb_timer > 0)
+		loop_timer_cancel(s->loop, s->hb_timer);
+	s->hb_timer = 0;
+	set_state(s, ST_STOPPED);
+}
+
+static void connect_begin(source *s)
+{
+	const char *keys[] = {"dbname", "replication", "fallback_application_name", NULL};
+	const char *vals[] = {s->cfg->conninfo, "database", "walcast", NULL};
+	conn_close(s);
+	set_state(s, ST_CONNECTING);
+	s->conn = PQconnectStartParams(keys, vals, 1);
+	if (s->conn == NULL) {
+		source_fail(s, "out of memory creating a connection");
+		return;
+	}
+	if (PQstatus(s->conn) == CONNECTION_BAD) {
+		char why[600];
+		snprintf(why, sizeof(why), "%s", PQerrorMessage(s->conn));
+		source_retry(s, why);
+		return;
+	}
+	if (conn_watch(s, LOOP_WRITE) < 0)
+		source_retry(s, "cannot watch the connection socket");
+}
+
+int source_start(source *s, uint64_t resume_lsn)
+{
+	s->resume_lsn = resume_lsn;
+	if (resume_lsn > s->confirmed_lsn)
+		s->confirmed_lsn = resume_lsn;
+	s->delivered_lsn = s->confirmed_lsn;
+	connect_begin(s);
+	if (s->cfg->heartbeat_interval_ms > 0)
+		heartbeat_schedule(s);
+	return s->state == ST_FAILED ? -EIO : 0;
+}
+
+/* ---- failure handling ---- */
+
+static int source_fail(source *s, const char *fmt, ...)
+{
+	char why[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	conn_close(s);
+	heartbeat_close(s);
+	set_state(s, ST_FAILED);
+	log_error("source.failed", "slot=%s: %s", s->cfg->slot, why);
+	s->ev.failed_cb(s->ev.arg, why);
+	return -EIO;
+}
+
+static void retry_timer_cb(loop *l, int id, void *arg)
+{
+	source *s = arg;
+	s->retry_timer = 0;
+	if (s->state == ST_RETRY_WAIT)
+		connect_begin(s);
+}
+
+static int source_retry(source *s, const char *why)
+{
+	bool was_streaming = s->state == ST_STREAMING;
+	if (s->in_txn && s->ev.abandon_cb != NULL)
+		s->ev.abandon_cb(s->ev.arg);
+	s->in_txn = false;
+	decoder_reset(s->dec);
+	conn_close(s);
+	set_state(s, ST_RETRY_WAIT);
+	int64_t delay = s->cfg->reconnect_min_ms;
+	for (int i = 0; i < s->attempts && delay < s->cfg->reconnect_max_ms; i++)
+		delay *= 2;
+	if (delay > s->cfg->reconnect_max_ms)
+		delay = s->cfg->reconnect_max_ms;
+	s->rng ^= s->rng << 13, s->rng ^= s->rng >> 7, s->rng ^= s->rng << 17;
+	delay = delay * 3 / 4 + (int64_t)(s->rng % (uint64_t)(delay / 2 + 1));
+	s->attempts++;
+	/* One line per distinct problem, not one per attempt. */
+	if (was_streaming || strcmp(why, s->last_error) != 0) {
+		log_warn("source.disconnected", "slot=%s: %s; retrying (attempt %d, next in %" PRId64 " ms)",
+		         s->cfg->slot, why, s->attempts, delay);
+		snprintf(s->last_error, sizeof(s->last_error), "%s", why);
+	} else {
+		log_debug("source.retry", "slot=%s attempt=%d next_ms=%" PRId64, s->cfg->slot, s->attempts, delay);
+	}
+	int t = loop_timer_add(s->loop, delay, retry_timer_cb, s);
+	if (t < 0) {
+		source_fail(s, "cannot arm the reconnect timer");
+		return -EIO;
+	}
+	s->retry_timer = t;
+	return -EAGAIN;
+}
+
+/* Connection-level problems that retrying cannot fix. */
+static bool connect_error_permanent(const char *msg)
+{
+	static const char *const patterns[] = {
+		"password authentication failed", "must be superuser or replication role",
+		"no pg_hba.conf entry", "does not exist", "authentication method", "invalid connection option",
+		"invalid URI", "missing \"=\"",
+	};
+	for (size_t i = 0; i < sizeof(patterns) / sizeof(patterns[0]); i++)
+		if (strstr(msg, patterns[i]) != NULL)
+			return true;
+	return false;
+}
+
+/* Handles a failed query result: retry for transient classes, fail otherwise. */
+static int query_failed(source *s, PGresult *res, const char *what)
+{
+	char why[800];
+	result_error(res, s->conn, why, sizeof(why));
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (state == NULL || strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
+	    strcmp(state, "53300") == 0) {
+		char msg[900];
+		snprintf(msg, sizeof(msg), "%s: %s", what, why);
+		source_retry(s, msg);
+		return -EIO;
+	}
+	if (strcmp(state, "55006") == 0 && ++s->busy_attempts < SLOT_BUSY_RETRIES) {
+		char msg[900];
+		snprintf(msg, sizeof(msg), "%s: %s", what, why);
+		source_retry(s, msg);
+		return -EIO;
+	}
+	if (strcmp(state, "42704") == 0 && s->state == ST_START && s->cfg->create_slot) {
+		/* The slot vanished between the check and the start: look again. */
+		source_retry(s, "slot disappeared before streaming started");
+		return -EIO;
+	}
+	if (strstr(why, "may not be used as an output plugin") != NULL) {
+		source_fail(s, "%s: %s -- PostgreSQL refuses the output plugin '%s'. Allow it in postgresql.conf: "
+		            "output_plugin_libraries = 'pgoutput, test_decoding, %s' and reload the server "
+		            "(SELECT pg_reload_conf())",
+		            what, why, s->cfg->plugin, s->cfg->plugin);
+		return -EIO;
+	}
+	if (strcmp(state, "42501") == 0) {
+		source_fail(s, "%s: %s -- the role needs REPLICATION and SELECT on the published tables "
+		            "(see deploy/migrations, role walcast_replicator)", what, why);
+		return -EIO;
+	}
+	if (strcmp(state, "55006") == 0) {
+		source_fail(s, "%s: %s -- another process is streaming from slot '%s'; stop it or configure "
+		            "another slot", what, why, s->cfg->slot);
+		return -EIO;
+	}
+	if (strstr(why, "wal_level") != NULL) {
+		source_fail(s, "%s: %s -- set wal_level = logical in postgresql.conf and restart PostgreSQL", what, why);
+		return -EIO;
+	}
+	return source_fail(s, "%s: %s (SQLSTATE %s)", what, why, state);
+}
+
+/* ---- setup queries ---- */
+
+static int query_send(source *s, source_state next, const char *sql)
+{
+	set_state(s, next);
+	log_debug("source.query", "slot=%s sql=%s", s->cfg->slot, sql);
+	if (!PQsendQuery(s->conn, sql)) {
+		char why[600];
+		snprintf(why, sizeof(why), "%s", PQerrorMessage(s->conn));
+		source_retry(s, why);
+		return -EIO;
+	}
+	int f = PQflush(s->conn);
+	if (f < 0) {
+		source_retry(s, PQerrorMessage(s->conn));
+		return -EIO;
+	}
+	return conn_watch(s, LOOP_READ | (f == 1 ? LOOP_WRITE : 0));
+}
+
+static char *quote_ident(source *s, const char *name)
+{
+	return PQescapeIdentifier(s->conn, name, strlen(name));
+}
+
+static char *quote_literal(source *s, const char *v)
+{
+	return PQescapeLiteral(s->conn, v, strlen(v));
+}
+
+static int send_slot_check(source *s)
+{
+	char *lit = quote_literal(s, s->cfg->slot);
+	if (lit == NULL) {
+		source_fail(s, "cannot quote the slot name: %s", PQerrorMessage(s->conn));
+		return -EIO;
+	}
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+	         "SELECT plugin, active_pid, confirmed_flush_lsn, wal_status, database = current_database() "
+	         "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s AND slot_type = 'logical'", lit);
+	PQfreemem(lit);
+	return query_send(s, ST_SLOT_CHECK, sql);
+}
+
+static int send_relations(source *s)
+{
+	return query_send(s, ST_RELATIONS,
+	           "SELECT c.oid, n.nspname, c.relname, c.relreplident, a.attname, a.atttypid, a.atttypmod, "
+	           "coalesce(a.attnum = ANY (i.indkey::int2[]), false) "
+	           "FROM pg_catalog.pg_class c "
+	           "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+	           "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+	           "LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary "
+	           "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+	           "AND n.nspname NOT LIKE 'pg\\_toast%' "
+	           "ORDER BY c.oid, a.attnum");
+}
+
+static int send_pub_check(source *s)
+{
+	char *lit = quote_literal(s, s->cfg->publication);
+	if (lit == NULL) {
+		source_fail(s, "cannot quote the publication name");
+		return -EIO;
+	}
+	char sql[256];
+	snprintf(sql, sizeof(sql), "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = %s", lit);
+	PQfreemem(lit);
+	return query_send(s, ST_PUB_CHECK, sql);
+}
+
+static int send_pub_create(source *s)
+{
+	char *id = quote_ident(s, s->cfg->publication);
+	if (id == NULL) {
+		source_fail(s, "cannot quote the publication name");
+		return -EIO;
+	}
+	char sql[256];
+	snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR ALL TABLES", id);
+	PQfreemem(id);
+	return query_send(s, ST_PUB_CREATE, sql);
+}
+
+static int send_slot_create(source *s)
+{
+	char *id = quote_ident(s, s->cfg->slot);
+	if (id == NULL) {
+		source_fail(s, "cannot quote the slot name");
+		return -EIO;
+	}
+	char sql[512];
+	snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT %s %sLOGICAL %s EXPORT_SNAPSHOT", id,
+	         s->cfg->temporary_slot ? "TEMPORARY " : "", s->ops->name);
+	PQfreemem(id);
+	return query_send(s, ST_SLOT_CREATE, sql);
+}
+
+static int send_start(source *s)
+{
+	char *id = quote_ident(s, s->cfg->slot);
+	if (id == NULL) {
+		source_fail(s, "cannot quote the slot name");
+		return -EIO;
+	}
+	uint64_t start = s->confirmed_lsn;
+	char a[LSN_TEXT_MAX];
+	buf sql;
+	buf_init(&sql);
+	int rc = buf_printf(&sql, "START_REPLICATION SLOT %s LOGICAL %s (%s)", id, lsn_str(start, a),
+	                    decoder_start_options(s->dec));
+	PQfreemem(id);
+	if (rc < 0) {
+		buf_fini(&sql);
+		source_fail(s, "out of memory");
+		return -EIO;
+	}
+	decoder_reset(s->dec);
+	s->in_txn = false;
+	int rc2 = query_send(s, ST_START, sql.data);
+	buf_fini(&sql);
+	return rc2;
+}
+
+/* After the slot (and publication) are settled. */
+static int setup_next_after_slot(source *s)
+{
+	return s->slot_exists ? send_start(s) : send_slot_create(s);
+}
+
+static int relations_load(source *s, PGresult *res)
+{
+	int n = PQntuples(res);
+	int i = 0;
+	int loaded = 0;
+	rel_column *cols = NULL;
+	int rc = 0;
+	while (i < n) {
+		int j = i;
+		const char *oid = PQgetvalue(res, i, 0);
+		while (j < n && strcmp(PQgetvalue(res, j, 0), oid) == 0)
+			j++;
+		rel_column *nc = realloc(cols, (size_t)(j - i) * sizeof(*cols));
+		if (nc == NULL) {
+			rc = -ENOMEM;
+			goto cleanup;
+		}
+		cols = nc;
+		for (int k = i; k < j; k++) {
+			cols[k - i].name = PQgetvalue(res, k, 4);
+			cols[k - i].type_oid = (uint32_t)strtoul(PQgetvalue(res, k, 5), NULL, 10);
+			cols[k - i].typmod = (int32_t)strtol(PQgetvalue(res, k, 6), NULL, 10);
+			cols[k - i].key = PQgetvalue(res, k, 7)[0] == 't';
+		}
+		relation r = {
+			.oid = (uint32_t)strtoul(oid, NULL, 10),
+			.schema = PQgetvalue(res, i, 1),
+			.name = PQgetvalue(res, i, 2),
+			.ncols = j - i,
+			.cols = cols,
+			.replident = PQgetvalue(res, i, 3)[0],
+		};
+		/* The stream's own description wins: only seed relations not yet known. */
+		if (relcache_get_name(s->rels, r.schema, strlen(r.schema), r.name, strlen(r.name)) == NULL) {
+			rc = relcache_put(s->rels, &r, NULL);
+			if (rc < 0)
+				goto cleanup;
+			loaded++;
+		}
+		i = j;
+	}
+	log_debug("source.relations", "slot=%s loaded=%d", s->cfg->slot, loaded);
+cleanup:
+	free(cols);
+	return rc;
+}
+
+/* A setup query's complete result; res is freed by the caller. */
+static int setup_result(source *s, PGresult *res)
+{
+	ExecStatusType st = PQresultStatus(res);
+	char a[LSN_TEXT_MAX];
+	switch (s->state) {
+	case ST_IDENTIFY:
+		if (st != PGRES_TUPLES_OK)
+			return query_failed(s, res, "IDENTIFY_SYSTEM");
+		if (PQnfields(res) < 4 || PQntuples(res) != 1 || PQgetisnull(res, 0, 3))
+			return source_fail(s, "the connection is not a logical replication connection to a database "
+			                      "(set dbname in the conninfo)");
+		log_debug("source.identified", "slot=%s system=%s timeline=%s xlogpos=%s db=%s", s->cfg->slot,
+		          PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+		if (strcmp(s->ops->name, "wal2json") == 0)
+			return send_relations(s);
+		return send_slot_check(s);
+	case ST_RELATIONS:
+		if (st != PGRES_TUPLES_OK)
+			return query_failed(s, res, "loading table descriptions");
+		if (relations_load(s, res) < 0)
+			return source_fail(s, "out of memory loading table descriptions");
+		return send_slot_check(s);
+	case ST_SLOT_CHECK:
+		if (st != PGRES_TUPLES_OK)
+			return query_failed(s, res, "looking up the slot");
+		if (PQntuples(res) == 0) {
+			if (!s->cfg->create_slot)
+				return source_fail(s, "replication slot '%s' does not exist and create_slot is off; create "
+				                      "it with: SELECT pg_create_logical_replication_slot('%s', '%s')",
+				                   s->cfg->slot, s->cfg->slot, s->ops->name);
+			s->slot_exists = false;
+		} else {
+			const char *plugin = PQgetvalue(res, 0, 0);
+			if (strcmp(plugin, s->ops->name) != 0)
+				return source_fail(s, "replication slot '%s' uses plugin '%s' but walcast is configured for "
+				                      "'%s'; use another slot name or drop the slot",
+				                   s->cfg->slot, plugin, s->ops->name);
+			if (strcmp(PQgetvalue(res, 0, 3), "lost") == 0)
+				return source_fail(s, "replication slot '%s' was invalidated (wal_status = lost): the WAL it "
+				                      "needed was removed (max_slot_wal_keep_size). Changes were lost; drop "
+				                      "the slot (SELECT pg_drop_replication_slot('%s')), let walcast "
+				                      "recreate it and rebuild derived state (walcast backfill)",
+				                   s->cfg->slot, s->cfg->slot);
+			if (strcmp(PQgetvalue(res, 0, 4), "t") != 0)
+				return source_fail(s, "replication slot '%s' belongs to another database", s->cfg->slot);
+			if (!PQgetisnull(res, 0, 1)) {
+				/* Often our own previous connection, not yet gone: retry a while. */
+				if (++s->busy_attempts < SLOT_BUSY_RETRIES) {
+					char why[256];
+					snprintf(why, sizeof(why), "slot is active for pid %s", PQgetvalue(res, 0, 1));
+					return source_retry(s, why);
+				}
+				return source_fail(s, "replication slot '%s' is active for another process (pid %s); stop "
+				                      "that consumer or configure another slot",
+				                   s->cfg->slot, PQgetvalue(res, 0, 1));
+			}
+			s->slot_exists = true;
+			log_info("source.slot_found", "slot=%s confirmed_flush=%s", s->cfg->slot,
+			         PQgetvalue(res, 0, 2));
+		}
+		if (strcmp(s->ops->name, "pgoutput") == 0)
+			return send_pub_check(s);
+		return setup_next_after_slot(s);
+	case ST_PUB_CHECK:
+		if (st != PGRES_TUPLES_OK)
+			return query_failed(s, res, "looking up the publication");
+		if (PQntuples(res) > 0)
+			return setup_next_after_slot(s);
+		if (!s->cfg->create_slot)
+			return source_fail(s, "publication '%s' does not exist; create it with: CREATE PUBLICATION %s "
+			                      "FOR TABLE ... (or FOR ALL TABLES)",
+			                   s->cfg->publication, s->cfg->publication);
+		return send_pub_create(s);
+	case ST_PUB_CREATE:
+		if (st != PGRES_COMMAND_OK)
+			return query_failed(s, res, "creating the publication");
+		log_info("source.publication_created", "publication=%s tables=all", s->cfg->publication);
+		return setup_next_after_slot(s);
+	case ST_SLOT_CREATE:
+		if (st != PGRES_TUPLES_OK) {
+			const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+			if (code != NULL && strcmp(code, "42710") == 0) /* created meanwhile by someone else */
+				return send_slot_check(s);
+			return query_failed(s, res, "creating the replication slot");
+		}
+		log_info("source.slot_created", "slot=%s plugin=%s consistent_point=%s snapshot=%s%s",
+		         s->cfg->slot, s->ops->name, PQgetvalue(res, 0, 1),
+		         PQgetisnull(res, 0, 2) ? "none" : PQgetvalue(res, 0, 2),
+		         s->cfg->temporary_slot ? " temporary=true" : "");
+		s->slot_exists = true;
+		return send_start(s);
+	case ST_START:
+		if (st != PGRES_COPY_BOTH)
+			return query_failed(s, res, "starting replication");
+		set_state(s, ST_STREAMING);
+		s->busy_attempts = 0;
+		if (s->attempts > 0)
+			log_info("source.reconnected", "slot=%s after=%d attempts", s->cfg->slot, s->attempts);
+		s->attempts = 0;
+		s->last_error[0] = '\0';
+		log_info("source.streaming", "slot=%s plugin=%s from=%s", s->cfg->slot, s->ops->name,
+		         lsn_str(s->confirmed_lsn, a));
+		{
+			int t = loop_timer_add(s->loop, s->cfg->status_interval_ms, status_timer_cb, s);
+			s->status_timer = t > 0 ? t : 0;
+		}
+		if (s->ev.streaming_cb != NULL)
+			s->ev.streaming_cb(s->ev.arg, s->confirmed_lsn);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* ---- streaming ---- */
+
+static int stream_message(source *s, const uint8_t *m, size_t n)
+{
+	char a[LSN_TEXT_MAX];
+	if (n >= 25 && m[0] == 'w') {
+		uint64_t wal_start = get_u64(m + 1);
+		char err[DECODER_ERROR_MAX];
+		int rc = decoder_decode(s->dec, wal_start, m + 25, n - 25, err);
+		if (wal_start > s->received_lsn)
+			s->received_lsn = wal_start;
+		if (rc == -EPROTO)
+			return source_fail(s, "cannot decode the %s message at LSN %s: %s; walcast stops here "
+			                      "without confirming it, so nothing is lost",
+			                   s->ops->name, lsn_str(wal_start, a), err);
+		if (rc == -ENOMEM)
+			return source_fail(s, "out of memory decoding the message at LSN %s", lsn_str(wal_start, a));
+		return rc; /* non-zero: the consumer stopped us (e.g. tail reached its limit) */
+	}
+	if (n >= 18 && m[0] == 'k') {
+		uint64_t wal_end = get_u64(m + 1);
+		bool reply = m[17] != 0;
+		if (wal_end > s->received_lsn)
+			s->received_lsn = wal_end;
+		bool moved = false;
+		if (nothing_in_flight(s) && wal_end > s->confirmed_lsn) {
+			s->confirmed_lsn = wal_end; /* idle: confirm the keepalive position */
+			moved = true;
+		}
+		if (reply || moved)
+			status_send(s, false);
+		if (nothing_in_flight(s) && s->ev.idle_cb != NULL && s->state == ST_STREAMING)
+			s->ev.idle_cb(s->ev.arg, wal_end);
+		return 0;
+	}
+	return source_fail(s, "unexpected replication message type '%c' (%zu bytes) after LSN %s",
+	            n > 0 && m[0] >= 32 && m[0] < 127 ? m[0] : '?', n, lsn_str(s->received_lsn, a));
+}
+
+static int stream_read(source *s)
+{
+	if (!PQconsumeInput(s->conn))
+		return source_retry(s, PQerrorMessage(s->conn));
+	while (s->state == ST_STREAMING) {
+		char *data = NULL;
+		int n = PQgetCopyData(s->conn, &data, 1);
+		if (n == 0)
+			return 0;
+		if (n == -1) {
+			PGresult *res = PQgetResult(s->conn);
+			char why[800];
+			if (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR) {
+				PQclear(res);
+				res = NULL;
+			}
+			result_error(res, s->conn, why, sizeof(why));
+			PQclear(res);
+			return source_retry(s, why[0] ? why : "the server ended the replication stream");
+		}
+		if (n == -2)
+			return source_retry(s, PQerrorMessage(s->conn));
+		int rc = stream_message(s, (const uint8_t *)data, (size_t)n);
+		PQfreemem(data);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int conn_event(source *s, unsigned events)
+{
+	if (s->state == ST_CONNECTING) {
+		PostgresPollingStatusType ps = PQconnectPoll(s->conn);
+		if (ps == PGRES_POLLING_FAILED) {
+			char why[600];
+			snprintf(why, sizeof(why), "%s", PQerrorMessage(s->conn));
+			size_t n = strlen(why);
+			while (n > 0 && why[n - 1] == '\n')
+				why[--n] = '\0';
+			if (connect_error_permanent(why))
+				return source_fail(s, "cannot connect: %s", why);
+			return source_retry(s, why);
+		}
+		if (ps == PGRES_POLLING_OK) {
+			if (PQsetnonblocking(s->conn, 1) != 0)
+				return source_retry(s, "cannot make the connection non-blocking");
+			return query_send(s, ST_IDENTIFY, "IDENTIFY_SYSTEM");
+		}
+		if (conn_watch(s, ps == PGRES_POLLING_READING ? LOOP_READ : LOOP_WRITE) < 0)
+			return source_retry(s, "cannot watch the connection socket");
+		return 0;
+	}
+	if (s->conn == NULL)
+		return 0;
+	if (events & LOOP_WRITE) {
+		int f = PQflush(s->conn);
+		if (f < 0)
+			return source_retry(s, PQerrorMessage(s->conn));
+		if (conn_watch(s, LOOP_READ | (f == 1 ? LOOP_WRITE : 0)) < 0)
+			return source_retry(s, "cannot watch the connection socket");
+	}
+	if (!(events & LOOP_READ))
+		return 0;
+	if (s->state == ST_STREAMING)
+		return stream_read(s);
+	if (!PQconsumeInput(s->conn))
+		return source_retry(s, PQerrorMessage(s->conn));
+	/* A setup query: take results until the query completes (or COPY BOTH begins). */
+	PGresult *first = NULL;
+	while (!PQisBusy(s->conn)) {
+		PGresult *res = PQgetResult(s->conn);
+		if (res == NULL)
+			break;
+		if (PQresultStatus(res) == PGRES_COPY_BOTH) {
+			PQclear(first);
+			int rc = setup_result(s, res);
+			PQclear(res);
+			if (rc == 0 && s->state == ST_STREAMING)
+				rc = stream_read(s);
+			return rc;
+		}
+		if (first == NULL)
+			first = res;
+		else
+			PQclear(res);
+	}
+	if (PQisBusy(s->conn)) {
+		PQclear(first); /* setup queries return one result; more means a protocol surprise */
+		return 0;
+	}
+	int rc = 0;
+	if (first != NULL) {
+		rc = setup_result(s, first);
+		PQclear(first);
+	}
+	return rc;
+}
+
+static void conn_cb(loop *l, int fd, unsigned events, void *arg)
+{
+	(void)conn_event(arg, events);
+}
+
+
+
+/* ---- heartbeat: a logical message on an ordinary connection every heartbeat_interval ---- */
+
+static void heartbeat_close(source *s)
+{
+	if (s->hb_sock >= 0)
+		loop_unwatch(s->loop, s->hb_sock);
+	s->hb_sock = -1;
+	if (s->hb_conn != NULL)
+		PQfinish(s->hb_conn);
+	s->hb_conn = NULL;
+	s->hb_state = HB_NONE;
+}
+
+static int heartbeat_failed(source *s, const char *why)
+{
+	log_warn("source.heartbeat_failed", "slot=%s: %s", s->cfg->slot, why);
+	heartbeat_close(s);
+	return -EIO;
+}
+
+static void heartbeat_watch(source *s, unsigned events);
+
+static int heartbeat_event(source *s, unsigned events)
+{
+	if (s->hb_state == HB_CONNECTING) {
+		PostgresPollingStatusType ps = PQconnectPoll(s->hb_conn);
+		if (ps == PGRES_POLLING_FAILED)
+			return heartbeat_failed(s, PQerrorMessage(s->hb_conn));
+		if (ps == PGRES_POLLING_OK) {
+			PQsetnonblocking(s->hb_conn, 1);
+			s->hb_state = HB_READY;
+			heartbeat_watch(s, LOOP_READ);
+			return 0;
+		}
+		heartbeat_watch(s, ps == PGRES_POLLING_READING ? LOOP_READ : LOOP_WRITE);
+		return 0;
+	}
+	if (!PQconsumeInput(s->hb_conn))
+		return heartbeat_failed(s, PQerrorMessage(s->hb_conn));
+	while (!PQisBusy(s->hb_conn)) {
+		PGresult *res = PQgetResult(s->hb_conn);
+		if (res == NULL) {
+			s->hb_state = HB_READY;
+			break;
+		}
+		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			char why[600];
+			result_error(res, s->hb_conn, why, sizeof(why));
+			PQclear(res);
+			return heartbeat_failed(s, why);
+		}
+		PQclear(res);
+	}
+	return 0;
+}
+
+static void heartbeat_cb(loop *l, int fd, unsigned events, void *arg)
+{
+	(void)heartbeat_event(arg, events);
+}
+
+
+static void heartbeat_watch(source *s, unsigned events)
+{
+	int fd = PQsocket(s->hb_conn);
+	if (s->hb_sock >= 0 && s->hb_sock != fd)
+		loop_unwatch(s->loop, s->hb_sock);
+	s->hb_sock = fd;
+	if (fd < 0 || loop_watch(s->loop, fd, events, heartbeat_cb, s) < 0)
+		heartbeat_failed(s, "cannot watch the heartbeat connection");
+}
+
+static void heartbeat_timer_cb(loop *l, int id, void *arg)
+{
+	source *s = arg;
+	s->hb_timer = 0;
+	if (s->state == ST_STOPPED || s->state == ST_FAILED)
+		return;
+	if (s->hb_state == HB_NONE) {
+		const char *keys[] = {"dbname", "fallback_application_name", NULL};
+		const char *vals[] = {s->cfg->conninfo, "walcast-heartbeat", NULL};
+		s->hb_conn = PQconnectStartParams(keys, vals, 1);
+		if (s->hb_conn == NULL || PQstatus(s->hb_conn) == CONNECTION_BAD) {
+			heartbeat_failed(s, s->hb_conn ? PQerrorMessage(s->hb_conn) : "out of memory");
+		} else {
+			s->hb_state = HB_CONNECTING;
+			heartbeat_watch(s, LOOP_WRITE);
+		}
+	} else if (s->hb_state == HB_READY) {
+		if (PQsendQuery(s->hb_conn, "SELECT pg_catalog.pg_logical_emit_message(false, '" HEARTBEAT_PREFIX
+		                            "', pg_catalog.now()::text)")) {
+			s->hb_state = HB_BUSY;
+			PQflush(s->hb_conn);
+		} else {
+			heartbeat_failed(s, PQerrorMessage(s->hb_conn));
+		}
+	}
+	heartbeat_schedule(s);
+}
+
+static void heartbeat_schedule(source *s)
+{
+	int t = loop_timer_add(s->loop, s->cfg->heartbeat_interval_ms, heartbeat_timer_cb, s);
+	s->hb_timer = t > 0 ? t : 0;
+}

@@ -1,0 +1,67 @@
+/*
+ * source — the replication client: one libpq connection in replication=database mode, driven
+ * non-blocking on the event loop, that finds or creates the slot (and the publication for
+ * pgoutput), streams XLogData into a decoder, answers keepalives, sends standby status updates
+ * and reconnects with backoff when PostgreSQL goes away.
+ *
+ * Acknowledgement: the flush position reported to PostgreSQL is only ever what the consumer
+ * passed to source_confirm(), i.e. what it has durably taken — except when nothing is in
+ * flight (no transaction open, every delivered position confirmed): then a keepalive's position
+ * is confirmed too, so an idle database does not pin WAL.
+ *
+ * Positions a consumer confirms: a transaction's txn->end_lsn once it took the whole
+ * transaction; lsn + 1 for a non-transactional message it took.
+ */
+#ifndef WALCAST_SOURCE_H
+#define WALCAST_SOURCE_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "decoder.h"
+#include "loop.h"
+
+typedef struct source source;
+
+typedef struct source_events {
+	decoder_sink sink; /* decoded changes, in stream order */
+	/* The transaction being received was cut off (connection lost): the server will send it
+	 * again from its beginning, so drop whatever was kept of it. May be NULL. */
+	void (*abandon_cb)(void *arg);
+	/* Streaming started (or restarted) from start_lsn. May be NULL. */
+	void (*streaming_cb)(void *arg, uint64_t start_lsn);
+	/* Caught up: a keepalive said the server has sent everything up to wal_end and nothing is
+	 * in flight. May be NULL. */
+	void (*idle_cb)(void *arg, uint64_t wal_end);
+	/* A permanent problem: the source stopped and will not retry; why says what and how to fix
+	 * it. Required. */
+	void (*failed_cb)(void *arg, const char *why);
+	void *arg;
+} source_events;
+
+/* Creates a source for cfg (borrowed; must outlive the source), delivering decoded changes to
+ * events, with relations cached in rels (borrowed). 0 and *out (caller owns) or a negative
+ * errno; err explains a bad setting (e.g. an unknown plugin). Does not connect yet. */
+__attribute__((warn_unused_result)) int source_create(loop *l, const config *cfg, relcache *rels,
+                                                      const source_events *events, source **out,
+                                                      char err[256]);
+
+/* Starts connecting. resume_lsn, if not 0, is where the consumer's own durable state says to
+ * resume (transactions committed before it are not delivered). 0 or a negative errno. */
+__attribute__((warn_unused_result)) int source_start(source *s, uint64_t resume_lsn);
+
+/* The consumer has durably taken everything through lsn (see above). Cheap; the next status
+ * update carries it. */
+void source_confirm(source *s, uint64_t lsn);
+
+/* Sends a final status update (best effort, without blocking for long) and disconnects. */
+void source_stop(source *s);
+
+/* Frees the source; stops it first if needed. Safe on NULL. */
+void source_destroy(source *s);
+
+/* Positions, for status and tests. */
+uint64_t source_received_lsn(const source *s);
+uint64_t source_flushed_lsn(const source *s);
+
+#endif

@@ -1,0 +1,373 @@
+/*
+ * tail — JSON lines out of the replication stream. See tail.h for the delivery guarantees.
+ *
+ * State: one output stream, the byte offset where the current transaction began (so a
+ * transaction cut off by a reconnect can be cut from a file), the end LSN of the last complete
+ * transaction written, and the last one made durable and confirmed.
+ */
+#include "tail.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "change.h"
+#include "log.h"
+#include "loop.h"
+#include "lsn.h"
+#include "relcache.h"
+#include "source.h"
+
+#define TAIL_FLUSH_MS 100
+
+typedef struct tail {
+	const tail_options *opt;
+	loop *loop;
+	source *src;
+	FILE *out;
+	int out_fd;
+	bool to_file;
+	bool interactive;
+	char *pos_path;
+	buf line;
+
+	int64_t offset;        /* bytes in the output file after everything written */
+	int64_t txn_offset;    /* offset where the current transaction began */
+	uint64_t written_end;  /* end LSN of the last complete transaction written */
+	uint64_t durable_end;  /* ... and made durable and confirmed */
+	uint64_t skip_before;  /* transactions committed before this were written by an earlier run */
+	bool skipping;         /* the current transaction is one of those */
+	uint64_t printed;
+	int exit_code;
+	bool done;
+	int flush_timer;
+} tail;
+
+static void tail_finish(tail *t, int code)
+{
+	if (!t->done) {
+		t->done = true;
+		t->exit_code = code;
+	}
+	loop_stop(t->loop);
+}
+
+/* Flushes the output and, for a file, makes it durable and records the checkpoint. Then
+ * confirms the slot up to what is durable. */
+static int tail_checkpoint(tail *t)
+{
+	if (t->written_end <= t->durable_end && !t->to_file) {
+		if (fflush(t->out) != 0)
+			goto write_error;
+		return 0;
+	}
+	if (fflush(t->out) != 0)
+		goto write_error;
+	if (t->to_file && t->written_end > t->durable_end) {
+		if (fdatasync(t->out_fd) != 0)
+			goto write_error;
+		char tmp[4096];
+		char lsn[LSN_TEXT_MAX];
+		snprintf(tmp, sizeof(tmp), "%s.tmp", t->pos_path);
+		FILE *f = fopen(tmp, "w");
+		if (f == NULL)
+			goto write_error;
+		/* The checkpoint covers complete transactions only: the offset where the one in progress
+		 * (if any) began. */
+		int64_t off = t->txn_offset >= 0 ? t->txn_offset : t->offset;
+		fprintf(f, "walcast-tail-position 1\noffset=%" PRId64 "\nlsn=%s\n", off,
+		        lsn_format(t->written_end, lsn));
+		bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+		ok = fclose(f) == 0 && ok;
+		if (!ok || rename(tmp, t->pos_path) != 0)
+			goto write_error;
+	}
+	if (t->written_end > t->durable_end) {
+		t->durable_end = t->written_end;
+		if (t->src != NULL)
+			source_confirm(t->src, t->durable_end);
+	}
+	return 0;
+write_error:
+	if (errno == EPIPE) {
+		tail_finish(t, 0); /* the reader went away: a normal end for a pipe */
+		return -EPIPE;
+	}
+	log_error("tail.write_failed", "output=%s: %s", t->to_file ? t->opt->output_path : "stdout",
+	          strerror(errno));
+	tail_finish(t, 1);
+	return -EIO;
+}
+
+static void flush_timer_cb(loop *l, int id, void *arg)
+{
+	tail *t = arg;
+	t->flush_timer = 0;
+	if (tail_checkpoint(t) < 0)
+		return;
+	int tid = loop_timer_add(l, TAIL_FLUSH_MS, flush_timer_cb, t);
+	t->flush_timer = tid > 0 ? tid : 0;
+}
+
+static bool table_wanted(const tail *t, const relation *rel)
+{
+	if (t->opt->ntables == 0)
+		return true;
+	for (size_t i = 0; i < t->opt->ntables; i++) {
+		const char *want = t->opt->tables[i];
+		const char *dot = strchr(want, '.');
+		if (dot == NULL) {
+			if (strcmp(want, rel->name) == 0)
+				return true;
+		} else if (strlen(rel->schema) == (size_t)(dot - want) &&
+		           strncmp(want, rel->schema, (size_t)(dot - want)) == 0 && strcmp(dot + 1, rel->name) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static int begin_cb(void *arg, const change_txn *txn)
+{
+	tail *t = arg;
+	t->skipping = txn->commit_lsn < t->skip_before;
+	t->txn_offset = t->offset;
+	return 0;
+}
+
+static int change_cb(void *arg, change *c)
+{
+	tail *t = arg;
+	if (t->skipping || t->done)
+		return 0;
+	if (t->opt->actions != 0 && !(t->opt->actions & (1u << c->action)))
+		return 0;
+	if (c->rel != NULL && !table_wanted(t, c->rel))
+		return 0;
+	if (c->rel == NULL && t->opt->ntables > 0)
+		return 0; /* messages have no table */
+	buf_clear(&t->line);
+	if (change_json_write(&t->line, c, t->opt->with_types ? CHANGE_JSON_TYPES : 0) < 0 ||
+	    buf_putc(&t->line, '\n') < 0) {
+		log_error("tail.oom", "out of memory formatting the change at LSN");
+		tail_finish(t, 1);
+		return 1;
+	}
+	if (fwrite(t->line.data, 1, t->line.len, t->out) != t->line.len) {
+		if (errno == EPIPE) {
+			tail_finish(t, 0);
+		} else {
+			log_error("tail.write_failed", "output: %s", strerror(errno));
+			tail_finish(t, 1);
+		}
+		return 1;
+	}
+	t->offset += (int64_t)t->line.len;
+	if (c->txn == NULL) {
+		/* A non-transactional message is complete on its own. */
+		t->written_end = c->lsn + 1;
+		t->txn_offset = -1;
+	}
+	t->printed++;
+	if (t->opt->max_changes != 0 && t->printed >= t->opt->max_changes) {
+		tail_checkpoint(t);
+		tail_finish(t, 0);
+		return 1;
+	}
+	return 0;
+}
+
+static int commit_cb(void *arg, const change_txn *txn)
+{
+	tail *t = arg;
+	t->skipping = false;
+	t->txn_offset = -1;
+	if (txn->end_lsn > t->written_end)
+		t->written_end = txn->end_lsn;
+	if (t->interactive && tail_checkpoint(t) < 0)
+		return 1;
+	if (t->opt->until_lsn != 0 && txn->end_lsn >= t->opt->until_lsn) {
+		tail_checkpoint(t);
+		tail_finish(t, 0);
+		return 1;
+	}
+	return 0;
+}
+
+static void abandon_cb(void *arg)
+{
+	tail *t = arg;
+	if (!t->to_file || t->txn_offset < 0)
+		return; /* stdout cannot take back what it printed (see tail.h) */
+	if (fflush(t->out) != 0 || ftruncate(t->out_fd, t->txn_offset) != 0) {
+		log_error("tail.truncate_failed", "output=%s: %s", t->opt->output_path, strerror(errno));
+		tail_finish(t, 1);
+		return;
+	}
+	log_info("tail.abandoned", "output=%s cut back to offset %" PRId64 " (transaction will be resent)",
+	         t->opt->output_path, t->txn_offset);
+	t->offset = t->txn_offset;
+	t->txn_offset = -1;
+}
+
+static void idle_cb(void *arg, uint64_t wal_end)
+{
+	tail *t = arg;
+	tail_checkpoint(t);
+	if (t->opt->until_lsn != 0 && wal_end >= t->opt->until_lsn)
+		tail_finish(t, 0);
+}
+
+static void failed_cb(void *arg, const char *why)
+{
+	tail_finish(arg, 1);
+}
+
+static void signal_cb(loop *l, int signo, void *arg)
+{
+	log_info("tail.signal", "signal=%d: stopping", signo);
+	tail_finish(arg, 0);
+}
+
+/* Opens the output file and recovers the checkpoint; sets *resume to its LSN. */
+static int output_open(tail *t, uint64_t *resume)
+{
+	const char *path = t->opt->output_path;
+	size_t plen = strlen(path) + 5;
+	t->pos_path = malloc(plen);
+	if (t->pos_path == NULL)
+		return -ENOMEM;
+	snprintf(t->pos_path, plen, "%s.pos", path);
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		log_error("tail.output_open", "output=%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	struct stat st;
+	if (fstat(fd, &st) != 0) {
+		close(fd);
+		return -errno;
+	}
+	int64_t size = st.st_size;
+	FILE *pf = fopen(t->pos_path, "r");
+	if (pf != NULL) {
+		int64_t off = -1;
+		char lsntext[64] = "";
+		int n = fscanf(pf, "walcast-tail-position 1\noffset=%" SCNd64 "\nlsn=%63s", &off, lsntext);
+		fclose(pf);
+		uint64_t lsn;
+		if (n != 2 || off < 0 || lsn_parse(lsntext, strlen(lsntext), &lsn) < 0) {
+			log_error("tail.position_corrupt", "position file %s is not a walcast position; remove it "
+			          "(and the output) to start over", t->pos_path);
+			close(fd);
+			return -EINVAL;
+		}
+		if (off > size) {
+			log_error("tail.position_mismatch", "output=%s is shorter (%" PRId64 " bytes) than its "
+			          "checkpoint (%" PRId64 "); it was changed by something else", path, size, off);
+			close(fd);
+			return -EINVAL;
+		}
+		if (off < size) {
+			if (ftruncate(fd, off) != 0) {
+				close(fd);
+				return -errno;
+			}
+			log_info("tail.recovered", "output=%s cut from %" PRId64 " to checkpoint %" PRId64 " bytes",
+			         path, size, off);
+		}
+		size = off;
+		*resume = lsn;
+		t->written_end = t->durable_end = lsn;
+	}
+	t->out = fdopen(fd, "a");
+	if (t->out == NULL) {
+		close(fd);
+		return -errno;
+	}
+	t->out_fd = fd;
+	t->offset = size;
+	return 0;
+}
+
+int tail_run(const config *cfg, const tail_options *opt)
+{
+	tail t = {.opt = opt, .exit_code = 0, .txn_offset = -1, .out_fd = -1};
+	relcache *rels = NULL;
+	uint64_t resume = 0;
+	int rc;
+	buf_init(&t.line);
+	signal(SIGPIPE, SIG_IGN);
+
+	t.loop = loop_create();
+	rels = relcache_create();
+	if (t.loop == NULL || rels == NULL) {
+		t.exit_code = 1;
+		goto cleanup;
+	}
+	if (opt->output_path != NULL) {
+		t.to_file = true;
+		if (output_open(&t, &resume) < 0) {
+			t.exit_code = 1;
+			goto cleanup;
+		}
+	} else {
+		t.out = stdout;
+		t.out_fd = STDOUT_FILENO;
+		t.interactive = isatty(STDOUT_FILENO);
+	}
+	static char outbuf[1 << 16];
+	setvbuf(t.out, outbuf, _IOFBF, sizeof(outbuf));
+	t.skip_before = resume;
+
+	source_events ev = {
+		.sink = {begin_cb, change_cb, commit_cb, &t},
+		.abandon_cb = abandon_cb,
+		.idle_cb = idle_cb,
+		.failed_cb = failed_cb,
+		.arg = &t,
+	};
+	char err[256];
+	rc = source_create(t.loop, cfg, rels, &ev, &t.src, err);
+	if (rc < 0) {
+		log_error("tail.config", "%s", err);
+		t.exit_code = 1;
+		goto cleanup;
+	}
+	if (loop_signal(t.loop, SIGINT, signal_cb, &t) < 0 || loop_signal(t.loop, SIGTERM, signal_cb, &t) < 0) {
+		t.exit_code = 1;
+		goto cleanup;
+	}
+	int tid = loop_timer_add(t.loop, TAIL_FLUSH_MS, flush_timer_cb, &t);
+	t.flush_timer = tid > 0 ? tid : 0;
+	if (source_start(t.src, resume) == 0 && !t.done) {
+		rc = loop_run(t.loop);
+		if (rc < 0) {
+			log_error("tail.loop", "event loop failed: %s", strerror(-rc));
+			t.exit_code = 1;
+		}
+	}
+	if (t.exit_code == 0)
+		tail_checkpoint(&t);
+	else if (t.to_file)
+		tail_checkpoint(&t); /* keep what is complete even when failing */
+	source_stop(t.src);
+cleanup:
+	source_destroy(t.src);
+	if (t.out != NULL && t.out != stdout)
+		fclose(t.out);
+	else if (t.out == stdout)
+		fflush(stdout);
+	relcache_destroy(rels);
+	loop_destroy(t.loop);
+	buf_fini(&t.line);
+	free(t.pos_path);
+	return t.exit_code;
+}

@@ -1,0 +1,38 @@
+/*
+ * tail — `walcast tail`: print the normalized changes of a slot as JSON lines, for operators
+ * and integration tests.
+ *
+ * Two delivery modes:
+ *  - to stdout: lines are flushed at least every 100 ms (at every commit on a terminal) and the
+ *    slot is confirmed up to what was flushed. At-least-once: a crash or reconnect in the
+ *    middle of a transaction can print part of it again.
+ *  - to a file (--output FILE): exactly-once across kill -9 and restart. The file is appended to
+ *    and checkpointed (fdatasync, then FILE.pos written atomically with the byte offset and
+ *    LSN of the last complete transaction); only then is the slot confirmed. A restart cuts the
+ *    file back to the checkpoint and resumes from its LSN; a transaction cut off by a lost
+ *    connection is cut from the file too.
+ */
+#ifndef WALCAST_TAIL_H
+#define WALCAST_TAIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+typedef struct tail_options {
+	const char *output_path;  /* NULL: stdout */
+	const char *const *tables; /* "table" or "schema.table"; NULL/0 = all */
+	size_t ntables;
+	unsigned actions;         /* bit (1 << change_action) per wanted action; 0 = all */
+	uint64_t until_lsn;       /* stop once the stream has passed this position; 0 = never */
+	uint64_t max_changes;     /* stop after printing this many changes; 0 = never */
+	bool with_types;          /* add the relation's column names and type OIDs to each line */
+} tail_options;
+
+/* Runs tail until a limit is reached, SIGINT/SIGTERM arrives, or the source fails. Returns the
+ * process exit status: 0 on a clean stop, 1 on failure (already logged). Blocks. */
+int tail_run(const config *cfg, const tail_options *opt);
+
+#endif

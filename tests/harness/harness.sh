@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# The one harness for tests, the demo and benchmarks: starts a throwaway PostgreSQL 15 (logical
+# WAL, wal2json allowed) and a throwaway redis-server on free loopback ports in a temporary
+# directory, applies the platform migrations, runs a command with the connection environment set,
+# and always tears everything down — on success, failure, Ctrl-C or SIGTERM.
+#
+#   harness.sh run [--no-migrate] [--no-redis] -- CMD [ARGS...]
+#
+# CMD sees: PGHOST PGPORT PGUSER PGDATABASE (a superuser session), WALCAST_REDIS_URL,
+# WALCAST_HARNESS_DIR (scratch space, removed afterwards), WALCAST_PGDATA, WALCAST_PG_BIN and
+# WALCAST_REPL_CONNINFO (the least-privilege replication role from the migrations).
+# Run as root, the servers run as the `postgres` system user, which PostgreSQL requires.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+PG_BIN=${WALCAST_PG_BIN:-$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || dirname "$(command -v postgres)")}
+
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$(( (RANDOM % 20000) + 20000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"; return 0
+    fi
+  done
+  echo "harness: no free port" >&2; return 1
+}
+
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+HARNESS_DIR=
+PG_STARTED=0
+REDIS_PID=
+
+harness_cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ "$PG_STARTED" = 1 ]; then
+    as_pg "$PG_BIN/pg_ctl" -D "$HARNESS_DIR/pg" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+  if [ -n "$REDIS_PID" ]; then
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+  fi
+  if [ -n "$HARNESS_DIR" ] && [ -z "${WALCAST_KEEP_HARNESS:-}" ]; then rm -rf "$HARNESS_DIR"; fi
+  exit "$rc"
+}
+
+harness_start_pg() {
+  local port=$1
+  mkdir -p "$HARNESS_DIR/pg" "$HARNESS_DIR/sock"
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres: "$HARNESS_DIR"; fi
+  chmod 755 "$HARNESS_DIR"
+  as_pg "$PG_BIN/initdb" -D "$HARNESS_DIR/pg" -U postgres -A trust --no-sync -E UTF8 >"$HARNESS_DIR/initdb.log" 2>&1 ||
+    { cat "$HARNESS_DIR/initdb.log" >&2; return 1; }
+  cat >>"$HARNESS_DIR/pg/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$HARNESS_DIR/sock'
+wal_level = logical
+max_wal_senders = 20
+max_replication_slots = 20
+fsync = ${WALCAST_PG_FSYNC:-off}
+synchronous_commit = ${WALCAST_PG_SYNC_COMMIT:-off}
+full_page_writes = off
+shared_buffers = 256MB
+max_wal_size = 4GB
+wal_sender_timeout = 60s
+logical_decoding_work_mem = 64MB
+CONF
+  # Debian's newer PostgreSQL 15 builds accept only the output plugins listed here.
+  if as_pg "$PG_BIN/postgres" --describe-config 2>/dev/null | grep -c "^output_plugin_libraries" >/dev/null; then
+    echo "output_plugin_libraries = 'pgoutput, test_decoding, wal2json'" >>"$HARNESS_DIR/pg/postgresql.conf"
+  fi
+  printf 'host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\nlocal replication all trust\n' \
+    >>"$HARNESS_DIR/pg/pg_hba.conf"
+  as_pg "$PG_BIN/pg_ctl" -D "$HARNESS_DIR/pg" -l "$HARNESS_DIR/pg.log" -w -t 60 start >/dev/null ||
+    { cat "$HARNESS_DIR/pg.log" >&2; return 1; }
+  PG_STARTED=1
+}
+
+harness_start_redis() {
+  local port=$1
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+    --dir "$HARNESS_DIR" --logfile "$HARNESS_DIR/redis.log" &
+  REDIS_PID=$!
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "harness: redis-server did not start" >&2; cat "$HARNESS_DIR/redis.log" >&2; return 1
+}
+
+harness_migrate() {
+  local f
+  for f in "$ROOT"/deploy/migrations/*.sql; do
+    psql -q -v ON_ERROR_STOP=1 -X -f "$f" >/dev/null ||
+      { echo "harness: migration $(basename "$f") failed" >&2; return 1; }
+  done
+}
+
+cmd_run() {
+  local migrate=1 redis=1
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --no-migrate) migrate=0; shift ;;
+      --no-redis) redis=0; shift ;;
+      --) shift; break ;;
+      *) echo "harness: unknown option $1" >&2; return 2 ;;
+    esac
+  done
+  [ $# -gt 0 ] || { echo "usage: harness.sh run [--no-migrate] [--no-redis] -- CMD [ARGS...]" >&2; return 2; }
+
+  trap harness_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  HARNESS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/walcast-harness.XXXXXX")
+  local pgport redisport
+  pgport=$(free_port)
+  harness_start_pg "$pgport"
+  export PGHOST=127.0.0.1 PGPORT=$pgport PGUSER=postgres PGDATABASE=postgres
+  export WALCAST_HARNESS_DIR=$HARNESS_DIR WALCAST_PGDATA=$HARNESS_DIR/pg WALCAST_PG_BIN=$PG_BIN
+  export WALCAST_REPL_CONNINFO="host=127.0.0.1 port=$pgport user=walcast_replicator dbname=postgres"
+  if [ "$redis" = 1 ]; then
+    redisport=$(free_port)
+    harness_start_redis "$redisport"
+    export WALCAST_REDIS_URL="redis://127.0.0.1:$redisport/0"
+  fi
+  if [ "$migrate" = 1 ]; then harness_migrate; fi
+  # Run the command in the foreground of this shell so its exit status is ours; cleanup follows.
+  "$@"
+}
+
+# Helpers for commands run inside the harness (sourced by tests that need them).
+harness_pg_restart() {
+  as_pg "$WALCAST_PG_BIN/pg_ctl" -D "$WALCAST_PGDATA" -m "${1:-fast}" -w restart -l "$WALCAST_HARNESS_DIR/pg.log" >/dev/null
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  case "${1:-}" in
+    run) shift; cmd_run "$@" ;;
+    *) echo "usage: harness.sh run [--no-migrate] [--no-redis] -- CMD [ARGS...]" >&2; exit 2 ;;
+  esac
+fi

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# walcast tail against a real PostgreSQL: slot and publication creation, output, filters,
+# limits, idle slots not pinning WAL, the heartbeat, and reconnecting across a server restart.
+source "$(dirname "$0")/lib.sh"
+
+sql <<'SQL'
+CREATE TABLE tail_a (id int PRIMARY KEY, v text, n numeric, ok boolean);
+CREATE TABLE tail_b (id int PRIMARY KEY, v text);
+CREATE TABLE tail_unpublished (id int);
+CREATE PUBLICATION tail_pub FOR TABLE tail_a, tail_b;
+SQL
+
+for plugin in pgoutput wal2json; do
+  slot="tail_$plugin"
+  # The slot does not exist: tail creates it (and reports it), then streams from there.
+  "$WALCAST" tail -P "$plugin" -S "$slot" --publication tail_pub -n 1 >"$WORK/first.$plugin" 2>"$WORK/first.$plugin.err" &
+  pid=$!; BG_PIDS+=("$pid")
+  check_true "$plugin: slot created" wait_for 20 bash -c "[ \"\$(psql -XAtc \"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot' AND active\")\" = 1 ]"
+  sql -c "INSERT INTO tail_a VALUES (1, 'one', 1.50, true)"
+  wait "$pid" && rc=0 || rc=$?
+  check "$plugin: exits 0 after --max-changes" 0 "$rc"
+  check "$plugin: first change" '{"action":"insert","table":"tail_a","new":{"id":1,"v":"one","n":1.50,"ok":true}}' \
+    "$(jq -c '{action, table, new}' "$WORK/first.$plugin")"
+  grep -q 'source.slot_created' "$WORK/first.$plugin.err" && created=yes || created=no
+  check "$plugin: logs slot creation" yes "$created"
+done
+
+# Changes of several kinds, then read them back with filters and an LSN limit.
+sql <<'SQL'
+INSERT INTO tail_a VALUES (2, 'two', NULL, false);
+INSERT INTO tail_b VALUES (1, 'b-one');
+UPDATE tail_a SET v = 'two!' WHERE id = 2;
+DELETE FROM tail_a WHERE id = 1;
+INSERT INTO tail_unpublished VALUES (1);
+SQL
+end=$(current_lsn)
+for plugin in pgoutput wal2json; do
+  slot="tail_$plugin"
+  out="$WORK/all.$plugin"
+  timeout 60 "$WALCAST" tail -P "$plugin" -S "$slot" --publication tail_pub --until-lsn "$end" >"$out" 2>"$WORK/all.$plugin.err"
+  check "$plugin: --until-lsn stops" 0 $?
+  check "$plugin: actions in commit order" "insert insert update delete" "$(jq -r .action "$out" | tr '\n' ' ' | sed 's/ $//' | tail -c 100 | sed 's/^.*insert insert/insert insert/')"
+  # The first insert was confirmed by the first run: not repeated.
+  check "$plugin: nothing repeated after a clean stop" 0 "$(jq -c 'select(.new.id == 1 and .action == "insert")' "$out" | wc -l)"
+  check "$plugin: delete carries the key" '{"id":1}' "$(jq -c 'select(.action == "delete") | .old' "$out")"
+  check "$plugin: lines carry LSN and commit time" true "$(jq -s 'all(.[]; (.lsn | test("^[0-9A-F]+/[0-9A-F]+$")) and (.commit_time | test("Z$")))' "$out")"
+done
+
+# Filters: by table and by action (slot re-read from scratch with a new slot).
+sql -c "SELECT pg_create_logical_replication_slot('tail_filter', 'pgoutput')" >/dev/null
+sql <<'SQL'
+INSERT INTO tail_a VALUES (10, 'ten', 10, true);
+INSERT INTO tail_b VALUES (10, 'b-ten');
+UPDATE tail_b SET v = 'b-ten!' WHERE id = 10;
+DELETE FROM tail_a WHERE id = 10;
+SQL
+end=$(current_lsn)
+"$WALCAST" tail -S tail_filter --publication tail_pub --until-lsn "$end" -t tail_b >"$WORK/f1"
+check "--table keeps only that table" "tail_b tail_b" "$(jq -r .table "$WORK/f1" | tr '\n' ' ' | sed 's/ $//')"
+sql -c "SELECT pg_drop_replication_slot('tail_filter')" -c "SELECT pg_create_logical_replication_slot('tail_filter', 'pgoutput')" >/dev/null
+sql -c "INSERT INTO tail_a VALUES (11, 'x', 1, true)" -c "DELETE FROM tail_a WHERE id = 11" -c "INSERT INTO tail_b VALUES (11, 'y')"
+end=$(current_lsn)
+"$WALCAST" tail -S tail_filter --publication tail_pub --until-lsn "$end" -a delete,insert -t public.tail_a >"$WORK/f2"
+check "--action and schema.table together" "insert delete" "$(jq -r .action "$WORK/f2" | tr '\n' ' ' | sed 's/ $//')"
+
+# An idle slot must not pin WAL: with nothing published happening, the keepalive position is
+# confirmed, so confirmed_flush_lsn passes WAL written by unpublished tables.
+"$WALCAST" tail -S tail_pgoutput --publication tail_pub >"$WORK/idle.out" 2>"$WORK/idle.err" &
+pid=$!; BG_PIDS+=("$pid")
+wait_for 20 bash -c "[ \"\$(psql -XAtc \"SELECT active FROM pg_replication_slots WHERE slot_name = 'tail_pgoutput'\")\" = t ]"
+sql -c "INSERT INTO tail_unpublished SELECT generate_series(1, 1000)"
+mark=$(current_lsn)
+sql -c "SELECT pg_switch_wal()" >/dev/null
+advanced() {
+  [ "$(psql -XAtc "SELECT confirmed_flush_lsn >= '$mark' FROM pg_replication_slots WHERE slot_name = 'tail_pgoutput'")" = t ]
+}
+check_true "idle slot confirms past unpublished WAL" wait_for 30 advanced
+check "nothing printed for unpublished changes" 0 "$(wc -l <"$WORK/idle.out")"
+
+# Reconnect: restart PostgreSQL under a running tail; it comes back and continues.
+source "$ROOT/tests/harness/harness.sh"
+harness_pg_restart fast
+sql -c "INSERT INTO tail_a VALUES (20, 'after restart', 20, true)"
+got_after_restart() { grep -q '"after restart"' "$WORK/idle.out"; }
+check_true "streams again after a PostgreSQL restart" wait_for 60 got_after_restart
+grep -q 'source.disconnected' "$WORK/idle.err" && logged=yes || logged=no
+check "logs the disconnection" yes "$logged"
+kill -TERM "$pid"; wait "$pid" && rc=0 || rc=$?
+check "SIGTERM stops cleanly" 0 "$rc"
+
+# Heartbeat: a logical message every interval keeps the slot moving; it is never printed.
+WALCAST_REPLICATION_HEARTBEAT_INTERVAL=300ms "$WALCAST" tail -S tail_wal2json -P wal2json >"$WORK/hb.out" 2>"$WORK/hb.err" &
+pid=$!; BG_PIDS+=("$pid")
+hb_seen() { [ "$(psql -XAtc "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'walcast-heartbeat'")" -ge 1 ]; }
+check_true "heartbeat connection is used" wait_for 20 hb_seen
+mark=$(current_lsn)
+hb_moved() { [ "$(psql -XAtc "SELECT confirmed_flush_lsn > '$mark' FROM pg_replication_slots WHERE slot_name = 'tail_wal2json'")" = t ]; }
+check_true "heartbeat moves the slot" wait_for 30 hb_moved
+kill -TERM "$pid"; wait "$pid" || true
+check "heartbeat messages are not printed" 0 "$(grep -c heartbeat "$WORK/hb.out" || true)"
+
+summary
