@@ -686,6 +686,13 @@ static void test_update_key_only_old(void **state)
 	assert_string_equal(c->new_text[1], "n");
 	/* The key-only old tuple does not carry big: it stays unchanged, never invented. */
 	assert_int_equal(c->new_kind[2], VALUE_UNCHANGED);
+	/* A non-key column is absent from a key-only tuple even if the server sent a value. */
+	const char *odd[T_NCOLS] = {"1", "not a key", U};
+	assert_int_equal(feed(f, 0x18, m_update(OID_T, 'K', odd, T_NCOLS, vals)), 0);
+	assert_int_equal(f->ch[1].old_kind[0], VALUE_TEXT);
+	assert_int_equal(f->ch[1].old_kind[1], VALUE_ABSENT);
+	assert_int_equal(f->ch[1].old_kind[2], VALUE_ABSENT);
+	f->nch = 1;
 	/* Delete with a key-only old tuple, too. */
 	assert_int_equal(feed(f, 0x20, m_delete(OID_T, 'K', T_NCOLS, old)), 0);
 	c = &f->ch[1];
@@ -986,10 +993,20 @@ static void test_errors_counts(void **state)
 	put32(m, OID_T);
 	put8(m, 0);
 	EXPECT_PROTO(f, m, "truncate of 1 relations");
-	/* Message content length. */
+	/* Message content length, too long and too short for the bytes that follow. */
 	m = m_message(1, 1, "p", "abc", 3);
 	m->b[m->n - 4] = 9; /* the low byte of the length */
-	EXPECT_PROTO(f, m, "content length");
+	EXPECT_PROTO(f, m, "content length 9 but 3 bytes follow");
+	m = m_message(1, 1, "p", "abc", 3);
+	m->b[m->n - 4] = 2;
+	EXPECT_PROTO(f, m, "content length 2 but 3 bytes follow");
+	/* A tuple column count the message cannot hold (one byte at least per column). */
+	m = msg_new('I');
+	put32(m, OID_T);
+	put8(m, 'N');
+	put16(m, 3);
+	put8(m, 'n');
+	EXPECT_PROTO(f, m, "3 columns do not fit");
 	/* Relation column count past the end of the message. */
 	m = msg_new('R');
 	put32(m, OID_U);
