@@ -63,38 +63,47 @@ typedef struct reader {
 	char *err;
 } reader;
 
-__attribute__((format(printf, 2, 3))) static int pgoutput_fail(char *err, const char *fmt, ...)
+__attribute__((format(printf, 2, 3)))
+static void pgoutput_error_format(char *err, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(err, DECODER_ERROR_MAX, fmt, ap);
 	va_end(ap);
-	return -EPROTO;
 }
+
+/* Writes the message into err and evaluates to -EPROTO (a macro, so the compiler sees the
+ * constant and knows that out-parameters are written whenever a reader returns 0). */
+#define PGOUTPUT_FAIL(err, ...) (pgoutput_error_format((err), __VA_ARGS__), -EPROTO)
 
 static inline size_t reader_left(const reader *r)
 {
 	return (size_t)(r->end - r->p);
 }
 
-static int reader_short(const reader *r, size_t need)
+/* Reports a field that does not fit; the callers return -EPROTO themselves. */
+static void reader_short(const reader *r, size_t need)
 {
-	return pgoutput_fail(r->err, "truncated %s message: %zu bytes, field at offset %zu needs %zu",
-	                     r->what, (size_t)(r->end - r->start), (size_t)(r->p - r->start), need);
+	pgoutput_error_format(r->err, "truncated %s message: %zu bytes, field at offset %zu needs %zu",
+	                      r->what, (size_t)(r->end - r->start), (size_t)(r->p - r->start), need);
 }
 
 static inline int reader_u8(reader *r, uint8_t *out)
 {
-	if (r->p == r->end)
-		return reader_short(r, 1);
+	if (r->p == r->end) {
+		reader_short(r, 1);
+		return -EPROTO;
+	}
 	*out = *r->p++;
 	return 0;
 }
 
 static inline int reader_u16(reader *r, uint16_t *out)
 {
-	if (reader_left(r) < 2)
-		return reader_short(r, 2);
+	if (reader_left(r) < 2) {
+		reader_short(r, 2);
+		return -EPROTO;
+	}
 	*out = (uint16_t)((unsigned)r->p[0] << 8 | r->p[1]);
 	r->p += 2;
 	return 0;
@@ -102,8 +111,10 @@ static inline int reader_u16(reader *r, uint16_t *out)
 
 static inline int reader_u32(reader *r, uint32_t *out)
 {
-	if (reader_left(r) < 4)
-		return reader_short(r, 4);
+	if (reader_left(r) < 4) {
+		reader_short(r, 4);
+		return -EPROTO;
+	}
 	*out = (uint32_t)r->p[0] << 24 | (uint32_t)r->p[1] << 16 | (uint32_t)r->p[2] << 8 | r->p[3];
 	r->p += 4;
 	return 0;
@@ -111,8 +122,10 @@ static inline int reader_u32(reader *r, uint32_t *out)
 
 static inline int reader_u64(reader *r, uint64_t *out)
 {
-	if (reader_left(r) < 8)
-		return reader_short(r, 8);
+	if (reader_left(r) < 8) {
+		reader_short(r, 8);
+		return -EPROTO;
+	}
 	uint64_t v = 0;
 	for (int i = 0; i < 8; i++)
 		v = v << 8 | r->p[i];
@@ -127,7 +140,7 @@ static int reader_string(reader *r, const char **out, size_t *len)
 {
 	const uint8_t *nul = memchr(r->p, '\0', reader_left(r));
 	if (nul == NULL)
-		return pgoutput_fail(r->err, "truncated %s message: string at offset %zu has no terminator",
+		return PGOUTPUT_FAIL(r->err, "truncated %s message: string at offset %zu has no terminator",
 		                     r->what, (size_t)(r->p - r->start));
 	*out = (const char *)r->p;
 	*len = (size_t)(nul - r->p);
@@ -139,7 +152,7 @@ static int reader_string(reader *r, const char **out, size_t *len)
 static int reader_finish(const reader *r)
 {
 	if (r->p != r->end)
-		return pgoutput_fail(r->err, "%s message has %zu unexpected trailing bytes", r->what,
+		return PGOUTPUT_FAIL(r->err, "%s message has %zu unexpected trailing bytes", r->what,
 		                     reader_left(r));
 	return 0;
 }
@@ -147,7 +160,7 @@ static int reader_finish(const reader *r)
 static int pgoutput_time_convert(const reader *r, int64_t pg_us, int64_t *out)
 {
 	if (pg_us < PGOUTPUT_TIME_MIN || pg_us > PGOUTPUT_TIME_MAX)
-		return pgoutput_fail(r->err, "%s message: commit timestamp %" PRId64 " out of range",
+		return PGOUTPUT_FAIL(r->err, "%s message: commit timestamp %" PRId64 " out of range",
 		                     r->what, pg_us);
 	*out = pg_us + PG_EPOCH_OFFSET_US;
 	return 0;
@@ -167,8 +180,10 @@ static int pgoutput_begin_read(pgoutput *pg, reader *r)
 	    (rc = pgoutput_time_convert(r, (int64_t)ts, &commit_time)) < 0)
 		return rc;
 	if (pg->in_txn)
-		return pgoutput_fail(r->err, "begin of transaction %" PRIu32 " inside transaction %" PRIu32,
+		return PGOUTPUT_FAIL(r->err, "begin of transaction %" PRIu32 " inside transaction %" PRIu32,
 		                     xid, pg->txn.xid);
+	if (final_lsn == 0)
+		return PGOUTPUT_FAIL(r->err, "begin of transaction %" PRIu32 " without a final LSN", xid);
 	pg->txn = (change_txn){
 		.xid = xid, .commit_lsn = final_lsn, .end_lsn = 0, .commit_time = commit_time};
 	pg->in_txn = true;
@@ -186,12 +201,12 @@ static int pgoutput_commit_read(pgoutput *pg, reader *r)
 	    (rc = reader_finish(r)) < 0)
 		return rc;
 	if (!pg->in_txn)
-		return pgoutput_fail(r->err, "commit without begin");
+		return PGOUTPUT_FAIL(r->err, "commit without begin");
 	if (flags != 0)
-		return pgoutput_fail(r->err, "commit of transaction %" PRIu32 ": unknown flags 0x%02x",
+		return PGOUTPUT_FAIL(r->err, "commit of transaction %" PRIu32 ": unknown flags 0x%02x",
 		                     pg->txn.xid, flags);
 	if (commit_lsn != pg->txn.commit_lsn)
-		return pgoutput_fail(r->err,
+		return PGOUTPUT_FAIL(r->err,
 		                     "commit of transaction %" PRIu32 ": commit LSN %X/%X differs from "
 		                     "begin's final LSN %X/%X",
 		                     pg->txn.xid, (unsigned)(commit_lsn >> 32), (unsigned)commit_lsn,
@@ -219,13 +234,13 @@ static int pgoutput_relation_read(pgoutput *pg, reader *r)
 	    (rc = reader_u16(r, &ncols)) < 0)
 		return rc;
 	if (oid == 0)
-		return pgoutput_fail(r->err, "relation message with OID 0");
-	if (strchr("dnfi", replident) == NULL || replident == '\0')
-		return pgoutput_fail(r->err, "relation %" PRIu32 ": unknown replica identity 0x%02x", oid,
+		return PGOUTPUT_FAIL(r->err, "relation message with OID 0");
+	if (replident == '\0' || strchr("dnfi", replident) == NULL)
+		return PGOUTPUT_FAIL(r->err, "relation %" PRIu32 ": unknown replica identity 0x%02x", oid,
 		                     replident);
 	/* Each column takes at least 10 bytes: flags, an empty name, type OID, typmod. */
 	if ((size_t)ncols * 10 > reader_left(r))
-		return pgoutput_fail(r->err, "relation %" PRIu32 ": %u columns do not fit in the message",
+		return PGOUTPUT_FAIL(r->err, "relation %" PRIu32 ": %u columns do not fit in the message",
 		                     oid, ncols);
 	rel_column *cols = arena_alloc(pg->arena, (ncols ? ncols : 1) * sizeof(*cols));
 	if (cols == NULL)
@@ -299,7 +314,7 @@ static int pgoutput_relation_find(pgoutput *pg, reader *r, const relation **out)
 		return rc;
 	const relation *rel = relcache_get_oid(pg->relations, oid);
 	if (rel == NULL)
-		return pgoutput_fail(r->err, "%s for unknown relation %" PRIu32
+		return PGOUTPUT_FAIL(r->err, "%s for unknown relation %" PRIu32
 		                     " (no relation message received for it)", r->what, oid);
 	*out = rel;
 	return 0;
@@ -317,10 +332,10 @@ static int pgoutput_tuple_read(pgoutput *pg, reader *r, const relation *rel, boo
 	if (rc < 0)
 		return rc;
 	if (ncols != rel->ncols)
-		return pgoutput_fail(r->err, "%s for relation %" PRIu32 ": tuple has %u columns, "
+		return PGOUTPUT_FAIL(r->err, "%s for relation %" PRIu32 ": tuple has %u columns, "
 		                     "relation has %d", r->what, rel->oid, ncols, rel->ncols);
 	if (ncols > reader_left(r))
-		return pgoutput_fail(r->err, "%s for relation %" PRIu32 ": %u columns do not fit in the "
+		return PGOUTPUT_FAIL(r->err, "%s for relation %" PRIu32 ": %u columns do not fit in the "
 		                     "message", r->what, rel->oid, ncols);
 	change_value *vals = arena_alloc(pg->arena, (ncols ? ncols : 1) * sizeof(*vals));
 	if (vals == NULL)
@@ -342,7 +357,7 @@ static int pgoutput_tuple_read(pgoutput *pg, reader *r, const relation *rel, boo
 			if ((rc = reader_u32(r, &len)) < 0)
 				return rc;
 			if (len > reader_left(r))
-				return pgoutput_fail(r->err, "%s for relation %" PRIu32 ": column %u (%s) length "
+				return PGOUTPUT_FAIL(r->err, "%s for relation %" PRIu32 ": column %u (%s) length "
 				                     "%" PRIu32 " exceeds the %zu bytes left", r->what, rel->oid,
 				                     i + 1, rel->cols[i].name, len, reader_left(r));
 			if (absent) {
@@ -359,11 +374,11 @@ static int pgoutput_tuple_read(pgoutput *pg, reader *r, const relation *rel, boo
 			break;
 		}
 		case 'b':
-			return pgoutput_fail(r->err, "%s for relation %" PRIu32 ": column %u (%s) is in binary "
+			return PGOUTPUT_FAIL(r->err, "%s for relation %" PRIu32 ": column %u (%s) is in binary "
 			                     "format, which walcast does not request", r->what, rel->oid, i + 1,
 			                     rel->cols[i].name);
 		default:
-			return pgoutput_fail(r->err, "%s for relation %" PRIu32 ": column %u (%s) has unknown "
+			return PGOUTPUT_FAIL(r->err, "%s for relation %" PRIu32 ": column %u (%s) has unknown "
 			                     "kind 0x%02x", r->what, rel->oid, i + 1, rel->cols[i].name, kind);
 		}
 	}
@@ -374,7 +389,7 @@ static int pgoutput_tuple_read(pgoutput *pg, reader *r, const relation *rel, boo
 static int pgoutput_need_txn(const pgoutput *pg, const reader *r)
 {
 	if (!pg->in_txn)
-		return pgoutput_fail(r->err, "%s outside a transaction", r->what);
+		return PGOUTPUT_FAIL(r->err, "%s outside a transaction", r->what);
 	return 0;
 }
 
@@ -395,7 +410,7 @@ static int pgoutput_insert_read(pgoutput *pg, reader *r, uint64_t lsn)
 	    (rc = reader_u8(r, &tag)) < 0)
 		return rc;
 	if (tag != 'N')
-		return pgoutput_fail(r->err, "insert for relation %" PRIu32 ": expected 'N', got 0x%02x",
+		return PGOUTPUT_FAIL(r->err, "insert for relation %" PRIu32 ": expected 'N', got 0x%02x",
 		                     c.rel->oid, tag);
 	if ((rc = pgoutput_tuple_read(pg, r, c.rel, false, &c.new_tuple)) < 0 ||
 	    (rc = reader_finish(r)) < 0)
@@ -418,7 +433,7 @@ static int pgoutput_update_read(pgoutput *pg, reader *r, uint64_t lsn)
 			return rc;
 	}
 	if (tag != 'N')
-		return pgoutput_fail(r->err, "update for relation %" PRIu32 ": expected 'K', 'O' or 'N', "
+		return PGOUTPUT_FAIL(r->err, "update for relation %" PRIu32 ": expected 'K', 'O' or 'N', "
 		                     "got 0x%02x", c.rel->oid, tag);
 	if ((rc = pgoutput_tuple_read(pg, r, c.rel, false, &c.new_tuple)) < 0 ||
 	    (rc = reader_finish(r)) < 0)
@@ -436,7 +451,7 @@ static int pgoutput_delete_read(pgoutput *pg, reader *r, uint64_t lsn)
 	    (rc = reader_u8(r, &tag)) < 0)
 		return rc;
 	if (tag != 'K' && tag != 'O')
-		return pgoutput_fail(r->err, "delete for relation %" PRIu32 ": expected 'K' or 'O', got "
+		return PGOUTPUT_FAIL(r->err, "delete for relation %" PRIu32 ": expected 'K' or 'O', got "
 		                     "0x%02x", c.rel->oid, tag);
 	if ((rc = pgoutput_tuple_read(pg, r, c.rel, tag == 'K', &c.old_tuple)) < 0 ||
 	    (rc = reader_finish(r)) < 0)
@@ -455,7 +470,7 @@ static int pgoutput_truncate_read(pgoutput *pg, reader *r, uint64_t lsn)
 	    (rc = reader_u8(r, &options)) < 0)
 		return rc;
 	if (nrels != reader_left(r) / 4 || reader_left(r) % 4 != 0)
-		return pgoutput_fail(r->err, "truncate of %" PRIu32 " relations carries %zu bytes of OIDs",
+		return PGOUTPUT_FAIL(r->err, "truncate of %" PRIu32 " relations carries %zu bytes of OIDs",
 		                     nrels, reader_left(r));
 	const uint8_t *oids = r->p;
 	for (uint32_t i = 0; i < nrels; i++) {
@@ -493,7 +508,7 @@ static int pgoutput_message_read(pgoutput *pg, reader *r, uint64_t lsn)
 	    (rc = reader_string(r, &prefix, &prefix_len)) < 0 || (rc = reader_u32(r, &len)) < 0)
 		return rc;
 	if (len != reader_left(r))
-		return pgoutput_fail(r->err, "message with prefix \"%.64s\": content length %" PRIu32
+		return PGOUTPUT_FAIL(r->err, "message with prefix \"%.64s\": content length %" PRIu32
 		                     " but %zu bytes follow", prefix, len, reader_left(r));
 	bool transactional = (flags & PGOUTPUT_MESSAGE_TRANSACTIONAL) != 0;
 	if (transactional && (rc = pgoutput_need_txn(pg, r)) < 0)
@@ -523,7 +538,7 @@ static int pgoutput_decode(void *impl, uint64_t wal_start, const uint8_t *data, 
 {
 	pgoutput *pg = impl;
 	if (len == 0)
-		return pgoutput_fail(err, "empty pgoutput message");
+		return PGOUTPUT_FAIL(err, "empty pgoutput message");
 	reader r = {.start = data, .p = data + 1, .end = data + len, .err = err};
 	int rc;
 	switch (data[0]) {
@@ -568,12 +583,12 @@ static int pgoutput_decode(void *impl, uint64_t wal_start, const uint8_t *data, 
 		rc = pgoutput_origin_read(&r);
 		break;
 	case 'S': case 'E': case 'c': case 'A':
-		return pgoutput_fail(err, "streaming message '%c' (protocol version 2) is not supported",
+		return PGOUTPUT_FAIL(err, "streaming message '%c' (protocol version 2) is not supported",
 		                     data[0]);
 	case 'b': case 'P': case 'K': case 'r': case 'p':
-		return pgoutput_fail(err, "two-phase commit message '%c' is not supported", data[0]);
+		return PGOUTPUT_FAIL(err, "two-phase commit message '%c' is not supported", data[0]);
 	default:
-		return pgoutput_fail(err, "unknown pgoutput message type 0x%02x", data[0]);
+		return PGOUTPUT_FAIL(err, "unknown pgoutput message type 0x%02x", data[0]);
 	}
 	/* Relation messages and failed changes leave allocations behind; delivered changes have
 	 * already reset the arena, so this is cheap. */

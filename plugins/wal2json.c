@@ -424,7 +424,7 @@ static int field_string(const w2j_line *ln, enum w2j_field f, const char *what,
 static int field_lsn(const w2j_line *ln, enum w2j_field f, const char *what, uint64_t *out,
                      char *err)
 {
-	const json_token *t;
+	const json_token *t = NULL;
 	int rc = field_string(ln, f, what, &t, err);
 	if (rc < 0)
 		return rc;
@@ -712,16 +712,18 @@ static int relation_resolve(wal2json *w, change_action action, const w2j_str *sc
 		return rc;
 
 	/* Is the identity the whole row (REPLICA IDENTITY FULL)? Known from the cache when the
-	 * source seeded it from the catalog; otherwise guessed when the identity lists every column
-	 * of the new tuple (or of the cached shape, for a delete) and more than the primary key. */
+	 * source seeded it from the catalog (or an earlier update showed it); otherwise learned from
+	 * an update whose identity lists every column of the new tuple and more than the primary
+	 * key. A delete alone cannot tell a full identity from a wide key. */
 	bool full = R != NULL && R->replident == 'f';
-	bool known = R != NULL && R->replident != '?';
-	if (!known && ID != NULL && ID->n > 0 && (!w->pk.present || ID->n > w->pk.n)) {
-		full = true;
-		for (int i = 0; i < S.n && full; i++)
-			if (M != NULL ? (S.c[i].from & IN_NEW) && !(S.c[i].from & IN_OLD)
-			              : (S.c[i].from & IN_REL) && !(S.c[i].from & IN_OLD))
-				full = false;
+	bool learned = false;
+	if ((R == NULL || R->replident == '?') && M != NULL && ID != NULL && ID->n > 0 &&
+	    (!w->pk.present || ID->n > w->pk.n)) {
+		learned = true;
+		for (int i = 0; i < S.n && learned; i++)
+			if ((S.c[i].from & IN_NEW) && !(S.c[i].from & IN_OLD))
+				learned = false;
+		full = learned;
 	}
 	/* Cached columns the line does not mention: dropped, or unchanged TOAST / not in the key. */
 	for (int i = S.n - 1; i >= 0; i--) {
@@ -730,7 +732,7 @@ static int relation_resolve(wal2json *w, change_action action, const w2j_str *sc
 			continue;
 		bool dropped = action == CHANGE_INSERT ||
 		               (action == CHANGE_UPDATE && (full || type_fixed_width(S.c[i].type_oid))) ||
-		               (action == CHANGE_DELETE && full && ID != NULL);
+		               (action == CHANGE_DELETE && full);
 		if (dropped)
 			shape_remove(&S, i);
 	}
@@ -744,7 +746,7 @@ static int relation_resolve(wal2json *w, change_action action, const w2j_str *sc
 		}
 	}
 
-	bool same = R != NULL && R->ncols == S.n;
+	bool same = R != NULL && R->ncols == S.n && !learned;
 	for (int i = 0; same && i < S.n; i++) {
 		const rel_column *rc2 = &R->cols[i];
 		same = name_eq(rc2->name, strlen(rc2->name), S.c[i].name, S.c[i].name_len) &&
@@ -761,7 +763,7 @@ static int relation_resolve(wal2json *w, change_action action, const w2j_str *sc
 		.name = arena_strndup(w->arena, table->p, table->len),
 		.ncols = S.n,
 		.cols = arena_alloc(w->arena, (size_t)(S.n > 0 ? S.n : 1) * sizeof(rel_column)),
-		.replident = full && ID != NULL ? 'f' : R != NULL ? R->replident : '?',
+		.replident = full ? 'f' : R != NULL ? R->replident : '?',
 	};
 	if (desc.schema == NULL || desc.name == NULL || desc.cols == NULL)
 		return -ENOMEM;
@@ -870,7 +872,7 @@ static bool value_eq(const change_value *a, const change_value *b)
 static int table_names(wal2json *w, json_scan *s, const w2j_line *ln, const char *what,
                        w2j_str *schema, w2j_str *table, char *err)
 {
-	const json_token *ts, *tt;
+	const json_token *ts = NULL, *tt = NULL;
 	int rc = field_string(ln, F_SCHEMA, what, &ts, err);
 	if (rc == 0)
 		rc = field_string(ln, F_TABLE, what, &tt, err);
@@ -888,7 +890,7 @@ static int on_begin(wal2json *w, const w2j_line *ln, char *err)
 	if (w->in_txn)
 		return w2j_fail(err, "\"B\" inside transaction %u (no \"C\" before it)", w->txn.xid);
 	change_txn txn;
-	const json_token *ts;
+	const json_token *ts = NULL;
 	int rc = field_xid(ln, "\"B\"", &txn.xid, err);
 	if (rc == 0)
 		rc = field_lsn(ln, F_LSN, "\"B\"", &txn.commit_lsn, err);
@@ -1009,7 +1011,7 @@ static int on_message(wal2json *w, json_scan *s, const w2j_line *ln, uint64_t wa
 		return w2j_fail(err, "\"transactional\" must be true or false");
 	bool transactional = tr->type == JSON_TRUE;
 	int rc = transactional ? txn_check(w, ln, "transactional \"M\"", err) : 0;
-	const json_token *tp, *tc;
+	const json_token *tp = NULL, *tc = NULL;
 	if (rc == 0)
 		rc = field_string(ln, F_PREFIX, "\"M\"", &tp, err);
 	if (rc == 0)

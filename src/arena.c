@@ -58,6 +58,8 @@ void arena_destroy(arena *a)
 
 void *arena_alloc(arena *a, size_t size)
 {
+	if (size > SIZE_MAX - sizeof(arena_block) - ARENA_ALIGN)
+		return NULL;
 	size = (size + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
 	if (size == 0)
 		size = ARENA_ALIGN;
@@ -79,6 +81,8 @@ void *arena_alloc(arena *a, size_t size)
 
 char *arena_strndup(arena *a, const char *s, size_t len)
 {
+	if (len == SIZE_MAX)
+		return NULL;
 	char *p = arena_alloc(a, len + 1);
 	if (p == NULL)
 		return NULL;

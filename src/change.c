@@ -111,6 +111,20 @@ static bool is_json_number(const char *s, size_t n)
 	return i == n;
 }
 
+/* Appends json text as is, but with raw line breaks (legal between tokens of the json type,
+ * never inside its strings) turned into spaces, so a record stays on one line. */
+static int json_embed(buf *out, const char *s, size_t n)
+{
+	size_t start = out->len;
+	int rc = buf_append(out, s, n);
+	if (rc < 0)
+		return rc;
+	for (size_t i = start; i < out->len; i++)
+		if (out->data[i] == '\n' || out->data[i] == '\r')
+			out->data[i] = ' ';
+	return 0;
+}
+
 static int value_write(buf *out, const change_value *v, uint32_t type_oid)
 {
 	if (v->kind == VALUE_NULL)
@@ -133,7 +147,7 @@ static int value_write(buf *out, const change_value *v, uint32_t type_oid)
 	case OID_JSON:
 	case OID_JSONB:
 		if (v->len > 0)
-			return buf_append(out, v->data, v->len);
+			return json_embed(out, v->data, v->len);
 		break;
 	default:
 		break;

@@ -189,8 +189,21 @@ int relcache_put(relcache *rc, const relation *desc, const relation **out)
 		             strcmp(old->name, copy->name) != 0;
 		rc->rels[idx] = copy;
 		relation_free(old);
-		if (rekey)
+		if (rekey) {
+			/* A stale relation may still hold the new name (dropped and replaced by a rename):
+			 * the renamed one wins. */
+			for (size_t i = 0; i < rc->nrels; i++) {
+				relation *o = rc->rels[i];
+				if ((long)i != idx && strcmp(o->schema, copy->schema) == 0 && strcmp(o->name, copy->name) == 0) {
+					relation_free(o);
+					rc->rels[i] = rc->rels[--rc->nrels];
+					if ((long)rc->nrels == idx)
+						idx = (long)i;
+					break;
+				}
+			}
 			index_rebuild(rc);
+		}
 	} else {
 		if (rc->nrels == rc->cap && relcache_grow(rc) < 0) {
 			relation_free(copy);
@@ -223,7 +236,7 @@ int relation_column_index(const relation *rel, const char *name, size_t name_len
 {
 	for (int i = 0; i < rel->ncols; i++) {
 		const char *n = rel->cols[i].name;
-		if (strncmp(n, name, name_len) == 0 && n[name_len] == '\0')
+		if (strlen(n) == name_len && memcmp(n, name, name_len) == 0)
 			return i;
 	}
 	return -1;

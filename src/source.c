@@ -65,6 +65,7 @@ struct source {
 
 	source_state state;
 	PGconn *conn;
+	PGresult *pending; /* first result of the setup query in progress, until it completes */
 	int sock; /* the fd currently watched, or -1 */
 	bool slot_exists;
 	int attempts;      /* consecutive failed attempts */
@@ -138,6 +139,8 @@ static void conn_unwatch(source *s)
 static void conn_close(source *s)
 {
 	conn_unwatch(s);
+	PQclear(s->pending);
+	s->pending = NULL;
 	if (s->conn != NULL)
 		PQfinish(s->conn);
 	s->conn = NULL;
@@ -881,35 +884,34 @@ static int conn_event(source *s, unsigned events)
 		return stream_read(s);
 	if (!PQconsumeInput(s->conn))
 		return source_retry(s, PQerrorMessage(s->conn));
-	/* A setup query: take results until the query completes (or COPY BOTH begins). */
-	PGresult *first = NULL;
+	/* A setup query: take results until the query completes (or COPY BOTH begins). Results can
+	 * arrive over several wakeups, so the first one is kept in s->pending meanwhile. */
 	while (!PQisBusy(s->conn)) {
 		PGresult *res = PQgetResult(s->conn);
-		if (res == NULL)
-			break;
+		if (res == NULL) {
+			res = s->pending;
+			s->pending = NULL;
+			if (res == NULL)
+				return source_fail(s, "the server answered a setup query with nothing");
+			int rc = setup_result(s, res);
+			PQclear(res);
+			return rc;
+		}
 		if (PQresultStatus(res) == PGRES_COPY_BOTH) {
-			PQclear(first);
+			PQclear(s->pending);
+			s->pending = NULL;
 			int rc = setup_result(s, res);
 			PQclear(res);
 			if (rc == 0 && s->state == ST_STREAMING)
 				rc = stream_read(s);
 			return rc;
 		}
-		if (first == NULL)
-			first = res;
+		if (s->pending == NULL)
+			s->pending = res;
 		else
 			PQclear(res);
 	}
-	if (PQisBusy(s->conn)) {
-		PQclear(first); /* setup queries return one result; more means a protocol surprise */
-		return 0;
-	}
-	int rc = 0;
-	if (first != NULL) {
-		rc = setup_result(s, first);
-		PQclear(first);
-	}
-	return rc;
+	return 0;
 }
 
 static void conn_cb(loop *l, int fd, unsigned events, void *arg)

@@ -45,6 +45,7 @@ typedef struct tail {
 	uint64_t skip_before;  /* transactions committed before this were written by an earlier run */
 	bool skipping;         /* the current transaction is one of those */
 	uint64_t printed;
+	bool limit_reached;    /* --max-changes printed; waiting for the commit to confirm it */
 	int exit_code;
 	bool done;
 	int flush_timer;
@@ -147,6 +148,13 @@ static int change_cb(void *arg, change *c)
 	tail *t = arg;
 	if (t->skipping || t->done)
 		return 0;
+	if (t->limit_reached) {
+		/* More of the transaction than the limit allows: stop without confirming it, so the
+		 * next run gets the whole transaction again. */
+		tail_checkpoint(t);
+		tail_finish(t, 0);
+		return 1;
+	}
 	if (t->opt->actions != 0 && !(t->opt->actions & (1u << c->action)))
 		return 0;
 	if (c->rel != NULL && !table_wanted(t, c->rel))
@@ -177,9 +185,13 @@ static int change_cb(void *arg, change *c)
 	}
 	t->printed++;
 	if (t->opt->max_changes != 0 && t->printed >= t->opt->max_changes) {
-		tail_checkpoint(t);
-		tail_finish(t, 0);
-		return 1;
+		t->limit_reached = true;
+		if (c->txn == NULL) {
+			tail_checkpoint(t);
+			tail_finish(t, 0);
+			return 1;
+		}
+		/* If the commit comes next, the transaction is complete and can be confirmed. */
 	}
 	return 0;
 }
@@ -193,7 +205,7 @@ static int commit_cb(void *arg, const change_txn *txn)
 		t->written_end = txn->end_lsn;
 	if (t->interactive && tail_checkpoint(t) < 0)
 		return 1;
-	if (t->opt->until_lsn != 0 && txn->end_lsn >= t->opt->until_lsn) {
+	if (t->limit_reached || (t->opt->until_lsn != 0 && txn->end_lsn >= t->opt->until_lsn)) {
 		tail_checkpoint(t);
 		tail_finish(t, 0);
 		return 1;

@@ -57,110 +57,121 @@ static change_value TXT(const char *s)
 
 /* ---- output capture: each test's output buffer and parsed documents --------------------- */
 
-static buf out;           /* the last object written */
-static size_t out_jflags; /* the jansson flags it was parsed with */
-static json_t *documents; /* every parsed object, released in teardown */
+typedef struct ctx {
+	buf out;       /* the last object written */
+	size_t jflags; /* the jansson flags it was parsed with */
+	json_t *docs;  /* every parsed object, released in teardown */
+} ctx;
 
 static int setup(void **state)
 {
-	buf_init(&out);
-	documents = json_array();
-	return documents == NULL ? -1 : 0;
+	ctx *x = calloc(1, sizeof(*x));
+	if (x == NULL)
+		return -1;
+	buf_init(&x->out);
+	x->docs = json_array();
+	if (x->docs == NULL) {
+		free(x);
+		return -1;
+	}
+	*state = x;
+	return 0;
 }
 
 static int teardown(void **state)
 {
-	buf_fini(&out);
-	json_decref(documents);
-	documents = NULL;
+	ctx *x = *state;
+	buf_fini(&x->out);
+	json_decref(x->docs);
+	free(x);
 	return 0;
 }
 
 /* Writes c and parses the result as exactly one JSON object (no duplicate keys, nothing after
  * it); the document stays valid until the end of the test. */
-static json_t *render_x(const change *c, unsigned flags, size_t jflags)
+static json_t *render_x(ctx *x, const change *c, unsigned flags, size_t jflags)
 {
-	buf_clear(&out);
-	int rc = change_json_write(&out, c, flags);
+	buf_clear(&x->out);
+	int rc = change_json_write(&x->out, c, flags);
 	if (rc != 0)
 		fail_msg("change_json_write returned %d", rc);
-	assert_non_null(out.data);
-	assert_int_equal(strlen(out.data), out.len);
+	assert_non_null(x->out.data);
+	assert_int_equal(strlen(x->out.data), x->out.len);
 	json_error_t err;
-	out_jflags = jflags;
-	json_t *j = json_loadb(out.data, out.len, JSON_REJECT_DUPLICATES | jflags, &err);
+	x->jflags = jflags;
+	json_t *j = json_loadb(x->out.data, x->out.len, JSON_REJECT_DUPLICATES | jflags, &err);
 	if (j == NULL)
-		fail_msg("invalid JSON (%s at %d): %s", err.text, err.position, out.data);
-	assert_int_equal(json_array_append_new(documents, j), 0);
+		fail_msg("invalid JSON (%s at %d): %s", err.text, err.position, x->out.data);
+	assert_int_equal(json_array_append_new(x->docs, j), 0);
 	assert_true(json_is_object(j));
 	return j;
 }
 
-static json_t *render(const change *c, unsigned flags)
+static json_t *render(ctx *x, const change *c, unsigned flags)
 {
-	return render_x(c, flags, 0);
+	return render_x(x, c, flags, 0);
 }
 
-static json_t *get(const json_t *obj, const char *key)
+static json_t *get(ctx *x, const json_t *obj, const char *key)
 {
 	json_t *v = json_object_get(obj, key);
 	if (v == NULL)
-		fail_msg("key \"%s\" missing in %s", key, out.data);
+		fail_msg("key \"%s\" missing in %s", key, x->out.data);
 	return v;
 }
 
-static void expect_absent(const json_t *obj, const char *key)
+static void expect_absent(ctx *x, const json_t *obj, const char *key)
 {
 	if (json_object_get(obj, key) != NULL)
-		fail_msg("key \"%s\" should be absent in %s", key, out.data);
+		fail_msg("key \"%s\" should be absent in %s", key, x->out.data);
 }
 
-static void expect_str(const json_t *obj, const char *key, const char *want)
+static void expect_str(ctx *x, const json_t *obj, const char *key, const char *want)
 {
-	json_t *v = get(obj, key);
+	json_t *v = get(x, obj, key);
 	if (!json_is_string(v))
-		fail_msg("\"%s\" is not a string in %s", key, out.data);
+		fail_msg("\"%s\" is not a string in %s", key, x->out.data);
 	assert_string_equal(json_string_value(v), want);
 }
 
-static void expect_int(const json_t *obj, const char *key, json_int_t want)
+static void expect_int(ctx *x, const json_t *obj, const char *key, json_int_t want)
 {
-	json_t *v = get(obj, key);
+	json_t *v = get(x, obj, key);
 	if (!json_is_integer(v))
-		fail_msg("\"%s\" is not an integer in %s", key, out.data);
+		fail_msg("\"%s\" is not an integer in %s", key, x->out.data);
 	assert_true(json_integer_value(v) == want);
 }
 
-static void expect_real(const json_t *obj, const char *key, double want)
+static void expect_real(ctx *x, const json_t *obj, const char *key, double want)
 {
-	json_t *v = get(obj, key);
+	json_t *v = get(x, obj, key);
 	if (!json_is_real(v))
-		fail_msg("\"%s\" is not a real in %s", key, out.data);
+		fail_msg("\"%s\" is not a real in %s", key, x->out.data);
 	assert_true(json_real_value(v) == want);
 }
 
-static void expect_null(const json_t *obj, const char *key)
+static void expect_null(ctx *x, const json_t *obj, const char *key)
 {
-	if (!json_is_null(get(obj, key)))
-		fail_msg("\"%s\" is not null in %s", key, out.data);
+	if (!json_is_null(get(x, obj, key)))
+		fail_msg("\"%s\" is not null in %s", key, x->out.data);
 }
 
 /* obj[key] equals the JSON document text (read the way the output was). */
-static void expect_json(const json_t *obj, const char *key, const char *text)
+static void expect_json(ctx *x, const json_t *obj, const char *key, const char *text)
 {
-	json_t *want = json_loads(text, JSON_DECODE_ANY | out_jflags, NULL);
+	json_t *want = json_loads(text, JSON_DECODE_ANY | x->jflags, NULL);
 	assert_non_null(want);
-	bool eq = json_equal(get(obj, key), want);
+	bool eq = json_equal(get(x, obj, key), want);
 	json_decref(want);
 	if (!eq)
-		fail_msg("\"%s\" is not %s in %s", key, text, out.data);
+		fail_msg("\"%s\" is not %s in %s", key, text, x->out.data);
 }
 
 /* The raw output contains needle. */
-static void expect_raw(const char *needle)
+static void expect_raw(ctx *x, const char *needle)
 {
-	if (strstr(out.data, needle) == NULL)
-		fail_msg("output lacks %s: %s", needle, out.data);
+	if (strstr(x->out.data, needle) == NULL)
+		fail_msg("output lacks %s: %s", needle, x->out.data);
 }
 
 /* ---- fixtures ------------------------------------------------------------------------- */
@@ -172,19 +183,23 @@ static const change_txn txn750 = {
 	.commit_time = INT64_C(1767323045123456), /* 2026-01-02T03:04:05.123456Z */
 };
 
-static rel_column one_col[1];
-static relation one_rel = {
-	.oid = 16390, .schema = "public", .name = "one", .ncols = 1, .cols = one_col, .replident = 'd',
-};
+/* A one-column relation "public"."one" whose column is *col. */
+static relation one_relation(rel_column *col)
+{
+	return (relation){
+		.oid = 16390, .schema = "public", .name = "one", .ncols = 1, .cols = col, .replident = 'd',
+	};
+}
 
 /* A single-column insert of a value of the given type; returns the parsed "new" object. */
-static json_t *render_one(uint32_t type_oid, change_value v)
+static json_t *render_one(ctx *x, uint32_t type_oid, change_value v)
 {
-	one_col[0] = (rel_column){.name = "v", .type_oid = type_oid, .typmod = -1};
+	rel_column col = {.name = "v", .type_oid = type_oid, .typmod = -1};
+	relation rel = one_relation(&col);
 	change_value nt[1] = {v};
-	change c = {.action = CHANGE_INSERT, .lsn = 1, .txn = &txn750, .rel = &one_rel, .new_tuple = nt};
-	json_t *j = render_x(&c, 0, JSON_DECODE_INT_AS_REAL);
-	return get(j, "new");
+	change c = {.action = CHANGE_INSERT, .lsn = 1, .txn = &txn750, .rel = &rel, .new_tuple = nt};
+	json_t *j = render_x(x, &c, 0, JSON_DECODE_INT_AS_REAL);
+	return get(x, j, "new");
 }
 
 /* ---- action names and parsing ----------------------------------------------------------- */
@@ -323,10 +338,12 @@ static relation difftypes = {
 	.replident = 'd',
 };
 
-#define TRICKY_TEXT "tab\there\nnewline \"quote\" back\\slash \xC3\xBCn\xC3\xAF \xF0\x9F\x98\x80 \x01"
+#define TRICKY_TEXT \
+	"tab\there\nnewline \"quote\" back\\slash \xC3\xBCn\xC3\xAF \xF0\x9F\x98\x80 \x01"
 
 static void test_insert_typed_values(void **state)
 {
+	ctx *x = *state;
 	change_value nt[DIFFTYPES_NCOLS] = {
 		TXT("1"),
 		TXT("-32768"),
@@ -353,43 +370,44 @@ static void test_insert_typed_values(void **state)
 		.rel = &difftypes,
 		.new_tuple = nt,
 	};
-	json_t *j = render(&c, 0);
-	expect_str(j, "lsn", "0/16B3748");
-	expect_int(j, "xid", 750);
-	expect_str(j, "commit_lsn", "0/16B37A0");
-	expect_str(j, "commit_time", "2026-01-02T03:04:05.123456Z");
-	expect_str(j, "action", "insert");
-	expect_str(j, "schema", "public");
-	expect_str(j, "table", "difftypes");
-	expect_absent(j, "old");
-	expect_absent(j, "unchanged");
-	expect_absent(j, "columns");
+	json_t *j = render(x, &c, 0);
+	expect_str(x, j, "lsn", "0/16B3748");
+	expect_int(x, j, "xid", 750);
+	expect_str(x, j, "commit_lsn", "0/16B37A0");
+	expect_str(x, j, "commit_time", "2026-01-02T03:04:05.123456Z");
+	expect_str(x, j, "action", "insert");
+	expect_str(x, j, "schema", "public");
+	expect_str(x, j, "table", "difftypes");
+	expect_absent(x, j, "old");
+	expect_absent(x, j, "unchanged");
+	expect_absent(x, j, "columns");
 
-	json_t *n = get(j, "new");
+	json_t *n = get(x, j, "new");
 	assert_true(json_is_object(n));
 	assert_int_equal(json_object_size(n), DIFFTYPES_NCOLS);
-	expect_int(n, "id", 1);
-	expect_int(n, "small", -32768);
-	expect_int(n, "i", 2147483647);
-	expect_int(n, "o", INT64_C(4294967295));
-	expect_real(n, "f4", 1.5);
-	expect_real(n, "f8", 1e-300);
-	expect_real(n, "n", 12345.6789);
-	expect_raw("\"n\":12345.678900"); /* the text is kept digit for digit, not re-rounded */
-	assert_true(json_is_true(get(n, "ok")));
-	assert_true(json_is_false(get(n, "nok")));
-	expect_str(n, "t", TRICKY_TEXT);
-	expect_str(n, "vc", "v");
-	expect_json(n, "j", "{\"a\": [1, 2, {\"b\": null}], \"s\": \"x\\\"y\"}");
-	expect_json(n, "js", "{\"k\": 1}");
-	expect_str(n, "ts", "2026-01-02 03:04:05.123456+00");
-	expect_str(n, "arr", "{1,2,3}");
-	expect_str(n, "u", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
-	expect_null(n, "nul");
+	expect_int(x, n, "id", 1);
+	expect_int(x, n, "small", -32768);
+	expect_int(x, n, "i", 2147483647);
+	expect_int(x, n, "o", INT64_C(4294967295));
+	expect_real(x, n, "f4", 1.5);
+	expect_real(x, n, "f8", 1e-300);
+	expect_real(x, n, "n", 12345.6789);
+	expect_raw(x, "\"n\":12345.678900"); /* the text is kept digit for digit, not re-rounded */
+	assert_true(json_is_true(get(x, n, "ok")));
+	assert_true(json_is_false(get(x, n, "nok")));
+	expect_str(x, n, "t", TRICKY_TEXT);
+	expect_str(x, n, "vc", "v");
+	expect_json(x, n, "j", "{\"a\": [1, 2, {\"b\": null}], \"s\": \"x\\\"y\"}");
+	expect_json(x, n, "js", "{\"k\": 1}");
+	expect_str(x, n, "ts", "2026-01-02 03:04:05.123456+00");
+	expect_str(x, n, "arr", "{1,2,3}");
+	expect_str(x, n, "u", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+	expect_null(x, n, "nul");
 }
 
 static void test_numbers_kept_as_numbers(void **state)
 {
+	ctx *x = *state;
 	static const char *const valid[] = {
 		"0", "-0", "7", "-42", "2147483647", "-2147483648", "9223372036854775807",
 		"-9223372036854775808", "1.5", "-0.000001", "12345.678900", "0.0", "1e+100", "1E-7",
@@ -398,17 +416,18 @@ static void test_numbers_kept_as_numbers(void **state)
 	char needle[64];
 	for (size_t t = 0; t < sizeof(numeric_oids) / sizeof(numeric_oids[0]); t++) {
 		for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++) {
-			json_t *n = render_one((uint32_t)numeric_oids[t], TXT(valid[i]));
-			if (!json_is_number(get(n, "v")))
-				fail_msg("type %d value %s not a number: %s", numeric_oids[t], valid[i], out.data);
+			json_t *n = render_one(x, (uint32_t)numeric_oids[t], TXT(valid[i]));
+			if (!json_is_number(get(x, n, "v")))
+				fail_msg("type %d value %s not a number: %s", numeric_oids[t], valid[i], x->out.data);
 			snprintf(needle, sizeof(needle), "\"v\":%s}", valid[i]);
-			expect_raw(needle);
+			expect_raw(x, needle);
 		}
 	}
 }
 
 static void test_non_json_numbers_become_strings(void **state)
 {
+	ctx *x = *state;
 	/* Texts a numeric type can carry (NaN, ±Infinity) or that are not JSON numbers must be
 	 * strings: written raw they would make the whole line invalid JSON. */
 	static const char *const texts[] = {
@@ -418,49 +437,52 @@ static void test_non_json_numbers_become_strings(void **state)
 	};
 	for (size_t t = 0; t < sizeof(numeric_oids) / sizeof(numeric_oids[0]); t++) {
 		for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-			json_t *n = render_one((uint32_t)numeric_oids[t], TXT(texts[i]));
-			json_t *v = get(n, "v");
+			json_t *n = render_one(x, (uint32_t)numeric_oids[t], TXT(texts[i]));
+			json_t *v = get(x, n, "v");
 			if (!json_is_string(v) || strcmp(json_string_value(v), texts[i]) != 0)
 				fail_msg("type %d value \"%s\" not kept as a string: %s", numeric_oids[t],
-				         texts[i], out.data);
+				         texts[i], x->out.data);
 		}
 	}
 }
 
 static void test_numeric_beyond_double(void **state)
 {
+	ctx *x = *state;
 	/* numeric has up to 131072 digits before the point: written as a JSON number, digits
 	 * intact (a reader decides how to hold it). */
-	json_t *n = render_one(T_NUMERIC, TXT("123456789012345678901234567890"));
-	assert_true(json_is_number(get(n, "v")));
-	expect_raw("\"v\":123456789012345678901234567890}");
+	json_t *n = render_one(x, T_NUMERIC, TXT("123456789012345678901234567890"));
+	assert_true(json_is_number(get(x, n, "v")));
+	expect_raw(x, "\"v\":123456789012345678901234567890}");
 
 	static char digits[1302]; /* 300 digits (below DBL_MAX, so jansson can read it) + 1000 */
 	memset(digits, '9', 300);
 	digits[300] = '.';
 	memset(digits + 301, '1', 1000);
 	digits[1301] = '\0';
-	n = render_one(T_NUMERIC, TXT(digits));
-	assert_true(json_is_number(get(n, "v")));
-	expect_raw(digits);
+	n = render_one(x, T_NUMERIC, TXT(digits));
+	assert_true(json_is_number(get(x, n, "v")));
+	expect_raw(x, digits);
 }
 
 static void test_bool_values(void **state)
 {
-	assert_true(json_is_true(get(render_one(T_BOOL, TXT("t")), "v")));
-	assert_true(json_is_false(get(render_one(T_BOOL, TXT("f")), "v")));
-	expect_null(render_one(T_BOOL, NUL_V), "v");
+	ctx *x = *state;
+	assert_true(json_is_true(get(x, render_one(x, T_BOOL, TXT("t")), "v")));
+	assert_true(json_is_false(get(x, render_one(x, T_BOOL, TXT("f")), "v")));
+	expect_null(x, render_one(x, T_BOOL, NUL_V), "v");
 	/* Anything else PostgreSQL never sends for bool: still valid JSON, as a string. */
-	expect_str(render_one(T_BOOL, TXT("true")), "v", "true");
-	expect_str(render_one(T_BOOL, TXT("")), "v", "");
-	expect_str(render_one(T_BOOL, TXT("tt")), "v", "tt");
+	expect_str(x, render_one(x, T_BOOL, TXT("true")), "v", "true");
+	expect_str(x, render_one(x, T_BOOL, TXT("")), "v", "");
+	expect_str(x, render_one(x, T_BOOL, TXT("tt")), "v", "tt");
 	/* "t" is only a boolean for the bool type. */
-	expect_str(render_one(T_TEXT, TXT("t")), "v", "t");
-	expect_str(render_one(T_TEXT, TXT("f")), "v", "f");
+	expect_str(x, render_one(x, T_TEXT, TXT("t")), "v", "t");
+	expect_str(x, render_one(x, T_TEXT, TXT("f")), "v", "f");
 }
 
 static void test_json_values_embedded(void **state)
 {
+	ctx *x = *state;
 	static const char *const docs[] = {
 		"{\"a\": [1, 2, {\"b\": null}], \"s\": \"x\\\"y\"}",
 		"{}",
@@ -476,16 +498,17 @@ static void test_json_values_embedded(void **state)
 	for (int t = 0; t < 2; t++) {
 		uint32_t oid = t == 0 ? T_JSONB : T_JSON;
 		for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++)
-			expect_json(render_one(oid, TXT(docs[i])), "v", docs[i]);
+			expect_json(x, render_one(x, oid, TXT(docs[i])), "v", docs[i]);
 		/* SQL NULL of a json column is JSON null. */
-		expect_null(render_one(oid, NUL_V), "v");
+		expect_null(x, render_one(x, oid, NUL_V), "v");
 	}
 	/* json/jsonb text is only embedded for those types. */
-	expect_str(render_one(T_TEXT, TXT("{\"a\":1}")), "v", "{\"a\":1}");
+	expect_str(x, render_one(x, T_TEXT, TXT("{\"a\":1}")), "v", "{\"a\":1}");
 }
 
 static void test_json_value_keeps_record_on_one_line(void **state)
 {
+	ctx *x = *state;
 	/* PostgreSQL's json type keeps its input text exactly, whitespace included, so a
 	 * pretty-printed document arrives with newlines between tokens. The record is "one JSON
 	 * object (no newline)" — one line of `walcast tail` output (buf.h: "JSON lines") — so the
@@ -497,19 +520,21 @@ static void test_json_value_keeps_record_on_one_line(void **state)
 		"[\n]",
 	};
 	for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
-		json_t *n = render_one(T_JSON, TXT(docs[i]));
-		expect_json(n, "v", docs[i]); /* still the same value */
-		if (memchr(out.data, '\n', out.len) != NULL || memchr(out.data, '\r', out.len) != NULL)
-			fail_msg("record spans several lines for json value %zu: %s", i, out.data);
+		json_t *n = render_one(x, T_JSON, TXT(docs[i]));
+		expect_json(x, n, "v", docs[i]); /* still the same value */
+		if (memchr(x->out.data, '\n', x->out.len) != NULL ||
+		    memchr(x->out.data, '\r', x->out.len) != NULL)
+			fail_msg("record spans several lines for json value %zu: %s", i, x->out.data);
 	}
 }
 
 static void test_text_escaped(void **state)
 {
-	json_t *n = render_one(T_TEXT, TXT(TRICKY_TEXT));
-	expect_str(n, "v", TRICKY_TEXT);
-	assert_null(memchr(out.data, '\n', out.len));
-	assert_null(memchr(out.data, '\t', out.len));
+	ctx *x = *state;
+	json_t *n = render_one(x, T_TEXT, TXT(TRICKY_TEXT));
+	expect_str(x, n, "v", TRICKY_TEXT);
+	assert_null(memchr(x->out.data, '\n', x->out.len));
+	assert_null(memchr(x->out.data, '\t', x->out.len));
 
 	/* Every control character, in a text column. */
 	char all[33];
@@ -517,19 +542,20 @@ static void test_text_escaped(void **state)
 		all[k - 1] = (char)k;
 	all[31] = '"';
 	all[32] = '\0';
-	expect_str(render_one(T_TEXT, TXT(all)), "v", all);
+	expect_str(x, render_one(x, T_TEXT, TXT(all)), "v", all);
 
 	/* Bytes that are not UTF-8 (a SQL_ASCII database) still give valid JSON. */
-	expect_str(render_one(T_TEXT, TXT("caf\xE9")), "v", "caf\xEF\xBF\xBD");
+	expect_str(x, render_one(x, T_TEXT, TXT("caf\xE9")), "v", "caf\xEF\xBF\xBD");
 	/* Empty text is an empty string, not null. */
-	expect_str(render_one(T_TEXT, TXT("")), "v", "");
+	expect_str(x, render_one(x, T_TEXT, TXT("")), "v", "");
 	/* The length decides, not the NUL. */
 	change_value v = {.kind = VALUE_TEXT, .len = 3, .data = "abcdef"};
-	expect_str(render_one(T_VARCHAR, v), "v", "abc");
+	expect_str(x, render_one(x, T_VARCHAR, v), "v", "abc");
 }
 
 static void test_names_escaped(void **state)
 {
+	ctx *x = *state;
 	rel_column cols[] = {
 		{.name = "col \"q\"", .type_oid = T_INT4, .typmod = -1},
 		{.name = "back\\slash\nnl", .type_oid = T_TEXT, .typmod = -1},
@@ -540,19 +566,20 @@ static void test_names_escaped(void **state)
 	};
 	change_value nt[] = {TXT("5"), TXT("a"), TXT("b")};
 	change c = {.action = CHANGE_INSERT, .lsn = 2, .txn = &txn750, .rel = &rel, .new_tuple = nt};
-	json_t *j = render(&c, CHANGE_JSON_TYPES);
-	expect_str(j, "schema", "Sch\xC3\xA9ma \"x\"");
-	expect_str(j, "table", "we\"ird\ttab");
-	json_t *n = get(j, "new");
-	expect_int(n, "col \"q\"", 5);
-	expect_str(n, "back\\slash\nnl", "a");
-	expect_str(n, "\xC3\xA9t\xC3\xA9", "b");
-	json_t *cs = get(j, "columns");
-	expect_str(json_array_get(cs, 1), "name", "back\\slash\nnl");
+	json_t *j = render(x, &c, CHANGE_JSON_TYPES);
+	expect_str(x, j, "schema", "Sch\xC3\xA9ma \"x\"");
+	expect_str(x, j, "table", "we\"ird\ttab");
+	json_t *n = get(x, j, "new");
+	expect_int(x, n, "col \"q\"", 5);
+	expect_str(x, n, "back\\slash\nnl", "a");
+	expect_str(x, n, "\xC3\xA9t\xC3\xA9", "b");
+	json_t *cs = get(x, j, "columns");
+	expect_str(x, json_array_get(cs, 1), "name", "back\\slash\nnl");
 }
 
 static void test_null_and_absent(void **state)
 {
+	ctx *x = *state;
 	rel_column cols[] = {
 		{.name = "id", .type_oid = T_INT4, .typmod = -1, .key = true},
 		{.name = "a", .type_oid = T_TEXT, .typmod = -1},
@@ -562,17 +589,17 @@ static void test_null_and_absent(void **state)
 	relation rel = {.oid = 1, .schema = "public", .name = "t", .ncols = 4, .cols = cols};
 	change_value nt[] = {TXT("1"), NUL_V, ABSENT_V, NUL_V};
 	change c = {.action = CHANGE_INSERT, .lsn = 2, .txn = &txn750, .rel = &rel, .new_tuple = nt};
-	json_t *n = get(render(&c, 0), "new");
+	json_t *n = get(x, render(x, &c, 0), "new");
 	assert_int_equal(json_object_size(n), 3);
-	expect_int(n, "id", 1);
-	expect_null(n, "a"); /* NULL is present as null */
-	expect_absent(n, "b"); /* absent is not written at all */
-	expect_null(n, "c");
+	expect_int(x, n, "id", 1);
+	expect_null(x, n, "a"); /* NULL is present as null */
+	expect_absent(x, n, "b"); /* absent is not written at all */
+	expect_null(x, n, "c");
 
 	/* A tuple where nothing is carried is an empty object. */
 	change_value none[] = {ABSENT_V, ABSENT_V, ABSENT_V, ABSENT_V};
 	c.new_tuple = none;
-	n = get(render(&c, 0), "new");
+	n = get(x, render(x, &c, 0), "new");
 	assert_true(json_is_object(n));
 	assert_int_equal(json_object_size(n), 0);
 }
@@ -585,34 +612,41 @@ static rel_column full_cols[] = {
 	{.name = "big2", .type_oid = T_JSONB, .typmod = -1},
 };
 static relation full_rel = {
-	.oid = 16400, .schema = "public", .name = "diffull", .ncols = 5, .cols = full_cols, .replident = 'f',
+	.oid = 16400,
+	.schema = "public",
+	.name = "diffull",
+	.ncols = 5,
+	.cols = full_cols,
+	.replident = 'f',
 };
 
 static void test_update_with_full_old_tuple(void **state)
 {
+	ctx *x = *state;
 	change_value nt[] = {TXT("1"), TXT("full updated"), TXT("xxx"), NUL_V, TXT("[1]")};
 	change_value ot[] = {TXT("1"), TXT("full"), TXT("xxx"), TXT("3"), TXT("[1]")};
 	change c = {
 		.action = CHANGE_UPDATE, .lsn = 3, .txn = &txn750, .rel = &full_rel,
 		.new_tuple = nt, .old_tuple = ot,
 	};
-	json_t *j = render(&c, 0);
-	expect_str(j, "action", "update");
-	json_t *n = get(j, "new");
-	json_t *o = get(j, "old");
+	json_t *j = render(x, &c, 0);
+	expect_str(x, j, "action", "update");
+	json_t *n = get(x, j, "new");
+	json_t *o = get(x, j, "old");
 	assert_int_equal(json_object_size(n), 5);
 	assert_int_equal(json_object_size(o), 5);
-	expect_str(n, "note", "full updated");
-	expect_str(o, "note", "full");
-	expect_null(n, "n");
-	expect_int(o, "n", 3);
-	expect_json(n, "big2", "[1]");
-	expect_json(o, "big2", "[1]");
-	expect_absent(j, "unchanged");
+	expect_str(x, n, "note", "full updated");
+	expect_str(x, o, "note", "full");
+	expect_null(x, n, "n");
+	expect_int(x, o, "n", 3);
+	expect_json(x, n, "big2", "[1]");
+	expect_json(x, o, "big2", "[1]");
+	expect_absent(x, j, "unchanged");
 }
 
 static void test_update_with_key_only_old_tuple(void **state)
 {
+	ctx *x = *state;
 	/* UPDATE ... SET id = 2: the old key comes as a key-only tuple. */
 	change_value nt[] = {TXT("2"), TXT("n"), TXT("b"), TXT("4"), TXT("{}")};
 	change_value ot[] = {TXT("1"), ABSENT_V, ABSENT_V, ABSENT_V, ABSENT_V};
@@ -620,92 +654,97 @@ static void test_update_with_key_only_old_tuple(void **state)
 		.action = CHANGE_UPDATE, .lsn = 3, .txn = &txn750, .rel = &full_rel,
 		.new_tuple = nt, .old_tuple = ot,
 	};
-	json_t *j = render(&c, 0);
-	json_t *o = get(j, "old");
+	json_t *j = render(x, &c, 0);
+	json_t *o = get(x, j, "old");
 	assert_int_equal(json_object_size(o), 1);
-	expect_int(o, "id", 1);
-	expect_int(get(j, "new"), "id", 2);
+	expect_int(x, o, "id", 1);
+	expect_int(x, get(x, j, "new"), "id", 2);
 
 	/* No old tuple at all: no "old" key. */
 	c.old_tuple = NULL;
-	j = render(&c, 0);
-	expect_absent(j, "old");
-	assert_int_equal(json_object_size(get(j, "new")), 5);
+	j = render(x, &c, 0);
+	expect_absent(x, j, "old");
+	assert_int_equal(json_object_size(get(x, j, "new")), 5);
 }
 
 static void test_update_unchanged_toast(void **state)
 {
+	ctx *x = *state;
 	/* The TOASTed big and big2 did not change: they are neither in "new" nor invented, and
 	 * "unchanged" names them in column order. */
 	change_value nt[] = {TXT("1"), TXT("toast kept"), UNCH_V, TXT("5"), UNCH_V};
 	change c = {.action = CHANGE_UPDATE, .lsn = 4, .txn = &txn750, .rel = &full_rel, .new_tuple = nt};
-	json_t *j = render(&c, 0);
-	json_t *n = get(j, "new");
+	json_t *j = render(x, &c, 0);
+	json_t *n = get(x, j, "new");
 	assert_int_equal(json_object_size(n), 3);
-	expect_absent(n, "big");
-	expect_absent(n, "big2");
-	expect_str(n, "note", "toast kept");
-	expect_json(j, "unchanged", "[\"big\", \"big2\"]");
-	expect_absent(j, "old");
+	expect_absent(x, n, "big");
+	expect_absent(x, n, "big2");
+	expect_str(x, n, "note", "toast kept");
+	expect_json(x, j, "unchanged", "[\"big\", \"big2\"]");
+	expect_absent(x, j, "old");
 
 	/* Only one unchanged column, with a key-only old tuple. */
 	change_value nt1[] = {TXT("1"), UNCH_V, TXT("b"), TXT("5"), TXT("{}")};
 	change_value ot[] = {TXT("1"), ABSENT_V, ABSENT_V, ABSENT_V, ABSENT_V};
 	c.new_tuple = nt1;
 	c.old_tuple = ot;
-	j = render(&c, 0);
-	expect_json(j, "unchanged", "[\"note\"]");
-	expect_absent(get(j, "new"), "note");
-	expect_json(j, "old", "{\"id\": 1}");
+	j = render(x, &c, 0);
+	expect_json(x, j, "unchanged", "[\"note\"]");
+	expect_absent(x, get(x, j, "new"), "note");
+	expect_json(x, j, "old", "{\"id\": 1}");
 
 	/* An unchanged value in the old tuple is omitted from "old" and not listed. */
 	change_value ot2[] = {TXT("1"), UNCH_V, ABSENT_V, ABSENT_V, ABSENT_V};
 	c.new_tuple = nt;
 	c.old_tuple = ot2;
-	j = render(&c, 0);
-	expect_json(j, "old", "{\"id\": 1}");
-	expect_json(j, "unchanged", "[\"big\", \"big2\"]");
+	j = render(x, &c, 0);
+	expect_json(x, j, "old", "{\"id\": 1}");
+	expect_json(x, j, "unchanged", "[\"big\", \"big2\"]");
 }
 
 static void test_delete(void **state)
 {
+	ctx *x = *state;
 	change_value ot[] = {TXT("2"), ABSENT_V, ABSENT_V, ABSENT_V, ABSENT_V};
 	change c = {.action = CHANGE_DELETE, .lsn = 5, .txn = &txn750, .rel = &full_rel, .old_tuple = ot};
-	json_t *j = render(&c, 0);
-	expect_str(j, "action", "delete");
-	expect_str(j, "table", "diffull");
-	expect_absent(j, "new");
-	expect_absent(j, "unchanged");
-	expect_json(j, "old", "{\"id\": 2}");
+	json_t *j = render(x, &c, 0);
+	expect_str(x, j, "action", "delete");
+	expect_str(x, j, "table", "diffull");
+	expect_absent(x, j, "new");
+	expect_absent(x, j, "unchanged");
+	expect_json(x, j, "old", "{\"id\": 2}");
 
 	/* REPLICA IDENTITY FULL delete: the whole old row. */
 	change_value full[] = {TXT("2"), TXT("x"), NUL_V, TXT("-7"), TXT("{\"a\":1}")};
 	c.old_tuple = full;
-	j = render(&c, 0);
-	expect_json(j, "old", "{\"id\": 2, \"note\": \"x\", \"big\": null, \"n\": -7, \"big2\": {\"a\": 1}}");
-	expect_absent(j, "new");
+	j = render(x, &c, 0);
+	expect_json(x, j, "old",
+	            "{\"id\": 2, \"note\": \"x\", \"big\": null, \"n\": -7, \"big2\": {\"a\": 1}}");
+	expect_absent(x, j, "new");
 }
 
 static void test_truncate(void **state)
 {
+	ctx *x = *state;
 	change c = {
 		.action = CHANGE_TRUNCATE, .lsn = UINT64_C(0x100000010), .txn = &txn750, .rel = &full_rel,
 		.cascade = true, .restart_identity = true,
 	};
-	json_t *j = render(&c, 0);
-	expect_str(j, "lsn", "1/10");
-	expect_int(j, "xid", 750);
-	expect_str(j, "commit_lsn", "0/16B37A0");
-	expect_str(j, "action", "truncate");
-	expect_str(j, "schema", "public");
-	expect_str(j, "table", "diffull");
-	expect_absent(j, "new");
-	expect_absent(j, "old");
-	expect_absent(j, "unchanged");
+	json_t *j = render(x, &c, 0);
+	expect_str(x, j, "lsn", "1/10");
+	expect_int(x, j, "xid", 750);
+	expect_str(x, j, "commit_lsn", "0/16B37A0");
+	expect_str(x, j, "action", "truncate");
+	expect_str(x, j, "schema", "public");
+	expect_str(x, j, "table", "diffull");
+	expect_absent(x, j, "new");
+	expect_absent(x, j, "old");
+	expect_absent(x, j, "unchanged");
 }
 
 static void test_message_transactional(void **state)
 {
+	ctx *x = *state;
 	const char *content = "transactional message";
 	change c = {
 		.action = CHANGE_MESSAGE,
@@ -716,24 +755,25 @@ static void test_message_transactional(void **state)
 		.content = content,
 		.content_len = strlen(content),
 	};
-	json_t *j = render(&c, CHANGE_JSON_TYPES);
-	expect_str(j, "lsn", "0/16B3800");
-	expect_int(j, "xid", 750);
-	expect_str(j, "commit_lsn", "0/16B37A0");
-	expect_str(j, "commit_time", "2026-01-02T03:04:05.123456Z");
-	expect_str(j, "action", "message");
-	assert_true(json_is_true(get(j, "transactional")));
-	expect_str(j, "prefix", "walcast.test");
-	expect_str(j, "content", "transactional message");
-	expect_absent(j, "schema");
-	expect_absent(j, "table");
-	expect_absent(j, "new");
-	expect_absent(j, "old");
-	expect_absent(j, "columns"); /* a message has no relation shape */
+	json_t *j = render(x, &c, CHANGE_JSON_TYPES);
+	expect_str(x, j, "lsn", "0/16B3800");
+	expect_int(x, j, "xid", 750);
+	expect_str(x, j, "commit_lsn", "0/16B37A0");
+	expect_str(x, j, "commit_time", "2026-01-02T03:04:05.123456Z");
+	expect_str(x, j, "action", "message");
+	assert_true(json_is_true(get(x, j, "transactional")));
+	expect_str(x, j, "prefix", "walcast.test");
+	expect_str(x, j, "content", "transactional message");
+	expect_absent(x, j, "schema");
+	expect_absent(x, j, "table");
+	expect_absent(x, j, "new");
+	expect_absent(x, j, "old");
+	expect_absent(x, j, "columns"); /* a message has no relation shape */
 }
 
 static void test_message_non_transactional(void **state)
 {
+	ctx *x = *state;
 	const char *content = "non-transactional message";
 	change c = {
 		.action = CHANGE_MESSAGE,
@@ -744,19 +784,20 @@ static void test_message_non_transactional(void **state)
 		.content = content,
 		.content_len = strlen(content),
 	};
-	json_t *j = render(&c, 0);
-	expect_str(j, "lsn", "2A/1");
-	expect_null(j, "xid");
-	expect_null(j, "commit_lsn");
-	expect_null(j, "commit_time");
-	expect_str(j, "action", "message");
-	assert_true(json_is_false(get(j, "transactional")));
-	expect_str(j, "prefix", "walcast.test");
-	expect_str(j, "content", "non-transactional message");
+	json_t *j = render(x, &c, 0);
+	expect_str(x, j, "lsn", "2A/1");
+	expect_null(x, j, "xid");
+	expect_null(x, j, "commit_lsn");
+	expect_null(x, j, "commit_time");
+	expect_str(x, j, "action", "message");
+	assert_true(json_is_false(get(x, j, "transactional")));
+	expect_str(x, j, "prefix", "walcast.test");
+	expect_str(x, j, "content", "non-transactional message");
 }
 
 static void test_message_content_bytes(void **state)
 {
+	ctx *x = *state;
 	/* The content is content_len bytes (pg_logical_emit_message takes bytea): NUL bytes,
 	 * quotes and non-UTF-8 bytes inside, garbage after. */
 	const char raw[] = "a\"b\0c\n\xFF" "GARBAGE";
@@ -764,74 +805,79 @@ static void test_message_content_bytes(void **state)
 		.action = CHANGE_MESSAGE, .lsn = 1, .txn = NULL, .prefix = "p\"x",
 		.content = raw, .content_len = 7,
 	};
-	json_t *j = render_x(&c, 0, JSON_ALLOW_NUL);
-	json_t *v = get(j, "content");
+	json_t *j = render_x(x, &c, 0, JSON_ALLOW_NUL);
+	json_t *v = get(x, j, "content");
 	assert_true(json_is_string(v));
 	assert_int_equal(json_string_length(v), 9);
 	assert_memory_equal(json_string_value(v), "a\"b\0c\n\xEF\xBF\xBD", 9);
-	expect_str(j, "prefix", "p\"x");
+	expect_str(x, j, "prefix", "p\"x");
 
 	/* Empty content and a missing prefix. */
 	c.content = NULL;
 	c.content_len = 0;
 	c.prefix = NULL;
-	j = render(&c, 0);
-	expect_str(j, "content", "");
-	expect_str(j, "prefix", "");
+	j = render(x, &c, 0);
+	expect_str(x, j, "content", "");
+	expect_str(x, j, "prefix", "");
 }
 
 static void test_types_flag_columns(void **state)
 {
+	ctx *x = *state;
 	change_value nt[] = {TXT("1"), TXT("n"), UNCH_V, TXT("4"), TXT("{}")};
 	change c = {.action = CHANGE_UPDATE, .lsn = 3, .txn = &txn750, .rel = &full_rel, .new_tuple = nt};
-	json_t *j = render(&c, 0);
-	expect_absent(j, "columns");
+	json_t *j = render(x, &c, 0);
+	expect_absent(x, j, "columns");
 
-	j = render(&c, CHANGE_JSON_TYPES);
-	expect_json(j, "columns",
+	j = render(x, &c, CHANGE_JSON_TYPES);
+	expect_json(x, j, "columns",
 	            "[{\"name\": \"id\", \"type\": 23}, {\"name\": \"note\", \"type\": 25},"
 	            " {\"name\": \"big\", \"type\": 25}, {\"name\": \"n\", \"type\": 23},"
 	            " {\"name\": \"big2\", \"type\": 3802}]");
 	/* The rest of the record is unaffected by the flag. */
-	assert_int_equal(json_object_size(get(j, "new")), 4);
-	expect_json(j, "unchanged", "[\"big\"]");
+	assert_int_equal(json_object_size(get(x, j, "new")), 4);
+	expect_json(x, j, "unchanged", "[\"big\"]");
 
 	/* The shape is written for every relation action, including truncate and delete. */
 	c.action = CHANGE_TRUNCATE;
 	c.new_tuple = NULL;
-	j = render(&c, CHANGE_JSON_TYPES);
-	assert_int_equal(json_array_size(get(j, "columns")), 5);
+	j = render(x, &c, CHANGE_JSON_TYPES);
+	assert_int_equal(json_array_size(get(x, j, "columns")), 5);
 
 	/* A relation without columns: an empty list and an empty tuple. */
 	relation empty = {.oid = 3, .schema = "public", .name = "nocols", .ncols = 0, .cols = NULL};
 	change e = {.action = CHANGE_INSERT, .lsn = 1, .txn = &txn750, .rel = &empty, .new_tuple = nt};
-	j = render(&e, CHANGE_JSON_TYPES);
-	expect_json(j, "columns", "[]");
-	expect_json(j, "new", "{}");
+	j = render(x, &e, CHANGE_JSON_TYPES);
+	expect_json(x, j, "columns", "[]");
+	expect_json(x, j, "new", "{}");
 }
 
 static void test_large_type_oid_in_columns(void **state)
 {
+	ctx *x = *state;
 	/* User-defined types have OIDs above 2^31: written unsigned. */
-	one_col[0] = (rel_column){.name = "v", .type_oid = UINT32_MAX, .typmod = -1};
+	rel_column col = {.name = "v", .type_oid = UINT32_MAX, .typmod = -1};
+	relation rel = one_relation(&col);
 	change_value nt[1] = {TXT("x")};
-	change c = {.action = CHANGE_INSERT, .lsn = 1, .txn = &txn750, .rel = &one_rel, .new_tuple = nt};
-	json_t *j = render(&c, CHANGE_JSON_TYPES);
-	expect_int(json_array_get(get(j, "columns"), 0), "type", INT64_C(4294967295));
-	expect_str(get(j, "new"), "v", "x");
+	change c = {.action = CHANGE_INSERT, .lsn = 1, .txn = &txn750, .rel = &rel, .new_tuple = nt};
+	json_t *j = render(x, &c, CHANGE_JSON_TYPES);
+	expect_int(x, json_array_get(get(x, j, "columns"), 0), "type", INT64_C(4294967295));
+	expect_str(x, get(x, j, "new"), "v", "x");
 }
 
 static void test_header_extremes(void **state)
 {
+	ctx *x = *state;
 	change_txn t = {.xid = UINT32_MAX, .commit_lsn = UINT64_MAX, .commit_time = -1};
 	change_value nt[1] = {TXT("1")};
-	one_col[0] = (rel_column){.name = "v", .type_oid = T_INT4, .typmod = -1};
-	change c = {.action = CHANGE_INSERT, .lsn = 0, .txn = &t, .rel = &one_rel, .new_tuple = nt};
-	json_t *j = render(&c, 0);
-	expect_str(j, "lsn", "0/0");
-	expect_int(j, "xid", INT64_C(4294967295));
-	expect_str(j, "commit_lsn", "FFFFFFFF/FFFFFFFF");
-	expect_str(j, "commit_time", "1969-12-31T23:59:59.999999Z");
+	rel_column col = {.name = "v", .type_oid = T_INT4, .typmod = -1};
+	relation rel = one_relation(&col);
+	change c = {.action = CHANGE_INSERT, .lsn = 0, .txn = &t, .rel = &rel, .new_tuple = nt};
+	json_t *j = render(x, &c, 0);
+	expect_str(x, j, "lsn", "0/0");
+	expect_int(x, j, "xid", INT64_C(4294967295));
+	expect_str(x, j, "commit_lsn", "FFFFFFFF/FFFFFFFF");
+	expect_str(x, j, "commit_time", "1969-12-31T23:59:59.999999Z");
 }
 
 static void test_appends_to_buffer(void **state)
@@ -866,6 +912,7 @@ static void test_appends_to_buffer(void **state)
 
 static void test_wide_row(void **state)
 {
+	ctx *x = *state;
 	/* 300 columns of 1000 bytes each: the output grows far past any initial buffer, and
 	 * every value survives. */
 	enum { NC = 300, VL = 1000 };
@@ -893,13 +940,13 @@ static void test_wide_row(void **state)
 	}
 	relation rel = {.oid = 9, .schema = "public", .name = "wide", .ncols = NC, .cols = cols};
 	change c = {.action = CHANGE_INSERT, .lsn = 1, .txn = &txn750, .rel = &rel, .new_tuple = nt};
-	json_t *n = get(render(&c, CHANGE_JSON_TYPES), "new");
+	json_t *n = get(x, render(x, &c, CHANGE_JSON_TYPES), "new");
 	assert_int_equal(json_object_size(n), NC);
 	for (int i = 0; i < NC; i++) {
 		if (i % 2)
-			expect_str(n, names[i], vals + (size_t)i * (VL + 1));
+			expect_str(x, n, names[i], vals + (size_t)i * (VL + 1));
 		else
-			expect_int(n, names[i], (json_int_t)i * 1000003);
+			expect_int(x, n, names[i], (json_int_t)i * 1000003);
 	}
 	free(cols);
 	free(nt);
@@ -911,6 +958,7 @@ static void test_wide_row(void **state)
 
 static void test_fill_unchanged_from_full_old(void **state)
 {
+	ctx *x = *state;
 	change_value nt[] = {TXT("1"), TXT("new note"), UNCH_V, UNCH_V, UNCH_V};
 	change_value ot[] = {TXT("1"), TXT("old note"), TXT("BIG"), NUL_V, ABSENT_V};
 	change_value ot_copy[5];
@@ -936,12 +984,12 @@ static void test_fill_unchanged_from_full_old(void **state)
 	assert_memory_equal(ot, ot_copy, sizeof(ot));
 
 	/* The record now shows the filled values and lists only what is still unknown. */
-	json_t *j = render(&c, 0);
-	json_t *n = get(j, "new");
-	expect_str(n, "big", "BIG");
-	expect_null(n, "n");
-	expect_absent(n, "big2");
-	expect_json(j, "unchanged", "[\"big2\"]");
+	json_t *j = render(x, &c, 0);
+	json_t *n = get(x, j, "new");
+	expect_str(x, n, "big", "BIG");
+	expect_null(x, n, "n");
+	expect_absent(x, n, "big2");
+	expect_json(x, j, "unchanged", "[\"big2\"]");
 }
 
 static void test_fill_unchanged_old_unchanged_or_missing(void **state)

@@ -885,6 +885,7 @@ static void test_errors_state(void **state)
 	/* Begin with a commit time that cannot be represented. */
 	decoder_reset(f->dec);
 	EXPECT_PROTO(f, m_begin(0x10, INT64_MAX, 802), "timestamp");
+	EXPECT_PROTO(f, m_begin(0, 0, 803), "without a final LSN");
 	assert_int_equal(f->nch, 0);
 	assert_int_equal(f->nbegin, 1);
 	assert_int_equal(f->ncommit, 0);

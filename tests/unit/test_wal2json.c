@@ -965,7 +965,7 @@ static void test_nesting(void **state)
 			assert_int_equal(buf_puts(&line, i % 2 ? "[" : "{\"k\":"), 0);
 		for (int i = depth - 1; i >= 0; i--)
 			assert_int_equal(buf_putc(&line, i % 2 ? ']' : '}'), 0);
-		assert_int_equal(buf_printf(&line, ",%s", B7 + 1), 0);
+		assert_int_equal(buf_printf(&line, ",%s", &B7[1]), 0);
 		if (depth == 10) {
 			dec_ok(f, 0x100, line.data);
 			decoder_reset(f->dec);
