@@ -92,7 +92,7 @@ PG_BIN=${WALCAST_PG_BIN:-/usr/lib/postgresql/15/bin}
 RECV=$PG_BIN/pg_recvlogical
 WORK=${WALCAST_HARNESS_DIR:-$(mktemp -d)}/bench
 mkdir -p "$WORK"
-RESULTS=$WORK/results.tsv   # scenario plugin tool round wall_s user_s sys_s maxrss_kb rc
+RESULTS=$WORK/results.tsv   # scenario plugin tool round wall_s user_s sys_s maxrss_kb rc busy_pct
 : >"$RESULTS"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -114,22 +114,37 @@ wc_cmd() { # plugin slot endlsn
   return 0
 }
 
+# "busy total" jiffies over all CPUs, from /proc/stat.
+cpu_jiffies() {
+  awk '/^cpu / {b = $2 + $3 + $4 + $7 + $8 + $9; t = b + $5 + $6; print b, t; exit}' /proc/stat
+}
+# Percentage of the whole machine (all CPUs) busy between two cpu_jiffies samples.
+busy_pct() { # "b0 t0" "b1 t1"
+  local b0 t0 b1 t1
+  read -r b0 t0 <<<"$1"; read -r b1 t1 <<<"$2"
+  echo $(( (b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
+}
+
 # Runs one timed drain; appends a row to $RESULTS.
 measure() { # scenario plugin tool round CMD...
   local scen=$1 plugin=$2 tool=$3 round=$4; shift 4
-  local tf=$WORK/time.$scen.$plugin.$tool.$round rc=0 t0 t1
+  local tf=$WORK/time.$scen.$plugin.$tool.$round rc=0 t0 t1 j0 j1
+  j0=$(cpu_jiffies)
   t0=$(date +%s.%N)
   /usr/bin/time -v -o "$tf" "$@" >/dev/null 2>"$WORK/stderr.$scen.$plugin.$tool.$round" || rc=$?
   t1=$(date +%s.%N)
+  j1=$(cpu_jiffies)
+  local busy
+  busy=$(busy_pct "$j0" "$j1")
   local rss user sys
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tf")
   user=$(awk -F': ' '/User time \(seconds\)/ {print $2}' "$tf")
   sys=$(awk -F': ' '/System time \(seconds\)/ {print $2}' "$tf")
   local wall
   wall=$(echo "$t1 - $t0" | bc -l)
-  printf '%s\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\n' "$scen" "$plugin" "$tool" "$round" "$wall" \
-    "${user:-0}" "${sys:-0}" "${rss:-0}" "$rc" >>"$RESULTS"
-  log "  $scen $plugin $tool round $round: $(printf '%.2f' "$wall") s, rss $((${rss:-0} / 1024)) MB, rc $rc"
+  printf '%s\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$plugin" "$tool" "$round" "$wall" \
+    "${user:-0}" "${sys:-0}" "${rss:-0}" "$rc" "$busy" >>"$RESULTS"
+  log "  $scen $plugin $tool round $round: $(printf '%.2f' "$wall") s, rss $((${rss:-0} / 1024)) MB, machine busy $busy %, rc $rc"
   if [ "$rc" != 0 ]; then
     log "  (exit $rc) stderr:"; tail -5 "$WORK/stderr.$scen.$plugin.$tool.$round" >&2 || true
   fi
@@ -150,7 +165,14 @@ create_slots() { # scenario-prefix
 }
 
 drop_slots() { # prefix
-  sql -c "select count(pg_drop_replication_slot(slot_name)) from pg_replication_slots where slot_name like '$1%'" >/dev/null
+  # A walsender can outlive its client for a moment; a slot cannot be dropped while active.
+  local i
+  for i in $(seq 1 100); do
+    [ "$(sql -c "select count(*) from pg_replication_slots where slot_name like '$1%' and active")" = 0 ] && break
+    sleep 0.2
+  done
+  sql -c "select count(pg_drop_replication_slot(slot_name)) from pg_replication_slots where slot_name like '$1%' and not active" >/dev/null ||
+    log "WARNING: could not drop the slots '$1*'"
 }
 
 drain_all() { # scenario prefix endlsn rows
@@ -261,6 +283,15 @@ $$;
 checkpoint;
 SQL
 
+# Other load on the machine skews every number: sample it before starting.
+j0=$(cpu_jiffies); sleep 3; j1=$(cpu_jiffies)
+IDLE_BUSY=$(busy_pct "$j0" "$j1")
+OTHERS=$(top -b -n 2 -d 1 -w 200 2>/dev/null |
+  awk '/^top -/ {n++} n == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 >= 5 {printf "%s%s %s%%", sep, $12, $9; sep = ", "}' | head -c 300 || true)
+if [ "$IDLE_BUSY" -ge 10 ]; then
+  log "WARNING: the machine is already ${IDLE_BUSY}% busy before the benchmark${OTHERS:+: $OTHERS}; results will be skewed"
+fi
+
 PG_VERSION=$(sql -c 'show server_version')
 W2J_VERSION=$(dpkg-query -W -f '${Version}' postgresql-15-wal2json 2>/dev/null || echo unknown)
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -320,6 +351,8 @@ drain_all B b_ "$END_B" "$BIG_ROWS"
 drop_slots b_
 
 # ---- Report ----------------------------------------------------------------------------------
+KEEP=${TMPDIR:-/tmp}/walcast-bench-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$KEEP" && cp "$RESULTS" "$WORK/extra" "$KEEP/" && log "raw results kept in $KEEP"
 REPORT=$WORK/report.md
 python3 - "$RESULTS" "$WORK/extra" "$ROWS" "$BIG_ROWS" "$ROUNDS" >"$REPORT" <<'PY'
 import statistics, sys
@@ -328,9 +361,9 @@ from collections import defaultdict
 results, extra, rows, big_rows, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 R = defaultdict(dict)  # (scen, plugin, tool) -> round -> dict
 for line in open(results):
-    scen, plugin, tool, rnd, wall, user, sys_, rss, rc = line.rstrip("\n").split("\t")
+    scen, plugin, tool, rnd, wall, user, sys_, rss, rc, busy = line.rstrip("\n").split("\t")
     R[(scen, plugin, tool)][int(rnd)] = dict(wall=float(wall), cpu=float(user) + float(sys_),
-                                             rss=int(rss), rc=int(rc))
+                                             rss=int(rss), rc=int(rc), busy=int(busy))
 X = {}
 for line in open(extra):
     scen, plugin, key, val = line.split()
@@ -367,12 +400,12 @@ for scen, title in (("A", f"A. {rows:,} single-row transactions"),
         out.append(f"| {p}{note} | {fmt_rate(rr)} | {fmt_rate(wr)} | {ratio:.3f} | {ok(ratio >= 0.95)} | {mb(rrss)} | {mb(wrss)} | {ok(wrss < 64*1024)} | {wcpu:.1f} | {size} |")
     out.append("")
     out.append("<details><summary>every run</summary>\n")
-    out.append("| plugin | tool | round | wall s | rows/s | CPU s (user+sys) | peak RSS | exit |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    out.append("| plugin | tool | round | wall s | rows/s | CPU s (user+sys) | peak RSS | machine busy | exit |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for p in ("pgoutput", "wal2json"):
         for t in ("pg_recvlogical", "walcast"):
             for r, v in sorted(R[(scen, p, t)].items()):
-                out.append(f"| {p} | {t} | {r} | {v['wall']:.2f} | {n/v['wall']:,.0f} | {v['cpu']:.2f} | {mb(v['rss'])} | {v['rc']} |")
+                out.append(f"| {p} | {t} | {r} | {v['wall']:.2f} | {n/v['wall']:,.0f} | {v['cpu']:.2f} | {mb(v['rss'])} | {v['busy']} % | {v['rc']} |")
     out.append("\n</details>\n")
 print("\n".join(out))
 PY
@@ -388,6 +421,7 @@ PY
   echo "- PostgreSQL $PG_VERSION (harness settings: fsync off, synchronous_commit off, logical_decoding_work_mem 64MB), wal2json $W2J_VERSION"
   echo "- walcast: $WALCAST_VERSION, git $GIT_REV, RelWithDebInfo"
   echo "- Load A: $ROWS rows in $(printf '%.0f' "$LOAD_A") s by $LOADERS sessions (COMMIT after every insert), $((WAL_A / 1048576)) MB of WAL; load B: $BIG_ROWS rows in one INSERT … SELECT, $((WAL_B / 1048576)) MB of WAL"
+  echo "- Machine load from other processes: ${IDLE_BUSY}% of all CPUs busy in the 3 s before the run${OTHERS:+ (top: $OTHERS)}; the \"machine busy\" column gives the share of all CPUs busy during each drain (the drain itself, its walsender and anything else)"
   echo "- Rows/s = rows ÷ wall time of one drain (connect to exit at the end LSN); medians over $ROUNDS rounds, the ratio is the median of the per-round ratios; peak RSS is the maximum over rounds (\`/usr/bin/time -v\`)."
   echo
   echo "Commands timed (END = \`pg_current_wal_insert_lsn()\` after the load):"

@@ -1,10 +1,10 @@
 /*
  * json_scan — zero-copy JSON pull scanner (see json_scan.h).
  *
- * The hot loop is the string scan: a 256-entry class table stops only at '"', '\\' and control
- * characters, so a string body costs one table load per byte and nothing is copied. Skipping a
- * nested value walks it with an explicit 64-bit stack (one bit per level: object or array)
- * instead of recursion, which bounds both depth and stack use.
+ * The hot loop is the string scan: it looks at eight bytes per step (SWAR bit tricks) for '"',
+ * '\\' and control characters, finishes with a 256-entry class table, and copies nothing.
+ * Skipping a nested value walks it with an explicit 64-bit stack (one bit per level: object or
+ * array) instead of recursion, which bounds both depth and stack use.
  */
 #include "json_scan.h"
 
@@ -25,13 +25,18 @@ void json_scan_init(json_scan *s, const char *data, size_t len)
 	s->err_off = 0;
 }
 
-int json_scan_fail(json_scan *s, const char *msg)
+int json_scan_fail_at(json_scan *s, const char *at, const char *msg)
 {
 	if (s->err == NULL) {
 		s->err = msg;
-		s->err_off = (size_t)(s->p - s->start);
+		s->err_off = (size_t)(at - s->start);
 	}
 	return -1;
+}
+
+int json_scan_fail(json_scan *s, const char *msg)
+{
+	return json_scan_fail_at(s, s->p, msg);
 }
 
 static inline void skip_ws(json_scan *s)
@@ -43,33 +48,34 @@ static inline void skip_ws(json_scan *s)
 }
 
 /* s->p is at the opening quote. */
-static int scan_string(json_scan *s, json_token *t)
+static int scan_string(json_scan *s, json_scan_token *t)
 {
 	const unsigned char *p = (const unsigned char *)s->p + 1;
 	const unsigned char *end = (const unsigned char *)s->end;
 	const unsigned char *body = p;
 	bool escaped = false;
 	for (;;) {
-		while (end - p >= 4) {
-			if (str_stop[p[0]])
-				goto stop;
-			if (str_stop[p[1]]) {
-				p += 1;
-				goto stop;
-			}
-			if (str_stop[p[2]]) {
-				p += 2;
-				goto stop;
-			}
-			if (str_stop[p[3]]) {
-				p += 3;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+		/* Eight bytes at a time: flag bytes equal to '"' or '\\' or below 0x20 (the lowest
+		 * flagged byte is exact; flags above it may be spurious, so only the lowest is used). */
+		while (end - p >= 8) {
+			uint64_t v;
+			memcpy(&v, p, 8);
+			const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+			uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+			uint64_t hit = (((q - ones) & ~q) | ((b - ones) & ~b) | ((v - ones * 0x20) & ~v)) & high;
+			if (hit != 0) {
+				p += (unsigned)__builtin_ctzll(hit) >> 3;
 				goto stop;
 			}
-			p += 4;
+			p += 8;
 		}
+#endif
 		while (p < end && !str_stop[*p])
 			p++;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	stop:
+#endif
 		if (p >= end) {
 			s->p = (const char *)p;
 			return json_scan_fail(s, "unterminated string");
@@ -88,7 +94,7 @@ static int scan_string(json_scan *s, json_token *t)
 		s->p = (const char *)p;
 		return json_scan_fail(s, "raw control character in string");
 	}
-	t->type = JSON_STRING;
+	t->type = JSON_SCAN_STRING;
 	t->p = (const char *)body;
 	t->len = (size_t)(p - body);
 	t->escaped = escaped;
@@ -101,7 +107,7 @@ static inline bool is_digit(char c)
 	return c >= '0' && c <= '9';
 }
 
-static int scan_number(json_scan *s, json_token *t)
+static int scan_number(json_scan *s, json_scan_token *t)
 {
 	const char *p = s->p, *end = s->end, *b = p;
 	if (*p == '-')
@@ -133,7 +139,7 @@ static int scan_number(json_scan *s, json_token *t)
 		if (p == d)
 			goto bad;
 	}
-	t->type = JSON_NUMBER;
+	t->type = JSON_SCAN_NUMBER;
 	t->p = b;
 	t->len = (size_t)(p - b);
 	t->escaped = false;
@@ -144,7 +150,8 @@ bad:
 	return json_scan_fail(s, "malformed number");
 }
 
-static int scan_literal(json_scan *s, json_token *t, const char *lit, size_t n, json_type type)
+static int scan_literal(json_scan *s, json_scan_token *t, const char *lit, size_t n,
+                        json_scan_kind type)
 {
 	if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0)
 		return json_scan_fail(s, "unexpected character");
@@ -156,7 +163,7 @@ static int scan_literal(json_scan *s, json_token *t, const char *lit, size_t n, 
 	return 0;
 }
 
-int json_scan_value(json_scan *s, json_token *t)
+int json_scan_value(json_scan *s, json_scan_token *t)
 {
 	if (s->err != NULL)
 		return -1;
@@ -168,18 +175,18 @@ int json_scan_value(json_scan *s, json_token *t)
 		return scan_string(s, t);
 	case '{':
 	case '[':
-		t->type = *s->p == '{' ? JSON_OBJECT : JSON_ARRAY;
+		t->type = *s->p == '{' ? JSON_SCAN_OBJECT : JSON_SCAN_ARRAY;
 		t->p = s->p;
 		t->len = 1;
 		t->escaped = false;
 		s->p++;
 		return 0;
 	case 't':
-		return scan_literal(s, t, "true", 4, JSON_TRUE);
+		return scan_literal(s, t, "true", 4, JSON_SCAN_TRUE);
 	case 'f':
-		return scan_literal(s, t, "false", 5, JSON_FALSE);
+		return scan_literal(s, t, "false", 5, JSON_SCAN_FALSE);
 	case 'n':
-		return scan_literal(s, t, "null", 4, JSON_NULL);
+		return scan_literal(s, t, "null", 4, JSON_SCAN_NULL);
 	case '-':
 	case '0': case '1': case '2': case '3': case '4':
 	case '5': case '6': case '7': case '8': case '9':
@@ -189,7 +196,7 @@ int json_scan_value(json_scan *s, json_token *t)
 	}
 }
 
-int json_scan_object_next(json_scan *s, bool *first, json_token *key)
+int json_scan_object_next(json_scan *s, bool *first, json_scan_token *key)
 {
 	if (s->err != NULL)
 		return -1;
@@ -243,21 +250,21 @@ int json_scan_array_next(json_scan *s, bool *first)
 	return 1;
 }
 
-int json_scan_skip(json_scan *s, const json_token *t)
+int json_scan_skip(json_scan *s, const json_scan_token *t)
 {
 	if (s->err != NULL)
 		return -1;
-	if (t->type != JSON_OBJECT && t->type != JSON_ARRAY)
+	if (t->type != JSON_SCAN_OBJECT && t->type != JSON_SCAN_ARRAY)
 		return 0;
-	uint64_t stack = t->type == JSON_OBJECT; /* bit 0: the innermost level is an object */
+	uint64_t stack = t->type == JSON_SCAN_OBJECT; /* bit 0: the innermost level is an object */
 	int depth = 1;
 	bool first = true;
-	json_token v;
+	json_scan_token v;
 	while (depth > 0) {
 		bool in_object = stack & 1;
 		int rc;
 		if (in_object) {
-			json_token key;
+			json_scan_token key;
 			rc = json_scan_object_next(s, &first, &key);
 		} else {
 			rc = json_scan_array_next(s, &first);
@@ -272,10 +279,10 @@ int json_scan_skip(json_scan *s, const json_token *t)
 		}
 		if (json_scan_value(s, &v) < 0)
 			return -1;
-		if (v.type == JSON_OBJECT || v.type == JSON_ARRAY) {
+		if (v.type == JSON_SCAN_OBJECT || v.type == JSON_SCAN_ARRAY) {
 			if (depth >= JSON_SCAN_MAX_DEPTH)
 				return json_scan_fail(s, "nesting too deep");
-			stack = (stack << 1) | (v.type == JSON_OBJECT);
+			stack = (stack << 1) | (v.type == JSON_SCAN_OBJECT);
 			depth++;
 			first = true;
 		}
@@ -285,7 +292,7 @@ int json_scan_skip(json_scan *s, const json_token *t)
 
 int json_scan_skip_value(json_scan *s)
 {
-	json_token t;
+	json_scan_token t;
 	if (json_scan_value(s, &t) < 0)
 		return -1;
 	return json_scan_skip(s, &t);
@@ -323,7 +330,7 @@ static int hex4(const char *p, const char *end, uint32_t *out)
 	return 0;
 }
 
-long json_string_unescape(const char *p, size_t len, char *out, const char **err)
+long json_scan_unescape(const char *p, size_t len, char *out, const char **err)
 {
 	const char *end = p + len;
 	char *o = out;
@@ -400,9 +407,9 @@ long json_string_unescape(const char *p, size_t len, char *out, const char **err
 	return (long)(o - out);
 }
 
-int json_number_u32(const json_token *t, uint32_t *out)
+int json_scan_u32(const json_scan_token *t, uint32_t *out)
 {
-	if (t->type != JSON_NUMBER || t->len == 0 || t->len > 10)
+	if (t->type != JSON_SCAN_NUMBER || t->len == 0 || t->len > 10)
 		return -1;
 	uint64_t v = 0;
 	for (size_t i = 0; i < t->len; i++) {

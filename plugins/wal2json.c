@@ -54,7 +54,7 @@ typedef struct w2j_col {
 	w2j_str name;
 	uint32_t type_oid;
 	bool has_type;
-	json_token value; /* type JSON_NONE when the element has no "value" */
+	json_scan_token value; /* type JSON_SCAN_NONE when the element has no "value" */
 } w2j_col;
 
 typedef struct w2j_list {
@@ -84,7 +84,7 @@ enum w2j_field {
 };
 
 typedef struct w2j_line {
-	json_token f[F_NSCALARS]; /* type JSON_NONE when the key is absent */
+	json_scan_token f[F_NSCALARS]; /* type JSON_SCAN_NONE when the key is absent */
 	uint32_t seen;            /* bit per field, to refuse duplicate keys */
 } w2j_line;
 
@@ -160,23 +160,27 @@ __attribute__((format(printf, 2, 3))) static int w2j_fail(char *err, const char 
 
 static enum w2j_field field_of(const char *k, size_t n)
 {
-#define IS(lit) (n == sizeof(lit) - 1 && memcmp(k, lit, n) == 0)
-	switch (n) {
-	case 2: return IS("pk") ? F_PK : F_UNKNOWN;
-	case 3: return IS("xid") ? F_XID : IS("lsn") ? F_LSN : F_UNKNOWN;
-	case 5: return IS("table") ? F_TABLE : F_UNKNOWN;
-	case 6: return IS("action") ? F_ACTION : IS("schema") ? F_SCHEMA : IS("prefix") ? F_PREFIX : F_UNKNOWN;
-	case 7: return IS("columns") ? F_COLUMNS : IS("nextlsn") ? F_NEXTLSN : IS("content") ? F_CONTENT : F_UNKNOWN;
-	case 8: return IS("identity") ? F_IDENTITY : F_UNKNOWN;
-	case 9: return IS("timestamp") ? F_TIMESTAMP : F_UNKNOWN;
-	case 13: return IS("transactional") ? F_TRANSACTIONAL : F_UNKNOWN;
-	default: return F_UNKNOWN;
-	}
-#undef IS
+	static const struct {
+		const char *name;
+		size_t len;
+		enum w2j_field f;
+	} keys[] = {
+#define KEY(lit, f) {lit, sizeof(lit) - 1, f}
+		KEY("action", F_ACTION), KEY("columns", F_COLUMNS), KEY("xid", F_XID),
+		KEY("lsn", F_LSN), KEY("schema", F_SCHEMA), KEY("table", F_TABLE), KEY("pk", F_PK),
+		KEY("identity", F_IDENTITY), KEY("timestamp", F_TIMESTAMP), KEY("nextlsn", F_NEXTLSN),
+		KEY("transactional", F_TRANSACTIONAL), KEY("prefix", F_PREFIX),
+		KEY("content", F_CONTENT),
+#undef KEY
+	};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (keys[i].len == n && memcmp(keys[i].name, k, n) == 0)
+			return keys[i].f;
+	return F_UNKNOWN;
 }
 
 /* The field a key names; keys written with escapes are decoded first (wal2json never does). */
-static enum w2j_field key_field(const json_token *key)
+static enum w2j_field key_field(const json_scan_token *key)
 {
 	if (!key->escaped)
 		return field_of(key->p, key->len);
@@ -184,14 +188,14 @@ static enum w2j_field key_field(const json_token *key)
 	const char *err;
 	if (key->len > sizeof(kb))
 		return F_UNKNOWN;
-	long n = json_string_unescape(key->p, key->len, kb, &err);
+	long n = json_scan_unescape(key->p, key->len, kb, &err);
 	return n < 0 ? F_UNKNOWN : field_of(kb, (size_t)n);
 }
 
 enum { CK_NAME, CK_TYPEOID, CK_VALUE, CK_OTHER };
 
 /* Which key of a column element: "name", "typeoid", "value" or another. */
-static int col_key(const json_token *key)
+static int col_key(const json_scan_token *key)
 {
 	char kb[8];
 	const char *k = key->p, *err;
@@ -199,7 +203,7 @@ static int col_key(const json_token *key)
 	if (key->escaped) {
 		if (n > sizeof(kb))
 			return CK_OTHER;
-		long r = json_string_unescape(key->p, key->len, kb, &err);
+		long r = json_scan_unescape(key->p, key->len, kb, &err);
 		if (r < 0)
 			return CK_OTHER;
 		k = kb;
@@ -215,7 +219,7 @@ static int col_key(const json_token *key)
 }
 
 /* Decodes a string token: zero-copy when it has no escapes, else into the arena. */
-static int str_decode(wal2json *w, json_scan *s, const json_token *t, w2j_str *out)
+static int str_decode(wal2json *w, json_scan *s, const json_scan_token *t, w2j_str *out)
 {
 	if (!t->escaped) {
 		out->p = t->p;
@@ -226,10 +230,9 @@ static int str_decode(wal2json *w, json_scan *s, const json_token *t, w2j_str *o
 	if (d == NULL)
 		return -ENOMEM;
 	const char *err;
-	long n = json_string_unescape(t->p, t->len, d, &err);
+	long n = json_scan_unescape(t->p, t->len, d, &err);
 	if (n < 0) {
-		s->p = t->p;
-		json_scan_fail(s, err);
+		json_scan_fail_at(s, t->p, err);
 		return -EPROTO;
 	}
 	out->p = d;
@@ -253,17 +256,17 @@ static int list_grow(w2j_list *l)
 /* Parses one element object of a column list. */
 static int col_parse(wal2json *w, json_scan *s, w2j_col *c, bool want_value)
 {
-	json_token t, key;
+	json_scan_token t, key;
 	if (json_scan_value(s, &t) < 0)
 		return -EPROTO;
-	if (t.type != JSON_OBJECT) {
+	if (t.type != JSON_SCAN_OBJECT) {
 		json_scan_fail(s, "a column must be a JSON object");
 		return -EPROTO;
 	}
 	c->name.p = NULL;
 	c->name.len = 0;
 	c->has_type = false;
-	c->value.type = JSON_NONE;
+	c->value.type = JSON_SCAN_NONE;
 	bool first = true, has_name = false;
 	int rc;
 	while ((rc = json_scan_object_next(s, &first, &key)) == 1) {
@@ -271,7 +274,7 @@ static int col_parse(wal2json *w, json_scan *s, w2j_col *c, bool want_value)
 		if (k == CK_NAME) {
 			if (has_name || json_scan_value(s, &t) < 0)
 				goto dup_or_bad;
-			if (t.type != JSON_STRING) {
+			if (t.type != JSON_SCAN_STRING) {
 				json_scan_fail(s, "a column \"name\" must be a string");
 				return -EPROTO;
 			}
@@ -281,15 +284,15 @@ static int col_parse(wal2json *w, json_scan *s, w2j_col *c, bool want_value)
 		} else if (k == CK_TYPEOID) {
 			if (c->has_type || json_scan_value(s, &t) < 0)
 				goto dup_or_bad;
-			if (json_number_u32(&t, &c->type_oid) < 0) {
+			if (json_scan_u32(&t, &c->type_oid) < 0) {
 				json_scan_fail(s, "a column \"typeoid\" must be an unsigned 32-bit integer");
 				return -EPROTO;
 			}
 			c->has_type = true;
 		} else if (k == CK_VALUE) {
-			if (c->value.type != JSON_NONE || json_scan_value(s, &c->value) < 0)
+			if (c->value.type != JSON_SCAN_NONE || json_scan_value(s, &c->value) < 0)
 				goto dup_or_bad;
-			if (c->value.type == JSON_OBJECT || c->value.type == JSON_ARRAY) {
+			if (c->value.type == JSON_SCAN_OBJECT || c->value.type == JSON_SCAN_ARRAY) {
 				json_scan_fail(s, "a column \"value\" must be a string, number, boolean or null");
 				return -EPROTO;
 			}
@@ -303,7 +306,7 @@ static int col_parse(wal2json *w, json_scan *s, w2j_col *c, bool want_value)
 		json_scan_fail(s, "a column has no \"name\"");
 		return -EPROTO;
 	}
-	if (want_value && c->value.type == JSON_NONE) {
+	if (want_value && c->value.type == JSON_SCAN_NONE) {
 		json_scan_fail(s, "a column has no \"value\"");
 		return -EPROTO;
 	}
@@ -315,10 +318,10 @@ dup_or_bad:
 
 static int list_parse(wal2json *w, json_scan *s, w2j_list *l, bool want_value)
 {
-	json_token t;
+	json_scan_token t;
 	if (json_scan_value(s, &t) < 0)
 		return -EPROTO;
-	if (t.type != JSON_ARRAY) {
+	if (t.type != JSON_SCAN_ARRAY) {
 		json_scan_fail(s, "\"columns\", \"identity\" and \"pk\" must be arrays");
 		return -EPROTO;
 	}
@@ -346,15 +349,15 @@ static int list_parse(wal2json *w, json_scan *s, w2j_list *l, bool want_value)
  * -ENOMEM. */
 static int line_parse(wal2json *w, json_scan *s, w2j_line *ln)
 {
-	json_token t, key;
+	json_scan_token t, key;
 	for (int i = 0; i < F_NSCALARS; i++)
-		ln->f[i].type = JSON_NONE;
+		ln->f[i].type = JSON_SCAN_NONE;
 	ln->seen = 0;
 	w->columns.present = w->identity.present = w->pk.present = false;
 	w->columns.n = w->identity.n = w->pk.n = 0;
 	if (json_scan_value(s, &t) < 0)
 		return -EPROTO;
-	if (t.type != JSON_OBJECT) {
+	if (t.type != JSON_SCAN_OBJECT) {
 		json_scan_fail(s, "the payload is not a JSON object");
 		return -EPROTO;
 	}
@@ -385,7 +388,7 @@ static int line_parse(wal2json *w, json_scan *s, w2j_line *ln)
 		default:
 			if (json_scan_value(s, &ln->f[f]) < 0)
 				return -EPROTO;
-			if (ln->f[f].type == JSON_OBJECT || ln->f[f].type == JSON_ARRAY) {
+			if (ln->f[f].type == JSON_SCAN_OBJECT || ln->f[f].type == JSON_SCAN_ARRAY) {
 				json_scan_fail(s, "unexpected object or array");
 				return -EPROTO;
 			}
@@ -410,12 +413,12 @@ static const char *const field_names[F_NSCALARS] = {
 
 /* The string field f, required. */
 static int field_string(const w2j_line *ln, enum w2j_field f, const char *what,
-                        const json_token **out, char *err)
+                        const json_scan_token **out, char *err)
 {
-	const json_token *t = &ln->f[f];
-	if (t->type == JSON_NONE)
+	const json_scan_token *t = &ln->f[f];
+	if (t->type == JSON_SCAN_NONE)
 		return w2j_fail(err, "%s has no \"%s\"", what, field_names[f]);
-	if (t->type != JSON_STRING)
+	if (t->type != JSON_SCAN_STRING)
 		return w2j_fail(err, "\"%s\" must be a string", field_names[f]);
 	*out = t;
 	return 0;
@@ -424,7 +427,7 @@ static int field_string(const w2j_line *ln, enum w2j_field f, const char *what,
 static int field_lsn(const w2j_line *ln, enum w2j_field f, const char *what, uint64_t *out,
                      char *err)
 {
-	const json_token *t = NULL;
+	const json_scan_token *t = NULL;
 	int rc = field_string(ln, f, what, &t, err);
 	if (rc < 0)
 		return rc;
@@ -436,10 +439,10 @@ static int field_lsn(const w2j_line *ln, enum w2j_field f, const char *what, uin
 
 static int field_xid(const w2j_line *ln, const char *what, uint32_t *out, char *err)
 {
-	const json_token *t = &ln->f[F_XID];
-	if (t->type == JSON_NONE)
+	const json_scan_token *t = &ln->f[F_XID];
+	if (t->type == JSON_SCAN_NONE)
 		return w2j_fail(err, "%s has no \"xid\"", what);
-	if (json_number_u32(t, out) < 0)
+	if (json_scan_u32(t, out) < 0)
 		return w2j_fail(err, "%s: \"xid\" must be an unsigned 32-bit integer", what);
 	return 0;
 }
@@ -450,7 +453,7 @@ static int txn_check(const wal2json *w, const w2j_line *ln, const char *what, ch
 {
 	if (!w->in_txn)
 		return w2j_fail(err, "%s outside a transaction (no \"B\" before it)", what);
-	if (ln->f[F_XID].type != JSON_NONE) {
+	if (ln->f[F_XID].type != JSON_SCAN_NONE) {
 		uint32_t xid;
 		int rc = field_xid(ln, what, &xid, err);
 		if (rc < 0)
@@ -500,7 +503,7 @@ static int timestamptz_parse(const char *s, size_t len, int64_t *out)
 	size_t i = 0;
 	int64_t year = 0;
 	int nd = 0;
-	while (i < len && s[i] >= '0' && s[i] <= '9' && nd < 7) {
+	while (i < len && s[i] >= '0' && s[i] <= '9' && nd < 6) {
 		year = year * 10 + (s[i++] - '0');
 		nd++;
 	}
@@ -543,7 +546,9 @@ static int timestamptz_parse(const char *s, size_t len, int64_t *out)
 		return -1;
 	static const unsigned char mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
 	bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-	if (year < 1 || mon < 1 || mon > 12 || day < 1 || day > mdays[mon - 1] ||
+	/* PostgreSQL's timestamps end in 294276 AD, but as Unix-epoch microseconds only dates up
+	 * to about 294247 fit in 64 bits: refuse the last few centuries rather than overflow. */
+	if (year < 1 || year > 294000 || mon < 1 || mon > 12 || day < 1 || day > mdays[mon - 1] ||
 	    (mon == 2 && day == 29 && !leap) || hh > 23 || mi > 59 || ss > 59 || oh > 15 || om > 59 ||
 	    os > 59)
 		return -1;
@@ -781,27 +786,27 @@ static int relation_resolve(wal2json *w, change_action action, const w2j_str *sc
 /* ---- values and tuples -------------------------------------------------------------------- */
 
 /* Converts a raw column value to PostgreSQL's text output in the arena. */
-static int value_make(wal2json *w, const json_token *t, uint32_t type_oid, change_value *out,
+static int value_make(wal2json *w, const json_scan_token *t, uint32_t type_oid, change_value *out,
                       const char **why)
 {
 	switch (t->type) {
-	case JSON_NULL:
+	case JSON_SCAN_NULL:
 		*out = (change_value){.kind = VALUE_NULL};
 		return 0;
-	case JSON_TRUE:
+	case JSON_SCAN_TRUE:
 		*out = (change_value){.kind = VALUE_TEXT, .len = 1, .data = "t"};
 		return 0;
-	case JSON_FALSE:
+	case JSON_SCAN_FALSE:
 		*out = (change_value){.kind = VALUE_TEXT, .len = 1, .data = "f"};
 		return 0;
-	case JSON_NUMBER: {
+	case JSON_SCAN_NUMBER: {
 		char *d = arena_strndup(w->arena, t->p, t->len);
 		if (d == NULL)
 			return -ENOMEM;
 		*out = (change_value){.kind = VALUE_TEXT, .len = (uint32_t)t->len, .data = d};
 		return 0;
 	}
-	case JSON_STRING:
+	case JSON_SCAN_STRING:
 		break;
 	default:
 		*why = "unexpected JSON value";
@@ -819,7 +824,7 @@ static int value_make(wal2json *w, const json_token *t, uint32_t type_oid, chang
 	memcpy(d, "\\x", pre);
 	size_t n = t->len;
 	if (t->escaped) {
-		long r = json_string_unescape(t->p, t->len, d + pre, why);
+		long r = json_scan_unescape(t->p, t->len, d + pre, why);
 		if (r < 0)
 			return -EPROTO;
 		n = (size_t)r;
@@ -872,7 +877,7 @@ static bool value_eq(const change_value *a, const change_value *b)
 static int table_names(wal2json *w, json_scan *s, const w2j_line *ln, const char *what,
                        w2j_str *schema, w2j_str *table, char *err)
 {
-	const json_token *ts = NULL, *tt = NULL;
+	const json_scan_token *ts = NULL, *tt = NULL;
 	int rc = field_string(ln, F_SCHEMA, what, &ts, err);
 	if (rc == 0)
 		rc = field_string(ln, F_TABLE, what, &tt, err);
@@ -890,7 +895,7 @@ static int on_begin(wal2json *w, const w2j_line *ln, char *err)
 	if (w->in_txn)
 		return w2j_fail(err, "\"B\" inside transaction %u (no \"C\" before it)", w->txn.xid);
 	change_txn txn;
-	const json_token *ts = NULL;
+	const json_scan_token *ts = NULL;
 	int rc = field_xid(ln, "\"B\"", &txn.xid, err);
 	if (rc == 0)
 		rc = field_lsn(ln, F_LSN, "\"B\"", &txn.commit_lsn, err);
@@ -1002,16 +1007,16 @@ static int on_truncate(wal2json *w, json_scan *s, const w2j_line *ln, uint64_t w
 	return decoder_emit_change(&w->sink, &c);
 }
 
-static int on_message(wal2json *w, json_scan *s, const w2j_line *ln, uint64_t wal_start, char *err)
+static int on_message(wal2json *w, const w2j_line *ln, uint64_t wal_start, char *err)
 {
-	const json_token *tr = &ln->f[F_TRANSACTIONAL];
-	if (tr->type == JSON_NONE)
+	const json_scan_token *tr = &ln->f[F_TRANSACTIONAL];
+	if (tr->type == JSON_SCAN_NONE)
 		return w2j_fail(err, "\"M\" has no \"transactional\"");
-	if (tr->type != JSON_TRUE && tr->type != JSON_FALSE)
+	if (tr->type != JSON_SCAN_TRUE && tr->type != JSON_SCAN_FALSE)
 		return w2j_fail(err, "\"transactional\" must be true or false");
-	bool transactional = tr->type == JSON_TRUE;
+	bool transactional = tr->type == JSON_SCAN_TRUE;
 	int rc = transactional ? txn_check(w, ln, "transactional \"M\"", err) : 0;
-	const json_token *tp = NULL, *tc = NULL;
+	const json_scan_token *tp = NULL, *tc = NULL;
 	if (rc == 0)
 		rc = field_string(ln, F_PREFIX, "\"M\"", &tp, err);
 	if (rc == 0)
@@ -1085,12 +1090,12 @@ static int w2j_decode(void *impl, uint64_t wal_start, const uint8_t *data, size_
 			rc = w2j_fail(err, "%s at byte %zu of %zu", s.err ? s.err : "malformed JSON", s.err_off, len);
 		goto out;
 	}
-	const json_token *a = &ln.f[F_ACTION];
-	if (a->type == JSON_NONE) {
+	const json_scan_token *a = &ln.f[F_ACTION];
+	if (a->type == JSON_SCAN_NONE) {
 		rc = w2j_fail(err, "no \"action\" in the payload");
 		goto out;
 	}
-	if (a->type != JSON_STRING || a->len != 1) {
+	if (a->type != JSON_SCAN_STRING || a->len != 1) {
 		rc = w2j_fail(err, "unknown action \"%.*s\"", (int)(a->len > 20 ? 20 : a->len), a->p);
 		goto out;
 	}
@@ -1101,7 +1106,7 @@ static int w2j_decode(void *impl, uint64_t wal_start, const uint8_t *data, size_
 	case 'U': rc = on_row(w, &s, &ln, CHANGE_UPDATE, wal_start, err); break;
 	case 'D': rc = on_row(w, &s, &ln, CHANGE_DELETE, wal_start, err); break;
 	case 'T': rc = on_truncate(w, &s, &ln, wal_start, err); break;
-	case 'M': rc = on_message(w, &s, &ln, wal_start, err); break;
+	case 'M': rc = on_message(w, &ln, wal_start, err); break;
 	default: rc = w2j_fail(err, "unknown action \"%c\"", a->p[0]); break;
 	}
 out:

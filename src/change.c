@@ -59,7 +59,7 @@ int change_action_parse(const char *s, change_action *out)
 	return -EINVAL;
 }
 
-void change_time_format(int64_t unix_us, char out[40])
+void change_time_format(int64_t unix_us, char out[CHANGE_TIME_MAX])
 {
 	int64_t secs = unix_us / 1000000;
 	int64_t us = unix_us % 1000000;
@@ -69,8 +69,11 @@ void change_time_format(int64_t unix_us, char out[40])
 	}
 	time_t t = (time_t)secs;
 	struct tm tm;
-	gmtime_r(&t, &tm);
-	snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+	if (gmtime_r(&t, &tm) == NULL) {
+		snprintf(out, CHANGE_TIME_MAX, "out-of-range");
+		return;
+	}
+	snprintf(out, CHANGE_TIME_MAX, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
 	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)us);
 }
 
@@ -208,7 +211,7 @@ static int columns_write(buf *out, const relation *rel)
 
 int change_json_write(buf *out, const change *c, unsigned flags)
 {
-	char lsn[LSN_TEXT_MAX], clsn[LSN_TEXT_MAX], ts[40];
+	char lsn[LSN_TEXT_MAX], clsn[LSN_TEXT_MAX], ts[CHANGE_TIME_MAX];
 	int rc;
 	if (c->txn != NULL) {
 		change_time_format(c->txn->commit_time, ts);

@@ -85,8 +85,9 @@ enum {
  * Returns 0 or -ENOMEM. Does not block. */
 __attribute__((warn_unused_result)) int change_json_write(buf *out, const change *c, unsigned flags);
 
-/* Formats microseconds since the Unix epoch as "YYYY-MM-DDTHH:MM:SS.ffffffZ" into out (32+ bytes). */
-void change_time_format(int64_t unix_us, char out[40]);
+#define CHANGE_TIME_MAX 64
+/* Formats microseconds since the Unix epoch as "YYYY-MM-DDTHH:MM:SS.ffffffZ" into out. */
+void change_time_format(int64_t unix_us, char out[CHANGE_TIME_MAX]);
 
 /* PostgreSQL epoch (2000-01-01) to Unix epoch, in microseconds. */
 #define PG_EPOCH_OFFSET_US INT64_C(946684800000000)

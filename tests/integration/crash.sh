@@ -17,9 +17,10 @@ SQL
 sql -c "SELECT pg_create_logical_replication_slot('crash_p', 'pgoutput')" \
     -c "SELECT pg_create_logical_replication_slot('crash_w', 'wal2json')" >/dev/null
 
-# The load: transactions of random size, committed one after another through one psql.
+# The load: transactions of random size, committed one after another. Each is retried while
+# the server is restarting; a duplicate key means the commit landed before the connection broke.
 load() {
-  local id=0 batch=0 n
+  local id=0 batch=0 n stmt out
   while [ $id -lt "$ROWS" ]; do
     batch=$((batch + 1))
     case $((RANDOM % 10)) in
@@ -28,17 +29,21 @@ load() {
       *) n=1 ;;
     esac
     [ $((id + n)) -gt "$ROWS" ] && n=$((ROWS - id))
-    echo "INSERT INTO crash_t SELECT g, $batch, md5(g::text) FROM generate_series($((id + 1)), $((id + n))) g;"
+    stmt="INSERT INTO crash_t SELECT g, $batch, md5(g::text) FROM generate_series($((id + 1)), $((id + n))) g"
+    until out=$(psql -X -q -v ON_ERROR_STOP=1 -c "$stmt" 2>&1); do
+      case "$out" in *"duplicate key"*) break ;; esac
+      sleep 0.2
+    done
     id=$((id + n))
-    [ $((batch % 20)) -eq 0 ] && echo "SELECT pg_sleep(0.01);"
+    sleep 0.02 # paced so the kills land mid-stream
   done
 }
-load | psql -X -q -v ON_ERROR_STOP=1 >/dev/null &
+load &
 LOAD=$!
 BG_PIDS+=("$LOAD")
 
 run_tail() { # plugin slot
-  "$WALCAST" tail -P "$1" -S "$2" --publication crash_pub -t crash_t -o "$WORK/$2.jsonl" 2>>"$WORK/$2.err" &
+  "$WALCAST" tail -P "$1" -S "$2" --publication crash_pub -t crash_t -o "$WORK/$2.jsonl" >/dev/null 2>>"$WORK/$2.err" &
   echo $!
 }
 
@@ -58,7 +63,11 @@ while kill -0 "$LOAD" 2>/dev/null; do
   kills=$((kills + 1))
 done
 wait "$LOAD"
-check "load committed" "$ROWS" "$(sql -c 'SELECT count(*) FROM crash_t')"
+# The harness runs PostgreSQL with synchronous_commit off, so the immediate restart may lose the
+# last commits: what counts is what the table holds.
+sql -c "SELECT id FROM crash_t ORDER BY id" >"$WORK/committed.ids"
+committed=$(wc -l <"$WORK/committed.ids")
+check_true "load committed most rows ($committed of $ROWS)" [ "$committed" -gt $((ROWS * 8 / 10)) ]
 check_true "tails were killed mid-stream several times ($kills)" [ $kills -ge 3 ]
 
 end=$(current_lsn)
@@ -68,8 +77,8 @@ for slot in crash_p crash_w; do
     --until-lsn "$end" 2>>"$WORK/$slot.err"
   check "$plugin: final run exits 0" 0 $?
   jq -r '.new.id' "$WORK/$slot.jsonl" >"$WORK/$slot.ids"
-  check "$plugin: every committed row exactly once" "$ROWS $ROWS 1 $ROWS" \
-    "$(awk '{c[$1]++; n++} END {u=0; for (k in c) {u++}; min=1e18; max=0; for (k in c) {if (k+0<min) min=k+0; if (k+0>max) max=k+0}; printf "%d %d %d %d", n, u, min, max}' "$WORK/$slot.ids")"
+  check "$plugin: no row twice" "" "$(sort -n "$WORK/$slot.ids" | uniq -d | head -3)"
+  check "$plugin: every committed row, nothing else" "" "$(sort -n "$WORK/$slot.ids" | diff - "$WORK/committed.ids" | head -3)"
   check "$plugin: in commit order" "" "$(sort -n -c "$WORK/$slot.ids" 2>&1 | head -1)"
 done
 summary

@@ -274,7 +274,7 @@ static void test_time_format(void **state)
 		{INT64_C(-62135596800000000), "0001-01-01T00:00:00.000000Z"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		char outbuf[40];
+		char outbuf[CHANGE_TIME_MAX];
 		memset(outbuf, 'X', sizeof(outbuf));
 		change_time_format(cases[i].us, outbuf);
 		if (strcmp(outbuf, cases[i].want) != 0)
@@ -286,7 +286,7 @@ static void test_time_format(void **state)
 static void test_time_format_pg_epoch_conversion(void **state)
 {
 	/* A PostgreSQL timestamp (µs since 2000-01-01) converted with PG_EPOCH_OFFSET_US. */
-	char outbuf[40];
+	char outbuf[CHANGE_TIME_MAX];
 	int64_t pg_us = INT64_C(820638245123456); /* 2026-01-02 03:04:05.123456 since 2000 */
 	change_time_format(pg_us + PG_EPOCH_OFFSET_US, outbuf);
 	assert_string_equal(outbuf, "2026-01-02T03:04:05.123456Z");
@@ -299,7 +299,7 @@ static void test_time_format_extremes_terminate(void **state)
 	/* Whatever the extremes print, it is a NUL-terminated string inside the 40 bytes. */
 	const int64_t extremes[] = {INT64_MIN, INT64_MIN + 1, INT64_MAX, INT64_MAX - 1};
 	for (size_t i = 0; i < sizeof(extremes) / sizeof(extremes[0]); i++) {
-		char outbuf[40];
+		char outbuf[CHANGE_TIME_MAX];
 		memset(outbuf, 'X', sizeof(outbuf));
 		change_time_format(extremes[i], outbuf);
 		assert_non_null(memchr(outbuf, '\0', sizeof(outbuf)));

@@ -600,7 +600,7 @@ static void test_begin_commit(void **state)
 	assert_int_equal(f->begin_txn.commit_lsn, 0x16B37A0);
 	assert_int_equal(f->begin_txn.end_lsn, 0);
 	assert_int_equal(f->begin_txn.commit_time, INT64_C(1767323045123456));
-	char ts[40];
+	char ts[CHANGE_TIME_MAX];
 	change_time_format(f->begin_txn.commit_time, ts);
 	assert_string_equal(ts, "2026-01-02T03:04:05.123456Z");
 	assert_int_equal(feed(f, 0x16B37D0, m_commit(0, 0x16B37A0, 0x16B37D0, pg_ts)), 0);

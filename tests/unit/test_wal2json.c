@@ -27,6 +27,8 @@
 #include "lsn.h"
 #include "relcache.h"
 
+#include "../../plugins/json_scan.h"
+
 extern const decoder_ops wal2json_decoder_ops;
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -455,7 +457,7 @@ static void test_begin_commit(void **state)
 	assert_int_equal(f->begin_txn.xid, 7);
 	assert_int_equal(f->begin_txn.commit_lsn, 0x1517330);
 	assert_int_equal(f->begin_txn.end_lsn, 0x1517360);
-	char ts[40];
+	char ts[CHANGE_TIME_MAX];
 	change_time_format(f->begin_txn.commit_time, ts);
 	assert_string_equal(ts, "2026-11-22T00:28:12.811326Z");
 	dec_ok(f, 0x1517360, C7);
@@ -495,12 +497,14 @@ static void test_timestamps(void **state)
 	assert_int_equal(begin_time(f, "2000-01-01 00:00:00+00"), PG_EPOCH_OFFSET_US);
 	assert_int_equal(begin_time(f, "2024-02-29 00:00:00+00"), INT64_C(1709164800) * 1000000);
 	assert_int_equal(begin_time(f, "10000-01-01 00:00:00+00"), INT64_C(253402300800) * 1000000);
+	assert_int_equal(begin_time(f, "294000-12-31 23:59:59.999999+00"), INT64_C(9215608291199999999));
 	/* Refused: BC, infinity, impossible dates, junk. */
 	const char *bad[] = {
 		"2020-01-01 00:00:00+00 BC", "infinity", "-infinity", "2023-02-29 00:00:00+00",
 		"2026-13-01 00:00:00+00", "2026-11-22 24:00:00+00", "2026-11-22 00:28:12", "2026-11-22",
 		"2026-11-22 00:28:12.+00", "2026-11-22 00:28:12.1234567+00", "2026-11-22T00:28:12+00",
 		"26-11-22 00:28:12+00", "2026-11-22 00:28:12+0", "2026-11-22 00:28:12+00:", "",
+		"294001-01-01 00:00:00+00", "294276-12-31 23:59:59+00", "9999999-01-01 00:00:00+00", "0000-01-01 00:00:00+00",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		if (begin_time(f, bad[i]) != INT64_MIN)
@@ -1052,6 +1056,150 @@ static void test_memory_bounded(void **state)
 	buf_fini(&line);
 }
 
+/* --- the scanner on its own ------------------------------------------------------------------ */
+
+/* Scans one whole value from an exactly-sized copy; returns the kind or -1. */
+static int scan_one(const char *text, size_t len, json_scan_token *out)
+{
+	char *copy = malloc(len ? len : 1);
+	assert_non_null(copy);
+	memcpy(copy, text, len);
+	json_scan s;
+	json_scan_token t;
+	json_scan_init(&s, copy, len);
+	int rc = json_scan_value(&s, &t);
+	if (rc == 0)
+		rc = json_scan_skip(&s, &t);
+	if (rc == 0)
+		rc = json_scan_finish(&s);
+	if (rc == 0 && out != NULL) {
+		*out = t;
+		out->p = text + (t.p - copy);
+	}
+	free(copy);
+	return rc < 0 ? -1 : (int)t.type;
+}
+
+static int scan_str(const char *text)
+{
+	return scan_one(text, strlen(text), NULL);
+}
+
+static void test_scan_grammar(void **state)
+{
+	(void)state;
+	static const char *const good[] = {
+		"0", "-0", "12", "-12.5", "1e5", "1E+5", "1.25e-300", "true", "false", "null", "\"\"",
+		"\"a\\\"b\"", " \t\r\n{ } ", "[]", "[1,2,[3,{\"a\":[]}]]", "{\"a\":{\"b\":{\"c\":[null]}}}",
+		"\"\xc3\xa9\xf0\x9f\x98\x80\"", "\"\\u0000\"", /* escapes are checked when unescaped */
+	};
+	static const char *const bad[] = {
+		"", " ", "01", "-", "1.", ".5", "+1", "1e", "1e+", "tru", "nul", "fals", "\"abc",
+		"\"a\\\"", "[1,]", "[1 2]", "{\"a\" 1}", "{\"a\":1,}", "{1:2}", "{\"a\":}", "[", "]", "{]",
+		"[}", "\"a\x01\"", "\"\x1f\"", "1 2", "{}x", "'a'", "NaN", "Infinity",
+	};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		if (scan_str(good[i]) < 0)
+			fail_msg("refused: %s", good[i]);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (scan_str(bad[i]) >= 0)
+			fail_msg("accepted: %s", bad[i]);
+	json_scan_token t;
+	assert_int_equal(scan_one("-12.5e3 ", 8, &t), JSON_SCAN_NUMBER);
+	assert_int_equal(t.len, 7);
+	uint32_t v;
+	assert_int_equal(scan_one("4294967295", 10, &t), JSON_SCAN_NUMBER);
+	assert_int_equal(json_scan_u32(&t, &v), 0);
+	assert_int_equal(v, UINT32_MAX);
+	assert_int_equal(scan_one("4294967296", 10, &t), JSON_SCAN_NUMBER);
+	assert_int_equal(json_scan_u32(&t, &v), -1);
+	assert_int_equal(scan_one("-1", 2, &t), JSON_SCAN_NUMBER);
+	assert_int_equal(json_scan_u32(&t, &v), -1);
+	assert_int_equal(scan_one("1.0", 3, &t), JSON_SCAN_NUMBER);
+	assert_int_equal(json_scan_u32(&t, &v), -1);
+}
+
+/* The string scan looks at eight bytes at a time: put every stop byte at every position. */
+static void test_scan_string_positions(void **state)
+{
+	(void)state;
+	char text[64];
+	for (int len = 0; len < 40; len++) {
+		/* A plain body of len bytes (ASCII and high bytes, which the scan passes through), then
+		 * the closing quote. */
+		text[0] = '"';
+		for (int i = 0; i < len; i++)
+			text[1 + i] = i % 3 == 2 ? (char)(0x80 + i) : (char)('a' + i % 26);
+		text[1 + len] = '"';
+		json_scan_token t;
+		assert_int_equal(scan_one(text, (size_t)len + 2, &t), JSON_SCAN_STRING);
+		assert_int_equal(t.len, len);
+		assert_false(t.escaped);
+		/* Without its closing quote it is unterminated. */
+		assert_int_equal(scan_one(text, (size_t)len + 1, NULL), -1);
+		for (int at = 0; at < len; at++) {
+			char saved = text[1 + at];
+			text[1 + at] = '\x1f'; /* a raw control character anywhere is refused */
+			assert_int_equal(scan_one(text, (size_t)len + 2, NULL), -1);
+			text[1 + at] = '"'; /* an early quote ends the string: trailing bytes follow */
+			assert_int_equal(scan_one(text, (size_t)len + 2, NULL), -1);
+			text[1 + at] = saved;
+		}
+		for (int at = 0; at + 1 < len; at++) {
+			char s0 = text[1 + at], s1 = text[2 + at];
+			text[1 + at] = '\\';
+			text[2 + at] = 'n';
+			assert_int_equal(scan_one(text, (size_t)len + 2, &t), JSON_SCAN_STRING);
+			assert_true(t.escaped);
+			assert_int_equal(t.len, len);
+			text[1 + at] = s0;
+			text[2 + at] = s1;
+		}
+		/* A backslash escaping the closing quote leaves the string open. */
+		if (len > 0) {
+			char saved = text[len];
+			text[len] = '\\';
+			assert_int_equal(scan_one(text, (size_t)len + 2, NULL), -1);
+			text[len] = saved;
+		}
+	}
+}
+
+static void unescape_is(const char *in, const char *want, size_t want_len)
+{
+	char out[64];
+	const char *err = NULL;
+	long n = json_scan_unescape(in, strlen(in), out, &err);
+	if (n < 0)
+		fail_msg("\"%s\": %s", in, err);
+	assert_int_equal(n, want_len);
+	assert_memory_equal(out, want, want_len);
+}
+
+static void test_scan_unescape(void **state)
+{
+	(void)state;
+	unescape_is("plain", "plain", 5);
+	unescape_is("", "", 0);
+	unescape_is("\\\"\\\\\\/\\b\\f\\n\\r\\t", "\"\\/\b\f\n\r\t", 8);
+	unescape_is("\\u0041\\u00e9\\u00E9\\u20ac", "A\xc3\xa9\xc3\xa9\xe2\x82\xac", 8);
+	unescape_is("\\u0001\\u001f\\u007f\\u0080\\u07ff\\u0800\\uffff", "\x01\x1f\x7f\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf", 13);
+	unescape_is("\\ud83d\\ude00x", "\xf0\x9f\x98\x80x", 5);
+	unescape_is("\\ud800\\udc00\\udbff\\udfff", "\xf0\x90\x80\x80\xf4\x8f\xbf\xbf", 8);
+	static const char *const bad[] = {
+		"\\", "\\x", "\\u", "\\u12", "\\u123", "\\u12g4", "\\U0041", "\\u0000", "a\\u0000b",
+		"\\ud83d", "\\ud83dx", "\\ud83d\\n", "\\ud83d\\u0041", "\\ud83d\\ud83d", "\\ude00",
+		"\\udfff\\ud83d", "\\ud83d\\ude0",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char out[64];
+		const char *err = NULL;
+		if (json_scan_unescape(bad[i], strlen(bad[i]), out, &err) >= 0)
+			fail_msg("accepted: %s", bad[i]);
+		assert_non_null(err);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1077,6 +1225,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_nesting, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncations, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_memory_bounded, setup, teardown),
+		cmocka_unit_test(test_scan_grammar),
+		cmocka_unit_test(test_scan_string_positions),
+		cmocka_unit_test(test_scan_unescape),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
