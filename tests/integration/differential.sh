@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 SEED=${WALCAST_SEED:-$RANDOM}
 echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
 
-sql -f "$ROOT/tests/fixtures/workload.sql" >/dev/null
+sql -f "$ROOT/tests/fixtures/workload.sql" >/dev/null 2>&1
 sql -c "SELECT pg_create_logical_replication_slot('diff_p', 'pgoutput')" \
     -c "SELECT pg_create_logical_replication_slot('diff_w', 'wal2json')" >/dev/null
 sql -f "$ROOT/tests/fixtures/workload_changes.sql" >/dev/null
@@ -15,9 +15,9 @@ sql -f "$ROOT/tests/fixtures/workload_changes.sql" >/dev/null
 # A random workload over the same tables: many small transactions with random values of every type.
 sql -c "SELECT setseed(($SEED % 1000) / 1000.0)" -c "
 DO \$\$
-DECLARE i int; k bigint;
+DECLARE step int; k bigint;
 BEGIN
-  FOR i IN 1..400 LOOP
+  FOR step IN 1..400 LOOP
     k := 1000 + (random() * 300)::int;
     IF random() < 0.6 THEN
       INSERT INTO difftypes (id, small, i, n, f4, f8, ok, t, j, js, arr, tarr, ts, d, by, u, big, extra)
@@ -26,15 +26,15 @@ BEGIN
               CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 100)::real END,
               random() * 1e10 - 5e9, random() < 0.5,
               CASE WHEN random() < 0.1 THEN NULL ELSE md5(random()::text) || E'\n\"' END,
-              jsonb_build_object('k', i, 'nested', jsonb_build_array(random() < 0.5, NULL, 'x')),
-              json_build_object('i', i), ARRAY[i, i + 1], ARRAY['a' || i, NULL],
-              now() - (random() * interval '1000 days'), current_date - i,
-              decode(md5(i::text), 'hex'), md5(k::text)::uuid,
-              CASE WHEN random() < 0.1 THEN (SELECT string_agg(md5((g + i)::text), '') FROM generate_series(1, 300) g) END,
-              CASE WHEN random() < 0.5 THEN i END)
+              jsonb_build_object('k', step, 'nested', jsonb_build_array(random() < 0.5, NULL, 'x')),
+              json_build_object('i', step), ARRAY[step, step + 1], ARRAY['a' || step, NULL],
+              now() - (random() * interval '1000 days'), current_date - step,
+              decode(md5(step::text), 'hex'), md5(k::text)::uuid,
+              CASE WHEN random() < 0.1 THEN (SELECT string_agg(md5((g + step)::text), '') FROM generate_series(1, 300) g) END,
+              CASE WHEN random() < 0.5 THEN step END)
       ON CONFLICT (id) DO UPDATE SET t = EXCLUDED.t, n = EXCLUDED.n, ok = NOT difftypes.ok;
     ELSIF random() < 0.7 THEN
-      UPDATE difftypes SET i = i + 1, t = 'u' || i WHERE id = k;
+      UPDATE difftypes SET i = difftypes.i + 1, t = 'u' || step WHERE id = k;
     ELSE
       DELETE FROM difftypes WHERE id = k;
     END IF;
