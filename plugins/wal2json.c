@@ -20,6 +20,9 @@
  *             that does not list them): then the column was dropped.
  *     DELETE  the cached shape, extended by identity columns it does not know.
  *   Columns the cache does not know are added where the line places them.
+ * - begin_cb comes with a transaction's first change, and a transaction without changes (a DDL
+ *   transaction, which wal2json shows as "B" then "C") reaches the sink not at all, exactly as
+ *   pgoutput behaves on PostgreSQL 15+, so both decoders announce the same transactions.
  * - wal2json writes "identity" for every UPDATE of a table with a key, taking the key from the
  *   new tuple when PostgreSQL logged no old tuple; pgoutput sends no old tuple then. So an UPDATE
  *   has an old tuple only when its identity is the whole row or differs from the new values.
@@ -92,7 +95,8 @@ typedef struct wal2json {
 	relcache *rels; /* borrowed */
 	decoder_sink sink;
 	arena *arena;   /* per line: values, decoded names, shapes; reset after each line */
-	bool in_txn;
+	bool in_txn;    /* between "B" and "C" */
+	bool begun;     /* begin_cb was called for this transaction (at its first change) */
 	change_txn txn;
 	w2j_list columns;
 	w2j_list identity;
@@ -909,7 +913,22 @@ static int on_begin(wal2json *w, const w2j_line *ln, char *err)
 		return w2j_fail(err, "bad \"timestamp\" \"%.*s\"", (int)(ts->len > 40 ? 40 : ts->len), ts->p);
 	w->txn = txn;
 	w->in_txn = true;
-	return w->sink.begin_cb != NULL ? w->sink.begin_cb(w->sink.arg, &w->txn) : 0;
+	w->begun = false;
+	return 0;
+}
+
+/* Delivers a change of the current transaction, announcing the transaction first if this is its
+ * first change. Like pgoutput on PostgreSQL 15+, a transaction without changes (DDL, or changes
+ * the plugin filtered) reaches the sink neither as begin nor as commit. */
+static int txn_emit(wal2json *w, change *c)
+{
+	if (!w->begun) {
+		w->begun = true;
+		int rc = w->sink.begin_cb != NULL ? w->sink.begin_cb(w->sink.arg, &w->txn) : 0;
+		if (rc != 0)
+			return rc;
+	}
+	return decoder_emit_change(&w->sink, c);
 }
 
 static int on_commit(wal2json *w, const w2j_line *ln, char *err)
@@ -935,6 +954,9 @@ static int on_commit(wal2json *w, const w2j_line *ln, char *err)
 	w->txn.commit_lsn = lsn;
 	w->txn.end_lsn = next;
 	w->in_txn = false;
+	if (!w->begun)
+		return 0; /* nothing was announced: the empty transaction stays silent */
+	w->begun = false;
 	return w->sink.commit_cb != NULL ? w->sink.commit_cb(w->sink.arg, &w->txn) : 0;
 }
 
@@ -978,7 +1000,7 @@ static int on_row(wal2json *w, json_scan *s, const w2j_line *ln, change_action a
 				c.old_tuple = NULL;
 		}
 	}
-	return decoder_emit_change(&w->sink, &c);
+	return txn_emit(w, &c);
 }
 
 static int on_truncate(wal2json *w, json_scan *s, const w2j_line *ln, uint64_t wal_start, char *err)
@@ -1004,7 +1026,7 @@ static int on_truncate(wal2json *w, json_scan *s, const w2j_line *ln, uint64_t w
 	}
 	/* wal2json says nothing about CASCADE or RESTART IDENTITY. */
 	change c = {.action = CHANGE_TRUNCATE, .lsn = wal_start, .txn = &w->txn, .rel = rel};
-	return decoder_emit_change(&w->sink, &c);
+	return txn_emit(w, &c);
 }
 
 static int on_message(wal2json *w, const w2j_line *ln, uint64_t wal_start, char *err)
@@ -1037,7 +1059,7 @@ static int on_message(wal2json *w, const w2j_line *ln, uint64_t wal_start, char 
 		.transactional = transactional, .prefix = prefix.data, .content = content.data,
 		.content_len = content.len,
 	};
-	return decoder_emit_change(&w->sink, &c);
+	return transactional ? txn_emit(w, &c) : decoder_emit_change(&w->sink, &c);
 }
 
 /* ---- decoder_ops -------------------------------------------------------------------------- */
@@ -1074,6 +1096,7 @@ static void w2j_destroy(void *impl)
 
 static const char *w2j_start_options(void *impl)
 {
+	(void)impl;
 	return w2j_options;
 }
 
@@ -1118,6 +1141,7 @@ static void w2j_reset(void *impl)
 {
 	wal2json *w = impl;
 	w->in_txn = false;
+	w->begun = false;
 	arena_reset(w->arena);
 }
 

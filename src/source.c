@@ -41,6 +41,7 @@ typedef enum source_state {
 	ST_PUB_CHECK,
 	ST_PUB_CREATE,
 	ST_SLOT_CREATE,
+	ST_SNAPSHOT_HOLD,
 	ST_START,
 	ST_STREAMING,
 	ST_RETRY_WAIT,
@@ -50,7 +51,7 @@ typedef enum source_state {
 
 static const char *const state_names[] = {
 	"idle", "connecting", "identify", "relations", "slot-check", "publication-check",
-	"publication-create", "slot-create", "start", "streaming", "retry-wait", "failed", "stopped",
+	"publication-create", "slot-create", "snapshot-hold", "start", "streaming", "retry-wait", "failed", "stopped",
 };
 
 typedef enum heartbeat_state { HB_NONE, HB_CONNECTING, HB_READY, HB_BUSY } heartbeat_state;
@@ -90,6 +91,7 @@ struct source {
 
 static int source_fail(source *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int source_retry(source *s, const char *why);
+static int send_start(source *s);
 static void conn_cb(loop *l, int fd, unsigned events, void *arg);
 static void heartbeat_schedule(source *s);
 static void heartbeat_close(source *s);
@@ -302,6 +304,12 @@ uint64_t source_received_lsn(const source *s)
 uint64_t source_flushed_lsn(const source *s)
 {
 	return s->flushed_lsn;
+}
+
+void source_snapshot_done(source *s)
+{
+	if (s->state == ST_SNAPSHOT_HOLD)
+		(void)send_start(s);
 }
 
 void source_confirm(source *s, uint64_t lsn)
@@ -753,6 +761,15 @@ static int setup_result(source *s, PGresult *res)
 		         PQgetisnull(res, 0, 2) ? "none" : PQgetvalue(res, 0, 2),
 		         s->cfg->temporary_slot ? " temporary=true" : "");
 		s->slot_exists = true;
+		if (s->ev.snapshot_cb != NULL && !PQgetisnull(res, 0, 2)) {
+			uint64_t consistent = 0;
+			const char *cp = PQgetvalue(res, 0, 1);
+			if (lsn_parse(cp, strlen(cp), &consistent) < 0)
+				return source_fail(s, "CREATE_REPLICATION_SLOT returned a bad consistent point '%s'", cp);
+			set_state(s, ST_SNAPSHOT_HOLD);
+			if (s->ev.snapshot_cb(s->ev.arg, PQgetvalue(res, 0, 2), consistent) == 1)
+				return 0; /* held until source_snapshot_done() */
+		}
 		return send_start(s);
 	case ST_START:
 		if (st != PGRES_COPY_BOTH)

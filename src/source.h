@@ -28,6 +28,12 @@ typedef struct source_events {
 	/* The transaction being received was cut off (connection lost): the server will send it
 	 * again from its beginning, so drop whatever was kept of it. May be NULL. */
 	void (*abandon_cb)(void *arg);
+	/* The slot was just created; snapshot names the exported snapshot in which the database is
+	 * exactly as of consistent_lsn, the point the stream starts from. Another connection can
+	 * `SET TRANSACTION SNAPSHOT` to it to load initial state. The snapshot stays valid until the
+	 * source sends its next command, so: return 0 to go on at once, or 1 to hold the stream
+	 * until source_snapshot_done(). May be NULL. */
+	int (*snapshot_cb)(void *arg, const char *snapshot, uint64_t consistent_lsn);
 	/* Streaming started (or restarted) from start_lsn. May be NULL. */
 	void (*streaming_cb)(void *arg, uint64_t start_lsn);
 	/* Caught up: a keepalive said the server has sent everything up to wal_end and nothing is
@@ -49,6 +55,9 @@ __attribute__((warn_unused_result)) int source_create(loop *l, const config *cfg
 /* Starts connecting. resume_lsn, if not 0, is where the consumer's own durable state says to
  * resume (transactions committed before it are not delivered). 0 or a negative errno. */
 __attribute__((warn_unused_result)) int source_start(source *s, uint64_t resume_lsn);
+
+/* After snapshot_cb returned 1: the snapshot was used, start streaming. */
+void source_snapshot_done(source *s);
 
 /* The consumer has durably taken everything through lsn (see above). Cheap; the next status
  * update carries it. */

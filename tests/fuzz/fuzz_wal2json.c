@@ -15,7 +15,10 @@
  * the transaction and relation it must have.
  *
  * Seeds: tests/fuzz/corpus/wal2json/ (one captured transaction per file, from
- * tests/fixtures/wal2json/workload.msgs).
+ * tests/fixtures/wal2json/workload.msgs, written by tests/fixtures/capture_wal2json.sh).
+ * Dictionary: tests/fuzz/wal2json.dict. Run e.g.
+ *   fuzz_wal2json -max_total_time=60 -max_len=16384 -dict=tests/fuzz/wal2json.dict \
+ *     /tmp/corpus tests/fuzz/corpus/wal2json
  */
 #include <errno.h>
 #include <stdint.h>

@@ -349,6 +349,7 @@ static int msgs_load(char **text, msg **out)
 #define TS "\"timestamp\":\"2026-11-22 00:28:12.811326+00\""
 #define B7 "{\"action\":\"B\",\"xid\":7," TS ",\"lsn\":\"0/1517330\",\"nextlsn\":\"0/1517360\"}"
 #define C7 "{\"action\":\"C\",\"xid\":7," TS ",\"lsn\":\"0/1517330\",\"nextlsn\":\"0/1517360\"}"
+#define M7 "{\"action\":\"M\",\"xid\":7," TS ",\"lsn\":\"0/1517200\",\"transactional\":true,\"prefix\":\"p\",\"content\":\"c\"}"
 #define HEAD(a) "{\"action\":\"" a "\",\"xid\":7," TS ",\"lsn\":\"0/1517138\",\"schema\":\"public\""
 #define PK_ID ",\"pk\":[{\"name\":\"id\",\"typeoid\":23}]"
 
@@ -453,19 +454,45 @@ static void test_begin_commit(void **state)
 {
 	fixture *f = *state;
 	dec_ok(f, 0x1517000, B7);
+	assert_int_equal(f->nbegin, 0); /* announced with the first change */
+	dec_ok(f, 0x1517200, M7);
 	assert_int_equal(f->nbegin, 1);
+	assert_int_equal(f->nchange, 1);
 	assert_int_equal(f->begin_txn.xid, 7);
 	assert_int_equal(f->begin_txn.commit_lsn, 0x1517330);
 	assert_int_equal(f->begin_txn.end_lsn, 0x1517360);
 	char ts[CHANGE_TIME_MAX];
 	change_time_format(f->begin_txn.commit_time, ts);
 	assert_string_equal(ts, "2026-11-22T00:28:12.811326Z");
+	dec_ok(f, 0x1517200, M7);
+	assert_int_equal(f->nbegin, 1);
 	dec_ok(f, 0x1517360, C7);
 	assert_int_equal(f->ncommit, 1);
 	assert_int_equal(f->commit_txn.xid, 7);
 	assert_int_equal(f->commit_txn.commit_lsn, 0x1517330);
 	assert_int_equal(f->commit_txn.end_lsn, 0x1517360);
 	assert_int_equal(f->commit_txn.commit_time, f->begin_txn.commit_time);
+}
+
+/* A transaction without changes (DDL) reaches the sink neither as begin nor as commit, as with
+ * pgoutput on PostgreSQL 15+. */
+static void test_empty_transaction(void **state)
+{
+	fixture *f = *state;
+	dec_ok(f, 0x152E718, "{\"action\":\"B\",\"xid\":742," TS ",\"lsn\":\"0/152EA38\",\"nextlsn\":\"0/152EAC0\"}");
+	dec_ok(f, 0x152EAC0, "{\"action\":\"C\",\"xid\":742," TS ",\"lsn\":\"0/152EA38\",\"nextlsn\":\"0/152EAC0\"}");
+	assert_int_equal(f->nbegin, 0);
+	assert_int_equal(f->ncommit, 0);
+	/* The state machine still saw it: a second "C" has no "B". */
+	dec_fails(f, C7, "without");
+	/* A non-transactional message does not open one either. */
+	dec_ok(f, 0x100, B7);
+	dec_ok(f, 0x152E718, "{\"action\":\"M\",\"xid\":null,\"timestamp\":null,\"lsn\":\"0/152E718\","
+	       "\"transactional\":false,\"prefix\":\"p\",\"content\":\"c\"}");
+	dec_ok(f, 0x200, C7);
+	assert_int_equal(f->nchange, 1);
+	assert_int_equal(f->nbegin, 0);
+	assert_int_equal(f->ncommit, 0);
 }
 
 static int64_t begin_time(fixture *f, const char *timestamp)
@@ -475,6 +502,8 @@ static int64_t begin_time(fixture *f, const char *timestamp)
 	         "{\"action\":\"B\",\"xid\":9,\"timestamp\":\"%s\",\"lsn\":\"0/10\",\"nextlsn\":\"0/20\"}",
 	         timestamp);
 	int rc = dec(f, 0x10, line);
+	if (rc == 0)
+		dec_ok(f, 0x10, "{\"action\":\"M\",\"xid\":9,\"transactional\":true,\"prefix\":\"\",\"content\":\"\"}");
 	decoder_reset(f->dec);
 	if (rc != 0)
 		return INT64_MIN;
@@ -834,10 +863,12 @@ static void test_reset(void **state)
 {
 	fixture *f = *state;
 	dec_ok(f, 0x100, B7);
+	dec_ok(f, 0x100, M7);
 	dec_fails(f, B7, "inside transaction");
 	decoder_reset(f->dec);
 	dec_fails(f, C7, "without");
 	dec_ok(f, 0x100, B7);
+	dec_ok(f, 0x100, M7);
 	dec_ok(f, 0x200, C7);
 	assert_int_equal(f->nbegin, 2);
 	assert_int_equal(f->ncommit, 1);
@@ -847,13 +878,19 @@ static void test_callback_results(void **state)
 {
 	fixture *f = *state;
 	f->begin_rc = 42;
-	assert_int_equal(dec(f, 0x100, B7), 42);
+	dec_ok(f, 0x100, B7);
+	assert_int_equal(dec(f, 0x200, HEAD("I") ",\"table\":\"t\"," T_ROW("1", "") PK_ID "}"), 42);
+	assert_int_equal(f->nchange, 0); /* the change is not delivered when begin fails */
+	decoder_reset(f->dec);
 	f->begin_rc = 0;
 	f->change_rc = -7;
+	dec_ok(f, 0x100, B7);
 	assert_int_equal(dec(f, 0x200, HEAD("I") ",\"table\":\"t\"," T_ROW("1", "") PK_ID "}"), -7);
 	f->commit_rc = 5;
 	assert_int_equal(dec(f, 0x300, C7), 5);
 	assert_int_equal(f->nchange, 1);
+	assert_int_equal(f->nbegin, 2);
+	assert_int_equal(f->ncommit, 1);
 }
 
 typedef struct bad_case {
@@ -1207,6 +1244,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_workload_seeded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_workload_unseeded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_begin_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timestamps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_insert_values, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_insert_follows_alter, setup, teardown),
