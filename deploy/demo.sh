@@ -24,8 +24,12 @@ echo "walcast demo: seeding orgs, users and contacts ..." >&2
 bash deploy/demo/traffic.sh --print-users --orgs 3 --seed 42 >"$WALCAST_HARNESS_DIR/users.txt"
 
 # The feed: walcast tail on the platform publication, as the replication role would run it.
+# Each change is shown compactly; drop the jq stage to see the full JSON lines.
 "$WALCAST" tail -S demo -P pgoutput --publication walcast -d "$WALCAST_REPL_CONNINFO" \
-  -t events -t org_roles -t privacy_rules -a insert,update,delete &
+  -t events -t org_roles -t privacy_rules -a insert,update,delete \
+  > >(jq --unbuffered -r '[.commit_lsn, (.commit_time | .[11:23]), .action, .table,
+        ((.new // .old) | (.kind // .role // .min_role // ""), (.status // ""),
+         ("org " + (.org_id | .[0:8])))] | @tsv') &
 TAIL=$!
 trap 'kill $TAIL $TRAFFIC 2>/dev/null || true' EXIT
 sleep 1
