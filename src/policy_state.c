@@ -1,0 +1,1459 @@
+/*
+ * policy_state — the mirror of org_roles and privacy_rules (see policy_state.h).
+ *
+ * Design. Four tables, each a dense array of entries (a "slab") plus an open-addressing hash
+ * index over it:
+ *
+ *   members   (org, user) -> rank multiset; linked into its org's list for its rank
+ *   orgs      org -> list head and member count per rank
+ *   rules     rule id -> (subject, rank)
+ *   subjects  subject -> rank multiset
+ *
+ * An index slot is 64 bits: the low 32 bits of the key's hash as a tag (the probe position is
+ * taken from it too, so growing never rehashes a key) and the entry's slab index + 1; 0 is
+ * empty. Linear probing at load <= 1/2, backward-shift deletion (no tombstones). Removing an
+ * entry moves the slab's last entry into its place and repoints that entry's index slot and
+ * list links, so slabs stay dense and memory follows the row count. Hashes are keyed by a
+ * per-state random seed, so chosen uuids cannot lengthen the probes.
+ *
+ * A rank multiset keeps (max rank, row count) and, only once a key has a second row, a count
+ * per rank: the common one-row key costs no extra allocation, and removing one of several rows
+ * finds the next maximum exactly as SQL's max() over the remaining rows would.
+ *
+ * Every mutating call parses and validates the whole change first, then reserves room for one
+ * more entry in every table it may grow (and one spare per-rank array of each kind), so the
+ * mutation itself cannot fail: an error leaves the mirror exactly as it was.
+ */
+#include "policy_state.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define UUID_BYTES 16
+#define MEMBER_KEY (2 * UUID_BYTES) /* org bytes, then user bytes */
+#define UUID_CHARS 36
+#define NCOLS 3
+/* Slab indexes are stored + 1 in 32 bits and the index keeps load <= 1/2 of 2^32 slots. */
+#define SLAB_MAX ((size_t)1 << 31)
+#define INITIAL_SLOTS 16
+
+enum { T_MEMBERSHIP = 0, T_RULES = 1 };
+enum { C_ORG = 0, C_USER = 1, C_ROLE = 2 };       /* membership columns */
+enum { C_ID = 0, C_SUBJECT = 1, C_MIN_ROLE = 2 }; /* rules columns */
+
+typedef struct hindex {
+	uint64_t *slots; /* 0 = empty; else tag << 32 | (slab index + 1) */
+	size_t mask;     /* number of slots - 1; the number is a power of two */
+	size_t n;
+} hindex;
+
+typedef struct rankset {
+	int32_t rank;     /* max over the rows */
+	uint32_t nrows;
+	uint32_t *counts; /* NULL while the key never had two rows; else rows per rank 0..nranks */
+} rankset;
+
+typedef struct member {
+	uint8_t key[MEMBER_KEY];
+	rankset rs;
+	uint32_t prev, next; /* the org's list for rs.rank: slab index + 1, 0 = none */
+} member;
+
+typedef struct org {
+	uint8_t key[UUID_BYTES];
+	uint32_t nkeys;  /* member entries in its lists, rank 0 included */
+	uint32_t *heads; /* [nranks + 1] list heads (index + 1), then [nranks + 1] counts */
+} org;
+
+typedef struct rule {
+	uint8_t key[UUID_BYTES]; /* the rule row's id */
+	uint8_t subject[UUID_BYTES];
+	int32_t rank;
+	bool has_subject; /* false: contact_id NULL, a rule that applies to nothing */
+} rule;
+
+typedef struct subject {
+	uint8_t key[UUID_BYTES];
+	rankset rs;
+} subject;
+
+typedef struct table_def {
+	char *schema;
+	char *name;
+	char *cols[NCOLS];
+	/* binding: valid while rel, version, oid and ncols match and the names are still there */
+	const relation *rel;
+	uint32_t version;
+	uint32_t oid;
+	int ncols;
+	int idx[NCOLS];
+} table_def;
+
+/* One parsed membership row. rank -1 (old rows only): whatever its role, i.e. every row of
+ * the key. null_key: org or user is NULL, a row that matches nothing. */
+typedef struct member_row {
+	bool present;
+	bool null_key;
+	int rank;
+	uint8_t key[MEMBER_KEY];
+} member_row;
+
+typedef struct rule_row {
+	bool present;
+	bool has_subject;
+	int rank;
+	uint8_t id[UUID_BYTES];
+	uint8_t subject[UUID_BYTES];
+} rule_row;
+
+struct policy_state {
+	int nranks;
+	char **rank_names;
+	size_t *rank_lens;
+	uint64_t seed;
+	table_def tables[2];
+
+	member *members;
+	size_t nmembers, cap_members;
+	hindex member_ix;
+	org *orgs;
+	size_t norgs, cap_orgs;
+	hindex org_ix;
+	rule *rules;
+	size_t nrules, cap_rules;
+	hindex rule_ix;
+	subject *subjects;
+	size_t nsubjects, cap_subjects;
+	hindex subject_ix;
+
+	uint32_t *spare_counts; /* zeroed, ready for a rank multiset's second row */
+	uint32_t *spare_lists;  /* zeroed, ready for a new org */
+	size_t aux_bytes;       /* per-rank arrays held (in entries and spares) */
+	size_t fixed_bytes;     /* the state, names */
+
+	size_t ranked;      /* member entries with rank >= 1 */
+	size_t member_rows; /* membership rows, duplicates counted */
+	uint64_t missing_rows;
+	uint64_t replaced_rules;
+
+	policy_state_change_cb cb;
+	void *cb_arg;
+	char err[POLICY_STATE_ERROR_MAX];
+};
+
+/* ---- errors --------------------------------------------------------------------------- */
+
+static int fail(policy_state *ps, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(policy_state *ps, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(ps->err, sizeof(ps->err), fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+static void create_error(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void create_error(char *err, const char *fmt, ...)
+{
+	if (err == NULL)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, POLICY_STATE_ERROR_MAX, fmt, ap);
+	va_end(ap);
+}
+
+/* A value from outside, fit for an error message: at most 40 bytes, anything but printable
+ * ASCII (and quotes, backslashes) shown as '?'. */
+#define SHOW_MAX 48
+static const char *show(char out[SHOW_MAX], const char *s, size_t len)
+{
+	size_t n = len < 40 ? len : 40, o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		out[o++] = (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\') ? '?' : (char)ch;
+	}
+	if (n < len) {
+		memcpy(out + o, "...", 3);
+		o += 3;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* ---- uuids ---------------------------------------------------------------------------- */
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Eight hex digits (in memory order, loaded little-endian) to four bytes, eight at a time in
+ * one register (SWAR). Each byte is range-checked with additions that cannot carry into the
+ * next byte while the high bits are clear. 1, or 0 for any non-hex byte (out is written anyway). */
+static inline unsigned hex8(uint64_t x, uint8_t out[4])
+{
+	uint64_t ge_0 = x + ONES * (0x80 - '0'), ge_colon = x + ONES * (0x80 - ('9' + 1));
+	uint64_t lower = x | ONES * 0x20;
+	uint64_t ge_a = lower + ONES * (0x80 - 'a'), ge_g = lower + ONES * (0x80 - ('f' + 1));
+	uint64_t digit = ge_0 & ~ge_colon & HIGHS, alpha = ge_a & ~ge_g & HIGHS;
+	/* (a byte with its high bit set may have carried into the next one: the checks above are
+	 * then garbage, but such input fails the first test below anyway) */
+	unsigned ok = ((x & HIGHS) == 0) & ((digit | alpha) == HIGHS);
+	uint64_t v = (x & ONES * 0x0f) + (alpha >> 7) * 9;           /* nibble values */
+	v = ((v << 4) | (v >> 8)) & 0x00ff00ff00ff00ffULL;           /* pairs -> bytes */
+	v = (v | (v >> 8)) & 0x0000ffff0000ffffULL;
+	v = (v | (v >> 16)) & 0x00000000ffffffffULL;
+	uint32_t w = (uint32_t)v;
+	memcpy(out, &w, 4);
+	return ok;
+}
+
+/* Parses into out (written even on failure); true when s is a uuid's text. */
+static inline bool uuid_parse_raw(const char *s, size_t len, uint8_t out[UUID_BYTES])
+{
+	if (s == NULL || len != UUID_CHARS || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-')
+		return false;
+	/* the 32 digits in four words, straight from s (no staging buffer: that would stall store
+	 * forwarding): 8 | 4+4 | 4+4 | 8 around the hyphens */
+	uint64_t w0, w3;
+	uint32_t a, b, c, d;
+	memcpy(&w0, s, 8);
+	memcpy(&a, s + 9, 4);
+	memcpy(&b, s + 14, 4);
+	memcpy(&c, s + 19, 4);
+	memcpy(&d, s + 24, 4);
+	memcpy(&w3, s + 28, 8);
+	return (hex8(w0, out) & hex8((uint64_t)b << 32 | a, out + 4) & hex8((uint64_t)d << 32 | c, out + 8) &
+	        hex8(w3, out + 12)) != 0;
+}
+#else
+/* Hex digit value + 1; 0 for anything else. */
+static const uint8_t hex1[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
+	['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
+	['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+/* Offsets of the 16 digit pairs in "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx". */
+static const uint8_t uuid_pairs[UUID_BYTES] = {0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
+
+/* Parses into out (written even on failure); true when s is a uuid's text. An invalid digit
+ * becomes 0xff, and the OR of all of them is checked once. */
+static inline bool uuid_parse_raw(const char *s, size_t len, uint8_t out[UUID_BYTES])
+{
+	if (s == NULL || len != UUID_CHARS || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-')
+		return false;
+	unsigned bad = 0;
+	for (int i = 0; i < UUID_BYTES; i++) {
+		uint8_t hi = (uint8_t)(hex1[(unsigned char)s[uuid_pairs[i]]] - 1);
+		uint8_t lo = (uint8_t)(hex1[(unsigned char)s[uuid_pairs[i] + 1]] - 1);
+		bad |= hi | lo;
+		out[i] = (uint8_t)(hi << 4 | (lo & 0x0f));
+	}
+	return (bad & 0xf0) == 0;
+}
+#endif
+
+int policy_state_uuid_parse(const char *s, size_t len, policy_state_uuid *out)
+{
+	uint8_t b[UUID_BYTES];
+	if (out == NULL || !uuid_parse_raw(s, len, b))
+		return -EINVAL;
+	memcpy(out->b, b, sizeof(b));
+	return 0;
+}
+
+void policy_state_uuid_format(const policy_state_uuid *u, char out[POLICY_STATE_UUID_TEXT])
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t o = 0;
+	for (int i = 0; i < UUID_BYTES; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = digits[u->b[i] >> 4];
+		out[o++] = digits[u->b[i] & 0x0f];
+	}
+	out[o] = '\0';
+}
+
+/* ---- hashing and the index -------------------------------------------------------------- */
+
+static inline uint32_t key_hash(uint64_t seed, const uint8_t *k, size_t n)
+{
+	uint64_t h = seed;
+	for (size_t i = 0; i < n; i += 8) {
+		uint64_t w;
+		memcpy(&w, k + i, sizeof(w));
+		h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+		h ^= h >> 29;
+	}
+	/* murmur3's finalizer */
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return (uint32_t)h;
+}
+
+static int hx_init(hindex *hx)
+{
+	hx->slots = calloc(INITIAL_SLOTS, sizeof(*hx->slots));
+	if (hx->slots == NULL)
+		return -ENOMEM;
+	hx->mask = INITIAL_SLOTS - 1;
+	hx->n = 0;
+	return 0;
+}
+
+static void hx_fini(hindex *hx)
+{
+	free(hx->slots);
+	hx->slots = NULL;
+}
+
+static void hx_clear(hindex *hx)
+{
+	memset(hx->slots, 0, (hx->mask + 1) * sizeof(*hx->slots));
+	hx->n = 0;
+}
+
+/* Ensures room for one more entry at load <= 1/2. 0 or -ENOMEM (the index is unchanged). */
+static int hx_reserve(hindex *hx)
+{
+	if ((hx->n + 1) * 2 <= hx->mask + 1)
+		return 0;
+	size_t nslots = (hx->mask + 1) * 2;
+	if ((uint64_t)nslots > ((uint64_t)1 << 32))
+		return -ENOMEM;
+	uint64_t *s = calloc(nslots, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	size_t mask = nslots - 1;
+	for (size_t i = 0; i <= hx->mask; i++) {
+		uint64_t v = hx->slots[i];
+		if (v == 0)
+			continue;
+		size_t j = (uint32_t)(v >> 32) & mask;
+		while (s[j] != 0)
+			j = (j + 1) & mask;
+		s[j] = v;
+	}
+	free(hx->slots);
+	hx->slots = s;
+	hx->mask = mask;
+	return 0;
+}
+
+/* The slab index of the entry whose key (at offset 0 of each stride-sized entry) equals key, or
+ * -1. Inlined with constant stride and klen, the key compare is a few word compares. */
+static inline long hx_find(const hindex *hx, const void *slab, size_t stride, const uint8_t *key,
+                           size_t klen, uint32_t h)
+{
+	size_t i = h & hx->mask;
+	for (;;) {
+		uint64_t v = hx->slots[i];
+		if (v == 0)
+			return -1;
+		if ((uint32_t)(v >> 32) == h) {
+			size_t idx = (uint32_t)v - 1;
+			if (memcmp((const uint8_t *)slab + idx * stride, key, klen) == 0)
+				return (long)idx;
+		}
+		i = (i + 1) & hx->mask;
+	}
+}
+
+/* Adds idx under hash h; room must have been reserved. */
+static void hx_insert(hindex *hx, uint32_t h, size_t idx)
+{
+	size_t i = h & hx->mask;
+	while (hx->slots[i] != 0)
+		i = (i + 1) & hx->mask;
+	hx->slots[i] = (uint64_t)h << 32 | (uint64_t)(idx + 1);
+	hx->n++;
+}
+
+/* The slot holding idx (hashed h), or (size_t)-1. */
+static size_t hx_slot_of(const hindex *hx, uint32_t h, size_t idx)
+{
+	size_t i = h & hx->mask;
+	for (;;) {
+		uint64_t v = hx->slots[i];
+		if (v == 0)
+			return (size_t)-1;
+		if ((uint32_t)v == idx + 1)
+			return i;
+		i = (i + 1) & hx->mask;
+	}
+}
+
+/* Removes idx (hashed h), shifting later members of its cluster back so that no probe
+ * sequence is broken. */
+static void hx_remove(hindex *hx, uint32_t h, size_t idx)
+{
+	size_t i = hx_slot_of(hx, h, idx);
+	if (i == (size_t)-1)
+		return;
+	size_t mask = hx->mask, j = i;
+	for (;;) {
+		j = (j + 1) & mask;
+		uint64_t v = hx->slots[j];
+		if (v == 0)
+			break;
+		size_t home = (uint32_t)(v >> 32) & mask;
+		/* v may move into the hole at i unless its home lies cyclically in (i, j] */
+		bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+		if (!stays) {
+			hx->slots[i] = v;
+			i = j;
+		}
+	}
+	hx->slots[i] = 0;
+	hx->n--;
+}
+
+/* The entry at slab index from (hashed h) moved to index to. */
+static void hx_repoint(hindex *hx, uint32_t h, size_t from, size_t to)
+{
+	size_t i = hx_slot_of(hx, h, from);
+	if (i != (size_t)-1)
+		hx->slots[i] = (hx->slots[i] & ~(uint64_t)0xffffffffu) | (uint64_t)(to + 1);
+}
+
+/* Ensures room for one more element in a slab. 0 or -ENOMEM (unchanged). */
+static int slab_reserve(void **v, size_t *cap, size_t n, size_t elsize)
+{
+	if (n < *cap)
+		return 0;
+	if (n + 1 >= SLAB_MAX)
+		return -ENOMEM;
+	size_t ncap = *cap ? *cap * 2 : 16;
+	void *p = realloc(*v, ncap * elsize);
+	if (p == NULL)
+		return -ENOMEM;
+	*v = p;
+	*cap = ncap;
+	return 0;
+}
+
+/* ---- per-rank arrays and rank multisets --------------------------------------------------- */
+
+static size_t counts_bytes(const policy_state *ps) { return (size_t)(ps->nranks + 1) * sizeof(uint32_t); }
+static size_t lists_bytes(const policy_state *ps) { return 2 * counts_bytes(ps); }
+
+/* Ensures a spare counts array (and a spare org lists array when lists). 0 or -ENOMEM. */
+static int spares_reserve(policy_state *ps, bool lists)
+{
+	if (ps->spare_counts == NULL) {
+		ps->spare_counts = calloc(1, counts_bytes(ps));
+		if (ps->spare_counts == NULL)
+			return -ENOMEM;
+		ps->aux_bytes += counts_bytes(ps);
+	}
+	if (lists && ps->spare_lists == NULL) {
+		ps->spare_lists = calloc(1, lists_bytes(ps));
+		if (ps->spare_lists == NULL)
+			return -ENOMEM;
+		ps->aux_bytes += lists_bytes(ps);
+	}
+	return 0;
+}
+
+static void counts_release(policy_state *ps, uint32_t *counts)
+{
+	if (counts == NULL)
+		return;
+	if (ps->spare_counts == NULL) {
+		memset(counts, 0, counts_bytes(ps));
+		ps->spare_counts = counts;
+		return;
+	}
+	free(counts);
+	ps->aux_bytes -= counts_bytes(ps);
+}
+
+static void lists_release(policy_state *ps, uint32_t *lists)
+{
+	if (lists == NULL)
+		return;
+	if (ps->spare_lists == NULL) {
+		memset(lists, 0, lists_bytes(ps));
+		ps->spare_lists = lists;
+		return;
+	}
+	free(lists);
+	ps->aux_bytes -= lists_bytes(ps);
+}
+
+/* Adds a row of rank r to a set that has at least one row; may take the spare counts array. */
+static void rankset_add(policy_state *ps, rankset *rs, int r)
+{
+	if (rs->counts == NULL) {
+		/* second row: start counting (the one row so far has the set's rank) */
+		rs->counts = ps->spare_counts;
+		ps->spare_counts = NULL;
+		rs->counts[rs->rank] = 1;
+	}
+	rs->counts[r]++;
+	rs->nrows++;
+	if (r > rs->rank)
+		rs->rank = r;
+}
+
+/* Removes one row of rank r, or every row when r < 0. false when there is no such row. When
+ * nrows drops to 0 the caller deletes the entry (and releases counts). */
+static bool rankset_remove(rankset *rs, int r)
+{
+	if (r < 0) {
+		rs->nrows = 0;
+		rs->rank = 0;
+		return true;
+	}
+	if (rs->counts == NULL) {
+		if (rs->nrows != 1 || rs->rank != r)
+			return false;
+		rs->nrows = 0;
+		rs->rank = 0;
+		return true;
+	}
+	if (rs->counts[r] == 0)
+		return false;
+	rs->counts[r]--;
+	rs->nrows--;
+	if (r == rs->rank) {
+		int k = r;
+		while (k > 0 && rs->counts[k] == 0)
+			k--;
+		rs->rank = k;
+	}
+	return true;
+}
+
+/* ---- orgs and members --------------------------------------------------------------------- */
+
+static inline long org_find(const policy_state *ps, const uint8_t key[UUID_BYTES])
+{
+	return hx_find(&ps->org_ix, ps->orgs, sizeof(org), key, UUID_BYTES,
+	               key_hash(ps->seed, key, UUID_BYTES));
+}
+
+static inline long member_find(const policy_state *ps, const uint8_t key[MEMBER_KEY])
+{
+	return hx_find(&ps->member_ix, ps->members, sizeof(member), key, MEMBER_KEY,
+	               key_hash(ps->seed, key, MEMBER_KEY));
+}
+
+static inline int member_rank(const policy_state *ps, const uint8_t key[MEMBER_KEY])
+{
+	long i = member_find(ps, key);
+	return i < 0 ? 0 : ps->members[i].rs.rank;
+}
+
+/* Room for one more member and one more org, and the spares. 0 or -ENOMEM. */
+static int members_reserve(policy_state *ps)
+{
+	void *p = ps->members;
+	int rc = slab_reserve(&p, &ps->cap_members, ps->nmembers, sizeof(member));
+	ps->members = p;
+	if (rc == 0)
+		rc = hx_reserve(&ps->member_ix);
+	if (rc == 0) {
+		p = ps->orgs;
+		rc = slab_reserve(&p, &ps->cap_orgs, ps->norgs, sizeof(org));
+		ps->orgs = p;
+	}
+	if (rc == 0)
+		rc = hx_reserve(&ps->org_ix);
+	if (rc == 0)
+		rc = spares_reserve(ps, true);
+	return rc;
+}
+
+static uint32_t *org_counts(const policy_state *ps, const org *o) { return o->heads + ps->nranks + 1; }
+
+/* The org's index, adding it (with the spare lists) when new. Room reserved. */
+static size_t org_get(policy_state *ps, const uint8_t key[UUID_BYTES])
+{
+	long oi = org_find(ps, key);
+	if (oi >= 0)
+		return (size_t)oi;
+	size_t i = ps->norgs++;
+	org *o = &ps->orgs[i];
+	memcpy(o->key, key, UUID_BYTES);
+	o->nkeys = 0;
+	o->heads = ps->spare_lists;
+	ps->spare_lists = NULL;
+	hx_insert(&ps->org_ix, key_hash(ps->seed, key, UUID_BYTES), i);
+	return i;
+}
+
+static void org_delete(policy_state *ps, size_t oi)
+{
+	org *o = &ps->orgs[oi];
+	lists_release(ps, o->heads);
+	hx_remove(&ps->org_ix, key_hash(ps->seed, o->key, UUID_BYTES), oi);
+	size_t last = --ps->norgs;
+	if (oi != last) {
+		ps->orgs[oi] = ps->orgs[last];
+		hx_repoint(&ps->org_ix, key_hash(ps->seed, ps->orgs[oi].key, UUID_BYTES), last, oi);
+	}
+}
+
+static void list_push(policy_state *ps, org *o, size_t i, int r)
+{
+	member *m = &ps->members[i];
+	m->prev = 0;
+	m->next = o->heads[r];
+	if (m->next != 0)
+		ps->members[m->next - 1].prev = (uint32_t)(i + 1);
+	o->heads[r] = (uint32_t)(i + 1);
+	org_counts(ps, o)[r]++;
+	if (r >= 1)
+		ps->ranked++;
+}
+
+static void list_unlink(policy_state *ps, org *o, size_t i, int r)
+{
+	member *m = &ps->members[i];
+	if (m->prev != 0)
+		ps->members[m->prev - 1].next = m->next;
+	else
+		o->heads[r] = m->next;
+	if (m->next != 0)
+		ps->members[m->next - 1].prev = m->prev;
+	m->prev = m->next = 0;
+	org_counts(ps, o)[r]--;
+	if (r >= 1)
+		ps->ranked--;
+}
+
+/* Adds one membership row. Room reserved (members_reserve). */
+static void member_add_row(policy_state *ps, const uint8_t key[MEMBER_KEY], int r)
+{
+	ps->member_rows++;
+	long found = member_find(ps, key);
+	if (found < 0) {
+		size_t oi = org_get(ps, key);
+		size_t i = ps->nmembers++;
+		member *m = &ps->members[i];
+		memcpy(m->key, key, MEMBER_KEY);
+		m->rs = (rankset){.rank = r, .nrows = 1, .counts = NULL};
+		hx_insert(&ps->member_ix, key_hash(ps->seed, key, MEMBER_KEY), i);
+		ps->orgs[oi].nkeys++;
+		list_push(ps, &ps->orgs[oi], i, r);
+		return;
+	}
+	member *m = &ps->members[found];
+	int old = m->rs.rank;
+	rankset_add(ps, &m->rs, r);
+	if (m->rs.rank != old) {
+		long oi = org_find(ps, key);
+		if (oi < 0)
+			return; /* cannot happen: every member entry is in its org's list */
+		list_unlink(ps, &ps->orgs[oi], (size_t)found, old);
+		list_push(ps, &ps->orgs[oi], (size_t)found, m->rs.rank);
+	}
+}
+
+/* Removes member entry i (already counted out of member_rows) from its list, the index and the
+ * slab; removes its org when that was the org's last entry. */
+static void member_delete(policy_state *ps, size_t i, int listed_rank)
+{
+	member *m = &ps->members[i];
+	long oi = org_find(ps, m->key);
+	if (oi >= 0) {
+		list_unlink(ps, &ps->orgs[oi], i, listed_rank);
+		ps->orgs[oi].nkeys--;
+	}
+	counts_release(ps, m->rs.counts);
+	m->rs.counts = NULL;
+	hx_remove(&ps->member_ix, key_hash(ps->seed, m->key, MEMBER_KEY), i);
+	size_t last = --ps->nmembers;
+	if (i != last) {
+		ps->members[i] = ps->members[last];
+		member *mv = &ps->members[i];
+		hx_repoint(&ps->member_ix, key_hash(ps->seed, mv->key, MEMBER_KEY), last, i);
+		if (mv->prev != 0) {
+			ps->members[mv->prev - 1].next = (uint32_t)(i + 1);
+		} else {
+			long mo = org_find(ps, mv->key);
+			if (mo >= 0)
+				ps->orgs[mo].heads[mv->rs.rank] = (uint32_t)(i + 1);
+		}
+		if (mv->next != 0)
+			ps->members[mv->next - 1].prev = (uint32_t)(i + 1);
+	}
+	if (oi >= 0 && ps->orgs[oi].nkeys == 0)
+		org_delete(ps, (size_t)oi);
+}
+
+/* Removes one membership row of rank r (every row of the key when r < 0). false when the
+ * mirror holds no such row. */
+static bool member_remove_row(policy_state *ps, const uint8_t key[MEMBER_KEY], int r)
+{
+	long found = member_find(ps, key);
+	if (found < 0)
+		return false;
+	member *m = &ps->members[found];
+	int old = m->rs.rank;
+	uint32_t before = m->rs.nrows;
+	if (!rankset_remove(&m->rs, r))
+		return false;
+	ps->member_rows -= before - m->rs.nrows;
+	if (m->rs.nrows == 0) {
+		member_delete(ps, (size_t)found, old);
+	} else if (m->rs.rank != old) {
+		long oi = org_find(ps, key);
+		if (oi >= 0) {
+			list_unlink(ps, &ps->orgs[oi], (size_t)found, old);
+			list_push(ps, &ps->orgs[oi], (size_t)found, m->rs.rank);
+		}
+	}
+	return true;
+}
+
+static void notify(const policy_state *ps, const uint8_t key[MEMBER_KEY], int before)
+{
+	if (ps->cb == NULL)
+		return;
+	int after = member_rank(ps, key);
+	if (after == before)
+		return;
+	policy_state_uuid o, u;
+	memcpy(o.b, key, UUID_BYTES);
+	memcpy(u.b, key + UUID_BYTES, UUID_BYTES);
+	ps->cb(ps->cb_arg, &o, &u, before, after);
+}
+
+/* Empties the membership mirror, then reports each member that had rank >= 1 as removed. */
+static void members_clear(policy_state *ps)
+{
+	size_t n = ps->nmembers, norgs = ps->norgs;
+	hx_clear(&ps->member_ix);
+	hx_clear(&ps->org_ix);
+	ps->nmembers = 0;
+	ps->norgs = 0;
+	ps->ranked = 0;
+	ps->member_rows = 0;
+	/* The entries are still in the slab (past its new end) until released below. */
+	for (size_t i = 0; i < n && ps->cb != NULL; i++) {
+		const member *m = &ps->members[i];
+		if (m->rs.rank < 1)
+			continue;
+		policy_state_uuid o, u;
+		memcpy(o.b, m->key, UUID_BYTES);
+		memcpy(u.b, m->key + UUID_BYTES, UUID_BYTES);
+		ps->cb(ps->cb_arg, &o, &u, m->rs.rank, 0);
+	}
+	for (size_t i = 0; i < n; i++) {
+		counts_release(ps, ps->members[i].rs.counts);
+		ps->members[i].rs.counts = NULL;
+	}
+	for (size_t i = 0; i < norgs; i++) {
+		lists_release(ps, ps->orgs[i].heads);
+		ps->orgs[i].heads = NULL;
+	}
+}
+
+/* Removes the old row (when present) and adds the new one, then reports rank changes once
+ * per key. 0 or -ENOMEM (nothing changed). */
+static int member_change(policy_state *ps, const member_row *old_row, const member_row *nr)
+{
+	int rc = members_reserve(ps);
+	if (rc != 0)
+		return fail(ps, rc, "%s.%s: out of memory", ps->tables[T_MEMBERSHIP].schema,
+		            ps->tables[T_MEMBERSHIP].name);
+	bool o = old_row->present && !old_row->null_key;
+	bool n = nr->present && !nr->null_key;
+	bool same = o && n && memcmp(old_row->key, nr->key, MEMBER_KEY) == 0;
+	int before_o = o ? member_rank(ps, old_row->key) : 0;
+	int before_n = n && !same ? member_rank(ps, nr->key) : 0;
+	if (o && !member_remove_row(ps, old_row->key, old_row->rank))
+		ps->missing_rows++;
+	if (n)
+		member_add_row(ps, nr->key, nr->rank);
+	if (o)
+		notify(ps, old_row->key, before_o);
+	if (n && !same)
+		notify(ps, nr->key, before_n);
+	return 0;
+}
+
+/* ---- rules and subjects ----------------------------------------------------------------- */
+
+static inline long rule_find(const policy_state *ps, const uint8_t id[UUID_BYTES])
+{
+	return hx_find(&ps->rule_ix, ps->rules, sizeof(rule), id, UUID_BYTES,
+	               key_hash(ps->seed, id, UUID_BYTES));
+}
+
+static inline long subject_find(const policy_state *ps, const uint8_t key[UUID_BYTES])
+{
+	return hx_find(&ps->subject_ix, ps->subjects, sizeof(subject), key, UUID_BYTES,
+	               key_hash(ps->seed, key, UUID_BYTES));
+}
+
+static int rules_reserve(policy_state *ps)
+{
+	void *p = ps->rules;
+	int rc = slab_reserve(&p, &ps->cap_rules, ps->nrules, sizeof(rule));
+	ps->rules = p;
+	if (rc == 0)
+		rc = hx_reserve(&ps->rule_ix);
+	if (rc == 0) {
+		p = ps->subjects;
+		rc = slab_reserve(&p, &ps->cap_subjects, ps->nsubjects, sizeof(subject));
+		ps->subjects = p;
+	}
+	if (rc == 0)
+		rc = hx_reserve(&ps->subject_ix);
+	if (rc == 0)
+		rc = spares_reserve(ps, false);
+	return rc;
+}
+
+static void subject_add_row(policy_state *ps, const uint8_t key[UUID_BYTES], int r)
+{
+	long found = subject_find(ps, key);
+	if (found >= 0) {
+		rankset_add(ps, &ps->subjects[found].rs, r);
+		return;
+	}
+	size_t i = ps->nsubjects++;
+	memcpy(ps->subjects[i].key, key, UUID_BYTES);
+	ps->subjects[i].rs = (rankset){.rank = r, .nrows = 1, .counts = NULL};
+	hx_insert(&ps->subject_ix, key_hash(ps->seed, key, UUID_BYTES), i);
+}
+
+static void subject_remove_row(policy_state *ps, const uint8_t key[UUID_BYTES], int r)
+{
+	long found = subject_find(ps, key);
+	if (found < 0 || !rankset_remove(&ps->subjects[found].rs, r))
+		return; /* cannot happen: the subject aggregate follows the rules exactly */
+	subject *s = &ps->subjects[found];
+	if (s->rs.nrows != 0)
+		return;
+	size_t i = (size_t)found;
+	counts_release(ps, s->rs.counts);
+	hx_remove(&ps->subject_ix, key_hash(ps->seed, s->key, UUID_BYTES), i);
+	size_t last = --ps->nsubjects;
+	if (i != last) {
+		ps->subjects[i] = ps->subjects[last];
+		hx_repoint(&ps->subject_ix, key_hash(ps->seed, ps->subjects[i].key, UUID_BYTES), last, i);
+	}
+}
+
+/* Removes the rule with this id; false when there is none. */
+static bool rule_remove(policy_state *ps, const uint8_t id[UUID_BYTES])
+{
+	long found = rule_find(ps, id);
+	if (found < 0)
+		return false;
+	size_t i = (size_t)found;
+	rule *ru = &ps->rules[i];
+	if (ru->has_subject)
+		subject_remove_row(ps, ru->subject, ru->rank);
+	hx_remove(&ps->rule_ix, key_hash(ps->seed, ru->key, UUID_BYTES), i);
+	size_t last = --ps->nrules;
+	if (i != last) {
+		ps->rules[i] = ps->rules[last];
+		hx_repoint(&ps->rule_ix, key_hash(ps->seed, ps->rules[i].key, UUID_BYTES), last, i);
+	}
+	return true;
+}
+
+/* Adds a rule, replacing one with the same id. Room reserved (rules_reserve). */
+static void rule_add(policy_state *ps, const rule_row *r)
+{
+	if (rule_remove(ps, r->id))
+		ps->replaced_rules++;
+	size_t i = ps->nrules++;
+	rule *ru = &ps->rules[i];
+	memset(ru, 0, sizeof(*ru));
+	memcpy(ru->key, r->id, UUID_BYTES);
+	ru->has_subject = r->has_subject;
+	if (r->has_subject)
+		memcpy(ru->subject, r->subject, UUID_BYTES);
+	ru->rank = r->rank;
+	hx_insert(&ps->rule_ix, key_hash(ps->seed, r->id, UUID_BYTES), i);
+	if (r->has_subject)
+		subject_add_row(ps, r->subject, r->rank);
+}
+
+static void rules_clear(policy_state *ps)
+{
+	for (size_t i = 0; i < ps->nsubjects; i++) {
+		counts_release(ps, ps->subjects[i].rs.counts);
+		ps->subjects[i].rs.counts = NULL;
+	}
+	hx_clear(&ps->rule_ix);
+	hx_clear(&ps->subject_ix);
+	ps->nrules = 0;
+	ps->nsubjects = 0;
+}
+
+/* Removes the rule old_id (when has_old) and adds nr (when present). 0 or -ENOMEM. */
+static int rule_change(policy_state *ps, bool has_old, const uint8_t old_id[UUID_BYTES], const rule_row *nr)
+{
+	int rc = rules_reserve(ps);
+	if (rc != 0)
+		return fail(ps, rc, "%s.%s: out of memory", ps->tables[T_RULES].schema, ps->tables[T_RULES].name);
+	if (has_old && !rule_remove(ps, old_id))
+		ps->missing_rows++;
+	if (nr->present)
+		rule_add(ps, nr);
+	return 0;
+}
+
+/* ---- rows from changes and snapshots ---------------------------------------------------- */
+
+int policy_state_role_rank(const policy_state *ps, const char *role, size_t len)
+{
+	if (role == NULL)
+		return 0;
+	for (int i = 0; i < ps->nranks; i++)
+		if (ps->rank_lens[i] == len && memcmp(ps->rank_names[i], role, len) == 0)
+			return i + 1;
+	return 0;
+}
+
+static bool has_value(const change_value *v) { return v->kind == VALUE_TEXT || v->kind == VALUE_NULL; }
+
+/* The bound cells of tuple t; an unchanged (TOASTed) value is taken from old when it has it. */
+static void gather(const table_def *td, const change_value *t, const change_value *old, change_value out[NCOLS])
+{
+	for (int k = 0; k < NCOLS; k++) {
+		out[k] = t[td->idx[k]];
+		if (out[k].kind == VALUE_UNCHANGED && old != NULL && old[td->idx[k]].kind == VALUE_TEXT)
+			out[k] = old[td->idx[k]];
+	}
+}
+
+/* A uuid cell: 0 with out filled (or *is_null), -EINVAL when absent or not a uuid. */
+static int parse_uuid_cell(policy_state *ps, const char *what, const char *which, const char *col,
+                           const change_value *v, uint8_t out[UUID_BYTES], bool *is_null)
+{
+	char shown[SHOW_MAX];
+	*is_null = false;
+	if (v->kind == VALUE_NULL) {
+		*is_null = true;
+		return 0;
+	}
+	if (v->kind != VALUE_TEXT || v->data == NULL)
+		return fail(ps, -EINVAL, "%s: %s: column \"%s\" is missing", what, which, col);
+	if (!uuid_parse_raw(v->data, v->len, out))
+		return fail(ps, -EINVAL, "%s: %s: column \"%s\" is not a uuid: \"%s\"", what, which, col,
+		            show(shown, v->data, v->len));
+	return 0;
+}
+
+/* A role cell: its rank (NULL -> 0); absent -> -1 when optional, else -EINVAL. */
+static int parse_rank_cell(policy_state *ps, const char *what, const char *which, const char *col,
+                           const change_value *v, bool optional, int *rank)
+{
+	if (v->kind == VALUE_NULL) {
+		*rank = 0;
+		return 0;
+	}
+	if (v->kind == VALUE_TEXT && v->data != NULL) {
+		*rank = policy_state_role_rank(ps, v->data, v->len);
+		return 0;
+	}
+	if (optional) {
+		*rank = -1;
+		return 0;
+	}
+	return fail(ps, -EINVAL, "%s: %s: column \"%s\" is missing", what, which, col);
+}
+
+static int parse_member_row(policy_state *ps, const char *what, const char *which, const table_def *td,
+                            const change_value cells[NCOLS], bool role_optional, member_row *out)
+{
+	member_row r = {.present = true};
+	bool onull, unull;
+	int rc = parse_uuid_cell(ps, what, which, td->cols[C_ORG], &cells[C_ORG], r.key, &onull);
+	if (rc == 0)
+		rc = parse_uuid_cell(ps, what, which, td->cols[C_USER], &cells[C_USER], r.key + UUID_BYTES, &unull);
+	if (rc == 0)
+		rc = parse_rank_cell(ps, what, which, td->cols[C_ROLE], &cells[C_ROLE], role_optional, &r.rank);
+	if (rc != 0)
+		return rc;
+	r.null_key = onull || unull;
+	*out = r;
+	return 0;
+}
+
+static int parse_rule_row(policy_state *ps, const char *what, const char *which, const table_def *td,
+                          const change_value cells[NCOLS], rule_row *out)
+{
+	rule_row r = {.present = true};
+	bool id_null, subject_null;
+	int rc = parse_uuid_cell(ps, what, which, td->cols[C_ID], &cells[C_ID], r.id, &id_null);
+	if (rc == 0 && id_null)
+		rc = fail(ps, -EINVAL, "%s: %s: column \"%s\" is NULL", what, which, td->cols[C_ID]);
+	if (rc == 0)
+		rc = parse_uuid_cell(ps, what, which, td->cols[C_SUBJECT], &cells[C_SUBJECT], r.subject, &subject_null);
+	if (rc == 0)
+		rc = parse_rank_cell(ps, what, which, td->cols[C_MIN_ROLE], &cells[C_MIN_ROLE], false, &r.rank);
+	if (rc != 0)
+		return rc;
+	r.has_subject = !subject_null;
+	*out = r;
+	return 0;
+}
+
+static int apply_membership(policy_state *ps, const table_def *td, const change *c, const char *what)
+{
+	change_value nc[NCOLS], oc[NCOLS];
+	member_row nr = {0}, old_row = {0};
+	int rc;
+	if (c->action == CHANGE_INSERT || c->action == CHANGE_UPDATE) {
+		if (c->new_tuple == NULL)
+			return fail(ps, -EINVAL, "%s: the change has no new tuple", what);
+		gather(td, c->new_tuple, c->old_tuple, nc);
+		rc = parse_member_row(ps, what, "new row", td, nc, false, &nr);
+		if (rc != 0)
+			return rc;
+		if (c->action == CHANGE_UPDATE && c->old_tuple == NULL) {
+			/* the key did not change (no old tuple): the row with that key is replaced */
+			old_row = nr;
+			old_row.rank = -1;
+		} else if (c->action == CHANGE_UPDATE) {
+			gather(td, c->old_tuple, NULL, oc);
+			/* an old tuple of key columns only: what it lacks is what the new row says */
+			if (!has_value(&oc[C_ORG]))
+				oc[C_ORG] = nc[C_ORG];
+			if (!has_value(&oc[C_USER]))
+				oc[C_USER] = nc[C_USER];
+			rc = parse_member_row(ps, what, "old row", td, oc, true, &old_row);
+		}
+	} else {
+		if (c->old_tuple == NULL)
+			return fail(ps, -EINVAL, "%s: the change has no old tuple (the table needs REPLICA IDENTITY FULL)",
+			            what);
+		gather(td, c->old_tuple, NULL, oc);
+		rc = parse_member_row(ps, what, "old row", td, oc, true, &old_row);
+	}
+	if (rc != 0)
+		return rc;
+	return member_change(ps, &old_row, &nr);
+}
+
+static int apply_rules(policy_state *ps, const table_def *td, const change *c, const char *what)
+{
+	change_value nc[NCOLS], oc[NCOLS];
+	rule_row nr = {0};
+	uint8_t old_id[UUID_BYTES];
+	bool has_old = false, id_null = false;
+	int rc = 0;
+	if (c->action == CHANGE_INSERT || c->action == CHANGE_UPDATE) {
+		if (c->new_tuple == NULL)
+			return fail(ps, -EINVAL, "%s: the change has no new tuple", what);
+		gather(td, c->new_tuple, c->old_tuple, nc);
+		rc = parse_rule_row(ps, what, "new row", td, nc, &nr);
+		if (rc != 0)
+			return rc;
+		if (c->action == CHANGE_UPDATE) {
+			has_old = true;
+			memcpy(old_id, nr.id, UUID_BYTES);
+			if (c->old_tuple != NULL) {
+				gather(td, c->old_tuple, NULL, oc);
+				if (has_value(&oc[C_ID]))
+					rc = parse_uuid_cell(ps, what, "old row", td->cols[C_ID], &oc[C_ID], old_id, &id_null);
+			}
+		}
+	} else {
+		if (c->old_tuple == NULL)
+			return fail(ps, -EINVAL, "%s: the change has no old tuple (the table needs REPLICA IDENTITY FULL)",
+			            what);
+		gather(td, c->old_tuple, NULL, oc);
+		has_old = true;
+		rc = parse_uuid_cell(ps, what, "old row", td->cols[C_ID], &oc[C_ID], old_id, &id_null);
+	}
+	if (rc == 0 && id_null)
+		rc = fail(ps, -EINVAL, "%s: old row: column \"%s\" is NULL", what, td->cols[C_ID]);
+	if (rc != 0)
+		return rc;
+	return rule_change(ps, has_old, old_id, &nr);
+}
+
+/* Binds the table's columns in rel (cached per relation version). 0 or -EINVAL. */
+static int table_bind(policy_state *ps, table_def *td, const relation *rel, const char *what)
+{
+	if (td->rel == rel && td->version == rel->version && td->oid == rel->oid && td->ncols == rel->ncols) {
+		bool ok = true;
+		for (int k = 0; k < NCOLS && ok; k++)
+			ok = rel->cols[td->idx[k]].name != NULL && strcmp(rel->cols[td->idx[k]].name, td->cols[k]) == 0;
+		if (ok)
+			return 0;
+	}
+	td->rel = NULL;
+	int idx[NCOLS];
+	for (int k = 0; k < NCOLS; k++) {
+		idx[k] = relation_column_index(rel, td->cols[k], strlen(td->cols[k]));
+		if (idx[k] < 0)
+			return fail(ps, -EINVAL, "%s: column \"%s\" is not in the relation (version %u)", what,
+			            td->cols[k], (unsigned)rel->version);
+	}
+	memcpy(td->idx, idx, sizeof(idx));
+	td->rel = rel;
+	td->version = rel->version;
+	td->oid = rel->oid;
+	td->ncols = rel->ncols;
+	return 0;
+}
+
+static int table_match(const policy_state *ps, const relation *rel)
+{
+	const char *schema = rel->schema ? rel->schema : "", *name = rel->name ? rel->name : "";
+	for (int t = 0; t < 2; t++)
+		if (strcmp(name, ps->tables[t].name) == 0 && strcmp(schema, ps->tables[t].schema) == 0)
+			return t;
+	return -1;
+}
+
+int policy_state_apply(policy_state *ps, const change *c)
+{
+	if (ps == NULL || c == NULL)
+		return -EINVAL;
+	if (c->rel == NULL)
+		return 0;
+	int t = table_match(ps, c->rel);
+	if (t < 0)
+		return 0;
+	table_def *td = &ps->tables[t];
+	if (c->action == CHANGE_TRUNCATE) {
+		if (t == T_MEMBERSHIP)
+			members_clear(ps);
+		else
+			rules_clear(ps);
+		return 0;
+	}
+	if (c->action != CHANGE_INSERT && c->action != CHANGE_UPDATE && c->action != CHANGE_DELETE)
+		return 0;
+	char what[160];
+	snprintf(what, sizeof(what), "%s.%s: %s", td->schema, td->name, change_action_name(c->action));
+	int rc = table_bind(ps, td, c->rel, what);
+	if (rc != 0)
+		return rc;
+	return t == T_MEMBERSHIP ? apply_membership(ps, td, c, what) : apply_rules(ps, td, c, what);
+}
+
+int policy_state_load_row(policy_state *ps, int table, const char *const *values)
+{
+	if (ps == NULL)
+		return -EINVAL;
+	if (table != POLICY_STATE_MEMBERSHIP && table != POLICY_STATE_RULES)
+		return fail(ps, -EINVAL, "load_row: unknown table %d", table);
+	if (values == NULL)
+		return fail(ps, -EINVAL, "load_row: no values");
+	change_value cells[NCOLS];
+	for (int k = 0; k < NCOLS; k++) {
+		if (values[k] == NULL)
+			cells[k] = (change_value){.kind = VALUE_NULL};
+		else
+			cells[k] = (change_value){.kind = VALUE_TEXT, .len = (uint32_t)strlen(values[k]), .data = values[k]};
+	}
+	const table_def *td = &ps->tables[table == POLICY_STATE_MEMBERSHIP ? T_MEMBERSHIP : T_RULES];
+	char what[160];
+	snprintf(what, sizeof(what), "%s.%s: load", td->schema, td->name);
+	int rc;
+	if (table == POLICY_STATE_MEMBERSHIP) {
+		member_row nr, none = {0};
+		rc = parse_member_row(ps, what, "row", td, cells, false, &nr);
+		if (rc == 0)
+			rc = member_change(ps, &none, &nr);
+	} else {
+		rule_row nr;
+		rc = parse_rule_row(ps, what, "row", td, cells, &nr);
+		if (rc == 0)
+			rc = rule_change(ps, false, NULL, &nr);
+	}
+	return rc;
+}
+
+const char *policy_state_error(const policy_state *ps)
+{
+	return ps != NULL ? ps->err : "no policy state";
+}
+
+/* ---- lookups ------------------------------------------------------------------------------ */
+
+int policy_state_rank_uuid(const policy_state *ps, const policy_state_uuid *org_id,
+                           const policy_state_uuid *user)
+{
+	uint8_t key[MEMBER_KEY];
+	memcpy(key, org_id->b, UUID_BYTES);
+	memcpy(key + UUID_BYTES, user->b, UUID_BYTES);
+	return member_rank(ps, key);
+}
+
+int policy_state_rank(const policy_state *ps, const char *org_text, size_t org_len, const char *user,
+                      size_t user_len)
+{
+	uint8_t key[MEMBER_KEY];
+	if (!uuid_parse_raw(org_text, org_len, key) || !uuid_parse_raw(user, user_len, key + UUID_BYTES))
+		return 0;
+	return member_rank(ps, key);
+}
+
+int policy_state_subject_rank_uuid(const policy_state *ps, const policy_state_uuid *subj)
+{
+	long i = subject_find(ps, subj->b);
+	return i < 0 ? 0 : ps->subjects[i].rs.rank;
+}
+
+int policy_state_subject_rank(const policy_state *ps, const char *subj, size_t len)
+{
+	uint8_t key[UUID_BYTES];
+	if (subj == NULL)
+		return 0;
+	if (!uuid_parse_raw(subj, len, key))
+		return POLICY_STATE_RANK_UNREADABLE;
+	long i = subject_find(ps, key);
+	return i < 0 ? 0 : ps->subjects[i].rs.rank;
+}
+
+int policy_state_nranks(const policy_state *ps) { return ps->nranks; }
+
+int policy_state_members_uuid(const policy_state *ps, const policy_state_uuid *org_id, int min_rank,
+                              policy_state_member_cb cb, void *arg)
+{
+	long oi = org_find(ps, org_id->b);
+	if (oi < 0)
+		return 0;
+	const org *o = &ps->orgs[oi];
+	if (min_rank < 1)
+		min_rank = 1;
+	int calls = 0;
+	for (int r = ps->nranks; r >= min_rank; r--) {
+		for (uint32_t j = o->heads[r]; j != 0; j = ps->members[j - 1].next) {
+			policy_state_uuid u;
+			memcpy(u.b, ps->members[j - 1].key + UUID_BYTES, UUID_BYTES);
+			calls++;
+			if (cb != NULL && cb(arg, &u, r) != 0)
+				return calls;
+		}
+	}
+	return calls;
+}
+
+int policy_state_members(const policy_state *ps, const char *org_text, size_t org_len, int min_rank,
+                         policy_state_member_cb cb, void *arg)
+{
+	policy_state_uuid o;
+	if (!uuid_parse_raw(org_text, org_len, o.b))
+		return -EINVAL;
+	return policy_state_members_uuid(ps, &o, min_rank, cb, arg);
+}
+
+size_t policy_state_member_count(const policy_state *ps, const policy_state_uuid *org_id, int rank)
+{
+	if (rank < 0 || rank > ps->nranks)
+		return 0;
+	long oi = org_find(ps, org_id->b);
+	if (oi < 0)
+		return 0;
+	const uint32_t *counts = org_counts(ps, &ps->orgs[oi]);
+	if (rank > 0)
+		return counts[rank];
+	size_t n = 0;
+	for (int r = 1; r <= ps->nranks; r++)
+		n += counts[r];
+	return n;
+}
+
+void policy_state_set_change_cb(policy_state *ps, policy_state_change_cb cb, void *arg)
+{
+	ps->cb = cb;
+	ps->cb_arg = arg;
+}
+
+/* ---- accounting ----------------------------------------------------------------------------- */
+
+void policy_state_get_stats(const policy_state *ps, policy_state_stats *out)
+{
+	*out = (policy_state_stats){
+		.members = ps->ranked,
+		.member_keys = ps->nmembers,
+		.member_rows = ps->member_rows,
+		.orgs = ps->norgs,
+		.rules = ps->nrules,
+		.subjects = ps->nsubjects,
+		.missing_rows = ps->missing_rows,
+		.replaced_rules = ps->replaced_rules,
+	};
+}
+
+size_t policy_state_footprint(const policy_state *ps)
+{
+	if (ps == NULL)
+		return 0;
+	return ps->fixed_bytes + ps->aux_bytes + ps->cap_members * sizeof(member) + ps->cap_orgs * sizeof(org) +
+	       ps->cap_rules * sizeof(rule) + ps->cap_subjects * sizeof(subject) +
+	       (ps->member_ix.mask + 1 + ps->org_ix.mask + 1 + ps->rule_ix.mask + 1 + ps->subject_ix.mask + 1) *
+	               sizeof(uint64_t);
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------------- */
+
+void policy_state_clear(policy_state *ps)
+{
+	if (ps == NULL)
+		return;
+	members_clear(ps);
+	rules_clear(ps);
+}
+
+static void table_fini(table_def *td)
+{
+	free(td->schema);
+	free(td->name);
+	for (int k = 0; k < NCOLS; k++)
+		free(td->cols[k]);
+}
+
+/* Splits "schema.table" (or "table": schema public) and copies the column names. */
+static int table_init(table_def *td, const char *qualified, const char *const cols[NCOLS], char *err, size_t *bytes)
+{
+	const char *dot = strchr(qualified, '.');
+	const char *name = dot ? dot + 1 : qualified;
+	if (*qualified == '\0' || (dot != NULL && (dot == qualified || *name == '\0' || strchr(name, '.') != NULL))) {
+		create_error(err, "table \"%s\": expected \"schema.table\" or \"table\"", qualified);
+		return -EINVAL;
+	}
+	td->schema = dot ? strndup(qualified, (size_t)(dot - qualified)) : strdup("public");
+	td->name = strdup(name);
+	if (td->schema == NULL || td->name == NULL)
+		goto nomem;
+	*bytes += strlen(td->schema) + strlen(td->name) + 2;
+	for (int k = 0; k < NCOLS; k++) {
+		if (cols[k][0] == '\0') {
+			create_error(err, "table \"%s\": empty column name", qualified);
+			return -EINVAL;
+		}
+		td->cols[k] = strdup(cols[k]);
+		if (td->cols[k] == NULL)
+			goto nomem;
+		*bytes += strlen(cols[k]) + 1;
+	}
+	return 0;
+nomem:
+	create_error(err, "out of memory");
+	return -ENOMEM;
+}
+
+int policy_state_create(const char *const *rank_names, int nranks, const char *membership_table,
+                        const char *rules_table, const policy_state_columns *cols,
+                        char err[POLICY_STATE_ERROR_MAX], policy_state **out)
+{
+	policy_state *ps = NULL;
+	int rc = -EINVAL;
+	if (out == NULL) {
+		create_error(err, "no place for the result");
+		goto cleanup;
+	}
+	if (rank_names == NULL || nranks < 1 || nranks > POLICY_STATE_RANKS_MAX) {
+		create_error(err, "rank table: %d names (1 to %d expected)", nranks, POLICY_STATE_RANKS_MAX);
+		goto cleanup;
+	}
+	for (int i = 0; i < nranks; i++) {
+		if (rank_names[i] == NULL || rank_names[i][0] == '\0') {
+			create_error(err, "rank table: name %d is empty", i + 1);
+			goto cleanup;
+		}
+		for (int j = 0; j < i; j++) {
+			if (strcmp(rank_names[i], rank_names[j]) == 0) {
+				create_error(err, "rank table: \"%s\" appears twice", rank_names[i]);
+				goto cleanup;
+			}
+		}
+	}
+	policy_state_columns c = {0};
+	if (cols != NULL)
+		c = *cols;
+	const char *mcols[NCOLS] = {c.org ? c.org : "org_id", c.user ? c.user : "user_id", c.role ? c.role : "role"};
+	const char *rcols[NCOLS] = {c.rule_id ? c.rule_id : "id", c.subject ? c.subject : "contact_id",
+	                            c.min_role ? c.min_role : "min_role"};
+
+	rc = -ENOMEM;
+	ps = calloc(1, sizeof(*ps));
+	if (ps == NULL)
+		goto nomem;
+	ps->fixed_bytes = sizeof(*ps);
+	ps->nranks = nranks;
+	ps->rank_names = calloc((size_t)nranks, sizeof(*ps->rank_names));
+	ps->rank_lens = calloc((size_t)nranks, sizeof(*ps->rank_lens));
+	if (ps->rank_names == NULL || ps->rank_lens == NULL)
+		goto nomem;
+	ps->fixed_bytes += (size_t)nranks * (sizeof(*ps->rank_names) + sizeof(*ps->rank_lens));
+	for (int i = 0; i < nranks; i++) {
+		ps->rank_names[i] = strdup(rank_names[i]);
+		if (ps->rank_names[i] == NULL)
+			goto nomem;
+		ps->rank_lens[i] = strlen(rank_names[i]);
+		ps->fixed_bytes += ps->rank_lens[i] + 1;
+	}
+	rc = table_init(&ps->tables[T_MEMBERSHIP], membership_table ? membership_table : "public.org_roles", mcols,
+	                err, &ps->fixed_bytes);
+	if (rc == 0)
+		rc = table_init(&ps->tables[T_RULES], rules_table ? rules_table : "public.privacy_rules", rcols, err,
+		                &ps->fixed_bytes);
+	if (rc != 0)
+		goto cleanup;
+	if (strcmp(ps->tables[0].schema, ps->tables[1].schema) == 0 &&
+	    strcmp(ps->tables[0].name, ps->tables[1].name) == 0) {
+		rc = -EINVAL;
+		create_error(err, "the membership and rules tables are the same table");
+		goto cleanup;
+	}
+	rc = -ENOMEM;
+	if (hx_init(&ps->member_ix) != 0 || hx_init(&ps->org_ix) != 0 || hx_init(&ps->rule_ix) != 0 ||
+	    hx_init(&ps->subject_ix) != 0)
+		goto nomem;
+	if (getrandom(&ps->seed, sizeof(ps->seed), GRND_NONBLOCK) != (ssize_t)sizeof(ps->seed))
+		ps->seed = (uint64_t)(uintptr_t)ps * 0x9E3779B97F4A7C15ULL; /* still per state */
+	*out = ps;
+	return 0;
+nomem:
+	create_error(err, "out of memory");
+cleanup:
+	policy_state_destroy(ps);
+	return rc;
+}
+
+void policy_state_destroy(policy_state *ps)
+{
+	if (ps == NULL)
+		return;
+	for (size_t i = 0; i < ps->nmembers; i++)
+		free(ps->members[i].rs.counts);
+	for (size_t i = 0; i < ps->norgs; i++)
+		free(ps->orgs[i].heads);
+	for (size_t i = 0; i < ps->nsubjects; i++)
+		free(ps->subjects[i].rs.counts);
+	free(ps->members);
+	free(ps->orgs);
+	free(ps->rules);
+	free(ps->subjects);
+	hx_fini(&ps->member_ix);
+	hx_fini(&ps->org_ix);
+	hx_fini(&ps->rule_ix);
+	hx_fini(&ps->subject_ix);
+	free(ps->spare_counts);
+	free(ps->spare_lists);
+	if (ps->rank_names != NULL)
+		for (int i = 0; i < ps->nranks; i++)
+			free(ps->rank_names[i]);
+	free(ps->rank_names);
+	free(ps->rank_lens);
+	table_fini(&ps->tables[0]);
+	table_fini(&ps->tables[1]);
+	free(ps);
+}
