@@ -24,6 +24,10 @@ typedef struct config {
 	int64_t heartbeat_interval_ms; /* 0 = off */
 	int64_t reconnect_min_ms;
 	int64_t reconnect_max_ms;
+	/* [keys] */
+	char *keys_file;           /* field-encryption keyring; empty = WALCAST_KEYS */
+	/* [auth] */
+	char *jwt_secret;          /* HS256 secret for subscriber tokens */
 	/* [redis] */
 	char *redis_url;
 	/* [log] */

@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "change.h"
 #include "config.h"
 #include "decoder.h"
+#include "keyring.h"
 #include "log.h"
 #include "lsn.h"
 #include "tail.h"
@@ -29,6 +31,7 @@ static void usage(FILE *f)
 	        "verbs:\n"
 	        "  tail     print the changes of a replication slot as JSON lines\n"
 	        "  status   show the slot, its lag and health\n"
+	        "  encrypt  encrypt stdin lines for a bytea column: [CONTEXT<TAB>]TEXT -> \\x...\n"
 	        "\n"
 	        "common options:\n"
 	        "  -c, --config FILE     configuration file (key = value under [sections])\n"
@@ -107,6 +110,49 @@ static int status_run(const config *cfg)
 cleanup:
 	PQclear(res);
 	PQfinish(conn);
+	return code;
+}
+
+/* `walcast encrypt`: each stdin line "[CONTEXT<TAB>]PLAINTEXT" becomes one line of bytea hex
+ * ("\x...") in the stored format of src/keyring.h, for writers, the demo and tests. */
+static int encrypt_run(const config *cfg)
+{
+	keyring *k = NULL;
+	char err[KEYRING_ERROR_MAX];
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	buf out;
+	int code = 1;
+	buf_init(&out);
+	int rc = cfg->keys_file[0] ? keyring_load_file(cfg->keys_file, &k, err)
+	                           : keyring_load_env("WALCAST_KEYS", &k, err);
+	if (rc < 0) {
+		fprintf(stderr, "walcast encrypt: %s\n", rc == -ENOENT && !cfg->keys_file[0]
+		        ? "no keys: set keys.file (WALCAST_KEYS_FILE) or WALCAST_KEYS" : err);
+		goto cleanup;
+	}
+	while ((n = getline(&line, &cap, stdin)) > 0) {
+		if (line[n - 1] == '\n')
+			line[--n] = '\0';
+		char *tab = memchr(line, '\t', (size_t)n);
+		const char *ctx = tab ? line : "";
+		size_t ctx_len = tab ? (size_t)(tab - line) : 0;
+		const char *plain = tab ? tab + 1 : line;
+		size_t plain_len = tab ? (size_t)n - ctx_len - 1 : (size_t)n;
+		buf_clear(&out);
+		if (keyring_encrypt_hex(k, 0, plain, plain_len, ctx, ctx_len, &out) < 0 || buf_putc(&out, '\n') < 0) {
+			fprintf(stderr, "walcast encrypt: encryption failed\n");
+			goto cleanup;
+		}
+		fwrite(out.data, 1, out.len, stdout);
+		fflush(stdout);
+	}
+	code = 0;
+cleanup:
+	free(line);
+	buf_fini(&out);
+	keyring_destroy(k);
 	return code;
 }
 
@@ -278,6 +324,8 @@ int main(int argc, char **argv)
 		code = tail_run(&cfg, &topt);
 	} else if (strcmp(verb, "status") == 0) {
 		code = status_run(&cfg);
+	} else if (strcmp(verb, "encrypt") == 0) {
+		code = encrypt_run(&cfg);
 	} else {
 		fprintf(stderr, "walcast: unknown verb '%s'\n", verb);
 		usage(stderr);
