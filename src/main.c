@@ -17,6 +17,7 @@
 #include "keyring.h"
 #include "log.h"
 #include "lsn.h"
+#include "policy_sql.h"
 #include "tail.h"
 
 #define MAX_TABLES 64
@@ -31,6 +32,8 @@ static void usage(FILE *f)
 	        "verbs:\n"
 	        "  tail     print the changes of a replication slot as JSON lines\n"
 	        "  status   show the slot, its lag and health\n"
+	        "  policy sql  print the RLS policies and masking views generated from the policy\n"
+	        "           file (--policy FILE, default deploy/policy.ini)\n"
 	        "  encrypt  encrypt stdin lines for a bytea column: [CONTEXT<TAB>]TEXT -> \\x...\n"
 	        "\n"
 	        "common options:\n"
@@ -67,6 +70,7 @@ enum {
 	OPT_WITH_TYPES,
 	OPT_VERSION,
 	OPT_HELP,
+	OPT_POLICY,
 };
 
 /* `walcast status`: one short blocking query on an ordinary connection (a CLI, not the loop). */
@@ -110,6 +114,27 @@ static int status_run(const config *cfg)
 cleanup:
 	PQclear(res);
 	PQfinish(conn);
+	return code;
+}
+
+/* `walcast policy sql`: the SQL for the policy file, exactly as deploy/migrations carries it. */
+static int policy_sql_run(const char *path)
+{
+	buf out;
+	char err[POLICY_ERROR_MAX];
+	int code = 1;
+	buf_init(&out);
+	if (policy_sql_generate_file(path, &out, err) < 0) {
+		fprintf(stderr, "walcast: %s\n", err);
+		goto cleanup;
+	}
+	if (fwrite(out.data, 1, out.len, stdout) != out.len || fflush(stdout) != 0) {
+		fprintf(stderr, "walcast policy sql: cannot write the output: %s\n", strerror(errno));
+		goto cleanup;
+	}
+	code = 0;
+cleanup:
+	buf_fini(&out);
 	return code;
 }
 
@@ -205,6 +230,7 @@ int main(int argc, char **argv)
 		{"with-types", no_argument, NULL, OPT_WITH_TYPES},
 		{"version", no_argument, NULL, OPT_VERSION},
 		{"help", no_argument, NULL, 'h'},
+		{"policy", required_argument, NULL, OPT_POLICY},
 		{NULL, 0, NULL, 0},
 	};
 	config cfg;
@@ -214,6 +240,7 @@ int main(int argc, char **argv)
 	size_t ntables = 0;
 	int nflags = 0;
 	const char *config_path = getenv("WALCAST_CONFIG");
+	const char *policy_path = "deploy/policy.ini";
 	bool verbose = false;
 	int code = 2;
 	char err[CONFIG_ERROR_MAX];
@@ -264,6 +291,7 @@ int main(int argc, char **argv)
 		}
 		case 'o': topt.output_path = optarg; break;
 		case OPT_WITH_TYPES: topt.with_types = true; break;
+		case OPT_POLICY: policy_path = optarg; break;
 		case OPT_VERSION:
 			printf("walcast %s\n", WALCAST_VERSION);
 			code = 0;
@@ -283,6 +311,14 @@ int main(int argc, char **argv)
 			}
 			flags[nflags++] = f;
 		}
+	}
+	if (optind < argc && strcmp(argv[optind], "policy") == 0) {
+		if (optind + 2 != argc || strcmp(argv[optind + 1], "sql") != 0) {
+			fprintf(stderr, "walcast: usage: walcast policy sql [--policy FILE]\n");
+			goto cleanup;
+		}
+		code = policy_sql_run(policy_path);
+		goto cleanup;
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, optind >= argc ? "walcast: no verb given\n" : "walcast: one verb expected\n");
