@@ -196,6 +196,27 @@ static int unchanged_write(buf *out, const relation *rel, const change_value *t)
 	return rc;
 }
 
+static int errors_write(buf *out, const relation *rel, const char *const *errors)
+{
+	int rc = 0;
+	bool any = false;
+	for (int i = 0; rc == 0 && i < rel->ncols; i++) {
+		if (errors[i] == NULL)
+			continue;
+		rc = buf_puts(out, any ? "," : ",\"errors\":{");
+		any = true;
+		if (rc == 0)
+			rc = buf_json_string(out, rel->cols[i].name, strlen(rel->cols[i].name));
+		if (rc == 0)
+			rc = buf_putc(out, ':');
+		if (rc == 0)
+			rc = buf_json_string(out, errors[i], strlen(errors[i]));
+	}
+	if (rc == 0 && any)
+		rc = buf_putc(out, '}');
+	return rc;
+}
+
 static int columns_write(buf *out, const relation *rel)
 {
 	int rc = buf_puts(out, ",\"columns\":[");
@@ -258,5 +279,7 @@ int change_json_write(buf *out, const change *c, unsigned flags)
 	}
 	if (rc == 0 && c->new_tuple != NULL)
 		rc = unchanged_write(out, c->rel, c->new_tuple);
+	if (rc == 0 && c->new_errors != NULL)
+		rc = errors_write(out, c->rel, c->new_errors);
 	return rc == 0 ? buf_putc(out, '}') : rc;
 }

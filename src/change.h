@@ -60,6 +60,9 @@ typedef struct change {
 	/* truncate */
 	bool cascade;
 	bool restart_identity;
+	/* Per-column error markers of the new tuple (rel->ncols entries, NULL = none), e.g.
+	 * "unknown_key" for a value that could not be decrypted and is delivered as null. */
+	const char *const *new_errors;
 } change;
 
 /* Replaces VALUE_UNCHANGED values of the new tuple with the old tuple's value for that column
@@ -79,7 +82,7 @@ enum {
 /* Appends c as one JSON object (no newline) to out:
  *   {"lsn":"0/16B3748","xid":750,"commit_lsn":"0/16B37A0","commit_time":"2026-...Z",
  *    "action":"insert","schema":"public","table":"events","new":{...},"old":{...},
- *    "unchanged":["body"]}
+ *    "unchanged":["body"],"errors":{"body":"unknown_key"}}
  * Values are typed from the column type OID: integers and finite floats/numerics as JSON
  * numbers, booleans as true/false, json/jsonb embedded, everything else as strings.
  * Returns 0 or -ENOMEM. Does not block. */

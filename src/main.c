@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "change.h"
@@ -18,6 +20,7 @@
 #include "log.h"
 #include "lsn.h"
 #include "policy_sql.h"
+#include "token.h"
 #include "tail.h"
 
 #define MAX_TABLES 64
@@ -54,6 +57,9 @@ static void usage(FILE *f)
 	        "  -o, --output FILE     append to FILE, exactly once across restarts (FILE.pos\n"
 	        "                        holds the checkpoint)\n"
 	        "      --with-types      add each relation's column names and type OIDs\n"
+	        "      --as USER_ID      print only what this user may see, masks applied\n"
+	        "      --jwt TOKEN       the same for the user of a JWT (auth.jwt_secret verifies it)\n"
+	        "      --policy FILE     the policy file (default deploy/policy.ini)\n"
 	        "\n"
 	        "  --version, --help\n"
 	        "\n"
@@ -71,6 +77,8 @@ enum {
 	OPT_VERSION,
 	OPT_HELP,
 	OPT_POLICY,
+	OPT_AS,
+	OPT_JWT,
 };
 
 /* `walcast status`: one short blocking query on an ordinary connection (a CLI, not the loop). */
@@ -231,6 +239,8 @@ int main(int argc, char **argv)
 		{"version", no_argument, NULL, OPT_VERSION},
 		{"help", no_argument, NULL, 'h'},
 		{"policy", required_argument, NULL, OPT_POLICY},
+		{"as", required_argument, NULL, OPT_AS},
+		{"jwt", required_argument, NULL, OPT_JWT},
 		{NULL, 0, NULL, 0},
 	};
 	config cfg;
@@ -241,6 +251,12 @@ int main(int argc, char **argv)
 	int nflags = 0;
 	const char *config_path = getenv("WALCAST_CONFIG");
 	const char *policy_path = "deploy/policy.ini";
+	const char *as_user = NULL;
+	const char *jwt = NULL;
+	bool slot_given = false;
+	char viewer_uid[POLICY_UUID_TEXT_LEN + 1];
+	char temp_slot[64];
+	char viewer_role[TOKEN_ROLE_MAX];
 	bool verbose = false;
 	int code = 2;
 	char err[CONFIG_ERROR_MAX];
@@ -255,7 +271,7 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'c': config_path = optarg; break;
 		case 'd': f.section = "postgres", f.key = "conninfo"; break;
-		case 'S': f.section = "replication", f.key = "slot"; break;
+		case 'S': f.section = "replication", f.key = "slot", slot_given = true; break;
 		case 'P': f.section = "replication", f.key = "plugin"; break;
 		case OPT_PUBLICATION: f.section = "replication", f.key = "publication"; break;
 		case OPT_NO_CREATE: f.section = "replication", f.key = "create_slot", f.value = "false"; break;
@@ -292,6 +308,8 @@ int main(int argc, char **argv)
 		case 'o': topt.output_path = optarg; break;
 		case OPT_WITH_TYPES: topt.with_types = true; break;
 		case OPT_POLICY: policy_path = optarg; break;
+		case OPT_AS: as_user = optarg; break;
+		case OPT_JWT: jwt = optarg; break;
 		case OPT_VERSION:
 			printf("walcast %s\n", WALCAST_VERSION);
 			code = 0;
@@ -357,6 +375,48 @@ int main(int argc, char **argv)
 	if (strcmp(verb, "tail") == 0) {
 		topt.tables = tables;
 		topt.ntables = ntables;
+		if (as_user != NULL && jwt != NULL) {
+			fprintf(stderr, "walcast: give --as or --jwt, not both\n");
+			goto cleanup;
+		}
+		if (as_user != NULL) {
+			if (policy_uuid_canonical(as_user, strlen(as_user), viewer_uid) < 0) {
+				fprintf(stderr, "walcast: --as: '%s' is not a user id (uuid)\n", as_user);
+				goto cleanup;
+			}
+			topt.viewer_uid = viewer_uid;
+		} else if (jwt != NULL) {
+			token_claims claims;
+			char terr[TOKEN_ERROR_MAX];
+			if (token_verify(cfg.jwt_secret, jwt, (int64_t)time(NULL), &claims, terr) < 0) {
+				fprintf(stderr, "walcast: --jwt: %s\n", terr);
+				code = 1;
+				goto cleanup;
+			}
+			if (claims.sub[0] != '\0') {
+				if (policy_uuid_canonical(claims.sub, strlen(claims.sub), viewer_uid) < 0) {
+					fprintf(stderr, "walcast: --jwt: the sub claim is not a user id (uuid)\n");
+					code = 1;
+					goto cleanup;
+				}
+				topt.viewer_uid = viewer_uid;
+			}
+			snprintf(viewer_role, sizeof(viewer_role), "%s", claims.role);
+			topt.viewer_role = viewer_role;
+		}
+		if (as_user != NULL || jwt != NULL) {
+			topt.viewer = true;
+			topt.policy_path = policy_path;
+			if (!slot_given) {
+				/* A private temporary slot: its snapshot makes the policy state exact. */
+				snprintf(temp_slot, sizeof(temp_slot), "walcast_tail_%ld", (long)getpid());
+				if (config_set(&cfg, "replication", "slot", temp_slot, err) < 0 ||
+				    config_set(&cfg, "replication", "temporary_slot", "true", err) < 0) {
+					fprintf(stderr, "walcast: %s\n", err);
+					goto cleanup;
+				}
+			}
+		}
 		code = tail_run(&cfg, &topt);
 	} else if (strcmp(verb, "status") == 0) {
 		code = status_run(&cfg);

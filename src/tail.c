@@ -22,6 +22,7 @@
 #include "log.h"
 #include "loop.h"
 #include "lsn.h"
+#include "privacy.h"
 #include "relcache.h"
 #include "source.h"
 
@@ -44,6 +45,12 @@ typedef struct tail {
 	uint64_t durable_end;  /* ... and made durable and confirmed */
 	uint64_t skip_before;  /* transactions committed before this were written by an earlier run */
 	bool skipping;         /* the current transaction is one of those */
+	const config *cfg;
+	policy *pol;
+	keyring *keys;
+	privacy *priv;
+	bool state_loaded;
+	bool bypass;           /* the viewer's role bypasses the policy */
 	uint64_t printed;
 	bool limit_reached;    /* --max-changes printed; waiting for the commit to confirm it */
 	int exit_code;
@@ -135,6 +142,90 @@ static bool table_wanted(const tail *t, const relation *rel)
 	return false;
 }
 
+/* Does c pass the --table/--action filters? */
+static bool table_wanted_or_unfiltered(const tail *t, const change *c)
+{
+	if (t->opt->actions != 0 && !(t->opt->actions & (1u << c->action)))
+		return false;
+	if (c->rel != NULL)
+		return table_wanted(t, c->rel);
+	return t->opt->ntables == 0;
+}
+
+/* A change the filters drop still updates the mirrored policy state. */
+static int privacy_observe_only(tail *t, change *c)
+{
+	change ignored;
+	privacy_viewer v = {t->opt->viewer_uid, t->bypass};
+	if (privacy_step(t->priv, c, &v, &ignored) < 0) {
+		log_error("tail.privacy_failed", "%s", privacy_error(t->priv));
+		tail_finish(t, 1);
+		return 1;
+	}
+	return 0;
+}
+
+/* Loads the policy state through an ordinary connection, in snapshot when given. Blocking: it
+ * runs while the stream is held (slot creation) or before the first change is read. */
+static int state_load(tail *t, const char *snapshot)
+{
+	const char *keys[] = {"dbname", "fallback_application_name", NULL};
+	const char *vals[] = {t->cfg->conninfo, "walcast-tail-state", NULL};
+	PGconn *conn = PQconnectdbParams(keys, vals, 1);
+	char err[PRIVACY_ERROR_MAX];
+	int rc = -EIO;
+	if (PQstatus(conn) != CONNECTION_OK) {
+		log_error("tail.state_load", "cannot connect to load the policy state: %s", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	PGresult *res = PQexec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+	PQclear(res);
+	if (ok && snapshot != NULL) {
+		char *lit = PQescapeLiteral(conn, snapshot, strlen(snapshot));
+		char sql[256];
+		snprintf(sql, sizeof(sql), "SET TRANSACTION SNAPSHOT %s", lit ? lit : "''");
+		PQfreemem(lit);
+		res = PQexec(conn, sql);
+		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+		PQclear(res);
+	}
+	if (!ok) {
+		log_error("tail.state_load", "cannot open the snapshot: %s", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	rc = privacy_load(t->priv, conn, err);
+	if (rc < 0) {
+		log_error("tail.state_load", "%s", err);
+		goto cleanup;
+	}
+	t->state_loaded = true;
+	log_info("tail.state_loaded", "policy state loaded from %s", snapshot ? "the slot's snapshot" : "the current database");
+cleanup:
+	PQfinish(conn);
+	if (rc < 0)
+		tail_finish(t, 1);
+	return rc;
+}
+
+static int snapshot_cb(void *arg, const char *snapshot, uint64_t consistent_lsn)
+{
+	tail *t = arg;
+	if (t->priv != NULL)
+		(void)state_load(t, snapshot);
+	return 0;
+}
+
+static void streaming_cb(void *arg, uint64_t start_lsn)
+{
+	tail *t = arg;
+	if (t->priv == NULL || t->state_loaded)
+		return;
+	log_warn("tail.state_current", "the slot already existed: policy state is loaded from the current "
+	         "database, so changes replayed from before now are judged by today's memberships");
+	(void)state_load(t, NULL);
+}
+
 static int begin_cb(void *arg, const change_txn *txn)
 {
 	tail *t = arg;
@@ -146,8 +237,12 @@ static int begin_cb(void *arg, const change_txn *txn)
 static int change_cb(void *arg, change *c)
 {
 	tail *t = arg;
-	if (t->skipping || t->done)
+	if (t->done)
 		return 0;
+	/* Changes not printed (already written by an earlier run, or filtered out) still move the
+	 * mirrored policy state. */
+	if (t->skipping || (t->priv != NULL && !table_wanted_or_unfiltered(t, c)))
+		return t->priv != NULL ? privacy_observe_only(t, c) : 0;
 	if (t->limit_reached) {
 		/* More of the transaction than the limit allows: stop without confirming it, so the
 		 * next run gets the whole transaction again. */
@@ -161,6 +256,20 @@ static int change_cb(void *arg, change *c)
 		return 0;
 	if (c->rel == NULL && t->opt->ntables > 0)
 		return 0; /* messages have no table */
+	change seen;
+	if (t->priv != NULL) {
+		privacy_viewer v = {t->opt->viewer_uid, t->bypass};
+		int rc = privacy_step(t->priv, c, &v, &seen);
+		if (rc < 0) {
+			char lsn[LSN_TEXT_MAX];
+			log_error("tail.privacy_failed", "lsn=%s: %s", lsn_format(c->lsn, lsn), privacy_error(t->priv));
+			tail_finish(t, 1);
+			return 1;
+		}
+		if (rc == 0)
+			return 0;
+		c = &seen;
+	}
 	buf_clear(&t->line);
 	if (change_json_write(&t->line, c, t->opt->with_types ? CHANGE_JSON_TYPES : 0) < 0 ||
 	    buf_putc(&t->line, '\n') < 0) {
@@ -311,7 +420,7 @@ static int output_open(tail *t, uint64_t *resume)
 
 int tail_run(const config *cfg, const tail_options *opt)
 {
-	tail t = {.opt = opt, .exit_code = 0, .txn_offset = -1, .out_fd = -1};
+	tail t = {.opt = opt, .cfg = cfg, .exit_code = 0, .txn_offset = -1, .out_fd = -1};
 	relcache *rels = NULL;
 	uint64_t resume = 0;
 	int rc;
@@ -335,6 +444,29 @@ int tail_run(const config *cfg, const tail_options *opt)
 		t.out_fd = STDOUT_FILENO;
 		t.interactive = isatty(STDOUT_FILENO);
 	}
+	if (opt->viewer) {
+		char err[POLICY_ERROR_MAX > PRIVACY_ERROR_MAX ? POLICY_ERROR_MAX : PRIVACY_ERROR_MAX];
+		if (policy_load_file(opt->policy_path, &t.pol, err) < 0) {
+			log_error("tail.policy", "%s", err);
+			t.exit_code = 1;
+			goto cleanup;
+		}
+		t.bypass = opt->viewer_role != NULL &&
+		           policy_role_bypasses(t.pol, opt->viewer_role, strlen(opt->viewer_role));
+		char kerr[KEYRING_ERROR_MAX];
+		rc = cfg->keys_file[0] ? keyring_load_file(cfg->keys_file, &t.keys, kerr)
+		                       : keyring_load_env("WALCAST_KEYS", &t.keys, kerr);
+		if (rc < 0 && !(rc == -ENOENT && !cfg->keys_file[0])) {
+			log_error("tail.keys", "%s", kerr);
+			t.exit_code = 1;
+			goto cleanup;
+		}
+		if (privacy_create(t.pol, t.keys, &t.priv, err) < 0) {
+			log_error("tail.privacy", "%s", err);
+			t.exit_code = 1;
+			goto cleanup;
+		}
+	}
 	static char outbuf[1 << 16];
 	setvbuf(t.out, outbuf, _IOFBF, sizeof(outbuf));
 	t.skip_before = resume;
@@ -342,6 +474,8 @@ int tail_run(const config *cfg, const tail_options *opt)
 	source_events ev = {
 		.sink = {begin_cb, change_cb, commit_cb, &t},
 		.abandon_cb = abandon_cb,
+		.snapshot_cb = snapshot_cb,
+		.streaming_cb = streaming_cb,
 		.idle_cb = idle_cb,
 		.failed_cb = failed_cb,
 		.arg = &t,
@@ -378,6 +512,9 @@ cleanup:
 	else if (t.out == stdout)
 		fflush(stdout);
 	relcache_destroy(rels);
+	privacy_destroy(t.priv);
+	keyring_destroy(t.keys);
+	policy_destroy(t.pol);
 	loop_destroy(t.loop);
 	buf_fini(&t.line);
 	free(t.pos_path);

@@ -11,6 +11,12 @@
  *    LSN of the last complete transaction); only then is the slot confirmed. A restart cuts the
  *    file back to the checkpoint and resumes from its LSN; a transaction cut off by a lost
  *    connection is cut from the file too.
+ *
+ * With a viewer (--as USER or --jwt TOKEN), every change goes through the privacy stage first:
+ * only what that user may see is printed, masks applied. The policy state (memberships, privacy
+ * rules) is loaded from the slot's exported snapshot when the slot is created — exact — or from
+ * the current database when the slot already exists (logged: replayed changes older than that
+ * are judged by today's memberships).
  */
 #ifndef WALCAST_TAIL_H
 #define WALCAST_TAIL_H
@@ -29,6 +35,11 @@ typedef struct tail_options {
 	uint64_t until_lsn;       /* stop once the stream has passed this position; 0 = never */
 	uint64_t max_changes;     /* stop after printing this many changes; 0 = never */
 	bool with_types;          /* add the relation's column names and type OIDs to each line */
+	/* Print only what one viewer may see (tail --as / --jwt); NULL policy_path = everything. */
+	const char *policy_path;
+	const char *viewer_uid;   /* canonical uuid text, or NULL (anonymous) */
+	const char *viewer_role;  /* the token's role claim, or NULL; a bypass role sees everything */
+	bool viewer;              /* filtering is on */
 } tail_options;
 
 /* Runs tail until a limit is reached, SIGINT/SIGTERM arrives, or the source fails. Returns the

@@ -1,0 +1,334 @@
+/*
+ * privacy — one viewer's view of the stream: mirrored policy state + compiled policy + keys.
+ * Output values live in an arena reset at every step, so the stage allocates nothing per change
+ * once warm.
+ */
+#include "privacy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "buf.h"
+#include "policy_state.h"
+
+struct privacy {
+	const policy *pol;
+	keyring *keys;
+	policy_state *state;
+	policy_cache *cache;
+	arena *mem;
+	buf scratch;
+	policy_action *actions;
+	int actions_cap;
+	char err[PRIVACY_ERROR_MAX];
+};
+
+static int subject_rank_cb(void *arg, const char *subject, size_t len)
+{
+	return policy_state_subject_rank(arg, subject, len);
+}
+
+int privacy_create(const policy *p, keyring *k, privacy **out, char err[PRIVACY_ERROR_MAX])
+{
+	const char *names[POLICY_RANKS_MAX];
+	char membership[256], rules[256];
+	char serr[POLICY_STATE_ERROR_MAX];
+	int rc = -ENOMEM;
+	privacy *pv = calloc(1, sizeof(*pv));
+	if (pv == NULL)
+		goto fail;
+	pv->pol = p;
+	pv->keys = k;
+	buf_init(&pv->scratch);
+	int nranks = policy_rank_count(p);
+	for (int i = 0; i < nranks; i++)
+		names[i] = policy_rank_name(p, i + 1);
+	const policy_membership *m = policy_membership_source(p);
+	const policy_privacy *r = policy_privacy_source(p);
+	snprintf(membership, sizeof(membership), "%s.%s", m->schema, m->table);
+	if (r != NULL)
+		snprintf(rules, sizeof(rules), "%s.%s", r->schema, r->table);
+	policy_state_columns cols = {
+		.org = m->org, .user = m->user, .role = m->role,
+		.subject = r ? r->subject : NULL, .min_role = r ? r->min_role : NULL,
+	};
+	rc = policy_state_create(names, nranks, membership, r ? rules : NULL, &cols, serr, &pv->state);
+	if (rc < 0) {
+		snprintf(err, PRIVACY_ERROR_MAX, "policy state: %s", serr);
+		goto fail;
+	}
+	rc = policy_cache_create(p, &pv->cache);
+	if (rc < 0)
+		goto fail;
+	pv->mem = arena_create(64 * 1024);
+	if (pv->mem == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	*out = pv;
+	return 0;
+fail:
+	if (rc == -ENOMEM)
+		snprintf(err, PRIVACY_ERROR_MAX, "out of memory");
+	privacy_destroy(pv);
+	return rc;
+}
+
+void privacy_destroy(privacy *pv)
+{
+	if (pv == NULL)
+		return;
+	policy_cache_destroy(pv->cache);
+	policy_state_destroy(pv->state);
+	arena_destroy(pv->mem);
+	buf_fini(&pv->scratch);
+	free(pv->actions);
+	free(pv);
+}
+
+const char *privacy_error(const privacy *pv)
+{
+	return pv->err;
+}
+
+/* Runs one load query and feeds its rows (3 text columns) to the state. */
+static int load_table(privacy *pv, PGconn *conn, int table, const char *sql, char err[PRIVACY_ERROR_MAX])
+{
+	PGresult *res = PQexec(conn, sql);
+	int rc = 0;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		snprintf(err, PRIVACY_ERROR_MAX, "loading policy state: %s", PQerrorMessage(conn));
+		rc = -EIO;
+		goto cleanup;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		const char *v[3];
+		for (int j = 0; j < 3; j++)
+			v[j] = PQgetisnull(res, i, j) ? NULL : PQgetvalue(res, i, j);
+		rc = policy_state_load_row(pv->state, table, v);
+		if (rc < 0) {
+			snprintf(err, PRIVACY_ERROR_MAX, "loading policy state: %s", policy_state_error(pv->state));
+			goto cleanup;
+		}
+	}
+cleanup:
+	PQclear(res);
+	return rc;
+}
+
+int privacy_load(privacy *pv, PGconn *conn, char err[PRIVACY_ERROR_MAX])
+{
+	const policy_membership *m = policy_membership_source(pv->pol);
+	const policy_privacy *r = policy_privacy_source(pv->pol);
+	char sql[1024];
+	policy_state_clear(pv->state);
+	char *ms = PQescapeIdentifier(conn, m->schema, strlen(m->schema));
+	char *mt = PQescapeIdentifier(conn, m->table, strlen(m->table));
+	char *mo = PQescapeIdentifier(conn, m->org, strlen(m->org));
+	char *mu = PQescapeIdentifier(conn, m->user, strlen(m->user));
+	char *mr = PQescapeIdentifier(conn, m->role, strlen(m->role));
+	int rc = -ENOMEM;
+	if (ms && mt && mo && mu && mr) {
+		snprintf(sql, sizeof(sql), "SELECT %s::text, %s::text, %s::text FROM %s.%s", mo, mu, mr, ms, mt);
+		rc = load_table(pv, conn, POLICY_STATE_MEMBERSHIP, sql, err);
+	}
+	PQfreemem(ms), PQfreemem(mt), PQfreemem(mo), PQfreemem(mu), PQfreemem(mr);
+	if (rc < 0 || r == NULL)
+		return rc;
+	char *rs = PQescapeIdentifier(conn, r->schema, strlen(r->schema));
+	char *rt = PQescapeIdentifier(conn, r->table, strlen(r->table));
+	char *rsub = PQescapeIdentifier(conn, r->subject, strlen(r->subject));
+	char *rmin = PQescapeIdentifier(conn, r->min_role, strlen(r->min_role));
+	rc = -ENOMEM;
+	if (rs && rt && rsub && rmin) {
+		snprintf(sql, sizeof(sql), "SELECT id::text, %s::text, %s::text FROM %s.%s", rsub, rmin, rs, rt);
+		rc = load_table(pv, conn, POLICY_STATE_RULES, sql, err);
+	}
+	PQfreemem(rs), PQfreemem(rt), PQfreemem(rsub), PQfreemem(rmin);
+	return rc;
+}
+
+static policy_viewer viewer_for(privacy *pv, const policy_bound *b, const change_value *tuple,
+                                const privacy_viewer *v)
+{
+	policy_viewer pvw = {
+		.uid = v->uid,
+		.uid_len = v->uid ? strlen(v->uid) : 0,
+		.bypass = v->bypass,
+		.subject_rank = subject_rank_cb,
+		.subject_arg = pv->state,
+	};
+	const change_value *org = &tuple[policy_bound_org_column(b)];
+	if (v->uid != NULL && org->kind == VALUE_TEXT)
+		pvw.rank = policy_state_rank(pv->state, org->data, org->len, v->uid, pvw.uid_len);
+	return pvw;
+}
+
+/* Visible? -ENODATA (the decision needs a column the WAL did not carry) counts as hidden. */
+static int judge(privacy *pv, const policy_bound *b, const change_value *tuple,
+                 const privacy_viewer *v, bool *visible)
+{
+	policy_viewer pvw = viewer_for(pv, b, tuple, v);
+	int rc = policy_row_visible(b, tuple, &pvw, visible);
+	if (rc == -ENODATA) {
+		*visible = false;
+		return 0;
+	}
+	if (rc < 0)
+		snprintf(pv->err, sizeof(pv->err), "judging a row: %s", strerror(-rc));
+	return rc;
+}
+
+static const char *arena_copy(privacy *pv, const char *s, size_t len)
+{
+	return arena_strndup(pv->mem, s, len);
+}
+
+/* Writes the viewer's version of a visible tuple into out[] (and error markers into errs[]). */
+static int transform(privacy *pv, const policy_bound *b, const change_value *in, int ncols,
+                     const privacy_viewer *v, change_value *out, const char **errs, bool *any_error)
+{
+	if (pv->actions_cap < ncols) {
+		policy_action *a = realloc(pv->actions, (size_t)ncols * sizeof(*a));
+		if (a == NULL)
+			return -ENOMEM;
+		pv->actions = a;
+		pv->actions_cap = ncols;
+	}
+	policy_viewer pvw = viewer_for(pv, b, in, v);
+	int rc = policy_row_columns(b, in, &pvw, pv->actions);
+	if (rc < 0) {
+		snprintf(pv->err, sizeof(pv->err), "column rules: %s", strerror(-rc));
+		return rc;
+	}
+	for (int i = 0; i < ncols; i++) {
+		out[i] = in[i];
+		if (errs != NULL)
+			errs[i] = NULL;
+		if (in[i].kind != VALUE_TEXT) {
+			if (pv->actions[i] == POLICY_OMIT)
+				out[i].kind = VALUE_ABSENT;
+			continue;
+		}
+		switch (pv->actions[i]) {
+		case POLICY_KEEP:
+			break;
+		case POLICY_OMIT:
+			out[i] = (change_value){VALUE_ABSENT, 0, NULL};
+			break;
+		case POLICY_NULL:
+			out[i] = (change_value){VALUE_NULL, 0, NULL};
+			break;
+		case POLICY_MASK_LAST4:
+			buf_clear(&pv->scratch);
+			if (policy_mask_last4(&pv->scratch, in[i].data, in[i].len) < 0)
+				return -ENOMEM;
+			out[i].data = arena_copy(pv, pv->scratch.data, pv->scratch.len);
+			out[i].len = (uint32_t)pv->scratch.len;
+			if (out[i].data == NULL)
+				return -ENOMEM;
+			break;
+		case POLICY_DECRYPT: {
+			int ctx = policy_bound_context_column(b, i);
+			const char *cdata = "";
+			size_t clen = 0;
+			if (ctx >= 0 && in[ctx].kind == VALUE_TEXT)
+				cdata = in[ctx].data, clen = in[ctx].len;
+			buf_clear(&pv->scratch);
+			int drc = pv->keys ? keyring_decrypt_hex(pv->keys, in[i].data, in[i].len, cdata, clen, &pv->scratch)
+			                   : -ENOKEY;
+			if (drc < 0) {
+				out[i] = (change_value){VALUE_NULL, 0, NULL};
+				if (errs != NULL)
+					errs[i] = pv->keys ? keyring_error_marker(drc) : "no_keys";
+				*any_error = true;
+				break;
+			}
+			out[i].data = arena_copy(pv, pv->scratch.data ? pv->scratch.data : "", pv->scratch.len);
+			out[i].len = (uint32_t)pv->scratch.len;
+			if (out[i].data == NULL)
+				return -ENOMEM;
+			break;
+		}
+		}
+	}
+	return 0;
+}
+
+/* The viewer's version of c, given the state to judge it with. 1 visible, 0 hidden. */
+static int view(privacy *pv, const change *c, const privacy_viewer *v, change *out)
+{
+	*out = *c;
+	out->new_errors = NULL;
+	if (c->action == CHANGE_MESSAGE || c->action == CHANGE_TRUNCATE || c->rel == NULL)
+		return v->bypass ? 1 : 0; /* no row to judge: only policy bypass sees these */
+	const policy_bound *b = NULL;
+	char err[POLICY_ERROR_MAX];
+	int rc = policy_cache_get(pv->cache, c->rel, &b, err);
+	if (rc < 0) {
+		snprintf(pv->err, sizeof(pv->err), "%s", err);
+		return rc;
+	}
+	if (b == NULL)
+		return v->bypass ? 1 : 0; /* a table the policy does not govern: denied */
+	int ncols = c->rel->ncols;
+	const change_value *row = c->action == CHANGE_DELETE ? c->old_tuple : c->new_tuple;
+	if (row == NULL)
+		return 0;
+	bool visible = false;
+	rc = judge(pv, b, row, v, &visible);
+	if (rc < 0 || !visible)
+		return rc < 0 ? rc : 0;
+	change_value *nv = arena_alloc(pv->mem, (size_t)ncols * sizeof(change_value));
+	const char **errs = arena_alloc(pv->mem, (size_t)ncols * sizeof(char *));
+	if (nv == NULL || errs == NULL)
+		return -ENOMEM;
+	bool any_error = false;
+	rc = transform(pv, b, row, ncols, v, nv, errs, &any_error);
+	if (rc < 0)
+		return rc;
+	if (c->action == CHANGE_DELETE) {
+		out->old_tuple = nv;
+		return 1;
+	}
+	out->new_tuple = nv;
+	out->new_errors = any_error ? errs : NULL;
+	out->old_tuple = NULL;
+	if (c->old_tuple != NULL) {
+		/* The old row only when it, too, is visible to the viewer. */
+		bool old_visible = false;
+		if (judge(pv, b, c->old_tuple, v, &old_visible) == 0 && old_visible) {
+			change_value *ov = arena_alloc(pv->mem, (size_t)ncols * sizeof(change_value));
+			bool ignored = false;
+			if (ov == NULL)
+				return -ENOMEM;
+			rc = transform(pv, b, c->old_tuple, ncols, v, ov, NULL, &ignored);
+			if (rc < 0)
+				return rc;
+			out->old_tuple = ov; /* an undecryptable old value is simply null */
+		}
+	}
+	return 1;
+}
+
+int privacy_step(privacy *pv, const change *c, const privacy_viewer *v, change *out)
+{
+	arena_reset(pv->mem);
+	pv->err[0] = '\0';
+	bool before = c->action == CHANGE_DELETE || c->action == CHANGE_TRUNCATE;
+	int seen = 0;
+	if (before) {
+		seen = view(pv, c, v, out);
+		if (seen < 0)
+			return seen;
+	}
+	int rc = policy_state_apply(pv->state, c);
+	if (rc < 0) {
+		snprintf(pv->err, sizeof(pv->err), "%s", policy_state_error(pv->state));
+		return rc;
+	}
+	return before ? seen : view(pv, c, v, out);
+}
