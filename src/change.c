@@ -279,7 +279,7 @@ int change_json_write(buf *out, const change *c, unsigned flags)
 	}
 	if (rc == 0 && c->new_tuple != NULL)
 		rc = unchanged_write(out, c->rel, c->new_tuple);
-	if (rc == 0 && c->new_errors != NULL)
-		rc = errors_write(out, c->rel, c->new_errors);
+	if (rc == 0 && c->row_errors != NULL)
+		rc = errors_write(out, c->rel, c->row_errors);
 	return rc == 0 ? buf_putc(out, '}') : rc;
 }

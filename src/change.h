@@ -60,9 +60,10 @@ typedef struct change {
 	/* truncate */
 	bool cascade;
 	bool restart_identity;
-	/* Per-column error markers of the new tuple (rel->ncols entries, NULL = none), e.g.
+	/* Per-column error markers of the row delivered — the new tuple, or the old one for a
+	 * delete — (rel->ncols entries, NULL = none), e.g.
 	 * "unknown_key" for a value that could not be decrypted and is delivered as null. */
-	const char *const *new_errors;
+	const char *const *row_errors;
 } change;
 
 /* Replaces VALUE_UNCHANGED values of the new tuple with the old tuple's value for that column

@@ -262,7 +262,7 @@ static int transform(privacy *pv, const policy_bound *b, const change_value *in,
 static int view(privacy *pv, const change *c, const privacy_viewer *v, change *out)
 {
 	*out = *c;
-	out->new_errors = NULL;
+	out->row_errors = NULL;
 	if (c->action == CHANGE_MESSAGE || c->action == CHANGE_TRUNCATE || c->rel == NULL)
 		return v->bypass ? 1 : 0; /* no row to judge: only policy bypass sees these */
 	const policy_bound *b = NULL;
@@ -292,10 +292,11 @@ static int view(privacy *pv, const change *c, const privacy_viewer *v, change *o
 		return rc;
 	if (c->action == CHANGE_DELETE) {
 		out->old_tuple = nv;
+		out->row_errors = any_error ? errs : NULL;
 		return 1;
 	}
 	out->new_tuple = nv;
-	out->new_errors = any_error ? errs : NULL;
+	out->row_errors = any_error ? errs : NULL;
 	out->old_tuple = NULL;
 	if (c->old_tuple != NULL) {
 		/* The old row only when it, too, is visible to the viewer. */
