@@ -67,6 +67,23 @@ static void tail_finish(tail *t, int code)
 	loop_stop(t->loop);
 }
 
+/* Records the checkpoint atomically: FILE.pos.tmp written and synced, then renamed. */
+static int position_write(tail *t, int64_t offset, uint64_t lsn)
+{
+	char tmp[4096];
+	char text[LSN_TEXT_MAX];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", t->pos_path);
+	FILE *f = fopen(tmp, "w");
+	if (f == NULL)
+		return -errno;
+	fprintf(f, "walcast-tail-position 1\noffset=%" PRId64 "\nlsn=%s\n", offset, lsn_format(lsn, text));
+	bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+	ok = fclose(f) == 0 && ok;
+	if (!ok || rename(tmp, t->pos_path) != 0)
+		return -EIO;
+	return 0;
+}
+
 /* Flushes the output and, for a file, makes it durable and records the checkpoint. Then
  * confirms the slot up to what is durable. */
 static int tail_checkpoint(tail *t)
@@ -81,20 +98,9 @@ static int tail_checkpoint(tail *t)
 	if (t->to_file && t->written_end > t->durable_end) {
 		if (fdatasync(t->out_fd) != 0)
 			goto write_error;
-		char tmp[4096];
-		char lsn[LSN_TEXT_MAX];
-		snprintf(tmp, sizeof(tmp), "%s.tmp", t->pos_path);
-		FILE *f = fopen(tmp, "w");
-		if (f == NULL)
-			goto write_error;
 		/* The checkpoint covers complete transactions only: the offset where the one in progress
 		 * (if any) began. */
-		int64_t off = t->txn_offset >= 0 ? t->txn_offset : t->offset;
-		fprintf(f, "walcast-tail-position 1\noffset=%" PRId64 "\nlsn=%s\n", off,
-		        lsn_format(t->written_end, lsn));
-		bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
-		ok = fclose(f) == 0 && ok;
-		if (!ok || rename(tmp, t->pos_path) != 0)
+		if (position_write(t, t->txn_offset >= 0 ? t->txn_offset : t->offset, t->written_end) < 0)
 			goto write_error;
 	}
 	if (t->written_end > t->durable_end) {
@@ -407,6 +413,14 @@ static int output_open(tail *t, uint64_t *resume)
 		size = off;
 		*resume = lsn;
 		t->written_end = t->durable_end = lsn;
+	} else {
+		/* No checkpoint yet: record one for what the file holds now, before anything is
+		 * written, so a crash before the first real checkpoint is cut back to here. */
+		if (position_write(t, size, 0) < 0) {
+			log_error("tail.position_write", "position file %s: %s", t->pos_path, strerror(errno));
+			close(fd);
+			return -EIO;
+		}
 	}
 	t->out = fdopen(fd, "a");
 	if (t->out == NULL) {

@@ -52,7 +52,7 @@ restarted=no
 while kill -0 "$LOAD" 2>/dev/null; do
   p=$(run_tail pgoutput crash_p); w=$(run_tail wal2json crash_w)
   BG_PIDS+=("$p" "$w")
-  sleep "0.$((3 + RANDOM % 7))"
+  sleep "0.$((RANDOM % 10))" # sometimes before the first checkpoint
   if [ "$restarted" = no ] && [ $kills -ge 2 ]; then
     harness_pg_restart immediate # a crash of the server too, with the tails connected
     restarted=yes
