@@ -36,13 +36,13 @@ step "tests (sanitizer build)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   CRASH_ROWS=10000 ctest --test-dir build-asan --output-on-failure --timeout 1200 || failures+=("sanitizer tests")
 
-step "fuzz smoke (libFuzzer, ${WALCAST_FUZZ_SECONDS:-30}s per decoder)"
+step "fuzz smoke (libFuzzer, ${WALCAST_FUZZ_SECONDS:-60}s per decoder)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DWALCAST_FUZZ=ON -DWALCAST_TESTS=OFF >/dev/null
 cmake --build build-fuzz -j"$JOBS" --target fuzz_pgoutput fuzz_wal2json
 for target in pgoutput wal2json; do
   corpus=$(mktemp -d)
   cp -r tests/fuzz/corpus/$target/. "$corpus"/
-  if build-fuzz/fuzz_$target -max_total_time="${WALCAST_FUZZ_SECONDS:-30}" -print_final_stats=1 \
+  if build-fuzz/fuzz_$target -max_total_time="${WALCAST_FUZZ_SECONDS:-60}" -print_final_stats=1 \
        -artifact_prefix=build-fuzz/ "$corpus" >build-fuzz/fuzz_$target.log 2>&1; then
     echo "fuzz_$target: $(grep -E 'stat::number_of_executed_units' build-fuzz/fuzz_$target.log | awk '{print $2}') executions, no findings"
   else
