@@ -6,6 +6,7 @@
  *
  *   members   (org, user) -> rank multiset; linked into its org's list for its rank
  *   orgs      org -> list head and member count per rank
+ *   users     user -> list of their member entries (one per org), for policy_state_user_orgs
  *   rules     rule id -> (subject, rank)
  *   subjects  subject -> rank multiset
  *
@@ -62,7 +63,14 @@ typedef struct member {
 	uint8_t key[MEMBER_KEY];
 	rankset rs;
 	uint32_t prev, next; /* the org's list for rs.rank: slab index + 1, 0 = none */
+	uint32_t uprev, unext; /* the user's list of member entries: slab index + 1, 0 = none */
 } member;
+
+/* A user with at least one member entry: the head of their list of entries (one per org). */
+typedef struct user_ent {
+	uint8_t key[UUID_BYTES];
+	uint32_t head; /* member slab index + 1 */
+} user_ent;
 
 typedef struct org {
 	uint8_t key[UUID_BYTES];
@@ -124,6 +132,9 @@ struct policy_state {
 	org *orgs;
 	size_t norgs, cap_orgs;
 	hindex org_ix;
+	user_ent *users;
+	size_t nusers, cap_users;
+	hindex user_ix;
 	rule *rules;
 	size_t nrules, cap_rules;
 	hindex rule_ix;
@@ -549,6 +560,12 @@ static inline long member_find(const policy_state *ps, const uint8_t key[MEMBER_
 	               key_hash(ps->seed, key, MEMBER_KEY));
 }
 
+static inline long user_find(const policy_state *ps, const uint8_t key[UUID_BYTES])
+{
+	return hx_find(&ps->user_ix, ps->users, sizeof(user_ent), key, UUID_BYTES,
+	               key_hash(ps->seed, key, UUID_BYTES));
+}
+
 static inline int member_rank(const policy_state *ps, const uint8_t key[MEMBER_KEY])
 {
 	long i = member_find(ps, key);
@@ -570,6 +587,13 @@ static int members_reserve(policy_state *ps)
 	}
 	if (rc == 0)
 		rc = hx_reserve(&ps->org_ix);
+	if (rc == 0) {
+		p = ps->users;
+		rc = slab_reserve(&p, &ps->cap_users, ps->nusers, sizeof(user_ent));
+		ps->users = p;
+	}
+	if (rc == 0)
+		rc = hx_reserve(&ps->user_ix);
 	if (rc == 0)
 		rc = spares_reserve(ps, true);
 	return rc;
@@ -602,6 +626,49 @@ static void org_delete(policy_state *ps, size_t oi)
 	if (oi != last) {
 		ps->orgs[oi] = ps->orgs[last];
 		hx_repoint(&ps->org_ix, key_hash(ps->seed, ps->orgs[oi].key, UUID_BYTES), last, oi);
+	}
+}
+
+/* Links member entry i into its user's list, adding the user when new. Room reserved. */
+static void user_link(policy_state *ps, size_t i)
+{
+	member *m = &ps->members[i];
+	const uint8_t *ukey = m->key + UUID_BYTES;
+	long ui = user_find(ps, ukey);
+	if (ui < 0) {
+		ui = (long)ps->nusers++;
+		memcpy(ps->users[ui].key, ukey, UUID_BYTES);
+		ps->users[ui].head = 0;
+		hx_insert(&ps->user_ix, key_hash(ps->seed, ukey, UUID_BYTES), (size_t)ui);
+	}
+	user_ent *u = &ps->users[ui];
+	m->uprev = 0;
+	m->unext = u->head;
+	if (m->unext != 0)
+		ps->members[m->unext - 1].uprev = (uint32_t)(i + 1);
+	u->head = (uint32_t)(i + 1);
+}
+
+/* Unlinks member entry i from its user's list; removes the user when that was their last. */
+static void user_unlink(policy_state *ps, size_t i)
+{
+	member *m = &ps->members[i];
+	const uint8_t *ukey = m->key + UUID_BYTES;
+	long ui = user_find(ps, ukey);
+	if (m->uprev != 0)
+		ps->members[m->uprev - 1].unext = m->unext;
+	else if (ui >= 0)
+		ps->users[ui].head = m->unext;
+	if (m->unext != 0)
+		ps->members[m->unext - 1].uprev = m->uprev;
+	m->uprev = m->unext = 0;
+	if (ui < 0 || ps->users[ui].head != 0)
+		return;
+	hx_remove(&ps->user_ix, key_hash(ps->seed, ukey, UUID_BYTES), (size_t)ui);
+	size_t last = --ps->nusers;
+	if ((size_t)ui != last) {
+		ps->users[ui] = ps->users[last];
+		hx_repoint(&ps->user_ix, key_hash(ps->seed, ps->users[ui].key, UUID_BYTES), last, (size_t)ui);
 	}
 }
 
@@ -647,6 +714,7 @@ static void member_add_row(policy_state *ps, const uint8_t key[MEMBER_KEY], int 
 		hx_insert(&ps->member_ix, key_hash(ps->seed, key, MEMBER_KEY), i);
 		ps->orgs[oi].nkeys++;
 		list_push(ps, &ps->orgs[oi], i, r);
+		user_link(ps, i);
 		return;
 	}
 	member *m = &ps->members[found];
@@ -671,6 +739,7 @@ static void member_delete(policy_state *ps, size_t i, int listed_rank)
 		list_unlink(ps, &ps->orgs[oi], i, listed_rank);
 		ps->orgs[oi].nkeys--;
 	}
+	user_unlink(ps, i);
 	counts_release(ps, m->rs.counts);
 	m->rs.counts = NULL;
 	hx_remove(&ps->member_ix, key_hash(ps->seed, m->key, MEMBER_KEY), i);
@@ -688,6 +757,15 @@ static void member_delete(policy_state *ps, size_t i, int listed_rank)
 		}
 		if (mv->next != 0)
 			ps->members[mv->next - 1].prev = (uint32_t)(i + 1);
+		if (mv->uprev != 0) {
+			ps->members[mv->uprev - 1].unext = (uint32_t)(i + 1);
+		} else {
+			long mu = user_find(ps, mv->key + UUID_BYTES);
+			if (mu >= 0)
+				ps->users[mu].head = (uint32_t)(i + 1);
+		}
+		if (mv->unext != 0)
+			ps->members[mv->unext - 1].uprev = (uint32_t)(i + 1);
 	}
 	if (oi >= 0 && ps->orgs[oi].nkeys == 0)
 		org_delete(ps, (size_t)oi);
@@ -737,8 +815,10 @@ static void members_clear(policy_state *ps)
 	size_t n = ps->nmembers, norgs = ps->norgs;
 	hx_clear(&ps->member_ix);
 	hx_clear(&ps->org_ix);
+	hx_clear(&ps->user_ix);
 	ps->nmembers = 0;
 	ps->norgs = 0;
+	ps->nusers = 0;
 	ps->ranked = 0;
 	ps->member_rows = 0;
 	/* The entries are still in the slab (past its new end) until released below. */
@@ -1253,6 +1333,26 @@ int policy_state_members(const policy_state *ps, const char *org_text, size_t or
 	return policy_state_members_uuid(ps, &o, min_rank, cb, arg);
 }
 
+int policy_state_user_orgs(const policy_state *ps, const policy_state_uuid *user_id,
+                           policy_state_org_cb cb, void *arg)
+{
+	long ui = user_find(ps, user_id->b);
+	if (ui < 0)
+		return 0;
+	int calls = 0;
+	for (uint32_t j = ps->users[ui].head; j != 0; j = ps->members[j - 1].unext) {
+		const member *m = &ps->members[j - 1];
+		if (m->rs.rank < 1)
+			continue;
+		policy_state_uuid o;
+		memcpy(o.b, m->key, UUID_BYTES);
+		calls++;
+		if (cb != NULL && cb(arg, &o, m->rs.rank) != 0)
+			return calls;
+	}
+	return calls;
+}
+
 size_t policy_state_member_count(const policy_state *ps, const policy_state_uuid *org_id, int rank)
 {
 	if (rank < 0 || rank > ps->nranks)
@@ -1295,9 +1395,9 @@ size_t policy_state_footprint(const policy_state *ps)
 {
 	if (ps == NULL)
 		return 0;
-	return ps->fixed_bytes + ps->aux_bytes + ps->cap_members * sizeof(member) + ps->cap_orgs * sizeof(org) +
+	return ps->fixed_bytes + ps->aux_bytes + ps->cap_members * sizeof(member) + ps->cap_orgs * sizeof(org) + ps->cap_users * sizeof(user_ent) +
 	       ps->cap_rules * sizeof(rule) + ps->cap_subjects * sizeof(subject) +
-	       (ps->member_ix.mask + 1 + ps->org_ix.mask + 1 + ps->rule_ix.mask + 1 + ps->subject_ix.mask + 1) *
+	       (ps->member_ix.mask + 1 + ps->org_ix.mask + 1 + ps->user_ix.mask + 1 + ps->rule_ix.mask + 1 + ps->subject_ix.mask + 1) *
 	               sizeof(uint64_t);
 }
 
@@ -1414,7 +1514,8 @@ int policy_state_create(const char *const *rank_names, int nranks, const char *m
 		goto cleanup;
 	}
 	rc = -ENOMEM;
-	if (hx_init(&ps->member_ix) != 0 || hx_init(&ps->org_ix) != 0 || hx_init(&ps->rule_ix) != 0 ||
+	if (hx_init(&ps->member_ix) != 0 || hx_init(&ps->org_ix) != 0 || hx_init(&ps->user_ix) != 0 ||
+	    hx_init(&ps->rule_ix) != 0 ||
 	    hx_init(&ps->subject_ix) != 0)
 		goto nomem;
 	if (getrandom(&ps->seed, sizeof(ps->seed), GRND_NONBLOCK) != (ssize_t)sizeof(ps->seed))
@@ -1440,10 +1541,12 @@ void policy_state_destroy(policy_state *ps)
 		free(ps->subjects[i].rs.counts);
 	free(ps->members);
 	free(ps->orgs);
+	free(ps->users);
 	free(ps->rules);
 	free(ps->subjects);
 	hx_fini(&ps->member_ix);
 	hx_fini(&ps->org_ix);
+	hx_fini(&ps->user_ix);
 	hx_fini(&ps->rule_ix);
 	hx_fini(&ps->subject_ix);
 	free(ps->spare_counts);

@@ -13,7 +13,8 @@
  *
  * Both lookups are O(1) and allocation-free (uuids are parsed from their 36-character text into
  * 16-byte keys of open-addressing hash tables). Per org, the members are kept in one list per
- * rank, so "the members of org O, grouped by rank" is enumerated without scanning, and a
+ * rank, so "the members of org O, grouped by rank" is enumerated without scanning (and per user,
+ * the orgs they belong to), and a
  * callback reports every change of a member's effective rank (added, removed, promoted,
  * demoted) so that subscriber groupings can follow incrementally.
  *
@@ -158,6 +159,16 @@ __attribute__((warn_unused_result)) int policy_state_members(const policy_state 
 /* The same with a parsed key; returns the number of calls made. */
 int policy_state_members_uuid(const policy_state *ps, const policy_state_uuid *org, int min_rank,
                               policy_state_member_cb cb, void *arg);
+
+/* Enumeration callback: one org the user is a member of and their rank there (>= 1). Return 0
+ * to go on, anything else to stop. It must not modify the state. */
+typedef int (*policy_state_org_cb)(void *arg, const policy_state_uuid *org, int rank);
+
+/* Calls cb for each org in which user has rank >= 1 (order unspecified): the orgs a newly
+ * subscribed user must be indexed under. Returns the number of calls made (0 for a user without
+ * memberships). O(orgs of the user); allocates nothing; does not block. */
+int policy_state_user_orgs(const policy_state *ps, const policy_state_uuid *user,
+                           policy_state_org_cb cb, void *arg);
 
 /* Number of members of org with exactly this rank (1..nranks); rank 0 counts all members of
  * rank >= 1. 0 for an unknown org or a rank out of range. O(1). */

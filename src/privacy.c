@@ -1,7 +1,9 @@
 /*
- * privacy — one viewer's view of the stream: mirrored policy state + compiled policy + keys.
- * Output values live in an arena reset at every step, so the stage allocates nothing per change
- * once warm.
+ * privacy — the policy stage: mirrored policy state + compiled policy + keys, and the
+ * per-viewer transform (judge, mask, decrypt, error markers, omit) that both privacy_step (one
+ * viewer, `walcast tail --as`) and audience.c (one explicit viewer per audience) use.
+ * Output values live in an arena reset at every judged change, so the stage allocates nothing
+ * per change once warm.
  */
 #include "privacy.h"
 
@@ -151,28 +153,43 @@ int privacy_load(privacy *pv, PGconn *conn, char err[PRIVACY_ERROR_MAX])
 	return rc;
 }
 
-static policy_viewer viewer_for(privacy *pv, const policy_bound *b, const change_value *tuple,
-                                const privacy_viewer *v)
+policy_state *privacy_state(privacy *pv)
 {
-	policy_viewer pvw = {
-		.uid = v->uid,
-		.uid_len = v->uid ? strlen(v->uid) : 0,
-		.bypass = v->bypass,
+	return pv->state;
+}
+
+void privacy_viewer_init(privacy *pv, policy_viewer *out, int rank, const char *uid, size_t uid_len,
+                         bool bypass)
+{
+	*out = (policy_viewer){
+		.rank = uid != NULL ? rank : 0,
+		.uid = uid,
+		.uid_len = uid != NULL ? uid_len : 0,
+		.bypass = bypass,
 		.subject_rank = subject_rank_cb,
 		.subject_arg = pv->state,
 	};
+}
+
+/* The explicit viewer for v and the row tuple: v's rank in the org the tuple names. */
+static policy_viewer viewer_for(privacy *pv, const policy_bound *b, const change_value *tuple,
+                                const privacy_viewer *v)
+{
+	policy_viewer pvw;
+	size_t uid_len = v->uid ? strlen(v->uid) : 0;
+	int rank = 0;
 	const change_value *org = &tuple[policy_bound_org_column(b)];
 	if (v->uid != NULL && org->kind == VALUE_TEXT)
-		pvw.rank = policy_state_rank(pv->state, org->data, org->len, v->uid, pvw.uid_len);
+		rank = policy_state_rank(pv->state, org->data, org->len, v->uid, uid_len);
+	privacy_viewer_init(pv, &pvw, rank, v->uid, uid_len, v->bypass);
 	return pvw;
 }
 
 /* Visible? -ENODATA (the decision needs a column the WAL did not carry) counts as hidden. */
 static int judge(privacy *pv, const policy_bound *b, const change_value *tuple,
-                 const privacy_viewer *v, bool *visible)
+                 const policy_viewer *v, bool *visible)
 {
-	policy_viewer pvw = viewer_for(pv, b, tuple, v);
-	int rc = policy_row_visible(b, tuple, &pvw, visible);
+	int rc = policy_row_visible(b, tuple, v, visible);
 	if (rc == -ENODATA) {
 		*visible = false;
 		return 0;
@@ -189,7 +206,7 @@ static const char *arena_copy(privacy *pv, const char *s, size_t len)
 
 /* Writes the viewer's version of a visible tuple into out[] (and error markers into errs[]). */
 static int transform(privacy *pv, const policy_bound *b, const change_value *in, int ncols,
-                     const privacy_viewer *v, change_value *out, const char **errs, bool *any_error)
+                     const policy_viewer *v, change_value *out, const char **errs, bool *any_error)
 {
 	if (pv->actions_cap < ncols) {
 		policy_action *a = realloc(pv->actions, (size_t)ncols * sizeof(*a));
@@ -198,8 +215,7 @@ static int transform(privacy *pv, const policy_bound *b, const change_value *in,
 		pv->actions = a;
 		pv->actions_cap = ncols;
 	}
-	policy_viewer pvw = viewer_for(pv, b, in, v);
-	int rc = policy_row_columns(b, in, &pvw, pv->actions);
+	int rc = policy_row_columns(b, in, v, pv->actions);
 	if (rc < 0) {
 		snprintf(pv->err, sizeof(pv->err), "column rules: %s", strerror(-rc));
 		return rc;
@@ -258,28 +274,28 @@ static int transform(privacy *pv, const policy_bound *b, const change_value *in,
 	return 0;
 }
 
-/* The viewer's version of c, given the state to judge it with. 1 visible, 0 hidden. */
-static int view(privacy *pv, const change *c, const privacy_viewer *v, change *out)
+int privacy_bind(privacy *pv, const relation *rel, const policy_bound **out)
+{
+	char err[POLICY_ERROR_MAX];
+	int rc = policy_cache_get(pv->cache, rel, out, err);
+	if (rc < 0)
+		snprintf(pv->err, sizeof(pv->err), "%s", err);
+	return rc;
+}
+
+int privacy_view(privacy *pv, const change *c, const policy_bound *b, const policy_viewer *vnew,
+                 const policy_viewer *vold, change *out)
 {
 	*out = *c;
 	out->row_errors = NULL;
-	if (c->action == CHANGE_MESSAGE || c->action == CHANGE_TRUNCATE || c->rel == NULL)
-		return v->bypass ? 1 : 0; /* no row to judge: only policy bypass sees these */
-	const policy_bound *b = NULL;
-	char err[POLICY_ERROR_MAX];
-	int rc = policy_cache_get(pv->cache, c->rel, &b, err);
-	if (rc < 0) {
-		snprintf(pv->err, sizeof(pv->err), "%s", err);
-		return rc;
-	}
-	if (b == NULL)
-		return v->bypass ? 1 : 0; /* a table the policy does not govern: denied */
+	if (c->action == CHANGE_MESSAGE || c->action == CHANGE_TRUNCATE || c->rel == NULL || b == NULL)
+		return vnew->bypass ? 1 : 0; /* no row to judge, or a table the policy does not govern */
 	int ncols = c->rel->ncols;
 	const change_value *row = c->action == CHANGE_DELETE ? c->old_tuple : c->new_tuple;
 	if (row == NULL)
 		return 0;
 	bool visible = false;
-	rc = judge(pv, b, row, v, &visible);
+	int rc = judge(pv, b, row, vnew, &visible);
 	if (rc < 0 || !visible)
 		return rc < 0 ? rc : 0;
 	change_value *nv = arena_alloc(pv->mem, (size_t)ncols * sizeof(change_value));
@@ -287,7 +303,7 @@ static int view(privacy *pv, const change *c, const privacy_viewer *v, change *o
 	if (nv == NULL || errs == NULL)
 		return -ENOMEM;
 	bool any_error = false;
-	rc = transform(pv, b, row, ncols, v, nv, errs, &any_error);
+	rc = transform(pv, b, row, ncols, vnew, nv, errs, &any_error);
 	if (rc < 0)
 		return rc;
 	if (c->action == CHANGE_DELETE) {
@@ -298,15 +314,15 @@ static int view(privacy *pv, const change *c, const privacy_viewer *v, change *o
 	out->new_tuple = nv;
 	out->row_errors = any_error ? errs : NULL;
 	out->old_tuple = NULL;
-	if (c->old_tuple != NULL) {
+	if (c->old_tuple != NULL && vold != NULL) {
 		/* The old row only when it, too, is visible to the viewer. */
 		bool old_visible = false;
-		if (judge(pv, b, c->old_tuple, v, &old_visible) == 0 && old_visible) {
+		if (judge(pv, b, c->old_tuple, vold, &old_visible) == 0 && old_visible) {
 			change_value *ov = arena_alloc(pv->mem, (size_t)ncols * sizeof(change_value));
 			bool ignored = false;
 			if (ov == NULL)
 				return -ENOMEM;
-			rc = transform(pv, b, c->old_tuple, ncols, v, ov, NULL, &ignored);
+			rc = transform(pv, b, c->old_tuple, ncols, vold, ov, NULL, &ignored);
 			if (rc < 0)
 				return rc;
 			out->old_tuple = ov; /* an undecryptable old value is simply null */
@@ -315,14 +331,37 @@ static int view(privacy *pv, const change *c, const privacy_viewer *v, change *o
 	return 1;
 }
 
-int privacy_step(privacy *pv, const change *c, const privacy_viewer *v, change *out)
+int privacy_view_as(privacy *pv, const change *c, const privacy_viewer *v, change *out)
+{
+	const policy_bound *b = NULL;
+	if (c->action != CHANGE_MESSAGE && c->action != CHANGE_TRUNCATE && c->rel != NULL) {
+		int rc = privacy_bind(pv, c->rel, &b);
+		if (rc < 0)
+			return rc;
+	}
+	if (b == NULL) {
+		policy_viewer pvw;
+		privacy_viewer_init(pv, &pvw, 0, v->uid, v->uid ? strlen(v->uid) : 0, v->bypass);
+		return privacy_view(pv, c, NULL, &pvw, NULL, out);
+	}
+	const change_value *row = c->action == CHANGE_DELETE ? c->old_tuple : c->new_tuple;
+	if (row == NULL)
+		return 0;
+	policy_viewer vnew = viewer_for(pv, b, row, v), vold;
+	bool has_old = c->action != CHANGE_DELETE && c->old_tuple != NULL;
+	if (has_old)
+		vold = viewer_for(pv, b, c->old_tuple, v);
+	return privacy_view(pv, c, b, &vnew, has_old ? &vold : NULL, out);
+}
+
+int privacy_judge(privacy *pv, const change *c, privacy_judge_cb cb, void *arg)
 {
 	arena_reset(pv->mem);
 	pv->err[0] = '\0';
 	bool before = c->action == CHANGE_DELETE || c->action == CHANGE_TRUNCATE;
 	int seen = 0;
 	if (before) {
-		seen = view(pv, c, v, out);
+		seen = cb(arg, c);
 		if (seen < 0)
 			return seen;
 	}
@@ -331,5 +370,24 @@ int privacy_step(privacy *pv, const change *c, const privacy_viewer *v, change *
 		snprintf(pv->err, sizeof(pv->err), "%s", policy_state_error(pv->state));
 		return rc;
 	}
-	return before ? seen : view(pv, c, v, out);
+	return before ? seen : cb(arg, c);
+}
+
+/* privacy_step's judge: one viewer. */
+typedef struct step_ctx {
+	privacy *pv;
+	const privacy_viewer *v;
+	change *out;
+} step_ctx;
+
+static int step_cb(void *arg, const change *c)
+{
+	step_ctx *s = arg;
+	return privacy_view_as(s->pv, c, s->v, s->out);
+}
+
+int privacy_step(privacy *pv, const change *c, const privacy_viewer *v, change *out)
+{
+	step_ctx s = {pv, v, out};
+	return privacy_judge(pv, c, step_cb, &s);
 }

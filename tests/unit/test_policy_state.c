@@ -4,7 +4,7 @@
  * truncate), ranks visible exactly from the change that made them, max semantics over duplicate
  * rows, unknown roles, malformed changes refused with the state unchanged, unrelated tables
  * ignored, rebinding after ALTER TABLE, snapshot loading, per-org enumeration and change
- * callbacks, a randomized comparison against a naive model of the SQL functions, 100k members
+ * callbacks, per-user org lists, a randomized comparison against a naive model of the SQL functions, 100k members
  * across 100 orgs, and the lookup rate.
  */
 #include <stdarg.h>
@@ -1132,6 +1132,73 @@ static void model_cb(void *arg, const policy_state_uuid *org, const policy_state
 	me->old_seen[o][u] = old_rank;
 }
 
+/* Collected policy_state_user_orgs results. */
+typedef struct org_list {
+	policy_state_uuid orgs[64];
+	int ranks[64];
+	int n;
+} org_list;
+
+static int org_list_cb(void *arg, const policy_state_uuid *org, int r)
+{
+	org_list *l = arg;
+	if (l->n < 64) {
+		l->orgs[l->n] = *org;
+		l->ranks[l->n] = r;
+		l->n++;
+	}
+	return 0;
+}
+
+static int stop_after_one_cb(void *arg, const policy_state_uuid *org, int r)
+{
+	(void)org, (void)r;
+	++*(int *)arg;
+	return 1;
+}
+
+static void test_user_orgs(void **state)
+{
+	policy_state *ps = *state;
+	const char *o1 = "0a000000-0000-0000-0000-000000000001", *o2 = "0a000000-0000-0000-0000-000000000002";
+	const char *o3 = "0a000000-0000-0000-0000-000000000003";
+	const char *u1 = "0b000000-0000-0000-0000-000000000001", *u2 = "0b000000-0000-0000-0000-000000000002";
+	policy_state_uuid uu1 = U(u1), uu2 = U(u2);
+	org_list l = {0};
+	assert_int_equal(policy_state_user_orgs(ps, &uu1, org_list_cb, &l), 0);
+	m_insert(ps, o1, u1, "viewer");
+	m_insert(ps, o2, u1, "admin");
+	m_insert(ps, o3, u1, "nobody"); /* rank 0: held, but not listed */
+	m_insert(ps, o1, u2, "owner");
+	assert_int_equal(policy_state_user_orgs(ps, &uu1, org_list_cb, &l), 2);
+	assert_int_equal(l.n, 2);
+	for (int i = 0; i < 2; i++) {
+		policy_state_uuid w1 = U(o1);
+		bool first = memcmp(l.orgs[i].b, w1.b, 16) == 0;
+		assert_int_equal(l.ranks[i], first ? VIEWER : ADMIN);
+	}
+	int calls = 0;
+	assert_int_equal(policy_state_user_orgs(ps, &uu1, stop_after_one_cb, &calls), 1);
+	assert_int_equal(calls, 1);
+	assert_int_equal(policy_state_user_orgs(ps, &uu1, NULL, NULL), 2);
+	/* promotion, removal, the slab moving entries around */
+	m_update(ps, o1, u1, "viewer", o1, u1, "owner");
+	m_delete(ps, o2, u1, "admin");
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(policy_state_user_orgs(ps, &uu1, org_list_cb, &l), 1);
+	assert_int_equal(l.ranks[0], OWNER);
+	m_delete(ps, o1, u2, "owner");
+	assert_int_equal(policy_state_user_orgs(ps, &uu2, NULL, NULL), 0);
+	m_update(ps, o3, u1, "nobody", o3, u1, "member");
+	assert_int_equal(policy_state_user_orgs(ps, &uu1, NULL, NULL), 2);
+	policy_state_clear(ps);
+	assert_int_equal(policy_state_user_orgs(ps, &uu1, NULL, NULL), 0);
+	m_insert(ps, o2, u1, "analyst");
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(policy_state_user_orgs(ps, &uu1, org_list_cb, &l), 1);
+	assert_int_equal(l.ranks[0], ANALYST);
+}
+
 static void test_randomized_membership(void **state)
 {
 	policy_state *ps = *state;
@@ -1226,6 +1293,26 @@ static void test_randomized_membership(void **state)
 			}
 		}
 		assert_int_equal(st.members, ranked);
+		/* per user: exactly the orgs with rank >= 1, with that rank */
+		for (int u = 0; u < M_USERS; u++) {
+			char ut[37];
+			uuid_text(ut, 0x0b000000, (unsigned)u);
+			policy_state_uuid uu = U(ut);
+			org_list ol = {0};
+			int calls = policy_state_user_orgs(ps, &uu, org_list_cb, &ol);
+			assert_int_equal(calls, ol.n);
+			int want_n = 0;
+			for (int o = 0; o < M_ORGS; o++)
+				want_n += model_rank(rows, n, o, u) > 0;
+			assert_int_equal(ol.n, want_n);
+			for (int i = 0; i < ol.n; i++) {
+				unsigned o = ol.orgs[i].b[15];
+				assert_true(o < M_ORGS);
+				assert_int_equal(ol.ranks[i], model_rank(rows, n, (int)o, u));
+				for (int j = 0; j < i; j++)
+					assert_memory_not_equal(ol.orgs[j].b, ol.orgs[i].b, 16);
+			}
+		}
 	}
 	policy_state_set_change_cb(ps, NULL, NULL);
 }
@@ -1543,6 +1630,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rebind_on_new_version, setup, teardown),
 		cmocka_unit_test(test_custom_names),
 		cmocka_unit_test_setup_teardown(test_members, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_user_orgs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_randomized_membership, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_randomized_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scale, setup, teardown),
