@@ -1,0 +1,847 @@
+/*
+ * audience — subscribers grouped into audiences (see audience.h).
+ *
+ * Design. Subscribed users are kept in a hash map (uuid -> auser), each with its list of
+ * subscriber handles and its list of links, one link per org the user is a member of (rank
+ * >= 1). Orgs with at least one subscribed member are kept in a second map (uuid -> aorg), each
+ * with one list of links per rank. A change in org O looks O up once, then walks the rank lists:
+ * the work is proportional to O's subscribers, never to the others. Links are created at
+ * subscribe time (policy_state_user_orgs) and moved by the policy state's change callback; if
+ * the callback cannot allocate, the index is marked stale and rebuilt from the state before the
+ * next change is judged.
+ *
+ * Per change, the uid columns of the row (and of the old row of an UPDATE) name at most a few
+ * subscribed users: they are stamped with the change's serial number, judged on their own, and
+ * skipped by their rank's audience. Payloads come from a pool (a free list) and are returned to
+ * it by the last unref, so a steady stream allocates nothing.
+ */
+#include "audience.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "buf.h"
+#include "policy.h"
+#include "policy_state.h"
+
+/* ---- payloads --------------------------------------------------------------------------- */
+
+typedef struct payload_pool {
+	size_t refs; /* 1 while the audience lives, + 1 per payload allocated */
+	bool dead;   /* the audience is gone: the last unref frees */
+	audience_payload *free;
+} payload_pool;
+
+struct audience_payload {
+	payload_pool *pool;
+	uint32_t refs;
+	buf b;
+	audience_payload *next_free;
+};
+
+static void pool_release(payload_pool *pool)
+{
+	if (--pool->refs == 0)
+		free(pool);
+}
+
+static void payload_free(audience_payload *p)
+{
+	payload_pool *pool = p->pool;
+	buf_fini(&p->b);
+	free(p);
+	pool_release(pool);
+}
+
+const char *audience_payload_data(const audience_payload *p, size_t *len)
+{
+	*len = p->b.len;
+	return p->b.data ? p->b.data : "";
+}
+
+audience_payload *audience_payload_ref(audience_payload *p)
+{
+	p->refs++;
+	return p;
+}
+
+void audience_payload_unref(audience_payload *p)
+{
+	if (p == NULL || --p->refs > 0)
+		return;
+	payload_pool *pool = p->pool;
+	if (pool->dead) {
+		payload_free(p);
+		return;
+	}
+	buf_clear(&p->b);
+	p->next_free = pool->free;
+	pool->free = p;
+}
+
+/* A payload with one reference, empty. NULL when out of memory. */
+static audience_payload *payload_get(payload_pool *pool)
+{
+	audience_payload *p = pool->free;
+	if (p != NULL) {
+		pool->free = p->next_free;
+	} else {
+		p = calloc(1, sizeof(*p));
+		if (p == NULL)
+			return NULL;
+		p->pool = pool;
+		buf_init(&p->b);
+		pool->refs++;
+	}
+	p->refs = 1;
+	p->next_free = NULL;
+	return p;
+}
+
+/* ---- the index -------------------------------------------------------------------------- */
+
+typedef struct auser auser;
+typedef struct aorg aorg;
+
+typedef struct alink {
+	auser *user;
+	aorg *org;
+	int rank;
+	struct alink *prev, *next;   /* the org's list for rank */
+	struct alink *uprev, *unext; /* the user's list of links */
+} alink;
+
+struct auser {
+	policy_state_uuid key; /* first: the map compares it */
+	char uid[POLICY_STATE_UUID_TEXT];
+	audience_sub *subs;
+	size_t nsubs;
+	alink *links;
+	uint64_t named;  /* serial of the change whose uid columns name this user */
+	int old_rank;    /* scratch: rank in the old row's org (row moved to another org) */
+};
+
+struct aorg {
+	policy_state_uuid key;
+	alink **heads;  /* [nranks + 1] */
+	size_t nlinks;
+};
+
+struct audience_sub {
+	void *opaque;
+	auser *user; /* NULL: bypass or no uid */
+	bool bypass;
+	audience_sub *prev, *next;
+};
+
+/* An open-addressing map from a 16-byte key (at offset 0 of the value) to a pointer. Linear
+ * probing at load <= 1/2, backward-shift deletion. */
+typedef struct pmap {
+	void **slots;
+	size_t mask;
+	size_t n;
+} pmap;
+
+struct audience {
+	privacy *pv;
+	policy_state *state;
+	unsigned json_flags;
+	int nranks;
+	uint64_t seed;
+	pmap users, orgs;
+	audience_sub *bypass_subs, *idle_subs; /* idle: no uid and no bypass: they see nothing */
+	size_t nbypass, nsubs, nlinks;
+	payload_pool *pool;
+	bool stale; /* a membership change was not followed (out of memory): rebuild first */
+	/* per change */
+	uint64_t serial;
+	void **out;     /* subscribers of the audience being delivered; capacity >= nsubs */
+	size_t out_cap;
+	auser **named;  /* users named by the row's uid columns */
+	size_t nnamed, named_cap;
+	audience_deliver_cb cb;
+	void *cb_arg;
+	int delivered;
+	audience_stats st;
+	char err[AUDIENCE_ERROR_MAX];
+};
+
+static inline size_t key_hash(const audience *a, const policy_state_uuid *k)
+{
+	uint64_t w0, w1;
+	memcpy(&w0, k->b, 8);
+	memcpy(&w1, k->b + 8, 8);
+	/* every input bit must reach the low bits the index uses: uuids often differ only in
+	 * their last bytes (the high bits of w1), so finish with murmur3's 64-bit finalizer */
+	uint64_t h = ((w0 ^ a->seed) * 0x9E3779B97F4A7C15ULL) ^ w1;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return (size_t)h;
+}
+
+static int pmap_init(pmap *m)
+{
+	m->slots = calloc(16, sizeof(void *));
+	m->mask = 15;
+	m->n = 0;
+	return m->slots ? 0 : -ENOMEM;
+}
+
+static void *pmap_find(const audience *a, const pmap *m, const policy_state_uuid *k)
+{
+	for (size_t i = key_hash(a, k) & m->mask;; i = (i + 1) & m->mask) {
+		void *v = m->slots[i];
+		if (v == NULL || memcmp(v, k, sizeof(*k)) == 0)
+			return v;
+	}
+}
+
+/* Room for one more entry. 0 or -ENOMEM (unchanged). */
+static int pmap_reserve(const audience *a, pmap *m)
+{
+	if ((m->n + 1) * 2 <= m->mask + 1)
+		return 0;
+	size_t nslots = (m->mask + 1) * 2;
+	void **s = calloc(nslots, sizeof(void *));
+	if (s == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i <= m->mask; i++) {
+		if (m->slots[i] == NULL)
+			continue;
+		size_t j = key_hash(a, m->slots[i]) & (nslots - 1);
+		while (s[j] != NULL)
+			j = (j + 1) & (nslots - 1);
+		s[j] = m->slots[i];
+	}
+	free(m->slots);
+	m->slots = s;
+	m->mask = nslots - 1;
+	return 0;
+}
+
+static void pmap_insert(const audience *a, pmap *m, void *v)
+{
+	size_t i = key_hash(a, v) & m->mask;
+	while (m->slots[i] != NULL)
+		i = (i + 1) & m->mask;
+	m->slots[i] = v;
+	m->n++;
+}
+
+static void pmap_remove(const audience *a, pmap *m, const void *v)
+{
+	size_t i = key_hash(a, v) & m->mask;
+	while (m->slots[i] != v) {
+		if (m->slots[i] == NULL)
+			return;
+		i = (i + 1) & m->mask;
+	}
+	for (size_t j = i;;) {
+		j = (j + 1) & m->mask;
+		if (m->slots[j] == NULL)
+			break;
+		size_t home = key_hash(a, m->slots[j]) & m->mask;
+		bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+		if (!stays) {
+			m->slots[i] = m->slots[j];
+			i = j;
+		}
+	}
+	m->slots[i] = NULL;
+	m->n--;
+}
+
+static void org_free(aorg *o)
+{
+	if (o != NULL)
+		free(o->heads);
+	free(o);
+}
+
+/* Removes link l from its org's and user's lists and frees it; drops the org when empty. */
+static void link_remove(audience *a, alink *l)
+{
+	aorg *o = l->org;
+	if (l->prev != NULL)
+		l->prev->next = l->next;
+	else
+		o->heads[l->rank] = l->next;
+	if (l->next != NULL)
+		l->next->prev = l->prev;
+	if (l->uprev != NULL)
+		l->uprev->unext = l->unext;
+	else
+		l->user->links = l->unext;
+	if (l->unext != NULL)
+		l->unext->uprev = l->uprev;
+	free(l);
+	a->nlinks--;
+	if (--o->nlinks == 0) {
+		pmap_remove(a, &a->orgs, o);
+		org_free(o);
+	}
+}
+
+static void link_push(aorg *o, alink *l)
+{
+	l->prev = NULL;
+	l->next = o->heads[l->rank];
+	if (l->next != NULL)
+		l->next->prev = l;
+	o->heads[l->rank] = l;
+}
+
+/* Indexes user u under org with rank (>= 1). 0 or -ENOMEM (nothing changed). */
+static int link_add(audience *a, auser *u, const policy_state_uuid *org, int rank)
+{
+	aorg *o = pmap_find(a, &a->orgs, org);
+	bool new_org = o == NULL;
+	alink *l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return -ENOMEM;
+	if (new_org) {
+		o = calloc(1, sizeof(*o));
+		if (o != NULL)
+			o->heads = calloc((size_t)a->nranks + 1, sizeof(alink *));
+		if (o == NULL || o->heads == NULL || pmap_reserve(a, &a->orgs) < 0) {
+			org_free(o);
+			free(l);
+			return -ENOMEM;
+		}
+		o->key = *org;
+		pmap_insert(a, &a->orgs, o);
+	}
+	*l = (alink){.user = u, .org = o, .rank = rank};
+	link_push(o, l);
+	l->unext = u->links;
+	if (u->links != NULL)
+		u->links->uprev = l;
+	u->links = l;
+	o->nlinks++;
+	a->nlinks++;
+	return 0;
+}
+
+static void user_unindex(audience *a, auser *u)
+{
+	while (u->links != NULL)
+		link_remove(a, u->links);
+}
+
+typedef struct index_ctx {
+	audience *a;
+	auser *u;
+	int rc;
+} index_ctx;
+
+static int index_org_cb(void *arg, const policy_state_uuid *org, int rank)
+{
+	index_ctx *x = arg;
+	x->rc = link_add(x->a, x->u, org, rank);
+	return x->rc;
+}
+
+/* Links u under every org the state says it is a member of. 0 or -ENOMEM (u unindexed). */
+static int user_index(audience *a, auser *u)
+{
+	index_ctx x = {a, u, 0};
+	(void)policy_state_user_orgs(a->state, &u->key, index_org_cb, &x);
+	if (x.rc < 0)
+		user_unindex(a, u);
+	return x.rc;
+}
+
+/* The state's change callback: follow one member's rank in one org. */
+static void member_change_cb(void *arg, const policy_state_uuid *org, const policy_state_uuid *user,
+                             int old_rank, int new_rank)
+{
+	audience *a = arg;
+	auser *u = pmap_find(a, &a->users, user);
+	if (u == NULL || a->stale)
+		return; /* not subscribed (or the whole index will be rebuilt anyway) */
+	alink *l = u->links;
+	while (l != NULL && memcmp(&l->org->key, org, sizeof(*org)) != 0)
+		l = l->unext;
+	if (new_rank < 1) {
+		if (l != NULL)
+			link_remove(a, l);
+		return;
+	}
+	if (l == NULL) {
+		if (link_add(a, u, org, new_rank) < 0)
+			a->stale = true;
+		return;
+	}
+	if (l->rank == new_rank)
+		return;
+	aorg *o = l->org;
+	if (l->prev != NULL)
+		l->prev->next = l->next;
+	else
+		o->heads[l->rank] = l->next;
+	if (l->next != NULL)
+		l->next->prev = l->prev;
+	l->rank = new_rank;
+	link_push(o, l);
+	(void)old_rank;
+}
+
+int audience_rebuild(audience *a)
+{
+	for (size_t i = 0; i <= a->users.mask; i++)
+		if (a->users.slots[i] != NULL)
+			user_unindex(a, a->users.slots[i]);
+	for (size_t i = 0; i <= a->users.mask; i++) {
+		if (a->users.slots[i] == NULL)
+			continue;
+		int rc = user_index(a, a->users.slots[i]);
+		if (rc < 0) {
+			snprintf(a->err, sizeof(a->err), "rebuilding the audience index: out of memory");
+			a->stale = true;
+			return rc;
+		}
+	}
+	a->stale = false;
+	return 0;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+int audience_create(privacy *pv, unsigned json_flags, audience **out)
+{
+	audience *a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		return -ENOMEM;
+	a->pv = pv;
+	a->state = privacy_state(pv);
+	a->json_flags = json_flags;
+	a->nranks = policy_state_nranks(a->state);
+	if (getrandom(&a->seed, sizeof(a->seed), GRND_NONBLOCK) != (ssize_t)sizeof(a->seed))
+		a->seed = (uint64_t)(uintptr_t)a * 0x9E3779B97F4A7C15ULL;
+	a->pool = calloc(1, sizeof(*a->pool));
+	if (a->pool == NULL || pmap_init(&a->users) < 0 || pmap_init(&a->orgs) < 0)
+		goto nomem;
+	a->pool->refs = 1;
+	policy_state_set_change_cb(a->state, member_change_cb, a);
+	*out = a;
+	return 0;
+nomem:
+	audience_destroy(a);
+	return -ENOMEM;
+}
+
+static void subs_free(audience_sub *s)
+{
+	while (s != NULL) {
+		audience_sub *next = s->next;
+		free(s);
+		s = next;
+	}
+}
+
+void audience_destroy(audience *a)
+{
+	if (a == NULL)
+		return;
+	if (a->state != NULL)
+		policy_state_set_change_cb(a->state, NULL, NULL);
+	for (size_t i = 0; a->users.slots != NULL && i <= a->users.mask; i++) {
+		auser *u = a->users.slots[i];
+		if (u == NULL)
+			continue;
+		user_unindex(a, u);
+		subs_free(u->subs);
+		free(u);
+	}
+	subs_free(a->bypass_subs);
+	subs_free(a->idle_subs);
+	free(a->users.slots);
+	free(a->orgs.slots);
+	if (a->pool != NULL) {
+		payload_pool *pool = a->pool;
+		audience_payload *p = pool->free;
+		pool->free = NULL;
+		pool->dead = true;
+		while (p != NULL) {
+			audience_payload *next = p->next_free;
+			payload_free(p);
+			p = next;
+		}
+		pool_release(pool);
+	}
+	free(a->out);
+	free(a->named);
+	free(a);
+}
+
+const char *audience_error(const audience *a)
+{
+	return a->err;
+}
+
+void audience_get_stats(const audience *a, audience_stats *out)
+{
+	*out = a->st;
+	out->subscribers = a->nsubs;
+	out->users = a->users.n;
+	out->bypass = a->nbypass;
+	out->orgs = a->orgs.n;
+	out->links = a->nlinks;
+}
+
+/* ---- subscribers ---------------------------------------------------------------------------- */
+
+static void sub_push(audience_sub **head, audience_sub *s)
+{
+	s->prev = NULL;
+	s->next = *head;
+	if (s->next != NULL)
+		s->next->prev = s;
+	*head = s;
+}
+
+static void sub_unlink(audience_sub **head, audience_sub *s)
+{
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		*head = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+}
+
+int audience_subscribe(audience *a, void *opaque, const char *uid, bool bypass, audience_sub **out)
+{
+	policy_state_uuid key;
+	auser *u = NULL;
+	bool new_user = false;
+	int rc = 0;
+	if (!bypass && uid != NULL && policy_state_uuid_parse(uid, strlen(uid), &key) < 0) {
+		snprintf(a->err, sizeof(a->err), "subscriber: user id is not a uuid");
+		return -EINVAL;
+	}
+	audience_sub *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		goto nomem;
+	if (a->out_cap < a->nsubs + 1) {
+		size_t cap = a->out_cap ? a->out_cap * 2 : 16;
+		void **v = realloc(a->out, cap * sizeof(void *));
+		if (v == NULL)
+			goto nomem;
+		a->out = v;
+		a->out_cap = cap;
+	}
+	*s = (audience_sub){.opaque = opaque, .bypass = bypass};
+	if (bypass) {
+		sub_push(&a->bypass_subs, s);
+		a->nbypass++;
+	} else if (uid == NULL) {
+		sub_push(&a->idle_subs, s);
+	} else {
+		u = pmap_find(a, &a->users, &key);
+		if (u == NULL) {
+			if (pmap_reserve(a, &a->users) < 0)
+				goto nomem;
+			u = calloc(1, sizeof(*u));
+			if (u == NULL)
+				goto nomem;
+			new_user = true;
+			u->key = key;
+			policy_state_uuid_format(&key, u->uid);
+			if ((rc = user_index(a, u)) < 0)
+				goto nomem;
+			pmap_insert(a, &a->users, u);
+		}
+		s->user = u;
+		sub_push(&u->subs, s);
+		u->nsubs++;
+	}
+	a->nsubs++;
+	*out = s;
+	return 0;
+nomem:
+	if (new_user)
+		free(u);
+	free(s);
+	snprintf(a->err, sizeof(a->err), "subscriber: out of memory");
+	return -ENOMEM;
+}
+
+void audience_unsubscribe(audience *a, audience_sub *s)
+{
+	if (s == NULL)
+		return;
+	if (s->bypass) {
+		sub_unlink(&a->bypass_subs, s);
+		a->nbypass--;
+	} else if (s->user == NULL) {
+		sub_unlink(&a->idle_subs, s);
+	} else {
+		auser *u = s->user;
+		sub_unlink(&u->subs, s);
+		if (--u->nsubs == 0) {
+			user_unindex(a, u);
+			pmap_remove(a, &a->users, u);
+			free(u);
+		}
+	}
+	a->nsubs--;
+	free(s);
+}
+
+/* ---- publishing ----------------------------------------------------------------------------- */
+
+/* Serializes view once and hands it to the callback with the n subscribers gathered in a->out. */
+static int deliver(audience *a, const change *view, size_t n, int rank, bool bypass, bool individual)
+{
+	if (n == 0)
+		return 0;
+	audience_payload *p = payload_get(a->pool);
+	if (p == NULL)
+		return -ENOMEM;
+	int rc = change_json_write(&p->b, view, a->json_flags);
+	if (rc == 0) {
+		audience_delivery d = {
+			.view = view, .payload = p, .subs = a->out, .nsubs = n,
+			.rank = rank, .bypass = bypass, .individual = individual,
+		};
+		rc = a->cb(a->cb_arg, &d);
+	}
+	audience_payload_unref(p);
+	if (rc < 0)
+		return rc;
+	a->delivered++;
+	a->st.audiences++;
+	a->st.deliveries += n;
+	return 0;
+}
+
+/* Judges c for one audience. 1 visible (*view set), 0 hidden or skipped, or a fatal error. */
+static int evaluate(audience *a, const change *c, const policy_bound *b, const policy_viewer *vnew,
+                    const policy_viewer *vold, change *view)
+{
+	a->st.evaluations++;
+	a->st.last_evaluations++;
+	int rc = privacy_view(a->pv, c, b, vnew, vold, view);
+	if (rc >= 0)
+		return rc;
+	if (rc == -ENOMEM)
+		return rc;
+	a->st.failed++;
+	snprintf(a->err, sizeof(a->err), "%s", privacy_error(a->pv));
+	return 0; /* this audience only: the others are served */
+}
+
+static size_t gather_subs(audience *a, size_t n, const auser *u)
+{
+	for (const audience_sub *s = u->subs; s != NULL; s = s->next)
+		a->out[n++] = s->opaque;
+	return n;
+}
+
+/* Marks the subscribed user named by the uuid text of v (if any) for this change. */
+static int name_user(audience *a, const change_value *v)
+{
+	policy_state_uuid k;
+	if (v->kind != VALUE_TEXT || policy_state_uuid_parse(v->data, v->len, &k) < 0)
+		return 0;
+	auser *u = pmap_find(a, &a->users, &k);
+	if (u == NULL || u->named == a->serial)
+		return 0;
+	if (a->nnamed == a->named_cap) {
+		size_t cap = a->named_cap ? a->named_cap * 2 : 8;
+		auser **v2 = realloc(a->named, cap * sizeof(*v2));
+		if (v2 == NULL)
+			return -ENOMEM;
+		a->named = v2;
+		a->named_cap = cap;
+	}
+	u->named = a->serial;
+	a->named[a->nnamed++] = u;
+	return 0;
+}
+
+typedef struct row_ctx {
+	const change *c;
+	const policy_bound *b;
+	const change_value *row;
+	const change_value *old;     /* the UPDATE's old tuple, or NULL */
+	const change_value *old_org; /* its org value */
+	bool moved;                  /* old row in another org (or none readable) */
+	const policy_state_uuid *org;
+} row_ctx;
+
+/* The member's rank in the old row's org (moved rows only). */
+static int old_rank_of(audience *a, const row_ctx *x, const auser *u)
+{
+	if (x->old_org->kind != VALUE_TEXT)
+		return 0;
+	return policy_state_rank(a->state, x->old_org->data, x->old_org->len, u->uid, POLICY_STATE_UUID_TEXT - 1);
+}
+
+/* The audiences of a row of org o: per rank (and old rank when the row moved), the unnamed
+ * members, judged once through a representative; then each named member on their own. */
+static int org_audiences(audience *a, const row_ctx *x, aorg *o)
+{
+	bool present[POLICY_RANKS_MAX + 1];
+	for (int r = a->nranks; r >= 1; r--) {
+		alink *head = o->heads[r];
+		if (head == NULL)
+			continue;
+		int nsets = 1;
+		if (x->moved) {
+			memset(present, 0, sizeof(present));
+			nsets = 0;
+			for (alink *l = head; l != NULL; l = l->next) {
+				if (l->user->named == a->serial)
+					continue;
+				l->user->old_rank = old_rank_of(a, x, l->user);
+				if (!present[l->user->old_rank])
+					nsets++;
+				present[l->user->old_rank] = true;
+			}
+		}
+		for (int ro = 0; nsets > 0 && ro <= a->nranks; ro++) {
+			if (x->moved && !present[ro])
+				continue;
+			nsets--;
+			/* the representative: the first unnamed member of this set */
+			alink *rep = head;
+			while (rep != NULL && (rep->user->named == a->serial || (x->moved && rep->user->old_rank != ro)))
+				rep = rep->next;
+			if (rep == NULL)
+				break;
+			policy_viewer vn, vo;
+			privacy_viewer_init(a->pv, &vn, r, rep->user->uid, POLICY_STATE_UUID_TEXT - 1, false);
+			privacy_viewer_init(a->pv, &vo, x->moved ? ro : r, rep->user->uid, POLICY_STATE_UUID_TEXT - 1, false);
+			change view;
+			int rc = evaluate(a, x->c, x->b, &vn, x->old ? &vo : NULL, &view);
+			if (rc <= 0) {
+				if (rc < 0)
+					return rc;
+				if (!x->moved)
+					break;
+				continue;
+			}
+			size_t n = 0;
+			for (alink *l = rep; l != NULL; l = l->next)
+				if (l->user->named != a->serial && (!x->moved || l->user->old_rank == ro))
+					n = gather_subs(a, n, l->user);
+			rc = deliver(a, &view, n, r, false, false);
+			if (rc < 0)
+				return rc;
+			if (!x->moved)
+				break;
+		}
+	}
+	/* the users named by the row: each on their own */
+	for (size_t i = 0; i < a->nnamed; i++) {
+		auser *u = a->named[i];
+		const alink *l = u->links;
+		while (l != NULL && l->org != o)
+			l = l->unext;
+		if (l == NULL)
+			continue; /* not a member of the row's org: sees nothing */
+		int ro = x->moved ? old_rank_of(a, x, u) : l->rank;
+		policy_viewer vn, vo;
+		privacy_viewer_init(a->pv, &vn, l->rank, u->uid, POLICY_STATE_UUID_TEXT - 1, false);
+		privacy_viewer_init(a->pv, &vo, ro, u->uid, POLICY_STATE_UUID_TEXT - 1, false);
+		change view;
+		int rc = evaluate(a, x->c, x->b, &vn, x->old ? &vo : NULL, &view);
+		if (rc < 0)
+			return rc;
+		if (rc == 0)
+			continue;
+		rc = deliver(a, &view, gather_subs(a, 0, u), l->rank, false, true);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* privacy_judge's callback: every audience of c, judged against the state as it is now. */
+static int publish_cb(void *arg, const change *c)
+{
+	audience *a = arg;
+	int rc;
+	if (a->stale && (rc = audience_rebuild(a)) < 0)
+		return rc;
+	a->serial++;
+	a->nnamed = 0;
+	const policy_bound *b = NULL;
+	if (c->action != CHANGE_MESSAGE && c->action != CHANGE_TRUNCATE && c->rel != NULL) {
+		rc = privacy_bind(a->pv, c->rel, &b);
+		if (rc < 0) {
+			snprintf(a->err, sizeof(a->err), "%s", privacy_error(a->pv));
+			return rc;
+		}
+	}
+	/* the bypass audience */
+	if (a->nbypass > 0) {
+		policy_viewer v;
+		privacy_viewer_init(a->pv, &v, 0, NULL, 0, true);
+		change view;
+		rc = evaluate(a, c, b, &v, &v, &view);
+		if (rc < 0)
+			return rc;
+		if (rc > 0) {
+			size_t n = 0;
+			for (const audience_sub *s = a->bypass_subs; s != NULL; s = s->next)
+				a->out[n++] = s->opaque;
+			if ((rc = deliver(a, &view, n, 0, true, false)) < 0)
+				return rc;
+		}
+	}
+	if (b == NULL)
+		return 0; /* no row, or a table the policy does not govern: bypass only */
+	row_ctx x = {.c = c, .b = b};
+	x.row = c->action == CHANGE_DELETE ? c->old_tuple : c->new_tuple;
+	if (x.row == NULL)
+		return 0;
+	int org_col = policy_bound_org_column(b);
+	const change_value *org = &x.row[org_col];
+	policy_state_uuid okey;
+	if (org->kind != VALUE_TEXT || policy_state_uuid_parse(org->data, org->len, &okey) < 0)
+		return 0; /* a row of no org (or none a member can have): members see nothing */
+	aorg *o = pmap_find(a, &a->orgs, &okey);
+	if (o == NULL)
+		return 0; /* no subscriber is a member of the row's org: no work at all */
+	if (c->action != CHANGE_DELETE && c->old_tuple != NULL) {
+		x.old = c->old_tuple;
+		x.old_org = &x.old[org_col];
+		x.moved = !(x.old_org->kind == VALUE_TEXT && x.old_org->len == org->len &&
+		            memcmp(x.old_org->data, org->data, org->len) == 0);
+	}
+	const int *ucols;
+	size_t nucols = policy_bound_uid_columns(b, &ucols);
+	for (size_t i = 0; i < nucols; i++) {
+		if ((rc = name_user(a, &x.row[ucols[i]])) < 0 || (x.old && (rc = name_user(a, &x.old[ucols[i]])) < 0))
+			return rc;
+	}
+	return org_audiences(a, &x, o);
+}
+
+int audience_publish(audience *a, const change *c, audience_deliver_cb cb, void *arg)
+{
+	a->cb = cb;
+	a->cb_arg = arg;
+	a->delivered = 0;
+	a->err[0] = '\0';
+	a->st.changes++;
+	a->st.last_evaluations = 0;
+	int rc = privacy_judge(a->pv, c, publish_cb, a);
+	a->cb = NULL;
+	a->cb_arg = NULL;
+	if (rc < 0) {
+		if (a->err[0] == '\0')
+			snprintf(a->err, sizeof(a->err), "%s", privacy_error(a->pv));
+		return rc;
+	}
+	return a->delivered;
+}

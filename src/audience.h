@@ -1,0 +1,139 @@
+/*
+ * audience — subscribers grouped by what they may see, so that the cost of a change grows with
+ * the number of distinct audiences it reaches, not with the number of connections or with the
+ * subscribers of other orgs (issue 3, "Audiences").
+ *
+ * A subscriber is an opaque pointer supplied by the caller (a WebSocket connection, an nng
+ * topic...) with a user id or none and a bypass flag; several subscribers may share a user id
+ * (several connections of one user). For a row of org O, the audiences are:
+ *
+ *   - the bypass subscribers: one audience, every row unmasked;
+ *   - per rank r present among O's subscribed members: one audience of every such member whose
+ *     uid is not the value of one of the table's uid columns (policy_bound_uid_columns), judged
+ *     once with the uid of one of them as representative (any of them decides for all: their
+ *     decisions differ only through `column = uid`, which is false for each of them alike);
+ *   - each subscribed member named by a uid column (e.g. events.user_id, the handling user):
+ *     one audience of their own, judged with their uid;
+ *
+ * and nothing at all, without any work, for subscribers who are not members of O. When an
+ * UPDATE moves a row to another org, the rank audiences are split further by the members' rank
+ * in the old row's org (the old tuple is delivered only to those who saw it).
+ *
+ * The index org -> subscribed members by rank follows subscribe/unsubscribe and, through the
+ * policy state's change callback, every promotion, demotion, removal and re-add. Each audience's
+ * view is computed once (privacy_view, the same transform as `walcast tail --as`) and serialized
+ * once (change_json_write) into a reference-counted payload that a sink may keep and send to
+ * every subscriber of the audience.
+ *
+ * Judging order is privacy_judge's: INSERT/UPDATE with the policy state after the change,
+ * DELETE/TRUNCATE before it. Not thread-safe: the loop thread owns an audience. Nothing blocks.
+ */
+#ifndef WALCAST_AUDIENCE_H
+#define WALCAST_AUDIENCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "change.h"
+#include "privacy.h"
+
+typedef struct audience audience;
+typedef struct audience_sub audience_sub;
+typedef struct audience_payload audience_payload;
+
+#define AUDIENCE_ERROR_MAX 512
+
+/* ---- payloads ------------------------------------------------------------------------- */
+
+/* The serialized view: change_json_write's JSON object, without a newline. Pointer and length
+ * stay valid while a reference is held. */
+const char *audience_payload_data(const audience_payload *p, size_t *len);
+
+/* Takes one more reference (a sink queueing the payload for later sends). Returns p. */
+audience_payload *audience_payload_ref(audience_payload *p);
+
+/* Drops one reference; the last one returns the payload to its pool (or frees it once the
+ * audience is destroyed). Payloads may outlive their audience. Safe on NULL. */
+void audience_payload_unref(audience_payload *p);
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+/* Creates an empty registry judging with pv (borrowed; it must outlive the audience) and
+ * serializing with change_json_write flags json_flags. Takes pv's policy state change callback
+ * (policy_state_set_change_cb) to follow membership changes. Returns 0 and *out (caller owns:
+ * audience_destroy), or -ENOMEM. Does not block. */
+__attribute__((warn_unused_result)) int audience_create(privacy *pv, unsigned json_flags,
+                                                        audience **out);
+
+/* Frees every subscriber handle and the index, and gives the state change callback back.
+ * Payloads still referenced stay valid until their last unref. Safe on NULL. */
+void audience_destroy(audience *a);
+
+/* ---- subscribers ------------------------------------------------------------------------ */
+
+/* Registers subscriber opaque (not owned, passed back in deliveries) with user id uid (uuid
+ * text; NULL = none: such a subscriber sees nothing unless bypass) and bypass flag (every row,
+ * unmasked; the uid is then irrelevant). Returns 0 and a handle in *out (valid until
+ * audience_unsubscribe), -EINVAL when uid is not a uuid, or -ENOMEM (nothing registered).
+ * O(orgs of the user) for the first subscriber of a user. Does not block. */
+__attribute__((warn_unused_result)) int audience_subscribe(audience *a, void *opaque, const char *uid,
+                                                           bool bypass, audience_sub **out);
+
+/* Unregisters a subscriber and frees its handle. Does not fail. */
+void audience_unsubscribe(audience *a, audience_sub *s);
+
+/* ---- publishing ------------------------------------------------------------------------- */
+
+/* One audience of one change. Everything is valid during the callback only, except the payload
+ * when the callback takes a reference. */
+typedef struct audience_delivery {
+	const change *view;         /* the audience's version of the change */
+	audience_payload *payload;  /* view serialized once; audience_payload_ref to keep it */
+	void *const *subs;          /* the audience's subscribers (their opaque pointers) */
+	size_t nsubs;
+	int rank;                   /* the members' rank in the row's org; 0 for the bypass audience */
+	bool bypass;                /* the bypass audience */
+	bool individual;            /* one user named by a uid column of the row */
+} audience_delivery;
+
+/* Called once per audience that sees the change. Return 0, or a negative errno to stop. */
+typedef int (*audience_deliver_cb)(void *arg, const audience_delivery *d);
+
+/* Applies c to the mirrored policy state (through the privacy stage, in judging order) and
+ * calls cb once per audience that sees c. Returns the number of audiences delivered (>= 0), or
+ * a negative errno: cb's, -ENOMEM, or the privacy stage's (privacy_error: a malformed policy
+ * change, a table that cannot be bound). An audience whose judgement fails for a reason of its
+ * own (a column a rule needs missing from the WAL) is skipped and counted in stats.failed,
+ * with audience_error saying why; the others are served. Allocation-free once warm (the
+ * payload pool, the privacy arena and the scratch arrays are reused). Does not block. */
+__attribute__((warn_unused_result)) int audience_publish(audience *a, const change *c,
+                                                         audience_deliver_cb cb, void *arg);
+
+/* Rebuilds the org index from the policy state (what publish does by itself after a membership
+ * change it could not follow for lack of memory). 0 or -ENOMEM. */
+__attribute__((warn_unused_result)) int audience_rebuild(audience *a);
+
+/* The message of the last failure ("" when none). Never NULL. */
+const char *audience_error(const audience *a);
+
+/* ---- accounting ------------------------------------------------------------------------- */
+
+typedef struct audience_stats {
+	size_t subscribers;      /* registered handles */
+	size_t users;            /* distinct user ids among non-bypass subscribers */
+	size_t bypass;           /* bypass subscribers */
+	size_t orgs;             /* orgs with at least one subscribed member */
+	size_t links;            /* (org, subscribed user) pairs indexed */
+	uint64_t changes;        /* changes published */
+	uint64_t evaluations;    /* privacy_view calls (audiences judged) */
+	uint64_t audiences;      /* audiences delivered */
+	uint64_t deliveries;     /* subscribers reached, summed over audiences */
+	uint64_t failed;         /* audiences skipped because their judgement failed */
+	uint64_t last_evaluations; /* evaluations of the most recent publish */
+} audience_stats;
+
+/* Fills *out. */
+void audience_get_stats(const audience *a, audience_stats *out);
+
+#endif
