@@ -47,7 +47,7 @@ DECL=$(v decisions_with_rank_lookup_per_s)
 RATIO=$(v audience_ratio_100000_over_10)
 LOAD=$(awk '{ print $1 }' /proc/loadavg)
 GIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if ! git -C "$ROOT" diff --quiet HEAD -- src bench 2>/dev/null; then GIT="$GIT + uncommitted changes"; fi
+if ! git -C "$ROOT" diff --quiet HEAD -- src bench/policy_bench.c deploy/policy.ini 2>/dev/null; then GIT="$GIT + uncommitted changes"; fi
 
 SECTION=$(mktemp)
 {
