@@ -48,6 +48,33 @@ if [ "$ORGS" -lt 1 ] || [ "$USERS" -lt 5 ] || [ "$CONTACTS" -lt 1 ]; then
 fi
 
 PSQL=(psql -X -q -v ON_ERROR_STOP=1)
+
+# Message bodies are encrypted with `walcast encrypt` when it and a keyring are available
+# (WALCAST_BIN or walcast on PATH; keys in WALCAST_KEYS_FILE or WALCAST_KEYS); otherwise NULL.
+WALCAST_BIN=${WALCAST_BIN:-$(command -v walcast || true)}
+BODIES=0
+if [ -n "$WALCAST_BIN" ] && { [ -n "${WALCAST_KEYS_FILE:-}" ] || [ -n "${WALCAST_KEYS:-}" ]; }; then
+  BODIES=1
+fi
+
+# Replaces each __BODY__ID|TEXT__END__ placeholder with the ciphertext walcast makes for TEXT,
+# bound to ID. One `walcast encrypt` process serves the whole run.
+encrypt_bodies() {
+  if [ "$BODIES" = 0 ]; then cat; return; fi
+  local line pre rest payload post hex
+  coproc ENC { "$WALCAST_BIN" encrypt; }
+  while IFS= read -r line; do
+    if [[ $line == *__BODY__* ]]; then
+      pre=${line%%__BODY__*}; rest=${line#*__BODY__}
+      payload=${rest%%__END__*}; post=${rest#*__END__}
+      printf '%s\t%s\n' "${payload%%|*}" "${payload#*|}" >&"${ENC[1]}"
+      IFS= read -r hex <&"${ENC[0]}" || { echo "traffic: walcast encrypt failed" >&2; return 1; }
+      printf "%s'%s'::bytea%s\n" "$pre" "$hex" "$post"
+    else
+      printf '%s\n' "$line"
+    fi
+  done
+}
 if ! "${PSQL[@]}" -At -c "select 'public.events'::regclass" >/dev/null; then
   echo "traffic: cannot reach the platform tables (are PG* set and the migrations applied?)" >&2
   exit 1
@@ -57,7 +84,7 @@ fi
 # psql prints to its stderr once it has executed everything before them.
 generate() {
   LC_ALL=C awk -v seed="$SEED" -v norgs="$ORGS" -v nusers="$USERS" -v ncontacts="$CONTACTS" \
-    -v nevents="$EVENTS" -v rate="$RATE" -v seedonly="$1" '
+    -v nevents="$EVENTS" -v rate="$RATE" -v seedonly="$1" -v bodies="$BODIES" '
 function hex4() { return sprintf("%04x", int(rand() * 65536)) }
 function uuid(  a, b, c, d) {
   a = hex4() hex4(); b = hex4()
@@ -100,7 +127,10 @@ function insert_event(  o, c, u, kind, dir, status, dur, them, us, id, r) {
     if (dir == "inbound") status = "received"
     else status = r < 0.3 ? "sent" : (r < 0.95 ? "delivered" : "failed")
   }
-  printf "insert into public.events (id, org_id, contact_id, user_id, kind, direction, status, started_at, duration_s, from_number, to_number) values (%s, %s, %s, %s, %s, %s, %s, now() - interval \047%d seconds\047, %s, %s, %s) on conflict do nothing;\n", q(id), q(org[o]), (c ? q(cid[o, c]) : "null"), (u ? q(uid[o, u]) : "null"), q(kind), q(dir), q(status), int(rand() * 30), (dur == "" ? "null" : dur), q(dir == "inbound" ? them : us), q(dir == "inbound" ? us : them)
+  # With keys, the body is a placeholder that encrypt_bodies() turns into the ciphertext of walcast,
+  # bound to the event id (docs/encryption.md).
+  body = bodies ? sprintf("__BODY__%s|%s note %d: %s__END__", id, kind, nev + 1, status) : "null"
+  printf "insert into public.events (id, org_id, contact_id, user_id, kind, direction, status, started_at, duration_s, from_number, to_number, body) values (%s, %s, %s, %s, %s, %s, %s, now() - interval \047%d seconds\047, %s, %s, %s, %s) on conflict do nothing;\n", q(id), q(org[o]), (c ? q(cid[o, c]) : "null"), (u ? q(uid[o, u]) : "null"), q(kind), q(dir), q(status), int(rand() * 30), (dur == "" ? "null" : dur), q(dir == "inbound" ? them : us), q(dir == "inbound" ? us : them), body
   nev++; ev[nev] = id; evorg[nev] = o; evkind[nev] = kind; evlive[nev] = 1
 }
 # A live event chosen at random, 0 if three tries hit deleted ones.
@@ -282,10 +312,10 @@ report() {
 }
 
 set +e
-generate 0 | "${PSQL[@]}" -f - 2>&1 >/dev/null | report
+generate 0 | encrypt_bodies | "${PSQL[@]}" -f - 2>&1 >/dev/null | report
 status=("${PIPESTATUS[@]}")
 set -e
-if [ "${status[1]}" != 0 ]; then
-  echo "traffic: psql failed (exit ${status[1]})" >&2; exit 1
+if [ "${status[2]}" != 0 ]; then
+  echo "traffic: psql failed (exit ${status[2]})" >&2; exit 1
 fi
-if [ "${status[0]}" != 0 ] || [ "${status[2]}" != 0 ]; then exit 1; fi
+if [ "${status[0]}" != 0 ] || [ "${status[1]}" != 0 ] || [ "${status[3]}" != 0 ]; then exit 1; fi
