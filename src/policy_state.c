@@ -1560,3 +1560,46 @@ void policy_state_destroy(policy_state *ps)
 	table_fini(&ps->tables[1]);
 	free(ps);
 }
+
+/* ---- checkpoint ------------------------------------------------------------------------ */
+
+static const char *dump_role(const policy_state *ps, int rank)
+{
+	return rank >= 1 && rank <= ps->nranks ? ps->rank_names[rank - 1] : "";
+}
+
+int policy_state_dump(const policy_state *ps,
+                      int (*row_cb)(void *arg, int table, const char *const *values), void *arg)
+{
+	char a[POLICY_STATE_UUID_TEXT], b[POLICY_STATE_UUID_TEXT];
+	for (size_t i = 0; i < ps->nmembers; i++) {
+		const member *m = &ps->members[i];
+		policy_state_uuid org_id, user_id;
+		memcpy(org_id.b, m->key, UUID_BYTES);
+		memcpy(user_id.b, m->key + UUID_BYTES, UUID_BYTES);
+		policy_state_uuid_format(&org_id, a);
+		policy_state_uuid_format(&user_id, b);
+		for (int r = 0; r <= ps->nranks; r++) {
+			uint32_t n = m->rs.counts ? m->rs.counts[r] : (m->rs.rank == r ? m->rs.nrows : 0);
+			const char *v[3] = {a, b, dump_role(ps, r)};
+			for (uint32_t k = 0; k < n; k++) {
+				int rc = row_cb(arg, POLICY_STATE_MEMBERSHIP, v);
+				if (rc != 0)
+					return rc;
+			}
+		}
+	}
+	for (size_t i = 0; i < ps->nrules; i++) {
+		const rule *ru = &ps->rules[i];
+		policy_state_uuid id, subj;
+		memcpy(id.b, ru->key, UUID_BYTES);
+		memcpy(subj.b, ru->subject, UUID_BYTES);
+		policy_state_uuid_format(&id, a);
+		policy_state_uuid_format(&subj, b);
+		const char *v[3] = {a, ru->has_subject ? b : NULL, dump_role(ps, ru->rank)};
+		int rc = row_cb(arg, POLICY_STATE_RULES, v);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}

@@ -109,6 +109,15 @@ __attribute__((warn_unused_result)) int policy_state_apply(policy_state *ps, con
  * same as applying an insert of that row (a rule id already present is replaced). Returns 0,
  * -EINVAL (bad table or value; policy_state_error() says which) or -ENOMEM; on error the state
  * is unchanged. Copies what it keeps. Does not block. */
+/* Calls row_cb once per mirrored row, in the form policy_state_load_row() takes (table and
+ * text values; role names from the rank table, "" for a rank-0 role; NULL for SQL NULL), so
+ * that loading the rows into an empty state rebuilds this one: a checkpoint of the state. Stops
+ * and returns row_cb's non-zero result; 0 when every row was visited. Does not block. */
+__attribute__((warn_unused_result)) int policy_state_dump(const policy_state *ps,
+                                                          int (*row_cb)(void *arg, int table,
+                                                                        const char *const *values),
+                                                          void *arg);
+
 __attribute__((warn_unused_result)) int policy_state_load_row(policy_state *ps, int table,
                                                               const char *const *values);
 

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "loop.h"
 #include "lsn.h"
+#include "policy_state.h"
 #include "privacy.h"
 #include "relcache.h"
 #include "source.h"
@@ -67,6 +68,39 @@ static void tail_finish(tail *t, int code)
 	loop_stop(t->loop);
 }
 
+static int state_row_write(void *arg, int table, const char *const *v)
+{
+	FILE *f = arg;
+	fprintf(f, "%c\t%s\t%s\t%s\n", table == POLICY_STATE_MEMBERSHIP ? 'm' : 'r', v[0] ? v[0] : "\\N",
+	        v[1] ? v[1] : "\\N", v[2] ? v[2] : "\\N");
+	return ferror(f) ? -EIO : 0;
+}
+
+/* Loads the state rows that follow "state=1" in a position file. */
+static int state_rows_read(tail *t, FILE *pf)
+{
+	char line[512];
+	if (fgets(line, sizeof(line), pf) == NULL || strcmp(line, "state=1\n") != 0)
+		return 0; /* no state in this checkpoint */
+	policy_state *ps = privacy_state(t->priv);
+	policy_state_clear(ps);
+	while (fgets(line, sizeof(line), pf) != NULL) {
+		char *v[4];
+		char *save = NULL;
+		int n = 0;
+		line[strcspn(line, "\n")] = '\0';
+		for (char *tok = strtok_r(line, "\t", &save); tok != NULL && n < 4; tok = strtok_r(NULL, "\t", &save))
+			v[n++] = strcmp(tok, "\\N") == 0 ? NULL : tok;
+		if (n != 4 || (line[0] != 'm' && line[0] != 'r'))
+			return -EINVAL;
+		const char *vals[3] = {v[1], v[2], v[3]};
+		if (policy_state_load_row(ps, line[0] == 'm' ? POLICY_STATE_MEMBERSHIP : POLICY_STATE_RULES, vals) < 0)
+			return -EINVAL;
+	}
+	t->state_loaded = true;
+	return 1;
+}
+
 /* Records the checkpoint atomically: FILE.pos.tmp written and synced, then renamed. */
 static int position_write(tail *t, int64_t offset, uint64_t lsn)
 {
@@ -77,6 +111,15 @@ static int position_write(tail *t, int64_t offset, uint64_t lsn)
 	if (f == NULL)
 		return -errno;
 	fprintf(f, "walcast-tail-position 1\noffset=%" PRId64 "\nlsn=%s\n", offset, lsn_format(lsn, text));
+	/* With a viewer, the mirrored policy state as of lsn travels with the position, so a restart
+	 * judges the replayed changes exactly as the first run would have. */
+	if (t->priv != NULL && t->state_loaded) {
+		fputs("state=1\n", f);
+		if (policy_state_dump(privacy_state(t->priv), state_row_write, f) != 0) {
+			fclose(f);
+			return -EIO;
+		}
+	}
 	bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
 	ok = fclose(f) == 0 && ok;
 	if (!ok || rename(tmp, t->pos_path) != 0)
@@ -95,6 +138,8 @@ static int tail_checkpoint(tail *t)
 	}
 	if (fflush(t->out) != 0)
 		goto write_error;
+	if (t->to_file && t->priv != NULL && t->txn_offset >= 0)
+		return 0; /* the mirrored state already holds part of this transaction: wait for its end */
 	if (t->to_file && t->written_end > t->durable_end) {
 		if (fdatasync(t->out_fd) != 0)
 			goto write_error;
@@ -217,8 +262,11 @@ cleanup:
 static int snapshot_cb(void *arg, const char *snapshot, uint64_t consistent_lsn)
 {
 	tail *t = arg;
-	if (t->priv != NULL)
-		(void)state_load(t, snapshot);
+	if (t->priv != NULL && state_load(t, snapshot) == 0 && t->to_file &&
+	    position_write(t, t->offset, consistent_lsn) < 0) {
+		log_error("tail.position_write", "position file %s: %s", t->pos_path, strerror(errno));
+		tail_finish(t, 1);
+	}
 	return 0;
 }
 
@@ -387,8 +435,17 @@ static int output_open(tail *t, uint64_t *resume)
 	if (pf != NULL) {
 		int64_t off = -1;
 		char lsntext[64] = "";
-		int n = fscanf(pf, "walcast-tail-position 1\noffset=%" SCNd64 "\nlsn=%63s", &off, lsntext);
+		int n = fscanf(pf, "walcast-tail-position 1\noffset=%" SCNd64 "\nlsn=%63s\n", &off, lsntext);
+		int state_rc = n == 2 && t->priv != NULL ? state_rows_read(t, pf) : 0;
 		fclose(pf);
+		if (state_rc < 0) {
+			log_error("tail.position_corrupt", "position file %s has an unreadable policy state; remove "
+			          "it (and the output) to start over", t->pos_path);
+			close(fd);
+			return -EINVAL;
+		}
+		if (state_rc > 0)
+			log_info("tail.state_loaded", "policy state loaded from the checkpoint in %s", t->pos_path);
 		uint64_t lsn;
 		if (n != 2 || off < 0 || lsn_parse(lsntext, strlen(lsntext), &lsn) < 0) {
 			log_error("tail.position_corrupt", "position file %s is not a walcast position; remove it "
@@ -447,17 +504,6 @@ int tail_run(const config *cfg, const tail_options *opt)
 		t.exit_code = 1;
 		goto cleanup;
 	}
-	if (opt->output_path != NULL) {
-		t.to_file = true;
-		if (output_open(&t, &resume) < 0) {
-			t.exit_code = 1;
-			goto cleanup;
-		}
-	} else {
-		t.out = stdout;
-		t.out_fd = STDOUT_FILENO;
-		t.interactive = isatty(STDOUT_FILENO);
-	}
 	if (opt->viewer) {
 		char err[POLICY_ERROR_MAX > PRIVACY_ERROR_MAX ? POLICY_ERROR_MAX : PRIVACY_ERROR_MAX];
 		if (policy_load_file(opt->policy_path, &t.pol, err) < 0) {
@@ -480,6 +526,17 @@ int tail_run(const config *cfg, const tail_options *opt)
 			t.exit_code = 1;
 			goto cleanup;
 		}
+	}
+	if (opt->output_path != NULL) {
+		t.to_file = true;
+		if (output_open(&t, &resume) < 0) {
+			t.exit_code = 1;
+			goto cleanup;
+		}
+	} else {
+		t.out = stdout;
+		t.out_fd = STDOUT_FILENO;
+		t.interactive = isatty(STDOUT_FILENO);
 	}
 	static char outbuf[1 << 16];
 	setvbuf(t.out, outbuf, _IOFBF, sizeof(outbuf));

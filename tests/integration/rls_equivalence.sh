@@ -36,19 +36,49 @@ for v in $viewers; do
   "$WALCAST" tail --as "$v" --policy "$ROOT/deploy/policy.ini" >"$WORK/out/$v.jsonl" 2>"$WORK/out/$v.err" &
   BG_PIDS+=($!)
 done
+# One more feed for one viewer on a durable slot, killed with SIGKILL again and again while the
+# workload runs: its policy state travels with its checkpoints, so it must end up identical to
+# that viewer's uninterrupted feed.
+durable_viewer=$(sql -c "SELECT user_id FROM public.org_roles GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1")
+durable_tail() {
+  "$WALCAST" tail --as "$durable_viewer" -S equiv_durable -o "$WORK/durable.jsonl" \
+    --policy "$ROOT/deploy/policy.ini" >/dev/null 2>>"$WORK/durable.err" &
+  DURABLE=$!
+}
+durable_tail
+state_checkpointed() { grep -q '^state=1' "$WORK/durable.jsonl.pos" 2>/dev/null; }
+check_true "durable feed checkpointed its starting policy state" wait_for 30 state_checkpointed
 n=$(echo "$viewers" | wc -l)
 all_streaming() { [ "$(psql -XAtc "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'walcast_tail_%' AND active")" -eq "$n" ]; }
 check_true "$n viewers streaming" wait_for 60 all_streaming
 
-sql -c "CALL difftest.run(0.$SEED, $STEPS)"
+sql -c "CALL difftest.run(0.$SEED, $STEPS)" &
+WORKLOAD=$!
+kills=0
+while kill -0 "$WORKLOAD" 2>/dev/null; do
+  sleep "0.$((2 + RANDOM % 8))"
+  kill -9 "$DURABLE" 2>/dev/null || true
+  wait "$DURABLE" 2>/dev/null || true
+  kills=$((kills + 1))
+  durable_tail
+done
+wait "$WORKLOAD"
 end=$(current_lsn)
 caught_up() {
   [ "$(psql -XAtc "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'walcast_tail_%' AND confirmed_flush_lsn >= '$end'")" -eq "$n" ]
 }
 sql -c "SELECT pg_switch_wal()" >/dev/null
 check_true "every viewer caught up" wait_for 300 caught_up
+kill -9 "$DURABLE" 2>/dev/null || true
 for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
+timeout 120 "$WALCAST" tail --as "$durable_viewer" -S equiv_durable -o "$WORK/durable.jsonl" \
+  --policy "$ROOT/deploy/policy.ini" --until-lsn "$end" 2>>"$WORK/durable.err"
+check "durable feed: final run exits 0" 0 $?
+check_true "durable feed was killed mid-workload ($kills times)" [ "$kills" -ge 2 ]
+check "durable feed, killed $kills times, equals the uninterrupted one" "" \
+  "$(diff "$WORK/out/$durable_viewer.jsonl" "$WORK/durable.jsonl" | head -5)"
+check "durable feed never fell back to today's memberships" 0 "$(grep -c tail.state_current "$WORK/durable.err" || true)"
 check "no viewer reported an error" "" "$(grep -l ERROR "$WORK"/out/*.err | head -3)"
 
 sql -F $'\t' -c "SELECT step, xid, tbl, action, viewer, coalesce(expected::text, '') FROM difftest.oracle ORDER BY step, viewer" >"$WORK/oracle.tsv"

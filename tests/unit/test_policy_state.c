@@ -1610,10 +1610,92 @@ static void test_scale_rules(void **state)
 	free(contacts);
 }
 
+/* ---- checkpoint: dump and reload ---- */
+
+static int dump_stop(void *arg, int table, const char *const *v)
+{
+	return 7;
+}
+
+
+typedef struct dump_lines {
+	char lines[512][128];
+	int n;
+} dump_lines;
+
+static int dump_collect(void *arg, int table, const char *const *v)
+{
+	dump_lines *d = arg;
+	assert_true(d->n < 512);
+	snprintf(d->lines[d->n++], 128, "%d %s %s %s", table, v[0], v[1] ? v[1] : "NULL", v[2]);
+	return 0;
+}
+
+static int dump_load(void *arg, int table, const char *const *v)
+{
+	return policy_state_load_row(arg, table, v);
+}
+
+static int line_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static policy_state *new_state(void)
+{
+	policy_state *ps = NULL;
+	assert_int_equal(policy_state_create(ROLES, 5, "public.org_roles", "privacy_rules", NULL, NULL, &ps), 0);
+	return ps;
+}
+
+static void test_dump_reload(void **state)
+{
+	policy_state *a = new_state(), *b = new_state();
+	char org[64], user[64], id[64], subj[64];
+	for (int i = 0; i < 60; i++) {
+		snprintf(org, sizeof(org), "00000000-0000-4000-8000-%012d", i % 4);
+		snprintf(user, sizeof(user), "11111111-0000-4000-8000-%012d", i % 17);
+		const char *role = (const char *[]){"viewer", "member", "analyst", "admin", "owner", "bogus"}[i % 6];
+		const char *m[3] = {org, user, role};
+		assert_int_equal(policy_state_load_row(a, POLICY_STATE_MEMBERSHIP, m), 0); /* duplicates too */
+		snprintf(id, sizeof(id), "22222222-0000-4000-8000-%012d", i % 9);
+		snprintf(subj, sizeof(subj), "33333333-0000-4000-8000-%012d", i % 5);
+		const char *r[3] = {id, i % 7 == 0 ? NULL : subj, role};
+		assert_int_equal(policy_state_load_row(a, POLICY_STATE_RULES, r), 0);
+	}
+	assert_int_equal(policy_state_dump(a, dump_load, b), 0);
+	for (int o = 0; o < 4; o++)
+		for (int u = 0; u < 17; u++) {
+			snprintf(org, sizeof(org), "00000000-0000-4000-8000-%012d", o);
+			snprintf(user, sizeof(user), "11111111-0000-4000-8000-%012d", u);
+			assert_int_equal(policy_state_rank(a, org, 36, user, 36), policy_state_rank(b, org, 36, user, 36));
+		}
+	for (int k = 0; k < 5; k++) {
+		snprintf(subj, sizeof(subj), "33333333-0000-4000-8000-%012d", k);
+		assert_int_equal(policy_state_subject_rank(a, subj, 36), policy_state_subject_rank(b, subj, 36));
+	}
+	/* The reloaded state dumps the same rows (as a multiset). */
+	static dump_lines da, db;
+	da.n = db.n = 0;
+	assert_int_equal(policy_state_dump(a, dump_collect, &da), 0);
+	assert_int_equal(policy_state_dump(b, dump_collect, &db), 0);
+	assert_int_equal(da.n, 60 + 9);
+	assert_int_equal(da.n, db.n);
+	qsort(da.lines, (size_t)da.n, 128, line_cmp);
+	qsort(db.lines, (size_t)db.n, 128, line_cmp);
+	for (int i = 0; i < da.n; i++)
+		assert_string_equal(da.lines[i], db.lines[i]);
+	/* A callback's non-zero result stops the dump and is returned. */
+	assert_int_equal(policy_state_dump(a, dump_stop, NULL), 7);
+	policy_state_destroy(a);
+	policy_state_destroy(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_create_errors),
+		cmocka_unit_test(test_dump_reload),
 		cmocka_unit_test_setup_teardown(test_role_rank, setup, teardown),
 		cmocka_unit_test(test_uuid),
 		cmocka_unit_test_setup_teardown(test_membership_lifecycle, setup, teardown),
