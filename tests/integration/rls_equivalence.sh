@@ -6,7 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 HERE=$ROOT/tests/integration/equivalence
 SEED=${WALCAST_SEED:-$((RANDOM % 1000))}
-STEPS=${WALCAST_EQUIVALENCE_STEPS:-1500}
+STEPS=${WALCAST_EQUIVALENCE_STEPS:-2500}
 echo "# seed $SEED, $STEPS steps (replay with WALCAST_SEED=$SEED)"
 
 sql -f "$HERE/workload.sql" >/dev/null
