@@ -11,13 +11,17 @@
 # time, CPU time, peak RSS): pg_recvlogical (the reference, with the same plugin options walcast
 # requests) and `walcast tail` (JSON lines to /dev/null), alternating which goes first, for
 # --rounds rounds. One extra slot per plugin is drained by pg_recvlogical into `wc -c` (bytes of
-# plugin output) and one by walcast into `wc -l` (it printed one line per row), untimed.
+# plugin output) and one by walcast into `wc -l` (one line per row, checked), untimed.
 #
 # Prints a Markdown report on stdout and writes it into docs/benchmarks.md between the markers
 # <!-- bench:results:begin --> and <!-- bench:results:end --> (the rest of that file is kept).
 # This is a measurement, not a test: it exits 0 whether or not the bars are met.
 #
-# Environment: WALCAST_BIN (default: build it in build-bench/), WALCAST_BENCH_BUILD_DIR.
+# Options: --rows N (default 1000000), --big-rows N (default: --rows), --rounds R (default 3),
+# --loaders K (sessions loading scenario A, default 2), --out FILE (default docs/benchmarks.md),
+# --no-doc. Environment: WALCAST_BIN (default: build it in build-bench/),
+# WALCAST_BENCH_BUILD_DIR, WALCAST_BENCH_QUIET_WAIT (seconds a drain may wait for other load on
+# the machine to drop under 15 %, default 30). See bench/README.md.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,7 +34,7 @@ LOADERS=2
 OUT=$ROOT/docs/benchmarks.md
 
 usage() {
-  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "${BASH_SOURCE[0]}"
 }
 
 while [ $# -gt 0 ]; do
@@ -92,7 +96,8 @@ PG_BIN=${WALCAST_PG_BIN:-/usr/lib/postgresql/15/bin}
 RECV=$PG_BIN/pg_recvlogical
 WORK=${WALCAST_HARNESS_DIR:-$(mktemp -d)}/bench
 mkdir -p "$WORK"
-RESULTS=$WORK/results.tsv   # scenario plugin tool round wall_s user_s sys_s maxrss_kb rc busy_pct
+RESULTS=$WORK/results.tsv   # see measure()
+NPROC=$(nproc)
 : >"$RESULTS"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -100,7 +105,9 @@ sql() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 
 # The options walcast asks each plugin for (plugins/pgoutput.c, plugins/wal2json.c
 # w2j_options); the reference pg_recvlogical run passes the same ones.
+# shellcheck disable=SC2034 # used through the nameref in ref_cmd
 REF_OPTS_pgoutput=(-o proto_version=1 -o publication_names=walcast -o messages=true)
+# shellcheck disable=SC2034
 REF_OPTS_wal2json=(-o format-version=2 -o include-xids=1 -o include-timestamp=1 -o include-lsn=1
                    -o include-type-oids=1 -o include-types=0 -o include-transaction=1 -o include-pk=1)
 
@@ -114,7 +121,7 @@ wc_cmd() { # plugin slot endlsn
   return 0
 }
 
-# "busy total" jiffies over all CPUs, from /proc/stat.
+# "busy total" jiffies (1/100 s) over all CPUs, from /proc/stat.
 cpu_jiffies() {
   awk '/^cpu / {b = $2 + $3 + $4 + $7 + $8 + $9; t = b + $5 + $6; print b, t; exit}' /proc/stat
 }
@@ -124,27 +131,69 @@ busy_pct() { # "b0 t0" "b1 t1"
   read -r b0 t0 <<<"$1"; read -r b1 t1 <<<"$2"
   echo $(( (b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
 }
+# CPU ticks used so far by the PostgreSQL server: every live backend plus the postmaster's
+# reaped children (cutime/cstime), so a walsender that has exited is still counted.
+server_ticks() {
+  local pm
+  pm=$(head -1 "$WALCAST_PGDATA/postmaster.pid")
+  { echo "$pm"; pgrep -P "$pm" || true; } | while read -r pid; do
+    [ -r "/proc/$pid/stat" ] && sed 's/^.*) //' "/proc/$pid/stat"   # fields from 3 on
+  done | awk 'NR == 1 {t += $14 + $15} {t += $12 + $13} END {print t + 0}'
+}
+# Waits until no slot is active (the last drain's walsender has exited and been reaped).
+wait_slots_idle() {
+  local _
+  for _ in $(seq 1 100); do
+    if [ "$(sql -c "select count(*) from pg_replication_slots where active")" = 0 ] &&
+       [ "$(sql -c "select count(*) from pg_stat_replication")" = 0 ]; then
+      sleep 0.1 # and for the postmaster to reap it
+      return 0
+    fi
+    sleep 0.2
+  done
+  log "WARNING: a replication slot stayed active"
+}
+# Samples the machine for a second; while other processes keep it busy, waits (up to
+# QUIET_WAIT seconds). Prints the last sample's busy percentage.
+QUIET_WAIT=${WALCAST_BENCH_QUIET_WAIT:-30}
+wait_quiet() {
+  local waited=0 j0 j1 pct
+  while :; do
+    j0=$(cpu_jiffies); sleep 1; j1=$(cpu_jiffies)
+    pct=$(busy_pct "$j0" "$j1")
+    if [ "$pct" -lt 15 ] || [ "$waited" -ge "$QUIET_WAIT" ]; then break; fi
+    [ "$waited" = 0 ] && log "  machine ${pct}% busy with other work: waiting up to ${QUIET_WAIT}s"
+    sleep 1; waited=$((waited + 2))
+  done
+  echo "$pct"
+}
 
-# Runs one timed drain; appends a row to $RESULTS.
+# Runs one timed drain; appends a row to $RESULTS:
+#   scenario plugin tool round wall_s user_s sys_s maxrss_kb rc server_cpu_s other_before_pct other_during_pct
 measure() { # scenario plugin tool round CMD...
   local scen=$1 plugin=$2 tool=$3 round=$4; shift 4
-  local tf=$WORK/time.$scen.$plugin.$tool.$round rc=0 t0 t1 j0 j1
-  j0=$(cpu_jiffies)
+  local tf=$WORK/time.$scen.$plugin.$tool.$round rc=0 t0 t1 j0 j1 s0 s1 before
+  wait_slots_idle
+  before=$(wait_quiet)
+  j0=$(cpu_jiffies); s0=$(server_ticks)
   t0=$(date +%s.%N)
   /usr/bin/time -v -o "$tf" "$@" >/dev/null 2>"$WORK/stderr.$scen.$plugin.$tool.$round" || rc=$?
-  t1=$(date +%s.%N)
-  j1=$(cpu_jiffies)
-  local busy
-  busy=$(busy_pct "$j0" "$j1")
-  local rss user sys
+  t1=$(date +%s.%N); j1=$(cpu_jiffies)
+  wait_slots_idle # the walsender's last CPU time counts once it has been reaped
+  s1=$(server_ticks)
+  local rss user sys wall server other
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tf")
   user=$(awk -F': ' '/User time \(seconds\)/ {print $2}' "$tf")
   sys=$(awk -F': ' '/System time \(seconds\)/ {print $2}' "$tf")
-  local wall
   wall=$(echo "$t1 - $t0" | bc -l)
-  printf '%s\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$plugin" "$tool" "$round" "$wall" \
-    "${user:-0}" "${sys:-0}" "${rss:-0}" "$rc" "$busy" >>"$RESULTS"
-  log "  $scen $plugin $tool round $round: $(printf '%.2f' "$wall") s, rss $((${rss:-0} / 1024)) MB, machine busy $busy %, rc $rc"
+  server=$(echo "($s1 - $s0) / $(getconf CLK_TCK)" | bc -l)
+  # Everything else that ran meanwhile, as a share of all CPUs over the drain's wall time.
+  other=$(echo "b = ($(cut -d' ' -f1 <<<"$j1") - $(cut -d' ' -f1 <<<"$j0")) / 100 - $server - ${user:-0} - ${sys:-0};
+                if (b < 0) b = 0; scale = 0; (b * 100 / ($wall * $NPROC)) / 1" | bc -l)
+  printf '%s\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n' "$scen" "$plugin" "$tool" "$round" "$wall" \
+    "${user:-0}" "${sys:-0}" "${rss:-0}" "$rc" "$server" "$before" "$other" >>"$RESULTS"
+  log "  $scen $plugin $tool round $round: $(printf '%.2f' "$wall") s, rss $((${rss:-0} / 1024)) MB," \
+      "cpu $(echo "${user:-0} + ${sys:-0}" | bc) s, server cpu $(printf '%.2f' "$server") s, other load ${before}% / ${other}%, rc $rc"
   if [ "$rc" != 0 ]; then
     log "  (exit $rc) stderr:"; tail -5 "$WORK/stderr.$scen.$plugin.$tool.$round" >&2 || true
   fi
@@ -166,8 +215,8 @@ create_slots() { # scenario-prefix
 
 drop_slots() { # prefix
   # A walsender can outlive its client for a moment; a slot cannot be dropped while active.
-  local i
-  for i in $(seq 1 100); do
+  local _
+  for _ in $(seq 1 100); do
     [ "$(sql -c "select count(*) from pg_replication_slots where slot_name like '$1%' and active")" = 0 ] && break
     sleep 0.2
   done
@@ -202,11 +251,25 @@ drain_all() { # scenario prefix endlsn rows
     local lines
     lines=$("${REPLY_CMD[@]}" 2>"$WORK/stderr.$scen.$p.chk" | wc -l)
     echo "$scen $p lines $lines" >>"$WORK/extra"
-    if [ "$lines" != "$rows" ]; then
+    # The marker's line is printed only when walcast did not stop at the last row's commit.
+    if [ "$lines" != "$rows" ] && [ "$lines" != $((rows + 1)) ]; then
       log "WARNING: walcast printed $lines lines for $rows rows ($scen, $p)"
     fi
     log "  $scen $p: $bytes bytes of plugin output; walcast printed $lines lines"
   done
+}
+
+# The end position of a load, followed by a marker transaction (a transactional logical
+# message, which both plugins decode: walcast and pg_recvlogical ask for messages). Whatever
+# else PostgreSQL writes after the last loaded row (a RUNNING_XACTS record, autovacuum), both
+# tools then stop at a transaction boundary: pg_recvlogical when it receives the marker's BEGIN
+# (its LSN is past END), walcast at the marker's COMMIT (its end LSN is past END). Without it,
+# an END that falls between transactions is reached only through a keepalive.
+end_marker() {
+  local end
+  end=$(sql -c 'select pg_current_wal_insert_lsn()')
+  sql -c "select 1 from pg_logical_emit_message(true, 'walcast-bench', 'end')" >/dev/null
+  echo "$end"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +358,6 @@ fi
 PG_VERSION=$(sql -c 'show server_version')
 W2J_VERSION=$(dpkg-query -W -f '${Version}' postgresql-15-wal2json 2>/dev/null || echo unknown)
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-NPROC=$(nproc)
 MEM=$(awk '/MemTotal/ {printf "%.0f GB", $2 / 1048576}' /proc/meminfo)
 WALCAST_VERSION=$("$WALCAST_BIN" --version 2>&1 | head -1)
 GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -318,7 +380,7 @@ for s in $(seq 0 $(( LOADERS - 1 ))); do
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
 LOAD_A=$(echo "$(date +%s.%N) - $t0" | bc -l)
-END_A=$(sql -c 'select pg_current_wal_insert_lsn()')
+END_A=$(end_marker)
 WAL_A=$(sql -c "select pg_wal_lsn_diff('$END_A', '$START_A')::bigint")
 COUNT_A=$(sql -c 'select count(*) from public.events')
 log "A: loaded $COUNT_A rows in $(printf '%.1f' "$LOAD_A") s; WAL $START_A..$END_A ($((WAL_A / 1048576)) MB)"
@@ -343,7 +405,7 @@ from (select id as org from public.orgs where name = 'bench-org') o,
      lateral bench.event_row(g, o.org, c.cs, u.us) e;
 SQL
 LOAD_B=$(echo "$(date +%s.%N) - $t0" | bc -l)
-END_B=$(sql -c 'select pg_current_wal_insert_lsn()')
+END_B=$(end_marker)
 WAL_B=$(sql -c "select pg_wal_lsn_diff('$END_B', '$START_B')::bigint")
 log "B: loaded in $(printf '%.1f' "$LOAD_B") s; WAL $START_B..$END_B ($((WAL_B / 1048576)) MB)"
 sql -c checkpoint
@@ -361,13 +423,16 @@ from collections import defaultdict
 results, extra, rows, big_rows, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 R = defaultdict(dict)  # (scen, plugin, tool) -> round -> dict
 for line in open(results):
-    scen, plugin, tool, rnd, wall, user, sys_, rss, rc, busy = line.rstrip("\n").split("\t")
+    scen, plugin, tool, rnd, wall, user, sys_, rss, rc, server, before, during = line.rstrip("\n").split("\t")
     R[(scen, plugin, tool)][int(rnd)] = dict(wall=float(wall), cpu=float(user) + float(sys_),
-                                             rss=int(rss), rc=int(rc), busy=int(busy))
+                                             rss=int(rss), rc=int(rc), server=float(server),
+                                             before=int(before), during=int(during))
 X = {}
 for line in open(extra):
     scen, plugin, key, val = line.split()
     X[(scen, plugin, key)] = int(val)
+
+NOISY = 15  # % of all CPUs used by other processes during a drain
 
 def med(v): return statistics.median(v) if v else float("nan")
 def fmt_rate(v): return f"{v/1000:,.1f}k"
@@ -379,9 +444,10 @@ nrows = {"A": rows, "B": big_rows}
 for scen, title in (("A", f"A. {rows:,} single-row transactions"),
                     ("B", f"B. one transaction of {big_rows:,} rows")):
     n = nrows[scen]
-    out.append(f"### {title}\n")
-    out.append("| plugin | pg_recvlogical rows/s | walcast rows/s | walcast / pg_recvlogical | bar ≥ 0.95 | pg_recvlogical peak RSS | walcast peak RSS | bar < 64 MB | walcast CPU s | plugin output |")
-    out.append("|---|---:|---:|---:|---|---:|---:|---|---:|---:|")
+    out.append(f"#### {title}\n")
+    out.append("| plugin | pg_recvlogical rows/s | walcast rows/s | walcast / pg_recvlogical | bar ≥ 0.95 | same, unskewed rounds only | pg_recvlogical peak RSS | walcast peak RSS | bar < 64 MB | CPU s: pg_recvlogical / walcast / server | plugin output |")
+    out.append("|---|---:|---:|---:|---|---:|---:|---:|---|---:|---:|")
+    noisy = total = 0
     for p in ("pgoutput", "wal2json"):
         ref, wc = R[(scen, p, "pg_recvlogical")], R[(scen, p, "walcast")]
         failed = [f"{t} round {r}" for t, d in (("pg_recvlogical", ref), ("walcast", wc)) for r, v in d.items() if v["rc"] != 0]
@@ -389,23 +455,34 @@ for scen, title in (("A", f"A. {rows:,} single-row transactions"),
         wr = med([n / v["wall"] for v in wc.values()])
         ratios = [ (n / wc[r]["wall"]) / (n / ref[r]["wall"]) for r in ref if r in wc ]
         ratio = med(ratios)
+        clean = [ (n / wc[r]["wall"]) / (n / ref[r]["wall"]) for r in ref
+                  if r in wc and ref[r]["during"] < NOISY and wc[r]["during"] < NOISY ]
+        clean_txt = f"{med(clean):.3f} ({len(clean)})" if clean else "–"
         rrss, wrss = max(v["rss"] for v in ref.values()), max(v["rss"] for v in wc.values())
+        rcpu = med([v["cpu"] for v in ref.values()])
         wcpu = med([v["cpu"] for v in wc.values()])
+        scpu = med([v["server"] for v in list(ref.values()) + list(wc.values())])
+        for v in list(ref.values()) + list(wc.values()):
+            total += 1
+            noisy += v["during"] >= NOISY
         lines = X.get((scen, p, "lines"))
         by = X.get((scen, p, "bytes"), 0)
         size = f"{by/1e6:,.0f} MB ({by/max(n,1):,.0f} B/row)"
         note = "" if not failed else " ⚠ failed: " + ", ".join(failed)
-        if lines is not None and lines != n:
+        if lines is not None and lines not in (n, n + 1):
             note += f" ⚠ walcast printed {lines:,} lines for {n:,} rows"
-        out.append(f"| {p}{note} | {fmt_rate(rr)} | {fmt_rate(wr)} | {ratio:.3f} | {ok(ratio >= 0.95)} | {mb(rrss)} | {mb(wrss)} | {ok(wrss < 64*1024)} | {wcpu:.1f} | {size} |")
+        out.append(f"| {p}{note} | {fmt_rate(rr)} | {fmt_rate(wr)} | {ratio:.3f} | {ok(ratio >= 0.95)} | {clean_txt} | {mb(rrss)} | {mb(wrss)} | {ok(wrss < 64*1024)} | {rcpu:.1f} / {wcpu:.1f} / {scpu:.1f} | {size} |")
     out.append("")
+    if noisy:
+        out.append(f"⚠ {noisy} of {total} drains ran while other processes kept at least {NOISY} % of the machine busy (marked ⚠ below): those figures are skewed.\n")
     out.append("<details><summary>every run</summary>\n")
-    out.append("| plugin | tool | round | wall s | rows/s | CPU s (user+sys) | peak RSS | machine busy | exit |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("| plugin | tool | round | wall s | rows/s | CPU s (user+sys) | server CPU s | peak RSS | other load before / during | exit |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for p in ("pgoutput", "wal2json"):
         for t in ("pg_recvlogical", "walcast"):
             for r, v in sorted(R[(scen, p, t)].items()):
-                out.append(f"| {p} | {t} | {r} | {v['wall']:.2f} | {n/v['wall']:,.0f} | {v['cpu']:.2f} | {mb(v['rss'])} | {v['busy']} % | {v['rc']} |")
+                flag = " ⚠" if v["during"] >= NOISY else ""
+                out.append(f"| {p} | {t} | {r} | {v['wall']:.2f} | {n/v['wall']:,.0f} | {v['cpu']:.2f} | {v['server']:.2f} | {mb(v['rss'])} | {v['before']} % / {v['during']} %{flag} | {v['rc']} |")
     out.append("\n</details>\n")
 print("\n".join(out))
 PY
@@ -414,15 +491,16 @@ PY
   echo "<!-- bench:results:begin -->"
   echo "<!-- Generated by bench/replication.sh on $(date -u '+%Y-%m-%d %H:%M UTC'); do not edit by hand. -->"
   echo
-  echo "## Latest run"
+  echo "### Latest run"
   echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); command: \`bash bench/replication.sh --rows $ROWS --big-rows $BIG_ROWS --rounds $ROUNDS\`"
   echo "- Machine: $NPROC × $CPU_MODEL, $MEM RAM, $(uname -sr)"
   echo "- PostgreSQL $PG_VERSION (harness settings: fsync off, synchronous_commit off, logical_decoding_work_mem 64MB), wal2json $W2J_VERSION"
   echo "- walcast: $WALCAST_VERSION, git $GIT_REV, RelWithDebInfo"
   echo "- Load A: $ROWS rows in $(printf '%.0f' "$LOAD_A") s by $LOADERS sessions (COMMIT after every insert), $((WAL_A / 1048576)) MB of WAL; load B: $BIG_ROWS rows in one INSERT … SELECT, $((WAL_B / 1048576)) MB of WAL"
-  echo "- Machine load from other processes: ${IDLE_BUSY}% of all CPUs busy in the 3 s before the run${OTHERS:+ (top: $OTHERS)}; the \"machine busy\" column gives the share of all CPUs busy during each drain (the drain itself, its walsender and anything else)"
-  echo "- Rows/s = rows ÷ wall time of one drain (connect to exit at the end LSN); medians over $ROUNDS rounds, the ratio is the median of the per-round ratios; peak RSS is the maximum over rounds (\`/usr/bin/time -v\`)."
+  echo "- Other load on the machine: ${IDLE_BUSY}% of all CPUs busy in the 3 s before the run${OTHERS:+ (top: $OTHERS)}. Each drain waits (up to ${QUIET_WAIT} s) for other processes to leave the machine under 15 % busy; \"other load\" is that share of all CPUs in the second before the drain and during it (machine busy time minus the client's and the server's CPU time)."
+  echo "- CPU s: user + system time of the client (\`time\`) and of the PostgreSQL server during the drain (the walsender decoding WAL and running the output plugin, plus background processes), medians."
+  echo "- Rows/s = rows ÷ wall time of one drain (connect to exit at the end LSN); medians over $ROUNDS rounds. The ratio is the median of the per-round ratios (a round's two drains run back to back); \"unskewed rounds only\" is the same over the rounds where neither drain ran beside 15 % or more of other load (their number in parentheses). Peak RSS is the maximum over rounds (\`/usr/bin/time -v\`)."
   echo
   echo "Commands timed (END = \`pg_current_wal_insert_lsn()\` after the load):"
   echo
@@ -453,8 +531,11 @@ PY
     {
       echo "# Benchmarks"
       echo
-      echo "Produced by \`bash bench/replication.sh\` (see bench/README.md). The section between the"
-      echo "markers below is rewritten by every run; the rest of this file is kept."
+      echo "## Replication throughput: walcast tail vs pg_recvlogical"
+      echo
+      echo "Produced by \`bash bench/replication.sh\` (how it works and how to read it: bench/README.md)."
+      echo "The section between the \`bench:results\` markers is rewritten by every run; the findings after"
+      echo "it are written by hand and kept."
       echo
       cat "$WORK/section.md"
     } >"$OUT"

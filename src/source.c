@@ -816,8 +816,17 @@ static int stream_message(source *s, const uint8_t *m, size_t n)
 	if (n >= 18 && m[0] == 'k') {
 		uint64_t wal_end = get_u64(m + 1);
 		bool reply = m[17] != 0;
+		char k[LSN_TEXT_MAX];
+		log_debug("source.keepalive", "slot=%s wal_end=%s reply=%d in_txn=%d", s->cfg->slot,
+		          lsn_str(wal_end, k), reply, s->in_txn);
 		if (wal_end > s->received_lsn)
 			s->received_lsn = wal_end;
+		/* Between transactions the consumer has everything the server sent: let it take stock
+		 * (flush, confirm, check its limits) before deciding what to confirm. */
+		if (!s->in_txn && s->ev.idle_cb != NULL)
+			s->ev.idle_cb(s->ev.arg, wal_end);
+		if (s->state != ST_STREAMING)
+			return 0; /* the consumer stopped */
 		bool moved = false;
 		if (nothing_in_flight(s) && wal_end > s->confirmed_lsn) {
 			s->confirmed_lsn = wal_end; /* idle: confirm the keepalive position */
@@ -825,8 +834,6 @@ static int stream_message(source *s, const uint8_t *m, size_t n)
 		}
 		if (reply || moved)
 			status_send(s, false);
-		if (nothing_in_flight(s) && s->ev.idle_cb != NULL && s->state == ST_STREAMING)
-			s->ev.idle_cb(s->ev.arg, wal_end);
 		return 0;
 	}
 	return source_fail(s, "unexpected replication message type '%c' (%zu bytes) after LSN %s",

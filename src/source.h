@@ -36,8 +36,8 @@ typedef struct source_events {
 	int (*snapshot_cb)(void *arg, const char *snapshot, uint64_t consistent_lsn);
 	/* Streaming started (or restarted) from start_lsn. May be NULL. */
 	void (*streaming_cb)(void *arg, uint64_t start_lsn);
-	/* Caught up: a keepalive said the server has sent everything up to wal_end and nothing is
-	 * in flight. May be NULL. */
+	/* A keepalive arrived between transactions: the consumer has received everything the
+	 * server sent up to wal_end (it may still have to flush and confirm it). May be NULL. */
 	void (*idle_cb)(void *arg, uint64_t wal_end);
 	/* A permanent problem: the source stopped and will not retry; why says what and how to fix
 	 * it. Required. */
