@@ -25,19 +25,7 @@
 #include "lsn.h"
 #include "relcache.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-#ifdef TEST_ASAN
-/* From <sanitizer/allocator_interface.h>, which gcc does not install. */
-size_t __sanitizer_get_current_allocated_bytes(void);
-#else
-#include <malloc.h>
-#endif
+#include "heap.h"
 
 /* --- recording sink ---------------------------------------------------------------------- */
 
@@ -1074,14 +1062,6 @@ static void test_handbuilt_truncated(void **state)
 
 /* 100k inserts in one transaction, with a 100 kB value every 1000th: the decoder reuses the
  * same memory for every change and the heap does not grow. */
-static size_t heap_in_use(void)
-{
-#ifdef TEST_ASAN
-	return __sanitizer_get_current_allocated_bytes();
-#else
-	return mallinfo2().uordblks;
-#endif
-}
 
 static void test_memory_bounded(void **state)
 {

@@ -31,19 +31,7 @@
 
 extern const decoder_ops wal2json_decoder_ops;
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-#ifdef TEST_ASAN
-/* From <sanitizer/allocator_interface.h>, which gcc does not install. */
-size_t __sanitizer_get_current_allocated_bytes(void);
-#else
-#include <malloc.h>
-#endif
+#include "heap.h"
 
 /* --- recording sink ---------------------------------------------------------------------- */
 
@@ -1047,15 +1035,6 @@ static void test_truncations(void **state)
 	free(text);
 }
 
-static size_t heap_in_use(void)
-{
-#ifdef TEST_ASAN
-	return __sanitizer_get_current_allocated_bytes();
-#else
-	struct mallinfo2 mi = mallinfo2();
-	return mi.uordblks + mi.hblkhd;
-#endif
-}
 
 /* One transaction of 100k inserts (with a 4 kB value each) does not grow memory. */
 static void test_memory_bounded(void **state)
