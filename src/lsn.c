@@ -2,7 +2,6 @@
 #include "lsn.h"
 
 #include <errno.h>
-#include <stdio.h>
 
 static int hex_half(const char *s, size_t len, uint32_t *out)
 {
@@ -40,8 +39,24 @@ int lsn_parse(const char *s, size_t len, uint64_t *out)
 	return 0;
 }
 
+/* Upper-case hex of v without leading zeros ("0" for 0); returns the end. */
+static char *hex_put(char *o, uint32_t v)
+{
+	static const char digits[] = "0123456789ABCDEF";
+	int shift = 28;
+	while (shift > 0 && ((v >> shift) & 15) == 0)
+		shift -= 4;
+	for (; shift >= 0; shift -= 4)
+		*o++ = digits[(v >> shift) & 15];
+	return o;
+}
+
+/* Hand-written rather than snprintf: every output line carries two LSNs. */
 char *lsn_format(uint64_t lsn, char out[LSN_TEXT_MAX])
 {
-	snprintf(out, LSN_TEXT_MAX, "%X/%X", (unsigned)(lsn >> 32), (unsigned)lsn);
+	char *o = hex_put(out, (uint32_t)(lsn >> 32));
+	*o++ = '/';
+	o = hex_put(o, (uint32_t)lsn);
+	*o = '\0';
 	return out;
 }
