@@ -2,6 +2,7 @@
 #include "decoder.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,9 +28,18 @@ const decoder_ops *decoder_ops_find(const char *name)
 	return NULL;
 }
 
-const char *decoder_names(void)
+const char *decoder_names(char *out, size_t n)
 {
-	return "pgoutput wal2json";
+	size_t used = 0;
+	if (n > 0)
+		out[0] = '\0';
+	for (size_t i = 0; i < sizeof(registry) / sizeof(registry[0]) && used < n; i++) {
+		int w = snprintf(out + used, n - used, "%s%s", i ? " " : "", registry[i]->name);
+		if (w < 0)
+			break;
+		used += (size_t)w;
+	}
+	return out;
 }
 
 int decoder_create(const decoder_ops *ops, const decoder_params *p, decoder **out)

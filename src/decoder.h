@@ -54,8 +54,9 @@ typedef struct decoder decoder;
 /* The registered decoder named name ("pgoutput", "wal2json"), or NULL. */
 const decoder_ops *decoder_ops_find(const char *name);
 
-/* Space-separated names of the registered decoders, for help and errors. */
-const char *decoder_names(void);
+/* Writes the space-separated names of the registered decoders into out (for help and errors)
+ * and returns out. */
+const char *decoder_names(char *out, size_t n);
 
 /* Creates a decoder of the given kind; 0 and *out (caller owns, decoder_destroy frees) or a
  * negative errno. */

@@ -27,6 +27,7 @@
 
 static void usage(FILE *f)
 {
+	char names[128];
 	fprintf(f,
 	        "walcast %s — PostgreSQL WAL to live, privacy-filtered feeds\n"
 	        "\n"
@@ -65,7 +66,7 @@ static void usage(FILE *f)
 	        "\n"
 	        "Every configuration key can also be set as WALCAST_<SECTION>_<KEY>, e.g.\n"
 	        "WALCAST_REPLICATION_SLOT=walcast. See docs/configuration.md.\n",
-	        WALCAST_VERSION, decoder_names());
+	        WALCAST_VERSION, decoder_names(names, sizeof(names)));
 }
 
 enum {
@@ -367,8 +368,9 @@ int main(int argc, char **argv)
 	}
 	log_level_set(verbose ? LOG_DEBUG : level);
 	if (decoder_ops_find(cfg.plugin) == NULL) {
+		char names[128];
 		fprintf(stderr, "walcast: replication.plugin: unknown plugin '%s' (known: %s)\n", cfg.plugin,
-		        decoder_names());
+		        decoder_names(names, sizeof(names)));
 		goto cleanup;
 	}
 

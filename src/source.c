@@ -119,11 +119,6 @@ static uint64_t get_u64(const uint8_t *p)
 	return v;
 }
 
-static const char *lsn_str(uint64_t lsn, char out[LSN_TEXT_MAX])
-{
-	return lsn_format(lsn, out);
-}
-
 static void set_state(source *s, source_state st)
 {
 	if (s->state != st)
@@ -205,7 +200,7 @@ static int status_send(source *s, bool reply)
 	}
 	if (flush != s->flushed_lsn) {
 		char a[LSN_TEXT_MAX];
-		log_debug("source.feedback", "slot=%s flush=%s", s->cfg->slot, lsn_str(flush, a));
+		log_debug("source.feedback", "slot=%s flush=%s", s->cfg->slot, lsn_format(flush, a));
 	}
 	s->flushed_lsn = flush;
 	return 0;
@@ -258,7 +253,8 @@ int source_create(loop *l, const config *cfg, relcache *rels, const source_event
 {
 	const decoder_ops *ops = decoder_ops_find(cfg->plugin);
 	if (ops == NULL) {
-		snprintf(err, 256, "unknown output plugin '%s' (known: %s)", cfg->plugin, decoder_names());
+		char names[128];
+		snprintf(err, 256, "unknown output plugin '%s' (known: %s)", cfg->plugin, decoder_names(names, sizeof(names)));
 		return -EINVAL;
 	}
 	source *s = calloc(1, sizeof(*s));
@@ -325,7 +321,7 @@ void source_stop(source *s)
 		PQsetnonblocking(s->conn, 0);
 		status_send(s, false);
 		char a[LSN_TEXT_MAX];
-		log_info("source.stopped", "slot=%s flushed=%s", s->cfg->slot, lsn_str(s->flushed_lsn, a));
+		log_info("source.stopped", "slot=%s flushed=%s", s->cfg->slot, lsn_format(s->flushed_lsn, a));
 	}
 	if (s->retry_timer > 0)
 		loop_timer_cancel(s->loop, s->retry_timer);
@@ -602,7 +598,7 @@ static int send_start(source *s)
 	char a[LSN_TEXT_MAX];
 	buf sql;
 	buf_init(&sql);
-	int rc = buf_printf(&sql, "START_REPLICATION SLOT %s LOGICAL %s (%s)", id, lsn_str(start, a),
+	int rc = buf_printf(&sql, "START_REPLICATION SLOT %s LOGICAL %s (%s)", id, lsn_format(start, a),
 	                    decoder_start_options(s->dec));
 	PQfreemem(id);
 	if (rc < 0) {
@@ -781,7 +777,7 @@ static int setup_result(source *s, PGresult *res)
 		s->attempts = 0;
 		s->last_error[0] = '\0';
 		log_info("source.streaming", "slot=%s plugin=%s from=%s", s->cfg->slot, s->ops->name,
-		         lsn_str(s->confirmed_lsn, a));
+		         lsn_format(s->confirmed_lsn, a));
 		{
 			int t = loop_timer_add(s->loop, s->cfg->status_interval_ms, status_timer_cb, s);
 			s->status_timer = t > 0 ? t : 0;
@@ -808,9 +804,9 @@ static int stream_message(source *s, const uint8_t *m, size_t n)
 		if (rc == -EPROTO)
 			return source_fail(s, "cannot decode the %s message at LSN %s: %s; walcast stops here "
 			                      "without confirming it, so nothing is lost",
-			                   s->ops->name, lsn_str(wal_start, a), err);
+			                   s->ops->name, lsn_format(wal_start, a), err);
 		if (rc == -ENOMEM)
-			return source_fail(s, "out of memory decoding the message at LSN %s", lsn_str(wal_start, a));
+			return source_fail(s, "out of memory decoding the message at LSN %s", lsn_format(wal_start, a));
 		return rc; /* non-zero: the consumer stopped us (e.g. tail reached its limit) */
 	}
 	if (n >= 18 && m[0] == 'k') {
@@ -818,7 +814,7 @@ static int stream_message(source *s, const uint8_t *m, size_t n)
 		bool reply = m[17] != 0;
 		char k[LSN_TEXT_MAX];
 		log_debug("source.keepalive", "slot=%s wal_end=%s reply=%d in_txn=%d", s->cfg->slot,
-		          lsn_str(wal_end, k), reply, s->in_txn);
+		          lsn_format(wal_end, k), reply, s->in_txn);
 		if (wal_end > s->received_lsn)
 			s->received_lsn = wal_end;
 		/* Between transactions the consumer has everything the server sent: let it take stock
@@ -837,7 +833,7 @@ static int stream_message(source *s, const uint8_t *m, size_t n)
 		return 0;
 	}
 	return source_fail(s, "unexpected replication message type '%c' (%zu bytes) after LSN %s",
-	            n > 0 && m[0] >= 32 && m[0] < 127 ? m[0] : '?', n, lsn_str(s->received_lsn, a));
+	            n > 0 && m[0] >= 32 && m[0] < 127 ? m[0] : '?', n, lsn_format(s->received_lsn, a));
 }
 
 static int stream_read(source *s)

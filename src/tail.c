@@ -193,27 +193,14 @@ static bool table_wanted(const tail *t, const relation *rel)
 	return false;
 }
 
-/* Does c pass the --table/--action filters? */
-static bool table_wanted_or_unfiltered(const tail *t, const change *c)
+/* Does c pass the --table/--action filters? Messages have no table. */
+static bool change_wanted(const tail *t, const change *c)
 {
 	if (t->opt->actions != 0 && !(t->opt->actions & (1u << c->action)))
 		return false;
 	if (c->rel != NULL)
 		return table_wanted(t, c->rel);
 	return t->opt->ntables == 0;
-}
-
-/* A change the filters drop still updates the mirrored policy state. */
-static int privacy_observe_only(tail *t, change *c)
-{
-	change ignored;
-	privacy_viewer v = {t->opt->viewer_uid, t->bypass};
-	if (privacy_step(t->priv, c, &v, &ignored) < 0) {
-		log_error("tail.privacy_failed", "%s", privacy_error(t->priv));
-		tail_finish(t, 1);
-		return 1;
-	}
-	return 0;
 }
 
 /* Loads the policy state through an ordinary connection, in snapshot when given. Blocking: it
@@ -293,10 +280,25 @@ static int change_cb(void *arg, change *c)
 	tail *t = arg;
 	if (t->done)
 		return 0;
-	/* Changes not printed (already written by an earlier run, or filtered out) still move the
-	 * mirrored policy state. */
-	if (t->skipping || (t->priv != NULL && !table_wanted_or_unfiltered(t, c)))
-		return t->priv != NULL ? privacy_observe_only(t, c) : 0;
+	bool wanted = !t->skipping && change_wanted(t, c);
+	char lsn[LSN_TEXT_MAX];
+	change seen;
+	if (t->priv != NULL) {
+		/* Every change moves the mirrored policy state, printed or not (already written by an
+		 * earlier run, or filtered out). */
+		privacy_viewer v = {t->opt->viewer_uid, t->bypass};
+		int rc = privacy_step(t->priv, c, &v, &seen);
+		if (rc < 0) {
+			log_error("tail.privacy_failed", "lsn=%s: %s", lsn_format(c->lsn, lsn), privacy_error(t->priv));
+			tail_finish(t, 1);
+			return 1;
+		}
+		if (rc == 0)
+			wanted = false;
+		c = &seen;
+	}
+	if (!wanted)
+		return 0;
 	if (t->limit_reached) {
 		/* More of the transaction than the limit allows: stop without confirming it, so the
 		 * next run gets the whole transaction again. */
@@ -304,30 +306,10 @@ static int change_cb(void *arg, change *c)
 		tail_finish(t, 0);
 		return 1;
 	}
-	if (t->opt->actions != 0 && !(t->opt->actions & (1u << c->action)))
-		return 0;
-	if (c->rel != NULL && !table_wanted(t, c->rel))
-		return 0;
-	if (c->rel == NULL && t->opt->ntables > 0)
-		return 0; /* messages have no table */
-	change seen;
-	if (t->priv != NULL) {
-		privacy_viewer v = {t->opt->viewer_uid, t->bypass};
-		int rc = privacy_step(t->priv, c, &v, &seen);
-		if (rc < 0) {
-			char lsn[LSN_TEXT_MAX];
-			log_error("tail.privacy_failed", "lsn=%s: %s", lsn_format(c->lsn, lsn), privacy_error(t->priv));
-			tail_finish(t, 1);
-			return 1;
-		}
-		if (rc == 0)
-			return 0;
-		c = &seen;
-	}
 	buf_clear(&t->line);
 	if (change_json_write(&t->line, c, t->opt->with_types ? CHANGE_JSON_TYPES : 0) < 0 ||
 	    buf_putc(&t->line, '\n') < 0) {
-		log_error("tail.oom", "out of memory formatting the change at LSN");
+		log_error("tail.oom", "lsn=%s: out of memory formatting the change", lsn_format(c->lsn, lsn));
 		tail_finish(t, 1);
 		return 1;
 	}
