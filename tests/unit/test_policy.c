@@ -31,20 +31,7 @@
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
-#define ROLES                                                                                  \
-	"[roles]\n"                                                                                \
-	"ranks = viewer, member, analyst, admin, owner\n"                                          \
-	"bypass = service_role\n"                                                                  \
-	"[membership]\n"                                                                           \
-	"table = public.org_roles\n"                                                               \
-	"org = org_id\n"                                                                           \
-	"user = user_id\n"                                                                         \
-	"role = role\n"
-#define PRIVACY                                                                                \
-	"[privacy]\n"                                                                              \
-	"table = public.privacy_rules\n"                                                           \
-	"subject = contact_id\n"                                                                   \
-	"min_role = min_role\n"
+#include "policy_fixture.h"
 /* ROLES is lines 1-8, PRIVACY 9-12; EVENTS_HEAD after them is lines 13-15. */
 #define EVENTS_HEAD                                                                            \
 	"[table public.events]\n"                                                                  \

@@ -28,20 +28,7 @@
 #define MIGRATION "deploy/migrations/20261122000300_rls_policies.sql"
 #define REGENERATE "walcast policy sql --policy deploy/policy.ini > " MIGRATION
 
-#define ROLES                                                                                  \
-	"[roles]\n"                                                                                \
-	"ranks = viewer, member, analyst, admin, owner\n"                                          \
-	"bypass = service_role\n"                                                                  \
-	"[membership]\n"                                                                           \
-	"table = public.org_roles\n"                                                               \
-	"org = org_id\n"                                                                           \
-	"user = user_id\n"                                                                         \
-	"role = role\n"
-#define PRIVACY                                                                                \
-	"[privacy]\n"                                                                              \
-	"table = public.privacy_rules\n"                                                           \
-	"subject = contact_id\n"                                                                   \
-	"min_role = min_role\n"
+#include "policy_fixture.h"
 
 static char *source_path(const char *rel, char *out, size_t n)
 {
