@@ -28,6 +28,10 @@ typedef struct relation {
 	rel_column *cols;
 	char replident;    /* 'd' default, 'f' full, 'i' index, 'n' nothing; '?' unknown */
 	uint32_t version;  /* bumped each time the relation is replaced */
+	uint64_t id;       /* unique within its cache for the cache's lifetime, never reused: a
+	                    * binding made for one relation (version) never matches another */
+	uint32_t refs;     /* references held by relation_ref (the cache's own is not counted) */
+	bool detached;     /* replaced while referenced: freed by the last relation_unref */
 } relation;
 
 typedef struct relcache relcache;
@@ -49,6 +53,13 @@ __attribute__((warn_unused_result)) int relcache_put(relcache *rc, const relatio
 const relation *relcache_get_oid(const relcache *rc, uint32_t oid);
 const relation *relcache_get_name(const relcache *rc, const char *schema, size_t schema_len,
                                   const char *name, size_t name_len);
+
+/* Holding a relation past the next relcache_put (txnbuf, sinks): relation_ref takes a
+ * reference and returns rel; relation_unref drops it. A relation replaced or dropped from the
+ * cache while referenced stays valid, detached from the cache, until its last unref. Not
+ * thread-safe (the loop thread owns the cache). */
+const relation *relation_ref(const relation *rel);
+void relation_unref(const relation *rel);
 
 /* Index of the named column in rel, or -1. */
 int relation_column_index(const relation *rel, const char *name, size_t name_len);
