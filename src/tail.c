@@ -25,6 +25,7 @@
 #include "policy_state.h"
 #include "privacy.h"
 #include "relcache.h"
+#include "replident.h"
 #include "source.h"
 
 #define TAIL_FLUSH_MS 100
@@ -505,6 +506,12 @@ int tail_run(const config *cfg, const tail_options *opt)
 		}
 		if (privacy_create(t.pol, t.keys, &t.priv, err) < 0) {
 			log_error("tail.privacy", "%s", err);
+			t.exit_code = 1;
+			goto cleanup;
+		}
+		/* A DELETE is judged from the old row's replica identity: refuse to start when a
+		 * governed table's identity lacks a column its rules read (src/replident.h). */
+		if (!t.bypass && replident_check_conninfo(t.pol, cfg->conninfo) < 0) {
 			t.exit_code = 1;
 			goto cleanup;
 		}
