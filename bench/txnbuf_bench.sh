@@ -42,10 +42,11 @@ LOAD1=$(awk '{ print $1 }' /proc/loadavg)
 v() { awk -v k="$1" '$1 == k { print $2 }' "$OUT"; }
 fmt() { python3 -c 'import sys; print(f"{float(sys.argv[1]):,.0f}")' "$1"; }
 FS=$(df -T "$SPILL_DIR" | awk 'NR == 2 { print $2 }')
-GIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if ! git -C "$ROOT" diff --quiet HEAD -- src/txnbuf.c src/txnbuf.h src/relcache.c bench/txnbuf_bench.c 2>/dev/null; then
-  GIT="$GIT + uncommitted changes"
-fi
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+bench_git_state "$ROOT" src/txnbuf.c src/txnbuf.h src/relcache.c src/relcache.h src/change.h src/log.c \
+  bench/txnbuf_bench.c bench/txnbuf_bench.sh
+GIT=$BENCH_GIT${BENCH_DIRTY:+ + $BENCH_DIRTY}
 
 SECTION=$(mktemp)
 {
@@ -78,7 +79,7 @@ SECTION=$(mktemp)
   echo "<!-- txnbuf_bench:end -->"
 } >"$SECTION"
 
-if [ "$DOC" = 1 ]; then
+if [ "$DOC" = 1 ] && bench_may_publish txnbuf_bench.sh; then
   DOCF="$ROOT/docs/benchmarks.md"
   python3 - "$DOCF" "$SECTION" <<'PY'
 import sys
