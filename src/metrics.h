@@ -19,9 +19,9 @@
  *     lower snake_case with a module prefix (walcast_...); no colons (reserved for recording
  *     rules), no upper case;
  *   - counters, and only counters, end in _total (walcast_changes_total);
- *   - values are in base units, named as the last word before _total: _seconds (never
- *     milliseconds, minutes...), _bytes (never kilobytes, bits...); no abbreviated units
- *     (_ms, _s, _kb, _b, _sec, ...);
+ *   - values are in base units, spelled out: _seconds (never milliseconds, minutes...),
+ *     _bytes (never kilobytes, bits...); no abbreviated units (_ms, _s, _kb, _b, _sec, ...);
+ *     by convention (not checked) the unit is the last word before _total;
  *   - the suffixes _bucket, _count and _sum belong to histograms' own samples and are refused
  *     as family names; the name does not repeat the type (_counter, _gauge, _histogram,
  *     _summary);

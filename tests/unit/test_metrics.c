@@ -46,7 +46,8 @@ static struct {
 	bool on;             /* count (and maybe fail) while set */
 	unsigned long calls; /* malloc, calloc, realloc calls while on */
 	long fail_at;        /* fail the call with this index (0-based) while on; -1: never */
-} alloc_state = {false, 0, -1};
+	long live;           /* blocks allocated minus blocks freed, always counted */
+} alloc_state = {false, 0, -1, 0};
 
 static bool alloc_fails(void)
 {
@@ -57,21 +58,32 @@ static bool alloc_fails(void)
 
 void *malloc(size_t n)
 {
-	return alloc_fails() ? NULL : __libc_malloc(n);
+	void *p = alloc_fails() ? NULL : __libc_malloc(n);
+	alloc_state.live += p != NULL;
+	return p;
 }
 
 void *calloc(size_t n, size_t m)
 {
-	return alloc_fails() ? NULL : __libc_calloc(n, m);
+	void *p = alloc_fails() ? NULL : __libc_calloc(n, m);
+	alloc_state.live += p != NULL;
+	return p;
 }
 
 void *realloc(void *p, size_t n)
 {
-	return alloc_fails() ? NULL : __libc_realloc(p, n);
+	if (p != NULL && n == 0) {
+		alloc_state.live--;
+		return __libc_realloc(p, n);
+	}
+	void *q = alloc_fails() ? NULL : __libc_realloc(p, n);
+	alloc_state.live += p == NULL && q != NULL;
+	return q;
 }
 
 void free(void *p)
 {
+	alloc_state.live -= p != NULL;
 	__libc_free(p);
 }
 
@@ -845,6 +857,7 @@ static void test_out_of_memory(void **state)
 	skip();
 #else
 	for (long fail_at = 0;; fail_at++) {
+		long live = alloc_state.live;
 		metrics_registry *r = metrics_registry_create();
 		assert_non_null(r);
 		every_kind k = {.cb = {.value = 5, .known = true}};
@@ -852,6 +865,8 @@ static void test_out_of_memory(void **state)
 		int rc = register_every_kind(r, &k);
 		unsigned long calls = alloc_unwatch();
 		metrics_registry_destroy(r);
+		if (alloc_state.live != live) /* the failure paths leak nothing */
+			fail_msg("allocation %ld failing: %ld blocks leaked", fail_at, alloc_state.live - live);
 		if ((long)calls <= fail_at) {
 			assert_int_equal(rc, 0);
 			assert_true(fail_at > 20); /* every allocation of the registrations failed once */
