@@ -33,7 +33,6 @@ typedef struct child {
 	size_t nbounds;
 	metrics_read_cb cb;      /* a callback child: read at render time */
 	void *cb_arg;
-	struct metrics_family *fam;
 	struct child *prev, *next;
 	char **values;           /* nlabels copies, for lookups */
 	char *labels;            /* `a="x",b="y"`, escaped; "" without labels */
@@ -667,7 +666,6 @@ static int child_add(metrics_family *f, metrics_kind want, const char *const *va
 		c->bounds = f->bounds;
 		c->nbounds = f->nbounds;
 	}
-	c->fam = f;
 	buf_fini(&labels);
 	c->prev = f->tail;
 	if (f->tail)
