@@ -66,7 +66,9 @@ sql -c "INSERT INTO events (org_id, kind, direction, status, from_number, to_num
 end=$(current_lsn)
 
 run() { # slot token
-  "$WALCAST" tail -S "$1" --jwt "$2" --until-lsn "$end" 2>"$WORK/jwt.err" || true
+  local rc=0
+  "$WALCAST" tail -S "$1" --jwt "$2" --until-lsn "$end" 2>"$WORK/jwt.err" || rc=$?
+  echo "$rc" >"$WORK/jwt.rc"
 }
 out=$(run jwt_m "$(jwt "$WALCAST_AUTH_JWT_SECRET" "{\"sub\":\"$member\",\"role\":\"authenticated\",\"exp\":$exp}")")
 check "member token: sees the event with full numbers" "+15559876543" "$(echo "$out" | jq -r 'select(.table == "events") | .new.from_number')"
@@ -85,9 +87,11 @@ check "oracle: anon may not read any platform table" 0 "$(sql -c "SELECT count(*
 check "oracle: there is no database role 'analytics_bot'" 0 "$(sql -c "SELECT count(*) FROM pg_roles WHERE rolname = 'analytics_bot'")"
 out=$(run jwt_a "$(jwt "$WALCAST_AUTH_JWT_SECRET" "{\"sub\":\"$member\",\"role\":\"anon\",\"exp\":$exp}")")
 check "anon token with a member's sub: sees nothing" 0 "$(printf '%s' "$out" | grep -c . || true)"
+check "anon token: the tail ran to the end" 0 "$(cat "$WORK/jwt.rc")"
 check "anon token: said once in the log" 1 "$(grep -c 'tail.role_denied.*role=anon' "$WORK/jwt.err" || true)"
 out=$(run jwt_x "$(jwt "$WALCAST_AUTH_JWT_SECRET" "{\"sub\":\"$member\",\"role\":\"analytics_bot\",\"exp\":$exp}")")
 check "a role the policy does not name: sees nothing" 0 "$(printf '%s' "$out" | grep -c . || true)"
+check "a role the policy does not name: the tail ran to the end" 0 "$(cat "$WORK/jwt.rc")"
 
 # Asymmetric keys from the JWKS file, selected by kid.
 out=$(run jwt_r "$(jwt_key RS256 rsa-1 "{\"sub\":\"$member\",\"role\":\"authenticated\",\"aud\":\"authenticated\",\"exp\":$exp}")")
