@@ -366,8 +366,11 @@ int token_keys_create(const char *hs256_secret, const char *jwks_json, token_key
 		ks->secret->secret_len = len;
 		ks->secret->alg = ALG_HS256;
 	}
-	if (jwks_json != NULL && (rc = jwks_parse(ks, jwks_json, err)) < 0)
+	if (jwks_json != NULL && (rc = jwks_parse(ks, jwks_json, err)) < 0) {
+		if (rc == -ENOMEM)
+			goto fail;
 		goto fail_quiet;
+	}
 	*out = ks;
 	return 0;
 fail:

@@ -68,8 +68,8 @@ void token_keys_destroy(token_keys *k);
 /* Number of keys in the set, the HS256 secret included (for logs and tests). */
 size_t token_keys_count(const token_keys *k);
 
-/* Verifies token (at most TOKEN_MAX_LEN bytes) with keys and rules against the clock (now: Unix
- * seconds). Returns 0 and fills *out, or -EACCES with err holding the reason and *out untouched.
+/* Verifies token (at most TOKEN_MAX_LEN bytes) with keys and rules (not NULL) against the clock
+ * (now: Unix seconds). Returns 0 and fills *out, or -EACCES with err holding the reason and *out untouched.
  * Never puts the token, the secret or key material in err. Does not block. */
 __attribute__((warn_unused_result)) int token_verify(const token_keys *keys,
                                                      const token_rules *rules, const char *token,
