@@ -4,7 +4,8 @@
  * Handles and their memory: libuv keeps a pointer to a handle until the handle's close callback
  * has run, so every handle lives in a heap object of its own that only its close callback frees
  * (fd watches) or that lives until loop_destroy (timers, signals). `closing` counts close
- * callbacks not yet run; loop_destroy runs the loop until it is zero.
+ * callbacks not yet run; loop_destroy runs the loop until it is zero. `handles` counts walcast's
+ * own handles (closing ones included), so that loop_foreign_handles can tell the rest apart.
  *
  * Watches: a table indexed by fd points at the watch of that fd. Replacing a watch restarts the
  * same uv_poll_t (uv_poll_start removes the fd from epoll and adds it again, which is what makes
@@ -73,6 +74,7 @@ struct loop {
 	atomic_int wakeup_pending;
 	bool running;
 	bool stopping;
+	int handles; /* walcast's own handles on uv, closing ones included */
 	int closing;
 };
 
@@ -134,6 +136,7 @@ loop *loop_create(void)
 	}
 	l->uv.data = l;
 	l->async.data = l;
+	l->handles = 1;
 	l->next_timer_id = 1;
 	atomic_init(&l->wakeup_pending, 0);
 	return l;
@@ -147,6 +150,7 @@ static void closed_cb(uv_handle_t *h)
 {
 	loop *l = h->loop->data;
 	l->closing--;
+	l->handles--;
 	if (h->type != UV_ASYNC)
 		free(h->data); /* the loop_fdw / loop_tmr / loop_sig that embeds h */
 }
@@ -157,10 +161,16 @@ static void handle_close(loop *l, uv_handle_t *h)
 	uv_close(h, closed_cb);
 }
 
-static void count_open_cb(uv_handle_t *h, void *arg)
+static void count_cb(uv_handle_t *h, void *arg)
 {
-	if (!uv_is_closing(h))
-		(*(int *)arg)++;
+	(*(int *)arg)++;
+}
+
+int loop_foreign_handles(loop *l)
+{
+	int all = 0;
+	uv_walk(&l->uv, count_cb, &all); /* libuv's internal handles are not walked */
+	return all - l->handles;
 }
 
 void loop_destroy(loop *l)
@@ -192,12 +202,10 @@ void loop_destroy(loop *l)
 	while (l->closing > 0)
 		uv_run(&l->uv, UV_RUN_NOWAIT);
 	if (uv_loop_close(&l->uv) == UV_EBUSY) {
-		int open = 0;
-		uv_walk(&l->uv, count_open_cb, &open);
 		log_error("loop.destroy_busy",
 		          "handles=%d: libuv handles opened through loop_uv() are still open; the loop is left "
 		          "allocated for them",
-		          open);
+		          loop_foreign_handles(l));
 		return;
 	}
 	free(l);
@@ -265,6 +273,7 @@ static int watch_new(loop *l, int fd, loop_fdw **out)
 		free(w);
 		return rc;
 	}
+	l->handles++;
 	if (!(flags & O_NONBLOCK))
 		(void)fcntl(fd, F_SETFL, flags);
 	w->poll.data = w;
@@ -366,6 +375,7 @@ int loop_timer_add(loop *l, int64_t ms, loop_timer_cb cb, void *arg)
 			free(t);
 			return rc;
 		}
+		l->handles++;
 		t->timer.data = t;
 		t->l = l;
 	}
@@ -427,6 +437,7 @@ int loop_signal(loop *l, int signo, loop_signal_cb cb, void *arg)
 		free(s);
 		return rc;
 	}
+	l->handles++;
 	s->sig.data = s;
 	s->l = l;
 	s->signo = signo;

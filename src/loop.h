@@ -90,6 +90,12 @@ void loop_stop(loop *l);
  * dispatches walcast callbacks as loop_run would. */
 struct uv_loop_s *loop_uv(loop *l);
 
+/* Counts the libuv handles on loop_uv(l) that are not walcast's own: open ones, and closed ones
+ * whose close callback has not run yet. A library on the loop is gone when its count is: lws
+ * 4.1.6 on a foreign loop frees its context only when lws_context_destroy is called a second
+ * time, after its handles have closed (docs/architecture.md). Loop thread only. */
+int loop_foreign_handles(loop *l);
+
 /* Monotonic clock in milliseconds. */
 int64_t loop_now_ms(void);
 

@@ -697,13 +697,38 @@ static void test_destroy_with_everything_armed(void **state)
 	}
 }
 
+static void foreign_poll_cb(uv_poll_t *h, int status, int events)
+{
+}
+
 /* A libuv handle of another library left open: loop_destroy refuses to free the loop under it. */
 static void test_destroy_with_foreign_handle_open(void **state)
 {
 	loop *l = loop_create();
 	assert_non_null(l);
+	int sv[2];
+	pair(sv);
+	rec r = {0};
+	assert_int_equal(loop_watch(l, sv[0], LOOP_READ, fd_cb, &r), 0);
+	assert_true(loop_timer_add(l, 1000, count_timer_cb, &r.calls) > 0);
+	assert_int_equal(loop_foreign_handles(l), 0);
 	uv_timer_t t;
 	assert_int_equal(uv_timer_init(loop_uv(l), &t), 0);
+	assert_int_equal(loop_foreign_handles(l), 1);
+	/* Another library's poll on a watched fd is refused, and ours on its fd. */
+	uv_poll_t p;
+	assert_int_equal(uv_poll_init(loop_uv(l), &p, sv[0]), UV_EEXIST);
+	assert_int_equal(uv_poll_init(loop_uv(l), &p, sv[1]), 0);
+	assert_int_equal(uv_poll_start(&p, UV_READABLE, foreign_poll_cb), 0);
+	assert_int_equal(loop_watch(l, sv[1], LOOP_READ, fd_cb, &r), -EEXIST);
+	assert_int_equal(loop_foreign_handles(l), 2);
+	uv_close((uv_handle_t *)&p, NULL);
+	assert_int_equal(loop_foreign_handles(l), 2); /* closing: its callback has not run */
+	assert_int_equal(uv_run(loop_uv(l), UV_RUN_NOWAIT), 1);
+	assert_int_equal(loop_foreign_handles(l), 1);
+	loop_unwatch(l, sv[0]);
+	close(sv[0]);
+	close(sv[1]);
 	uv_loop_t *uv = loop_uv(l);
 	loop_destroy(l); /* logs loop.destroy_busy and leaves the loop allocated */
 	/* The handle is still usable; once it is closed the loop can be closed by its owner. */
