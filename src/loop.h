@@ -24,8 +24,9 @@ enum {
 	LOOP_WRITE = 2,
 };
 
-/* events: what is ready, masked by what is watched, except that LOOP_READ is always reported
- * when the fd has an error or hang-up pending (a read then returns it). */
+/* events: what is ready among what is watched. An error pending on the fd (POLLERR) is reported
+ * as LOOP_READ, plus LOOP_WRITE when watched, so that the next read or write returns it; a
+ * hang-up makes what is watched ready (a read returns EOF, a write EPIPE). */
 typedef void (*loop_fd_cb)(loop *l, int fd, unsigned events, void *arg);
 typedef void (*loop_timer_cb)(loop *l, int timer_id, void *arg);
 typedef void (*loop_signal_cb)(loop *l, int signo, void *arg);
@@ -71,7 +72,8 @@ void loop_on_wakeup(loop *l, loop_wakeup_cb cb, void *arg);
 
 /* Thread-safe and async-signal-safe: makes the wakeup callback run on the loop thread soon (or at
  * the next loop_run after a loop_stop). Calls made before it runs coalesce into one call, so the
- * callback drains whatever queue the caller filled. Never blocks. */
+ * callback drains whatever queue the caller filled. Never blocks. Threads that call it must be
+ * stopped before loop_destroy. */
 void loop_wakeup(loop *l);
 
 /* Runs until loop_stop(); an idle loop waits, it does not return. Returns 0, or -EBUSY when
