@@ -1,9 +1,9 @@
 /*
  * loop — the one event loop thread: file-descriptor watches, timers, signals and a wakeup.
  *
- * Design: a thin layer over libuv (one uv_loop_t per loop), so that libraries with libuv
- * adapters (libwebsockets' evlib_uv, hiredis' adapters/libuv.h) run on the same thread and the
- * same loop as walcast's own watches: loop_uv() hands them the uv_loop_t. An fd watch is one
+ * Design: a thin layer over libuv (one uv_loop_t per loop), so that libraries that run on libuv
+ * (libwebsockets through its evlib_uv plugin; hiredis) share the thread and the loop with
+ * walcast's own watches: loop_uv() hands them the uv_loop_t. An fd watch is one
  * uv_poll_t, a timer one uv_timer_t, a signal one uv_signal_t (libuv's handler writes to a pipe,
  * so no walcast code runs asynchronously: the callback runs on the loop thread like any other
  * event). Everything runs on the thread that calls loop_run(); other threads may only call
