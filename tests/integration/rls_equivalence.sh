@@ -172,7 +172,7 @@ echo "# multi-statement transactions mixing policy and data changes: $(sql -c "S
 sql -F $'\t' -c "SELECT step, xid, seq, tbl, action, pk, viewer, coalesce(expected::text, ''), coalesce(expected_alt::text, ''),
                         coalesce(old_expected::text, ''), coalesce(old_alt::text, '')
                    FROM difftest.oracle ORDER BY step, seq, viewer" >"$WORK/oracle.tsv"
-sql -F $'\t' -c "SELECT step, coalesce(xid::text, ''), coalesce(label, '') FROM difftest.steps ORDER BY step" >"$WORK/steps.tsv"
+sql -F $'\t' -c "SELECT step, coalesce(xid::text, ''), coalesce(label, ''), lsn FROM difftest.steps ORDER BY step" >"$WORK/steps.tsv"
 # The columns each table's replica identity carries: a DELETE's old row has only these.
 sql -F $'\t' -c "SELECT c.relname, CASE c.relreplident WHEN 'f' THEN '*' ELSE coalesce((
                    SELECT string_agg(a.attname, ',') FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)

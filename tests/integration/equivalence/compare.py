@@ -6,7 +6,7 @@ usage: compare.py WORKDIR SEED
 WORKDIR/oracle.tsv: step, xid, seq, table, action, pk, viewer, expected, expected_alt,
   old_expected, old_alt (JSON objects of text values; '' = not visible). One row per change of a
   judged transaction and viewer, in the order PostgreSQL made the changes (seq).
-WORKDIR/steps.tsv: step, xid, label (what the transaction did).
+WORKDIR/steps.tsv: step, xid, label (what the transaction did), an LSN just past its commit.
 WORKDIR/identity.tsv: table, the columns its replica identity carries ('*': every column).
 WORKDIR/out/<viewer>.jsonl: walcast's lines for that viewer.
 
@@ -77,19 +77,21 @@ with open(os.path.join(workdir, "identity.tsv")) as f:
 labels, step_of_xid = {}, {}
 with open(os.path.join(workdir, "steps.tsv")) as f:
     for line in f:
-        step, xid, label = line.rstrip("\n").split("\t")
-        labels[int(step)] = label
+        step, xid, label, lsn = line.rstrip("\n").split("\t")
+        labels[int(step)] = f"xid {xid}, committed before {lsn}: {label}"
         if xid:
             step_of_xid[int(xid) & 0xFFFFFFFF] = int(step)
 
 # viewer -> key -> [entries in seq order]; key = (xid & 0xffffffff, table, action, pk)
 oracle = defaultdict(lambda: defaultdict(list))
-viewers = set()
+viewers, uids = set(), set()
 decisions = 0
 with open(os.path.join(workdir, "oracle.tsv")) as f:
     for line in f:
         step, xid, seq, tbl, action, pk, viewer, exp, alt, old, old_alt = line.rstrip("\n").split("\t")
         viewers.add(viewer)
+        if len(viewer) == 36 and viewer.count("-") == 4:
+            uids.add(viewer)
         decisions += 1
         exp, alt = load(exp), load(alt)
         if exp is None and alt is None:
@@ -159,11 +161,12 @@ for viewer in sorted(viewers):
             if d is not None and any(same(tbl, c, d["vals"], is_delete and "delete") for c in e["cands"]):
                 di += 1
             elif d is not None and e["required"]:
-                failures.append((e["step"], e["seq"], f"{where} at {d['lsn']}: values differ (expected, got): "
+                failures.append((e["step"], e["seq"], (viewer, "values differ", tbl, action), f"{where} at {d['lsn']}: values differ (expected, got): "
                                  f"{diff(tbl, e['cands'][0], d['vals'], is_delete and 'delete')}"))
                 di += 1
             elif e["required"]:
-                failures.append((e["step"], e["seq"], f"{where}: expected, not delivered: {json.dumps(e['cands'][0])}"))
+                failures.append((e["step"], e["seq"], (viewer, "not delivered", tbl, action),
+                                 f"{where}: expected, not delivered: {json.dumps(e['cands'][0])}"))
                 continue
             else:
                 continue  # an optional delivery (intermediate version) that did not happen
@@ -173,12 +176,12 @@ for viewer in sorted(viewers):
                 newpk = {k: v for k, v in d["vals"].items() if k in PK.get(tbl, ("id",))}
                 pk_only = all(v is None or (k in newpk and newpk[k] == v) for k, v in old.items())
                 if not ok and not pk_only:
-                    failures.append((e["step"], e["seq"],
+                    failures.append((e["step"], e["seq"], (viewer, "old row leaked", tbl, action),
                                      f"{where} at {d['lsn']}: old row {json.dumps(old)}, but the viewer saw "
                                      f"{json.dumps(e['old']) if e['old'] else 'nothing of it'} before the transaction"))
         for d in deliveries[di:]:
             step = entries[0]["step"] if entries else step_of_xid.get(xid)
-            failures.append((step if step is not None else 10**9, 0,
+            failures.append((step if step is not None else 10**9, 0, (viewer, "delivered, hidden", tbl, action),
                              f"viewer {viewer}: {'step ' + str(step) + ' ' if step is not None else ''}(xid {xid}) "
                              f"{tbl} {action} {pk} at {d['lsn']}: delivered, but RLS hides it: {json.dumps(d['vals'])}"))
 
@@ -186,12 +189,17 @@ print(f"# {len(viewers)} viewers, {decisions} (change, viewer) decisions, {deliv
       + (f", {ignored} other lines ignored" if ignored else ""))
 if failures:
     failures.sort(key=lambda f: (f[0], f[1]))
-    by_step = defaultdict(int)
-    for f in failures:
-        by_step[f[0]] += 1
-    print(f"# {len(failures)} differences in {len(by_step)} transactions; the first ones, in transaction order:")
+    by_step, by_kind = defaultdict(int), defaultdict(int)
+    for step, seq, (viewer, kind, tbl, action), text in failures:
+        by_step[step] += 1
+        who = "user" if viewer in uids else viewer.split("-")[0] if "-" in viewer else viewer
+        by_kind[(who, kind, tbl, action)] += 1
+    print(f"# {len(failures)} differences in {len(by_step)} transactions; by viewer, kind and change:")
+    for (who, kind, tbl, action), k in sorted(by_kind.items(), key=lambda x: -x[1]):
+        print(f"#   {k:6d}  {who}: {kind}: {tbl} {action}")
+    print("# the first ones, in transaction order:")
     shown = set()
-    for step, seq, text in failures[:40]:
+    for step, seq, _, text in failures[:int(os.environ.get("WALCAST_EQUIVALENCE_SHOW", "40"))]:
         if step not in shown and step in labels:
             print(f"## step {step}: {labels[step]}")
             shown.add(step)

@@ -58,7 +58,7 @@ create unlogged table difftest.oracle (
   old_alt jsonb,       -- UPDATE whose old row is an intermediate version: the other judgement
   old_known boolean not null default true  -- false: old_expected/old_alt are both acceptable
 );
-create unlogged table difftest.steps (step int primary key, xid bigint, label text, changes int);
+create unlogged table difftest.steps (step int primary key, xid bigint, label text, changes int, lsn pg_lsn);
 create unlogged table difftest.mismatch (step int, tbl text, pk text, viewer text, view_row jsonb, copy_row jsonb);
 -- Users the workload moves between orgs: the --as viewers.
 create view difftest.users as select uid from difftest.viewers where role = 'authenticated' and name = uid::text;
@@ -192,10 +192,11 @@ declare
   before jsonb := '{}'; -- seq -> {viewer: row} for old versions (state before the transaction)
   before_alt jsonb := '{}';
   oseq text;
+  lsn pg_lsn := pg_current_wal_insert_lsn();  -- just past the transaction's commit record
 begin
   select min(c.xid), count(distinct c.xid), count(*) into x, n, step_changes from difftest.changes c where not c.judged;
   if n = 0 then
-    insert into difftest.steps values (step, null, label, 0);
+    insert into difftest.steps values (step, null, label, 0, pg_current_wal_insert_lsn());
     return;
   end if;
   if n > 1 then
@@ -273,7 +274,7 @@ begin
     end loop;
   end loop;
   update difftest.changes set judged = true where xid = x;
-  insert into difftest.steps values (step, x, label, step_changes);
+  insert into difftest.steps values (step, x, label, step_changes, lsn);
 end $$;
 
 -- ---- the random operations ---------------------------------------------------------------------
@@ -449,7 +450,7 @@ begin
     if o is null then return null; end if;
     update public.orgs set name = 'org ' || i where id = o;
     return 'org rename';
-  elsif r < 0.975 then                                 -- an org deleted, everything in it cascades
+  elsif r < 0.963 then                                 -- an org deleted, everything in it cascades
     if (select count(*) from public.orgs) <= 2 then return null; end if;
     select id into o from public.orgs g where not difftest.org_touched(g.id) order by random() limit 1;
     if o is null then return null; end if;
