@@ -138,6 +138,31 @@ static int failing_subject_rank(void *arg, const char *subject, size_t len)
 	return -EIO;
 }
 
+/* ---- parser: token roles ----------------------------------------------------------------- */
+
+static void test_member_roles(void **state)
+{
+	(void)state;
+	policy *p = load_ok("[roles]\nranks = viewer\nbypass = service_role, ops\n"
+	                    "members = authenticated, staff\n"
+	                    "[membership]\ntable = m\norg = o\nuser = u\nrole = r\n"
+	                    "[table s.t]\ncolumns = a\norg = a\nread = viewer\n");
+	assert_int_equal(policy_member_role_count(p), 2);
+	assert_string_equal(policy_member_role(p, 1), "staff");
+	assert_int_equal(policy_role_kind(p, "staff", 5), POLICY_ROLE_MEMBER);
+	assert_int_equal(policy_role_kind(p, "authenticated", 13), POLICY_ROLE_MEMBER);
+	assert_int_equal(policy_role_kind(p, "ops", 3), POLICY_ROLE_BYPASS);
+	assert_int_equal(policy_role_kind(p, "anon", 4), POLICY_ROLE_DENIED);
+	assert_int_equal(policy_role_kind(p, "staffer", 5), POLICY_ROLE_MEMBER); /* len counts */
+	assert_int_equal(policy_role_kind(p, "staffer", 7), POLICY_ROLE_DENIED);
+	policy_destroy(p);
+	p = load_ok("[roles]\nranks = viewer\nmembers = staff\n"
+	            "[membership]\ntable = m\norg = o\nuser = u\nrole = r\n"
+	            "[table s.t]\ncolumns = a\norg = a\nread = viewer\n");
+	assert_int_equal(policy_role_kind(p, "authenticated", 13), POLICY_ROLE_DENIED);
+	policy_destroy(p);
+}
+
 /* ---- parser: the platform file ----------------------------------------------------------- */
 
 static void test_platform_file(void **state)
@@ -156,6 +181,19 @@ static void test_platform_file(void **state)
 	assert_string_equal(policy_bypass_role(p, 0), "service_role");
 	assert_true(policy_role_bypasses(p, "service_role", 12));
 	assert_false(policy_role_bypasses(p, "authenticated", 13));
+	/* token roles: authenticated is judged through org_roles, service_role bypasses, every other
+	 * role (anon, unknown ones, none) is denied, as PostgreSQL grants them nothing */
+	assert_int_equal(policy_member_role_count(p), 1);
+	assert_string_equal(policy_member_role(p, 0), "authenticated");
+	assert_null(policy_member_role(p, 1));
+	assert_int_equal(policy_role_kind(p, "authenticated", 13), POLICY_ROLE_MEMBER);
+	assert_int_equal(policy_role_kind(p, "service_role", 12), POLICY_ROLE_BYPASS);
+	assert_int_equal(policy_role_kind(p, "anon", 4), POLICY_ROLE_DENIED);
+	assert_int_equal(policy_role_kind(p, "authenticate", 12), POLICY_ROLE_DENIED);
+	assert_int_equal(policy_role_kind(p, "authenticated_x", 15), POLICY_ROLE_DENIED);
+	assert_int_equal(policy_role_kind(p, "member", 6), POLICY_ROLE_DENIED); /* a rank, not a token role */
+	assert_int_equal(policy_role_kind(p, "", 0), POLICY_ROLE_DENIED);
+	assert_int_equal(policy_role_kind(p, NULL, 0), POLICY_ROLE_DENIED);
 	const policy_membership *m = policy_membership_source(p);
 	assert_string_equal(m->schema, "public");
 	assert_string_equal(m->table, "org_roles");
@@ -275,6 +313,9 @@ static void test_file_syntax(void **state)
 	assert_int_equal(policy_rank_count(p), 2);
 	assert_string_equal(policy_rank_name(p, 2), "high");
 	assert_int_equal(policy_bypass_count(p), 0);
+	assert_int_equal(policy_member_role_count(p), 1); /* no members key: authenticated */
+	assert_string_equal(policy_member_role(p, 0), "authenticated");
+	assert_int_equal(policy_role_kind(p, "service_role", 12), POLICY_ROLE_DENIED); /* no bypass */
 	assert_null(policy_privacy_source(p));
 	assert_string_equal(policy_membership_source(p)->schema, "public"); /* default schema */
 	const policy_table *t = policy_table_at(p, 0);
@@ -388,6 +429,11 @@ static void test_errors(void **state)
 		{"[roles]\nranks = viewer, viewer\n", "[roles] ranks: 'viewer' is listed twice"},
 		{"[roles]\nranks = viewer\nbypass = viewer\n", "t.ini:3: [roles] bypass: 'viewer' is also a ranked role"},
 		{"[roles]\nbypass = x\n", "t.ini:1: [roles]: missing key 'ranks'"},
+		{"[roles]\nranks = viewer\nbypass = service_role\nmembers = authenticated, service_role\n",
+		 "t.ini:4: [roles] members: 'service_role' is also a bypass role"},
+		{"[roles]\nranks = viewer\nmembers = staff, staff\n", "[roles] members: 'staff' is listed twice"},
+		{"[roles]\nranks = viewer\nmembers =\n", "t.ini:3: [roles] members"},
+		{"[roles]\nranks = viewer\nmember = authenticated\n", "t.ini:3: [roles]: unknown key 'member'"},
 		/* sources must name columns their tables have */
 		{ROLES PRIVACY "[table public.org_roles]\ncolumns = org_id, user_id, rank\norg = org_id\nread = viewer\n",
 		 "t.ini:4: [membership]: column 'role' is not in the columns of [table public.org_roles]"},
@@ -975,6 +1021,57 @@ static void test_cache(void **state)
 	policy_destroy(p);
 }
 
+/* Issue 6, item 7: a table dropped and recreated comes back to the relation cache at version 1
+ * again (DROP TABLE events; ALTER TABLE tmp RENAME TO events drops the stale one, a later
+ * CREATE TABLE events is new), and malloc may hand it the freed relation's address. The binding
+ * made for the old relation must not be served for the new one. The address reuse is made
+ * deterministic by copying each cached relation into the same storage, as malloc would. */
+static void test_cache_recreated_relation(void **state)
+{
+	policy *p = load_platform();
+	relcache *rc = relcache_create();
+	assert_non_null(rc);
+	rel_column cols[E_NCOLS], swapped[E_NCOLS];
+	for (int i = 0; i < E_NCOLS; i++)
+		cols[i] = (rel_column){.name = (char *)EVENT_COLS[i], .type_oid = 25, .typmod = -1};
+	memcpy(swapped, cols, sizeof(cols));
+	swapped[0] = cols[E_ORG];
+	swapped[E_ORG] = cols[0];
+	relation events = {.oid = 100, .schema = "public", .name = "events", .ncols = E_NCOLS,
+	                   .cols = cols, .replident = 'f'};
+	const relation *old = NULL, *fresh = NULL;
+	assert_int_equal(relcache_put(rc, &events, &old), 0);
+	relation at_x = *old; /* the address both relations occupy */
+	policy_cache *c = NULL;
+	assert_int_equal(policy_cache_create(p, &c), 0);
+	char err[POLICY_ERROR_MAX];
+	const policy_bound *b = NULL;
+	assert_int_equal(policy_cache_get(c, &at_x, &b, err), 0);
+	assert_int_equal(policy_bound_org_column(b), E_ORG);
+
+	/* DROP TABLE events; ALTER TABLE tmp RENAME TO events; ALTER TABLE events RENAME TO gone;
+	 * CREATE TABLE events (org_id first). */
+	relation tmp = {.oid = 200, .schema = "public", .name = "tmp", .ncols = 1, .cols = cols,
+	                .replident = 'd'};
+	assert_int_equal(relcache_put(rc, &tmp, NULL), 0);
+	tmp.name = "events";
+	assert_int_equal(relcache_put(rc, &tmp, NULL), 0);
+	tmp.name = "gone";
+	assert_int_equal(relcache_put(rc, &tmp, NULL), 0);
+	events.oid = 300;
+	events.cols = swapped;
+	assert_int_equal(relcache_put(rc, &events, &fresh), 0);
+	assert_int_equal(fresh->version, at_x.version); /* the version alone cannot tell them apart */
+	at_x = *fresh;
+
+	assert_int_equal(policy_cache_get(c, &at_x, &b, err), 0);
+	assert_int_equal(policy_bound_org_column(b), 0);
+	assert_int_equal(policy_bound_context_column(b, E_BODY), E_ORG);
+	policy_cache_destroy(c);
+	relcache_destroy(rc);
+	policy_destroy(p);
+}
+
 /* ---- values -------------------------------------------------------------------------------- */
 
 static void check_mask(const char *in, const char *want)
@@ -1165,6 +1262,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_platform_file),
+		cmocka_unit_test(test_member_roles),
 		cmocka_unit_test(test_precedence),
 		cmocka_unit_test(test_file_syntax),
 		cmocka_unit_test(test_errors),
@@ -1178,6 +1276,7 @@ int main(void)
 		cmocka_unit_test(test_mask_null_rule),
 		cmocka_unit_test(test_bind),
 		cmocka_unit_test(test_cache),
+		cmocka_unit_test(test_cache_recreated_relation),
 		cmocka_unit_test(test_mask_last4),
 		cmocka_unit_test(test_uuid_canonical),
 		cmocka_unit_test(test_bench),
