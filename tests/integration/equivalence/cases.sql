@@ -13,9 +13,9 @@ select (array_agg(uid order by uid))[1] as u_owner, (array_agg(uid order by uid)
 select md5(:'seed' || 'cases contact ruled')::uuid as c_ruled, md5(:'seed' || 'cases contact open')::uuid as c_open \gset
 select (array_agg(id order by id))[1] as e1, (array_agg(id order by id))[2] as e2, (array_agg(id order by id))[3] as e3,
        (array_agg(id order by id))[4] as e4, (array_agg(id order by id))[5] as e5, (array_agg(id order by id))[6] as e6,
-       (array_agg(id order by id))[7] as e7, (array_agg(id order by id))[8] as e8
+       (array_agg(id order by id))[7] as e7, (array_agg(id order by id))[8] as e8, (array_agg(id order by id))[9] as e9
   from (select id from difftest.bodies d where not exists (select 1 from public.events v where v.id = d.id)
-         order by id desc limit 8) s \gset
+         order by id desc limit 9) s \gset
 \set ev 'insert into public.events (id, org_id, contact_id, user_id, kind, direction, status, from_number, to_number, body) select '
 \set evtail ', ''call'', ''inbound'', ''new'', ''+15551234567'', ''+15557654321'', body from difftest.bodies where id = '
 
@@ -113,9 +113,21 @@ insert into public.org_roles (org_id, user_id, role, created_at)
 commit;
 call difftest.judge(100009, 'cases: roster deleted and re-inserted');
 
+-- Intermediate versions across a policy change: an event about the owner-only contact inserted,
+-- updated and deleted around a promotion to owner. Its inserted version is visible as of the
+-- commit to the promoted user; the old rows of the update and the delete were never visible
+-- "just before" (the oracle accepts either state's judgement for them, workload.sql).
+begin;
+:ev :'e9', :'o', :'c_open', null :evtail :'e9';
+update public.org_roles set role = 'owner' where org_id = :'o' and user_id = :'u_viewer';
+update public.events set status = 'answered' where id = :'e9';
+delete from public.events where id = :'e9';
+commit;
+call difftest.judge(100010, 'cases: event inserted, updated and deleted around a promotion', true);
+
 -- The org deleted, after a change in another org: every row of it cascades; its members saw them.
 begin;
 update public.orgs set name = name || '.' where id = (select id from public.orgs where id <> :'o' order by id limit 1);
 delete from public.orgs where id = :'o';
 commit;
-call difftest.judge(100010, 'cases: org deleted with its roster, contacts, rules, events, log and health');
+call difftest.judge(100011, 'cases: org deleted with its roster, contacts, rules, events, log and health');
