@@ -6,8 +6,9 @@
 #   an INSERT or an UPDATE's new row exactly when the masking view walcast.<table>_masked, queried
 #   as U (set role authenticated + request.jwt.claims), shows that row version after T's commit,
 #   with exactly the values the view shows (masks and decryption included); a DELETE exactly when
-#   the view showed U the row just before T, with those values; an UPDATE's old row only to those
-#   who saw it before T. Nothing else reaches U.
+#   the view showed U the row just before T, with those values (on the columns the table's replica
+#   identity carries: the WAL has no others); an UPDATE's old row only to those who saw it before
+#   T (it may be left out; an unchanged primary key alone may go to anyone). Nothing else reaches U.
 #
 # The workload (equivalence/workload.sql): transactions of one to four operations mixing policy
 # changes (members added, removed, promoted, demoted, seats handed over to users new to the org,
