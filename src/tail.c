@@ -475,6 +475,7 @@ static int output_open(tail *t, uint64_t *resume)
 int tail_run(const config *cfg, const tail_options *opt)
 {
 	tail t = {.opt = opt, .cfg = cfg, .exit_code = 0, .txn_offset = -1, .out_fd = -1};
+	tail_options denied_opt; /* opt without the viewer's uid, for a token role that is denied */
 	relcache *rels = NULL;
 	uint64_t resume = 0;
 	int rc;
@@ -494,8 +495,19 @@ int tail_run(const config *cfg, const tail_options *opt)
 			t.exit_code = 1;
 			goto cleanup;
 		}
-		t.bypass = opt->viewer_role != NULL &&
-		           policy_role_bypasses(t.pol, opt->viewer_role, strlen(opt->viewer_role));
+		/* The token's role, as PostgreSQL would grant it: --as (no role) is a member. */
+		policy_role_access access =
+		    opt->viewer_role == NULL ? POLICY_ROLE_MEMBER
+		                             : policy_role_kind(t.pol, opt->viewer_role, strlen(opt->viewer_role));
+		t.bypass = access == POLICY_ROLE_BYPASS;
+		if (access == POLICY_ROLE_DENIED) {
+			log_info("tail.role_denied", "role=%s: the policy's [roles] names it neither a member nor "
+			         "a bypass role: this token sees nothing",
+			         opt->viewer_role[0] ? opt->viewer_role : "(none)");
+			denied_opt = *opt;
+			denied_opt.viewer_uid = NULL; /* its sub confers nothing */
+			t.opt = &denied_opt;
+		}
 		char kerr[KEYRING_ERROR_MAX];
 		rc = cfg->keys_file[0] ? keyring_load_file(cfg->keys_file, &t.keys, kerr)
 		                       : keyring_load_env("WALCAST_KEYS", &t.keys, kerr);
