@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -31,6 +32,7 @@
 
 #define HEARTBEAT_PREFIX "walcast.heartbeat"
 #define SLOT_BUSY_RETRIES 5 /* ~8 s of backoff before "slot in use" is final */
+#define STOP_TIMEOUT_MS 5000 /* how long a stop waits for the server to take the final feedback */
 
 typedef enum source_state {
 	ST_IDLE,
@@ -232,8 +234,8 @@ static int wrap_change_cb(void *arg, change *c)
 	source *s = arg;
 	if (c->action == CHANGE_MESSAGE && c->prefix != NULL && strcmp(c->prefix, HEARTBEAT_PREFIX) == 0)
 		return 0;
-	if (c->txn == NULL && c->lsn + 1 > s->delivered_lsn)
-		s->delivered_lsn = c->lsn + 1;
+	if (c->txn == NULL && c->lsn > s->delivered_lsn)
+		s->delivered_lsn = c->lsn; /* see source.h: the end of the message's record, not + 1 */
 	return s->ev.sink.change_cb(s->ev.sink.arg, c);
 }
 
@@ -314,14 +316,64 @@ void source_confirm(source *s, uint64_t lsn)
 		s->confirmed_lsn = lsn;
 }
 
+/* Milliseconds left until deadline_us (pg_now_us() time), at least 0. */
+static int ms_left(int64_t deadline_us)
+{
+	int64_t left = (deadline_us - pg_now_us()) / 1000;
+	return left < 0 ? 0 : (int)left;
+}
+
+/* Ends the COPY stream the way pg_recvlogical does: the final status update, then CopyDone, then
+ * waits for the server's CopyDone. The server handles its client's messages in order, so its
+ * CopyDone proves the status update was applied to the slot; closing the socket without waiting
+ * can lose it (the server, still sending, may see the connection reset before it reads the
+ * update). Bounded by STOP_TIMEOUT_MS however the network behaves: the socket stays
+ * non-blocking and every wait is a poll() with the time left. True when the server confirmed. */
+static bool stream_finish(source *s)
+{
+	int64_t deadline = pg_now_us() + (int64_t)STOP_TIMEOUT_MS * 1000;
+	int fd = PQsocket(s->conn);
+	if (fd < 0 || status_send(s, false) < 0 || s->conn == NULL || PQputCopyEnd(s->conn, NULL) < 0)
+		return false;
+	for (;;) {
+		int f = PQflush(s->conn);
+		if (f < 0)
+			return false;
+		if (f == 0)
+			break;
+		struct pollfd p = {.fd = fd, .events = POLLOUT | POLLIN};
+		if (poll(&p, 1, ms_left(deadline)) <= 0)
+			return false; /* the deadline passed (or poll failed): give up */
+		if ((p.revents & POLLIN) && !PQconsumeInput(s->conn))
+			return false;
+	}
+	for (;;) {
+		char *data = NULL;
+		int n = PQgetCopyData(s->conn, &data, 1);
+		if (data != NULL)
+			PQfreemem(data); /* more of the stream, sent before the server saw our CopyDone */
+		if (n == -1)
+			return true; /* the server's CopyDone */
+		if (n == -2)
+			return false;
+		if (n > 0)
+			continue;
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, ms_left(deadline)) <= 0 || !PQconsumeInput(s->conn))
+			return false;
+	}
+}
+
 void source_stop(source *s)
 {
 	if (s->state == ST_STREAMING && s->conn != NULL) {
-		/* Final feedback: send it synchronously, it is small and we are leaving. */
-		PQsetnonblocking(s->conn, 0);
-		status_send(s, false);
 		char a[LSN_TEXT_MAX];
-		log_info("source.stopped", "slot=%s flushed=%s", s->cfg->slot, lsn_format(s->flushed_lsn, a));
+		if (stream_finish(s))
+			log_info("source.stopped", "slot=%s flushed=%s", s->cfg->slot, lsn_format(s->flushed_lsn, a));
+		else
+			log_warn("source.stop_unconfirmed", "slot=%s flush=%s: the server did not acknowledge the final "
+			         "status update within %d ms; the slot may resume from an earlier position (at most "
+			         "a repeat, never a loss)", s->cfg->slot, lsn_format(s->flushed_lsn, a), STOP_TIMEOUT_MS);
 	}
 	if (s->retry_timer > 0)
 		loop_timer_cancel(s->loop, s->retry_timer);

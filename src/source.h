@@ -10,7 +10,14 @@
  * is confirmed too, so an idle database does not pin WAL.
  *
  * Positions a consumer confirms: a transaction's txn->end_lsn once it took the whole
- * transaction; lsn + 1 for a non-transactional message it took.
+ * transaction; a non-transactional message's lsn itself once it took the message — never more.
+ * Why exactly that: PostgreSQL gives a message the END of its WAL record as its LSN, and on
+ * restart skips every transaction whose COMMIT record begins before the confirmed position (and
+ * every message whose record begins before it). A message written inside a transaction is
+ * decoded and sent when its record is read, before that transaction (sent at its commit), and
+ * the transaction's COMMIT can begin exactly where the message's record ends: confirming
+ * lsn + 1 would skip that whole transaction on the next start; confirming lsn skips the message
+ * (it began before) and keeps every transaction still to come (their commits begin at or after).
  */
 #ifndef WALCAST_SOURCE_H
 #define WALCAST_SOURCE_H

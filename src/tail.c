@@ -324,8 +324,9 @@ static int change_cb(void *arg, change *c)
 	}
 	t->offset += (int64_t)t->line.len;
 	if (c->txn == NULL) {
-		/* A non-transactional message is complete on its own. */
-		t->written_end = c->lsn + 1;
+		/* A non-transactional message is complete on its own; its lsn is the end of its
+		 * record, the position to confirm for it (source.h). */
+		t->written_end = c->lsn;
 		t->txn_offset = -1;
 	}
 	t->printed++;
