@@ -79,6 +79,7 @@ struct source {
 	uint64_t rng;
 
 	uint64_t resume_lsn;   /* where the consumer's durable state says to start */
+	uint64_t server_lsn;   /* the server's WAL flush position when this connection began */
 	uint64_t received_lsn; /* highest WAL position seen */
 	uint64_t confirmed_lsn; /* what the consumer confirmed */
 	uint64_t delivered_lsn; /* highest position handed to the consumer that it can confirm */
@@ -723,6 +724,7 @@ static int setup_result(source *s, PGresult *res)
 {
 	ExecStatusType st = PQresultStatus(res);
 	char a[LSN_TEXT_MAX];
+	char b[LSN_TEXT_MAX];
 	switch (s->state) {
 	case ST_IDENTIFY:
 		if (st != PGRES_TUPLES_OK)
@@ -732,6 +734,21 @@ static int setup_result(source *s, PGresult *res)
 			                      "(set dbname in the conninfo)");
 		log_debug("source.identified", "slot=%s system=%s timeline=%s xlogpos=%s db=%s", s->cfg->slot,
 		          PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+		{
+			const char *pos = PQgetvalue(res, 0, 2);
+			if (lsn_parse(pos, strlen(pos), &s->server_lsn) < 0)
+				return source_fail(s, "IDENTIFY_SYSTEM returned a bad WAL position '%s'", pos);
+		}
+		if (s->confirmed_lsn > s->server_lsn)
+			return source_fail(s, "the position to resume from, %s, is beyond the end of this server's WAL, %s: "
+			                      "it comes from another history (the cluster was restored from a backup or "
+			                      "replaced, or the checkpoint belongs to another server). walcast stops "
+			                      "instead of streaming from a position the server has not reached. To go on "
+			                      "with this server: move the checkpoint away (for tail --output: FILE and "
+			                      "FILE.pos) and start again, so slot '%s' resumes from its own position; the "
+			                      "output then restarts from there (changes of the lost history are not in "
+			                      "this server)",
+			                   lsn_format(s->confirmed_lsn, a), lsn_format(s->server_lsn, b), s->cfg->slot);
 		if (strcmp(s->ops->name, "wal2json") == 0)
 			return send_relations(s);
 		return send_slot_check(s);
@@ -775,9 +792,17 @@ static int setup_result(source *s, PGresult *res)
 				                      "that consumer or configure another slot",
 				                   s->cfg->slot, PQgetvalue(res, 0, 1));
 			}
+			uint64_t slot_flush = 0;
+			const char *cf = PQgetvalue(res, 0, 2);
+			if (!PQgetisnull(res, 0, 2) && lsn_parse(cf, strlen(cf), &slot_flush) == 0 &&
+			    slot_flush > s->server_lsn)
+				return source_fail(s, "replication slot '%s' has confirmed %s, beyond the end of this "
+				                      "server's WAL, %s: the slot comes from another history (restored "
+				                      "from a backup inconsistently?). Drop it (SELECT "
+				                      "pg_drop_replication_slot('%s')) and start again",
+				                   s->cfg->slot, cf, lsn_format(s->server_lsn, a), s->cfg->slot);
 			s->slot_exists = true;
-			log_info("source.slot_found", "slot=%s confirmed_flush=%s", s->cfg->slot,
-			         PQgetvalue(res, 0, 2));
+			log_info("source.slot_found", "slot=%s confirmed_flush=%s", s->cfg->slot, cf);
 		}
 		if (strcmp(s->ops->name, "pgoutput") == 0)
 			return send_pub_check(s);

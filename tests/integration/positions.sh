@@ -92,4 +92,32 @@ for plugin in pgoutput wal2json; do
     "$(sort -un "$f.ids" | wc -l) $(wc -l <"$f.ids")"
 done
 
+# A checkpoint ahead of the server: the cluster is restored from a (cold) backup taken before
+# the changes the checkpoint covers. The server's WAL now ends before FILE.pos: walcast must stop
+# with one clear error naming both positions, and must not move the slot past the server's WAL.
+sql -c "CREATE TABLE pos_r (id int PRIMARY KEY)" -c "CREATE PUBLICATION pos_rpub FOR TABLE pos_r" \
+    -c "SELECT pg_create_logical_replication_slot('pos_restore', 'pgoutput')" >/dev/null
+as_pg "$WALCAST_PG_BIN/pg_ctl" -D "$WALCAST_PGDATA" -m fast -w stop >/dev/null
+as_pg cp -a "$WALCAST_PGDATA" "$WALCAST_HARNESS_DIR/backup"
+as_pg "$WALCAST_PG_BIN/pg_ctl" -D "$WALCAST_PGDATA" -l "$WALCAST_HARNESS_DIR/pg.log" -w start >/dev/null
+sql -c "INSERT INTO pos_r SELECT generate_series(1, 20000)"
+end=$(current_lsn)
+f="$WORK/restore.jsonl"
+timeout 60 "$WALCAST" tail -S pos_restore --publication pos_rpub -o "$f" --until-lsn "$end" 2>>"$WORK/pos.err"
+check "before the restore: all rows" 20000 "$(wc -l <"$f")"
+ahead=$(sed -n 's/^lsn=//p' "$f.pos")
+as_pg "$WALCAST_PG_BIN/pg_ctl" -D "$WALCAST_PGDATA" -m fast -w stop >/dev/null
+as_pg rm -rf "$WALCAST_PGDATA"
+as_pg mv "$WALCAST_HARNESS_DIR/backup" "$WALCAST_PGDATA"
+as_pg "$WALCAST_PG_BIN/pg_ctl" -D "$WALCAST_PGDATA" -l "$WALCAST_HARNESS_DIR/pg.log" -w start >/dev/null
+server=$(sql -c "SELECT pg_current_wal_flush_lsn()")
+check "the server's WAL ends before the checkpoint ($server < $ahead)" t "$(sql -c "SELECT '$server'::pg_lsn < '$ahead'::pg_lsn")"
+rc=0; timeout 20 "$WALCAST" tail -S pos_restore --publication pos_rpub -o "$f" >/dev/null 2>"$WORK/restore.err" || rc=$?
+check "checkpoint ahead of the server: exit status 1" 1 "$rc"
+check "one error line, naming both positions" 1 "$(grep -c "ERROR.*$ahead.*$server\|ERROR.*$server.*$ahead" "$WORK/restore.err")"
+check "... and nothing else at error level" 1 "$(grep -c ERROR "$WORK/restore.err")"
+check "the slot was not moved past the server's WAL" t \
+  "$(sql -c "SELECT confirmed_flush_lsn <= pg_current_wal_flush_lsn() FROM pg_replication_slots WHERE slot_name = 'pos_restore'")"
+cat "$WORK/restore.err" | sed 's/^/# /'
+
 summary
