@@ -71,6 +71,12 @@ struct source {
 	PGresult *pending; /* first result of the setup query in progress, until it completes */
 	int sock; /* the fd currently watched, or -1 */
 	bool slot_exists;
+	bool temp_slot_made; /* this source created its temporary slot: a lost connection loses it */
+	bool stopping;       /* in source_stop: a failed send ends quietly, no retry */
+	char **pub_schemas;  /* source_publication_tables(): what a missing publication is created for */
+	char **pub_names;
+	size_t pub_n;
+	char *pub_tables;    /* their quoted list, once built */
 	int attempts;      /* consecutive failed attempts */
 	int busy_attempts; /* consecutive "slot active" answers */
 	char last_error[512];
@@ -196,6 +202,8 @@ static int status_send(source *s, bool reply)
 	put_u64(msg + 25, (uint64_t)pg_now_us());
 	msg[33] = reply ? 1 : 0;
 	if (PQputCopyData(s->conn, (const char *)msg, sizeof(msg)) <= 0 || PQflush(s->conn) < 0) {
+		if (s->stopping)
+			return -EIO;
 		char why[600];
 		snprintf(why, sizeof(why), "could not send status update: %s", PQerrorMessage(s->conn));
 		source_retry(s, why);
@@ -251,6 +259,18 @@ static int wrap_commit_cb(void *arg, const change_txn *txn)
 
 /* ---- lifecycle ---- */
 
+static void publication_tables_free(source *s)
+{
+	for (size_t i = 0; i < s->pub_n; i++)
+		free(s->pub_schemas[i]), free(s->pub_names[i]);
+	free(s->pub_schemas);
+	free(s->pub_names);
+	free(s->pub_tables);
+	s->pub_schemas = s->pub_names = NULL;
+	s->pub_tables = NULL;
+	s->pub_n = 0;
+}
+
 int source_create(loop *l, const config *cfg, relcache *rels, const source_events *events,
                   source **out, char err[256])
 {
@@ -286,11 +306,39 @@ int source_create(loop *l, const config *cfg, relcache *rels, const source_event
 	return 0;
 }
 
+int source_publication_tables(source *s, const char *const *schemas, const char *const *names, size_t n)
+{
+	if (n == 0)
+		return -EINVAL;
+	char **sc = calloc(n, sizeof(*sc));
+	char **nm = calloc(n, sizeof(*nm));
+	int rc = sc && nm ? 0 : -ENOMEM;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		sc[i] = strdup(schemas[i]);
+		nm[i] = strdup(names[i]);
+		if (sc[i] == NULL || nm[i] == NULL)
+			rc = -ENOMEM;
+	}
+	if (rc < 0) {
+		for (size_t i = 0; sc && nm && i < n; i++)
+			free(sc[i]), free(nm[i]);
+		free(sc);
+		free(nm);
+		return rc;
+	}
+	publication_tables_free(s);
+	s->pub_schemas = sc;
+	s->pub_names = nm;
+	s->pub_n = n;
+	return 0;
+}
+
 void source_destroy(source *s)
 {
 	if (s == NULL)
 		return;
 	source_stop(s);
+	publication_tables_free(s);
 	decoder_destroy(s->dec);
 	free(s);
 }
@@ -367,6 +415,7 @@ static bool stream_finish(source *s)
 
 void source_stop(source *s)
 {
+	s->stopping = true;
 	if (s->state == ST_STREAMING && s->conn != NULL) {
 		char a[LSN_TEXT_MAX];
 		if (stream_finish(s))
@@ -447,6 +496,12 @@ static void retry_timer_cb(loop *l, int id, void *arg)
 
 static int source_retry(source *s, const char *why)
 {
+	if (s->temp_slot_made)
+		return source_fail(s, "the connection was lost (%s) and with it the temporary slot '%s': a new slot "
+		                      "would start at the present and skip whatever was committed meanwhile, so "
+		                      "walcast stops here. Run it again to start from the present, or use a durable "
+		                      "slot (--slot NAME, without --temporary) to survive reconnects",
+		                   why, s->cfg->slot);
 	bool was_streaming = s->state == ST_STREAMING;
 	if (s->in_txn && s->ev.abandon_cb != NULL)
 		s->ev.abandon_cb(s->ev.arg);
@@ -620,10 +675,33 @@ static int send_pub_create(source *s)
 		source_fail(s, "cannot quote the publication name");
 		return -EIO;
 	}
-	char sql[256];
-	snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR ALL TABLES", id);
+	buf list, sql;
+	buf_init(&list);
+	buf_init(&sql);
+	int rc = 0;
+	for (size_t i = 0; i < s->pub_n && rc == 0; i++) {
+		char *sch = quote_ident(s, s->pub_schemas[i]);
+		char *name = quote_ident(s, s->pub_names[i]);
+		rc = sch && name ? buf_printf(&list, "%s%s.%s", i ? ", " : "", sch, name) : -ENOMEM;
+		PQfreemem(sch);
+		PQfreemem(name);
+	}
+	free(s->pub_tables);
+	s->pub_tables = rc == 0 ? strndup(list.data, list.len) : NULL;
+	buf_fini(&list);
+	if (rc == 0 && s->pub_tables == NULL)
+		rc = -ENOMEM;
+	if (rc == 0)
+		rc = buf_printf(&sql, "CREATE PUBLICATION %s FOR TABLE %s", id, s->pub_tables);
 	PQfreemem(id);
-	return query_send(s, ST_PUB_CREATE, sql);
+	if (rc < 0) {
+		buf_fini(&sql);
+		source_fail(s, "out of memory");
+		return -EIO;
+	}
+	rc = query_send(s, ST_PUB_CREATE, sql.data);
+	buf_fini(&sql);
+	return rc;
 }
 
 static int send_slot_create(source *s)
@@ -762,7 +840,7 @@ static int setup_result(source *s, PGresult *res)
 		if (st != PGRES_TUPLES_OK)
 			return query_failed(s, res, "looking up the slot");
 		if (PQntuples(res) == 0) {
-			if (!s->cfg->create_slot)
+			if (!s->cfg->create_slot && !s->cfg->temporary_slot)
 				return source_fail(s, "replication slot '%s' does not exist and create_slot is off; create "
 				                      "it with: SELECT pg_create_logical_replication_slot('%s', '%s')",
 				                   s->cfg->slot, s->cfg->slot, s->ops->name);
@@ -812,15 +890,19 @@ static int setup_result(source *s, PGresult *res)
 			return query_failed(s, res, "looking up the publication");
 		if (PQntuples(res) > 0)
 			return setup_next_after_slot(s);
-		if (!s->cfg->create_slot)
-			return source_fail(s, "publication '%s' does not exist; create it with: CREATE PUBLICATION %s "
-			                      "FOR TABLE ... (or FOR ALL TABLES)",
+		if (s->pub_n == 0)
+			return source_fail(s, "publication '%s' does not exist. walcast does not create one by itself (a "
+			                      "publication FOR ALL TABLES would make every table without a replica "
+			                      "identity refuse UPDATE and DELETE). Create it for the tables to read: "
+			                      "CREATE PUBLICATION %s FOR TABLE schema.table, ... -- for the platform, "
+			                      "deploy/migrations/20261122000400_replication.sql creates 'walcast'; or let "
+			                      "tail create it for the tables of the policy file (--create-publication)",
 			                   s->cfg->publication, s->cfg->publication);
 		return send_pub_create(s);
 	case ST_PUB_CREATE:
 		if (st != PGRES_COMMAND_OK)
 			return query_failed(s, res, "creating the publication");
-		log_info("source.publication_created", "publication=%s tables=all", s->cfg->publication);
+		log_info("source.publication_created", "publication=%s tables=%s", s->cfg->publication, s->pub_tables);
 		return setup_next_after_slot(s);
 	case ST_SLOT_CREATE:
 		if (st != PGRES_TUPLES_OK) {
@@ -834,6 +916,7 @@ static int setup_result(source *s, PGresult *res)
 		         PQgetisnull(res, 0, 2) ? "none" : PQgetvalue(res, 0, 2),
 		         s->cfg->temporary_slot ? " temporary=true" : "");
 		s->slot_exists = true;
+		s->temp_slot_made = s->cfg->temporary_slot;
 		if (s->ev.snapshot_cb != NULL && !PQgetisnull(res, 0, 2)) {
 			uint64_t consistent = 0;
 			const char *cp = PQgetvalue(res, 0, 1);

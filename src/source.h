@@ -1,6 +1,6 @@
 /*
  * source — the replication client: one libpq connection in replication=database mode, driven
- * non-blocking on the event loop, that finds or creates the slot (and the publication for
+ * non-blocking on the event loop, that finds or creates the slot (and checks the publication for
  * pgoutput), streams XLogData into a decoder, answers keepalives, sends standby status updates
  * and reconnects with backoff when PostgreSQL goes away.
  *
@@ -58,6 +58,14 @@ typedef struct source_events {
 __attribute__((warn_unused_result)) int source_create(loop *l, const config *cfg, relcache *rels,
                                                       const source_events *events, source **out,
                                                       char err[256]);
+
+/* Lets the source create the publication (pgoutput) when it is missing, FOR TABLE exactly these
+ * tables (schemas[i].names[i]); without this call a missing publication is an error that says how
+ * to create one. walcast never creates a publication FOR ALL TABLES: it would make every table
+ * without a replica identity refuse UPDATE and DELETE. Copies the names. 0, -EINVAL (n == 0) or
+ * -ENOMEM. Call before source_start(). */
+__attribute__((warn_unused_result)) int source_publication_tables(source *s, const char *const *schemas,
+                                                                  const char *const *names, size_t n);
 
 /* Starts connecting. resume_lsn, if not 0, is where the consumer's own durable state says to
  * resume (transactions committed before it are not delivered). 0 or a negative errno. */
