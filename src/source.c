@@ -100,6 +100,7 @@ struct source {
 
 static int source_fail(source *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int source_retry(source *s, const char *why);
+static int connect_failed(source *s, char *why);
 static int send_start(source *s);
 static void conn_cb(loop *l, int fd, unsigned events, void *arg);
 static void heartbeat_schedule(source *s);
@@ -448,9 +449,10 @@ static void connect_begin(source *s)
 		return;
 	}
 	if (PQstatus(s->conn) == CONNECTION_BAD) {
+		/* libpq refused the conninfo itself (or the first address failed at once). */
 		char why[600];
 		snprintf(why, sizeof(why), "%s", PQerrorMessage(s->conn));
-		source_retry(s, why);
+		(void)connect_failed(s, why);
 		return;
 	}
 	if (conn_watch(s, LOOP_WRITE) < 0)
@@ -534,18 +536,33 @@ static int source_retry(source *s, const char *why)
 	return -EAGAIN;
 }
 
-/* Connection-level problems that retrying cannot fix. */
+/* Connection-level problems that retrying cannot fix: authentication, and a conninfo that libpq
+ * cannot use (its option errors start with "invalid ..."). */
 static bool connect_error_permanent(const char *msg)
 {
 	static const char *const patterns[] = {
-		"password authentication failed", "must be superuser or replication role",
+		"password authentication failed", "no password supplied", "must be superuser or replication role",
 		"no pg_hba.conf entry", "does not exist", "authentication method", "invalid connection option",
-		"invalid URI", "missing \"=\"",
+		"invalid URI", "missing \"=\"", "for connection option", "end of string reached",
+		"unterminated quoted string", "unexpected spaces found", "invalid percent-encoded token",
 	};
+	if (strncmp(msg, "invalid ", 8) == 0)
+		return true;
 	for (size_t i = 0; i < sizeof(patterns) / sizeof(patterns[0]); i++)
 		if (strstr(msg, patterns[i]) != NULL)
 			return true;
 	return false;
+}
+
+/* A connection attempt failed with why: fail when retrying cannot heal it, else retry. */
+static int connect_failed(source *s, char *why)
+{
+	size_t n = strlen(why);
+	while (n > 0 && (why[n - 1] == '\n' || why[n - 1] == ' '))
+		why[--n] = '\0';
+	if (connect_error_permanent(why))
+		return source_fail(s, "cannot connect: %s", why);
+	return source_retry(s, why);
 }
 
 /* Handles a failed query result: retry for transient classes, fail otherwise. */
@@ -996,6 +1013,27 @@ static int stream_message(source *s, const uint8_t *m, size_t n)
 	            n > 0 && m[0] >= 32 && m[0] < 127 ? m[0] : '?', n, lsn_format(s->received_lsn, a));
 }
 
+/* The server ended the stream with an error (SQLSTATE state, may be empty): retry unless the
+ * same error would come back at the same WAL position forever. */
+static int stream_error(source *s, const char *state, const char *why)
+{
+	char a[LSN_TEXT_MAX];
+	if (strcmp(state, "42704") == 0 && strstr(why, "publication") != NULL)
+		/* pgoutput looks publications up as of each change: a publication created after the
+		 * slot's position (or dropped and created again) does not exist for the changes before,
+		 * and the slot cannot move past them. */
+		return source_fail(s, "the server cannot decode the stream after LSN %s: %s -- the publication "
+		                      "'%s' did not exist at that point of the WAL (it was created after the slot, or "
+		                      "dropped and created again), and retrying meets the same position. Create the "
+		                      "slot after the publication: drop it (SELECT pg_drop_replication_slot('%s')) and "
+		                      "start again; changes before the new slot are not delivered",
+		                   lsn_format(s->received_lsn, a), why, s->cfg->publication, s->cfg->slot);
+	if (strcmp(state, "42704") == 0 || strcmp(state, "42501") == 0)
+		return source_fail(s, "the server ended the stream after LSN %s: %s (SQLSTATE %s); retrying cannot "
+		                      "fix this", lsn_format(s->received_lsn, a), why, state);
+	return source_retry(s, why);
+}
+
 static int stream_read(source *s)
 {
 	if (!PQconsumeInput(s->conn))
@@ -1008,13 +1046,16 @@ static int stream_read(source *s)
 		if (n == -1) {
 			PGresult *res = PQgetResult(s->conn);
 			char why[800];
+			char state[6] = "";
 			if (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR) {
+				const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+				snprintf(state, sizeof(state), "%s", st ? st : "");
 				PQclear(res);
 				res = NULL;
 			}
 			result_error(res, s->conn, why, sizeof(why));
 			PQclear(res);
-			return source_retry(s, why[0] ? why : "the server ended the replication stream");
+			return stream_error(s, state, why[0] ? why : "the server ended the replication stream");
 		}
 		if (n == -2)
 			return source_retry(s, PQerrorMessage(s->conn));
@@ -1033,12 +1074,7 @@ static int conn_event(source *s, unsigned events)
 		if (ps == PGRES_POLLING_FAILED) {
 			char why[600];
 			snprintf(why, sizeof(why), "%s", PQerrorMessage(s->conn));
-			size_t n = strlen(why);
-			while (n > 0 && why[n - 1] == '\n')
-				why[--n] = '\0';
-			if (connect_error_permanent(why))
-				return source_fail(s, "cannot connect: %s", why);
-			return source_retry(s, why);
+			return connect_failed(s, why);
 		}
 		if (ps == PGRES_POLLING_OK) {
 			if (PQsetnonblocking(s->conn, 1) != 0)
