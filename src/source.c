@@ -590,10 +590,12 @@ static int query_failed(source *s, PGresult *res, const char *what)
 		return -EIO;
 	}
 	if (strstr(why, "may not be used as an output plugin") != NULL) {
-		source_fail(s, "%s: %s -- PostgreSQL refuses the output plugin '%s'. Allow it in postgresql.conf: "
+		source_fail(s, "%s: %s -- this PostgreSQL build accepts only the output plugins listed in "
+		            "output_plugin_libraries (some Debian builds of PostgreSQL 15 have that setting; others "
+		            "do not know it and refuse to start when it is set). Allow the plugin in postgresql.conf: "
 		            "output_plugin_libraries = 'pgoutput, test_decoding, %s' and reload the server "
 		            "(SELECT pg_reload_conf())",
-		            what, why, s->cfg->plugin, s->cfg->plugin);
+		            what, why, s->cfg->plugin);
 		return -EIO;
 	}
 	if (strcmp(state, "42501") == 0) {
@@ -869,11 +871,14 @@ static int setup_result(source *s, PGresult *res)
 				                      "'%s'; use another slot name or drop the slot",
 				                   s->cfg->slot, plugin, s->ops->name);
 			if (strcmp(PQgetvalue(res, 0, 3), "lost") == 0)
-				return source_fail(s, "replication slot '%s' was invalidated (wal_status = lost): the WAL it "
-				                      "needed was removed (max_slot_wal_keep_size). Changes were lost; drop "
-				                      "the slot (SELECT pg_drop_replication_slot('%s')), let walcast "
-				                      "recreate it and rebuild derived state (walcast backfill)",
-				                   s->cfg->slot, s->cfg->slot);
+				return source_fail(s, "replication slot '%s' was invalidated (wal_status = lost): PostgreSQL "
+				                      "removed WAL it still needed (max_slot_wal_keep_size), so the changes "
+				                      "committed after its confirmed position %s can no longer be decoded. To go "
+				                      "on: drop the slot (SELECT pg_drop_replication_slot('%s')) and start walcast "
+				                      "again; it creates a new slot at the present. What was committed between %s "
+				                      "and then is never delivered: for tail --output, move FILE and FILE.pos "
+				                      "away first; rebuild anything derived from the stream from the tables",
+				                   s->cfg->slot, PQgetvalue(res, 0, 2), s->cfg->slot, PQgetvalue(res, 0, 2));
 			if (strcmp(PQgetvalue(res, 0, 4), "t") != 0)
 				return source_fail(s, "replication slot '%s' belongs to another database", s->cfg->slot);
 			if (!PQgetisnull(res, 0, 1)) {

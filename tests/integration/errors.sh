@@ -111,6 +111,8 @@ for _ in 1 2 3 4 5 6; do
 done
 check "slot got invalidated" lost "$(sql -c "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'err_lost'")"
 expect_fail "invalidated slot" "invalidated \(wal_status = lost\)" "$WALCAST" tail -S err_lost
+check "invalidated slot: says what to do today (drop and recreate; what is lost), no verb that does not exist" "1 0" \
+  "$(grep -c "pg_drop_replication_slot('err_lost').*never delivered" "$WORK/err") $(grep -c backfill "$WORK/err")"
 sql -c "ALTER SYSTEM RESET max_slot_wal_keep_size" -c "SELECT pg_reload_conf()" >/dev/null
 
 # PostgreSQL down at start: walcast waits (retrying quietly) and streams once it is up.
