@@ -78,7 +78,9 @@ void source_snapshot_done(source *s);
  * update carries it. */
 void source_confirm(source *s, uint64_t lsn);
 
-/* Sends a final status update (best effort, without blocking for long) and disconnects. */
+/* Sends a final status update, ends the stream and waits for the server to acknowledge it (so
+ * the update is known to be applied), then disconnects. Blocks for at most 5 s whatever the
+ * network does; logs source.stop_unconfirmed when the server did not answer in time. */
 void source_stop(source *s);
 
 /* Frees the source; stops it first if needed. Safe on NULL. */
