@@ -83,6 +83,17 @@ sql -c "SELECT pg_create_logical_replication_slot('err_pubtime', 'pgoutput')" >/
 sql -c "INSERT INTO err_late_pub_t VALUES (1)" -c "CREATE PUBLICATION err_pubtime_pub FOR TABLE err_late_pub_t" >/dev/null
 expect_one_error "publication missing at decode time" "err_pubtime_pub" \
   "$WALCAST" tail -S err_pubtime --publication err_pubtime_pub
+# A publication dropped while walcast streams from it.
+sql -c "CREATE PUBLICATION err_dropped_pub FOR TABLE err_late_pub_t" >/dev/null
+"$WALCAST" tail -S err_dropped --publication err_dropped_pub >/dev/null 2>"$WORK/dropped.err" &
+dropped=$!; BG_PIDS+=("$dropped")
+wait_for 20 bash -c "[ \"\$(psql -XAtc \"SELECT active FROM pg_replication_slots WHERE slot_name = 'err_dropped'\")\" = t ]"
+sql -c "DROP PUBLICATION err_dropped_pub" -c "INSERT INTO err_late_pub_t VALUES (2)" >/dev/null
+rc=0; for _ in $(seq 1 50); do kill -0 "$dropped" 2>/dev/null || break; sleep 0.2; done
+if kill -0 "$dropped" 2>/dev/null; then rc=running; kill "$dropped"; wait "$dropped" || true; else wait "$dropped" || rc=$?; fi
+check "publication dropped while streaming: exit 1 within 10 s" 1 "$rc"
+check "publication dropped while streaming: exactly one error line, no retries" "1 0" \
+  "$(grep -cE '^[^ ]+ ERROR .*err_dropped_pub' "$WORK/dropped.err") $(grep -c source.disconnected "$WORK/dropped.err")"
 
 # Output plugin not allowed (Debian's output_plugin_libraries).
 if [ -n "$(psql -XAtc "SELECT 1 FROM pg_settings WHERE name = 'output_plugin_libraries'")" ]; then
