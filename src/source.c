@@ -3,6 +3,9 @@
  *
  *   CONNECTING -> IDENTIFY -> [RELATIONS (wal2json)] -> SLOT_CHECK -> [PUB_CHECK -> PUB_CREATE]
  *     -> [SLOT_CREATE] -> START -> STREAMING
+ *   (PUB_CREATE only for the tables given to source_publication_tables(); never FOR ALL TABLES.
+ *   IDENTIFY refuses a resume position beyond the server's WAL; a temporary slot this source made
+ *   turns every would-be retry into FAILED, since the slot died with the connection.)
  *   any step --transient error--> RETRY_WAIT --backoff timer--> CONNECTING
  *   any step --permanent error--> FAILED (failed_cb, one clear message)
  *
