@@ -141,6 +141,8 @@ static int status_run(const config *cfg)
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);
 	int code = 1;
 	PGresult *res = NULL;
+	if (conn != NULL)
+		PQsetNoticeProcessor(conn, log_pg_notice, "status");
 	if (PQstatus(conn) != CONNECTION_OK) {
 		fprintf(stderr, "walcast status: cannot connect: %s", PQerrorMessage(conn));
 		goto cleanup;

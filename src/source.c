@@ -345,6 +345,7 @@ static void connect_begin(source *s)
 		source_fail(s, "out of memory creating a connection");
 		return;
 	}
+	PQsetNoticeProcessor(s->conn, decoder_notice_cb, s->dec); /* server notices: through log.c */
 	if (PQstatus(s->conn) == CONNECTION_BAD) {
 		char why[600];
 		snprintf(why, sizeof(why), "%s", PQerrorMessage(s->conn));

@@ -77,6 +77,28 @@ static int state_row_write(void *arg, int table, const char *const *v)
 	return ferror(f) ? -EIO : 0;
 }
 
+static int org_found_cb(void *arg, const policy_state_uuid *org, int rank)
+{
+	(void)arg, (void)org, (void)rank;
+	return 1; /* one is enough */
+}
+
+/* Once the policy state is loaded: a viewer who is a member of no org sees (almost) nothing,
+ * which looks like a broken feed. Said once, at start. */
+static void viewer_membership_check(const tail *t)
+{
+	if (t->priv == NULL || t->bypass || t->opt->viewer_uid == NULL)
+		return;
+	policy_state_uuid u;
+	const char *uid = t->opt->viewer_uid;
+	if (policy_state_uuid_parse(uid, strlen(uid), &u) < 0)
+		return;
+	if (policy_state_user_orgs(privacy_state(t->priv), &u, org_found_cb, NULL) == 0)
+		log_warn("tail.viewer_no_membership", "user=%s: is a member of no org (no org_roles row): the "
+		         "feed shows only what such a user may see, which is nothing of the org tables, until "
+		         "a membership is added", uid);
+}
+
 /* Loads the state rows that follow "state=1" in a position file. */
 static int state_rows_read(tail *t, FILE *pf)
 {
@@ -254,6 +276,8 @@ static int state_load(tail *t, const char *snapshot)
 	const char *keys[] = {"dbname", "fallback_application_name", NULL};
 	const char *vals[] = {t->cfg->conninfo, "walcast-tail-state", NULL};
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);
+	if (conn != NULL)
+		PQsetNoticeProcessor(conn, log_pg_notice, "state");
 	char err[PRIVACY_ERROR_MAX];
 	int rc = -EIO;
 	if (PQstatus(conn) != CONNECTION_OK) {
@@ -283,6 +307,7 @@ static int state_load(tail *t, const char *snapshot)
 	}
 	t->state_loaded = true;
 	log_info("tail.state_loaded", "policy state loaded from %s", snapshot ? "the slot's snapshot" : "the current database");
+	viewer_membership_check(t);
 cleanup:
 	PQfinish(conn);
 	if (rc < 0)
@@ -470,8 +495,10 @@ static int output_open(tail *t, uint64_t *resume)
 			close(fd);
 			return -EINVAL;
 		}
-		if (state_rc > 0)
+		if (state_rc > 0) {
 			log_info("tail.state_loaded", "policy state loaded from the checkpoint in %s", t->pos_path);
+			viewer_membership_check(t);
+		}
 		uint64_t lsn;
 		if (n != 2 || off < 0 || lsn_parse(lsntext, strlen(lsntext), &lsn) < 0) {
 			log_error("tail.position_corrupt", "position file %s is not a walcast position; remove it "
