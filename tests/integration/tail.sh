@@ -155,4 +155,53 @@ check "-n mid-transaction: the cut transaction is not kept" 0 "$(wc -l <"$out")"
 "$WALCAST" tail -S tail_limit --publication tail_pub -t tail_b -o "$out" --until-lsn "$end" 2>>"$WORK/limit.err"
 check "-n then a restart: the 100 rows once, in order" "$(seq 500000 500099 | paste -sd,)" "$(jq -r .new.id "$out" | paste -sd,)"
 
+# Checkpoint order, seen in the system calls: FILE fdatasync'ed, FILE.pos.tmp fsync'ed and
+# renamed over FILE.pos, then the directory fsync'ed, and only then a standby status update
+# ('r', the confirmation) sent to the server.
+sql -c "SELECT pg_create_logical_replication_slot('tail_strace', 'pgoutput')" >/dev/null
+for i in 1 2 3; do sql -c "INSERT INTO tail_b SELECT g, 'strace' FROM generate_series($((600000 + i * 10)), $((600004 + i * 10))) g"; done
+end=$(current_lsn)
+strace -o "$WORK/strace.log" -e trace=openat,rename,renameat,renameat2,fsync,fdatasync,sendto \
+  "$WALCAST" tail -S tail_strace --publication tail_pub -t tail_b -o "$WORK/strace.jsonl" --until-lsn "$end" 2>/dev/null
+check "strace run: the 15 rows" 15 "$(wc -l <"$WORK/strace.jsonl")"
+check "checkpoint order: data synced, FILE.pos synced and renamed, directory synced, then confirmed" "ok" \
+  "$(python3 - "$WORK/strace.log" <<'PY'
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+problems, checkpoints = [], 0
+data_synced = False
+pending = None  # after a rename of FILE.pos: waiting for the directory's fsync
+dirfd = None
+tmpfd = None
+tmp_synced = False
+for n, l in enumerate(lines, 1):
+    if l.startswith("fdatasync("):
+        data_synced = True
+    m = re.match(r'openat\(.*\.pos\.tmp", .*\) = (\d+)', l)
+    if m:
+        tmpfd, tmp_synced = m.group(1), False
+    if tmpfd and l.startswith("fsync(%s)" % tmpfd):
+        tmp_synced = True
+    if re.match(r'rename\(".*\.pos\.tmp", ".*\.pos"\) = 0', l):
+        if not tmp_synced:
+            problems.append("line %d: FILE.pos.tmp renamed before its fsync" % n)
+        pending, dirfd, tmpfd = n, None, None
+        checkpoints += 1
+        continue
+    m = re.match(r'openat\(.*O_DIRECTORY.*\) = (\d+)', l)
+    if pending and m:
+        dirfd = m.group(1)
+    if pending and dirfd and l.startswith("fsync(%s)" % dirfd):
+        pending = None
+    if l.startswith("sendto(") and '"d\\0\\0\\0&r' in l:
+        if pending:
+            problems.append("line %d: confirmed before the directory fsync after the rename on line %d" % (n, pending))
+if checkpoints < 2:
+    problems.append("only %d checkpoints seen" % checkpoints)
+if not data_synced:
+    problems.append("FILE never fdatasync'ed")
+print("; ".join(problems) if problems else "ok")
+PY
+)"
+
 summary
