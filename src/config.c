@@ -327,9 +327,9 @@ static int env_unknown_check(char err[CONFIG_ERROR_MAX])
 
 int config_load_env(config *c, char err[CONFIG_ERROR_MAX])
 {
-	int rc0 = env_unknown_check(err);
-	if (rc0 < 0)
-		return rc0;
+	int unknown = env_unknown_check(err);
+	if (unknown < 0)
+		return unknown;
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		char var[128];
 		int n = snprintf(var, sizeof(var), "WALCAST_%s_%s", keys[i].section, keys[i].name);
