@@ -188,7 +188,7 @@ static void output_trim(tail *t)
 		return;
 	}
 	log_info("tail.trimmed", "output=%s cut back to its checkpoint, offset %" PRId64 " (%" PRId64
-	         " bytes of an unfinished transaction will be written again by the next run)",
+	         " bytes past the checkpoint will be written again by the next run)",
 	         t->opt->output_path, t->pos_offset, t->offset - t->pos_offset);
 	t->offset = t->pos_offset;
 }
