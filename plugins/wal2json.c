@@ -41,6 +41,7 @@
 
 #include "arena.h"
 #include "json_scan.h"
+#include "log.h"
 #include "lsn.h"
 
 #define W2J_MAX_COLUMNS 1664          /* PostgreSQL's MaxTupleAttributeNumber */
@@ -101,6 +102,8 @@ typedef struct wal2json {
 	w2j_list columns;
 	w2j_list identity;
 	w2j_list pk;
+	char **no_identity; /* tables already warned about ("schema"."table" as the server quotes it) */
+	size_t n_no_identity;
 } wal2json;
 
 /* Where a column of a shape under construction was seen. */
@@ -1090,6 +1093,9 @@ static void w2j_destroy(void *impl)
 	free(w->columns.v);
 	free(w->identity.v);
 	free(w->pk.v);
+	for (size_t i = 0; i < w->n_no_identity; i++)
+		free(w->no_identity[i]);
+	free(w->no_identity);
 	arena_destroy(w->arena);
 	free(w);
 }
@@ -1137,6 +1143,37 @@ out:
 	return rc;
 }
 
+/* wal2json drops an UPDATE or DELETE of a table that has no replica identity (no primary key
+ * under REPLICA IDENTITY DEFAULT, or NOTHING) and says so in a WARNING per change: one log line
+ * per table instead, saying what to do. Other notices are logged as they come. */
+static bool w2j_notice(void *impl, const char *message)
+{
+	static const char marker[] = "no tuple identifier for ";
+	wal2json *w = impl;
+	const char *m = strstr(message, marker);
+	const char *in = m != NULL ? strstr(m, " in table ") : NULL;
+	if (in == NULL)
+		return false;
+	const char *table = in + strlen(" in table ");
+	size_t len = strcspn(table, "\n");
+	for (size_t i = 0; i < w->n_no_identity; i++)
+		if (strlen(w->no_identity[i]) == len && memcmp(w->no_identity[i], table, len) == 0)
+			return true; /* said already */
+	char **grown = realloc(w->no_identity, (w->n_no_identity + 1) * sizeof(*grown));
+	char *name = strndup(table, len);
+	if (grown != NULL)
+		w->no_identity = grown;
+	if (grown == NULL || name == NULL) {
+		free(name);
+		return false; /* out of memory: logged as is */
+	}
+	w->no_identity[w->n_no_identity++] = name;
+	log_warn("wal2json.no_replica_identity", "table=%s: has no replica identity, so wal2json does "
+	         "not stream its UPDATE and DELETE (they are missing from the feed); give it a primary "
+	         "key or ALTER TABLE ... REPLICA IDENTITY FULL (said once per table)", name);
+	return true;
+}
+
 static void w2j_reset(void *impl)
 {
 	wal2json *w = impl;
@@ -1152,4 +1189,5 @@ const decoder_ops wal2json_decoder_ops = {
 	.start_options = w2j_start_options,
 	.decode = w2j_decode,
 	.reset = w2j_reset,
+	.notice = w2j_notice,
 };

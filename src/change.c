@@ -155,13 +155,18 @@ static int value_write(buf *out, const change_value *v, uint32_t type_oid)
 		break;
 	case OID_INT2:
 	case OID_INT4:
-	case OID_INT8:
 	case OID_OID:
 	case OID_FLOAT4:
 	case OID_FLOAT8:
-	case OID_NUMERIC:
+		/* Every value of these types is exact as an IEEE double: a JSON number. */
 		if (is_json_number(v->data, v->len))
 			return buf_append(out, v->data, v->len);
+		break;
+	case OID_INT8:
+	case OID_NUMERIC:
+		/* Not exact as a double (beyond 2^53, or more digits): always a string, PostgreSQL's
+		 * text digit for digit, so a consumer's type for the column never depends on the
+		 * value (the rule Debezium uses for precise decimals). */
 		break;
 	case OID_JSON:
 	case OID_JSONB:

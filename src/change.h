@@ -84,8 +84,10 @@ enum {
  *   {"lsn":"0/16B3748","xid":750,"commit_lsn":"0/16B37A0","commit_time":"2026-...Z",
  *    "action":"insert","schema":"public","table":"events","new":{...},"old":{...},
  *    "unchanged":["body"],"errors":{"body":"unknown_key"}}
- * Values are typed from the column type OID: integers and finite floats/numerics as JSON
- * numbers, booleans as true/false, json/jsonb embedded, everything else as strings.
+ * Values are typed from the column type OID: int2, int4, oid and finite float4/float8 as JSON
+ * numbers; int8 and numeric as JSON strings holding PostgreSQL's text (exact beyond 2^53, where
+ * a JavaScript number would round); booleans as true/false, json/jsonb embedded, everything
+ * else as strings.
  * Returns 0 or -ENOMEM. Does not block. */
 __attribute__((warn_unused_result)) int change_json_write(buf *out, const change *c, unsigned flags);
 

@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+
+extern char **environ;
 
 #define KEY(sec, nm, ty, field, def, lo, hi, rel, hlp) \
 	{sec, nm, ty, offsetof(config, field), def, lo, hi, rel, hlp}
@@ -205,6 +208,7 @@ typedef struct file_state {
 	config *c;
 	FILE *f;
 	int line;      /* lines read so far: the handler runs on the line just read */
+	int read_errno; /* errno of a failed read, 0 = none */
 	int err_line;  /* line of the first error the handler found, 0 = none */
 	char reason[CONFIG_ERROR_MAX];
 	int rc;
@@ -213,9 +217,12 @@ typedef struct file_state {
 static char *file_reader(char *str, int num, void *stream)
 {
 	file_state *st = stream;
+	errno = 0;
 	char *r = fgets(str, num, st->f);
 	if (r != NULL)
 		st->line++;
+	else if (ferror(st->f))
+		st->read_errno = errno != 0 ? errno : EIO;
 	return r;
 }
 
@@ -252,8 +259,18 @@ int config_load_file(config *c, const char *path, char err[CONFIG_ERROR_MAX])
 		snprintf(err, CONFIG_ERROR_MAX, "%s: cannot open: %s", path, strerror(e));
 		return -e;
 	}
+	struct stat sb;
+	if (fstat(fileno(st.f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+		fclose(st.f);
+		snprintf(err, CONFIG_ERROR_MAX, "%s: is a directory, not a configuration file", path);
+		return -EISDIR;
+	}
 	int line = ini_parse_stream(file_reader, &st, file_handler, &st);
 	fclose(st.f);
+	if (st.read_errno != 0) {
+		snprintf(err, CONFIG_ERROR_MAX, "%s: cannot read: %s", path, strerror(st.read_errno));
+		return -st.read_errno;
+	}
 	if (line == 0)
 		return 0;
 	if (line < 0) {
@@ -269,8 +286,58 @@ int config_load_file(config *c, const char *path, char err[CONFIG_ERROR_MAX])
 	return -EINVAL;
 }
 
+/* Is name (of length n) a section of the key table? Case-insensitive, as variables are upper
+ * case. */
+static bool section_known(const char *name, size_t n)
+{
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strlen(keys[i].section) == n && strncasecmp(keys[i].section, name, n) == 0)
+			return true;
+	return false;
+}
+
+/* Refuses a WALCAST_<SECTION>_<KEY> variable whose SECTION is one of ours and KEY is not: a
+ * misspelt key must not be silently ignored. Other WALCAST_ variables (WALCAST_KEYS,
+ * WALCAST_CONFIG, those of the test harness) are not configuration keys and are left alone. */
+static int env_unknown_check(char err[CONFIG_ERROR_MAX])
+{
+	static const char prefix[] = "WALCAST_";
+	for (char **e = environ; e != NULL && *e != NULL; e++) {
+		const char *v = *e;
+		if (strncmp(v, prefix, sizeof(prefix) - 1) != 0)
+			continue;
+		const char *sec = v + sizeof(prefix) - 1;
+		const char *eq = strchr(sec, '=');
+		size_t name_len = eq != NULL ? (size_t)(eq - sec) : strlen(sec);
+		bool known_key = false;
+		bool in_section = false;
+		for (const char *us = memchr(sec, '_', name_len); us != NULL;
+		     us = memchr(us + 1, '_', name_len - (size_t)(us + 1 - sec))) {
+			if (!section_known(sec, (size_t)(us - sec)))
+				continue;
+			in_section = true;
+			const char *key = us + 1;
+			size_t key_len = name_len - (size_t)(key - sec);
+			for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]) && !known_key; i++)
+				known_key = strlen(keys[i].section) == (size_t)(us - sec) &&
+				            strncasecmp(keys[i].section, sec, (size_t)(us - sec)) == 0 &&
+				            strlen(keys[i].name) == key_len && strncasecmp(keys[i].name, key, key_len) == 0;
+		}
+		if (in_section && !known_key) {
+			snprintf(err, CONFIG_ERROR_MAX, "environment variable %.*s%.*s: not a configuration key "
+			         "(WALCAST_<SECTION>_<KEY>; see docs/configuration.md)", (int)(sizeof(prefix) - 1), v,
+			         (int)name_len, sec);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 int config_load_env(config *c, char err[CONFIG_ERROR_MAX])
 {
+	int unknown = env_unknown_check(err);
+	if (unknown < 0)
+		return unknown;
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		char var[128];
 		int n = snprintf(var, sizeof(var), "WALCAST_%s_%s", keys[i].section, keys[i].name);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
+
 extern const decoder_ops pgoutput_decoder_ops;
 extern const decoder_ops wal2json_decoder_ops;
 
@@ -85,6 +87,14 @@ int decoder_decode(decoder *d, uint64_t wal_start, const uint8_t *data, size_t l
 void decoder_reset(decoder *d)
 {
 	d->ops->reset(d->impl);
+}
+
+void decoder_notice_cb(void *arg, const char *message)
+{
+	decoder *d = arg;
+	if (d != NULL && d->ops->notice != NULL && d->ops->notice(d->impl, message))
+		return;
+	log_pg_notice("replication", message);
 }
 
 int decoder_emit_change(const decoder_sink *sink, change *c)

@@ -11,6 +11,7 @@
 #ifndef WALCAST_DECODER_H
 #define WALCAST_DECODER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,6 +48,10 @@ typedef struct decoder_ops {
 	              char err[DECODER_ERROR_MAX]);
 	/* Forgets any transaction in progress (after a reconnect). */
 	void (*reset)(void *impl);
+	/* Optional: a notice the server sent on the replication connection (libpq's text,
+	 * "WARNING:  ..."). Returns true when the decoder has dealt with it (logged or
+	 * deliberately silenced), false to have it logged as is. */
+	bool (*notice)(void *impl, const char *message);
 } decoder_ops;
 
 typedef struct decoder decoder;
@@ -70,6 +75,10 @@ __attribute__((warn_unused_result)) int decoder_decode(decoder *d, uint64_t wal_
                                                        const uint8_t *data, size_t len,
                                                        char err[DECODER_ERROR_MAX]);
 void decoder_reset(decoder *d);
+
+/* A libpq notice processor for the replication connection, arg = the decoder: the server's
+ * notices go to the decoder's notice op first, then to log_pg_notice. Never blocks. */
+void decoder_notice_cb(void *arg, const char *message);
 
 /* For decoders: completes a change (fills unchanged TOAST values from the old tuple) and hands
  * it to the sink. Every decoder delivers changes through this. */

@@ -510,10 +510,20 @@ int keyring_load_env(const char *var, keyring **out, char err[KEYRING_ERROR_MAX]
 {
 	int rc;
 	pending_list pl = {0};
-	const char *value = getenv(var);
-	if (value == NULL || value[0] == '\0') {
+	char *env = getenv(var);
+	if (env == NULL || env[0] == '\0') {
 		set_err(err, "%s is not set", var);
 		return -ENOENT;
+	}
+	/* Key material does not stay in the environment once read: the value is wiped in place
+	 * (so /proc/PID/environ no longer shows it) and the variable removed. */
+	size_t env_len = strlen(env);
+	char *value = strdup(env);
+	explicit_bzero(env, env_len);
+	unsetenv(var);
+	if (value == NULL) {
+		set_err(err, "%s: out of memory", var);
+		return -ENOMEM;
 	}
 	rc = parse_env(var, value, &pl, err);
 	if (rc < 0)
@@ -523,6 +533,8 @@ int keyring_load_env(const char *var, keyring **out, char err[KEYRING_ERROR_MAX]
 		set_err(err, "%s: %s", var, rc == -ENOMEM ? "out of memory" : "OpenSSL refused the key");
 cleanup:
 	pending_fini(&pl);
+	explicit_bzero(value, env_len);
+	free(value);
 	return rc;
 }
 

@@ -52,7 +52,8 @@ __attribute__((warn_unused_result)) int keyring_load_file(const char *path, keyr
  * `ID:HEX:primary`, separated by commas or whitespace, with the same rules as the file.
  * Returns 0 and a new keyring in *out, -ENOENT when var is unset or empty, -EINVAL (err names
  * the variable and the entry number, never key material), -ENOMEM, -EIO. Does not block.
- * The caller may unsetenv(var) afterwards; the keyring keeps no pointer to it. */
+ * Once read (valid or not), var's value is overwritten in place and var is removed from the
+ * environment, so the keys do not linger there (nor in /proc/PID/environ). */
 __attribute__((warn_unused_result)) int keyring_load_env(const char *var, keyring **out,
                                                          char err[KEYRING_ERROR_MAX]);
 

@@ -28,6 +28,28 @@ int log_level_parse(const char *s, log_level *out)
 	return -EINVAL;
 }
 
+void log_pg_notice(void *arg, const char *message)
+{
+	const char *conn = arg != NULL ? arg : "postgres";
+	/* libpq formats "SEVERITY:  primary text\n[DETAIL:  ...\n]" */
+	size_t sev_len = strcspn(message, ":\n");
+	const char *text = message;
+	log_level level = LOG_INFO;
+	if (message[sev_len] == ':' && sev_len > 0 && sev_len < 16) {
+		text = message + sev_len + 1;
+		while (*text == ' ')
+			text++;
+		if (strncmp(message, "WARNING", sev_len) == 0)
+			level = LOG_WARN;
+		else if (strncmp(message, "DEBUG", 5) == 0)
+			level = LOG_DEBUG;
+	} else {
+		sev_len = 0;
+	}
+	log_write(level, "pg.notice", "conn=%s severity=%.*s: %s", conn, (int)sev_len,
+	          sev_len ? message : "NOTICE", text);
+}
+
 void log_write(log_level level, const char *id, const char *fmt, ...)
 {
 	if (level < min_level)

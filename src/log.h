@@ -27,6 +27,12 @@ int log_level_parse(const char *s, log_level *out);
  * fmt is the rest of the line. Never blocks on anything but stderr. */
 __attribute__((format(printf, 3, 4))) void log_write(log_level level, const char *id, const char *fmt, ...);
 
+/* A libpq notice processor (give it to PQsetNoticeProcessor with arg = a constant string naming
+ * the connection, e.g. "replication"): the server's NOTICE, WARNING, LOG... messages become one
+ * log record "pg.notice conn=ARG severity=SEVERITY: text", WARNING at WARN, DEBUG at DEBUG, the
+ * others at INFO, instead of raw lines on stderr. */
+void log_pg_notice(void *arg, const char *message);
+
 #define log_debug(id, ...) log_write(LOG_DEBUG, id, __VA_ARGS__)
 #define log_info(id, ...) log_write(LOG_INFO, id, __VA_ARGS__)
 #define log_warn(id, ...) log_write(LOG_WARN, id, __VA_ARGS__)

@@ -25,6 +25,39 @@
 
 #define MAX_TABLES 64
 
+/* The options every verb that reads the database takes; %s is the list of decoders. */
+static const char common_options[] =
+	"common options:\n"
+	"  -c, --config FILE     configuration file (key = value under [sections])\n"
+	"  -d, --conninfo STR    libpq connection string (default: PG* environment)\n"
+	"  -S, --slot NAME       replication slot (default walcast; tail without --slot uses\n"
+	"                        a temporary slot of its own, gone when it exits)\n"
+	"  -P, --plugin NAME     output plugin: %s (default pgoutput)\n"
+	"      --publication N   publication for pgoutput (default walcast)\n"
+	"      --no-create-slot  fail instead of creating a missing slot\n"
+	"      --temporary       use a temporary slot (gone when walcast exits)\n"
+	"  -v, --verbose         debug logging\n";
+
+static const char tail_options_help[] =
+	"tail options:\n"
+	"  -t, --table T         only this table (name or schema.name); repeatable\n"
+	"  -a, --action LIST     only these actions: insert,update,delete,truncate,message\n"
+	"      --until-lsn LSN   stop once the stream has passed LSN (X/Y)\n"
+	"  -n, --max-changes N   stop after printing N changes\n"
+	"  -o, --output FILE     append to FILE, exactly once across restarts (FILE.pos\n"
+	"                        holds the checkpoint; read FILE up to its offset); needs --slot\n"
+	"      --with-types      add each relation's column names and type OIDs\n"
+	"      --as USER_ID      print only what this user may see, masks applied\n"
+	"      --jwt TOKEN       the same for the user of a JWT (auth.jwt_secret or\n"
+	"                        auth.jwks_file verifies it)\n"
+	"      --policy FILE     the policy file (default deploy/policy.ini)\n"
+	"      --create-publication  create a missing publication (pgoutput) for the\n"
+	"                        tables of the policy file; without it, it is an error\n";
+
+static const char env_help[] =
+	"Every configuration key can also be set as WALCAST_<SECTION>_<KEY>, e.g.\n"
+	"WALCAST_REPLICATION_SLOT=walcast. See docs/configuration.md.\n";
+
 static void usage(FILE *f)
 {
 	char names[128];
@@ -32,6 +65,7 @@ static void usage(FILE *f)
 	        "walcast %s — PostgreSQL WAL to live, privacy-filtered feeds\n"
 	        "\n"
 	        "usage: walcast [--config FILE] VERB [OPTIONS]\n"
+	        "       walcast VERB --help    (the options of one verb)\n"
 	        "\n"
 	        "verbs:\n"
 	        "  tail     print the changes of a replication slot as JSON lines\n"
@@ -39,37 +73,55 @@ static void usage(FILE *f)
 	        "  policy sql  print the RLS policies and masking views generated from the policy\n"
 	        "           file (--policy FILE, default deploy/policy.ini)\n"
 	        "  encrypt  encrypt stdin lines for a bytea column: [CONTEXT<TAB>]TEXT -> \\x...\n"
-	        "\n"
-	        "common options:\n"
-	        "  -c, --config FILE     configuration file (key = value under [sections])\n"
-	        "  -d, --conninfo STR    libpq connection string (default: PG* environment)\n"
-	        "  -S, --slot NAME       replication slot (default walcast; tail without --slot uses\n"
-	        "                        a temporary slot of its own, gone when it exits)\n"
-	        "  -P, --plugin NAME     output plugin: %s (default pgoutput)\n"
-	        "      --publication N   publication for pgoutput (default walcast)\n"
-	        "      --no-create-slot  fail instead of creating a missing slot\n"
-	        "      --temporary       use a temporary slot (gone when walcast exits)\n"
-	        "  -v, --verbose         debug logging\n"
-	        "\n"
-	        "tail options:\n"
-	        "  -t, --table T         only this table (name or schema.name); repeatable\n"
-	        "  -a, --action LIST     only these actions: insert,update,delete,truncate,message\n"
-	        "      --until-lsn LSN   stop once the stream has passed LSN (X/Y)\n"
-	        "  -n, --max-changes N   stop after printing N changes\n"
-	        "  -o, --output FILE     append to FILE, exactly once across restarts (FILE.pos\n"
-	        "                        holds the checkpoint); needs --slot\n"
-	        "      --with-types      add each relation's column names and type OIDs\n"
-	        "      --as USER_ID      print only what this user may see, masks applied\n"
-	        "      --jwt TOKEN       the same for the user of a JWT (auth.jwt_secret verifies it)\n"
-	        "      --policy FILE     the policy file (default deploy/policy.ini)\n"
-	        "      --create-publication  create a missing publication (pgoutput) for the\n"
-	        "                        tables of the policy file; without it, it is an error\n"
-	        "\n"
-	        "  --version, --help\n"
-	        "\n"
-	        "Every configuration key can also be set as WALCAST_<SECTION>_<KEY>, e.g.\n"
-	        "WALCAST_REPLICATION_SLOT=walcast. See docs/configuration.md.\n",
-	        WALCAST_VERSION, decoder_names(names, sizeof(names)));
+	        "\n",
+	        WALCAST_VERSION);
+	fprintf(f, common_options, decoder_names(names, sizeof(names)));
+	fprintf(f, "\n%s\n  --version, --help\n\n%s", tail_options_help, env_help);
+}
+
+/* `walcast VERB --help`: that verb's usage and options. 0, or -ENOENT for an unknown verb. */
+static int verb_usage(FILE *f, const char *verb)
+{
+	char names[128];
+	decoder_names(names, sizeof(names));
+	if (strcmp(verb, "tail") == 0) {
+		fprintf(f, "usage: walcast [--config FILE] tail [OPTIONS]\n"
+		           "\n"
+		           "Print the changes of a replication slot as JSON lines (one object per change;\n"
+		           "see docs/decoders.md). To stdout: at least once. With --output FILE: exactly once\n"
+		           "across restarts. With --as/--jwt: only what that user may see.\n\n");
+		fprintf(f, "%s\n", tail_options_help);
+		fprintf(f, common_options, names);
+		fprintf(f, "\n%s", env_help);
+	} else if (strcmp(verb, "status") == 0) {
+		fprintf(f, "usage: walcast [--config FILE] status [-S SLOT] [-d CONNINFO]\n"
+		           "\n"
+		           "Print one JSON object about the slot: plugin, active, confirmed_flush_lsn,\n"
+		           "restart_lsn, wal_status, lag_bytes, retained_bytes, healthy. Exit status 0 when\n"
+		           "the slot is healthy, 1 when it is missing or lost.\n\n");
+		fprintf(f, common_options, names);
+		fprintf(f, "\n%s", env_help);
+	} else if (strcmp(verb, "policy") == 0) {
+		fprintf(f, "usage: walcast policy sql [--policy FILE]\n"
+		           "\n"
+		           "Print the RLS policies and masking views generated from the policy file, exactly\n"
+		           "as deploy/migrations carries them.\n"
+		           "\n"
+		           "options:\n"
+		           "      --policy FILE     the policy file (default deploy/policy.ini)\n");
+	} else if (strcmp(verb, "encrypt") == 0) {
+		fprintf(f, "usage: walcast [--config FILE] encrypt < LINES\n"
+		           "\n"
+		           "Encrypt each stdin line \"[CONTEXT<TAB>]TEXT\" for a bytea column: one line of\n"
+		           "\\x... hex per input line, with the primary key of the keyring (keys.file, or\n"
+		           "WALCAST_KEYS; see docs/encryption.md).\n"
+		           "\n"
+		           "options:\n"
+		           "  -c, --config FILE     configuration file (keys.file)\n");
+	} else {
+		return -ENOENT;
+	}
+	return 0;
 }
 
 enum {
@@ -109,6 +161,8 @@ static int status_run(const config *cfg)
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);
 	int code = 1;
 	PGresult *res = NULL;
+	if (conn != NULL)
+		PQsetNoticeProcessor(conn, log_pg_notice, "status");
 	if (PQstatus(conn) != CONNECTION_OK) {
 		fprintf(stderr, "walcast status: cannot connect: %s", PQerrorMessage(conn));
 		goto cleanup;
@@ -126,20 +180,53 @@ static int status_run(const config *cfg)
 		fprintf(stderr, "walcast status: %s", PQerrorMessage(conn));
 		goto cleanup;
 	}
+	buf out;
+	buf_init(&out);
+	int rc = buf_puts(&out, "{\"slot\":");
+	if (rc == 0)
+		rc = buf_json_string(&out, cfg->slot, strlen(cfg->slot));
+	bool lost = false;
 	if (PQntuples(res) == 0) {
-		printf("{\"slot\":\"%s\",\"exists\":false,\"healthy\":false}\n", cfg->slot);
-		goto cleanup;
+		if (rc == 0)
+			rc = buf_puts(&out, ",\"exists\":false,\"healthy\":false}\n");
+	} else {
+		/* Text columns as JSON strings (escaped), numbers as numbers, SQL NULL as null: a lost
+		 * slot has no restart_lsn, a physical one no plugin. */
+		static const struct {
+			const char *name;
+			int col;
+			char kind; /* 's' string, 'n' number, 'b' boolean */
+		} fields[] = {
+			{"plugin", 1, 's'}, {"active", 2, 'b'}, {"active_pid", 3, 'n'},
+			{"confirmed_flush_lsn", 4, 's'}, {"restart_lsn", 5, 's'}, {"wal_status", 6, 's'},
+			{"current_wal_lsn", 7, 's'}, {"lag_bytes", 8, 'n'}, {"retained_bytes", 9, 'n'},
+		};
+		lost = !PQgetisnull(res, 0, 6) && strcmp(PQgetvalue(res, 0, 6), "lost") == 0;
+		if (rc == 0)
+			rc = buf_puts(&out, ",\"exists\":true");
+		for (size_t i = 0; rc == 0 && i < sizeof(fields) / sizeof(fields[0]); i++) {
+			const char *v = PQgetvalue(res, 0, fields[i].col);
+			rc = buf_printf(&out, ",\"%s\":", fields[i].name);
+			if (rc != 0)
+				break;
+			if (PQgetisnull(res, 0, fields[i].col))
+				rc = buf_puts(&out, "null");
+			else if (fields[i].kind == 's')
+				rc = buf_json_string(&out, v, strlen(v));
+			else if (fields[i].kind == 'b')
+				rc = buf_puts(&out, v[0] == 't' ? "true" : "false");
+			else
+				rc = buf_puts(&out, v);
+		}
+		if (rc == 0)
+			rc = buf_printf(&out, ",\"healthy\":%s}\n", lost ? "false" : "true");
+		code = lost ? 1 : 0;
 	}
-	bool lost = strcmp(PQgetvalue(res, 0, 6), "lost") == 0;
-	printf("{\"slot\":\"%s\",\"exists\":true,\"plugin\":\"%s\",\"active\":%s,\"active_pid\":%s,"
-	       "\"confirmed_flush_lsn\":\"%s\",\"restart_lsn\":\"%s\",\"wal_status\":\"%s\","
-	       "\"current_wal_lsn\":\"%s\",\"lag_bytes\":%s,\"retained_bytes\":%s,\"healthy\":%s}\n",
-	       PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2)[0] == 't' ? "true" : "false",
-	       PQgetisnull(res, 0, 3) ? "null" : PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4),
-	       PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 6), PQgetvalue(res, 0, 7),
-	       PQgetisnull(res, 0, 8) ? "null" : PQgetvalue(res, 0, 8),
-	       PQgetisnull(res, 0, 9) ? "null" : PQgetvalue(res, 0, 9), lost ? "false" : "true");
-	code = lost ? 1 : 0;
+	if (rc != 0 || fwrite(out.data, 1, out.len, stdout) != out.len) {
+		fprintf(stderr, "walcast status: cannot write the output\n");
+		code = 1;
+	}
+	buf_fini(&out);
 cleanup:
 	PQclear(res);
 	PQfinish(conn);
@@ -212,6 +299,12 @@ cleanup:
 
 static int actions_parse(const char *list, unsigned *out)
 {
+	size_t n = strlen(list);
+	if (n == 0 || list[0] == ',' || list[n - 1] == ',' || strstr(list, ",,") != NULL) {
+		fprintf(stderr, "walcast: --action: '%s' has an empty action (insert, update, delete, truncate, "
+		        "message, separated by commas)\n", list);
+		return -EINVAL;
+	}
 	char *copy = strdup(list);
 	if (copy == NULL)
 		return -ENOMEM;
@@ -231,6 +324,17 @@ static int actions_parse(const char *list, unsigned *out)
 	if (rc == 0)
 		*out = mask;
 	return rc;
+}
+
+/* --table: "name" or "schema.name", neither part empty. 0 or -EINVAL (said on stderr). */
+static int table_name_check(const char *t)
+{
+	const char *dot = strchr(t, '.');
+	if (t[0] == '\0' || t[0] == '.' || (dot != NULL && dot[1] == '\0')) {
+		fprintf(stderr, "walcast: --table: '%s' is not a table name (name or schema.name)\n", t);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* A flag that sets a configuration key; applied after the file and the environment. */
@@ -280,6 +384,7 @@ int main(int argc, char **argv)
 	char temp_slot[64];
 	char viewer_role[TOKEN_ROLE_MAX];
 	bool verbose = false;
+	bool help = false;
 	int code = 2;
 	char err[CONFIG_ERROR_MAX];
 
@@ -300,6 +405,8 @@ int main(int argc, char **argv)
 		case OPT_TEMPORARY: f.section = "replication", f.key = "temporary_slot", f.value = "true"; break;
 		case 'v': verbose = true; break;
 		case 't':
+			if (table_name_check(optarg) < 0)
+				goto cleanup;
 			if (ntables == MAX_TABLES) {
 				fprintf(stderr, "walcast: at most %d --table options\n", MAX_TABLES);
 				goto cleanup;
@@ -338,9 +445,8 @@ int main(int argc, char **argv)
 			code = 0;
 			goto cleanup;
 		case 'h':
-			usage(stdout);
-			code = 0;
-			goto cleanup;
+			help = true; /* after the loop: the verb, if one is given, says which help */
+			break;
 		default:
 			fprintf(stderr, "Try 'walcast --help'.\n");
 			goto cleanup;
@@ -352,6 +458,18 @@ int main(int argc, char **argv)
 			}
 			flags[nflags++] = f;
 		}
+	}
+	if (help) {
+		if (optind >= argc) {
+			usage(stdout);
+			code = 0;
+		} else if (verb_usage(stdout, argv[optind]) == 0) {
+			code = 0;
+		} else {
+			fprintf(stderr, "walcast: unknown verb '%s'\n", argv[optind]);
+			usage(stderr);
+		}
+		goto cleanup;
 	}
 	if (optind < argc && strcmp(argv[optind], "policy") == 0) {
 		if (optind + 2 != argc || strcmp(argv[optind + 1], "sql") != 0) {

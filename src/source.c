@@ -451,6 +451,7 @@ static void connect_begin(source *s)
 		source_fail(s, "out of memory creating a connection");
 		return;
 	}
+	PQsetNoticeProcessor(s->conn, decoder_notice_cb, s->dec); /* server notices: through log.c */
 	if (PQstatus(s->conn) == CONNECTION_BAD) {
 		/* libpq refused the conninfo itself (or the first address failed at once). */
 		char why[600];

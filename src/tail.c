@@ -43,6 +43,7 @@ typedef struct tail {
 
 	int64_t offset;        /* bytes in the output file after everything written */
 	int64_t txn_offset;    /* offset where the current transaction began */
+	int64_t pos_offset;    /* offset recorded in FILE.pos by the last checkpoint */
 	uint64_t written_end;  /* end LSN of the last complete transaction written */
 	uint64_t durable_end;  /* ... and made durable and confirmed */
 	uint64_t skip_before;  /* transactions committed before this were written by an earlier run */
@@ -77,6 +78,28 @@ static int state_row_write(void *arg, int table, const char *const *v)
 	return ferror(f) ? -EIO : 0;
 }
 
+static int org_found_cb(void *arg, const policy_state_uuid *org, int rank)
+{
+	(void)arg, (void)org, (void)rank;
+	return 1; /* one is enough */
+}
+
+/* Once the policy state is loaded: a viewer who is a member of no org sees (almost) nothing,
+ * which looks like a broken feed. Said once, at start. */
+static void viewer_membership_check(const tail *t)
+{
+	if (t->priv == NULL || t->bypass || t->opt->viewer_uid == NULL)
+		return;
+	policy_state_uuid u;
+	const char *uid = t->opt->viewer_uid;
+	if (policy_state_uuid_parse(uid, strlen(uid), &u) < 0)
+		return;
+	if (policy_state_user_orgs(privacy_state(t->priv), &u, org_found_cb, NULL) == 0)
+		log_warn("tail.viewer_no_membership", "user=%s: is a member of no org (no org_roles row): the "
+		         "feed shows only what such a user may see, which is nothing of the org tables, until "
+		         "a membership is added", uid);
+}
+
 /* Loads the state rows that follow "state=1" in a position file. */
 static int state_rows_read(tail *t, FILE *pf)
 {
@@ -102,15 +125,39 @@ static int state_rows_read(tail *t, FILE *pf)
 	return 1;
 }
 
-/* Records the checkpoint atomically: FILE.pos.tmp written and synced, then renamed. */
+/* Makes a rename in the directory holding path durable: fsync of the directory. */
+static int dir_sync(const char *path)
+{
+	char dir[4096];
+	const char *slash = strrchr(path, '/');
+	if (slash == NULL)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int rc = fsync(fd) == 0 ? 0 : -errno;
+	close(fd);
+	return rc;
+}
+
+/* Records the checkpoint atomically: FILE.pos.tmp written and synced, renamed over FILE.pos,
+ * then the directory synced, so that no power loss can bring back an older checkpoint once
+ * the slot has been confirmed past it. Created 0600: with a viewer it holds the roster. */
 static int position_write(tail *t, int64_t offset, uint64_t lsn)
 {
 	char tmp[4096];
 	char text[LSN_TEXT_MAX];
 	snprintf(tmp, sizeof(tmp), "%s.tmp", t->pos_path);
-	FILE *f = fopen(tmp, "w");
-	if (f == NULL)
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
 		return -errno;
+	FILE *f = fdopen(fd, "w");
+	if (f == NULL) {
+		close(fd);
+		return -ENOMEM;
+	}
 	fprintf(f, "walcast-tail-position 1\noffset=%" PRId64 "\nlsn=%s\n", offset, lsn_format(lsn, text));
 	/* With a viewer, the mirrored policy state as of lsn travels with the position, so a restart
 	 * judges the replayed changes exactly as the first run would have. */
@@ -123,9 +170,28 @@ static int position_write(tail *t, int64_t offset, uint64_t lsn)
 	}
 	bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
 	ok = fclose(f) == 0 && ok;
-	if (!ok || rename(tmp, t->pos_path) != 0)
+	if (!ok || rename(tmp, t->pos_path) != 0 || dir_sync(t->pos_path) != 0)
 		return -EIO;
+	t->pos_offset = offset;
 	return 0;
+}
+
+/* On the way out: FILE ends exactly at its checkpoint, so a reader never sees lines that the
+ * next start would cut (a transaction cut off by the stop, or complete ones not yet
+ * checkpointed when a viewer's mirrored state held the checkpoint back). */
+static void output_trim(tail *t)
+{
+	if (!t->to_file || t->out == NULL || t->offset <= t->pos_offset)
+		return;
+	if (fflush(t->out) != 0 || ftruncate(t->out_fd, t->pos_offset) != 0) {
+		log_error("tail.truncate_failed", "output=%s: %s", t->opt->output_path, strerror(errno));
+		t->exit_code = 1;
+		return;
+	}
+	log_info("tail.trimmed", "output=%s cut back to its checkpoint, offset %" PRId64 " (%" PRId64
+	         " bytes past the checkpoint will be written again by the next run)",
+	         t->opt->output_path, t->pos_offset, t->offset - t->pos_offset);
+	t->offset = t->pos_offset;
 }
 
 /* Flushes the output and, for a file, makes it durable and records the checkpoint. Then
@@ -211,6 +277,8 @@ static int state_load(tail *t, const char *snapshot)
 	const char *keys[] = {"dbname", "fallback_application_name", NULL};
 	const char *vals[] = {t->cfg->conninfo, "walcast-tail-state", NULL};
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);
+	if (conn != NULL)
+		PQsetNoticeProcessor(conn, log_pg_notice, "state");
 	char err[PRIVACY_ERROR_MAX];
 	int rc = -EIO;
 	if (PQstatus(conn) != CONNECTION_OK) {
@@ -240,6 +308,7 @@ static int state_load(tail *t, const char *snapshot)
 	}
 	t->state_loaded = true;
 	log_info("tail.state_loaded", "policy state loaded from %s", snapshot ? "the slot's snapshot" : "the current database");
+	viewer_membership_check(t);
 cleanup:
 	PQfinish(conn);
 	if (rc < 0)
@@ -445,7 +514,7 @@ static int output_open(tail *t, uint64_t *resume)
 	if (t->pos_path == NULL)
 		return -ENOMEM;
 	snprintf(t->pos_path, plen, "%s.pos", path);
-	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		log_error("tail.output_open", "output=%s: %s", path, strerror(errno));
 		return -errno;
@@ -469,8 +538,10 @@ static int output_open(tail *t, uint64_t *resume)
 			close(fd);
 			return -EINVAL;
 		}
-		if (state_rc > 0)
+		if (state_rc > 0) {
 			log_info("tail.state_loaded", "policy state loaded from the checkpoint in %s", t->pos_path);
+			viewer_membership_check(t);
+		}
 		uint64_t lsn;
 		if (n != 2 || off < 0 || lsn_parse(lsntext, strlen(lsntext), &lsn) < 0) {
 			log_error("tail.position_corrupt", "position file %s is not a walcast position; remove it "
@@ -493,6 +564,7 @@ static int output_open(tail *t, uint64_t *resume)
 			         path, size, off);
 		}
 		size = off;
+		t->pos_offset = off;
 		*resume = lsn;
 		t->written_end = t->durable_end = lsn;
 	} else {
@@ -622,6 +694,7 @@ int tail_run(const config *cfg, const tail_options *opt)
 		tail_checkpoint(&t);
 	else if (t.to_file)
 		tail_checkpoint(&t); /* keep what is complete even when failing */
+	output_trim(&t);
 	source_stop(t.src);
 cleanup:
 	source_destroy(t.src);

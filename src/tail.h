@@ -10,7 +10,9 @@
  *    and checkpointed (fdatasync, then FILE.pos written atomically with the byte offset and
  *    LSN of the last complete transaction); only then is the slot confirmed. A restart cuts the
  *    file back to the checkpoint and resumes from its LSN; a transaction cut off by a lost
- *    connection is cut from the file too.
+ *    connection is cut from the file too, and every stop (signal, limit, failure) leaves FILE
+ *    ending exactly at the offset in FILE.pos: readers read FILE up to that offset. FILE and
+ *    FILE.pos are created 0600; the directory is fsynced after each rename of FILE.pos.
  *
  * With a viewer (--as USER or --jwt TOKEN), every change goes through the privacy stage first:
  * only what that user may see is printed, masks applied. The policy state (memberships, privacy

@@ -19,7 +19,7 @@ expect_fail() {
 printf '[replication]\nslot = ok\nslott = typo\n' >"$WORK/bad.conf"
 expect_fail_config() {
   local rc=0
-  "$WALCAST" -c "$1" tail >"$WORK/out" 2>"$WORK/err" || rc=$?
+  timeout 20 "$WALCAST" -c "$1" tail >"$WORK/out" 2>"$WORK/err" || rc=$?
   check "config $2: exit status" 2 "$rc"
   check "config $2: names file, line and reason" 1 "$(grep -cE "$3" "$WORK/err")"
 }
@@ -34,6 +34,41 @@ check "bad environment variable refused" 2 "$rc"
 check "names the variable" 1 "$(grep -c WALCAST_REPLICATION_CREATE_SLOT "$WORK/err")"
 rc=0; "$WALCAST" tail --until-lsn nope 2>/dev/null || rc=$?
 check "bad --until-lsn refused" 2 "$rc"
+mkdir -p "$WORK/confdir"
+expect_fail_config "$WORK/confdir" "is a directory" "confdir: is a directory"
+# A misspelt key in a variable is refused like one in the file; variables that are not
+# WALCAST_<SECTION>_<KEY> of a known section (WALCAST_KEYS, the harness's) are not config keys.
+rc=0; WALCAST_REPLICATION_SLOTT=typo timeout 20 "$WALCAST" tail 2>"$WORK/err" || rc=$?
+check "unknown WALCAST_ variable refused" 2 "$rc"
+check "names the variable" 1 "$(grep -c 'WALCAST_REPLICATION_SLOTT: not a configuration key' "$WORK/err")"
+# refused NAME ARGS...: exit 2 before connecting, with a reason naming the option.
+refused() {
+  local name=$1 rc=0; shift
+  timeout 20 "$WALCAST" "$@" >"$WORK/out" 2>"$WORK/err" </dev/null || rc=$?
+  check "$name: refused" 2 "$rc"
+  check "$name: says why" 1 "$(grep -cE -- '--(action|table):' "$WORK/err")"
+}
+refused "empty --action" tail -a ''
+refused "empty element in --action" tail -a 'insert,,delete'
+refused "empty --table" tail -t ''
+refused "table without a name" tail -t 'public.'
+
+# Each verb's --help is that verb's, on stdout, exit 0; the global help lists the verbs.
+for verb in tail status policy encrypt; do
+  rc=0; "$WALCAST" "$verb" --help >"$WORK/help" 2>&1 || rc=$?
+  check "$verb --help: exit 0" 0 "$rc"
+  check "$verb --help: that verb's usage" 1 "$(head -1 "$WORK/help" | grep -cE "^usage: walcast .*$verb")"
+done
+check "tail --help names tail's options" 1 "$(grep -c -- '--max-changes' <("$WALCAST" tail --help))"
+check "status --help is not tail's" 0 "$(grep -c -- '--max-changes' <("$WALCAST" status --help))"
+check "--help alone: the verbs" 1 "$("$WALCAST" --help | grep -c '^verbs:')"
+rc=0; "$WALCAST" nosuchverb --help >/dev/null 2>&1 || rc=$?
+check "unknown verb --help refused" 2 "$rc"
+
+# status prints valid JSON whatever the slot name.
+rc=0; "$WALCAST" status -S 'a"b\c' >"$WORK/status" 2>&1 || rc=$?
+check "status of a missing slot: exit 1" 1 "$rc"
+check "status with quotes in the slot name: valid JSON" 'a"b\c false' "$(jq -r '"\(.slot) \(.exists)"' "$WORK/status")"
 
 # Slot missing and not creatable.
 expect_fail "missing slot" "does not exist and create_slot is off" "$WALCAST" tail -S nosuch --no-create-slot
@@ -124,6 +159,10 @@ check "slot got invalidated" lost "$(sql -c "SELECT wal_status FROM pg_replicati
 expect_fail "invalidated slot" "invalidated \(wal_status = lost\)" "$WALCAST" tail -S err_lost
 check "invalidated slot: says what to do today (drop and recreate; what is lost), no verb that does not exist" "1 0" \
   "$(grep -c "pg_drop_replication_slot('err_lost').*never delivered" "$WORK/err") $(grep -c backfill "$WORK/err")"
+rc=0; "$WALCAST" status -S err_lost >"$WORK/status" 2>&1 || rc=$?
+check "status of a lost slot: exit 1" 1 "$rc"
+check "status of a lost slot: restart_lsn null, not healthy" "lost null false" \
+  "$(jq -r '"\(.wal_status) \(.restart_lsn) \(.healthy)"' "$WORK/status")"
 sql -c "ALTER SYSTEM RESET max_slot_wal_keep_size" -c "SELECT pg_reload_conf()" >/dev/null
 
 # PostgreSQL down at start: walcast waits (retrying quietly) and streams once it is up.
@@ -140,5 +179,36 @@ wait "$late" && rc=0 || rc=$?
 check "streams once the server is up" "0 7" "$rc $(jq -r .new.id "$WORK/late.out")"
 check_true "retries are logged once per problem, not per attempt ($(grep -c source.disconnected "$WORK/late.err"))" \
   [ "$(grep -c source.disconnected "$WORK/late.err")" -le 2 ]
+
+# The server's notices go through the log format, never raw on stderr: client_min_messages=log
+# makes the walsender send "LOG:  starting logical decoding for slot ...".
+sql -c "SELECT pg_create_logical_replication_slot('err_notice', 'pgoutput')" >/dev/null
+sql -c "INSERT INTO err_late VALUES (8)"
+PGOPTIONS='-c client_min_messages=log' timeout 30 "$WALCAST" tail -S err_notice --publication err_late_pub -n 1 >"$WORK/notice.out" 2>"$WORK/notice.err" || true
+check "notice run printed the row" 8 "$(jq -r .new.id "$WORK/notice.out")"
+check_true "the server's LOG lines are logged as pg.notice" grep -q 'INFO pg.notice conn=replication severity=LOG: starting logical decoding' "$WORK/notice.err"
+check "every stderr line is a log record" "" "$(grep -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z (DEBUG|INFO|WARN|ERROR) [a-z_0-9]+\.[a-z_0-9.]+ ' "$WORK/notice.err" | head -3)"
+
+# wal2json drops UPDATE and DELETE of a table without replica identity (and warns per change):
+# walcast says it once per table.
+sql -c "CREATE TABLE err_nopk (a int, b text)" -c "SELECT pg_create_logical_replication_slot('err_nopk', 'wal2json')" >/dev/null
+sql -c "INSERT INTO err_nopk SELECT g, 'x' FROM generate_series(1, 5) g" -c "UPDATE err_nopk SET b = 'y'" \
+    -c "DELETE FROM err_nopk WHERE a < 3" -c "UPDATE err_nopk SET b = 'z'"
+end=$(current_lsn)
+timeout 30 "$WALCAST" tail -P wal2json -S err_nopk -t err_nopk --until-lsn "$end" >"$WORK/nopk.out" 2>"$WORK/nopk.err"
+check "no identity: the inserts stream" 5 "$(jq -r 'select(.action == "insert") | .new.a' "$WORK/nopk.out" | wc -l)"
+check "no identity: said once for the table" 1 "$(grep -c 'WARN wal2json.no_replica_identity table="public"."err_nopk"' "$WORK/nopk.err")"
+check "no identity: not once per change" 1 "$(grep -cE 'no tuple identifier|no_replica_identity' "$WORK/nopk.err")"
+
+# --as a user who is a member of no org: the feed is empty, and walcast says why, once. The keys
+# given in WALCAST_KEYS do not stay in the process's environment.
+key=$(grep -m1 -E '^[0-9]+ [0-9a-f]{64}' "$ROOT/tests/fixtures/keys/test.keys" | cut -d' ' -f2)
+WALCAST_KEYS="1:$key:primary" "$WALCAST" tail --as 00000000-0000-4000-8000-00000000dead \
+  --policy "$ROOT/deploy/policy.ini" >"$WORK/nomember.out" 2>"$WORK/nomember.err" &
+nm=$!; BG_PIDS+=("$nm")
+check_true "--as a non-member: warned" wait_for 30 grep -q 'WARN tail.viewer_no_membership user=00000000-0000-4000-8000-00000000dead' "$WORK/nomember.err"
+check "--as a non-member: warned once" 1 "$(grep -c viewer_no_membership "$WORK/nomember.err")"
+check "WALCAST_KEYS is not in the environment once read" 0 "$(tr '\0' '\n' </proc/$nm/environ | grep -c "$key" || true)"
+kill "$nm"; wait "$nm" || true
 
 summary

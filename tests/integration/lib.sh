@@ -47,6 +47,40 @@ wait_for() {
   done
 }
 
+# load_batches ROWS STMT_FN: commits ROWS rows as transactions of random size (mostly 1, often
+# 2-51, sometimes 500-1999), one after another, paced so that disruptions land mid-stream.
+# STMT_FN FIRST LAST BATCH prints the SQL of one transaction for rows FIRST..LAST. A transaction
+# is retried while the server is restarting; a duplicate key means its commit landed before the
+# connection broke. Uses $RANDOM: seed it for a replayable run.
+load_batches() {
+  local rows=$1 stmt_fn=$2 id=0 batch=0 n stmt out
+  while [ $id -lt "$rows" ]; do
+    batch=$((batch + 1))
+    case $((RANDOM % 10)) in
+      0) n=$((500 + RANDOM % 1500)) ;;
+      1|2|3) n=$((2 + RANDOM % 50)) ;;
+      *) n=1 ;;
+    esac
+    [ $((id + n)) -gt "$rows" ] && n=$((rows - id))
+    stmt=$("$stmt_fn" $((id + 1)) $((id + n)) "$batch")
+    until out=$(psql -X -q -v ON_ERROR_STOP=1 -c "$stmt" 2>&1); do
+      case "$out" in *"duplicate key"*) break ;; esac
+      sleep 0.2
+    done
+    id=$((id + n))
+    sleep 0.02
+  done
+}
+
+# check_sequence NAME GOT WANT: the files hold the same lines in the same order; says which
+# lines are duplicated, missing or extra.
+check_sequence() {
+  local dups
+  dups=$(sort "$2" | uniq -d | head -3 | paste -sd' ')
+  check "$1: nothing twice" "" "$dups"
+  check "$1: exactly what SQL holds, in commit order ($(wc -l <"$3") lines)" "" "$(diff "$2" "$3" | head -5)"
+}
+
 summary() {
   echo "$PASSED passed, $FAILED failed"
   [ "$FAILED" -eq 0 ]

@@ -43,7 +43,10 @@ enum {
 	T_JSONB = 3802,
 };
 
-static const int numeric_oids[] = {T_INT2, T_INT4, T_INT8, T_OID, T_FLOAT4, T_FLOAT8, T_NUMERIC};
+/* Types whose every value is exact as an IEEE double: written as JSON numbers. */
+static const int numeric_oids[] = {T_INT2, T_INT4, T_OID, T_FLOAT4, T_FLOAT8};
+/* Types that are not (int8 beyond 2^53, numeric's digits): always JSON strings. */
+static const int exact_oids[] = {T_INT8, T_NUMERIC};
 
 /* ---- values --------------------------------------------------------------------------- */
 
@@ -385,14 +388,13 @@ static void test_insert_typed_values(void **state)
 	json_t *n = get(x, j, "new");
 	assert_true(json_is_object(n));
 	assert_int_equal(json_object_size(n), DIFFTYPES_NCOLS);
-	expect_int(x, n, "id", 1);
+	expect_str(x, n, "id", "1"); /* int8: a string, whatever its value */
 	expect_int(x, n, "small", -32768);
 	expect_int(x, n, "i", 2147483647);
 	expect_int(x, n, "o", INT64_C(4294967295));
 	expect_real(x, n, "f4", 1.5);
 	expect_real(x, n, "f8", 1e-300);
-	expect_real(x, n, "n", 12345.6789);
-	expect_raw(x, "\"n\":12345.678900"); /* the text is kept digit for digit, not re-rounded */
+	expect_str(x, n, "n", "12345.678900"); /* numeric: the text digit for digit, not re-rounded */
 	assert_true(json_is_true(get(x, n, "ok")));
 	assert_true(json_is_false(get(x, n, "nok")));
 	expect_str(x, n, "t", TRICKY_TEXT);
@@ -446,23 +448,40 @@ static void test_non_json_numbers_become_strings(void **state)
 	}
 }
 
-static void test_numeric_beyond_double(void **state)
+static void test_exact_types_are_strings(void **state)
 {
 	ctx *x = *state;
-	/* numeric has up to 131072 digits before the point: written as a JSON number, digits
-	 * intact (a reader decides how to hold it). */
-	json_t *n = render_one(x, T_NUMERIC, TXT("123456789012345678901234567890"));
-	assert_true(json_is_number(get(x, n, "v")));
-	expect_raw(x, "\"v\":123456789012345678901234567890}");
+	/* int8 and numeric travel as strings holding PostgreSQL's text: a JavaScript reader parsing
+	 * a number rounds 9007199254740993 to ...992. Per type, never per value, so a consumer's
+	 * type for the column does not depend on the row. */
+	static const char *const texts[] = {
+		"0", "-0", "7", "-42", "9007199254740991", "9007199254740992", "9007199254740993",
+		"-9007199254740993", "9223372036854775807", "-9223372036854775808", "1.5", "12345.678900",
+		"0.0", "NaN", "Infinity", "-Infinity", "123456789012345678901234567890",
+	};
+	char needle[96];
+	for (size_t t = 0; t < sizeof(exact_oids) / sizeof(exact_oids[0]); t++) {
+		for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+			json_t *n = render_one(x, (uint32_t)exact_oids[t], TXT(texts[i]));
+			json_t *v = get(x, n, "v");
+			if (!json_is_string(v) || strcmp(json_string_value(v), texts[i]) != 0)
+				fail_msg("type %d value %s not the exact string: %s", exact_oids[t], texts[i], x->out.data);
+			snprintf(needle, sizeof(needle), "\"v\":\"%s\"}", texts[i]);
+			expect_raw(x, needle);
+		}
+		expect_null(x, render_one(x, (uint32_t)exact_oids[t], NUL_V), "v");
+	}
 
-	static char digits[1302]; /* 300 digits (below DBL_MAX, so jansson can read it) + 1000 */
+	/* numeric has up to 131072 digits before the point: every digit survives. */
+	static char digits[1302];
 	memset(digits, '9', 300);
 	digits[300] = '.';
 	memset(digits + 301, '1', 1000);
 	digits[1301] = '\0';
-	n = render_one(x, T_NUMERIC, TXT(digits));
-	assert_true(json_is_number(get(x, n, "v")));
-	expect_raw(x, digits);
+	json_t *n = render_one(x, T_NUMERIC, TXT(digits));
+	json_t *v = get(x, n, "v");
+	assert_true(json_is_string(v));
+	assert_string_equal(json_string_value(v), digits);
 }
 
 static void test_bool_values(void **state)
@@ -926,7 +945,7 @@ static void test_wide_row(void **state)
 	assert_non_null(vals);
 	for (int i = 0; i < NC; i++) {
 		snprintf(names[i], 16, "c%d", i);
-		cols[i] = (rel_column){.name = names[i], .type_oid = i % 2 ? T_TEXT : T_INT8, .typmod = -1};
+		cols[i] = (rel_column){.name = names[i], .type_oid = i % 2 ? T_TEXT : T_INT4, .typmod = -1};
 		char *v = vals + (size_t)i * (VL + 1);
 		if (i % 2) {
 			for (int k = 0; k < VL; k++)
@@ -1034,7 +1053,7 @@ int main(void)
 		T(test_insert_typed_values),
 		T(test_numbers_kept_as_numbers),
 		T(test_non_json_numbers_become_strings),
-		T(test_numeric_beyond_double),
+		T(test_exact_types_are_strings),
 		T(test_bool_values),
 		T(test_json_values_embedded),
 		T(test_json_value_keeps_record_on_one_line),

@@ -98,6 +98,53 @@ static void test_file_missing(void **state)
 	config_fini(&c);
 }
 
+static void test_file_is_directory(void **state)
+{
+	/* fopen() opens a directory for reading and every read fails: that was an empty config. */
+	config c;
+	char err[CONFIG_ERROR_MAX];
+	assert_int_equal(config_init(&c), 0);
+	assert_int_equal(config_load_file(&c, "/tmp", err), -EISDIR);
+	assert_non_null(strstr(err, "/tmp: is a directory"));
+	config_fini(&c);
+}
+
+static void test_env_unknown_keys(void **state)
+{
+	config c;
+	char err[CONFIG_ERROR_MAX];
+	assert_int_equal(config_init(&c), 0);
+	/* Not configuration keys: variables of walcast itself and of the tools around it. */
+	static const char *const others[] = {
+		"WALCAST_KEYS", "WALCAST_CONFIG", "WALCAST_BIN", "WALCAST_SOURCE_DIR", "WALCAST_SEED",
+		"WALCAST_HARNESS_DIR", "WALCAST_PG_BIN", "WALCAST_PGDATA", "WALCAST_REPL_CONNINFO",
+		"WALCAST_UPDATE_GOLDEN", "WALCAST_", "WALCAST_REPLICATIONX",
+	};
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+		setenv(others[i], "x", 1);
+	setenv("WALCAST_KEYS_FILE", "", 1);
+	setenv("WALCAST_AUTH_JWT_SECRET", "s", 1);
+	if (config_load_env(&c, err) != 0)
+		fail_msg("refused: %s", err);
+	/* A misspelt key under one of our sections is refused, naming the variable. */
+	static const char *const typos[] = {
+		"WALCAST_REPLICATION_SLOTT", "WALCAST_REPLICATION_", "WALCAST_LOG_LEVL", "WALCAST_KEYS_FILES",
+		"WALCAST_POSTGRES_CONNINFO_X", "WALCAST_REDIS_URI", "WALCAST_AUTH_SECRET",
+	};
+	for (size_t i = 0; i < sizeof(typos) / sizeof(typos[0]); i++) {
+		setenv(typos[i], "x", 1);
+		int rc = config_load_env(&c, err);
+		unsetenv(typos[i]);
+		if (rc != -EINVAL || strstr(err, typos[i]) == NULL || strstr(err, "not a configuration key") == NULL)
+			fail_msg("%s: got %d \"%s\"", typos[i], rc, err);
+	}
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+		unsetenv(others[i]);
+	unsetenv("WALCAST_KEYS_FILE");
+	unsetenv("WALCAST_AUTH_JWT_SECRET");
+	config_fini(&c);
+}
+
 static void test_env(void **state)
 {
 	config c;
@@ -143,6 +190,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),   cmocka_unit_test(test_file_ok),
 		cmocka_unit_test(test_file_errors), cmocka_unit_test(test_file_missing),
 		cmocka_unit_test(test_env),        cmocka_unit_test(test_set_and_table),
+		cmocka_unit_test(test_file_is_directory), cmocka_unit_test(test_env_unknown_keys),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

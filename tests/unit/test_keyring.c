@@ -661,7 +661,13 @@ static void test_env(void **state)
 	assert_null(k);
 
 	setenv("WALCAST_TEST_KEYS", "1:" KEY1 ", 2:" KEY2 ":primary\n 3:" KEY3, 1);
+	char *env = getenv("WALCAST_TEST_KEYS");
+	size_t env_len = strlen(env);
 	assert_int_equal(keyring_load_env("WALCAST_TEST_KEYS", &k, err), 0);
+	/* Read once, then gone: removed from the environment and wiped where it was. */
+	assert_null(getenv("WALCAST_TEST_KEYS"));
+	for (size_t i = 0; i < env_len; i++)
+		assert_int_equal(env[i], 0);
 	assert_int_equal(keyring_size(k), 3);
 	assert_int_equal(keyring_primary(k), 2);
 	buf p;

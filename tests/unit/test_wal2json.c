@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -364,6 +365,49 @@ static void test_ops(void **state)
 	                    "\"include-lsn\" '1', \"include-type-oids\" '1', \"include-types\" '0', "
 	                    "\"include-transaction\" '1', \"include-pk\" '1'");
 	assert_ptr_equal(decoder_ops_find("wal2json"), &wal2json_decoder_ops);
+}
+
+/* Server notices on the replication connection: wal2json's per-change WARNING about a table
+ * without replica identity becomes one log line per table; other notices are logged as is,
+ * in the log format. stderr is captured into a temporary file. */
+static void test_notices(void **state)
+{
+	fixture *f = *state;
+	FILE *cap = tmpfile();
+	assert_non_null(cap);
+	fflush(stderr);
+	int saved = dup(STDERR_FILENO);
+	assert_true(saved >= 0);
+	assert_true(dup2(fileno(cap), STDERR_FILENO) >= 0);
+	for (int i = 0; i < 3; i++) {
+		decoder_notice_cb(f->dec, "WARNING:  no tuple identifier for UPDATE in table \"public\".\"nopk\"\n");
+		decoder_notice_cb(f->dec, "WARNING:  no tuple identifier for DELETE in table \"public\".\"nopk\"\n");
+	}
+	decoder_notice_cb(f->dec, "WARNING:  no tuple identifier for DELETE in table \"s\".\"other\"\n");
+	decoder_notice_cb(f->dec, "NOTICE:  something else\nDETAIL:  more\n");
+	fflush(stderr);
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	rewind(cap);
+	char line[1024];
+	int per_table = 0, nopk = 0, other = 0, notice = 0, lines = 0;
+	while (fgets(line, sizeof(line), cap) != NULL) {
+		lines++;
+		assert_non_null(strstr(line, "Z "));
+		if (strstr(line, " WARN wal2json.no_replica_identity ") != NULL) {
+			per_table++;
+			nopk += strstr(line, "table=\"public\".\"nopk\":") != NULL;
+			other += strstr(line, "table=\"s\".\"other\":") != NULL;
+		}
+		if (strstr(line, " INFO pg.notice conn=replication severity=NOTICE: something else DETAIL:  more") != NULL)
+			notice++;
+	}
+	fclose(cap);
+	assert_int_equal(lines, 3);
+	assert_int_equal(per_table, 2);
+	assert_int_equal(nopk, 1);
+	assert_int_equal(other, 1);
+	assert_int_equal(notice, 1);
 }
 
 static void workload_decode(fixture *f)
@@ -1220,6 +1264,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_ops, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_notices, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_workload_seeded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_workload_unseeded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_begin_commit, setup, teardown),
