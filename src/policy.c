@@ -1617,7 +1617,7 @@ int policy_row_columns(const policy_bound *b, const change_value *tuple, const p
 
 typedef struct cache_slot {
 	const relation *rel; /* the relation last bound, NULL = never */
-	uint32_t version;
+	uint64_t id;         /* its relation id: a recreated relation at a reused address differs */
 	policy_bound *b;
 	int rc;
 	char *err;
@@ -1669,11 +1669,12 @@ int policy_cache_get(policy_cache *c, const relation *rel, const policy_bound **
                      char err[POLICY_ERROR_MAX])
 {
 	const policy *p = c->p;
-	/* Fast path: the same relation and version as last time. The names are compared too: a
-	 * freed relation's address may be reused by another table. */
+	/* Fast path: the same relation as last time. Its id is never reused within a relcache
+	 * (versions restart for a recreated table, and addresses are reused by malloc); the names
+	 * are compared too, for relations that do not come from a relcache. */
 	for (size_t i = 0; i < p->ntables; i++) {
 		const cache_slot *s = &c->slots[i];
-		if (s->rel == rel && s->version == rel->version && strcmp(p->tables[i].name, rel->name) == 0 &&
+		if (s->rel == rel && s->id == rel->id && strcmp(p->tables[i].name, rel->name) == 0 &&
 		    strcmp(p->tables[i].schema, rel->schema) == 0)
 			return slot_answer(s, out, err);
 	}
@@ -1698,7 +1699,7 @@ int policy_cache_get(policy_cache *c, const relation *rel, const policy_bound **
 	}
 	policy_bound_destroy(s->b);
 	free(s->err);
-	*s = (cache_slot){.rel = rel, .version = rel->version, .b = b, .rc = rc, .err = copy};
+	*s = (cache_slot){.rel = rel, .id = rel->id, .b = b, .rc = rc, .err = copy};
 	return slot_answer(s, out, err);
 }
 

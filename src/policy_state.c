@@ -95,9 +95,9 @@ typedef struct table_def {
 	char *schema;
 	char *name;
 	char *cols[NCOLS];
-	/* binding: valid while rel, version, oid and ncols match and the names are still there */
+	/* binding: valid while rel, id, oid and ncols match and the names are still there */
 	const relation *rel;
-	uint32_t version;
+	uint64_t id;
 	uint32_t oid;
 	int ncols;
 	int idx[NCOLS];
@@ -1156,10 +1156,10 @@ static int apply_rules(policy_state *ps, const table_def *td, const change *c, c
 	return rule_change(ps, has_old, old_id, &nr);
 }
 
-/* Binds the table's columns in rel (cached per relation version). 0 or -EINVAL. */
+/* Binds the table's columns in rel (cached per relation id). 0 or -EINVAL. */
 static int table_bind(policy_state *ps, table_def *td, const relation *rel, const char *what)
 {
-	if (td->rel == rel && td->version == rel->version && td->oid == rel->oid && td->ncols == rel->ncols) {
+	if (td->rel == rel && td->id == rel->id && td->oid == rel->oid && td->ncols == rel->ncols) {
 		bool ok = true;
 		for (int k = 0; k < NCOLS && ok; k++)
 			ok = rel->cols[td->idx[k]].name != NULL && strcmp(rel->cols[td->idx[k]].name, td->cols[k]) == 0;
@@ -1176,7 +1176,7 @@ static int table_bind(policy_state *ps, table_def *td, const relation *rel, cons
 	}
 	memcpy(td->idx, idx, sizeof(idx));
 	td->rel = rel;
-	td->version = rel->version;
+	td->id = rel->id;
 	td->oid = rel->oid;
 	td->ncols = rel->ncols;
 	return 0;

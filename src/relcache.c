@@ -4,6 +4,12 @@
  * Relations live in a dense array; two open-addressing hash tables (OID, name hash) hold
  * indexes into it. Replacing a relation frees the old copy and reuses its slot, so indexes
  * stay valid and nothing is rehashed on ALTER TABLE.
+ *
+ * Every relation the cache makes gets the next id of a per-cache counter, so an id is never
+ * reused (the version restarts at 1 for a relation new to the cache; the address of a freed
+ * relation may be reused by malloc). A relation that leaves the cache (replaced, dropped as
+ * stale, or the cache destroyed) while relation_ref references it is detached instead of
+ * freed: the cache forgets it and its last relation_unref frees it.
  */
 #include "relcache.h"
 
@@ -18,6 +24,7 @@ struct relcache {
 	uint32_t *by_oid;  /* slot -> index + 1, 0 = empty */
 	uint32_t *by_name; /* slot -> index + 1, 0 = empty */
 	size_t nslots;     /* power of two, >= 2 * cap */
+	uint64_t next_id;  /* the id of the next relation made (ids start at 1) */
 };
 
 static uint64_t name_hash(const char *schema, size_t sl, const char *name, size_t nl)
@@ -52,6 +59,17 @@ static void relation_free(relation *r)
 	free(r->schema);
 	free(r->name);
 	free(r);
+}
+
+/* The cache lets go of r: freed now, or by its last relation_unref when referenced. */
+static void relation_release(relation *r)
+{
+	if (r == NULL)
+		return;
+	if (r->refs > 0)
+		r->detached = true;
+	else
+		relation_free(r);
 }
 
 static relation *relation_copy(const relation *d)
@@ -91,7 +109,7 @@ void relcache_destroy(relcache *rc)
 	if (rc == NULL)
 		return;
 	for (size_t i = 0; i < rc->nrels; i++)
-		relation_free(rc->rels[i]);
+		relation_release(rc->rels[i]);
 	free(rc->rels);
 	free(rc->by_oid);
 	free(rc->by_name);
@@ -187,15 +205,16 @@ int relcache_put(relcache *rc, const relation *desc, const relation **out)
 		/* A rename or a newly learned OID changes the keys: rebuild the small index. */
 		bool rekey = old->oid != copy->oid || strcmp(old->schema, copy->schema) != 0 ||
 		             strcmp(old->name, copy->name) != 0;
+		copy->id = ++rc->next_id;
 		rc->rels[idx] = copy;
-		relation_free(old);
+		relation_release(old);
 		if (rekey) {
 			/* A stale relation may still hold the new name (dropped and replaced by a rename):
 			 * the renamed one wins. */
 			for (size_t i = 0; i < rc->nrels; i++) {
 				relation *o = rc->rels[i];
 				if ((long)i != idx && strcmp(o->schema, copy->schema) == 0 && strcmp(o->name, copy->name) == 0) {
-					relation_free(o);
+					relation_release(o);
 					rc->rels[i] = rc->rels[--rc->nrels];
 					if ((long)rc->nrels == idx)
 						idx = (long)i;
@@ -210,6 +229,7 @@ int relcache_put(relcache *rc, const relation *desc, const relation **out)
 			return -ENOMEM;
 		}
 		copy->version = 1;
+		copy->id = ++rc->next_id;
 		idx = (long)rc->nrels++;
 		rc->rels[idx] = copy;
 		index_insert(rc, (size_t)idx);
@@ -230,6 +250,24 @@ const relation *relcache_get_name(const relcache *rc, const char *schema, size_t
 {
 	long idx = find_name(rc, schema, schema_len, name, name_len);
 	return idx < 0 ? NULL : rc->rels[idx];
+}
+
+const relation *relation_ref(const relation *rel)
+{
+	/* The cache hands out const pointers; the reference count is the one field a holder may
+	 * change, and every relation is heap-allocated by this module. */
+	if (rel != NULL)
+		((relation *)rel)->refs++;
+	return rel;
+}
+
+void relation_unref(const relation *rel)
+{
+	if (rel == NULL)
+		return;
+	relation *r = (relation *)rel;
+	if (r->refs > 0 && --r->refs == 0 && r->detached)
+		relation_free(r);
 }
 
 int relation_column_index(const relation *rel, const char *name, size_t name_len)

@@ -37,15 +37,18 @@ typedef struct relation {
 typedef struct relcache relcache;
 
 /* Returns an empty cache or NULL when out of memory. Caller owns; relcache_destroy() frees it
- * and every relation in it. */
+ * and every relation in it that is not referenced. A relation still referenced then is detached
+ * like a replaced one (valid until its last relation_unref, which frees it): holders may
+ * outlive the cache, and nothing leaks as long as every reference is dropped. */
 relcache *relcache_create(void);
 void relcache_destroy(relcache *rc);
 
 /* Adds or replaces a relation. The cache deep-copies desc (names, columns). A relation with a
  * non-zero OID replaces the one with that OID; otherwise the one with that schema and name.
- * On success *out (if not NULL) points at the cached copy, valid until the same relation is
- * replaced or the cache destroyed; pointers to a replaced relation become invalid at once.
- * Returns 0 or -ENOMEM (the cache is unchanged then). Does not block. */
+ * On success *out (if not NULL) points at the cached copy, with a fresh id, valid until the
+ * same relation is replaced or the cache destroyed; pointers to a replaced relation become
+ * invalid at once unless relation_ref holds it. Returns 0 or -ENOMEM (the cache is unchanged
+ * then). Does not block. */
 __attribute__((warn_unused_result)) int relcache_put(relcache *rc, const relation *desc,
                                                      const relation **out);
 
@@ -56,8 +59,10 @@ const relation *relcache_get_name(const relcache *rc, const char *schema, size_t
 
 /* Holding a relation past the next relcache_put (txnbuf, sinks): relation_ref takes a
  * reference and returns rel; relation_unref drops it. A relation replaced or dropped from the
- * cache while referenced stays valid, detached from the cache, until its last unref. Not
- * thread-safe (the loop thread owns the cache). */
+ * cache while referenced stays valid, detached from the cache, until its last unref, which
+ * frees it. Both are safe on NULL and never fail or block. rel must be writable: a relation of
+ * a relcache, or a caller's own relation (never detached, so never freed by relation_unref).
+ * Not thread-safe (the loop thread owns the cache). */
 const relation *relation_ref(const relation *rel);
 void relation_unref(const relation *rel);
 

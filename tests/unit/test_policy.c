@@ -975,6 +975,57 @@ static void test_cache(void **state)
 	policy_destroy(p);
 }
 
+/* Issue 6, item 7: a table dropped and recreated comes back to the relation cache at version 1
+ * again (DROP TABLE events; ALTER TABLE tmp RENAME TO events drops the stale one, a later
+ * CREATE TABLE events is new), and malloc may hand it the freed relation's address. The binding
+ * made for the old relation must not be served for the new one. The address reuse is made
+ * deterministic by copying each cached relation into the same storage, as malloc would. */
+static void test_cache_recreated_relation(void **state)
+{
+	policy *p = load_platform();
+	relcache *rc = relcache_create();
+	assert_non_null(rc);
+	rel_column cols[E_NCOLS], swapped[E_NCOLS];
+	for (int i = 0; i < E_NCOLS; i++)
+		cols[i] = (rel_column){.name = (char *)EVENT_COLS[i], .type_oid = 25, .typmod = -1};
+	memcpy(swapped, cols, sizeof(cols));
+	swapped[0] = cols[E_ORG];
+	swapped[E_ORG] = cols[0];
+	relation events = {.oid = 100, .schema = "public", .name = "events", .ncols = E_NCOLS,
+	                   .cols = cols, .replident = 'f'};
+	const relation *old = NULL, *fresh = NULL;
+	assert_int_equal(relcache_put(rc, &events, &old), 0);
+	relation at_x = *old; /* the address both relations occupy */
+	policy_cache *c = NULL;
+	assert_int_equal(policy_cache_create(p, &c), 0);
+	char err[POLICY_ERROR_MAX];
+	const policy_bound *b = NULL;
+	assert_int_equal(policy_cache_get(c, &at_x, &b, err), 0);
+	assert_int_equal(policy_bound_org_column(b), E_ORG);
+
+	/* DROP TABLE events; ALTER TABLE tmp RENAME TO events; ALTER TABLE events RENAME TO gone;
+	 * CREATE TABLE events (org_id first). */
+	relation tmp = {.oid = 200, .schema = "public", .name = "tmp", .ncols = 1, .cols = cols,
+	                .replident = 'd'};
+	assert_int_equal(relcache_put(rc, &tmp, NULL), 0);
+	tmp.name = "events";
+	assert_int_equal(relcache_put(rc, &tmp, NULL), 0);
+	tmp.name = "gone";
+	assert_int_equal(relcache_put(rc, &tmp, NULL), 0);
+	events.oid = 300;
+	events.cols = swapped;
+	assert_int_equal(relcache_put(rc, &events, &fresh), 0);
+	assert_int_equal(fresh->version, at_x.version); /* the version alone cannot tell them apart */
+	at_x = *fresh;
+
+	assert_int_equal(policy_cache_get(c, &at_x, &b, err), 0);
+	assert_int_equal(policy_bound_org_column(b), 0);
+	assert_int_equal(policy_bound_context_column(b, E_BODY), E_ORG);
+	policy_cache_destroy(c);
+	relcache_destroy(rc);
+	policy_destroy(p);
+}
+
 /* ---- values -------------------------------------------------------------------------------- */
 
 static void check_mask(const char *in, const char *want)
@@ -1178,6 +1229,7 @@ int main(void)
 		cmocka_unit_test(test_mask_null_rule),
 		cmocka_unit_test(test_bind),
 		cmocka_unit_test(test_cache),
+		cmocka_unit_test(test_cache_recreated_relation),
 		cmocka_unit_test(test_mask_last4),
 		cmocka_unit_test(test_uuid_canonical),
 		cmocka_unit_test(test_bench),

@@ -1,7 +1,10 @@
 /*
  * test_relcache — unit tests for the relation cache (src/relcache.h): lookups by OID and by
  * schema-qualified name, replacement and versioning, re-keying on rename or a newly learned
- * OID, growth to many relations, column lookup, and the deep copy of descriptions.
+ * OID, growth to many relations, column lookup, and the deep copy of descriptions; unique ids
+ * (never reused, also when a dropped relation is recreated at version 1) and references
+ * (relation_ref keeps a replaced, stale-dropped or orphaned relation valid; its last
+ * relation_unref frees it). Run under ASan, a use after free or a leak fails these tests.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "heap.h"
 #include "relcache.h"
 
 /* ---- helpers ------------------------------------------------------------------------- */
@@ -572,6 +576,168 @@ static void test_column_index_embedded_nul(void **state)
 	assert_true(run_in_child(child_column_index_embedded_nul));
 }
 
+/* ---- ids and references ---------------------------------------------------------------- */
+
+static void test_ids_unique_and_never_reused(void **state)
+{
+	relcache *rc = *state;
+	uint64_t seen[64];
+	int n = 0;
+	relation a = mkrel(100, "public", "t", 2, cols3);
+	const relation *r = put(rc, &a);
+	assert_int_not_equal(r->id, 0);
+	seen[n++] = r->id;
+	/* Replacements, other relations, renames: every relation made has an id not seen before. */
+	for (int i = 0; i < 20; i++) {
+		a.ncols = 1 + i % 3;
+		seen[n++] = put(rc, &a)->id;
+		relation o = mkrel(200 + (uint32_t)i, "public", i % 2 ? "x" : "y", 1, cols3);
+		seen[n++] = put(rc, &o)->id;
+	}
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++)
+			assert_true(seen[i] != seen[j] && seen[i] < seen[j]);
+}
+
+/* Item 7 of issue 6: the version restarts at 1 for a relation new to the cache, so a table
+ * dropped and recreated under its old name can come back as (name, version 1), possibly at the
+ * freed address; only the id tells the two apart. */
+static void test_recreated_relation_gets_new_id(void **state)
+{
+	relcache *rc = *state;
+	relation t = mkrel(100, "public", "t", 3, cols3);
+	const relation *r1 = put(rc, &t);
+	assert_int_equal(r1->version, 1);
+	uint64_t id1 = r1->id;
+	/* DROP TABLE t; ALTER TABLE u RENAME TO t: the stale t is dropped from the cache. */
+	relation u = mkrel(200, "public", "u", 1, cols3);
+	put(rc, &u);
+	u.name = "t";
+	put(rc, &u);
+	/* ALTER TABLE t RENAME TO w; CREATE TABLE t: a new t at version 1. */
+	u.name = "w";
+	put(rc, &u);
+	assert_null(by_name(rc, "public", "t"));
+	relation t2 = mkrel(300, "public", "t", 2, cols3);
+	const relation *r2 = put(rc, &t2);
+	assert_int_equal(r2->version, 1);
+	assert_string_equal(r2->name, "t");
+	assert_true(r2->id != id1);
+}
+
+static void test_ref_keeps_replaced_relation(void **state)
+{
+	relcache *rc = *state;
+	relation d = mkrel(100, "public", "events", 3, cols3);
+	const relation *r1 = relation_ref(put(rc, &d));
+	assert_int_equal(r1->refs, 1);
+	assert_false(r1->detached);
+	assert_ptr_equal(relation_ref(r1), r1);
+	assert_int_equal(r1->refs, 2);
+
+	/* ALTER TABLE: the cache moves on; r1 stays as it was (ASan: no use after free). */
+	d.ncols = 2;
+	d.cols = &cols3[1];
+	const relation *r2 = put(rc, &d);
+	assert_ptr_not_equal(r2, r1);
+	assert_int_equal(r2->refs, 0);
+	assert_true(r2->id > r1->id);
+	assert_ptr_equal(relcache_get_oid(rc, 100), r2);
+	assert_true(r1->detached);
+	assert_int_equal(r1->ncols, 3);
+	assert_string_equal(r1->cols[0].name, "id");
+	assert_string_equal(r1->cols[2].name, "price");
+	assert_string_equal(r1->name, "events");
+
+	/* The first unref keeps it; the last frees it (the heap shrinks; LSan: no leak). */
+	relation_unref(r1);
+	assert_int_equal(r1->refs, 1);
+	assert_string_equal(r1->cols[1].name, "body");
+	size_t before = heap_in_use();
+	relation_unref(r1);
+	assert_true(heap_in_use() < before);
+	/* The cached relation is untouched. */
+	assert_ptr_equal(by_name(rc, "public", "events"), r2);
+	assert_string_equal(r2->cols[0].name, "body");
+}
+
+static void test_unref_of_cached_relation_keeps_it(void **state)
+{
+	relcache *rc = *state;
+	relation d = mkrel(5, "public", "a", 3, cols3);
+	const relation *r = put(rc, &d);
+	for (int i = 0; i < 3; i++)
+		relation_ref(r);
+	for (int i = 0; i < 3; i++)
+		relation_unref(r);
+	assert_int_equal(r->refs, 0);
+	assert_false(r->detached);
+	/* Still cached and valid; teardown's relcache_destroy frees it once (ASan: no double free). */
+	assert_ptr_equal(relcache_get_oid(rc, 5), r);
+	assert_string_equal(r->cols[2].name, "price");
+	/* NULL is a no-op both ways. */
+	assert_null(relation_ref(NULL));
+	relation_unref(NULL);
+}
+
+static void test_ref_keeps_stale_dropped_relation(void **state)
+{
+	relcache *rc = *state;
+	relation t = mkrel(100, "public", "t", 3, cols3);
+	const relation *old = relation_ref(put(rc, &t));
+	relation u = mkrel(200, "public", "u", 1, cols3);
+	put(rc, &u);
+	/* u renamed to t while the cache still holds the dropped t: the stale one leaves the cache. */
+	u.name = "t";
+	const relation *nt = put(rc, &u);
+	assert_int_equal(relcache_count(rc), 1);
+	assert_ptr_equal(by_name(rc, "public", "t"), nt);
+	assert_null(relcache_get_oid(rc, 100));
+	assert_true(old->detached);
+	assert_int_equal(old->oid, 100);
+	assert_int_equal(old->ncols, 3);
+	assert_string_equal(old->cols[1].name, "body");
+	relation_unref(old);
+}
+
+static void test_ref_outlives_cache(void **state)
+{
+	(void)state;
+	relcache *rc = relcache_create();
+	assert_non_null(rc);
+	relation a = mkrel(1, "public", "a", 3, cols3);
+	relation b = mkrel(2, "public", "b", 2, cols3);
+	const relation *ra = relation_ref(put(rc, &a));
+	put(rc, &b);
+	/* A replaced relation still referenced, and one still cached and referenced. */
+	a.ncols = 1;
+	const relation *ra2 = relation_ref(put(rc, &a));
+	relcache_destroy(rc);
+	/* Both stay valid (detached) until their last unref frees them: no leak, no use after free. */
+	assert_true(ra->detached);
+	assert_true(ra2->detached);
+	assert_int_equal(ra->ncols, 3);
+	assert_int_equal(ra2->ncols, 1);
+	assert_string_equal(ra2->cols[0].name, "id");
+	assert_string_equal(ra->schema, "public");
+	relation_unref(ra);
+	relation_unref(ra2);
+}
+
+/* A caller's own relation (not from a cache) is counted, never freed. */
+static void test_ref_of_own_relation(void **state)
+{
+	(void)state;
+	relation own = mkrel(1, "public", "own", 3, cols3);
+	assert_ptr_equal(relation_ref(&own), &own);
+	relation_unref(&own);
+	assert_int_equal(own.refs, 0);
+	assert_false(own.detached);
+	/* An unbalanced unref does not wrap the count. */
+	relation_unref(&own);
+	assert_int_equal(own.refs, 0);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -594,6 +760,13 @@ int main(void)
 		T(test_deep_copy),
 		T(test_column_index),
 		cmocka_unit_test(test_column_index_embedded_nul),
+		T(test_ids_unique_and_never_reused),
+		T(test_recreated_relation_gets_new_id),
+		T(test_ref_keeps_replaced_relation),
+		T(test_unref_of_cached_relation_keeps_it),
+		T(test_ref_keeps_stale_dropped_relation),
+		cmocka_unit_test(test_ref_outlives_cache),
+		cmocka_unit_test(test_ref_of_own_relation),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);
