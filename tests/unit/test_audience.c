@@ -80,7 +80,8 @@ static rel_column roles_cols[] = {
 	{.name = "role", .type_oid = TEXT_T, .typmod = -1},
 	{.name = "created_at", .type_oid = TS_T, .typmod = -1},
 };
-static const relation roles_rel = {.oid = 16400, .schema = "public", .name = "org_roles", .ncols = 4,
+/* Not const: the transaction buffer takes references (relation_ref counts in the relation). */
+static relation roles_rel = {.oid = 16400, .schema = "public", .name = "org_roles", .ncols = 4,
                                    .cols = roles_cols, .replident = 'f', .version = 1};
 
 static rel_column rules_cols[] = {
@@ -90,7 +91,7 @@ static rel_column rules_cols[] = {
 	{.name = "min_role", .type_oid = TEXT_T, .typmod = -1},
 	{.name = "created_at", .type_oid = TS_T, .typmod = -1},
 };
-static const relation rules_rel = {.oid = 16410, .schema = "public", .name = "privacy_rules", .ncols = 5,
+static relation rules_rel = {.oid = 16410, .schema = "public", .name = "privacy_rules", .ncols = 5,
                                    .cols = rules_cols, .replident = 'f', .version = 1};
 
 enum { E_ID, E_ORG, E_CONTACT, E_USER, E_KIND, E_DIR, E_STATUS, E_STARTED, E_DUR, E_FROM, E_TO, E_BODY,
@@ -110,7 +111,7 @@ static rel_column events_cols[] = {
 	{.name = "body", .type_oid = BYTEA_T, .typmod = -1},
 	{.name = "created_at", .type_oid = TS_T, .typmod = -1},
 };
-static const relation events_rel = {.oid = 16420, .schema = "public", .name = "events", .ncols = E_NCOLS,
+static relation events_rel = {.oid = 16420, .schema = "public", .name = "events", .ncols = E_NCOLS,
                                     .cols = events_cols, .replident = 'f', .version = 1};
 
 enum { T_ID, T_ORG, T_ASSIGNEE, T_REVIEWER, T_SECRET, T_NCOLS };
@@ -121,14 +122,14 @@ static rel_column tasks_cols[] = {
 	{.name = "reviewer", .type_oid = UUID_T, .typmod = -1},
 	{.name = "secret", .type_oid = TEXT_T, .typmod = -1},
 };
-static const relation tasks_rel = {.oid = 16430, .schema = "public", .name = "tasks", .ncols = T_NCOLS,
+static relation tasks_rel = {.oid = 16430, .schema = "public", .name = "tasks", .ncols = T_NCOLS,
                                    .cols = tasks_cols, .replident = 'f', .version = 1};
 
 static rel_column misc_cols[] = {
 	{.name = "id", .type_oid = INT_T, .typmod = -1, .key = true},
 	{.name = "org_id", .type_oid = UUID_T, .typmod = -1},
 };
-static const relation misc_rel = {.oid = 16440, .schema = "public", .name = "misc", .ncols = 2,
+static relation misc_rel = {.oid = 16440, .schema = "public", .name = "misc", .ncols = 2,
                                   .cols = misc_cols, .replident = 'f', .version = 1};
 
 static const char *const ROLES[] = {"viewer", "member", "analyst", "admin", "owner"};
