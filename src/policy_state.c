@@ -103,8 +103,9 @@ typedef struct table_def {
 	int idx[NCOLS];
 } table_def;
 
-/* One parsed membership row. rank -1 (old rows only): whatever its role, i.e. every row of
- * the key. null_key: org or user is NULL, a row that matches nothing. */
+/* One parsed membership row. rank -1 (old rows only): the role was not in the old tuple (it
+ * does not matter: a row is removed by its key). null_key: org or user is NULL, a row that
+ * matches nothing. */
 typedef struct member_row {
 	bool present;
 	bool null_key;
@@ -521,15 +522,10 @@ static void rankset_add(policy_state *ps, rankset *rs, int r)
 		rs->rank = r;
 }
 
-/* Removes one row of rank r, or every row when r < 0. false when there is no such row. When
- * nrows drops to 0 the caller deletes the entry (and releases counts). */
+/* Removes one row of rank r. false when there is no such row. When nrows drops to 0 the caller
+ * deletes the entry (and releases counts). */
 static bool rankset_remove(rankset *rs, int r)
 {
-	if (r < 0) {
-		rs->nrows = 0;
-		rs->rank = 0;
-		return true;
-	}
 	if (rs->counts == NULL) {
 		if (rs->nrows != 1 || rs->rank != r)
 			return false;
