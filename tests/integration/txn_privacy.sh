@@ -13,6 +13,7 @@
 #  3. an UPDATE that hands a roster seat from C to B (new to the org) gives B the new row but
 #     never C's old row; a member who saw C's row gets it.
 source "$(dirname "$0")/lib.sh"
+trap 'echo "# txn_privacy.sh: line $LINENO failed: $BASH_COMMAND"' ERR
 POLICY=$ROOT/deploy/policy.ini
 EVENTS=${TXN_PRIVACY_EVENTS:-300000}
 export WALCAST_PRIVACY_TXN_MEMORY=${WALCAST_PRIVACY_TXN_MEMORY:-4MB} # spill early: progress is visible
