@@ -46,8 +46,10 @@ DEC=$(v decisions_per_s)
 DECL=$(v decisions_with_rank_lookup_per_s)
 RATIO=$(v audience_ratio_100000_over_10)
 LOAD=$(awk '{ print $1 }' /proc/loadavg)
-GIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if ! git -C "$ROOT" diff --quiet HEAD -- src bench/policy_bench.c deploy/policy.ini 2>/dev/null; then GIT="$GIT + uncommitted changes"; fi
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+bench_git_state "$ROOT" src bench/policy_bench.c bench/policy_bench.sh deploy/policy.ini
+GIT=$BENCH_GIT${BENCH_DIRTY:+ + $BENCH_DIRTY}
 
 SECTION=$(mktemp)
 {
@@ -97,7 +99,7 @@ SECTION=$(mktemp)
   echo "<!-- policy_bench:end -->"
 } >"$SECTION"
 
-if [ "$DOC" = 1 ]; then
+if [ "$DOC" = 1 ] && bench_may_publish policy_bench.sh; then
   DOCF="$ROOT/docs/benchmarks.md"
   python3 - "$DOCF" "$SECTION" <<'PY'
 import sys

@@ -360,9 +360,10 @@ W2J_VERSION=$(dpkg-query -W -f '${Version}' postgresql-15-wal2json 2>/dev/null |
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 MEM=$(awk '/MemTotal/ {printf "%.0f GB", $2 / 1048576}' /proc/meminfo)
 WALCAST_VERSION=$("$WALCAST_BIN" --version 2>&1 | head -1)
-GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-GIT_DIRTY=$(git -C "$ROOT" status --porcelain -- src plugins CMakeLists.txt 2>/dev/null | head -1)
-[ -n "$GIT_DIRTY" ] && GIT_REV="$GIT_REV + uncommitted changes in src/ or plugins/"
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+bench_git_state "$ROOT" src plugins CMakeLists.txt bench/replication.sh
+GIT_REV=$BENCH_GIT${BENCH_DIRTY:+ + $BENCH_DIRTY}
 
 # ---- Scenario A: N single-row transactions ---------------------------------------------------
 create_slots a_
@@ -517,7 +518,7 @@ PY
 
 cat "$WORK/section.md"
 
-if [ -n "$OUT" ]; then
+if [ -n "$OUT" ] && bench_may_publish replication.sh; then
   if [ -f "$OUT" ] && grep -q '<!-- bench:results:begin -->' "$OUT" && grep -q '<!-- bench:results:end -->' "$OUT"; then
     python3 - "$OUT" "$WORK/section.md" <<'PY'
 import sys, re

@@ -28,6 +28,10 @@ typedef struct config {
 	char *keys_file;           /* field-encryption keyring; empty = WALCAST_KEYS */
 	/* [auth] */
 	char *jwt_secret;          /* HS256 secret for subscriber tokens */
+	char *jwks_file;           /* JWKS of RS256/ES256 public keys; empty = none */
+	char *jwt_audience;        /* a present aud must include it; empty = not checked */
+	bool jwt_require_exp;
+	int64_t jwt_leeway_ms;     /* clock skew allowed on exp and nbf */
 	/* [redis] */
 	char *redis_url;
 	/* [log] */

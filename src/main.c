@@ -390,7 +390,16 @@ int main(int argc, char **argv)
 		} else if (jwt != NULL) {
 			token_claims claims;
 			char terr[TOKEN_ERROR_MAX];
-			if (token_verify(cfg.jwt_secret, jwt, (int64_t)time(NULL), &claims, terr) < 0) {
+			token_keys *tkeys = NULL;
+			token_rules rules = {cfg.jwt_audience, cfg.jwt_require_exp,
+			                     (double)cfg.jwt_leeway_ms / 1000.0};
+			if (token_keys_load(cfg.jwt_secret, cfg.jwks_file, &tkeys, terr) < 0) {
+				fprintf(stderr, "walcast: %s\n", terr);
+				goto cleanup;
+			}
+			int trc = token_verify(tkeys, &rules, jwt, (int64_t)time(NULL), &claims, terr);
+			token_keys_destroy(tkeys);
+			if (trc < 0) {
 				fprintf(stderr, "walcast: --jwt: %s\n", terr);
 				code = 1;
 				goto cleanup;

@@ -53,6 +53,8 @@ struct policy {
 	char **ranks; /* ranks[1..nranks]; ranks[0] unused */
 	size_t nbypass;
 	char **bypass;
+	size_t nmembers;
+	char **members; /* token roles judged through the membership table */
 	policy_membership membership;
 	policy_privacy privacy;
 	bool has_privacy;
@@ -704,10 +706,11 @@ static policy_insn *code_copy(arena *a, const parser *ps)
 
 static int compile_roles(loader *ld, policy *p, const section *s)
 {
-	static const char *const keys[] = {"ranks", "bypass"};
+	static const char *const keys[] = {"ranks", "bypass", "members"};
+	static char *default_members[] = {"authenticated"};
 	const entry *e;
 	int rc;
-	if ((rc = simple_keys(ld, s, keys, 2)) < 0 || (rc = require_key(ld, s, "ranks", &e)) < 0)
+	if ((rc = simple_keys(ld, s, keys, 3)) < 0 || (rc = require_key(ld, s, "ranks", &e)) < 0)
 		return rc;
 	char **items;
 	size_t n;
@@ -733,6 +736,19 @@ static int compile_roles(loader *ld, policy *p, const section *s)
 			if (policy_role_rank(p, p->bypass[i], strlen(p->bypass[i])) > 0)
 				return failf(ld, e->line, "[roles] bypass: '%s' is also a ranked role",
 				             p->bypass[i]);
+	}
+	/* Token roles whose sub is judged through [membership]; any role neither here nor in
+	 * bypass sees nothing. Default: Supabase's authenticated. */
+	p->members = default_members;
+	p->nmembers = 1;
+	e = find_key(s, "members");
+	if (e != NULL) {
+		if ((rc = ident_list(ld, p->mem, e, "[roles] members", &p->members, &p->nmembers)) < 0)
+			return rc;
+		for (size_t i = 0; i < p->nmembers; i++)
+			if (policy_role_bypasses(p, p->members[i], strlen(p->members[i])))
+				return failf(ld, e->line, "[roles] members: '%s' is also a bypass role",
+				             p->members[i]);
 	}
 	return 0;
 }
@@ -1213,6 +1229,25 @@ bool policy_role_bypasses(const policy *p, const char *role, size_t len)
 		if (eq(role, len, p->bypass[i]))
 			return true;
 	return false;
+}
+
+size_t policy_member_role_count(const policy *p) { return p->nmembers; }
+
+const char *policy_member_role(const policy *p, size_t i)
+{
+	return i < p->nmembers ? p->members[i] : NULL;
+}
+
+policy_role_access policy_role_kind(const policy *p, const char *role, size_t len)
+{
+	if (role == NULL)
+		return POLICY_ROLE_DENIED;
+	if (policy_role_bypasses(p, role, len))
+		return POLICY_ROLE_BYPASS;
+	for (size_t i = 0; i < p->nmembers; i++)
+		if (eq(role, len, p->members[i]))
+			return POLICY_ROLE_MEMBER;
+	return POLICY_ROLE_DENIED;
 }
 
 const policy_membership *policy_membership_source(const policy *p) { return &p->membership; }

@@ -154,6 +154,22 @@ size_t policy_bypass_count(const policy *p);
 const char *policy_bypass_role(const policy *p, size_t i);
 bool policy_role_bypasses(const policy *p, const char *role, size_t len);
 
+/* Member token roles ([roles] members; default authenticated): count and i-th name (owned by the
+ * policy). */
+size_t policy_member_role_count(const policy *p);
+const char *policy_member_role(const policy *p, size_t i);
+
+/* What a subscriber's token role (a database role: authenticated, anon, service_role, ...) may
+ * see, as PostgreSQL grants it: */
+typedef enum policy_role_access {
+	POLICY_ROLE_DENIED, /* a role [roles] names neither as member nor bypass: nothing at all */
+	POLICY_ROLE_MEMBER, /* [roles] members: the token's sub is judged through [membership] */
+	POLICY_ROLE_BYPASS, /* [roles] bypass: every row, every value */
+} policy_role_access;
+
+/* The access of token role role[0..len); NULL is DENIED. */
+policy_role_access policy_role_kind(const policy *p, const char *role, size_t len);
+
 /* Where a user's role in an org comes from. Strings owned by the policy. */
 typedef struct policy_membership {
 	const char *schema, *table; /* e.g. public, org_roles */

@@ -359,16 +359,23 @@ static void comment_list(gen *g, const char *lead, const char *const *items, siz
 	put(g, "\n");
 }
 
-/* The roles that may call the helpers and read the views. */
+/* The member token roles ([roles] members, default authenticated): the SELECT policies' roles. */
+static void member_roles(gen *g)
+{
+	for (size_t i = 0; i < policy_member_role_count(g->p); i++) {
+		if (i > 0)
+			put(g, ", ");
+		ident(g, policy_member_role(g->p, i));
+	}
+}
+
+/* The roles that may call the helpers and read the views: members, then bypass roles. */
 static void api_roles(gen *g)
 {
-	put(g, "authenticated");
+	member_roles(g);
 	for (size_t i = 0; i < policy_bypass_count(g->p); i++) {
-		const char *r = policy_bypass_role(g->p, i);
-		if (strcmp(r, "authenticated") == 0)
-			continue;
 		put(g, ", ");
-		ident(g, r);
+		ident(g, policy_bypass_role(g->p, i));
 	}
 }
 
@@ -617,7 +624,9 @@ static void policies(gen *g)
 		putf(g, "%s_select", policy_table_name(t));
 		put(g, " on ");
 		table_name(g, t);
-		put(g, " for select to authenticated\n  using (");
+		put(g, " for select to ");
+		member_roles(g);
+		put(g, "\n  using (");
 		read_using(g, t);
 		put(g, ");\n");
 	}

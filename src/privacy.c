@@ -20,11 +20,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "arena.h"
 #include "buf.h"
+#include "log.h"
+#include "lsn.h"
 #include "policy_state.h"
 #include "txnbuf.h"
+
+/* Undecryptable values are logged at most once per key id per interval (docs/encryption.md);
+ * the lines in between are counted and the count goes into the next line of that key id. */
+#define UNDECRYPTABLE_SLOTS 16
+#define UNDECRYPTABLE_INTERVAL_MS 60000
+
+typedef struct undecryptable_slot {
+	bool used;
+	uint32_t key_id;     /* 0: the value names no key (too short, not hex, another version) */
+	int64_t last_ms;     /* monotonic time of the last line written for this key id */
+	uint64_t suppressed; /* values not logged since then */
+} undecryptable_slot;
 
 struct privacy {
 	const policy *pol;
@@ -41,6 +56,7 @@ struct privacy {
 	buf scratch;
 	policy_action *actions;
 	int actions_cap;
+	undecryptable_slot undecryptable[UNDECRYPTABLE_SLOTS];
 	char err[PRIVACY_ERROR_MAX];
 };
 
@@ -301,9 +317,57 @@ static const char *arena_copy(privacy *pv, const char *s, size_t len)
 	return arena_strndup(pv->mem, s, len);
 }
 
-/* Writes the viewer's version of a visible tuple into out[] (and error markers into errs[]). */
-static int transform(privacy *pv, const policy_bound *b, const change_value *in, int ncols,
-                     const policy_viewer *v, change_value *out, const char **errs, bool *any_error)
+static int64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Logs that column col of c's row could not be decrypted (marker says why): the table, column,
+ * key id and LSN, never the value. At most one line per key id per UNDECRYPTABLE_INTERVAL_MS;
+ * the values in between are counted into the next line. When more key ids fail than there are
+ * slots, the slot reported longest ago is reused (its pending count is dropped). */
+static void undecryptable_log(privacy *pv, const change *c, int col, const change_value *v,
+                              const char *marker)
+{
+	uint16_t id16 = 0;
+	uint32_t key_id = keyring_value_key_id_hex(v->data, v->len, &id16) == 0 ? id16 : 0;
+	int64_t now = monotonic_ms();
+	undecryptable_slot *s = NULL, *oldest = &pv->undecryptable[0];
+	for (size_t i = 0; i < UNDECRYPTABLE_SLOTS && s == NULL; i++) {
+		undecryptable_slot *u = &pv->undecryptable[i];
+		if (u->used && u->key_id == key_id)
+			s = u;
+		else if (!u->used || (oldest->used && u->last_ms < oldest->last_ms))
+			oldest = u;
+	}
+	if (s != NULL && now - s->last_ms < UNDECRYPTABLE_INTERVAL_MS) {
+		s->suppressed++;
+		return;
+	}
+	uint64_t suppressed = s != NULL ? s->suppressed : 0;
+	if (s == NULL)
+		s = oldest;
+	*s = (undecryptable_slot){.used = true, .key_id = key_id, .last_ms = now};
+	char lsn[LSN_TEXT_MAX], key[16] = "none";
+	if (key_id != 0)
+		snprintf(key, sizeof(key), "%u", (unsigned)key_id);
+	log_warn("privacy.undecryptable",
+	         "table=%s.%s column=%s key_id=%s lsn=%s: value not decrypted (%s); %llu more with this "
+	         "key id not logged in the last %d s",
+	         c->rel->schema, c->rel->name, c->rel->cols[col].name, key, lsn_format(c->lsn, lsn), marker,
+	         (unsigned long long)suppressed, UNDECRYPTABLE_INTERVAL_MS / 1000);
+}
+
+/* Writes the viewer's version of the visible tuple in (a row of c) into out[] (and error
+ * markers into errs[]). A column the viewer may not read is NULL whatever the WAL carried,
+ * unchanged TOAST included (the masking view shows NULL there); an encrypted column whose
+ * context column the row does not carry is NULL with the marker "missing_context" rather than
+ * decrypted with the wrong (empty) context. */
+static int transform(privacy *pv, const change *c, const policy_bound *b, const change_value *in,
+                     int ncols, const policy_viewer *v, change_value *out, const char **errs,
+                     bool *any_error)
 {
 	if (pv->actions_cap < ncols) {
 		policy_action *a = realloc(pv->actions, (size_t)ncols * sizeof(*a));
@@ -324,6 +388,8 @@ static int transform(privacy *pv, const policy_bound *b, const change_value *in,
 		if (in[i].kind != VALUE_TEXT) {
 			if (pv->actions[i] == POLICY_OMIT)
 				out[i].kind = VALUE_ABSENT;
+			else if (pv->actions[i] == POLICY_NULL && in[i].kind == VALUE_UNCHANGED)
+				out[i] = (change_value){VALUE_NULL, 0, NULL};
 			continue;
 		}
 		switch (pv->actions[i]) {
@@ -348,15 +414,26 @@ static int transform(privacy *pv, const policy_bound *b, const change_value *in,
 			int ctx = policy_bound_context_column(b, i);
 			const char *cdata = "";
 			size_t clen = 0;
+			const char *marker = NULL;
 			if (ctx >= 0 && in[ctx].kind == VALUE_TEXT)
 				cdata = in[ctx].data, clen = in[ctx].len;
+			else if (ctx >= 0 && in[ctx].kind != VALUE_NULL)
+				marker = "missing_context"; /* absent or unchanged: never guess it */
 			buf_clear(&pv->scratch);
-			int drc = pv->keys ? keyring_decrypt_hex(pv->keys, in[i].data, in[i].len, cdata, clen, &pv->scratch)
-			                   : -ENOKEY;
-			if (drc < 0) {
+			int drc = 0;
+			if (marker == NULL && pv->keys == NULL)
+				marker = "no_keys";
+			if (marker == NULL) {
+				drc = keyring_decrypt_hex(pv->keys, in[i].data, in[i].len, cdata, clen, &pv->scratch);
+				if (drc < 0) {
+					marker = keyring_error_marker(drc);
+					undecryptable_log(pv, c, i, &in[i], marker);
+				}
+			}
+			if (marker != NULL) {
 				out[i] = (change_value){VALUE_NULL, 0, NULL};
 				if (errs != NULL)
-					errs[i] = pv->keys ? keyring_error_marker(drc) : "no_keys";
+					errs[i] = marker;
 				*any_error = true;
 				break;
 			}
@@ -400,7 +477,7 @@ int privacy_view(privacy *pv, const change *c, const policy_bound *b, const poli
 	if (nv == NULL || errs == NULL)
 		return -ENOMEM;
 	bool any_error = false;
-	rc = transform(pv, b, row, ncols, vnew, nv, errs, &any_error);
+	rc = transform(pv, c, b, row, ncols, vnew, nv, errs, &any_error);
 	if (rc < 0)
 		return rc;
 	if (c->action == CHANGE_DELETE) {
@@ -419,7 +496,7 @@ int privacy_view(privacy *pv, const change *c, const policy_bound *b, const poli
 			bool ignored = false;
 			if (ov == NULL)
 				return -ENOMEM;
-			rc = transform(pv, b, c->old_tuple, ncols, vold, ov, NULL, &ignored);
+			rc = transform(pv, c, b, c->old_tuple, ncols, vold, ov, NULL, &ignored);
 			if (rc < 0)
 				return rc;
 			out->old_tuple = ov; /* an undecryptable old value is simply null */

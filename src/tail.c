@@ -25,6 +25,7 @@
 #include "policy_state.h"
 #include "privacy.h"
 #include "relcache.h"
+#include "replident.h"
 #include "source.h"
 
 #define TAIL_FLUSH_MS 100
@@ -510,6 +511,7 @@ static int output_open(tail *t, uint64_t *resume)
 int tail_run(const config *cfg, const tail_options *opt)
 {
 	tail t = {.opt = opt, .cfg = cfg, .exit_code = 0, .txn_offset = -1, .out_fd = -1};
+	tail_options denied_opt; /* opt without the viewer's uid, for a token role that is denied */
 	relcache *rels = NULL;
 	uint64_t resume = 0;
 	int rc;
@@ -529,8 +531,19 @@ int tail_run(const config *cfg, const tail_options *opt)
 			t.exit_code = 1;
 			goto cleanup;
 		}
-		t.bypass = opt->viewer_role != NULL &&
-		           policy_role_bypasses(t.pol, opt->viewer_role, strlen(opt->viewer_role));
+		/* The token's role, as PostgreSQL would grant it: --as (no role) is a member. */
+		policy_role_access access =
+		    opt->viewer_role == NULL ? POLICY_ROLE_MEMBER
+		                             : policy_role_kind(t.pol, opt->viewer_role, strlen(opt->viewer_role));
+		t.bypass = access == POLICY_ROLE_BYPASS;
+		if (access == POLICY_ROLE_DENIED) {
+			log_info("tail.role_denied", "role=%s: the policy's [roles] names it neither a member nor "
+			         "a bypass role: this token sees nothing",
+			         opt->viewer_role[0] ? opt->viewer_role : "(none)");
+			denied_opt = *opt;
+			denied_opt.viewer_uid = NULL; /* its sub confers nothing */
+			t.opt = &denied_opt;
+		}
 		char kerr[KEYRING_ERROR_MAX];
 		rc = cfg->keys_file[0] ? keyring_load_file(cfg->keys_file, &t.keys, kerr)
 		                       : keyring_load_env("WALCAST_KEYS", &t.keys, kerr);
@@ -547,6 +560,12 @@ int tail_run(const config *cfg, const tail_options *opt)
 		if (privacy_set_txn_buffer(t.priv, (size_t)cfg->privacy_txn_memory,
 		                           cfg->privacy_spill_dir[0] ? cfg->privacy_spill_dir : NULL) < 0) {
 			log_error("tail.privacy", "%s", privacy_error(t.priv));
+			t.exit_code = 1;
+			goto cleanup;
+		}
+		/* A DELETE is judged from the old row's replica identity: refuse to start when a
+		 * governed table's identity lacks a column its rules read (src/replident.h). */
+		if (!t.bypass && replident_check_conninfo(t.pol, cfg->conninfo) < 0) {
 			t.exit_code = 1;
 			goto cleanup;
 		}

@@ -92,8 +92,8 @@ check "migrations re-apply cleanly" ok "$rerun"
 check "publication walcast has the seven tables" \
   "audit_log,contacts,events,org_roles,orgs,privacy_rules,sync_health" \
   "$(sql -c "select string_agg(tablename, ',' order by tablename) from pg_publication_tables where pubname = 'walcast'")"
-check "replica identity FULL on events, contacts, org_roles, privacy_rules only" \
-  "audit_log:d,contacts:f,events:f,org_roles:f,orgs:d,privacy_rules:f,sync_health:d" \
+check "replica identity FULL on every table but orgs (its key is its org column)" \
+  "audit_log:f,contacts:f,events:f,org_roles:f,orgs:d,privacy_rules:f,sync_health:f" \
   "$(sql -c "select string_agg(relname || ':' || relreplident::text, ',' order by relname) from pg_class
              where relnamespace = 'public'::regnamespace and relkind = 'r'")"
 check "RLS enabled and forced on every table" "7:7" \

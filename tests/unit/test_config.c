@@ -35,6 +35,10 @@ static void test_defaults(void **state)
 	assert_int_equal(c.status_interval_ms, 10000);
 	assert_int_equal(c.heartbeat_interval_ms, 0);
 	assert_int_equal(c.reconnect_min_ms, 500);
+	assert_string_equal(c.jwks_file, "");
+	assert_string_equal(c.jwt_audience, "authenticated");
+	assert_true(c.jwt_require_exp);
+	assert_int_equal(c.jwt_leeway_ms, 30000);
 	assert_int_equal(c.privacy_txn_memory, 16 << 20);
 	assert_string_equal(c.privacy_spill_dir, "");
 	config_fini(&c);
@@ -107,6 +111,7 @@ static void test_file_errors(void **state)
 	expect_file_error("[replication]\ncreate_slot = perhaps\n", ":2: replication.create_slot: 'perhaps' is not a boolean");
 	expect_file_error("[replication]\nslot = \n", ":2: replication.slot must be 1 to 63 characters");
 	expect_file_error("[replication\nslot = a\n", ":1: syntax error");
+	expect_file_error("[auth]\njwt_leeway = 10m\n", ":2: auth.jwt_leeway: 10m is out of range");
 }
 
 static void test_file_missing(void **state)

@@ -138,6 +138,31 @@ static int failing_subject_rank(void *arg, const char *subject, size_t len)
 	return -EIO;
 }
 
+/* ---- parser: token roles ----------------------------------------------------------------- */
+
+static void test_member_roles(void **state)
+{
+	(void)state;
+	policy *p = load_ok("[roles]\nranks = viewer\nbypass = service_role, ops\n"
+	                    "members = authenticated, staff\n"
+	                    "[membership]\ntable = m\norg = o\nuser = u\nrole = r\n"
+	                    "[table s.t]\ncolumns = a\norg = a\nread = viewer\n");
+	assert_int_equal(policy_member_role_count(p), 2);
+	assert_string_equal(policy_member_role(p, 1), "staff");
+	assert_int_equal(policy_role_kind(p, "staff", 5), POLICY_ROLE_MEMBER);
+	assert_int_equal(policy_role_kind(p, "authenticated", 13), POLICY_ROLE_MEMBER);
+	assert_int_equal(policy_role_kind(p, "ops", 3), POLICY_ROLE_BYPASS);
+	assert_int_equal(policy_role_kind(p, "anon", 4), POLICY_ROLE_DENIED);
+	assert_int_equal(policy_role_kind(p, "staffer", 5), POLICY_ROLE_MEMBER); /* len counts */
+	assert_int_equal(policy_role_kind(p, "staffer", 7), POLICY_ROLE_DENIED);
+	policy_destroy(p);
+	p = load_ok("[roles]\nranks = viewer\nmembers = staff\n"
+	            "[membership]\ntable = m\norg = o\nuser = u\nrole = r\n"
+	            "[table s.t]\ncolumns = a\norg = a\nread = viewer\n");
+	assert_int_equal(policy_role_kind(p, "authenticated", 13), POLICY_ROLE_DENIED);
+	policy_destroy(p);
+}
+
 /* ---- parser: the platform file ----------------------------------------------------------- */
 
 static void test_platform_file(void **state)
@@ -156,6 +181,19 @@ static void test_platform_file(void **state)
 	assert_string_equal(policy_bypass_role(p, 0), "service_role");
 	assert_true(policy_role_bypasses(p, "service_role", 12));
 	assert_false(policy_role_bypasses(p, "authenticated", 13));
+	/* token roles: authenticated is judged through org_roles, service_role bypasses, every other
+	 * role (anon, unknown ones, none) is denied, as PostgreSQL grants them nothing */
+	assert_int_equal(policy_member_role_count(p), 1);
+	assert_string_equal(policy_member_role(p, 0), "authenticated");
+	assert_null(policy_member_role(p, 1));
+	assert_int_equal(policy_role_kind(p, "authenticated", 13), POLICY_ROLE_MEMBER);
+	assert_int_equal(policy_role_kind(p, "service_role", 12), POLICY_ROLE_BYPASS);
+	assert_int_equal(policy_role_kind(p, "anon", 4), POLICY_ROLE_DENIED);
+	assert_int_equal(policy_role_kind(p, "authenticate", 12), POLICY_ROLE_DENIED);
+	assert_int_equal(policy_role_kind(p, "authenticated_x", 15), POLICY_ROLE_DENIED);
+	assert_int_equal(policy_role_kind(p, "member", 6), POLICY_ROLE_DENIED); /* a rank, not a token role */
+	assert_int_equal(policy_role_kind(p, "", 0), POLICY_ROLE_DENIED);
+	assert_int_equal(policy_role_kind(p, NULL, 0), POLICY_ROLE_DENIED);
 	const policy_membership *m = policy_membership_source(p);
 	assert_string_equal(m->schema, "public");
 	assert_string_equal(m->table, "org_roles");
@@ -275,6 +313,9 @@ static void test_file_syntax(void **state)
 	assert_int_equal(policy_rank_count(p), 2);
 	assert_string_equal(policy_rank_name(p, 2), "high");
 	assert_int_equal(policy_bypass_count(p), 0);
+	assert_int_equal(policy_member_role_count(p), 1); /* no members key: authenticated */
+	assert_string_equal(policy_member_role(p, 0), "authenticated");
+	assert_int_equal(policy_role_kind(p, "service_role", 12), POLICY_ROLE_DENIED); /* no bypass */
 	assert_null(policy_privacy_source(p));
 	assert_string_equal(policy_membership_source(p)->schema, "public"); /* default schema */
 	const policy_table *t = policy_table_at(p, 0);
@@ -388,6 +429,11 @@ static void test_errors(void **state)
 		{"[roles]\nranks = viewer, viewer\n", "[roles] ranks: 'viewer' is listed twice"},
 		{"[roles]\nranks = viewer\nbypass = viewer\n", "t.ini:3: [roles] bypass: 'viewer' is also a ranked role"},
 		{"[roles]\nbypass = x\n", "t.ini:1: [roles]: missing key 'ranks'"},
+		{"[roles]\nranks = viewer\nbypass = service_role\nmembers = authenticated, service_role\n",
+		 "t.ini:4: [roles] members: 'service_role' is also a bypass role"},
+		{"[roles]\nranks = viewer\nmembers = staff, staff\n", "[roles] members: 'staff' is listed twice"},
+		{"[roles]\nranks = viewer\nmembers =\n", "t.ini:3: [roles] members"},
+		{"[roles]\nranks = viewer\nmember = authenticated\n", "t.ini:3: [roles]: unknown key 'member'"},
 		/* sources must name columns their tables have */
 		{ROLES PRIVACY "[table public.org_roles]\ncolumns = org_id, user_id, rank\norg = org_id\nread = viewer\n",
 		 "t.ini:4: [membership]: column 'role' is not in the columns of [table public.org_roles]"},
@@ -1216,6 +1262,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_platform_file),
+		cmocka_unit_test(test_member_roles),
 		cmocka_unit_test(test_precedence),
 		cmocka_unit_test(test_file_syntax),
 		cmocka_unit_test(test_errors),

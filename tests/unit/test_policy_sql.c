@@ -342,6 +342,21 @@ static void test_views_and_quoting(void **state)
 	buf_fini(&b);
 }
 
+/* [roles] members names the roles of the SELECT policies and the grants (default authenticated). */
+static void test_member_roles(void **state)
+{
+	(void)state;
+	buf b;
+	generate("[roles]\nranks = low\nbypass = service_role\nmembers = staff, user\n"
+	         "[membership]\ntable = app.members\norg = team\nuser = uid_col\nrole = role\n"
+	         "[table app.t]\ncolumns = id, team\norg = team\nread = low\n",
+	         &b);
+	assert_contains(&b, "create policy t_select on app.t for select to staff, \"user\"\n");
+	assert_contains(&b, "grant select on walcast.app_t_masked to staff, \"user\", service_role;\n");
+	assert_lacks(&b, "authenticated;");
+	buf_fini(&b);
+}
+
 static void test_view_condition_parentheses(void **state)
 {
 	buf b;
@@ -414,6 +429,7 @@ int main(void)
 		cmocka_unit_test(test_membership_term),
 		cmocka_unit_test(test_views_and_quoting),
 		cmocka_unit_test(test_view_condition_parentheses),
+		cmocka_unit_test(test_member_roles),
 		cmocka_unit_test(test_platform_shape),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -591,6 +591,59 @@ static void test_destroy_releases_relations(void **state)
 	txnbuf_destroy(tb); /* frees it (LSan) */
 }
 
+/* Many distinct relations, interleaved: each referenced once while held, released at reset. */
+typedef struct many_check {
+	const relation **rels;
+	size_t nrels;
+	size_t seen;
+} many_check;
+
+static int many_cb(void *arg, const change *c)
+{
+	many_check *m = arg;
+	const relation *want = m->rels[(m->seen * 7) % m->nrels];
+	assert_ptr_equal(c->rel, want);
+	assert_int_equal(c->lsn, m->seen);
+	assert_int_equal(c->new_tuple[0].kind, VALUE_TEXT);
+	assert_string_equal(c->new_tuple[0].data, want->name);
+	m->seen++;
+	return 0;
+}
+
+static void test_many_relations(void **state)
+{
+	(void)state;
+	enum { NRELS = 40, PER = 100 };
+	relcache *rc = relcache_create();
+	assert_non_null(rc);
+	const relation *rels[NRELS];
+	char names[NRELS][16];
+	for (int i = 0; i < NRELS; i++) {
+		snprintf(names[i], sizeof(names[i]), "t%d", i);
+		relation d = {.oid = 1000 + (uint32_t)i, .schema = "public", .name = names[i], .ncols = 1 + i % 5,
+		              .cols = cols5, .replident = 'd'};
+		assert_int_equal(relcache_put(rc, &d, &rels[i]), 0);
+	}
+	txnbuf *tb = mk(4096, NULL);
+	change_txn txn = {.xid = 3};
+	for (size_t k = 0; k < NRELS * PER; k++) {
+		const relation *r = rels[(k * 7) % NRELS];
+		change_value v[5] = {text(r->name), text("a"), text("b"), text("c"), text("d")};
+		change c = {.action = CHANGE_INSERT, .lsn = k, .txn = &txn, .rel = r, .new_tuple = v};
+		assert_int_equal(txnbuf_append(tb, &c), 0);
+	}
+	for (int i = 0; i < NRELS; i++)
+		assert_int_equal(rels[i]->refs, 1);
+	many_check m = {.rels = rels, .nrels = NRELS};
+	assert_int_equal(txnbuf_replay(tb, &txn, many_cb, &m), 0);
+	assert_int_equal(m.seen, NRELS * PER);
+	txnbuf_reset(tb);
+	for (int i = 0; i < NRELS; i++)
+		assert_int_equal(rels[i]->refs, 0);
+	txnbuf_destroy(tb);
+	relcache_destroy(rc);
+}
+
 /* ---- failures ------------------------------------------------------------------------------------ */
 
 /* Appends samples until an append fails; returns the count held then, and that error. */
@@ -748,6 +801,7 @@ int main(void)
 		cmocka_unit_test(test_large_transaction_spills_bounded),
 		cmocka_unit_test(test_alter_table_during_transaction),
 		cmocka_unit_test(test_destroy_releases_relations),
+		cmocka_unit_test(test_many_relations),
 		cmocka_unit_test(test_unwritable_spill_dir),
 		cmocka_unit_test(test_spill_write_failure),
 		cmocka_unit_test(test_reset_after_spill_reuses_memory),

@@ -1,0 +1,27 @@
+# Shared by the benchmark scripts (sourced, not run).
+#
+# bench_git_state ROOT PATH...: sets BENCH_GIT to the short commit id the measured code comes
+# from, and BENCH_DIRTY to a non-empty description when any of PATHs (what the benchmark
+# measures) differs from that commit. A benchmark measured on a dirty tree is printed but never
+# replaces the published tables in docs/benchmarks.md: published figures always name a commit
+# that anyone can check out and measure again.
+bench_git_state() {
+  local root=$1; shift
+  BENCH_GIT=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  BENCH_DIRTY=
+  if [ "$BENCH_GIT" = unknown ]; then
+    BENCH_DIRTY="not a git checkout"
+  elif [ -n "$(git -C "$root" status --porcelain -- "$@" 2>/dev/null | head -1)" ]; then
+    BENCH_DIRTY="uncommitted changes in $*"
+  fi
+}
+
+# bench_may_publish NAME: 0 when the results may replace the published section; otherwise says
+# why on stderr and returns 1.
+bench_may_publish() {
+  if [ -n "$BENCH_DIRTY" ]; then
+    echo "$1: measured on $BENCH_GIT with $BENCH_DIRTY: printed above, docs/benchmarks.md left as it is (commit first to publish)" >&2
+    return 1
+  fi
+  return 0
+}
