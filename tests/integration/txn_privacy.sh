@@ -5,7 +5,8 @@
 #
 #  1. a transaction that adds U to an org together with many events is cut off mid-stream
 #     (pg_terminate_backend of the walsender) and sent again: after U's membership is deleted,
-#     U must not receive a new event of that org (the cut-off copy must leave no trace);
+#     U must not receive a new event of that org (the cut-off copy must leave no trace); the
+#     same when tail loads today's state on an existing slot and then receives the older insert;
 #  2. an event inserted and its handler's membership removed in one transaction, in both orders,
 #     never reaches the handler; deleting an org (its roles cascade first) still sends the deletes
 #     of its rows to the members who saw them; a roster re-inserted after a TRUNCATE in one
@@ -86,6 +87,25 @@ check "1: the big transaction delivered completely, each row once" "$EVENTS $EVE
   "$(jq -r 'select(.table == "events" and .action == "insert" and (.new.status | startswith("bulk"))) | .new.id' \
      "$WORK/txp_replay.jsonl" | awk '{n++; u[$0]} END {print n, length(u)}')"
 check "1: its own removal reached the member" "$o1:$u" "$(lines txp_replay org_roles delete)"
+
+# ---- 1b. an existing slot: today's state, then older changes replayed ------------------------------
+# The membership is inserted after the slot was made, so tail loads a state that already holds
+# it and then receives the insert again: one delete must still remove it.
+o1b=$(sql -c "INSERT INTO orgs (name) VALUES ('existing slot') RETURNING id")
+u2=$(uuid)
+sql -c "SELECT pg_create_logical_replication_slot('txp_existing', 'pgoutput')" >/dev/null
+sql -c "INSERT INTO org_roles (org_id, user_id, role) VALUES ('$o1b', '$u2', 'viewer')" >/dev/null
+"$WALCAST" tail --as "$u2" --policy "$POLICY" -S txp_existing >"$WORK/txp_existing.jsonl" 2>"$WORK/txp_existing.err" &
+TAIL_PID[txp_existing]=$!
+BG_PIDS+=($!)
+wait_for 30 slot_active txp_existing || true
+sql -c "DELETE FROM org_roles WHERE org_id = '$o1b' AND user_id = '$u2'" >/dev/null
+last2=$(sql -c "INSERT INTO events (org_id, kind, direction, status) VALUES ('$o1b', 'sms', 'inbound', 'after removal') RETURNING id")
+finish_tail txp_existing "$(current_lsn)"
+check "1b: the state was loaded from today's database" 1 "$(grep -c tail.state_current "$WORK/txp_existing.err" || true)"
+check "1b: the removed member does not receive the new event" 0 "$(grep -c "$last2" "$WORK/txp_existing.jsonl" || true)"
+check "1b: the replayed insert and the delete reached the member" "insert delete" \
+  "$(jq -r 'select(.table == "org_roles") | .action' "$WORK/txp_existing.jsonl" | paste -sd' ' -)"
 
 # ---- 2 and 3: focused transactions, one feed per viewer --------------------------------------------
 o2=$(sql -c "INSERT INTO orgs (name) VALUES ('per transaction') RETURNING id")
