@@ -1066,6 +1066,77 @@ static void test_index_maintenance(void **state)
 	det_fini(&d);
 }
 
+static void det_change(det *d, change_action a, const relation *rel, const trow *n, const trow *o)
+{
+	static const change_txn txn = {.xid = 901, .commit_lsn = 0x3000000, .end_lsn = 0x3000010};
+	tuple nt, ot;
+	change c = {.action = a, .lsn = ++d->lsn, .txn = &txn, .rel = rel, .new_tuple = n ? to_tuple(&nt, n) : NULL,
+	            .old_tuple = o ? to_tuple(&ot, o) : NULL};
+	assert_int_equal(audience_change(d->aud, &c, collect_cb, &d->col), 0);
+}
+
+static int det_commit(det *d)
+{
+	static const change_txn txn = {.xid = 901, .commit_lsn = 0x3000000, .end_lsn = 0x3000010};
+	collected_reset(&d->col);
+	int rc = audience_commit(d->aud, &txn, collect_cb, &d->col);
+	assert_true(rc >= 0);
+	return rc;
+}
+
+/* A transaction cut off leaves nothing; one that removes a member and deletes rows of the org
+ * still sends those deletes to the member (the BEFORE index); an event inserted with its
+ * handler's removal never reaches the handler (the AFTER index). */
+static void test_transactions(void **state)
+{
+	det d;
+	det_init(&d, *state);
+	static const change_txn txn = {.xid = 901, .commit_lsn = 0x3000000, .end_lsn = 0x3000010};
+	trow m1 = mrow(1, 1, "viewer"), m2 = mrow(1, 2, "member");
+	trow e = erow(1, 1, "0d000000-0000-4000-8000-000000000001");
+	trow e2 = erow(1, 1, "0d000000-0000-4000-8000-000000000002");
+	det_publish(&d, CHANGE_INSERT, &roles_rel, &m2, NULL);
+	sub(&d, 1, 1);
+	sub(&d, 2, 2);
+	/* cut off: user 1 is not made a member, nothing is delivered */
+	assert_int_equal(audience_begin(d.aud, &txn), 0);
+	det_change(&d, CHANGE_INSERT, &roles_rel, &m1, NULL);
+	det_change(&d, CHANGE_INSERT, &events_rel, &e, NULL);
+	assert_int_equal(d.col.audiences, 0);
+	audience_abort(d.aud);
+	audience_stats st;
+	audience_get_stats(d.aud, &st);
+	assert_int_equal(st.links, 1);
+	assert_int_equal(policy_state_rank(privacy_state(d.pv), mrow(1, 1, "x").cell[0], 36, m1.cell[1], 36), 0);
+	/* sent again, committed: user 1 gets the roster row and the event they handle */
+	assert_int_equal(audience_begin(d.aud, &txn), 0);
+	det_change(&d, CHANGE_INSERT, &roles_rel, &m1, NULL);
+	det_change(&d, CHANGE_INSERT, &events_rel, &e, NULL);
+	assert_true(det_commit(&d) >= 2);
+	assert_int_equal(d.col.count[1], 2);
+	assert_int_equal(d.col.count[2], 2);
+	/* user 1 removed and the event deleted in one transaction: the delete still reaches them */
+	assert_int_equal(audience_begin(d.aud, &txn), 0);
+	det_change(&d, CHANGE_DELETE, &roles_rel, NULL, &m1);
+	det_change(&d, CHANGE_DELETE, &events_rel, NULL, &e);
+	det_commit(&d);
+	assert_int_equal(d.col.count[1], 2);
+	assert_non_null(strstr(d.col.payload[1], "\"action\":\"delete\",\"schema\":\"public\",\"table\":\"events\""));
+	assert_int_equal(d.col.count[2], 2);
+	/* back as a viewer, an event they handle and their removal in one transaction: nothing */
+	det_publish(&d, CHANGE_INSERT, &roles_rel, &m1, NULL);
+	assert_int_equal(audience_begin(d.aud, &txn), 0);
+	det_change(&d, CHANGE_INSERT, &events_rel, &e2, NULL);
+	det_change(&d, CHANGE_DELETE, &roles_rel, NULL, &m1);
+	det_commit(&d);
+	assert_int_equal(d.col.count[1], 1); /* only the delete of their own roster row */
+	assert_non_null(strstr(d.col.payload[1], "\"table\":\"org_roles\""));
+	assert_int_equal(d.col.count[2], 2);
+	audience_get_stats(d.aud, &st);
+	assert_int_equal(st.links, 1);
+	det_fini(&d);
+}
+
 /* Payloads kept by a sink outlive the publish and the audience. */
 static void test_payload_lifetime(void **state)
 {
@@ -1100,6 +1171,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_index_maintenance, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_payload_lifetime, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_randomized_equivalence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_randomized_transactions, setup, teardown),
 	};
