@@ -545,6 +545,34 @@ static void test_keyed_rows(void **state)
 	assert_true(rec.state_current);
 }
 
+/* Several change callbacks, in the order added; removal; at most POLICY_STATE_CALLBACKS_MAX. */
+static void test_callbacks(void **state)
+{
+	policy_state *ps = *state;
+	recorder a = {.ps = ps, .state_current = true}, b = {.ps = ps, .state_current = true};
+	assert_int_equal(policy_state_add_change_cb(ps, record_cb, &a), 0);
+	assert_int_equal(policy_state_add_change_cb(ps, record_cb, &b), 0);
+	assert_int_equal(policy_state_add_change_cb(ps, NULL, &b), -EINVAL);
+	m_insert(ps, O1, U1, "admin");
+	assert_int_equal(a.n, 1);
+	assert_int_equal(b.n, 1);
+	assert_event(&b, 0, O1, U1, 0, ADMIN);
+	policy_state_remove_change_cb(ps, record_cb, &a);
+	policy_state_remove_change_cb(ps, record_cb, &a); /* not there any more: nothing */
+	m_delete(ps, O1, U1, "admin");
+	assert_int_equal(a.n, 1);
+	assert_int_equal(b.n, 2);
+	assert_event(&b, 1, O1, U1, ADMIN, 0);
+	recorder more[POLICY_STATE_CALLBACKS_MAX];
+	for (int i = 0; i < POLICY_STATE_CALLBACKS_MAX - 1; i++)
+		assert_int_equal(policy_state_add_change_cb(ps, record_cb, &more[i]), 0);
+	assert_int_equal(policy_state_add_change_cb(ps, record_cb, &more[POLICY_STATE_CALLBACKS_MAX - 1]), -ENOSPC);
+	for (int i = 0; i < POLICY_STATE_CALLBACKS_MAX - 1; i++)
+		policy_state_remove_change_cb(ps, record_cb, &more[i]);
+	policy_state_remove_change_cb(ps, record_cb, &b);
+	assert_true(a.state_current && b.state_current);
+}
+
 static void test_unknown_role(void **state)
 {
 	policy_state *ps = *state;
@@ -1731,6 +1759,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_update_moves_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_update_without_full_old_row, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keyed_rows, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_callbacks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unknown_role, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rules_by_id, setup, teardown),
