@@ -6,9 +6,9 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libpq-dev libnng-dev libjansson-dev libssl-dev libhiredis-dev libcmocka-dev
-  libwebsockets-dev libjwt-dev libinih-dev
+  libwebsockets-dev libjwt-dev libinih-dev libuv1-dev libwebsockets-evlib-uv
   postgresql-15 postgresql-client-15 postgresql-15-wal2json redis-server
-  jq hyperfine time procps python3 openssl bc
+  jq hyperfine time procps python3 openssl bc prometheus
 )
 
 missing=()
@@ -26,3 +26,5 @@ $SUDO apt-get update -q >/dev/null
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 # The Debian package starts a cluster of its own on 5432; walcast's harness starts private
 # clusters on free ports and does not need it.
+# prometheus is installed for promtool, which checks walcast's /metrics output
+# (tests/unit/test_metrics.c); the Prometheus server the package also installs is not needed.

@@ -43,7 +43,8 @@ static void usage(FILE *f)
 	        "common options:\n"
 	        "  -c, --config FILE     configuration file (key = value under [sections])\n"
 	        "  -d, --conninfo STR    libpq connection string (default: PG* environment)\n"
-	        "  -S, --slot NAME       replication slot (default walcast)\n"
+	        "  -S, --slot NAME       replication slot (default walcast; tail without --slot uses\n"
+	        "                        a temporary slot of its own, gone when it exits)\n"
 	        "  -P, --plugin NAME     output plugin: %s (default pgoutput)\n"
 	        "      --publication N   publication for pgoutput (default walcast)\n"
 	        "      --no-create-slot  fail instead of creating a missing slot\n"
@@ -56,11 +57,13 @@ static void usage(FILE *f)
 	        "      --until-lsn LSN   stop once the stream has passed LSN (X/Y)\n"
 	        "  -n, --max-changes N   stop after printing N changes\n"
 	        "  -o, --output FILE     append to FILE, exactly once across restarts (FILE.pos\n"
-	        "                        holds the checkpoint)\n"
+	        "                        holds the checkpoint); needs --slot\n"
 	        "      --with-types      add each relation's column names and type OIDs\n"
 	        "      --as USER_ID      print only what this user may see, masks applied\n"
 	        "      --jwt TOKEN       the same for the user of a JWT (auth.jwt_secret verifies it)\n"
 	        "      --policy FILE     the policy file (default deploy/policy.ini)\n"
+	        "      --create-publication  create a missing publication (pgoutput) for the\n"
+	        "                        tables of the policy file; without it, it is an error\n"
 	        "\n"
 	        "  --version, --help\n"
 	        "\n"
@@ -80,7 +83,23 @@ enum {
 	OPT_POLICY,
 	OPT_AS,
 	OPT_JWT,
+	OPT_CREATE_PUBLICATION,
 };
+
+/* Warns (stderr, log format) about every inactive slot that retains WAL: PostgreSQL keeps that WAL
+ * until the slot is read or dropped, and a forgotten one fills the disk. Blocking. */
+static void status_warn_inactive(PGconn *conn)
+{
+	PGresult *res = PQexec(conn, "SELECT slot_name, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
+	                             "coalesce(wal_status, '') FROM pg_catalog.pg_replication_slots "
+	                             "WHERE NOT active AND restart_lsn IS NOT NULL ORDER BY 2 DESC, 1");
+	for (int i = 0; PQresultStatus(res) == PGRES_TUPLES_OK && i < PQntuples(res); i++)
+		log_warn("status.inactive_slot", "slot=%s retains %s bytes of WAL (wal_status=%s) and nothing is "
+		         "reading it: PostgreSQL keeps that WAL until the slot is used or dropped; if nothing will "
+		         "use it again: SELECT pg_drop_replication_slot('%s')", PQgetvalue(res, i, 0),
+		         PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 0));
+	PQclear(res);
+}
 
 /* `walcast status`: one short blocking query on an ordinary connection (a CLI, not the loop). */
 static int status_run(const config *cfg)
@@ -94,6 +113,7 @@ static int status_run(const config *cfg)
 		fprintf(stderr, "walcast status: cannot connect: %s", PQerrorMessage(conn));
 		goto cleanup;
 	}
+	status_warn_inactive(conn);
 	const char *params[] = {cfg->slot};
 	res = PQexecParams(conn,
 	                   "SELECT slot_name, plugin, active, active_pid, confirmed_flush_lsn, restart_lsn, "
@@ -242,6 +262,7 @@ int main(int argc, char **argv)
 		{"policy", required_argument, NULL, OPT_POLICY},
 		{"as", required_argument, NULL, OPT_AS},
 		{"jwt", required_argument, NULL, OPT_JWT},
+		{"create-publication", no_argument, NULL, OPT_CREATE_PUBLICATION},
 		{NULL, 0, NULL, 0},
 	};
 	config cfg;
@@ -311,6 +332,7 @@ int main(int argc, char **argv)
 		case OPT_POLICY: policy_path = optarg; break;
 		case OPT_AS: as_user = optarg; break;
 		case OPT_JWT: jwt = optarg; break;
+		case OPT_CREATE_PUBLICATION: topt.create_publication = true; break;
 		case OPT_VERSION:
 			printf("walcast %s\n", WALCAST_VERSION);
 			code = 0;
@@ -377,6 +399,7 @@ int main(int argc, char **argv)
 	if (strcmp(verb, "tail") == 0) {
 		topt.tables = tables;
 		topt.ntables = ntables;
+		topt.policy_path = policy_path;
 		if (as_user != NULL && jwt != NULL) {
 			fprintf(stderr, "walcast: give --as or --jwt, not both\n");
 			goto cleanup;
@@ -418,14 +441,22 @@ int main(int argc, char **argv)
 		if (as_user != NULL || jwt != NULL) {
 			topt.viewer = true;
 			topt.policy_path = policy_path;
-			if (!slot_given) {
-				/* A private temporary slot: its snapshot makes the policy state exact. */
-				snprintf(temp_slot, sizeof(temp_slot), "walcast_tail_%ld", (long)getpid());
-				if (config_set(&cfg, "replication", "slot", temp_slot, err) < 0 ||
-				    config_set(&cfg, "replication", "temporary_slot", "true", err) < 0) {
-					fprintf(stderr, "walcast: %s\n", err);
-					goto cleanup;
-				}
+		}
+		if (topt.output_path != NULL && (!slot_given || cfg.temporary_slot)) {
+			/* Exactly once across restarts needs a slot that outlives the run. */
+			fprintf(stderr, "walcast: --output needs a durable slot: give --slot NAME (created on first "
+			        "use and kept, so the next run resumes exactly where this one stopped)%s\n",
+			        cfg.temporary_slot ? ", without --temporary" : "");
+			goto cleanup;
+		}
+		if (!slot_given) {
+			/* An ad-hoc tail: a private temporary slot, dropped with the connection, so nothing is
+			 * left pinning WAL; with a viewer its snapshot also makes the policy state exact. */
+			snprintf(temp_slot, sizeof(temp_slot), "walcast_tail_%ld", (long)getpid());
+			if (config_set(&cfg, "replication", "slot", temp_slot, err) < 0 ||
+			    config_set(&cfg, "replication", "temporary_slot", "true", err) < 0) {
+				fprintf(stderr, "walcast: %s\n", err);
+				goto cleanup;
 			}
 		}
 		code = tail_run(&cfg, &topt);

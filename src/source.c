@@ -3,6 +3,9 @@
  *
  *   CONNECTING -> IDENTIFY -> [RELATIONS (wal2json)] -> SLOT_CHECK -> [PUB_CHECK -> PUB_CREATE]
  *     -> [SLOT_CREATE] -> START -> STREAMING
+ *   (PUB_CREATE only for the tables given to source_publication_tables(); never FOR ALL TABLES.
+ *   IDENTIFY refuses a resume position beyond the server's WAL; a temporary slot this source made
+ *   turns every would-be retry into FAILED, since the slot died with the connection.)
  *   any step --transient error--> RETRY_WAIT --backoff timer--> CONNECTING
  *   any step --permanent error--> FAILED (failed_cb, one clear message)
  *
@@ -17,6 +20,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -31,6 +35,7 @@
 
 #define HEARTBEAT_PREFIX "walcast.heartbeat"
 #define SLOT_BUSY_RETRIES 5 /* ~8 s of backoff before "slot in use" is final */
+#define STOP_TIMEOUT_MS 5000 /* how long a stop waits for the server to take the final feedback */
 
 typedef enum source_state {
 	ST_IDLE,
@@ -69,6 +74,12 @@ struct source {
 	PGresult *pending; /* first result of the setup query in progress, until it completes */
 	int sock; /* the fd currently watched, or -1 */
 	bool slot_exists;
+	bool temp_slot_made; /* this source created its temporary slot: a lost connection loses it */
+	bool stopping;       /* in source_stop: a failed send ends quietly, no retry */
+	char **pub_schemas;  /* source_publication_tables(): what a missing publication is created for */
+	char **pub_names;
+	size_t pub_n;
+	char *pub_tables;    /* their quoted list, once built */
 	int attempts;      /* consecutive failed attempts */
 	int busy_attempts; /* consecutive "slot active" answers */
 	char last_error[512];
@@ -77,6 +88,7 @@ struct source {
 	uint64_t rng;
 
 	uint64_t resume_lsn;   /* where the consumer's durable state says to start */
+	uint64_t server_lsn;   /* the server's WAL flush position when this connection began */
 	uint64_t received_lsn; /* highest WAL position seen */
 	uint64_t confirmed_lsn; /* what the consumer confirmed */
 	uint64_t delivered_lsn; /* highest position handed to the consumer that it can confirm */
@@ -91,6 +103,7 @@ struct source {
 
 static int source_fail(source *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int source_retry(source *s, const char *why);
+static int connect_failed(source *s, char *why);
 static int send_start(source *s);
 static void conn_cb(loop *l, int fd, unsigned events, void *arg);
 static void heartbeat_schedule(source *s);
@@ -193,6 +206,8 @@ static int status_send(source *s, bool reply)
 	put_u64(msg + 25, (uint64_t)pg_now_us());
 	msg[33] = reply ? 1 : 0;
 	if (PQputCopyData(s->conn, (const char *)msg, sizeof(msg)) <= 0 || PQflush(s->conn) < 0) {
+		if (s->stopping)
+			return -EIO;
 		char why[600];
 		snprintf(why, sizeof(why), "could not send status update: %s", PQerrorMessage(s->conn));
 		source_retry(s, why);
@@ -232,8 +247,8 @@ static int wrap_change_cb(void *arg, change *c)
 	source *s = arg;
 	if (c->action == CHANGE_MESSAGE && c->prefix != NULL && strcmp(c->prefix, HEARTBEAT_PREFIX) == 0)
 		return 0;
-	if (c->txn == NULL && c->lsn + 1 > s->delivered_lsn)
-		s->delivered_lsn = c->lsn + 1;
+	if (c->txn == NULL && c->lsn > s->delivered_lsn)
+		s->delivered_lsn = c->lsn; /* see source.h: the end of the message's record, not + 1 */
 	return s->ev.sink.change_cb(s->ev.sink.arg, c);
 }
 
@@ -247,6 +262,18 @@ static int wrap_commit_cb(void *arg, const change_txn *txn)
 }
 
 /* ---- lifecycle ---- */
+
+static void publication_tables_free(source *s)
+{
+	for (size_t i = 0; i < s->pub_n; i++)
+		free(s->pub_schemas[i]), free(s->pub_names[i]);
+	free(s->pub_schemas);
+	free(s->pub_names);
+	free(s->pub_tables);
+	s->pub_schemas = s->pub_names = NULL;
+	s->pub_tables = NULL;
+	s->pub_n = 0;
+}
 
 int source_create(loop *l, const config *cfg, relcache *rels, const source_events *events,
                   source **out, char err[256])
@@ -283,11 +310,39 @@ int source_create(loop *l, const config *cfg, relcache *rels, const source_event
 	return 0;
 }
 
+int source_publication_tables(source *s, const char *const *schemas, const char *const *names, size_t n)
+{
+	if (n == 0)
+		return -EINVAL;
+	char **sc = calloc(n, sizeof(*sc));
+	char **nm = calloc(n, sizeof(*nm));
+	int rc = sc && nm ? 0 : -ENOMEM;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		sc[i] = strdup(schemas[i]);
+		nm[i] = strdup(names[i]);
+		if (sc[i] == NULL || nm[i] == NULL)
+			rc = -ENOMEM;
+	}
+	if (rc < 0) {
+		for (size_t i = 0; sc && nm && i < n; i++)
+			free(sc[i]), free(nm[i]);
+		free(sc);
+		free(nm);
+		return rc;
+	}
+	publication_tables_free(s);
+	s->pub_schemas = sc;
+	s->pub_names = nm;
+	s->pub_n = n;
+	return 0;
+}
+
 void source_destroy(source *s)
 {
 	if (s == NULL)
 		return;
 	source_stop(s);
+	publication_tables_free(s);
 	decoder_destroy(s->dec);
 	free(s);
 }
@@ -314,14 +369,65 @@ void source_confirm(source *s, uint64_t lsn)
 		s->confirmed_lsn = lsn;
 }
 
+/* Milliseconds left until deadline_us (pg_now_us() time), at least 0. */
+static int ms_left(int64_t deadline_us)
+{
+	int64_t left = (deadline_us - pg_now_us()) / 1000;
+	return left < 0 ? 0 : (int)left;
+}
+
+/* Ends the COPY stream the way pg_recvlogical does: the final status update, then CopyDone, then
+ * waits for the server's CopyDone. The server handles its client's messages in order, so its
+ * CopyDone proves the status update was applied to the slot; closing the socket without waiting
+ * can lose it (the server, still sending, may see the connection reset before it reads the
+ * update). Bounded by STOP_TIMEOUT_MS however the network behaves: the socket stays
+ * non-blocking and every wait is a poll() with the time left. True when the server confirmed. */
+static bool stream_finish(source *s)
+{
+	int64_t deadline = pg_now_us() + (int64_t)STOP_TIMEOUT_MS * 1000;
+	int fd = PQsocket(s->conn);
+	if (fd < 0 || status_send(s, false) < 0 || s->conn == NULL || PQputCopyEnd(s->conn, NULL) < 0)
+		return false;
+	for (;;) {
+		int f = PQflush(s->conn);
+		if (f < 0)
+			return false;
+		if (f == 0)
+			break;
+		struct pollfd p = {.fd = fd, .events = POLLOUT | POLLIN};
+		if (poll(&p, 1, ms_left(deadline)) <= 0)
+			return false; /* the deadline passed (or poll failed): give up */
+		if ((p.revents & POLLIN) && !PQconsumeInput(s->conn))
+			return false;
+	}
+	for (;;) {
+		char *data = NULL;
+		int n = PQgetCopyData(s->conn, &data, 1);
+		if (data != NULL)
+			PQfreemem(data); /* more of the stream, sent before the server saw our CopyDone */
+		if (n == -1)
+			return true; /* the server's CopyDone */
+		if (n == -2)
+			return false;
+		if (n > 0)
+			continue;
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, ms_left(deadline)) <= 0 || !PQconsumeInput(s->conn))
+			return false;
+	}
+}
+
 void source_stop(source *s)
 {
+	s->stopping = true;
 	if (s->state == ST_STREAMING && s->conn != NULL) {
-		/* Final feedback: send it synchronously, it is small and we are leaving. */
-		PQsetnonblocking(s->conn, 0);
-		status_send(s, false);
 		char a[LSN_TEXT_MAX];
-		log_info("source.stopped", "slot=%s flushed=%s", s->cfg->slot, lsn_format(s->flushed_lsn, a));
+		if (stream_finish(s))
+			log_info("source.stopped", "slot=%s flushed=%s", s->cfg->slot, lsn_format(s->flushed_lsn, a));
+		else
+			log_warn("source.stop_unconfirmed", "slot=%s flush=%s: the server did not acknowledge the final "
+			         "status update within %d ms; the slot may resume from an earlier position (at most "
+			         "a repeat, never a loss)", s->cfg->slot, lsn_format(s->flushed_lsn, a), STOP_TIMEOUT_MS);
 	}
 	if (s->retry_timer > 0)
 		loop_timer_cancel(s->loop, s->retry_timer);
@@ -346,9 +452,10 @@ static void connect_begin(source *s)
 		return;
 	}
 	if (PQstatus(s->conn) == CONNECTION_BAD) {
+		/* libpq refused the conninfo itself (or the first address failed at once). */
 		char why[600];
 		snprintf(why, sizeof(why), "%s", PQerrorMessage(s->conn));
-		source_retry(s, why);
+		(void)connect_failed(s, why);
 		return;
 	}
 	if (conn_watch(s, LOOP_WRITE) < 0)
@@ -394,6 +501,12 @@ static void retry_timer_cb(loop *l, int id, void *arg)
 
 static int source_retry(source *s, const char *why)
 {
+	if (s->temp_slot_made)
+		return source_fail(s, "the connection was lost (%s) and with it the temporary slot '%s': a new slot "
+		                      "would start at the present and skip whatever was committed meanwhile, so "
+		                      "walcast stops here. Run it again to start from the present, or use a durable "
+		                      "slot (--slot NAME, without --temporary) to survive reconnects",
+		                   why, s->cfg->slot);
 	bool was_streaming = s->state == ST_STREAMING;
 	if (s->in_txn && s->ev.abandon_cb != NULL)
 		s->ev.abandon_cb(s->ev.arg);
@@ -426,18 +539,33 @@ static int source_retry(source *s, const char *why)
 	return -EAGAIN;
 }
 
-/* Connection-level problems that retrying cannot fix. */
+/* Connection-level problems that retrying cannot fix: authentication, and a conninfo that libpq
+ * cannot use (its option errors start with "invalid ..."). */
 static bool connect_error_permanent(const char *msg)
 {
 	static const char *const patterns[] = {
-		"password authentication failed", "must be superuser or replication role",
+		"password authentication failed", "no password supplied", "must be superuser or replication role",
 		"no pg_hba.conf entry", "does not exist", "authentication method", "invalid connection option",
-		"invalid URI", "missing \"=\"",
+		"invalid URI", "missing \"=\"", "for connection option", "end of string reached",
+		"unterminated quoted string", "unexpected spaces found", "invalid percent-encoded token",
 	};
+	if (strncmp(msg, "invalid ", 8) == 0)
+		return true;
 	for (size_t i = 0; i < sizeof(patterns) / sizeof(patterns[0]); i++)
 		if (strstr(msg, patterns[i]) != NULL)
 			return true;
 	return false;
+}
+
+/* A connection attempt failed with why: fail when retrying cannot heal it, else retry. */
+static int connect_failed(source *s, char *why)
+{
+	size_t n = strlen(why);
+	while (n > 0 && (why[n - 1] == '\n' || why[n - 1] == ' '))
+		why[--n] = '\0';
+	if (connect_error_permanent(why))
+		return source_fail(s, "cannot connect: %s", why);
+	return source_retry(s, why);
 }
 
 /* Handles a failed query result: retry for transient classes, fail otherwise. */
@@ -465,10 +593,12 @@ static int query_failed(source *s, PGresult *res, const char *what)
 		return -EIO;
 	}
 	if (strstr(why, "may not be used as an output plugin") != NULL) {
-		source_fail(s, "%s: %s -- PostgreSQL refuses the output plugin '%s'. Allow it in postgresql.conf: "
+		source_fail(s, "%s: %s -- this PostgreSQL build accepts only the output plugins listed in "
+		            "output_plugin_libraries (some Debian builds of PostgreSQL 15 have that setting; others "
+		            "do not know it and refuse to start when it is set). Allow the plugin in postgresql.conf: "
 		            "output_plugin_libraries = 'pgoutput, test_decoding, %s' and reload the server "
 		            "(SELECT pg_reload_conf())",
-		            what, why, s->cfg->plugin, s->cfg->plugin);
+		            what, why, s->cfg->plugin);
 		return -EIO;
 	}
 	if (strcmp(state, "42501") == 0) {
@@ -567,10 +697,33 @@ static int send_pub_create(source *s)
 		source_fail(s, "cannot quote the publication name");
 		return -EIO;
 	}
-	char sql[256];
-	snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR ALL TABLES", id);
+	buf list, sql;
+	buf_init(&list);
+	buf_init(&sql);
+	int rc = 0;
+	for (size_t i = 0; i < s->pub_n && rc == 0; i++) {
+		char *sch = quote_ident(s, s->pub_schemas[i]);
+		char *name = quote_ident(s, s->pub_names[i]);
+		rc = sch && name ? buf_printf(&list, "%s%s.%s", i ? ", " : "", sch, name) : -ENOMEM;
+		PQfreemem(sch);
+		PQfreemem(name);
+	}
+	free(s->pub_tables);
+	s->pub_tables = rc == 0 ? strndup(list.data, list.len) : NULL;
+	buf_fini(&list);
+	if (rc == 0 && s->pub_tables == NULL)
+		rc = -ENOMEM;
+	if (rc == 0)
+		rc = buf_printf(&sql, "CREATE PUBLICATION %s FOR TABLE %s", id, s->pub_tables);
 	PQfreemem(id);
-	return query_send(s, ST_PUB_CREATE, sql);
+	if (rc < 0) {
+		buf_fini(&sql);
+		source_fail(s, "out of memory");
+		return -EIO;
+	}
+	rc = query_send(s, ST_PUB_CREATE, sql.data);
+	buf_fini(&sql);
+	return rc;
 }
 
 static int send_slot_create(source *s)
@@ -671,6 +824,7 @@ static int setup_result(source *s, PGresult *res)
 {
 	ExecStatusType st = PQresultStatus(res);
 	char a[LSN_TEXT_MAX];
+	char b[LSN_TEXT_MAX];
 	switch (s->state) {
 	case ST_IDENTIFY:
 		if (st != PGRES_TUPLES_OK)
@@ -680,6 +834,21 @@ static int setup_result(source *s, PGresult *res)
 			                      "(set dbname in the conninfo)");
 		log_debug("source.identified", "slot=%s system=%s timeline=%s xlogpos=%s db=%s", s->cfg->slot,
 		          PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+		{
+			const char *pos = PQgetvalue(res, 0, 2);
+			if (lsn_parse(pos, strlen(pos), &s->server_lsn) < 0)
+				return source_fail(s, "IDENTIFY_SYSTEM returned a bad WAL position '%s'", pos);
+		}
+		if (s->confirmed_lsn > s->server_lsn)
+			return source_fail(s, "the position to resume from, %s, is beyond the end of this server's WAL, %s: "
+			                      "it comes from another history (the cluster was restored from a backup or "
+			                      "replaced, or the checkpoint belongs to another server). walcast stops "
+			                      "instead of streaming from a position the server has not reached. To go on "
+			                      "with this server: move the checkpoint away (for tail --output: FILE and "
+			                      "FILE.pos) and start again, so slot '%s' resumes from its own position; the "
+			                      "output then restarts from there (changes of the lost history are not in "
+			                      "this server)",
+			                   lsn_format(s->confirmed_lsn, a), lsn_format(s->server_lsn, b), s->cfg->slot);
 		if (strcmp(s->ops->name, "wal2json") == 0)
 			return send_relations(s);
 		return send_slot_check(s);
@@ -693,7 +862,7 @@ static int setup_result(source *s, PGresult *res)
 		if (st != PGRES_TUPLES_OK)
 			return query_failed(s, res, "looking up the slot");
 		if (PQntuples(res) == 0) {
-			if (!s->cfg->create_slot)
+			if (!s->cfg->create_slot && !s->cfg->temporary_slot)
 				return source_fail(s, "replication slot '%s' does not exist and create_slot is off; create "
 				                      "it with: SELECT pg_create_logical_replication_slot('%s', '%s')",
 				                   s->cfg->slot, s->cfg->slot, s->ops->name);
@@ -705,11 +874,14 @@ static int setup_result(source *s, PGresult *res)
 				                      "'%s'; use another slot name or drop the slot",
 				                   s->cfg->slot, plugin, s->ops->name);
 			if (strcmp(PQgetvalue(res, 0, 3), "lost") == 0)
-				return source_fail(s, "replication slot '%s' was invalidated (wal_status = lost): the WAL it "
-				                      "needed was removed (max_slot_wal_keep_size). Changes were lost; drop "
-				                      "the slot (SELECT pg_drop_replication_slot('%s')), let walcast "
-				                      "recreate it and rebuild derived state (walcast backfill)",
-				                   s->cfg->slot, s->cfg->slot);
+				return source_fail(s, "replication slot '%s' was invalidated (wal_status = lost): PostgreSQL "
+				                      "removed WAL it still needed (max_slot_wal_keep_size), so the changes "
+				                      "committed after its confirmed position %s can no longer be decoded. To go "
+				                      "on: drop the slot (SELECT pg_drop_replication_slot('%s')) and start walcast "
+				                      "again; it creates a new slot at the present. What was committed between %s "
+				                      "and then is never delivered: for tail --output, move FILE and FILE.pos "
+				                      "away first; rebuild anything derived from the stream from the tables",
+				                   s->cfg->slot, PQgetvalue(res, 0, 2), s->cfg->slot, PQgetvalue(res, 0, 2));
 			if (strcmp(PQgetvalue(res, 0, 4), "t") != 0)
 				return source_fail(s, "replication slot '%s' belongs to another database", s->cfg->slot);
 			if (!PQgetisnull(res, 0, 1)) {
@@ -723,9 +895,17 @@ static int setup_result(source *s, PGresult *res)
 				                      "that consumer or configure another slot",
 				                   s->cfg->slot, PQgetvalue(res, 0, 1));
 			}
+			uint64_t slot_flush = 0;
+			const char *cf = PQgetvalue(res, 0, 2);
+			if (!PQgetisnull(res, 0, 2) && lsn_parse(cf, strlen(cf), &slot_flush) == 0 &&
+			    slot_flush > s->server_lsn)
+				return source_fail(s, "replication slot '%s' has confirmed %s, beyond the end of this "
+				                      "server's WAL, %s: the slot comes from another history (restored "
+				                      "from a backup inconsistently?). Drop it (SELECT "
+				                      "pg_drop_replication_slot('%s')) and start again",
+				                   s->cfg->slot, cf, lsn_format(s->server_lsn, a), s->cfg->slot);
 			s->slot_exists = true;
-			log_info("source.slot_found", "slot=%s confirmed_flush=%s", s->cfg->slot,
-			         PQgetvalue(res, 0, 2));
+			log_info("source.slot_found", "slot=%s confirmed_flush=%s", s->cfg->slot, cf);
 		}
 		if (strcmp(s->ops->name, "pgoutput") == 0)
 			return send_pub_check(s);
@@ -735,15 +915,19 @@ static int setup_result(source *s, PGresult *res)
 			return query_failed(s, res, "looking up the publication");
 		if (PQntuples(res) > 0)
 			return setup_next_after_slot(s);
-		if (!s->cfg->create_slot)
-			return source_fail(s, "publication '%s' does not exist; create it with: CREATE PUBLICATION %s "
-			                      "FOR TABLE ... (or FOR ALL TABLES)",
+		if (s->pub_n == 0)
+			return source_fail(s, "publication '%s' does not exist. walcast does not create one by itself (a "
+			                      "publication FOR ALL TABLES would make every table without a replica "
+			                      "identity refuse UPDATE and DELETE). Create it for the tables to read: "
+			                      "CREATE PUBLICATION %s FOR TABLE schema.table, ... -- for the platform, "
+			                      "deploy/migrations/20261122000400_replication.sql creates 'walcast'; or let "
+			                      "tail create it for the tables of the policy file (--create-publication)",
 			                   s->cfg->publication, s->cfg->publication);
 		return send_pub_create(s);
 	case ST_PUB_CREATE:
 		if (st != PGRES_COMMAND_OK)
 			return query_failed(s, res, "creating the publication");
-		log_info("source.publication_created", "publication=%s tables=all", s->cfg->publication);
+		log_info("source.publication_created", "publication=%s tables=%s", s->cfg->publication, s->pub_tables);
 		return setup_next_after_slot(s);
 	case ST_SLOT_CREATE:
 		if (st != PGRES_TUPLES_OK) {
@@ -757,6 +941,7 @@ static int setup_result(source *s, PGresult *res)
 		         PQgetisnull(res, 0, 2) ? "none" : PQgetvalue(res, 0, 2),
 		         s->cfg->temporary_slot ? " temporary=true" : "");
 		s->slot_exists = true;
+		s->temp_slot_made = s->cfg->temporary_slot;
 		if (s->ev.snapshot_cb != NULL && !PQgetisnull(res, 0, 2)) {
 			uint64_t consistent = 0;
 			const char *cp = PQgetvalue(res, 0, 1);
@@ -836,6 +1021,27 @@ static int stream_message(source *s, const uint8_t *m, size_t n)
 	            n > 0 && m[0] >= 32 && m[0] < 127 ? m[0] : '?', n, lsn_format(s->received_lsn, a));
 }
 
+/* The server ended the stream with an error (SQLSTATE state, may be empty): retry unless the
+ * same error would come back at the same WAL position forever. */
+static int stream_error(source *s, const char *state, const char *why)
+{
+	char a[LSN_TEXT_MAX];
+	if (strcmp(state, "42704") == 0 && strstr(why, "publication") != NULL)
+		/* pgoutput looks publications up as of each change: a publication created after the
+		 * slot's position (or dropped and created again) does not exist for the changes before,
+		 * and the slot cannot move past them. */
+		return source_fail(s, "the server cannot decode the stream after LSN %s: %s -- the publication "
+		                      "'%s' did not exist at that point of the WAL (it was created after the slot, or "
+		                      "dropped and created again), and retrying meets the same position. Create the "
+		                      "slot after the publication: drop it (SELECT pg_drop_replication_slot('%s')) and "
+		                      "start again; changes before the new slot are not delivered",
+		                   lsn_format(s->received_lsn, a), why, s->cfg->publication, s->cfg->slot);
+	if (strcmp(state, "42704") == 0 || strcmp(state, "42501") == 0)
+		return source_fail(s, "the server ended the stream after LSN %s: %s (SQLSTATE %s); retrying cannot "
+		                      "fix this", lsn_format(s->received_lsn, a), why, state);
+	return source_retry(s, why);
+}
+
 static int stream_read(source *s)
 {
 	if (!PQconsumeInput(s->conn))
@@ -848,13 +1054,16 @@ static int stream_read(source *s)
 		if (n == -1) {
 			PGresult *res = PQgetResult(s->conn);
 			char why[800];
+			char state[6] = "";
 			if (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR) {
+				const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+				snprintf(state, sizeof(state), "%s", st ? st : "");
 				PQclear(res);
 				res = NULL;
 			}
 			result_error(res, s->conn, why, sizeof(why));
 			PQclear(res);
-			return source_retry(s, why[0] ? why : "the server ended the replication stream");
+			return stream_error(s, state, why[0] ? why : "the server ended the replication stream");
 		}
 		if (n == -2)
 			return source_retry(s, PQerrorMessage(s->conn));
@@ -873,12 +1082,7 @@ static int conn_event(source *s, unsigned events)
 		if (ps == PGRES_POLLING_FAILED) {
 			char why[600];
 			snprintf(why, sizeof(why), "%s", PQerrorMessage(s->conn));
-			size_t n = strlen(why);
-			while (n > 0 && why[n - 1] == '\n')
-				why[--n] = '\0';
-			if (connect_error_permanent(why))
-				return source_fail(s, "cannot connect: %s", why);
-			return source_retry(s, why);
+			return connect_failed(s, why);
 		}
 		if (ps == PGRES_POLLING_OK) {
 			if (PQsetnonblocking(s->conn, 1) != 0)

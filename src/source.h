@@ -1,6 +1,6 @@
 /*
  * source — the replication client: one libpq connection in replication=database mode, driven
- * non-blocking on the event loop, that finds or creates the slot (and the publication for
+ * non-blocking on the event loop, that finds or creates the slot (and checks the publication for
  * pgoutput), streams XLogData into a decoder, answers keepalives, sends standby status updates
  * and reconnects with backoff when PostgreSQL goes away.
  *
@@ -10,7 +10,14 @@
  * is confirmed too, so an idle database does not pin WAL.
  *
  * Positions a consumer confirms: a transaction's txn->end_lsn once it took the whole
- * transaction; lsn + 1 for a non-transactional message it took.
+ * transaction; a non-transactional message's lsn itself once it took the message — never more.
+ * Why exactly that: PostgreSQL gives a message the END of its WAL record as its LSN, and on
+ * restart skips every transaction whose COMMIT record begins before the confirmed position (and
+ * every message whose record begins before it). A message written inside a transaction is
+ * decoded and sent when its record is read, before that transaction (sent at its commit), and
+ * the transaction's COMMIT can begin exactly where the message's record ends: confirming
+ * lsn + 1 would skip that whole transaction on the next start; confirming lsn skips the message
+ * (it began before) and keeps every transaction still to come (their commits begin at or after).
  */
 #ifndef WALCAST_SOURCE_H
 #define WALCAST_SOURCE_H
@@ -52,6 +59,14 @@ __attribute__((warn_unused_result)) int source_create(loop *l, const config *cfg
                                                       const source_events *events, source **out,
                                                       char err[256]);
 
+/* Lets the source create the publication (pgoutput) when it is missing, FOR TABLE exactly these
+ * tables (schemas[i].names[i]); without this call a missing publication is an error that says how
+ * to create one. walcast never creates a publication FOR ALL TABLES: it would make every table
+ * without a replica identity refuse UPDATE and DELETE. Copies the names. 0, -EINVAL (n == 0) or
+ * -ENOMEM. Call before source_start(). */
+__attribute__((warn_unused_result)) int source_publication_tables(source *s, const char *const *schemas,
+                                                                  const char *const *names, size_t n);
+
 /* Starts connecting. resume_lsn, if not 0, is where the consumer's own durable state says to
  * resume (transactions committed before it are not delivered). 0 or a negative errno. */
 __attribute__((warn_unused_result)) int source_start(source *s, uint64_t resume_lsn);
@@ -63,7 +78,9 @@ void source_snapshot_done(source *s);
  * update carries it. */
 void source_confirm(source *s, uint64_t lsn);
 
-/* Sends a final status update (best effort, without blocking for long) and disconnects. */
+/* Sends a final status update, ends the stream and waits for the server to acknowledge it (so
+ * the update is known to be applied), then disconnects. Blocks for at most 5 s whatever the
+ * network does; logs source.stop_unconfirmed when the server did not answer in time. */
 void source_stop(source *s);
 
 /* Frees the source; stops it first if needed. Safe on NULL. */

@@ -309,8 +309,9 @@ static int change_print(tail *t, const change *c)
 	}
 	t->offset += (int64_t)t->line.len;
 	if (c->txn == NULL) {
-		/* A non-transactional message is complete on its own. */
-		t->written_end = c->lsn + 1;
+		/* A non-transactional message is complete on its own; its lsn is the end of its
+		 * record, the position to confirm for it (source.h). */
+		t->written_end = c->lsn;
 		t->txn_offset = -1;
 	}
 	t->printed++;
@@ -428,6 +429,47 @@ static void signal_cb(loop *l, int signo, void *arg)
 {
 	log_info("tail.signal", "signal=%d: stopping", signo);
 	tail_finish(arg, 0);
+}
+
+/* --create-publication: a missing publication is created for the tables the policy file
+ * governs (its [table ...] sections), never FOR ALL TABLES. */
+static int publication_from_policy(tail *t)
+{
+	char err[POLICY_ERROR_MAX];
+	policy *own = NULL;
+	const policy *p = t->pol;
+	const char **schemas = NULL, **names = NULL;
+	int rc = 0;
+	if (p == NULL) {
+		rc = policy_load_file(t->opt->policy_path, &own, err);
+		if (rc < 0) {
+			log_error("tail.policy", "%s", err);
+			goto cleanup;
+		}
+		p = own;
+	}
+	size_t n = policy_table_count(p);
+	if (n == 0) {
+		log_error("tail.policy", "%s: --create-publication: the policy governs no table", t->opt->policy_path);
+		rc = -EINVAL;
+		goto cleanup;
+	}
+	schemas = calloc(n, sizeof(*schemas));
+	names = calloc(n, sizeof(*names));
+	if (schemas == NULL || names == NULL) {
+		rc = -ENOMEM;
+		goto cleanup;
+	}
+	for (size_t i = 0; i < n; i++) {
+		schemas[i] = policy_table_schema(policy_table_at(p, i));
+		names[i] = policy_table_name(policy_table_at(p, i));
+	}
+	rc = source_publication_tables(t->src, schemas, names, n);
+cleanup:
+	free(schemas);
+	free(names);
+	policy_destroy(own);
+	return rc;
 }
 
 /* Opens the output file and recovers the checkpoint; sets *resume to its LSN. */
@@ -598,6 +640,10 @@ int tail_run(const config *cfg, const tail_options *opt)
 	rc = source_create(t.loop, cfg, rels, &ev, &t.src, err);
 	if (rc < 0) {
 		log_error("tail.config", "%s", err);
+		t.exit_code = 1;
+		goto cleanup;
+	}
+	if (opt->create_publication && publication_from_policy(&t) < 0) {
 		t.exit_code = 1;
 		goto cleanup;
 	}

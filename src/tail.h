@@ -36,11 +36,13 @@ typedef struct tail_options {
 	uint64_t until_lsn;       /* stop once the stream has passed this position; 0 = never */
 	uint64_t max_changes;     /* stop after printing this many changes; 0 = never */
 	bool with_types;          /* add the relation's column names and type OIDs to each line */
-	/* Print only what one viewer may see (tail --as / --jwt); NULL policy_path = everything. */
-	const char *policy_path;
+	/* Print only what one viewer may see (tail --as / --jwt) when viewer is set. */
+	const char *policy_path;  /* the policy file (viewer, create_publication) */
 	const char *viewer_uid;   /* canonical uuid text, or NULL (anonymous) */
 	const char *viewer_role;  /* the token's role claim, or NULL; a bypass role sees everything */
 	bool viewer;              /* filtering is on */
+	/* Create a missing publication (pgoutput) for the tables of the policy file (policy_path). */
+	bool create_publication;
 } tail_options;
 
 /* Runs tail until a limit is reached, SIGINT/SIGTERM arrives, or the source fails. Returns the

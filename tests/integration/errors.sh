@@ -47,10 +47,53 @@ sql -c "CREATE ROLE err_norepl LOGIN"
 expect_fail "no replication privilege" "must be superuser or replication role" \
   "$WALCAST" tail -d "host=$PGHOST port=$PGPORT user=err_norepl dbname=postgres"
 
-# Replication role without the right to create a publication: a clear hint.
+# Replication role without the right to create a publication (--create-publication): a clear hint.
 sql -c "CREATE ROLE err_repl LOGIN REPLICATION"
 expect_fail "cannot create publication" "permission denied|must be superuser" \
-  "$WALCAST" tail -S err_pub --publication err_pub_missing -d "host=$PGHOST port=$PGPORT user=err_repl dbname=postgres"
+  "$WALCAST" tail -S err_pub --publication err_pub_missing --create-publication --policy "$ROOT/deploy/policy.ini" \
+  -d "host=$PGHOST port=$PGPORT user=err_repl dbname=postgres"
+
+# Errors that retrying cannot heal: within seconds, exit 1, exactly one error line, no retries.
+# expect_one_error NAME PATTERN COMMAND...
+expect_one_error() {
+  local name=$1 pattern=$2; shift 2
+  local rc=0 start=$SECONDS
+  timeout 15 "$@" >"$WORK/out" 2>"$WORK/err" </dev/null || rc=$?
+  check "$name: exit status 1 within seconds ($((SECONDS - start)) s)" 1 "$rc"
+  check "$name: exactly one error line, no retries" "1 0" \
+    "$(grep -cE '^[^ ]+ ERROR ' "$WORK/err") $(grep -c source.disconnected "$WORK/err")"
+  if grep -qE "ERROR.*($pattern)" "$WORK/err"; then check "$name: says why" yes yes
+  else check "$name: says why" "/$pattern/" "$(cat "$WORK/err")"; fi
+}
+expect_one_error "invalid connection option" 'invalid connection option "foo"' "$WALCAST" tail -d "foo=bar"
+expect_one_error "invalid URI" 'matching "\]"' "$WALCAST" tail -d "postgresql://[bad"
+expect_one_error "invalid port" 'invalid integer value' "$WALCAST" tail -d "host=$PGHOST port=notaport"
+# A role that needs a password, and none given.
+sql -c "CREATE ROLE err_pw LOGIN REPLICATION PASSWORD 'secret'" >/dev/null
+hba=$(sql -c "SHOW hba_file")
+as_pg sed -i "1i host all err_pw 127.0.0.1/32 scram-sha-256\nhost replication err_pw 127.0.0.1/32 scram-sha-256" "$hba"
+sql -c "SELECT pg_reload_conf()" >/dev/null
+sleep 0.3
+PGPASSWORD='' PGPASSFILE="$WORK/no-such-pgpass" expect_one_error "missing password" "no password supplied" \
+  "$WALCAST" tail -d "host=$PGHOST port=$PGPORT user=err_pw dbname=postgres"
+# A publication created after the slot: pgoutput reads publications as of each change, so the
+# changes before it can never be decoded through it.
+sql -c "CREATE TABLE err_late_pub_t (id int PRIMARY KEY)" >/dev/null
+sql -c "SELECT pg_create_logical_replication_slot('err_pubtime', 'pgoutput')" >/dev/null
+sql -c "INSERT INTO err_late_pub_t VALUES (1)" -c "CREATE PUBLICATION err_pubtime_pub FOR TABLE err_late_pub_t" >/dev/null
+expect_one_error "publication missing at decode time" "err_pubtime_pub" \
+  "$WALCAST" tail -S err_pubtime --publication err_pubtime_pub
+# A publication dropped while walcast streams from it.
+sql -c "CREATE PUBLICATION err_dropped_pub FOR TABLE err_late_pub_t" >/dev/null
+"$WALCAST" tail -S err_dropped --publication err_dropped_pub >/dev/null 2>"$WORK/dropped.err" &
+dropped=$!; BG_PIDS+=("$dropped")
+wait_for 20 bash -c "[ \"\$(psql -XAtc \"SELECT active FROM pg_replication_slots WHERE slot_name = 'err_dropped'\")\" = t ]"
+sql -c "DROP PUBLICATION err_dropped_pub" -c "INSERT INTO err_late_pub_t VALUES (2)" >/dev/null
+rc=0; for _ in $(seq 1 50); do kill -0 "$dropped" 2>/dev/null || break; sleep 0.2; done
+if kill -0 "$dropped" 2>/dev/null; then rc=running; kill "$dropped"; wait "$dropped" || true; else wait "$dropped" || rc=$?; fi
+check "publication dropped while streaming: exit 1 within 10 s" 1 "$rc"
+check "publication dropped while streaming: exactly one error line, no retries" "1 0" \
+  "$(grep -cE '^[^ ]+ ERROR .*err_dropped_pub' "$WORK/dropped.err") $(grep -c source.disconnected "$WORK/dropped.err")"
 
 # Output plugin not allowed (Debian's output_plugin_libraries).
 if [ -n "$(psql -XAtc "SELECT 1 FROM pg_settings WHERE name = 'output_plugin_libraries'")" ]; then
@@ -79,6 +122,8 @@ for _ in 1 2 3 4 5 6; do
 done
 check "slot got invalidated" lost "$(sql -c "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'err_lost'")"
 expect_fail "invalidated slot" "invalidated \(wal_status = lost\)" "$WALCAST" tail -S err_lost
+check "invalidated slot: says what to do today (drop and recreate; what is lost), no verb that does not exist" "1 0" \
+  "$(grep -c "pg_drop_replication_slot('err_lost').*never delivered" "$WORK/err") $(grep -c backfill "$WORK/err")"
 sql -c "ALTER SYSTEM RESET max_slot_wal_keep_size" -c "SELECT pg_reload_conf()" >/dev/null
 
 # PostgreSQL down at start: walcast waits (retrying quietly) and streams once it is up.
