@@ -2,13 +2,15 @@
  * audience — subscribers grouped into audiences (see audience.h).
  *
  * Design. Subscribed users are kept in a hash map (uuid -> auser), each with its list of
- * subscriber handles and its list of links, one link per org the user is a member of (rank
- * >= 1). Orgs with at least one subscribed member are kept in a second map (uuid -> aorg), each
- * with one list of links per rank. A change in org O looks O up once, then walks the rank lists:
- * the work is proportional to O's subscribers, never to the others. Links are created at
- * subscribe time (policy_state_user_orgs) and moved by the policy state's change callback; if
- * the callback cannot allocate, the index is marked stale and rebuilt from the state before the
- * next change is judged.
+ * subscriber handles. Two indexes, one per policy state of the privacy stage (PRIVACY_BEFORE,
+ * PRIVACY_AFTER), each follow their state's change callback: per subscribed user a list of
+ * links, one per org the user is a member of (rank >= 1), and orgs with at least one subscribed
+ * member in a map (uuid -> aorg), each with one list of links per rank. A new row version of
+ * org O looks O up once in the AFTER index, an old one (a DELETE) in the BEFORE index, then
+ * walks the rank lists: the work is proportional to O's subscribers, never to the others.
+ * Between transactions both indexes are equal. Links are created at subscribe time
+ * (policy_state_user_orgs) and moved by the change callbacks; if a callback cannot allocate,
+ * its index is marked stale and rebuilt from its state before the next change is judged.
  *
  * Per change, the uid columns of the row (and of the old row of an UPDATE) name at most a few
  * subscribed users: they are stamped with the change's serial number, judged on their own, and
@@ -119,7 +121,7 @@ struct auser {
 	char uid[POLICY_STATE_UUID_TEXT];
 	audience_sub *subs;
 	size_t nsubs;
-	alink *links;
+	alink *links[2]; /* per index: the user's links */
 	uint64_t named;  /* serial of the change whose uid columns name this user */
 	int old_rank;    /* scratch: rank in the old row's org (row moved to another org) */
 };
@@ -145,17 +147,27 @@ typedef struct pmap {
 	size_t n;
 } pmap;
 
+/* The org index of one policy state. */
+typedef struct aindex {
+	audience *a;
+	int w;               /* PRIVACY_BEFORE or PRIVACY_AFTER */
+	policy_state *state; /* the state it follows */
+	pmap orgs;
+	size_t nlinks;
+	bool stale; /* a membership change was not followed (out of memory): rebuild first */
+	bool cb_added;
+} aindex;
+
 struct audience {
 	privacy *pv;
-	policy_state *state;
 	unsigned json_flags;
 	int nranks;
 	uint64_t seed;
-	pmap users, orgs;
+	pmap users;
+	aindex ix[2];
 	audience_sub *bypass_subs, *idle_subs; /* idle: no uid and no bypass: they see nothing */
-	size_t nbypass, nsubs, nlinks;
+	size_t nbypass, nsubs;
 	payload_pool *pool;
-	bool stale; /* a membership change was not followed (out of memory): rebuild first */
 	/* per change */
 	uint64_t serial;
 	void **out;     /* subscribers of the audience being delivered; capacity >= nsubs */
@@ -264,8 +276,9 @@ static void org_free(aorg *o)
 	free(o);
 }
 
-/* Removes link l from its org's and user's lists and frees it; drops the org when empty. */
-static void link_remove(audience *a, alink *l)
+/* Removes link l from its org's and user's lists of index ix and frees it; drops the org when
+ * empty. */
+static void link_remove(aindex *ix, alink *l)
 {
 	aorg *o = l->org;
 	if (l->prev != NULL)
@@ -277,13 +290,13 @@ static void link_remove(audience *a, alink *l)
 	if (l->uprev != NULL)
 		l->uprev->unext = l->unext;
 	else
-		l->user->links = l->unext;
+		l->user->links[ix->w] = l->unext;
 	if (l->unext != NULL)
 		l->unext->uprev = l->uprev;
 	free(l);
-	a->nlinks--;
+	ix->nlinks--;
 	if (--o->nlinks == 0) {
-		pmap_remove(a, &a->orgs, o);
+		pmap_remove(ix->a, &ix->orgs, o);
 		org_free(o);
 	}
 }
@@ -297,10 +310,11 @@ static void link_push(aorg *o, alink *l)
 	o->heads[l->rank] = l;
 }
 
-/* Indexes user u under org with rank (>= 1). 0 or -ENOMEM (nothing changed). */
-static int link_add(audience *a, auser *u, const policy_state_uuid *org, int rank)
+/* Indexes user u under org with rank (>= 1) in ix. 0 or -ENOMEM (nothing changed). */
+static int link_add(aindex *ix, auser *u, const policy_state_uuid *org, int rank)
 {
-	aorg *o = pmap_find(a, &a->orgs, org);
+	audience *a = ix->a;
+	aorg *o = pmap_find(a, &ix->orgs, org);
 	bool new_org = o == NULL;
 	alink *l = calloc(1, sizeof(*l));
 	if (l == NULL)
@@ -309,33 +323,33 @@ static int link_add(audience *a, auser *u, const policy_state_uuid *org, int ran
 		o = calloc(1, sizeof(*o));
 		if (o != NULL)
 			o->heads = calloc((size_t)a->nranks + 1, sizeof(alink *));
-		if (o == NULL || o->heads == NULL || pmap_reserve(a, &a->orgs) < 0) {
+		if (o == NULL || o->heads == NULL || pmap_reserve(a, &ix->orgs) < 0) {
 			org_free(o);
 			free(l);
 			return -ENOMEM;
 		}
 		o->key = *org;
-		pmap_insert(a, &a->orgs, o);
+		pmap_insert(a, &ix->orgs, o);
 	}
 	*l = (alink){.user = u, .org = o, .rank = rank};
 	link_push(o, l);
-	l->unext = u->links;
-	if (u->links != NULL)
-		u->links->uprev = l;
-	u->links = l;
+	l->unext = u->links[ix->w];
+	if (u->links[ix->w] != NULL)
+		u->links[ix->w]->uprev = l;
+	u->links[ix->w] = l;
 	o->nlinks++;
-	a->nlinks++;
+	ix->nlinks++;
 	return 0;
 }
 
-static void user_unindex(audience *a, auser *u)
+static void user_unindex(aindex *ix, auser *u)
 {
-	while (u->links != NULL)
-		link_remove(a, u->links);
+	while (u->links[ix->w] != NULL)
+		link_remove(ix, u->links[ix->w]);
 }
 
 typedef struct index_ctx {
-	audience *a;
+	aindex *ix;
 	auser *u;
 	int rc;
 } index_ctx;
@@ -343,39 +357,40 @@ typedef struct index_ctx {
 static int index_org_cb(void *arg, const policy_state_uuid *org, int rank)
 {
 	index_ctx *x = arg;
-	x->rc = link_add(x->a, x->u, org, rank);
+	x->rc = link_add(x->ix, x->u, org, rank);
 	return x->rc;
 }
 
-/* Links u under every org the state says it is a member of. 0 or -ENOMEM (u unindexed). */
-static int user_index(audience *a, auser *u)
+/* Links u under every org ix's state says it is a member of. 0 or -ENOMEM (u unindexed). */
+static int user_index(aindex *ix, auser *u)
 {
-	index_ctx x = {a, u, 0};
-	(void)policy_state_user_orgs(a->state, &u->key, index_org_cb, &x);
+	index_ctx x = {ix, u, 0};
+	(void)policy_state_user_orgs(ix->state, &u->key, index_org_cb, &x);
 	if (x.rc < 0)
-		user_unindex(a, u);
+		user_unindex(ix, u);
 	return x.rc;
 }
 
-/* The state's change callback: follow one member's rank in one org. */
+/* A state's change callback: follow one member's rank in one org in that state's index. */
 static void member_change_cb(void *arg, const policy_state_uuid *org, const policy_state_uuid *user,
                              int old_rank, int new_rank)
 {
-	audience *a = arg;
+	aindex *ix = arg;
+	audience *a = ix->a;
 	auser *u = pmap_find(a, &a->users, user);
-	if (u == NULL || a->stale)
+	if (u == NULL || ix->stale)
 		return; /* not subscribed (or the whole index will be rebuilt anyway) */
-	alink *l = u->links;
+	alink *l = u->links[ix->w];
 	while (l != NULL && memcmp(&l->org->key, org, sizeof(*org)) != 0)
 		l = l->unext;
 	if (new_rank < 1) {
 		if (l != NULL)
-			link_remove(a, l);
+			link_remove(ix, l);
 		return;
 	}
 	if (l == NULL) {
-		if (link_add(a, u, org, new_rank) < 0)
-			a->stale = true;
+		if (link_add(ix, u, org, new_rank) < 0)
+			ix->stale = true;
 		return;
 	}
 	if (l->rank == new_rank)
@@ -392,23 +407,30 @@ static void member_change_cb(void *arg, const policy_state_uuid *org, const poli
 	(void)old_rank;
 }
 
-int audience_rebuild(audience *a)
+static int index_rebuild(aindex *ix)
 {
+	audience *a = ix->a;
 	for (size_t i = 0; i <= a->users.mask; i++)
 		if (a->users.slots[i] != NULL)
-			user_unindex(a, a->users.slots[i]);
+			user_unindex(ix, a->users.slots[i]);
 	for (size_t i = 0; i <= a->users.mask; i++) {
 		if (a->users.slots[i] == NULL)
 			continue;
-		int rc = user_index(a, a->users.slots[i]);
+		int rc = user_index(ix, a->users.slots[i]);
 		if (rc < 0) {
 			snprintf(a->err, sizeof(a->err), "rebuilding the audience index: out of memory");
-			a->stale = true;
+			ix->stale = true;
 			return rc;
 		}
 	}
-	a->stale = false;
+	ix->stale = false;
 	return 0;
+}
+
+int audience_rebuild(audience *a)
+{
+	int rc = index_rebuild(&a->ix[PRIVACY_BEFORE]);
+	return rc < 0 ? rc : index_rebuild(&a->ix[PRIVACY_AFTER]);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
@@ -419,16 +441,26 @@ int audience_create(privacy *pv, unsigned json_flags, audience **out)
 	if (a == NULL)
 		return -ENOMEM;
 	a->pv = pv;
-	a->state = privacy_state(pv);
 	a->json_flags = json_flags;
-	a->nranks = policy_state_nranks(a->state);
+	a->nranks = policy_state_nranks(privacy_state(pv));
 	if (getrandom(&a->seed, sizeof(a->seed), GRND_NONBLOCK) != (ssize_t)sizeof(a->seed))
 		a->seed = (uint64_t)(uintptr_t)a * 0x9E3779B97F4A7C15ULL;
 	a->pool = calloc(1, sizeof(*a->pool));
-	if (a->pool == NULL || pmap_init(&a->users) < 0 || pmap_init(&a->orgs) < 0)
+	if (a->pool == NULL || pmap_init(&a->users) < 0)
 		goto nomem;
 	a->pool->refs = 1;
-	policy_state_set_change_cb(a->state, member_change_cb, a);
+	for (int w = 0; w < 2; w++) {
+		aindex *ix = &a->ix[w];
+		*ix = (aindex){.a = a, .w = w, .state = privacy_state_at(pv, (privacy_when)w)};
+		if (pmap_init(&ix->orgs) < 0)
+			goto nomem;
+		int rc = policy_state_add_change_cb(ix->state, member_change_cb, ix);
+		if (rc < 0) {
+			audience_destroy(a);
+			return rc;
+		}
+		ix->cb_added = true;
+	}
 	*out = a;
 	return 0;
 nomem:
@@ -449,20 +481,23 @@ void audience_destroy(audience *a)
 {
 	if (a == NULL)
 		return;
-	if (a->state != NULL)
-		policy_state_set_change_cb(a->state, NULL, NULL);
+	for (int w = 0; w < 2; w++)
+		if (a->ix[w].cb_added)
+			policy_state_remove_change_cb(a->ix[w].state, member_change_cb, &a->ix[w]);
 	for (size_t i = 0; a->users.slots != NULL && i <= a->users.mask; i++) {
 		auser *u = a->users.slots[i];
 		if (u == NULL)
 			continue;
-		user_unindex(a, u);
+		for (int w = 0; w < 2; w++)
+			user_unindex(&a->ix[w], u);
 		subs_free(u->subs);
 		free(u);
 	}
 	subs_free(a->bypass_subs);
 	subs_free(a->idle_subs);
 	free(a->users.slots);
-	free(a->orgs.slots);
+	free(a->ix[0].orgs.slots);
+	free(a->ix[1].orgs.slots);
 	if (a->pool != NULL) {
 		payload_pool *pool = a->pool;
 		audience_payload *p = pool->free;
@@ -491,8 +526,8 @@ void audience_get_stats(const audience *a, audience_stats *out)
 	out->subscribers = a->nsubs;
 	out->users = a->users.n;
 	out->bypass = a->nbypass;
-	out->orgs = a->orgs.n;
-	out->links = a->nlinks;
+	out->orgs = a->ix[PRIVACY_AFTER].orgs.n;
+	out->links = a->ix[PRIVACY_AFTER].nlinks;
 }
 
 /* ---- subscribers ---------------------------------------------------------------------------- */
@@ -554,8 +589,12 @@ int audience_subscribe(audience *a, void *opaque, const char *uid, bool bypass, 
 			new_user = true;
 			u->key = key;
 			policy_state_uuid_format(&key, u->uid);
-			if ((rc = user_index(a, u)) < 0)
+			if ((rc = user_index(&a->ix[PRIVACY_BEFORE], u)) < 0)
 				goto nomem;
+			if ((rc = user_index(&a->ix[PRIVACY_AFTER], u)) < 0) {
+				user_unindex(&a->ix[PRIVACY_BEFORE], u);
+				goto nomem;
+			}
 			pmap_insert(a, &a->users, u);
 		}
 		s->user = u;
@@ -586,7 +625,8 @@ void audience_unsubscribe(audience *a, audience_sub *s)
 		auser *u = s->user;
 		sub_unlink(&u->subs, s);
 		if (--u->nsubs == 0) {
-			user_unindex(a, u);
+			user_unindex(&a->ix[PRIVACY_BEFORE], u);
+			user_unindex(&a->ix[PRIVACY_AFTER], u);
 			pmap_remove(a, &a->users, u);
 			free(u);
 		}
@@ -673,20 +713,25 @@ typedef struct row_ctx {
 	const change_value *row;
 	const change_value *old;     /* the UPDATE's old tuple, or NULL */
 	const change_value *old_org; /* its org value */
-	bool moved;                  /* old row in another org (or none readable) */
+	bool split;                  /* old ranks may differ from the new ones: the old row is in
+	                              * another org (or none readable), or the transaction changed
+	                              * the policy state */
+	int w;                       /* the row's state: PRIVACY_AFTER, or PRIVACY_BEFORE (DELETE) */
 	const policy_state_uuid *org;
 } row_ctx;
 
-/* The member's rank in the old row's org (moved rows only). */
+/* The member's rank in the old row's org just before the transaction (split rows only). */
 static int old_rank_of(audience *a, const row_ctx *x, const auser *u)
 {
 	if (x->old_org->kind != VALUE_TEXT)
 		return 0;
-	return policy_state_rank(a->state, x->old_org->data, x->old_org->len, u->uid, POLICY_STATE_UUID_TEXT - 1);
+	return policy_state_rank(privacy_state_at(a->pv, PRIVACY_BEFORE), x->old_org->data, x->old_org->len, u->uid,
+	                         POLICY_STATE_UUID_TEXT - 1);
 }
 
-/* The audiences of a row of org o: per rank (and old rank when the row moved), the unnamed
- * members, judged once through a representative; then each named member on their own. */
+/* The audiences of a row of org o (in the index of x->w): per rank (and old rank when split),
+ * the unnamed members, judged once through a representative; then each named member on their
+ * own. */
 static int org_audiences(audience *a, const row_ctx *x, aorg *o)
 {
 	bool present[POLICY_RANKS_MAX + 1];
@@ -695,7 +740,7 @@ static int org_audiences(audience *a, const row_ctx *x, aorg *o)
 		if (head == NULL)
 			continue;
 		int nsets = 1;
-		if (x->moved) {
+		if (x->split) {
 			memset(present, 0, sizeof(present));
 			nsets = 0;
 			for (alink *l = head; l != NULL; l = l->next) {
@@ -708,50 +753,52 @@ static int org_audiences(audience *a, const row_ctx *x, aorg *o)
 			}
 		}
 		for (int ro = 0; nsets > 0 && ro <= a->nranks; ro++) {
-			if (x->moved && !present[ro])
+			if (x->split && !present[ro])
 				continue;
 			nsets--;
 			/* the representative: the first unnamed member of this set */
 			alink *rep = head;
-			while (rep != NULL && (rep->user->named == a->serial || (x->moved && rep->user->old_rank != ro)))
+			while (rep != NULL && (rep->user->named == a->serial || (x->split && rep->user->old_rank != ro)))
 				rep = rep->next;
 			if (rep == NULL)
 				break;
 			policy_viewer vn, vo;
-			privacy_viewer_init(a->pv, &vn, r, rep->user->uid, POLICY_STATE_UUID_TEXT - 1, false);
-			privacy_viewer_init(a->pv, &vo, x->moved ? ro : r, rep->user->uid, POLICY_STATE_UUID_TEXT - 1, false);
+			privacy_viewer_init(a->pv, &vn, (privacy_when)x->w, r, rep->user->uid, POLICY_STATE_UUID_TEXT - 1,
+			                    false);
+			privacy_viewer_init(a->pv, &vo, PRIVACY_BEFORE, x->split ? ro : r, rep->user->uid,
+			                    POLICY_STATE_UUID_TEXT - 1, false);
 			change view;
 			int rc = evaluate(a, x->c, x->b, &vn, x->old ? &vo : NULL, &view);
 			if (rc <= 0) {
 				if (rc < 0)
 					return rc;
-				if (!x->moved)
+				if (!x->split)
 					break;
 				continue;
 			}
 			size_t n = 0;
 			for (alink *l = rep; l != NULL; l = l->next)
-				if (l->user->named != a->serial && (!x->moved || l->user->old_rank == ro))
+				if (l->user->named != a->serial && (!x->split || l->user->old_rank == ro))
 					n = gather_subs(a, n, l->user);
 			rc = deliver(a, &view, n, r, false, false);
 			if (rc < 0)
 				return rc;
-			if (!x->moved)
+			if (!x->split)
 				break;
 		}
 	}
 	/* the users named by the row: each on their own */
 	for (size_t i = 0; i < a->nnamed; i++) {
 		auser *u = a->named[i];
-		const alink *l = u->links;
+		const alink *l = u->links[x->w];
 		while (l != NULL && l->org != o)
 			l = l->unext;
 		if (l == NULL)
 			continue; /* not a member of the row's org: sees nothing */
-		int ro = x->moved ? old_rank_of(a, x, u) : l->rank;
+		int ro = x->split ? old_rank_of(a, x, u) : l->rank;
 		policy_viewer vn, vo;
-		privacy_viewer_init(a->pv, &vn, l->rank, u->uid, POLICY_STATE_UUID_TEXT - 1, false);
-		privacy_viewer_init(a->pv, &vo, ro, u->uid, POLICY_STATE_UUID_TEXT - 1, false);
+		privacy_viewer_init(a->pv, &vn, (privacy_when)x->w, l->rank, u->uid, POLICY_STATE_UUID_TEXT - 1, false);
+		privacy_viewer_init(a->pv, &vo, PRIVACY_BEFORE, ro, u->uid, POLICY_STATE_UUID_TEXT - 1, false);
 		change view;
 		int rc = evaluate(a, x->c, x->b, &vn, x->old ? &vo : NULL, &view);
 		if (rc < 0)
@@ -765,15 +812,18 @@ static int org_audiences(audience *a, const row_ctx *x, aorg *o)
 	return 0;
 }
 
-/* privacy_judge's callback: every audience of c, judged against the state as it is now. */
+/* The stage's judging callback: every audience of c, new row versions judged with the state as
+ * of the commit (the AFTER index), old ones with the state before the transaction (BEFORE). */
 static int publish_cb(void *arg, const change *c)
 {
 	audience *a = arg;
 	int rc;
-	if (a->stale && (rc = audience_rebuild(a)) < 0)
-		return rc;
+	for (int w = 0; w < 2; w++)
+		if (a->ix[w].stale && (rc = index_rebuild(&a->ix[w])) < 0)
+			return rc;
 	a->serial++;
 	a->nnamed = 0;
+	a->st.changes++;
 	const policy_bound *b = NULL;
 	if (c->action != CHANGE_MESSAGE && c->action != CHANGE_TRUNCATE && c->rel != NULL) {
 		rc = privacy_bind(a->pv, c->rel, &b);
@@ -785,7 +835,7 @@ static int publish_cb(void *arg, const change *c)
 	/* the bypass audience */
 	if (a->nbypass > 0) {
 		policy_viewer v;
-		privacy_viewer_init(a->pv, &v, 0, NULL, 0, true);
+		privacy_viewer_init(a->pv, &v, PRIVACY_AFTER, 0, NULL, 0, true);
 		change view;
 		rc = evaluate(a, c, b, &v, &v, &view);
 		if (rc < 0)
@@ -800,8 +850,9 @@ static int publish_cb(void *arg, const change *c)
 	}
 	if (b == NULL)
 		return 0; /* no row, or a table the policy does not govern: bypass only */
-	row_ctx x = {.c = c, .b = b};
-	x.row = c->action == CHANGE_DELETE ? c->old_tuple : c->new_tuple;
+	bool del = c->action == CHANGE_DELETE;
+	row_ctx x = {.c = c, .b = b, .w = del ? PRIVACY_BEFORE : PRIVACY_AFTER};
+	x.row = del ? c->old_tuple : c->new_tuple;
 	if (x.row == NULL)
 		return 0;
 	int org_col = policy_bound_org_column(b);
@@ -809,14 +860,15 @@ static int publish_cb(void *arg, const change *c)
 	policy_state_uuid okey;
 	if (org->kind != VALUE_TEXT || policy_state_uuid_parse(org->data, org->len, &okey) < 0)
 		return 0; /* a row of no org (or none a member can have): members see nothing */
-	aorg *o = pmap_find(a, &a->orgs, &okey);
+	aorg *o = pmap_find(a, &a->ix[x.w].orgs, &okey);
 	if (o == NULL)
 		return 0; /* no subscriber is a member of the row's org: no work at all */
-	if (c->action != CHANGE_DELETE && c->old_tuple != NULL) {
+	if (!del && c->old_tuple != NULL) {
 		x.old = c->old_tuple;
 		x.old_org = &x.old[org_col];
-		x.moved = !(x.old_org->kind == VALUE_TEXT && x.old_org->len == org->len &&
-		            memcmp(x.old_org->data, org->data, org->len) == 0);
+		bool moved = !(x.old_org->kind == VALUE_TEXT && x.old_org->len == org->len &&
+		               memcmp(x.old_org->data, org->data, org->len) == 0);
+		x.split = moved || privacy_pending(a->pv);
 	}
 	const int *ucols;
 	size_t nucols = policy_bound_uid_columns(b, &ucols);
@@ -827,15 +879,19 @@ static int publish_cb(void *arg, const change *c)
 	return org_audiences(a, &x, o);
 }
 
-int audience_publish(audience *a, const change *c, audience_deliver_cb cb, void *arg)
+/* Prepares a call into the stage that may deliver through cb. */
+static void call_begin(audience *a, audience_deliver_cb cb, void *arg)
 {
 	a->cb = cb;
 	a->cb_arg = arg;
 	a->delivered = 0;
 	a->err[0] = '\0';
-	a->st.changes++;
 	a->st.last_evaluations = 0;
-	int rc = privacy_judge(a->pv, c, publish_cb, a);
+}
+
+/* Ends it: the number of audiences delivered, or rc's error (with a message). */
+static int call_end(audience *a, int rc)
+{
 	a->cb = NULL;
 	a->cb_arg = NULL;
 	if (rc < 0) {
@@ -844,4 +900,34 @@ int audience_publish(audience *a, const change *c, audience_deliver_cb cb, void 
 		return rc;
 	}
 	return a->delivered;
+}
+
+int audience_begin(audience *a, const change_txn *txn)
+{
+	call_begin(a, NULL, NULL);
+	int rc = call_end(a, privacy_begin(a->pv, txn));
+	return rc < 0 ? rc : 0;
+}
+
+int audience_change(audience *a, const change *c, audience_deliver_cb cb, void *arg)
+{
+	call_begin(a, cb, arg);
+	return call_end(a, privacy_change(a->pv, c, publish_cb, a));
+}
+
+int audience_commit(audience *a, const change_txn *txn, audience_deliver_cb cb, void *arg)
+{
+	call_begin(a, cb, arg);
+	return call_end(a, privacy_commit(a->pv, txn, publish_cb, a));
+}
+
+void audience_abort(audience *a)
+{
+	privacy_abort(a->pv);
+}
+
+int audience_publish(audience *a, const change *c, audience_deliver_cb cb, void *arg)
+{
+	call_begin(a, cb, arg);
+	return call_end(a, privacy_judge(a->pv, c, publish_cb, a));
 }

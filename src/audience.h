@@ -16,17 +16,22 @@
  *     one audience of their own, judged with their uid;
  *
  * and nothing at all, without any work, for subscribers who are not members of O. When an
- * UPDATE moves a row to another org, the rank audiences are split further by the members' rank
- * in the old row's org (the old tuple is delivered only to those who saw it).
+ * UPDATE moves a row to another org, or its transaction changed the policy state, the rank
+ * audiences are split further by the members' rank in the old row's org just before the
+ * transaction (the old tuple is delivered only to those who saw it).
  *
- * The index org -> subscribed members by rank follows subscribe/unsubscribe and, through the
- * policy state's change callback, every promotion, demotion, removal and re-add. Each audience's
- * view is computed once (privacy_view, the same transform as `walcast tail --as`) and serialized
- * once (change_json_write) into a reference-counted payload that a sink may keep and send to
- * every subscriber of the audience.
+ * Judged per transaction, as the privacy stage does (privacy.h): a new row version (INSERT,
+ * UPDATE's new row) reaches the members of its org as of the transaction's commit, an old one
+ * (DELETE, UPDATE's old row) those who could see it just before the transaction. So there are
+ * two indexes org -> subscribed members by rank, one per policy state of the stage, each
+ * following subscribe/unsubscribe and, through its state's change callback, every promotion,
+ * demotion, removal and re-add. Each audience's view is computed once (privacy_view, the same
+ * transform as `walcast tail --as`) and serialized once (change_json_write) into a
+ * reference-counted payload that a sink may keep and send to every subscriber of the audience.
  *
- * Judging order is privacy_judge's: INSERT/UPDATE with the policy state after the change,
- * DELETE/TRUNCATE before it. Not thread-safe: the loop thread owns an audience. Nothing blocks.
+ * Use: audience_begin, audience_change for each change, audience_commit (which delivers the
+ * transaction's changes in order) or audience_abort (a transaction cut off). Not thread-safe:
+ * the loop thread owns an audience. Nothing blocks.
  */
 #ifndef WALCAST_AUDIENCE_H
 #define WALCAST_AUDIENCE_H
@@ -59,14 +64,16 @@ void audience_payload_unref(audience_payload *p);
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
-/* Creates an empty registry judging with pv (borrowed; it must outlive the audience) and
- * serializing with change_json_write flags json_flags. Takes pv's policy state change callback
- * (policy_state_set_change_cb) to follow membership changes. Returns 0 and *out (caller owns:
- * audience_destroy), or -ENOMEM. Does not block. */
+/* Creates an empty registry judging with pv (borrowed; it must outlive the audience; its
+ * transactions are driven through the audience from now on) and serializing with
+ * change_json_write flags json_flags. Adds a change callback to each of pv's two policy states
+ * (policy_state_add_change_cb) to follow membership changes. Returns 0 and *out (caller owns:
+ * audience_destroy), -ENOMEM, or -ENOSPC when a state has no callback slot left. Does not
+ * block. */
 __attribute__((warn_unused_result)) int audience_create(privacy *pv, unsigned json_flags,
                                                         audience **out);
 
-/* Frees every subscriber handle and the index, and gives the state change callback back.
+/* Frees every subscriber handle and the indexes, and removes its state change callbacks.
  * Payloads still referenced stay valid until their last unref. Safe on NULL. */
 void audience_destroy(audience *a);
 
@@ -97,21 +104,40 @@ typedef struct audience_delivery {
 	bool individual;            /* one user named by a uid column of the row */
 } audience_delivery;
 
-/* Called once per audience that sees the change. Return 0, or a negative errno to stop. */
+/* Called once per audience that sees a change, changes in stream order. Return 0, or a
+ * negative errno to stop. It must not call back into the audience. */
 typedef int (*audience_deliver_cb)(void *arg, const audience_delivery *d);
 
-/* Applies c to the mirrored policy state (through the privacy stage, in judging order) and
- * calls cb once per audience that sees c. Returns the number of audiences delivered (>= 0), or
- * a negative errno: cb's, -ENOMEM, or the privacy stage's (privacy_error: a malformed policy
- * change, a table that cannot be bound). An audience whose judgement fails for a reason of its
- * own (a column a rule needs missing from the WAL) is skipped and counted in stats.failed,
- * with audience_error saying why; the others are served. Allocation-free once warm (the
- * payload pool, the privacy arena and the scratch arrays are reused). Does not block. */
+/* A transaction begins (privacy_begin). 0 or a negative errno (audience_error). */
+__attribute__((warn_unused_result)) int audience_begin(audience *a, const change_txn *txn);
+
+/* A change in stream order: held until audience_commit (privacy_change), or, for a
+ * non-transactional message (c->txn == NULL), delivered at once through cb. Returns the
+ * number of audiences delivered (0 for a held change), or a negative errno (audience_error). */
+__attribute__((warn_unused_result)) int audience_change(audience *a, const change *c,
+                                                        audience_deliver_cb cb, void *arg);
+
+/* The transaction commits: applies its policy changes and calls cb once per audience that sees
+ * each of its changes, in order (privacy_commit). Returns the number of audiences delivered
+ * (>= 0), or a negative errno: cb's, -ENOMEM, or the privacy stage's (a malformed policy
+ * change, a table that cannot be bound, an unreadable spill file); the transaction then leaves
+ * no trace in the policy state. An audience whose judgement fails for a reason of its own (a
+ * column a rule needs missing from the WAL) is skipped and counted in stats.failed, with
+ * audience_error saying why; the others are served. Allocation-free once warm (the payload
+ * pool, the privacy arena and the scratch arrays are reused). Does not block. */
+__attribute__((warn_unused_result)) int audience_commit(audience *a, const change_txn *txn,
+                                                        audience_deliver_cb cb, void *arg);
+
+/* The transaction in progress was cut off: nothing of it is delivered or kept. */
+void audience_abort(audience *a);
+
+/* One change as a transaction of its own (privacy_judge): applies it and calls cb once per
+ * audience that sees it, as audience_commit would. For tests and one-shot use. */
 __attribute__((warn_unused_result)) int audience_publish(audience *a, const change *c,
                                                          audience_deliver_cb cb, void *arg);
 
-/* Rebuilds the org index from the policy state (what publish does by itself after a membership
- * change it could not follow for lack of memory). 0 or -ENOMEM. */
+/* Rebuilds both org indexes from their policy states (what judging does by itself after a
+ * membership change it could not follow for lack of memory). 0 or -ENOMEM. */
 __attribute__((warn_unused_result)) int audience_rebuild(audience *a);
 
 /* The message of the last failure ("" when none). Never NULL. */
@@ -123,14 +149,14 @@ typedef struct audience_stats {
 	size_t subscribers;      /* registered handles */
 	size_t users;            /* distinct user ids among non-bypass subscribers */
 	size_t bypass;           /* bypass subscribers */
-	size_t orgs;             /* orgs with at least one subscribed member */
-	size_t links;            /* (org, subscribed user) pairs indexed */
-	uint64_t changes;        /* changes published */
+	size_t orgs;             /* orgs with at least one subscribed member (as of the last commit) */
+	size_t links;            /* (org, subscribed user) pairs indexed (as of the last commit) */
+	uint64_t changes;        /* changes judged */
 	uint64_t evaluations;    /* privacy_view calls (audiences judged) */
 	uint64_t audiences;      /* audiences delivered */
 	uint64_t deliveries;     /* subscribers reached, summed over audiences */
 	uint64_t failed;         /* audiences skipped because their judgement failed */
-	uint64_t last_evaluations; /* evaluations of the most recent publish */
+	uint64_t last_evaluations; /* evaluations of the most recent publish, change or commit */
 } audience_stats;
 
 /* Fills *out. */

@@ -53,6 +53,10 @@ static const config_key keys[] = {
 	    "redis:// URL for aggregates"),
 	KEY("log", "level", CONFIG_STRING, log_level, "info", 1, 16, true,
 	    "debug, info, warn or error"),
+	KEY("privacy", "txn_memory", CONFIG_SIZE, privacy_txn_memory, "16MB", 4096, INT64_C(1) << 40, false,
+	    "memory that may hold one transaction until its commit; the rest spills to spill_dir"),
+	KEY("privacy", "spill_dir", CONFIG_STRING, privacy_spill_dir, "", 0, 0, false,
+	    "directory for the spill files of large transactions; empty: $TMPDIR, else /tmp"),
 };
 
 const config_key *config_keys(size_t *count)
@@ -104,6 +108,28 @@ static int parse_duration(const char *v, int64_t *out)
 	return 0;
 }
 
+/* Bytes: a number with an optional unit B, kB, MB or GB (powers of 1024). */
+static int parse_size(const char *v, int64_t *out)
+{
+	static const struct { const char *unit; int64_t mult; } units[] = {
+		{"", 1}, {"B", 1}, {"kB", 1024}, {"KB", 1024}, {"MB", 1 << 20}, {"GB", 1 << 30},
+	};
+	char *end;
+	errno = 0;
+	long long n = strtoll(v, &end, 10);
+	if (errno != 0 || end == v || n < 0)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(end, units[i].unit) == 0) {
+			if (n > INT64_MAX / units[i].mult)
+				return -EINVAL;
+			*out = n * units[i].mult;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
 static int parse_bool(const char *v, bool *out)
 {
 	static const char *const yes[] = {"true", "on", "yes", "1"};
@@ -147,12 +173,17 @@ static int key_apply(config *c, const config_key *k, const char *value, char err
 		}
 		return 0;
 	case CONFIG_INT:
+	case CONFIG_SIZE:
 	case CONFIG_DURATION: {
 		int64_t n;
-		int rc = k->type == CONFIG_INT ? parse_int(value, &n) : parse_duration(value, &n);
+		int rc = k->type == CONFIG_INT    ? parse_int(value, &n)
+		         : k->type == CONFIG_SIZE ? parse_size(value, &n)
+		                                  : parse_duration(value, &n);
 		if (rc < 0) {
 			snprintf(err, CONFIG_ERROR_MAX, "%s.%s: '%s' is not %s", k->section, k->name, value,
-			         k->type == CONFIG_INT ? "an integer" : "a duration (e.g. 500ms, 10s, 5m)");
+			         k->type == CONFIG_INT    ? "an integer"
+			         : k->type == CONFIG_SIZE ? "a size (e.g. 4096, 512kB, 16MB, 1GB)"
+			                                  : "a duration (e.g. 500ms, 10s, 5m)");
 			return -EINVAL;
 		}
 		if ((n < k->min || n > k->max) && !(k->type == CONFIG_DURATION && n == 0 && k->min == 0)) {

@@ -36,6 +36,9 @@ typedef struct config {
 	char *redis_url;
 	/* [log] */
 	char *log_level;
+	/* [privacy] */
+	int64_t privacy_txn_memory; /* bytes of one transaction held in memory; the rest spills */
+	char *privacy_spill_dir;    /* where spill files go; empty = $TMPDIR, else /tmp */
 } config;
 
 typedef enum config_type {
@@ -43,6 +46,7 @@ typedef enum config_type {
 	CONFIG_BOOL,
 	CONFIG_INT,
 	CONFIG_DURATION, /* milliseconds; "250ms", "10s", "5m", "1h"; a bare number is seconds */
+	CONFIG_SIZE,     /* bytes; "4096", "512kB", "16MB", "1GB" (powers of 1024) */
 } config_type;
 
 typedef struct config_key {

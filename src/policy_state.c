@@ -4,11 +4,12 @@
  * Design. Four tables, each a dense array of entries (a "slab") plus an open-addressing hash
  * index over it:
  *
- *   members   (org, user) -> rank multiset; linked into its org's list for its rank
+ *   members   (org, user) -> rank (one row per key, as the table's primary key); linked into
+ *             its org's list for its rank
  *   orgs      org -> list head and member count per rank
  *   users     user -> list of their member entries (one per org), for policy_state_user_orgs
  *   rules     rule id -> (subject, rank)
- *   subjects  subject -> rank multiset
+ *   subjects  subject -> rank multiset (the rules on it, by id)
  *
  * An index slot is 64 bits: the low 32 bits of the key's hash as a tag (the probe position is
  * taken from it too, so growing never rehashes a key) and the entry's slab index + 1; 0 is
@@ -17,9 +18,9 @@
  * list links, so slabs stay dense and memory follows the row count. Hashes are keyed by a
  * per-state random seed, so chosen uuids cannot lengthen the probes.
  *
- * A rank multiset keeps (max rank, row count) and, only once a key has a second row, a count
- * per rank: the common one-row key costs no extra allocation, and removing one of several rows
- * finds the next maximum exactly as SQL's max() over the remaining rows would.
+ * A subject's rank multiset keeps (max rank, rule count) and, only once a subject has a second
+ * rule, a count per rank: the common one-rule subject costs no extra allocation, and removing
+ * one of several rules finds the next maximum exactly as SQL's max() over the others would.
  *
  * Every mutating call parses and validates the whole change first, then reserves room for one
  * more entry in every table it may grow (and one spare per-rank array of each kind), so the
@@ -61,8 +62,8 @@ typedef struct rankset {
 
 typedef struct member {
 	uint8_t key[MEMBER_KEY];
-	rankset rs;
-	uint32_t prev, next; /* the org's list for rs.rank: slab index + 1, 0 = none */
+	int32_t rank;        /* the row's role rank (0: a role not in the rank table) */
+	uint32_t prev, next; /* the org's list for rank: slab index + 1, 0 = none */
 	uint32_t uprev, unext; /* the user's list of member entries: slab index + 1, 0 = none */
 } member;
 
@@ -102,8 +103,9 @@ typedef struct table_def {
 	int idx[NCOLS];
 } table_def;
 
-/* One parsed membership row. rank -1 (old rows only): whatever its role, i.e. every row of
- * the key. null_key: org or user is NULL, a row that matches nothing. */
+/* One parsed membership row. rank -1 (old rows only): the role was not in the old tuple (it
+ * does not matter: a row is removed by its key). null_key: org or user is NULL, a row that
+ * matches nothing. */
 typedef struct member_row {
 	bool present;
 	bool null_key;
@@ -148,12 +150,15 @@ struct policy_state {
 	size_t fixed_bytes;     /* the state, names */
 
 	size_t ranked;      /* member entries with rank >= 1 */
-	size_t member_rows; /* membership rows, duplicates counted */
 	uint64_t missing_rows;
 	uint64_t replaced_rules;
+	uint64_t replaced_members;
 
-	policy_state_change_cb cb;
-	void *cb_arg;
+	struct {
+		policy_state_change_cb cb;
+		void *arg;
+	} cbs[POLICY_STATE_CALLBACKS_MAX];
+	int ncbs;
 	char err[POLICY_STATE_ERROR_MAX];
 };
 
@@ -517,15 +522,10 @@ static void rankset_add(policy_state *ps, rankset *rs, int r)
 		rs->rank = r;
 }
 
-/* Removes one row of rank r, or every row when r < 0. false when there is no such row. When
- * nrows drops to 0 the caller deletes the entry (and releases counts). */
+/* Removes one row of rank r. false when there is no such row. When nrows drops to 0 the caller
+ * deletes the entry (and releases counts). */
 static bool rankset_remove(rankset *rs, int r)
 {
-	if (r < 0) {
-		rs->nrows = 0;
-		rs->rank = 0;
-		return true;
-	}
 	if (rs->counts == NULL) {
 		if (rs->nrows != 1 || rs->rank != r)
 			return false;
@@ -569,7 +569,7 @@ static inline long user_find(const policy_state *ps, const uint8_t key[UUID_BYTE
 static inline int member_rank(const policy_state *ps, const uint8_t key[MEMBER_KEY])
 {
 	long i = member_find(ps, key);
-	return i < 0 ? 0 : ps->members[i].rs.rank;
+	return i < 0 ? 0 : ps->members[i].rank;
 }
 
 /* Room for one more member and one more org, and the spares. 0 or -ENOMEM. */
@@ -700,48 +700,48 @@ static void list_unlink(policy_state *ps, org *o, size_t i, int r)
 		ps->ranked--;
 }
 
-/* Adds one membership row. Room reserved (members_reserve). */
-static void member_add_row(policy_state *ps, const uint8_t key[MEMBER_KEY], int r)
+/* Sets the row of key to rank r: adds it, or replaces the row with that key (an insert of a
+ * key the mirror holds, e.g. replayed: the table has one row per key). Room reserved
+ * (members_reserve). */
+static void member_set(policy_state *ps, const uint8_t key[MEMBER_KEY], int r, bool count_replaced)
 {
-	ps->member_rows++;
 	long found = member_find(ps, key);
 	if (found < 0) {
 		size_t oi = org_get(ps, key);
 		size_t i = ps->nmembers++;
 		member *m = &ps->members[i];
 		memcpy(m->key, key, MEMBER_KEY);
-		m->rs = (rankset){.rank = r, .nrows = 1, .counts = NULL};
+		m->rank = r;
 		hx_insert(&ps->member_ix, key_hash(ps->seed, key, MEMBER_KEY), i);
 		ps->orgs[oi].nkeys++;
 		list_push(ps, &ps->orgs[oi], i, r);
 		user_link(ps, i);
 		return;
 	}
+	if (count_replaced)
+		ps->replaced_members++;
 	member *m = &ps->members[found];
-	int old = m->rs.rank;
-	rankset_add(ps, &m->rs, r);
-	if (m->rs.rank != old) {
-		long oi = org_find(ps, key);
-		if (oi < 0)
-			return; /* cannot happen: every member entry is in its org's list */
-		list_unlink(ps, &ps->orgs[oi], (size_t)found, old);
-		list_push(ps, &ps->orgs[oi], (size_t)found, m->rs.rank);
-	}
+	if (m->rank == r)
+		return;
+	long oi = org_find(ps, key);
+	if (oi < 0)
+		return; /* cannot happen: every member entry is in its org's list */
+	list_unlink(ps, &ps->orgs[oi], (size_t)found, m->rank);
+	m->rank = r;
+	list_push(ps, &ps->orgs[oi], (size_t)found, r);
 }
 
-/* Removes member entry i (already counted out of member_rows) from its list, the index and the
- * slab; removes its org when that was the org's last entry. */
-static void member_delete(policy_state *ps, size_t i, int listed_rank)
+/* Removes member entry i from its list, the index and the slab; removes its org when that was
+ * the org's last entry. */
+static void member_delete(policy_state *ps, size_t i)
 {
 	member *m = &ps->members[i];
 	long oi = org_find(ps, m->key);
 	if (oi >= 0) {
-		list_unlink(ps, &ps->orgs[oi], i, listed_rank);
+		list_unlink(ps, &ps->orgs[oi], i, m->rank);
 		ps->orgs[oi].nkeys--;
 	}
 	user_unlink(ps, i);
-	counts_release(ps, m->rs.counts);
-	m->rs.counts = NULL;
 	hx_remove(&ps->member_ix, key_hash(ps->seed, m->key, MEMBER_KEY), i);
 	size_t last = --ps->nmembers;
 	if (i != last) {
@@ -753,7 +753,7 @@ static void member_delete(policy_state *ps, size_t i, int listed_rank)
 		} else {
 			long mo = org_find(ps, mv->key);
 			if (mo >= 0)
-				ps->orgs[mo].heads[mv->rs.rank] = (uint32_t)(i + 1);
+				ps->orgs[mo].heads[mv->rank] = (uint32_t)(i + 1);
 		}
 		if (mv->next != 0)
 			ps->members[mv->next - 1].prev = (uint32_t)(i + 1);
@@ -771,34 +771,26 @@ static void member_delete(policy_state *ps, size_t i, int listed_rank)
 		org_delete(ps, (size_t)oi);
 }
 
-/* Removes one membership row of rank r (every row of the key when r < 0). false when the
- * mirror holds no such row. */
-static bool member_remove_row(policy_state *ps, const uint8_t key[MEMBER_KEY], int r)
+/* Removes the row of key, whatever its role. false when the mirror holds no such row. */
+static bool member_remove(policy_state *ps, const uint8_t key[MEMBER_KEY])
 {
 	long found = member_find(ps, key);
 	if (found < 0)
 		return false;
-	member *m = &ps->members[found];
-	int old = m->rs.rank;
-	uint32_t before = m->rs.nrows;
-	if (!rankset_remove(&m->rs, r))
-		return false;
-	ps->member_rows -= before - m->rs.nrows;
-	if (m->rs.nrows == 0) {
-		member_delete(ps, (size_t)found, old);
-	} else if (m->rs.rank != old) {
-		long oi = org_find(ps, key);
-		if (oi >= 0) {
-			list_unlink(ps, &ps->orgs[oi], (size_t)found, old);
-			list_push(ps, &ps->orgs[oi], (size_t)found, m->rs.rank);
-		}
-	}
+	member_delete(ps, (size_t)found);
 	return true;
+}
+
+static void notify_all(const policy_state *ps, const policy_state_uuid *o, const policy_state_uuid *u,
+                       int before, int after)
+{
+	for (int k = 0; k < ps->ncbs; k++)
+		ps->cbs[k].cb(ps->cbs[k].arg, o, u, before, after);
 }
 
 static void notify(const policy_state *ps, const uint8_t key[MEMBER_KEY], int before)
 {
-	if (ps->cb == NULL)
+	if (ps->ncbs == 0)
 		return;
 	int after = member_rank(ps, key);
 	if (after == before)
@@ -806,7 +798,7 @@ static void notify(const policy_state *ps, const uint8_t key[MEMBER_KEY], int be
 	policy_state_uuid o, u;
 	memcpy(o.b, key, UUID_BYTES);
 	memcpy(u.b, key + UUID_BYTES, UUID_BYTES);
-	ps->cb(ps->cb_arg, &o, &u, before, after);
+	notify_all(ps, &o, &u, before, after);
 }
 
 /* Empties the membership mirror, then reports each member that had rank >= 1 as removed. */
@@ -820,20 +812,15 @@ static void members_clear(policy_state *ps)
 	ps->norgs = 0;
 	ps->nusers = 0;
 	ps->ranked = 0;
-	ps->member_rows = 0;
 	/* The entries are still in the slab (past its new end) until released below. */
-	for (size_t i = 0; i < n && ps->cb != NULL; i++) {
+	for (size_t i = 0; i < n && ps->ncbs > 0; i++) {
 		const member *m = &ps->members[i];
-		if (m->rs.rank < 1)
+		if (m->rank < 1)
 			continue;
 		policy_state_uuid o, u;
 		memcpy(o.b, m->key, UUID_BYTES);
 		memcpy(u.b, m->key + UUID_BYTES, UUID_BYTES);
-		ps->cb(ps->cb_arg, &o, &u, m->rs.rank, 0);
-	}
-	for (size_t i = 0; i < n; i++) {
-		counts_release(ps, ps->members[i].rs.counts);
-		ps->members[i].rs.counts = NULL;
+		notify_all(ps, &o, &u, m->rank, 0);
 	}
 	for (size_t i = 0; i < norgs; i++) {
 		lists_release(ps, ps->orgs[i].heads);
@@ -841,8 +828,8 @@ static void members_clear(policy_state *ps)
 	}
 }
 
-/* Removes the old row (when present) and adds the new one, then reports rank changes once
- * per key. 0 or -ENOMEM (nothing changed). */
+/* Removes the old row's key (when present) and sets the new one's, then reports rank changes
+ * once per key. 0 or -ENOMEM (nothing changed). */
 static int member_change(policy_state *ps, const member_row *old_row, const member_row *nr)
 {
 	int rc = members_reserve(ps);
@@ -854,10 +841,12 @@ static int member_change(policy_state *ps, const member_row *old_row, const memb
 	bool same = o && n && memcmp(old_row->key, nr->key, MEMBER_KEY) == 0;
 	int before_o = o ? member_rank(ps, old_row->key) : 0;
 	int before_n = n && !same ? member_rank(ps, nr->key) : 0;
-	if (o && !member_remove_row(ps, old_row->key, old_row->rank))
+	if (o && !same && !member_remove(ps, old_row->key))
 		ps->missing_rows++;
+	if (same && member_find(ps, nr->key) < 0)
+		ps->missing_rows++; /* an update of a row the mirror did not hold: it holds it now */
 	if (n)
-		member_add_row(ps, nr->key, nr->rank);
+		member_set(ps, nr->key, nr->rank, !o);
 	if (o)
 		notify(ps, old_row->key, before_o);
 	if (n && !same)
@@ -1198,6 +1187,11 @@ static int table_match(const policy_state *ps, const relation *rel)
 	return -1;
 }
 
+bool policy_state_governs(const policy_state *ps, const relation *rel)
+{
+	return rel != NULL && table_match(ps, rel) >= 0;
+}
+
 int policy_state_apply(policy_state *ps, const change *c)
 {
 	if (ps == NULL || c == NULL)
@@ -1342,12 +1336,12 @@ int policy_state_user_orgs(const policy_state *ps, const policy_state_uuid *user
 	int calls = 0;
 	for (uint32_t j = ps->users[ui].head; j != 0; j = ps->members[j - 1].unext) {
 		const member *m = &ps->members[j - 1];
-		if (m->rs.rank < 1)
+		if (m->rank < 1)
 			continue;
 		policy_state_uuid o;
 		memcpy(o.b, m->key, UUID_BYTES);
 		calls++;
-		if (cb != NULL && cb(arg, &o, m->rs.rank) != 0)
+		if (cb != NULL && cb(arg, &o, m->rank) != 0)
 			return calls;
 	}
 	return calls;
@@ -1369,10 +1363,27 @@ size_t policy_state_member_count(const policy_state *ps, const policy_state_uuid
 	return n;
 }
 
-void policy_state_set_change_cb(policy_state *ps, policy_state_change_cb cb, void *arg)
+int policy_state_add_change_cb(policy_state *ps, policy_state_change_cb cb, void *arg)
 {
-	ps->cb = cb;
-	ps->cb_arg = arg;
+	if (cb == NULL)
+		return -EINVAL;
+	if (ps->ncbs == POLICY_STATE_CALLBACKS_MAX)
+		return -ENOSPC;
+	ps->cbs[ps->ncbs].cb = cb;
+	ps->cbs[ps->ncbs].arg = arg;
+	ps->ncbs++;
+	return 0;
+}
+
+void policy_state_remove_change_cb(policy_state *ps, policy_state_change_cb cb, void *arg)
+{
+	for (int k = 0; k < ps->ncbs; k++) {
+		if (ps->cbs[k].cb == cb && ps->cbs[k].arg == arg) {
+			memmove(&ps->cbs[k], &ps->cbs[k + 1], (size_t)(ps->ncbs - k - 1) * sizeof(ps->cbs[0]));
+			ps->ncbs--;
+			return;
+		}
+	}
 }
 
 /* ---- accounting ----------------------------------------------------------------------------- */
@@ -1382,7 +1393,8 @@ void policy_state_get_stats(const policy_state *ps, policy_state_stats *out)
 	*out = (policy_state_stats){
 		.members = ps->ranked,
 		.member_keys = ps->nmembers,
-		.member_rows = ps->member_rows,
+		.member_rows = ps->nmembers,
+		.replaced_members = ps->replaced_members,
 		.orgs = ps->norgs,
 		.rules = ps->nrules,
 		.subjects = ps->nsubjects,
@@ -1533,8 +1545,6 @@ void policy_state_destroy(policy_state *ps)
 {
 	if (ps == NULL)
 		return;
-	for (size_t i = 0; i < ps->nmembers; i++)
-		free(ps->members[i].rs.counts);
 	for (size_t i = 0; i < ps->norgs; i++)
 		free(ps->orgs[i].heads);
 	for (size_t i = 0; i < ps->nsubjects; i++)
@@ -1579,15 +1589,10 @@ int policy_state_dump(const policy_state *ps,
 		memcpy(user_id.b, m->key + UUID_BYTES, UUID_BYTES);
 		policy_state_uuid_format(&org_id, a);
 		policy_state_uuid_format(&user_id, b);
-		for (int r = 0; r <= ps->nranks; r++) {
-			uint32_t n = m->rs.counts ? m->rs.counts[r] : (m->rs.rank == r ? m->rs.nrows : 0);
-			const char *v[3] = {a, b, dump_role(ps, r)};
-			for (uint32_t k = 0; k < n; k++) {
-				int rc = row_cb(arg, POLICY_STATE_MEMBERSHIP, v);
-				if (rc != 0)
-					return rc;
-			}
-		}
+		const char *v[3] = {a, b, dump_role(ps, m->rank)};
+		int rc = row_cb(arg, POLICY_STATE_MEMBERSHIP, v);
+		if (rc != 0)
+			return rc;
 	}
 	for (size_t i = 0; i < ps->nrules; i++) {
 		const rule *ru = &ps->rules[i];

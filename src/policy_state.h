@@ -1,7 +1,8 @@
 /*
  * policy_state — the in-memory mirror of the two tables the privacy decisions read, kept
- * current by applying every change to them in stream order, so that each later change is
- * judged against the policy state as of its own commit:
+ * current by applying their changes in commit order. The privacy stage keeps two mirrors: the
+ * state as of the last commit, and that state plus the policy changes of the transaction being
+ * judged (privacy.h); a mirror itself knows nothing of transactions.
  *
  *   membership  (org_roles):     (org, user) -> rank = coalesce(max(role_rank(role)), 0)
  *   rules       (privacy_rules): subject (contact) -> rank = coalesce(max(role_rank(min_role)), 0)
@@ -18,10 +19,14 @@
  * callback reports every change of a member's effective rank (added, removed, promoted,
  * demoted) so that subscriber groupings can follow incrementally.
  *
- * Rows are mirrored as a multiset: duplicates of one (org, user) or several rules on one
- * subject are counted, and removing one of them leaves the maximum of the others, as the SQL
- * max() would. Rules are tracked by their row id, so an update that moves a rule from one
- * contact to another, or changes its min_role, needs only the new row (and the old id).
+ * Rows are keyed as the tables are: a membership by (org, user) — org_roles' primary key, one
+ * row per key — and a rule by its id. An insert of a key the mirror already holds replaces that
+ * row (so a change applied twice, e.g. replayed after a reconnect or older than a snapshot the
+ * mirror was loaded from, leaves one row), a delete removes the key whatever its role, an update
+ * removes the old key and sets the new one. Several rules on one subject are counted by id, and
+ * the subject's rank is the maximum over them, as the SQL max() would compute it. Rules are
+ * tracked by their row id, so an update that moves a rule from one contact to another, or
+ * changes its min_role, needs only the new row (and the old id).
  *
  * Memory is bounded by the rows mirrored (policy_state_footprint). Not thread-safe: a state
  * belongs to the loop thread; nothing here blocks.
@@ -29,6 +34,7 @@
 #ifndef WALCAST_POLICY_STATE_H
 #define WALCAST_POLICY_STATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -89,13 +95,14 @@ void policy_state_clear(policy_state *ps);
 
 /* ---- keeping it current ----------------------------------------------------------------- */
 
-/* Applies one change in stream order. Changes to the membership or rules table (matched by
- * c->rel's schema and name; columns bound by name, the binding cached per relation version) are
- * mirrored: insert adds the new row, delete removes the old row, update removes the old row and
- * adds the new one, truncate empties that table's mirror. Any other relation, and messages,
- * are ignored (0). An update or delete needs the old row as REPLICA IDENTITY FULL gives it; with
- * only the key columns (or no old tuple on an update) the row with that key is replaced or
- * removed whatever its role. A NULL org or user, as in SQL, is a row that matches nothing.
+/* Applies one change. Changes to the membership or rules table (matched by c->rel's schema and
+ * name; columns bound by name, the binding cached per relation version) are mirrored: insert
+ * sets the new row's key (replacing a row with that key), delete removes the old row's key,
+ * update removes the old key and sets the new one, truncate empties that table's mirror. Any
+ * other relation, and messages, are ignored (0). A delete or update of a key the mirror does not
+ * hold is counted in missing_rows (an update then sets the new row all the same). The old row's
+ * key columns suffice (REPLICA IDENTITY DEFAULT); without an old tuple, an update keeps the key.
+ * A NULL org or user, as in SQL, is a row that matches nothing.
  * Returns 0; -EINVAL for a malformed change (a bound column missing from the relation or the
  * tuple, a delete without an old tuple, a uuid column whose text is not a uuid, a NULL rule id),
  * -ENOMEM; on error the mirror is unchanged and policy_state_error() says why. The change
@@ -103,10 +110,13 @@ void policy_state_clear(policy_state *ps);
  * state already updated. Keeps no pointer into c. Does not block. */
 __attribute__((warn_unused_result)) int policy_state_apply(policy_state *ps, const change *c);
 
+/* true when rel is the membership or the rules table (what policy_state_apply mirrors). */
+bool policy_state_governs(const policy_state *ps, const relation *rel);
+
 /* Adds one row of the initial state (read from the slot's exported snapshot). table is
  * POLICY_STATE_MEMBERSHIP with values {org_id, user_id, role} or POLICY_STATE_RULES with values
  * {id, contact_id, min_role}: PostgreSQL text forms, NUL-terminated, NULL for SQL NULL. The
- * same as applying an insert of that row (a rule id already present is replaced). Returns 0,
+ * same as applying an insert of that row (a key already present is replaced). Returns 0,
  * -EINVAL (bad table or value; policy_state_error() says which) or -ENOMEM; on error the state
  * is unchanged. Copies what it keeps. Does not block. */
 /* Calls row_cb once per mirrored row, in the form policy_state_load_row() takes (table and
@@ -127,7 +137,7 @@ const char *policy_state_error(const policy_state *ps);
 
 /* ---- the hot path --------------------------------------------------------------------- */
 
-/* Rank of user in org: the highest rank of their membership rows, 0 when they have none (or
+/* Rank of user in org: the rank of the role of their membership row, 0 when they have none (or
  * org or user is not a uuid's text: fail closed). O(1), allocation-free, does not block. */
 int policy_state_rank(const policy_state *ps, const char *org, size_t org_len, const char *user,
                       size_t user_len);
@@ -185,24 +195,32 @@ size_t policy_state_member_count(const policy_state *ps, const policy_state_uuid
 
 /* Change callback: the effective rank of user in org went from old_rank to new_rank (0 = not a
  * member: 0 -> r is an addition, r -> 0 a removal). Called after the state reflects the new
- * rank; it may read the state but must not modify it. */
+ * rank; it may read the state but must not modify it (nor add or remove callbacks). */
 typedef void (*policy_state_change_cb)(void *arg, const policy_state_uuid *org,
                                        const policy_state_uuid *user, int old_rank, int new_rank);
 
-/* Sets the one change callback (NULL to remove it); arg is passed back and not owned. */
-void policy_state_set_change_cb(policy_state *ps, policy_state_change_cb cb, void *arg);
+#define POLICY_STATE_CALLBACKS_MAX 4
+
+/* Adds a change callback (called after those added before it); arg is passed back and not
+ * owned. 0, -EINVAL for a NULL cb, or -ENOSPC when POLICY_STATE_CALLBACKS_MAX are set. */
+__attribute__((warn_unused_result)) int policy_state_add_change_cb(policy_state *ps,
+                                                                   policy_state_change_cb cb, void *arg);
+
+/* Removes the callback added with this cb and arg (nothing when there is none). */
+void policy_state_remove_change_cb(policy_state *ps, policy_state_change_cb cb, void *arg);
 
 /* ---- accounting ------------------------------------------------------------------------ */
 
 typedef struct policy_state_stats {
 	size_t members;       /* (org, user) pairs with rank >= 1 */
-	size_t member_keys;   /* (org, user) pairs with at least one row (rank 0 included) */
-	size_t member_rows;   /* membership rows mirrored (duplicates counted) */
+	size_t member_keys;   /* (org, user) pairs with a row (rank 0 included) */
+	size_t member_rows;   /* membership rows mirrored: member_keys (one row per key) */
 	size_t orgs;          /* orgs with at least one row */
 	size_t rules;         /* rule rows mirrored */
 	size_t subjects;      /* subjects with at least one rule */
 	uint64_t missing_rows; /* updates/deletes of a row the mirror did not hold (drift) */
 	uint64_t replaced_rules; /* inserts of a rule id already held (replaced) */
+	uint64_t replaced_members; /* inserts of an (org, user) already held (replaced) */
 } policy_state_stats;
 
 /* Fills *out with the counts above. */

@@ -1,9 +1,18 @@
 /*
- * privacy — the policy stage: mirrored policy state + compiled policy + keys, and the
- * per-viewer transform (judge, mask, decrypt, error markers, omit) that both privacy_step (one
- * viewer, `walcast tail --as`) and audience.c (one explicit viewer per audience) use.
- * Output values live in an arena reset at every judged change, so the stage allocates nothing
- * per change once warm.
+ * privacy — the policy stage: two mirrored policy states + compiled policy + keys + the buffer
+ * of the transaction in progress, and the per-viewer transform (judge, mask, decrypt, error
+ * markers, omit) that both `walcast tail --as` (one viewer) and audience.c (one explicit viewer
+ * per audience) use. Output values live in an arena reset at every judged change, so the stage
+ * allocates nothing per change once warm.
+ *
+ * Design. state[PRIVACY_BEFORE] is the policy state as of the last commit; state[PRIVACY_AFTER]
+ * equals it between transactions. A transaction's changes are only buffered (txnbuf) until its
+ * commit, which replays the buffer up to three times: (1) only when the transaction changed a
+ * policy table: its policy changes are applied to AFTER; (2) every change is judged, new row
+ * versions with AFTER and old ones with BEFORE; (3) again only for policy transactions: the
+ * policy changes are applied to BEFORE, so the two are equal again. Nothing is applied before the
+ * commit, so a transaction cut off (privacy_abort) leaves no trace at all; a commit that fails
+ * half-way copies the consistent state over the other one (resync), so it leaves none either.
  */
 #include "privacy.h"
 
@@ -18,6 +27,7 @@
 #include "log.h"
 #include "lsn.h"
 #include "policy_state.h"
+#include "txnbuf.h"
 
 /* Undecryptable values are logged at most once per key id per interval (docs/encryption.md);
  * the lines in between are counted and the count goes into the next line of that key id. */
@@ -34,8 +44,14 @@ typedef struct undecryptable_slot {
 struct privacy {
 	const policy *pol;
 	keyring *keys;
-	policy_state *state;
+	policy_state *state[2]; /* [PRIVACY_BEFORE], [PRIVACY_AFTER] */
 	policy_cache *cache;
+	txnbuf *tb;
+	bool in_txn;      /* between privacy_begin and privacy_commit/privacy_abort */
+	bool txn_policy;  /* the transaction in progress changes a policy table */
+	bool pending;     /* AFTER may differ from BEFORE (inside a commit of such a transaction) */
+	bool broken;      /* a failed commit could not restore the states: refuse to go on */
+	uint32_t xid;
 	arena *mem;
 	buf scratch;
 	policy_action *actions;
@@ -73,11 +89,16 @@ int privacy_create(const policy *p, keyring *k, privacy **out, char err[PRIVACY_
 		.org = m->org, .user = m->user, .role = m->role,
 		.subject = r ? r->subject : NULL, .min_role = r ? r->min_role : NULL,
 	};
-	rc = policy_state_create(names, nranks, membership, r ? rules : NULL, &cols, serr, &pv->state);
-	if (rc < 0) {
-		snprintf(err, PRIVACY_ERROR_MAX, "policy state: %s", serr);
-		goto fail;
+	for (int w = 0; w < 2; w++) {
+		rc = policy_state_create(names, nranks, membership, r ? rules : NULL, &cols, serr, &pv->state[w]);
+		if (rc < 0) {
+			snprintf(err, PRIVACY_ERROR_MAX, "policy state: %s", serr);
+			goto fail;
+		}
 	}
+	rc = txnbuf_create(PRIVACY_TXN_MEMORY_DEFAULT, NULL, &pv->tb);
+	if (rc < 0)
+		goto fail;
 	rc = policy_cache_create(p, &pv->cache);
 	if (rc < 0)
 		goto fail;
@@ -100,7 +121,9 @@ void privacy_destroy(privacy *pv)
 	if (pv == NULL)
 		return;
 	policy_cache_destroy(pv->cache);
-	policy_state_destroy(pv->state);
+	txnbuf_destroy(pv->tb);
+	policy_state_destroy(pv->state[PRIVACY_BEFORE]);
+	policy_state_destroy(pv->state[PRIVACY_AFTER]);
 	arena_destroy(pv->mem);
 	buf_fini(&pv->scratch);
 	free(pv->actions);
@@ -110,6 +133,69 @@ void privacy_destroy(privacy *pv)
 const char *privacy_error(const privacy *pv)
 {
 	return pv->err;
+}
+
+int privacy_set_txn_buffer(privacy *pv, size_t mem_limit, const char *spill_dir)
+{
+	txnbuf *tb = NULL;
+	if (pv->in_txn) {
+		snprintf(pv->err, sizeof(pv->err), "the transaction buffer cannot change inside a transaction");
+		return -EBUSY;
+	}
+	int rc = txnbuf_create(mem_limit, spill_dir, &tb);
+	if (rc < 0) {
+		snprintf(pv->err, sizeof(pv->err), "transaction buffer (%zu bytes, spill directory %s): %s", mem_limit,
+		         spill_dir ? spill_dir : "default", strerror(-rc));
+		return rc;
+	}
+	txnbuf_destroy(pv->tb);
+	pv->tb = tb;
+	return 0;
+}
+
+static int load_row_cb(void *arg, int table, const char *const *values)
+{
+	return policy_state_load_row(arg, table, values);
+}
+
+/* Makes state[to] an exact copy of state[from] (a failed commit, a failed load). 0, or the
+ * load's error: the stage is then broken (both states cleared) and refuses to go on. */
+static int states_resync(privacy *pv, int from, int to)
+{
+	policy_state_clear(pv->state[to]);
+	int rc = policy_state_dump(pv->state[from], load_row_cb, pv->state[to]);
+	pv->pending = false;
+	if (rc < 0) {
+		policy_state_clear(pv->state[from]);
+		policy_state_clear(pv->state[to]);
+		pv->broken = true;
+		snprintf(pv->err, sizeof(pv->err), "the policy state could not be restored: %s",
+		         policy_state_error(pv->state[to]));
+	}
+	return rc;
+}
+
+void privacy_clear(privacy *pv)
+{
+	privacy_abort(pv);
+	policy_state_clear(pv->state[PRIVACY_BEFORE]);
+	policy_state_clear(pv->state[PRIVACY_AFTER]);
+	pv->broken = false;
+}
+
+int privacy_load_row(privacy *pv, int table, const char *const *values)
+{
+	int rc = policy_state_load_row(pv->state[PRIVACY_BEFORE], table, values);
+	if (rc < 0) {
+		snprintf(pv->err, sizeof(pv->err), "%s", policy_state_error(pv->state[PRIVACY_BEFORE]));
+		return rc;
+	}
+	rc = policy_state_load_row(pv->state[PRIVACY_AFTER], table, values);
+	if (rc < 0) {
+		snprintf(pv->err, sizeof(pv->err), "%s", policy_state_error(pv->state[PRIVACY_AFTER]));
+		(void)states_resync(pv, PRIVACY_BEFORE, PRIVACY_AFTER);
+	}
+	return rc;
 }
 
 /* Runs one load query and feeds its rows (3 text columns) to the state. */
@@ -126,9 +212,9 @@ static int load_table(privacy *pv, PGconn *conn, int table, const char *sql, cha
 		const char *v[3];
 		for (int j = 0; j < 3; j++)
 			v[j] = PQgetisnull(res, i, j) ? NULL : PQgetvalue(res, i, j);
-		rc = policy_state_load_row(pv->state, table, v);
+		rc = privacy_load_row(pv, table, v);
 		if (rc < 0) {
-			snprintf(err, PRIVACY_ERROR_MAX, "loading policy state: %s", policy_state_error(pv->state));
+			snprintf(err, PRIVACY_ERROR_MAX, "loading policy state: %s", pv->err);
 			goto cleanup;
 		}
 	}
@@ -142,7 +228,7 @@ int privacy_load(privacy *pv, PGconn *conn, char err[PRIVACY_ERROR_MAX])
 	const policy_membership *m = policy_membership_source(pv->pol);
 	const policy_privacy *r = policy_privacy_source(pv->pol);
 	char sql[1024];
-	policy_state_clear(pv->state);
+	privacy_clear(pv);
 	char *ms = PQescapeIdentifier(conn, m->schema, strlen(m->schema));
 	char *mt = PQescapeIdentifier(conn, m->table, strlen(m->table));
 	char *mo = PQescapeIdentifier(conn, m->org, strlen(m->org));
@@ -171,11 +257,21 @@ int privacy_load(privacy *pv, PGconn *conn, char err[PRIVACY_ERROR_MAX])
 
 policy_state *privacy_state(privacy *pv)
 {
-	return pv->state;
+	return pv->state[PRIVACY_BEFORE];
 }
 
-void privacy_viewer_init(privacy *pv, policy_viewer *out, int rank, const char *uid, size_t uid_len,
-                         bool bypass)
+policy_state *privacy_state_at(privacy *pv, privacy_when when)
+{
+	return pv->state[when == PRIVACY_AFTER ? PRIVACY_AFTER : PRIVACY_BEFORE];
+}
+
+bool privacy_pending(const privacy *pv)
+{
+	return pv->pending;
+}
+
+void privacy_viewer_init(privacy *pv, policy_viewer *out, privacy_when when, int rank, const char *uid,
+                         size_t uid_len, bool bypass)
 {
 	*out = (policy_viewer){
 		.rank = uid != NULL ? rank : 0,
@@ -183,21 +279,22 @@ void privacy_viewer_init(privacy *pv, policy_viewer *out, int rank, const char *
 		.uid_len = uid != NULL ? uid_len : 0,
 		.bypass = bypass,
 		.subject_rank = subject_rank_cb,
-		.subject_arg = pv->state,
+		.subject_arg = privacy_state_at(pv, when),
 	};
 }
 
-/* The explicit viewer for v and the row tuple: v's rank in the org the tuple names. */
+/* The explicit viewer for v and the row tuple: v's rank in the org the tuple names, in the
+ * state of when. */
 static policy_viewer viewer_for(privacy *pv, const policy_bound *b, const change_value *tuple,
-                                const privacy_viewer *v)
+                                const privacy_viewer *v, privacy_when when)
 {
 	policy_viewer pvw;
 	size_t uid_len = v->uid ? strlen(v->uid) : 0;
 	int rank = 0;
 	const change_value *org = &tuple[policy_bound_org_column(b)];
 	if (v->uid != NULL && org->kind == VALUE_TEXT)
-		rank = policy_state_rank(pv->state, org->data, org->len, v->uid, uid_len);
-	privacy_viewer_init(pv, &pvw, rank, v->uid, uid_len, v->bypass);
+		rank = policy_state_rank(privacy_state_at(pv, when), org->data, org->len, v->uid, uid_len);
+	privacy_viewer_init(pv, &pvw, when, rank, v->uid, uid_len, v->bypass);
 	return pvw;
 }
 
@@ -418,36 +515,174 @@ int privacy_view_as(privacy *pv, const change *c, const privacy_viewer *v, chang
 	}
 	if (b == NULL) {
 		policy_viewer pvw;
-		privacy_viewer_init(pv, &pvw, 0, v->uid, v->uid ? strlen(v->uid) : 0, v->bypass);
+		privacy_viewer_init(pv, &pvw, PRIVACY_BEFORE, 0, v->uid, v->uid ? strlen(v->uid) : 0, v->bypass);
 		return privacy_view(pv, c, NULL, &pvw, NULL, out);
 	}
-	const change_value *row = c->action == CHANGE_DELETE ? c->old_tuple : c->new_tuple;
+	bool del = c->action == CHANGE_DELETE;
+	const change_value *row = del ? c->old_tuple : c->new_tuple;
 	if (row == NULL)
 		return 0;
-	policy_viewer vnew = viewer_for(pv, b, row, v), vold;
-	bool has_old = c->action != CHANGE_DELETE && c->old_tuple != NULL;
+	/* new row versions by the state as of the commit, old ones by the state just before */
+	policy_viewer vnew = viewer_for(pv, b, row, v, del ? PRIVACY_BEFORE : PRIVACY_AFTER), vold;
+	bool has_old = !del && c->old_tuple != NULL;
 	if (has_old)
-		vold = viewer_for(pv, b, c->old_tuple, v);
+		vold = viewer_for(pv, b, c->old_tuple, v, PRIVACY_BEFORE);
 	return privacy_view(pv, c, b, &vnew, has_old ? &vold : NULL, out);
+}
+
+/* Is c a change of a policy table that policy_state_apply mirrors? */
+static bool policy_change(const privacy *pv, const change *c)
+{
+	return c->rel != NULL && c->action != CHANGE_MESSAGE &&
+	       policy_state_governs(pv->state[PRIVACY_BEFORE], c->rel);
+}
+
+static int apply_to(privacy *pv, int w, const change *c)
+{
+	int rc = policy_state_apply(pv->state[w], c);
+	if (rc < 0)
+		snprintf(pv->err, sizeof(pv->err), "%s", policy_state_error(pv->state[w]));
+	return rc;
+}
+
+static int refuse_broken(privacy *pv)
+{
+	snprintf(pv->err, sizeof(pv->err), "the policy state was lost after an earlier failure; reload it");
+	return -EIO;
 }
 
 int privacy_judge(privacy *pv, const change *c, privacy_judge_cb cb, void *arg)
 {
 	arena_reset(pv->mem);
 	pv->err[0] = '\0';
-	bool before = c->action == CHANGE_DELETE || c->action == CHANGE_TRUNCATE;
-	int seen = 0;
-	if (before) {
-		seen = cb(arg, c);
-		if (seen < 0)
-			return seen;
+	if (pv->broken)
+		return refuse_broken(pv);
+	bool gov = policy_change(pv, c);
+	int rc;
+	if (gov) {
+		if ((rc = apply_to(pv, PRIVACY_AFTER, c)) < 0)
+			return rc; /* the state is unchanged on error */
+		pv->pending = true;
 	}
-	int rc = policy_state_apply(pv->state, c);
-	if (rc < 0) {
-		snprintf(pv->err, sizeof(pv->err), "%s", policy_state_error(pv->state));
+	int seen = cb(arg, c);
+	pv->pending = false;
+	if (!gov)
+		return seen;
+	if (seen < 0) {
+		(void)states_resync(pv, PRIVACY_BEFORE, PRIVACY_AFTER);
+		return seen;
+	}
+	if ((rc = apply_to(pv, PRIVACY_BEFORE, c)) < 0) {
+		(void)states_resync(pv, PRIVACY_AFTER, PRIVACY_BEFORE);
 		return rc;
 	}
-	return before ? seen : cb(arg, c);
+	return seen;
+}
+
+int privacy_begin(privacy *pv, const change_txn *txn)
+{
+	pv->err[0] = '\0';
+	if (pv->broken)
+		return refuse_broken(pv);
+	txnbuf_reset(pv->tb); /* a transaction begun again without its commit was cut off */
+	pv->in_txn = true;
+	pv->txn_policy = false;
+	pv->xid = txn != NULL ? txn->xid : 0;
+	return 0;
+}
+
+int privacy_change(privacy *pv, const change *c, privacy_judge_cb cb, void *arg)
+{
+	if (c->txn == NULL)
+		return privacy_judge(pv, c, cb, arg); /* a non-transactional message: at once */
+	pv->err[0] = '\0';
+	if (!pv->in_txn) {
+		snprintf(pv->err, sizeof(pv->err), "a change of xid %u outside a transaction", (unsigned)c->txn->xid);
+		return -EINVAL;
+	}
+	int rc = txnbuf_append(pv->tb, c);
+	if (rc < 0) {
+		snprintf(pv->err, sizeof(pv->err), "xid=%u: holding the transaction: %s", (unsigned)pv->xid,
+		         rc == -EIO ? "cannot write the spill file" : strerror(-rc));
+		return rc;
+	}
+	pv->txn_policy |= policy_change(pv, c);
+	return 0;
+}
+
+typedef struct replay_ctx {
+	privacy *pv;
+	int w;
+	privacy_judge_cb cb;
+	void *arg;
+	bool cb_failed; /* the error is the callback's own */
+} replay_ctx;
+
+static int replay_apply_cb(void *arg, const change *c)
+{
+	replay_ctx *x = arg;
+	return policy_change(x->pv, c) ? apply_to(x->pv, x->w, c) : 0;
+}
+
+static int replay_judge_cb(void *arg, const change *c)
+{
+	replay_ctx *x = arg;
+	arena_reset(x->pv->mem);
+	int rc = x->cb(x->arg, c);
+	x->cb_failed = rc < 0;
+	return rc < 0 ? rc : 0;
+}
+
+static int replay_failed(privacy *pv, const replay_ctx *x, int rc)
+{
+	if (rc == -EIO && !x->cb_failed && pv->err[0] == '\0')
+		snprintf(pv->err, sizeof(pv->err), "xid=%u: cannot read the spill file back", (unsigned)pv->xid);
+	return rc;
+}
+
+int privacy_commit(privacy *pv, const change_txn *txn, privacy_judge_cb cb, void *arg)
+{
+	pv->err[0] = '\0';
+	if (pv->broken)
+		return refuse_broken(pv);
+	if (!pv->in_txn) {
+		snprintf(pv->err, sizeof(pv->err), "a commit without a transaction");
+		return -EINVAL;
+	}
+	replay_ctx x = {pv, PRIVACY_AFTER, cb, arg, false};
+	int rc = 0;
+	if (pv->txn_policy) {
+		rc = replay_failed(pv, &x, txnbuf_replay(pv->tb, txn, replay_apply_cb, &x));
+		pv->pending = true;
+	}
+	if (rc == 0)
+		rc = replay_failed(pv, &x, txnbuf_replay(pv->tb, txn, replay_judge_cb, &x));
+	pv->pending = false;
+	if (rc < 0) {
+		if (pv->txn_policy)
+			(void)states_resync(pv, PRIVACY_BEFORE, PRIVACY_AFTER);
+	} else if (pv->txn_policy) {
+		x.w = PRIVACY_BEFORE;
+		rc = replay_failed(pv, &x, txnbuf_replay(pv->tb, txn, replay_apply_cb, &x));
+		if (rc < 0)
+			(void)states_resync(pv, PRIVACY_AFTER, PRIVACY_BEFORE);
+	}
+	txnbuf_reset(pv->tb);
+	pv->in_txn = false;
+	pv->txn_policy = false;
+	return rc;
+}
+
+void privacy_abort(privacy *pv)
+{
+	txnbuf_reset(pv->tb);
+	pv->in_txn = false;
+	pv->txn_policy = false;
+}
+
+void privacy_get_txn_stats(const privacy *pv, txnbuf_stats *out)
+{
+	txnbuf_get_stats(pv->tb, out);
 }
 
 /* privacy_step's judge: one viewer. */

@@ -106,8 +106,7 @@ static int state_rows_read(tail *t, FILE *pf)
 	char line[512];
 	if (fgets(line, sizeof(line), pf) == NULL || strcmp(line, "state=1\n") != 0)
 		return 0; /* no state in this checkpoint */
-	policy_state *ps = privacy_state(t->priv);
-	policy_state_clear(ps);
+	privacy_clear(t->priv);
 	while (fgets(line, sizeof(line), pf) != NULL) {
 		char *v[4];
 		char *save = NULL;
@@ -118,7 +117,7 @@ static int state_rows_read(tail *t, FILE *pf)
 		if (n != 4 || (line[0] != 'm' && line[0] != 'r'))
 			return -EINVAL;
 		const char *vals[3] = {v[1], v[2], v[3]};
-		if (policy_state_load_row(ps, line[0] == 'm' ? POLICY_STATE_MEMBERSHIP : POLICY_STATE_RULES, vals) < 0)
+		if (privacy_load_row(t->priv, line[0] == 'm' ? POLICY_STATE_MEMBERSHIP : POLICY_STATE_RULES, vals) < 0)
 			return -EINVAL;
 	}
 	t->state_loaded = true;
@@ -342,33 +341,18 @@ static int begin_cb(void *arg, const change_txn *txn)
 	tail *t = arg;
 	t->skipping = txn->commit_lsn < t->skip_before;
 	t->txn_offset = t->offset;
+	if (t->priv != NULL && privacy_begin(t->priv, txn) < 0) {
+		log_error("tail.privacy_failed", "xid=%u: %s", (unsigned)txn->xid, privacy_error(t->priv));
+		tail_finish(t, 1);
+		return 1;
+	}
 	return 0;
 }
 
-static int change_cb(void *arg, change *c)
+/* Prints c (the viewer's version, when there is a viewer). 0, or 1 to stop (finished). */
+static int change_print(tail *t, const change *c)
 {
-	tail *t = arg;
-	if (t->done)
-		return 0;
-	bool wanted = !t->skipping && change_wanted(t, c);
 	char lsn[LSN_TEXT_MAX];
-	change seen;
-	if (t->priv != NULL) {
-		/* Every change moves the mirrored policy state, printed or not (already written by an
-		 * earlier run, or filtered out). */
-		privacy_viewer v = {t->opt->viewer_uid, t->bypass};
-		int rc = privacy_step(t->priv, c, &v, &seen);
-		if (rc < 0) {
-			log_error("tail.privacy_failed", "lsn=%s: %s", lsn_format(c->lsn, lsn), privacy_error(t->priv));
-			tail_finish(t, 1);
-			return 1;
-		}
-		if (rc == 0)
-			wanted = false;
-		c = &seen;
-	}
-	if (!wanted)
-		return 0;
 	if (t->limit_reached) {
 		/* More of the transaction than the limit allows: stop without confirming it, so the
 		 * next run gets the whole transaction again. */
@@ -412,9 +396,59 @@ static int change_cb(void *arg, change *c)
 	return 0;
 }
 
+/* The privacy stage's judging callback: one change of a committing transaction (or a
+ * non-transactional message), printed when wanted and visible to the viewer. 0, a negative
+ * errno (privacy_error says why), or -ECANCELED when printing stopped the run. */
+static int judged_cb(void *arg, const change *c)
+{
+	tail *t = arg;
+	if (t->done || t->skipping || !change_wanted(t, c))
+		return 0; /* already written by an earlier run, or filtered out */
+	privacy_viewer v = {t->opt->viewer_uid, t->bypass};
+	change seen;
+	int rc = privacy_view_as(t->priv, c, &v, &seen);
+	if (rc <= 0)
+		return rc;
+	return change_print(t, &seen) != 0 ? -ECANCELED : 0;
+}
+
+/* A privacy stage call failed: a stop already handled, or an error to report. Returns 1. */
+static int privacy_failed(tail *t, int rc, uint64_t lsn)
+{
+	char text[LSN_TEXT_MAX];
+	if (rc != -ECANCELED) {
+		log_error("tail.privacy_failed", "lsn=%s: %s", lsn_format(lsn, text), privacy_error(t->priv));
+		tail_finish(t, 1);
+	}
+	return 1;
+}
+
+static int change_cb(void *arg, change *c)
+{
+	tail *t = arg;
+	if (t->done)
+		return 0;
+	if (t->priv != NULL) {
+		/* Held until the commit, where the transaction is judged as a whole (a message outside
+		 * any transaction is judged at once). */
+		int rc = privacy_change(t->priv, c, judged_cb, t);
+		return rc < 0 ? privacy_failed(t, rc, c->lsn) : 0;
+	}
+	if (t->skipping || !change_wanted(t, c))
+		return 0;
+	return change_print(t, c);
+}
+
 static int commit_cb(void *arg, const change_txn *txn)
 {
 	tail *t = arg;
+	if (t->priv != NULL && !t->done) {
+		/* The transaction's lines, in order, judged with the policy state as of its commit
+		 * (new rows) and just before it (old rows). */
+		int rc = privacy_commit(t->priv, txn, judged_cb, t);
+		if (rc < 0)
+			return privacy_failed(t, rc, txn->commit_lsn);
+	}
 	t->skipping = false;
 	t->txn_offset = -1;
 	if (txn->end_lsn > t->written_end)
@@ -432,6 +466,8 @@ static int commit_cb(void *arg, const change_txn *txn)
 static void abandon_cb(void *arg)
 {
 	tail *t = arg;
+	if (t->priv != NULL)
+		privacy_abort(t->priv); /* nothing of it was applied or printed */
 	if (!t->to_file || t->txn_offset < 0)
 		return; /* stdout cannot take back what it printed (see tail.h) */
 	if (fflush(t->out) != 0 || ftruncate(t->out_fd, t->txn_offset) != 0) {
@@ -632,6 +668,12 @@ int tail_run(const config *cfg, const tail_options *opt)
 		}
 		if (privacy_create(t.pol, t.keys, &t.priv, err) < 0) {
 			log_error("tail.privacy", "%s", err);
+			t.exit_code = 1;
+			goto cleanup;
+		}
+		if (privacy_set_txn_buffer(t.priv, (size_t)cfg->privacy_txn_memory,
+		                           cfg->privacy_spill_dir[0] ? cfg->privacy_spill_dir : NULL) < 0) {
+			log_error("tail.privacy", "%s", privacy_error(t.priv));
 			t.exit_code = 1;
 			goto cleanup;
 		}

@@ -15,7 +15,8 @@
  *    FILE.pos are created 0600; the directory is fsynced after each rename of FILE.pos.
  *
  * With a viewer (--as USER or --jwt TOKEN), every change goes through the privacy stage first:
- * only what that user may see is printed, masks applied. The policy state (memberships, privacy
+ * only what that user may see is printed, masks applied. The stage judges a transaction as a
+ * whole (privacy.h), so its lines are printed when its commit arrives. The policy state (memberships, privacy
  * rules) is loaded from the slot's exported snapshot when the slot is created — exact — or from
  * the current database when the slot already exists (logged: replayed changes older than that
  * are judged by today's memberships).

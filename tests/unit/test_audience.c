@@ -80,7 +80,8 @@ static rel_column roles_cols[] = {
 	{.name = "role", .type_oid = TEXT_T, .typmod = -1},
 	{.name = "created_at", .type_oid = TS_T, .typmod = -1},
 };
-static const relation roles_rel = {.oid = 16400, .schema = "public", .name = "org_roles", .ncols = 4,
+/* Not const: the transaction buffer takes references (relation_ref counts in the relation). */
+static relation roles_rel = {.oid = 16400, .schema = "public", .name = "org_roles", .ncols = 4,
                                    .cols = roles_cols, .replident = 'f', .version = 1};
 
 static rel_column rules_cols[] = {
@@ -90,7 +91,7 @@ static rel_column rules_cols[] = {
 	{.name = "min_role", .type_oid = TEXT_T, .typmod = -1},
 	{.name = "created_at", .type_oid = TS_T, .typmod = -1},
 };
-static const relation rules_rel = {.oid = 16410, .schema = "public", .name = "privacy_rules", .ncols = 5,
+static relation rules_rel = {.oid = 16410, .schema = "public", .name = "privacy_rules", .ncols = 5,
                                    .cols = rules_cols, .replident = 'f', .version = 1};
 
 enum { E_ID, E_ORG, E_CONTACT, E_USER, E_KIND, E_DIR, E_STATUS, E_STARTED, E_DUR, E_FROM, E_TO, E_BODY,
@@ -110,7 +111,7 @@ static rel_column events_cols[] = {
 	{.name = "body", .type_oid = BYTEA_T, .typmod = -1},
 	{.name = "created_at", .type_oid = TS_T, .typmod = -1},
 };
-static const relation events_rel = {.oid = 16420, .schema = "public", .name = "events", .ncols = E_NCOLS,
+static relation events_rel = {.oid = 16420, .schema = "public", .name = "events", .ncols = E_NCOLS,
                                     .cols = events_cols, .replident = 'f', .version = 1};
 
 enum { T_ID, T_ORG, T_ASSIGNEE, T_REVIEWER, T_SECRET, T_NCOLS };
@@ -121,14 +122,14 @@ static rel_column tasks_cols[] = {
 	{.name = "reviewer", .type_oid = UUID_T, .typmod = -1},
 	{.name = "secret", .type_oid = TEXT_T, .typmod = -1},
 };
-static const relation tasks_rel = {.oid = 16430, .schema = "public", .name = "tasks", .ncols = T_NCOLS,
+static relation tasks_rel = {.oid = 16430, .schema = "public", .name = "tasks", .ncols = T_NCOLS,
                                    .cols = tasks_cols, .replident = 'f', .version = 1};
 
 static rel_column misc_cols[] = {
 	{.name = "id", .type_oid = INT_T, .typmod = -1, .key = true},
 	{.name = "org_id", .type_oid = UUID_T, .typmod = -1},
 };
-static const relation misc_rel = {.oid = 16440, .schema = "public", .name = "misc", .ncols = 2,
+static relation misc_rel = {.oid = 16440, .schema = "public", .name = "misc", .ncols = 2,
                                   .cols = misc_cols, .replident = 'f', .version = 1};
 
 static const char *const ROLES[] = {"viewer", "member", "analyst", "admin", "owner"};
@@ -263,8 +264,14 @@ static int collect_cb(void *arg, const audience_delivery *d)
 		int slot = *(const int *)d->subs[i];
 		assert_true(slot >= 0 && slot < MAX_SLOTS);
 		c->count[slot]++;
-		free(c->payload[slot]);
-		c->payload[slot] = strndup(data, len);
+		/* every payload of the call, in order, one per line */
+		size_t have = c->payload[slot] ? strlen(c->payload[slot]) : 0;
+		char *p = realloc(c->payload[slot], have + len + 2);
+		assert_non_null(p);
+		memcpy(p + have, data, len);
+		p[have + len] = '\n';
+		p[have + len + 1] = '\0';
+		c->payload[slot] = p;
 	}
 	c->audiences++;
 	if (c->keep && c->nkept < 256)
@@ -298,6 +305,7 @@ typedef struct slot {
 	bool bypass;
 	privacy *pv;    /* the brute-force stage of this subscriber */
 	audience_sub *sub; /* NULL while not subscribed */
+	buf want;       /* transactions: what the brute-force stage delivered at the commit */
 } slot;
 
 typedef struct world {
@@ -317,7 +325,9 @@ typedef struct world {
 	privacy *apv;
 	audience *aud;
 	collected col;
-	uint64_t checked_deliveries, checked_changes, moved_rows, named_changes;
+	int txn_len;     /* 0: every change published on its own; else changes held in the open txn */
+	bool txns;       /* group changes into transactions of 1 to 8 changes */
+	uint64_t checked_deliveries, checked_changes, moved_rows, named_changes, checked_txns;
 } world;
 
 static const char *random_user(world *w, char out[37])
@@ -443,6 +453,8 @@ static void step(world *w, const change *c)
 		const change_value *a = &c->new_tuple[org_col], *b = &c->old_tuple[org_col];
 		moved = !(a->kind == VALUE_TEXT && b->kind == VALUE_TEXT && a->len == b->len &&
 		          memcmp(a->data, b->data, a->len) == 0);
+		/* a change of the policy itself: old ranks (before it) may differ from the new ones */
+		moved |= c->rel == &roles_rel || c->rel == &rules_rel;
 	}
 	if (governed_row)
 		org_ranks(w, &row[org_col], present);
@@ -496,6 +508,7 @@ static void step(world *w, const change *c)
 		}
 		buf_clear(&line);
 		assert_int_equal(change_json_write(&line, &out, 0), 0);
+		assert_int_equal(buf_putc(&line, '\n'), 0);
 		if (w->col.count[i] != 1)
 			fail_msg("change %lu: slot %d (uid %s) got %d deliveries, wanted 1: %s",
 			         (unsigned long)w->checked_changes, i, s->uid, w->col.count[i], line.data);
@@ -508,19 +521,89 @@ static void step(world *w, const change *c)
 	w->checked_changes++;
 }
 
+/* The brute-force judging callback of one slot's own stage: its view, appended to want. */
+static int want_cb(void *arg, const change *c)
+{
+	slot *s = arg;
+	privacy_viewer v = {s->has_uid ? s->uid : NULL, s->bypass};
+	change out;
+	int rc = privacy_view_as(s->pv, c, &v, &out);
+	if (rc <= 0)
+		return rc;
+	assert_int_equal(change_json_write(&s->want, &out, 0), 0);
+	assert_int_equal(buf_putc(&s->want, '\n'), 0);
+	return 0;
+}
+
+static const change_txn TXN = {.xid = 900, .commit_lsn = 0x2000000, .end_lsn = 0x2000010, .commit_time = 0};
+
+/* Commits the open transaction through the audience and through every slot's own stage, and
+ * compares what each subscribed slot got, payload by payload, in order. */
+static void txn_commit(world *w)
+{
+	if (w->txn_len == 0)
+		return;
+	collected_reset(&w->col);
+	int rc = audience_commit(w->aud, &TXN, collect_cb, &w->col);
+	if (rc < 0)
+		fail_msg("audience_commit: %d %s", rc, audience_error(w->aud));
+	assert_int_equal(rc, w->col.audiences);
+	for (int i = 0; i < w->nslots; i++) {
+		slot *s = &w->slots[i];
+		buf_clear(&s->want);
+		if (privacy_commit(s->pv, &TXN, want_cb, s) < 0)
+			fail_msg("privacy_commit: %s", privacy_error(s->pv));
+		const char *got = w->col.payload[i] ? w->col.payload[i] : "";
+		const char *want = s->sub != NULL && s->want.len > 0 ? s->want.data : "";
+		if (strcmp(got, want) != 0)
+			fail_msg("transaction %lu (%d changes): slot %d (uid %s, bypass %d)\n got  %s\n want %s",
+			         (unsigned long)w->checked_txns, w->txn_len, i, s->uid, s->bypass, got, want);
+		if (s->sub != NULL)
+			w->checked_deliveries += (uint64_t)w->col.count[i];
+	}
+	audience_stats st;
+	audience_get_stats(w->aud, &st);
+	assert_int_equal(st.failed, 0);
+	w->checked_txns++;
+	w->txn_len = 0;
+}
+
+/* Holds c in the open transaction (begun when none is). */
+static void txn_change(world *w, const change *c)
+{
+	if (w->txn_len == 0) {
+		assert_int_equal(audience_begin(w->aud, &TXN), 0);
+		for (int i = 0; i < w->nslots; i++)
+			assert_int_equal(privacy_begin(w->slots[i].pv, &TXN), 0);
+	}
+	collected_reset(&w->col);
+	assert_int_equal(audience_change(w->aud, c, collect_cb, &w->col), 0);
+	assert_int_equal(w->col.audiences, 0); /* nothing before the commit */
+	for (int i = 0; i < w->nslots; i++)
+		assert_int_equal(privacy_change(w->slots[i].pv, c, want_cb, &w->slots[i]), 0);
+	w->txn_len++;
+	w->checked_changes++;
+	if (rnd(&w->seed, 4) == 0 || w->txn_len == 8)
+		txn_commit(w);
+}
+
 static void emit(world *w, change_action a, const relation *rel, const trow *n, const trow *o)
 {
 	tuple nt, ot;
-	change_txn txn = {.xid = 900, .commit_lsn = 0x2000000, .commit_time = 0};
-	change c = {.action = a, .lsn = 0x1000000 + w->checked_changes, .txn = &txn, .rel = rel,
+	change c = {.action = a, .lsn = 0x1000000 + w->checked_changes, .txn = &TXN, .rel = rel,
 	            .new_tuple = n ? to_tuple(&nt, n) : NULL, .old_tuple = o ? to_tuple(&ot, o) : NULL};
-	step(w, &c);
+	if (w->txns)
+		txn_change(w, &c);
+	else
+		step(w, &c);
 }
 
 static void emit_message(world *w)
 {
 	change c = {.action = CHANGE_MESSAGE, .lsn = 0x1000000 + w->checked_changes, .transactional = false,
 	            .prefix = "walcast", .content = "hello", .content_len = 5};
+	if (w->txns)
+		txn_commit(w); /* a non-transactional message comes between transactions */
 	step(w, &c);
 }
 
@@ -680,7 +763,8 @@ static void random_change(world *w)
 			w->ne = 0;
 			emit(w, CHANGE_TRUNCATE, &events_rel, NULL, NULL);
 		}
-	} else { /* subscribers come and go */
+	} else { /* subscribers come and go (between transactions) */
+		txn_commit(w);
 		int i = (int)rnd(&w->seed, (unsigned)w->nslots);
 		slot *s = &w->slots[i];
 		if (s->sub != NULL) {
@@ -692,15 +776,17 @@ static void random_change(world *w)
 			                 0);
 		}
 	}
-	check_index(w);
+	if (w->txn_len == 0)
+		check_index(w);
 }
 
-static void run_world(fixture *f, uint64_t seed, int nchanges)
+static void run_world(fixture *f, uint64_t seed, int nchanges, bool txns)
 {
 	world *w = calloc(1, sizeof(*w));
 	assert_non_null(w);
 	w->f = f;
 	w->seed = seed;
+	w->txns = txns;
 	w->apv = new_privacy(f);
 	assert_int_equal(audience_create(w->apv, 0, &w->aud), 0);
 	/* slots: users 0..N_USERS-1 with one to three connections, two bypass, one without a uid,
@@ -729,6 +815,7 @@ static void run_world(fixture *f, uint64_t seed, int nchanges)
 	assert_true(w->nslots <= MAX_SLOTS);
 	for (int i = 0; i < w->nslots; i++) {
 		w->slots[i].pv = new_privacy(f);
+		buf_init(&w->slots[i].want);
 		if (rnd(&w->seed, 4) != 0)
 			assert_int_equal(audience_subscribe(w->aud, &slot_ids[i], w->slots[i].has_uid ? w->slots[i].uid : NULL,
 			                                    w->slots[i].bypass, &w->slots[i].sub),
@@ -736,6 +823,7 @@ static void run_world(fixture *f, uint64_t seed, int nchanges)
 	}
 	for (int i = 0; i < nchanges; i++)
 		random_change(w);
+	txn_commit(w);
 	/* the index rebuilt from scratch is the one maintained incrementally */
 	audience_stats before, after;
 	audience_get_stats(w->aud, &before);
@@ -744,14 +832,22 @@ static void run_world(fixture *f, uint64_t seed, int nchanges)
 	assert_int_equal(before.links, after.links);
 	assert_int_equal(before.orgs, after.orgs);
 	assert_true(w->checked_deliveries > 100);
-	assert_true(w->moved_rows > 0);
-	assert_true(w->named_changes > 0);
-	print_message("seed %lx: %lu changes, %lu deliveries compared, %lu evaluations, %lu audiences\n",
-	              (unsigned long)seed, (unsigned long)w->checked_changes, (unsigned long)w->checked_deliveries,
+	if (txns) {
+		assert_true(w->checked_txns > 200);
+	} else {
+		assert_true(w->moved_rows > 0);
+		assert_true(w->named_changes > 0);
+	}
+	print_message("seed %lx%s: %lu changes, %lu transactions, %lu deliveries compared, %lu evaluations, "
+	              "%lu audiences\n",
+	              (unsigned long)seed, txns ? " (transactions)" : "", (unsigned long)w->checked_changes,
+	              (unsigned long)w->checked_txns, (unsigned long)w->checked_deliveries,
 	              (unsigned long)after.evaluations, (unsigned long)after.audiences);
 	collected_reset(&w->col);
-	for (int i = 0; i < w->nslots; i++)
+	for (int i = 0; i < w->nslots; i++) {
 		privacy_destroy(w->slots[i].pv);
+		buf_fini(&w->slots[i].want);
+	}
 	audience_destroy(w->aud);
 	privacy_destroy(w->apv);
 	free(w);
@@ -763,7 +859,20 @@ static void test_randomized_equivalence(void **state)
 		slot_ids[i] = i;
 	const uint64_t seeds[] = {0x9E3779B97F4A7C15ULL, 0x1234567ULL, 0xC0FFEEULL, 0xBADC0DEULL};
 	for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
-		run_world(*state, seeds[i], 1500);
+		run_world(*state, seeds[i], 1500, false);
+}
+
+/* The same, with the changes grouped into transactions of 1 to 8 changes that mix policy and
+ * data changes: each transaction's deliveries, in order, equal those of the brute-force stages
+ * judging that transaction (new rows by the state as of its commit, old rows by the state just
+ * before it). */
+static void test_randomized_transactions(void **state)
+{
+	for (int i = 0; i < MAX_SLOTS; i++)
+		slot_ids[i] = i;
+	const uint64_t seeds[] = {0x9E3779B97F4A7C15ULL, 0xFEEDFACEULL, 0xC0FFEEULL};
+	for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
+		run_world(*state, seeds[i], 1500, true);
 }
 
 /* ---- deterministic cases ------------------------------------------------------------------------- */
@@ -957,6 +1066,77 @@ static void test_index_maintenance(void **state)
 	det_fini(&d);
 }
 
+static void det_change(det *d, change_action a, const relation *rel, const trow *n, const trow *o)
+{
+	static const change_txn txn = {.xid = 901, .commit_lsn = 0x3000000, .end_lsn = 0x3000010};
+	tuple nt, ot;
+	change c = {.action = a, .lsn = ++d->lsn, .txn = &txn, .rel = rel, .new_tuple = n ? to_tuple(&nt, n) : NULL,
+	            .old_tuple = o ? to_tuple(&ot, o) : NULL};
+	assert_int_equal(audience_change(d->aud, &c, collect_cb, &d->col), 0);
+}
+
+static int det_commit(det *d)
+{
+	static const change_txn txn = {.xid = 901, .commit_lsn = 0x3000000, .end_lsn = 0x3000010};
+	collected_reset(&d->col);
+	int rc = audience_commit(d->aud, &txn, collect_cb, &d->col);
+	assert_true(rc >= 0);
+	return rc;
+}
+
+/* A transaction cut off leaves nothing; one that removes a member and deletes rows of the org
+ * still sends those deletes to the member (the BEFORE index); an event inserted with its
+ * handler's removal never reaches the handler (the AFTER index). */
+static void test_transactions(void **state)
+{
+	det d;
+	det_init(&d, *state);
+	static const change_txn txn = {.xid = 901, .commit_lsn = 0x3000000, .end_lsn = 0x3000010};
+	trow m1 = mrow(1, 1, "viewer"), m2 = mrow(1, 2, "member");
+	trow e = erow(1, 1, "0d000000-0000-4000-8000-000000000001");
+	trow e2 = erow(1, 1, "0d000000-0000-4000-8000-000000000002");
+	det_publish(&d, CHANGE_INSERT, &roles_rel, &m2, NULL);
+	sub(&d, 1, 1);
+	sub(&d, 2, 2);
+	/* cut off: user 1 is not made a member, nothing is delivered */
+	assert_int_equal(audience_begin(d.aud, &txn), 0);
+	det_change(&d, CHANGE_INSERT, &roles_rel, &m1, NULL);
+	det_change(&d, CHANGE_INSERT, &events_rel, &e, NULL);
+	assert_int_equal(d.col.audiences, 0);
+	audience_abort(d.aud);
+	audience_stats st;
+	audience_get_stats(d.aud, &st);
+	assert_int_equal(st.links, 1);
+	assert_int_equal(policy_state_rank(privacy_state(d.pv), mrow(1, 1, "x").cell[0], 36, m1.cell[1], 36), 0);
+	/* sent again, committed: user 1 gets the roster row and the event they handle */
+	assert_int_equal(audience_begin(d.aud, &txn), 0);
+	det_change(&d, CHANGE_INSERT, &roles_rel, &m1, NULL);
+	det_change(&d, CHANGE_INSERT, &events_rel, &e, NULL);
+	assert_true(det_commit(&d) >= 2);
+	assert_int_equal(d.col.count[1], 2);
+	assert_int_equal(d.col.count[2], 2);
+	/* user 1 removed and the event deleted in one transaction: the delete still reaches them */
+	assert_int_equal(audience_begin(d.aud, &txn), 0);
+	det_change(&d, CHANGE_DELETE, &roles_rel, NULL, &m1);
+	det_change(&d, CHANGE_DELETE, &events_rel, NULL, &e);
+	det_commit(&d);
+	assert_int_equal(d.col.count[1], 2);
+	assert_non_null(strstr(d.col.payload[1], "\"action\":\"delete\",\"schema\":\"public\",\"table\":\"events\""));
+	assert_int_equal(d.col.count[2], 2);
+	/* back as a viewer, an event they handle and their removal in one transaction: nothing */
+	det_publish(&d, CHANGE_INSERT, &roles_rel, &m1, NULL);
+	assert_int_equal(audience_begin(d.aud, &txn), 0);
+	det_change(&d, CHANGE_INSERT, &events_rel, &e2, NULL);
+	det_change(&d, CHANGE_DELETE, &roles_rel, NULL, &m1);
+	det_commit(&d);
+	assert_int_equal(d.col.count[1], 1); /* only the delete of their own roster row */
+	assert_non_null(strstr(d.col.payload[1], "\"table\":\"org_roles\""));
+	assert_int_equal(d.col.count[2], 2);
+	audience_get_stats(d.aud, &st);
+	assert_int_equal(st.links, 1);
+	det_fini(&d);
+}
+
 /* Payloads kept by a sink outlive the publish and the audience. */
 static void test_payload_lifetime(void **state)
 {
@@ -991,7 +1171,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_index_maintenance, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_payload_lifetime, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_randomized_equivalence, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_randomized_transactions, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

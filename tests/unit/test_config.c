@@ -39,6 +39,32 @@ static void test_defaults(void **state)
 	assert_string_equal(c.jwt_audience, "authenticated");
 	assert_true(c.jwt_require_exp);
 	assert_int_equal(c.jwt_leeway_ms, 30000);
+	assert_int_equal(c.privacy_txn_memory, 16 << 20);
+	assert_string_equal(c.privacy_spill_dir, "");
+	config_fini(&c);
+}
+
+/* Sizes: bytes, or kB/MB/GB (powers of 1024), within the key's bounds. */
+static void test_sizes(void **state)
+{
+	config c;
+	char err[CONFIG_ERROR_MAX];
+	assert_int_equal(config_init(&c), 0);
+	const struct { const char *text; int64_t bytes; } ok[] = {
+		{"4096", 4096}, {"8192B", 8192}, {"512kB", 512 * 1024}, {"64MB", 64 << 20}, {"2GB", INT64_C(2) << 30},
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		assert_int_equal(config_set(&c, "privacy", "txn_memory", ok[i].text, err), 0);
+		assert_int_equal(c.privacy_txn_memory, ok[i].bytes);
+	}
+	const char *bad[] = {"16 MB", "16mb", "-1", "MB", "1TB", "99999999999999999999"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(config_set(&c, "privacy", "txn_memory", bad[i], err), -EINVAL);
+		assert_non_null(strstr(err, "is not a size"));
+	}
+	assert_int_equal(config_set(&c, "privacy", "txn_memory", "1kB", err), -EINVAL);
+	assert_non_null(strstr(err, "out of range"));
+	assert_int_equal(c.privacy_txn_memory, INT64_C(2) << 30); /* unchanged by the refusals */
 	config_fini(&c);
 }
 
@@ -191,6 +217,7 @@ int main(void)
 		cmocka_unit_test(test_file_errors), cmocka_unit_test(test_file_missing),
 		cmocka_unit_test(test_env),        cmocka_unit_test(test_set_and_table),
 		cmocka_unit_test(test_file_is_directory), cmocka_unit_test(test_env_unknown_keys),
+		cmocka_unit_test(test_sizes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,11 +1,13 @@
 /*
  * test_policy_state — unit tests for the policy-state mirror (src/policy_state.h): membership
  * and privacy-rule rows applied from hand-made change records (insert, update, delete,
- * truncate), ranks visible exactly from the change that made them, max semantics over duplicate
- * rows, unknown roles, malformed changes refused with the state unchanged, unrelated tables
- * ignored, rebinding after ALTER TABLE, snapshot loading, per-org enumeration and change
- * callbacks, per-user org lists, a randomized comparison against a naive model of the SQL functions, 100k members
- * across 100 orgs, and the lookup rate.
+ * truncate), ranks visible exactly from the change that made them, one row per (org, user) as
+ * the table's primary key has it (a replayed insert replaces, one delete removes), the max over
+ * several rules of a subject, unknown roles, malformed changes refused with the state
+ * unchanged, unrelated tables ignored, rebinding after ALTER TABLE, snapshot loading, per-org
+ * enumeration and change callbacks, per-user org lists, a randomized comparison against a
+ * naive model of the table and the SQL functions, 100k members across 100 orgs, and the lookup
+ * rate.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -355,7 +357,7 @@ static void test_membership_lifecycle(void **state)
 {
 	policy_state *ps = *state;
 	recorder rec = {.ps = ps, .state_current = true};
-	policy_state_set_change_cb(ps, record_cb, &rec);
+	assert_int_equal(policy_state_add_change_cb(ps, record_cb, &rec), 0);
 
 	assert_int_equal(rank(ps, O1, U1), 0);
 	m_insert(ps, O1, U1, "admin");
@@ -414,7 +416,7 @@ static void test_update_moves_key(void **state)
 {
 	policy_state *ps = *state;
 	recorder rec = {.ps = ps, .state_current = true};
-	policy_state_set_change_cb(ps, record_cb, &rec);
+	assert_int_equal(policy_state_add_change_cb(ps, record_cb, &rec), 0);
 
 	m_insert(ps, O1, U1, "admin");
 	/* The org of the row changes: gone from O1, admin in O2, in one change. */
@@ -474,63 +476,108 @@ static void test_update_without_full_old_row(void **state)
 	assert_int_equal(st.missing_rows, 0);
 }
 
-static void test_duplicates_max(void **state)
+static int count_rows_cb(void *arg, int table, const char *const *values)
+{
+	(void)values;
+	if (table == POLICY_STATE_MEMBERSHIP)
+		++*(int *)arg;
+	return 0;
+}
+
+/* org_roles has one row per (org, user) (its primary key), and so has the mirror: an insert of a
+ * key it holds — a transaction replayed after a reconnect, or a change older than the snapshot
+ * the mirror was loaded from — replaces that row instead of adding a second one, so that the one
+ * DELETE of the key removes the membership (issue 6, item 1). */
+static void test_keyed_rows(void **state)
 {
 	policy_state *ps = *state;
 	recorder rec = {.ps = ps, .state_current = true};
-	policy_state_set_change_cb(ps, record_cb, &rec);
+	assert_int_equal(policy_state_add_change_cb(ps, record_cb, &rec), 0);
 
 	m_insert(ps, O1, U1, "viewer");
-	m_insert(ps, O1, U1, "admin");
-	assert_int_equal(rank(ps, O1, U1), ADMIN);
-	m_insert(ps, O1, U1, "member");
-	assert_int_equal(rank(ps, O1, U1), ADMIN);
-	m_insert(ps, O1, U1, "owner");
-	assert_int_equal(rank(ps, O1, U1), OWNER);
-	m_insert(ps, O1, U1, "owner");
-
+	m_insert(ps, O1, U1, "viewer"); /* the same insert again (replayed) */
+	assert_int_equal(rank(ps, O1, U1), VIEWER);
 	policy_state_stats st;
 	policy_state_get_stats(ps, &st);
-	assert_int_equal(st.member_rows, 5);
+	assert_int_equal(st.member_rows, 1);
 	assert_int_equal(st.member_keys, 1);
-	assert_int_equal(st.members, 1);
-
-	m_delete(ps, O1, U1, "owner");
-	assert_int_equal(rank(ps, O1, U1), OWNER); /* the other owner row */
-	m_delete(ps, O1, U1, "owner");
-	assert_int_equal(rank(ps, O1, U1), ADMIN);
+	assert_int_equal(st.replaced_members, 1);
 	m_delete(ps, O1, U1, "viewer");
-	assert_int_equal(rank(ps, O1, U1), ADMIN);
-	/* A delete of a row the mirror does not hold changes nothing and is counted. */
-	m_delete(ps, O1, U1, "analyst");
-	assert_int_equal(rank(ps, O1, U1), ADMIN);
-	policy_state_get_stats(ps, &st);
-	assert_int_equal(st.missing_rows, 1);
-	assert_int_equal(st.member_rows, 2);
-	m_update(ps, O1, U1, "admin", O1, U1, "viewer");
-	assert_int_equal(rank(ps, O1, U1), MEMBER);
-	m_delete(ps, O1, U1, "member");
-	assert_int_equal(rank(ps, O1, U1), VIEWER);
-	m_delete(ps, O1, U1, "viewer");
-	assert_int_equal(rank(ps, O1, U1), 0);
-
-	/* one callback per change of the maximum */
-	int want[][2] = {{0, VIEWER}, {VIEWER, ADMIN}, {ADMIN, OWNER}, {OWNER, ADMIN}, {ADMIN, MEMBER},
-	                 {MEMBER, VIEWER}, {VIEWER, 0}};
-	assert_int_equal(rec.n, 7);
-	for (size_t i = 0; i < 7; i++)
-		assert_event(&rec, i, O1, U1, want[i][0], want[i][1]);
-	assert_true(rec.state_current);
+	assert_int_equal(rank(ps, O1, U1), 0); /* one delete removes the membership */
 	policy_state_get_stats(ps, &st);
 	assert_int_equal(st.member_rows, 0);
-	assert_int_equal(st.member_keys, 0);
+	assert_int_equal(st.members, 0);
+
+	/* a replayed insert of an older role replaces the newer one: the last change wins, as the
+	 * table's row would be after the same statements */
+	m_insert(ps, O1, U1, "admin");
+	m_insert(ps, O1, U1, "member");
+	assert_int_equal(rank(ps, O1, U1), MEMBER);
+	m_insert(ps, O1, U1, "owner");
+	assert_int_equal(rank(ps, O1, U1), OWNER);
+	/* a delete removes the key whatever role its old tuple names */
+	m_delete(ps, O1, U1, "analyst");
+	assert_int_equal(rank(ps, O1, U1), 0);
+	/* a delete of a key the mirror does not hold changes nothing and is counted */
+	m_delete(ps, O1, U1, "owner");
+	policy_state_get_stats(ps, &st);
+	assert_int_equal(st.missing_rows, 1);
+	assert_int_equal(st.member_rows, 0);
+	/* an update of a key the mirror does not hold sets the new row (and is counted) */
+	m_update(ps, O1, U2, "viewer", O1, U2, "analyst");
+	assert_int_equal(rank(ps, O1, U2), ANALYST);
+	policy_state_get_stats(ps, &st);
+	assert_int_equal(st.missing_rows, 2);
+	assert_int_equal(st.member_rows, 1);
+	/* the dump holds one row per key, and reloads to the same state */
+	m_insert(ps, O1, U2, "admin");
+	int rows = 0;
+	assert_int_equal(policy_state_dump(ps, count_rows_cb, &rows), 0);
+	assert_int_equal(rows, 1);
+
+	/* one callback per change of a key's rank; a replaced row of the same role reports nothing */
+	int want[][2] = {{0, VIEWER}, {VIEWER, 0}, {0, ADMIN}, {ADMIN, MEMBER}, {MEMBER, OWNER}, {OWNER, 0}};
+	assert_int_equal(rec.n, 8);
+	for (size_t i = 0; i < 6; i++)
+		assert_event(&rec, i, O1, U1, want[i][0], want[i][1]);
+	assert_event(&rec, 6, O1, U2, 0, ANALYST);
+	assert_event(&rec, 7, O1, U2, ANALYST, ADMIN);
+	assert_true(rec.state_current);
+}
+
+/* Several change callbacks, in the order added; removal; at most POLICY_STATE_CALLBACKS_MAX. */
+static void test_callbacks(void **state)
+{
+	policy_state *ps = *state;
+	recorder a = {.ps = ps, .state_current = true}, b = {.ps = ps, .state_current = true};
+	assert_int_equal(policy_state_add_change_cb(ps, record_cb, &a), 0);
+	assert_int_equal(policy_state_add_change_cb(ps, record_cb, &b), 0);
+	assert_int_equal(policy_state_add_change_cb(ps, NULL, &b), -EINVAL);
+	m_insert(ps, O1, U1, "admin");
+	assert_int_equal(a.n, 1);
+	assert_int_equal(b.n, 1);
+	assert_event(&b, 0, O1, U1, 0, ADMIN);
+	policy_state_remove_change_cb(ps, record_cb, &a);
+	policy_state_remove_change_cb(ps, record_cb, &a); /* not there any more: nothing */
+	m_delete(ps, O1, U1, "admin");
+	assert_int_equal(a.n, 1);
+	assert_int_equal(b.n, 2);
+	assert_event(&b, 1, O1, U1, ADMIN, 0);
+	recorder more[POLICY_STATE_CALLBACKS_MAX];
+	for (int i = 0; i < POLICY_STATE_CALLBACKS_MAX - 1; i++)
+		assert_int_equal(policy_state_add_change_cb(ps, record_cb, &more[i]), 0);
+	assert_int_equal(policy_state_add_change_cb(ps, record_cb, &more[POLICY_STATE_CALLBACKS_MAX - 1]), -ENOSPC);
+	for (int i = 0; i < POLICY_STATE_CALLBACKS_MAX - 1; i++)
+		policy_state_remove_change_cb(ps, record_cb, &more[i]);
+	policy_state_remove_change_cb(ps, record_cb, &b);
+	assert_true(a.state_current && b.state_current);
 }
 
 static void test_unknown_role(void **state)
 {
 	policy_state *ps = *state;
 	recorder rec = {.ps = ps, .state_current = true};
-	policy_state_set_change_cb(ps, record_cb, &rec);
+	assert_int_equal(policy_state_add_change_cb(ps, record_cb, &rec), 0);
 
 	m_insert(ps, O1, U1, "superuser");
 	assert_int_equal(rank(ps, O1, U1), 0);
@@ -544,10 +591,10 @@ static void test_unknown_role(void **state)
 	policy_state_uuid o1 = U(O1);
 	assert_int_equal(policy_state_members_uuid(ps, &o1, 0, NULL, NULL), 0);
 
-	/* max(0, viewer) = viewer; removing the viewer row leaves the unknown one: rank 0 again */
+	/* one row per key: an insert of the key replaces the unknown-role row */
 	m_insert(ps, O1, U1, "viewer");
 	assert_int_equal(rank(ps, O1, U1), VIEWER);
-	m_delete(ps, O1, U1, "viewer");
+	m_update(ps, O1, U1, "viewer", O1, U1, "superuser");
 	assert_int_equal(rank(ps, O1, U1), 0);
 	m_update(ps, O1, U1, "superuser", O1, U1, "admin");
 	assert_int_equal(rank(ps, O1, U1), ADMIN);
@@ -564,6 +611,8 @@ static void test_unknown_role(void **state)
 	assert_int_equal(rank(ps, O2, U3), OWNER);
 	policy_state_get_stats(ps, &st);
 	assert_int_equal(st.missing_rows, 0);
+	assert_int_equal(st.replaced_members, 1);
+	assert_int_equal(st.member_keys, 3);
 }
 
 /* ---- rules ------------------------------------------------------------------------------- */
@@ -663,7 +712,7 @@ static void test_truncate(void **state)
 	m_insert(ps, O1, U2, "viewer");
 	m_insert(ps, O2, U1, "nobody");
 	r_insert(ps, R1, C1, "owner");
-	policy_state_set_change_cb(ps, record_cb, &rec);
+	assert_int_equal(policy_state_add_change_cb(ps, record_cb, &rec), 0);
 
 	assert_int_equal(apply(ps, CHANGE_TRUNCATE, &roles_rel, NULL, NULL), 0);
 	assert_int_equal(rank(ps, O1, U1), 0);
@@ -699,7 +748,7 @@ static void test_load_and_clear(void **state)
 {
 	policy_state *ps = *state;
 	recorder rec = {.ps = ps, .state_current = true};
-	policy_state_set_change_cb(ps, record_cb, &rec);
+	assert_int_equal(policy_state_add_change_cb(ps, record_cb, &rec), 0);
 
 	const char *m1[] = {O1, U1, "owner"};
 	const char *m2[] = {O1, U2, "analyst"};
@@ -788,7 +837,7 @@ static void test_malformed(void **state)
 	recorder rec = {.ps = ps, .state_current = true};
 	m_insert(ps, O1, U1, "admin");
 	r_insert(ps, R1, C1, "analyst");
-	policy_state_set_change_cb(ps, record_cb, &rec);
+	assert_int_equal(policy_state_add_change_cb(ps, record_cb, &rec), 0);
 	snapshot before = snap(ps);
 	row n, o;
 
@@ -1206,7 +1255,7 @@ static void test_randomized_membership(void **state)
 	int n = 0;
 	uint64_t seed = 0x9E3779B97F4A7C15ULL;
 	model_events me;
-	policy_state_set_change_cb(ps, model_cb, &me);
+	assert_int_equal(policy_state_add_change_cb(ps, model_cb, &me), 0);
 
 	for (int step = 0; step < 20000; step++) {
 		int before[M_ORGS][M_USERS];
@@ -1220,24 +1269,32 @@ static void test_randomized_membership(void **state)
 		unsigned op = (unsigned)(rng_next(&seed) % 100);
 		model_row r = {(int)(rng_next(&seed) % M_ORGS), (int)(rng_next(&seed) % M_USERS),
 		               (int)(rng_next(&seed) % M_NROLES)};
-		if (op < 40 && n < M_MAX_ROWS) { /* insert (duplicates welcome) */
+		int held = -1; /* the row with r's key (org_roles' primary key: at most one) */
+		for (int j = 0; j < n; j++)
+			if (rows[j].org == r.org && rows[j].user == r.user)
+				held = j;
+		if (op < 40 && (n < M_MAX_ROWS || held >= 0)) {
+			/* insert; of a key already held (a replayed insert): replaces that row */
 			assert_int_equal(apply(ps, CHANGE_INSERT, &roles_rel, model_tuple(&nt, nb, &r), NULL), 0);
-			rows[n++] = r;
+			if (held >= 0)
+				rows[held] = r;
+			else
+				rows[n++] = r;
 		} else if (op < 65 && n > 0) { /* delete a held row, full old tuple */
 			int i = (int)(rng_next(&seed) % (uint64_t)n);
 			assert_int_equal(apply(ps, CHANGE_DELETE, &roles_rel, NULL, model_tuple(&ot, ob, &rows[i])), 0);
 			rows[i] = rows[--n];
-		} else if (op < 90 && n > 0) { /* update a held row to anything */
+		} else if (op < 90 && n > 0) { /* update a held row to any key not held by another */
 			int i = (int)(rng_next(&seed) % (uint64_t)n);
+			if (held >= 0 && held != i)
+				continue; /* the table's primary key refuses it */
 			assert_int_equal(apply(ps, CHANGE_UPDATE, &roles_rel, model_tuple(&nt, nb, &r),
 			                       model_tuple(&ot, ob, &rows[i])),
 			                 0);
 			rows[i] = r;
-		} else if (op < 97 && n > 0) { /* key-only old tuple, for a key held exactly once */
-			int i = (int)(rng_next(&seed) % (uint64_t)n), same = 0;
-			for (int j = 0; j < n; j++)
-				same += rows[j].org == rows[i].org && rows[j].user == rows[i].user;
-			if (same != 1)
+		} else if (op < 97 && n > 0) { /* key-only old tuple (REPLICA IDENTITY DEFAULT) */
+			int i = (int)(rng_next(&seed) % (uint64_t)n);
+			if (held >= 0 && held != i)
 				continue;
 			model_tuple(&ot, ob, &rows[i]);
 			set_cell(&ot, &roles_rel, "role", ABSENT);
@@ -1314,7 +1371,7 @@ static void test_randomized_membership(void **state)
 			}
 		}
 	}
-	policy_state_set_change_cb(ps, NULL, NULL);
+	policy_state_remove_change_cb(ps, model_cb, &me);
 }
 
 static void test_randomized_rules(void **state)
@@ -1443,7 +1500,7 @@ static void test_scale(void **state)
 		uuid_text(orgs[o], 0x0a000000, o);
 	for (unsigned i = 0; i < SCALE_MEMBERS; i++)
 		uuid_text(users[i], 0x0b000000, i);
-	policy_state_set_change_cb(ps, scale_cb, &rec);
+	assert_int_equal(policy_state_add_change_cb(ps, scale_cb, &rec), 0);
 
 	for (unsigned i = 0; i < SCALE_MEMBERS; i++) {
 		int role = scale_role(i);
@@ -1567,7 +1624,7 @@ static void test_scale(void **state)
 	for (unsigned i = 0; i < SCALE_MEMBERS; i++)
 		m_insert(ps, orgs[i % SCALE_ORGS], users[i], "member");
 	assert_true(policy_state_footprint(ps) <= fp_empty + (size_t)SCALE_ORGS * 64 + 4096);
-	policy_state_set_change_cb(ps, NULL, NULL);
+	policy_state_remove_change_cb(ps, scale_cb, &rec);
 
 	free(ou);
 	free(uu);
@@ -1701,7 +1758,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_membership_lifecycle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_update_moves_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_update_without_full_old_row, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_duplicates_max, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keyed_rows, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_callbacks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unknown_role, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rules_by_id, setup, teardown),

@@ -151,7 +151,7 @@ static seen view(fixture *f, change_action a, change_value *newt, change_value *
 	assert_int_equal(privacy_bind(f->pv, &notes_rel, &b), 0);
 	assert_non_null(b);
 	policy_viewer v;
-	privacy_viewer_init(f->pv, &v, rank, uid, uid ? strlen(uid) : 0, false);
+	privacy_viewer_init(f->pv, &v, a == CHANGE_DELETE ? PRIVACY_BEFORE : PRIVACY_AFTER, rank, uid, uid ? strlen(uid) : 0, false);
 	s.rc = privacy_view(f->pv, &c, b, &v, NULL, &s.out);
 	return s;
 }
