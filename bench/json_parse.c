@@ -4,9 +4,9 @@
  * skipped) three ways, each several times, and prints the median rows/s and MB/s:
  *
  *   jansson   json_loadb + json_decref per line: a generic JSON DOM (the baseline in DESIGN.md)
- *   scan      plugins/json_scan.c walking every token and unescaping every string and key
+ *   scan      plugins/decoders/json_scan.c walking every token and unescaping every string and key
  *             (the same work as building the DOM, minus the tree)
- *   decode    the whole wal2json decoder (plugins/wal2json.c): parse, relation lookup, values
+ *   decode    the whole wal2json decoder (plugins/decoders/wal2json.c): parse, relation lookup, values
  *             to PostgreSQL text in the arena, one normalized change record per row delivered
  *             to a sink that does nothing
  *

@@ -14,7 +14,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 
-# The options walcast passes in START_REPLICATION (plugins/wal2json.c), as pg_recvlogical -o.
+# The options walcast passes in START_REPLICATION (plugins/decoders/wal2json.c), as pg_recvlogical -o.
 W2J_OPTS=(-o format-version=2 -o include-xids=1 -o include-timestamp=1 -o include-lsn=1
           -o include-type-oids=1 -o include-types=0 -o include-transaction=1 -o include-pk=1)
 
@@ -66,16 +66,9 @@ fi
 ROWS=${1:-200000}
 RUNS=${2:-7}
 DATA=${WALCAST_BENCH_DATA:-${TMPDIR:-/tmp}/walcast-bench-wal2json-$ROWS.txt}
-BIN=${TMPDIR:-/tmp}/walcast-json-parse
-
-# Only the wal2json decoder is measured: the registry's other entry is stubbed out.
-STUB=$(mktemp --suffix=.c)
-trap 'rm -f "$STUB"' EXIT
-printf '#include "decoder.h"\nconst decoder_ops pgoutput_decoder_ops = {.name = "pgoutput"};\n' >"$STUB"
-cc -std=c11 -D_GNU_SOURCE -O2 -g -I"$ROOT/src" -I"$ROOT/plugins" "$HERE/json_parse.c" \
-  "$ROOT/plugins/wal2json.c" "$ROOT/plugins/json_scan.c" "$STUB" \
-  "$ROOT/src/arena.c" "$ROOT/src/buf.c" "$ROOT/src/lsn.c" "$ROOT/src/relcache.c" \
-  "$ROOT/src/change.c" "$ROOT/src/decoder.c" -ljansson -o "$BIN"
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+BIN=$(bench_build "$ROOT" json_parse)
 
 if [ ! -s "$DATA" ]; then
   "$ROOT/tests/harness/harness.sh" run --no-migrate --no-redis -- "$HERE/json_parse.sh" --generate "$ROWS" "$DATA"

@@ -25,3 +25,18 @@ bench_may_publish() {
   fi
   return 0
 }
+
+# bench_build ROOT TARGET: builds a benchmark program (CMake option WALCAST_BENCH, optimized) in
+# $WALCAST_BENCH_BUILD_DIR (default ROOT/build-bench) against the same library walcast links,
+# and prints the path of the binary. The build log is kept beside it.
+bench_build() {
+  local root=$1 target=$2
+  local dir=${WALCAST_BENCH_BUILD_DIR:-$root/build-bench}
+  mkdir -p "$dir"
+  if ! { cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWALCAST_TESTS=OFF -DWALCAST_BENCH=ON &&
+         cmake --build "$dir" -j"$(nproc)" --target "$target"; } >"$dir/bench-build-$target.log" 2>&1; then
+    echo "bench: building $target failed; see $dir/bench-build-$target.log" >&2
+    return 1
+  fi
+  echo "$dir/$target"
+}

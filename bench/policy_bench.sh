@@ -22,14 +22,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-BIN=${TMPDIR:-/tmp}/walcast-policy-bench
-SRCS=()
-for m in arena buf lsn relcache change log keyring policy_state policy privacy audience; do
-  SRCS+=("$ROOT/src/$m.c")
-done
-# shellcheck disable=SC2046
-cc -std=c11 -D_GNU_SOURCE -DWALCAST_VERSION='"bench"' -O2 -g -I"$ROOT/src" "$HERE/policy_bench.c" \
-  "${SRCS[@]}" $(pkg-config --cflags --libs libpq inih) -lcrypto -o "$BIN"
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+BIN=$(bench_build "$ROOT" policy_bench)
 
 CPU=$(( $(nproc) - 1 ))
 OUT=$(mktemp)
@@ -46,8 +41,6 @@ DEC=$(v decisions_per_s)
 DECL=$(v decisions_with_rank_lookup_per_s)
 RATIO=$(v audience_ratio_100000_over_10)
 LOAD=$(awk '{ print $1 }' /proc/loadavg)
-# shellcheck source=bench/lib.sh
-. "$HERE/lib.sh"
 bench_git_state "$ROOT" src bench/policy_bench.c bench/policy_bench.sh deploy/policy.ini
 GIT=$BENCH_GIT${BENCH_DIRTY:+ + $BENCH_DIRTY}
 

@@ -103,7 +103,7 @@ NPROC=$(nproc)
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 sql() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 
-# The options walcast asks each plugin for (plugins/pgoutput.c, plugins/wal2json.c
+# The options walcast asks each plugin for (plugins/decoders/pgoutput.c, plugins/decoders/wal2json.c
 # w2j_options); the reference pg_recvlogical run passes the same ones.
 # shellcheck disable=SC2034 # used through the nameref in ref_cmd
 REF_OPTS_pgoutput=(-o proto_version=1 -o publication_names=walcast -o messages=true)

@@ -1,5 +1,5 @@
 /*
- * txnbuf_bench — the cost of holding a transaction until its commit (src/txnbuf.h), on one core:
+ * txnbuf_bench — the cost of holding a transaction until its commit (src/stream/txnbuf.h), on one core:
  * append + replay per change for an INSERT of a 13-column `events`-like row (uuids, text, two
  * timestamps, an integer, E.164 numbers, a bytea body of 262 hex characters on 40 % of the rows;
  * about 400 bytes of column text), measured

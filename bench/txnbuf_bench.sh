@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The transaction buffer's benchmark (src/txnbuf.h, issue 6 item 2): append + replay cost per
+# The transaction buffer's benchmark (src/stream/txnbuf.h, issue 6 item 2): append + replay cost per
 # change of a 13-column events-like INSERT, in memory, spilled to the temporary file (64 KiB
 # memory limit), and as small 10-change transactions. Builds bench/txnbuf_bench.c with -O2
 # against the sources, runs it pinned to one CPU (medians of N runs) and writes a
@@ -27,11 +27,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-BIN=${TMPDIR:-/tmp}/walcast-txnbuf-bench-$$
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+BIN=$(bench_build "$ROOT" txnbuf_bench)
 OUT=$(mktemp)
-trap 'rm -f "$OUT" "$BIN"' EXIT
-cc -std=c11 -D_GNU_SOURCE -O2 -g -I"$ROOT/src" "$HERE/txnbuf_bench.c" "$ROOT/src/txnbuf.c" \
-  "$ROOT/src/relcache.c" "$ROOT/src/log.c" -o "$BIN"
+trap 'rm -f "$OUT"' EXIT
 
 CPU=$(( $(nproc) - 1 ))
 echo "txnbuf_bench: $RUNS runs of $CHANGES changes on CPU $CPU, spilling to $SPILL_DIR..." >&2
@@ -42,9 +42,7 @@ LOAD1=$(awk '{ print $1 }' /proc/loadavg)
 v() { awk -v k="$1" '$1 == k { print $2 }' "$OUT"; }
 fmt() { python3 -c 'import sys; print(f"{float(sys.argv[1]):,.0f}")' "$1"; }
 FS=$(df -T "$SPILL_DIR" | awk 'NR == 2 { print $2 }')
-# shellcheck source=bench/lib.sh
-. "$HERE/lib.sh"
-bench_git_state "$ROOT" src/txnbuf.c src/txnbuf.h src/relcache.c src/relcache.h src/change.h src/log.c \
+bench_git_state "$ROOT" src/stream/txnbuf.c src/stream/txnbuf.h src/stream/relcache.c src/stream/relcache.h src/stream/change.h src/core/log.c \
   bench/txnbuf_bench.c bench/txnbuf_bench.sh
 GIT=$BENCH_GIT${BENCH_DIRTY:+ + $BENCH_DIRTY}
 

@@ -6,7 +6,7 @@
 -- The read side of the privacy policy as PostgreSQL objects: helper functions in schema
 -- walcast, one row-level security policy FOR SELECT TO authenticated per table, and one
 -- masking view per table (walcast.<table>_masked: security_invoker, column masks applied).
--- walcast evaluates the same compiled rules per change and subscriber (src/policy.c), and
+-- walcast evaluates the same compiled rules per change and subscriber (src/policy/policy.c), and
 -- its tests use these policies and views as the oracle. Write policies (INSERT, UPDATE,
 -- DELETE) are not generated: a hand-written migration after this one holds them.
 -- Semantics, NULLs included: docs/policies.md. Applying this file again is safe.

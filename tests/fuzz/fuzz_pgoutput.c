@@ -1,5 +1,5 @@
 /*
- * fuzz_pgoutput — libFuzzer target for the pgoutput decoder (plugins/pgoutput.c).
+ * fuzz_pgoutput — libFuzzer target for the pgoutput decoder (plugins/decoders/pgoutput.c).
  *
  * Input: a sequence of messages, each a big-endian uint16 length and that many bytes (a short
  * last chunk is decoded as it is). Every message goes through one decoder, in order, with a

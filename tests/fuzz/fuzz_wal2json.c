@@ -1,6 +1,6 @@
 /*
- * fuzz_wal2json — libFuzzer target for the wal2json decoder (plugins/wal2json.c,
- * plugins/json_scan.c).
+ * fuzz_wal2json — libFuzzer target for the wal2json decoder (plugins/decoders/wal2json.c,
+ * plugins/decoders/json_scan.c).
  *
  * Input: lines separated by '\n', each one XLogData payload (the last line may lack its '\n').
  * A first line "#seed" puts the differential workload's relations into the cache first, as the

@@ -1,5 +1,5 @@
 /*
- * test_arena — unit tests for the bump allocator (src/arena.h): alignment, non-overlap,
+ * test_arena — unit tests for the bump allocator (src/core/arena.h): alignment, non-overlap,
  * strndup, block growth, reset keeping one block, footprint accounting, and refusal of sizes
  * that cannot be represented.
  */

@@ -1,5 +1,5 @@
 /*
- * test_audience — unit tests for audience grouping (src/audience.h): for randomized
+ * test_audience — unit tests for audience grouping (src/policy/audience.h): for randomized
  * memberships, privacy rules, rows (events with encrypted bodies and masked phones, a table whose
  * rule uses `not (column = uid)`, an ungoverned table, messages, truncates) and subscribers coming
  * and going, every change must reach exactly the (subscriber, serialized payload) pairs that a

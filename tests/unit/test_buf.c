@@ -1,5 +1,5 @@
 /*
- * test_buf — unit tests for the growable buffer and the JSON string escaper (src/buf.h).
+ * test_buf — unit tests for the growable buffer and the JSON string escaper (src/core/buf.h).
  * Every escaped string is checked twice: byte for byte against the expected literal, and by
  * parsing it with jansson (which rejects invalid JSON and invalid UTF-8) and comparing the
  * decoded string with what the input should mean.

@@ -1,5 +1,5 @@
 /*
- * test_change — unit tests for the normalized change record (src/change.h): its one JSON form
+ * test_change — unit tests for the normalized change record (src/stream/change.h): its one JSON form
  * (every object written is parsed back with jansson and checked field by field), typed values,
  * absent and unchanged columns, messages, the relation-shape flag, change_fill_unchanged, the
  * timestamp format and the action names.

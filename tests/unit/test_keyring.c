@@ -1,5 +1,5 @@
 /*
- * test_keyring — unit tests for field encryption (src/keyring.h): known-answer vectors made
+ * test_keyring — unit tests for field encryption (src/policy/keyring.h): known-answer vectors made
  * with an independent AES-GCM implementation (Python's `cryptography`), round trips, every
  * single-bit flip and every truncation of a stored value, malformed hex, key rotation, the key
  * file and environment loaders with their error messages (which must name the line and never

@@ -1,5 +1,5 @@
 /*
- * test_loop — unit tests for the event loop (src/loop.h) on libuv: fd readiness, watch
+ * test_loop — unit tests for the event loop (src/core/loop.h) on libuv: fd readiness, watch
  * replacement and removal (also of a closed-and-reused fd number), timers in order, cancellation
  * and id reuse, signals as events, loop_stop leaving the rest of an iteration pending,
  * loop_wakeup from another thread, and destroying a loop with everything still armed (the

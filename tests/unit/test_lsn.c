@@ -1,5 +1,5 @@
 /*
- * test_lsn — unit tests for parsing and formatting "X/Y" log sequence numbers (src/lsn.h).
+ * test_lsn — unit tests for parsing and formatting "X/Y" log sequence numbers (src/core/lsn.h).
  */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /*
  * test_lws_uv — libwebsockets 4.1.6 (Debian 12: no external poll; libuv through the
- * libwebsockets-evlib-uv plugin) serving HTTP on walcast's own loop (src/loop.h), one thread.
+ * libwebsockets-evlib-uv plugin) serving HTTP on walcast's own loop (src/core/loop.h), one thread.
  *
  * An lws context is created with LWS_SERVER_OPTION_LIBUV and foreign_loops = loop_uv(l), with a
  * vhost on 127.0.0.1, port 0 (the kernel picks one; lws_get_vhost_listen_port reads it back) and

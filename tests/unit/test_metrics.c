@@ -1,5 +1,5 @@
 /*
- * test_metrics — unit tests for the metrics registry (src/metrics.h): the exact text rendered
+ * test_metrics — unit tests for the metrics registry (src/core/metrics.h): the exact text rendered
  * for every kind (golden strings), label and HELP escaping, histogram bucketing, callbacks,
  * refused registrations with their messages, removal, no allocation on the hot path, and
  * out-of-memory at every allocation leaving the registry as it was.

@@ -1,5 +1,5 @@
 /*
- * test_pgoutput — the pgoutput decoder (plugins/pgoutput.c): a real PostgreSQL 15 stream
+ * test_pgoutput — the pgoutput decoder (plugins/decoders/pgoutput.c): a real PostgreSQL 15 stream
  * captured by tests/fixtures/capture_pgoutput.sh decoded against its reviewed golden, every
  * message type built by hand, every error path, every truncation of every captured message,
  * and the memory bound over 100k inserts.

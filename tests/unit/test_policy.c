@@ -1,5 +1,5 @@
 /*
- * test_policy — unit tests for the policy engine (src/policy.h): the file parser's errors
+ * test_policy — unit tests for the policy engine (src/policy/policy.h): the file parser's errors
  * (file:line: reason, unknown tables, columns and roles, bad rules, continuation lines), the
  * compiled programs, Kleene three-valued evaluation with NULLs, the implicit membership rule,
  * binding to relations (reordered, extra and missing columns) and the binding cache, column

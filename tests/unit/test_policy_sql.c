@@ -1,5 +1,5 @@
 /*
- * test_policy_sql — unit tests for the SQL generator (src/policy_sql.h). First the drift test:
+ * test_policy_sql — unit tests for the SQL generator (src/policy/policy_sql.h). First the drift test:
  * the migration generated from deploy/policy.ini must equal
  * deploy/migrations/20261122000300_rls_policies.sql byte for byte (the file is generated; a
  * hand edit or a policy change without regenerating fails here). Then the generator itself:

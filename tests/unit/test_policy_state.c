@@ -1,5 +1,5 @@
 /*
- * test_policy_state — unit tests for the policy-state mirror (src/policy_state.h): membership
+ * test_policy_state — unit tests for the policy-state mirror (src/policy/policy_state.h): membership
  * and privacy-rule rows applied from hand-made change records (insert, update, delete,
  * truncate), ranks visible exactly from the change that made them, one row per (org, user) as
  * the table's primary key has it (a replayed insert replaces, one delete removes), the max over

@@ -1,5 +1,5 @@
 /*
- * test_privacy — unit tests for the per-viewer transform of the policy stage (src/privacy.c,
+ * test_privacy — unit tests for the per-viewer transform of the policy stage (src/policy/privacy.c,
  * privacy_view): values the WAL does not repeat (unchanged TOAST) under masks and encryption,
  * an encrypted column whose context column the WAL row does not carry, and the rate-limited
  * log line about values that cannot be decrypted. The oracle is what the masking view would

@@ -1,5 +1,5 @@
 /*
- * test_privacy_txn — unit tests for the privacy stage's transactional path (src/privacy.h), judged
+ * test_privacy_txn — unit tests for the privacy stage's transactional path (src/policy/privacy.h), judged
  * per transaction as DESIGN.md defines "equivalent to RLS": new row versions with the policy
  * state as of the commit, old ones with the state just before the transaction, whatever the
  * order inside it (an event and its handler's removal, both orders; a privacy rule and the

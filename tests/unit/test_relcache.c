@@ -1,5 +1,5 @@
 /*
- * test_relcache — unit tests for the relation cache (src/relcache.h): lookups by OID and by
+ * test_relcache — unit tests for the relation cache (src/stream/relcache.h): lookups by OID and by
  * schema-qualified name, replacement and versioning, re-keying on rename or a newly learned
  * OID, growth to many relations, column lookup, and the deep copy of descriptions; unique ids
  * (never reused, also when a dropped relation is recreated at version 1) and references

@@ -1,5 +1,5 @@
 /*
- * test_replident — unit tests for the replica identity check's column logic (src/replident.h)
+ * test_replident — unit tests for the replica identity check's column logic (src/policy/replident.h)
  * on the platform's own policy (deploy/policy.ini): which columns each table's old rows must
  * carry, and which catalog states (DEFAULT, USING INDEX, FULL, NOTHING, a missing index) fall
  * short, with the table, the missing columns and the fix named. The check against a real

@@ -1,5 +1,5 @@
 /*
- * test_txnbuf — unit tests for the transaction buffer (src/txnbuf.h): every action and value kind
+ * test_txnbuf — unit tests for the transaction buffer (src/stream/txnbuf.h): every action and value kind
  * survives append and replay unchanged, in memory and spilled; a transaction far larger than
  * the memory limit replays byte-identically in order while the heap stays bounded; relations
  * of earlier changes survive an ALTER TABLE (relcache_put) inside the transaction; replay can

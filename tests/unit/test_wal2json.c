@@ -1,5 +1,5 @@
 /*
- * test_wal2json — the wal2json decoder (plugins/wal2json.c, plugins/json_scan.c): a real
+ * test_wal2json — the wal2json decoder (plugins/decoders/wal2json.c, plugins/decoders/json_scan.c): a real
  * PostgreSQL 15 + wal2json 2.5 stream captured by tests/fixtures/capture_wal2json.sh decoded
  * against its reviewed golden (with the relation cache seeded from the catalog as the source
  * does, and unseeded), every action built by hand, relation-shape following (ALTER TABLE,
@@ -28,7 +28,7 @@
 #include "lsn.h"
 #include "relcache.h"
 
-#include "../../plugins/json_scan.h"
+#include "json_scan.h"
 
 extern const decoder_ops wal2json_decoder_ops;
 

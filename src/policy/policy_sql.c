@@ -390,7 +390,7 @@ static void header(gen *g, const char *source)
 	put(g, "-- The read side of the privacy policy as PostgreSQL objects: helper functions in schema\n"
 	       "-- walcast, one row-level security policy FOR SELECT TO authenticated per table, and one\n"
 	       "-- masking view per table (walcast.<table>_masked: security_invoker, column masks applied).\n"
-	       "-- walcast evaluates the same compiled rules per change and subscriber (src/policy.c), and\n"
+	       "-- walcast evaluates the same compiled rules per change and subscriber (src/policy/policy.c), and\n"
 	       "-- its tests use these policies and views as the oracle. Write policies (INSERT, UPDATE,\n"
 	       "-- DELETE) are not generated: a hand-written migration after this one holds them.\n"
 	       "-- Semantics, NULLs included: docs/policies.md. Applying this file again is safe.\n"

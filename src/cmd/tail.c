@@ -678,7 +678,7 @@ int tail_run(const config *cfg, const tail_options *opt)
 			goto cleanup;
 		}
 		/* A DELETE is judged from the old row's replica identity: refuse to start when a
-		 * governed table's identity lacks a column its rules read (src/replident.h). */
+		 * governed table's identity lacks a column its rules read (src/policy/replident.h). */
 		if (!t.bypass && replident_check_conninfo(t.pol, cfg->conninfo) < 0) {
 			t.exit_code = 1;
 			goto cleanup;

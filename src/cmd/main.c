@@ -255,7 +255,7 @@ cleanup:
 }
 
 /* `walcast encrypt`: each stdin line "[CONTEXT<TAB>]PLAINTEXT" becomes one line of bytea hex
- * ("\x...") in the stored format of src/keyring.h, for writers, the demo and tests. */
+ * ("\x...") in the stored format of src/policy/keyring.h, for writers, the demo and tests. */
 static int encrypt_run(const config *cfg)
 {
 	keyring *k = NULL;
