@@ -1,0 +1,84 @@
+/*
+ * checkpoint — durable state of the pipeline behind a small store interface: the policy state
+ * (memberships and privacy rules, as policy_state_load_row rows) as of any LSN the pipeline may
+ * resume from, and named positions (LSNs) of whoever needs one.
+ *
+ * The policy state is kept as a base (the whole state as of base_lsn) and a log of the policy
+ * rows each later transaction changed, stamped with its commit end LSN. Writing costs
+ * O(policy-table changes since the last write), never O(all memberships): a transaction that
+ * touches no policy table writes nothing. load(at) rebuilds the state as of `at` (base + the
+ * logged transactions that ended at or before it), so a pipeline that resumes at its confirmed
+ * position gets exactly that position's state even when later transactions were logged.
+ * compact(upto) folds the log up to upto into a new base (written atomically) when the log has
+ * grown past the base's size.
+ *
+ * The pipeline appends a transaction's rows at its commit and syncs before it confirms that
+ * transaction's LSN to PostgreSQL (DESIGN.md: durable state written before the position it
+ * covers is confirmed).
+ *
+ * Implementations: a local state directory (checkpoint_dir_create) now; a store a standby on
+ * another host can read (Redis, a PostgreSQL table) is the next step — it implements the same
+ * ops. Not thread-safe; the loop thread owns a store. Each op says whether it blocks.
+ */
+#ifndef WALCAST_CHECKPOINT_H
+#define WALCAST_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CHECKPOINT_ERROR_MAX 512
+
+typedef struct checkpoint_store checkpoint_store;
+
+/* One policy row: table is POLICY_STATE_MEMBERSHIP or POLICY_STATE_RULES; values as
+ * policy_state_load_row takes them (3 text values, NULL for SQL NULL); deleted: the row with
+ * that key (membership: org, user; rules: id) is gone. */
+typedef struct checkpoint_row {
+	int table;
+	const char *const *values;
+	int deleted;
+} checkpoint_row;
+
+typedef int (*checkpoint_row_cb)(void *arg, const checkpoint_row *row);
+
+typedef struct checkpoint_store_ops {
+	/* Calls row_cb for each row of the state as of LSN at (base rows, then logged changes in
+	 * order, deleted ones with deleted = 1), sets *state_lsn to the LSN the rebuilt state is as
+	 * of (<= at; 0 when the store holds nothing: *state_lsn = 0 and no call). Blocks (reads). */
+	int (*load)(void *impl, uint64_t at, checkpoint_row_cb row_cb, void *arg, uint64_t *state_lsn,
+	            char err[CHECKPOINT_ERROR_MAX]);
+	/* Logs the rows one transaction (commit end LSN lsn, increasing) changed. Buffered until
+	 * sync. */
+	int (*append)(void *impl, uint64_t lsn, const checkpoint_row *rows, size_t nrows,
+	              char err[CHECKPOINT_ERROR_MAX]);
+	/* Makes every append durable, and records lsn as the newest LSN the state is known at (also
+	 * for transactions that changed no policy row). Blocks (fsync). */
+	int (*sync)(void *impl, uint64_t lsn, char err[CHECKPOINT_ERROR_MAX]);
+	/* Replaces base and log up to upto with a new base: dump_cb is called with row_cb to emit the
+	 * whole state as of upto. Blocks (writes, fsync, rename). */
+	int (*compact)(void *impl, uint64_t upto,
+	               int (*dump_cb)(void *arg, checkpoint_row_cb row_cb, void *row_arg), void *arg,
+	               char err[CHECKPOINT_ERROR_MAX]);
+	/* Bytes in the log since the base (when to compact). */
+	uint64_t (*log_bytes)(void *impl);
+	/* Named positions (a sink without a position of its own, the pipeline's confirmed LSN):
+	 * get: 0 and *lsn (0 when never set); put: durable at the next sync. */
+	int (*position_get)(void *impl, const char *name, uint64_t *lsn);
+	int (*position_put)(void *impl, const char *name, uint64_t lsn);
+	void (*destroy)(void *impl);
+} checkpoint_store_ops;
+
+struct checkpoint_store {
+	const checkpoint_store_ops *ops;
+	void *impl;
+};
+
+/* A store in directory dir (created 0700 when missing; files 0600): base, log and positions.
+ * 0 and *out (caller owns: checkpoint_store_destroy), or a negative errno with err. Blocks. */
+__attribute__((warn_unused_result)) int checkpoint_dir_create(const char *dir, checkpoint_store **out,
+                                                              char err[CHECKPOINT_ERROR_MAX]);
+
+/* Destroys a store of any kind. Safe on NULL. */
+void checkpoint_store_destroy(checkpoint_store *st);
+
+#endif

@@ -1,0 +1,92 @@
+/*
+ * pipeline — the one path from the WAL to every sink, shared by `walcast run` and `walcast tail`:
+ *
+ *   source (slot, feedback, reconnect) → decoder → privacy (held per transaction, judged at its
+ *   commit: DESIGN.md) → audience (one judgement and one serialization per audience) → sinks
+ *   (sink.h) → acknowledgement: the flush LSN sent to PostgreSQL is the lowest position of the
+ *   durable sinks and of the policy-state checkpoint, never more; with no durable sink, what
+ *   the live sinks were offered.
+ *
+ * The policy state is applied once per change, then fanned out. Its checkpoint (checkpoint.h)
+ * is written before the LSN it covers is confirmed, so a restart — even after kill -9 — resumes
+ * with exactly the state of its resume point. On a fresh slot the state is loaded from the
+ * slot's exported snapshot without blocking the loop.
+ *
+ * Not thread-safe: the loop thread owns a pipeline. Nothing here blocks except where said.
+ */
+#ifndef WALCAST_PIPELINE_H
+#define WALCAST_PIPELINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "audience.h"
+#include "checkpoint.h"
+#include "config.h"
+#include "keyring.h"
+#include "loop.h"
+#include "metrics.h"
+#include "policy.h"
+#include "sink.h"
+
+typedef struct pipeline pipeline;
+
+#define PIPELINE_ERROR_MAX 512
+
+typedef struct pipeline_params {
+	loop *loop;
+	const config *cfg;          /* [postgres], [replication], [privacy], [pipeline] */
+	const policy *pol;          /* NULL: no policy stage (every sink subscriber must be bypass) */
+	keyring *keys;              /* may be NULL */
+	metrics_registry *metrics;  /* may be NULL */
+	checkpoint_store *store;    /* the policy-state checkpoint; NULL with pol == NULL only */
+	/* Called once when the pipeline stops by itself (a permanent source error, a fatal sink
+	 * error: code 1) or after pipeline_drain completed (code 0). */
+	void (*stopped_cb)(void *arg, int code);
+	void *arg;
+} pipeline_params;
+
+/* Creates a pipeline (nothing connects yet). 0 and *out (caller owns), or a negative errno with
+ * err. Does not block. */
+__attribute__((warn_unused_result)) int pipeline_create(const pipeline_params *p, pipeline **out,
+                                                        char err[PIPELINE_ERROR_MAX]);
+
+/* Adds a sink instance of type ops named name with its parsed configuration (sink.h). Before
+ * pipeline_start only. 0 or a negative errno with err. May block as the sink's create does. */
+__attribute__((warn_unused_result)) int pipeline_add_sink(pipeline *pl, const sink_ops *ops,
+                                                          const char *name, const void *conf,
+                                                          char err[PIPELINE_ERROR_MAX]);
+
+/* Starts: reads the checkpoint and the durable sinks' positions, connects, loads the policy
+ * state (from the checkpoint, or asynchronously from a new slot's snapshot), streams. 0 or a
+ * negative errno with err. Does not block. */
+__attribute__((warn_unused_result)) int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX]);
+
+/* SIGTERM: stop reading the stream, flush every durable sink, write the checkpoint, send the
+ * final feedback, then stopped_cb(0) — within a bounded time even when the network is cut
+ * (after which stopped_cb(1) says what was left unconfirmed). Does not block. */
+void pipeline_drain(pipeline *pl);
+
+/* Frees everything (sinks included). Safe on NULL. */
+void pipeline_destroy(pipeline *pl);
+
+/* The audience live sinks subscribe their connections in (sink_env.subscribe does it for
+ * sinks). Never NULL after create with a policy. */
+audience *pipeline_audience(pipeline *pl);
+
+typedef struct pipeline_status {
+	bool streaming;            /* connected and past the initial state load */
+	bool ready;                /* streaming and every durable sink healthy */
+	bool paused;               /* held back by durable sinks' pending bytes */
+	uint64_t server_wal_end;   /* the server's WAL position as last reported */
+	uint64_t confirmed_lsn;    /* the flush LSN last sent */
+	uint64_t last_commit_end;  /* end LSN of the last transaction offered to the sinks */
+	int64_t last_commit_time;  /* its commit time, microseconds since the Unix epoch (0: none) */
+	uint64_t changes;          /* changes offered to the policy stage */
+	uint64_t transactions;
+} pipeline_status;
+
+/* Fills *out. */
+void pipeline_get_status(const pipeline *pl, pipeline_status *out);
+
+#endif

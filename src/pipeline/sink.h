@@ -1,0 +1,122 @@
+/*
+ * sink — the contract every output of the pipeline implements (plugins/sinks/): jsonl, nng,
+ * and later the WebSocket and Redis sinks. A sink is one file in plugins/sinks/ that defines a
+ * sink_ops and one line in src/pipeline/sink.c's registry, like the decoders.
+ *
+ * What a sink is offered. The pipeline judges every change once (privacy + audience: the same
+ * decision `walcast tail --as` makes) and offers each sink the committed transactions in commit
+ * order:
+ *
+ *   begin(txn)
+ *   deliver(sub, delivery)...   once per (change, audience that sees it, subscriber of this
+ *                               sink in that audience), changes in stream order
+ *   commit(txn)
+ *
+ * and a non-transactional logical message as deliver() calls outside begin/commit (its
+ * change->txn is NULL). A sink receives changes only through the subscribers it registered
+ * (sink_env.subscribe): one per user or bypass feed (jsonl), one per connection (WebSocket), or
+ * one wildcard subscriber that is offered every audience of every row (nng topics).
+ *
+ * Ownership. The delivery and the change it carries are valid during the callback only, except
+ * what the sink takes a reference to: the payload (audience_payload_ref) and the relation
+ * (relation_ref). Nothing else may be kept.
+ *
+ * Durable and live. A durable sink (jsonl, redis) reports through position() the end LSN of the
+ * last transaction it has durably taken; the pipeline confirms to PostgreSQL the lowest position
+ * of all durable sinks, never more, and on start resumes streaming at the lowest of them (a sink
+ * skips transactions at or before its own position). A durable sink that cannot keep up (Redis
+ * down) keeps what it owes within its own bound and reports it in pending_bytes(); past the
+ * pipeline's bound (pipeline.max_pending) the stream pauses: nothing is dropped, memory does not
+ * grow without bound. A live sink (nng, WebSocket) takes what it can when it is offered and
+ * never holds the slot back: its position is ignored and it drops (and counts) what a slow
+ * consumer cannot take.
+ *
+ * Every callback runs on the loop thread and must not block. A callback returning a negative
+ * errno stops the pipeline with that sink named as the cause (a fatal sink error); transient
+ * trouble (a peer away) is the sink's own business, reported through healthy().
+ */
+#ifndef WALCAST_SINK_H
+#define WALCAST_SINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "audience.h"
+#include "change.h"
+#include "config.h"
+#include "loop.h"
+#include "metrics.h"
+
+#define SINK_ERROR_MAX 512
+
+typedef enum sink_kind {
+	SINK_LIVE = 1,
+	SINK_DURABLE = 2,
+} sink_kind;
+
+/* What the pipeline gives a sink instance at creation. Everything is borrowed and outlives the
+ * instance. */
+typedef struct sink_env {
+	const char *name;          /* the instance's name: its config section is [sink.NAME] */
+	loop *loop;
+	metrics_registry *metrics; /* register the sink's own metrics here (label sink=NAME) */
+	/* Registers a subscriber of this sink in the pipeline's audience: uid (uuid text) or NULL,
+	 * bypass, or wildcard (offered every audience of every row: one delivery per audience, the
+	 * subscriber repeated). sub_arg comes back in deliver(). 0 and *out, or a negative errno. */
+	int (*subscribe)(void *env_arg, void *sub_arg, const char *uid, bool bypass, bool wildcard,
+	                 audience_sub **out);
+	void (*unsubscribe)(void *env_arg, audience_sub *s);
+	/* A durable sink calls this when its position() moved (the pipeline may confirm more). */
+	void (*progress)(void *env_arg);
+	void *env_arg;
+} sink_env;
+
+typedef struct sink_ops {
+	const char *name;      /* "jsonl", "nng": the value of `type` in a [sink.NAME] section */
+	sink_kind kind;
+	/* The sink's configuration keys (section name ignored: the pipeline applies them to the
+	 * instance's section) and the size of the struct their offsets point into. */
+	const config_key *keys;
+	size_t nkeys;
+	size_t conf_size;
+
+	/* Creates an instance from its parsed configuration (conf: conf_size bytes, strings owned by
+	 * the config). 0 and *out, or a negative errno with err. May block briefly (open a file,
+	 * bind a socket) — it runs before the loop starts or on a reload. */
+	int (*create)(const sink_env *env, const void *conf, void **out, char err[SINK_ERROR_MAX]);
+	/* Releases everything (after drain when stopping cleanly). Safe on NULL. */
+	void (*destroy)(void *impl);
+
+	/* The resume position of a durable sink: the end LSN of the last transaction it has durably
+	 * taken (0: none). Read once before streaming starts and after every progress(). Live sinks:
+	 * NULL. */
+	uint64_t (*position)(void *impl);
+
+	int (*begin)(void *impl, const change_txn *txn);
+	/* One delivery for one of the sink's subscribers (sub_arg as given to subscribe). */
+	int (*deliver)(void *impl, void *sub_arg, const audience_delivery *d);
+	int (*commit)(void *impl, const change_txn *txn);
+
+	/* A transaction was cut off before its commit (never happens between begin and commit today:
+	 * the pipeline offers committed transactions only; kept for streaming decoders). May be
+	 * NULL. */
+	void (*abort)(void *impl);
+
+	/* Bytes held that are not yet durable (durable sinks; NULL = 0). */
+	size_t (*pending_bytes)(void *impl);
+	/* false while the sink cannot do its job (Redis unreachable, file not writable): /readyz and
+	 * the metrics say so. NULL = always healthy. */
+	bool (*healthy)(void *impl);
+	/* Make everything taken so far durable as soon as possible (SIGTERM drain, or the pipeline's
+	 * periodic flush); completion is reported through progress(). NULL for live sinks. */
+	int (*flush)(void *impl);
+} sink_ops;
+
+/* The registered sink type named name, or NULL. */
+const sink_ops *sink_ops_find(const char *name);
+
+/* Writes the space-separated names of the registered sink types into out and returns out. */
+const char *sink_names(char *out, size_t n);
+
+#endif
