@@ -823,14 +823,11 @@ static int override_apply(config *c, const char *section, const char *key, const
 {
 	const char *inst;
 	const char *kind = section_kind(section, &inst);
-	char why[CONFIG_ERROR_MAX];
 	int rc;
 	if (kind != NULL) {
-		rc = section_name_check(kind, inst, why);
-		if (rc < 0) {
-			snprintf(err, CONFIG_ERROR_MAX, "--set %s.%s: %s", section, key, why);
+		rc = section_name_check(kind, inst, err);
+		if (rc < 0)
 			return rc;
-		}
 		char origin[CONFIG_ERROR_MAX];
 		snprintf(origin, sizeof(origin), "--set %s.%s", section, key);
 		config_section *s;
@@ -838,11 +835,9 @@ static int override_apply(config *c, const char *section, const char *key, const
 		if (rc == 0)
 			rc = section_put(s, key, value, origin);
 	} else {
-		rc = config_set(c, section, key, value, why);
-		if (rc < 0) {
-			snprintf(err, CONFIG_ERROR_MAX, "--set %s.%s: %s", section, key, why);
+		rc = config_set(c, section, key, value, err);
+		if (rc < 0)
 			return rc;
-		}
 	}
 	if (rc == 0 && record) {
 		struct config_extra *x = extra_get(c);
@@ -897,7 +892,11 @@ int config_set_override(config *c, const char *assignment, char err[CONFIG_ERROR
 	}
 	snprintf(section, sizeof(section), "%.*s", (int)(dot - assignment), assignment);
 	snprintf(key, sizeof(key), "%.*s", (int)(eq - dot - 1), dot + 1);
-	return override_apply(c, section, key, eq + 1, true, err);
+	char why[CONFIG_ERROR_MAX];
+	int rc = override_apply(c, section, key, eq + 1, true, why);
+	if (rc < 0)
+		snprintf(err, CONFIG_ERROR_MAX, "--set: %s", why);
+	return rc;
 }
 
 /* ---- Sections: the API of the layers that know the plugins ---- */

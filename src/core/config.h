@@ -115,14 +115,15 @@ const config_key *config_keys(size_t *count);
 
 /* Applies one command-line override "section.key=value" (`--set`; the section of a plugin
  * instance is "sink.NAME": "sink.audit.path=/x") and remembers it, so that config_reload applies
- * it again. A key of the main table is checked at once (-EINVAL with err "--set section.key:
- * why"; -ENOENT for an unknown key); a plugin section's key is kept raw and checked by
+ * it again. A key of the main table is checked at once (-EINVAL with err "--set: section.key:
+ * why"; -ENOENT for an unknown key, err "--set: unknown key ..."); a plugin section's key is kept raw and checked by
  * config_section_apply (a `type` given here creates the section). -ENOMEM. */
 __attribute__((warn_unused_result)) int config_set_override(config *c, const char *assignment,
                                                             char err[CONFIG_ERROR_MAX]);
 
-/* The same as config_set_override for one main-table key given by a short flag (-S NAME is
- * "replication", "slot", NAME): applied and remembered. */
+/* The same as config_set_override for one key given by a short flag (-S NAME is
+ * "replication", "slot", NAME): applied and remembered; err carries the reason only (the
+ * caller names its flag). */
 __attribute__((warn_unused_result)) int config_override(config *c, const char *section, const char *name,
                                                         const char *value, char err[CONFIG_ERROR_MAX]);
 
