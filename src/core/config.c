@@ -18,10 +18,7 @@
 extern char **environ;
 
 #define KEY(sec, nm, ty, field, def, lo, hi, rel, hlp) \
-	{sec, nm, ty, offsetof(config, field), def, lo, hi, rel, hlp, NULL}
-/* A key whose value is one of choices ("text|json"). */
-#define ENUM_KEY(sec, nm, field, def, choices, rel, hlp) \
-	{sec, nm, CONFIG_ENUM, offsetof(config, field), def, 0, 0, rel, hlp, choices}
+	{sec, nm, ty, offsetof(config, field), def, lo, hi, rel, hlp}
 
 static const config_key keys[] = {
 	KEY("postgres", "conninfo", CONFIG_STRING, conninfo, "", 0, 0, false,
@@ -58,10 +55,10 @@ static const config_key keys[] = {
 	    "clock skew allowed when checking a token's exp and nbf"),
 	KEY("redis", "url", CONFIG_STRING, redis_url, "redis://127.0.0.1:6379/0", 0, 0, false,
 	    "redis:// URL for aggregates"),
-	ENUM_KEY("log", "level", log_level, "info", "debug|info|warn|error", true,
-	    "the lowest level written: debug, info, warn or error"),
-	ENUM_KEY("log", "format", log_format, "text", "text|json", true,
-	    "text: one line per event; json: one JSON object per line"),
+	KEY("log", "level", CONFIG_ENUM, log_level, "info", 0, 0, true,
+	    "debug|info|warn|error: the lowest level written"),
+	KEY("log", "format", CONFIG_ENUM, log_format, "text", 0, 0, true,
+	    "text|json: one line per event, or one JSON object per line"),
 	KEY("privacy", "txn_memory", CONFIG_SIZE, privacy_txn_memory, "16MB", 4096, INT64_C(1) << 40, false,
 	    "memory that may hold one transaction until its commit; the rest spills to spill_dir"),
 	KEY("privacy", "spill_dir", CONFIG_STRING, privacy_spill_dir, "", 0, 0, false,
@@ -156,16 +153,21 @@ static int parse_bool(const char *v, bool *out)
 	return -EINVAL;
 }
 
-/* Is value one of choices ("a|b|c")? */
-static bool choice_ok(const char *choices, const char *value)
+/* The length of a CONFIG_ENUM key's list of values: its help up to the first ':'. */
+static size_t choices_len(const config_key *k)
 {
-	size_t n = strlen(value);
-	for (const char *p = choices; p != NULL && *p != '\0';) {
-		const char *bar = strchr(p, '|');
-		size_t len = bar != NULL ? (size_t)(bar - p) : strlen(p);
-		if (len == n && strncmp(p, value, n) == 0)
+	return k->help != NULL ? strcspn(k->help, ":") : 0;
+}
+
+/* Is value one of the '|'-separated values of k's help ("a|b|c: ...")? */
+static bool choice_ok(const config_key *k, const char *value)
+{
+	size_t n = strlen(value), total = choices_len(k);
+	for (size_t i = 0; i < total;) {
+		size_t len = strcspn(k->help + i, "|:");
+		if (len == n && n > 0 && strncmp(k->help + i, value, n) == 0)
 			return true;
-		p = bar != NULL ? bar + 1 : NULL;
+		i += len + 1;
 	}
 	return false;
 }
@@ -185,9 +187,9 @@ static int key_apply(void *base, const config_key *k, const char *label, const c
 			         label, k->name, k->min, k->max);
 			return -EINVAL;
 		}
-		if (k->type == CONFIG_ENUM && !choice_ok(k->choices, value)) {
-			snprintf(err, CONFIG_ERROR_MAX, "%s.%s: '%s' is not one of %s", label, k->name, value,
-			         k->choices != NULL ? k->choices : "(none)");
+		if (k->type == CONFIG_ENUM && !choice_ok(k, value)) {
+			snprintf(err, CONFIG_ERROR_MAX, "%s.%s: '%s' is not one of %.*s", label, k->name, value,
+			         (int)choices_len(k), k->help != NULL ? k->help : "");
 			return -EINVAL;
 		}
 		char *copy = strdup(value);
@@ -743,7 +745,7 @@ static int env_sections(config *c, int pass, char err[CONFIG_ERROR_MAX])
 			snprintf(var, sizeof(var), "%.*s", (int)(eq - v), v);
 			snprintf(origin, sizeof(origin), "environment variable %s", var);
 			if (pass == 0) {
-				if (best != NULL || rest_len <= 5 || strcmp(eq - 5, "_TYPE") != 0)
+				if (best != NULL || rest_len <= 5 || strncmp(eq - 5, "_TYPE", 5) != 0)
 					continue;
 				char name[SECTION_NAME_MAX + 2];
 				if (rest_len - 5 > SECTION_NAME_MAX) {

@@ -67,7 +67,9 @@ typedef enum config_type {
 	CONFIG_INT,
 	CONFIG_DURATION, /* milliseconds; "250ms", "10s", "5m", "1h"; a bare number is seconds */
 	CONFIG_SIZE,     /* bytes; "4096", "512kB", "16MB", "1GB" (powers of 1024) */
-	CONFIG_ENUM,     /* a string, one of the key's choices ("text|json"); stored as char * */
+	CONFIG_ENUM,     /* a string, one of the values listed at the start of the key's help,
+	                  * separated by '|' and ended by ':' ("text|json: how records look");
+	                  * stored as char * */
 } config_type;
 
 typedef struct config_key {
@@ -80,7 +82,6 @@ typedef struct config_key {
 	int64_t max;
 	bool reloadable;
 	const char *help;
-	const char *choices; /* CONFIG_ENUM: the allowed values separated by '|'; else NULL */
 } config_key;
 
 #define CONFIG_ERROR_MAX 512

@@ -231,7 +231,7 @@ static const config_key jsonl_keys[] = {
 	{.section = "sink", .name = "max_pending", .type = CONFIG_SIZE, .offset = offsetof(fake_jsonl, max_pending),
 	 .default_value = "1MB", .min = 4096, .max = INT64_C(1) << 30, .reloadable = true, .help = "bound"},
 	{.section = "sink", .name = "format", .type = CONFIG_ENUM, .offset = offsetof(fake_jsonl, format),
-	 .default_value = "compact", .reloadable = true, .help = "layout", .choices = "compact|pretty"},
+	 .default_value = "compact", .reloadable = true, .help = "compact|pretty: layout"},
 };
 
 typedef struct fake_nng {
