@@ -201,7 +201,9 @@ __attribute__((warn_unused_result)) int config_check_sections(const config *c, c
  *           the file cannot be read (err says so).
  * On every error *out is untouched and running stays valid: keep it. A changed key of a plugin
  * section is reloadable when its key table says so; lookup (as for config_check_sections)
- * resolves the tables. Blocks on reading the file only. */
+ * resolves the tables. Blocks on reading the file only. The caller logs the outcome as
+ * docs/operations.md lists it: log_info("config.reloaded", "file=PATH: changed: %s", changed)
+ * or log_error("config.reload_refused", "%s", err). */
 __attribute__((warn_unused_result)) int config_reload(const config *running, config_type_lookup_fn lookup,
                                                       void *arg, config *out, char changed[CONFIG_ERROR_MAX],
                                                       char err[CONFIG_ERROR_MAX]);
