@@ -8,7 +8,7 @@
  *
  * The level and the format are set by main() before the loop starts (log_configure with
  * log.level and log.format) and again by the loop thread after a SIGHUP reload; they are the one
- * piece of process-wide state outside main.c. Records are written by the loop thread.
+ * piece of process-wide state outside main.c.
  */
 #ifndef WALCAST_LOG_H
 #define WALCAST_LOG_H
