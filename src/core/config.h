@@ -27,9 +27,6 @@
 #include <stdint.h>
 
 typedef struct config {
-	/* Not a key: the [KIND.NAME] sections, the file path and the overrides this configuration
-	 * was built from (for config_reload). Owned; NULL until one of them exists. */
-	struct config_extra *extra;
 	/* [postgres] */
 	char *conninfo;            /* libpq conninfo; empty = PG* environment variables */
 	/* [replication] */
@@ -58,6 +55,10 @@ typedef struct config {
 	/* [privacy] */
 	int64_t privacy_txn_memory; /* bytes of one transaction held in memory; the rest spills */
 	char *privacy_spill_dir;    /* where spill files go; empty = $TMPDIR, else /tmp */
+
+	/* Not a key: the [KIND.NAME] sections, the file path and the overrides this configuration
+	 * was built from (for config_reload). Owned; NULL until one of them exists. */
+	struct config_extra *extra;
 } config;
 
 typedef enum config_type {
@@ -92,8 +93,8 @@ __attribute__((warn_unused_result)) int config_init(config *c);
 void config_fini(config *c);
 
 /* Applies the file at path and remembers path for config_reload. [KIND.NAME] sections are kept
- * raw (config_section_next); everything else must be a key of the table. On error returns
- * -EINVAL (bad content: err says "path:line: why") or -errno (cannot read: err says so); c may be partly updated then, so callers load into a
+ * raw (config_section_next); everything else must be a key of the table. On error returns -EINVAL (bad content: err says "path:line: why")
+ * or -errno (cannot read: err says so); c may be partly updated then, so callers load into a
  * scratch config and swap on success. */
 __attribute__((warn_unused_result)) int config_load_file(config *c, const char *path, char err[CONFIG_ERROR_MAX]);
 
