@@ -859,7 +859,8 @@ static int dir_compact(void *impl, uint64_t upto, int (*dump_cb)(void *arg, chec
 	close(s->log_fd);
 	s->log_fd = fd;
 	uint64_t shift = first < s->nentries ? s->entries[first].offset - MAGIC_LEN : s->log_len - MAGIC_LEN;
-	memmove(s->entries, s->entries + first, (s->nentries - first) * sizeof(*s->entries));
+	if (first > 0)
+		memmove(s->entries, s->entries + first, (s->nentries - first) * sizeof(*s->entries));
 	s->nentries -= first;
 	for (size_t i = 0; i < s->nentries; i++)
 		s->entries[i].offset -= shift;
