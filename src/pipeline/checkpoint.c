@@ -1159,3 +1159,27 @@ int checkpoint_privacy_dump_cb(void *privacy_stage, checkpoint_row_cb row_cb, vo
 	dump_adapter d = {row_cb, row_arg};
 	return policy_state_dump(privacy_state(privacy_stage), dump_adapter_cb, &d);
 }
+
+int checkpoint_compact_at(checkpoint_store *st, const struct policy *pol, uint64_t upto,
+                          char err[CHECKPOINT_ERROR_MAX])
+{
+	privacy *scratch = NULL;
+	char perr[PRIVACY_ERROR_MAX];
+	uint64_t state_lsn = 0;
+	int rc = privacy_create(pol, NULL, &scratch, perr);
+	if (rc < 0) {
+		snprintf(err, CHECKPOINT_ERROR_MAX, "checkpoint: compaction: %s", perr);
+		return rc;
+	}
+	rc = st->ops->load(st->impl, upto, checkpoint_privacy_row_cb, scratch, &state_lsn, err);
+	if (rc == 0 && state_lsn != upto) {
+		char a[LSN_TEXT_MAX], b[LSN_TEXT_MAX];
+		snprintf(err, CHECKPOINT_ERROR_MAX, "checkpoint: compaction up to %s: the state is known only up to %s",
+		         lsn_format(upto, a), lsn_format(state_lsn, b));
+		rc = -ESTALE;
+	}
+	if (rc == 0)
+		rc = st->ops->compact(st->impl, upto, checkpoint_privacy_dump_cb, scratch, err);
+	privacy_destroy(scratch);
+	return rc;
+}

@@ -134,4 +134,14 @@ int checkpoint_privacy_row_cb(void *privacy_stage, const checkpoint_row *row);
 /* A dump_cb for compact with arg a privacy stage: the committed state (privacy_state). */
 int checkpoint_privacy_dump_cb(void *privacy_stage, checkpoint_row_cb row_cb, void *row_arg);
 
+struct policy;
+/* Compacts st up to upto with the state as of upto rebuilt from st itself (a scratch privacy
+ * stage for pol: load(upto), then compact(upto) from its dump), so the caller's own state may
+ * be ahead of upto — the usual case: compact up to the confirmed LSN while later transactions
+ * are already applied and logged. -ESTALE when st does not know the state as of upto (nothing
+ * synced that far); otherwise load's, compact's errors or -ENOMEM, with err. Blocks; memory
+ * O(state) while it runs. */
+__attribute__((warn_unused_result)) int checkpoint_compact_at(checkpoint_store *st, const struct policy *pol,
+                                                              uint64_t upto, char err[CHECKPOINT_ERROR_MAX]);
+
 #endif

@@ -424,6 +424,24 @@ static void test_through_the_store(void **state)
 		assert_string_equal(got, want[i]);
 		free(got);
 	}
+	/* compaction up to 0x200 while the writer's state is at 0x400: rebuilt from the store */
+	assert_int_equal(checkpoint_compact_at(st, f->pol, 0x200, err), 0);
+	for (int i = 1; i < 3; i++) {
+		uint64_t lsn = 0;
+		privacy_clear(pv2);
+		assert_int_equal(st->ops->load(st->impl, at[i], checkpoint_privacy_row_cb, pv2, &lsn, err), 0);
+		char *got = dump_text(privacy_state(pv2));
+		assert_string_equal(got, want[i]);
+		free(got);
+	}
+	{
+		uint64_t lsn = 0;
+		privacy_clear(pv2);
+		assert_int_equal(st->ops->load(st->impl, 0x100, checkpoint_privacy_row_cb, pv2, &lsn, err), -ESTALE);
+		assert_int_equal(checkpoint_compact_at(st, f->pol, 0x900, err), -ESTALE); /* not known that far */
+		privacy_clear(pv2);
+		assert_int_equal(st->ops->load(st->impl, 0x400, checkpoint_privacy_row_cb, pv2, &lsn, err), 0);
+	}
 	/* compaction from the loaded stage (state as of 0x400), then a load gives the same */
 	assert_int_equal(st->ops->compact(st->impl, 0x400, checkpoint_privacy_dump_cb, pv2, err), 0);
 	assert_int_equal(st->ops->log_bytes(st->impl), 0);
