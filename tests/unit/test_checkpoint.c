@@ -597,7 +597,7 @@ static void test_bounded_cost(void **state)
 {
 	fx *f = *state;
 	txn t = {0};
-	for (int i = 0; i < 10000; i++) {
+	for (int i = 0; i < 4000; i++) {
 		txn_member(&t, i, i % 3 ? O1 : O2, "member", false);
 		for (size_t k = 0; k < t.n; k++)
 			model_apply(&f->m, &t.rows[k]);
@@ -605,7 +605,7 @@ static void test_bounded_cost(void **state)
 	}
 	compact_at(f, 0x100);
 	off_t base = file_size(f, "base");
-	assert_true(base > 10000 * 80);
+	assert_true(base > 4000 * 80);
 	off_t log0 = file_size(f, "log"), pos0 = file_size(f, "positions");
 	char p[600];
 	struct stat st0, st1;
