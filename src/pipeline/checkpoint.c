@@ -34,6 +34,9 @@
  * in memory only, which is safe because every policy change is an append that a sync makes
  * durable before the LSN is confirmed; the pipeline records its confirmed LSN as a named
  * position, and that carries the known-at LSN to disk.
+ *
+ * At the end, the glue the pipeline uses: checkpoint_batch (a commit's journal rows, appended
+ * once), the privacy stage as load target and dump source, and checkpoint_compact_at.
  */
 #include "checkpoint.h"
 
