@@ -74,6 +74,14 @@ __attribute__((warn_unused_result)) int privacy_set_txn_buffer(privacy *pv, size
  * a transaction in progress is dropped). 0 or -EIO with err. Blocks on the query. */
 __attribute__((warn_unused_result)) int privacy_load(privacy *pv, PGconn *conn, char err[PRIVACY_ERROR_MAX]);
 
+/* The query that reads one table of p's policy state (POLICY_STATE_MEMBERSHIP or
+ * POLICY_STATE_RULES), three text columns in policy_state_load_row's order, identifiers quoted
+ * through conn (connected). What privacy_load and policy_loader run. 0 and *sql (caller frees
+ * with free()), -ENOENT when p has no rules table, -EINVAL for another table, -ENOMEM. Does not
+ * block. */
+__attribute__((warn_unused_result)) int privacy_load_query(const policy *p, PGconn *conn, int table,
+                                                           char **sql);
+
 /* Empties both states and drops a transaction in progress (before loading a checkpoint with
  * privacy_load_row). Does not fail. */
 void privacy_clear(privacy *pv);
@@ -82,6 +90,11 @@ void privacy_clear(privacy *pv);
  * checkpoint written with policy_state_dump(privacy_state(pv), ...)) to both states. Only
  * between transactions. 0, -EINVAL or -ENOMEM (privacy_error says why). Does not block. */
 __attribute__((warn_unused_result)) int privacy_load_row(privacy *pv, int table, const char *const *values);
+
+/* Removes one row of a committed state by its key (policy_state_remove_row's table and
+ * values: a checkpoint's deleted row) from both states. Only between transactions. 0, -EINVAL
+ * or -ENOMEM (privacy_error says why). Does not block. */
+__attribute__((warn_unused_result)) int privacy_remove_row(privacy *pv, int table, const char *const *values);
 
 /* ---- the transactional path ------------------------------------------------------------ */
 
@@ -137,6 +150,14 @@ __attribute__((warn_unused_result)) int privacy_step(privacy *pv, const change *
 
 /* The last error message. */
 const char *privacy_error(const privacy *pv);
+
+/* The journal of the committed state (policy_state_set_journal on PRIVACY_BEFORE): cb gets
+ * every policy row a commit (privacy_commit, privacy_judge/privacy_step) applies to the
+ * committed state, in order, during that call — what a checkpoint appends for the
+ * transaction. privacy_load, privacy_load_row and privacy_clear do not journal. When the commit
+ * returns an error, the rows journaled during it do not describe the state: drop them (and
+ * reload the state). NULL cb: none. Does not block. */
+void privacy_set_journal(privacy *pv, policy_state_journal_cb cb, void *arg);
 
 /* ---- building blocks, for judging one change for several viewers (audience.h) ---------- */
 
