@@ -115,8 +115,10 @@ call difftest.judge(100009, 'cases: roster deleted and re-inserted');
 
 -- Intermediate versions across a policy change: an event about the owner-only contact inserted,
 -- updated and deleted around a promotion to owner. Its inserted version is visible as of the
--- commit to the promoted user; the old rows of the update and the delete were never visible
--- "just before" (the oracle accepts either state's judgement for them, workload.sql).
+-- commit to the promoted user, who receives the INSERT and the UPDATE; the old rows of the update
+-- and the delete were created in this transaction, so they are judged as of the commit too
+-- (issue 6): the promoted user receives the update's old row and the DELETE, or would be left
+-- holding a row that no longer exists.
 begin;
 :ev :'e9', :'o', :'c_open', null :evtail :'e9';
 update public.org_roles set role = 'owner' where org_id = :'o' and user_id = :'u_viewer';
