@@ -129,7 +129,7 @@ while kill -0 "$WORKLOAD" 2>/dev/null; do
   durable_tail
 done
 wait "$WORKLOAD"
-CASES=11
+CASES=13
 if $LEGACY; then CASES=0; else sql -v seed="$SEED" -f "$HERE/cases.sql" >/dev/null; fi
 echo "# workload and cases: $((SECONDS - started)) s"
 end=$(current_lsn)
