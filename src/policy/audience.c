@@ -6,7 +6,8 @@
  * PRIVACY_AFTER), each follow their state's change callback: per subscribed user a list of
  * links, one per org the user is a member of (rank >= 1), and orgs with at least one subscribed
  * member in a map (uuid -> aorg), each with one list of links per rank. A new row version of
- * org O looks O up once in the AFTER index, an old one (a DELETE) in the BEFORE index, then
+ * org O looks O up once in the AFTER index, an old one (a DELETE) in the index of
+ * privacy_old_state (BEFORE, or AFTER for a version the transaction created), then
  * walks the rank lists: the work is proportional to O's subscribers, never to the others.
  * Between transactions both indexes are equal. Links are created at subscribe time
  * (policy_state_user_orgs) and moved by the change callbacks; if a callback cannot allocate,
@@ -716,16 +717,17 @@ typedef struct row_ctx {
 	bool split;                  /* old ranks may differ from the new ones: the old row is in
 	                              * another org (or none readable), or the transaction changed
 	                              * the policy state */
-	int w;                       /* the row's state: PRIVACY_AFTER, or PRIVACY_BEFORE (DELETE) */
+	int w;                       /* the row's state: PRIVACY_AFTER, or wold (DELETE) */
+	int wold;                    /* the old row's state: privacy_old_state */
 	const policy_state_uuid *org;
 } row_ctx;
 
-/* The member's rank in the old row's org just before the transaction (split rows only). */
+/* The member's rank in the old row's org in the old row's state (split rows only). */
 static int old_rank_of(audience *a, const row_ctx *x, const auser *u)
 {
 	if (x->old_org->kind != VALUE_TEXT)
 		return 0;
-	return policy_state_rank(privacy_state_at(a->pv, PRIVACY_BEFORE), x->old_org->data, x->old_org->len, u->uid,
+	return policy_state_rank(privacy_state_at(a->pv, (privacy_when)x->wold), x->old_org->data, x->old_org->len, u->uid,
 	                         POLICY_STATE_UUID_TEXT - 1);
 }
 
@@ -765,7 +767,7 @@ static int org_audiences(audience *a, const row_ctx *x, aorg *o)
 			policy_viewer vn, vo;
 			privacy_viewer_init(a->pv, &vn, (privacy_when)x->w, r, rep->user->uid, POLICY_STATE_UUID_TEXT - 1,
 			                    false);
-			privacy_viewer_init(a->pv, &vo, PRIVACY_BEFORE, x->split ? ro : r, rep->user->uid,
+			privacy_viewer_init(a->pv, &vo, (privacy_when)x->wold, x->split ? ro : r, rep->user->uid,
 			                    POLICY_STATE_UUID_TEXT - 1, false);
 			change view;
 			int rc = evaluate(a, x->c, x->b, &vn, x->old ? &vo : NULL, &view);
@@ -798,7 +800,7 @@ static int org_audiences(audience *a, const row_ctx *x, aorg *o)
 		int ro = x->split ? old_rank_of(a, x, u) : l->rank;
 		policy_viewer vn, vo;
 		privacy_viewer_init(a->pv, &vn, (privacy_when)x->w, l->rank, u->uid, POLICY_STATE_UUID_TEXT - 1, false);
-		privacy_viewer_init(a->pv, &vo, PRIVACY_BEFORE, ro, u->uid, POLICY_STATE_UUID_TEXT - 1, false);
+		privacy_viewer_init(a->pv, &vo, (privacy_when)x->wold, ro, u->uid, POLICY_STATE_UUID_TEXT - 1, false);
 		change view;
 		int rc = evaluate(a, x->c, x->b, &vn, x->old ? &vo : NULL, &view);
 		if (rc < 0)
@@ -813,7 +815,8 @@ static int org_audiences(audience *a, const row_ctx *x, aorg *o)
 }
 
 /* The stage's judging callback: every audience of c, new row versions judged with the state as
- * of the commit (the AFTER index), old ones with the state before the transaction (BEFORE). */
+ * of the commit (the AFTER index), old ones with the state before the transaction (BEFORE), or
+ * as of the commit when the transaction created them (privacy_old_state). */
 static int publish_cb(void *arg, const change *c)
 {
 	audience *a = arg;
@@ -851,7 +854,8 @@ static int publish_cb(void *arg, const change *c)
 	if (b == NULL)
 		return 0; /* no row, or a table the policy does not govern: bypass only */
 	bool del = c->action == CHANGE_DELETE;
-	row_ctx x = {.c = c, .b = b, .w = del ? PRIVACY_BEFORE : PRIVACY_AFTER};
+	privacy_when wold = privacy_old_state(a->pv);
+	row_ctx x = {.c = c, .b = b, .w = del ? wold : PRIVACY_AFTER, .wold = wold};
 	x.row = del ? c->old_tuple : c->new_tuple;
 	if (x.row == NULL)
 		return 0;
@@ -868,7 +872,8 @@ static int publish_cb(void *arg, const change *c)
 		x.old_org = &x.old[org_col];
 		bool moved = !(x.old_org->kind == VALUE_TEXT && x.old_org->len == org->len &&
 		               memcmp(x.old_org->data, org->data, org->len) == 0);
-		x.split = moved || privacy_pending(a->pv);
+		/* same org and same state: the old ranks are the new ones */
+		x.split = moved || (privacy_pending(a->pv) && wold != PRIVACY_AFTER);
 	}
 	const int *ucols;
 	size_t nucols = policy_bound_uid_columns(b, &ucols);

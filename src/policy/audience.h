@@ -22,7 +22,9 @@
  *
  * Judged per transaction, as the privacy stage does (privacy.h): a new row version (INSERT,
  * UPDATE's new row) reaches the members of its org as of the transaction's commit, an old one
- * (DELETE, UPDATE's old row) those who could see it just before the transaction. So there are
+ * (DELETE, UPDATE's old row) those who could see it just before the transaction — or, for an old
+ * version that an earlier change of the same transaction created (privacy_old_state), those who
+ * see it as of the commit, the members who received its creation. So there are
  * two indexes org -> subscribed members by rank, one per policy state of the stage, each
  * following subscribe/unsubscribe and, through its state's change callback, every promotion,
  * demotion, removal and re-add. Each audience's view is computed once (privacy_view, the same

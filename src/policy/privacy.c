@@ -28,6 +28,7 @@
 #include "lsn.h"
 #include "policy_state.h"
 #include "txnbuf.h"
+#include "txnrows.h"
 
 /* Undecryptable values are logged at most once per key id per interval (docs/encryption.md);
  * the lines in between are counted and the count goes into the next line of that key id. */
@@ -51,6 +52,8 @@ struct privacy {
 	bool txn_policy;  /* the transaction in progress changes a policy table */
 	bool pending;     /* AFTER may differ from BEFORE (inside a commit of such a transaction) */
 	bool broken;      /* a failed commit could not restore the states: refuse to go on */
+	txnrows *created; /* while judging a policy transaction: the row versions it created so far */
+	privacy_when old_when; /* the state that judges the old row of the change being judged */
 	uint32_t xid;
 	arena *mem;
 	buf scratch;
@@ -99,6 +102,9 @@ int privacy_create(const policy *p, keyring *k, privacy **out, char err[PRIVACY_
 	rc = txnbuf_create(PRIVACY_TXN_MEMORY_DEFAULT, NULL, &pv->tb);
 	if (rc < 0)
 		goto fail;
+	rc = txnrows_create(&pv->created);
+	if (rc < 0)
+		goto fail;
 	rc = policy_cache_create(p, &pv->cache);
 	if (rc < 0)
 		goto fail;
@@ -122,6 +128,7 @@ void privacy_destroy(privacy *pv)
 		return;
 	policy_cache_destroy(pv->cache);
 	txnbuf_destroy(pv->tb);
+	txnrows_destroy(pv->created);
 	policy_state_destroy(pv->state[PRIVACY_BEFORE]);
 	policy_state_destroy(pv->state[PRIVACY_AFTER]);
 	arena_destroy(pv->mem);
@@ -298,6 +305,11 @@ policy_state *privacy_state_at(privacy *pv, privacy_when when)
 bool privacy_pending(const privacy *pv)
 {
 	return pv->pending;
+}
+
+privacy_when privacy_old_state(const privacy *pv)
+{
+	return pv->old_when;
 }
 
 void privacy_viewer_init(privacy *pv, policy_viewer *out, privacy_when when, int rank, const char *uid,
@@ -552,11 +564,12 @@ int privacy_view_as(privacy *pv, const change *c, const privacy_viewer *v, chang
 	const change_value *row = del ? c->old_tuple : c->new_tuple;
 	if (row == NULL)
 		return 0;
-	/* new row versions by the state as of the commit, old ones by the state just before */
-	policy_viewer vnew = viewer_for(pv, b, row, v, del ? PRIVACY_BEFORE : PRIVACY_AFTER), vold;
+	/* new row versions by the state as of the commit, old ones by the state just before (or as
+	 * of the commit for an old version this transaction created: privacy_old_state) */
+	policy_viewer vnew = viewer_for(pv, b, row, v, del ? pv->old_when : PRIVACY_AFTER), vold;
 	bool has_old = !del && c->old_tuple != NULL;
 	if (has_old)
-		vold = viewer_for(pv, b, c->old_tuple, v, PRIVACY_BEFORE);
+		vold = viewer_for(pv, b, c->old_tuple, v, pv->old_when);
 	return privacy_view(pv, c, b, &vnew, has_old ? &vold : NULL, out);
 }
 
@@ -654,13 +667,37 @@ static int replay_apply_cb(void *arg, const change *c)
 	return policy_change(x->pv, c) ? apply_to(x->pv, x->w, c) : 0;
 }
 
+/* A row of a governed table (one whose judgement depends on the policy state)? */
+static bool governed_row(privacy *pv, const change *c)
+{
+	const policy_bound *b = NULL;
+	return c->rel != NULL && (c->action == CHANGE_INSERT || c->action == CHANGE_UPDATE ||
+	                          c->action == CHANGE_DELETE) &&
+	       privacy_bind(pv, c->rel, &b) == 0 && b != NULL;
+}
+
 static int replay_judge_cb(void *arg, const change *c)
 {
 	replay_ctx *x = arg;
-	arena_reset(x->pv->mem);
+	privacy *pv = x->pv;
+	arena_reset(pv->mem);
+	/* In a transaction that changed policy tables the two states may differ: an old row version
+	 * that an earlier change of it created is judged as of the commit, like its creation. */
+	bool track = pv->pending && governed_row(pv, c);
+	pv->old_when = track && c->old_tuple != NULL && txnrows_has(pv->created, c->rel, c->old_tuple)
+	                       ? PRIVACY_AFTER
+	                       : PRIVACY_BEFORE;
 	int rc = x->cb(x->arg, c);
+	pv->old_when = PRIVACY_BEFORE;
 	x->cb_failed = rc < 0;
-	return rc < 0 ? rc : 0;
+	if (rc < 0)
+		return rc;
+	if (track && c->new_tuple != NULL && (rc = txnrows_add(pv->created, c->rel, c->new_tuple)) < 0) {
+		snprintf(pv->err, sizeof(pv->err), "xid=%u: recording the row versions of the transaction: out of memory",
+		         (unsigned)pv->xid);
+		return rc;
+	}
+	return 0;
 }
 
 static int replay_failed(privacy *pv, const replay_ctx *x, int rc)
@@ -698,6 +735,7 @@ int privacy_commit(privacy *pv, const change_txn *txn, privacy_judge_cb cb, void
 			(void)states_resync(pv, PRIVACY_AFTER, PRIVACY_BEFORE);
 	}
 	txnbuf_reset(pv->tb);
+	txnrows_reset(pv->created);
 	pv->in_txn = false;
 	pv->txn_policy = false;
 	return rc;

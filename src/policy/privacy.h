@@ -6,7 +6,14 @@
  * Judged per transaction (DESIGN.md, "equivalent to RLS"): every new row version (an INSERT, an
  * UPDATE's new row) with the policy state as of the transaction's commit, every old row version
  * (a DELETE, an UPDATE's old row) with the state just before the transaction, whatever the
- * position of the policy changes inside it. The stage therefore keeps two states —
+ * position of the policy changes inside it — except an old row version that an earlier change
+ * of the same transaction created (a row inserted then updated or deleted, the second of two
+ * updates): it never existed before the transaction and is judged, like its creation, with the
+ * state as of the commit, so whoever received its INSERT receives its DELETE and nobody else
+ * does (issue 6). Such versions are recognized by table and replica-identity key (txnrows.h),
+ * only in transactions that change a policy table (in the others both states are equal): a
+ * hash set of 16 bytes per row the transaction inserts or updates, for the length of its
+ * commit. The stage therefore keeps two states —
  * PRIVACY_BEFORE, as of the last commit, and PRIVACY_AFTER, that plus the policy changes of the
  * transaction being committed — and holds each transaction's changes (txnbuf: in memory up to
  * a limit, then spilled to a file) until its COMMIT:
@@ -100,7 +107,7 @@ __attribute__((warn_unused_result)) int privacy_remove_row(privacy *pv, int tabl
 
 /* Called by the stage with each change to judge: during privacy_commit once per held change in
  * order, or from privacy_change/privacy_judge for a change judged at once. The states are set
- * up for privacy_view_as / privacy_view (new rows: AFTER, old rows: BEFORE). Returns >= 0 to go
+ * up for privacy_view_as / privacy_view (new rows: AFTER, old rows: privacy_old_state). Returns >= 0 to go
  * on, or a negative errno to stop: the caller of the stage gets it back. It must not call
  * privacy_begin/change/commit/abort. Views it makes stay valid until it returns. */
 typedef int (*privacy_judge_cb)(void *arg, const change *c);
@@ -173,6 +180,12 @@ policy_state *privacy_state_at(privacy *pv, privacy_when when);
  * may differ); false between transactions. */
 bool privacy_pending(const privacy *pv);
 
+/* Inside a judging callback: the state that judges the old row version of the change being
+ * judged (a DELETE's row, an UPDATE's old row): PRIVACY_AFTER when an earlier change of the same
+ * transaction created that version (and the transaction changed a policy table), else
+ * PRIVACY_BEFORE — also outside judging callbacks. Never fails. */
+privacy_when privacy_old_state(const privacy *pv);
+
 /* The policy binding for rel (cached per relation version). 0 and *out (NULL: rel's table is not
  * governed, deny it), or -EINVAL / -ENOMEM with privacy_error. *out stays valid until the next
  * privacy_bind of that table. Does not block. */
@@ -182,7 +195,7 @@ __attribute__((warn_unused_result)) int privacy_bind(privacy *pv, const relation
 /* Fills *out for a viewer with an explicit rank (in the org of the row being judged, in the
  * state of when), uid (canonical text, uid_len bytes, or NULL: then the rank is forced to 0) and
  * bypass flag, with privacy rules looked up in the state of when: PRIVACY_AFTER for a new row
- * version, PRIVACY_BEFORE for an old one (a DELETE's row, an UPDATE's old row). out borrows
+ * version, privacy_old_state for an old one (a DELETE's row, an UPDATE's old row). out borrows
  * uid. */
 void privacy_viewer_init(privacy *pv, policy_viewer *out, privacy_when when, int rank, const char *uid,
                          size_t uid_len, bool bypass);
@@ -190,9 +203,9 @@ void privacy_viewer_init(privacy *pv, policy_viewer *out, privacy_when when, int
 /* The viewer's version of c under binding b (privacy_bind of c->rel; NULL for messages,
  * truncates and ungoverned tables: only bypass viewers see those, unchanged). The row (new
  * tuple, or the old one for a DELETE) is judged and transformed for vnew (made for
- * PRIVACY_AFTER, or PRIVACY_BEFORE for a DELETE); an UPDATE's old tuple is included,
+ * PRIVACY_AFTER, or privacy_old_state for a DELETE); an UPDATE's old tuple is included,
  * transformed for vold, only when vold (the viewer with their rank in the old row's org as of
- * PRIVACY_BEFORE; NULL = leave it out) sees it too — otherwise the view has no old tuple at
+ * privacy_old_state; NULL = leave it out) sees it too — otherwise the view has no old tuple at
  * all. Returns 1 and *out (values in pv's arena, valid until the judging callback returns), 0
  * when the row is hidden, or a negative errno with privacy_error. Call it from a judging
  * callback. Does not block; allocates only from the arena once warm. */
@@ -203,7 +216,7 @@ __attribute__((warn_unused_result)) int privacy_view(privacy *pv, const change *
 
 /* As privacy_view for a privacy_viewer, whose rank is looked up per tuple (the new and the old
  * row may be in different orgs): new row versions in PRIVACY_AFTER, old ones in
- * PRIVACY_BEFORE. What `walcast tail --as` calls from its judging callback. */
+ * privacy_old_state. What `walcast tail --as` calls from its judging callback. */
 __attribute__((warn_unused_result)) int privacy_view_as(privacy *pv, const change *c,
                                                         const privacy_viewer *v, change *out);
 

@@ -8,7 +8,9 @@
 #   with exactly the values the view shows (masks and decryption included); a DELETE exactly when
 #   the view showed U the row just before T, with those values (on the columns the table's replica
 #   identity carries: the WAL has no others); an UPDATE's old row only to those who saw it before
-#   T (it may be left out; an unchanged primary key alone may go to anyone). Nothing else reaches U.
+#   T (it may be left out; an unchanged primary key alone may go to anyone). An old row that T
+#   itself created (inserted then deleted, updated twice) is judged as of T's commit, like its
+#   creation: U gets its INSERT and its DELETE, or neither. Nothing else reaches U.
 #
 # The workload (equivalence/workload.sql): transactions of one to four operations mixing policy
 # changes (members added, removed, promoted, demoted, seats handed over to users new to the org,
@@ -127,7 +129,7 @@ while kill -0 "$WORKLOAD" 2>/dev/null; do
   durable_tail
 done
 wait "$WORKLOAD"
-CASES=11
+CASES=13
 if $LEGACY; then CASES=0; else sql -v seed="$SEED" -f "$HERE/cases.sql" >/dev/null; fi
 echo "# workload and cases: $((SECONDS - started)) s"
 end=$(current_lsn)

@@ -1137,6 +1137,76 @@ static void test_transactions(void **state)
 	det_fini(&d);
 }
 
+static int count_of(const char *s, const char *needle)
+{
+	int n = 0;
+	for (const char *p = s ? strstr(s, needle) : NULL; p != NULL; p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+/* Row versions created inside the transaction (issue 6): an old version that an earlier change
+ * of the same transaction created is judged with the state as of the commit, like its creation,
+ * so a subscriber receives both its INSERT and its DELETE, or neither; an UPDATE's old row that
+ * the transaction created goes to whoever received it. Through the rank audiences (unnamed
+ * members) and the individual ones (users named by user_id). */
+static void test_versions_created_in_transaction(void **state)
+{
+	det d;
+	det_init(&d, *state);
+	trow m1 = mrow(1, 1, "viewer"), m2 = mrow(1, 2, "member"), m3 = mrow(1, 3, "viewer");
+	trow e = erow(1, -1, "0d000000-0000-4000-8000-000000000001");
+	trow e2 = erow(1, 1, "0d000000-0000-4000-8000-000000000002");
+	det_publish(&d, CHANGE_INSERT, &roles_rel, &m2, NULL);
+	sub(&d, 1, 1);
+	sub(&d, 2, 2);
+	sub(&d, 3, 3);
+	/* user 1 joins; an event inserted and deleted: user 1 gets both */
+	assert_int_equal(audience_begin(d.aud, &TXN), 0);
+	det_change(&d, CHANGE_INSERT, &roles_rel, &m1, NULL);
+	det_change(&d, CHANGE_INSERT, &events_rel, &e, NULL);
+	det_change(&d, CHANGE_DELETE, &events_rel, NULL, &e);
+	det_commit(&d);
+	assert_int_equal(d.col.count[1], 3);
+	assert_int_equal(count_of(d.col.payload[1], "\"action\":\"delete\""), 1);
+	assert_int_equal(d.col.count[2], 3);
+	assert_int_equal(d.col.count[3], 0);
+	/* user 1 removed; an event they handle inserted and deleted around it: neither */
+	assert_int_equal(audience_begin(d.aud, &TXN), 0);
+	det_change(&d, CHANGE_INSERT, &events_rel, &e2, NULL);
+	det_change(&d, CHANGE_DELETE, &roles_rel, NULL, &m1);
+	det_change(&d, CHANGE_DELETE, &events_rel, NULL, &e2);
+	det_commit(&d);
+	assert_int_equal(d.col.count[1], 1); /* the delete of their own roster row only */
+	assert_non_null(strstr(d.col.payload[1], "\"table\":\"org_roles\""));
+	assert_int_equal(d.col.count[2], 3);
+	/* user 3 joins; an event inserted and updated twice: user 3 gets both old rows (the
+	 * versions this transaction created and delivered to them) */
+	trow e3 = erow(1, -1, "0d000000-0000-4000-8000-000000000003"), e3b = e3, e3c = e3;
+	set(&e3b, E_STATUS, "answered");
+	set(&e3c, E_STATUS, "called back");
+	assert_int_equal(audience_begin(d.aud, &TXN), 0);
+	det_change(&d, CHANGE_INSERT, &events_rel, &e3, NULL);
+	det_change(&d, CHANGE_INSERT, &roles_rel, &m3, NULL);
+	det_change(&d, CHANGE_UPDATE, &events_rel, &e3b, &e3);
+	det_change(&d, CHANGE_UPDATE, &events_rel, &e3c, &e3b);
+	det_commit(&d);
+	assert_int_equal(d.col.count[3], 4);
+	assert_int_equal(count_of(d.col.payload[3], "\"old\":"), 2);
+	/* an old row that existed before the transaction keeps BEFORE: user 3 removed, the event
+	 * updated: user 3 sees nothing of it (the new row is hidden as of the commit) */
+	assert_int_equal(audience_begin(d.aud, &TXN), 0);
+	det_change(&d, CHANGE_DELETE, &roles_rel, NULL, &m3);
+	det_change(&d, CHANGE_UPDATE, &events_rel, &e3, &e3c);
+	det_change(&d, CHANGE_DELETE, &events_rel, NULL, &e3);
+	det_commit(&d);
+	assert_int_equal(d.col.count[3], 1); /* their own roster row */
+	assert_int_equal(d.col.count[2], 3);
+	/* both deletes, and the update with the old row user 2 saw before the transaction */
+	assert_int_equal(count_of(d.col.payload[2], "\"old\":"), 3);
+	det_fini(&d);
+}
+
 /* Payloads kept by a sink outlive the publish and the audience. */
 static void test_payload_lifetime(void **state)
 {
@@ -1172,6 +1242,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_index_maintenance, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_payload_lifetime, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_versions_created_in_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_randomized_equivalence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_randomized_transactions, setup, teardown),
 	};

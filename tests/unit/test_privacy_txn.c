@@ -480,6 +480,199 @@ static void test_update_old_row_other_org(void **state)
 	assert_string_equal(run(f, start_o1, event_moved, UX), "insert org_roles 0002:0f;update events 01;");
 }
 
+/* ---- row versions created inside the transaction (issue 6, the lead's decision) ------------------- */
+
+/* An old row version that an earlier change of the same transaction created (a row inserted and
+ * then deleted or updated, a row updated twice) is judged with the state as of the commit, the
+ * state that judged its creation: whoever received the INSERT also receives the DELETE, whoever
+ * did not receives neither. Old versions that existed before the transaction keep BEFORE. */
+
+#define E3 "0d000000-0000-4000-8000-000000000003"
+
+static void start_ruled(fx *f)
+{
+	start_handler(f); /* UA member, UD admin, UH viewer */
+	load(f, POLICY_STATE_RULES, R1, C1, "admin");
+}
+
+/* UX joins O1; an event inserted and deleted. */
+static void join_insert_delete(fx *f)
+{
+	tup n;
+	put(f, CHANGE_INSERT, &roles_rel, T3(&n, O1, UX, "viewer"), NULL);
+	put(f, CHANGE_INSERT, &events_rel, T4(&n, E1, O1, NULL, NULL), NULL);
+	put(f, CHANGE_DELETE, &events_rel, NULL, T4(&n, E1, O1, NULL, NULL));
+}
+
+/* The same, the membership last. */
+static void insert_delete_join(fx *f)
+{
+	tup n;
+	put(f, CHANGE_INSERT, &events_rel, T4(&n, E1, O1, NULL, NULL), NULL);
+	put(f, CHANGE_DELETE, &events_rel, NULL, T4(&n, E1, O1, NULL, NULL));
+	put(f, CHANGE_INSERT, &roles_rel, T3(&n, O1, UX, "viewer"), NULL);
+}
+
+/* UH removed; an event they handle inserted and deleted around it. */
+static void insert_removal_delete(fx *f)
+{
+	tup n;
+	put(f, CHANGE_INSERT, &events_rel, T4(&n, E1, O1, NULL, UH), NULL);
+	put(f, CHANGE_DELETE, &roles_rel, NULL, T3(&n, O1, UH, "viewer"));
+	put(f, CHANGE_DELETE, &events_rel, NULL, T4(&n, E1, O1, NULL, UH));
+}
+
+static void test_created_then_deleted(void **state)
+{
+	fx *f = *state;
+	/* the new member gets the insert and the delete, whatever the order */
+	assert_string_equal(run(f, start_handler, join_insert_delete, UX),
+	                    "insert org_roles 0001:0f;insert events 01;delete events 01;");
+	assert_string_equal(run(f, start_handler, insert_delete_join, UX),
+	                    "insert events 01;delete events 01;insert org_roles 0001:0f;");
+	/* the removed handler gets neither (only the delete of their own roster row, which they
+	 * saw before the transaction) */
+	assert_string_equal(run(f, start_handler, insert_removal_delete, UH), "delete org_roles 0001:01;");
+	/* a member who stays gets both */
+	assert_string_equal(run(f, start_handler, insert_removal_delete, UA),
+	                    "insert events 01;delete org_roles 0001:01;delete events 01;");
+}
+
+/* A row that existed before: deleted (BEFORE), inserted again and deleted again (AFTER). */
+static void delete_reinsert_delete(fx *f)
+{
+	tup n;
+	put(f, CHANGE_INSERT, &roles_rel, T3(&n, O1, UX, "viewer"), NULL);
+	put(f, CHANGE_DELETE, &roles_rel, NULL, T3(&n, O1, UH, "viewer"));
+	put(f, CHANGE_DELETE, &events_rel, NULL, T4(&n, E2, O1, NULL, UH));
+	put(f, CHANGE_INSERT, &events_rel, T4(&n, E2, O1, NULL, UH), NULL);
+	put(f, CHANGE_DELETE, &events_rel, NULL, T4(&n, E2, O1, NULL, UH));
+}
+
+static void test_existing_row_deleted_and_recreated(void **state)
+{
+	fx *f = *state;
+	/* UX (new): not the pre-existing row, but the re-created one and its delete */
+	assert_string_equal(run(f, start_handler, delete_reinsert_delete, UX),
+	                    "insert org_roles 0001:0f;insert events 02;delete events 02;");
+	/* UH (removed): the pre-existing row's delete only */
+	assert_string_equal(run(f, start_handler, delete_reinsert_delete, UH),
+	                    "delete org_roles 0001:01;delete events 02;");
+}
+
+/* Updated twice with a demotion of UD (admin -> member) in between; the contact is admin-only.
+ * The first update's new version (handled by UA) is hidden from UD as of the commit, so UD
+ * never receives it, and must not receive it as the old row of the second update either. */
+static void update_demote_update(fx *f)
+{
+	tup n, o;
+	put(f, CHANGE_UPDATE, &events_rel, T4(&n, E1, O1, C1, UA), T4(&o, E1, O1, C1, NULL));
+	put(f, CHANGE_UPDATE, &roles_rel, T3(&n, O1, UD, "member"), T3(&o, O1, UD, "admin"));
+	put(f, CHANGE_UPDATE, &events_rel, T4(&n, E1, O1, C1, UD), T4(&o, E1, O1, C1, UA));
+}
+
+/* UD demoted, then an event about the admin-only contact handed to UD. */
+static void demote_then_update(fx *f)
+{
+	tup n, o;
+	put(f, CHANGE_UPDATE, &roles_rel, T3(&n, O1, UD, "member"), T3(&o, O1, UD, "admin"));
+	put(f, CHANGE_UPDATE, &events_rel, T4(&n, E1, O1, C1, UD), T4(&o, E1, O1, C1, NULL));
+}
+
+/* Updated twice with a promotion of UA (member -> admin) in between: UA receives the first
+ * update (without its old row, which UA could not see before) and the second with its old row,
+ * the version the first update delivered. */
+static void update_promote_update(fx *f)
+{
+	tup n, o;
+	put(f, CHANGE_UPDATE, &events_rel, T4(&n, E1, O1, C1, UD), T4(&o, E1, O1, C1, NULL));
+	put(f, CHANGE_UPDATE, &roles_rel, T3(&n, O1, UA, "admin"), T3(&o, O1, UA, "member"));
+	put(f, CHANGE_UPDATE, &events_rel, T4(&n, E1, O1, C1, NULL), T4(&o, E1, O1, C1, UD));
+}
+
+static void test_updated_twice(void **state)
+{
+	fx *f = *state;
+	assert_string_equal(run(f, start_ruled, update_demote_update, UD),
+	                    "update org_roles 0001:0d old=0001:0d;update events 01;");
+	assert_string_equal(run(f, start_ruled, update_promote_update, UA),
+	                    "update events 01;update org_roles 0001:0a old=0001:0a;update events 01 old=01;");
+	assert_string_equal(run(f, start_ruled, update_demote_update, UA),
+	                    "update events 01;update org_roles 0001:0d old=0001:0d;");
+	/* an old row that existed before the transaction keeps BEFORE (UD was admin then) */
+	assert_string_equal(run(f, start_ruled, demote_then_update, UD),
+	                    "update org_roles 0001:0d old=0001:0d;update events 01 old=01;");
+}
+
+/* Inserted, updated and deleted around a promotion (equivalence case 100010). */
+static void insert_promote_update_delete(fx *f)
+{
+	tup n, o;
+	put(f, CHANGE_INSERT, &events_rel, T4(&n, E3, O1, C1, NULL), NULL);
+	put(f, CHANGE_UPDATE, &roles_rel, T3(&n, O1, UA, "owner"), T3(&o, O1, UA, "member"));
+	put(f, CHANGE_UPDATE, &events_rel, T4(&n, E3, O1, C1, UH), T4(&o, E3, O1, C1, NULL));
+	put(f, CHANGE_DELETE, &events_rel, NULL, T4(&n, E3, O1, C1, UH));
+}
+
+static void test_inserted_updated_deleted(void **state)
+{
+	fx *f = *state;
+	assert_string_equal(run(f, start_ruled, insert_promote_update_delete, UA),
+	                    "insert events 03;update org_roles 0001:0a old=0001:0a;update events 03 old=03;"
+	                    "delete events 03;");
+}
+
+/* A key changed by an UPDATE: the version under the new key was created in the transaction. */
+static void join_rekey_delete(fx *f)
+{
+	tup n, o;
+	put(f, CHANGE_INSERT, &roles_rel, T3(&n, O1, UX, "viewer"), NULL);
+	put(f, CHANGE_UPDATE, &events_rel, T4(&n, E3, O1, NULL, NULL), T4(&o, E2, O1, NULL, NULL));
+	put(f, CHANGE_DELETE, &events_rel, NULL, T4(&n, E3, O1, NULL, NULL));
+}
+
+/* A membership added then promoted, another added then removed (equivalence case 100004). */
+static void join_promote(fx *f)
+{
+	tup n, o;
+	put(f, CHANGE_INSERT, &roles_rel, T3(&n, O1, UX, "viewer"), NULL);
+	put(f, CHANGE_UPDATE, &roles_rel, T3(&n, O1, UX, "admin"), T3(&o, O1, UX, "viewer"));
+	put(f, CHANGE_INSERT, &roles_rel, T3(&n, O1, UB, "member"), NULL);
+	put(f, CHANGE_DELETE, &roles_rel, NULL, T3(&n, O1, UB, "member"));
+}
+
+static void test_rekeyed_and_roster(void **state)
+{
+	fx *f = *state;
+	/* the pre-existing E2 was not UX's to see; the version rekeyed to E3 and its delete are */
+	assert_string_equal(run(f, start_handler, join_rekey_delete, UX),
+	                    "insert org_roles 0001:0f;update events 03;delete events 03;");
+	assert_string_equal(run(f, start_handler, join_promote, UX),
+	                    "insert org_roles 0001:0f;update org_roles 0001:0f old=0001:0f;insert org_roles 0001:0b;"
+	                    "delete org_roles 0001:0b;");
+	/* UB never was a member at a commit: neither their row nor its delete */
+	assert_string_equal(run(f, start_handler, join_promote, UB), "");
+	assert_string_equal(run(f, start_handler, join_promote, UA),
+	                    "insert org_roles 0001:0f;update org_roles 0001:0f old=0001:0f;insert org_roles 0001:0b;"
+	                    "delete org_roles 0001:0b;");
+}
+
+/* The same key in another table is another row; a transaction without policy changes keeps the
+ * one state it has. */
+static void contact_id_reused(fx *f)
+{
+	tup n;
+	put(f, CHANGE_INSERT, &roles_rel, T3(&n, O1, UX, "viewer"), NULL);
+	put(f, CHANGE_INSERT, &contacts_rel, T3(&n, E2, O1, "+15550001234"), NULL);
+	put(f, CHANGE_DELETE, &events_rel, NULL, T4(&n, E2, O1, NULL, NULL));
+}
+
+static void test_other_table_same_key(void **state)
+{
+	fx *f = *state;
+	assert_string_equal(run(f, start_handler, contact_id_reused, UX), "insert org_roles 0001:0f;insert contacts 02;");
+}
+
 /* ---- failures and limits ---------------------------------------------------------------------------- */
 
 static void test_failed_commit_leaves_no_trace(void **state)
@@ -581,6 +774,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_roster_reinserted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_update_old_row, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_update_old_row_other_org, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_created_then_deleted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_existing_row_deleted_and_recreated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_updated_twice, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_inserted_updated_deleted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rekeyed_and_roster, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_other_table_same_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_commit_leaves_no_trace, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stopped_commit_leaves_no_trace, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_message_at_once, setup, teardown),

@@ -10,12 +10,14 @@ select (array_agg(uid order by uid))[1] as u_owner, (array_agg(uid order by uid)
        (array_agg(uid order by uid))[5] as u_viewer, (array_agg(uid order by uid))[6] as u_viewer2,
        (array_agg(uid order by uid))[7] as u_new, (array_agg(uid order by uid))[8] as u_new2
   from (select uid from difftest.users order by md5(uid::text || :'seed') limit 8) s \gset
-select md5(:'seed' || 'cases contact ruled')::uuid as c_ruled, md5(:'seed' || 'cases contact open')::uuid as c_open \gset
+select md5(:'seed' || 'cases contact ruled')::uuid as c_ruled, md5(:'seed' || 'cases contact open')::uuid as c_open,
+       md5(:'seed' || 'cases contact spare')::uuid as c_spare, md5(:'seed' || 'cases contact spare 2')::uuid as c_spare2 \gset
 select (array_agg(id order by id))[1] as e1, (array_agg(id order by id))[2] as e2, (array_agg(id order by id))[3] as e3,
        (array_agg(id order by id))[4] as e4, (array_agg(id order by id))[5] as e5, (array_agg(id order by id))[6] as e6,
-       (array_agg(id order by id))[7] as e7, (array_agg(id order by id))[8] as e8, (array_agg(id order by id))[9] as e9
+       (array_agg(id order by id))[7] as e7, (array_agg(id order by id))[8] as e8, (array_agg(id order by id))[9] as e9,
+       (array_agg(id order by id))[10] as e10
   from (select id from difftest.bodies d where not exists (select 1 from public.events v where v.id = d.id)
-         order by id desc limit 9) s \gset
+         order by id desc limit 10) s \gset
 \set ev 'insert into public.events (id, org_id, contact_id, user_id, kind, direction, status, from_number, to_number, body) select '
 \set evtail ', ''call'', ''inbound'', ''new'', ''+15551234567'', ''+15557654321'', body from difftest.bodies where id = '
 
@@ -115,8 +117,10 @@ call difftest.judge(100009, 'cases: roster deleted and re-inserted');
 
 -- Intermediate versions across a policy change: an event about the owner-only contact inserted,
 -- updated and deleted around a promotion to owner. Its inserted version is visible as of the
--- commit to the promoted user; the old rows of the update and the delete were never visible
--- "just before" (the oracle accepts either state's judgement for them, workload.sql).
+-- commit to the promoted user, who receives the INSERT and the UPDATE; the old rows of the update
+-- and the delete were created in this transaction, so they are judged as of the commit too
+-- (issue 6): the promoted user receives the update's old row and the DELETE, or would be left
+-- holding a row that no longer exists.
 begin;
 :ev :'e9', :'o', :'c_open', null :evtail :'e9';
 update public.org_roles set role = 'owner' where org_id = :'o' and user_id = :'u_viewer';
@@ -124,6 +128,31 @@ update public.events set status = 'answered' where id = :'e9';
 delete from public.events where id = :'e9';
 commit;
 call difftest.judge(100010, 'cases: event inserted, updated and deleted around a promotion', true);
+
+-- Old versions created in the transaction, around a removal and a demotion (issue 6): an event
+-- handled by the analyst inserted, the analyst removed, the event deleted: the analyst receives
+-- neither the INSERT nor the DELETE. An event about the owner-only contact handed to the admin,
+-- the second owner demoted to admin, the event handed to them: they receive the second update
+-- (they handle it) without its old row, the version handed to the admin, which they never saw.
+begin;
+:ev :'e10', :'o', :'c_open', :'u_member' :evtail :'e10';
+delete from public.org_roles where org_id = :'o' and user_id = :'u_member';
+delete from public.events where id = :'e10';
+update public.events set user_id = :'u_admin' where id = :'e8';
+update public.org_roles set role = 'admin' where org_id = :'o' and user_id = :'u_viewer';
+update public.events set user_id = :'u_viewer', status = 'answered' where id = :'e8';
+insert into public.contacts (id, org_id, name, phone) values (:'c_spare', :'o', 'spare', '+15550004444');
+commit;
+call difftest.judge(100012, 'cases: event inserted and deleted around a removal; updated twice around a demotion', true);
+
+-- A key changed by an UPDATE, then the row deleted, while a user joins: the joining user gets
+-- the row under its new key (not the old one, which they never saw) and its DELETE.
+begin;
+insert into public.org_roles (org_id, user_id, role) values (:'o', :'u_new2', 'viewer');
+update public.contacts set id = :'c_spare2', name = 'spare moved' where id = :'c_spare';
+delete from public.contacts where id = :'c_spare2';
+commit;
+call difftest.judge(100013, 'cases: contact rekeyed then deleted while a user joins', true);
 
 -- The org deleted, after a change in another org: every row of it cascades; its members saw them.
 begin;

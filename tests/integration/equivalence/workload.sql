@@ -32,8 +32,10 @@
 -- version (difftest.v_<t>, difftest.v_<t>_masked): a new intermediate version by the state as of
 -- the commit (DESIGN.md: "that row version ... by the policy state as of T's commit"); an old
 -- intermediate version (the old row of the second update, the delete of a row inserted in the
--- same transaction) was never visible "just before T", and DESIGN.md does not settle which state
--- judges it: the oracle accepts the judgement of either state, and never a delivery both deny.
+-- same transaction) was never visible "just before T": it is judged by the state as of the
+-- commit too, the state that judged its creation (issue 6: whoever received the INSERT receives
+-- the DELETE, nobody else). The oracle records both states' judgements (expected / old_expected:
+-- just before; expected_alt / old_alt: as of the commit) and compare.py requires the latter.
 -- For committed versions the copy's answer is checked against the real view's (difftest.mismatch),
 -- which validates the copy on thousands of rows per run.
 --
@@ -53,9 +55,11 @@ create unlogged table difftest.oracle (
   step int not null, xid bigint not null, seq bigint not null, tbl text not null, action text not null,
   pk text not null, viewer text not null,
   expected jsonb,      -- the delivered row (INSERT/UPDATE: new, DELETE: old); NULL: must not be delivered
-  expected_alt jsonb,  -- DELETE of an intermediate version: the other acceptable judgement
+  expected_alt jsonb,  -- what is required: = expected, except for the DELETE of a version created
+                       -- in the transaction: its judgement as of the commit
   old_expected jsonb,  -- UPDATE: its old row as the viewer saw it before (NULL: not visible)
-  old_alt jsonb,       -- UPDATE whose old row is an intermediate version: the other judgement
+  old_alt jsonb,       -- what is required: = old_expected, except for an old row created in the
+                       -- transaction: its judgement as of the commit
   old_known boolean not null default true  -- false: old_expected/old_alt are both acceptable
 );
 create unlogged table difftest.steps (step int primary key, xid bigint, label text, changes int, lsn pg_lsn);
