@@ -102,7 +102,7 @@ struct source {
 };
 
 static int source_fail(source *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int source_retry(source *s, const char *why);
+static int source_retry(source *s, const char *reason);
 static int connect_failed(source *s, char *why);
 static int send_start(source *s);
 static void conn_cb(loop *l, int fd, unsigned events, void *arg);
@@ -500,8 +500,11 @@ static void retry_timer_cb(loop *l, int id, void *arg)
 		connect_begin(s);
 }
 
-static int source_retry(source *s, const char *why)
+static int source_retry(source *s, const char *reason)
 {
+	/* reason is often PQerrorMessage(s->conn), which conn_close frees: keep a copy. */
+	char why[sizeof(s->last_error)];
+	snprintf(why, sizeof(why), "%s", reason);
 	if (s->temp_slot_made)
 		return source_fail(s, "the connection was lost (%s) and with it the temporary slot '%s': a new slot "
 		                      "would start at the present and skip whatever was committed meanwhile, so "
