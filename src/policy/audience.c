@@ -177,6 +177,8 @@ struct audience {
 	audience_deliver_cb cb;
 	void *cb_arg;
 	int delivered;
+	char org_text[POLICY_STATE_UUID_TEXT]; /* the row's org, for deliveries ("" for none) */
+	const char *named_uid;                 /* the individual being delivered, or NULL */
 	audience_stats st;
 	char err[AUDIENCE_ERROR_MAX];
 };
@@ -650,6 +652,9 @@ static int deliver(audience *a, const change *view, size_t n, int rank, bool byp
 		audience_delivery d = {
 			.view = view, .payload = p, .subs = a->out, .nsubs = n,
 			.rank = rank, .bypass = bypass, .individual = individual,
+			.org = bypass || a->org_text[0] == '\0' ? NULL : a->org_text,
+			.role = bypass ? NULL : policy_state_rank_name(privacy_state(a->pv), rank),
+			.uid = individual ? a->named_uid : NULL,
 		};
 		rc = a->cb(a->cb_arg, &d);
 	}
@@ -805,7 +810,9 @@ static int org_audiences(audience *a, const row_ctx *x, aorg *o)
 			return rc;
 		if (rc == 0)
 			continue;
+		a->named_uid = u->uid;
 		rc = deliver(a, &view, gather_subs(a, 0, u), l->rank, false, true);
+		a->named_uid = NULL;
 		if (rc < 0)
 			return rc;
 	}
@@ -823,6 +830,7 @@ static int publish_cb(void *arg, const change *c)
 			return rc;
 	a->serial++;
 	a->nnamed = 0;
+	a->org_text[0] = '\0';
 	a->st.changes++;
 	const policy_bound *b = NULL;
 	if (c->action != CHANGE_MESSAGE && c->action != CHANGE_TRUNCATE && c->rel != NULL) {
@@ -863,6 +871,7 @@ static int publish_cb(void *arg, const change *c)
 	aorg *o = pmap_find(a, &a->ix[x.w].orgs, &okey);
 	if (o == NULL)
 		return 0; /* no subscriber is a member of the row's org: no work at all */
+	policy_state_uuid_format(&okey, a->org_text);
 	if (!del && c->old_tuple != NULL) {
 		x.old = c->old_tuple;
 		x.old_org = &x.old[org_col];
