@@ -15,6 +15,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/sub.h>
@@ -455,6 +458,138 @@ static void test_config_errors(void **state)
 	assert_non_null(strstr(err, "256.0.0.1"));
 }
 
+/* ---- TLS and nngcat ------------------------------------------------------------------- */
+
+/* A free TCP port on 127.0.0.1 (bound and released: good enough for a test). */
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t l = sizeof(a);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+/* Runs nngcat in the background with args, its output into file out. */
+static void nngcat_start(const char *args, const char *out)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "nngcat --sub0 %s --ascii --recv-timeout 3 >%s 2>&1 &", args, out);
+	assert_int_equal(system(cmd), 0);
+}
+
+static int wait_connections(fx *f, int want)
+{
+	nng_sink_stats st;
+	for (int i = 0; i < 300; i++) {
+		nng_sink_get_stats(f->sink, &st);
+		if (st.connections >= want)
+			break;
+		sleep_ms(10);
+	}
+	return st.connections;
+}
+
+static char *slurp_file(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	assert_non_null(fp);
+	static char text[65536];
+	size_t n = fread(text, 1, sizeof(text) - 1, fp);
+	text[n] = '\0';
+	fclose(fp);
+	return text;
+}
+
+/* tls+tcp:// with tls_ca: a client with a certificate the CA signed receives; a client without
+ * one, or with one signed by another CA, never connects (NNG_TLS_AUTH_MODE_REQUIRED); plain
+ * tcp:// next to it serves nngcat too. */
+static void test_tls_client_certificates_and_nngcat(void **state)
+{
+	(void)state;
+	if (system("command -v nngcat >/dev/null && command -v openssl >/dev/null") != 0)
+		skip();
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	char dir[512], cmd[4096];
+	snprintf(dir, sizeof(dir), "%s/nng-tls-%d", tmp, (int)getpid());
+	snprintf(cmd, sizeof(cmd),
+	         "( set -e; mkdir -p %s; cd %s; q='-nodes -newkey rsa:2048';"
+	         "openssl req -x509 -days 2 $q -keyout ca.key -out ca.pem -subj /CN=ca;"
+	         "openssl req -x509 -days 2 $q -keyout rogue.key -out rogue.pem -subj /CN=rogue;"
+	         "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' >san.ext;"
+	         "openssl req $q -keyout server.key -out server.csr -subj /CN=localhost;"
+	         "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext;"
+	         "openssl req $q -keyout client.key -out client.csr -subj /CN=backend;"
+	         "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2;"
+	         "openssl req $q -keyout evil.key -out evil.csr -subj /CN=evil;"
+	         "openssl x509 -req -in evil.csr -CA rogue.pem -CAkey rogue.key -CAcreateserial -out evil.pem -days 2"
+	         " ) >/dev/null 2>&1",
+	         dir, dir);
+	assert_int_equal(system(cmd), 0);
+
+	fx f;
+	fx_init(&f, 64);
+	nng_sink_ops.destroy(f.sink); /* replaced by a TLS one */
+	f.subscribe_calls = 0;
+	int tport = free_port(), pport = free_port();
+	char listen[256], cert[600], key[600], ca[600], err[SINK_ERROR_MAX] = "";
+	snprintf(listen, sizeof(listen), "tls+tcp://127.0.0.1:%d, tcp://127.0.0.1:%d", tport, pport);
+	snprintf(cert, sizeof(cert), "%s/server.pem", dir);
+	snprintf(key, sizeof(key), "%s/server.key", dir);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+	nng_sink_conf conf = {.listen = listen, .sendbuf = 64, .topic_prefix = NNG_SINK_DEFAULT_PREFIX,
+	                      .tls_cert = cert, .tls_key = key, .tls_ca = ca};
+	if (nng_sink_ops.create(&f.env, &conf, &f.sink, err) != 0)
+		fail_msg("create: %s", err);
+
+	char out_ok[600], out_nocert[600], out_evil[600], out_plain[600], args[2048];
+	snprintf(out_ok, sizeof(out_ok), "%s/ok.out", dir);
+	snprintf(out_nocert, sizeof(out_nocert), "%s/nocert.out", dir);
+	snprintf(out_evil, sizeof(out_evil), "%s/evil.out", dir);
+	snprintf(out_plain, sizeof(out_plain), "%s/plain.out", dir);
+	/* no client certificate, then one from another CA: refused by the handshake */
+	snprintf(args, sizeof(args), "--dial tls+tcp://localhost:%d --cacert %s/ca.pem --subscribe walcast/v1/ --count 1",
+	         tport, dir);
+	nngcat_start(args, out_nocert);
+	snprintf(args, sizeof(args),
+	         "--dial tls+tcp://localhost:%d --cacert %s/ca.pem --cert %s/evil.pem --key %s/evil.key "
+	         "--subscribe walcast/v1/ --count 1", tport, dir, dir, dir);
+	nngcat_start(args, out_evil);
+	sleep_ms(700);
+	assert_int_equal(wait_connections(&f, 1), 0);
+	/* a certificate the CA signed: connects */
+	snprintf(args, sizeof(args),
+	         "--dial tls+tcp://localhost:%d --cacert %s/ca.pem --cert %s/client.pem --key %s/client.key "
+	         "--subscribe walcast/v1/all/ --count 1", tport, dir, dir, dir);
+	nngcat_start(args, out_ok);
+	assert_int_equal(wait_connections(&f, 1), 1);
+	/* and nngcat on the plain listener, subscribed to one table of every audience of org 1's
+	 * members... by prefix: the member role */
+	snprintf(args, sizeof(args), "--dial tcp://127.0.0.1:%d --subscribe walcast/v1/all/public.org_roles/ --count 2",
+	         pport);
+	nngcat_start(args, out_plain);
+	assert_int_equal(wait_connections(&f, 2), 2);
+	sleep_ms(100);
+	member(&f, U1, "viewer");
+	member(&f, U2, "member");
+	event(&f, "e1", "hello");
+	sleep_ms(3500); /* the nngcats end: --count reached, or --recv-timeout */
+	char *t = slurp_file(out_ok);
+	assert_non_null(strstr(t, "walcast/v1/all/public.org_roles/ 1 "));
+	t = slurp_file(out_plain);
+	assert_non_null(strstr(t, "walcast/v1/all/public.org_roles/ 1 "));
+	assert_non_null(strstr(t, "walcast/v1/all/public.org_roles/ 2 "));
+	assert_null(strstr(t, "public.events"));
+	assert_null(strstr(slurp_file(out_nocert), "walcast/"));
+	assert_null(strstr(slurp_file(out_evil), "walcast/"));
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+	fx_fini(&f);
+}
+
 int main(void)
 {
 	srandom((unsigned)getpid());
@@ -464,6 +599,7 @@ int main(void)
 		cmocka_unit_test(test_topics_payloads_sequences),
 		cmocka_unit_test(test_slow_subscriber_sees_gap),
 		cmocka_unit_test(test_config_errors),
+		cmocka_unit_test(test_tls_client_certificates_and_nngcat),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
