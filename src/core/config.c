@@ -57,6 +57,14 @@ static const config_key keys[] = {
 	    "memory that may hold one transaction until its commit; the rest spills to spill_dir"),
 	KEY("privacy", "spill_dir", CONFIG_STRING, privacy_spill_dir, "", 0, 0, false,
 	    "directory for the spill files of large transactions; empty: $TMPDIR, else /tmp"),
+	KEY("http", "listen", CONFIG_STRING, http_listen, "127.0.0.1:8080", 1, 300, false,
+	    "address of /healthz, /readyz and /metrics: HOST:PORT, [IPV6]:PORT or *:PORT"),
+	KEY("http", "tls_cert", CONFIG_STRING, http_tls_cert, "", 0, 0, false,
+	    "PEM certificate chain for HTTPS (with tls_key); empty: plain HTTP"),
+	KEY("http", "tls_key", CONFIG_STRING, http_tls_key, "", 0, 0, false,
+	    "PEM private key of tls_cert"),
+	KEY("http", "slot_status_interval", CONFIG_DURATION, http_slot_status_interval_ms, "15s", 0,
+	    3600000, false, "how often /metrics' slot wal_status and safe_wal_size are queried (0 = off)"),
 };
 
 const config_key *config_keys(size_t *count)

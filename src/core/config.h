@@ -39,6 +39,11 @@ typedef struct config {
 	/* [privacy] */
 	int64_t privacy_txn_memory; /* bytes of one transaction held in memory; the rest spills */
 	char *privacy_spill_dir;    /* where spill files go; empty = $TMPDIR, else /tmp */
+	/* [http] */
+	char *http_listen;          /* HOST:PORT of /healthz, /readyz, /metrics */
+	char *http_tls_cert;        /* PEM chain; with http_tls_key: HTTPS */
+	char *http_tls_key;
+	int64_t http_slot_status_interval_ms; /* pg_replication_slots poll for /metrics; 0 = off */
 } config;
 
 typedef enum config_type {
