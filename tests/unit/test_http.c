@@ -6,6 +6,12 @@
  * `promtool check metrics`, Debian's prometheus package), a 404, a 405, HEAD, and keep-alive;
  * an extra lws protocol with a mount point gets its own requests. Teardown is checked to leave
  * no libuv handle of lws behind (the sanitizer build checks for leaks).
+ *
+ * Another mode of the same binary, for tests/integration/slot_status.sh (it needs PostgreSQL):
+ *   test_http slot CONNINFO SLOT POLLS   runs the slot status poller (src/stream/slot_status.h)
+ *                                        every 100 ms on a loop until POLLS polls have completed
+ *                                        (or, with POLLS 0, for one second), then prints the
+ *                                        rendered registry; exit 1 on a timeout (10 s).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,6 +38,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "pipeline_metrics.h"
+#include "slot_status.h"
 
 /* ---- fakes ------------------------------------------------------------------------------ */
 
@@ -556,8 +563,61 @@ static void test_params(void **state)
 	assert_int_equal(status_of(&fx->c), 200);
 }
 
-int main(void)
+static void slot_deadline_cb(loop *l, int id, void *arg)
 {
+	*(bool *)arg = true;
+	loop_stop(l);
+}
+
+typedef struct slot_wait {
+	slot_status *s;
+	uint64_t polls;
+	int timer;
+} slot_wait;
+
+static void slot_check_cb(loop *l, int id, void *arg)
+{
+	slot_wait *w = arg;
+	w->timer = 0;
+	if (w->polls && slot_status_polls(w->s) >= w->polls) {
+		loop_stop(l);
+		return;
+	}
+	w->timer = loop_timer_add(l, 20, slot_check_cb, w);
+}
+
+static int slot_mode(const char *conninfo, const char *slot, const char *polls)
+{
+	loop *l = loop_create();
+	metrics_registry *r = metrics_registry_create();
+	slot_status *s = NULL;
+	char err[SLOT_STATUS_ERROR_MAX];
+	if (l == NULL || r == NULL || slot_status_create(l, r, conninfo, slot, 100, &s, err) < 0) {
+		fprintf(stderr, "slot_status_create: %s\n", err);
+		return 2;
+	}
+	slot_wait w = {s, strtoull(polls, NULL, 10), 0};
+	bool timed_out = false;
+	int t = loop_timer_add(l, w.polls ? 10000 : 1000, slot_deadline_cb, &timed_out);
+	w.timer = loop_timer_add(l, 20, slot_check_cb, &w);
+	if (t < 0 || w.timer < 0 || loop_run(l) < 0)
+		return 2;
+	buf out;
+	buf_init(&out);
+	if (metrics_render(r, &out) < 0)
+		return 2;
+	fwrite(out.data, 1, out.len, stdout);
+	buf_fini(&out);
+	slot_status_destroy(s);
+	metrics_registry_destroy(r);
+	loop_destroy(l);
+	return w.polls && timed_out ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 5 && strcmp(argv[1], "slot") == 0)
+		return slot_mode(argv[2], argv[3], argv[4]);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_healthz, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readyz, setup, teardown),
