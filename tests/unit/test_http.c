@@ -530,6 +530,100 @@ static void test_metrics_large(void **state)
 	assert_int_equal(atoi(header(&fx->c, "content-length", v, sizeof v)), (int)strlen(b));
 }
 
+/* ---- HTTPS ----------------------------------------------------------------------------- */
+
+typedef struct child_wait {
+	pid_t pid;
+	int status;
+	bool done;
+} child_wait;
+
+static void child_check_cb(loop *l, int id, void *arg)
+{
+	child_wait *w = arg;
+	if (waitpid(w->pid, &w->status, WNOHANG) == w->pid) {
+		w->done = true;
+		loop_stop(l);
+		return;
+	}
+	assert_true(loop_timer_add(l, 10, child_check_cb, w) > 0);
+}
+
+/* Runs argv (curl) while the loop serves; returns its exit status. */
+static int run_while_serving(loop *l, char *const argv[])
+{
+	child_wait w = {0};
+	w.pid = fork();
+	assert_true(w.pid >= 0);
+	if (w.pid == 0) {
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	bool timed_out = false;
+	int t = loop_timer_add(l, 10000, deadline_cb, &timed_out);
+	assert_true(loop_timer_add(l, 10, child_check_cb, &w) > 0);
+	while (!w.done && !timed_out)
+		assert_int_equal(loop_run(l), 0);
+	loop_timer_cancel(l, t);
+	assert_false(timed_out);
+	assert_true(WIFEXITED(w.status));
+	return WEXITSTATUS(w.status);
+}
+
+static void test_https(void **state)
+{
+	fixture *fx = *state;
+	if (access("/usr/bin/openssl", X_OK) != 0 || access("/usr/bin/curl", X_OK) != 0)
+		fail_msg("openssl and curl are needed (deploy/install-deps.sh)");
+	const char *tmp = getenv("TMPDIR");
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s/walcast-http-tls-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	assert_non_null(mkdtemp(dir));
+	char cert[4200], key[4200], out[4200], cmd[13000];
+	snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+	snprintf(key, sizeof key, "%s/key.pem", dir);
+	snprintf(out, sizeof out, "%s/out", dir);
+	snprintf(cmd, sizeof cmd, "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+	         "-keyout '%s' -out '%s' >/dev/null 2>&1", key, cert);
+	assert_int_equal(system(cmd), 0);
+
+	http_params p = {.loop = fx->l, .listen = "127.0.0.1:0", .tls_cert = cert, .tls_key = key,
+	                 .metrics = fx->reg, .status = {fake_readiness, &fx->f}};
+	char err[HTTP_ERROR_MAX];
+	http_listener *h;
+	assert_int_equal(http_create(&p, &h, err), 0);
+	int rc = http_start(h, err);
+	if (rc)
+		fail_msg("http_start with TLS: %s", err);
+	char url[64];
+	snprintf(url, sizeof url, "https://127.0.0.1:%d/healthz", http_port(h));
+	char *argv[] = {"/usr/bin/curl", "-sS", "--cacert", cert, "-o", out, url, NULL};
+	assert_int_equal(run_while_serving(fx->l, argv), 0);
+	FILE *f = fopen(out, "r");
+	assert_non_null(f);
+	char body[16] = "";
+	assert_non_null(fgets(body, sizeof body, f));
+	fclose(f);
+	assert_string_equal(body, "ok");
+	/* Plain HTTP on the TLS port is not served as HTTP. */
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", http_port(h));
+	char *plain[] = {"/usr/bin/curl", "-s", "-o", "/dev/null", "-m", "3", url, NULL};
+	assert_true(run_while_serving(fx->l, plain) != 0);
+	http_destroy(h);
+
+	/* A key that does not match is refused at start. */
+	http_params bad = p;
+	bad.tls_key = cert;
+	assert_int_equal(http_create(&bad, &h, err), 0);
+	assert_true(http_start(h, err) < 0);
+	http_destroy(h);
+
+	unlink(cert);
+	unlink(key);
+	unlink(out);
+	rmdir(dir);
+}
+
 /* Bad configuration is refused with a reason; a port in use is an error, not a crash. */
 static void test_params(void **state)
 {
@@ -626,6 +720,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_metrics_large, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_params, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_https, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
