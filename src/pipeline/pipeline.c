@@ -228,13 +228,16 @@ static int state_dump_cb(void *arg, checkpoint_row_cb row_cb, void *row_arg)
 	return policy_state_dump(privacy_state(pl->pv), dump_row_cb, &x);
 }
 
-/* Writes the whole state as the store's base as of lsn (after a load from the database). */
-static int state_base_write(pipeline *pl, uint64_t lsn)
+/* Writes the whole state as the store's base as of lsn (after a load from the database, or to
+ * fold the log); with start, lsn is also where the pipeline resumes from now on. */
+static int state_base_write(pipeline *pl, uint64_t lsn, bool start)
 {
 	if (pl->p.store == NULL)
 		return 0;
 	char err[CHECKPOINT_ERROR_MAX] = "";
 	int rc = pl->p.store->ops->compact(pl->p.store->impl, lsn, state_dump_cb, pl, err);
+	if (rc == 0 && start && (rc = pl->p.store->ops->position_put(pl->p.store->impl, PIPELINE_POSITION, lsn)) == 0)
+		rc = pl->p.store->ops->sync(pl->p.store->impl, lsn, err);
 	if (rc < 0)
 		log_error("pipeline.checkpoint_write", "%s", err[0] ? err : strerror(-rc));
 	return rc;
@@ -499,7 +502,7 @@ static int snapshot_cb(void *arg, const char *snapshot, uint64_t consistent_lsn)
 {
 	pipeline *pl = arg;
 	/* a new slot: whatever the store held was for another one */
-	if (state_from_db(pl, snapshot) < 0 || state_base_write(pl, consistent_lsn) < 0) {
+	if (state_from_db(pl, snapshot) < 0 || state_base_write(pl, consistent_lsn, true) < 0) {
 		pl_stop(pl, 1);
 		return 0;
 	}
@@ -517,7 +520,7 @@ static void streaming_cb(void *arg, uint64_t start_lsn)
 		log_warn("pipeline.state_current", "the slot already existed and the checkpoint holds no policy "
 		         "state: it is loaded from the current database, so changes replayed from before now are "
 		         "judged by today's memberships");
-	if (state_from_db(pl, NULL) < 0 || state_base_write(pl, start_lsn) < 0) {
+	if (state_from_db(pl, NULL) < 0 || state_base_write(pl, start_lsn, true) < 0) {
 		pl_stop(pl, 1);
 		return;
 	}
@@ -636,7 +639,7 @@ static void tick_cb(loop *l, int id, void *arg)
 	 * state in memory is then exactly the state as of the confirmed LSN */
 	if (pl->p.store != NULL && !pl->in_txn && pl->confirmed == pl->offered_end && pl->confirmed != 0 &&
 	    pl->p.store->ops->log_bytes(pl->p.store->impl) > ((uint64_t)1 << 20)) {
-		if (state_base_write(pl, pl->confirmed) < 0) {
+		if (state_base_write(pl, pl->confirmed, false) < 0) {
 			pl_stop(pl, 1);
 			return;
 		}
@@ -852,10 +855,17 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 			if (pos < resume)
 				resume = pos;
 		}
-	} else if (pl->p.store != NULL && (rc = pl->p.store->ops->position_get(pl->p.store->impl, PIPELINE_POSITION,
-	                                                                      &resume)) < 0) {
-		snprintf(err, PIPELINE_ERROR_MAX, "cannot read the pipeline's position: %s", strerror(-rc));
-		return rc;
+	}
+	if (pl->p.store != NULL) {
+		/* the confirmed LSN recorded with the state: the slot is not behind it, so neither is the
+		 * resume point (a durable sink behind it lost what it had: it gets what follows) */
+		uint64_t pos = 0;
+		if ((rc = pl->p.store->ops->position_get(pl->p.store->impl, PIPELINE_POSITION, &pos)) < 0) {
+			snprintf(err, PIPELINE_ERROR_MAX, "cannot read the pipeline's position: %s", strerror(-rc));
+			return rc;
+		}
+		if (pos > resume)
+			resume = pos;
 	}
 	pl->resume_lsn = resume;
 	pl->confirmed = pl->offered_end = resume;

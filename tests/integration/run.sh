@@ -95,7 +95,7 @@ while kill -0 "$LOAD" 2>/dev/null; do
 done
 wait "$LOAD"
 check_true "killed mid-stream several times ($kills)" [ $kills -ge 4 ]
-check_true "the walsender was terminated and PostgreSQL restarted" [ $terminated = yes ] && [ $restarted = yes ]
+check "the walsender was terminated and PostgreSQL restarted" "yes yes" "$terminated $restarted"
 
 RC=0
 finish() { # runs until the slot is past the current WAL position, then SIGTERM; exit code in RC
