@@ -89,6 +89,7 @@ struct pipeline {
 
 	uint64_t resume_lsn;
 	uint64_t offered_end; /* end of the last transaction (or message) offered to the sinks */
+	uint64_t txn_end;     /* end of the last transaction offered */
 	uint64_t confirmed;
 	uint64_t ckpt_unsynced; /* lowest LSN appended to the store since its last sync (0: none) */
 	bool ckpt_failed;
@@ -359,6 +360,10 @@ static uint64_t ack_candidate(const pipeline *pl)
 		if (pos < low)
 			low = pos;
 	}
+	/* non-transactional messages after the last transaction: no position covers them; they
+	 * are confirmed once every durable sink holds every transaction and nothing pending */
+	if (low >= pl->txn_end && pl->offered_end > low && pending_sum(pl) == 0)
+		return pl->offered_end;
 	return low;
 }
 
@@ -482,6 +487,7 @@ static int commit_cb(void *arg, const change_txn *txn)
 	pl->txn_policy = false;
 	if (txn->end_lsn > pl->offered_end)
 		pl->offered_end = txn->end_lsn;
+	pl->txn_end = txn->end_lsn;
 	pl->st.transactions++;
 	pl->st.last_commit_end = pl->offered_end;
 	pl->st.last_commit_time = txn->commit_time;
@@ -687,7 +693,7 @@ static void drain_check(pipeline *pl)
 {
 	if (pl->stopped)
 		return;
-	if (ack_candidate(pl) < pl->offered_end)
+	if (ack_candidate(pl) < pl->txn_end)
 		return;
 	ack_update(pl);
 	if (pl->stopped)
@@ -868,7 +874,7 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 			resume = pos;
 	}
 	pl->resume_lsn = resume;
-	pl->confirmed = pl->offered_end = resume;
+	pl->confirmed = pl->offered_end = pl->txn_end = resume;
 	if (pl->p.store != NULL && resume != 0) {
 		uint64_t state_lsn = 0;
 		rc = state_from_store(pl, resume, &state_lsn);
@@ -886,7 +892,7 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 			         lsn_format(resume, a), lsn_format(state_lsn, b));
 			resume = state_lsn;
 			pl->resume_lsn = resume;
-			pl->confirmed = pl->offered_end = resume;
+			pl->confirmed = pl->offered_end = pl->txn_end = resume;
 		}
 	}
 	char a[LSN_TEXT_MAX];
