@@ -35,6 +35,7 @@
 #include "log.h"
 #include "lsn.h"
 #include "policy_state.h"
+#include "pipeline_metrics.h"
 #include "privacy.h"
 #include "relcache.h"
 #include "source.h"
@@ -58,6 +59,8 @@ struct pl_sink {
 	void *impl;
 	sink_env env;
 	pl_sub *subs;
+	bool has_metrics;
+	pipeline_metrics_sink m;
 };
 
 /* One checkpoint row being gathered (values owned). */
@@ -98,6 +101,7 @@ struct pipeline {
 	size_t nrows, rows_cap;
 
 	source_events ev;
+	pipeline_metrics *pm; /* with p.metrics */
 	pipeline_status st;
 };
 
@@ -305,6 +309,8 @@ static int deliver_cb(void *arg, const audience_delivery *d)
 		audience_delivery one = *d;
 		one.subs = &sub->sub_arg;
 		one.nsubs = 1;
+		if (sub->sink->has_metrics)
+			metrics_counter_inc(sub->sink->m.deliveries);
 		int rc = sub->sink->ops->deliver(sub->sink->impl, sub->sub_arg, &one);
 		if (rc < 0) {
 			sink_failed(pl, sub->sink, "deliver", rc);
@@ -331,6 +337,9 @@ static void pressure_check(pipeline *pl)
 	if (pl->src == NULL || pl->draining || pl->stopped)
 		return;
 	size_t sum = pending_sum(pl);
+	/* pipeline.max_pending is reloadable: read it each time */
+	if (pl->p.cfg->pipeline_max_pending > 0)
+		pl->max_pending = (size_t)pl->p.cfg->pipeline_max_pending;
 	if (!pl->paused && sum > pl->max_pending) {
 		pl->paused = true;
 		log_warn("pipeline.paused", "pending=%zu max_pending=%zu: durable sinks are behind; reading the "
@@ -371,6 +380,11 @@ static void ack_update(pipeline *pl)
 {
 	if (pl->src == NULL || pl->ckpt_failed)
 		return;
+	for (size_t i = 0; i < pl->nsinks; i++) {
+		const pl_sink *s = pl->sinks[i];
+		if (s->has_metrics && s->ops->kind == SINK_DURABLE && s->ops->position != NULL)
+			metrics_gauge_i_set(s->m.position, (int64_t)s->ops->position(s->impl));
+	}
 	uint64_t ack = ack_candidate(pl);
 	if (ack <= pl->confirmed)
 		return;
@@ -420,6 +434,8 @@ static int change_cb(void *arg, change *c)
 	pl->st.changes++;
 	if (c->rel != NULL && policy_state_governs(privacy_state(pl->pv), c->rel))
 		pl->txn_policy = true;
+	if (pl->pm != NULL && c->rel != NULL)
+		pipeline_metrics_change(pl->pm, c->rel->schema, c->rel->name, c->action);
 	int rc = audience_change(pl->aud, c, deliver_cb, pl);
 	if (rc < 0) {
 		if (rc != -ECANCELED) {
@@ -460,6 +476,8 @@ static int commit_cb(void *arg, const change_txn *txn)
 			char t[LSN_TEXT_MAX];
 			log_error("pipeline.privacy_failed", "lsn=%s: %s", lsn_format(txn->commit_lsn, t),
 			          audience_error(pl->aud));
+			if (pl->pm != NULL)
+				pipeline_metrics_policy_error(pl->pm);
 			pl_stop(pl, 1);
 		}
 		for (size_t i = 0; i < pl->nsinks; i++)
@@ -744,6 +762,11 @@ void pipeline_drain(pipeline *pl)
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
+static void metrics_status_cb(void *arg, pipeline_status *out)
+{
+	pipeline_get_status(arg, out);
+}
+
 int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_ERROR_MAX])
 {
 	char perr[PRIVACY_ERROR_MAX > POLICY_ERROR_MAX ? PRIVACY_ERROR_MAX : POLICY_ERROR_MAX];
@@ -784,6 +807,13 @@ int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_
 		goto fail;
 	}
 	privacy_set_journal(pl->pv, journal_cb, pl);
+	if (p->metrics != NULL) {
+		char merr[METRICS_ERROR_MAX];
+		if ((rc = pipeline_metrics_create(p->metrics, metrics_status_cb, pl, &pl->pm, merr)) < 0) {
+			snprintf(err, PIPELINE_ERROR_MAX, "metrics: %s", merr);
+			goto fail;
+		}
+	}
 	source_events ev = {
 		.sink = {begin_cb, change_cb, commit_cb, pl},
 		.abandon_cb = abandon_cb,
@@ -842,6 +872,13 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 		return rc;
 	}
 	pl->sinks[pl->nsinks++] = s;
+	if (pl->pm != NULL) {
+		char merr[METRICS_ERROR_MAX];
+		if (pipeline_metrics_sink_add(pl->pm, name, &s->m, merr) == 0)
+			s->has_metrics = true;
+		else
+			log_warn("pipeline.metrics", "sink=%s: %s", name, merr);
+	}
 	if (ops->kind == SINK_DURABLE)
 		pl->ndurable++;
 	return 0;
@@ -862,6 +899,7 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 				resume = pos;
 		}
 	}
+	uint64_t durable_low = resume; /* what the durable sinks hold (txn_end: drain waits for no more) */
 	if (pl->p.store != NULL) {
 		/* the confirmed LSN recorded with the state: the slot is not behind it, so neither is the
 		 * resume point (a durable sink behind it lost what it had: it gets what follows) */
@@ -874,7 +912,8 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 			resume = pos;
 	}
 	pl->resume_lsn = resume;
-	pl->confirmed = pl->offered_end = pl->txn_end = resume;
+	pl->confirmed = pl->offered_end = resume;
+	pl->txn_end = durable_low < resume ? durable_low : resume;
 	if (pl->p.store != NULL && resume != 0) {
 		uint64_t state_lsn = 0;
 		rc = state_from_store(pl, resume, &state_lsn);
@@ -892,7 +931,9 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 			         lsn_format(resume, a), lsn_format(state_lsn, b));
 			resume = state_lsn;
 			pl->resume_lsn = resume;
-			pl->confirmed = pl->offered_end = pl->txn_end = resume;
+			pl->confirmed = pl->offered_end = resume;
+			if (pl->txn_end > resume)
+				pl->txn_end = resume;
 		}
 	}
 	char a[LSN_TEXT_MAX];
@@ -928,6 +969,7 @@ void pipeline_destroy(pipeline *pl)
 		free(s);
 	}
 	free(pl->sinks);
+	pipeline_metrics_destroy(pl->pm);
 	audience_destroy(pl->aud);
 	privacy_destroy(pl->pv);
 	relcache_destroy(pl->rels);
