@@ -515,6 +515,28 @@ static void test_ack_live_only(void **state)
 	assert_int_equal(confirmed(f), e2);
 }
 
+/* A non-transactional message after the last transaction is confirmed once every durable sink
+ * holds every transaction (no position covers a message), not before. */
+static void test_ack_message(void **state)
+{
+	fx *f = *state;
+	fx_pipeline(f, false);
+	add_sink(f, &durable_ops, "all", NULL);
+	rec *all = recs[0];
+	row3 ev[] = {{&events_rel, CHANGE_INSERT, {"0d000000-0000-4000-8000-000000000001", ORG1, "x"}}};
+	uint64_t e1 = txn(f, ev, 1);
+	change m = {.action = CHANGE_MESSAGE, .lsn = f->lsn + 10, .prefix = "p", .content = "c", .content_len = 1};
+	assert_int_equal(f->ev.sink.change_cb(f->ev.arg, &m), 0);
+	assert_int_equal(all->delivers, 2); /* the row, then the message (bypass) */
+	assert_int_equal(confirmed(f), 0);
+	all->position = e1; /* e1 durable, the message's bytes still pending */
+	all->env->progress(all->env->env_arg);
+	assert_int_equal(confirmed(f), e1);
+	all->pending = 0; /* the message made durable too */
+	all->env->progress(all->env->env_arg);
+	assert_int_equal(confirmed(f), m.lsn);
+}
+
 /* Past max_pending the stream pauses; below half it resumes. */
 static void test_pause_resume(void **state)
 {
@@ -627,6 +649,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_routing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ack_min_of_durables, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ack_live_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ack_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drain, setup, teardown),
