@@ -525,6 +525,8 @@ static void abandon_cb(void *arg)
 static int snapshot_cb(void *arg, const char *snapshot, uint64_t consistent_lsn)
 {
 	pipeline *pl = arg;
+	if (pl->p.pol == NULL)
+		return 0; /* no policy: no state to load */
 	/* a new slot: whatever the store held was for another one */
 	if (state_from_db(pl, snapshot) < 0 || state_base_write(pl, consistent_lsn, true) < 0) {
 		pl_stop(pl, 1);
@@ -538,10 +540,9 @@ static void streaming_cb(void *arg, uint64_t start_lsn)
 {
 	pipeline *pl = arg;
 	pl->st.streaming = true;
-	if (pl->state_ready)
+	if (pl->state_ready || pl->p.pol == NULL)
 		return;
-	if (pl->p.pol != NULL)
-		log_warn("pipeline.state_current", "the slot already existed and the checkpoint holds no policy "
+	log_warn("pipeline.state_current", "the slot already existed and the checkpoint holds no policy "
 		         "state: it is loaded from the current database, so changes replayed from before now are "
 		         "judged by today's memberships");
 	if (state_from_db(pl, NULL) < 0 || state_base_write(pl, start_lsn, true) < 0) {
@@ -780,8 +781,14 @@ int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_
 	pl->max_pending = p->cfg->pipeline_max_pending > 0 ? (size_t)p->cfg->pipeline_max_pending : (size_t)64 << 20;
 	pl->pol = p->pol;
 	if (pl->pol == NULL) {
-		/* no policy: an empty one governs no table, so only bypass subscribers see anything */
-		rc = policy_load_string("[roles]\nranks = member\n", "(no policy)", &pl->own_pol, perr);
+		/* no policy: one that governs no real table (schema walcast_none), so only bypass
+		 * subscribers see anything */
+		static const char empty[] = "[roles]\nranks = member\n"
+		                            "[membership]\ntable = walcast_none.org_roles\norg = org_id\n"
+		                            "user = user_id\nrole = role\n"
+		                            "[table walcast_none.none]\ncolumns = id, org_id\norg = org_id\n"
+		                            "read = member\n";
+		rc = policy_load_string(empty, "(no policy)", &pl->own_pol, perr);
 		if (rc < 0) {
 			snprintf(err, PIPELINE_ERROR_MAX, "%s", perr);
 			goto fail;

@@ -473,6 +473,19 @@ static void test_routing(void **state)
 	assert_int_equal(u1->commits, 3);
 }
 
+/* Without a policy every change reaches bypass subscribers unchanged. */
+static void test_no_policy(void **state)
+{
+	fx *f = *state;
+	policy_destroy(f->pol);
+	f->pol = NULL;
+	fx_pipeline(f, false);
+	add_sink(f, &durable_ops, "all", NULL);
+	row3 ev[] = {{&events_rel, CHANGE_INSERT, {"0d000000-0000-4000-8000-000000000001", ORG1, "x"}}};
+	txn(f, ev, 1);
+	assert_int_equal(recs[0]->delivers, 1);
+}
+
 /* The flush LSN is the lowest durable position, never more; live sinks do not hold it. */
 static void test_ack_min_of_durables(void **state)
 {
@@ -647,6 +660,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_routing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_policy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ack_min_of_durables, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ack_live_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ack_message, setup, teardown),
