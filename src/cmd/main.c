@@ -21,6 +21,8 @@
 #include "lsn.h"
 #include "policy_sql.h"
 #include "token.h"
+#include "run.h"
+#include "sink.h"
 #include "tail.h"
 
 #define MAX_TABLES 64
@@ -36,7 +38,9 @@ static const char common_options[] =
 	"      --publication N   publication for pgoutput (default walcast)\n"
 	"      --no-create-slot  fail instead of creating a missing slot\n"
 	"      --temporary       use a temporary slot (gone when walcast exits)\n"
-	"  -v, --verbose         debug logging\n";
+	"  -v, --verbose         debug logging (log.level=debug)\n"
+	"      --set S.KEY=VALUE set any configuration key, e.g. --set log.format=json,\n"
+	"                        --set sink.audit.path=/x; repeatable, the last one wins\n";
 
 static const char tail_options_help[] =
 	"tail options:\n"
@@ -56,7 +60,9 @@ static const char tail_options_help[] =
 
 static const char env_help[] =
 	"Every configuration key can also be set as WALCAST_<SECTION>_<KEY>, e.g.\n"
-	"WALCAST_REPLICATION_SLOT=walcast. See docs/configuration.md.\n";
+	"WALCAST_REPLICATION_SLOT=walcast, or WALCAST_SINK_<NAME>_<KEY> for a [sink.NAME]\n"
+	"section. Flags win over the environment, the environment over the file.\n"
+	"See docs/configuration.md.\n";
 
 static void usage(FILE *f)
 {
@@ -68,6 +74,7 @@ static void usage(FILE *f)
 	        "       walcast VERB --help    (the options of one verb)\n"
 	        "\n"
 	        "verbs:\n"
+	        "  run      the daemon: the slot's changes to the sinks of [sink.NAME] sections\n"
 	        "  tail     print the changes of a replication slot as JSON lines\n"
 	        "  status   show the slot, its lag and health\n"
 	        "  policy sql  print the RLS policies and masking views generated from the policy\n"
@@ -82,9 +89,24 @@ static void usage(FILE *f)
 /* `walcast VERB --help`: that verb's usage and options. 0, or -ENOENT for an unknown verb. */
 static int verb_usage(FILE *f, const char *verb)
 {
-	char names[128];
+	char names[128], sinks[128];
 	decoder_names(names, sizeof(names));
-	if (strcmp(verb, "tail") == 0) {
+	if (strcmp(verb, "run") == 0) {
+		fprintf(f, "usage: walcast -c FILE run [--policy FILE] [--set S.KEY=VALUE]...\n"
+		           "\n"
+		           "The daemon: streams the slot through the policy to every sink configured in a\n"
+		           "[sink.NAME] section (types: %s), serves /healthz, /readyz and /metrics on\n"
+		           "http.listen, keeps the policy state's checkpoint in pipeline.state_dir. The slot\n"
+		           "is confirmed up to what every durable sink holds. SIGHUP reloads the file (a bad\n"
+		           "one is refused and the running configuration kept); SIGTERM or SIGINT drains:\n"
+		           "stops reading, flushes the durable sinks, confirms, exits 0 (1 when they could\n"
+		           "not flush within pipeline.drain_timeout). See docs/operations.md.\n\n"
+		           "options:\n"
+		           "      --policy FILE     the policy file (default deploy/policy.ini)\n\n",
+		        sink_names(sinks, sizeof(sinks)));
+		fprintf(f, common_options, names);
+		fprintf(f, "\n%s", env_help);
+	} else if (strcmp(verb, "tail") == 0) {
 		fprintf(f, "usage: walcast [--config FILE] tail [OPTIONS]\n"
 		           "\n"
 		           "Print the changes of a replication slot as JSON lines (one object per change;\n"
@@ -136,6 +158,7 @@ enum {
 	OPT_AS,
 	OPT_JWT,
 	OPT_CREATE_PUBLICATION,
+	OPT_SET,
 };
 
 /* Warns (stderr, log format) about every inactive slot that retains WAL: PostgreSQL keeps that WAL
@@ -337,11 +360,13 @@ static int table_name_check(const char *t)
 	return 0;
 }
 
-/* A flag that sets a configuration key; applied after the file and the environment. */
+/* A flag that sets a configuration key; applied after the file and the environment, in the
+ * order given. --set carries "section.key=value" in assignment instead. */
 typedef struct flag_setting {
 	const char *section;
 	const char *key;
 	const char *value;
+	const char *assignment;
 } flag_setting;
 
 int main(int argc, char **argv)
@@ -367,12 +392,13 @@ int main(int argc, char **argv)
 		{"as", required_argument, NULL, OPT_AS},
 		{"jwt", required_argument, NULL, OPT_JWT},
 		{"create-publication", no_argument, NULL, OPT_CREATE_PUBLICATION},
+		{"set", required_argument, NULL, OPT_SET},
 		{NULL, 0, NULL, 0},
 	};
 	config cfg;
 	tail_options topt = {0};
 	const char *tables[MAX_TABLES];
-	flag_setting flags[16];
+	flag_setting flags[64];
 	size_t ntables = 0;
 	int nflags = 0;
 	const char *config_path = getenv("WALCAST_CONFIG");
@@ -383,7 +409,6 @@ int main(int argc, char **argv)
 	char viewer_uid[POLICY_UUID_TEXT_LEN + 1];
 	char temp_slot[64];
 	char viewer_role[TOKEN_ROLE_MAX];
-	bool verbose = false;
 	bool help = false;
 	int code = 2;
 	char err[CONFIG_ERROR_MAX];
@@ -394,7 +419,7 @@ int main(int argc, char **argv)
 	}
 	int c;
 	while ((c = getopt_long(argc, argv, "c:d:S:P:vt:a:n:o:h", options, NULL)) != -1) {
-		flag_setting f = {NULL, NULL, optarg};
+		flag_setting f = {NULL, NULL, optarg, NULL};
 		switch (c) {
 		case 'c': config_path = optarg; break;
 		case 'd': f.section = "postgres", f.key = "conninfo"; break;
@@ -403,7 +428,8 @@ int main(int argc, char **argv)
 		case OPT_PUBLICATION: f.section = "replication", f.key = "publication"; break;
 		case OPT_NO_CREATE: f.section = "replication", f.key = "create_slot", f.value = "false"; break;
 		case OPT_TEMPORARY: f.section = "replication", f.key = "temporary_slot", f.value = "true"; break;
-		case 'v': verbose = true; break;
+		case 'v': f.section = "log", f.key = "level", f.value = "debug"; break;
+		case OPT_SET: f.section = "", f.assignment = optarg; break;
 		case 't':
 			if (table_name_check(optarg) < 0)
 				goto cleanup;
@@ -496,17 +522,26 @@ int main(int argc, char **argv)
 		goto cleanup;
 	}
 	for (int i = 0; i < nflags; i++) {
-		if (config_set(&cfg, flags[i].section, flags[i].key, flags[i].value, err) < 0) {
+		if (flags[i].assignment != NULL) {
+			if (config_set_override(&cfg, flags[i].assignment, err) < 0) {
+				fprintf(stderr, "walcast: %s\n", err);
+				goto cleanup;
+			}
+		} else if (config_override(&cfg, flags[i].section, flags[i].key, flags[i].value, err) < 0) {
 			fprintf(stderr, "walcast: --%s: %s\n", flags[i].key, err);
 			goto cleanup;
 		}
 	}
-	log_level level;
-	if (log_level_parse(cfg.log_level, &level) < 0) {
-		fprintf(stderr, "walcast: log.level: '%s' is not debug, info, warn or error\n", cfg.log_level);
+	/* [sink.NAME] sections: each needs a type (the verb that runs sinks checks the rest). */
+	if (config_check_sections(&cfg, NULL, NULL, err) < 0) {
+		fprintf(stderr, "walcast: %s\n", err);
 		goto cleanup;
 	}
-	log_level_set(verbose ? LOG_DEBUG : level);
+	if (log_configure(cfg.log_level, cfg.log_format) < 0) {
+		fprintf(stderr, "walcast: log.level '%s' or log.format '%s' is not valid\n", cfg.log_level,
+		        cfg.log_format);
+		goto cleanup;
+	}
 	if (decoder_ops_find(cfg.plugin) == NULL) {
 		char names[128];
 		fprintf(stderr, "walcast: replication.plugin: unknown plugin '%s' (known: %s)\n", cfg.plugin,
@@ -514,7 +549,14 @@ int main(int argc, char **argv)
 		goto cleanup;
 	}
 
-	if (strcmp(verb, "tail") == 0) {
+	if (strcmp(verb, "run") == 0) {
+		if (config_path == NULL) {
+			fprintf(stderr, "walcast: run needs a configuration file: walcast -c FILE run\n");
+			goto cleanup;
+		}
+		run_options ropt = {.policy_path = policy_path};
+		code = run_main(&cfg, &ropt);
+	} else if (strcmp(verb, "tail") == 0) {
 		topt.tables = tables;
 		topt.ntables = ntables;
 		topt.policy_path = policy_path;
