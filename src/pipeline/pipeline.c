@@ -38,6 +38,7 @@
 #include "privacy.h"
 #include "relcache.h"
 #include "source.h"
+#include "pipeline_metrics.h"
 
 #define PIPELINE_TICK_MS 100
 #define PIPELINE_POSITION "pipeline"
@@ -58,6 +59,8 @@ struct pl_sink {
 	void *impl;
 	sink_env env;
 	pl_sub *subs;
+	pipeline_metrics_sink m; /* valid when has_m */
+	bool has_m;
 };
 
 /* One checkpoint row being gathered (values owned). */
@@ -69,6 +72,7 @@ typedef struct jrow {
 
 struct pipeline {
 	pipeline_params p;
+	pipeline_metrics *pm; /* the daemon-level metrics in p.metrics; NULL without a registry */
 	policy *own_pol; /* an empty policy when p.pol is NULL */
 	const policy *pol;
 	relcache *rels;
@@ -306,6 +310,8 @@ static int deliver_cb(void *arg, const audience_delivery *d)
 			sink_failed(pl, sub->sink, "deliver", rc);
 			return -ECANCELED;
 		}
+		if (sub->sink->has_m)
+			metrics_counter_inc(sub->sink->m.deliveries);
 	}
 	return 0;
 }
@@ -410,6 +416,8 @@ static int change_cb(void *arg, change *c)
 	if (pl->stopped)
 		return 1;
 	pl->st.changes++;
+	if (c->rel != NULL)
+		pipeline_metrics_change(pl->pm, c->rel->schema, c->rel->name, c->action);
 	if (c->rel != NULL && policy_state_governs(privacy_state(pl->pv), c->rel))
 		pl->txn_policy = true;
 	int rc = audience_change(pl->aud, c, deliver_cb, pl);
@@ -417,6 +425,7 @@ static int change_cb(void *arg, change *c)
 		if (rc != -ECANCELED) {
 			char t[LSN_TEXT_MAX];
 			log_error("pipeline.privacy_failed", "lsn=%s: %s", lsn_format(c->lsn, t), audience_error(pl->aud));
+			pipeline_metrics_policy_error(pl->pm);
 			pl_stop(pl, 1);
 		}
 		return 1;
@@ -581,6 +590,8 @@ static void env_progress(void *env_arg)
 {
 	pl_sink *s = env_arg;
 	pipeline *pl = s->pl;
+	if (s->has_m && s->ops->position != NULL)
+		metrics_gauge_i_set(s->m.position, (int64_t)s->ops->position(s->impl));
 	if (pl->stopped)
 		return;
 	ack_update(pl);
@@ -735,6 +746,11 @@ void pipeline_drain(pipeline *pl)
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
+static void metrics_status_cb(void *arg, pipeline_status *out)
+{
+	pipeline_get_status(arg, out);
+}
+
 int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_ERROR_MAX])
 {
 	char perr[PRIVACY_ERROR_MAX > POLICY_ERROR_MAX ? PRIVACY_ERROR_MAX : POLICY_ERROR_MAX];
@@ -790,6 +806,13 @@ int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_
 		snprintf(err, PIPELINE_ERROR_MAX, "%s", serr);
 		goto fail;
 	}
+	if (p->metrics != NULL) {
+		char merr[METRICS_ERROR_MAX] = "";
+		if ((rc = pipeline_metrics_create(p->metrics, metrics_status_cb, pl, &pl->pm, merr)) < 0) {
+			snprintf(err, PIPELINE_ERROR_MAX, "metrics: %s", merr[0] ? merr : strerror(-rc));
+			goto fail;
+		}
+	}
 	*out = pl;
 	return 0;
 fail:
@@ -835,6 +858,12 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 	pl->sinks[pl->nsinks++] = s;
 	if (ops->kind == SINK_DURABLE)
 		pl->ndurable++;
+	char merr[METRICS_ERROR_MAX];
+	if (pl->pm != NULL && pipeline_metrics_sink_add(pl->pm, name, &s->m, merr) == 0) {
+		s->has_m = true;
+		if (ops->position != NULL)
+			metrics_gauge_i_set(s->m.position, (int64_t)ops->position(s->impl));
+	}
 	return 0;
 }
 
@@ -912,6 +941,7 @@ void pipeline_destroy(pipeline *pl)
 		free(s);
 	}
 	free(pl->sinks);
+	pipeline_metrics_destroy(pl->pm);
 	audience_destroy(pl->aud);
 	privacy_destroy(pl->pv);
 	relcache_destroy(pl->rels);
@@ -934,4 +964,18 @@ void pipeline_source_events(pipeline *pl, source_events *out)
 void pipeline_get_status(const pipeline *pl, pipeline_status *out)
 {
 	*out = pl->st;
+	/* A lost connection is not streaming, while the source reconnects. */
+	if (!source_streaming(pl->src))
+		out->streaming = out->ready = false;
+}
+
+int pipeline_sink_health(const pipeline *pl, size_t i, const char **name, bool *durable, bool *healthy)
+{
+	if (i >= pl->nsinks)
+		return -ENOENT;
+	const pl_sink *s = pl->sinks[i];
+	*name = s->name;
+	*durable = s->ops->kind == SINK_DURABLE;
+	*healthy = s->ops->healthy == NULL || s->ops->healthy(s->impl);
+	return 0;
 }
