@@ -358,6 +358,11 @@ void source_destroy(source *s)
 	free(s);
 }
 
+bool source_streaming(const source *s)
+{
+	return s != NULL && s->state == ST_STREAMING;
+}
+
 uint64_t source_received_lsn(const source *s)
 {
 	return s->received_lsn;
