@@ -73,6 +73,7 @@ typedef struct jrow {
 struct pipeline {
 	pipeline_params p;
 	pipeline_metrics *pm; /* the daemon-level metrics in p.metrics; NULL without a registry */
+	uint64_t decode_errors; /* the source's decode errors already counted in pm */
 	policy *own_pol; /* an empty policy when p.pol is NULL */
 	const policy *pol;
 	relcache *rels;
@@ -545,6 +546,8 @@ static void failed_cb(void *arg, const char *why)
 {
 	pipeline *pl = arg;
 	log_error("pipeline.source_failed", "%s", why);
+	for (uint64_t n = source_decode_errors(pl->src); pl->decode_errors < n; pl->decode_errors++)
+		pipeline_metrics_decode_error(pl->pm);
 	pl_stop(pl, 1);
 }
 
