@@ -593,7 +593,7 @@ static void env_progress(void *env_arg)
 {
 	pl_sink *s = env_arg;
 	pipeline *pl = s->pl;
-	if (s->has_m && s->ops->position != NULL)
+	if (s->has_m && s->m.position != NULL && s->ops->position != NULL)
 		metrics_gauge_i_set(s->m.position, (int64_t)s->ops->position(s->impl));
 	if (pl->stopped)
 		return;
@@ -862,9 +862,10 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 	if (ops->kind == SINK_DURABLE)
 		pl->ndurable++;
 	char merr[METRICS_ERROR_MAX];
-	if (pl->pm != NULL && pipeline_metrics_sink_add(pl->pm, name, &s->m, merr) == 0) {
+	unsigned what = PIPELINE_METRICS_DELIVERIES | (ops->kind == SINK_DURABLE ? PIPELINE_METRICS_POSITION : 0);
+	if (pl->pm != NULL && pipeline_metrics_sink_add(pl->pm, name, what, &s->m, merr) == 0) {
 		s->has_m = true;
-		if (ops->position != NULL)
+		if (s->m.position != NULL && ops->position != NULL)
 			metrics_gauge_i_set(s->m.position, (int64_t)ops->position(s->impl));
 	}
 	return 0;

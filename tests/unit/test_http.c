@@ -489,8 +489,18 @@ static void test_metrics(void **state)
 	pipeline_metrics_policy_error(fx->pm);
 	pipeline_metrics_sink s;
 	char merr[METRICS_ERROR_MAX];
-	assert_int_equal(pipeline_metrics_sink_add(fx->pm, "out", &s, merr), 0);
-	assert_int_equal(pipeline_metrics_sink_add(fx->pm, "out", &s, merr), -EINVAL);
+	const unsigned all = PIPELINE_METRICS_POSITION | PIPELINE_METRICS_DELIVERIES | PIPELINE_METRICS_DROPS |
+	                     PIPELINE_METRICS_CONNECTIONS;
+	assert_int_equal(pipeline_metrics_sink_add(fx->pm, "out", all, &s, merr), 0);
+	pipeline_metrics_sink dup;
+	assert_int_equal(pipeline_metrics_sink_add(fx->pm, "out", all, &dup, merr), -EINVAL);
+	/* A live sink without connections: only what it asked for. */
+	pipeline_metrics_sink live;
+	assert_int_equal(pipeline_metrics_sink_add(fx->pm, "feed", PIPELINE_METRICS_DELIVERIES, &live, merr), 0);
+	assert_null(live.position);
+	assert_null(live.drops);
+	assert_null(live.connections);
+	metrics_counter_inc(live.deliveries);
 	metrics_gauge_i_set(s.position, 0x16B3748);
 	metrics_counter_add(s.deliveries, 6);
 	metrics_counter_inc(s.drops);
@@ -517,11 +527,14 @@ static void test_metrics(void **state)
 		"\nwalcast_sink_deliveries_total{sink=\"out\"} 6\n",
 		"\nwalcast_sink_drops_total{sink=\"out\"} 1\n",
 		"\nwalcast_connections{sink=\"out\"} 2\n",
+		"\nwalcast_sink_deliveries_total{sink=\"feed\"} 1\n",
 	};
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		if (strstr(b, want[i]) == NULL)
 			fail_msg("/metrics lacks %s in:\n%s", want[i], b);
 	assert_null(strstr(b, "action=\"message\""));
+	assert_null(strstr(b, "walcast_sink_position_lsn{sink=\"feed\"}"));
+	assert_null(strstr(b, "walcast_connections{sink=\"feed\"}"));
 
 	/* promtool validates the whole exposition. */
 	const char *promtool = getenv("WALCAST_PROMTOOL");
