@@ -23,6 +23,9 @@ reconnect_min = 5s
 reconnect_max = 5s
 status_interval = 1s
 
+[pipeline]
+state_dir = $WORK/state
+
 [http]
 listen = 127.0.0.1:$PORT
 slot_status_interval = 1s
