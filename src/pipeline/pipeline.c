@@ -35,10 +35,10 @@
 #include "log.h"
 #include "lsn.h"
 #include "policy_state.h"
+#include "pipeline_metrics.h"
 #include "privacy.h"
 #include "relcache.h"
 #include "source.h"
-#include "pipeline_metrics.h"
 
 #define PIPELINE_TICK_MS 100
 #define PIPELINE_POSITION "pipeline"
@@ -59,8 +59,8 @@ struct pl_sink {
 	void *impl;
 	sink_env env;
 	pl_sub *subs;
-	pipeline_metrics_sink m; /* valid when has_m */
-	bool has_m;
+	bool has_metrics;
+	pipeline_metrics_sink m;
 };
 
 /* One checkpoint row being gathered (values owned). */
@@ -72,8 +72,6 @@ typedef struct jrow {
 
 struct pipeline {
 	pipeline_params p;
-	pipeline_metrics *pm; /* the daemon-level metrics in p.metrics; NULL without a registry */
-	uint64_t decode_errors; /* the source's decode errors already counted in pm */
 	policy *own_pol; /* an empty policy when p.pol is NULL */
 	const policy *pol;
 	relcache *rels;
@@ -94,6 +92,7 @@ struct pipeline {
 
 	uint64_t resume_lsn;
 	uint64_t offered_end; /* end of the last transaction (or message) offered to the sinks */
+	uint64_t txn_end;     /* end of the last transaction offered */
 	uint64_t confirmed;
 	uint64_t ckpt_unsynced; /* lowest LSN appended to the store since its last sync (0: none) */
 	bool ckpt_failed;
@@ -102,6 +101,8 @@ struct pipeline {
 	size_t nrows, rows_cap;
 
 	source_events ev;
+	pipeline_metrics *pm; /* with p.metrics */
+	uint64_t decode_errors; /* the source's decode errors already counted in pm */
 	pipeline_status st;
 };
 
@@ -233,13 +234,16 @@ static int state_dump_cb(void *arg, checkpoint_row_cb row_cb, void *row_arg)
 	return policy_state_dump(privacy_state(pl->pv), dump_row_cb, &x);
 }
 
-/* Writes the whole state as the store's base as of lsn (after a load from the database). */
-static int state_base_write(pipeline *pl, uint64_t lsn)
+/* Writes the whole state as the store's base as of lsn (after a load from the database, or to
+ * fold the log); with start, lsn is also where the pipeline resumes from now on. */
+static int state_base_write(pipeline *pl, uint64_t lsn, bool start)
 {
 	if (pl->p.store == NULL)
 		return 0;
 	char err[CHECKPOINT_ERROR_MAX] = "";
 	int rc = pl->p.store->ops->compact(pl->p.store->impl, lsn, state_dump_cb, pl, err);
+	if (rc == 0 && start && (rc = pl->p.store->ops->position_put(pl->p.store->impl, PIPELINE_POSITION, lsn)) == 0)
+		rc = pl->p.store->ops->sync(pl->p.store->impl, lsn, err);
 	if (rc < 0)
 		log_error("pipeline.checkpoint_write", "%s", err[0] ? err : strerror(-rc));
 	return rc;
@@ -306,13 +310,13 @@ static int deliver_cb(void *arg, const audience_delivery *d)
 		audience_delivery one = *d;
 		one.subs = &sub->sub_arg;
 		one.nsubs = 1;
+		if (sub->sink->has_metrics)
+			metrics_counter_inc(sub->sink->m.deliveries);
 		int rc = sub->sink->ops->deliver(sub->sink->impl, sub->sub_arg, &one);
 		if (rc < 0) {
 			sink_failed(pl, sub->sink, "deliver", rc);
 			return -ECANCELED;
 		}
-		if (sub->sink->has_m)
-			metrics_counter_inc(sub->sink->m.deliveries);
 	}
 	return 0;
 }
@@ -334,6 +338,9 @@ static void pressure_check(pipeline *pl)
 	if (pl->src == NULL || pl->draining || pl->stopped)
 		return;
 	size_t sum = pending_sum(pl);
+	/* pipeline.max_pending is reloadable: read it each time */
+	if (pl->p.cfg->pipeline_max_pending > 0)
+		pl->max_pending = (size_t)pl->p.cfg->pipeline_max_pending;
 	if (!pl->paused && sum > pl->max_pending) {
 		pl->paused = true;
 		log_warn("pipeline.paused", "pending=%zu max_pending=%zu: durable sinks are behind; reading the "
@@ -363,6 +370,10 @@ static uint64_t ack_candidate(const pipeline *pl)
 		if (pos < low)
 			low = pos;
 	}
+	/* non-transactional messages after the last transaction: no position covers them; they
+	 * are confirmed once every durable sink holds every transaction and nothing pending */
+	if (low >= pl->txn_end && pl->offered_end > low && pending_sum(pl) == 0)
+		return pl->offered_end;
 	return low;
 }
 
@@ -370,6 +381,11 @@ static void ack_update(pipeline *pl)
 {
 	if (pl->src == NULL || pl->ckpt_failed)
 		return;
+	for (size_t i = 0; i < pl->nsinks; i++) {
+		const pl_sink *s = pl->sinks[i];
+		if (s->has_metrics && s->ops->kind == SINK_DURABLE && s->ops->position != NULL)
+			metrics_gauge_i_set(s->m.position, (int64_t)s->ops->position(s->impl));
+	}
 	uint64_t ack = ack_candidate(pl);
 	if (ack <= pl->confirmed)
 		return;
@@ -417,16 +433,15 @@ static int change_cb(void *arg, change *c)
 	if (pl->stopped)
 		return 1;
 	pl->st.changes++;
-	if (c->rel != NULL)
-		pipeline_metrics_change(pl->pm, c->rel->schema, c->rel->name, c->action);
 	if (c->rel != NULL && policy_state_governs(privacy_state(pl->pv), c->rel))
 		pl->txn_policy = true;
+	if (pl->pm != NULL && c->rel != NULL)
+		pipeline_metrics_change(pl->pm, c->rel->schema, c->rel->name, c->action);
 	int rc = audience_change(pl->aud, c, deliver_cb, pl);
 	if (rc < 0) {
 		if (rc != -ECANCELED) {
 			char t[LSN_TEXT_MAX];
 			log_error("pipeline.privacy_failed", "lsn=%s: %s", lsn_format(c->lsn, t), audience_error(pl->aud));
-			pipeline_metrics_policy_error(pl->pm);
 			pl_stop(pl, 1);
 		}
 		return 1;
@@ -462,6 +477,8 @@ static int commit_cb(void *arg, const change_txn *txn)
 			char t[LSN_TEXT_MAX];
 			log_error("pipeline.privacy_failed", "lsn=%s: %s", lsn_format(txn->commit_lsn, t),
 			          audience_error(pl->aud));
+			if (pl->pm != NULL)
+				pipeline_metrics_policy_error(pl->pm);
 			pl_stop(pl, 1);
 		}
 		for (size_t i = 0; i < pl->nsinks; i++)
@@ -489,6 +506,7 @@ static int commit_cb(void *arg, const change_txn *txn)
 	pl->txn_policy = false;
 	if (txn->end_lsn > pl->offered_end)
 		pl->offered_end = txn->end_lsn;
+	pl->txn_end = txn->end_lsn;
 	pl->st.transactions++;
 	pl->st.last_commit_end = pl->offered_end;
 	pl->st.last_commit_time = txn->commit_time;
@@ -509,7 +527,7 @@ static int snapshot_cb(void *arg, const char *snapshot, uint64_t consistent_lsn)
 {
 	pipeline *pl = arg;
 	/* a new slot: whatever the store held was for another one */
-	if (state_from_db(pl, snapshot) < 0 || state_base_write(pl, consistent_lsn) < 0) {
+	if (state_from_db(pl, snapshot) < 0 || state_base_write(pl, consistent_lsn, true) < 0) {
 		pl_stop(pl, 1);
 		return 0;
 	}
@@ -527,7 +545,7 @@ static void streaming_cb(void *arg, uint64_t start_lsn)
 		log_warn("pipeline.state_current", "the slot already existed and the checkpoint holds no policy "
 		         "state: it is loaded from the current database, so changes replayed from before now are "
 		         "judged by today's memberships");
-	if (state_from_db(pl, NULL) < 0 || state_base_write(pl, start_lsn) < 0) {
+	if (state_from_db(pl, NULL) < 0 || state_base_write(pl, start_lsn, true) < 0) {
 		pl_stop(pl, 1);
 		return;
 	}
@@ -593,8 +611,6 @@ static void env_progress(void *env_arg)
 {
 	pl_sink *s = env_arg;
 	pipeline *pl = s->pl;
-	if (s->has_m && s->m.position != NULL && s->ops->position != NULL)
-		metrics_gauge_i_set(s->m.position, (int64_t)s->ops->position(s->impl));
 	if (pl->stopped)
 		return;
 	ack_update(pl);
@@ -650,7 +666,7 @@ static void tick_cb(loop *l, int id, void *arg)
 	 * state in memory is then exactly the state as of the confirmed LSN */
 	if (pl->p.store != NULL && !pl->in_txn && pl->confirmed == pl->offered_end && pl->confirmed != 0 &&
 	    pl->p.store->ops->log_bytes(pl->p.store->impl) > ((uint64_t)1 << 20)) {
-		if (state_base_write(pl, pl->confirmed) < 0) {
+		if (state_base_write(pl, pl->confirmed, false) < 0) {
 			pl_stop(pl, 1);
 			return;
 		}
@@ -698,7 +714,7 @@ static void drain_check(pipeline *pl)
 {
 	if (pl->stopped)
 		return;
-	if (ack_candidate(pl) < pl->offered_end)
+	if (ack_candidate(pl) < pl->txn_end)
 		return;
 	ack_update(pl);
 	if (pl->stopped)
@@ -794,6 +810,13 @@ int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_
 		goto fail;
 	}
 	privacy_set_journal(pl->pv, journal_cb, pl);
+	if (p->metrics != NULL) {
+		char merr[METRICS_ERROR_MAX];
+		if ((rc = pipeline_metrics_create(p->metrics, metrics_status_cb, pl, &pl->pm, merr)) < 0) {
+			snprintf(err, PIPELINE_ERROR_MAX, "metrics: %s", merr);
+			goto fail;
+		}
+	}
 	source_events ev = {
 		.sink = {begin_cb, change_cb, commit_cb, pl},
 		.abandon_cb = abandon_cb,
@@ -808,13 +831,6 @@ int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_
 	if ((rc = source_create(p->loop, p->cfg, pl->rels, &ev, &pl->src, serr)) < 0) {
 		snprintf(err, PIPELINE_ERROR_MAX, "%s", serr);
 		goto fail;
-	}
-	if (p->metrics != NULL) {
-		char merr[METRICS_ERROR_MAX] = "";
-		if ((rc = pipeline_metrics_create(p->metrics, metrics_status_cb, pl, &pl->pm, merr)) < 0) {
-			snprintf(err, PIPELINE_ERROR_MAX, "metrics: %s", merr[0] ? merr : strerror(-rc));
-			goto fail;
-		}
 	}
 	*out = pl;
 	return 0;
@@ -859,15 +875,17 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 		return rc;
 	}
 	pl->sinks[pl->nsinks++] = s;
+	if (pl->pm != NULL) {
+		char merr[METRICS_ERROR_MAX];
+		unsigned what = PIPELINE_METRICS_DELIVERIES |
+		                (ops->kind == SINK_DURABLE ? PIPELINE_METRICS_POSITION : 0);
+		if (pipeline_metrics_sink_add(pl->pm, name, what, &s->m, merr) == 0)
+			s->has_metrics = true;
+		else
+			log_warn("pipeline.metrics", "sink=%s: %s", name, merr);
+	}
 	if (ops->kind == SINK_DURABLE)
 		pl->ndurable++;
-	char merr[METRICS_ERROR_MAX];
-	unsigned what = PIPELINE_METRICS_DELIVERIES | (ops->kind == SINK_DURABLE ? PIPELINE_METRICS_POSITION : 0);
-	if (pl->pm != NULL && pipeline_metrics_sink_add(pl->pm, name, what, &s->m, merr) == 0) {
-		s->has_m = true;
-		if (s->m.position != NULL && ops->position != NULL)
-			metrics_gauge_i_set(s->m.position, (int64_t)ops->position(s->impl));
-	}
 	return 0;
 }
 
@@ -885,13 +903,22 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 			if (pos < resume)
 				resume = pos;
 		}
-	} else if (pl->p.store != NULL && (rc = pl->p.store->ops->position_get(pl->p.store->impl, PIPELINE_POSITION,
-	                                                                      &resume)) < 0) {
-		snprintf(err, PIPELINE_ERROR_MAX, "cannot read the pipeline's position: %s", strerror(-rc));
-		return rc;
+	}
+	uint64_t durable_low = resume; /* what the durable sinks hold (txn_end: drain waits for no more) */
+	if (pl->p.store != NULL) {
+		/* the confirmed LSN recorded with the state: the slot is not behind it, so neither is the
+		 * resume point (a durable sink behind it lost what it had: it gets what follows) */
+		uint64_t pos = 0;
+		if ((rc = pl->p.store->ops->position_get(pl->p.store->impl, PIPELINE_POSITION, &pos)) < 0) {
+			snprintf(err, PIPELINE_ERROR_MAX, "cannot read the pipeline's position: %s", strerror(-rc));
+			return rc;
+		}
+		if (pos > resume)
+			resume = pos;
 	}
 	pl->resume_lsn = resume;
 	pl->confirmed = pl->offered_end = resume;
+	pl->txn_end = durable_low < resume ? durable_low : resume;
 	if (pl->p.store != NULL && resume != 0) {
 		uint64_t state_lsn = 0;
 		rc = state_from_store(pl, resume, &state_lsn);
@@ -910,6 +937,8 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 			resume = state_lsn;
 			pl->resume_lsn = resume;
 			pl->confirmed = pl->offered_end = resume;
+			if (pl->txn_end > resume)
+				pl->txn_end = resume;
 		}
 	}
 	char a[LSN_TEXT_MAX];

@@ -972,6 +972,9 @@ static int setup_result(source *s, PGresult *res)
 				                      "pg_drop_replication_slot('%s')) and start again",
 				                   s->cfg->slot, cf, lsn_format(s->server_lsn, a), s->cfg->slot);
 			s->slot_exists = true;
+			/* streaming starts there anyway: say so to streaming_cb (the consumer's state) */
+			if (slot_flush > s->confirmed_lsn)
+				s->confirmed_lsn = slot_flush;
 			log_info("source.slot_found", "slot=%s confirmed_flush=%s", s->cfg->slot, cf);
 		}
 		if (strcmp(s->ops->name, "pgoutput") == 0)
