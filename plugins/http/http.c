@@ -5,8 +5,8 @@
  * Design. One lws context with one vhost (the "default" one). protocols[0] is the listener's own
  * "http" protocol: lws hands it every HTTP request no mount claims. Protocols added later
  * (http_add_protocol: the WebSocket sink) follow it in the array, each optionally with an
- * LWSMPRO_CALLBACK mount that routes a URL prefix to it, so a new protocol never touches the
- * handlers here. A response is built whole in the connection's session (a buf: the body of
+ * LWSMPRO_CALLBACK mount that routes a URL prefix to it, and one of them possibly the vhost's
+ * default for WebSocket upgrades, so a new protocol never touches the handlers here. A response is built whole in the connection's session (a buf: the body of
  * /metrics is rendered per request), the headers are written at once and the body in chunks
  * from LWS_CALLBACK_HTTP_WRITEABLE. Keep-alive works: each request starts from a cleared session.
  *
@@ -34,6 +34,7 @@
 typedef struct http_extra {
 	struct lws_protocols protocol;
 	char *mountpoint; /* NULL: none */
+	bool ws_default;
 } http_extra;
 
 struct http_listener {
@@ -51,6 +52,7 @@ struct http_listener {
 
 	struct lws_protocols *protocols; /* [0] = ours, then extra, then the terminator */
 	struct lws_http_mount *mounts;   /* one per extra protocol with a mount point */
+	struct lws_protocol_vhost_options pvo, pvo_default; /* marks the ws_default protocol */
 	struct lws_context *ctx;         /* lws writes NULL here when it has freed it */
 	int bound_port;
 	int foreign_before;              /* loop_foreign_handles before http_start */
@@ -246,6 +248,8 @@ static int http_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user
 		return on_request(wsi, h, s, in);
 	case LWS_CALLBACK_HTTP_BODY:
 		return 0; /* a body we do not read (a 405 that closes after it) */
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		return 1; /* a WebSocket upgrade no added protocol took: refused */
 	case LWS_CALLBACK_HTTP_WRITEABLE:
 		if (s == NULL || s->body.len == 0 || s->sent >= s->body.len)
 			return 0;
@@ -345,7 +349,8 @@ fail:
 	return rc;
 }
 
-int http_add_protocol(http_listener *h, const struct lws_protocols *protocol, const char *mountpoint)
+int http_add_protocol(http_listener *h, const struct lws_protocols *protocol, const char *mountpoint,
+                      bool ws_default)
 {
 	if (h->started || protocol == NULL || protocol->name == NULL || protocol->callback == NULL ||
 	    strcmp(protocol->name, "http") == 0 || (mountpoint && mountpoint[0] != '/') ||
@@ -356,6 +361,8 @@ int http_add_protocol(http_listener *h, const struct lws_protocols *protocol, co
 			return -EINVAL;
 		if (mountpoint && h->extra[i].mountpoint && strcmp(h->extra[i].mountpoint, mountpoint) == 0)
 			return -EINVAL;
+		if (ws_default && h->extra[i].ws_default)
+			return -EINVAL;
 	}
 	http_extra *grown = realloc(h->extra, (h->nextra + 1) * sizeof(*grown));
 	if (grown == NULL)
@@ -364,6 +371,7 @@ int http_add_protocol(http_listener *h, const struct lws_protocols *protocol, co
 	http_extra *e = &h->extra[h->nextra];
 	e->protocol = *protocol;
 	e->mountpoint = NULL;
+	e->ws_default = ws_default;
 	if (mountpoint && (e->mountpoint = strdup(mountpoint)) == NULL)
 		return -ENOMEM;
 	h->nextra++;
@@ -409,8 +417,19 @@ int http_start(http_listener *h, char err[HTTP_ERROR_MAX])
 	h->protocols[0].per_session_data_size = sizeof(http_session);
 	struct lws_http_mount *mounts = NULL, *last = NULL;
 	size_t nm = 0;
+	const struct lws_protocol_vhost_options *pvo = NULL;
 	for (size_t i = 0; i < h->nextra; i++) {
 		h->protocols[i + 1] = h->extra[i].protocol;
+		if (h->extra[i].ws_default) {
+			/* lws' per-vhost option "default" on a protocol makes it the one that WebSocket
+			 * upgrades without Sec-WebSocket-Protocol reach. */
+			h->pvo_default.name = "default";
+			h->pvo_default.value = "1";
+			h->pvo.options = &h->pvo_default;
+			h->pvo.name = h->extra[i].protocol.name;
+			h->pvo.value = "";
+			pvo = &h->pvo;
+		}
 		if (h->extra[i].mountpoint == NULL)
 			continue;
 		struct lws_http_mount *m = &h->mounts[nm++];
@@ -464,6 +483,7 @@ int http_start(http_listener *h, char err[HTTP_ERROR_MAX])
 	vi.iface = h->host;
 	vi.protocols = h->protocols;
 	vi.mounts = mounts;
+	vi.pvo = pvo;
 	vi.server_string = "walcast";
 	struct lws_vhost *vh = lws_create_vhost(h->ctx, &vi);
 	int port = vh ? lws_get_vhost_listen_port(vh) : -1;

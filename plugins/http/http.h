@@ -77,13 +77,18 @@ __attribute__((warn_unused_result)) int http_create(const http_params *params, h
 
 /* Adds an lws protocol to the vhost (a later sink's WebSocket protocol), before http_start
  * only. *protocol is copied; its name, callback and user pointer must outlive the listener.
- * mountpoint ("/realtime/v1/websocket"), when not NULL, routes that URL prefix to the protocol
- * (an LWSMPRO_CALLBACK mount): its HTTP requests and WebSocket upgrades reach that callback
- * instead of the listener's. 0, -EINVAL (after start, no name or callback, a duplicate name or
- * mount point, the mount point does not start with '/'), -ENOMEM. */
+ * mountpoint ("/realtime/v1"), when not NULL, routes the plain HTTP requests under that URL
+ * prefix to the protocol's callback (an LWSMPRO_CALLBACK mount) instead of the listener's.
+ * WebSocket upgrades are chosen by lws differently: by the Sec-WebSocket-Protocol the client
+ * names, and when it names none (realtime-js names none) by the vhost's default protocol: with
+ * ws_default that is this protocol, for every path, so its LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION
+ * must refuse (return non-zero) the paths it does not serve. Without a ws_default protocol the
+ * listener refuses such upgrades. 0, -EINVAL (after start, no name or callback, the name "http",
+ * a duplicate name or mount point, a mount point not starting with '/', a second ws_default),
+ * -ENOMEM. */
 __attribute__((warn_unused_result)) int http_add_protocol(http_listener *h,
                                                           const struct lws_protocols *protocol,
-                                                          const char *mountpoint);
+                                                          const char *mountpoint, bool ws_default);
 
 /* Creates the lws context on the loop and binds. 0, or a negative errno with err (-EADDRINUSE
  * and the like when lws cannot listen, -EINVAL for a certificate lws refuses, -EALREADY when

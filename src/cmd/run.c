@@ -25,6 +25,7 @@
 #include "policy.h"
 #include "replident.h"
 #include "sink.h"
+#include "slot_status.h"
 
 typedef struct run_sink_conf {
 	const sink_ops *ops;
@@ -37,6 +38,9 @@ typedef struct daemon {
 	loop *loop;
 	pipeline *pl;
 	http_listener *http;
+	slot_status *slots;           /* the slot gauges of /metrics */
+	http_sink_health *health;     /* /readyz's view of the sinks, one per sink */
+	size_t nhealth;
 	bool stopping;
 	int signals;
 	int code;
@@ -126,6 +130,12 @@ static void readiness_cb(void *arg, http_readiness *out)
 	pipeline_get_status(d->pl, &st);
 	out->streaming = st.streaming;
 	out->paused = st.paused;
+	size_t n = 0;
+	while (n < d->nhealth && pipeline_sink_health(d->pl, n, &d->health[n].name, &d->health[n].durable,
+	                                              &d->health[n].healthy) == 0)
+		n++;
+	out->sinks = d->health;
+	out->nsinks = n;
 }
 
 int run_main(config *cfg, const run_options *o)
@@ -218,8 +228,18 @@ int run_main(config *cfg, const run_options *o)
 			.tls_key = cfg->http_tls_key, .metrics = metrics, .status = {readiness_cb, &d},
 		};
 		char herr[HTTP_ERROR_MAX];
+		if ((d.health = calloc(nsinks, sizeof(*d.health))) == NULL)
+			goto cleanup;
+		d.nhealth = nsinks;
 		if (http_create(&hp, &d.http, herr) < 0 || http_start(d.http, herr) < 0) {
 			log_error("run.http", "http.listen=%s: %s", cfg->http_listen, herr);
+			goto cleanup;
+		}
+		char serr[SLOT_STATUS_ERROR_MAX];
+		if (cfg->http_slot_status_interval_ms > 0 &&
+		    slot_status_create(d.loop, metrics, cfg->conninfo, cfg->slot, cfg->http_slot_status_interval_ms,
+		                       &d.slots, serr) < 0) {
+			log_error("run.slot_status", "%s", serr);
 			goto cleanup;
 		}
 	}
@@ -239,6 +259,8 @@ int run_main(config *cfg, const run_options *o)
 	log_info("run.stopped", "exit=%d", d.code);
 cleanup:
 	http_destroy(d.http);
+	slot_status_destroy(d.slots);
+	free(d.health);
 	pipeline_destroy(d.pl);
 	for (size_t i = 0; sinks != NULL && i < nsinks; i++) {
 		if (sinks[i].conf != NULL && sinks[i].ops != NULL)

@@ -102,6 +102,7 @@ struct pipeline {
 
 	source_events ev;
 	pipeline_metrics *pm; /* with p.metrics */
+	uint64_t decode_errors; /* the source's decode errors already counted in pm */
 	pipeline_status st;
 };
 
@@ -564,6 +565,8 @@ static void failed_cb(void *arg, const char *why)
 {
 	pipeline *pl = arg;
 	log_error("pipeline.source_failed", "%s", why);
+	for (uint64_t n = source_decode_errors(pl->src); pl->decode_errors < n; pl->decode_errors++)
+		pipeline_metrics_decode_error(pl->pm);
 	pl_stop(pl, 1);
 }
 
@@ -881,7 +884,9 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 	pl->sinks[pl->nsinks++] = s;
 	if (pl->pm != NULL) {
 		char merr[METRICS_ERROR_MAX];
-		if (pipeline_metrics_sink_add(pl->pm, name, &s->m, merr) == 0)
+		unsigned what = PIPELINE_METRICS_DELIVERIES |
+		                (ops->kind == SINK_DURABLE ? PIPELINE_METRICS_POSITION : 0);
+		if (pipeline_metrics_sink_add(pl->pm, name, what, &s->m, merr) == 0)
 			s->has_metrics = true;
 		else
 			log_warn("pipeline.metrics", "sink=%s: %s", name, merr);
@@ -999,4 +1004,18 @@ void pipeline_source_events(pipeline *pl, source_events *out)
 void pipeline_get_status(const pipeline *pl, pipeline_status *out)
 {
 	*out = pl->st;
+	/* A lost connection is not streaming, while the source reconnects. */
+	if (!source_streaming(pl->src))
+		out->streaming = out->ready = false;
+}
+
+int pipeline_sink_health(const pipeline *pl, size_t i, const char **name, bool *durable, bool *healthy)
+{
+	if (i >= pl->nsinks)
+		return -ENOENT;
+	const pl_sink *s = pl->sinks[i];
+	*name = s->name;
+	*durable = s->ops->kind == SINK_DURABLE;
+	*healthy = s->ops->healthy == NULL || s->ops->healthy(s->impl);
+	return 0;
 }

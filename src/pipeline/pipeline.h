@@ -95,4 +95,10 @@ typedef struct pipeline_status {
 /* Fills *out. */
 void pipeline_get_status(const pipeline *pl, pipeline_status *out);
 
+/* The health of the i-th sink, in the order added (for /readyz): 0 and *name (owned by the
+ * pipeline, valid until pipeline_destroy), *durable and *healthy (the sink's healthy(), true when
+ * it has none); -ENOENT when i is past the last sink. Calls the sink's healthy(): does not block. */
+__attribute__((warn_unused_result)) int pipeline_sink_health(const pipeline *pl, size_t i, const char **name,
+                                                             bool *durable, bool *healthy);
+
 #endif

@@ -300,18 +300,34 @@ void pipeline_metrics_policy_error(pipeline_metrics *pm)
 
 /* ---- sinks ------------------------------------------------------------------------------ */
 
-int pipeline_metrics_sink_add(pipeline_metrics *pm, const char *name, pipeline_metrics_sink *out,
-                              char err[METRICS_ERROR_MAX])
+/* Removes the child of f with values if there is one (-ENOENT otherwise: nothing to do). */
+static void child_drop(metrics_family *f, const char *const *values)
+{
+	int rc = metrics_child_remove(f, values);
+	(void)rc;
+}
+
+int pipeline_metrics_sink_add(pipeline_metrics *pm, const char *name, unsigned what,
+                              pipeline_metrics_sink *out, char err[METRICS_ERROR_MAX])
 {
 	const char *values[] = {name, NULL};
-	pipeline_metrics_sink s;
-	int rc = metrics_gauge_i_register(pm->sink_position, values, &s.position, err);
-	if (rc < 0)
-		return rc;
-	if ((rc = metrics_counter_register(pm->sink_deliveries, values, &s.deliveries, err)) < 0 ||
-	    (rc = metrics_counter_register(pm->sink_drops, values, &s.drops, err)) < 0 ||
-	    (rc = metrics_gauge_i_register(pm->connections, values, &s.connections, err)) < 0) {
-		pipeline_metrics_sink_remove(pm, name);
+	pipeline_metrics_sink s = {0};
+	int rc = 0;
+	if (((what & PIPELINE_METRICS_POSITION) &&
+	     (rc = metrics_gauge_i_register(pm->sink_position, values, &s.position, err)) < 0) ||
+	    ((what & PIPELINE_METRICS_DELIVERIES) &&
+	     (rc = metrics_counter_register(pm->sink_deliveries, values, &s.deliveries, err)) < 0) ||
+	    ((what & PIPELINE_METRICS_DROPS) &&
+	     (rc = metrics_counter_register(pm->sink_drops, values, &s.drops, err)) < 0) ||
+	    ((what & PIPELINE_METRICS_CONNECTIONS) &&
+	     (rc = metrics_gauge_i_register(pm->connections, values, &s.connections, err)) < 0)) {
+		/* Undo only what this call registered (a duplicate name belongs to the other sink). */
+		if (s.position)
+			child_drop(pm->sink_position, values);
+		if (s.deliveries)
+			child_drop(pm->sink_deliveries, values);
+		if (s.drops)
+			child_drop(pm->sink_drops, values);
 		return rc;
 	}
 	*out = s;
@@ -323,7 +339,5 @@ void pipeline_metrics_sink_remove(pipeline_metrics *pm, const char *name)
 	const char *values[] = {name, NULL};
 	metrics_family *fams[] = {pm->sink_position, pm->sink_deliveries, pm->sink_drops, pm->connections};
 	for (size_t i = 0; i < sizeof(fams) / sizeof(fams[0]); i++)
-		if (metrics_child_remove(fams[i], values) < 0) {
-			/* not registered (a partial add): nothing to remove */
-		}
+		child_drop(fams[i], values); /* what the sink did not register is not there */
 }

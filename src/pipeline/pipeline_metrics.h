@@ -36,13 +36,23 @@ typedef struct pipeline_metrics pipeline_metrics;
 typedef void (*pipeline_metrics_status_cb)(void *arg, pipeline_status *out);
 
 /* Per-sink handles, updated by the pipeline or the sink itself. Owned by the registry; valid
- * until pipeline_metrics_sink_remove or pipeline_metrics_destroy. */
+ * until pipeline_metrics_sink_remove or pipeline_metrics_destroy. NULL for a series that was not
+ * asked for (pipeline_metrics_sink_add's what). */
 typedef struct pipeline_metrics_sink {
 	metrics_gauge_i *position;       /* walcast_sink_position_lsn: the LSN the sink has taken */
 	metrics_counter *deliveries;     /* walcast_sink_deliveries_total */
 	metrics_counter *drops;          /* walcast_sink_drops_total */
 	metrics_gauge_i *connections;    /* walcast_connections: open client connections */
 } pipeline_metrics_sink;
+
+/* Which series of a sink to register: only those something updates (a series nobody sets would
+ * show a misleading 0). */
+enum {
+	PIPELINE_METRICS_POSITION = 1u << 0,    /* durable sinks */
+	PIPELINE_METRICS_DELIVERIES = 1u << 1,
+	PIPELINE_METRICS_DROPS = 1u << 2,       /* live sinks that drop for slow consumers */
+	PIPELINE_METRICS_CONNECTIONS = 1u << 3, /* sinks with client connections */
+};
 
 /* Registers the families in r and their status-derived children (read through status(arg) at
  * each render). 0 and *out (caller owns; pipeline_metrics_destroy), -EINVAL with err when a
@@ -65,10 +75,11 @@ void pipeline_metrics_change(pipeline_metrics *pm, const char *schema, const cha
 void pipeline_metrics_decode_error(pipeline_metrics *pm);
 void pipeline_metrics_policy_error(pipeline_metrics *pm);
 
-/* Registers the series of sink name (label sink=NAME). 0 and *out, -EINVAL (a sink of that name
- * is registered: err says so), -ENOMEM. */
+/* Registers the series of sink name (label sink=NAME) that what asks for (PIPELINE_METRICS_*);
+ * the others stay NULL in *out. 0 and *out, -EINVAL (a sink of that name is registered: err says
+ * so), -ENOMEM; nothing is registered on error. */
 __attribute__((warn_unused_result)) int pipeline_metrics_sink_add(pipeline_metrics *pm, const char *name,
-                                                                  pipeline_metrics_sink *out,
+                                                                  unsigned what, pipeline_metrics_sink *out,
                                                                   char err[METRICS_ERROR_MAX]);
 
 /* Removes the series of sink name (a sink going away); its handles become invalid. */

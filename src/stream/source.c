@@ -90,6 +90,7 @@ struct source {
 	uint64_t resume_lsn;   /* where the consumer's durable state says to start */
 	uint64_t server_lsn;   /* the server's WAL flush position when this connection began */
 	uint64_t received_lsn; /* highest WAL position seen */
+	uint64_t decode_errors; /* messages the decoder refused (each one stops the source) */
 	uint64_t confirmed_lsn; /* what the consumer confirmed */
 	uint64_t delivered_lsn; /* highest position handed to the consumer that it can confirm */
 	uint64_t flushed_lsn;  /* what we reported as flushed */
@@ -356,6 +357,16 @@ void source_destroy(source *s)
 	publication_tables_free(s);
 	decoder_destroy(s->dec);
 	free(s);
+}
+
+uint64_t source_decode_errors(const source *s)
+{
+	return s->decode_errors;
+}
+
+bool source_streaming(const source *s)
+{
+	return s != NULL && s->state == ST_STREAMING;
 }
 
 uint64_t source_received_lsn(const source *s)
@@ -1045,6 +1056,8 @@ static int stream_message(source *s, const uint8_t *m, size_t n)
 		int rc = decoder_decode(s->dec, wal_start, m + 25, n - 25, err);
 		if (wal_start > s->received_lsn)
 			s->received_lsn = wal_start;
+		if (rc == -EPROTO)
+			s->decode_errors++;
 		if (rc == -EPROTO)
 			return source_fail(s, "cannot decode the %s message at LSN %s: %s; walcast stops here "
 			                      "without confirming it, so nothing is lost",

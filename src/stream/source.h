@@ -100,6 +100,13 @@ void source_stop(source *s);
 /* Frees the source; stops it first if needed. Safe on NULL. */
 void source_destroy(source *s);
 
+/* true while the replication stream is up (connected and streaming); false while connecting,
+ * reconnecting after a lost connection, paused before the start, stopped or failed. */
+bool source_streaming(const source *s);
+
+/* WAL messages the decoder could not read so far (each one stops the source: failed_cb). */
+uint64_t source_decode_errors(const source *s);
+
 /* Positions, for status and tests. */
 uint64_t source_received_lsn(const source *s);
 uint64_t source_flushed_lsn(const source *s);

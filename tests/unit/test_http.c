@@ -201,6 +201,11 @@ static const char *body_of(const client *c)
 /* An extra protocol on a mount, standing for the WebSocket sink of issue 9. */
 static int extra_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
+	if (reason == LWS_CALLBACK_ESTABLISHED) {
+		int *hits = lws_get_protocol(wsi)->user;
+		*hits += 100; /* a WebSocket connection on the mount */
+		return 0;
+	}
 	if (reason == LWS_CALLBACK_HTTP) {
 		int *hits = lws_get_protocol(wsi)->user;
 		(*hits)++;
@@ -257,14 +262,18 @@ static int setup(void **state)
 	assert_int_equal(http_create(&p, &fx->h, err), 0);
 	assert_int_equal(http_port(fx->h), -1);
 	struct lws_protocols extra = {"extra", extra_cb, 0, 0, 0, &fx->extra_hits, 0};
-	assert_int_equal(http_add_protocol(fx->h, &extra, "/extra"), 0);
-	assert_int_equal(http_add_protocol(fx->h, &extra, "/other"), -EINVAL); /* same name */
+	assert_int_equal(http_add_protocol(fx->h, &extra, "/extra", true), 0);
+	assert_int_equal(http_add_protocol(fx->h, &extra, "/other", false), -EINVAL); /* same name */
+	struct lws_protocols second = {"second", extra_cb, 0, 0, 0, &fx->extra_hits, 0};
+	assert_int_equal(http_add_protocol(fx->h, &second, "/extra", false), -EINVAL); /* same mount */
+	assert_int_equal(http_add_protocol(fx->h, &second, NULL, true), -EINVAL); /* two defaults */
+	assert_int_equal(http_add_protocol(fx->h, &second, "nope", false), -EINVAL);
 	int rc = http_start(fx->h, err);
 	if (rc)
 		fail_msg("http_start: %s", err);
 	fx->port = http_port(fx->h);
 	assert_true(fx->port > 0);
-	assert_int_equal(http_add_protocol(fx->h, &extra, NULL), -EINVAL); /* after start */
+	assert_int_equal(http_add_protocol(fx->h, &second, NULL, false), -EINVAL); /* after start */
 	*state = fx;
 	return 0;
 }
@@ -383,6 +392,25 @@ static void test_not_found_and_method(void **state)
 	assert_int_equal(status_of(&fx->c), 200);
 	assert_string_equal(body_of(&fx->c), "extra");
 	assert_int_equal(fx->extra_hits, 1);
+
+	/* A WebSocket upgrade on the mount (no Sec-WebSocket-Protocol, as realtime-js sends it)
+	 * reaches the extra protocol: what the WebSocket sink of issue 9 relies on. */
+	int fd = connect_to(fx->port);
+	exchange(fx->l, fd,
+	         "GET /extra/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+	         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	         "Sec-WebSocket-Version: 13\r\n\r\n", &fx->c, 12);
+	while (strstr(fx->c.response, "\r\n\r\n") == NULL) {
+		fx->c.stop_at = fx->c.got + 1;
+		assert_int_equal(loop_watch(fx->l, fd, LOOP_READ, client_cb, &fx->c), 0);
+		assert_int_equal(loop_run(fx->l), 0);
+		loop_unwatch(fx->l, fd);
+		assert_false(fx->c.eof);
+	}
+	assert_int_equal(status_of(&fx->c), 101);
+	assert_non_null(strcasestr(fx->c.response, "sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+	assert_int_equal(fx->extra_hits, 101);
+	close(fd);
 }
 
 static void test_keep_alive(void **state)
@@ -461,8 +489,18 @@ static void test_metrics(void **state)
 	pipeline_metrics_policy_error(fx->pm);
 	pipeline_metrics_sink s;
 	char merr[METRICS_ERROR_MAX];
-	assert_int_equal(pipeline_metrics_sink_add(fx->pm, "out", &s, merr), 0);
-	assert_int_equal(pipeline_metrics_sink_add(fx->pm, "out", &s, merr), -EINVAL);
+	const unsigned all = PIPELINE_METRICS_POSITION | PIPELINE_METRICS_DELIVERIES | PIPELINE_METRICS_DROPS |
+	                     PIPELINE_METRICS_CONNECTIONS;
+	assert_int_equal(pipeline_metrics_sink_add(fx->pm, "out", all, &s, merr), 0);
+	pipeline_metrics_sink dup;
+	assert_int_equal(pipeline_metrics_sink_add(fx->pm, "out", all, &dup, merr), -EINVAL);
+	/* A live sink without connections: only what it asked for. */
+	pipeline_metrics_sink live;
+	assert_int_equal(pipeline_metrics_sink_add(fx->pm, "feed", PIPELINE_METRICS_DELIVERIES, &live, merr), 0);
+	assert_null(live.position);
+	assert_null(live.drops);
+	assert_null(live.connections);
+	metrics_counter_inc(live.deliveries);
 	metrics_gauge_i_set(s.position, 0x16B3748);
 	metrics_counter_add(s.deliveries, 6);
 	metrics_counter_inc(s.drops);
@@ -489,11 +527,14 @@ static void test_metrics(void **state)
 		"\nwalcast_sink_deliveries_total{sink=\"out\"} 6\n",
 		"\nwalcast_sink_drops_total{sink=\"out\"} 1\n",
 		"\nwalcast_connections{sink=\"out\"} 2\n",
+		"\nwalcast_sink_deliveries_total{sink=\"feed\"} 1\n",
 	};
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		if (strstr(b, want[i]) == NULL)
 			fail_msg("/metrics lacks %s in:\n%s", want[i], b);
 	assert_null(strstr(b, "action=\"message\""));
+	assert_null(strstr(b, "walcast_sink_position_lsn{sink=\"feed\"}"));
+	assert_null(strstr(b, "walcast_connections{sink=\"feed\"}"));
 
 	/* promtool validates the whole exposition. */
 	const char *promtool = getenv("WALCAST_PROMTOOL");
@@ -650,6 +691,20 @@ static void test_params(void **state)
 	assert_true(rc < 0);
 	assert_non_null(strstr(err, "cannot listen"));
 	assert_int_equal(http_port(h), -1);
+	http_destroy(h);
+
+	/* Without a ws_default protocol a WebSocket upgrade is refused (never served as /healthz). */
+	p = (http_params){.loop = fx->l, .listen = "127.0.0.1:0"};
+	assert_int_equal(http_create(&p, &h, err), 0);
+	assert_int_equal(http_start(h, err), 0);
+	int fd = connect_to(http_port(h));
+	exchange(fx->l, fd,
+	         "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+	         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	         "Sec-WebSocket-Version: 13\r\n\r\n", &fx->c, 0);
+	close(fd);
+	assert_true(fx->c.eof);
+	assert_true(fx->c.got == 0 || strncmp(fx->c.response, "HTTP/1.1 101", 12) != 0);
 	http_destroy(h);
 
 	/* The fixture still answers. */
