@@ -39,6 +39,10 @@ typedef struct config {
 	/* [privacy] */
 	int64_t privacy_txn_memory; /* bytes of one transaction held in memory; the rest spills */
 	char *privacy_spill_dir;    /* where spill files go; empty = $TMPDIR, else /tmp */
+	/* [pipeline] */
+	int64_t pipeline_max_pending;      /* durable sinks' pending bytes that pause the stream */
+	int64_t pipeline_drain_timeout_ms; /* SIGTERM: longest wait for durable sinks to flush */
+	char *pipeline_state_dir;          /* the checkpoint store's directory (walcast run) */
 } config;
 
 typedef enum config_type {

@@ -22,6 +22,7 @@
 #ifndef WALCAST_SOURCE_H
 #define WALCAST_SOURCE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -77,6 +78,19 @@ void source_snapshot_done(source *s);
 /* The consumer has durably taken everything through lsn (see above). Cheap; the next status
  * update carries it. */
 void source_confirm(source *s, uint64_t lsn);
+
+/* Stops reading the stream (a consumer over its memory bound): the socket is no longer watched
+ * for reads — also across a reconnect — while status updates go on, so the server sees a live
+ * but slow client. A callback in progress finishes; the messages after it wait in libpq and the
+ * kernel. Idempotent. Does not block. */
+void source_pause(source *s);
+
+/* Reads the stream again, first what libpq already holds, from a timer (never from inside the
+ * caller, which may be a callback of this source). Idempotent. Does not block. */
+void source_resume(source *s);
+
+/* true between source_pause and source_resume. */
+bool source_paused(const source *s);
 
 /* Sends a final status update, ends the stream and waits for the server to acknowledge it (so
  * the update is known to be applied), then disconnects. Blocks for at most 5 s whatever the

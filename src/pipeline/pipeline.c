@@ -1,0 +1,1078 @@
+/*
+ * pipeline — the one path from the WAL to every sink (see pipeline.h for the contract).
+ *
+ * Design. The source hands decoded changes to the audience (which drives the privacy stage):
+ * they are held until their commit, where the sinks are offered the transaction — begin for
+ * every sink, the audience's deliveries routed to the subscribers' sinks, commit for every sink
+ * — so a durable sink can advance its position over transactions none of its subscribers sees.
+ * A non-transactional message is delivered as it comes, outside begin/commit.
+ *
+ * Acknowledgement. After every commit, progress() of a sink and a periodic tick: the flush LSN
+ * is the lowest position() of the durable sinks (with none, the end of the last transaction
+ * offered), and never past what the policy-state checkpoint has synced: a transaction that
+ * changed policy rows appends them to the store at its commit, and the store is synced before
+ * any LSN at or past that transaction is confirmed. The confirmed LSN is also recorded in the
+ * store as the position "pipeline" (the resume point when no durable sink is configured).
+ *
+ * Memory bound. When the durable sinks' pending_bytes() sum passes pipeline.max_pending, the
+ * source stops reading (source_pause); below half of it, it reads again. Live sinks are offered
+ * what is committed, so while a durable sink stalls they see nothing new either (the stream is
+ * paused for everyone): docs/architecture.md, "The pipeline".
+ *
+ * The policy state's checkpoint rows are gathered while a transaction commits: membership rows
+ * from the committed state's change callback (org, user, the role of the new rank, or deleted),
+ * rules rows by comparing the rules before and after a transaction that touched a policy table
+ * (the rules table is small). The checkpoint branch's row journal replaces the latter.
+ */
+#include "pipeline.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "lsn.h"
+#include "policy_state.h"
+#include "privacy.h"
+#include "relcache.h"
+#include "source.h"
+
+#define PIPELINE_TICK_MS 100
+#define PIPELINE_POSITION "pipeline"
+
+typedef struct pl_sink pl_sink;
+
+typedef struct pl_sub {
+	pl_sink *sink;
+	void *sub_arg;
+	audience_sub *h;
+	struct pl_sub *next;
+} pl_sub;
+
+struct pl_sink {
+	pipeline *pl;
+	const sink_ops *ops;
+	char *name;
+	void *impl;
+	sink_env env;
+	pl_sub *subs;
+};
+
+/* One checkpoint row being gathered (values owned). */
+typedef struct jrow {
+	int table;
+	char *v[3];
+	int deleted;
+	size_t seq; /* arrival order (loading) */
+} jrow;
+
+struct pipeline {
+	pipeline_params p;
+	policy *own_pol; /* an empty policy when p.pol is NULL */
+	const policy *pol;
+	relcache *rels;
+	source *src;
+	privacy *pv;
+	audience *aud;
+	pl_sink **sinks;
+	size_t nsinks, ndurable;
+
+	bool started, stopped, draining, fatal;
+	bool state_ready;     /* the policy state is loaded */
+	bool in_txn;
+	bool txn_policy;      /* the transaction touches a policy table */
+	bool journal_on;      /* gathering membership rows (inside a commit) */
+	bool paused;
+	int tick_timer, drain_timer, stop_timer;
+	int stop_code;
+	size_t max_pending;
+
+	uint64_t resume_lsn;
+	uint64_t offered_end; /* end of the last transaction (or message) offered to the sinks */
+	uint64_t confirmed;
+	uint64_t ckpt_unsynced; /* lowest LSN appended to the store since its last sync (0: none) */
+	bool ckpt_failed;
+
+	jrow *rows;
+	size_t nrows, rows_cap;
+	char **rule_ids; /* the rule ids of the committed state, sorted (for the rules diff) */
+	size_t nrule_ids;
+
+	source_events ev;
+	pipeline_status st;
+};
+
+static void pl_stop(pipeline *pl, int code);
+static void ack_update(pipeline *pl);
+
+/* ---- checkpoint rows ------------------------------------------------------------------- */
+
+static void rows_clear(pipeline *pl)
+{
+	for (size_t i = 0; i < pl->nrows; i++)
+		for (int k = 0; k < 3; k++)
+			free(pl->rows[i].v[k]);
+	pl->nrows = 0;
+}
+
+static int row_add(pipeline *pl, int table, const char *const *v, int deleted)
+{
+	if (pl->nrows == pl->rows_cap) {
+		size_t cap = pl->rows_cap ? pl->rows_cap * 2 : 16;
+		jrow *r = realloc(pl->rows, cap * sizeof(*r));
+		if (r == NULL)
+			return -ENOMEM;
+		pl->rows = r;
+		pl->rows_cap = cap;
+	}
+	jrow *r = &pl->rows[pl->nrows];
+	*r = (jrow){.table = table, .deleted = deleted};
+	for (int k = 0; k < 3; k++) {
+		if (v[k] != NULL && (r->v[k] = strdup(v[k])) == NULL) {
+			for (int j = 0; j < k; j++)
+				free(r->v[j]);
+			return -ENOMEM;
+		}
+	}
+	pl->nrows++;
+	return 0;
+}
+
+/* The committed state's change callback: one member's rank moved (inside a commit only). */
+static void member_cb(void *arg, const policy_state_uuid *org, const policy_state_uuid *user, int old_rank,
+                      int new_rank)
+{
+	pipeline *pl = arg;
+	(void)old_rank;
+	if (!pl->journal_on)
+		return;
+	char o[POLICY_STATE_UUID_TEXT], u[POLICY_STATE_UUID_TEXT];
+	policy_state_uuid_format(org, o);
+	policy_state_uuid_format(user, u);
+	const char *role = new_rank >= 1 ? policy_rank_name(pl->pol, new_rank) : NULL;
+	const char *v[3] = {o, u, role};
+	if (row_add(pl, POLICY_STATE_MEMBERSHIP, v, new_rank < 1) < 0)
+		pl->ckpt_failed = true;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+typedef struct rules_ctx {
+	pipeline *pl;
+	char **ids;
+	size_t n, cap;
+	int rc;
+} rules_ctx;
+
+/* policy_state_dump callback: every rule row goes to the journal (a rule is keyed by its id:
+ * rewriting one is harmless), its id is remembered. */
+static int rules_row_cb(void *arg, int table, const char *const *v)
+{
+	rules_ctx *x = arg;
+	if (table != POLICY_STATE_RULES || v[0] == NULL)
+		return 0;
+	if (x->pl != NULL && row_add(x->pl, POLICY_STATE_RULES, v, 0) < 0)
+		return -ENOMEM;
+	if (x->n == x->cap) {
+		size_t cap = x->cap ? x->cap * 2 : 16;
+		char **ids = realloc(x->ids, cap * sizeof(*ids));
+		if (ids == NULL)
+			return -ENOMEM;
+		x->ids = ids;
+		x->cap = cap;
+	}
+	if ((x->ids[x->n] = strdup(v[0])) == NULL)
+		return -ENOMEM;
+	x->n++;
+	return 0;
+}
+
+static void ids_free(char **ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+}
+
+/* Reads the committed rules: journals them when journal, and replaces the remembered ids; ids
+ * that disappeared are journaled as deleted. */
+static int rules_snapshot(pipeline *pl, bool journal)
+{
+	rules_ctx x = {.pl = journal ? pl : NULL};
+	int rc = policy_state_dump(privacy_state(pl->pv), rules_row_cb, &x);
+	if (rc != 0) {
+		ids_free(x.ids, x.n);
+		return rc < 0 ? rc : -EIO;
+	}
+	if (x.n > 1)
+		qsort(x.ids, x.n, sizeof(*x.ids), cmp_str);
+	for (size_t i = 0; journal && i < pl->nrule_ids; i++) {
+		if (x.n > 0 && bsearch(&pl->rule_ids[i], x.ids, x.n, sizeof(*x.ids), cmp_str) != NULL)
+			continue;
+		const char *v[3] = {pl->rule_ids[i], NULL, NULL};
+		if (row_add(pl, POLICY_STATE_RULES, v, 1) < 0) {
+			ids_free(x.ids, x.n);
+			return -ENOMEM;
+		}
+	}
+	ids_free(pl->rule_ids, pl->nrule_ids);
+	pl->rule_ids = x.ids;
+	pl->nrule_ids = x.n;
+	return 0;
+}
+
+/* Appends the gathered rows of the transaction ending at lsn to the store. */
+static int journal_write(pipeline *pl, uint64_t lsn)
+{
+	if (pl->p.store == NULL || pl->nrows == 0)
+		return 0;
+	checkpoint_row *cr = calloc(pl->nrows, sizeof(*cr));
+	if (cr == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < pl->nrows; i++)
+		cr[i] = (checkpoint_row){pl->rows[i].table, (const char *const *)pl->rows[i].v, pl->rows[i].deleted};
+	char err[CHECKPOINT_ERROR_MAX] = "";
+	int rc = pl->p.store->ops->append(pl->p.store->impl, lsn, cr, pl->nrows, err);
+	free(cr);
+	if (rc < 0) {
+		char t[LSN_TEXT_MAX];
+		log_error("pipeline.checkpoint_append", "lsn=%s: %s", lsn_format(lsn, t), err);
+		return rc;
+	}
+	if (pl->ckpt_unsynced == 0)
+		pl->ckpt_unsynced = lsn;
+	return 0;
+}
+
+/* ---- loading the state from the store -------------------------------------------------- */
+
+typedef struct load_ctx {
+	jrow *rows;
+	size_t n, cap;
+	int rc;
+} load_ctx;
+
+static int load_row_cb(void *arg, const checkpoint_row *row)
+{
+	load_ctx *x = arg;
+	if (row->table != POLICY_STATE_MEMBERSHIP && row->table != POLICY_STATE_RULES)
+		return -EINVAL;
+	if (x->n == x->cap) {
+		size_t cap = x->cap ? x->cap * 2 : 64;
+		jrow *r = realloc(x->rows, cap * sizeof(*r));
+		if (r == NULL)
+			return -ENOMEM;
+		x->rows = r;
+		x->cap = cap;
+	}
+	jrow *r = &x->rows[x->n];
+	*r = (jrow){.table = row->table, .deleted = row->deleted, .seq = x->n};
+	for (int k = 0; k < 3; k++)
+		if (row->values[k] != NULL && (r->v[k] = strdup(row->values[k])) == NULL)
+			return -ENOMEM;
+	x->n++;
+	return 0;
+}
+
+/* Row order for folding: by key (table; membership: org, user; rules: id), then arrival. */
+static int key_cmp(const jrow *a, const jrow *b)
+{
+	if (a->table != b->table)
+		return a->table - b->table;
+	int nk = a->table == POLICY_STATE_MEMBERSHIP ? 2 : 1;
+	for (int k = 0; k < nk; k++) {
+		int c = strcmp(a->v[k] ? a->v[k] : "", b->v[k] ? b->v[k] : "");
+		if (c != 0)
+			return c;
+	}
+	return 0;
+}
+
+static int fold_cmp(const void *pa, const void *pb)
+{
+	const jrow *a = pa, *b = pb;
+	int c = key_cmp(a, b);
+	if (c != 0)
+		return c;
+	return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Loads the state as of at from the store: 1 loaded, 0 the store holds none, or a negative
+ * errno. Deleted rows remove their key: the rows are folded per key, the last one winning. */
+static int state_from_store(pipeline *pl, uint64_t at)
+{
+	load_ctx x = {0};
+	uint64_t state_lsn = 0;
+	char err[CHECKPOINT_ERROR_MAX] = "";
+	int rc = pl->p.store->ops->load(pl->p.store->impl, at, load_row_cb, &x, &state_lsn, err);
+	if (rc < 0) {
+		log_error("pipeline.checkpoint_load", "%s", err[0] ? err : strerror(-rc));
+		goto cleanup;
+	}
+	if (state_lsn == 0 && x.n == 0) {
+		rc = 0;
+		goto cleanup;
+	}
+	if (x.n > 1)
+		qsort(x.rows, x.n, sizeof(*x.rows), fold_cmp);
+	privacy_clear(pl->pv);
+	rc = 1;
+	for (size_t i = 0; i < x.n; i++) {
+		if (i + 1 < x.n && key_cmp(&x.rows[i], &x.rows[i + 1]) == 0)
+			continue; /* a later row of this key wins */
+		if (x.rows[i].deleted)
+			continue;
+		const char *v[3] = {x.rows[i].v[0], x.rows[i].v[1], x.rows[i].v[2]};
+		if (privacy_load_row(pl->pv, x.rows[i].table, v) < 0) {
+			log_error("pipeline.checkpoint_load", "a stored policy row is unreadable: %s", privacy_error(pl->pv));
+			rc = -EINVAL;
+			break;
+		}
+	}
+	if (rc == 1) {
+		char a[LSN_TEXT_MAX];
+		log_info("pipeline.state_loaded", "policy state loaded from the checkpoint as of %s (%zu rows)",
+		         lsn_format(state_lsn, a), x.n);
+	}
+cleanup:
+	for (size_t i = 0; i < x.n; i++)
+		for (int k = 0; k < 3; k++)
+			free(x.rows[i].v[k]);
+	free(x.rows);
+	return rc;
+}
+
+typedef struct dump_ctx {
+	checkpoint_row_cb row_cb;
+	void *row_arg;
+} dump_ctx;
+
+static int dump_row_cb(void *arg, int table, const char *const *values)
+{
+	dump_ctx *x = arg;
+	checkpoint_row r = {table, values, 0};
+	return x->row_cb(x->row_arg, &r);
+}
+
+/* compact's dump: the committed state, whole. */
+static int state_dump_cb(void *arg, checkpoint_row_cb row_cb, void *row_arg)
+{
+	pipeline *pl = arg;
+	dump_ctx x = {row_cb, row_arg};
+	return policy_state_dump(privacy_state(pl->pv), dump_row_cb, &x);
+}
+
+/* Writes the whole state as the store's base as of lsn (after a load from the database). */
+static int state_base_write(pipeline *pl, uint64_t lsn)
+{
+	if (pl->p.store == NULL)
+		return 0;
+	char err[CHECKPOINT_ERROR_MAX] = "";
+	int rc = pl->p.store->ops->compact(pl->p.store->impl, lsn, state_dump_cb, pl, err);
+	if (rc < 0)
+		log_error("pipeline.checkpoint_write", "%s", err[0] ? err : strerror(-rc));
+	return rc;
+}
+
+/* Loads the policy state through an ordinary connection, in snapshot when given. Blocking (the
+ * stream is held meanwhile); the checkpoint branch's asynchronous loader replaces it. */
+static int state_from_db(pipeline *pl, const char *snapshot)
+{
+	const char *keys[] = {"dbname", "fallback_application_name", NULL};
+	const char *vals[] = {pl->p.cfg->conninfo, "walcast-state", NULL};
+	PGconn *conn = PQconnectdbParams(keys, vals, 1);
+	char err[PRIVACY_ERROR_MAX];
+	int rc = -EIO;
+	if (conn != NULL)
+		PQsetNoticeProcessor(conn, log_pg_notice, "state");
+	if (PQstatus(conn) != CONNECTION_OK) {
+		log_error("pipeline.state_load", "cannot connect to load the policy state: %s", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	PGresult *res = PQexec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+	PQclear(res);
+	if (ok && snapshot != NULL) {
+		char *lit = PQescapeLiteral(conn, snapshot, strlen(snapshot));
+		char sql[256];
+		snprintf(sql, sizeof(sql), "SET TRANSACTION SNAPSHOT %s", lit ? lit : "''");
+		PQfreemem(lit);
+		res = PQexec(conn, sql);
+		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+		PQclear(res);
+	}
+	if (!ok) {
+		log_error("pipeline.state_load", "cannot open the snapshot: %s", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	rc = privacy_load(pl->pv, conn, err);
+	if (rc < 0) {
+		log_error("pipeline.state_load", "%s", err);
+		goto cleanup;
+	}
+	log_info("pipeline.state_loaded", "policy state loaded from %s",
+	         snapshot ? "the slot's snapshot" : "the current database");
+cleanup:
+	PQfinish(conn);
+	return rc;
+}
+
+/* ---- routing to the sinks -------------------------------------------------------------- */
+
+static void sink_failed(pipeline *pl, const pl_sink *s, const char *what, int rc)
+{
+	log_error("pipeline.sink_failed", "sink=%s: %s failed: %s", s->name, what, strerror(-rc));
+	pl->fatal = true;
+	pl_stop(pl, 1);
+}
+
+/* The audience's delivery callback: each subscriber's sink gets it, one subscriber at a time. */
+static int deliver_cb(void *arg, const audience_delivery *d)
+{
+	pipeline *pl = arg;
+	for (size_t i = 0; i < d->nsubs; i++) {
+		pl_sub *sub = d->subs[i];
+		audience_delivery one = *d;
+		one.subs = &sub->sub_arg;
+		one.nsubs = 1;
+		int rc = sub->sink->ops->deliver(sub->sink->impl, sub->sub_arg, &one);
+		if (rc < 0) {
+			sink_failed(pl, sub->sink, "deliver", rc);
+			return -ECANCELED;
+		}
+	}
+	return 0;
+}
+
+static size_t pending_sum(const pipeline *pl)
+{
+	size_t sum = 0;
+	for (size_t i = 0; i < pl->nsinks; i++) {
+		const pl_sink *s = pl->sinks[i];
+		if (s->ops->kind == SINK_DURABLE && s->ops->pending_bytes != NULL)
+			sum += s->ops->pending_bytes(s->impl);
+	}
+	return sum;
+}
+
+/* Pauses reading above max_pending, resumes below half of it (not while draining). */
+static void pressure_check(pipeline *pl)
+{
+	if (pl->src == NULL || pl->draining || pl->stopped)
+		return;
+	size_t sum = pending_sum(pl);
+	if (!pl->paused && sum > pl->max_pending) {
+		pl->paused = true;
+		log_warn("pipeline.paused", "pending=%zu max_pending=%zu: durable sinks are behind; reading the "
+		         "stream pauses until they are below half", sum, pl->max_pending);
+		source_pause(pl->src);
+	} else if (pl->paused && sum < pl->max_pending / 2) {
+		pl->paused = false;
+		log_info("pipeline.resumed", "pending=%zu: reading the stream again", sum);
+		source_resume(pl->src);
+	}
+	pl->st.paused = pl->paused;
+}
+
+/* ---- acknowledgement ------------------------------------------------------------------- */
+
+/* What may be confirmed now, before the checkpoint bound. */
+static uint64_t ack_candidate(const pipeline *pl)
+{
+	if (pl->ndurable == 0)
+		return pl->offered_end;
+	uint64_t low = UINT64_MAX;
+	for (size_t i = 0; i < pl->nsinks; i++) {
+		const pl_sink *s = pl->sinks[i];
+		if (s->ops->kind != SINK_DURABLE)
+			continue;
+		uint64_t pos = s->ops->position != NULL ? s->ops->position(s->impl) : 0;
+		if (pos < low)
+			low = pos;
+	}
+	return low;
+}
+
+static void ack_update(pipeline *pl)
+{
+	if (pl->src == NULL || pl->ckpt_failed)
+		return;
+	uint64_t ack = ack_candidate(pl);
+	if (ack <= pl->confirmed)
+		return;
+	if (pl->p.store != NULL) {
+		/* the checkpoint first: the rows of every transaction up to ack, and the position */
+		char err[CHECKPOINT_ERROR_MAX] = "";
+		int rc = pl->p.store->ops->position_put(pl->p.store->impl, PIPELINE_POSITION, ack);
+		if (rc == 0)
+			rc = pl->p.store->ops->sync(pl->p.store->impl, ack, err);
+		if (rc < 0) {
+			log_error("pipeline.checkpoint_sync", "%s: nothing more is confirmed",
+			          err[0] ? err : strerror(-rc));
+			pl->ckpt_failed = true;
+			pl_stop(pl, 1);
+			return;
+		}
+		pl->ckpt_unsynced = 0;
+	}
+	pl->confirmed = ack;
+	pl->st.confirmed_lsn = ack;
+	source_confirm(pl->src, ack);
+}
+
+/* ---- the source's events --------------------------------------------------------------- */
+
+static int begin_cb(void *arg, const change_txn *txn)
+{
+	pipeline *pl = arg;
+	if (pl->stopped)
+		return 1;
+	int rc = audience_begin(pl->aud, txn);
+	if (rc < 0) {
+		log_error("pipeline.privacy_failed", "xid=%u: %s", (unsigned)txn->xid, audience_error(pl->aud));
+		pl_stop(pl, 1);
+		return 1;
+	}
+	pl->in_txn = true;
+	pl->txn_policy = false;
+	return 0;
+}
+
+static int change_cb(void *arg, change *c)
+{
+	pipeline *pl = arg;
+	if (pl->stopped)
+		return 1;
+	pl->st.changes++;
+	if (c->rel != NULL && policy_state_governs(privacy_state(pl->pv), c->rel))
+		pl->txn_policy = true;
+	int rc = audience_change(pl->aud, c, deliver_cb, pl);
+	if (rc < 0) {
+		if (rc != -ECANCELED) {
+			char t[LSN_TEXT_MAX];
+			log_error("pipeline.privacy_failed", "lsn=%s: %s", lsn_format(c->lsn, t), audience_error(pl->aud));
+			pl_stop(pl, 1);
+		}
+		return 1;
+	}
+	if (c->txn == NULL) {
+		/* a message outside any transaction: complete on its own */
+		if (c->lsn > pl->offered_end)
+			pl->offered_end = c->lsn;
+		ack_update(pl);
+	}
+	return 0;
+}
+
+static int commit_cb(void *arg, const change_txn *txn)
+{
+	pipeline *pl = arg;
+	if (pl->stopped)
+		return 1;
+	for (size_t i = 0; i < pl->nsinks; i++) {
+		pl_sink *s = pl->sinks[i];
+		int rc = s->ops->begin(s->impl, txn);
+		if (rc < 0) {
+			audience_abort(pl->aud);
+			sink_failed(pl, s, "begin", rc);
+			return 1;
+		}
+	}
+	rows_clear(pl);
+	pl->journal_on = pl->txn_policy;
+	int rc = audience_commit(pl->aud, txn, deliver_cb, pl);
+	pl->journal_on = false;
+	pl->in_txn = false;
+	if (rc < 0) {
+		if (rc != -ECANCELED) {
+			char t[LSN_TEXT_MAX];
+			log_error("pipeline.privacy_failed", "lsn=%s: %s", lsn_format(txn->commit_lsn, t),
+			          audience_error(pl->aud));
+			pl_stop(pl, 1);
+		}
+		for (size_t i = 0; i < pl->nsinks; i++)
+			if (pl->sinks[i]->ops->abort != NULL)
+				pl->sinks[i]->ops->abort(pl->sinks[i]->impl);
+		return 1;
+	}
+	for (size_t i = 0; i < pl->nsinks; i++) {
+		pl_sink *s = pl->sinks[i];
+		if ((rc = s->ops->commit(s->impl, txn)) < 0) {
+			sink_failed(pl, s, "commit", rc);
+			return 1;
+		}
+	}
+	if (pl->txn_policy) {
+		if (rules_snapshot(pl, true) < 0 || pl->ckpt_failed || journal_write(pl, txn->end_lsn) < 0) {
+			log_error("pipeline.checkpoint_failed", "the policy rows of the transaction could not be "
+			          "recorded: stopping without confirming it");
+			pl->ckpt_failed = true;
+			pl_stop(pl, 1);
+			return 1;
+		}
+		rows_clear(pl);
+	}
+	pl->txn_policy = false;
+	if (txn->end_lsn > pl->offered_end)
+		pl->offered_end = txn->end_lsn;
+	pl->st.transactions++;
+	pl->st.last_commit_end = pl->offered_end;
+	pl->st.last_commit_time = txn->commit_time;
+	ack_update(pl);
+	pressure_check(pl);
+	return 0;
+}
+
+static void abandon_cb(void *arg)
+{
+	pipeline *pl = arg;
+	audience_abort(pl->aud); /* nothing of it was offered or applied */
+	pl->in_txn = false;
+	pl->txn_policy = false;
+}
+
+static int snapshot_cb(void *arg, const char *snapshot, uint64_t consistent_lsn)
+{
+	pipeline *pl = arg;
+	/* a new slot: whatever the store held was for another one */
+	if (state_from_db(pl, snapshot) < 0 || state_base_write(pl, consistent_lsn) < 0 ||
+	    rules_snapshot(pl, false) < 0) {
+		pl_stop(pl, 1);
+		return 0;
+	}
+	pl->state_ready = true;
+	return 0;
+}
+
+static void streaming_cb(void *arg, uint64_t start_lsn)
+{
+	pipeline *pl = arg;
+	pl->st.streaming = true;
+	if (pl->state_ready)
+		return;
+	if (pl->p.pol != NULL)
+		log_warn("pipeline.state_current", "the slot already existed and the checkpoint holds no policy "
+		         "state: it is loaded from the current database, so changes replayed from before now are "
+		         "judged by today's memberships");
+	if (state_from_db(pl, NULL) < 0 || state_base_write(pl, start_lsn) < 0 || rules_snapshot(pl, false) < 0) {
+		pl_stop(pl, 1);
+		return;
+	}
+	pl->state_ready = true;
+}
+
+static void idle_cb(void *arg, uint64_t wal_end)
+{
+	pipeline *pl = arg;
+	(void)wal_end;
+	pl->st.server_wal_end = source_received_lsn(pl->src);
+	ack_update(pl);
+}
+
+static void failed_cb(void *arg, const char *why)
+{
+	pipeline *pl = arg;
+	log_error("pipeline.source_failed", "%s", why);
+	pl_stop(pl, 1);
+}
+
+/* ---- the sink environment -------------------------------------------------------------- */
+
+static int env_subscribe(void *env_arg, void *sub_arg, const char *uid, bool bypass, bool wildcard,
+                         audience_sub **out)
+{
+	pl_sink *s = env_arg;
+	pl_sub *sub = calloc(1, sizeof(*sub));
+	if (sub == NULL)
+		return -ENOMEM;
+	*sub = (pl_sub){.sink = s, .sub_arg = sub_arg};
+	int rc = wildcard ? audience_subscribe_wildcard(s->pl->aud, sub, &sub->h)
+	                  : audience_subscribe(s->pl->aud, sub, uid, bypass, &sub->h);
+	if (rc < 0) {
+		free(sub);
+		return rc;
+	}
+	sub->next = s->subs;
+	s->subs = sub;
+	*out = sub->h;
+	return 0;
+}
+
+static void env_unsubscribe(void *env_arg, audience_sub *h)
+{
+	pl_sink *s = env_arg;
+	for (pl_sub **pp = &s->subs; *pp != NULL; pp = &(*pp)->next) {
+		if ((*pp)->h == h) {
+			pl_sub *sub = *pp;
+			*pp = sub->next;
+			audience_unsubscribe(s->pl->aud, h);
+			free(sub);
+			return;
+		}
+	}
+}
+
+static void drain_check(pipeline *pl);
+
+static void env_progress(void *env_arg)
+{
+	pl_sink *s = env_arg;
+	pipeline *pl = s->pl;
+	if (pl->stopped)
+		return;
+	ack_update(pl);
+	pressure_check(pl);
+	if (pl->draining)
+		drain_check(pl);
+}
+
+/* ---- the periodic tick ----------------------------------------------------------------- */
+
+static void sinks_flush(pipeline *pl)
+{
+	for (size_t i = 0; i < pl->nsinks; i++) {
+		pl_sink *s = pl->sinks[i];
+		if (s->ops->kind != SINK_DURABLE || s->ops->flush == NULL)
+			continue;
+		int rc = s->ops->flush(s->impl);
+		if (rc < 0) {
+			sink_failed(pl, s, "flush", rc);
+			return;
+		}
+	}
+}
+
+static void tick_cb(loop *l, int id, void *arg)
+{
+	pipeline *pl = arg;
+	(void)id;
+	pl->tick_timer = 0;
+	if (pl->stopped)
+		return;
+	if (!pl->in_txn)
+		sinks_flush(pl);
+	if (pl->stopped)
+		return;
+	ack_update(pl);
+	pressure_check(pl);
+	if (pl->draining) {
+		drain_check(pl);
+		if (pl->stopped)
+			return;
+	}
+	bool ready = pl->st.streaming;
+	for (size_t i = 0; i < pl->nsinks && ready; i++) {
+		const pl_sink *s = pl->sinks[i];
+		if (s->ops->kind == SINK_DURABLE && s->ops->healthy != NULL && !s->ops->healthy(s->impl))
+			ready = false;
+	}
+	pl->st.ready = ready;
+	if (pl->src != NULL)
+		pl->st.server_wal_end = source_received_lsn(pl->src);
+	/* fold the log into a new base once it outgrew a megabyte, when nothing is unconfirmed: the
+	 * state in memory is then exactly the state as of the confirmed LSN */
+	if (pl->p.store != NULL && !pl->in_txn && pl->confirmed == pl->offered_end && pl->confirmed != 0 &&
+	    pl->p.store->ops->log_bytes(pl->p.store->impl) > ((uint64_t)1 << 20)) {
+		if (state_base_write(pl, pl->confirmed) < 0) {
+			pl_stop(pl, 1);
+			return;
+		}
+	}
+	int t = loop_timer_add(l, PIPELINE_TICK_MS, tick_cb, pl);
+	pl->tick_timer = t > 0 ? t : 0;
+}
+
+/* ---- draining and stopping ------------------------------------------------------------- */
+
+/* The source is stopped from a timer, never from inside one of its own callbacks. */
+static void stop_timer_cb(loop *l, int id, void *arg)
+{
+	pipeline *pl = arg;
+	(void)l, (void)id;
+	pl->stop_timer = 0;
+	if (pl->src != NULL)
+		source_stop(pl->src); /* the final status update; at most 5 s */
+	if (pl->p.stopped_cb != NULL)
+		pl->p.stopped_cb(pl->p.arg, pl->stop_code);
+}
+
+static void pl_stop(pipeline *pl, int code)
+{
+	if (pl->stopped)
+		return;
+	pl->stopped = true;
+	pl->stop_code = code;
+	if (pl->tick_timer > 0)
+		loop_timer_cancel(pl->p.loop, pl->tick_timer);
+	if (pl->drain_timer > 0)
+		loop_timer_cancel(pl->p.loop, pl->drain_timer);
+	pl->tick_timer = pl->drain_timer = 0;
+	if (pl->src != NULL)
+		source_pause(pl->src);
+	pl->st.streaming = pl->st.ready = false;
+	int t = loop_timer_add(pl->p.loop, 0, stop_timer_cb, pl);
+	pl->stop_timer = t > 0 ? t : 0;
+	if (t < 0)
+		stop_timer_cb(pl->p.loop, 0, pl);
+}
+
+/* Drained when every durable sink holds everything offered durably. */
+static void drain_check(pipeline *pl)
+{
+	if (pl->stopped)
+		return;
+	if (ack_candidate(pl) < pl->offered_end)
+		return;
+	ack_update(pl);
+	if (pl->stopped)
+		return;
+	char a[LSN_TEXT_MAX];
+	log_info("pipeline.drained", "confirmed=%s: every durable sink flushed", lsn_format(pl->confirmed, a));
+	pl_stop(pl, 0);
+}
+
+static void drain_timer_cb(loop *l, int id, void *arg)
+{
+	pipeline *pl = arg;
+	(void)l, (void)id;
+	pl->drain_timer = 0;
+	if (pl->stopped)
+		return;
+	ack_update(pl);
+	char a[LSN_TEXT_MAX], b[LSN_TEXT_MAX];
+	log_error("pipeline.drain_timeout", "confirmed=%s offered=%s: durable sinks did not flush in time; what "
+	          "was not confirmed is sent again on the next start", lsn_format(pl->confirmed, a),
+	          lsn_format(pl->offered_end, b));
+	pl_stop(pl, 1);
+}
+
+void pipeline_drain(pipeline *pl)
+{
+	if (pl == NULL || pl->stopped || pl->draining)
+		return;
+	pl->draining = true;
+	log_info("pipeline.draining", "stopping: no more reading, flushing the durable sinks");
+	if (!pl->started) {
+		pl_stop(pl, 0);
+		return;
+	}
+	source_pause(pl->src);
+	if (pl->in_txn) {
+		audience_abort(pl->aud); /* sent again from its beginning on the next start */
+		pl->in_txn = false;
+	}
+	sinks_flush(pl);
+	if (pl->stopped)
+		return;
+	int64_t ms = pl->p.cfg->pipeline_drain_timeout_ms > 0 ? pl->p.cfg->pipeline_drain_timeout_ms : 20000;
+	int t = loop_timer_add(pl->p.loop, ms, drain_timer_cb, pl);
+	pl->drain_timer = t > 0 ? t : 0;
+	drain_check(pl);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_ERROR_MAX])
+{
+	char perr[PRIVACY_ERROR_MAX > POLICY_ERROR_MAX ? PRIVACY_ERROR_MAX : POLICY_ERROR_MAX];
+	int rc;
+	pipeline *pl = calloc(1, sizeof(*pl));
+	if (pl == NULL) {
+		snprintf(err, PIPELINE_ERROR_MAX, "out of memory");
+		return -ENOMEM;
+	}
+	pl->p = *p;
+	pl->max_pending = p->cfg->pipeline_max_pending > 0 ? (size_t)p->cfg->pipeline_max_pending : (size_t)64 << 20;
+	pl->pol = p->pol;
+	if (pl->pol == NULL) {
+		/* no policy: an empty one governs no table, so only bypass subscribers see anything */
+		rc = policy_load_string("[roles]\nranks = member\n", "(no policy)", &pl->own_pol, perr);
+		if (rc < 0) {
+			snprintf(err, PIPELINE_ERROR_MAX, "%s", perr);
+			goto fail;
+		}
+		pl->pol = pl->own_pol;
+	}
+	if ((pl->rels = relcache_create()) == NULL) {
+		rc = -ENOMEM;
+		snprintf(err, PIPELINE_ERROR_MAX, "out of memory");
+		goto fail;
+	}
+	if ((rc = privacy_create(pl->pol, p->keys, &pl->pv, perr)) < 0) {
+		snprintf(err, PIPELINE_ERROR_MAX, "%s", perr);
+		goto fail;
+	}
+	if ((rc = privacy_set_txn_buffer(pl->pv, (size_t)p->cfg->privacy_txn_memory,
+	                                 p->cfg->privacy_spill_dir[0] ? p->cfg->privacy_spill_dir : NULL)) < 0) {
+		snprintf(err, PIPELINE_ERROR_MAX, "%s", privacy_error(pl->pv));
+		goto fail;
+	}
+	if ((rc = audience_create(pl->pv, 0, &pl->aud)) < 0) {
+		snprintf(err, PIPELINE_ERROR_MAX, "cannot create the audience: %s", strerror(-rc));
+		goto fail;
+	}
+	if ((rc = policy_state_add_change_cb(privacy_state(pl->pv), member_cb, pl)) < 0) {
+		snprintf(err, PIPELINE_ERROR_MAX, "cannot follow the policy state: %s", strerror(-rc));
+		goto fail;
+	}
+	source_events ev = {
+		.sink = {begin_cb, change_cb, commit_cb, pl},
+		.abandon_cb = abandon_cb,
+		.snapshot_cb = snapshot_cb,
+		.streaming_cb = streaming_cb,
+		.idle_cb = idle_cb,
+		.failed_cb = failed_cb,
+		.arg = pl,
+	};
+	pl->ev = ev;
+	char serr[256];
+	if ((rc = source_create(p->loop, p->cfg, pl->rels, &ev, &pl->src, serr)) < 0) {
+		snprintf(err, PIPELINE_ERROR_MAX, "%s", serr);
+		goto fail;
+	}
+	*out = pl;
+	return 0;
+fail:
+	pipeline_destroy(pl);
+	return rc;
+}
+
+int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const void *conf,
+                      char err[PIPELINE_ERROR_MAX])
+{
+	if (pl->started) {
+		snprintf(err, PIPELINE_ERROR_MAX, "sink %s: sinks are added before the pipeline starts", name);
+		return -EBUSY;
+	}
+	pl_sink **v = realloc(pl->sinks, (pl->nsinks + 1) * sizeof(*v));
+	if (v == NULL) {
+		snprintf(err, PIPELINE_ERROR_MAX, "out of memory");
+		return -ENOMEM;
+	}
+	pl->sinks = v;
+	pl_sink *s = calloc(1, sizeof(*s));
+	if (s == NULL || (s->name = strdup(name)) == NULL) {
+		free(s);
+		snprintf(err, PIPELINE_ERROR_MAX, "out of memory");
+		return -ENOMEM;
+	}
+	s->pl = pl;
+	s->ops = ops;
+	s->env = (sink_env){
+		.name = s->name, .loop = pl->p.loop, .metrics = pl->p.metrics,
+		.subscribe = env_subscribe, .unsubscribe = env_unsubscribe, .progress = env_progress, .env_arg = s,
+	};
+	char serr[SINK_ERROR_MAX] = "";
+	int rc = ops->create(&s->env, conf, &s->impl, serr);
+	if (rc < 0) {
+		snprintf(err, PIPELINE_ERROR_MAX, "sink %s (%s): %s", name, ops->name, serr[0] ? serr : strerror(-rc));
+		while (s->subs != NULL)
+			env_unsubscribe(s, s->subs->h);
+		free(s->name);
+		free(s);
+		return rc;
+	}
+	pl->sinks[pl->nsinks++] = s;
+	if (ops->kind == SINK_DURABLE)
+		pl->ndurable++;
+	return 0;
+}
+
+int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
+{
+	int rc;
+	uint64_t resume = 0;
+	if (pl->ndurable > 0) {
+		resume = UINT64_MAX;
+		for (size_t i = 0; i < pl->nsinks; i++) {
+			const pl_sink *s = pl->sinks[i];
+			if (s->ops->kind != SINK_DURABLE)
+				continue;
+			uint64_t pos = s->ops->position != NULL ? s->ops->position(s->impl) : 0;
+			if (pos < resume)
+				resume = pos;
+		}
+	} else if (pl->p.store != NULL && (rc = pl->p.store->ops->position_get(pl->p.store->impl, PIPELINE_POSITION,
+	                                                                      &resume)) < 0) {
+		snprintf(err, PIPELINE_ERROR_MAX, "cannot read the pipeline's position: %s", strerror(-rc));
+		return rc;
+	}
+	pl->resume_lsn = resume;
+	pl->confirmed = pl->offered_end = resume;
+	if (pl->p.store != NULL && resume != 0) {
+		rc = state_from_store(pl, resume);
+		if (rc < 0) {
+			snprintf(err, PIPELINE_ERROR_MAX, "cannot load the policy state from the checkpoint");
+			return rc;
+		}
+		pl->state_ready = rc > 0;
+	}
+	if (pl->state_ready && (rc = rules_snapshot(pl, false)) < 0) {
+		snprintf(err, PIPELINE_ERROR_MAX, "out of memory");
+		return rc;
+	}
+	char a[LSN_TEXT_MAX];
+	log_info("pipeline.starting", "sinks=%zu durable=%zu resume=%s", pl->nsinks, pl->ndurable,
+	         lsn_format(resume, a));
+	int t = loop_timer_add(pl->p.loop, PIPELINE_TICK_MS, tick_cb, pl);
+	pl->tick_timer = t > 0 ? t : 0;
+	pl->started = true;
+	if ((rc = source_start(pl->src, resume)) < 0) {
+		snprintf(err, PIPELINE_ERROR_MAX, "cannot start streaming: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+void pipeline_destroy(pipeline *pl)
+{
+	if (pl == NULL)
+		return;
+	if (pl->tick_timer > 0)
+		loop_timer_cancel(pl->p.loop, pl->tick_timer);
+	if (pl->drain_timer > 0)
+		loop_timer_cancel(pl->p.loop, pl->drain_timer);
+	if (pl->stop_timer > 0)
+		loop_timer_cancel(pl->p.loop, pl->stop_timer);
+	source_destroy(pl->src);
+	for (size_t i = 0; i < pl->nsinks; i++) {
+		pl_sink *s = pl->sinks[i];
+		s->ops->destroy(s->impl);
+		while (s->subs != NULL)
+			env_unsubscribe(s, s->subs->h);
+		free(s->name);
+		free(s);
+	}
+	free(pl->sinks);
+	if (pl->pv != NULL)
+		policy_state_remove_change_cb(privacy_state(pl->pv), member_cb, pl);
+	audience_destroy(pl->aud);
+	privacy_destroy(pl->pv);
+	relcache_destroy(pl->rels);
+	policy_destroy(pl->own_pol);
+	rows_clear(pl);
+	free(pl->rows);
+	ids_free(pl->rule_ids, pl->nrule_ids);
+	free(pl);
+}
+
+audience *pipeline_audience(pipeline *pl)
+{
+	return pl->aud;
+}
+
+void pipeline_source_events(pipeline *pl, source_events *out)
+{
+	*out = pl->ev;
+}
+
+void pipeline_get_status(const pipeline *pl, pipeline_status *out)
+{
+	*out = pl->st;
+}
