@@ -36,7 +36,9 @@ static const char common_options[] =
 	"      --publication N   publication for pgoutput (default walcast)\n"
 	"      --no-create-slot  fail instead of creating a missing slot\n"
 	"      --temporary       use a temporary slot (gone when walcast exits)\n"
-	"  -v, --verbose         debug logging\n";
+	"  -v, --verbose         debug logging (log.level=debug)\n"
+	"      --set S.KEY=VALUE set any configuration key, e.g. --set log.format=json,\n"
+	"                        --set sink.audit.path=/x; repeatable, the last one wins\n";
 
 static const char tail_options_help[] =
 	"tail options:\n"
@@ -56,7 +58,9 @@ static const char tail_options_help[] =
 
 static const char env_help[] =
 	"Every configuration key can also be set as WALCAST_<SECTION>_<KEY>, e.g.\n"
-	"WALCAST_REPLICATION_SLOT=walcast. See docs/configuration.md.\n";
+	"WALCAST_REPLICATION_SLOT=walcast, or WALCAST_SINK_<NAME>_<KEY> for a [sink.NAME]\n"
+	"section. Flags win over the environment, the environment over the file.\n"
+	"See docs/configuration.md.\n";
 
 static void usage(FILE *f)
 {
@@ -136,6 +140,7 @@ enum {
 	OPT_AS,
 	OPT_JWT,
 	OPT_CREATE_PUBLICATION,
+	OPT_SET,
 };
 
 /* Warns (stderr, log format) about every inactive slot that retains WAL: PostgreSQL keeps that WAL
@@ -337,11 +342,13 @@ static int table_name_check(const char *t)
 	return 0;
 }
 
-/* A flag that sets a configuration key; applied after the file and the environment. */
+/* A flag that sets a configuration key; applied after the file and the environment, in the
+ * order given. --set carries "section.key=value" in assignment instead. */
 typedef struct flag_setting {
 	const char *section;
 	const char *key;
 	const char *value;
+	const char *assignment;
 } flag_setting;
 
 int main(int argc, char **argv)
@@ -367,12 +374,13 @@ int main(int argc, char **argv)
 		{"as", required_argument, NULL, OPT_AS},
 		{"jwt", required_argument, NULL, OPT_JWT},
 		{"create-publication", no_argument, NULL, OPT_CREATE_PUBLICATION},
+		{"set", required_argument, NULL, OPT_SET},
 		{NULL, 0, NULL, 0},
 	};
 	config cfg;
 	tail_options topt = {0};
 	const char *tables[MAX_TABLES];
-	flag_setting flags[16];
+	flag_setting flags[64];
 	size_t ntables = 0;
 	int nflags = 0;
 	const char *config_path = getenv("WALCAST_CONFIG");
@@ -383,7 +391,6 @@ int main(int argc, char **argv)
 	char viewer_uid[POLICY_UUID_TEXT_LEN + 1];
 	char temp_slot[64];
 	char viewer_role[TOKEN_ROLE_MAX];
-	bool verbose = false;
 	bool help = false;
 	int code = 2;
 	char err[CONFIG_ERROR_MAX];
@@ -394,7 +401,7 @@ int main(int argc, char **argv)
 	}
 	int c;
 	while ((c = getopt_long(argc, argv, "c:d:S:P:vt:a:n:o:h", options, NULL)) != -1) {
-		flag_setting f = {NULL, NULL, optarg};
+		flag_setting f = {NULL, NULL, optarg, NULL};
 		switch (c) {
 		case 'c': config_path = optarg; break;
 		case 'd': f.section = "postgres", f.key = "conninfo"; break;
@@ -403,7 +410,8 @@ int main(int argc, char **argv)
 		case OPT_PUBLICATION: f.section = "replication", f.key = "publication"; break;
 		case OPT_NO_CREATE: f.section = "replication", f.key = "create_slot", f.value = "false"; break;
 		case OPT_TEMPORARY: f.section = "replication", f.key = "temporary_slot", f.value = "true"; break;
-		case 'v': verbose = true; break;
+		case 'v': f.section = "log", f.key = "level", f.value = "debug"; break;
+		case OPT_SET: f.section = "", f.assignment = optarg; break;
 		case 't':
 			if (table_name_check(optarg) < 0)
 				goto cleanup;
@@ -496,17 +504,26 @@ int main(int argc, char **argv)
 		goto cleanup;
 	}
 	for (int i = 0; i < nflags; i++) {
-		if (config_set(&cfg, flags[i].section, flags[i].key, flags[i].value, err) < 0) {
+		if (flags[i].assignment != NULL) {
+			if (config_set_override(&cfg, flags[i].assignment, err) < 0) {
+				fprintf(stderr, "walcast: %s\n", err);
+				goto cleanup;
+			}
+		} else if (config_override(&cfg, flags[i].section, flags[i].key, flags[i].value, err) < 0) {
 			fprintf(stderr, "walcast: --%s: %s\n", flags[i].key, err);
 			goto cleanup;
 		}
 	}
-	log_level level;
-	if (log_level_parse(cfg.log_level, &level) < 0) {
-		fprintf(stderr, "walcast: log.level: '%s' is not debug, info, warn or error\n", cfg.log_level);
+	/* [sink.NAME] sections: each needs a type (the verb that runs sinks checks the rest). */
+	if (config_check_sections(&cfg, NULL, NULL, err) < 0) {
+		fprintf(stderr, "walcast: %s\n", err);
 		goto cleanup;
 	}
-	log_level_set(verbose ? LOG_DEBUG : level);
+	if (log_configure(cfg.log_level, cfg.log_format) < 0) {
+		fprintf(stderr, "walcast: log.level '%s' or log.format '%s' is not valid\n", cfg.log_level,
+		        cfg.log_format);
+		goto cleanup;
+	}
 	if (decoder_ops_find(cfg.plugin) == NULL) {
 		char names[128];
 		fprintf(stderr, "walcast: replication.plugin: unknown plugin '%s' (known: %s)\n", cfg.plugin,

@@ -1,10 +1,14 @@
-/* config — the key table and its loaders (defaults, libinih file, environment). */
+/*
+ * config — the key table and its loaders (defaults, libinih file, environment, overrides), the
+ * raw sections of plugin instances ([sink.NAME]) and the comparison behind a reload.
+ */
 #include "config.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <ini.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +55,10 @@ static const config_key keys[] = {
 	    "clock skew allowed when checking a token's exp and nbf"),
 	KEY("redis", "url", CONFIG_STRING, redis_url, "redis://127.0.0.1:6379/0", 0, 0, false,
 	    "redis:// URL for aggregates"),
-	KEY("log", "level", CONFIG_STRING, log_level, "info", 1, 16, true,
-	    "debug, info, warn or error"),
+	KEY("log", "level", CONFIG_ENUM, log_level, "info", 0, 0, true,
+	    "debug|info|warn|error: the lowest level written"),
+	KEY("log", "format", CONFIG_ENUM, log_format, "text", 0, 0, true,
+	    "text|json: one line per event, or one JSON object per line"),
 	KEY("privacy", "txn_memory", CONFIG_SIZE, privacy_txn_memory, "16MB", 4096, INT64_C(1) << 40, false,
 	    "memory that may hold one transaction until its commit; the rest spills to spill_dir"),
 	KEY("privacy", "spill_dir", CONFIG_STRING, privacy_spill_dir, "", 0, 0, false,
@@ -63,6 +69,14 @@ static const config_key keys[] = {
 	    "on SIGTERM, how long durable sinks may take to flush before walcast exits anyway"),
 	KEY("pipeline", "state_dir", CONFIG_STRING, pipeline_state_dir, "walcast-state", 1, 0, false,
 	    "directory of the policy-state checkpoint and positions (walcast run)"),
+	KEY("http", "listen", CONFIG_STRING, http_listen, "127.0.0.1:8080", 1, 300, false,
+	    "address of /healthz, /readyz and /metrics: HOST:PORT, [IPV6]:PORT or *:PORT"),
+	KEY("http", "tls_cert", CONFIG_STRING, http_tls_cert, "", 0, 0, false,
+	    "PEM certificate chain for HTTPS (with tls_key); empty: plain HTTP"),
+	KEY("http", "tls_key", CONFIG_STRING, http_tls_key, "", 0, 0, false,
+	    "PEM private key of tls_cert"),
+	KEY("http", "slot_status_interval", CONFIG_DURATION, http_slot_status_interval_ms, "15s", 0,
+	    3600000, false, "how often /metrics' slot wal_status and safe_wal_size are queried (0 = off)"),
 };
 
 const config_key *config_keys(size_t *count)
@@ -153,15 +167,43 @@ static int parse_bool(const char *v, bool *out)
 	return -EINVAL;
 }
 
-static int key_apply(config *c, const config_key *k, const char *value, char err[CONFIG_ERROR_MAX])
+/* The length of a CONFIG_ENUM key's list of values: its help up to the first ':'. */
+static size_t choices_len(const config_key *k)
 {
-	void *field = (char *)c + k->offset;
+	return k->help != NULL ? strcspn(k->help, ":") : 0;
+}
+
+/* Is value one of the '|'-separated values of k's help ("a|b|c: ...")? */
+static bool choice_ok(const config_key *k, const char *value)
+{
+	size_t n = strlen(value), total = choices_len(k);
+	for (size_t i = 0; i < total;) {
+		size_t len = strcspn(k->help + i, "|:");
+		if (len == n && n > 0 && strncmp(k->help + i, value, n) == 0)
+			return true;
+		i += len + 1;
+	}
+	return false;
+}
+
+/* Parses value into k's field of the struct at base. label is the section as the operator wrote
+ * it ("replication", "sink.feed"); err says "label.name: why". Nothing changes on error. */
+static int key_apply(void *base, const config_key *k, const char *label, const char *value,
+                     char err[CONFIG_ERROR_MAX])
+{
+	void *field = (char *)base + k->offset;
 	switch (k->type) {
-	case CONFIG_STRING: {
+	case CONFIG_STRING:
+	case CONFIG_ENUM: {
 		size_t len = strlen(value);
-		if (k->max > 0 && ((int64_t)len < k->min || (int64_t)len > k->max)) {
+		if (k->type == CONFIG_STRING && k->max > 0 && ((int64_t)len < k->min || (int64_t)len > k->max)) {
 			snprintf(err, CONFIG_ERROR_MAX, "%s.%s must be %" PRId64 " to %" PRId64 " characters long",
-			         k->section, k->name, k->min, k->max);
+			         label, k->name, k->min, k->max);
+			return -EINVAL;
+		}
+		if (k->type == CONFIG_ENUM && !choice_ok(k, value)) {
+			snprintf(err, CONFIG_ERROR_MAX, "%s.%s: '%s' is not one of %.*s", label, k->name, value,
+			         (int)choices_len(k), k->help != NULL ? k->help : "");
 			return -EINVAL;
 		}
 		char *copy = strdup(value);
@@ -174,7 +216,7 @@ static int key_apply(config *c, const config_key *k, const char *value, char err
 	case CONFIG_BOOL:
 		if (parse_bool(value, (bool *)field) < 0) {
 			snprintf(err, CONFIG_ERROR_MAX, "%s.%s: '%s' is not a boolean (true/false)",
-			         k->section, k->name, value);
+			         label, k->name, value);
 			return -EINVAL;
 		}
 		return 0;
@@ -186,7 +228,7 @@ static int key_apply(config *c, const config_key *k, const char *value, char err
 		         : k->type == CONFIG_SIZE ? parse_size(value, &n)
 		                                  : parse_duration(value, &n);
 		if (rc < 0) {
-			snprintf(err, CONFIG_ERROR_MAX, "%s.%s: '%s' is not %s", k->section, k->name, value,
+			snprintf(err, CONFIG_ERROR_MAX, "%s.%s: '%s' is not %s", label, k->name, value,
 			         k->type == CONFIG_INT    ? "an integer"
 			         : k->type == CONFIG_SIZE ? "a size (e.g. 4096, 512kB, 16MB, 1GB)"
 			                                  : "a duration (e.g. 500ms, 10s, 5m)");
@@ -194,7 +236,7 @@ static int key_apply(config *c, const config_key *k, const char *value, char err
 		}
 		if ((n < k->min || n > k->max) && !(k->type == CONFIG_DURATION && n == 0 && k->min == 0)) {
 			snprintf(err, CONFIG_ERROR_MAX, "%s.%s: %s is out of range (%" PRId64 "%s to %" PRId64 "%s)",
-			         k->section, k->name, value, k->min, k->type == CONFIG_DURATION ? "ms" : "",
+			         label, k->name, value, k->min, k->type == CONFIG_DURATION ? "ms" : "",
 			         k->max, k->type == CONFIG_DURATION ? "ms" : "");
 			return -EINVAL;
 		}
@@ -205,6 +247,38 @@ static int key_apply(config *c, const config_key *k, const char *value, char err
 	return -EINVAL;
 }
 
+/* Frees the strings of table keys in the struct at base. */
+static void keys_free(const config_key *k, size_t n, void *base)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (k[i].type != CONFIG_STRING && k[i].type != CONFIG_ENUM)
+			continue;
+		char **field = (char **)((char *)base + k[i].offset);
+		free(*field);
+		*field = NULL;
+	}
+}
+
+/* Do two structs hold the same value for key k? */
+static bool key_equal(const config_key *k, const void *a, const void *b)
+{
+	const char *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+	switch (k->type) {
+	case CONFIG_STRING:
+	case CONFIG_ENUM: {
+		const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
+		return strcmp(sa != NULL ? sa : "", sb != NULL ? sb : "") == 0;
+	}
+	case CONFIG_BOOL:
+		return *(const bool *)fa == *(const bool *)fb;
+	case CONFIG_INT:
+	case CONFIG_SIZE:
+	case CONFIG_DURATION:
+		return *(const int64_t *)fa == *(const int64_t *)fb;
+	}
+	return false;
+}
+
 int config_set(config *c, const char *section, const char *name, const char *value,
                char err[CONFIG_ERROR_MAX])
 {
@@ -213,7 +287,211 @@ int config_set(config *c, const char *section, const char *name, const char *val
 		snprintf(err, CONFIG_ERROR_MAX, "unknown key '%s' in section [%s]", name, section);
 		return -ENOENT;
 	}
-	return key_apply(c, k, value, err);
+	return key_apply(c, k, k->section, value, err);
+}
+
+/* ---- The raw sections of plugin instances, the path and the overrides ---- */
+
+/* The kinds of [KIND.NAME] sections: their keys belong to a plugin type, not to the table. */
+static const char *const section_kinds[] = {"sink"};
+
+#define SECTION_NAME_MAX 63
+
+typedef struct config_entry {
+	char *key;
+	char *value;
+	char *origin; /* "path:line", "environment variable WALCAST_SINK_FEED_PATH", "--set sink.feed.path" */
+} config_entry;
+
+struct config_section {
+	char *kind;   /* "sink" */
+	char *name;   /* "feed" */
+	char *full;   /* "sink.feed" */
+	char *origin; /* where the section starts */
+	config_entry *entries;
+	size_t n, cap;
+};
+
+typedef struct config_override_rec {
+	char *section;
+	char *key;
+	char *value;
+} config_override_rec;
+
+struct config_extra {
+	char *path;                /* the file loaded, for config_reload; NULL = none */
+	config_section **sections; /* in order of appearance */
+	size_t nsections, cap;
+	config_override_rec *overrides;
+	size_t noverrides, ocap;
+};
+
+/* The kind of section "sink.feed" when it has one of ours; NULL otherwise. *name_out is then
+ * the part after the dot. */
+static const char *section_kind(const char *section, const char **name_out)
+{
+	for (size_t i = 0; i < sizeof(section_kinds) / sizeof(section_kinds[0]); i++) {
+		size_t n = strlen(section_kinds[i]);
+		if (strncmp(section, section_kinds[i], n) == 0 && (section[n] == '.' || section[n] == '\0')) {
+			*name_out = section[n] == '.' ? section + n + 1 : section + n;
+			return section_kinds[i];
+		}
+	}
+	return NULL;
+}
+
+/* An instance name: 1 to 63 of [A-Za-z0-9_-]. 0, or -EINVAL with err. */
+static int section_name_check(const char *kind, const char *name, char err[CONFIG_ERROR_MAX])
+{
+	size_t n = strlen(name);
+	bool ok = n >= 1 && n <= SECTION_NAME_MAX;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = isalnum((unsigned char)name[i]) || name[i] == '_' || name[i] == '-';
+	if (!ok) {
+		if (n == 0)
+			snprintf(err, CONFIG_ERROR_MAX, "section [%s] needs an instance name: [%s.NAME]", kind, kind);
+		else
+			snprintf(err, CONFIG_ERROR_MAX, "section [%s.%s]: the name must be 1 to %d letters, digits, "
+			         "'_' or '-'", kind, name, SECTION_NAME_MAX);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static struct config_extra *extra_get(config *c)
+{
+	if (c->extra == NULL)
+		c->extra = calloc(1, sizeof(*c->extra));
+	return c->extra;
+}
+
+static void section_destroy(config_section *s)
+{
+	if (s == NULL)
+		return;
+	for (size_t i = 0; i < s->n; i++) {
+		free(s->entries[i].key);
+		free(s->entries[i].value);
+		free(s->entries[i].origin);
+	}
+	free(s->entries);
+	free(s->kind);
+	free(s->name);
+	free(s->full);
+	free(s->origin);
+	free(s);
+}
+
+static config_section *section_lookup(const config *c, const char *kind, const char *name)
+{
+	if (c->extra == NULL)
+		return NULL;
+	for (size_t i = 0; i < c->extra->nsections; i++) {
+		config_section *s = c->extra->sections[i];
+		if (strcmp(s->kind, kind) == 0 && strcmp(s->name, name) == 0)
+			return s;
+	}
+	return NULL;
+}
+
+/* The section [kind.name], created (starting at origin) when missing. 0 and *out, or -ENOMEM. */
+static int section_get(config *c, const char *kind, const char *name, const char *origin, config_section **out)
+{
+	config_section *s = section_lookup(c, kind, name);
+	if (s != NULL) {
+		*out = s;
+		return 0;
+	}
+	struct config_extra *x = extra_get(c);
+	if (x == NULL)
+		return -ENOMEM;
+	if (x->nsections == x->cap) {
+		size_t cap = x->cap ? x->cap * 2 : 4;
+		config_section **p = realloc(x->sections, cap * sizeof(*p));
+		if (p == NULL)
+			return -ENOMEM;
+		x->sections = p;
+		x->cap = cap;
+	}
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	s->kind = strdup(kind);
+	s->name = strdup(name);
+	s->origin = strdup(origin);
+	size_t full_len = strlen(kind) + strlen(name) + 2;
+	s->full = malloc(full_len);
+	if (s->kind == NULL || s->name == NULL || s->origin == NULL || s->full == NULL) {
+		section_destroy(s);
+		return -ENOMEM;
+	}
+	snprintf(s->full, full_len, "%s.%s", kind, name);
+	x->sections[x->nsections++] = s;
+	*out = s;
+	return 0;
+}
+
+static const config_entry *entry_find(const config_section *s, const char *key)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (strcmp(s->entries[i].key, key) == 0)
+			return &s->entries[i];
+	return NULL;
+}
+
+/* Sets key = value in s (a later value replaces an earlier one). 0 or -ENOMEM. */
+static int section_put(config_section *s, const char *key, const char *value, const char *origin)
+{
+	char *v = strdup(value), *o = strdup(origin);
+	if (v == NULL || o == NULL) {
+		free(v);
+		free(o);
+		return -ENOMEM;
+	}
+	config_entry *e = (config_entry *)entry_find(s, key);
+	if (e == NULL) {
+		char *k = strdup(key);
+		if (k != NULL && s->n == s->cap) {
+			size_t cap = s->cap ? s->cap * 2 : 8;
+			config_entry *p = realloc(s->entries, cap * sizeof(*p));
+			if (p != NULL) {
+				s->entries = p;
+				s->cap = cap;
+			}
+		}
+		if (k == NULL || s->n == s->cap) {
+			free(k);
+			free(v);
+			free(o);
+			return -ENOMEM;
+		}
+		e = &s->entries[s->n++];
+		e->key = k;
+		e->value = NULL;
+		e->origin = NULL;
+	}
+	free(e->value);
+	free(e->origin);
+	e->value = v;
+	e->origin = o;
+	return 0;
+}
+
+static void extra_destroy(struct config_extra *x)
+{
+	if (x == NULL)
+		return;
+	for (size_t i = 0; i < x->nsections; i++)
+		section_destroy(x->sections[i]);
+	free(x->sections);
+	for (size_t i = 0; i < x->noverrides; i++) {
+		free(x->overrides[i].section);
+		free(x->overrides[i].key);
+		free(x->overrides[i].value);
+	}
+	free(x->overrides);
+	free(x->path);
+	free(x);
 }
 
 int config_init(config *c)
@@ -221,7 +499,7 @@ int config_init(config *c)
 	char err[CONFIG_ERROR_MAX];
 	memset(c, 0, sizeof(*c));
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-		int rc = key_apply(c, &keys[i], keys[i].default_value, err);
+		int rc = key_apply(c, &keys[i], keys[i].section, keys[i].default_value, err);
 		if (rc < 0) {
 			config_fini(c);
 			return rc;
@@ -232,36 +510,23 @@ int config_init(config *c)
 
 void config_fini(config *c)
 {
-	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-		if (keys[i].type != CONFIG_STRING)
-			continue;
-		char **field = (char **)((char *)c + keys[i].offset);
-		free(*field);
-		*field = NULL;
-	}
+	keys_free(keys, sizeof(keys) / sizeof(keys[0]), c);
+	extra_destroy(c->extra);
+	c->extra = NULL;
 }
+
+/* ---- The file ---- */
 
 typedef struct file_state {
 	config *c;
+	const char *path;
 	FILE *f;
 	int line;      /* lines read so far: the handler runs on the line just read */
 	int read_errno; /* errno of a failed read, 0 = none */
-	int err_line;  /* line of the first error the handler found, 0 = none */
+	int err_line;  /* line of the first error found, 0 = none */
 	char reason[CONFIG_ERROR_MAX];
 	int rc;
 } file_state;
-
-static char *file_reader(char *str, int num, void *stream)
-{
-	file_state *st = stream;
-	errno = 0;
-	char *r = fgets(str, num, st->f);
-	if (r != NULL)
-		st->line++;
-	else if (ferror(st->f))
-		st->read_errno = errno != 0 ? errno : EIO;
-	return r;
-}
 
 static int file_error(file_state *st, int rc)
 {
@@ -270,6 +535,50 @@ static int file_error(file_state *st, int rc)
 		st->rc = rc;
 	}
 	return 0;
+}
+
+/* A [KIND.NAME] header on the line just read: the section starts here, even when it has no key
+ * (libinih calls the handler for keys only), so that "no type" can name its line. */
+static void file_header(file_state *st, const char *line)
+{
+	while (isspace((unsigned char)*line))
+		line++;
+	if (*line != '[' || st->err_line != 0)
+		return;
+	const char *close = strchr(line, ']');
+	if (close == NULL)
+		return; /* libinih reports the syntax error */
+	char section[128];
+	snprintf(section, sizeof(section), "%.*s", (int)(close - line - 1), line + 1);
+	const char *name;
+	const char *kind = section_kind(section, &name);
+	if (kind == NULL)
+		return;
+	int rc = section_name_check(kind, name, st->reason);
+	if (rc == 0) {
+		char origin[CONFIG_ERROR_MAX];
+		config_section *s;
+		snprintf(origin, sizeof(origin), "%s:%d", st->path, st->line);
+		rc = section_get(st->c, kind, name, origin, &s);
+		if (rc < 0)
+			snprintf(st->reason, sizeof(st->reason), "out of memory");
+	}
+	if (rc < 0)
+		file_error(st, rc);
+}
+
+static char *file_reader(char *str, int num, void *stream)
+{
+	file_state *st = stream;
+	errno = 0;
+	char *r = fgets(str, num, st->f);
+	if (r != NULL) {
+		st->line++;
+		file_header(st, str);
+	} else if (ferror(st->f)) {
+		st->read_errno = errno != 0 ? errno : EIO;
+	}
+	return r;
 }
 
 static int file_handler(void *user, const char *section, const char *name, const char *value)
@@ -281,6 +590,23 @@ static int file_handler(void *user, const char *section, const char *name, const
 		snprintf(st->reason, sizeof(st->reason), "key '%s' is outside any [section]", name);
 		return file_error(st, -EINVAL);
 	}
+	const char *inst;
+	const char *kind = section_kind(section, &inst);
+	if (kind != NULL) {
+		config_section *s = section_lookup(st->c, kind, inst);
+		if (s == NULL) { /* file_header refused the name, or a header it could not see */
+			if (section_name_check(kind, inst, st->reason) == 0)
+				snprintf(st->reason, sizeof(st->reason), "section [%s] was not opened", section);
+			return file_error(st, -EINVAL);
+		}
+		char origin[CONFIG_ERROR_MAX];
+		snprintf(origin, sizeof(origin), "%s:%d", st->path, st->line);
+		if (section_put(s, name, value, origin) < 0) {
+			snprintf(st->reason, sizeof(st->reason), "out of memory");
+			return file_error(st, -ENOMEM);
+		}
+		return 1;
+	}
 	int rc = config_set(st->c, section, name, value, st->reason);
 	if (rc < 0)
 		return file_error(st, rc == -ENOENT ? -EINVAL : rc);
@@ -289,7 +615,7 @@ static int file_handler(void *user, const char *section, const char *name, const
 
 int config_load_file(config *c, const char *path, char err[CONFIG_ERROR_MAX])
 {
-	file_state st = {.c = c};
+	file_state st = {.c = c, .path = path};
 	st.f = fopen(path, "r");
 	if (st.f == NULL) {
 		int e = errno;
@@ -308,20 +634,33 @@ int config_load_file(config *c, const char *path, char err[CONFIG_ERROR_MAX])
 		snprintf(err, CONFIG_ERROR_MAX, "%s: cannot read: %s", path, strerror(st.read_errno));
 		return -st.read_errno;
 	}
-	if (line == 0)
-		return 0;
 	if (line < 0) {
 		snprintf(err, CONFIG_ERROR_MAX, "%s: out of memory while parsing", path);
 		return -ENOMEM;
 	}
-	/* libinih reports the first bad line; it is ours when the handler refused that line. */
-	if (line == st.err_line) {
-		snprintf(err, CONFIG_ERROR_MAX, "%s:%d: %s", path, line, st.reason);
+	/* libinih reports the first bad line; it is ours when we refused that line (or an earlier
+	 * section header, which libinih does not see as an error). */
+	if (st.err_line != 0 && (line == 0 || st.err_line <= line)) {
+		snprintf(err, CONFIG_ERROR_MAX, "%s:%d: %s", path, st.err_line, st.reason);
 		return st.rc;
 	}
-	snprintf(err, CONFIG_ERROR_MAX, "%s:%d: syntax error (expected [section] or key = value)", path, line);
-	return -EINVAL;
+	if (line > 0) {
+		snprintf(err, CONFIG_ERROR_MAX, "%s:%d: syntax error (expected [section] or key = value)", path, line);
+		return -EINVAL;
+	}
+	struct config_extra *x = extra_get(c);
+	char *copy = strdup(path);
+	if (x == NULL || copy == NULL) {
+		free(copy);
+		snprintf(err, CONFIG_ERROR_MAX, "%s: out of memory", path);
+		return -ENOMEM;
+	}
+	free(x->path);
+	x->path = copy;
+	return 0;
 }
+
+/* ---- The environment ---- */
 
 /* Is name (of length n) a section of the key table? Case-insensitive, as variables are upper
  * case. */
@@ -370,6 +709,100 @@ static int env_unknown_check(char err[CONFIG_ERROR_MAX])
 	return 0;
 }
 
+/* Does the instance name, as a variable spells it (upper case, '-' as '_'), open rest? Returns
+ * the length matched, 0 if not. rest is "<NAME>_<KEY>". */
+static size_t env_name_match(const char *name, const char *rest, size_t rest_len)
+{
+	size_t n = strlen(name);
+	if (n + 1 >= rest_len || rest[n] != '_')
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char want = name[i] == '-' ? '_' : (char)toupper((unsigned char)name[i]);
+		if (rest[i] != want)
+			return 0;
+	}
+	return n;
+}
+
+/* The WALCAST_<KIND>_<NAME>_<KEY> variables: pass 0 creates the sections that only the
+ * environment names (WALCAST_SINK_<NAME>_TYPE), pass 1 sets every key on the section whose
+ * name matches longest. A variable under a kind that matches no section is refused. */
+static int env_sections(config *c, int pass, char err[CONFIG_ERROR_MAX])
+{
+	for (char **e = environ; e != NULL && *e != NULL; e++) {
+		const char *v = *e;
+		if (strncmp(v, "WALCAST_", 8) != 0)
+			continue;
+		const char *eq = strchr(v, '=');
+		if (eq == NULL)
+			continue;
+		for (size_t k = 0; k < sizeof(section_kinds) / sizeof(section_kinds[0]); k++) {
+			const char *kind = section_kinds[k];
+			size_t kl = strlen(kind);
+			const char *p = v + 8;
+			bool match = (size_t)(eq - p) > kl && p[kl] == '_';
+			for (size_t i = 0; match && i < kl; i++)
+				match = p[i] == (char)toupper((unsigned char)kind[i]);
+			if (!match)
+				continue;
+			const char *rest = p + kl + 1;
+			size_t rest_len = (size_t)(eq - rest);
+			config_section *best = NULL;
+			size_t best_len = 0;
+			for (size_t i = 0; c->extra != NULL && i < c->extra->nsections; i++) {
+				config_section *s = c->extra->sections[i];
+				size_t m = strcmp(s->kind, kind) == 0 ? env_name_match(s->name, rest, rest_len) : 0;
+				if (m > best_len)
+					best = s, best_len = m;
+			}
+			char var[256], origin[300];
+			snprintf(var, sizeof(var), "%.*s", (int)(eq - v), v);
+			snprintf(origin, sizeof(origin), "environment variable %s", var);
+			if (pass == 0) {
+				if (best != NULL || rest_len <= 5 || strncmp(eq - 5, "_TYPE", 5) != 0)
+					continue;
+				char name[SECTION_NAME_MAX + 2];
+				if (rest_len - 5 > SECTION_NAME_MAX) {
+					snprintf(err, CONFIG_ERROR_MAX, "%s: the %s name is longer than %d characters", origin,
+					         kind, SECTION_NAME_MAX);
+					return -EINVAL;
+				}
+				for (size_t i = 0; i < rest_len - 5; i++)
+					name[i] = (char)tolower((unsigned char)rest[i]);
+				name[rest_len - 5] = '\0';
+				char why[CONFIG_ERROR_MAX];
+				if (section_name_check(kind, name, why) < 0) {
+					snprintf(err, CONFIG_ERROR_MAX, "%s: %s", origin, why);
+					return -EINVAL;
+				}
+				if (section_get(c, kind, name, origin, &best) < 0)
+					return -ENOMEM;
+				continue;
+			}
+			if (best == NULL) {
+				char up[32];
+				snprintf(up, sizeof(up), "%.*s", (int)kl, p);
+				snprintf(err, CONFIG_ERROR_MAX, "%s: no [%s.NAME] section matches (WALCAST_%s_<NAME>_<KEY>: "
+				         "define [%s.NAME] in the file, or set WALCAST_%s_<NAME>_TYPE; see "
+				         "docs/configuration.md)", origin, kind, up, kind, up);
+				return -EINVAL;
+			}
+			char key[128];
+			size_t key_len = rest_len - best_len - 1;
+			if (key_len >= sizeof(key)) {
+				snprintf(err, CONFIG_ERROR_MAX, "%s: not a configuration key", origin);
+				return -EINVAL;
+			}
+			for (size_t i = 0; i < key_len; i++)
+				key[i] = (char)tolower((unsigned char)rest[best_len + 1 + i]);
+			key[key_len] = '\0';
+			if (section_put(best, key, eq + 1, origin) < 0)
+				return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
 int config_load_env(config *c, char err[CONFIG_ERROR_MAX])
 {
 	int unknown = env_unknown_check(err);
@@ -384,11 +817,368 @@ int config_load_env(config *c, char err[CONFIG_ERROR_MAX])
 		if (v == NULL)
 			continue;
 		char why[CONFIG_ERROR_MAX];
-		int rc = key_apply(c, &keys[i], v, why);
+		int rc = key_apply(c, &keys[i], keys[i].section, v, why);
 		if (rc < 0) {
 			snprintf(err, CONFIG_ERROR_MAX, "environment variable %s: %s", var, why);
 			return rc;
 		}
 	}
+	for (int pass = 0; pass < 2; pass++) {
+		int rc = env_sections(c, pass, err);
+		if (rc < 0)
+			return rc;
+	}
 	return 0;
+}
+
+/* ---- Overrides (--set and the short flags) ---- */
+
+/* Applies section.key = value from the command line; record: remember it for config_reload. */
+static int override_apply(config *c, const char *section, const char *key, const char *value, bool record,
+                          char err[CONFIG_ERROR_MAX])
+{
+	const char *inst;
+	const char *kind = section_kind(section, &inst);
+	int rc;
+	if (kind != NULL) {
+		rc = section_name_check(kind, inst, err);
+		if (rc < 0)
+			return rc;
+		char origin[CONFIG_ERROR_MAX];
+		snprintf(origin, sizeof(origin), "--set %s.%s", section, key);
+		config_section *s;
+		rc = section_get(c, kind, inst, origin, &s);
+		if (rc == 0)
+			rc = section_put(s, key, value, origin);
+	} else {
+		rc = config_set(c, section, key, value, err);
+		if (rc < 0)
+			return rc;
+	}
+	if (rc == 0 && record) {
+		struct config_extra *x = extra_get(c);
+		if (x == NULL)
+			return -ENOMEM;
+		if (x->noverrides == x->ocap) {
+			size_t cap = x->ocap ? x->ocap * 2 : 8;
+			config_override_rec *p = realloc(x->overrides, cap * sizeof(*p));
+			if (p == NULL)
+				return -ENOMEM;
+			x->overrides = p;
+			x->ocap = cap;
+		}
+		config_override_rec *o = &x->overrides[x->noverrides];
+		o->section = strdup(section);
+		o->key = strdup(key);
+		o->value = strdup(value);
+		if (o->section == NULL || o->key == NULL || o->value == NULL) {
+			free(o->section);
+			free(o->key);
+			free(o->value);
+			return -ENOMEM;
+		}
+		x->noverrides++;
+	}
+	if (rc == -ENOMEM)
+		snprintf(err, CONFIG_ERROR_MAX, "out of memory");
+	return rc;
+}
+
+int config_override(config *c, const char *section, const char *name, const char *value,
+                    char err[CONFIG_ERROR_MAX])
+{
+	return override_apply(c, section, name, value, true, err);
+}
+
+int config_set_override(config *c, const char *assignment, char err[CONFIG_ERROR_MAX])
+{
+	const char *eq = strchr(assignment, '=');
+	const char *dot = NULL;
+	for (const char *p = assignment; eq != NULL && p < eq; p++)
+		if (*p == '.')
+			dot = p;
+	if (eq == NULL || dot == NULL || dot == assignment || dot + 1 == eq) {
+		snprintf(err, CONFIG_ERROR_MAX, "--set: '%s' is not section.key=value", assignment);
+		return -EINVAL;
+	}
+	char section[128], key[128];
+	if ((size_t)(dot - assignment) >= sizeof(section) || (size_t)(eq - dot - 1) >= sizeof(key)) {
+		snprintf(err, CONFIG_ERROR_MAX, "--set: '%.*s' is too long", (int)(eq - assignment), assignment);
+		return -EINVAL;
+	}
+	snprintf(section, sizeof(section), "%.*s", (int)(dot - assignment), assignment);
+	snprintf(key, sizeof(key), "%.*s", (int)(eq - dot - 1), dot + 1);
+	char why[CONFIG_ERROR_MAX];
+	int rc = override_apply(c, section, key, eq + 1, true, why);
+	if (rc < 0)
+		snprintf(err, CONFIG_ERROR_MAX, "--set: %s", why);
+	return rc;
+}
+
+/* ---- Sections: the API of the layers that know the plugins ---- */
+
+const config_section *config_section_next(const config *c, const char *kind, const config_section *prev)
+{
+	if (c->extra == NULL)
+		return NULL;
+	size_t i = 0;
+	if (prev != NULL) {
+		while (i < c->extra->nsections && c->extra->sections[i] != prev)
+			i++;
+		i++;
+	}
+	for (; i < c->extra->nsections; i++)
+		if (strcmp(c->extra->sections[i]->kind, kind) == 0)
+			return c->extra->sections[i];
+	return NULL;
+}
+
+const config_section *config_section_find(const config *c, const char *kind, const char *name)
+{
+	return section_lookup(c, kind, name);
+}
+
+const char *config_section_name(const config_section *s)
+{
+	return s->name;
+}
+
+const char *config_section_type(const config_section *s)
+{
+	const config_entry *e = entry_find(s, "type");
+	return e != NULL ? e->value : NULL;
+}
+
+int config_section_error(const config_section *s, char err[CONFIG_ERROR_MAX], const char *fmt, ...)
+{
+	const config_entry *e = entry_find(s, "type");
+	int n = snprintf(err, CONFIG_ERROR_MAX, "%s: [%s]: ", e != NULL ? e->origin : s->origin, s->full);
+	if (n >= 0 && n < CONFIG_ERROR_MAX) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err + n, CONFIG_ERROR_MAX - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+void config_section_free(const config_table *t, void *conf)
+{
+	keys_free(t->keys, t->nkeys, conf);
+}
+
+int config_section_apply(const config_section *s, const config_table *t, void *conf, char err[CONFIG_ERROR_MAX])
+{
+	char why[CONFIG_ERROR_MAX];
+	int rc = 0;
+	memset(conf, 0, t->conf_size);
+	for (size_t i = 0; i < t->nkeys && rc == 0; i++) {
+		rc = key_apply(conf, &t->keys[i], s->full, t->keys[i].default_value, why);
+		if (rc < 0)
+			snprintf(err, CONFIG_ERROR_MAX, "[%s]: the default of %s: %s", s->full, t->keys[i].name, why);
+	}
+	for (size_t i = 0; i < s->n && rc == 0; i++) {
+		const config_entry *e = &s->entries[i];
+		if (strcmp(e->key, "type") == 0)
+			continue;
+		const config_key *k = NULL;
+		for (size_t j = 0; j < t->nkeys && k == NULL; j++)
+			if (strcmp(t->keys[j].name, e->key) == 0)
+				k = &t->keys[j];
+		if (k == NULL) {
+			const char *type = config_section_type(s);
+			snprintf(err, CONFIG_ERROR_MAX, "%s: unknown key '%s' in section [%s] (type %s)", e->origin,
+			         e->key, s->full, type != NULL ? type : "?");
+			rc = -EINVAL;
+			break;
+		}
+		rc = key_apply(conf, k, s->full, e->value, why);
+		if (rc == -ENOMEM)
+			snprintf(err, CONFIG_ERROR_MAX, "out of memory");
+		else if (rc < 0)
+			snprintf(err, CONFIG_ERROR_MAX, "%s: %s", e->origin, why);
+	}
+	if (rc < 0)
+		config_section_free(t, conf);
+	return rc;
+}
+
+/* Resolves the table of s's type through lookup; err names the section on failure. */
+static int section_table(const config_section *s, config_type_lookup_fn lookup, void *arg, config_table *t,
+                         char err[CONFIG_ERROR_MAX])
+{
+	const char *type = config_section_type(s);
+	if (type == NULL)
+		return config_section_error(s, err, "no type: say which %s it is (type = ...)", s->kind);
+	char why[CONFIG_ERROR_MAX] = "";
+	int rc = lookup(arg, s->kind, type, t, why);
+	if (rc < 0) {
+		if (why[0] != '\0')
+			return config_section_error(s, err, "%s", why);
+		return config_section_error(s, err, "unknown %s type '%s'", s->kind, type);
+	}
+	return 0;
+}
+
+int config_check_sections(const config *c, config_type_lookup_fn lookup, void *arg, char err[CONFIG_ERROR_MAX])
+{
+	for (size_t i = 0; c->extra != NULL && i < c->extra->nsections; i++) {
+		const config_section *s = c->extra->sections[i];
+		if (lookup == NULL) {
+			if (config_section_type(s) == NULL)
+				return config_section_error(s, err, "no type: say which %s it is (type = ...)", s->kind);
+			continue;
+		}
+		config_table t;
+		int rc = section_table(s, lookup, arg, &t, err);
+		if (rc < 0)
+			return rc;
+		void *conf = calloc(1, t.conf_size > 0 ? t.conf_size : 1);
+		if (conf == NULL)
+			return -ENOMEM;
+		rc = config_section_apply(s, &t, conf, err);
+		config_section_free(&t, conf);
+		free(conf);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---- Reload ---- */
+
+/* Appends an item to a space/comma separated list held in out (truncated when full). */
+__attribute__((format(printf, 3, 4))) static void list_add(char *out, const char *sep, const char *fmt, ...)
+{
+	size_t n = strlen(out);
+	if (n + 1 >= CONFIG_ERROR_MAX)
+		return;
+	if (n > 0)
+		n += (size_t)snprintf(out + n, CONFIG_ERROR_MAX - n, "%s", sep);
+	if (n + 1 >= CONFIG_ERROR_MAX)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(out + n, CONFIG_ERROR_MAX - n, fmt, ap);
+	va_end(ap);
+}
+
+/* Compares one section present in both configurations; adds to changed and restart. */
+static int section_diff(const config_section *a, const config_section *b, config_type_lookup_fn lookup, void *arg,
+                        char *changed, char *restart, char err[CONFIG_ERROR_MAX])
+{
+	const char *ta = config_section_type(a), *tb = config_section_type(b);
+	if (strcmp(ta != NULL ? ta : "", tb != NULL ? tb : "") != 0) {
+		list_add(changed, " ", "%s.type", a->full);
+		list_add(restart, ", ", "%s.type", a->full);
+		return 0;
+	}
+	if (lookup == NULL) { /* no key table: any raw difference needs a restart */
+		for (int side = 0; side < 2; side++) {
+			const config_section *x = side == 0 ? a : b, *y = side == 0 ? b : a;
+			for (size_t i = 0; i < x->n; i++) {
+				const config_entry *e = entry_find(y, x->entries[i].key);
+				if ((e == NULL || strcmp(e->value, x->entries[i].value) != 0) && (side == 0 || e == NULL)) {
+					list_add(changed, " ", "%s.%s", a->full, x->entries[i].key);
+					list_add(restart, ", ", "%s.%s", a->full, x->entries[i].key);
+				}
+			}
+		}
+		return 0;
+	}
+	config_table t;
+	int rc = section_table(b, lookup, arg, &t, err);
+	if (rc < 0)
+		return rc;
+	void *ca = calloc(1, t.conf_size > 0 ? t.conf_size : 1), *cb = calloc(1, t.conf_size > 0 ? t.conf_size : 1);
+	if (ca == NULL || cb == NULL) {
+		rc = -ENOMEM;
+		goto cleanup;
+	}
+	rc = config_section_apply(a, &t, ca, err);
+	if (rc == 0) {
+		rc = config_section_apply(b, &t, cb, err);
+		if (rc < 0)
+			config_section_free(&t, ca);
+	}
+	if (rc < 0)
+		goto cleanup;
+	for (size_t i = 0; i < t.nkeys; i++) {
+		if (key_equal(&t.keys[i], ca, cb))
+			continue;
+		list_add(changed, " ", "%s.%s", a->full, t.keys[i].name);
+		if (!t.keys[i].reloadable)
+			list_add(restart, ", ", "%s.%s", a->full, t.keys[i].name);
+	}
+	config_section_free(&t, ca);
+	config_section_free(&t, cb);
+cleanup:
+	free(ca);
+	free(cb);
+	return rc;
+}
+
+int config_reload(const config *running, config_type_lookup_fn lookup, void *arg, config *out,
+                  char changed[CONFIG_ERROR_MAX], char err[CONFIG_ERROR_MAX])
+{
+	const struct config_extra *rx = running->extra;
+	char chg[CONFIG_ERROR_MAX] = "", restart[CONFIG_ERROR_MAX] = "";
+	config n;
+	if (rx == NULL || rx->path == NULL) {
+		snprintf(err, CONFIG_ERROR_MAX, "nothing to reload: walcast was started without a configuration file");
+		return -ENOENT;
+	}
+	int rc = config_init(&n);
+	if (rc < 0) {
+		snprintf(err, CONFIG_ERROR_MAX, "out of memory");
+		return rc;
+	}
+	rc = config_load_file(&n, rx->path, err);
+	if (rc == 0)
+		rc = config_load_env(&n, err);
+	for (size_t i = 0; rc == 0 && i < rx->noverrides; i++)
+		rc = override_apply(&n, rx->overrides[i].section, rx->overrides[i].key, rx->overrides[i].value, true, err);
+	if (rc == 0)
+		rc = config_check_sections(&n, lookup, arg, err);
+	if (rc < 0)
+		goto fail;
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if (key_equal(&keys[i], running, &n))
+			continue;
+		list_add(chg, " ", "%s.%s", keys[i].section, keys[i].name);
+		if (!keys[i].reloadable)
+			list_add(restart, ", ", "%s.%s", keys[i].section, keys[i].name);
+	}
+	for (size_t i = 0; i < rx->nsections; i++) {
+		const config_section *a = rx->sections[i];
+		const config_section *b = section_lookup(&n, a->kind, a->name);
+		if (b == NULL) {
+			list_add(chg, " ", "%s", a->full);
+			list_add(restart, ", ", "%s (removed)", a->full);
+			continue;
+		}
+		rc = section_diff(a, b, lookup, arg, chg, restart, err);
+		if (rc < 0)
+			goto fail;
+	}
+	for (size_t i = 0; n.extra != NULL && i < n.extra->nsections; i++) {
+		const config_section *b = n.extra->sections[i];
+		if (section_lookup(running, b->kind, b->name) == NULL) {
+			list_add(chg, " ", "%s", b->full);
+			list_add(restart, ", ", "%s (added)", b->full);
+		}
+	}
+	if (restart[0] != '\0') {
+		snprintf(err, CONFIG_ERROR_MAX, "reload refused: changed keys need a restart: %s (the running "
+		         "configuration is kept)", restart);
+		rc = -EPERM;
+		goto fail;
+	}
+	if (changed != NULL)
+		snprintf(changed, CONFIG_ERROR_MAX, "%s", chg);
+	*out = n;
+	return 0;
+fail:
+	config_fini(&n);
+	return rc;
 }

@@ -3,6 +3,8 @@
  *   2026-11-22T10:00:00.123Z ERROR source.plugin_refused slot=walcast: <message>
  * The identifier (second field) is stable and documented in docs/operations.md, so operators can
  * alert on it; the object the line is about (slot, LSN, subscriber) follows as key=value.
+ * With log.format = json every record is one JSON object on one line instead:
+ *   {"ts":"2026-11-22T10:00:00.123Z","level":"error","id":"source.plugin_refused","msg":"slot=walcast: <message>"}
  *
  * The level and the JSON switch are set once by main() before the loop starts and only read
  * afterwards; they are the one piece of process-wide state outside main.c.
@@ -22,6 +24,21 @@ void log_level_set(log_level level);
 
 /* Parses "debug", "info", "warn", "error"; 0 or -EINVAL. */
 int log_level_parse(const char *s, log_level *out);
+
+typedef enum log_format {
+	LOG_FORMAT_TEXT = 0,
+	LOG_FORMAT_JSON,
+} log_format;
+
+/* Sets the record format. */
+void log_format_set(log_format format);
+
+/* Parses "text", "json"; 0 or -EINVAL. */
+int log_format_parse(const char *s, log_format *out);
+
+/* Applies the [log] keys (log.level, log.format): at start and after a reload. Both are parsed
+ * before either is set. 0, or -EINVAL and nothing changed. */
+__attribute__((warn_unused_result)) int log_configure(const char *level, const char *format);
 
 /* Writes one record if level is enabled. id is a stable dotted identifier ("source.connected");
  * fmt is the rest of the line. Never blocks on anything but stderr. */

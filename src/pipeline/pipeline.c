@@ -19,10 +19,9 @@
  * what is committed, so while a durable sink stalls they see nothing new either (the stream is
  * paused for everyone): docs/architecture.md, "The pipeline".
  *
- * The policy state's checkpoint rows are gathered while a transaction commits: membership rows
- * from the committed state's change callback (org, user, the role of the new rank, or deleted),
- * rules rows by comparing the rules before and after a transaction that touched a policy table
- * (the rules table is small). The checkpoint branch's row journal replaces the latter.
+ * The policy rows a transaction changed come from the privacy stage's journal
+ * (privacy_set_journal) while it commits, and are appended to the store with the
+ * transaction's end LSN: O(policy rows changed) per transaction, nothing for the others.
  */
 #include "pipeline.h"
 
@@ -66,7 +65,6 @@ typedef struct jrow {
 	int table;
 	char *v[3];
 	int deleted;
-	size_t seq; /* arrival order (loading) */
 } jrow;
 
 struct pipeline {
@@ -84,7 +82,6 @@ struct pipeline {
 	bool state_ready;     /* the policy state is loaded */
 	bool in_txn;
 	bool txn_policy;      /* the transaction touches a policy table */
-	bool journal_on;      /* gathering membership rows (inside a commit) */
 	bool paused;
 	int tick_timer, drain_timer, stop_timer;
 	int stop_code;
@@ -98,8 +95,6 @@ struct pipeline {
 
 	jrow *rows;
 	size_t nrows, rows_cap;
-	char **rule_ids; /* the rule ids of the committed state, sorted (for the rules diff) */
-	size_t nrule_ids;
 
 	source_events ev;
 	pipeline_status st;
@@ -141,90 +136,12 @@ static int row_add(pipeline *pl, int table, const char *const *v, int deleted)
 	return 0;
 }
 
-/* The committed state's change callback: one member's rank moved (inside a commit only). */
-static void member_cb(void *arg, const policy_state_uuid *org, const policy_state_uuid *user, int old_rank,
-                      int new_rank)
+/* The privacy stage's journal: one policy row a commit applied to the committed state. */
+static void journal_cb(void *arg, int table, const char *const *values, bool deleted)
 {
 	pipeline *pl = arg;
-	(void)old_rank;
-	if (!pl->journal_on)
-		return;
-	char o[POLICY_STATE_UUID_TEXT], u[POLICY_STATE_UUID_TEXT];
-	policy_state_uuid_format(org, o);
-	policy_state_uuid_format(user, u);
-	const char *role = new_rank >= 1 ? policy_rank_name(pl->pol, new_rank) : NULL;
-	const char *v[3] = {o, u, role};
-	if (row_add(pl, POLICY_STATE_MEMBERSHIP, v, new_rank < 1) < 0)
+	if (row_add(pl, table, values, deleted) < 0)
 		pl->ckpt_failed = true;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-typedef struct rules_ctx {
-	pipeline *pl;
-	char **ids;
-	size_t n, cap;
-	int rc;
-} rules_ctx;
-
-/* policy_state_dump callback: every rule row goes to the journal (a rule is keyed by its id:
- * rewriting one is harmless), its id is remembered. */
-static int rules_row_cb(void *arg, int table, const char *const *v)
-{
-	rules_ctx *x = arg;
-	if (table != POLICY_STATE_RULES || v[0] == NULL)
-		return 0;
-	if (x->pl != NULL && row_add(x->pl, POLICY_STATE_RULES, v, 0) < 0)
-		return -ENOMEM;
-	if (x->n == x->cap) {
-		size_t cap = x->cap ? x->cap * 2 : 16;
-		char **ids = realloc(x->ids, cap * sizeof(*ids));
-		if (ids == NULL)
-			return -ENOMEM;
-		x->ids = ids;
-		x->cap = cap;
-	}
-	if ((x->ids[x->n] = strdup(v[0])) == NULL)
-		return -ENOMEM;
-	x->n++;
-	return 0;
-}
-
-static void ids_free(char **ids, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(ids[i]);
-	free(ids);
-}
-
-/* Reads the committed rules: journals them when journal, and replaces the remembered ids; ids
- * that disappeared are journaled as deleted. */
-static int rules_snapshot(pipeline *pl, bool journal)
-{
-	rules_ctx x = {.pl = journal ? pl : NULL};
-	int rc = policy_state_dump(privacy_state(pl->pv), rules_row_cb, &x);
-	if (rc != 0) {
-		ids_free(x.ids, x.n);
-		return rc < 0 ? rc : -EIO;
-	}
-	if (x.n > 1)
-		qsort(x.ids, x.n, sizeof(*x.ids), cmp_str);
-	for (size_t i = 0; journal && i < pl->nrule_ids; i++) {
-		if (x.n > 0 && bsearch(&pl->rule_ids[i], x.ids, x.n, sizeof(*x.ids), cmp_str) != NULL)
-			continue;
-		const char *v[3] = {pl->rule_ids[i], NULL, NULL};
-		if (row_add(pl, POLICY_STATE_RULES, v, 1) < 0) {
-			ids_free(x.ids, x.n);
-			return -ENOMEM;
-		}
-	}
-	ids_free(pl->rule_ids, pl->nrule_ids);
-	pl->rule_ids = x.ids;
-	pl->nrule_ids = x.n;
-	return 0;
 }
 
 /* Appends the gathered rows of the transaction ending at lsn to the store. */
@@ -253,99 +170,42 @@ static int journal_write(pipeline *pl, uint64_t lsn)
 /* ---- loading the state from the store -------------------------------------------------- */
 
 typedef struct load_ctx {
-	jrow *rows;
-	size_t n, cap;
-	int rc;
+	pipeline *pl;
+	size_t n;
 } load_ctx;
 
+/* Replays one stored row over the state. */
 static int load_row_cb(void *arg, const checkpoint_row *row)
 {
 	load_ctx *x = arg;
-	if (row->table != POLICY_STATE_MEMBERSHIP && row->table != POLICY_STATE_RULES)
-		return -EINVAL;
-	if (x->n == x->cap) {
-		size_t cap = x->cap ? x->cap * 2 : 64;
-		jrow *r = realloc(x->rows, cap * sizeof(*r));
-		if (r == NULL)
-			return -ENOMEM;
-		x->rows = r;
-		x->cap = cap;
-	}
-	jrow *r = &x->rows[x->n];
-	*r = (jrow){.table = row->table, .deleted = row->deleted, .seq = x->n};
-	for (int k = 0; k < 3; k++)
-		if (row->values[k] != NULL && (r->v[k] = strdup(row->values[k])) == NULL)
-			return -ENOMEM;
 	x->n++;
-	return 0;
+	int rc = row->deleted ? privacy_remove_row(x->pl->pv, row->table, row->values)
+	                      : privacy_load_row(x->pl->pv, row->table, row->values);
+	if (rc < 0)
+		log_error("pipeline.checkpoint_load", "a stored policy row is unreadable: %s", privacy_error(x->pl->pv));
+	return rc;
 }
 
-/* Row order for folding: by key (table; membership: org, user; rules: id), then arrival. */
-static int key_cmp(const jrow *a, const jrow *b)
+/* Loads the state as of at from the store: 1 loaded (*state_lsn: what it is as of, <= at), 0
+ * the store holds none, or a negative errno. */
+static int state_from_store(pipeline *pl, uint64_t at, uint64_t *state_lsn)
 {
-	if (a->table != b->table)
-		return a->table - b->table;
-	int nk = a->table == POLICY_STATE_MEMBERSHIP ? 2 : 1;
-	for (int k = 0; k < nk; k++) {
-		int c = strcmp(a->v[k] ? a->v[k] : "", b->v[k] ? b->v[k] : "");
-		if (c != 0)
-			return c;
-	}
-	return 0;
-}
-
-static int fold_cmp(const void *pa, const void *pb)
-{
-	const jrow *a = pa, *b = pb;
-	int c = key_cmp(a, b);
-	if (c != 0)
-		return c;
-	return a->seq < b->seq ? -1 : a->seq > b->seq;
-}
-
-/* Loads the state as of at from the store: 1 loaded, 0 the store holds none, or a negative
- * errno. Deleted rows remove their key: the rows are folded per key, the last one winning. */
-static int state_from_store(pipeline *pl, uint64_t at)
-{
-	load_ctx x = {0};
-	uint64_t state_lsn = 0;
+	load_ctx x = {pl, 0};
 	char err[CHECKPOINT_ERROR_MAX] = "";
-	int rc = pl->p.store->ops->load(pl->p.store->impl, at, load_row_cb, &x, &state_lsn, err);
+	*state_lsn = 0;
+	privacy_clear(pl->pv);
+	int rc = pl->p.store->ops->load(pl->p.store->impl, at, load_row_cb, &x, state_lsn, err);
 	if (rc < 0) {
 		log_error("pipeline.checkpoint_load", "%s", err[0] ? err : strerror(-rc));
-		goto cleanup;
+		privacy_clear(pl->pv);
+		return rc;
 	}
-	if (state_lsn == 0 && x.n == 0) {
-		rc = 0;
-		goto cleanup;
-	}
-	if (x.n > 1)
-		qsort(x.rows, x.n, sizeof(*x.rows), fold_cmp);
-	privacy_clear(pl->pv);
-	rc = 1;
-	for (size_t i = 0; i < x.n; i++) {
-		if (i + 1 < x.n && key_cmp(&x.rows[i], &x.rows[i + 1]) == 0)
-			continue; /* a later row of this key wins */
-		if (x.rows[i].deleted)
-			continue;
-		const char *v[3] = {x.rows[i].v[0], x.rows[i].v[1], x.rows[i].v[2]};
-		if (privacy_load_row(pl->pv, x.rows[i].table, v) < 0) {
-			log_error("pipeline.checkpoint_load", "a stored policy row is unreadable: %s", privacy_error(pl->pv));
-			rc = -EINVAL;
-			break;
-		}
-	}
-	if (rc == 1) {
-		char a[LSN_TEXT_MAX];
-		log_info("pipeline.state_loaded", "policy state loaded from the checkpoint as of %s (%zu rows)",
-		         lsn_format(state_lsn, a), x.n);
-	}
-cleanup:
-	for (size_t i = 0; i < x.n; i++)
-		for (int k = 0; k < 3; k++)
-			free(x.rows[i].v[k]);
-	free(x.rows);
-	return rc;
+	if (*state_lsn == 0 && x.n == 0)
+		return 0;
+	char a[LSN_TEXT_MAX];
+	log_info("pipeline.state_loaded", "policy state loaded from the checkpoint as of %s (%zu rows)",
+	         lsn_format(*state_lsn, a), x.n);
+	return 1;
 }
 
 typedef struct dump_ctx {
@@ -585,9 +445,7 @@ static int commit_cb(void *arg, const change_txn *txn)
 		}
 	}
 	rows_clear(pl);
-	pl->journal_on = pl->txn_policy;
 	int rc = audience_commit(pl->aud, txn, deliver_cb, pl);
-	pl->journal_on = false;
 	pl->in_txn = false;
 	if (rc < 0) {
 		if (rc != -ECANCELED) {
@@ -608,8 +466,8 @@ static int commit_cb(void *arg, const change_txn *txn)
 			return 1;
 		}
 	}
-	if (pl->txn_policy) {
-		if (rules_snapshot(pl, true) < 0 || pl->ckpt_failed || journal_write(pl, txn->end_lsn) < 0) {
+	if (pl->nrows > 0 || pl->ckpt_failed) {
+		if (pl->ckpt_failed || journal_write(pl, txn->end_lsn) < 0) {
 			log_error("pipeline.checkpoint_failed", "the policy rows of the transaction could not be "
 			          "recorded: stopping without confirming it");
 			pl->ckpt_failed = true;
@@ -641,8 +499,7 @@ static int snapshot_cb(void *arg, const char *snapshot, uint64_t consistent_lsn)
 {
 	pipeline *pl = arg;
 	/* a new slot: whatever the store held was for another one */
-	if (state_from_db(pl, snapshot) < 0 || state_base_write(pl, consistent_lsn) < 0 ||
-	    rules_snapshot(pl, false) < 0) {
+	if (state_from_db(pl, snapshot) < 0 || state_base_write(pl, consistent_lsn) < 0) {
 		pl_stop(pl, 1);
 		return 0;
 	}
@@ -660,7 +517,7 @@ static void streaming_cb(void *arg, uint64_t start_lsn)
 		log_warn("pipeline.state_current", "the slot already existed and the checkpoint holds no policy "
 		         "state: it is loaded from the current database, so changes replayed from before now are "
 		         "judged by today's memberships");
-	if (state_from_db(pl, NULL) < 0 || state_base_write(pl, start_lsn) < 0 || rules_snapshot(pl, false) < 0) {
+	if (state_from_db(pl, NULL) < 0 || state_base_write(pl, start_lsn) < 0) {
 		pl_stop(pl, 1);
 		return;
 	}
@@ -917,10 +774,7 @@ int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_
 		snprintf(err, PIPELINE_ERROR_MAX, "cannot create the audience: %s", strerror(-rc));
 		goto fail;
 	}
-	if ((rc = policy_state_add_change_cb(privacy_state(pl->pv), member_cb, pl)) < 0) {
-		snprintf(err, PIPELINE_ERROR_MAX, "cannot follow the policy state: %s", strerror(-rc));
-		goto fail;
-	}
+	privacy_set_journal(pl->pv, journal_cb, pl);
 	source_events ev = {
 		.sink = {begin_cb, change_cb, commit_cb, pl},
 		.abandon_cb = abandon_cb,
@@ -965,7 +819,7 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 	s->pl = pl;
 	s->ops = ops;
 	s->env = (sink_env){
-		.name = s->name, .loop = pl->p.loop, .metrics = pl->p.metrics,
+		.name = s->name, .loop = pl->p.loop, .metrics = pl->p.metrics, .pol = pl->p.pol,
 		.subscribe = env_subscribe, .unsubscribe = env_unsubscribe, .progress = env_progress, .env_arg = s,
 	};
 	char serr[SINK_ERROR_MAX] = "";
@@ -1006,16 +860,24 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 	pl->resume_lsn = resume;
 	pl->confirmed = pl->offered_end = resume;
 	if (pl->p.store != NULL && resume != 0) {
-		rc = state_from_store(pl, resume);
+		uint64_t state_lsn = 0;
+		rc = state_from_store(pl, resume, &state_lsn);
 		if (rc < 0) {
-			snprintf(err, PIPELINE_ERROR_MAX, "cannot load the policy state from the checkpoint");
+			snprintf(err, PIPELINE_ERROR_MAX, "cannot load the policy state from the checkpoint (%s)",
+			         strerror(-rc));
 			return rc;
 		}
 		pl->state_ready = rc > 0;
-	}
-	if (pl->state_ready && (rc = rules_snapshot(pl, false)) < 0) {
-		snprintf(err, PIPELINE_ERROR_MAX, "out of memory");
-		return rc;
+		if (rc > 0 && state_lsn < resume) {
+			/* the store knows the state only up to state_lsn (a durable sink went further before
+			 * the last sync): stream from there, the sinks skip what they already hold */
+			char a[LSN_TEXT_MAX], b[LSN_TEXT_MAX];
+			log_info("pipeline.resume_earlier", "resume=%s state=%s: resuming where the policy state is known",
+			         lsn_format(resume, a), lsn_format(state_lsn, b));
+			resume = state_lsn;
+			pl->resume_lsn = resume;
+			pl->confirmed = pl->offered_end = resume;
+		}
 	}
 	char a[LSN_TEXT_MAX];
 	log_info("pipeline.starting", "sinks=%zu durable=%zu resume=%s", pl->nsinks, pl->ndurable,
@@ -1050,15 +912,12 @@ void pipeline_destroy(pipeline *pl)
 		free(s);
 	}
 	free(pl->sinks);
-	if (pl->pv != NULL)
-		policy_state_remove_change_cb(privacy_state(pl->pv), member_cb, pl);
 	audience_destroy(pl->aud);
 	privacy_destroy(pl->pv);
 	relcache_destroy(pl->rels);
 	policy_destroy(pl->own_pol);
 	rows_clear(pl);
 	free(pl->rows);
-	ids_free(pl->rule_ids, pl->nrule_ids);
 	free(pl);
 }
 

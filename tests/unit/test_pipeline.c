@@ -231,10 +231,10 @@ static int ms_load(void *impl, uint64_t at, checkpoint_row_cb row_cb, void *arg,
 		int rc = row_cb(arg, &r);
 		if (rc != 0)
 			return rc;
-		*state_lsn = m->rows[i].lsn;
 	}
-	if (m->durable > 0 && *state_lsn == 0)
-		*state_lsn = m->rows[0].lsn;
+	/* known as of the last sync, at most at */
+	if (m->durable > 0)
+		*state_lsn = m->synced_lsn < at ? m->synced_lsn : at;
 	return 0;
 }
 
