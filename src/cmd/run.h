@@ -10,25 +10,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* One `--set section.key=value` (or a flag that sets a key): applied after the file and the
- * environment, at start and at every reload. */
-typedef struct run_setting {
-	const char *section;
-	const char *key;
-	const char *value;
-} run_setting;
+#include "config.h"
 
 typedef struct run_options {
-	const char *config_path;   /* required */
 	const char *policy_path;   /* the policy file */
-	const run_setting *settings;
-	size_t nsettings;
-	bool verbose;
-	bool create_publication;   /* create a missing publication for the policy's tables */
 } run_options;
 
-/* Runs the daemon until SIGTERM/SIGINT (drained: 0) or a permanent failure (1); a bad
- * configuration is refused before anything connects (2). Blocks. */
-int run_main(const run_options *o);
+/* Runs the daemon with cfg (loaded by main from the file, the environment and the flags;
+ * borrowed, and updated in place by a SIGHUP reload) until SIGTERM/SIGINT (drained: 0) or a
+ * permanent failure (1); a bad configuration (a sink section, the policy, the keys) is refused
+ * before anything connects (2). Blocks. */
+int run_main(config *cfg, const run_options *o);
 
 #endif
