@@ -40,9 +40,15 @@ P=$(port)
 cat >"$WORK/nng.conf" <<CONF
 [replication]
 slot = nng_it
+[pipeline]
+state_dir = $WORK/nng-state
+[http]
+listen = 127.0.0.1:$(port)
 [sink.live]
 type = nng
 listen = tcp://127.0.0.1:$P
+; 200 rows x (bypass + every rank + users named) in one burst: room for all of it
+sendbuf = 8192
 CONF
 as_user() {
   sql -c "set role authenticated; set request.jwt.claims = '{\"sub\":\"$1\",\"role\":\"authenticated\"}'; $2"
@@ -50,7 +56,7 @@ as_user() {
 org=$(sql -c "INSERT INTO orgs (name) VALUES ('nng') RETURNING id")
 viewer=$(sql -c "SELECT gen_random_uuid()")
 sql -c "INSERT INTO org_roles (org_id, user_id, role) VALUES ('$org', '$viewer', 'viewer')" >/dev/null
-"$WALCAST" --config "$WORK/nng.conf" run --policy "$ROOT/deploy/policy.ini" >"$WORK/run.out" 2>"$WORK/run.err" &
+"$WALCAST" -c "$WORK/nng.conf" run --policy "$ROOT/deploy/policy.ini" >"$WORK/run.out" 2>"$WORK/run.err" &
 RUN=$!; BG_PIDS+=($RUN)
 wait_for 30 grep -q "nng.listen" "$WORK/run.err" || { echo "not ok - walcast run did not listen"; cat "$WORK/run.err"; exit 1; }
 prefix="walcast/v1/org/$org/role/viewer/public.events/"
@@ -66,11 +72,22 @@ SQL
 wait $CAT || true
 wait $SUB || true
 want=$(as_user "$viewer" "SELECT count(*) FROM events WHERE org_id = '$org' AND status LIKE 'nng %'")
-check "nngcat: the viewer topic carries what RLS shows a viewer" "$want" "$(grep -c "^$prefix " "$WORK/nngcat.out" || true)"
+# nngcat --ascii does not end its messages with a newline: count the topics. nngcat's SUB queue
+# is nng's default (128 messages) and drops its oldest when nngcat falls behind the burst: what
+# it got is what it got, but never out of order, and the last message (kept by drop-oldest)
+# says how many there were
+grep -o "$prefix [0-9]* " "$WORK/nngcat.out" | awk '{print $2}' >"$WORK/nngcat.seq"
+check "nngcat: sequence numbers increasing" "" "$(sort -n -c "$WORK/nngcat.seq" 2>&1 | head -1; sort -n "$WORK/nngcat.seq" | uniq -d | head -1)"
+check "nngcat: the last sequence number is the number of events RLS shows a viewer" "$want" "$(tail -n 1 "$WORK/nngcat.seq")"
 check "example: same count" "$want" "$(grep -c "^$prefix " "$WORK/nng2.out" || true)"
 check "example: sequence numbers 1..n, no gap" "1 $want" \
   "$(awk '{print $2}' "$WORK/nng2.out" | sort -n | sed -n '1p;$p' | paste -sd' ')"
 check "example: no loss reported" "" "$(grep '^gap' "$WORK/nng2.err" || true)"
+# the payloads, row by row, against the masking view as that viewer (PostgreSQL is the oracle)
+want_rows=$(as_user "$viewer" "SELECT string_agg(id::text || '=' || coalesce(from_number, 'NULL'), ',' ORDER BY id::text COLLATE \"C\") FROM walcast.events_masked WHERE org_id = '$org' AND status LIKE 'nng %'")
+got_rows=$(cut -d' ' -f4- "$WORK/nng2.out" | jq -r '.new.id + "=" + (.new.from_number // "NULL")' | LC_ALL=C sort | paste -sd, -)
+check "example: payloads masked exactly as walcast.events_masked shows a viewer" "$want_rows" "$got_rows"
+check "the viewer's masking really masks (last four digits)" 200 "$(tr ',' '\n' <<<"$want_rows" | grep -c '=\*\*\*\*\*\*\*\*[0-9]\{4\}$' || true)"
 kill -TERM $RUN 2>/dev/null || true
 wait $RUN 2>/dev/null || true
 
