@@ -40,13 +40,14 @@ if ! "$WALCAST" run --help >/dev/null 2>&1; then
   exit
 fi
 P=$(port)
+HTTP=$(port)
 cat >"$WORK/nng.conf" <<CONF
 [replication]
 slot = nng_it
 [pipeline]
 state_dir = $WORK/nng-state
 [http]
-listen = 127.0.0.1:$(port)
+listen = 127.0.0.1:$HTTP
 [sink.live]
 type = nng
 listen = tcp://127.0.0.1:$P
@@ -62,7 +63,8 @@ viewer2=$(sql -c "SELECT gen_random_uuid()")  # a viewer who handles nothing
 sql -c "INSERT INTO org_roles (org_id, user_id, role) VALUES ('$org', '$viewer', 'viewer'), ('$org', '$viewer2', 'viewer')" >/dev/null
 "$WALCAST" -c "$WORK/nng.conf" run --policy "$ROOT/deploy/policy.ini" >"$WORK/run.out" 2>"$WORK/run.err" &
 RUN=$!; BG_PIDS+=($RUN)
-wait_for 30 grep -q "nng.listen" "$WORK/run.err" || { echo "not ok - walcast run did not listen"; cat "$WORK/run.err"; exit 1; }
+ready() { curl -sf "http://127.0.0.1:$HTTP/readyz" >/dev/null; }
+wait_for 60 ready || { echo "not ok - walcast run did not become ready"; cat "$WORK/run.err"; exit 1; }
 prefix="walcast/v1/org/$org/role/viewer/public.events/"
 nngcat --sub --dial "tcp://127.0.0.1:$P" --subscribe "$prefix" --ascii --recv-timeout 15 >"$WORK/nngcat.out" 2>&1 &
 CAT=$!; BG_PIDS+=($CAT)
@@ -89,7 +91,7 @@ check "RLS: a viewer who handles nothing sees the 200 public events only" 200 "$
 # is nng's default (128 messages) and drops its oldest when nngcat falls behind the burst: what
 # it got is what it got, but never out of order, and the last message (kept by drop-oldest)
 # says how many there were
-grep -o "$prefix [0-9]* " "$WORK/nngcat.out" | awk '{print $2}' >"$WORK/nngcat.seq"
+{ grep -o "$prefix [0-9]* " "$WORK/nngcat.out" || true; } | awk '{print $2}' >"$WORK/nngcat.seq"
 check "nngcat: sequence numbers increasing" "" "$(sort -n -c "$WORK/nngcat.seq" 2>&1 | head -1; sort -n "$WORK/nngcat.seq" | uniq -d | head -1)"
 check "nngcat: the last sequence number is the number of events RLS shows a viewer" "$want" "$(tail -n 1 "$WORK/nngcat.seq")"
 check "example: same count" "$want" "$(grep -c "^$prefix " "$WORK/nng2.out" || true)"
