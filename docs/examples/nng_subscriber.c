@@ -3,8 +3,11 @@
  * topic prefix, checks the per-topic sequence numbers for gaps (messages nng dropped because
  * this subscriber was too slow) and prints every payload.
  *
- *   nng_subscriber [--count N] [--timeout SECONDS] [--ca FILE [--cert FILE --key FILE]]
- *                  URL PREFIX
+ *   nng_subscriber [--count N] [--timeout SECONDS] [--recvbuf N]
+ *                  [--ca FILE [--cert FILE --key FILE]] URL PREFIX
+ *
+ * --recvbuf: messages this process may have received but not yet read (default 8192, nng's
+ * maximum); beyond that nng drops the oldest, as the publisher's queue does.
  *
  *   nng_subscriber tcp://127.0.0.1:7450 walcast/v1/org/3f6c.../role/viewer/
  *
@@ -188,7 +191,7 @@ static char *slurp(const char *path)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: nng_subscriber [--count N] [--timeout SECONDS] "
+	fprintf(stderr, "usage: nng_subscriber [--count N] [--timeout SECONDS] [--recvbuf N] "
 	                "[--ca FILE [--cert FILE --key FILE]] URL PREFIX\n");
 	return 1;
 }
@@ -196,11 +199,14 @@ static int usage(void)
 int main(int argc, char **argv)
 {
 	long count = 0, timeout = 0;
+	int recvbuf = 8192;
 	const char *ca = NULL, *cert = NULL, *key = NULL;
 	int i = 1;
 	for (; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
 		if (strcmp(argv[i], "--count") == 0)
 			count = strtol(argv[i + 1], NULL, 10);
+		else if (strcmp(argv[i], "--recvbuf") == 0)
+			recvbuf = (int)strtol(argv[i + 1], NULL, 10);
 		else if (strcmp(argv[i], "--timeout") == 0)
 			timeout = strtol(argv[i + 1], NULL, 10);
 		else if (strcmp(argv[i], "--ca") == 0)
@@ -226,6 +232,9 @@ int main(int argc, char **argv)
 	}
 	/* the filter: only messages whose bytes start with prefix are kept (by this process) */
 	if ((rv = nng_socket_set(sock, NNG_OPT_SUB_SUBSCRIBE, prefix, strlen(prefix))) != 0 ||
+	    /* the SUB side has a queue of its own (128 messages by default in nng 1.5) that drops
+	     * its oldest message when this process reads too slowly: make it as large as it goes */
+	    (rv = nng_socket_set_int(sock, NNG_OPT_RECVBUF, recvbuf)) != 0 ||
 	    (timeout > 0 && (rv = nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, (nng_duration)(timeout * 1000))) != 0) ||
 	    (rv = nng_dialer_create(&d, sock, url)) != 0) {
 		fprintf(stderr, "%s: %s\n", url, nng_strerror(rv));

@@ -143,12 +143,11 @@ int nng_sink_topic(buf *out, const char *prefix, const audience_delivery *d)
 		goto out;
 	if (d->bypass) {
 		rc = buf_puts(out, "all/");
-	} else if ((rc = buf_puts(out, "org/")) == 0 && (rc = put_name(out, d->org)) == 0) {
-		if (d->individual)
-			rc = buf_puts(out, "/user/") ?: put_name(out, d->uid);
-		else
-			rc = buf_puts(out, "/role/") ?: put_name(out, d->role);
-		if (rc == 0)
+	} else {
+		const char *kind = d->individual ? "/user/" : "/role/";
+		const char *who = d->individual ? d->uid : d->role;
+		if ((rc = buf_puts(out, "org/")) == 0 && (rc = put_name(out, d->org)) == 0 &&
+		    (rc = buf_puts(out, kind)) == 0 && (rc = put_name(out, who)) == 0)
 			rc = buf_putc(out, '/');
 	}
 	if (rc < 0)
@@ -156,9 +155,9 @@ int nng_sink_topic(buf *out, const char *prefix, const audience_delivery *d)
 	const relation *rel = d->view != NULL ? d->view->rel : NULL;
 	if (rel == NULL)
 		rc = buf_puts(out, "_message/");
-	else
-		rc = put_name(out, rel->schema) ?: buf_putc(out, '.') ?: put_name(out, rel->name)
-		     ?: buf_putc(out, '/');
+	else if ((rc = put_name(out, rel->schema)) == 0 && (rc = buf_putc(out, '.')) == 0 &&
+	         (rc = put_name(out, rel->name)) == 0)
+		rc = buf_putc(out, '/');
 out:
 	if (rc < 0) {
 		out->len = mark;
