@@ -44,25 +44,38 @@ typedef int (*checkpoint_row_cb)(void *arg, const checkpoint_row *row);
 typedef struct checkpoint_store_ops {
 	/* Calls row_cb for each row of the state as of LSN at (base rows, then logged changes in
 	 * order, deleted ones with deleted = 1), sets *state_lsn to the LSN the rebuilt state is as
-	 * of (<= at; 0 when the store holds nothing: *state_lsn = 0 and no call). Blocks (reads). */
+	 * of (<= at; 0 when the store holds nothing: *state_lsn = 0 and no call). *state_lsn < at
+	 * means the store knows nothing past *state_lsn (no sync recorded a later LSN, or records
+	 * made durable were lost): the caller must not judge changes after it with this state.
+	 * -ESTALE when at is before the base (compacted past it), -EIO for damage; row_cb's
+	 * non-zero result stops the load and is returned (negative) or -EIO. Blocks (reads). */
 	int (*load)(void *impl, uint64_t at, checkpoint_row_cb row_cb, void *arg, uint64_t *state_lsn,
 	            char err[CHECKPOINT_ERROR_MAX]);
 	/* Logs the rows one transaction (commit end LSN lsn, increasing) changed. Buffered until
-	 * sync. */
+	 * sync; nrows == 0 writes nothing. An lsn at or below one already logged (the stream was
+	 * resumed before it and sends those transactions again) drops the logged records from lsn
+	 * on first. -EINVAL for lsn 0 or at or before the base, -ENOMEM. */
 	int (*append)(void *impl, uint64_t lsn, const checkpoint_row *rows, size_t nrows,
 	              char err[CHECKPOINT_ERROR_MAX]);
 	/* Makes every append durable, and records lsn as the newest LSN the state is known at (also
-	 * for transactions that changed no policy row). Blocks (fsync). */
+	 * for transactions that changed no policy row). With nothing appended and no position
+	 * changed since the last sync it writes nothing (no I/O): the known-at LSN reaches disk with
+	 * the next append or position change (the pipeline puts its confirmed LSN as a position).
+	 * Blocks (fdatasync; the positions file: fsync, rename, directory fsync). */
 	int (*sync)(void *impl, uint64_t lsn, char err[CHECKPOINT_ERROR_MAX]);
 	/* Replaces base and log up to upto with a new base: dump_cb is called with row_cb to emit the
-	 * whole state as of upto. Blocks (writes, fsync, rename). */
+	 * whole state as of upto (deleted rows are ignored). Syncs pending appends first; records
+	 * after upto stay in the log. Only up to an LSN the pipeline will never resume before (its
+	 * confirmed LSN): a later load(at < upto) fails with -ESTALE. Blocks (writes, fsync,
+	 * rename). */
 	int (*compact)(void *impl, uint64_t upto,
 	               int (*dump_cb)(void *arg, checkpoint_row_cb row_cb, void *row_arg), void *arg,
 	               char err[CHECKPOINT_ERROR_MAX]);
 	/* Bytes in the log since the base (when to compact). */
 	uint64_t (*log_bytes)(void *impl);
 	/* Named positions (a sink without a position of its own, the pipeline's confirmed LSN):
-	 * get: 0 and *lsn (0 when never set); put: durable at the next sync. */
+	 * get: 0 and *lsn (0 when never set); put: durable at the next sync; -EINVAL for an empty
+	 * name, one with '=' or a newline, or longer than 63 bytes; -ENOSPC past 64 names. */
 	int (*position_get)(void *impl, const char *name, uint64_t *lsn);
 	int (*position_put)(void *impl, const char *name, uint64_t lsn);
 	void (*destroy)(void *impl);
@@ -73,8 +86,11 @@ struct checkpoint_store {
 	void *impl;
 };
 
-/* A store in directory dir (created 0700 when missing; files 0600): base, log and positions.
- * 0 and *out (caller owns: checkpoint_store_destroy), or a negative errno with err. Blocks. */
+/* A store in directory dir (created 0700 when missing, with its parents; files 0600): base,
+ * log, positions and a lock file (flock: -EBUSY when another process has the directory open).
+ * A torn or corrupt log tail is cut off here (log_warn checkpoint.log_cut). 0 and *out (caller
+ * owns: checkpoint_store_destroy), or a negative errno with err. Blocks. Format and crash
+ * rules: docs/architecture.md, "The policy-state checkpoint". */
 __attribute__((warn_unused_result)) int checkpoint_dir_create(const char *dir, checkpoint_store **out,
                                                               char err[CHECKPOINT_ERROR_MAX]);
 

@@ -101,6 +101,7 @@ struct pipeline {
 	char **rule_ids; /* the rule ids of the committed state, sorted (for the rules diff) */
 	size_t nrule_ids;
 
+	source_events ev;
 	pipeline_status st;
 };
 
@@ -929,6 +930,7 @@ int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_
 		.failed_cb = failed_cb,
 		.arg = pl,
 	};
+	pl->ev = ev;
 	char serr[256];
 	if ((rc = source_create(p->loop, p->cfg, pl->rels, &ev, &pl->src, serr)) < 0) {
 		snprintf(err, PIPELINE_ERROR_MAX, "%s", serr);
@@ -1063,6 +1065,11 @@ void pipeline_destroy(pipeline *pl)
 audience *pipeline_audience(pipeline *pl)
 {
 	return pl->aud;
+}
+
+void pipeline_source_events(pipeline *pl, source_events *out)
+{
+	*out = pl->ev;
 }
 
 void pipeline_get_status(const pipeline *pl, pipeline_status *out)

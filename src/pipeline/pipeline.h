@@ -74,6 +74,12 @@ void pipeline_destroy(pipeline *pl);
  * sinks). Never NULL after create with a policy. */
 audience *pipeline_audience(pipeline *pl);
 
+/* The events the pipeline's source delivers into (decoded changes, abandon, snapshot, streaming,
+ * idle, failed), for a front end that brings its own stream and for unit tests: calling them
+ * as the source would drives the pipeline without PostgreSQL. Fills *out. */
+struct source_events;
+void pipeline_source_events(pipeline *pl, struct source_events *out);
+
 typedef struct pipeline_status {
 	bool streaming;            /* connected and past the initial state load */
 	bool ready;                /* streaming and every durable sink healthy */

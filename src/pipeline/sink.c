@@ -7,9 +7,11 @@
 /* The registration lines: one per sink in plugins/sinks/ (extern const sink_ops NAME_sink_ops;
  * above, &NAME_sink_ops in the list). NULL ends the list. */
 extern const sink_ops jsonl_sink_ops;
+extern const sink_ops nng_sink_ops;
 
 static const sink_ops *const registry[] = {
 	&jsonl_sink_ops,
+	&nng_sink_ops,
 	NULL,
 };
 

@@ -681,7 +681,9 @@ static int deliver(audience *a, const change *view, size_t n, int rank, bool byp
 	if (rc == 0) {
 		audience_delivery d = {
 			.view = view, .payload = p, .subs = a->out, .nsubs = n,
-			.rank = rank, .bypass = bypass, .individual = individual, .org = org, .uid = uid,
+			.rank = rank, .bypass = bypass, .individual = individual, .org = bypass ? NULL : org,
+			.role = bypass ? NULL : policy_state_rank_name(privacy_state(a->pv), rank),
+			.uid = individual ? uid : NULL,
 		};
 		rc = a->cb(a->cb_arg, &d);
 	}

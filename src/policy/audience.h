@@ -113,8 +113,11 @@ typedef struct audience_delivery {
 	int rank;                   /* the members' rank in the row's org; 0 for the bypass audience */
 	bool bypass;                /* the bypass audience */
 	bool individual;            /* one user named by a uid column of the row */
-	const char *org;            /* the row's org (canonical uuid text); NULL for bypass */
-	const char *uid;            /* individual: that user's uid (canonical text); else NULL */
+	/* Who the audience is, for sinks that name it (nng topics); NULL where it does not apply
+	 * (all three for the bypass audience and for messages). */
+	const char *org;            /* the row's org, canonical uuid text */
+	const char *role;           /* rank's role name (the members' rank, also for individual) */
+	const char *uid;            /* individual: the named user's uuid text */
 } audience_delivery;
 
 /* Called once per audience that sees a change, changes in stream order. Return 0, or a

@@ -159,8 +159,14 @@ struct policy_state {
 		void *arg;
 	} cbs[POLICY_STATE_CALLBACKS_MAX];
 	int ncbs;
+	policy_state_journal_cb journal; /* rows taken from changes (policy_state_set_journal) */
+	void *journal_arg;
+	bool journaling; /* inside policy_state_apply: row changes go to the journal */
 	char err[POLICY_STATE_ERROR_MAX];
 };
+
+static void journal_member(const policy_state *ps, const uint8_t key[MEMBER_KEY], int rank, bool deleted);
+static void journal_rule(const policy_state *ps, const uint8_t id[UUID_BYTES], const rule_row *r);
 
 /* ---- errors --------------------------------------------------------------------------- */
 
@@ -847,6 +853,10 @@ static int member_change(policy_state *ps, const member_row *old_row, const memb
 		ps->missing_rows++; /* an update of a row the mirror did not hold: it holds it now */
 	if (n)
 		member_set(ps, nr->key, nr->rank, !o);
+	if (o && !same)
+		journal_member(ps, old_row->key, 0, true);
+	if (n)
+		journal_member(ps, nr->key, nr->rank, false);
 	if (o)
 		notify(ps, old_row->key, before_o);
 	if (n && !same)
@@ -977,6 +987,10 @@ static int rule_change(policy_state *ps, bool has_old, const uint8_t old_id[UUID
 		ps->missing_rows++;
 	if (nr->present)
 		rule_add(ps, nr);
+	if (has_old && (!nr->present || memcmp(old_id, nr->id, UUID_BYTES) != 0))
+		journal_rule(ps, old_id, NULL);
+	if (nr->present)
+		journal_rule(ps, nr->id, nr);
 	return 0;
 }
 
@@ -1203,6 +1217,12 @@ int policy_state_apply(policy_state *ps, const change *c)
 		return 0;
 	table_def *td = &ps->tables[t];
 	if (c->action == CHANGE_TRUNCATE) {
+		ps->journaling = ps->journal != NULL;
+		for (size_t i = 0; ps->journaling && t == T_MEMBERSHIP && i < ps->nmembers; i++)
+			journal_member(ps, ps->members[i].key, 0, true);
+		for (size_t i = 0; ps->journaling && t == T_RULES && i < ps->nrules; i++)
+			journal_rule(ps, ps->rules[i].key, NULL);
+		ps->journaling = false;
 		if (t == T_MEMBERSHIP)
 			members_clear(ps);
 		else
@@ -1216,7 +1236,16 @@ int policy_state_apply(policy_state *ps, const change *c)
 	int rc = table_bind(ps, td, c->rel, what);
 	if (rc != 0)
 		return rc;
-	return t == T_MEMBERSHIP ? apply_membership(ps, td, c, what) : apply_rules(ps, td, c, what);
+	ps->journaling = ps->journal != NULL;
+	rc = t == T_MEMBERSHIP ? apply_membership(ps, td, c, what) : apply_rules(ps, td, c, what);
+	ps->journaling = false;
+	return rc;
+}
+
+void policy_state_set_journal(policy_state *ps, policy_state_journal_cb cb, void *arg)
+{
+	ps->journal = cb;
+	ps->journal_arg = cb != NULL ? arg : NULL;
 }
 
 int policy_state_load_row(policy_state *ps, int table, const char *const *values)
@@ -1250,6 +1279,35 @@ int policy_state_load_row(policy_state *ps, int table, const char *const *values
 			rc = rule_change(ps, false, NULL, &nr);
 	}
 	return rc;
+}
+
+int policy_state_remove_row(policy_state *ps, int table, const char *const *values)
+{
+	if (ps == NULL)
+		return -EINVAL;
+	if (table != POLICY_STATE_MEMBERSHIP && table != POLICY_STATE_RULES)
+		return fail(ps, -EINVAL, "remove_row: unknown table %d", table);
+	if (values == NULL || values[0] == NULL || (table == POLICY_STATE_MEMBERSHIP && values[1] == NULL))
+		return fail(ps, -EINVAL, "remove_row: a key value is missing");
+	const table_def *td = &ps->tables[table == POLICY_STATE_MEMBERSHIP ? T_MEMBERSHIP : T_RULES];
+	char what[160];
+	bool is_null;
+	snprintf(what, sizeof(what), "%s.%s: remove", td->schema, td->name);
+	change_value cells[2];
+	for (int k = 0; k < 2; k++)
+		cells[k] = (change_value){.kind = VALUE_TEXT, .len = values[k] ? (uint32_t)strlen(values[k]) : 0,
+		                          .data = values[k]};
+	if (table == POLICY_STATE_MEMBERSHIP) {
+		member_row old_row = {.present = true, .rank = -1}, none = {0};
+		int rc = parse_uuid_cell(ps, what, "key", td->cols[C_ORG], &cells[0], old_row.key, &is_null);
+		if (rc == 0)
+			rc = parse_uuid_cell(ps, what, "key", td->cols[C_USER], &cells[1], old_row.key + UUID_BYTES, &is_null);
+		return rc != 0 ? rc : member_change(ps, &old_row, &none);
+	}
+	uint8_t id[UUID_BYTES];
+	rule_row none = {0};
+	int rc = parse_uuid_cell(ps, what, "key", td->cols[C_ID], &cells[0], id, &is_null);
+	return rc != 0 ? rc : rule_change(ps, true, id, &none);
 }
 
 const char *policy_state_error(const policy_state *ps)
@@ -1295,6 +1353,11 @@ int policy_state_subject_rank(const policy_state *ps, const char *subj, size_t l
 }
 
 int policy_state_nranks(const policy_state *ps) { return ps->nranks; }
+
+const char *policy_state_rank_name(const policy_state *ps, int rank)
+{
+	return rank >= 1 && rank <= ps->nranks ? ps->rank_names[rank - 1] : NULL;
+}
 
 int policy_state_members_uuid(const policy_state *ps, const policy_state_uuid *org_id, int min_rank,
                               policy_state_member_cb cb, void *arg)
@@ -1576,6 +1639,41 @@ void policy_state_destroy(policy_state *ps)
 static const char *dump_role(const policy_state *ps, int rank)
 {
 	return rank >= 1 && rank <= ps->nranks ? ps->rank_names[rank - 1] : "";
+}
+
+/* The journal's rows, in the form policy_state_dump gives them (a delete: the key, NULL for the
+ * rest). Only while policy_state_apply runs. */
+static void journal_member(const policy_state *ps, const uint8_t key[MEMBER_KEY], int rank, bool deleted)
+{
+	if (!ps->journaling)
+		return;
+	char a[POLICY_STATE_UUID_TEXT], b[POLICY_STATE_UUID_TEXT];
+	policy_state_uuid org_id, user_id;
+	memcpy(org_id.b, key, UUID_BYTES);
+	memcpy(user_id.b, key + UUID_BYTES, UUID_BYTES);
+	policy_state_uuid_format(&org_id, a);
+	policy_state_uuid_format(&user_id, b);
+	const char *v[3] = {a, b, deleted ? NULL : dump_role(ps, rank)};
+	ps->journal(ps->journal_arg, POLICY_STATE_MEMBERSHIP, v, deleted);
+}
+
+/* r NULL: the rule id is deleted. */
+static void journal_rule(const policy_state *ps, const uint8_t id[UUID_BYTES], const rule_row *r)
+{
+	if (!ps->journaling)
+		return;
+	char a[POLICY_STATE_UUID_TEXT], b[POLICY_STATE_UUID_TEXT];
+	policy_state_uuid u;
+	memcpy(u.b, id, UUID_BYTES);
+	policy_state_uuid_format(&u, a);
+	const char *v[3] = {a, NULL, NULL};
+	if (r != NULL) {
+		memcpy(u.b, r->subject, UUID_BYTES);
+		policy_state_uuid_format(&u, b);
+		v[1] = r->has_subject ? b : NULL;
+		v[2] = dump_role(ps, r->rank);
+	}
+	ps->journal(ps->journal_arg, POLICY_STATE_RULES, v, r == NULL);
 }
 
 int policy_state_dump(const policy_state *ps,

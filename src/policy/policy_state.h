@@ -110,6 +110,19 @@ void policy_state_clear(policy_state *ps);
  * state already updated. Keeps no pointer into c. Does not block. */
 __attribute__((warn_unused_result)) int policy_state_apply(policy_state *ps, const change *c);
 
+/* Journal callback: one row the mirror took from a change in policy_state_apply, in the form
+ * policy_state_dump gives rows (table, 3 text values valid during the call; role names from the
+ * rank table, "" for a rank-0 role), or with deleted true the key that is gone (membership: org,
+ * user; rules: id; the other values NULL). Called after the row is applied, in the order the
+ * rows change (an update that moves a key: the old key's delete, then the new row; a truncate:
+ * one delete per row the table held). Replaying these rows over the previous state gives the
+ * new one. It must not modify the state. */
+typedef void (*policy_state_journal_cb)(void *arg, int table, const char *const *values, bool deleted);
+
+/* Sets the journal (NULL: none); only policy_state_apply feeds it — policy_state_load_row and
+ * policy_state_clear do not. arg is passed back and not owned. */
+void policy_state_set_journal(policy_state *ps, policy_state_journal_cb cb, void *arg);
+
 /* true when rel is the membership or the rules table (what policy_state_apply mirrors). */
 bool policy_state_governs(const policy_state *ps, const relation *rel);
 
@@ -130,6 +143,14 @@ __attribute__((warn_unused_result)) int policy_state_dump(const policy_state *ps
 
 __attribute__((warn_unused_result)) int policy_state_load_row(policy_state *ps, int table,
                                                               const char *const *values);
+
+/* Removes the row with the key in values (POLICY_STATE_MEMBERSHIP: {org_id, user_id, ...};
+ * POLICY_STATE_RULES: {id, ...}; the other values are ignored), as applying a delete of it would:
+ * a journal's (or a checkpoint's) deleted row replayed. A key the state does not hold counts in
+ * missing_rows. 0, -EINVAL (bad table or key; policy_state_error says which) or -ENOMEM; on
+ * error the state is unchanged. Does not block. */
+__attribute__((warn_unused_result)) int policy_state_remove_row(policy_state *ps, int table,
+                                                                const char *const *values);
 
 /* The message of the most recent call that failed ("" when none failed yet); valid until the
  * next call on ps. Never NULL. */
@@ -160,6 +181,9 @@ int policy_state_role_rank(const policy_state *ps, const char *role, size_t len)
 
 /* Number of role names in the rank table (the highest rank). */
 int policy_state_nranks(const policy_state *ps);
+
+/* The role name of rank 1..nranks (owned by the state), NULL outside that range. */
+const char *policy_state_rank_name(const policy_state *ps, int rank);
 
 /* ---- members per org ------------------------------------------------------------------- */
 

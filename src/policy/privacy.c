@@ -198,6 +198,21 @@ int privacy_load_row(privacy *pv, int table, const char *const *values)
 	return rc;
 }
 
+int privacy_remove_row(privacy *pv, int table, const char *const *values)
+{
+	int rc = policy_state_remove_row(pv->state[PRIVACY_BEFORE], table, values);
+	if (rc < 0) {
+		snprintf(pv->err, sizeof(pv->err), "%s", policy_state_error(pv->state[PRIVACY_BEFORE]));
+		return rc;
+	}
+	rc = policy_state_remove_row(pv->state[PRIVACY_AFTER], table, values);
+	if (rc < 0) {
+		snprintf(pv->err, sizeof(pv->err), "%s", policy_state_error(pv->state[PRIVACY_AFTER]));
+		(void)states_resync(pv, PRIVACY_BEFORE, PRIVACY_AFTER);
+	}
+	return rc;
+}
+
 /* Runs one load query and feeds its rows (3 text columns) to the state. */
 static int load_table(privacy *pv, PGconn *conn, int table, const char *sql, char err[PRIVACY_ERROR_MAX])
 {
@@ -678,6 +693,11 @@ void privacy_abort(privacy *pv)
 	txnbuf_reset(pv->tb);
 	pv->in_txn = false;
 	pv->txn_policy = false;
+}
+
+void privacy_set_journal(privacy *pv, policy_state_journal_cb cb, void *arg)
+{
+	policy_state_set_journal(pv->state[PRIVACY_BEFORE], cb, arg);
 }
 
 void privacy_get_txn_stats(const privacy *pv, txnbuf_stats *out)

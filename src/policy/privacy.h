@@ -83,6 +83,11 @@ void privacy_clear(privacy *pv);
  * between transactions. 0, -EINVAL or -ENOMEM (privacy_error says why). Does not block. */
 __attribute__((warn_unused_result)) int privacy_load_row(privacy *pv, int table, const char *const *values);
 
+/* Removes one row of a committed state by its key (policy_state_remove_row's table and
+ * values: a checkpoint's deleted row) from both states. Only between transactions. 0, -EINVAL
+ * or -ENOMEM (privacy_error says why). Does not block. */
+__attribute__((warn_unused_result)) int privacy_remove_row(privacy *pv, int table, const char *const *values);
+
 /* ---- the transactional path ------------------------------------------------------------ */
 
 /* Called by the stage with each change to judge: during privacy_commit once per held change in
@@ -137,6 +142,14 @@ __attribute__((warn_unused_result)) int privacy_step(privacy *pv, const change *
 
 /* The last error message. */
 const char *privacy_error(const privacy *pv);
+
+/* The journal of the committed state (policy_state_set_journal on PRIVACY_BEFORE): cb gets
+ * every policy row a commit (privacy_commit, privacy_judge/privacy_step) applies to the
+ * committed state, in order, during that call — what a checkpoint appends for the
+ * transaction. privacy_load, privacy_load_row and privacy_clear do not journal. When the commit
+ * returns an error, the rows journaled during it do not describe the state: drop them (and
+ * reload the state). NULL cb: none. Does not block. */
+void privacy_set_journal(privacy *pv, policy_state_journal_cb cb, void *arg);
 
 /* ---- building blocks, for judging one change for several viewers (audience.h) ---------- */
 
