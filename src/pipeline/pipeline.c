@@ -384,6 +384,8 @@ static int state_base_write(pipeline *pl, uint64_t lsn)
  * stream is held meanwhile); the checkpoint branch's asynchronous loader replaces it. */
 static int state_from_db(pipeline *pl, const char *snapshot)
 {
+	if (pl->p.pol == NULL)
+		return 0; /* no policy stage: no state to load */
 	const char *keys[] = {"dbname", "fallback_application_name", NULL};
 	const char *vals[] = {pl->p.cfg->conninfo, "walcast-state", NULL};
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);
@@ -892,7 +894,11 @@ int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_
 	pl->pol = p->pol;
 	if (pl->pol == NULL) {
 		/* no policy: an empty one governs no table, so only bypass subscribers see anything */
-		rc = policy_load_string("[roles]\nranks = member\n", "(no policy)", &pl->own_pol, perr);
+		rc = policy_load_string("[roles]\nranks = member\n[membership]\ntable = walcast_none.members\n"
+		                        "org = org\nuser = member\nrole = role\n"
+		                        "[table walcast_none.members]\ncolumns = org, member, role\norg = org\n"
+		                        "read = member\n",
+		                        "(no policy)", &pl->own_pol, perr);
 		if (rc < 0) {
 			snprintf(err, PIPELINE_ERROR_MAX, "%s", perr);
 			goto fail;
