@@ -56,9 +56,11 @@ typedef struct jsonl_conf {
 	 * until_lsn: after the first transaction ending at or past it. 0: none. */
 	uint64_t max_changes;
 	uint64_t until_lsn;
-	/* Called once, from inside a sink callback, when a limit is reached (JSONL_END_LIMIT) or
-	 * stdout's reader went away (JSONL_END_READER_GONE: the callback then fails with -EPIPE).
-	 * It may call pipeline_drain, never destroy the sink. NULL: not told. */
+	/* Called once, from inside a sink callback (deliver runs inside the audience's commit), when
+	 * a limit is reached (JSONL_END_LIMIT) or stdout's reader went away (JSONL_END_READER_GONE:
+	 * the callback then fails with -EPIPE). It must not call into the pipeline or the sink: it
+	 * records the end and defers the rest (a 0 ms loop timer that calls pipeline_drain). NULL:
+	 * not told. */
 	void (*end_cb)(void *arg, int why);
 	void *end_arg;
 } jsonl_conf;
