@@ -517,6 +517,7 @@ static int jsonl_create(const sink_env *env, const void *conf, void **out, char 
 	const jsonl_conf *c = conf;
 	jsonl *j = calloc(1, sizeof(*j));
 	int rc = -ENOMEM;
+	err[0] = '\0';
 	if (j == NULL) {
 		snprintf(err, SINK_ERROR_MAX, "out of memory");
 		return -ENOMEM;
