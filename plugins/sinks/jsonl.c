@@ -94,6 +94,12 @@ typedef struct jsonl {
 	int timer;
 	int err;         /* a failed write or sync: every later call returns it */
 	uint64_t lines;
+
+	uint64_t max_changes, until_lsn; /* jsonl_conf's limits */
+	void (*end_cb)(void *arg, int why);
+	void *end_arg;
+	bool limit_reached; /* max_changes lines written: the next line ends the run */
+	bool ended;         /* a limit was reached: nothing more is taken */
 } jsonl;
 
 void jsonl_conf_defaults(jsonl_conf *c, const char *path)
@@ -234,16 +240,28 @@ cleanup:
 
 /* ---- writing ------------------------------------------------------------------------------- */
 
+/* A limit was reached or the reader went away: nothing more is taken; the front end is told. */
+static void jsonl_end(jsonl *j, int why)
+{
+	if (j->ended)
+		return;
+	j->ended = true;
+	if (j->end_cb != NULL)
+		j->end_cb(j->end_arg, why);
+}
+
 /* Sets the sticky error (the first one wins) and says it once. Returns err. */
 static int jsonl_fail(jsonl *j, int err, const char *what)
 {
 	if (j->err == 0) {
 		j->err = err;
-		if (err == -EPIPE)
+		if (err == -EPIPE) {
 			log_info("jsonl.reader_gone", "sink=%s output=stdout: the reader went away", j->env.name);
-		else
+			jsonl_end(j, JSONL_END_READER_GONE);
+		} else {
 			log_error("jsonl.write_failed", "sink=%s output=%s: %s: %s", j->env.name,
 			          j->path ? j->path : "stdout", what, strerror(-err));
+		}
 	}
 	return j->err;
 }
@@ -499,6 +517,7 @@ static int jsonl_create(const sink_env *env, const void *conf, void **out, char 
 	const jsonl_conf *c = conf;
 	jsonl *j = calloc(1, sizeof(*j));
 	int rc = -ENOMEM;
+	err[0] = '\0';
 	if (j == NULL) {
 		snprintf(err, SINK_ERROR_MAX, "out of memory");
 		return -ENOMEM;
@@ -510,6 +529,10 @@ static int jsonl_create(const sink_env *env, const void *conf, void **out, char 
 	for (size_t i = 0; i < JSONL_TYPE_CACHE; i++)
 		buf_init(&j->types[i].text);
 	j->with_types = c->with_types;
+	j->max_changes = c->max_changes;
+	j->until_lsn = c->until_lsn;
+	j->end_cb = c->end_cb;
+	j->end_arg = c->end_arg;
 	j->flush_interval_ms = c->flush_interval_ms > 0 ? c->flush_interval_ms : 100;
 	j->flush_bytes = c->flush_bytes > 0 ? c->flush_bytes : 1024 * 1024;
 	if (c->path == NULL || c->path[0] == '\0') {
@@ -596,6 +619,8 @@ static int jsonl_begin(void *impl, const change_txn *txn)
 	jsonl *j = impl;
 	if (j->err != 0)
 		return j->err;
+	if (j->ended)
+		return 0;
 	/* Offered again (a restart or reconnect resumes at the lowest position of all sinks): its
 	 * lines are already in FILE. */
 	j->skipping = txn->commit_lsn < j->written_end;
@@ -609,9 +634,15 @@ static int jsonl_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 	const change *c = d->view;
 	if (j->err != 0)
 		return j->err;
-	if (c->txn == NULL ? c->lsn <= j->written_end : j->skipping)
+	if (j->ended || (c->txn == NULL ? c->lsn <= j->written_end : j->skipping))
 		return 0;
 	if (change_wanted(j, c)) {
+		if (j->limit_reached) {
+			/* More of the transaction than the limit allows: it is not kept (cut at stop,
+			 * written whole by the next run). */
+			jsonl_end(j, JSONL_END_LIMIT);
+			return 0;
+		}
 		size_t len;
 		const char *p = audience_payload_data(d->payload, &len);
 		size_t at = j->with_types && c->rel != NULL ? types_at(p, len) : 0;
@@ -635,11 +666,18 @@ static int jsonl_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 		}
 		j->offset += (int64_t)(j->out.len - before);
 		j->lines++;
+		if (j->max_changes != 0 && j->lines >= j->max_changes)
+			j->limit_reached = true;
 		if (j->out.len >= JSONL_WRITE_CHUNK && (rc = out_write(j)) < 0)
 			return jsonl_fail(j, rc, "write");
 	}
+	if (c->txn != NULL)
+		return 0;
 	/* A non-transactional message is complete on its own; its lsn is the end of its record. */
-	return c->txn == NULL ? jsonl_complete(j, c->lsn) : 0;
+	int rc = jsonl_complete(j, c->lsn);
+	if (rc == 0 && j->limit_reached)
+		jsonl_end(j, JSONL_END_LIMIT);
+	return rc;
 }
 
 static int jsonl_commit(void *impl, const change_txn *txn)
@@ -647,12 +685,17 @@ static int jsonl_commit(void *impl, const change_txn *txn)
 	jsonl *j = impl;
 	if (j->err != 0)
 		return j->err;
+	if (j->ended)
+		return 0;
 	if (j->skipping) {
 		j->skipping = false;
 		j->txn_offset = -1;
 		return 0;
 	}
-	return jsonl_complete(j, txn->end_lsn);
+	int rc = jsonl_complete(j, txn->end_lsn);
+	if (rc == 0 && (j->limit_reached || (j->until_lsn != 0 && txn->end_lsn >= j->until_lsn)))
+		jsonl_end(j, JSONL_END_LIMIT);
+	return rc;
 }
 
 static void jsonl_abort(void *impl)

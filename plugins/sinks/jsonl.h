@@ -49,7 +49,23 @@ typedef struct jsonl_conf {
 	char *actions;             /* comma-separated insert,update,delete,truncate,message; "" = all */
 	int64_t flush_interval_ms; /* how long a complete transaction may wait to become durable */
 	int64_t flush_bytes;       /* ... or how many bytes may wait */
+	/* For front ends only (no configuration key): `walcast tail -n N` and `--until-lsn`. Once a
+	 * limit is reached the sink takes nothing more (later transactions are neither written nor
+	 * counted in position()) and calls end_cb once. max_changes: after N lines; a transaction
+	 * that would go past N is not kept (its lines are cut at stop: the next run writes it whole).
+	 * until_lsn: after the first transaction ending at or past it. 0: none. */
+	uint64_t max_changes;
+	uint64_t until_lsn;
+	/* Called once, from inside a sink callback (deliver runs inside the audience's commit), when
+	 * a limit is reached (JSONL_END_LIMIT) or stdout's reader went away (JSONL_END_READER_GONE:
+	 * the callback then fails with -EPIPE). It must not call into the pipeline or the sink: it
+	 * records the end and defers the rest (a 0 ms loop timer that calls pipeline_drain). NULL:
+	 * not told. */
+	void (*end_cb)(void *arg, int why);
+	void *end_arg;
 } jsonl_conf;
+
+enum { JSONL_END_LIMIT = 1, JSONL_END_READER_GONE = 2 };
 
 /* The sink type "jsonl" (durable). */
 extern const sink_ops jsonl_sink_ops;

@@ -34,6 +34,9 @@
  * in memory only, which is safe because every policy change is an append that a sync makes
  * durable before the LSN is confirmed; the pipeline records its confirmed LSN as a named
  * position, and that carries the known-at LSN to disk.
+ *
+ * At the end, the glue the pipeline uses: checkpoint_batch (a commit's journal rows, appended
+ * once), the privacy stage as load target and dump source, and checkpoint_compact_at.
  */
 #include "checkpoint.h"
 
@@ -51,6 +54,8 @@
 #include "buf.h"
 #include "log.h"
 #include "lsn.h"
+#include "policy_state.h"
+#include "privacy.h"
 
 #define BASE_MAGIC "WCCKBAS1"
 #define LOG_MAGIC "WCCKLOG1"
@@ -857,7 +862,8 @@ static int dir_compact(void *impl, uint64_t upto, int (*dump_cb)(void *arg, chec
 	close(s->log_fd);
 	s->log_fd = fd;
 	uint64_t shift = first < s->nentries ? s->entries[first].offset - MAGIC_LEN : s->log_len - MAGIC_LEN;
-	memmove(s->entries, s->entries + first, (s->nentries - first) * sizeof(*s->entries));
+	if (first > 0)
+		memmove(s->entries, s->entries + first, (s->nentries - first) * sizeof(*s->entries));
 	s->nentries -= first;
 	for (size_t i = 0; i < s->nentries; i++)
 		s->entries[i].offset -= shift;
@@ -1034,4 +1040,149 @@ void checkpoint_store_destroy(checkpoint_store *st)
 {
 	if (st != NULL)
 		st->ops->destroy(st->impl);
+}
+
+/* ---- glue -------------------------------------------------------------------------------- */
+
+struct checkpoint_batch {
+	checkpoint_row *rows;
+	const char **vals; /* 3 per row, pointing into text */
+	size_t n, cap;
+	buf text;          /* the values, NUL-terminated; offsets until append fixes pointers */
+	size_t *offs;      /* 3 per row: offset in text, or SIZE_MAX for NULL */
+	bool failed;
+};
+
+int checkpoint_batch_create(checkpoint_batch **out)
+{
+	checkpoint_batch *b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		return -ENOMEM;
+	buf_init(&b->text);
+	*out = b;
+	return 0;
+}
+
+void checkpoint_batch_destroy(checkpoint_batch *b)
+{
+	if (b == NULL)
+		return;
+	free(b->rows);
+	free(b->vals);
+	free(b->offs);
+	buf_fini(&b->text);
+	free(b);
+}
+
+void checkpoint_batch_journal_cb(void *batch, int table, const char *const *values, bool deleted)
+{
+	checkpoint_batch *b = batch;
+	if (b->failed)
+		return;
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? 2 * b->cap : 16;
+		checkpoint_row *r = realloc(b->rows, cap * sizeof(*r));
+		if (r != NULL)
+			b->rows = r;
+		size_t *o = r != NULL ? realloc(b->offs, 3 * cap * sizeof(*o)) : NULL;
+		if (o != NULL)
+			b->offs = o;
+		const char **v = o != NULL ? realloc(b->vals, 3 * cap * sizeof(*v)) : NULL;
+		if (v == NULL) {
+			b->failed = true;
+			return;
+		}
+		b->vals = v;
+		b->cap = cap;
+	}
+	for (int k = 0; k < 3; k++) {
+		b->offs[3 * b->n + k] = values[k] != NULL ? b->text.len : SIZE_MAX;
+		if (values[k] != NULL && buf_append(&b->text, values[k], strlen(values[k]) + 1) < 0) {
+			b->failed = true;
+			return;
+		}
+	}
+	b->rows[b->n] = (checkpoint_row){.table = table, .deleted = deleted};
+	b->n++;
+}
+
+size_t checkpoint_batch_count(const checkpoint_batch *b)
+{
+	return b->n;
+}
+
+void checkpoint_batch_clear(checkpoint_batch *b)
+{
+	b->n = 0;
+	b->failed = false;
+	buf_clear(&b->text);
+}
+
+int checkpoint_batch_append(checkpoint_batch *b, checkpoint_store *st, uint64_t lsn, char err[CHECKPOINT_ERROR_MAX])
+{
+	int rc = 0;
+	if (b->failed) {
+		snprintf(err, CHECKPOINT_ERROR_MAX, "checkpoint: out of memory collecting a transaction's policy rows");
+		rc = -ENOMEM;
+	} else if (b->n > 0) {
+		for (size_t i = 0; i < b->n; i++) {
+			for (int k = 0; k < 3; k++) {
+				size_t o = b->offs[3 * i + k];
+				b->vals[3 * i + k] = o == SIZE_MAX ? NULL : b->text.data + o;
+			}
+			b->rows[i].values = &b->vals[3 * i];
+		}
+		rc = st->ops->append(st->impl, lsn, b->rows, b->n, err);
+	}
+	checkpoint_batch_clear(b);
+	return rc;
+}
+
+int checkpoint_privacy_row_cb(void *privacy_stage, const checkpoint_row *row)
+{
+	privacy *pv = privacy_stage;
+	return row->deleted ? privacy_remove_row(pv, row->table, row->values)
+	                    : privacy_load_row(pv, row->table, row->values);
+}
+
+typedef struct dump_adapter {
+	checkpoint_row_cb row_cb;
+	void *row_arg;
+} dump_adapter;
+
+static int dump_adapter_cb(void *arg, int table, const char *const *values)
+{
+	dump_adapter *d = arg;
+	checkpoint_row row = {.table = table, .values = values, .deleted = 0};
+	return d->row_cb(d->row_arg, &row);
+}
+
+int checkpoint_privacy_dump_cb(void *privacy_stage, checkpoint_row_cb row_cb, void *row_arg)
+{
+	dump_adapter d = {row_cb, row_arg};
+	return policy_state_dump(privacy_state(privacy_stage), dump_adapter_cb, &d);
+}
+
+int checkpoint_compact_at(checkpoint_store *st, const struct policy *pol, uint64_t upto,
+                          char err[CHECKPOINT_ERROR_MAX])
+{
+	privacy *scratch = NULL;
+	char perr[PRIVACY_ERROR_MAX];
+	uint64_t state_lsn = 0;
+	int rc = privacy_create(pol, NULL, &scratch, perr);
+	if (rc < 0) {
+		snprintf(err, CHECKPOINT_ERROR_MAX, "checkpoint: compaction: %s", perr);
+		return rc;
+	}
+	rc = st->ops->load(st->impl, upto, checkpoint_privacy_row_cb, scratch, &state_lsn, err);
+	if (rc == 0 && state_lsn != upto) {
+		char a[LSN_TEXT_MAX], b[LSN_TEXT_MAX];
+		snprintf(err, CHECKPOINT_ERROR_MAX, "checkpoint: compaction up to %s: the state is known only up to %s",
+		         lsn_format(upto, a), lsn_format(state_lsn, b));
+		rc = -ESTALE;
+	}
+	if (rc == 0)
+		rc = st->ops->compact(st->impl, upto, checkpoint_privacy_dump_cb, scratch, err);
+	privacy_destroy(scratch);
+	return rc;
 }

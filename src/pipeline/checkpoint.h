@@ -23,6 +23,7 @@
 #ifndef WALCAST_CHECKPOINT_H
 #define WALCAST_CHECKPOINT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -96,5 +97,51 @@ __attribute__((warn_unused_result)) int checkpoint_dir_create(const char *dir, c
 
 /* Destroys a store of any kind. Safe on NULL. */
 void checkpoint_store_destroy(checkpoint_store *st);
+
+/* ---- glue between the privacy stage and a store ------------------------------------------ */
+
+/* The rows of one transaction, collected from the privacy stage's journal during
+ * privacy_commit, then appended at once with the transaction's end LSN (a store takes one
+ * append per transaction: a second append at the same LSN would replace the first). */
+typedef struct checkpoint_batch checkpoint_batch;
+
+/* 0 and *out (caller owns), or -ENOMEM. */
+__attribute__((warn_unused_result)) int checkpoint_batch_create(checkpoint_batch **out);
+void checkpoint_batch_destroy(checkpoint_batch *b);
+
+/* A policy_state_journal_cb (privacy_set_journal(pv, checkpoint_batch_journal_cb, batch)):
+ * copies the row into the batch. Out of memory is remembered and reported by
+ * checkpoint_batch_append. */
+void checkpoint_batch_journal_cb(void *batch, int table, const char *const *values, bool deleted);
+
+/* Rows collected since the last append or clear. */
+size_t checkpoint_batch_count(const checkpoint_batch *b);
+
+/* Appends the collected rows to st as the transaction ending at lsn (nothing when there are
+ * none) and empties the batch either way. 0, -ENOMEM (a row could not be collected: the
+ * transaction's rows are incomplete), or the store's error with err. Does not block (append
+ * buffers until sync). */
+__attribute__((warn_unused_result)) int checkpoint_batch_append(checkpoint_batch *b, checkpoint_store *st,
+                                                                uint64_t lsn, char err[CHECKPOINT_ERROR_MAX]);
+
+/* Drops the collected rows (the commit failed). */
+void checkpoint_batch_clear(checkpoint_batch *b);
+
+/* A checkpoint_row_cb for load with arg a privacy stage (privacy.h): privacy_load_row, or
+ * privacy_remove_row for a deleted row. Call privacy_clear first. */
+int checkpoint_privacy_row_cb(void *privacy_stage, const checkpoint_row *row);
+
+/* A dump_cb for compact with arg a privacy stage: the committed state (privacy_state). */
+int checkpoint_privacy_dump_cb(void *privacy_stage, checkpoint_row_cb row_cb, void *row_arg);
+
+struct policy;
+/* Compacts st up to upto with the state as of upto rebuilt from st itself (a scratch privacy
+ * stage for pol: load(upto), then compact(upto) from its dump), so the caller's own state may
+ * be ahead of upto — the usual case: compact up to the confirmed LSN while later transactions
+ * are already applied and logged. -ESTALE when st does not know the state as of upto (nothing
+ * synced that far); otherwise load's, compact's errors or -ENOMEM, with err. Blocks; memory
+ * O(state) while it runs. */
+__attribute__((warn_unused_result)) int checkpoint_compact_at(checkpoint_store *st, const struct policy *pol,
+                                                              uint64_t upto, char err[CHECKPOINT_ERROR_MAX]);
 
 #endif

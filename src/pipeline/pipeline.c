@@ -253,6 +253,8 @@ static int state_base_write(pipeline *pl, uint64_t lsn, bool start)
  * stream is held meanwhile); the checkpoint branch's asynchronous loader replaces it. */
 static int state_from_db(pipeline *pl, const char *snapshot)
 {
+	if (pl->p.pol == NULL)
+		return 0; /* no policy stage: no state to load */
 	const char *keys[] = {"dbname", "fallback_application_name", NULL};
 	const char *vals[] = {pl->p.cfg->conninfo, "walcast-state", NULL};
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);

@@ -238,36 +238,51 @@ cleanup:
 	return rc;
 }
 
+int privacy_load_query(const policy *p, PGconn *conn, int table, char **sql)
+{
+	const policy_membership *m = policy_membership_source(p);
+	const policy_privacy *r = policy_privacy_source(p);
+	if (table == POLICY_STATE_RULES && r == NULL)
+		return -ENOENT;
+	if (table != POLICY_STATE_MEMBERSHIP && table != POLICY_STATE_RULES)
+		return -EINVAL;
+	bool mem = table == POLICY_STATE_MEMBERSHIP;
+	/* membership: org, user, role; rules: id, subject, min_role */
+	const char *names[5] = {mem ? m->org : "id", mem ? m->user : r->subject, mem ? m->role : r->min_role,
+	                        mem ? m->schema : r->schema, mem ? m->table : r->table};
+	char *q[5] = {0};
+	int rc = 0;
+	for (int i = 0; i < 5 && rc == 0; i++)
+		if ((q[i] = PQescapeIdentifier(conn, names[i], strlen(names[i]))) == NULL)
+			rc = -ENOMEM;
+	*sql = NULL;
+	if (rc == 0 && asprintf(sql, "SELECT %s::text, %s::text, %s::text FROM %s.%s", q[0], q[1], q[2], q[3],
+	                        q[4]) < 0) {
+		*sql = NULL;
+		rc = -ENOMEM;
+	}
+	for (int i = 0; i < 5; i++)
+		PQfreemem(q[i]);
+	return rc;
+}
+
 int privacy_load(privacy *pv, PGconn *conn, char err[PRIVACY_ERROR_MAX])
 {
-	const policy_membership *m = policy_membership_source(pv->pol);
-	const policy_privacy *r = policy_privacy_source(pv->pol);
-	char sql[1024];
 	privacy_clear(pv);
-	char *ms = PQescapeIdentifier(conn, m->schema, strlen(m->schema));
-	char *mt = PQescapeIdentifier(conn, m->table, strlen(m->table));
-	char *mo = PQescapeIdentifier(conn, m->org, strlen(m->org));
-	char *mu = PQescapeIdentifier(conn, m->user, strlen(m->user));
-	char *mr = PQescapeIdentifier(conn, m->role, strlen(m->role));
-	int rc = -ENOMEM;
-	if (ms && mt && mo && mu && mr) {
-		snprintf(sql, sizeof(sql), "SELECT %s::text, %s::text, %s::text FROM %s.%s", mo, mu, mr, ms, mt);
-		rc = load_table(pv, conn, POLICY_STATE_MEMBERSHIP, sql, err);
+	for (int table = POLICY_STATE_MEMBERSHIP; table <= POLICY_STATE_RULES; table++) {
+		char *sql = NULL;
+		int rc = privacy_load_query(pv->pol, conn, table, &sql);
+		if (rc == -ENOENT)
+			break; /* no rules table */
+		if (rc == 0)
+			rc = load_table(pv, conn, table, sql, err);
+		else
+			snprintf(err, PRIVACY_ERROR_MAX, "loading policy state: out of memory");
+		free(sql);
+		if (rc < 0)
+			return rc;
 	}
-	PQfreemem(ms), PQfreemem(mt), PQfreemem(mo), PQfreemem(mu), PQfreemem(mr);
-	if (rc < 0 || r == NULL)
-		return rc;
-	char *rs = PQescapeIdentifier(conn, r->schema, strlen(r->schema));
-	char *rt = PQescapeIdentifier(conn, r->table, strlen(r->table));
-	char *rsub = PQescapeIdentifier(conn, r->subject, strlen(r->subject));
-	char *rmin = PQescapeIdentifier(conn, r->min_role, strlen(r->min_role));
-	rc = -ENOMEM;
-	if (rs && rt && rsub && rmin) {
-		snprintf(sql, sizeof(sql), "SELECT id::text, %s::text, %s::text FROM %s.%s", rsub, rmin, rs, rt);
-		rc = load_table(pv, conn, POLICY_STATE_RULES, sql, err);
-	}
-	PQfreemem(rs), PQfreemem(rt), PQfreemem(rsub), PQfreemem(rmin);
-	return rc;
+	return 0;
 }
 
 policy_state *privacy_state(privacy *pv)

@@ -74,6 +74,14 @@ __attribute__((warn_unused_result)) int privacy_set_txn_buffer(privacy *pv, size
  * a transaction in progress is dropped). 0 or -EIO with err. Blocks on the query. */
 __attribute__((warn_unused_result)) int privacy_load(privacy *pv, PGconn *conn, char err[PRIVACY_ERROR_MAX]);
 
+/* The query that reads one table of p's policy state (POLICY_STATE_MEMBERSHIP or
+ * POLICY_STATE_RULES), three text columns in policy_state_load_row's order, identifiers quoted
+ * through conn (connected). What privacy_load and policy_loader run. 0 and *sql (caller frees
+ * with free()), -ENOENT when p has no rules table, -EINVAL for another table, -ENOMEM. Does not
+ * block. */
+__attribute__((warn_unused_result)) int privacy_load_query(const policy *p, PGconn *conn, int table,
+                                                           char **sql);
+
 /* Empties both states and drops a transaction in progress (before loading a checkpoint with
  * privacy_load_row). Does not fail. */
 void privacy_clear(privacy *pv);

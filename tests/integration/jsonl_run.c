@@ -6,16 +6,21 @@
  *
  *   jsonl_run PLUGIN SLOT PUBLICATION FILE [TABLES [UNTIL_LSN]]
  *
- * The connection comes from the PG* environment variables. Exit status: 0 after a clean drain,
- * 1 on failure, 2 on bad arguments.
+ * The connection comes from the PG* environment variables. With JSONL_POLICY=FILE the pipeline
+ * has a policy stage (keys from WALCAST_KEYS) and its checkpoint store in FILE.state/ (the rule
+ * of docs/sinks.md), and the sink writes what JSONL_AS (a user id) may see. Exit status: 0 after
+ * a clean drain, 1 on failure, 2 on bad arguments.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "config.h"
 #include "jsonl.h"
+#include "keyring.h"
 #include "log.h"
 #include "loop.h"
 #include "lsn.h"
@@ -89,10 +94,33 @@ int main(int argc, char **argv)
 	jsonl_conf_defaults(&jc, argv[4]);
 	if (argc >= 6)
 		jc.tables = argv[5];
+	policy *pol = NULL;
+	keyring *keys = NULL;
+	checkpoint_store *store = NULL;
+	const char *policy_path = getenv("JSONL_POLICY");
+	if (policy_path != NULL) {
+		char perr[POLICY_ERROR_MAX], kerr[KEYRING_ERROR_MAX], cerr[CHECKPOINT_ERROR_MAX], dir[4096];
+		if (policy_load_file(policy_path, &pol, perr) < 0) {
+			fprintf(stderr, "jsonl_run: %s\n", perr);
+			goto cleanup;
+		}
+		int krc = keyring_load_env("WALCAST_KEYS", &keys, kerr);
+		if (krc < 0 && krc != -ENOENT) {
+			fprintf(stderr, "jsonl_run: %s\n", kerr);
+			goto cleanup;
+		}
+		snprintf(dir, sizeof(dir), "%s.state", argv[4]);
+		if (checkpoint_dir_create(dir, &store, cerr) < 0) {
+			fprintf(stderr, "jsonl_run: %s\n", cerr);
+			goto cleanup;
+		}
+		jc.as = getenv("JSONL_AS") ? getenv("JSONL_AS") : "";
+	}
 	r.l = loop_create();
 	if (r.l == NULL)
 		goto cleanup;
-	pipeline_params p = {.loop = r.l, .cfg = &cfg, .stopped_cb = stopped_cb, .arg = &r};
+	pipeline_params p = {.loop = r.l, .cfg = &cfg, .pol = pol, .keys = keys, .store = store,
+	                     .stopped_cb = stopped_cb, .arg = &r};
 	if (pipeline_create(&p, &r.pl, err) < 0 || pipeline_add_sink(r.pl, sink_ops_find("jsonl"), "out", &jc, err) < 0) {
 		fprintf(stderr, "jsonl_run: %s\n", err);
 		goto cleanup;
@@ -110,6 +138,9 @@ int main(int argc, char **argv)
 cleanup:
 	pipeline_destroy(r.pl);
 	loop_destroy(r.l);
+	checkpoint_store_destroy(store);
+	keyring_destroy(keys);
+	policy_destroy(pol);
 	config_fini(&cfg);
 	return r.code;
 }

@@ -632,6 +632,69 @@ static void test_types_and_filters(void **state)
 	h_free(h);
 }
 
+static void end_cb(void *arg, int why)
+{
+	int *ends = arg;
+	assert_int_equal(why, JSONL_END_LIMIT);
+	(*ends)++;
+}
+
+/* The front ends' limits (tail -n, --until-lsn): a transaction the line limit cuts is not kept
+ * (cut at stop, position before it); after a limit nothing more is taken; end_cb once. */
+static void test_limits(void **state)
+{
+	harness *h = h_new(false);
+	jsonl_conf c;
+	int ends = 0;
+	jsonl_conf_defaults(&c, h->path);
+	c.max_changes = 3;
+	c.end_cb = end_cb;
+	c.end_arg = &ends;
+	h_open(h, &c);
+	tchange two[2] = {{&items_rel, {"1", ORG_A, "a"}}, {&items_rel, {"2", ORG_A, "b"}}};
+	h_txn(h, 0x1000, two, 2, true);
+	off_t after_one = file_size(h->path);
+	assert_int_equal(ends, 0);
+	h_txn(h, 0x2000, two, 2, true); /* line 3 taken, line 4 ends the run: not kept */
+	assert_int_equal(ends, 1);
+	h_txn(h, 0x3000, two, 1, true); /* ignored */
+	assert_int_equal(ends, 1);
+	assert_int_equal(jsonl_sink_ops.flush(h->sink), 0);
+	assert_int_equal(jsonl_sink_ops.position(h->sink), 0x1008);
+	jsonl_sink_ops.destroy(h->sink);
+	h->sink = NULL;
+	assert_int_equal(file_size(h->path), after_one);
+
+	/* exactly N lines (this run's) ending with a commit: that transaction is kept */
+	ends = 0;
+	c.max_changes = 2;
+	h_open(h, &c);
+	h_txn(h, 0x2000, two, 2, true);
+	assert_int_equal(ends, 1);
+	assert_int_equal(jsonl_sink_ops.position(h->sink), 0x2008);
+	jsonl_sink_ops.destroy(h->sink);
+	h->sink = NULL;
+	char *got = slurp(h->path, NULL);
+	assert_int_equal(count_lines(got), 4);
+	free(got);
+
+	/* until_lsn: the first transaction ending at or past it is the last */
+	ends = 0;
+	c.max_changes = 0;
+	c.until_lsn = 0x3004;
+	h_open(h, &c);
+	h_txn(h, 0x3000, two, 1, true);
+	assert_int_equal(ends, 1);
+	h_txn(h, 0x4000, two, 1, true);
+	assert_int_equal(jsonl_sink_ops.position(h->sink), 0x3008);
+	jsonl_sink_ops.destroy(h->sink);
+	h->sink = NULL;
+	got = slurp(h->path, NULL);
+	assert_int_equal(count_lines(got), 5);
+	free(got);
+	h_free(h);
+}
+
 /* Bad configuration: a clear error, nothing created. */
 static void test_bad_config(void **state)
 {
@@ -677,6 +740,7 @@ int main(void)
 		cmocka_unit_test(test_as_user),
 		cmocka_unit_test(test_roles),
 		cmocka_unit_test(test_types_and_filters),
+		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_bad_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

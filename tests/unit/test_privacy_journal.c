@@ -22,6 +22,7 @@
 
 #include "buf.h"
 #include "change.h"
+#include "checkpoint.h"
 #include "policy.h"
 #include "policy_state.h"
 #include "privacy.h"
@@ -367,6 +368,98 @@ static void test_nothing_journaled(void **state)
 	assert_int_equal(f->nrows, 1);
 }
 
+/* The pipeline's path: journal -> batch -> store, restart, load into a fresh stage; then a
+ * compaction from the stage's dump. Every load equals the committed state of its LSN. */
+static void test_through_the_store(void **state)
+{
+	fx *f = *state;
+	tup n, o;
+	char dir[600], err[CHECKPOINT_ERROR_MAX] = "";
+	const char *tmp = getenv("TMPDIR");
+	snprintf(dir, sizeof(dir), "%s/test_privacy_journal.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	assert_non_null(mkdtemp(dir));
+	checkpoint_store *st = NULL;
+	checkpoint_batch *b = NULL;
+	assert_int_equal(checkpoint_dir_create(dir, &st, err), 0);
+	assert_int_equal(checkpoint_batch_create(&b), 0);
+	start(f);
+	/* the initial state as the first base */
+	assert_int_equal(st->ops->compact(st->impl, 0x100, checkpoint_privacy_dump_cb, f->pv, err), 0);
+	char *s100 = dump_text(privacy_state(f->pv));
+	privacy_set_journal(f->pv, checkpoint_batch_journal_cb, b);
+	/* 0x200: a seat handover and a rule moved */
+	assert_int_equal(privacy_begin(f->pv, &f->txn), 0);
+	put(f, CHANGE_UPDATE, &roles_rel, T3(&n, O1, UH, "admin"), T3(&o, O1, UB, "admin"));
+	put(f, CHANGE_UPDATE, &rules_rel, T4(&n, R1, O1, C2, "owner"), T4(&o, R1, O1, C1, "admin"));
+	assert_int_equal(privacy_commit(f->pv, &f->txn, judge_cb, f), 0);
+	assert_int_equal(checkpoint_batch_count(b), 3);
+	assert_int_equal(checkpoint_batch_append(b, st, 0x200, err), 0);
+	char *s200 = dump_text(privacy_state(f->pv));
+	/* 0x300: no policy rows */
+	assert_int_equal(privacy_begin(f->pv, &f->txn), 0);
+	put(f, CHANGE_INSERT, &events_rel, T4(&n, E1, O1, C1, UA), NULL);
+	assert_int_equal(privacy_commit(f->pv, &f->txn, judge_cb, f), 0);
+	assert_int_equal(checkpoint_batch_count(b), 0);
+	assert_int_equal(checkpoint_batch_append(b, st, 0x300, err), 0);
+	/* 0x400: a removal */
+	assert_int_equal(privacy_begin(f->pv, &f->txn), 0);
+	put(f, CHANGE_DELETE, &roles_rel, NULL, T3(&o, O2, UD, "owner"));
+	assert_int_equal(privacy_commit(f->pv, &f->txn, judge_cb, f), 0);
+	assert_int_equal(checkpoint_batch_append(b, st, 0x400, err), 0);
+	char *s400 = dump_text(privacy_state(f->pv));
+	assert_int_equal(st->ops->sync(st->impl, 0x400, err), 0);
+	checkpoint_store_destroy(st);
+	assert_int_equal(checkpoint_dir_create(dir, &st, err), 0);
+	/* restart: each resume point gets its own state */
+	uint64_t at[3] = {0x100, 0x3ff, 0x400};
+	char *want[3] = {s100, s200, s400};
+	privacy *pv2 = NULL;
+	assert_int_equal(privacy_create(f->pol, NULL, &pv2, err), 0);
+	for (int i = 0; i < 3; i++) {
+		uint64_t lsn = 0;
+		privacy_clear(pv2);
+		assert_int_equal(st->ops->load(st->impl, at[i], checkpoint_privacy_row_cb, pv2, &lsn, err), 0);
+		assert_int_equal(lsn, at[i]);
+		char *got = dump_text(privacy_state(pv2));
+		assert_string_equal(got, want[i]);
+		free(got);
+	}
+	/* compaction up to 0x200 while the writer's state is at 0x400: rebuilt from the store */
+	assert_int_equal(checkpoint_compact_at(st, f->pol, 0x200, err), 0);
+	for (int i = 1; i < 3; i++) {
+		uint64_t lsn = 0;
+		privacy_clear(pv2);
+		assert_int_equal(st->ops->load(st->impl, at[i], checkpoint_privacy_row_cb, pv2, &lsn, err), 0);
+		char *got = dump_text(privacy_state(pv2));
+		assert_string_equal(got, want[i]);
+		free(got);
+	}
+	{
+		uint64_t lsn = 0;
+		privacy_clear(pv2);
+		assert_int_equal(st->ops->load(st->impl, 0x100, checkpoint_privacy_row_cb, pv2, &lsn, err), -ESTALE);
+		assert_int_equal(checkpoint_compact_at(st, f->pol, 0x900, err), -ESTALE); /* not known that far */
+		privacy_clear(pv2);
+		assert_int_equal(st->ops->load(st->impl, 0x400, checkpoint_privacy_row_cb, pv2, &lsn, err), 0);
+	}
+	/* compaction from the loaded stage (state as of 0x400), then a load gives the same */
+	assert_int_equal(st->ops->compact(st->impl, 0x400, checkpoint_privacy_dump_cb, pv2, err), 0);
+	assert_int_equal(st->ops->log_bytes(st->impl), 0);
+	privacy_clear(pv2);
+	uint64_t lsn = 0;
+	assert_int_equal(st->ops->load(st->impl, 0x400, checkpoint_privacy_row_cb, pv2, &lsn, err), 0);
+	char *got = dump_text(privacy_state(pv2));
+	assert_string_equal(got, s400);
+	free(got);
+	privacy_destroy(pv2);
+	checkpoint_store_destroy(st);
+	checkpoint_batch_destroy(b);
+	free(s100), free(s200), free(s400);
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -374,6 +467,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mixed_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nothing_journaled, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_through_the_store, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
