@@ -1182,3 +1182,23 @@ fail:
 	config_fini(&n);
 	return rc;
 }
+
+void config_reload_commit(config *running, config *fresh)
+{
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if (!keys[i].reloadable)
+			continue;
+		size_t size = keys[i].type == CONFIG_BOOL                                    ? sizeof(bool)
+		              : keys[i].type == CONFIG_STRING || keys[i].type == CONFIG_ENUM ? sizeof(char *)
+		                                                                             : sizeof(int64_t);
+		char tmp[sizeof(int64_t) > sizeof(char *) ? sizeof(int64_t) : sizeof(char *)];
+		char *a = (char *)running + keys[i].offset, *b = (char *)fresh + keys[i].offset;
+		memcpy(tmp, a, size);
+		memcpy(a, b, size);
+		memcpy(b, tmp, size);
+	}
+	struct config_extra *x = running->extra;
+	running->extra = fresh->extra;
+	fresh->extra = x;
+	config_fini(fresh);
+}

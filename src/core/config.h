@@ -199,7 +199,7 @@ __attribute__((warn_unused_result)) int config_check_sections(const config *c, c
 /* Loads the configuration again the way running was built — the same file (config_load_file's
  * path), the environment as it is now, the same overrides in the same order — into *out, then
  * compares it with running:
- *   0       *out is the new configuration (caller owns it: swap it in, config_fini the old one);
+ *   0       *out is the new configuration (caller owns it): take it in with config_reload_commit;
  *           changed (may be NULL) lists the keys whose value changed, "log.level
  *           sink.feed.fsync" (names only, never values; empty: nothing changed).
  *   -EINVAL the new file (or environment) is bad: err "file:line: reason" as at start;
@@ -216,5 +216,13 @@ __attribute__((warn_unused_result)) int config_check_sections(const config *c, c
 __attribute__((warn_unused_result)) int config_reload(const config *running, config_type_lookup_fn lookup,
                                                       void *arg, config *out, char changed[CONFIG_ERROR_MAX],
                                                       char err[CONFIG_ERROR_MAX]);
+
+/* Takes a configuration config_reload returned into the running one, in place: the values of
+ * the reloadable keys and the sections move from fresh into running, then fresh is freed. A
+ * string of a key that is not reloadable stays where it was (its value is the same: reload
+ * refuses otherwise), so a module that borrowed cfg->slot keeps a valid pointer; a string of a
+ * reloadable key (log.level, auth.jwt_audience) and any config_section pointer taken before
+ * are invalid afterwards. Never fails. */
+void config_reload_commit(config *running, config *fresh);
 
 #endif

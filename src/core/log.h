@@ -6,8 +6,9 @@
  * With log.format = json every record is one JSON object on one line instead:
  *   {"ts":"2026-11-22T10:00:00.123Z","level":"error","id":"source.plugin_refused","msg":"slot=walcast: <message>"}
  *
- * The level and the JSON switch are set once by main() before the loop starts and only read
- * afterwards; they are the one piece of process-wide state outside main.c.
+ * The level and the format are set by main() before the loop starts (log_configure with
+ * log.level and log.format) and again by the loop thread after a SIGHUP reload; they are the one
+ * piece of process-wide state outside main.c.
  */
 #ifndef WALCAST_LOG_H
 #define WALCAST_LOG_H

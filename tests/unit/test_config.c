@@ -538,9 +538,19 @@ static void test_reload_good(void **state)
 	assert_string_equal(n.log_level, "debug");
 	assert_string_equal(n.publication, "fromflag");
 	assert_int_equal(c.status_interval_ms, 10000); /* running untouched */
-	/* the caller swaps; the new one can be reloaded in turn (it remembers file and overrides) */
-	config_fini(&c);
-	c = n;
+	/* committed in place: reloadable values move in, the strings of the others stay put */
+	const char *slot_before = c.slot;
+	config_reload_commit(&c, &n);
+	assert_ptr_equal(c.slot, slot_before);
+	assert_string_equal(c.slot, "s1");
+	assert_int_equal(c.status_interval_ms, 2000);
+	assert_string_equal(c.log_level, "debug");
+	assert_string_equal(c.log_format, "json");
+	fake_jsonl f;
+	assert_int_equal(config_section_apply(config_section_find(&c, "sink", "feed"), &jsonl_table, &f, err), 0);
+	assert_false(f.fsync);
+	config_section_free(&jsonl_table, &f);
+	/* the committed one can be reloaded in turn (it remembers file and overrides) */
 	rewrite(p, base_conf);
 	assert_int_equal(config_reload(&c, lookup, NULL, &n, changed, err), 0);
 	assert_int_equal(n.status_interval_ms, 10000);
