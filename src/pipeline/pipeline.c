@@ -36,6 +36,7 @@
 #include "lsn.h"
 #include "policy_state.h"
 #include "pipeline_metrics.h"
+#include "policy_loader.h"
 #include "privacy.h"
 #include "relcache.h"
 #include "source.h"
@@ -96,11 +97,14 @@ struct pipeline {
 	uint64_t confirmed;
 	uint64_t ckpt_unsynced; /* lowest LSN appended to the store since its last sync (0: none) */
 	bool ckpt_failed;
+	uint64_t compact_failed_at; /* log bytes when compaction last failed (retry a MB later) */
 
 	jrow *rows;
 	size_t nrows, rows_cap;
 
 	source_events ev;
+	policy_loader *loader;  /* the new slot's snapshot being loaded */
+	uint64_t snapshot_lsn;  /* its consistent point */
 	pipeline_metrics *pm; /* with p.metrics */
 	uint64_t decode_errors; /* the source's decode errors already counted in pm */
 	pipeline_status st;
@@ -249,8 +253,9 @@ static int state_base_write(pipeline *pl, uint64_t lsn, bool start)
 	return rc;
 }
 
-/* Loads the policy state through an ordinary connection, in snapshot when given. Blocking (the
- * stream is held meanwhile); the checkpoint branch's asynchronous loader replaces it. */
+/* Loads the policy state of the current database through an ordinary connection, blocking:
+ * only for an existing slot whose checkpoint holds no state (a new slot's snapshot is loaded
+ * asynchronously: snapshot_cb). */
 static int state_from_db(pipeline *pl, const char *snapshot)
 {
 	if (pl->p.pol == NULL)
@@ -525,18 +530,55 @@ static void abandon_cb(void *arg)
 	pl->txn_policy = false;
 }
 
+static int loader_row_cb(void *arg, int table, const char *const *values)
+{
+	pipeline *pl = arg;
+	int rc = privacy_load_row(pl->pv, table, values);
+	if (rc < 0)
+		log_error("pipeline.state_load", "%s", privacy_error(pl->pv));
+	return rc;
+}
+
+/* The snapshot's state is loaded (or not): it becomes the store's base, then the stream goes on. */
+static void loader_done_cb(void *arg, int rc, const char *err)
+{
+	pipeline *pl = arg;
+	policy_loader_destroy(pl->loader);
+	pl->loader = NULL;
+	if (rc < 0) {
+		log_error("pipeline.state_load", "the policy state could not be loaded from the slot's snapshot: %s", err);
+		pl_stop(pl, 1);
+		return;
+	}
+	log_info("pipeline.state_loaded", "policy state loaded from the slot's snapshot");
+	if (state_base_write(pl, pl->snapshot_lsn, true) < 0) {
+		pl_stop(pl, 1);
+		return;
+	}
+	pl->state_ready = true;
+	source_snapshot_done(pl->src);
+}
+
+/* A new slot: its exported snapshot is the state as of its consistent point, loaded without
+ * blocking the loop while the stream is held (whatever the store held was for another slot). */
 static int snapshot_cb(void *arg, const char *snapshot, uint64_t consistent_lsn)
 {
 	pipeline *pl = arg;
 	if (pl->p.pol == NULL)
 		return 0; /* no policy: no state to load */
-	/* a new slot: whatever the store held was for another one */
-	if (state_from_db(pl, snapshot) < 0 || state_base_write(pl, consistent_lsn, true) < 0) {
+	privacy_clear(pl->pv);
+	pl->snapshot_lsn = consistent_lsn;
+	policy_loader_params lp = {
+		.loop = pl->p.loop, .conninfo = pl->p.cfg->conninfo, .snapshot = snapshot, .pol = pl->pol,
+		.timeout_ms = 600000, .row_cb = loader_row_cb, .done_cb = loader_done_cb, .arg = pl,
+	};
+	char err[POLICY_LOADER_ERROR_MAX];
+	if (policy_loader_start(&lp, &pl->loader, err) < 0) {
+		log_error("pipeline.state_load", "%s", err);
 		pl_stop(pl, 1);
 		return 0;
 	}
-	pl->state_ready = true;
-	return 0;
+	return 1; /* hold the stream until loader_done_cb */
 }
 
 static void streaming_cb(void *arg, uint64_t start_lsn)
@@ -665,14 +707,16 @@ static void tick_cb(loop *l, int id, void *arg)
 	pl->st.ready = ready;
 	if (pl->src != NULL)
 		pl->st.server_wal_end = source_received_lsn(pl->src);
-	/* fold the log into a new base once it outgrew a megabyte, when nothing is unconfirmed: the
-	 * state in memory is then exactly the state as of the confirmed LSN */
-	if (pl->p.store != NULL && !pl->in_txn && pl->confirmed == pl->offered_end && pl->confirmed != 0 &&
-	    pl->p.store->ops->log_bytes(pl->p.store->impl) > ((uint64_t)1 << 20)) {
-		if (state_base_write(pl, pl->confirmed, false) < 0) {
-			pl_stop(pl, 1);
-			return;
-		}
+	/* fold the log into a new base once it outgrew a megabyte: up to the confirmed LSN, never
+	 * further (a restart resumes there), with that LSN's state rebuilt from the store itself */
+	uint64_t log_bytes = pl->p.store != NULL ? pl->p.store->ops->log_bytes(pl->p.store->impl) : 0;
+	if (pl->confirmed != 0 && log_bytes > ((uint64_t)1 << 20) + pl->compact_failed_at) {
+		char err[CHECKPOINT_ERROR_MAX] = "";
+		int rc = checkpoint_compact_at(pl->p.store, pl->pol, pl->confirmed, err);
+		pl->compact_failed_at = rc < 0 ? log_bytes : 0;
+		if (rc < 0)
+			log_warn("pipeline.checkpoint_compact", "%s (the log keeps growing; retried after another MB)",
+			         err[0] ? err : strerror(-rc));
 	}
 	int t = loop_timer_add(l, PIPELINE_TICK_MS, tick_cb, pl);
 	pl->tick_timer = t > 0 ? t : 0;
@@ -973,6 +1017,7 @@ void pipeline_destroy(pipeline *pl)
 		loop_timer_cancel(pl->p.loop, pl->drain_timer);
 	if (pl->stop_timer > 0)
 		loop_timer_cancel(pl->p.loop, pl->stop_timer);
+	policy_loader_destroy(pl->loader);
 	source_destroy(pl->src);
 	for (size_t i = 0; i < pl->nsinks; i++) {
 		pl_sink *s = pl->sinks[i];
