@@ -52,10 +52,16 @@ EOF
 }
 write_conf ""
 
-# events numbered by duration_s: commit order is numeric order (the load is serial)
+# events numbered by duration_s: commit order is numeric order (the load is serial). Mixed: each
+# batch also updates the previous batch's last event and adds or removes other members of the
+# org (policy rows that go through the checkpoint).
 ev_stmt() {
   echo "INSERT INTO events (org_id, kind, direction, status, duration_s, from_number)
-        SELECT '$org', 'call', 'inbound', 'b$3', g, '+3361234' || g FROM generate_series($1, $2) g"
+        SELECT '$org', 'call', 'inbound', 'b$3', g, '+3361234' || g FROM generate_series($1, $2) g;
+        UPDATE events SET status = 'u$3' WHERE org_id = '$org' AND duration_s = $1 - 1;
+        INSERT INTO org_roles (org_id, user_id, role) VALUES ('$org', gen_random_uuid(), 'member');
+        DELETE FROM org_roles WHERE org_id = '$org' AND user_id <> '$u' AND $3 % 3 = 0
+          AND user_id = (SELECT user_id FROM org_roles WHERE org_id = '$org' AND user_id <> '$u' ORDER BY user_id LIMIT 1)"
 }
 PID=
 start_run() { # the daemon's pid in PID (a child of this shell: wait works)
@@ -66,7 +72,8 @@ start_run() { # the daemon's pid in PID (a child of this shell: wait works)
 kill9() { kill -9 "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'run_slot' AND active")" = 1 ]; }
 slot_past() { [ "$(sql -c "SELECT coalesce(confirmed_flush_lsn >= '$1', false) FROM pg_replication_slots WHERE slot_name = 'run_slot'")" = t ]; }
-ids() { jq -r '.new.duration_s // .old.duration_s' "$1"; }
+ids() { jq -r 'select(.action == "insert") | .new.duration_s' "$1"; }
+updates() { jq -r 'select(.action == "update") | .new.duration_s' "$1"; }
 
 # ---- 1. kill -9, walsender terminated, PostgreSQL restarted -------------------------------------
 start_run; p=$PID
@@ -113,6 +120,11 @@ check "final run drains and exits 0" 0 "$RC"
 sql -c "SELECT duration_s FROM events ORDER BY duration_s" >"$WORK/all.want"
 ids "$WORK/all.jsonl" >"$WORK/all.got"
 check_sequence "bypass feed" "$WORK/all.got" "$WORK/all.want"
+sql -c "SELECT duration_s FROM events WHERE status LIKE 'u%' ORDER BY duration_s" >"$WORK/upd.want"
+updates "$WORK/all.jsonl" >"$WORK/upd.got"
+check_sequence "bypass feed, updates" "$WORK/upd.got" "$WORK/upd.want"
+check_true "members came and went during the load ($(sql -c "SELECT count(*) FROM org_roles WHERE org_id = '$org'") now)" \
+  [ "$(sql -c "SELECT count(*) FROM org_roles WHERE org_id = '$org'")" -gt 2 ]
 as_user "$u" "SELECT duration_s FROM events ORDER BY duration_s" >"$WORK/member.want"
 ids "$WORK/member.jsonl" >"$WORK/member.got"
 check_true "the member sees the org's events ($(wc -l <"$WORK/member.want"))" [ "$(wc -l <"$WORK/member.want")" -gt 0 ]
@@ -123,16 +135,18 @@ check_sequence "member feed" "$WORK/member.got" "$WORK/member.want"
 start_run; p=$PID
 wait_for 30 slot_active
 n0=$((ROWS + 1))
-sql -c "$(ev_stmt $n0 $((n0 + 9)) before)"
+sql -c "$(ev_stmt $n0 $((n0 + 9)) 100001)"
 sql -c "DELETE FROM org_roles WHERE org_id = '$org' AND user_id = '$u'"
 kill9 "$p"
-sql -c "$(ev_stmt $((n0 + 10)) $((n0 + 29)) after)"
+sql -c "$(ev_stmt $((n0 + 10)) $((n0 + 29)) 100002)" # also updates event n0 + 9
 check "after the removal, RLS shows the member nothing" "0" \
   "$(as_user "$u" "SELECT count(*) FROM events WHERE duration_s > $((n0 + 9))")"
 finish
 check "removal run exits 0" 0 "$RC"
 check "events inserted after the removal never reach the member" "" \
   "$(jq -r "select(.new.duration_s > $((n0 + 9))) | .new.duration_s" "$WORK/member.jsonl" | head -3 | paste -sd,)"
+check "nor does the update made after it of an event the member saw" "" \
+  "$(jq -r "select(.action == \"update\" and .new.duration_s == $((n0 + 9))) | .new.status" "$WORK/member.jsonl")"
 check "the ones inserted before it do, once" "10" \
   "$(jq -r "select(.new.duration_s >= $n0) | .new.duration_s" "$WORK/member.jsonl" | sort -u | wc -l)"
 sql -c "SELECT duration_s FROM events ORDER BY duration_s" >"$WORK/all.want"
