@@ -21,6 +21,8 @@
 #include "lsn.h"
 #include "policy_sql.h"
 #include "token.h"
+#include "run.h"
+#include "sink.h"
 #include "tail.h"
 
 #define MAX_TABLES 64
@@ -72,6 +74,7 @@ static void usage(FILE *f)
 	        "       walcast VERB --help    (the options of one verb)\n"
 	        "\n"
 	        "verbs:\n"
+	        "  run      the daemon: the slot's changes to the sinks of [sink.NAME] sections\n"
 	        "  tail     print the changes of a replication slot as JSON lines\n"
 	        "  status   show the slot, its lag and health\n"
 	        "  policy sql  print the RLS policies and masking views generated from the policy\n"
@@ -86,9 +89,24 @@ static void usage(FILE *f)
 /* `walcast VERB --help`: that verb's usage and options. 0, or -ENOENT for an unknown verb. */
 static int verb_usage(FILE *f, const char *verb)
 {
-	char names[128];
+	char names[128], sinks[128];
 	decoder_names(names, sizeof(names));
-	if (strcmp(verb, "tail") == 0) {
+	if (strcmp(verb, "run") == 0) {
+		fprintf(f, "usage: walcast -c FILE run [--policy FILE] [--set S.KEY=VALUE]...\n"
+		           "\n"
+		           "The daemon: streams the slot through the policy to every sink configured in a\n"
+		           "[sink.NAME] section (types: %s), serves /healthz, /readyz and /metrics on\n"
+		           "http.listen, keeps the policy state's checkpoint in pipeline.state_dir. The slot\n"
+		           "is confirmed up to what every durable sink holds. SIGHUP reloads the file (a bad\n"
+		           "one is refused and the running configuration kept); SIGTERM or SIGINT drains:\n"
+		           "stops reading, flushes the durable sinks, confirms, exits 0 (1 when they could\n"
+		           "not flush within pipeline.drain_timeout). See docs/operations.md.\n\n"
+		           "options:\n"
+		           "      --policy FILE     the policy file (default deploy/policy.ini)\n\n",
+		        sink_names(sinks, sizeof(sinks)));
+		fprintf(f, common_options, names);
+		fprintf(f, "\n%s", env_help);
+	} else if (strcmp(verb, "tail") == 0) {
 		fprintf(f, "usage: walcast [--config FILE] tail [OPTIONS]\n"
 		           "\n"
 		           "Print the changes of a replication slot as JSON lines (one object per change;\n"
@@ -531,7 +549,14 @@ int main(int argc, char **argv)
 		goto cleanup;
 	}
 
-	if (strcmp(verb, "tail") == 0) {
+	if (strcmp(verb, "run") == 0) {
+		if (config_path == NULL) {
+			fprintf(stderr, "walcast: run needs a configuration file: walcast -c FILE run\n");
+			goto cleanup;
+		}
+		run_options ropt = {.policy_path = policy_path};
+		code = run_main(&cfg, &ropt);
+	} else if (strcmp(verb, "tail") == 0) {
 		topt.tables = tables;
 		topt.ntables = ntables;
 		topt.policy_path = policy_path;

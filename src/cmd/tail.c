@@ -8,17 +8,16 @@
 #include "tail.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "buf.h"
 #include "change.h"
+#include "jsonl.h"
 #include "log.h"
 #include "loop.h"
 #include "lsn.h"
@@ -100,9 +99,12 @@ static void viewer_membership_check(const tail *t)
 		         "a membership is added", uid);
 }
 
-/* Loads the state rows that follow "state=1" in a position file. */
-static int state_rows_read(tail *t, FILE *pf)
+/* Loads the state rows that follow "state=1" in a position file (jsonl_pos_read_cb). */
+static int state_rows_read(void *arg, FILE *pf)
 {
+	tail *t = arg;
+	if (t->priv == NULL)
+		return 0;
 	char line[512];
 	if (fgets(line, sizeof(line), pf) == NULL || strcmp(line, "state=1\n") != 0)
 		return 0; /* no state in this checkpoint */
@@ -124,53 +126,27 @@ static int state_rows_read(tail *t, FILE *pf)
 	return 1;
 }
 
-/* Makes a rename in the directory holding path durable: fsync of the directory. */
-static int dir_sync(const char *path)
+/* The mirrored policy state after the position lines (jsonl_pos_write's extra lines). */
+static int state_rows_dump(void *arg, FILE *f)
 {
-	char dir[4096];
-	const char *slash = strrchr(path, '/');
-	if (slash == NULL)
-		snprintf(dir, sizeof(dir), ".");
-	else
-		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int rc = fsync(fd) == 0 ? 0 : -errno;
-	close(fd);
-	return rc;
+	tail *t = arg;
+	if (t->priv == NULL || !t->state_loaded)
+		return 0;
+	fputs("state=1\n", f);
+	return policy_state_dump(privacy_state(t->priv), state_row_write, f) != 0 ? -EIO : 0;
 }
 
-/* Records the checkpoint atomically: FILE.pos.tmp written and synced, renamed over FILE.pos,
- * then the directory synced, so that no power loss can bring back an older checkpoint once
- * the slot has been confirmed past it. Created 0600: with a viewer it holds the roster. */
+/* Records the checkpoint atomically and durably (jsonl_pos_write: the one implementation of
+ * FILE.pos, shared with the jsonl sink). With a viewer, the mirrored policy state as of lsn
+ * travels with the position, so a restart judges the replayed changes exactly as the first run
+ * would have. */
 static int position_write(tail *t, int64_t offset, uint64_t lsn)
 {
-	char tmp[4096];
-	char text[LSN_TEXT_MAX];
-	snprintf(tmp, sizeof(tmp), "%s.tmp", t->pos_path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	FILE *f = fdopen(fd, "w");
-	if (f == NULL) {
-		close(fd);
-		return -ENOMEM;
+	int rc = jsonl_pos_write(t->pos_path, offset, lsn, state_rows_dump, t);
+	if (rc < 0) {
+		errno = -rc;
+		return rc;
 	}
-	fprintf(f, "walcast-tail-position 1\noffset=%" PRId64 "\nlsn=%s\n", offset, lsn_format(lsn, text));
-	/* With a viewer, the mirrored policy state as of lsn travels with the position, so a restart
-	 * judges the replayed changes exactly as the first run would have. */
-	if (t->priv != NULL && t->state_loaded) {
-		fputs("state=1\n", f);
-		if (policy_state_dump(privacy_state(t->priv), state_row_write, f) != 0) {
-			fclose(f);
-			return -EIO;
-		}
-	}
-	bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
-	ok = fclose(f) == 0 && ok;
-	if (!ok || rename(tmp, t->pos_path) != 0 || dir_sync(t->pos_path) != 0)
-		return -EIO;
 	t->pos_offset = offset;
 	return 0;
 }
@@ -541,7 +517,8 @@ cleanup:
 	return rc;
 }
 
-/* Opens the output file and recovers the checkpoint; sets *resume to its LSN. */
+/* Opens the output file and recovers the checkpoint (jsonl_file_open); sets *resume to its
+ * LSN. */
 static int output_open(tail *t, uint64_t *resume)
 {
 	const char *path = t->opt->output_path;
@@ -550,68 +527,22 @@ static int output_open(tail *t, uint64_t *resume)
 	if (t->pos_path == NULL)
 		return -ENOMEM;
 	snprintf(t->pos_path, plen, "%s.pos", path);
-	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		log_error("tail.output_open", "output=%s: %s", path, strerror(errno));
-		return -errno;
+	char err[SINK_ERROR_MAX];
+	int fd;
+	int64_t size;
+	uint64_t lsn;
+	int rc = jsonl_file_open(path, t->pos_path, state_rows_read, t, &fd, &size, &lsn, err);
+	if (rc < 0) {
+		log_error("tail.output_open", "%s", err);
+		return rc;
 	}
-	struct stat st;
-	if (fstat(fd, &st) != 0) {
-		close(fd);
-		return -errno;
+	if (t->state_loaded) {
+		log_info("tail.state_loaded", "policy state loaded from the checkpoint in %s", t->pos_path);
+		viewer_membership_check(t);
 	}
-	int64_t size = st.st_size;
-	FILE *pf = fopen(t->pos_path, "r");
-	if (pf != NULL) {
-		int64_t off = -1;
-		char lsntext[64] = "";
-		int n = fscanf(pf, "walcast-tail-position 1\noffset=%" SCNd64 "\nlsn=%63s\n", &off, lsntext);
-		int state_rc = n == 2 && t->priv != NULL ? state_rows_read(t, pf) : 0;
-		fclose(pf);
-		if (state_rc < 0) {
-			log_error("tail.position_corrupt", "position file %s has an unreadable policy state; remove "
-			          "it (and the output) to start over", t->pos_path);
-			close(fd);
-			return -EINVAL;
-		}
-		if (state_rc > 0) {
-			log_info("tail.state_loaded", "policy state loaded from the checkpoint in %s", t->pos_path);
-			viewer_membership_check(t);
-		}
-		uint64_t lsn;
-		if (n != 2 || off < 0 || lsn_parse(lsntext, strlen(lsntext), &lsn) < 0) {
-			log_error("tail.position_corrupt", "position file %s is not a walcast position; remove it "
-			          "(and the output) to start over", t->pos_path);
-			close(fd);
-			return -EINVAL;
-		}
-		if (off > size) {
-			log_error("tail.position_mismatch", "output=%s is shorter (%" PRId64 " bytes) than its "
-			          "checkpoint (%" PRId64 "); it was changed by something else", path, size, off);
-			close(fd);
-			return -EINVAL;
-		}
-		if (off < size) {
-			if (ftruncate(fd, off) != 0) {
-				close(fd);
-				return -errno;
-			}
-			log_info("tail.recovered", "output=%s cut from %" PRId64 " to checkpoint %" PRId64 " bytes",
-			         path, size, off);
-		}
-		size = off;
-		t->pos_offset = off;
-		*resume = lsn;
-		t->written_end = t->durable_end = lsn;
-	} else {
-		/* No checkpoint yet: record one for what the file holds now, before anything is
-		 * written, so a crash before the first real checkpoint is cut back to here. */
-		if (position_write(t, size, 0) < 0) {
-			log_error("tail.position_write", "position file %s: %s", t->pos_path, strerror(errno));
-			close(fd);
-			return -EIO;
-		}
-	}
+	t->pos_offset = size;
+	*resume = lsn;
+	t->written_end = t->durable_end = lsn;
 	t->out = fdopen(fd, "a");
 	if (t->out == NULL) {
 		close(fd);

@@ -63,6 +63,20 @@ static const config_key keys[] = {
 	    "memory that may hold one transaction until its commit; the rest spills to spill_dir"),
 	KEY("privacy", "spill_dir", CONFIG_STRING, privacy_spill_dir, "", 0, 0, false,
 	    "directory for the spill files of large transactions; empty: $TMPDIR, else /tmp"),
+	KEY("pipeline", "max_pending", CONFIG_SIZE, pipeline_max_pending, "64MB", 4096, INT64_C(1) << 40, true,
+	    "bytes durable sinks may hold undelivered before reading the stream pauses (resumes below half)"),
+	KEY("pipeline", "drain_timeout", CONFIG_DURATION, pipeline_drain_timeout_ms, "20s", 100, 3600000, true,
+	    "on SIGTERM, how long durable sinks may take to flush before walcast exits anyway"),
+	KEY("pipeline", "state_dir", CONFIG_STRING, pipeline_state_dir, "walcast-state", 1, 0, false,
+	    "directory of the policy-state checkpoint and positions (walcast run)"),
+	KEY("http", "listen", CONFIG_STRING, http_listen, "127.0.0.1:8080", 1, 300, false,
+	    "address of /healthz, /readyz and /metrics: HOST:PORT, [IPV6]:PORT or *:PORT"),
+	KEY("http", "tls_cert", CONFIG_STRING, http_tls_cert, "", 0, 0, false,
+	    "PEM certificate chain for HTTPS (with tls_key); empty: plain HTTP"),
+	KEY("http", "tls_key", CONFIG_STRING, http_tls_key, "", 0, 0, false,
+	    "PEM private key of tls_cert"),
+	KEY("http", "slot_status_interval", CONFIG_DURATION, http_slot_status_interval_ms, "15s", 0,
+	    3600000, false, "how often /metrics' slot wal_status and safe_wal_size are queried (0 = off)"),
 };
 
 const config_key *config_keys(size_t *count)

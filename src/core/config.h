@@ -55,7 +55,16 @@ typedef struct config {
 	/* [privacy] */
 	int64_t privacy_txn_memory; /* bytes of one transaction held in memory; the rest spills */
 	char *privacy_spill_dir;    /* where spill files go; empty = $TMPDIR, else /tmp */
+	/* [pipeline] */
+	int64_t pipeline_max_pending;      /* durable sinks' pending bytes that pause the stream */
+	int64_t pipeline_drain_timeout_ms; /* SIGTERM: longest wait for durable sinks to flush */
+	char *pipeline_state_dir;          /* the checkpoint store's directory (walcast run) */
 
+	/* [http] */
+	char *http_listen;          /* HOST:PORT of /healthz, /readyz, /metrics */
+	char *http_tls_cert;        /* PEM chain; with http_tls_key: HTTPS */
+	char *http_tls_key;
+	int64_t http_slot_status_interval_ms; /* pg_replication_slots poll for /metrics; 0 = off */
 	/* Not a key: the [KIND.NAME] sections, the file path and the overrides this configuration
 	 * was built from (for config_reload). Owned; NULL until one of them exists. */
 	struct config_extra *extra;

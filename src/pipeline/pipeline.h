@@ -74,6 +74,12 @@ void pipeline_destroy(pipeline *pl);
  * sinks). Never NULL after create with a policy. */
 audience *pipeline_audience(pipeline *pl);
 
+/* The events the pipeline's source delivers into (decoded changes, abandon, snapshot, streaming,
+ * idle, failed), for a front end that brings its own stream and for unit tests: calling them
+ * as the source would drives the pipeline without PostgreSQL. Fills *out. */
+struct source_events;
+void pipeline_source_events(pipeline *pl, struct source_events *out);
+
 typedef struct pipeline_status {
 	bool streaming;            /* connected and past the initial state load */
 	bool ready;                /* streaming and every durable sink healthy */
@@ -88,5 +94,11 @@ typedef struct pipeline_status {
 
 /* Fills *out. */
 void pipeline_get_status(const pipeline *pl, pipeline_status *out);
+
+/* The health of the i-th sink, in the order added (for /readyz): 0 and *name (owned by the
+ * pipeline, valid until pipeline_destroy), *durable and *healthy (the sink's healthy(), true when
+ * it has none); -ENOENT when i is past the last sink. Calls the sink's healthy(): does not block. */
+__attribute__((warn_unused_result)) int pipeline_sink_health(const pipeline *pl, size_t i, const char **name,
+                                                             bool *durable, bool *healthy);
 
 #endif

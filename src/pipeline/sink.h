@@ -61,6 +61,8 @@ typedef struct sink_env {
 	const char *name;          /* the instance's name: its config section is [sink.NAME] */
 	loop *loop;
 	metrics_registry *metrics; /* register the sink's own metrics here (label sink=NAME) */
+	const policy *pol;         /* the pipeline's policy (a viewer's token role: policy_role_kind);
+	                            * NULL without a policy stage (every subscriber is then bypass) */
 	/* Registers a subscriber of this sink in the pipeline's audience: uid (uuid text) or NULL,
 	 * bypass, or wildcard (offered every audience of every row: one delivery per audience, the
 	 * subscriber repeated). sub_arg comes back in deliver(). 0 and *out, or a negative errno. */

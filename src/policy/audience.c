@@ -137,6 +137,7 @@ struct audience_sub {
 	void *opaque;
 	auser *user; /* NULL: bypass or no uid */
 	bool bypass;
+	bool wildcard;
 	audience_sub *prev, *next;
 };
 
@@ -167,7 +168,8 @@ struct audience {
 	pmap users;
 	aindex ix[2];
 	audience_sub *bypass_subs, *idle_subs; /* idle: no uid and no bypass: they see nothing */
-	size_t nbypass, nsubs;
+	audience_sub *wild_subs;               /* offered every audience of every row */
+	size_t nbypass, nwild, nsubs;
 	payload_pool *pool;
 	/* per change */
 	uint64_t serial;
@@ -496,6 +498,7 @@ void audience_destroy(audience *a)
 	}
 	subs_free(a->bypass_subs);
 	subs_free(a->idle_subs);
+	subs_free(a->wild_subs);
 	free(a->users.slots);
 	free(a->ix[0].orgs.slots);
 	free(a->ix[1].orgs.slots);
@@ -613,11 +616,39 @@ nomem:
 	return -ENOMEM;
 }
 
+int audience_subscribe_wildcard(audience *a, void *opaque, audience_sub **out)
+{
+	audience_sub *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		goto nomem;
+	if (a->out_cap < a->nsubs + 1) {
+		size_t cap = a->out_cap ? a->out_cap * 2 : 16;
+		void **v = realloc(a->out, cap * sizeof(void *));
+		if (v == NULL)
+			goto nomem;
+		a->out = v;
+		a->out_cap = cap;
+	}
+	*s = (audience_sub){.opaque = opaque, .wildcard = true};
+	sub_push(&a->wild_subs, s);
+	a->nwild++;
+	a->nsubs++;
+	*out = s;
+	return 0;
+nomem:
+	free(s);
+	snprintf(a->err, sizeof(a->err), "subscriber: out of memory");
+	return -ENOMEM;
+}
+
 void audience_unsubscribe(audience *a, audience_sub *s)
 {
 	if (s == NULL)
 		return;
-	if (s->bypass) {
+	if (s->wildcard) {
+		sub_unlink(&a->wild_subs, s);
+		a->nwild--;
+	} else if (s->bypass) {
 		sub_unlink(&a->bypass_subs, s);
 		a->nbypass--;
 	} else if (s->user == NULL) {
@@ -639,7 +670,8 @@ void audience_unsubscribe(audience *a, audience_sub *s)
 /* ---- publishing ----------------------------------------------------------------------------- */
 
 /* Serializes view once and hands it to the callback with the n subscribers gathered in a->out. */
-static int deliver(audience *a, const change *view, size_t n, int rank, bool bypass, bool individual)
+static int deliver(audience *a, const change *view, size_t n, int rank, bool bypass, bool individual,
+                   const char *org, const char *uid)
 {
 	if (n == 0)
 		return 0;
@@ -650,7 +682,9 @@ static int deliver(audience *a, const change *view, size_t n, int rank, bool byp
 	if (rc == 0) {
 		audience_delivery d = {
 			.view = view, .payload = p, .subs = a->out, .nsubs = n,
-			.rank = rank, .bypass = bypass, .individual = individual,
+			.rank = rank, .bypass = bypass, .individual = individual, .org = bypass ? NULL : org,
+			.role = bypass ? NULL : policy_state_rank_name(privacy_state(a->pv), rank),
+			.uid = individual ? uid : NULL,
 		};
 		rc = a->cb(a->cb_arg, &d);
 	}
@@ -677,6 +711,13 @@ static int evaluate(audience *a, const change *c, const policy_bound *b, const p
 	a->st.failed++;
 	snprintf(a->err, sizeof(a->err), "%s", privacy_error(a->pv));
 	return 0; /* this audience only: the others are served */
+}
+
+static size_t gather_wild(audience *a, size_t n)
+{
+	for (const audience_sub *s = a->wild_subs; s != NULL; s = s->next)
+		a->out[n++] = s->opaque;
+	return n;
 }
 
 static size_t gather_subs(audience *a, size_t n, const auser *u)
@@ -719,7 +760,8 @@ typedef struct row_ctx {
 	                              * the policy state */
 	int w;                       /* the row's state: PRIVACY_AFTER, or wold (DELETE) */
 	int wold;                    /* the old row's state: privacy_old_state */
-	const policy_state_uuid *org;
+	const change_value *org;     /* the row's org value */
+	char org_text[POLICY_STATE_UUID_TEXT]; /* ... in canonical text */
 } row_ctx;
 
 /* The member's rank in the old row's org in the old row's state (split rows only). */
@@ -782,7 +824,9 @@ static int org_audiences(audience *a, const row_ctx *x, aorg *o)
 			for (alink *l = rep; l != NULL; l = l->next)
 				if (l->user->named != a->serial && (!x->split || l->user->old_rank == ro))
 					n = gather_subs(a, n, l->user);
-			rc = deliver(a, &view, n, r, false, false);
+			if (!x->split && a->nwild > 0)
+				n = gather_wild(a, n); /* the same judgement as the wildcards' own for rank r */
+			rc = deliver(a, &view, n, r, false, false, x->org_text, NULL);
 			if (rc < 0)
 				return rc;
 			if (!x->split)
@@ -807,8 +851,89 @@ static int org_audiences(audience *a, const row_ctx *x, aorg *o)
 			return rc;
 		if (rc == 0)
 			continue;
-		rc = deliver(a, &view, gather_subs(a, 0, u), l->rank, false, true);
+		rc = deliver(a, &view, gather_subs(a, 0, u), l->rank, false, true, x->org_text, u->uid);
 		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* A uuid no user has: the representative of a rank audience that has no subscribed member. */
+static const char nil_uid[POLICY_STATE_UUID_TEXT] = "00000000-0000-0000-0000-000000000000";
+
+/* Does value v of a uid column equal one of vals[0..n) (uuid text, as bytes)? */
+static bool uid_seen(const change_value *v, const change_value *const *vals, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (vals[i]->kind == VALUE_TEXT && vals[i]->len == v->len && memcmp(vals[i]->data, v->data, v->len) == 0)
+			return true;
+	return false;
+}
+
+/* The wildcard subscribers' audiences of a row of org x->org, whether or not a member is
+ * subscribed: per rank, the members the row's uid columns do not name (judged through a uid no
+ * one has); then each user a uid column names who is a member of the org, on their own. A rank
+ * audience that has subscribed members and no split was already delivered with the wildcards
+ * in it (org_audiences). When split (the row moved, or the transaction changed the policy), the
+ * old tuple is offered only where the named user saw it; the rank audiences get no old tuple:
+ * a rank in the new org says nothing about the old one. */
+static int wild_audiences(audience *a, const row_ctx *x, const aorg *o)
+{
+	int rc;
+	for (int r = a->nranks; r >= 1; r--) {
+		if (!x->split && o != NULL && o->heads[r] != NULL) {
+			bool served = false; /* the members' audience of rank r carried the wildcards */
+			for (const alink *l = o->heads[r]; l != NULL && !served; l = l->next)
+				served = l->user->named != a->serial;
+			if (served)
+				continue;
+		}
+		policy_viewer vn, vo;
+		privacy_viewer_init(a->pv, &vn, (privacy_when)x->w, r, nil_uid, POLICY_STATE_UUID_TEXT - 1, false);
+		privacy_viewer_init(a->pv, &vo, (privacy_when)x->wold, x->split ? 0 : r, nil_uid,
+		                    POLICY_STATE_UUID_TEXT - 1, false);
+		change view;
+		rc = evaluate(a, x->c, x->b, &vn, x->old ? &vo : NULL, &view);
+		if (rc < 0)
+			return rc;
+		if (rc > 0 && (rc = deliver(a, &view, gather_wild(a, 0), r, false, false, x->org_text, NULL)) < 0)
+			return rc;
+	}
+	const int *ucols;
+	size_t nucols = policy_bound_uid_columns(x->b, &ucols);
+	const change_value *seen[2 * 64];
+	size_t nseen = 0;
+	for (size_t k = 0; k < 2 * nucols; k++) {
+		const change_value *tuple = k < nucols ? x->row : x->old;
+		if (tuple == NULL)
+			continue;
+		const change_value *v = &tuple[ucols[k % nucols]];
+		policy_state_uuid key;
+		if (v->kind != VALUE_TEXT || policy_state_uuid_parse(v->data, v->len, &key) < 0 ||
+		    uid_seen(v, seen, nseen))
+			continue;
+		if (nseen < sizeof(seen) / sizeof(seen[0]))
+			seen[nseen++] = v;
+		char uid[POLICY_STATE_UUID_TEXT];
+		policy_state_uuid_format(&key, uid);
+		int rank = policy_state_rank(privacy_state_at(a->pv, (privacy_when)x->w), x->org->data, x->org->len, uid,
+		                             POLICY_STATE_UUID_TEXT - 1);
+		if (rank < 1)
+			continue; /* not a member of the row's org: sees nothing */
+		int ro = rank;
+		if (x->split)
+			ro = x->old_org->kind != VALUE_TEXT
+			         ? 0
+			         : policy_state_rank(privacy_state_at(a->pv, (privacy_when)x->wold), x->old_org->data,
+			                             x->old_org->len, uid, POLICY_STATE_UUID_TEXT - 1);
+		policy_viewer vn, vo;
+		privacy_viewer_init(a->pv, &vn, (privacy_when)x->w, rank, uid, POLICY_STATE_UUID_TEXT - 1, false);
+		privacy_viewer_init(a->pv, &vo, (privacy_when)x->wold, ro, uid, POLICY_STATE_UUID_TEXT - 1, false);
+		change view;
+		rc = evaluate(a, x->c, x->b, &vn, x->old ? &vo : NULL, &view);
+		if (rc < 0)
+			return rc;
+		if (rc > 0 && (rc = deliver(a, &view, gather_wild(a, 0), rank, false, true, x->org_text, uid)) < 0)
 			return rc;
 	}
 	return 0;
@@ -835,8 +960,8 @@ static int publish_cb(void *arg, const change *c)
 			return rc;
 		}
 	}
-	/* the bypass audience */
-	if (a->nbypass > 0) {
+	/* the bypass audience (wildcard subscribers are in it too) */
+	if (a->nbypass + a->nwild > 0) {
 		policy_viewer v;
 		privacy_viewer_init(a->pv, &v, PRIVACY_AFTER, 0, NULL, 0, true);
 		change view;
@@ -847,7 +972,8 @@ static int publish_cb(void *arg, const change *c)
 			size_t n = 0;
 			for (const audience_sub *s = a->bypass_subs; s != NULL; s = s->next)
 				a->out[n++] = s->opaque;
-			if ((rc = deliver(a, &view, n, 0, true, false)) < 0)
+			n = gather_wild(a, n);
+			if ((rc = deliver(a, &view, n, 0, true, false, NULL, NULL)) < 0)
 				return rc;
 		}
 	}
@@ -865,8 +991,10 @@ static int publish_cb(void *arg, const change *c)
 	if (org->kind != VALUE_TEXT || policy_state_uuid_parse(org->data, org->len, &okey) < 0)
 		return 0; /* a row of no org (or none a member can have): members see nothing */
 	aorg *o = pmap_find(a, &a->ix[x.w].orgs, &okey);
-	if (o == NULL)
+	if (o == NULL && a->nwild == 0)
 		return 0; /* no subscriber is a member of the row's org: no work at all */
+	x.org = org;
+	policy_state_uuid_format(&okey, x.org_text);
 	if (!del && c->old_tuple != NULL) {
 		x.old = c->old_tuple;
 		x.old_org = &x.old[org_col];
@@ -881,7 +1009,9 @@ static int publish_cb(void *arg, const change *c)
 		if ((rc = name_user(a, &x.row[ucols[i]])) < 0 || (x.old && (rc = name_user(a, &x.old[ucols[i]])) < 0))
 			return rc;
 	}
-	return org_audiences(a, &x, o);
+	if (o != NULL && (rc = org_audiences(a, &x, o)) < 0)
+		return rc;
+	return a->nwild > 0 ? wild_audiences(a, &x, o) : 0;
 }
 
 /* Prepares a call into the stage that may deliver through cb. */

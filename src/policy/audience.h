@@ -89,6 +89,17 @@ void audience_destroy(audience *a);
 __attribute__((warn_unused_result)) int audience_subscribe(audience *a, void *opaque, const char *uid,
                                                            bool bypass, audience_sub **out);
 
+/* Registers a wildcard subscriber opaque (not owned): it is offered every audience of every
+ * row, whether or not a member of the row's org is subscribed — the bypass audience; per rank of
+ * the row's org, the members no uid column of the row names (judged with a uid no user has);
+ * each member of the org a uid column names, on their own. For sinks that fan out by topic
+ * (nng). Where a subscribed members' audience is judged the same way, the wildcards are in its
+ * delivery, not offered a second one. On a split row (moved to another org, or a transaction
+ * that changed the policy) the wildcards' rank audiences get no old tuple. Returns 0 and a
+ * handle (audience_unsubscribe), or -ENOMEM. Does not block. */
+__attribute__((warn_unused_result)) int audience_subscribe_wildcard(audience *a, void *opaque,
+                                                                    audience_sub **out);
+
 /* Unregisters a subscriber and frees its handle. Does not fail. */
 void audience_unsubscribe(audience *a, audience_sub *s);
 
@@ -104,6 +115,11 @@ typedef struct audience_delivery {
 	int rank;                   /* the members' rank in the row's org; 0 for the bypass audience */
 	bool bypass;                /* the bypass audience */
 	bool individual;            /* one user named by a uid column of the row */
+	/* Who the audience is, for sinks that name it (nng topics); NULL where it does not apply
+	 * (all three for the bypass audience and for messages). */
+	const char *org;            /* the row's org, canonical uuid text */
+	const char *role;           /* rank's role name (the members' rank, also for individual) */
+	const char *uid;            /* individual: the named user's uuid text */
 } audience_delivery;
 
 /* Called once per audience that sees a change, changes in stream order. Return 0, or a

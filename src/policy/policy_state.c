@@ -1354,6 +1354,11 @@ int policy_state_subject_rank(const policy_state *ps, const char *subj, size_t l
 
 int policy_state_nranks(const policy_state *ps) { return ps->nranks; }
 
+const char *policy_state_rank_name(const policy_state *ps, int rank)
+{
+	return rank >= 1 && rank <= ps->nranks ? ps->rank_names[rank - 1] : NULL;
+}
+
 int policy_state_members_uuid(const policy_state *ps, const policy_state_uuid *org_id, int min_rank,
                               policy_state_member_cb cb, void *arg)
 {

@@ -182,6 +182,9 @@ int policy_state_role_rank(const policy_state *ps, const char *role, size_t len)
 /* Number of role names in the rank table (the highest rank). */
 int policy_state_nranks(const policy_state *ps);
 
+/* The role name of rank 1..nranks (owned by the state), NULL outside that range. */
+const char *policy_state_rank_name(const policy_state *ps, int rank);
+
 /* ---- members per org ------------------------------------------------------------------- */
 
 /* Enumeration callback: one member of the org and their rank (>= 1). Return 0 to go on,

@@ -90,10 +90,13 @@ struct source {
 	uint64_t resume_lsn;   /* where the consumer's durable state says to start */
 	uint64_t server_lsn;   /* the server's WAL flush position when this connection began */
 	uint64_t received_lsn; /* highest WAL position seen */
+	uint64_t decode_errors; /* messages the decoder refused (each one stops the source) */
 	uint64_t confirmed_lsn; /* what the consumer confirmed */
 	uint64_t delivered_lsn; /* highest position handed to the consumer that it can confirm */
 	uint64_t flushed_lsn;  /* what we reported as flushed */
 	bool in_txn;
+	bool paused;     /* source_pause: the socket is not read (status updates go on) */
+	int resume_timer; /* source_resume: drains what libpq already holds, outside the caller */
 
 	PGconn *hb_conn;
 	heartbeat_state hb_state;
@@ -107,6 +110,7 @@ static int connect_failed(source *s, char *why);
 static int send_start(source *s);
 static void conn_cb(loop *l, int fd, unsigned events, void *arg);
 static void heartbeat_schedule(source *s);
+static int stream_read(source *s);
 static void heartbeat_close(source *s);
 
 /* ---- small helpers ---- */
@@ -167,6 +171,12 @@ static int conn_watch(source *s, unsigned events)
 	if (s->sock >= 0 && s->sock != fd)
 		loop_unwatch(s->loop, s->sock);
 	s->sock = fd;
+	if (s->paused && s->state == ST_STREAMING)
+		events &= ~(unsigned)LOOP_READ; /* paused: nothing is read until source_resume */
+	if (events == 0) {
+		loop_unwatch(s->loop, fd);
+		return 0;
+	}
 	return loop_watch(s->loop, fd, events, conn_cb, s);
 }
 
@@ -342,9 +352,21 @@ void source_destroy(source *s)
 	if (s == NULL)
 		return;
 	source_stop(s);
+	if (s->resume_timer > 0)
+		loop_timer_cancel(s->loop, s->resume_timer);
 	publication_tables_free(s);
 	decoder_destroy(s->dec);
 	free(s);
+}
+
+uint64_t source_decode_errors(const source *s)
+{
+	return s->decode_errors;
+}
+
+bool source_streaming(const source *s)
+{
+	return s != NULL && s->state == ST_STREAMING;
 }
 
 uint64_t source_received_lsn(const source *s)
@@ -361,6 +383,50 @@ void source_snapshot_done(source *s)
 {
 	if (s->state == ST_SNAPSHOT_HOLD)
 		(void)send_start(s);
+}
+
+static void resume_timer_cb(loop *l, int id, void *arg)
+{
+	source *s = arg;
+	(void)l, (void)id;
+	s->resume_timer = 0;
+	if (s->paused || s->conn == NULL || s->state != ST_STREAMING)
+		return;
+	if (conn_watch(s, LOOP_READ) < 0) {
+		(void)source_retry(s, "cannot watch the connection socket");
+		return;
+	}
+	(void)stream_read(s); /* what libpq already buffered raises no socket event */
+}
+
+void source_pause(source *s)
+{
+	if (s->paused)
+		return;
+	s->paused = true;
+	if (s->resume_timer > 0)
+		loop_timer_cancel(s->loop, s->resume_timer);
+	s->resume_timer = 0;
+	if (s->conn != NULL && s->state == ST_STREAMING && s->sock >= 0)
+		(void)conn_watch(s, 0);
+	log_info("source.paused", "slot=%s: reading the stream paused", s->cfg->slot);
+}
+
+void source_resume(source *s)
+{
+	if (!s->paused)
+		return;
+	s->paused = false;
+	log_info("source.resumed", "slot=%s: reading the stream resumed", s->cfg->slot);
+	if (s->resume_timer == 0) {
+		int t = loop_timer_add(s->loop, 0, resume_timer_cb, s);
+		s->resume_timer = t > 0 ? t : 0;
+	}
+}
+
+bool source_paused(const source *s)
+{
+	return s->paused;
 }
 
 void source_confirm(source *s, uint64_t lsn)
@@ -909,6 +975,9 @@ static int setup_result(source *s, PGresult *res)
 				                      "pg_drop_replication_slot('%s')) and start again",
 				                   s->cfg->slot, cf, lsn_format(s->server_lsn, a), s->cfg->slot);
 			s->slot_exists = true;
+			/* streaming starts there anyway: say so to streaming_cb (the consumer's state) */
+			if (slot_flush > s->confirmed_lsn)
+				s->confirmed_lsn = slot_flush;
 			log_info("source.slot_found", "slot=%s confirmed_flush=%s", s->cfg->slot, cf);
 		}
 		if (strcmp(s->ops->name, "pgoutput") == 0)
@@ -991,6 +1060,8 @@ static int stream_message(source *s, const uint8_t *m, size_t n)
 		if (wal_start > s->received_lsn)
 			s->received_lsn = wal_start;
 		if (rc == -EPROTO)
+			s->decode_errors++;
+		if (rc == -EPROTO)
 			return source_fail(s, "cannot decode the %s message at LSN %s: %s; walcast stops here "
 			                      "without confirming it, so nothing is lost",
 			                   s->ops->name, lsn_format(wal_start, a), err);
@@ -1050,7 +1121,7 @@ static int stream_read(source *s)
 {
 	if (!PQconsumeInput(s->conn))
 		return source_retry(s, PQerrorMessage(s->conn));
-	while (s->state == ST_STREAMING) {
+	while (s->state == ST_STREAMING && !s->paused) {
 		char *data = NULL;
 		int n = PQgetCopyData(s->conn, &data, 1);
 		if (n == 0)

@@ -22,6 +22,7 @@
 #ifndef WALCAST_SOURCE_H
 #define WALCAST_SOURCE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -78,6 +79,19 @@ void source_snapshot_done(source *s);
  * update carries it. */
 void source_confirm(source *s, uint64_t lsn);
 
+/* Stops reading the stream (a consumer over its memory bound): the socket is no longer watched
+ * for reads — also across a reconnect — while status updates go on, so the server sees a live
+ * but slow client. A callback in progress finishes; the messages after it wait in libpq and the
+ * kernel. Idempotent. Does not block. */
+void source_pause(source *s);
+
+/* Reads the stream again, first what libpq already holds, from a timer (never from inside the
+ * caller, which may be a callback of this source). Idempotent. Does not block. */
+void source_resume(source *s);
+
+/* true between source_pause and source_resume. */
+bool source_paused(const source *s);
+
 /* Sends a final status update, ends the stream and waits for the server to acknowledge it (so
  * the update is known to be applied), then disconnects. Blocks for at most 5 s whatever the
  * network does; logs source.stop_unconfirmed when the server did not answer in time. */
@@ -85,6 +99,13 @@ void source_stop(source *s);
 
 /* Frees the source; stops it first if needed. Safe on NULL. */
 void source_destroy(source *s);
+
+/* true while the replication stream is up (connected and streaming); false while connecting,
+ * reconnecting after a lost connection, paused before the start, stopped or failed. */
+bool source_streaming(const source *s);
+
+/* WAL messages the decoder could not read so far (each one stops the source: failed_cb). */
+uint64_t source_decode_errors(const source *s);
 
 /* Positions, for status and tests. */
 uint64_t source_received_lsn(const source *s);

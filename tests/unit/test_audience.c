@@ -1236,11 +1236,165 @@ static void test_payload_lifetime(void **state)
 	audience_payload_unref(d.col.kept[0]);
 }
 
+/* What a wildcard subscriber (slot 0) was offered by one publish. */
+typedef struct wild_seen {
+	int n;
+	int rank[32];
+	bool individual[32], bypass[32], shared[32];
+	char uid[32][37];
+	char org[32][37];
+	char *payload[32];
+	char *member_payload[MAX_SLOTS]; /* what other slots got (one delivery each here) */
+} wild_seen;
+
+static int wild_cb(void *arg, const audience_delivery *d)
+{
+	wild_seen *w = arg;
+	size_t len;
+	const char *data = audience_payload_data(d->payload, &len);
+	bool wild = false;
+	for (size_t i = 0; i < d->nsubs; i++) {
+		int sl = *(const int *)d->subs[i];
+		if (sl == 0) {
+			wild = true;
+			continue;
+		}
+		assert_null(w->member_payload[sl]); /* one delivery per member and change */
+		w->member_payload[sl] = strndup(data, len);
+	}
+	if (!wild)
+		return 0;
+	assert_true(w->n < 32);
+	int k = w->n++;
+	w->rank[k] = d->rank;
+	w->individual[k] = d->individual;
+	w->bypass[k] = d->bypass;
+	w->shared[k] = d->nsubs > 1;
+	snprintf(w->uid[k], 37, "%s", d->uid ? d->uid : "");
+	snprintf(w->org[k], 37, "%s", d->org ? d->org : "");
+	w->payload[k] = strndup(data, len);
+	if (d->individual)
+		assert_non_null(d->uid);
+	if (!d->bypass)
+		assert_non_null(d->org);
+	return 0;
+}
+
+static void wild_free(wild_seen *w)
+{
+	for (int i = 0; i < w->n; i++)
+		free(w->payload[i]);
+	for (int i = 0; i < MAX_SLOTS; i++)
+		free(w->member_payload[i]);
+	memset(w, 0, sizeof(*w));
+}
+
+static void wild_publish(det *d, const trow *ev, wild_seen *w)
+{
+	tuple nt;
+	/* one LSN for every publish of the event: the payloads are compared across publishes */
+	change c = {.action = CHANGE_INSERT, .lsn = 1000, .rel = &events_rel, .new_tuple = to_tuple(&nt, ev)};
+	assert_true(audience_publish(d->aud, &c, wild_cb, w) >= 0);
+}
+
+/* A wildcard subscriber is offered every audience of a row — bypass, each rank of the row's org,
+ * each member a uid column names — whether or not a member is subscribed, each exactly as a
+ * subscribed member of that audience sees it, and shares the members' delivery when they are
+ * judged alike. */
+static void test_wildcard(void **state)
+{
+	det d;
+	det_init(&d, *state);
+	audience_sub *w = NULL;
+	assert_int_equal(audience_subscribe_wildcard(d.aud, &slot_ids[0], &w), 0);
+	/* user 1 viewer and user 3 member of org 1; user 2 is no member */
+	trow m1 = mrow(1, 1, "viewer"), m3 = mrow(1, 3, "member");
+	det_publish(&d, CHANGE_INSERT, &roles_rel, &m1, NULL);
+	det_publish(&d, CHANGE_INSERT, &roles_rel, &m3, NULL);
+	char eid[37], org1[37], u1[37];
+	uuid_of(eid, K_EVENT, 1);
+	uuid_of(org1, K_ORG, 1);
+	uuid_of(u1, K_USER, 1);
+	trow ev = erow(1, 1, eid); /* handled by user 1 */
+
+	/* no member subscribed: bypass, ranks 5..1 (each sees the row: user_id = uid is false for
+	 * them, and no privacy rule), and user 1 on their own */
+	wild_seen a = {0};
+	wild_publish(&d, &ev, &a);
+	int ranks_seen = 0, indiv = -1, byp = 0;
+	for (int i = 0; i < a.n; i++) {
+		if (a.bypass[i])
+			byp++;
+		else if (a.individual[i]) {
+			assert_string_equal(a.uid[i], u1);
+			assert_int_equal(a.rank[i], 1);
+			indiv = i;
+		} else
+			ranks_seen |= 1 << a.rank[i];
+		if (!a.bypass[i])
+			assert_string_equal(a.org[i], org1);
+		assert_false(a.shared[i]);
+	}
+	assert_int_equal(byp, 1);
+	assert_true(indiv >= 0);
+	/* rank 1 (viewer) sees from_number masked, rank 2 (member) does not: distinct payloads */
+	int r1 = -1, r2 = -1;
+	for (int i = 0; i < a.n; i++) {
+		if (!a.bypass[i] && !a.individual[i] && a.rank[i] == 1)
+			r1 = i;
+		if (!a.bypass[i] && !a.individual[i] && a.rank[i] == 2)
+			r2 = i;
+	}
+	assert_true(r1 >= 0 && r2 >= 0);
+	assert_string_not_equal(a.payload[r1], a.payload[r2]);
+
+	/* members subscribed: user 3 (member, unnamed) and user 1 (named). The same audiences reach
+	 * the wildcard, the rank-2 one in user 3's delivery; members see what the wildcard saw. */
+	audience_sub *s3 = sub(&d, 3, 3), *s1 = sub(&d, 1, 1);
+	wild_seen b = {0};
+	wild_publish(&d, &ev, &b);
+	assert_int_equal(b.n, a.n);
+	for (int i = 0; i < b.n; i++) {
+		bool found = false;
+		for (int j = 0; j < a.n && !found; j++)
+			found = a.rank[j] == b.rank[i] && a.individual[j] == b.individual[i] &&
+			        a.bypass[j] == b.bypass[i] && strcmp(a.payload[j], b.payload[i]) == 0;
+		assert_true(found);
+		if (!b.bypass[i] && !b.individual[i] && b.rank[i] == 2)
+			assert_true(b.shared[i]); /* one judgement for user 3 and the wildcard */
+	}
+	assert_non_null(b.member_payload[3]);
+	assert_string_equal(b.member_payload[3], a.payload[r2]);
+	assert_non_null(b.member_payload[1]);
+	assert_string_equal(b.member_payload[1], a.payload[indiv]);
+
+	/* a row of an org nobody subscribed is a member of still reaches the wildcard */
+	char eid2[37];
+	uuid_of(eid2, K_EVENT, 2);
+	trow ev2 = erow(2, -1, eid2);
+	wild_seen c = {0};
+	wild_publish(&d, &ev2, &c);
+	assert_true(c.n >= 2); /* bypass and at least one rank */
+
+	audience_unsubscribe(d.aud, w);
+	wild_seen e = {0};
+	wild_publish(&d, &ev2, &e);
+	assert_int_equal(e.n, 0);
+	wild_free(&a);
+	wild_free(&b);
+	wild_free(&c);
+	wild_free(&e);
+	audience_unsubscribe(d.aud, s3);
+	audience_unsubscribe(d.aud, s1);
+	det_fini(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_index_maintenance, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_payload_lifetime, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wildcard, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_versions_created_in_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_randomized_equivalence, setup, teardown),

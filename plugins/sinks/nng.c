@@ -1,0 +1,596 @@
+/*
+ * nng — the live pub/sub sink (nng.h, docs/nng.md): one pub socket, one wildcard subscriber,
+ * one message per (change, audience) on a topic naming the audience and the table, with a
+ * per-topic sequence number so that a consumer sees what nng dropped.
+ *
+ * The topic -> next sequence map is a small open-addressing table of its own (linear probing,
+ * FNV-1a, power-of-two capacity, grown at 70% load; keys copied once, never removed): the
+ * project's other tables are keyed by uuids (audience.c) or relations (relcache.c), not by
+ * byte strings, and none is shared yet.
+ */
+#include "nng.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/pub.h>
+#include <nng/supplemental/tls/tls.h>
+
+#include "log.h"
+#include "lsn.h"
+
+/* ---- topic -> sequence ---------------------------------------------------------------- */
+
+typedef struct seq_slot {
+	char *key;     /* NULL: empty */
+	size_t len;
+	uint64_t hash;
+	uint64_t next; /* the sequence number of the topic's next message */
+} seq_slot;
+
+typedef struct seq_map {
+	seq_slot *slots;
+	size_t cap;    /* a power of two, or 0 */
+	size_t n;
+} seq_map;
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h ^ (h >> 29);
+}
+
+static seq_slot *seq_probe(seq_slot *slots, size_t cap, const char *key, size_t len, uint64_t h)
+{
+	for (size_t i = (size_t)h & (cap - 1);; i = (i + 1) & (cap - 1)) {
+		seq_slot *s = &slots[i];
+		if (s->key == NULL || (s->hash == h && s->len == len && memcmp(s->key, key, len) == 0))
+			return s;
+	}
+}
+
+static int seq_grow(seq_map *m)
+{
+	size_t cap = m->cap ? m->cap * 2 : 64;
+	seq_slot *slots = calloc(cap, sizeof(*slots));
+	if (slots == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->cap; i++) {
+		seq_slot *o = &m->slots[i];
+		if (o->key != NULL)
+			*seq_probe(slots, cap, o->key, o->len, o->hash) = *o;
+	}
+	free(m->slots);
+	m->slots = slots;
+	m->cap = cap;
+	return 0;
+}
+
+/* The slot of key, created (next = 1) when missing. NULL when out of memory. */
+static seq_slot *seq_get(seq_map *m, const char *key, size_t len)
+{
+	uint64_t h = fnv1a(key, len);
+	if (m->cap > 0) {
+		seq_slot *s = seq_probe(m->slots, m->cap, key, len, h);
+		if (s->key != NULL)
+			return s;
+	}
+	if ((m->n + 1) * 10 > m->cap * 7 && seq_grow(m) < 0)
+		return NULL;
+	seq_slot *s = seq_probe(m->slots, m->cap, key, len, h);
+	s->key = malloc(len + 1);
+	if (s->key == NULL)
+		return NULL;
+	memcpy(s->key, key, len);
+	s->key[len] = '\0';
+	s->len = len;
+	s->hash = h;
+	s->next = 1;
+	m->n++;
+	return s;
+}
+
+static const seq_slot *seq_find(const seq_map *m, const char *key, size_t len)
+{
+	if (m->cap == 0)
+		return NULL;
+	const seq_slot *s = seq_probe(m->slots, m->cap, key, len, fnv1a(key, len));
+	return s->key != NULL ? s : NULL;
+}
+
+static void seq_fini(seq_map *m)
+{
+	for (size_t i = 0; i < m->cap; i++)
+		free(m->slots[i].key);
+	free(m->slots);
+	*m = (seq_map){0};
+}
+
+/* ---- topics --------------------------------------------------------------------------- */
+
+/* Appends s percent-encoded outside [A-Za-z0-9_$-] ('.', '/', ' ' and the rest are escaped,
+ * so a topic splits unambiguously and never contains a space). */
+static int put_name(buf *b, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		             c == '_' || c == '$' || c == '-';
+		int rc = plain ? buf_putc(b, (char)c)
+		               : buf_printf(b, "%%%c%c", hex[c >> 4], hex[c & 15]);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int nng_sink_topic(buf *out, const char *prefix, const audience_delivery *d)
+{
+	size_t mark = out->len;
+	int rc;
+	if (!d->bypass && (d->org == NULL || (d->individual ? d->uid == NULL : d->role == NULL)))
+		return -EINVAL;
+	if ((rc = buf_puts(out, prefix)) < 0)
+		goto out;
+	if (d->bypass) {
+		rc = buf_puts(out, "all/");
+	} else {
+		const char *kind = d->individual ? "/user/" : "/role/";
+		const char *who = d->individual ? d->uid : d->role;
+		if ((rc = buf_puts(out, "org/")) == 0 && (rc = put_name(out, d->org)) == 0 &&
+		    (rc = buf_puts(out, kind)) == 0 && (rc = put_name(out, who)) == 0)
+			rc = buf_putc(out, '/');
+	}
+	if (rc < 0)
+		goto out;
+	const relation *rel = d->view != NULL ? d->view->rel : NULL;
+	if (rel == NULL)
+		rc = buf_puts(out, "_message/");
+	else if ((rc = put_name(out, rel->schema)) == 0 && (rc = buf_putc(out, '.')) == 0 &&
+	         (rc = put_name(out, rel->name)) == 0)
+		rc = buf_putc(out, '/');
+out:
+	if (rc < 0) {
+		out->len = mark;
+		if (out->cap)
+			out->data[mark] = '\0';
+	}
+	return rc;
+}
+
+/* ---- the sink ------------------------------------------------------------------------- */
+
+typedef struct nng_sink {
+	char name[128];
+	nng_socket sock;
+	bool open;
+	nng_listener *listeners;
+	size_t nlisteners;
+	nng_tls_config *tls;
+	const sink_env *env;
+	audience_sub *sub;
+	char *prefix;
+	seq_map seqs;
+	buf msg;                 /* scratch: the message being built */
+	nng_sink_stats st;
+	atomic_int connections;  /* updated by nng's pipe callbacks (its own threads) */
+	metrics_counter *m_messages, *m_bytes, *m_dropped;
+	metrics_family *fams[5]; /* registered by this instance, removed with it */
+	size_t nfams;
+} nng_sink;
+
+static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	nng_sink *s = arg;
+	(void)p;
+	if (ev == NNG_PIPE_EV_ADD_POST)
+		atomic_fetch_add(&s->connections, 1);
+	else if (ev == NNG_PIPE_EV_REM_POST)
+		atomic_fetch_sub(&s->connections, 1);
+}
+
+static int read_topics(void *arg, double *v)
+{
+	*v = (double)((nng_sink *)arg)->seqs.n;
+	return 0;
+}
+
+static int read_connections(void *arg, double *v)
+{
+	*v = (double)atomic_load(&((nng_sink *)arg)->connections);
+	return 0;
+}
+
+/* Registers one family with this sink's child. A family registered already (a second nng
+ * sink in the same registry) cannot be looked up through metrics.h: that instance goes
+ * without the metric and says so. */
+static int metric(nng_sink *s, metrics_kind kind, const char *name, const char *help,
+                  metrics_counter **counter, metrics_read_cb cb)
+{
+	static const char *const labels[] = {"sink", NULL};
+	const char *values[] = {s->name, NULL};
+	char err[METRICS_ERROR_MAX] = "";
+	metrics_family *f;
+	metrics_desc desc = {.kind = kind, .name = name, .help = help, .labels = labels};
+	int rc = metrics_family_register(s->env->metrics, &desc, &f, err);
+	if (rc == -EINVAL) {
+		log_warn("nng.metrics", "sink=%s: %s (metric left out for this instance)", s->name, err);
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	rc = counter ? metrics_counter_register(f, values, counter, err)
+	             : metrics_callback_register(f, values, cb, s, err);
+	if (rc < 0) {
+		metrics_family_remove(s->env->metrics, f);
+		return rc;
+	}
+	s->fams[s->nfams++] = f;
+	return 0;
+}
+
+static int read_file(const char *path, char **out, char err[SINK_ERROR_MAX], const char *what)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL) {
+		int e = errno;
+		snprintf(err, SINK_ERROR_MAX, "%s %s: %s", what, path, strerror(e));
+		return -e;
+	}
+	buf b;
+	buf_init(&b);
+	char chunk[4096];
+	size_t n;
+	int rc = 0;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		if ((rc = buf_append(&b, chunk, n)) < 0)
+			break;
+	if (rc == 0 && ferror(f)) {
+		rc = -EIO;
+		snprintf(err, SINK_ERROR_MAX, "%s %s: read error", what, path);
+	}
+	fclose(f);
+	if (rc == 0 && b.len == 0) {
+		rc = -EINVAL;
+		snprintf(err, SINK_ERROR_MAX, "%s %s: empty file", what, path);
+	}
+	if (rc < 0) {
+		buf_fini(&b);
+		return rc;
+	}
+	*out = b.data;
+	return 0;
+}
+
+static int nng_errno(int nrv)
+{
+	switch (nrv) {
+	case NNG_ENOMEM: return -ENOMEM;
+	case NNG_EADDRINUSE: return -EADDRINUSE;
+	case NNG_EADDRINVAL: return -EINVAL;
+	case NNG_ENOTSUP: return -ENOTSUP;
+	case NNG_EPERM: return -EPERM;
+	case NNG_EAGAIN: return -EAGAIN;
+	case NNG_ECRYPTO: return -EINVAL;
+	default: return -EIO;
+	}
+}
+
+static int tls_setup(nng_sink *s, const nng_sink_conf *c, char err[SINK_ERROR_MAX])
+{
+	char *cert = NULL, *key = NULL, *ca = NULL;
+	int rc, nrv;
+	if ((rc = read_file(c->tls_cert, &cert, err, "tls_cert")) < 0 ||
+	    (rc = read_file(c->tls_key, &key, err, "tls_key")) < 0 ||
+	    (c->tls_ca && c->tls_ca[0] && (rc = read_file(c->tls_ca, &ca, err, "tls_ca")) < 0))
+		goto out;
+	if ((nrv = nng_tls_config_alloc(&s->tls, NNG_TLS_MODE_SERVER)) != 0) {
+		snprintf(err, SINK_ERROR_MAX, "TLS configuration: %s", nng_strerror(nrv));
+		rc = nng_errno(nrv);
+		goto out;
+	}
+	if ((nrv = nng_tls_config_own_cert(s->tls, cert, key, NULL)) != 0) {
+		snprintf(err, SINK_ERROR_MAX, "tls_cert %s with tls_key %s: %s", c->tls_cert, c->tls_key,
+		         nng_strerror(nrv));
+		rc = nng_errno(nrv);
+		goto out;
+	}
+	if (ca != NULL) {
+		if ((nrv = nng_tls_config_ca_chain(s->tls, ca, NULL)) != 0 ||
+		    (nrv = nng_tls_config_auth_mode(s->tls, NNG_TLS_AUTH_MODE_REQUIRED)) != 0) {
+			snprintf(err, SINK_ERROR_MAX, "tls_ca %s: %s", c->tls_ca, nng_strerror(nrv));
+			rc = nng_errno(nrv);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	free(cert);
+	if (key != NULL)
+		memset(key, 0, strlen(key));
+	free(key);
+	free(ca);
+	return rc;
+}
+
+static int add_listener(nng_sink *s, const char *url, char err[SINK_ERROR_MAX])
+{
+	bool tls = strncmp(url, "tls+", 4) == 0;
+	if (tls && s->tls == NULL) {
+		snprintf(err, SINK_ERROR_MAX, "listen %s: a tls+ URL needs tls_cert and tls_key", url);
+		return -EINVAL;
+	}
+	nng_listener l;
+	int nrv = nng_listener_create(&l, s->sock, url);
+	if (nrv == 0 && tls)
+		nrv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, s->tls);
+	if (nrv == 0)
+		nrv = nng_listener_start(l, 0);
+	if (nrv != 0) {
+		snprintf(err, SINK_ERROR_MAX, "listen %s: %s", url, nng_strerror(nrv));
+		return nng_errno(nrv);
+	}
+	s->listeners[s->nlisteners++] = l;
+	log_info("nng.listen", "sink=%s url=%s: listening%s", s->name, url,
+	         tls ? (s->tls ? " (TLS)" : "") : "");
+	return 0;
+}
+
+static void nng_sink_destroy(void *impl)
+{
+	nng_sink *s = impl;
+	if (s == NULL)
+		return;
+	if (s->sub != NULL && s->env->unsubscribe != NULL)
+		s->env->unsubscribe(s->env->env_arg, s->sub);
+	if (s->open)
+		nng_close(s->sock); /* closes listeners and pipes; waits for pipe callbacks */
+	if (s->tls != NULL)
+		nng_tls_config_free(s->tls);
+	/* the callback children read s: the families go with it (a new instance registers them
+	 * again, e.g. after a reload) */
+	for (size_t i = 0; i < s->nfams; i++)
+		metrics_family_remove(s->env->metrics, s->fams[i]);
+	free(s->listeners);
+	free(s->prefix);
+	seq_fini(&s->seqs);
+	buf_fini(&s->msg);
+	free(s);
+}
+
+static int nng_sink_create(const sink_env *env, const void *conf, void **out, char err[SINK_ERROR_MAX])
+{
+	const nng_sink_conf *c = conf;
+	int rc, nrv;
+	char *urls = NULL;
+	nng_sink *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	s->env = env;
+	snprintf(s->name, sizeof(s->name), "%s", env->name ? env->name : "nng");
+	atomic_init(&s->connections, 0);
+	buf_init(&s->msg);
+	s->prefix = strdup(c->topic_prefix ? c->topic_prefix : NNG_SINK_DEFAULT_PREFIX);
+	urls = strdup(c->listen ? c->listen : "");
+	if (s->prefix == NULL || urls == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (strchr(s->prefix, ' ') != NULL) {
+		snprintf(err, SINK_ERROR_MAX, "topic_prefix \"%s\": no spaces (a space ends the topic)",
+		         s->prefix);
+		rc = -EINVAL;
+		goto fail;
+	}
+	bool want_tls = (c->tls_cert && c->tls_cert[0]) || (c->tls_key && c->tls_key[0]);
+	if (want_tls && !(c->tls_cert && c->tls_cert[0] && c->tls_key && c->tls_key[0])) {
+		snprintf(err, SINK_ERROR_MAX, "tls_cert and tls_key go together");
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (!want_tls && c->tls_ca && c->tls_ca[0]) {
+		snprintf(err, SINK_ERROR_MAX, "tls_ca needs tls_cert and tls_key");
+		rc = -EINVAL;
+		goto fail;
+	}
+	if ((nrv = nng_pub0_open(&s->sock)) != 0) {
+		snprintf(err, SINK_ERROR_MAX, "pub socket: %s", nng_strerror(nrv));
+		rc = nng_errno(nrv);
+		goto fail;
+	}
+	s->open = true;
+	if ((nrv = nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, (int)c->sendbuf)) != 0) {
+		snprintf(err, SINK_ERROR_MAX, "sendbuf %lld: %s", (long long)c->sendbuf, nng_strerror(nrv));
+		rc = nng_errno(nrv);
+		goto fail;
+	}
+	if ((nrv = nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_POST, pipe_cb, s)) != 0 ||
+	    (nrv = nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, pipe_cb, s)) != 0) {
+		snprintf(err, SINK_ERROR_MAX, "pipe notifications: %s", nng_strerror(nrv));
+		rc = nng_errno(nrv);
+		goto fail;
+	}
+	if (want_tls && (rc = tls_setup(s, c, err)) < 0)
+		goto fail;
+	size_t n = 1;
+	for (const char *p = urls; *p; p++)
+		n += *p == ',' || *p == ' ';
+	s->listeners = calloc(n, sizeof(*s->listeners));
+	if (s->listeners == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	char *save = NULL;
+	for (char *u = strtok_r(urls, ", \t", &save); u != NULL; u = strtok_r(NULL, ", \t", &save))
+		if ((rc = add_listener(s, u, err)) < 0)
+			goto fail;
+	if (s->nlisteners == 0) {
+		snprintf(err, SINK_ERROR_MAX, "listen: no URL (e.g. tcp://127.0.0.1:7450)");
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (env->metrics != NULL &&
+	    ((rc = metric(s, METRICS_COUNTER, "walcast_nng_messages_total",
+	                  "Messages handed to the nng pub socket (each goes to every subscriber)",
+	                  &s->m_messages, NULL)) < 0 ||
+	     (rc = metric(s, METRICS_COUNTER, "walcast_nng_sent_bytes_total",
+	                  "Bytes of the messages handed to the nng pub socket", &s->m_bytes, NULL)) < 0 ||
+	     (rc = metric(s, METRICS_COUNTER, "walcast_nng_dropped_messages_total",
+	                  "Messages the nng pub socket refused (it would block, or out of memory)",
+	                  &s->m_dropped, NULL)) < 0 ||
+	     (rc = metric(s, METRICS_GAUGE_I, "walcast_nng_topics",
+	                  "Distinct topics published since the sink started", NULL, read_topics)) < 0 ||
+	     (rc = metric(s, METRICS_GAUGE_I, "walcast_nng_connections",
+	                  "Subscriber connections open on the nng pub socket", NULL, read_connections)) < 0)) {
+		snprintf(err, SINK_ERROR_MAX, "metrics: %s", strerror(-rc));
+		goto fail;
+	}
+	if (env->subscribe != NULL &&
+	    (rc = env->subscribe(env->env_arg, s, NULL, false, true, &s->sub)) < 0) {
+		snprintf(err, SINK_ERROR_MAX, "wildcard subscriber: %s", strerror(-rc));
+		goto fail;
+	}
+	free(urls);
+	*out = s;
+	return 0;
+fail:
+	if (err[0] == '\0')
+		snprintf(err, SINK_ERROR_MAX, "%s", strerror(-rc));
+	free(urls);
+	nng_sink_destroy(s);
+	return rc;
+}
+
+static int nng_sink_begin(void *impl, const change_txn *txn)
+{
+	(void)impl;
+	(void)txn;
+	return 0;
+}
+
+static int nng_sink_commit(void *impl, const change_txn *txn)
+{
+	(void)impl;
+	(void)txn;
+	return 0;
+}
+
+static void count_drop(nng_sink *s)
+{
+	s->st.dropped++;
+	if (s->m_dropped)
+		metrics_counter_inc(s->m_dropped);
+}
+
+static int nng_sink_deliver(void *impl, void *sub_arg, const audience_delivery *d)
+{
+	nng_sink *s = impl;
+	(void)sub_arg;
+	buf *b = &s->msg;
+	buf_clear(b);
+	int rc = nng_sink_topic(b, s->prefix, d);
+	if (rc == -EINVAL) {
+		if (s->st.skipped++ == 0)
+			log_warn("nng.deliver", "sink=%s: a delivery names no audience (rank %d): not sent",
+			         s->name, d->rank);
+		return 0;
+	}
+	if (rc < 0) {
+		count_drop(s);
+		return 0; /* a live sink drops what it cannot take */
+	}
+	size_t tlen = b->len;
+	seq_slot *slot = seq_get(&s->seqs, b->data, tlen);
+	if (slot == NULL) {
+		count_drop(s);
+		return 0;
+	}
+	uint64_t seq = slot->next++;
+	const change *v = d->view;
+	uint64_t lsn = v == NULL ? 0 : v->txn != NULL ? v->txn->commit_lsn : v->lsn;
+	char lsn_text[LSN_TEXT_MAX];
+	size_t plen = 0;
+	const char *payload = d->payload ? audience_payload_data(d->payload, &plen) : "null";
+	if (d->payload == NULL)
+		plen = 4;
+	nng_msg *m = NULL;
+	if ((rc = buf_printf(b, " %llu %s ", (unsigned long long)seq, lsn_format(lsn, lsn_text))) < 0 ||
+	    nng_msg_alloc(&m, 0) != 0 || nng_msg_append(m, b->data, b->len) != 0 ||
+	    nng_msg_append(m, payload, plen) != 0) {
+		if (m != NULL)
+			nng_msg_free(m);
+		count_drop(s);
+		return 0;
+	}
+	size_t len = nng_msg_len(m);
+	int nrv = nng_sendmsg(s->sock, m, NNG_FLAG_NONBLOCK);
+	if (nrv != 0) {
+		nng_msg_free(m); /* not taken on failure */
+		count_drop(s);
+		return 0;
+	}
+	s->st.messages++;
+	s->st.bytes += len;
+	if (s->m_messages)
+		metrics_counter_inc(s->m_messages);
+	if (s->m_bytes)
+		metrics_counter_add(s->m_bytes, len);
+	return 0;
+}
+
+void nng_sink_get_stats(void *impl, nng_sink_stats *out)
+{
+	nng_sink *s = impl;
+	*out = s->st;
+	out->topics = s->seqs.n;
+	out->connections = atomic_load(&s->connections);
+}
+
+uint64_t nng_sink_next_seq(void *impl, const char *topic, size_t len)
+{
+	const seq_slot *sl = seq_find(&((nng_sink *)impl)->seqs, topic, len);
+	return sl ? sl->next : 1;
+}
+
+#define KEY(n, t, f, def, lo, hi, h) \
+	{"sink", n, t, offsetof(nng_sink_conf, f), def, lo, hi, false, h}
+static const config_key nng_keys[] = {
+	KEY("listen", CONFIG_STRING, listen, "tcp://127.0.0.1:7450", 0, 0,
+	    "URLs to listen on, separated by commas: tcp://HOST:PORT, tls+tcp://HOST:PORT (needs "
+	    "tls_cert and tls_key), ipc:///PATH. Every peer that connects receives every topic."),
+	KEY("tls_cert", CONFIG_STRING, tls_cert, "", 0, 0,
+	    "PEM certificate (chain) of the tls+tcp:// listeners; empty = no TLS"),
+	KEY("tls_key", CONFIG_STRING, tls_key, "", 0, 0, "PEM private key of tls_cert"),
+	KEY("tls_ca", CONFIG_STRING, tls_ca, "", 0, 0,
+	    "PEM CA certificates: a TLS client must present a certificate one of them signed; "
+	    "empty = any client may connect"),
+	KEY("sendbuf", CONFIG_INT, sendbuf, "1024", 1, 8192,
+	    "messages queued per subscriber connection; when full the oldest is dropped (the "
+	    "subscriber sees a sequence gap)"),
+	KEY("topic_prefix", CONFIG_STRING, topic_prefix, NNG_SINK_DEFAULT_PREFIX, 0, 0,
+	    "prepended to every topic (no spaces)"),
+};
+#undef KEY
+
+const sink_ops nng_sink_ops = {
+	.name = "nng",
+	.kind = SINK_LIVE,
+	.keys = nng_keys,
+	.nkeys = sizeof(nng_keys) / sizeof(nng_keys[0]),
+	.conf_size = sizeof(nng_sink_conf),
+	.create = nng_sink_create,
+	.destroy = nng_sink_destroy,
+	.position = NULL,
+	.begin = nng_sink_begin,
+	.deliver = nng_sink_deliver,
+	.commit = nng_sink_commit,
+};

@@ -1,0 +1,277 @@
+/*
+ * run — `walcast run`: the daemon (see run.h). Builds, in order: the policy and the keyring, the
+ * checkpoint store (pipeline.state_dir), the metrics registry, the pipeline and its sinks (one
+ * per [sink.NAME] section, type resolved in the sink registry), the HTTP listener ([http]);
+ * then runs the loop until the pipeline stops. Signals: SIGHUP reloads the configuration
+ * (config_reload: a refused reload keeps the running one and says why); SIGTERM and SIGINT drain
+ * (pipeline_drain); a second one exits at once, unconfirmed work being sent again next time.
+ */
+#include "run.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint.h"
+#include "config.h"
+#include "http.h"
+#include "keyring.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "pipeline.h"
+#include "policy.h"
+#include "replident.h"
+#include "sink.h"
+#include "slot_status.h"
+
+typedef struct run_sink_conf {
+	const sink_ops *ops;
+	config_table table;
+	void *conf;
+} run_sink_conf;
+
+typedef struct daemon {
+	config *cfg;
+	loop *loop;
+	pipeline *pl;
+	http_listener *http;
+	slot_status *slots;           /* the slot gauges of /metrics */
+	http_sink_health *health;     /* /readyz's view of the sinks, one per sink */
+	size_t nhealth;
+	bool stopping;
+	int signals;
+	int code;
+	bool done;
+} daemon_t;
+
+/* config_type_lookup_fn over the sink registry. */
+static int sink_lookup(void *arg, const char *kind, const char *type, config_table *out, char err[CONFIG_ERROR_MAX])
+{
+	(void)arg;
+	const sink_ops *ops = strcmp(kind, "sink") == 0 ? sink_ops_find(type) : NULL;
+	if (ops == NULL) {
+		char names[256];
+		snprintf(err, CONFIG_ERROR_MAX, "unknown %s type '%s' (known: %s)", kind, type,
+		         sink_names(names, sizeof(names)));
+		return -ENOENT;
+	}
+	*out = (config_table){ops->keys, ops->nkeys, ops->conf_size};
+	return 0;
+}
+
+static void stopped_cb(void *arg, int code)
+{
+	daemon_t *d = arg;
+	d->code = code;
+	d->done = true;
+	loop_stop(d->loop);
+}
+
+static void term_cb(loop *l, int signo, void *arg)
+{
+	daemon_t *d = arg;
+	(void)l;
+	if (d->stopping) {
+		log_warn("run.signal", "signal=%d again: exiting now without waiting for the drain", signo);
+		d->code = 1;
+		d->done = true;
+		loop_stop(d->loop);
+		return;
+	}
+	d->stopping = true;
+	log_info("run.signal", "signal=%d: draining", signo);
+	pipeline_drain(d->pl);
+}
+
+/* SIGHUP: the configuration built again and compared; the reloadable keys take effect in the
+ * running configuration (the pipeline and the source read them from it), nothing else. */
+static void hup_cb(loop *l, int signo, void *arg)
+{
+	daemon_t *d = arg;
+	(void)l, (void)signo;
+	config fresh;
+	char changed[CONFIG_ERROR_MAX] = "", err[CONFIG_ERROR_MAX] = "";
+	int rc = config_reload(d->cfg, sink_lookup, NULL, &fresh, changed, err);
+	if (rc < 0) {
+		log_error("config.reload_refused", "%s", err[0] ? err : strerror(-rc));
+		return;
+	}
+	/* only reloadable keys may differ: take the new values of those, field by field, so that
+	 * nothing holding a pointer into the running configuration sees it move */
+	size_t n;
+	const config_key *keys = config_keys(&n);
+	for (size_t i = 0; i < n; i++) {
+		if (!keys[i].reloadable)
+			continue;
+		char *dst = (char *)d->cfg + keys[i].offset, *src = (char *)&fresh + keys[i].offset;
+		if (keys[i].type == CONFIG_STRING || keys[i].type == CONFIG_ENUM) {
+			char *tmp = *(char **)dst;
+			*(char **)dst = *(char **)src;
+			*(char **)src = tmp;
+		} else if (keys[i].type == CONFIG_BOOL) {
+			memcpy(dst, src, sizeof(bool));
+		} else {
+			memcpy(dst, src, sizeof(int64_t));
+		}
+	}
+	config_fini(&fresh);
+	if (log_configure(d->cfg->log_level, d->cfg->log_format) < 0)
+		log_error("config.reload_log", "log.level or log.format not applied");
+	log_info("config.reloaded", "changed: %s", changed[0] ? changed : "(nothing)");
+}
+
+static void readiness_cb(void *arg, http_readiness *out)
+{
+	daemon_t *d = arg;
+	pipeline_status st;
+	pipeline_get_status(d->pl, &st);
+	out->streaming = st.streaming;
+	out->paused = st.paused;
+	size_t n = 0;
+	while (n < d->nhealth && pipeline_sink_health(d->pl, n, &d->health[n].name, &d->health[n].durable,
+	                                              &d->health[n].healthy) == 0)
+		n++;
+	out->sinks = d->health;
+	out->nsinks = n;
+}
+
+int run_main(config *cfg, const run_options *o)
+{
+	daemon_t d = {.cfg = cfg, .code = 1};
+	policy *pol = NULL;
+	keyring *keys = NULL;
+	checkpoint_store *store = NULL;
+	metrics_registry *metrics = NULL;
+	run_sink_conf *sinks = NULL;
+	size_t nsinks = 0;
+	char err[CONFIG_ERROR_MAX > PIPELINE_ERROR_MAX ? CONFIG_ERROR_MAX : PIPELINE_ERROR_MAX];
+	int rc;
+	signal(SIGPIPE, SIG_IGN);
+
+	/* everything that can be refused is checked before anything connects */
+	if (config_check_sections(cfg, sink_lookup, NULL, err) < 0) {
+		log_error("run.config", "%s", err);
+		d.code = 2;
+		goto cleanup;
+	}
+	for (const config_section *s = config_section_next(cfg, "sink", NULL); s != NULL;
+	     s = config_section_next(cfg, "sink", s))
+		nsinks++;
+	if (nsinks == 0) {
+		log_error("run.config", "no sink configured: add a [sink.NAME] section with a type (%s)",
+		          sink_names(err, sizeof(err)));
+		d.code = 2;
+		goto cleanup;
+	}
+	sinks = calloc(nsinks, sizeof(*sinks));
+	if (sinks == NULL)
+		goto cleanup;
+	size_t k = 0;
+	for (const config_section *s = config_section_next(cfg, "sink", NULL); s != NULL;
+	     s = config_section_next(cfg, "sink", s), k++) {
+		run_sink_conf *sc = &sinks[k];
+		sc->ops = sink_ops_find(config_section_type(s));
+		sc->table = (config_table){sc->ops->keys, sc->ops->nkeys, sc->ops->conf_size};
+		sc->conf = calloc(1, sc->ops->conf_size ? sc->ops->conf_size : 1);
+		if (sc->conf == NULL || config_section_apply(s, &sc->table, sc->conf, err) < 0) {
+			log_error("run.config", "%s", sc->conf == NULL ? "out of memory" : err);
+			d.code = 2;
+			goto cleanup;
+		}
+	}
+	char perr[POLICY_ERROR_MAX];
+	if (policy_load_file(o->policy_path, &pol, perr) < 0) {
+		log_error("run.policy", "%s", perr);
+		d.code = 2;
+		goto cleanup;
+	}
+	char kerr[KEYRING_ERROR_MAX];
+	rc = cfg->keys_file[0] ? keyring_load_file(cfg->keys_file, &keys, kerr)
+	                       : keyring_load_env("WALCAST_KEYS", &keys, kerr);
+	if (rc < 0 && !(rc == -ENOENT && !cfg->keys_file[0])) {
+		log_error("run.keys", "%s", kerr);
+		d.code = 2;
+		goto cleanup;
+	}
+	char cerr[CHECKPOINT_ERROR_MAX];
+	if (checkpoint_dir_create(cfg->pipeline_state_dir, &store, cerr) < 0) {
+		log_error("run.state_dir", "pipeline.state_dir=%s: %s", cfg->pipeline_state_dir, cerr);
+		goto cleanup;
+	}
+	/* A DELETE is judged from the old row's replica identity (src/policy/replident.h). */
+	if (replident_check_conninfo(pol, cfg->conninfo) < 0)
+		goto cleanup;
+	if ((d.loop = loop_create()) == NULL || (metrics = metrics_registry_create()) == NULL)
+		goto cleanup;
+	pipeline_params pp = {
+		.loop = d.loop, .cfg = cfg, .pol = pol, .keys = keys, .metrics = metrics, .store = store,
+		.stopped_cb = stopped_cb, .arg = &d,
+	};
+	if (pipeline_create(&pp, &d.pl, err) < 0) {
+		log_error("run.pipeline", "%s", err);
+		goto cleanup;
+	}
+	k = 0;
+	for (const config_section *s = config_section_next(cfg, "sink", NULL); s != NULL;
+	     s = config_section_next(cfg, "sink", s), k++) {
+		if (pipeline_add_sink(d.pl, sinks[k].ops, config_section_name(s), sinks[k].conf, err) < 0) {
+			log_error("run.sink", "%s", err);
+			goto cleanup;
+		}
+	}
+	if (cfg->http_listen[0] != '\0') {
+		http_params hp = {
+			.loop = d.loop, .listen = cfg->http_listen, .tls_cert = cfg->http_tls_cert,
+			.tls_key = cfg->http_tls_key, .metrics = metrics, .status = {readiness_cb, &d},
+		};
+		char herr[HTTP_ERROR_MAX];
+		if ((d.health = calloc(nsinks, sizeof(*d.health))) == NULL)
+			goto cleanup;
+		d.nhealth = nsinks;
+		if (http_create(&hp, &d.http, herr) < 0 || http_start(d.http, herr) < 0) {
+			log_error("run.http", "http.listen=%s: %s", cfg->http_listen, herr);
+			goto cleanup;
+		}
+		char serr[SLOT_STATUS_ERROR_MAX];
+		if (cfg->http_slot_status_interval_ms > 0 &&
+		    slot_status_create(d.loop, metrics, cfg->conninfo, cfg->slot, cfg->http_slot_status_interval_ms,
+		                       &d.slots, serr) < 0) {
+			log_error("run.slot_status", "%s", serr);
+			goto cleanup;
+		}
+	}
+	if (loop_signal(d.loop, SIGTERM, term_cb, &d) < 0 || loop_signal(d.loop, SIGINT, term_cb, &d) < 0 ||
+	    loop_signal(d.loop, SIGHUP, hup_cb, &d) < 0)
+		goto cleanup;
+	if (pipeline_start(d.pl, err) < 0) {
+		log_error("run.start", "%s", err);
+		goto cleanup;
+	}
+	log_info("run.started", "sinks=%zu state_dir=%s", nsinks, cfg->pipeline_state_dir);
+	rc = loop_run(d.loop);
+	if (rc < 0) {
+		log_error("run.loop", "event loop failed: %s", strerror(-rc));
+		d.code = 1;
+	}
+	log_info("run.stopped", "exit=%d", d.code);
+cleanup:
+	http_destroy(d.http);
+	slot_status_destroy(d.slots);
+	free(d.health);
+	pipeline_destroy(d.pl);
+	for (size_t i = 0; sinks != NULL && i < nsinks; i++) {
+		if (sinks[i].conf != NULL && sinks[i].ops != NULL)
+			config_section_free(&sinks[i].table, sinks[i].conf);
+		free(sinks[i].conf);
+	}
+	free(sinks);
+	checkpoint_store_destroy(store);
+	metrics_registry_destroy(metrics);
+	keyring_destroy(keys);
+	policy_destroy(pol);
+	loop_destroy(d.loop);
+	return d.code;
+}

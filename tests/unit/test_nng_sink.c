@@ -1,0 +1,617 @@
+/*
+ * test_nng_sink — the nng sink (plugins/sinks/nng.c) against real nng SUB sockets in the same
+ * process: topics per audience and table, payloads as the audience judged them (a real
+ * audience over a small policy), per-topic sequence numbers, prefix subscriptions, loss seen
+ * as a gap by the example subscriber's logic (docs/examples/nng_subscriber.c), config errors.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/sub.h>
+
+#include "audience.h"
+#include "metrics.h"
+#include "nng.h"
+#include "policy.h"
+#include "privacy.h"
+
+#define NNG_SUBSCRIBER_NO_MAIN
+#include "../../docs/examples/nng_subscriber.c"
+
+static const char POLICY[] =
+	"[roles]\n"
+	"ranks = viewer, member, analyst, admin, owner\n"
+	"bypass = service_role\n"
+	"[membership]\n"
+	"table = public.org_roles\n"
+	"org = org_id\n"
+	"user = user_id\n"
+	"role = role\n"
+	"[privacy]\n"
+	"table = public.privacy_rules\n"
+	"subject = contact_id\n"
+	"min_role = min_role\n"
+	"[table public.org_roles]\n"
+	"columns = org_id, user_id, role\n"
+	"org = org_id\n"
+	"read = owner\n"
+	"[table public.privacy_rules]\n"
+	"columns = id, org_id, contact_id, min_role\n"
+	"org = org_id\n"
+	"read = owner\n"
+	"[table public.events]\n"
+	"columns = id, org_id, user_id, phone, body\n"
+	"org = org_id\n"
+	"read = member or user_id = uid\n"
+	"mask phone = last4 unless admin or user_id = uid\n";
+
+#define UUID_T 2950
+#define TEXT_T 25
+static rel_column roles_cols[] = {
+	{.name = "org_id", .type_oid = UUID_T, .typmod = -1, .key = true},
+	{.name = "user_id", .type_oid = UUID_T, .typmod = -1, .key = true},
+	{.name = "role", .type_oid = TEXT_T, .typmod = -1},
+};
+static relation roles_rel = {.oid = 16400, .schema = "public", .name = "org_roles", .ncols = 3,
+                             .cols = roles_cols, .replident = 'f', .version = 1};
+static rel_column events_cols[] = {
+	{.name = "id", .type_oid = TEXT_T, .typmod = -1, .key = true},
+	{.name = "org_id", .type_oid = UUID_T, .typmod = -1},
+	{.name = "user_id", .type_oid = UUID_T, .typmod = -1},
+	{.name = "phone", .type_oid = TEXT_T, .typmod = -1},
+	{.name = "body", .type_oid = TEXT_T, .typmod = -1},
+};
+static relation events_rel = {.oid = 16420, .schema = "public", .name = "events", .ncols = 5,
+                              .cols = events_cols, .replident = 'f', .version = 1};
+
+#define ORG "0a000000-0000-4000-8000-000000000001"
+#define U1 "0b000000-0000-4000-8000-000000000001" /* viewer, the events' handler */
+#define U2 "0b000000-0000-4000-8000-000000000002" /* member */
+#define U3 "0b000000-0000-4000-8000-000000000003" /* admin */
+
+typedef struct fx {
+	policy *pol;
+	privacy *pv;
+	audience *aud;
+	metrics_registry *reg;
+	sink_env env;
+	void *sink;
+	audience_sub *subs[4];
+	int tag;
+	char url[256];
+	uint64_t lsn;
+	int subscribe_calls;
+	bool wildcard_seen;
+} fx;
+
+/* The pipeline's sink_env.subscribe, as pipeline.c does it: the wildcard subscriber goes into
+ * the audience (audience_subscribe_wildcard). */
+static int fake_subscribe(void *arg, void *sub_arg, const char *uid, bool bypass, bool wildcard,
+                          audience_sub **out)
+{
+	fx *f = arg;
+	f->subscribe_calls++;
+	f->wildcard_seen = wildcard && uid == NULL && !bypass;
+	return wildcard ? audience_subscribe_wildcard(f->aud, sub_arg, out)
+	                : audience_subscribe(f->aud, sub_arg, uid, bypass, out);
+}
+
+static void fake_unsubscribe(void *arg, audience_sub *s)
+{
+	fx *f = arg;
+	f->subscribe_calls--;
+	audience_unsubscribe(f->aud, s);
+}
+
+/* The pipeline's fan-out: one deliver() per (audience, subscriber of the sink). */
+static int deliver_cb(void *arg, const audience_delivery *d)
+{
+	fx *f = arg;
+	for (size_t i = 0; i < d->nsubs; i++) {
+		if (d->subs[i] != f->sink)
+			continue;
+		int rc = nng_sink_ops.deliver(f->sink, f->sink, d);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void publish(fx *f, change_action a, const relation *rel, change_value *row)
+{
+	change_txn txn = {.xid = 7, .commit_lsn = 0x16B3700 + ++f->lsn, .end_lsn = 0x16B3800 + f->lsn};
+	change c = {.action = a, .lsn = 0x16B3000 + f->lsn, .txn = &txn, .rel = rel, .new_tuple = row};
+	assert_true(audience_publish(f->aud, &c, deliver_cb, f) >= 0);
+}
+
+static change_value tv(const char *s)
+{
+	return (change_value){VALUE_TEXT, (uint32_t)strlen(s), s};
+}
+
+static void member(fx *f, const char *user, const char *role)
+{
+	change_value row[3] = {tv(ORG), tv(user), tv(role)};
+	publish(f, CHANGE_INSERT, &roles_rel, row);
+}
+
+static void event(fx *f, const char *id, const char *body)
+{
+	change_value row[5] = {tv(id), tv(ORG), tv(U1), tv("+33612345678"), tv(body)};
+	publish(f, CHANGE_INSERT, &events_rel, row);
+}
+
+static int make_sink(fx *f, const char *listen, int64_t sendbuf, char err[SINK_ERROR_MAX])
+{
+	nng_sink_conf conf = {.listen = (char *)listen, .sendbuf = sendbuf,
+	                      .topic_prefix = NNG_SINK_DEFAULT_PREFIX};
+	err[0] = '\0';
+	return nng_sink_ops.create(&f->env, &conf, &f->sink, err);
+}
+
+static void fx_init(fx *f, int64_t sendbuf)
+{
+	memset(f, 0, sizeof(*f));
+	char perr[POLICY_ERROR_MAX], verr[PRIVACY_ERROR_MAX], err[SINK_ERROR_MAX];
+	assert_int_equal(policy_load_string(POLICY, "test.ini", &f->pol, perr), 0);
+	assert_int_equal(privacy_create(f->pol, NULL, &f->pv, verr), 0);
+	assert_int_equal(audience_create(f->pv, 0, &f->aud), 0);
+	f->reg = metrics_registry_create();
+	assert_non_null(f->reg);
+	f->env = (sink_env){.name = "live", .metrics = f->reg, .subscribe = fake_subscribe,
+	                    .unsubscribe = fake_unsubscribe, .env_arg = f};
+	const char *tmp = getenv("TMPDIR");
+	snprintf(f->url, sizeof(f->url), "ipc://%s/nng-test-%d-%ld.ipc", tmp ? tmp : "/tmp", (int)getpid(),
+	         (long)random());
+	int rc = make_sink(f, f->url, sendbuf, err);
+	if (rc != 0)
+		fail_msg("create: %s", err);
+	assert_int_equal(f->subscribe_calls, 1);
+	assert_true(f->wildcard_seen);
+	/* other subscribers (another sink's users) change nothing for the wildcard */
+	assert_int_equal(audience_subscribe(f->aud, &f->tag, U2, false, &f->subs[0]), 0);
+}
+
+static void fx_fini(fx *f)
+{
+	audience_unsubscribe(f->aud, f->subs[0]);
+	nng_sink_ops.destroy(f->sink);
+	assert_int_equal(f->subscribe_calls, 0);
+	audience_destroy(f->aud);
+	privacy_destroy(f->pv);
+	policy_destroy(f->pol);
+	metrics_registry_destroy(f->reg);
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* A SUB socket connected to the sink with the given prefixes; waits for the connection. */
+static nng_socket subscriber(fx *f, const char *const *prefixes, int recvbuf)
+{
+	nng_sink_stats st;
+	nng_sink_get_stats(f->sink, &st);
+	int before = st.connections;
+	nng_socket s;
+	assert_int_equal(nng_sub0_open(&s), 0);
+	for (; *prefixes; prefixes++)
+		assert_int_equal(nng_socket_set(s, NNG_OPT_SUB_SUBSCRIBE, *prefixes, strlen(*prefixes)), 0);
+	assert_int_equal(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 300), 0);
+	if (recvbuf > 0)
+		assert_int_equal(nng_socket_set_int(s, NNG_OPT_RECVBUF, recvbuf), 0);
+	assert_int_equal(nng_dial(s, f->url, NULL, 0), 0);
+	for (int i = 0; i < 200; i++) {
+		nng_sink_get_stats(f->sink, &st);
+		if (st.connections > before)
+			break;
+		sleep_ms(10);
+	}
+	assert_true(st.connections > before);
+	return s;
+}
+
+/* Receives every message until the timeout; returns the count, texts in out[] (caller frees). */
+static int drain(nng_socket s, char **out, int max)
+{
+	int n = 0;
+	nng_msg *m;
+	while (nng_recvmsg(s, &m, 0) == 0) {
+		if (n < max)
+			out[n] = strndup(nng_msg_body(m), nng_msg_len(m));
+		n++;
+		nng_msg_free(m);
+	}
+	return n;
+}
+
+static const char *find_topic(char **msgs, int n, const char *topic, int nth)
+{
+	size_t tl = strlen(topic);
+	for (int i = 0; i < n; i++)
+		if (strncmp(msgs[i], topic, tl) == 0 && msgs[i][tl] == ' ' && nth-- == 0)
+			return msgs[i];
+	return NULL;
+}
+
+#define T_ALL "walcast/v1/all/public.events/"
+#define T_MEMBER "walcast/v1/org/" ORG "/role/member/public.events/"
+#define T_ADMIN "walcast/v1/org/" ORG "/role/admin/public.events/"
+#define T_U1 "walcast/v1/org/" ORG "/user/" U1 "/public.events/"
+
+static void test_topics_payloads_sequences(void **state)
+{
+	(void)state;
+	fx f;
+	fx_init(&f, 64);
+	member(&f, U1, "viewer");
+	member(&f, U2, "member");
+	member(&f, U3, "admin");
+	const char *everything[] = {"walcast/v1/", NULL};
+	const char *members_only[] = {"walcast/v1/org/" ORG "/role/member/", NULL};
+	nng_socket all = subscriber(&f, everything, 0);
+	nng_socket mem = subscriber(&f, members_only, 0);
+
+	event(&f, "e1", "hello");
+	event(&f, "e2", "again");
+
+	char *msgs[64] = {0};
+	int n = drain(all, msgs, 64);
+	/* per event, every audience of the row whether or not anyone is subscribed in it (the
+	 * wildcard): bypass; the ranks member, analyst, admin and owner (a viewer sees an event
+	 * only as its handler); and U1 named by user_id, on their own */
+	assert_int_equal(n, 12);
+	const char *m;
+	assert_non_null(m = find_topic(msgs, n, T_ALL, 0));
+	assert_non_null(strstr(m, " 1 0/16B3704 {"));
+	assert_non_null(strstr(m, "\"phone\":\"+33612345678\""));
+	assert_non_null(m = find_topic(msgs, n, T_ALL, 1));
+	assert_non_null(strstr(m, " 2 0/16B3705 {"));
+	assert_non_null(strstr(m, "\"id\":\"e2\""));
+	assert_non_null(m = find_topic(msgs, n, T_MEMBER, 1));
+	assert_non_null(strstr(m, " 2 0/16B3705 {"));
+	assert_non_null(strstr(m, "\"phone\":\"********5678\"")); /* masked for members */
+	assert_non_null(m = find_topic(msgs, n, T_ADMIN, 0));
+	assert_non_null(strstr(m, " 1 "));
+	assert_non_null(strstr(m, "\"phone\":\"+33612345678\""));
+	assert_non_null(m = find_topic(msgs, n, T_U1, 1));
+	assert_non_null(strstr(m, " 2 "));
+	assert_non_null(strstr(m, "\"phone\":\"+33612345678\"")); /* the handler sees their own */
+	assert_null(find_topic(msgs, n, "walcast/v1/org/" ORG "/role/viewer/public.events/", 0));
+	for (int i = 0; i < n; i++) {
+		nngsub_msg pm;
+		assert_int_equal(nngsub_parse(msgs[i], strlen(msgs[i]), &pm), 0);
+		assert_int_equal(pm.payload[0], '{');
+		assert_int_equal(pm.payload[pm.payload_len - 1], '}');
+		free(msgs[i]);
+	}
+
+	/* the member-role subscriber got its two messages only */
+	n = drain(mem, msgs, 64);
+	assert_int_equal(n, 2);
+	assert_non_null(strstr(msgs[0], T_MEMBER " 1 "));
+	assert_non_null(strstr(msgs[1], T_MEMBER " 2 "));
+	free(msgs[0]);
+	free(msgs[1]);
+
+	nng_sink_stats st;
+	nng_sink_get_stats(f.sink, &st);
+	/* three roster rows (read = owner) to bypass and owner before anyone connected, then 12 */
+	assert_int_equal(st.messages, 6 + 12);
+	assert_int_equal(st.topics, 2 + 6);
+	assert_int_equal(st.dropped, 0);
+	assert_int_equal(nng_sink_next_seq(f.sink, T_ALL, strlen(T_ALL)), 3);
+	assert_int_equal(st.connections, 2);
+
+	buf text;
+	buf_init(&text);
+	assert_int_equal(metrics_render(f.reg, &text), 0);
+	assert_non_null(strstr(text.data, "walcast_nng_messages_total{sink=\"live\"} 18"));
+	assert_non_null(strstr(text.data, "walcast_nng_topics{sink=\"live\"} 8"));
+	assert_non_null(strstr(text.data, "walcast_nng_connections{sink=\"live\"} 2"));
+	buf_fini(&text);
+
+	nng_close(all);
+	nng_close(mem);
+	fx_fini(&f);
+}
+
+/* A subscriber that does not read while the sink publishes: nng drops the oldest messages
+ * silently, the sequence numbers show the gap. */
+static void test_slow_subscriber_sees_gap(void **state)
+{
+	(void)state;
+	fx f;
+	fx_init(&f, 2);
+	const char *everything[] = {"walcast/v1/all/", NULL};
+	nng_socket s = subscriber(&f, everything, 1);
+	static char body[32768];
+	memset(body, 'x', sizeof(body) - 1);
+	enum { N = 3000 };
+	for (int i = 0; i < N; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "e%d", i);
+		event(&f, id, body);
+	}
+	nngsub_tracker tr = {0};
+	nng_msg *m;
+	uint64_t first = 0, last = 0;
+	while (nng_recvmsg(s, &m, 0) == 0) {
+		nngsub_msg pm;
+		nngsub_check c;
+		assert_int_equal(nngsub_parse(nng_msg_body(m), nng_msg_len(m), &pm), 0);
+		assert_int_equal(nngsub_track(&tr, &pm, &c), 0);
+		if (first == 0)
+			first = pm.seq;
+		last = pm.seq;
+		nng_msg_free(m);
+	}
+	/* the other topics' messages went to this subscriber too (it filters them itself) and
+	 * took their share of its queue: even the last "all" message may be gone */
+	assert_true(last <= N && last > 0);
+	/* loss happened, and the sequence numbers account for every message: connected before the
+	 * first one, this subscriber knows that seqs 1..first-1 are lost too */
+	assert_true(tr.lost + (first - 1) > 0);
+	assert_true(tr.messages < N);
+	assert_int_equal(tr.messages + tr.lost + (first - 1) + (N - last), N);
+	nng_sink_stats st;
+	nng_sink_get_stats(f.sink, &st);
+	/* the publisher never blocked nor refused: bypass and the four ranks that may read */
+	assert_int_equal(st.messages, 5 * N);
+	assert_int_equal(st.dropped, 0);
+	nngsub_tracker_fini(&tr);
+	nng_close(s);
+	fx_fini(&f);
+}
+
+static void test_gap_logic(void **state)
+{
+	(void)state;
+	nngsub_tracker tr = {0};
+	nngsub_check c;
+	nngsub_msg m;
+	const char *msgs[] = {
+		"t/a/ 5 0/1 {}", /* joined mid-stream: no loss */
+		"t/b/ 1 0/1 {}",
+		"t/a/ 6 0/2 {}",
+		"t/a/ 9 0/3 {}", /* 7 and 8 lost */
+		"t/b/ 2 0/3 {}",
+		"t/a/ 9 0/3 {}", /* duplicate */
+		"t/a/ 1 0/9 {}", /* publisher restarted */
+	};
+	uint64_t lost[] = {0, 0, 0, 2, 0, 0, 0};
+	for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
+		assert_int_equal(nngsub_parse(msgs[i], strlen(msgs[i]), &m), 0);
+		assert_int_equal(nngsub_track(&tr, &m, &c), 0);
+		assert_int_equal(c.lost, lost[i]);
+		assert_int_equal(c.stale, i == 5);
+		assert_int_equal(c.restart, i == 6);
+	}
+	assert_int_equal(tr.lost, 2);
+	assert_int_equal(tr.restarts, 1);
+	assert_int_equal(tr.n, 2);
+	assert_int_equal(nngsub_parse("t/a/ 0 0/1 {}", 12, &m), -EINVAL);
+	assert_int_equal(nngsub_parse("t/a/ x 0/1 {}", 12, &m), -EINVAL);
+	assert_int_equal(nngsub_parse("t/a/ 3 0/1", 10, &m), -EINVAL);
+	assert_int_equal(nngsub_parse("t/a/ 3 0/1 ", 11, &m), 0);
+	assert_int_equal(m.payload_len, 0);
+	nngsub_tracker_fini(&tr);
+}
+
+static void test_topic_names(void **state)
+{
+	(void)state;
+	rel_column col = {.name = "x", .type_oid = TEXT_T, .typmod = -1};
+	relation rel = {.schema = "my schema", .name = "a.b/c", .ncols = 1, .cols = &col};
+	change c = {.action = CHANGE_INSERT, .rel = &rel};
+	buf b;
+	buf_init(&b);
+	audience_delivery d = {.view = &c, .bypass = true};
+	assert_int_equal(nng_sink_topic(&b, "p/", &d), 0);
+	assert_string_equal(b.data, "p/all/my%20schema.a%2Eb%2Fc/");
+	buf_clear(&b);
+	d = (audience_delivery){.view = &c, .org = ORG, .role = "admin", .rank = 4};
+	assert_int_equal(nng_sink_topic(&b, "", &d), 0);
+	assert_string_equal(b.data, "org/" ORG "/role/admin/my%20schema.a%2Eb%2Fc/");
+	buf_clear(&b);
+	d.individual = true;
+	assert_int_equal(nng_sink_topic(&b, "", &d), -EINVAL); /* no uid */
+	assert_int_equal(b.len, 0);
+	d.uid = U1;
+	assert_int_equal(nng_sink_topic(&b, "", &d), 0);
+	assert_string_equal(b.data, "org/" ORG "/user/" U1 "/my%20schema.a%2Eb%2Fc/");
+	buf_clear(&b);
+	change msg = {.action = CHANGE_MESSAGE, .prefix = "p"};
+	d = (audience_delivery){.view = &msg, .bypass = true};
+	assert_int_equal(nng_sink_topic(&b, "walcast/v1/", &d), 0);
+	assert_string_equal(b.data, "walcast/v1/all/_message/");
+	d = (audience_delivery){.view = &c, .rank = 2}; /* no org: refused, not guessed */
+	assert_int_equal(nng_sink_topic(&b, "", &d), -EINVAL);
+	buf_fini(&b);
+}
+
+static void test_config_errors(void **state)
+{
+	(void)state;
+	fx f;
+	memset(&f, 0, sizeof(f));
+	f.env = (sink_env){.name = "bad"};
+	char err[SINK_ERROR_MAX];
+	assert_int_equal(make_sink(&f, "", 16, err), -EINVAL);
+	assert_non_null(strstr(err, "listen"));
+	assert_true(make_sink(&f, "bogus://nowhere", 16, err) < 0);
+	assert_non_null(strstr(err, "bogus://nowhere"));
+	assert_int_equal(make_sink(&f, "tls+tcp://127.0.0.1:0", 16, err), -EINVAL);
+	assert_non_null(strstr(err, "tls_cert"));
+	nng_sink_conf conf = {.listen = "tcp://127.0.0.1:0", .sendbuf = 16, .tls_cert = "/nonexistent.pem",
+	                      .tls_key = "/nonexistent.key"};
+	assert_int_equal(nng_sink_ops.create(&f.env, &conf, &f.sink, err), -ENOENT);
+	assert_non_null(strstr(err, "/nonexistent.pem"));
+	conf = (nng_sink_conf){.listen = "tcp://127.0.0.1:0", .sendbuf = 16, .tls_ca = "/x.pem"};
+	assert_int_equal(nng_sink_ops.create(&f.env, &conf, &f.sink, err), -EINVAL);
+	/* a listener that works, then one that cannot bind: nothing left behind */
+	conf = (nng_sink_conf){.listen = "tcp://127.0.0.1:0, tcp://256.0.0.1:1", .sendbuf = 16};
+	assert_true(nng_sink_ops.create(&f.env, &conf, &f.sink, err) < 0);
+	assert_non_null(strstr(err, "256.0.0.1"));
+}
+
+/* ---- TLS and nngcat ------------------------------------------------------------------- */
+
+/* A free TCP port on 127.0.0.1 (bound and released: good enough for a test). */
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t l = sizeof(a);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+/* Runs nngcat in the background with args, its output into file out. */
+static void nngcat_start(const char *args, const char *out)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "nngcat --sub0 %s --ascii --recv-timeout 3 >%s 2>&1 &", args, out);
+	assert_int_equal(system(cmd), 0);
+}
+
+static int wait_connections(fx *f, int want)
+{
+	nng_sink_stats st;
+	for (int i = 0; i < 300; i++) {
+		nng_sink_get_stats(f->sink, &st);
+		if (st.connections >= want)
+			break;
+		sleep_ms(10);
+	}
+	return st.connections;
+}
+
+static char *slurp_file(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	assert_non_null(fp);
+	static char text[65536];
+	size_t n = fread(text, 1, sizeof(text) - 1, fp);
+	text[n] = '\0';
+	fclose(fp);
+	return text;
+}
+
+/* tls+tcp:// with tls_ca: a client with a certificate the CA signed receives; a client without
+ * one, or with one signed by another CA, never connects (NNG_TLS_AUTH_MODE_REQUIRED); plain
+ * tcp:// next to it serves nngcat too. */
+static void test_tls_client_certificates_and_nngcat(void **state)
+{
+	(void)state;
+	if (system("command -v nngcat >/dev/null && command -v openssl >/dev/null") != 0)
+		skip();
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	char dir[512], cmd[4096];
+	snprintf(dir, sizeof(dir), "%s/nng-tls-%d", tmp, (int)getpid());
+	snprintf(cmd, sizeof(cmd),
+	         "( set -e; mkdir -p %s; cd %s; q='-nodes -newkey rsa:2048';"
+	         "openssl req -x509 -days 2 $q -keyout ca.key -out ca.pem -subj /CN=ca;"
+	         "openssl req -x509 -days 2 $q -keyout rogue.key -out rogue.pem -subj /CN=rogue;"
+	         "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' >san.ext;"
+	         "openssl req $q -keyout server.key -out server.csr -subj /CN=localhost;"
+	         "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext;"
+	         "openssl req $q -keyout client.key -out client.csr -subj /CN=backend;"
+	         "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2;"
+	         "openssl req $q -keyout evil.key -out evil.csr -subj /CN=evil;"
+	         "openssl x509 -req -in evil.csr -CA rogue.pem -CAkey rogue.key -CAcreateserial -out evil.pem -days 2"
+	         " ) >/dev/null 2>&1",
+	         dir, dir);
+	assert_int_equal(system(cmd), 0);
+
+	fx f;
+	fx_init(&f, 64);
+	nng_sink_ops.destroy(f.sink); /* replaced by a TLS one */
+	f.subscribe_calls = 0;
+	int tport = free_port(), pport = free_port();
+	char listen[256], cert[600], key[600], ca[600], err[SINK_ERROR_MAX] = "";
+	snprintf(listen, sizeof(listen), "tls+tcp://127.0.0.1:%d, tcp://127.0.0.1:%d", tport, pport);
+	snprintf(cert, sizeof(cert), "%s/server.pem", dir);
+	snprintf(key, sizeof(key), "%s/server.key", dir);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+	nng_sink_conf conf = {.listen = listen, .sendbuf = 64, .topic_prefix = NNG_SINK_DEFAULT_PREFIX,
+	                      .tls_cert = cert, .tls_key = key, .tls_ca = ca};
+	if (nng_sink_ops.create(&f.env, &conf, &f.sink, err) != 0)
+		fail_msg("create: %s", err);
+
+	char out_ok[600], out_nocert[600], out_evil[600], out_plain[600], args[2048];
+	snprintf(out_ok, sizeof(out_ok), "%s/ok.out", dir);
+	snprintf(out_nocert, sizeof(out_nocert), "%s/nocert.out", dir);
+	snprintf(out_evil, sizeof(out_evil), "%s/evil.out", dir);
+	snprintf(out_plain, sizeof(out_plain), "%s/plain.out", dir);
+	/* no client certificate, then one from another CA: refused by the handshake */
+	snprintf(args, sizeof(args), "--dial tls+tcp://localhost:%d --cacert %s/ca.pem --subscribe walcast/v1/ --count 1",
+	         tport, dir);
+	nngcat_start(args, out_nocert);
+	snprintf(args, sizeof(args),
+	         "--dial tls+tcp://localhost:%d --cacert %s/ca.pem --cert %s/evil.pem --key %s/evil.key "
+	         "--subscribe walcast/v1/ --count 1", tport, dir, dir, dir);
+	nngcat_start(args, out_evil);
+	sleep_ms(700);
+	assert_int_equal(wait_connections(&f, 1), 0);
+	/* a certificate the CA signed: connects */
+	snprintf(args, sizeof(args),
+	         "--dial tls+tcp://localhost:%d --cacert %s/ca.pem --cert %s/client.pem --key %s/client.key "
+	         "--subscribe walcast/v1/all/ --count 1", tport, dir, dir, dir);
+	nngcat_start(args, out_ok);
+	assert_int_equal(wait_connections(&f, 1), 1);
+	/* and nngcat on the plain listener, subscribed to one table of every audience of org 1's
+	 * members... by prefix: the member role */
+	snprintf(args, sizeof(args), "--dial tcp://127.0.0.1:%d --subscribe walcast/v1/all/public.org_roles/ --count 2",
+	         pport);
+	nngcat_start(args, out_plain);
+	assert_int_equal(wait_connections(&f, 2), 2);
+	sleep_ms(100);
+	member(&f, U1, "viewer");
+	member(&f, U2, "member");
+	event(&f, "e1", "hello");
+	sleep_ms(3500); /* the nngcats end: --count reached, or --recv-timeout */
+	char *t = slurp_file(out_ok);
+	assert_non_null(strstr(t, "walcast/v1/all/public.org_roles/ 1 "));
+	t = slurp_file(out_plain);
+	assert_non_null(strstr(t, "walcast/v1/all/public.org_roles/ 1 "));
+	assert_non_null(strstr(t, "walcast/v1/all/public.org_roles/ 2 "));
+	assert_null(strstr(t, "public.events"));
+	assert_null(strstr(slurp_file(out_nocert), "walcast/"));
+	assert_null(strstr(slurp_file(out_evil), "walcast/"));
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+	fx_fini(&f);
+}
+
+int main(void)
+{
+	srandom((unsigned)getpid());
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_topic_names),
+		cmocka_unit_test(test_gap_logic),
+		cmocka_unit_test(test_topics_payloads_sequences),
+		cmocka_unit_test(test_slow_subscriber_sees_gap),
+		cmocka_unit_test(test_config_errors),
+		cmocka_unit_test(test_tls_client_certificates_and_nngcat),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
