@@ -53,7 +53,9 @@ sql -c "SELECT id FROM js_t ORDER BY id" >"$WORK/committed.ids"
 committed=$(wc -l <"$WORK/committed.ids")
 check_true "load committed most rows ($committed of $ROWS)" [ "$committed" -gt $((ROWS * 8 / 10)) ]
 check_true "the pipeline was killed mid-stream several times ($kills)" [ $kills -ge 3 ]
-check_true "FILE was cut back to its checkpoint at least once" grep -q jsonl.recovered "$WORK/js_p.err" "$WORK/js_w.err"
+# Whether a kill landed between a write and its checkpoint is up to timing (lines are buffered
+# until a sync or 64 kB): said, not asserted (test_jsonl covers the cut-back deterministically).
+echo "# FILE cut back to its checkpoint at start: $(cat "$WORK/js_p.err" "$WORK/js_w.err" | grep -c jsonl.recovered || true) times"
 
 end=$(current_lsn)
 for slot in js_p js_w; do
