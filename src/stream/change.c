@@ -145,6 +145,50 @@ static int json_embed(buf *out, const char *s, size_t n)
 	return 0;
 }
 
+/* Length of the prefix of s[0..n) that JSON strings carry as is: printable ASCII except '"' and
+ * '\\'. Eight bytes at a time (the bit tricks are exact as "some byte is ..." tests). */
+static size_t json_plain_prefix(const char *s, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t x;
+		memcpy(&x, s + i, 8);
+		uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+		uint64_t bad = (x & highs) | ((x - ones * 0x20) & ~x & highs) | ((q - ones) & ~q & highs) |
+		               ((b - ones) & ~b & highs);
+		if (bad != 0)
+			break;
+	}
+	while (i < n) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
+			break;
+		i++;
+	}
+	return i;
+}
+
+/* buf_json_string, byte for byte, with the common case (nothing to escape) as one copy:
+ * profiled, escaping the values byte by byte was a third of walcast's instructions per row. */
+static int json_string_write(buf *out, const char *s, size_t n)
+{
+	if (json_plain_prefix(s, n) != n)
+		return buf_json_string(out, s, n);
+	if (n > SIZE_MAX - 3)
+		return -ENOMEM;
+	int rc = buf_reserve(out, n + 2);
+	if (rc < 0)
+		return rc;
+	char *o = out->data + out->len;
+	o[0] = '"';
+	memcpy(o + 1, s, n);
+	o[n + 1] = '"';
+	out->len += n + 2;
+	out->data[out->len] = '\0';
+	return 0;
+}
+
 static int value_write(buf *out, const change_value *v, uint32_t type_oid)
 {
 	if (v->kind == VALUE_NULL)
@@ -177,7 +221,7 @@ static int value_write(buf *out, const change_value *v, uint32_t type_oid)
 	default:
 		break;
 	}
-	return buf_json_string(out, v->data, v->len);
+	return json_string_write(out, v->data, v->len);
 }
 
 /* ---- the per-relation and per-transaction cache ------------------------------------------ */

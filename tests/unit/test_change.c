@@ -1111,12 +1111,57 @@ static void test_cache_follows_relation_and_txn(void **state)
 	change_json_cache_destroy(NULL);
 }
 
+/* A text value is written exactly as buf_json_string writes it, whatever the position of the
+ * one byte that needs escaping (or breaks the plain-ASCII fast path) relative to 8-byte words. */
+static void test_string_values_as_buf_json_string(void **state)
+{
+	(void)state;
+	static const char *const specials[] = {"\"", "\\", "\n", "\x1f", "\x7f", "\xc3\xa9", "\xff", " ", "~"};
+	rel_column col = {.name = "v", .type_oid = T_TEXT, .typmod = -1};
+	relation rel = {.oid = 1, .schema = "s", .name = "t", .ncols = 1, .cols = &col};
+	buf got, want;
+	buf_init(&got);
+	buf_init(&want);
+	char v[64];
+	for (size_t len = 0; len <= 24; len++) {
+		for (size_t pos = 0; pos <= len; pos++) {
+			for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++) {
+				size_t sl = strlen(specials[k]);
+				for (size_t i = 0; i < len; i++)
+					v[i] = (char)('a' + i % 26);
+				size_t n = len;
+				if (pos < len) {
+					memcpy(v + pos, specials[k], sl);
+					n = len + sl - 1 > pos + sl ? len + sl - 1 : pos + sl;
+					for (size_t i = pos + sl; i < n; i++)
+						v[i] = 'z';
+				}
+				v[n] = '\0';
+				change_value nv = {.kind = VALUE_TEXT, .len = (uint32_t)n, .data = v};
+				change c = {.action = CHANGE_INSERT, .lsn = 1, .txn = &txn750, .rel = &rel, .new_tuple = &nv};
+				buf_clear(&got);
+				buf_clear(&want);
+				assert_int_equal(change_json_write(&got, &c, 0), 0);
+				assert_int_equal(buf_puts(&want, "\"new\":{\"v\":"), 0);
+				assert_int_equal(buf_json_string(&want, v, n), 0);
+				assert_int_equal(buf_puts(&want, "}}"), 0);
+				assert_true(got.len >= want.len);
+				if (strcmp(got.data + got.len - want.len, want.data) != 0)
+					fail_msg("len %zu pos %zu special %zu: %s, want ...%s", len, pos, k, got.data, want.data);
+			}
+		}
+	}
+	buf_fini(&got);
+	buf_fini(&want);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_action_names),
 		T(test_cache_follows_relation_and_txn),
+		T(test_string_values_as_buf_json_string),
 		T(test_action_parse_rejects),
 		T(test_time_format),
 		T(test_time_format_pg_epoch_conversion),
