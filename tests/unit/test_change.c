@@ -1151,6 +1151,24 @@ static void test_string_values_as_buf_json_string(void **state)
 			}
 		}
 	}
+	/* Several bytes to escape: quotes and backslashes handled in runs, then something else. */
+	static const char *const mixed[] = {
+		"\\x0100ab34cd", "a\"b\\c\"", "\\\\", "\"\n", "x\\y\xc3\xa9z", "\\abcdefghijklmnopqrstu\x01",
+		"abcdefgh\"ijklmnop\\qrstuvwx\"", "\"\"\"\"\"\"\"\"\"\"",
+	};
+	for (size_t k = 0; k < sizeof(mixed) / sizeof(mixed[0]); k++) {
+		change_value nv = {.kind = VALUE_TEXT, .len = (uint32_t)strlen(mixed[k]), .data = mixed[k]};
+		change c = {.action = CHANGE_INSERT, .lsn = 1, .txn = &txn750, .rel = &rel, .new_tuple = &nv};
+		buf_clear(&got);
+		buf_clear(&want);
+		assert_int_equal(change_json_write(&got, &c, 0), 0);
+		assert_int_equal(buf_puts(&want, "\"new\":{\"v\":"), 0);
+		assert_int_equal(buf_json_string(&want, mixed[k], strlen(mixed[k])), 0);
+		assert_int_equal(buf_puts(&want, "}}"), 0);
+		assert_int_equal(strlen(got.data), got.len);
+		if (got.len < want.len || strcmp(got.data + got.len - want.len, want.data) != 0)
+			fail_msg("mixed %zu: %s, want ...%s", k, got.data, want.data);
+	}
 	buf_fini(&got);
 	buf_fini(&want);
 }
