@@ -682,13 +682,17 @@ static void test_kill_during_appends(void **state)
 			}
 		}
 		close(p[1]);
+		/* wait for the first synced transaction (fsync may be slow on a busy machine), then let
+		 * the writer run on for a while before the kill */
+		uint32_t last = 0, v;
+		if (read(p[0], &v, sizeof(v)) == sizeof(v))
+			last = v;
 		struct timespec ts = {0, (20 + 30 * round) * 1000000L};
 		nanosleep(&ts, NULL);
 		kill(pid, SIGKILL);
 		int status = 0;
 		waitpid(pid, &status, 0);
 		assert_true(WIFSIGNALED(status));
-		uint32_t last = 0, v;
 		while (read(p[0], &v, sizeof(v)) == sizeof(v))
 			last = v;
 		close(p[0]);
