@@ -1,0 +1,361 @@
+#!/usr/bin/env bash
+# `walcast run` with the nng sink vs pg_recvlogical on the same WAL, and commit → nng receipt
+# latency (issue 8, "Benchmark").
+#
+#   bash bench/run_bench.sh [--rows M] [--subs "10 1000 100000"] [--rounds R] [--rate N]
+#                           [--seconds S] [--out FILE | --no-doc]
+#
+# Inside one throwaway PostgreSQL (tests/harness/harness.sh), with deploy/policy.ini:
+#   1. Throughput, for each subscriber count N: 100 orgs and N members (org_roles rows, the
+#      policy state walcast run holds) spread over them, ranks cycled; every slot of that N is
+#      created, then M single-row event transactions are loaded (80 % name a member as the
+#      handling user, so they also go to that user's topic) and a marker transaction
+#      (pg_logical_emit_message) ends the WAL. Each slot is drained once, alternating which tool
+#      goes first, timed with /usr/bin/time -v: pg_recvlogical (pgoutput, the options walcast
+#      asks for) to the end LSN; `walcast run` with one nng sink (sendbuf 8192) until
+#      bench/run_bench_sub.c, subscribed to the bypass topic of public.events and the marker
+#      topic, receives the marker (then walcast gets SIGTERM). Rows/s, CPU per row, peak RSS,
+#      medians over R rounds (peak RSS: the maximum).
+#   2. Latency: walcast run with the last N's members, a writer committing single-row events at
+#      --rate changes/s for --seconds s (paced in plpgsql); the subscriber compares each
+#      message's commit_time (PostgreSQL's commit timestamp) with its own clock at receipt. The
+#      writer runs with synchronous_commit on (the harness's default is off, which delays
+#      logical decoding by up to wal_writer_delay).
+#
+# Prints a Markdown report and writes it into docs/benchmarks.md between
+# <!-- bench:run:begin --> and <!-- bench:run:end --> (only on a committed tree, bench/lib.sh).
+# Options: --rows M (default 100000), --subs LIST (default "10 1000 100000"), --rounds R
+# (default 3), --rate N (default 1000), --seconds S (default 20), --out FILE, --no-doc.
+# Environment: WALCAST_BIN, WALCAST_BENCH_BUILD_DIR. A measurement, not a test: exits 0 whether
+# or not the bars are met.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+ROWS=100000
+SUBS="10 1000 100000"
+ROUNDS=3
+RATE=1000
+SECONDS_LAT=20
+OUT=$ROOT/docs/benchmarks.md
+ARGS=("$@")
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rows) ROWS=$2; shift 2 ;;
+    --subs) SUBS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    --seconds) SECONDS_LAT=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --no-doc) OUT=; shift ;;
+    --inner) shift; break ;;
+    -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
+    *) echo "run_bench.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+for v in ROWS ROUNDS RATE SECONDS_LAT; do
+  case ${!v} in ''|*[!0-9]*|0) echo "run_bench.sh: $v must be a positive integer" >&2; exit 2 ;; esac
+done
+for n in $SUBS; do
+  case $n in ''|*[!0-9]*|0) echo "run_bench.sh: --subs takes positive integers" >&2; exit 2 ;; esac
+done
+
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+
+# ---- Outer half: build, then run the inner half inside the harness ---------------------------
+if [ -z "${WALCAST_BENCH_INNER:-}" ]; then
+  command -v /usr/bin/time >/dev/null || { echo "run_bench.sh: /usr/bin/time is missing" >&2; exit 1; }
+  SUB_BIN=$(bench_build "$ROOT" run_bench_sub)
+  if [ -z "${WALCAST_BIN:-}" ]; then WALCAST_BIN=$(bench_build "$ROOT" walcast); fi
+  if [ -n "$OUT" ]; then OUT=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT"); fi
+  export WALCAST_BIN SUB_BIN WALCAST_BENCH_INNER=1 WALCAST_BENCH_OUT=$OUT
+  export WALCAST_BENCH_ARGS="${ARGS[*]}"
+  unset WALCAST_CONFIG
+  exec bash "$ROOT/tests/harness/harness.sh" run --no-redis -- \
+    bash "${BASH_SOURCE[0]}" --rows "$ROWS" --subs "$SUBS" --rounds "$ROUNDS" --rate "$RATE" \
+    --seconds "$SECONDS_LAT" --inner
+fi
+
+# ---- Inner half: PG* point at the harness's PostgreSQL ----------------------------------------
+OUT=${WALCAST_BENCH_OUT:-}
+PG_BIN=${WALCAST_PG_BIN:-/usr/lib/postgresql/15/bin}
+RECV=$PG_BIN/pg_recvlogical
+WORK=${WALCAST_HARNESS_DIR:-$(mktemp -d)}/run-bench
+mkdir -p "$WORK"
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+sql() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_jiffies() { awk '/^cpu / {b = $2 + $3 + $4 + $7 + $8 + $9; t = b + $5 + $6; print b, t; exit}' /proc/stat; }
+busy_pct() { local b0 t0 b1 t1; read -r b0 t0 <<<"$1"; read -r b1 t1 <<<"$2"; echo $(( (b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) )); }
+wait_slots_idle() {
+  local _
+  for _ in $(seq 1 100); do
+    [ "$(sql -c "select count(*) from pg_replication_slots where active")" = 0 ] && { sleep 0.1; return 0; }
+    sleep 0.2
+  done
+  log "WARNING: a replication slot stayed active"
+}
+
+# walcast run's configuration: one nng sink, a fresh state directory per run.
+write_conf() { # file slot nngport httpport create_slot
+  cat >"$1" <<CONF
+[replication]
+slot = $2
+plugin = pgoutput
+publication = walcast
+create_slot = $5
+[pipeline]
+state_dir = $WORK/state-$2
+[http]
+listen = 127.0.0.1:$4
+slot_status_interval = 0
+[sink.live]
+type = nng
+listen = tcp://127.0.0.1:$3
+sendbuf = 8192
+CONF
+}
+
+# Appends "subs tool round wall_s cpu_s maxrss_kb rc busy_pct messages" to $RESULTS.
+record() { # subs tool round wall tf rc busy messages
+  local rss user sys
+  rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$5")
+  user=$(awk -F': ' '/User time \(seconds\)/ {print $2}' "$5")
+  sys=$(awk -F': ' '/System time \(seconds\)/ {print $2}' "$5")
+  printf '%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$(echo "${user:-0} + ${sys:-0}" | bc)" \
+    "${rss:-0}" "$6" "$7" "$8" >>"$RESULTS"
+  log "  N=$1 $2 round $3: $(printf '%.2f' "$4") s, cpu $(echo "${user:-0} + ${sys:-0}" | bc) s, rss $((${rss:-0} / 1024)) MB, machine busy $7 %, rc $6${8:+, messages $8}"
+}
+
+drain_ref() { # subs round slot end
+  local tf=$WORK/time.ref.$1.$2 rc=0 t0 t1 j0 j1
+  wait_slots_idle
+  j0=$(cpu_jiffies); t0=$(date +%s.%N)
+  /usr/bin/time -v -o "$tf" "$RECV" -d "$PGDATABASE" -S "$3" --start -E "$4" --no-loop -F 0 \
+    -o proto_version=1 -o publication_names=walcast -o messages=true -f /dev/null \
+    2>"$WORK/stderr.ref.$1.$2" || rc=$?
+  t1=$(date +%s.%N); j1=$(cpu_jiffies)
+  record "$1" pg_recvlogical "$2" "$(echo "$t1 - $t0" | bc -l)" "$tf" "$rc" "$(busy_pct "$j0" "$j1")" ""
+}
+
+drain_wc() { # subs round slot
+  local tf=$WORK/time.wc.$1.$2 rc=0 t0 t1 j0 j1 np hp sub run
+  np=$(port); hp=$(port)
+  write_conf "$WORK/wc.$1.$2.conf" "$3" "$np" "$hp" false
+  wait_slots_idle
+  "$SUB_BIN" --timeout 300 "tcp://127.0.0.1:$np" walcast/v1/all/public.events/ walcast/v1/all/_message/ \
+    >"$WORK/sub.$1.$2" 2>"$WORK/sub.$1.$2.err" &
+  sub=$!
+  j0=$(cpu_jiffies); t0=$(date +%s.%N)
+  /usr/bin/time -v -o "$tf" "$WALCAST_BIN" -c "$WORK/wc.$1.$2.conf" run --policy "$ROOT/deploy/policy.ini" \
+    >/dev/null 2>"$WORK/stderr.wc.$1.$2" &
+  run=$!
+  wait "$sub" || rc=$?
+  t1=$(date +%s.%N); j1=$(cpu_jiffies)
+  # $run is /usr/bin/time, which does not forward signals: stop walcast itself.
+  kill -TERM "$(pgrep -P "$run")" 2>/dev/null || true
+  wait "$run" || true
+  [ "$rc" = 0 ] || { log "  walcast run: the subscriber saw no marker"; tail -5 "$WORK/stderr.wc.$1.$2" >&2; }
+  record "$1" walcast "$2" "$(echo "$t1 - $t0" | bc -l)" "$tf" "$rc" "$(busy_pct "$j0" "$j1")" \
+    "$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' "$WORK/sub.$1.$2")"
+}
+
+# ---- Schema: 100 orgs, the load procedures ------------------------------------------------------
+sql <<'SQL'
+insert into public.orgs (name) select 'bench-org-' || g from generate_series(1, 100) g;
+create schema bench;
+-- M single-row transactions: the handling user is a member of the row's org 80 % of the time.
+create procedure bench.load(first bigint, n bigint, pace_per_s int) language plpgsql as $$
+declare
+  orgs uuid[];
+  m_org uuid[];
+  m_user uuid[];
+  nm int;
+  org uuid;
+  usr uuid;
+  t0 timestamptz := clock_timestamp();
+  late float8;
+begin
+  select array_agg(id order by name) into orgs from public.orgs where name like 'bench-org-%';
+  select array_agg(org_id order by user_id), array_agg(user_id order by user_id) into m_org, m_user from public.org_roles;
+  nm := coalesce(array_length(m_user, 1), 0);
+  for i in first .. first + n - 1 loop
+    if nm > 0 and i % 5 <> 0 then
+      org := m_org[1 + (i % nm)::int]; usr := m_user[1 + (i % nm)::int];
+    else
+      org := orgs[1 + (i % 100)::int]; usr := null;
+    end if;
+    insert into public.events (org_id, user_id, kind, direction, status, duration_s, from_number, to_number)
+      values (org, usr, case when i % 5 < 3 then 'call' else 'sms' end,
+              case when i % 2 = 0 then 'inbound' else 'outbound' end, 'completed', (i % 1800)::int,
+              '+1555' || lpad((i % 10000000)::text, 7, '0'), '+1666' || lpad((i % 9999991)::text, 7, '0'));
+    commit;
+    if pace_per_s > 0 then
+      late := extract(epoch from (t0 + (i - first + 1) * (interval '1 second' / pace_per_s)) - clock_timestamp());
+      if late > 0 then perform pg_sleep(late); end if;
+    end if;
+  end loop;
+end
+$$;
+SQL
+
+j0=$(cpu_jiffies); sleep 3; j1=$(cpu_jiffies)
+IDLE_BUSY=$(busy_pct "$j0" "$j1")
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+OTHERS=$(top -b -n 2 -d 1 -w 200 2>/dev/null |
+  awk '/^top -/ {n++} n == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 >= 5 {printf "%s%s %s%%", sep, $12, $9; sep = ", "}' | head -c 300 || true)
+log "machine: ${IDLE_BUSY}% busy before the run, load average $LOADAVG${OTHERS:+ ($OTHERS)}"
+
+# ---- 1. Throughput ------------------------------------------------------------------------------
+declare -A LOADS
+for n in $SUBS; do
+  sql -c "truncate public.events" -c "delete from public.org_roles" >/dev/null
+  sql -c "insert into public.org_roles (org_id, user_id, role)
+          select o.id, gen_random_uuid(), (array['viewer','member','analyst','admin','owner'])[1 + (g / 100) % 5]
+          from generate_series(0, $n - 1) g
+          join (select id, row_number() over (order by name) - 1 as k from public.orgs where name like 'bench-org-%') o
+            on o.k = g % 100" >/dev/null
+  for r in $(seq 1 "$ROUNDS"); do
+    sql -c "select 1 from pg_create_logical_replication_slot('ref_${n}_$r', 'pgoutput')" \
+        -c "select 1 from pg_create_logical_replication_slot('wc_${n}_$r', 'pgoutput')" >/dev/null
+  done
+  log "N=$n: $(sql -c 'select count(*) from public.org_roles') members; loading $ROWS single-row transactions (2 sessions)"
+  t0=$(date +%s.%N)
+  half=$(( (ROWS + 1) / 2 ))
+  sql -c "call bench.load(1, $half, 0)" & p1=$!
+  sql -c "call bench.load($((half + 1)), $((ROWS - half)), 0)" & p2=$!
+  wait $p1; wait $p2
+  END=$(sql -c 'select pg_current_wal_insert_lsn()')
+  sql -c "select 1 from pg_logical_emit_message(true, 'walcast-bench', 'end')" >/dev/null
+  LOADS[$n]="$(printf '%.0f' "$(echo "$(date +%s.%N) - $t0" | bc -l)") s"
+  sql -c checkpoint
+  log "N=$n: loaded $(sql -c 'select count(*) from public.events') rows in ${LOADS[$n]}; end $END"
+  for r in $(seq 1 "$ROUNDS"); do
+    if [ $((r % 2)) = 1 ]; then
+      drain_ref "$n" "$r" "ref_${n}_$r" "$END"; drain_wc "$n" "$r" "wc_${n}_$r"
+    else
+      drain_wc "$n" "$r" "wc_${n}_$r"; drain_ref "$n" "$r" "ref_${n}_$r" "$END"
+    fi
+  done
+  wait_slots_idle
+  sql -c "select count(pg_drop_replication_slot(slot_name)) from pg_replication_slots where slot_name like '%\_${n}\_%'" >/dev/null
+done
+
+# ---- 2. Latency at a paced rate -----------------------------------------------------------------
+LAT_N=${SUBS##* }
+np=$(port); hp=$(port)
+write_conf "$WORK/lat.conf" lat "$np" "$hp" true
+"$WALCAST_BIN" -c "$WORK/lat.conf" run --policy "$ROOT/deploy/policy.ini" >/dev/null 2>"$WORK/stderr.lat" &
+RUN=$!
+for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$hp/readyz" >/dev/null && break; sleep 0.2; done
+"$SUB_BIN" --timeout 60 --latency "$WORK/latency.us" "tcp://127.0.0.1:$np" walcast/v1/all/public.events/ \
+  walcast/v1/all/_message/ >"$WORK/sub.lat" 2>"$WORK/sub.lat.err" &
+SUB=$!
+sleep 1
+LAT_ROWS=$(( RATE * SECONDS_LAT ))
+log "latency: $LAT_ROWS single-row transactions at $RATE/s, N=$LAT_N members"
+j0=$(cpu_jiffies); t0=$(date +%s.%N)
+# synchronous_commit on (PostgreSQL's default; the harness turns it off): a walsender sends only
+# flushed WAL, and with it off a commit waits for the WAL writer (wal_writer_delay, 200 ms).
+PGOPTIONS="-c synchronous_commit=on" sql -c "call bench.load(10000001, $LAT_ROWS, $RATE)"
+LAT_WALL=$(echo "$(date +%s.%N) - $t0" | bc -l)
+sql -c "select 1 from pg_logical_emit_message(true, 'walcast-bench', 'end')" >/dev/null
+wait "$SUB" || log "latency: the subscriber saw no marker"
+j1=$(cpu_jiffies)
+LAT_BUSY=$(busy_pct "$j0" "$j1")
+kill -TERM "$RUN" 2>/dev/null || true
+wait "$RUN" || true
+log "latency: $(cat "$WORK/sub.lat"); paced load took $(printf '%.1f' "$LAT_WALL") s"
+
+# ---- Report -----------------------------------------------------------------------------------
+KEEP=${TMPDIR:-/tmp}/walcast-run-bench-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$KEEP" && cp "$RESULTS" "$WORK/latency.us" "$WORK/sub.lat" "$KEEP/" && log "raw results kept in $KEEP"
+bench_git_state "$ROOT" src plugins CMakeLists.txt bench/run_bench.sh bench/run_bench_sub.c
+GIT_REV=$BENCH_GIT${BENCH_DIRTY:+ + $BENCH_DIRTY}
+LOAD_TXT=""
+for n in $SUBS; do LOAD_TXT+="N=$n: ${LOADS[$n]}; "; done
+python3 - "$RESULTS" "$WORK/latency.us" "$WORK/sub.lat" "$ROWS" "$RATE" "$SECONDS_LAT" "$LAT_N" "$LAT_BUSY" "$LAT_WALL" >"$WORK/report.md" <<'PY'
+import statistics, sys
+from collections import defaultdict
+res, latf, subf, rows, rate, secs, lat_n, lat_busy, lat_wall = sys.argv[1:10]
+rows = int(rows)
+R = defaultdict(list)
+for line in open(res):
+    n, tool, rnd, wall, cpu, rss, rc, busy, msgs = line.rstrip("\n").split("\t")
+    R[(int(n), tool)].append(dict(wall=float(wall), cpu=float(cpu), rss=int(rss), rc=int(rc), busy=int(busy),
+                                  msgs=int(msgs) if msgs else None))
+med = statistics.median
+ok = lambda b: "**met**" if b else "**not met**"
+out = ["#### 1. Throughput: " + f"{rows:,} single-row transactions, 100 orgs\n",
+       "| subscribers (members) | pg_recvlogical rows/s | walcast run rows/s | ratio (bar ≥ 0.95) | CPU µs/row: pg_recvlogical / walcast (× ) | peak RSS: pg_recvlogical / walcast | machine busy during drains | messages received (bypass topic) |",
+       "|---:|---:|---:|---|---:|---:|---:|---:|"]
+for n in sorted({k[0] for k in R}):
+    ref, wc = R[(n, "pg_recvlogical")], R[(n, "walcast")]
+    rr, wr = med([rows / v["wall"] for v in ref]), med([rows / v["wall"] for v in wc])
+    ratio = med([(rows / b["wall"]) / (rows / a["wall"]) for a, b in zip(ref, wc)])
+    rc_, wc_ = med([v["cpu"] for v in ref]) / rows * 1e6, med([v["cpu"] for v in wc]) / rows * 1e6
+    busy = med([v["busy"] for v in ref + wc])
+    msgs = "/".join(str(v["msgs"]) for v in wc)
+    failed = [v for v in ref + wc if v["rc"] != 0]
+    note = " ⚠ failed drains: %d" % len(failed) if failed else ""
+    out.append(f"| {n:,}{note} | {rr/1000:,.1f}k | {wr/1000:,.1f}k | {ratio:.3f} {ok(ratio >= 0.95)} | {rc_:.1f} / {wc_:.1f} ({(wc_ / rc_ if rc_ > 0 else float('nan')):.2f}×) | {max(v['rss'] for v in ref)/1024:.1f} / {max(v['rss'] for v in wc)/1024:.1f} MB | {busy:.0f} % | {msgs} |")
+out.append("\n<details><summary>every drain</summary>\n")
+out.append("| subscribers | tool | round | wall s | CPU s | peak RSS | machine busy | exit |")
+out.append("|---:|---|---:|---:|---:|---:|---:|---:|")
+for (n, tool), vs in sorted(R.items()):
+    for i, v in enumerate(vs, 1):
+        out.append(f"| {n:,} | {tool} | {i} | {v['wall']:.2f} | {v['cpu']:.2f} | {v['rss']/1024:.1f} MB | {v['busy']} % | {v['rc']} |")
+out.append("\n</details>\n")
+lat = sorted(int(x) for x in open(latf) if x.strip())
+sub = open(subf).read().strip()
+out.append(f"#### 2. Latency: commit → nng receipt at {int(rate):,} changes/s for {secs} s ({int(lat_n):,} members)\n")
+if lat:
+    q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] / 1000
+    out.append("| messages | p50 | p90 | p99 | max | bar p99 ≤ 5 ms | achieved rate | machine busy |")
+    out.append("|---:|---:|---:|---:|---:|---|---:|---:|")
+    out.append(f"| {len(lat):,} | {q(0.5):.2f} ms | {q(0.9):.2f} ms | {q(0.99):.2f} ms | {lat[-1]/1000:.2f} ms | {ok(q(0.99) <= 5)} | {len(lat)/float(lat_wall):,.0f}/s | {lat_busy} % |")
+    out.append(f"\nSubscriber: `{sub}`. Latency = the subscriber's clock at receipt − the payload's `commit_time` (PostgreSQL's commit timestamp, taken just before the commit record is written), same machine.")
+else:
+    out.append(f"No latency sample (subscriber: `{sub}`).")
+print("\n".join(out))
+PY
+
+{
+  echo "<!-- bench:run:begin -->"
+  echo "<!-- Generated by bench/run_bench.sh on $(date -u '+%Y-%m-%d %H:%M UTC'); do not edit by hand. -->"
+  echo
+  echo "### Latest run"
+  echo
+  echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); command: \`bash bench/run_bench.sh ${WALCAST_BENCH_ARGS:-}\`"
+  echo "- Machine: $(nproc) × $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(uname -sr); PostgreSQL $(sql -c 'show server_version') (harness: fsync off, synchronous_commit off)"
+  echo "- walcast: git $GIT_REV, RelWithDebInfo; \`walcast run --policy deploy/policy.ini\` with one nng sink (\`sendbuf = 8192\`), pgoutput"
+  echo "- **Shared machine**: ${IDLE_BUSY}% of all CPUs busy with other work in the 3 s before the run, load average $LOADAVG${OTHERS:+ (top: $OTHERS)}. \"Machine busy\" below is the share of all CPUs busy during each drain, the drain's own processes included. Absolute figures are skewed by that load; the ratios less so (each round's two drains run back to back, alternating which goes first)."
+  echo "- Loads (2 sessions, COMMIT after every insert): ${LOAD_TXT% }"
+  echo "- pg_recvlogical: \`pg_recvlogical -S SLOT --start -E END --no-loop -F 0 -o proto_version=1 -o publication_names=walcast -o messages=true -f /dev/null\`; walcast: start of \`walcast run\` to the subscriber's receipt of the marker message committed right after END (the walcast process then gets SIGTERM; its CPU time and peak RSS come from \`/usr/bin/time -v\` and include startup, the initial policy-state load and shutdown). Medians of the rounds; the ratio is the median of per-round ratios; peak RSS is the maximum."
+  echo
+  cat "$WORK/report.md"
+  echo "<!-- bench:run:end -->"
+} >"$WORK/section.md"
+cat "$WORK/section.md"
+
+if [ -n "$OUT" ] && bench_may_publish run_bench.sh; then
+  if [ -f "$OUT" ] && grep -q '<!-- bench:run:begin -->' "$OUT"; then
+    python3 - "$OUT" "$WORK/section.md" <<'PY'
+import sys
+path, sec = sys.argv[1], open(sys.argv[2]).read().rstrip("\n")
+doc = open(path).read()
+b, e = "<!-- bench:run:begin -->", "<!-- bench:run:end -->"
+i, j = doc.index(b), doc.index(e) + len(e)
+open(path, "w").write(doc[:i] + sec + doc[j:])
+PY
+  else
+    { echo; echo "## walcast run with the nng sink vs pg_recvlogical, and nng latency"; echo
+      echo "Produced by \`bash bench/run_bench.sh\` (bench/README.md). The section between the \`bench:run\` markers is rewritten by every run."
+      echo; cat "$WORK/section.md"; } >>"$OUT"
+  fi
+  log "wrote $OUT"
+fi
