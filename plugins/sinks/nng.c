@@ -20,6 +20,7 @@
 #include <nng/protocol/pubsub0/pub.h>
 #include <nng/supplemental/tls/tls.h>
 
+#include "hex.h"
 #include "log.h"
 #include "lsn.h"
 
@@ -120,13 +121,12 @@ static void seq_fini(seq_map *m)
  * so a topic splits unambiguously and never contains a space). */
 static int put_name(buf *b, const char *s)
 {
-	static const char hex[] = "0123456789ABCDEF";
 	for (; *s != '\0'; s++) {
 		unsigned char c = (unsigned char)*s;
 		bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		             c == '_' || c == '$' || c == '-';
 		int rc = plain ? buf_putc(b, (char)c)
-		               : buf_printf(b, "%%%c%c", hex[c >> 4], hex[c & 15]);
+		               : buf_printf(b, "%%%c%c", hex_upper[c >> 4], hex_upper[c & 15]);
 		if (rc < 0)
 			return rc;
 	}

@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 
 #include "arena.h"
+#include "hex.h"
 
 #define POLICY_FILE_MAX (1u << 20) /* a policy file is a few kilobytes; refuse anything huge */
 #define POLICY_CONDS_MAX 32        /* distinct mask / decrypt conditions per table */
@@ -1764,17 +1765,6 @@ int policy_mask_last4(buf *out, const char *s, size_t len)
 	return 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int policy_uuid_canonical(const char *in, size_t len, char out[POLICY_UUID_TEXT_LEN + 1])
 {
 	/* PostgreSQL's string_to_uuid(): optional braces, 16 bytes of two hex digits each, and a
@@ -1788,7 +1778,7 @@ int policy_uuid_canonical(const char *in, size_t len, char out[POLICY_UUID_TEXT_
 	for (int b = 0; b < 16; b++) {
 		if (i + 2 > len)
 			return -EINVAL;
-		int hi = hexval(in[i]), lo = hexval(in[i + 1]);
+		int hi = hex_digit(in[i]), lo = hex_digit(in[i + 1]);
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
 		bytes[b] = (unsigned char)(hi << 4 | lo);
