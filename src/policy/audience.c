@@ -29,6 +29,7 @@
 #include "buf.h"
 #include "policy.h"
 #include "policy_state.h"
+#include "uuid.h"
 
 /* ---- payloads --------------------------------------------------------------------------- */
 
@@ -561,7 +562,7 @@ int audience_subscribe(audience *a, void *opaque, const char *uid, bool bypass, 
 	auser *u = NULL;
 	bool new_user = false;
 	int rc = 0;
-	if (!bypass && uid != NULL && policy_state_uuid_parse(uid, strlen(uid), &key) < 0) {
+	if (!bypass && uid != NULL && uuid_parse(uid, strlen(uid), key.b) < 0) {
 		snprintf(a->err, sizeof(a->err), "subscriber: user id is not a uuid");
 		return -EINVAL;
 	}
@@ -592,7 +593,7 @@ int audience_subscribe(audience *a, void *opaque, const char *uid, bool bypass, 
 				goto nomem;
 			new_user = true;
 			u->key = key;
-			policy_state_uuid_format(&key, u->uid);
+			uuid_format(key.b, u->uid);
 			if ((rc = user_index(&a->ix[PRIVACY_BEFORE], u)) < 0)
 				goto nomem;
 			if ((rc = user_index(&a->ix[PRIVACY_AFTER], u)) < 0) {
@@ -731,7 +732,7 @@ static size_t gather_subs(audience *a, size_t n, const auser *u)
 static int name_user(audience *a, const change_value *v)
 {
 	policy_state_uuid k;
-	if (v->kind != VALUE_TEXT || policy_state_uuid_parse(v->data, v->len, &k) < 0)
+	if (v->kind != VALUE_TEXT || uuid_parse(v->data, v->len, k.b) < 0)
 		return 0;
 	auser *u = pmap_find(a, &a->users, &k);
 	if (u == NULL || u->named == a->serial)
@@ -909,13 +910,13 @@ static int wild_audiences(audience *a, const row_ctx *x, const aorg *o)
 			continue;
 		const change_value *v = &tuple[ucols[k % nucols]];
 		policy_state_uuid key;
-		if (v->kind != VALUE_TEXT || policy_state_uuid_parse(v->data, v->len, &key) < 0 ||
+		if (v->kind != VALUE_TEXT || uuid_parse(v->data, v->len, key.b) < 0 ||
 		    uid_seen(v, seen, nseen))
 			continue;
 		if (nseen < sizeof(seen) / sizeof(seen[0]))
 			seen[nseen++] = v;
 		char uid[POLICY_STATE_UUID_TEXT];
-		policy_state_uuid_format(&key, uid);
+		uuid_format(key.b, uid);
 		int rank = policy_state_rank(privacy_state_at(a->pv, (privacy_when)x->w), x->org->data, x->org->len, uid,
 		                             POLICY_STATE_UUID_TEXT - 1);
 		if (rank < 1)
@@ -988,13 +989,13 @@ static int publish_cb(void *arg, const change *c)
 	int org_col = policy_bound_org_column(b);
 	const change_value *org = &x.row[org_col];
 	policy_state_uuid okey;
-	if (org->kind != VALUE_TEXT || policy_state_uuid_parse(org->data, org->len, &okey) < 0)
+	if (org->kind != VALUE_TEXT || uuid_parse(org->data, org->len, okey.b) < 0)
 		return 0; /* a row of no org (or none a member can have): members see nothing */
 	aorg *o = pmap_find(a, &a->ix[x.w].orgs, &okey);
 	if (o == NULL && a->nwild == 0)
 		return 0; /* no subscriber is a member of the row's org: no work at all */
 	x.org = org;
-	policy_state_uuid_format(&okey, x.org_text);
+	uuid_format(okey.b, x.org_text);
 	if (!del && c->old_tuple != NULL) {
 		x.old = c->old_tuple;
 		x.old_org = &x.old[org_col];

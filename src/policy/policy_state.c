@@ -36,9 +36,9 @@
 #include <string.h>
 #include <sys/random.h>
 
-#define UUID_BYTES 16
+#include "uuid.h"
+
 #define MEMBER_KEY (2 * UUID_BYTES) /* org bytes, then user bytes */
-#define UUID_CHARS 36
 #define NCOLS 3
 /* Slab indexes are stored + 1 in 32 bits and the index keeps load <= 1/2 of 2^32 slots. */
 #define SLAB_MAX ((size_t)1 << 31)
@@ -211,96 +211,16 @@ static const char *show(char out[SHOW_MAX], const char *s, size_t len)
 
 /* ---- uuids ---------------------------------------------------------------------------- */
 
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-
-/* Eight hex digits (in memory order, loaded little-endian) to four bytes, eight at a time in
- * one register (SWAR). Each byte is range-checked with additions that cannot carry into the
- * next byte while the high bits are clear. 1, or 0 for any non-hex byte (out is written anyway). */
-static inline unsigned hex8(uint64_t x, uint8_t out[4])
-{
-	uint64_t ge_0 = x + ONES * (0x80 - '0'), ge_colon = x + ONES * (0x80 - ('9' + 1));
-	uint64_t lower = x | ONES * 0x20;
-	uint64_t ge_a = lower + ONES * (0x80 - 'a'), ge_g = lower + ONES * (0x80 - ('f' + 1));
-	uint64_t digit = ge_0 & ~ge_colon & HIGHS, alpha = ge_a & ~ge_g & HIGHS;
-	/* (a byte with its high bit set may have carried into the next one: the checks above are
-	 * then garbage, but such input fails the first test below anyway) */
-	unsigned ok = ((x & HIGHS) == 0) & ((digit | alpha) == HIGHS);
-	uint64_t v = (x & ONES * 0x0f) + (alpha >> 7) * 9;           /* nibble values */
-	v = ((v << 4) | (v >> 8)) & 0x00ff00ff00ff00ffULL;           /* pairs -> bytes */
-	v = (v | (v >> 8)) & 0x0000ffff0000ffffULL;
-	v = (v | (v >> 16)) & 0x00000000ffffffffULL;
-	uint32_t w = (uint32_t)v;
-	memcpy(out, &w, 4);
-	return ok;
-}
-
-/* Parses into out (written even on failure); true when s is a uuid's text. */
-static inline bool uuid_parse_raw(const char *s, size_t len, uint8_t out[UUID_BYTES])
-{
-	if (s == NULL || len != UUID_CHARS || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-')
-		return false;
-	/* the 32 digits in four words, straight from s (no staging buffer: that would stall store
-	 * forwarding): 8 | 4+4 | 4+4 | 8 around the hyphens */
-	uint64_t w0, w3;
-	uint32_t a, b, c, d;
-	memcpy(&w0, s, 8);
-	memcpy(&a, s + 9, 4);
-	memcpy(&b, s + 14, 4);
-	memcpy(&c, s + 19, 4);
-	memcpy(&d, s + 24, 4);
-	memcpy(&w3, s + 28, 8);
-	return (hex8(w0, out) & hex8((uint64_t)b << 32 | a, out + 4) & hex8((uint64_t)d << 32 | c, out + 8) &
-	        hex8(w3, out + 12)) != 0;
-}
-#else
-/* Hex digit value + 1; 0 for anything else. */
-static const uint8_t hex1[256] = {
-	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
-	['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
-	['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
-};
-/* Offsets of the 16 digit pairs in "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx". */
-static const uint8_t uuid_pairs[UUID_BYTES] = {0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
-
-/* Parses into out (written even on failure); true when s is a uuid's text. An invalid digit
- * becomes 0xff, and the OR of all of them is checked once. */
-static inline bool uuid_parse_raw(const char *s, size_t len, uint8_t out[UUID_BYTES])
-{
-	if (s == NULL || len != UUID_CHARS || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-')
-		return false;
-	unsigned bad = 0;
-	for (int i = 0; i < UUID_BYTES; i++) {
-		uint8_t hi = (uint8_t)(hex1[(unsigned char)s[uuid_pairs[i]]] - 1);
-		uint8_t lo = (uint8_t)(hex1[(unsigned char)s[uuid_pairs[i] + 1]] - 1);
-		bad |= hi | lo;
-		out[i] = (uint8_t)(hi << 4 | (lo & 0x0f));
-	}
-	return (bad & 0xf0) == 0;
-}
-#endif
-
 int policy_state_uuid_parse(const char *s, size_t len, policy_state_uuid *out)
 {
-	uint8_t b[UUID_BYTES];
-	if (out == NULL || !uuid_parse_raw(s, len, b))
+	if (out == NULL)
 		return -EINVAL;
-	memcpy(out->b, b, sizeof(b));
-	return 0;
+	return uuid_parse(s, len, out->b);
 }
 
 void policy_state_uuid_format(const policy_state_uuid *u, char out[POLICY_STATE_UUID_TEXT])
 {
-	static const char digits[] = "0123456789abcdef";
-	size_t o = 0;
-	for (int i = 0; i < UUID_BYTES; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[o++] = '-';
-		out[o++] = digits[u->b[i] >> 4];
-		out[o++] = digits[u->b[i] & 0x0f];
-	}
-	out[o] = '\0';
+	uuid_format(u->b, out);
 }
 
 /* ---- hashing and the index -------------------------------------------------------------- */
@@ -1030,7 +950,7 @@ static int parse_uuid_cell(policy_state *ps, const char *what, const char *which
 	}
 	if (v->kind != VALUE_TEXT || v->data == NULL)
 		return fail(ps, -EINVAL, "%s: %s: column \"%s\" is missing", what, which, col);
-	if (!uuid_parse_raw(v->data, v->len, out))
+	if (uuid_parse(v->data, v->len, out) < 0)
 		return fail(ps, -EINVAL, "%s: %s: column \"%s\" is not a uuid: \"%s\"", what, which, col,
 		            show(shown, v->data, v->len));
 	return 0;
@@ -1330,7 +1250,7 @@ int policy_state_rank(const policy_state *ps, const char *org_text, size_t org_l
                       size_t user_len)
 {
 	uint8_t key[MEMBER_KEY];
-	if (!uuid_parse_raw(org_text, org_len, key) || !uuid_parse_raw(user, user_len, key + UUID_BYTES))
+	if (uuid_parse(org_text, org_len, key) < 0 || uuid_parse(user, user_len, key + UUID_BYTES) < 0)
 		return 0;
 	return member_rank(ps, key);
 }
@@ -1346,7 +1266,7 @@ int policy_state_subject_rank(const policy_state *ps, const char *subj, size_t l
 	uint8_t key[UUID_BYTES];
 	if (subj == NULL)
 		return 0;
-	if (!uuid_parse_raw(subj, len, key))
+	if (uuid_parse(subj, len, key) < 0)
 		return POLICY_STATE_RANK_UNREADABLE;
 	long i = subject_find(ps, key);
 	return i < 0 ? 0 : ps->subjects[i].rs.rank;
@@ -1385,7 +1305,7 @@ int policy_state_members(const policy_state *ps, const char *org_text, size_t or
                          policy_state_member_cb cb, void *arg)
 {
 	policy_state_uuid o;
-	if (!uuid_parse_raw(org_text, org_len, o.b))
+	if (uuid_parse(org_text, org_len, o.b) < 0)
 		return -EINVAL;
 	return policy_state_members_uuid(ps, &o, min_rank, cb, arg);
 }
