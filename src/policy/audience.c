@@ -29,6 +29,7 @@
 #include "buf.h"
 #include "policy.h"
 #include "policy_state.h"
+#include "hash.h"
 #include "uuid.h"
 
 /* ---- payloads --------------------------------------------------------------------------- */
@@ -142,12 +143,13 @@ struct audience_sub {
 	audience_sub *prev, *next;
 };
 
-/* An open-addressing map from a 16-byte key (at offset 0 of the value) to a pointer. Linear
- * probing at load <= 1/2, backward-shift deletion. */
+/* A map from a 16-byte key (at offset 0 of each value) to the value: the values in a dense
+ * array, indexed by the core's hash_index (hash.h). */
 typedef struct pmap {
-	void **slots;
-	size_t mask;
+	hash_index ix;
+	void **items; /* the values, n of them (removing moves the last into the hole) */
 	size_t n;
+	size_t cap;
 } pmap;
 
 /* The org index of one policy state. */
@@ -185,92 +187,71 @@ struct audience {
 	char err[AUDIENCE_ERROR_MAX];
 };
 
-static inline size_t key_hash(const audience *a, const policy_state_uuid *k)
+static inline uint32_t key_hash(const audience *a, const void *k)
 {
-	uint64_t w0, w1;
-	memcpy(&w0, k->b, 8);
-	memcpy(&w1, k->b + 8, 8);
-	/* every input bit must reach the low bits the index uses: uuids often differ only in
-	 * their last bytes (the high bits of w1), so finish with murmur3's 64-bit finalizer */
-	uint64_t h = ((w0 ^ a->seed) * 0x9E3779B97F4A7C15ULL) ^ w1;
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
-	return (size_t)h;
+	return (uint32_t)hash_words(a->seed, k, sizeof(policy_state_uuid));
 }
 
 static int pmap_init(pmap *m)
 {
-	m->slots = calloc(16, sizeof(void *));
-	m->mask = 15;
-	m->n = 0;
-	return m->slots ? 0 : -ENOMEM;
+	*m = (pmap){0};
+	return hash_index_init(&m->ix);
+}
+
+static void pmap_fini(pmap *m)
+{
+	hash_index_fini(&m->ix);
+	free(m->items);
+	m->items = NULL;
+	m->n = m->cap = 0;
 }
 
 static void *pmap_find(const audience *a, const pmap *m, const policy_state_uuid *k)
 {
-	for (size_t i = key_hash(a, k) & m->mask;; i = (i + 1) & m->mask) {
-		void *v = m->slots[i];
-		if (v == NULL || memcmp(v, k, sizeof(*k)) == 0)
-			return v;
-	}
+	uint32_t h = key_hash(a, k);
+	hash_probe p = hash_index_probe(&m->ix, h);
+	for (uint32_t id; hash_probe_next(&m->ix, &p, &id);)
+		if (memcmp(m->items[id], k, sizeof(*k)) == 0)
+			return m->items[id];
+	return NULL;
 }
 
 /* Room for one more entry. 0 or -ENOMEM (unchanged). */
-static int pmap_reserve(const audience *a, pmap *m)
+static int pmap_reserve(pmap *m)
 {
-	if ((m->n + 1) * 2 <= m->mask + 1)
-		return 0;
-	size_t nslots = (m->mask + 1) * 2;
-	void **s = calloc(nslots, sizeof(void *));
-	if (s == NULL)
-		return -ENOMEM;
-	for (size_t i = 0; i <= m->mask; i++) {
-		if (m->slots[i] == NULL)
-			continue;
-		size_t j = key_hash(a, m->slots[i]) & (nslots - 1);
-		while (s[j] != NULL)
-			j = (j + 1) & (nslots - 1);
-		s[j] = m->slots[i];
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 16;
+		void **items = realloc(m->items, cap * sizeof(*items));
+		if (items == NULL)
+			return -ENOMEM;
+		m->items = items;
+		m->cap = cap;
 	}
-	free(m->slots);
-	m->slots = s;
-	m->mask = nslots - 1;
-	return 0;
+	return hash_index_reserve(&m->ix, 1);
 }
 
 static void pmap_insert(const audience *a, pmap *m, void *v)
 {
-	size_t i = key_hash(a, v) & m->mask;
-	while (m->slots[i] != NULL)
-		i = (i + 1) & m->mask;
-	m->slots[i] = v;
-	m->n++;
+	hash_index_insert(&m->ix, key_hash(a, v), (uint32_t)m->n);
+	m->items[m->n++] = v;
 }
 
 static void pmap_remove(const audience *a, pmap *m, const void *v)
 {
-	size_t i = key_hash(a, v) & m->mask;
-	while (m->slots[i] != v) {
-		if (m->slots[i] == NULL)
-			return;
-		i = (i + 1) & m->mask;
+	uint32_t h = key_hash(a, v);
+	hash_probe p = hash_index_probe(&m->ix, h);
+	uint32_t id;
+	bool found = false;
+	while (!found && hash_probe_next(&m->ix, &p, &id))
+		found = m->items[id] == v;
+	if (!found)
+		return;
+	hash_index_remove(&m->ix, h, id);
+	uint32_t last = (uint32_t)--m->n;
+	if (id != last) {
+		m->items[id] = m->items[last];
+		hash_index_repoint(&m->ix, key_hash(a, m->items[id]), last, id);
 	}
-	for (size_t j = i;;) {
-		j = (j + 1) & m->mask;
-		if (m->slots[j] == NULL)
-			break;
-		size_t home = key_hash(a, m->slots[j]) & m->mask;
-		bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-		if (!stays) {
-			m->slots[i] = m->slots[j];
-			i = j;
-		}
-	}
-	m->slots[i] = NULL;
-	m->n--;
 }
 
 static void org_free(aorg *o)
@@ -327,7 +308,7 @@ static int link_add(aindex *ix, auser *u, const policy_state_uuid *org, int rank
 		o = calloc(1, sizeof(*o));
 		if (o != NULL)
 			o->heads = calloc((size_t)a->nranks + 1, sizeof(alink *));
-		if (o == NULL || o->heads == NULL || pmap_reserve(a, &ix->orgs) < 0) {
+		if (o == NULL || o->heads == NULL || pmap_reserve(&ix->orgs) < 0) {
 			org_free(o);
 			free(l);
 			return -ENOMEM;
@@ -414,13 +395,10 @@ static void member_change_cb(void *arg, const policy_state_uuid *org, const poli
 static int index_rebuild(aindex *ix)
 {
 	audience *a = ix->a;
-	for (size_t i = 0; i <= a->users.mask; i++)
-		if (a->users.slots[i] != NULL)
-			user_unindex(ix, a->users.slots[i]);
-	for (size_t i = 0; i <= a->users.mask; i++) {
-		if (a->users.slots[i] == NULL)
-			continue;
-		int rc = user_index(ix, a->users.slots[i]);
+	for (size_t i = 0; i < a->users.n; i++)
+		user_unindex(ix, a->users.items[i]);
+	for (size_t i = 0; i < a->users.n; i++) {
+		int rc = user_index(ix, a->users.items[i]);
 		if (rc < 0) {
 			snprintf(a->err, sizeof(a->err), "rebuilding the audience index: out of memory");
 			ix->stale = true;
@@ -488,10 +466,8 @@ void audience_destroy(audience *a)
 	for (int w = 0; w < 2; w++)
 		if (a->ix[w].cb_added)
 			policy_state_remove_change_cb(a->ix[w].state, member_change_cb, &a->ix[w]);
-	for (size_t i = 0; a->users.slots != NULL && i <= a->users.mask; i++) {
-		auser *u = a->users.slots[i];
-		if (u == NULL)
-			continue;
+	for (size_t i = 0; i < a->users.n; i++) {
+		auser *u = a->users.items[i];
 		for (int w = 0; w < 2; w++)
 			user_unindex(&a->ix[w], u);
 		subs_free(u->subs);
@@ -500,9 +476,9 @@ void audience_destroy(audience *a)
 	subs_free(a->bypass_subs);
 	subs_free(a->idle_subs);
 	subs_free(a->wild_subs);
-	free(a->users.slots);
-	free(a->ix[0].orgs.slots);
-	free(a->ix[1].orgs.slots);
+	pmap_fini(&a->users);
+	pmap_fini(&a->ix[0].orgs);
+	pmap_fini(&a->ix[1].orgs);
 	if (a->pool != NULL) {
 		payload_pool *pool = a->pool;
 		audience_payload *p = pool->free;
@@ -586,7 +562,7 @@ int audience_subscribe(audience *a, void *opaque, const char *uid, bool bypass, 
 	} else {
 		u = pmap_find(a, &a->users, &key);
 		if (u == NULL) {
-			if (pmap_reserve(a, &a->users) < 0)
+			if (pmap_reserve(&a->users) < 0)
 				goto nomem;
 			u = calloc(1, sizeof(*u));
 			if (u == NULL)
