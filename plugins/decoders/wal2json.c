@@ -683,6 +683,48 @@ static int shape_merge_old(shape *S, const w2j_list *ID, char *err)
 	return 0;
 }
 
+/* True when l names exactly R's columns, in R's order, with R's types. */
+static bool list_is_rel(const relation *R, const w2j_list *l)
+{
+	if (l->n != R->ncols)
+		return false;
+	for (int i = 0; i < l->n; i++) {
+		const w2j_col *c = &l->v[i];
+		const rel_column *rc = &R->cols[i];
+		if ((c->has_type && c->type_oid != rc->type_oid) ||
+		    strnlen(rc->name, c->name.len + 1) != c->name.len || memcmp(rc->name, c->name.p, c->name.len) != 0)
+			return false;
+	}
+	return true;
+}
+
+/* The common line: the cached relation as it is. Every column list the line carries (M, ID)
+ * is R's, column for column; "pk", when present, names exactly R's key columns (in table
+ * order); and the line cannot teach anything about the replica identity. relation_resolve
+ * would rebuild R's shape from such a line and find it the same; this finds that without
+ * building it (profiled: the rebuild was most of wal2json's per-line cost besides parsing). */
+static bool line_is_rel(const wal2json *w, const relation *R, const w2j_list *M, const w2j_list *ID)
+{
+	if ((M == NULL && ID == NULL) || (R->replident == '?' && ID != NULL))
+		return false;
+	if ((M != NULL && !list_is_rel(R, M)) || (ID != NULL && !list_is_rel(R, ID)))
+		return false;
+	if (!w->pk.present)
+		return true;
+	int k = 0;
+	for (int i = 0; i < R->ncols; i++) {
+		if (!R->cols[i].key)
+			continue;
+		if (k == w->pk.n)
+			return false;
+		const w2j_str *name = &w->pk.v[k++].name;
+		if (strnlen(R->cols[i].name, name->len + 1) != name->len ||
+		    memcmp(R->cols[i].name, name->p, name->len) != 0)
+			return false;
+	}
+	return k == w->pk.n;
+}
+
 /* Finds or builds the relation for an insert, update or delete line and puts a changed shape
  * into the cache. Returns 0 and *out, -EPROTO or -ENOMEM. */
 static int relation_resolve(wal2json *w, change_action action, const w2j_str *schema,
@@ -691,6 +733,10 @@ static int relation_resolve(wal2json *w, change_action action, const w2j_str *sc
 	const relation *R = relcache_get_name(w->rels, schema->p, schema->len, table->p, table->len);
 	const w2j_list *M = action == CHANGE_DELETE ? NULL : &w->columns;
 	const w2j_list *ID = action == CHANGE_INSERT || !w->identity.present ? NULL : &w->identity;
+	if (R != NULL && line_is_rel(w, R, M, ID)) {
+		*out = R;
+		return 0;
+	}
 	int rn = R != NULL ? R->ncols : 0;
 	shape S = {.n = 0, .cap = rn + (M ? M->n : 0) + (ID ? ID->n : 0)};
 	S.c = arena_alloc(w->arena, (size_t)(S.cap > 0 ? S.cap : 1) * sizeof(shape_col));

@@ -40,6 +40,7 @@ typedef struct tail {
 	bool interactive;
 	char *pos_path;
 	buf line;
+	change_json_cache *json; /* escaped names per relation, the header per transaction; may be NULL */
 
 	int64_t offset;        /* bytes in the output file after everything written */
 	int64_t txn_offset;    /* offset where the current transaction began */
@@ -338,7 +339,7 @@ static int change_print(tail *t, const change *c)
 		return 1;
 	}
 	buf_clear(&t->line);
-	if (change_json_write(&t->line, c, t->opt->with_types ? CHANGE_JSON_TYPES : 0) < 0 ||
+	if (change_json_write_cached(t->json, &t->line, c, t->opt->with_types ? CHANGE_JSON_TYPES : 0) < 0 ||
 	    buf_putc(&t->line, '\n') < 0) {
 		log_error("tail.oom", "lsn=%s: out of memory formatting the change", lsn_format(c->lsn, lsn));
 		tail_finish(t, 1);
@@ -562,6 +563,7 @@ int tail_run(const config *cfg, const tail_options *opt)
 	uint64_t resume = 0;
 	int rc;
 	buf_init(&t.line);
+	t.json = change_json_cache_create(); /* NULL (out of memory) only costs speed */
 	signal(SIGPIPE, SIG_IGN);
 
 	t.loop = loop_create();
@@ -682,6 +684,7 @@ cleanup:
 	policy_destroy(t.pol);
 	loop_destroy(t.loop);
 	buf_fini(&t.line);
+	change_json_cache_destroy(t.json);
 	free(t.pos_path);
 	return t.exit_code;
 }

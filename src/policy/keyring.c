@@ -729,38 +729,80 @@ int keyring_decrypt(keyring *k, const void *data, size_t len, const void *ctx, s
 	return 0;
 }
 
+/* Checks a bytea-text value and finds its key: 0 with *slot, *plen and the header, nonce and
+ * tag decoded; -EBADMSG or -ENOKEY. */
+static int hex_open(keyring *k, const char *text, size_t len, key_slot **slot, size_t *plen,
+                    uint8_t head[KEYRING_HEADER_BYTES + KEYRING_NONCE_BYTES],
+                    uint8_t tag[KEYRING_TAG_BYTES])
+{
+	uint16_t id;
+	if (keyring_value_key_id_hex(text, len, &id) < 0)
+		return -EBADMSG;
+	size_t vlen = (len - 2) / 2;
+	const char *hex = text + 2;
+	if (hex_decode(hex, KEYRING_HEADER_BYTES + KEYRING_NONCE_BYTES, head) < 0 ||
+	    hex_decode(hex + 2 * (vlen - KEYRING_TAG_BYTES), KEYRING_TAG_BYTES, tag) < 0)
+		return -EBADMSG;
+	*slot = slot_find(k, id);
+	if (*slot == NULL)
+		return -ENOKEY;
+	*plen = vlen - KEYRING_OVERHEAD;
+	return 0;
+}
+
+/* Decodes the ciphertext of text into o[0..plen) and decrypts it there. On error o[0..plen) is
+ * wiped: no unverified byte stays. 0, -EBADMSG, -EIO. */
+static int hex_unseal(key_slot *s, const char *text, size_t plen,
+                      const uint8_t head[KEYRING_HEADER_BYTES + KEYRING_NONCE_BYTES],
+                      const uint8_t tag[KEYRING_TAG_BYTES], const void *ctx, size_t ctx_len, uint8_t *o)
+{
+	int rc = hex_decode(text + 2 + 2 * (KEYRING_HEADER_BYTES + KEYRING_NONCE_BYTES), plen, o) < 0
+	         ? -EBADMSG
+	         : unseal(s, head, head + KEYRING_HEADER_BYTES, o, plen, tag, ctx, ctx_len, o);
+	if (rc < 0)
+		OPENSSL_cleanse(o, plen);
+	return rc;
+}
+
 int keyring_decrypt_hex(keyring *k, const char *text, size_t len, const void *ctx, size_t ctx_len,
                         buf *out)
 {
 	uint8_t head[KEYRING_HEADER_BYTES + KEYRING_NONCE_BYTES];
 	uint8_t tag[KEYRING_TAG_BYTES];
-	uint16_t id;
-	if (keyring_value_key_id_hex(text, len, &id) < 0)
-		return -EBADMSG;
-	size_t vlen = (len - 2) / 2;
-	size_t plen = vlen - KEYRING_OVERHEAD;
-	const char *hex = text + 2;
-	if (hex_decode(hex, sizeof(head), head) < 0 ||
-	    hex_decode(hex + 2 * (vlen - KEYRING_TAG_BYTES), sizeof(tag), tag) < 0)
-		return -EBADMSG;
-	key_slot *s = slot_find(k, id);
-	if (s == NULL)
-		return -ENOKEY;
-	int rc = reserve(out, plen);
+	key_slot *s;
+	size_t plen;
+	int rc = hex_open(k, text, len, &s, &plen, head, tag);
 	if (rc < 0)
 		return rc;
-	uint8_t *o = (uint8_t *)out->data + out->len;
-	if (hex_decode(hex + 2 * sizeof(head), plen, o) < 0) {
-		rollback(out, plen);
-		return -EBADMSG;
-	}
-	rc = unseal(s, head, head + KEYRING_HEADER_BYTES, o, plen, tag, ctx, ctx_len, o);
+	rc = reserve(out, plen);
+	if (rc < 0)
+		return rc;
+	rc = hex_unseal(s, text, plen, head, tag, ctx, ctx_len, (uint8_t *)out->data + out->len);
 	if (rc < 0) {
 		rollback(out, plen);
 		return rc;
 	}
 	out->len += plen;
 	out->data[out->len] = '\0';
+	return 0;
+}
+
+int keyring_decrypt_hex_into(keyring *k, const char *text, size_t len, const void *ctx, size_t ctx_len,
+                             void *out, size_t cap, size_t *out_len)
+{
+	uint8_t head[KEYRING_HEADER_BYTES + KEYRING_NONCE_BYTES];
+	uint8_t tag[KEYRING_TAG_BYTES];
+	key_slot *s;
+	size_t plen;
+	int rc = hex_open(k, text, len, &s, &plen, head, tag);
+	if (rc < 0)
+		return rc;
+	if (plen > cap)
+		return -ENOMEM;
+	rc = hex_unseal(s, text, plen, head, tag, ctx, ctx_len, out);
+	if (rc < 0)
+		return rc;
+	*out_len = plen;
 	return 0;
 }
 

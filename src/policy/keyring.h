@@ -105,6 +105,15 @@ __attribute__((warn_unused_result)) int keyring_decrypt(keyring *k, const void *
 __attribute__((warn_unused_result)) int keyring_decrypt_hex(keyring *k, const char *text, size_t len,
                                                             const void *ctx, size_t ctx_len, buf *out);
 
+/* As keyring_decrypt_hex, into the caller's memory out[0..cap): cap >= len / 2 always suffices
+ * (the plaintext is shorter than the value). 0 and *out_len, or the errors of
+ * keyring_decrypt_hex (-ENOMEM when cap is too small). On error out[0..*out_len would have been)
+ * is wiped. Saves the copy out of a buf when the caller has its own memory (an arena). Not
+ * thread-safe; does not block. */
+__attribute__((warn_unused_result)) int keyring_decrypt_hex_into(keyring *k, const char *text, size_t len,
+                                                                 const void *ctx, size_t ctx_len,
+                                                                 void *out, size_t cap, size_t *out_len);
+
 /* Reads the key id from a stored value without decrypting it (for log lines about a value
  * that failed). 0 and *id, or -EBADMSG when the value is too short or of another version. */
 __attribute__((warn_unused_result)) int keyring_value_key_id(const void *data, size_t len, uint16_t *id);

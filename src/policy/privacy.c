@@ -461,12 +461,18 @@ static int transform(privacy *pv, const change *c, const policy_bound *b, const 
 				cdata = in[ctx].data, clen = in[ctx].len;
 			else if (ctx >= 0 && in[ctx].kind != VALUE_NULL)
 				marker = "missing_context"; /* absent or unchanged: never guess it */
-			buf_clear(&pv->scratch);
 			int drc = 0;
+			char *plain = NULL;
+			size_t plen = 0;
 			if (marker == NULL && pv->keys == NULL)
 				marker = "no_keys";
 			if (marker == NULL) {
-				drc = keyring_decrypt_hex(pv->keys, in[i].data, in[i].len, cdata, clen, &pv->scratch);
+				/* Decrypted straight into the arena: the plaintext is copied nowhere. */
+				size_t cap = in[i].len / 2;
+				plain = arena_alloc(pv->mem, cap + 1);
+				drc = plain == NULL ? -ENOMEM
+				                    : keyring_decrypt_hex_into(pv->keys, in[i].data, in[i].len, cdata,
+				                                               clen, plain, cap, &plen);
 				if (drc < 0) {
 					marker = keyring_error_marker(drc);
 					undecryptable_log(pv, c, i, &in[i], marker);
@@ -479,10 +485,9 @@ static int transform(privacy *pv, const change *c, const policy_bound *b, const 
 				*any_error = true;
 				break;
 			}
-			out[i].data = arena_copy(pv, pv->scratch.data ? pv->scratch.data : "", pv->scratch.len);
-			out[i].len = (uint32_t)pv->scratch.len;
-			if (out[i].data == NULL)
-				return -ENOMEM;
+			plain[plen] = '\0';
+			out[i].data = plain;
+			out[i].len = (uint32_t)plen;
 			break;
 		}
 		}

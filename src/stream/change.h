@@ -91,6 +91,20 @@ enum {
  * Returns 0 or -ENOMEM. Does not block. */
 __attribute__((warn_unused_result)) int change_json_write(buf *out, const change *c, unsigned flags);
 
+/* A cache for change_json_write_cached: per relation version (a relation's address and unique
+ * id) the escaped schema, table and column names, and per transaction its formatted xid, commit
+ * LSN and commit time. One cache serves the relations of one relcache (ids are unique within a
+ * cache) and one thread. change_json_cache_create returns NULL when out of memory; the caller
+ * owns it and frees it with change_json_cache_destroy (NULL is fine). */
+typedef struct change_json_cache change_json_cache;
+change_json_cache *change_json_cache_create(void);
+void change_json_cache_destroy(change_json_cache *jc);
+
+/* change_json_write, byte for byte, with what it formats per relation or per transaction taken
+ * from jc (NULL: no cache). Returns 0 or -ENOMEM. Does not block. */
+__attribute__((warn_unused_result)) int change_json_write_cached(change_json_cache *jc, buf *out,
+                                                                 const change *c, unsigned flags);
+
 #define CHANGE_TIME_MAX 64
 /* Formats microseconds since the Unix epoch as "YYYY-MM-DDTHH:MM:SS.ffffffZ" into out. */
 void change_time_format(int64_t unix_us, char out[CHANGE_TIME_MAX]);

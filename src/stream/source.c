@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -36,6 +37,7 @@
 #define HEARTBEAT_PREFIX "walcast.heartbeat"
 #define SLOT_BUSY_RETRIES 5 /* ~8 s of backoff before "slot in use" is final */
 #define STOP_TIMEOUT_MS 5000 /* how long a stop waits for the server to take the final feedback */
+#define READ_BATCH_MS 1 /* a drained socket rests this long before the next read (stream_read_batched) */
 
 typedef enum source_state {
 	ST_IDLE,
@@ -85,6 +87,7 @@ struct source {
 	char last_error[512];
 	int retry_timer;
 	int status_timer;
+	int batch_timer; /* the socket rests unwatched until it fires (stream_read_batched) */
 	uint64_t rng;
 
 	uint64_t resume_lsn;   /* where the consumer's durable state says to start */
@@ -161,6 +164,9 @@ static void conn_close(source *s)
 	if (s->status_timer > 0)
 		loop_timer_cancel(s->loop, s->status_timer);
 	s->status_timer = 0;
+	if (s->batch_timer > 0)
+		loop_timer_cancel(s->loop, s->batch_timer);
+	s->batch_timer = 0;
 }
 
 static int conn_watch(source *s, unsigned events)
@@ -1150,6 +1156,52 @@ static int stream_read(source *s)
 	return 0;
 }
 
+static int conn_event(source *s, unsigned events);
+
+static void batch_timer_cb(loop *l, int id, void *arg)
+{
+	(void)l;
+	(void)id;
+	source *s = arg;
+	s->batch_timer = 0;
+	if (s->state != ST_STREAMING || s->conn == NULL || s->sock >= 0)
+		return;
+	int f = PQflush(s->conn);
+	if (f < 0) {
+		(void)source_retry(s, PQerrorMessage(s->conn));
+		return;
+	}
+	if (conn_watch(s, LOOP_READ | (f == 1 ? LOOP_WRITE : 0)) < 0) {
+		(void)source_retry(s, "cannot watch the connection socket");
+		return;
+	}
+	(void)conn_event(s, LOOP_READ);
+}
+
+/* Reads what the socket holds. walcast decodes faster than one walsender writes, so reading
+ * whenever the socket is readable costs a wakeup (epoll_wait, recv, an ACK) for nearly every
+ * message the walsender flushes -- about three per single-row transaction, most of walcast's CPU
+ * (profiled: docs/benchmarks.md, "CPU per row"). So once a read has drained the socket, the
+ * socket rests unwatched for READ_BATCH_MS and the next read takes everything that arrived
+ * meanwhile at once; the kernel's socket buffers hold that much, so the walsender is not held
+ * back. A change waits at most ~READ_BATCH_MS longer; while more is already queued, reads follow
+ * at once. */
+static int stream_read_batched(source *s)
+{
+	int rc = stream_read(s);
+	if (rc != 0 || s->state != ST_STREAMING || s->conn == NULL || s->sock < 0)
+		return rc;
+	int queued = 0;
+	if (PQflush(s->conn) != 0 || ioctl(s->sock, FIONREAD, &queued) < 0 || queued > 0)
+		return 0; /* output pending, or more to read: stay watched */
+	int t = loop_timer_add(s->loop, READ_BATCH_MS, batch_timer_cb, s);
+	if (t <= 0)
+		return 0;
+	conn_unwatch(s);
+	s->batch_timer = t;
+	return 0;
+}
+
 static int conn_event(source *s, unsigned events)
 {
 	if (s->state == ST_CONNECTING) {
@@ -1180,7 +1232,7 @@ static int conn_event(source *s, unsigned events)
 	if (!(events & LOOP_READ))
 		return 0;
 	if (s->state == ST_STREAMING)
-		return stream_read(s);
+		return stream_read_batched(s);
 	if (!PQconsumeInput(s->conn))
 		return source_retry(s, PQerrorMessage(s->conn));
 	/* A setup query: take results until the query completes (or COPY BOTH begins). Results can

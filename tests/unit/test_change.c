@@ -90,6 +90,32 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* change_json_write_cached writes exactly what change_json_write wrote (x->out), building the
+ * cache entries (first call) and taking them from the cache (second call); the relation gets an
+ * id, as a relcache's relations have. */
+static void same_when_cached(ctx *x, const change *c, unsigned flags)
+{
+	change_json_cache *jc = change_json_cache_create();
+	assert_non_null(jc);
+	relation r;
+	change cc = *c;
+	if (c->rel != NULL) {
+		r = *c->rel;
+		r.id = 77;
+		cc.rel = &r;
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		buf b;
+		buf_init(&b);
+		assert_int_equal(buf_puts(&b, "prefix "), 0); /* appends, like change_json_write */
+		assert_int_equal(change_json_write_cached(jc, &b, &cc, flags), 0);
+		if (b.len != x->out.len + 7 || memcmp(b.data + 7, x->out.data, x->out.len) != 0)
+			fail_msg("cached (pass %d): %s\nuncached: %s", pass, b.data + 7, x->out.data);
+		buf_fini(&b);
+	}
+	change_json_cache_destroy(jc);
+}
+
 /* Writes c and parses the result as exactly one JSON object (no duplicate keys, nothing after
  * it); the document stays valid until the end of the test. */
 static json_t *render_x(ctx *x, const change *c, unsigned flags, size_t jflags)
@@ -100,6 +126,7 @@ static json_t *render_x(ctx *x, const change *c, unsigned flags, size_t jflags)
 		fail_msg("change_json_write returned %d", rc);
 	assert_non_null(x->out.data);
 	assert_int_equal(strlen(x->out.data), x->out.len);
+	same_when_cached(x, c, flags);
 	json_error_t err;
 	x->jflags = jflags;
 	json_t *j = json_loadb(x->out.data, x->out.len, JSON_REJECT_DUPLICATES | jflags, &err);
@@ -1041,11 +1068,118 @@ static void test_fill_unchanged_old_unchanged_or_missing(void **state)
 	assert_null(m.new_tuple);
 }
 
+/* The cache never serves a replaced relation's names (a new version has a new id), and a
+ * transaction's header is formatted again when the transaction changes. */
+static void test_cache_follows_relation_and_txn(void **state)
+{
+	(void)state;
+	rel_column c1[] = {{.name = "id", .type_oid = T_INT4, .typmod = -1}, {.name = "a", .type_oid = T_TEXT, .typmod = -1}};
+	rel_column c2[] = {{.name = "id", .type_oid = T_INT4, .typmod = -1}, {.name = "b\"q", .type_oid = T_TEXT, .typmod = -1}};
+	relation r = {.oid = 5, .schema = "s", .name = "t", .ncols = 2, .cols = c1, .id = 1};
+	change_value nt[] = {TXT("1"), TXT("x")};
+	change_txn t1 = {.xid = 1, .commit_lsn = 0x10, .commit_time = 0};
+	change_txn t2 = {.xid = 2, .commit_lsn = 0x20, .commit_time = 1000000};
+	change c = {.action = CHANGE_INSERT, .lsn = 1, .txn = &t1, .rel = &r, .new_tuple = nt};
+	change_json_cache *jc = change_json_cache_create();
+	assert_non_null(jc);
+	buf a, b;
+	buf_init(&a);
+	buf_init(&b);
+	for (int step = 0; step < 4; step++) {
+		if (step == 1)
+			c.txn = &t2;
+		if (step == 2) { /* ALTER TABLE: same address, new version */
+			r.cols = c2;
+			r.id = 2;
+		}
+		if (step == 3) { /* a different relation whose id lands in the same slot */
+			r.name = "u";
+			r.id = 2 + 16;
+		}
+		buf_clear(&a);
+		buf_clear(&b);
+		assert_int_equal(change_json_write(&a, &c, CHANGE_JSON_TYPES), 0);
+		assert_int_equal(change_json_write_cached(jc, &b, &c, CHANGE_JSON_TYPES), 0);
+		assert_string_equal(b.data, a.data);
+	}
+	assert_non_null(strstr(b.data, "\"b\\\"q\":\"x\""));
+	assert_non_null(strstr(b.data, "\"table\":\"u\""));
+	assert_non_null(strstr(b.data, "\"xid\":2,"));
+	buf_fini(&a);
+	buf_fini(&b);
+	change_json_cache_destroy(jc);
+	change_json_cache_destroy(NULL);
+}
+
+/* A text value is written exactly as buf_json_string writes it, whatever the position of the
+ * one byte that needs escaping (or breaks the plain-ASCII fast path) relative to 8-byte words. */
+static void test_string_values_as_buf_json_string(void **state)
+{
+	(void)state;
+	static const char *const specials[] = {"\"", "\\", "\n", "\x1f", "\x7f", "\xc3\xa9", "\xff", " ", "~"};
+	rel_column col = {.name = "v", .type_oid = T_TEXT, .typmod = -1};
+	relation rel = {.oid = 1, .schema = "s", .name = "t", .ncols = 1, .cols = &col};
+	buf got, want;
+	buf_init(&got);
+	buf_init(&want);
+	char v[64];
+	for (size_t len = 0; len <= 24; len++) {
+		for (size_t pos = 0; pos <= len; pos++) {
+			for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++) {
+				size_t sl = strlen(specials[k]);
+				for (size_t i = 0; i < len; i++)
+					v[i] = (char)('a' + i % 26);
+				size_t n = len;
+				if (pos < len) {
+					memcpy(v + pos, specials[k], sl);
+					n = len + sl - 1 > pos + sl ? len + sl - 1 : pos + sl;
+					for (size_t i = pos + sl; i < n; i++)
+						v[i] = 'z';
+				}
+				v[n] = '\0';
+				change_value nv = {.kind = VALUE_TEXT, .len = (uint32_t)n, .data = v};
+				change c = {.action = CHANGE_INSERT, .lsn = 1, .txn = &txn750, .rel = &rel, .new_tuple = &nv};
+				buf_clear(&got);
+				buf_clear(&want);
+				assert_int_equal(change_json_write(&got, &c, 0), 0);
+				assert_int_equal(buf_puts(&want, "\"new\":{\"v\":"), 0);
+				assert_int_equal(buf_json_string(&want, v, n), 0);
+				assert_int_equal(buf_puts(&want, "}}"), 0);
+				assert_true(got.len >= want.len);
+				if (strcmp(got.data + got.len - want.len, want.data) != 0)
+					fail_msg("len %zu pos %zu special %zu: %s, want ...%s", len, pos, k, got.data, want.data);
+			}
+		}
+	}
+	/* Several bytes to escape: quotes and backslashes handled in runs, then something else. */
+	static const char *const mixed[] = {
+		"\\x0100ab34cd", "a\"b\\c\"", "\\\\", "\"\n", "x\\y\xc3\xa9z", "\\abcdefghijklmnopqrstu\x01",
+		"abcdefgh\"ijklmnop\\qrstuvwx\"", "\"\"\"\"\"\"\"\"\"\"",
+	};
+	for (size_t k = 0; k < sizeof(mixed) / sizeof(mixed[0]); k++) {
+		change_value nv = {.kind = VALUE_TEXT, .len = (uint32_t)strlen(mixed[k]), .data = mixed[k]};
+		change c = {.action = CHANGE_INSERT, .lsn = 1, .txn = &txn750, .rel = &rel, .new_tuple = &nv};
+		buf_clear(&got);
+		buf_clear(&want);
+		assert_int_equal(change_json_write(&got, &c, 0), 0);
+		assert_int_equal(buf_puts(&want, "\"new\":{\"v\":"), 0);
+		assert_int_equal(buf_json_string(&want, mixed[k], strlen(mixed[k])), 0);
+		assert_int_equal(buf_puts(&want, "}}"), 0);
+		assert_int_equal(strlen(got.data), got.len);
+		if (got.len < want.len || strcmp(got.data + got.len - want.len, want.data) != 0)
+			fail_msg("mixed %zu: %s, want ...%s", k, got.data, want.data);
+	}
+	buf_fini(&got);
+	buf_fini(&want);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_action_names),
+		T(test_cache_follows_relation_and_txn),
+		T(test_string_values_as_buf_json_string),
 		T(test_action_parse_rejects),
 		T(test_time_format),
 		T(test_time_format_pg_epoch_conversion),

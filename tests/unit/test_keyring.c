@@ -711,10 +711,36 @@ static void test_error_marker(void **state)
 	keyring_destroy(NULL);
 }
 
+/* keyring_decrypt_hex_into: the known answers into caller memory; a wrong context or too little
+ * room fails, and a failed decryption leaves no byte of unverified plaintext behind. */
+static void test_decrypt_hex_into(void **state)
+{
+	(void)state;
+	keyring *k = ring_from_text(read_fixture());
+	char out[128];
+	size_t n = 999;
+	assert_int_equal(keyring_decrypt_hex_into(k, KAT2, strlen(KAT2), KAT2_CTX, strlen(KAT2_CTX), out,
+	                                          strlen(KAT2) / 2, &n), 0);
+	assert_int_equal(n, strlen(KAT2_PLAIN));
+	assert_memory_equal(out, KAT2_PLAIN, n);
+	assert_int_equal(keyring_decrypt_hex_into(k, KAT3, strlen(KAT3), NULL, 0, out, 0, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(keyring_decrypt_hex_into(k, KAT2, strlen(KAT2), KAT2_CTX, strlen(KAT2_CTX), out,
+	                                          strlen(KAT2_PLAIN) - 1, &n), -ENOMEM);
+	memset(out, 'Z', sizeof(out));
+	assert_int_equal(keyring_decrypt_hex_into(k, KAT2, strlen(KAT2), NULL, 0, out, sizeof(out), &n), -EBADMSG);
+	for (size_t i = 0; i < strlen(KAT2_PLAIN); i++)
+		assert_int_equal(out[i], 0); /* wiped */
+	assert_int_equal(out[strlen(KAT2_PLAIN)], 'Z');
+	assert_int_equal(keyring_decrypt_hex_into(k, "\\x01", 4, NULL, 0, out, sizeof(out), &n), -EBADMSG);
+	keyring_destroy(k);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_known_answers),
+		cmocka_unit_test(test_decrypt_hex_into),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_nonces_differ),
 		cmocka_unit_test(test_unknown_key),
