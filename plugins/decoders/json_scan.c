@@ -10,6 +10,8 @@
 
 #include <string.h>
 
+#include "hex.h"
+
 /* 1 for the bytes that end the fast path of a string body: '"', '\\' and 0x00-0x1F. */
 static const unsigned char str_stop[256] = {
 	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
@@ -308,26 +310,12 @@ int json_scan_finish(json_scan *s)
 	return 0;
 }
 
+/* The four hex digits of a backslash-u escape at p (at most end). 0, or -1 when they are not there. */
 static int hex4(const char *p, const char *end, uint32_t *out)
 {
 	if (end - p < 4)
 		return -1;
-	uint32_t v = 0;
-	for (int i = 0; i < 4; i++) {
-		char c = p[i];
-		uint32_t d;
-		if (c >= '0' && c <= '9')
-			d = (uint32_t)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			d = (uint32_t)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			d = (uint32_t)(c - 'A' + 10);
-		else
-			return -1;
-		v = (v << 4) | d;
-	}
-	*out = v;
-	return 0;
+	return hex_parse_u32(p, 4, out) < 0 ? -1 : 0;
 }
 
 long json_scan_unescape(const char *p, size_t len, char *out, const char **err)

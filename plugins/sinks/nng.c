@@ -20,97 +20,93 @@
 #include <nng/protocol/pubsub0/pub.h>
 #include <nng/supplemental/tls/tls.h>
 
+#include "hash.h"
+#include "hex.h"
 #include "log.h"
 #include "lsn.h"
 
 /* ---- topic -> sequence ---------------------------------------------------------------- */
 
 typedef struct seq_slot {
-	char *key;     /* NULL: empty */
+	char *key;
 	size_t len;
-	uint64_t hash;
 	uint64_t next; /* the sequence number of the topic's next message */
 } seq_slot;
 
+/* Topic -> its slot: the slots in a dense array (never removed), indexed by the core's
+ * hash_index (hash.h). A zeroed map is empty. */
 typedef struct seq_map {
+	hash_index ix;
 	seq_slot *slots;
-	size_t cap;    /* a power of two, or 0 */
+	size_t cap;
 	size_t n;
 } seq_map;
 
-static uint64_t fnv1a(const char *s, size_t n)
+static uint32_t fnv1a(const char *s, size_t n)
 {
 	uint64_t h = 0xcbf29ce484222325ULL;
 	for (size_t i = 0; i < n; i++) {
 		h ^= (unsigned char)s[i];
 		h *= 0x100000001b3ULL;
 	}
-	return h ^ (h >> 29);
+	h ^= h >> 29;
+	return (uint32_t)(h ^ (h >> 32));
 }
 
-static seq_slot *seq_probe(seq_slot *slots, size_t cap, const char *key, size_t len, uint64_t h)
+static long seq_index(const seq_map *m, const char *key, size_t len, uint32_t h)
 {
-	for (size_t i = (size_t)h & (cap - 1);; i = (i + 1) & (cap - 1)) {
-		seq_slot *s = &slots[i];
-		if (s->key == NULL || (s->hash == h && s->len == len && memcmp(s->key, key, len) == 0))
-			return s;
-	}
+	if (m->n == 0)
+		return -1;
+	hash_probe p = hash_index_probe(&m->ix, h);
+	for (uint32_t id; hash_probe_next(&m->ix, &p, &id);)
+		if (m->slots[id].len == len && memcmp(m->slots[id].key, key, len) == 0)
+			return (long)id;
+	return -1;
 }
 
-static int seq_grow(seq_map *m)
-{
-	size_t cap = m->cap ? m->cap * 2 : 64;
-	seq_slot *slots = calloc(cap, sizeof(*slots));
-	if (slots == NULL)
-		return -ENOMEM;
-	for (size_t i = 0; i < m->cap; i++) {
-		seq_slot *o = &m->slots[i];
-		if (o->key != NULL)
-			*seq_probe(slots, cap, o->key, o->len, o->hash) = *o;
-	}
-	free(m->slots);
-	m->slots = slots;
-	m->cap = cap;
-	return 0;
-}
-
-/* The slot of key, created (next = 1) when missing. NULL when out of memory. */
+/* The slot of key, created (next = 1) when missing. NULL when out of memory. The pointer is
+ * good until the next seq_get. */
 static seq_slot *seq_get(seq_map *m, const char *key, size_t len)
 {
-	uint64_t h = fnv1a(key, len);
-	if (m->cap > 0) {
-		seq_slot *s = seq_probe(m->slots, m->cap, key, len, h);
-		if (s->key != NULL)
-			return s;
+	uint32_t h = fnv1a(key, len);
+	long i = seq_index(m, key, len, h);
+	if (i >= 0)
+		return &m->slots[i];
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 64;
+		seq_slot *slots = realloc(m->slots, cap * sizeof(*slots));
+		if (slots == NULL)
+			return NULL;
+		m->slots = slots;
+		m->cap = cap;
 	}
-	if ((m->n + 1) * 10 > m->cap * 7 && seq_grow(m) < 0)
+	if (hash_index_reserve(&m->ix, 1) < 0)
 		return NULL;
-	seq_slot *s = seq_probe(m->slots, m->cap, key, len, h);
+	seq_slot *s = &m->slots[m->n];
 	s->key = malloc(len + 1);
 	if (s->key == NULL)
 		return NULL;
 	memcpy(s->key, key, len);
 	s->key[len] = '\0';
 	s->len = len;
-	s->hash = h;
 	s->next = 1;
+	hash_index_insert(&m->ix, h, (uint32_t)m->n);
 	m->n++;
 	return s;
 }
 
 static const seq_slot *seq_find(const seq_map *m, const char *key, size_t len)
 {
-	if (m->cap == 0)
-		return NULL;
-	const seq_slot *s = seq_probe(m->slots, m->cap, key, len, fnv1a(key, len));
-	return s->key != NULL ? s : NULL;
+	long i = seq_index(m, key, len, fnv1a(key, len));
+	return i >= 0 ? &m->slots[i] : NULL;
 }
 
 static void seq_fini(seq_map *m)
 {
-	for (size_t i = 0; i < m->cap; i++)
+	for (size_t i = 0; i < m->n; i++)
 		free(m->slots[i].key);
 	free(m->slots);
+	hash_index_fini(&m->ix);
 	*m = (seq_map){0};
 }
 
@@ -120,13 +116,12 @@ static void seq_fini(seq_map *m)
  * so a topic splits unambiguously and never contains a space). */
 static int put_name(buf *b, const char *s)
 {
-	static const char hex[] = "0123456789ABCDEF";
 	for (; *s != '\0'; s++) {
 		unsigned char c = (unsigned char)*s;
 		bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		             c == '_' || c == '$' || c == '-';
 		int rc = plain ? buf_putc(b, (char)c)
-		               : buf_printf(b, "%%%c%c", hex[c >> 4], hex[c & 15]);
+		               : buf_printf(b, "%%%c%c", hex_upper[c >> 4], hex_upper[c & 15]);
 		if (rc < 0)
 			return rc;
 	}

@@ -26,6 +26,7 @@
 #include "relcache.h"
 #include "replident.h"
 #include "source.h"
+#include "uuid.h"
 
 #define TAIL_FLUSH_MS 100
 
@@ -92,7 +93,7 @@ static void viewer_membership_check(const tail *t)
 		return;
 	policy_state_uuid u;
 	const char *uid = t->opt->viewer_uid;
-	if (policy_state_uuid_parse(uid, strlen(uid), &u) < 0)
+	if (uuid_parse(uid, strlen(uid), u.b) < 0)
 		return;
 	if (policy_state_user_orgs(privacy_state(t->priv), &u, org_found_cb, NULL) == 0)
 		log_warn("tail.viewer_no_membership", "user=%s: is a member of no org (no org_roles row): the "

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hex.h"
+
 void buf_init(buf *b)
 {
 	b->data = NULL;
@@ -115,7 +117,6 @@ static size_t utf8_seq_len(const unsigned char *s, size_t n)
 
 int buf_json_string(buf *b, const char *s, size_t n)
 {
-	static const char hex[] = "0123456789abcdef";
 	/* Worst case: every byte becomes \u00XX (6) or U+FFFD (3). */
 	if (n > (SIZE_MAX - 3) / 6)
 		return -ENOMEM;
@@ -156,8 +157,8 @@ int buf_json_string(buf *b, const char *s, size_t n)
 		case '\f': *o++ = 'f'; break;
 		default:
 			*o++ = 'u', *o++ = '0', *o++ = '0';
-			*o++ = hex[c >> 4];
-			*o++ = hex[c & 15];
+			*o++ = hex_lower[c >> 4];
+			*o++ = hex_lower[c & 15];
 		}
 		i++;
 	}

@@ -29,6 +29,8 @@
 #include "buf.h"
 #include "policy.h"
 #include "policy_state.h"
+#include "hash.h"
+#include "uuid.h"
 
 /* ---- payloads --------------------------------------------------------------------------- */
 
@@ -141,12 +143,13 @@ struct audience_sub {
 	audience_sub *prev, *next;
 };
 
-/* An open-addressing map from a 16-byte key (at offset 0 of the value) to a pointer. Linear
- * probing at load <= 1/2, backward-shift deletion. */
+/* A map from a 16-byte key (at offset 0 of each value) to the value: the values in a dense
+ * array, indexed by the core's hash_index (hash.h). */
 typedef struct pmap {
-	void **slots;
-	size_t mask;
+	hash_index ix;
+	void **items; /* the values, n of them (removing moves the last into the hole) */
 	size_t n;
+	size_t cap;
 } pmap;
 
 /* The org index of one policy state. */
@@ -184,92 +187,71 @@ struct audience {
 	char err[AUDIENCE_ERROR_MAX];
 };
 
-static inline size_t key_hash(const audience *a, const policy_state_uuid *k)
+static inline uint32_t key_hash(const audience *a, const void *k)
 {
-	uint64_t w0, w1;
-	memcpy(&w0, k->b, 8);
-	memcpy(&w1, k->b + 8, 8);
-	/* every input bit must reach the low bits the index uses: uuids often differ only in
-	 * their last bytes (the high bits of w1), so finish with murmur3's 64-bit finalizer */
-	uint64_t h = ((w0 ^ a->seed) * 0x9E3779B97F4A7C15ULL) ^ w1;
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
-	return (size_t)h;
+	return (uint32_t)hash_words(a->seed, k, sizeof(policy_state_uuid));
 }
 
 static int pmap_init(pmap *m)
 {
-	m->slots = calloc(16, sizeof(void *));
-	m->mask = 15;
-	m->n = 0;
-	return m->slots ? 0 : -ENOMEM;
+	*m = (pmap){0};
+	return hash_index_init(&m->ix);
+}
+
+static void pmap_fini(pmap *m)
+{
+	hash_index_fini(&m->ix);
+	free(m->items);
+	m->items = NULL;
+	m->n = m->cap = 0;
 }
 
 static void *pmap_find(const audience *a, const pmap *m, const policy_state_uuid *k)
 {
-	for (size_t i = key_hash(a, k) & m->mask;; i = (i + 1) & m->mask) {
-		void *v = m->slots[i];
-		if (v == NULL || memcmp(v, k, sizeof(*k)) == 0)
-			return v;
-	}
+	uint32_t h = key_hash(a, k);
+	hash_probe p = hash_index_probe(&m->ix, h);
+	for (uint32_t id; hash_probe_next(&m->ix, &p, &id);)
+		if (memcmp(m->items[id], k, sizeof(*k)) == 0)
+			return m->items[id];
+	return NULL;
 }
 
 /* Room for one more entry. 0 or -ENOMEM (unchanged). */
-static int pmap_reserve(const audience *a, pmap *m)
+static int pmap_reserve(pmap *m)
 {
-	if ((m->n + 1) * 2 <= m->mask + 1)
-		return 0;
-	size_t nslots = (m->mask + 1) * 2;
-	void **s = calloc(nslots, sizeof(void *));
-	if (s == NULL)
-		return -ENOMEM;
-	for (size_t i = 0; i <= m->mask; i++) {
-		if (m->slots[i] == NULL)
-			continue;
-		size_t j = key_hash(a, m->slots[i]) & (nslots - 1);
-		while (s[j] != NULL)
-			j = (j + 1) & (nslots - 1);
-		s[j] = m->slots[i];
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 16;
+		void **items = realloc(m->items, cap * sizeof(*items));
+		if (items == NULL)
+			return -ENOMEM;
+		m->items = items;
+		m->cap = cap;
 	}
-	free(m->slots);
-	m->slots = s;
-	m->mask = nslots - 1;
-	return 0;
+	return hash_index_reserve(&m->ix, 1);
 }
 
 static void pmap_insert(const audience *a, pmap *m, void *v)
 {
-	size_t i = key_hash(a, v) & m->mask;
-	while (m->slots[i] != NULL)
-		i = (i + 1) & m->mask;
-	m->slots[i] = v;
-	m->n++;
+	hash_index_insert(&m->ix, key_hash(a, v), (uint32_t)m->n);
+	m->items[m->n++] = v;
 }
 
 static void pmap_remove(const audience *a, pmap *m, const void *v)
 {
-	size_t i = key_hash(a, v) & m->mask;
-	while (m->slots[i] != v) {
-		if (m->slots[i] == NULL)
-			return;
-		i = (i + 1) & m->mask;
+	uint32_t h = key_hash(a, v);
+	hash_probe p = hash_index_probe(&m->ix, h);
+	uint32_t id;
+	bool found = false;
+	while (!found && hash_probe_next(&m->ix, &p, &id))
+		found = m->items[id] == v;
+	if (!found)
+		return;
+	hash_index_remove(&m->ix, h, id);
+	uint32_t last = (uint32_t)--m->n;
+	if (id != last) {
+		m->items[id] = m->items[last];
+		hash_index_repoint(&m->ix, key_hash(a, m->items[id]), last, id);
 	}
-	for (size_t j = i;;) {
-		j = (j + 1) & m->mask;
-		if (m->slots[j] == NULL)
-			break;
-		size_t home = key_hash(a, m->slots[j]) & m->mask;
-		bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-		if (!stays) {
-			m->slots[i] = m->slots[j];
-			i = j;
-		}
-	}
-	m->slots[i] = NULL;
-	m->n--;
 }
 
 static void org_free(aorg *o)
@@ -326,7 +308,7 @@ static int link_add(aindex *ix, auser *u, const policy_state_uuid *org, int rank
 		o = calloc(1, sizeof(*o));
 		if (o != NULL)
 			o->heads = calloc((size_t)a->nranks + 1, sizeof(alink *));
-		if (o == NULL || o->heads == NULL || pmap_reserve(a, &ix->orgs) < 0) {
+		if (o == NULL || o->heads == NULL || pmap_reserve(&ix->orgs) < 0) {
 			org_free(o);
 			free(l);
 			return -ENOMEM;
@@ -413,13 +395,10 @@ static void member_change_cb(void *arg, const policy_state_uuid *org, const poli
 static int index_rebuild(aindex *ix)
 {
 	audience *a = ix->a;
-	for (size_t i = 0; i <= a->users.mask; i++)
-		if (a->users.slots[i] != NULL)
-			user_unindex(ix, a->users.slots[i]);
-	for (size_t i = 0; i <= a->users.mask; i++) {
-		if (a->users.slots[i] == NULL)
-			continue;
-		int rc = user_index(ix, a->users.slots[i]);
+	for (size_t i = 0; i < a->users.n; i++)
+		user_unindex(ix, a->users.items[i]);
+	for (size_t i = 0; i < a->users.n; i++) {
+		int rc = user_index(ix, a->users.items[i]);
 		if (rc < 0) {
 			snprintf(a->err, sizeof(a->err), "rebuilding the audience index: out of memory");
 			ix->stale = true;
@@ -487,10 +466,8 @@ void audience_destroy(audience *a)
 	for (int w = 0; w < 2; w++)
 		if (a->ix[w].cb_added)
 			policy_state_remove_change_cb(a->ix[w].state, member_change_cb, &a->ix[w]);
-	for (size_t i = 0; a->users.slots != NULL && i <= a->users.mask; i++) {
-		auser *u = a->users.slots[i];
-		if (u == NULL)
-			continue;
+	for (size_t i = 0; i < a->users.n; i++) {
+		auser *u = a->users.items[i];
 		for (int w = 0; w < 2; w++)
 			user_unindex(&a->ix[w], u);
 		subs_free(u->subs);
@@ -499,9 +476,9 @@ void audience_destroy(audience *a)
 	subs_free(a->bypass_subs);
 	subs_free(a->idle_subs);
 	subs_free(a->wild_subs);
-	free(a->users.slots);
-	free(a->ix[0].orgs.slots);
-	free(a->ix[1].orgs.slots);
+	pmap_fini(&a->users);
+	pmap_fini(&a->ix[0].orgs);
+	pmap_fini(&a->ix[1].orgs);
 	if (a->pool != NULL) {
 		payload_pool *pool = a->pool;
 		audience_payload *p = pool->free;
@@ -561,7 +538,7 @@ int audience_subscribe(audience *a, void *opaque, const char *uid, bool bypass, 
 	auser *u = NULL;
 	bool new_user = false;
 	int rc = 0;
-	if (!bypass && uid != NULL && policy_state_uuid_parse(uid, strlen(uid), &key) < 0) {
+	if (!bypass && uid != NULL && uuid_parse(uid, strlen(uid), key.b) < 0) {
 		snprintf(a->err, sizeof(a->err), "subscriber: user id is not a uuid");
 		return -EINVAL;
 	}
@@ -585,14 +562,14 @@ int audience_subscribe(audience *a, void *opaque, const char *uid, bool bypass, 
 	} else {
 		u = pmap_find(a, &a->users, &key);
 		if (u == NULL) {
-			if (pmap_reserve(a, &a->users) < 0)
+			if (pmap_reserve(&a->users) < 0)
 				goto nomem;
 			u = calloc(1, sizeof(*u));
 			if (u == NULL)
 				goto nomem;
 			new_user = true;
 			u->key = key;
-			policy_state_uuid_format(&key, u->uid);
+			uuid_format(key.b, u->uid);
 			if ((rc = user_index(&a->ix[PRIVACY_BEFORE], u)) < 0)
 				goto nomem;
 			if ((rc = user_index(&a->ix[PRIVACY_AFTER], u)) < 0) {
@@ -731,7 +708,7 @@ static size_t gather_subs(audience *a, size_t n, const auser *u)
 static int name_user(audience *a, const change_value *v)
 {
 	policy_state_uuid k;
-	if (v->kind != VALUE_TEXT || policy_state_uuid_parse(v->data, v->len, &k) < 0)
+	if (v->kind != VALUE_TEXT || uuid_parse(v->data, v->len, k.b) < 0)
 		return 0;
 	auser *u = pmap_find(a, &a->users, &k);
 	if (u == NULL || u->named == a->serial)
@@ -909,13 +886,13 @@ static int wild_audiences(audience *a, const row_ctx *x, const aorg *o)
 			continue;
 		const change_value *v = &tuple[ucols[k % nucols]];
 		policy_state_uuid key;
-		if (v->kind != VALUE_TEXT || policy_state_uuid_parse(v->data, v->len, &key) < 0 ||
+		if (v->kind != VALUE_TEXT || uuid_parse(v->data, v->len, key.b) < 0 ||
 		    uid_seen(v, seen, nseen))
 			continue;
 		if (nseen < sizeof(seen) / sizeof(seen[0]))
 			seen[nseen++] = v;
 		char uid[POLICY_STATE_UUID_TEXT];
-		policy_state_uuid_format(&key, uid);
+		uuid_format(key.b, uid);
 		int rank = policy_state_rank(privacy_state_at(a->pv, (privacy_when)x->w), x->org->data, x->org->len, uid,
 		                             POLICY_STATE_UUID_TEXT - 1);
 		if (rank < 1)
@@ -988,13 +965,13 @@ static int publish_cb(void *arg, const change *c)
 	int org_col = policy_bound_org_column(b);
 	const change_value *org = &x.row[org_col];
 	policy_state_uuid okey;
-	if (org->kind != VALUE_TEXT || policy_state_uuid_parse(org->data, org->len, &okey) < 0)
+	if (org->kind != VALUE_TEXT || uuid_parse(org->data, org->len, okey.b) < 0)
 		return 0; /* a row of no org (or none a member can have): members see nothing */
 	aorg *o = pmap_find(a, &a->ix[x.w].orgs, &okey);
 	if (o == NULL && a->nwild == 0)
 		return 0; /* no subscriber is a member of the row's org: no work at all */
 	x.org = org;
-	policy_state_uuid_format(&okey, x.org_text);
+	uuid_format(okey.b, x.org_text);
 	if (!del && c->old_tuple != NULL) {
 		x.old = c->old_tuple;
 		x.old_org = &x.old[org_col];

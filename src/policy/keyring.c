@@ -27,6 +27,8 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "hex.h"
+
 /* A key file larger than this is not a key file (65535 keys of ~80 bytes fit). */
 #define KEYRING_FILE_MAX (8u << 20)
 /* OpenSSL's update functions take an int length; feed larger inputs in chunks of this. */
@@ -58,14 +60,6 @@ typedef struct pending_list {
 	size_t cap;
 } pending_list;
 
-/* Hex digit value plus one; 0 marks a byte that is not a hex digit. */
-static const uint8_t hex_value1[256] = {
-	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
-	['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
-	['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
-};
-static const char hex_digits[] = "0123456789abcdef";
-
 static void set_err(char err[KEYRING_ERROR_MAX], const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static void set_err(char err[KEYRING_ERROR_MAX], const char *fmt, ...)
@@ -74,21 +68,6 @@ static void set_err(char err[KEYRING_ERROR_MAX], const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, KEYRING_ERROR_MAX, fmt, ap);
 	va_end(ap);
-}
-
-/* Decodes n bytes from the 2n hex digits at s into o. 0, or -EBADMSG at the first non-digit
- * (o may be partly written then). */
-static int hex_decode(const char *s, size_t n, uint8_t *o)
-{
-	const unsigned char *u = (const unsigned char *)s;
-	for (size_t i = 0; i < n; i++) {
-		unsigned hi = hex_value1[u[2 * i]];
-		unsigned lo = hex_value1[u[2 * i + 1]];
-		if (hi == 0 || lo == 0)
-			return -EBADMSG;
-		o[i] = (uint8_t)(((hi - 1) << 4) | (lo - 1));
-	}
-	return 0;
 }
 
 /* ---- the keyring ---------------------------------------------------------------------- */
@@ -673,11 +652,7 @@ int keyring_encrypt_hex(keyring *k, uint16_t key_id, const void *plain, size_t l
 	}
 	t[0] = '\\';
 	t[1] = 'x';
-	for (size_t i = 0; i < vlen; i++) {
-		uint8_t b = v[i];
-		t[2 + 2 * i] = hex_digits[b >> 4];
-		t[2 + 2 * i + 1] = hex_digits[b & 15];
-	}
+	hex_encode(v, vlen, t + 2);
 	out->len += tlen;
 	out->data[out->len] = '\0';
 	return 0;

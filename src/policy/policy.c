@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 
 #include "arena.h"
+#include "uuid.h"
 
 #define POLICY_FILE_MAX (1u << 20) /* a policy file is a few kilobytes; refuse anything huge */
 #define POLICY_CONDS_MAX 32        /* distinct mask / decrypt conditions per table */
@@ -1764,52 +1765,11 @@ int policy_mask_last4(buf *out, const char *s, size_t len)
 	return 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int policy_uuid_canonical(const char *in, size_t len, char out[POLICY_UUID_TEXT_LEN + 1])
 {
-	/* PostgreSQL's string_to_uuid(): optional braces, 16 bytes of two hex digits each, and a
-	 * hyphen allowed after every second byte except the last. */
-	static const char hex[] = "0123456789abcdef";
-	unsigned char bytes[16];
-	size_t i = 0;
-	bool braces = len > 0 && in[0] == '{';
-	if (braces)
-		i++;
-	for (int b = 0; b < 16; b++) {
-		if (i + 2 > len)
-			return -EINVAL;
-		int hi = hexval(in[i]), lo = hexval(in[i + 1]);
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		bytes[b] = (unsigned char)(hi << 4 | lo);
-		i += 2;
-		if (i < len && in[i] == '-' && b % 2 == 1 && b < 15)
-			i++;
-	}
-	if (braces) {
-		if (i >= len || in[i] != '}')
-			return -EINVAL;
-		i++;
-	}
-	if (i != len)
+	uint8_t b[UUID_BYTES];
+	if (uuid_parse_pg(in, len, b) < 0)
 		return -EINVAL;
-	size_t o = 0;
-	for (int b = 0; b < 16; b++) {
-		if (b == 4 || b == 6 || b == 8 || b == 10)
-			out[o++] = '-';
-		out[o++] = hex[bytes[b] >> 4];
-		out[o++] = hex[bytes[b] & 15];
-	}
-	out[o] = '\0';
+	uuid_format(b, out);
 	return 0;
 }

@@ -11,9 +11,8 @@
  *   rules     rule id -> (subject, rank)
  *   subjects  subject -> rank multiset (the rules on it, by id)
  *
- * An index slot is 64 bits: the low 32 bits of the key's hash as a tag (the probe position is
- * taken from it too, so growing never rehashes a key) and the entry's slab index + 1; 0 is
- * empty. Linear probing at load <= 1/2, backward-shift deletion (no tombstones). Removing an
+ * The index is the core's hash_index (hash.h): the low 32 bits of the key's hash as a tag and
+ * the entry's slab index, linear probing at load <= 1/2, no tombstones. Removing an
  * entry moves the slab's last entry into its place and repoints that entry's index slot and
  * list links, so slabs stay dense and memory follows the row count. Hashes are keyed by a
  * per-state random seed, so chosen uuids cannot lengthen the probes.
@@ -36,23 +35,17 @@
 #include <string.h>
 #include <sys/random.h>
 
-#define UUID_BYTES 16
+#include "hash.h"
+#include "uuid.h"
+
 #define MEMBER_KEY (2 * UUID_BYTES) /* org bytes, then user bytes */
-#define UUID_CHARS 36
 #define NCOLS 3
 /* Slab indexes are stored + 1 in 32 bits and the index keeps load <= 1/2 of 2^32 slots. */
 #define SLAB_MAX ((size_t)1 << 31)
-#define INITIAL_SLOTS 16
 
 enum { T_MEMBERSHIP = 0, T_RULES = 1 };
 enum { C_ORG = 0, C_USER = 1, C_ROLE = 2 };       /* membership columns */
 enum { C_ID = 0, C_SUBJECT = 1, C_MIN_ROLE = 2 }; /* rules columns */
-
-typedef struct hindex {
-	uint64_t *slots; /* 0 = empty; else tag << 32 | (slab index + 1) */
-	size_t mask;     /* number of slots - 1; the number is a power of two */
-	size_t n;
-} hindex;
 
 typedef struct rankset {
 	int32_t rank;     /* max over the rows */
@@ -130,19 +123,19 @@ struct policy_state {
 
 	member *members;
 	size_t nmembers, cap_members;
-	hindex member_ix;
+	hash_index member_ix;
 	org *orgs;
 	size_t norgs, cap_orgs;
-	hindex org_ix;
+	hash_index org_ix;
 	user_ent *users;
 	size_t nusers, cap_users;
-	hindex user_ix;
+	hash_index user_ix;
 	rule *rules;
 	size_t nrules, cap_rules;
-	hindex rule_ix;
+	hash_index rule_ix;
 	subject *subjects;
 	size_t nsubjects, cap_subjects;
-	hindex subject_ix;
+	hash_index subject_ix;
 
 	uint32_t *spare_counts; /* zeroed, ready for a rank multiset's second row */
 	uint32_t *spare_lists;  /* zeroed, ready for a new org */
@@ -211,241 +204,35 @@ static const char *show(char out[SHOW_MAX], const char *s, size_t len)
 
 /* ---- uuids ---------------------------------------------------------------------------- */
 
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-
-/* Eight hex digits (in memory order, loaded little-endian) to four bytes, eight at a time in
- * one register (SWAR). Each byte is range-checked with additions that cannot carry into the
- * next byte while the high bits are clear. 1, or 0 for any non-hex byte (out is written anyway). */
-static inline unsigned hex8(uint64_t x, uint8_t out[4])
-{
-	uint64_t ge_0 = x + ONES * (0x80 - '0'), ge_colon = x + ONES * (0x80 - ('9' + 1));
-	uint64_t lower = x | ONES * 0x20;
-	uint64_t ge_a = lower + ONES * (0x80 - 'a'), ge_g = lower + ONES * (0x80 - ('f' + 1));
-	uint64_t digit = ge_0 & ~ge_colon & HIGHS, alpha = ge_a & ~ge_g & HIGHS;
-	/* (a byte with its high bit set may have carried into the next one: the checks above are
-	 * then garbage, but such input fails the first test below anyway) */
-	unsigned ok = ((x & HIGHS) == 0) & ((digit | alpha) == HIGHS);
-	uint64_t v = (x & ONES * 0x0f) + (alpha >> 7) * 9;           /* nibble values */
-	v = ((v << 4) | (v >> 8)) & 0x00ff00ff00ff00ffULL;           /* pairs -> bytes */
-	v = (v | (v >> 8)) & 0x0000ffff0000ffffULL;
-	v = (v | (v >> 16)) & 0x00000000ffffffffULL;
-	uint32_t w = (uint32_t)v;
-	memcpy(out, &w, 4);
-	return ok;
-}
-
-/* Parses into out (written even on failure); true when s is a uuid's text. */
-static inline bool uuid_parse_raw(const char *s, size_t len, uint8_t out[UUID_BYTES])
-{
-	if (s == NULL || len != UUID_CHARS || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-')
-		return false;
-	/* the 32 digits in four words, straight from s (no staging buffer: that would stall store
-	 * forwarding): 8 | 4+4 | 4+4 | 8 around the hyphens */
-	uint64_t w0, w3;
-	uint32_t a, b, c, d;
-	memcpy(&w0, s, 8);
-	memcpy(&a, s + 9, 4);
-	memcpy(&b, s + 14, 4);
-	memcpy(&c, s + 19, 4);
-	memcpy(&d, s + 24, 4);
-	memcpy(&w3, s + 28, 8);
-	return (hex8(w0, out) & hex8((uint64_t)b << 32 | a, out + 4) & hex8((uint64_t)d << 32 | c, out + 8) &
-	        hex8(w3, out + 12)) != 0;
-}
-#else
-/* Hex digit value + 1; 0 for anything else. */
-static const uint8_t hex1[256] = {
-	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
-	['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
-	['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
-};
-/* Offsets of the 16 digit pairs in "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx". */
-static const uint8_t uuid_pairs[UUID_BYTES] = {0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
-
-/* Parses into out (written even on failure); true when s is a uuid's text. An invalid digit
- * becomes 0xff, and the OR of all of them is checked once. */
-static inline bool uuid_parse_raw(const char *s, size_t len, uint8_t out[UUID_BYTES])
-{
-	if (s == NULL || len != UUID_CHARS || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-')
-		return false;
-	unsigned bad = 0;
-	for (int i = 0; i < UUID_BYTES; i++) {
-		uint8_t hi = (uint8_t)(hex1[(unsigned char)s[uuid_pairs[i]]] - 1);
-		uint8_t lo = (uint8_t)(hex1[(unsigned char)s[uuid_pairs[i] + 1]] - 1);
-		bad |= hi | lo;
-		out[i] = (uint8_t)(hi << 4 | (lo & 0x0f));
-	}
-	return (bad & 0xf0) == 0;
-}
-#endif
-
 int policy_state_uuid_parse(const char *s, size_t len, policy_state_uuid *out)
 {
-	uint8_t b[UUID_BYTES];
-	if (out == NULL || !uuid_parse_raw(s, len, b))
+	if (out == NULL)
 		return -EINVAL;
-	memcpy(out->b, b, sizeof(b));
-	return 0;
+	return uuid_parse(s, len, out->b);
 }
 
 void policy_state_uuid_format(const policy_state_uuid *u, char out[POLICY_STATE_UUID_TEXT])
 {
-	static const char digits[] = "0123456789abcdef";
-	size_t o = 0;
-	for (int i = 0; i < UUID_BYTES; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[o++] = '-';
-		out[o++] = digits[u->b[i] >> 4];
-		out[o++] = digits[u->b[i] & 0x0f];
-	}
-	out[o] = '\0';
+	uuid_format(u->b, out);
 }
 
-/* ---- hashing and the index -------------------------------------------------------------- */
+/* ---- hashing and the index (hash.h) -------------------------------------------------------- */
 
 static inline uint32_t key_hash(uint64_t seed, const uint8_t *k, size_t n)
 {
-	uint64_t h = seed;
-	for (size_t i = 0; i < n; i += 8) {
-		uint64_t w;
-		memcpy(&w, k + i, sizeof(w));
-		h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
-		h ^= h >> 29;
-	}
-	/* murmur3's finalizer */
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
-	return (uint32_t)h;
-}
-
-static int hx_init(hindex *hx)
-{
-	hx->slots = calloc(INITIAL_SLOTS, sizeof(*hx->slots));
-	if (hx->slots == NULL)
-		return -ENOMEM;
-	hx->mask = INITIAL_SLOTS - 1;
-	hx->n = 0;
-	return 0;
-}
-
-static void hx_fini(hindex *hx)
-{
-	free(hx->slots);
-	hx->slots = NULL;
-}
-
-static void hx_clear(hindex *hx)
-{
-	memset(hx->slots, 0, (hx->mask + 1) * sizeof(*hx->slots));
-	hx->n = 0;
-}
-
-/* Ensures room for one more entry at load <= 1/2. 0 or -ENOMEM (the index is unchanged). */
-static int hx_reserve(hindex *hx)
-{
-	if ((hx->n + 1) * 2 <= hx->mask + 1)
-		return 0;
-	size_t nslots = (hx->mask + 1) * 2;
-	if ((uint64_t)nslots > ((uint64_t)1 << 32))
-		return -ENOMEM;
-	uint64_t *s = calloc(nslots, sizeof(*s));
-	if (s == NULL)
-		return -ENOMEM;
-	size_t mask = nslots - 1;
-	for (size_t i = 0; i <= hx->mask; i++) {
-		uint64_t v = hx->slots[i];
-		if (v == 0)
-			continue;
-		size_t j = (uint32_t)(v >> 32) & mask;
-		while (s[j] != 0)
-			j = (j + 1) & mask;
-		s[j] = v;
-	}
-	free(hx->slots);
-	hx->slots = s;
-	hx->mask = mask;
-	return 0;
+	return (uint32_t)hash_words(seed, k, n);
 }
 
 /* The slab index of the entry whose key (at offset 0 of each stride-sized entry) equals key, or
  * -1. Inlined with constant stride and klen, the key compare is a few word compares. */
-static inline long hx_find(const hindex *hx, const void *slab, size_t stride, const uint8_t *key,
+static inline long hx_find(const hash_index *hx, const void *slab, size_t stride, const uint8_t *key,
                            size_t klen, uint32_t h)
 {
-	size_t i = h & hx->mask;
-	for (;;) {
-		uint64_t v = hx->slots[i];
-		if (v == 0)
-			return -1;
-		if ((uint32_t)(v >> 32) == h) {
-			size_t idx = (uint32_t)v - 1;
-			if (memcmp((const uint8_t *)slab + idx * stride, key, klen) == 0)
-				return (long)idx;
-		}
-		i = (i + 1) & hx->mask;
-	}
-}
-
-/* Adds idx under hash h; room must have been reserved. */
-static void hx_insert(hindex *hx, uint32_t h, size_t idx)
-{
-	size_t i = h & hx->mask;
-	while (hx->slots[i] != 0)
-		i = (i + 1) & hx->mask;
-	hx->slots[i] = (uint64_t)h << 32 | (uint64_t)(idx + 1);
-	hx->n++;
-}
-
-/* The slot holding idx (hashed h), or (size_t)-1. */
-static size_t hx_slot_of(const hindex *hx, uint32_t h, size_t idx)
-{
-	size_t i = h & hx->mask;
-	for (;;) {
-		uint64_t v = hx->slots[i];
-		if (v == 0)
-			return (size_t)-1;
-		if ((uint32_t)v == idx + 1)
-			return i;
-		i = (i + 1) & hx->mask;
-	}
-}
-
-/* Removes idx (hashed h), shifting later members of its cluster back so that no probe
- * sequence is broken. */
-static void hx_remove(hindex *hx, uint32_t h, size_t idx)
-{
-	size_t i = hx_slot_of(hx, h, idx);
-	if (i == (size_t)-1)
-		return;
-	size_t mask = hx->mask, j = i;
-	for (;;) {
-		j = (j + 1) & mask;
-		uint64_t v = hx->slots[j];
-		if (v == 0)
-			break;
-		size_t home = (uint32_t)(v >> 32) & mask;
-		/* v may move into the hole at i unless its home lies cyclically in (i, j] */
-		bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-		if (!stays) {
-			hx->slots[i] = v;
-			i = j;
-		}
-	}
-	hx->slots[i] = 0;
-	hx->n--;
-}
-
-/* The entry at slab index from (hashed h) moved to index to. */
-static void hx_repoint(hindex *hx, uint32_t h, size_t from, size_t to)
-{
-	size_t i = hx_slot_of(hx, h, from);
-	if (i != (size_t)-1)
-		hx->slots[i] = (hx->slots[i] & ~(uint64_t)0xffffffffu) | (uint64_t)(to + 1);
+	hash_probe p = hash_index_probe(hx, h);
+	for (uint32_t idx; hash_probe_next(hx, &p, &idx);)
+		if (memcmp((const uint8_t *)slab + (size_t)idx * stride, key, klen) == 0)
+			return (long)idx;
+	return -1;
 }
 
 /* Ensures room for one more element in a slab. 0 or -ENOMEM (unchanged). */
@@ -585,21 +372,21 @@ static int members_reserve(policy_state *ps)
 	int rc = slab_reserve(&p, &ps->cap_members, ps->nmembers, sizeof(member));
 	ps->members = p;
 	if (rc == 0)
-		rc = hx_reserve(&ps->member_ix);
+		rc = hash_index_reserve(&ps->member_ix, 1);
 	if (rc == 0) {
 		p = ps->orgs;
 		rc = slab_reserve(&p, &ps->cap_orgs, ps->norgs, sizeof(org));
 		ps->orgs = p;
 	}
 	if (rc == 0)
-		rc = hx_reserve(&ps->org_ix);
+		rc = hash_index_reserve(&ps->org_ix, 1);
 	if (rc == 0) {
 		p = ps->users;
 		rc = slab_reserve(&p, &ps->cap_users, ps->nusers, sizeof(user_ent));
 		ps->users = p;
 	}
 	if (rc == 0)
-		rc = hx_reserve(&ps->user_ix);
+		rc = hash_index_reserve(&ps->user_ix, 1);
 	if (rc == 0)
 		rc = spares_reserve(ps, true);
 	return rc;
@@ -619,7 +406,7 @@ static size_t org_get(policy_state *ps, const uint8_t key[UUID_BYTES])
 	o->nkeys = 0;
 	o->heads = ps->spare_lists;
 	ps->spare_lists = NULL;
-	hx_insert(&ps->org_ix, key_hash(ps->seed, key, UUID_BYTES), i);
+	hash_index_insert(&ps->org_ix, key_hash(ps->seed, key, UUID_BYTES), i);
 	return i;
 }
 
@@ -627,11 +414,11 @@ static void org_delete(policy_state *ps, size_t oi)
 {
 	org *o = &ps->orgs[oi];
 	lists_release(ps, o->heads);
-	hx_remove(&ps->org_ix, key_hash(ps->seed, o->key, UUID_BYTES), oi);
+	hash_index_remove(&ps->org_ix, key_hash(ps->seed, o->key, UUID_BYTES), oi);
 	size_t last = --ps->norgs;
 	if (oi != last) {
 		ps->orgs[oi] = ps->orgs[last];
-		hx_repoint(&ps->org_ix, key_hash(ps->seed, ps->orgs[oi].key, UUID_BYTES), last, oi);
+		hash_index_repoint(&ps->org_ix, key_hash(ps->seed, ps->orgs[oi].key, UUID_BYTES), last, oi);
 	}
 }
 
@@ -645,7 +432,7 @@ static void user_link(policy_state *ps, size_t i)
 		ui = (long)ps->nusers++;
 		memcpy(ps->users[ui].key, ukey, UUID_BYTES);
 		ps->users[ui].head = 0;
-		hx_insert(&ps->user_ix, key_hash(ps->seed, ukey, UUID_BYTES), (size_t)ui);
+		hash_index_insert(&ps->user_ix, key_hash(ps->seed, ukey, UUID_BYTES), (size_t)ui);
 	}
 	user_ent *u = &ps->users[ui];
 	m->uprev = 0;
@@ -670,11 +457,11 @@ static void user_unlink(policy_state *ps, size_t i)
 	m->uprev = m->unext = 0;
 	if (ui < 0 || ps->users[ui].head != 0)
 		return;
-	hx_remove(&ps->user_ix, key_hash(ps->seed, ukey, UUID_BYTES), (size_t)ui);
+	hash_index_remove(&ps->user_ix, key_hash(ps->seed, ukey, UUID_BYTES), (size_t)ui);
 	size_t last = --ps->nusers;
 	if ((size_t)ui != last) {
 		ps->users[ui] = ps->users[last];
-		hx_repoint(&ps->user_ix, key_hash(ps->seed, ps->users[ui].key, UUID_BYTES), last, (size_t)ui);
+		hash_index_repoint(&ps->user_ix, key_hash(ps->seed, ps->users[ui].key, UUID_BYTES), last, (size_t)ui);
 	}
 }
 
@@ -718,7 +505,7 @@ static void member_set(policy_state *ps, const uint8_t key[MEMBER_KEY], int r, b
 		member *m = &ps->members[i];
 		memcpy(m->key, key, MEMBER_KEY);
 		m->rank = r;
-		hx_insert(&ps->member_ix, key_hash(ps->seed, key, MEMBER_KEY), i);
+		hash_index_insert(&ps->member_ix, key_hash(ps->seed, key, MEMBER_KEY), i);
 		ps->orgs[oi].nkeys++;
 		list_push(ps, &ps->orgs[oi], i, r);
 		user_link(ps, i);
@@ -748,12 +535,12 @@ static void member_delete(policy_state *ps, size_t i)
 		ps->orgs[oi].nkeys--;
 	}
 	user_unlink(ps, i);
-	hx_remove(&ps->member_ix, key_hash(ps->seed, m->key, MEMBER_KEY), i);
+	hash_index_remove(&ps->member_ix, key_hash(ps->seed, m->key, MEMBER_KEY), i);
 	size_t last = --ps->nmembers;
 	if (i != last) {
 		ps->members[i] = ps->members[last];
 		member *mv = &ps->members[i];
-		hx_repoint(&ps->member_ix, key_hash(ps->seed, mv->key, MEMBER_KEY), last, i);
+		hash_index_repoint(&ps->member_ix, key_hash(ps->seed, mv->key, MEMBER_KEY), last, i);
 		if (mv->prev != 0) {
 			ps->members[mv->prev - 1].next = (uint32_t)(i + 1);
 		} else {
@@ -811,9 +598,9 @@ static void notify(const policy_state *ps, const uint8_t key[MEMBER_KEY], int be
 static void members_clear(policy_state *ps)
 {
 	size_t n = ps->nmembers, norgs = ps->norgs;
-	hx_clear(&ps->member_ix);
-	hx_clear(&ps->org_ix);
-	hx_clear(&ps->user_ix);
+	hash_index_clear(&ps->member_ix);
+	hash_index_clear(&ps->org_ix);
+	hash_index_clear(&ps->user_ix);
 	ps->nmembers = 0;
 	ps->norgs = 0;
 	ps->nusers = 0;
@@ -884,14 +671,14 @@ static int rules_reserve(policy_state *ps)
 	int rc = slab_reserve(&p, &ps->cap_rules, ps->nrules, sizeof(rule));
 	ps->rules = p;
 	if (rc == 0)
-		rc = hx_reserve(&ps->rule_ix);
+		rc = hash_index_reserve(&ps->rule_ix, 1);
 	if (rc == 0) {
 		p = ps->subjects;
 		rc = slab_reserve(&p, &ps->cap_subjects, ps->nsubjects, sizeof(subject));
 		ps->subjects = p;
 	}
 	if (rc == 0)
-		rc = hx_reserve(&ps->subject_ix);
+		rc = hash_index_reserve(&ps->subject_ix, 1);
 	if (rc == 0)
 		rc = spares_reserve(ps, false);
 	return rc;
@@ -907,7 +694,7 @@ static void subject_add_row(policy_state *ps, const uint8_t key[UUID_BYTES], int
 	size_t i = ps->nsubjects++;
 	memcpy(ps->subjects[i].key, key, UUID_BYTES);
 	ps->subjects[i].rs = (rankset){.rank = r, .nrows = 1, .counts = NULL};
-	hx_insert(&ps->subject_ix, key_hash(ps->seed, key, UUID_BYTES), i);
+	hash_index_insert(&ps->subject_ix, key_hash(ps->seed, key, UUID_BYTES), i);
 }
 
 static void subject_remove_row(policy_state *ps, const uint8_t key[UUID_BYTES], int r)
@@ -920,11 +707,11 @@ static void subject_remove_row(policy_state *ps, const uint8_t key[UUID_BYTES], 
 		return;
 	size_t i = (size_t)found;
 	counts_release(ps, s->rs.counts);
-	hx_remove(&ps->subject_ix, key_hash(ps->seed, s->key, UUID_BYTES), i);
+	hash_index_remove(&ps->subject_ix, key_hash(ps->seed, s->key, UUID_BYTES), i);
 	size_t last = --ps->nsubjects;
 	if (i != last) {
 		ps->subjects[i] = ps->subjects[last];
-		hx_repoint(&ps->subject_ix, key_hash(ps->seed, ps->subjects[i].key, UUID_BYTES), last, i);
+		hash_index_repoint(&ps->subject_ix, key_hash(ps->seed, ps->subjects[i].key, UUID_BYTES), last, i);
 	}
 }
 
@@ -938,11 +725,11 @@ static bool rule_remove(policy_state *ps, const uint8_t id[UUID_BYTES])
 	rule *ru = &ps->rules[i];
 	if (ru->has_subject)
 		subject_remove_row(ps, ru->subject, ru->rank);
-	hx_remove(&ps->rule_ix, key_hash(ps->seed, ru->key, UUID_BYTES), i);
+	hash_index_remove(&ps->rule_ix, key_hash(ps->seed, ru->key, UUID_BYTES), i);
 	size_t last = --ps->nrules;
 	if (i != last) {
 		ps->rules[i] = ps->rules[last];
-		hx_repoint(&ps->rule_ix, key_hash(ps->seed, ps->rules[i].key, UUID_BYTES), last, i);
+		hash_index_repoint(&ps->rule_ix, key_hash(ps->seed, ps->rules[i].key, UUID_BYTES), last, i);
 	}
 	return true;
 }
@@ -960,7 +747,7 @@ static void rule_add(policy_state *ps, const rule_row *r)
 	if (r->has_subject)
 		memcpy(ru->subject, r->subject, UUID_BYTES);
 	ru->rank = r->rank;
-	hx_insert(&ps->rule_ix, key_hash(ps->seed, r->id, UUID_BYTES), i);
+	hash_index_insert(&ps->rule_ix, key_hash(ps->seed, r->id, UUID_BYTES), i);
 	if (r->has_subject)
 		subject_add_row(ps, r->subject, r->rank);
 }
@@ -971,8 +758,8 @@ static void rules_clear(policy_state *ps)
 		counts_release(ps, ps->subjects[i].rs.counts);
 		ps->subjects[i].rs.counts = NULL;
 	}
-	hx_clear(&ps->rule_ix);
-	hx_clear(&ps->subject_ix);
+	hash_index_clear(&ps->rule_ix);
+	hash_index_clear(&ps->subject_ix);
 	ps->nrules = 0;
 	ps->nsubjects = 0;
 }
@@ -1030,7 +817,7 @@ static int parse_uuid_cell(policy_state *ps, const char *what, const char *which
 	}
 	if (v->kind != VALUE_TEXT || v->data == NULL)
 		return fail(ps, -EINVAL, "%s: %s: column \"%s\" is missing", what, which, col);
-	if (!uuid_parse_raw(v->data, v->len, out))
+	if (uuid_parse(v->data, v->len, out) < 0)
 		return fail(ps, -EINVAL, "%s: %s: column \"%s\" is not a uuid: \"%s\"", what, which, col,
 		            show(shown, v->data, v->len));
 	return 0;
@@ -1330,7 +1117,7 @@ int policy_state_rank(const policy_state *ps, const char *org_text, size_t org_l
                       size_t user_len)
 {
 	uint8_t key[MEMBER_KEY];
-	if (!uuid_parse_raw(org_text, org_len, key) || !uuid_parse_raw(user, user_len, key + UUID_BYTES))
+	if (uuid_parse(org_text, org_len, key) < 0 || uuid_parse(user, user_len, key + UUID_BYTES) < 0)
 		return 0;
 	return member_rank(ps, key);
 }
@@ -1346,7 +1133,7 @@ int policy_state_subject_rank(const policy_state *ps, const char *subj, size_t l
 	uint8_t key[UUID_BYTES];
 	if (subj == NULL)
 		return 0;
-	if (!uuid_parse_raw(subj, len, key))
+	if (uuid_parse(subj, len, key) < 0)
 		return POLICY_STATE_RANK_UNREADABLE;
 	long i = subject_find(ps, key);
 	return i < 0 ? 0 : ps->subjects[i].rs.rank;
@@ -1385,7 +1172,7 @@ int policy_state_members(const policy_state *ps, const char *org_text, size_t or
                          policy_state_member_cb cb, void *arg)
 {
 	policy_state_uuid o;
-	if (!uuid_parse_raw(org_text, org_len, o.b))
+	if (uuid_parse(org_text, org_len, o.b) < 0)
 		return -EINVAL;
 	return policy_state_members_uuid(ps, &o, min_rank, cb, arg);
 }
@@ -1589,9 +1376,9 @@ int policy_state_create(const char *const *rank_names, int nranks, const char *m
 		goto cleanup;
 	}
 	rc = -ENOMEM;
-	if (hx_init(&ps->member_ix) != 0 || hx_init(&ps->org_ix) != 0 || hx_init(&ps->user_ix) != 0 ||
-	    hx_init(&ps->rule_ix) != 0 ||
-	    hx_init(&ps->subject_ix) != 0)
+	if (hash_index_init(&ps->member_ix) != 0 || hash_index_init(&ps->org_ix) != 0 || hash_index_init(&ps->user_ix) != 0 ||
+	    hash_index_init(&ps->rule_ix) != 0 ||
+	    hash_index_init(&ps->subject_ix) != 0)
 		goto nomem;
 	if (getrandom(&ps->seed, sizeof(ps->seed), GRND_NONBLOCK) != (ssize_t)sizeof(ps->seed))
 		ps->seed = (uint64_t)(uintptr_t)ps * 0x9E3779B97F4A7C15ULL; /* still per state */
@@ -1617,11 +1404,11 @@ void policy_state_destroy(policy_state *ps)
 	free(ps->users);
 	free(ps->rules);
 	free(ps->subjects);
-	hx_fini(&ps->member_ix);
-	hx_fini(&ps->org_ix);
-	hx_fini(&ps->user_ix);
-	hx_fini(&ps->rule_ix);
-	hx_fini(&ps->subject_ix);
+	hash_index_fini(&ps->member_ix);
+	hash_index_fini(&ps->org_ix);
+	hash_index_fini(&ps->user_ix);
+	hash_index_fini(&ps->rule_ix);
+	hash_index_fini(&ps->subject_ix);
 	free(ps->spare_counts);
 	free(ps->spare_lists);
 	if (ps->rank_names != NULL)

@@ -17,17 +17,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+
 struct relcache {
 	relation **rels;
 	size_t nrels;
 	size_t cap;
-	uint32_t *by_oid;  /* slot -> index + 1, 0 = empty */
-	uint32_t *by_name; /* slot -> index + 1, 0 = empty */
-	size_t nslots;     /* power of two, >= 2 * cap */
+	hash_index by_oid;  /* oid -> index in rels (relations with an oid) */
+	hash_index by_name; /* schema.name -> index in rels */
 	uint64_t next_id;  /* the id of the next relation made (ids start at 1) */
 };
 
-static uint64_t name_hash(const char *schema, size_t sl, const char *name, size_t nl)
+static uint32_t name_hash(const char *schema, size_t sl, const char *name, size_t nl)
 {
 	uint64_t h = 1469598103934665603ULL;
 	for (size_t i = 0; i < sl; i++)
@@ -35,12 +36,13 @@ static uint64_t name_hash(const char *schema, size_t sl, const char *name, size_
 	h = (h ^ '.') * 1099511628211ULL;
 	for (size_t i = 0; i < nl; i++)
 		h = (h ^ (unsigned char)name[i]) * 1099511628211ULL;
-	return h;
+	return (uint32_t)(h ^ (h >> 32));
 }
 
-static uint64_t oid_hash(uint32_t oid)
+static uint32_t oid_hash(uint32_t oid)
 {
-	return (uint64_t)oid * 0x9E3779B97F4A7C15ULL;
+	uint64_t h = (uint64_t)oid * 0x9E3779B97F4A7C15ULL;
+	return (uint32_t)(h >> 32);
 }
 
 static bool name_eq(const relation *r, const char *schema, size_t sl, const char *name, size_t nl)
@@ -101,7 +103,12 @@ fail:
 
 relcache *relcache_create(void)
 {
-	return calloc(1, sizeof(relcache));
+	relcache *rc = calloc(1, sizeof(relcache));
+	if (rc == NULL || hash_index_init(&rc->by_oid) < 0 || hash_index_init(&rc->by_name) < 0) {
+		relcache_destroy(rc);
+		return NULL;
+	}
+	return rc;
 }
 
 void relcache_destroy(relcache *rc)
@@ -111,83 +118,66 @@ void relcache_destroy(relcache *rc)
 	for (size_t i = 0; i < rc->nrels; i++)
 		relation_release(rc->rels[i]);
 	free(rc->rels);
-	free(rc->by_oid);
-	free(rc->by_name);
+	hash_index_fini(&rc->by_oid);
+	hash_index_fini(&rc->by_name);
 	free(rc);
 }
 
+/* Indexes rels[idx]; room must have been reserved. */
 static void index_insert(relcache *rc, size_t idx)
 {
 	const relation *r = rc->rels[idx];
-	size_t mask = rc->nslots - 1;
-	if (r->oid != 0) {
-		size_t s = oid_hash(r->oid) & mask;
-		while (rc->by_oid[s] != 0 && rc->by_oid[s] != idx + 1)
-			s = (s + 1) & mask;
-		rc->by_oid[s] = (uint32_t)idx + 1;
-	}
-	size_t s = name_hash(r->schema, strlen(r->schema), r->name, strlen(r->name)) & mask;
-	while (rc->by_name[s] != 0 && rc->by_name[s] != idx + 1)
-		s = (s + 1) & mask;
-	rc->by_name[s] = (uint32_t)idx + 1;
+	if (r->oid != 0)
+		hash_index_insert(&rc->by_oid, oid_hash(r->oid), (uint32_t)idx);
+	hash_index_insert(&rc->by_name, name_hash(r->schema, strlen(r->schema), r->name, strlen(r->name)),
+	                  (uint32_t)idx);
 }
 
 static void index_rebuild(relcache *rc)
 {
-	memset(rc->by_oid, 0, rc->nslots * sizeof(uint32_t));
-	memset(rc->by_name, 0, rc->nslots * sizeof(uint32_t));
+	hash_index_clear(&rc->by_oid);
+	hash_index_clear(&rc->by_name);
 	for (size_t i = 0; i < rc->nrels; i++)
 		index_insert(rc, i);
 }
 
+/* Room for one more relation in rels and both indexes. 0 or -ENOMEM. */
 static int relcache_grow(relcache *rc)
 {
+	/* by_oid too has room for every relation: a later message may give an oid to one without */
+	if (hash_index_reserve(&rc->by_oid, rc->nrels + 1 - rc->by_oid.n) < 0 ||
+	    hash_index_reserve(&rc->by_name, rc->nrels + 1 - rc->by_name.n) < 0)
+		return -ENOMEM;
+	if (rc->nrels < rc->cap)
+		return 0;
 	size_t cap = rc->cap ? rc->cap * 2 : 16;
-	size_t nslots = cap * 2;
 	relation **rels = realloc(rc->rels, cap * sizeof(*rels));
 	if (rels == NULL)
 		return -ENOMEM;
 	rc->rels = rels;
-	uint32_t *bo = calloc(nslots, sizeof(uint32_t));
-	uint32_t *bn = calloc(nslots, sizeof(uint32_t));
-	if (bo == NULL || bn == NULL) {
-		free(bo);
-		free(bn);
-		return -ENOMEM;
-	}
-	free(rc->by_oid);
-	free(rc->by_name);
-	rc->by_oid = bo;
-	rc->by_name = bn;
-	rc->nslots = nslots;
 	rc->cap = cap;
-	index_rebuild(rc);
 	return 0;
 }
 
 static long find_oid(const relcache *rc, uint32_t oid)
 {
-	if (rc->nslots == 0 || oid == 0)
+	if (oid == 0)
 		return -1;
-	size_t mask = rc->nslots - 1;
-	for (size_t s = oid_hash(oid) & mask; rc->by_oid[s] != 0; s = (s + 1) & mask) {
-		size_t idx = rc->by_oid[s] - 1;
+	uint32_t h = oid_hash(oid);
+	hash_probe p = hash_index_probe(&rc->by_oid, h);
+	for (uint32_t idx; hash_probe_next(&rc->by_oid, &p, &idx);)
 		if (rc->rels[idx]->oid == oid)
 			return (long)idx;
-	}
 	return -1;
 }
 
 static long find_name(const relcache *rc, const char *schema, size_t sl, const char *name, size_t nl)
 {
-	if (rc->nslots == 0)
-		return -1;
-	size_t mask = rc->nslots - 1;
-	for (size_t s = name_hash(schema, sl, name, nl) & mask; rc->by_name[s] != 0; s = (s + 1) & mask) {
-		size_t idx = rc->by_name[s] - 1;
+	uint32_t h = name_hash(schema, sl, name, nl);
+	hash_probe p = hash_index_probe(&rc->by_name, h);
+	for (uint32_t idx; hash_probe_next(&rc->by_name, &p, &idx);)
 		if (name_eq(rc->rels[idx], schema, sl, name, nl))
 			return (long)idx;
-	}
 	return -1;
 }
 
@@ -224,7 +214,7 @@ int relcache_put(relcache *rc, const relation *desc, const relation **out)
 			index_rebuild(rc);
 		}
 	} else {
-		if (rc->nrels == rc->cap && relcache_grow(rc) < 0) {
+		if (relcache_grow(rc) < 0) {
 			relation_free(copy);
 			return -ENOMEM;
 		}
