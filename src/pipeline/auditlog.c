@@ -38,7 +38,7 @@ typedef enum job { JOB_NONE, JOB_BATCH, JOB_HEALTH } job;
 static const char *const BATCH_SQL =
 	"INSERT INTO public.audit_log (org_id, actor_id, action, target_table, target_id, detail, created_at) "
 	"SELECT r.org_id, r.actor_id, r.action, r.target_table, r.target_id, "
-	"pg_catalog.coalesce(r.detail, '{}'::jsonb), r.created_at "
+	"COALESCE(r.detail, '{}'::jsonb), r.created_at "
 	"FROM ROWS FROM (pg_catalog.jsonb_to_recordset($1::jsonb) AS (org_id uuid, actor_id uuid, action text, "
 	"target_table text, target_id text, detail jsonb, created_at timestamptz)) WITH ORDINALITY "
 	"AS r(org_id, actor_id, action, target_table, target_id, detail, created_at, n) "
@@ -70,6 +70,7 @@ struct auditlog {
 	size_t inflight; /* records of the batch being written (the first ones of the ring) */
 
 	PGconn *conn;
+	PGresult *result; /* the statement's last result so far (results may span socket events) */
 	int sock;
 	conn_state state;
 	job job;
@@ -202,6 +203,8 @@ static void close_conn(auditlog *w)
 	if (w->sock >= 0)
 		loop_unwatch(w->loop, w->sock);
 	w->sock = -1;
+	PQclear(w->result);
+	w->result = NULL;
 	if (w->conn != NULL)
 		PQfinish(w->conn);
 	w->conn = NULL;
@@ -463,18 +466,17 @@ static void sock_cb(loop *l, int fd, unsigned events, void *arg)
 			conn_failed(w, "idle connection", NULL);
 		return;
 	}
-	PGresult *last = NULL;
-	while (!PQisBusy(w->conn)) {
+	for (;;) {
+		if (PQisBusy(w->conn))
+			return; /* the rest comes with a later socket event */
 		PGresult *res = PQgetResult(w->conn);
 		if (res == NULL)
 			break;
-		PQclear(last);
-		last = res;
+		PQclear(w->result);
+		w->result = res;
 	}
-	if (PQisBusy(w->conn)) {
-		PQclear(last);
-		return;
-	}
+	PGresult *last = w->result;
+	w->result = NULL;
 	if (last == NULL || PQstatus(w->conn) == CONNECTION_BAD) {
 		/* the connection ended before an answer: the batch stays queued */
 		conn_failed(w, "waiting for the answer", last);
