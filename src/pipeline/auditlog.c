@@ -218,6 +218,8 @@ static void reconnect_cb(loop *l, int id, void *arg)
 	auditlog *w = arg;
 	(void)l, (void)id;
 	w->reconnect_timer = 0;
+	if (w->retry_wait && w->count > 0)
+		w->flush_due = true; /* the batch that failed goes again */
 	w->retry_wait = false;
 	if (w->state == CONN_NONE) {
 		const char *keys[] = {"dbname", "replication", "fallback_application_name", NULL};
@@ -296,7 +298,7 @@ static void send_batch(auditlog *w)
 		goto cleanup;
 	w->job = JOB_BATCH;
 	w->inflight = n;
-	w->flush_due = false;
+	w->flush_due = w->count > n; /* what is left waited as long: it goes right after this batch */
 	const char *params[] = {text};
 	send_job(w, BATCH_SQL, 1, params);
 cleanup:
@@ -409,11 +411,11 @@ static void flush_cb(loop *l, int id, void *arg)
 	kick(w);
 }
 
-static void health_cb(loop *l, int id, void *arg)
+static void health_tick_cb(loop *l, int id, void *arg)
 {
 	auditlog *w = arg;
 	(void)l, (void)id;
-	int t = loop_timer_add(w->loop, w->health_interval_ms, health_cb, w);
+	int t = loop_timer_add(w->loop, w->health_interval_ms, health_tick_cb, w);
 	w->health_timer = t > 0 ? t : 0;
 	w->health_due = true;
 	kick(w);
@@ -628,7 +630,7 @@ int auditlog_create(const auditlog_params *p, auditlog **out, char err[AUDITLOG_
 	}
 	w->reconnect_timer = t;
 	if (w->health_interval_ms > 0) {
-		if ((t = loop_timer_add(w->loop, w->health_interval_ms, health_cb, w)) < 0) {
+		if ((t = loop_timer_add(w->loop, w->health_interval_ms, health_tick_cb, w)) < 0) {
 			rc = t;
 			goto fail;
 		}

@@ -62,6 +62,22 @@ check "burst: values intact, quotes and SQL stay data" \
   "$(sql -c "SELECT org_id, actor_id, target_table, detail->>'note', detail->>'i' FROM audit_log
              WHERE action = 'test.burst' AND target_id = '4999'")"
 
+# the drain at shutdown writes what is queued at once, without waiting out the flush interval
+rc=0
+"$DRIVER" --conninfo "$REPL" --org "$o1" --n 10 --flush 600000 --timeout 0 --action test.drain \
+  >"$WORK/drain.txt" 2>"$WORK/drain.err" || rc=$?
+check "drain: every queued record written at shutdown, nothing left" "0 10 0" \
+  "$rc $(rows test.drain) $(kv "$WORK/drain.txt" remaining)"
+
+# a full batch goes at once, and what is left after it goes right behind it, not a flush
+# interval (here 10 minutes) later
+rc=0
+"$DRIVER" --conninfo "$REPL" --org "$o1" --n 700 --batch 500 --flush 600000 --timeout 120 --action test.rest \
+  >"$WORK/rest.txt" 2>"$WORK/rest.err" || rc=$?
+check "rest: 700 rows in two INSERTs" "0 700 2" "$rc $(rows test.rest) $(kv "$WORK/rest.txt" batches)"
+check_true "rest: the 200 after the full batch did not wait for the flush interval ($(kv "$WORK/rest.txt" elapsed_ms) ms)" \
+  [ "$(kv "$WORK/rest.txt" elapsed_ms)" -lt 60000 ]
+
 # ---- 3. the loop never blocks ------------------------------------------------------------------
 "$DRIVER" --conninfo "$REPL" --org "$o1" --n 1000 --every 3 --batch 100 --flush 50 --action test.lock \
   >"$WORK/lock.txt" 2>"$WORK/lock.err" &
@@ -170,7 +186,7 @@ kill -TERM "$RUNP"
 rc=0; wait "$RUNP" || rc=$?
 check "run: SIGTERM drains, exit 0" 0 $rc
 check "run: audit rows are exactly the driver's, nothing more (nothing loops)" 300 \
-  "$(sql -c "SELECT count(*) FROM audit_log WHERE action NOT IN ('test.burst', 'test.lock', 'test.outage', 'test.bound')")"
+  "$(sql -c "SELECT count(*) FROM audit_log WHERE action NOT IN ('test.burst', 'test.drain', 'test.rest', 'test.lock', 'test.outage', 'test.bound')")"
 
 # the oracle: RLS as the admin and as the viewer
 jq -r 'select(.table == "sync_health" and .action == "insert") | .new.id' "$WORK/admin.jsonl" | sort -n >"$WORK/admin.ids"

@@ -2,7 +2,7 @@
  * auditlog_test — drives the audit writer (src/pipeline/auditlog.h) against a real PostgreSQL for
  * tests/integration/auditlog.sh: records N audit rows (all at once, or one every --every ms),
  * waits until they are written (or --timeout), drains, and prints the writer's counters and the
- * loop's lateness as key=value lines:
+ * loop's lateness (and the time until the queue was empty) as key=value lines:
  *
  *   auditlog_test --conninfo C --org UUID --n N [--every MS] [--batch B] [--flush MS]
  *                 [--queue Q] [--timeout S] [--action A] [--invalid] [--orphan UUID]
@@ -27,7 +27,7 @@ typedef struct driver {
 	auditlog *w;
 	const char *org, *orphan, *action;
 	long n, every_ms, sent;
-	int64_t deadline, tick_due, max_late;
+	int64_t start, deadline, tick_due, max_late;
 	bool invalid, drained;
 } driver;
 
@@ -44,7 +44,7 @@ static void record_one(driver *d)
 static void drained_cb(void *arg, size_t remaining)
 {
 	driver *d = arg;
-	printf("remaining=%zu\n", remaining);
+	printf("remaining=%zu\nelapsed_ms=%lld\n", remaining, (long long)(loop_now_ms() - d->start));
 	d->drained = true;
 	loop_stop(d->l);
 }
@@ -135,7 +135,8 @@ int main(int argc, char **argv)
 	}
 	if (d.orphan != NULL)
 		auditlog_record(d.w, d.orphan, NULL, d.action, "orphan", "x", NULL);
-	d.deadline = loop_now_ms() + timeout * 1000;
+	d.start = loop_now_ms();
+	d.deadline = d.start + timeout * 1000;
 	d.tick_due = loop_now_ms() + 5;
 	if (loop_timer_add(d.l, 5, tick_cb, &d) < 0 || loop_timer_add(d.l, 0, pace_cb, &d) < 0)
 		goto cleanup;
