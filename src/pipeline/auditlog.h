@@ -37,6 +37,13 @@
 
 typedef struct auditlog auditlog;
 
+/* The actions walcast's sinks record, one vocabulary for every sink. One row per org concerned
+ * (audit_log.org_id is required: an access that concerns no known org is not audited). */
+#define AUDITLOG_JOIN "realtime.join"                 /* a channel joined: target_table, detail.topic */
+#define AUDITLOG_JOIN_REFUSED "realtime.join_refused" /* detail.reason: the error sent to the client */
+#define AUDITLOG_LEAVE "realtime.leave"               /* a channel left or closed */
+#define AUDITLOG_STATS_READ "stats.read"              /* a stats API request: detail.path, detail.range */
+
 #define AUDITLOG_ERROR_MAX 512
 
 /* What the pipeline says about ingestion, for sync_health: known false leaves the tick out. */

@@ -182,6 +182,11 @@ check "run: walcast itself wrote no audit row because of them (walcast_audit_rec
   "$(awk '$1 == "walcast_audit_records_written_total" { print $2 }' "$WORK/metrics")"
 check_true "run: /metrics counts sync_health rows" \
   awk '$1 == "walcast_sync_health_rows_total" && $2 > 0 { ok = 1 } END { exit !ok }' "$WORK/metrics"
+PROMTOOL=$(command -v promtool || echo /usr/bin/promtool)
+if [ -x "$PROMTOOL" ]; then
+  check "run: promtool check metrics accepts /metrics with the audit families" 0 \
+    "$("$PROMTOOL" check metrics <"$WORK/metrics" >"$WORK/promtool.txt" 2>&1; echo $?)"
+fi
 kill -TERM "$RUNP"
 rc=0; wait "$RUNP" || rc=$?
 check "run: SIGTERM drains, exit 0" 0 $rc

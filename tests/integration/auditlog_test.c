@@ -2,7 +2,8 @@
  * auditlog_test — drives the audit writer (src/pipeline/auditlog.h) against a real PostgreSQL for
  * tests/integration/auditlog.sh: records N audit rows (all at once, or one every --every ms),
  * waits until they are written (or --timeout), drains, and prints the writer's counters and the
- * loop's lateness (and the time until the queue was empty) as key=value lines:
+ * loop's lateness, the time until the queue was empty and the mean cost of one auditlog_record call
+ * (record_ns) as key=value lines:
  *
  *   auditlog_test --conninfo C --org UUID --n N [--every MS] [--batch B] [--flush MS]
  *                 [--queue Q] [--timeout S] [--action A] [--invalid] [--orphan UUID]
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "auditlog.h"
 #include "log.h"
@@ -28,6 +30,7 @@ typedef struct driver {
 	const char *org, *orphan, *action;
 	long n, every_ms, sent;
 	int64_t start, deadline, tick_due, max_late;
+	double record_ns; /* total time spent inside auditlog_record */
 	bool invalid, drained;
 } driver;
 
@@ -37,7 +40,11 @@ static void record_one(driver *d)
 	snprintf(id, sizeof(id), "%ld", d->sent);
 	snprintf(detail, sizeof(detail), "{\"i\": %ld, \"note\": \"it's \\\"quoted\\\"'); DROP TABLE public.orgs; --\"}",
 	         d->sent);
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
 	auditlog_record(d->w, d->org, "00000000-0000-4000-8000-000000000001", d->action, "events", id, detail);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	d->record_ns += (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
 	d->sent++;
 }
 
@@ -145,11 +152,12 @@ int main(int argc, char **argv)
 	auditlog_stats st;
 	auditlog_get_stats(d.w, &st);
 	printf("recorded=%llu\nwritten=%llu\nbatches=%llu\nerrors=%llu\ndropped_full=%llu\ndropped_invalid=%llu\n"
-	       "dropped_rejected=%llu\ndropped_no_org=%llu\nqueued=%zu\nmax_late_ms=%lld\n",
+	       "dropped_rejected=%llu\ndropped_no_org=%llu\nqueued=%zu\nmax_late_ms=%lld\nrecord_ns=%.0f\n",
 	       (unsigned long long)st.recorded, (unsigned long long)st.written, (unsigned long long)st.batches,
 	       (unsigned long long)st.errors, (unsigned long long)st.dropped_full,
 	       (unsigned long long)st.dropped_invalid, (unsigned long long)st.dropped_rejected,
-	       (unsigned long long)st.dropped_no_org, st.queued, (long long)d.max_late);
+	       (unsigned long long)st.dropped_no_org, st.queued, (long long)d.max_late,
+	       d.sent > 0 ? d.record_ns / (double)d.sent : 0.0);
 	rc = d.drained && st.queued == 0 &&
 	             st.recorded == st.written + st.dropped_rejected + st.dropped_no_org
 	         ? 0
