@@ -12,7 +12,9 @@
  *   READY       idle: kick() sends the next job (a due sync_health tick first, then a batch)
  *   BUSY        one statement sent, its result read as the socket becomes readable → READY
  *
- * Any connection failure closes the connection (→ NONE) and arms the reconnect timer; a
+ * Any connection failure closes the connection (→ NONE) and arms the reconnect timer; a batch
+ * that was in flight then is "in doubt", and the first job on the new connection (CHECK_SQL) asks
+ * whether it was committed before it is written again or taken off the queue; a
  * statement the server refuses for a transient reason (SQLSTATE class 08, 40, 53, 55, 57) is
  * retried after the back-off on the same connection; any other refusal drops that batch.
  */
@@ -31,7 +33,7 @@
 #include "uuid.h"
 
 typedef enum conn_state { CONN_NONE, CONN_CONNECTING, CONN_READY, CONN_BUSY } conn_state;
-typedef enum job { JOB_NONE, JOB_BATCH, JOB_HEALTH } job;
+typedef enum job { JOB_NONE, JOB_BATCH, JOB_HEALTH, JOB_CHECK } job;
 
 /* Rows of an org that no longer exists are skipped, not refused (a foreign key violation would
  * fail the whole batch); the ordinality keeps the rows' ids in the order they were recorded. */
@@ -47,6 +49,14 @@ static const char *const BATCH_SQL =
 static const char *const HEALTH_SQL =
 	"INSERT INTO public.sync_health (org_id, source, status, lag_s) "
 	"SELECT o.id, 'walcast', $1, $2::numeric FROM public.orgs o";
+
+/* After a connection lost while a batch was in flight: did that batch commit? Its rows commit
+ * together, so its first row answers for all (the org, the action, the actor, the target and the
+ * microsecond it was recorded identify it; the (org_id, created_at) index finds it). */
+static const char *const CHECK_SQL =
+	"SELECT EXISTS (SELECT 1 FROM public.audit_log WHERE org_id = $1::uuid AND created_at = $2::timestamptz "
+	"AND action = $3 AND actor_id IS NOT DISTINCT FROM $4::uuid AND target_table IS NOT DISTINCT FROM $5 "
+	"AND target_id IS NOT DISTINCT FROM $6)";
 
 static const char *const drop_reasons[] = {"queue_full", "invalid", "rejected", "no_org"};
 #define NREASONS 4
@@ -68,6 +78,7 @@ struct auditlog {
 	json_t **ring;   /* queue_max slots */
 	size_t head, count;
 	size_t inflight; /* records of the batch being written (the first ones of the ring) */
+	size_t doubt;    /* records of a batch whose answer was lost with the connection: checked first */
 
 	PGconn *conn;
 	PGresult *result; /* the statement's last result so far (results may span socket events) */
@@ -261,6 +272,8 @@ static void conn_failed(auditlog *w, const char *what, const PGresult *res)
 {
 	char msg[AUDITLOG_ERROR_MAX];
 	w->st.errors++;
+	if (w->job == JOB_BATCH && w->inflight > 0)
+		w->doubt = w->inflight; /* the server may have committed it: ask before writing it again */
 	if (!w->conn_error_logged)
 		log_warn("audit.disconnected", "audit writer: %s: %s; keeping %zu records, reconnecting", what,
 		         conn_error(w, res, msg, sizeof(msg)), w->count);
@@ -336,6 +349,47 @@ static bool transient(const char *sqlstate)
 	return false;
 }
 
+static void send_check(auditlog *w)
+{
+	const json_t *r = ring_at(w, 0);
+	const char *f[] = {"org_id", "created_at", "action", "actor_id", "target_table", "target_id"};
+	const char *params[6];
+	for (int i = 0; i < 6; i++)
+		params[i] = json_string_value(json_object_get(r, f[i])); /* NULL for JSON null: SQL NULL */
+	w->job = JOB_CHECK;
+	send_job(w, CHECK_SQL, 6, params);
+}
+
+/* The answer to CHECK_SQL: the batch in doubt landed (pop it) or not (write it again). */
+static void check_done(auditlog *w, PGresult *res)
+{
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+		bool landed = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		log_info("audit.in_doubt", "audit batch of %zu records whose answer was lost: %s", w->doubt,
+		         landed ? "it was committed, not written again" : "it was not committed, writing it again");
+		if (landed) {
+			w->st.written += w->doubt;
+			w->st.batches++;
+			ring_pop(w, w->doubt);
+		}
+		w->doubt = 0;
+		w->flush_due = w->count > 0;
+		return;
+	}
+	char msg[AUDITLOG_ERROR_MAX];
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	w->st.errors++;
+	log_warn("audit.in_doubt", "checking whether an audit batch of %zu records was committed: %s%s", w->doubt,
+	         conn_error(w, res, msg, sizeof(msg)), transient(state) ? "; retrying" : "; writing it again");
+	if (transient(state)) {
+		w->retry_wait = true;
+		backoff(w);
+		return;
+	}
+	w->doubt = 0; /* at least once rather than lost */
+	w->flush_due = w->count > 0;
+}
+
 /* The statement's result is complete: res is its (last) result. */
 static void job_done(auditlog *w, PGresult *res)
 {
@@ -344,6 +398,10 @@ static void job_done(auditlog *w, PGresult *res)
 	w->job = JOB_NONE;
 	w->inflight = 0;
 	w->state = CONN_READY;
+	if (j == JOB_CHECK) {
+		check_done(w, res);
+		return;
+	}
 	if (PQresultStatus(res) == PGRES_COMMAND_OK) {
 		unsigned long long rows = strtoull(PQcmdTuples(res), NULL, 10);
 		w->backoff_ms = w->reconnect_min_ms;
@@ -393,6 +451,11 @@ static void kick(auditlog *w)
 	}
 	if (w->state != CONN_READY || w->retry_wait)
 		return;
+	if (w->doubt > 0 && w->count >= w->doubt) {
+		send_check(w);
+		return;
+	}
+	w->doubt = 0;
 	if (w->health_due && !w->draining)
 		send_health(w);
 	if (w->state == CONN_READY && w->count > 0 &&

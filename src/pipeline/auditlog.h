@@ -13,9 +13,12 @@
  * reconnects with back-off (reconnect_min_ms doubling up to reconnect_max_ms) and keeps the
  * queue; a batch leaves the queue only once PostgreSQL has answered it.
  *
- * Delivery is at least once in one narrow case, as for any client: when the connection breaks
- * after the server committed a batch but before its answer arrived, the batch is written again.
- * A batch the server refuses for its content (not for being away) is dropped and counted.
+ * Exactly once: when the connection breaks while a batch is in flight, the server may have
+ * committed it before its answer was lost; after reconnecting the writer first asks whether the
+ * batch's first row is there (its org, action, actor, target and recording microsecond) and
+ * writes the batch again only when it is not. (At least once in two corner cases: that first
+ * row's org was deleted meanwhile, or the server refuses the question for good.) A batch the
+ * server refuses for its content (not for being away) is dropped and counted.
  * Rows of an org that no longer exists are skipped (counted as dropped, reason no_org), so one
  * deleted org never blocks the others.
  *

@@ -9,7 +9,8 @@
 #  3. the loop never blocks: while another session holds audit_log locked for 3 s (the writer's
 #     INSERT waits on the server), a 5 ms timer of the writer's loop stays on time.
 #  4. PostgreSQL stopped for a while, then back: nothing lost within the queue bound, every row
-#     once; past the bound, drops are counted and written + dropped = recorded.
+#     once; past the bound, drops are counted and written + dropped = recorded. A batch committed
+#     whose answer was lost with the connection is not written again.
 #  5. `walcast run` with [audit] enabled: sync_health rows appear at the interval for every org,
 #     reach an admin's jsonl sink exactly as RLS lets that admin read them and never a viewer's;
 #     a burst of audit rows streams back to the admin without walcast writing a single row
@@ -125,6 +126,29 @@ check "outage past the bound: the rows are what was written, none twice" "$writt
 check_true "outage past the bound: one log line per burst of drops" \
   [ "$(grep -c audit.dropping "$WORK/test.bound.err")" -le 2 ]
 
+# The answer lost, the batch committed: the server commits a batch, then the connection dies
+# before the answer reaches the writer. Made deterministic with synchronous replication to a
+# standby that does not exist, for walcast_replicator's sessions only: its commit is written
+# locally and waits (SyncRep); terminating that backend then ends the connection with the batch
+# committed. The writer must find it there and not write it again.
+sql -c "ALTER SYSTEM SET synchronous_commit = 'local'" -c "ALTER SYSTEM SET synchronous_standby_names = 'nobody'" \
+  -c "SELECT pg_reload_conf()" >/dev/null
+sql -c "ALTER ROLE walcast_replicator SET synchronous_commit = 'on'" >/dev/null
+"$DRIVER" --conninfo "$REPL" --org "$o2" --n 10 --batch 500 --flush 20 --timeout 60 --action test.doubt \
+  >"$WORK/doubt.txt" 2>"$WORK/doubt.err" &
+DRV=$!
+BG_PIDS+=("$DRV")
+syncrep() { [ "$(sql -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'walcast-audit' AND wait_event = 'SyncRep'")" = 1 ]; }
+check_true "in doubt: the batch's commit waits for the (absent) standby" wait_for 30 syncrep
+sql -c "ALTER ROLE walcast_replicator RESET synchronous_commit" >/dev/null
+sql -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'walcast-audit'" >/dev/null
+rc=0; wait "$DRV" || rc=$?
+sql -c "ALTER SYSTEM RESET synchronous_commit" -c "ALTER SYSTEM RESET synchronous_standby_names" \
+  -c "SELECT pg_reload_conf()" >/dev/null
+check "in doubt: the driver accounted for every record" 0 $rc
+check "in doubt: the committed batch is there once, not written again" "10 0" "$(rows test.doubt) $(dupes test.doubt)"
+check_true "in doubt: the writer asked and found it committed" grep -q "it was committed, not written again" "$WORK/doubt.err"
+
 # ---- 5. walcast run: sync_health and no loop ------------------------------------------------------
 admin=$(sql -c "SELECT gen_random_uuid()")
 viewer=$(sql -c "SELECT gen_random_uuid()")
@@ -191,7 +215,7 @@ kill -TERM "$RUNP"
 rc=0; wait "$RUNP" || rc=$?
 check "run: SIGTERM drains, exit 0" 0 $rc
 check "run: audit rows are exactly the driver's, nothing more (nothing loops)" 300 \
-  "$(sql -c "SELECT count(*) FROM audit_log WHERE action NOT IN ('test.burst', 'test.drain', 'test.rest', 'test.lock', 'test.outage', 'test.bound')")"
+  "$(sql -c "SELECT count(*) FROM audit_log WHERE action NOT IN ('test.burst', 'test.drain', 'test.rest', 'test.doubt', 'test.lock', 'test.outage', 'test.bound')")"
 
 # the oracle: RLS as the admin and as the viewer
 jq -r 'select(.table == "sync_health" and .action == "insert") | .new.id' "$WORK/admin.jsonl" | sort -n >"$WORK/admin.ids"

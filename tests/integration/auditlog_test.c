@@ -122,7 +122,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "auditlog_test: --org and --n are required\n");
 		return 2;
 	}
-	if (log_configure("warn", "text") < 0)
+	if (log_configure("info", "text") < 0)
 		return 2;
 	int rc = 1;
 	char err[AUDITLOG_ERROR_MAX];
