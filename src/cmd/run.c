@@ -1,10 +1,12 @@
 /*
  * run — `walcast run`: the daemon (see run.h). Builds, in order: the policy and the keyring, the
- * checkpoint store (pipeline.state_dir), the metrics registry, the pipeline and its sinks (one
- * per [sink.NAME] section, type resolved in the sink registry), the HTTP listener ([http]);
- * then runs the loop until the pipeline stops. Signals: SIGHUP reloads the configuration
- * (config_reload: a refused reload keeps the running one and says why); SIGTERM and SIGINT drain
- * (pipeline_drain); a second one exits at once, unconfirmed work being sent again next time.
+ * checkpoint store (pipeline.state_dir), the metrics registry, the audit writer ([audit], when
+ * enabled: handed to the sinks, and sync_health's ticks), the pipeline and its sinks (one per
+ * [sink.NAME] section, type resolved in the sink registry), the HTTP listener ([http]); then
+ * runs the loop until the pipeline stops and the audit writer has drained. Signals: SIGHUP
+ * reloads the configuration (config_reload: a refused reload keeps the running one and says
+ * why); SIGTERM and SIGINT drain (pipeline_drain, then auditlog_drain); a second one exits at
+ * once, unconfirmed work being sent again next time.
  */
 #include "run.h"
 
