@@ -190,8 +190,13 @@ check "run: every row says source walcast, a status word, a lag >= 0" "" \
              OR lag_s IS NULL OR lag_s < 0")"
 check "run: streaming and caught up, the last tick says ok" ok \
   "$(sql -c "SELECT status FROM sync_health WHERE org_id = '$o1' ORDER BY id DESC LIMIT 1")"
-check "run: ticks 1 s apart (0.9-10 s)" "" "$(sql -c "SELECT d FROM (SELECT extract(epoch FROM checked_at - lag(checked_at)
-  OVER (ORDER BY checked_at)) d FROM (SELECT DISTINCT checked_at FROM sync_health) t) s WHERE d < 0.9 OR d > 10")"
+# a tick that waited for the connection goes late and the next one on time: single gaps may be
+# shorter than the interval, the mean may not
+check "run: no two ticks less than 0.5 s or more than 10 s apart" "" "$(sql -c "SELECT d FROM (SELECT
+  extract(epoch FROM checked_at - lag(checked_at) OVER (ORDER BY checked_at)) d
+  FROM (SELECT DISTINCT checked_at FROM sync_health) t) s WHERE d < 0.5 OR d > 10")"
+check "run: ticks 1 s apart on average (0.9-3 s)" t "$(sql -c "SELECT extract(epoch FROM max(checked_at) - min(checked_at))
+  / (count(DISTINCT checked_at) - 1) BETWEEN 0.9 AND 3 FROM sync_health")"
 
 # a burst of audit rows (standing for the sinks' joins and leaves) streams back to the admin
 "$DRIVER" --conninfo "$REPL" --org "$o1" --n 300 --batch 50 --flush 20 --action test.loop >"$WORK/loop.txt" 2>&1 ||
