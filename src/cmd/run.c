@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "auditlog.h"
 #include "checkpoint.h"
@@ -85,22 +84,17 @@ static void stopped_cb(void *arg, int code)
 		loop_stop(d->loop);
 }
 
-/* sync_health's view of the pipeline: paused when not streaming or held back; the lag is the
- * age of the last transaction offered while the server has WAL beyond it, else 0 (caught up). */
+/* sync_health's view of the pipeline (auditlog_health): paused when not streaming or held back. */
 static void audit_health_cb(void *arg, auditlog_health *out)
 {
 	daemon_t *d = arg;
 	pipeline_status st;
 	pipeline_get_status(d->pl, &st);
-	out->known = true;
-	out->paused = !st.streaming || st.paused;
-	out->lag_s = 0;
-	if (st.last_commit_time > 0 && st.server_wal_end > st.last_commit_end && st.server_wal_end > st.confirmed_lsn) {
-		struct timeval tv;
-		gettimeofday(&tv, NULL);
-		double lag = (double)tv.tv_sec + tv.tv_usec / 1e6 - (double)st.last_commit_time / 1e6;
-		out->lag_s = lag > 0 ? lag : 0;
-	}
+	*out = (auditlog_health){
+		.known = true, .paused = !st.streaming || st.paused, .server_end = st.server_wal_end,
+		.processed = st.last_commit_end > st.confirmed_lsn ? st.last_commit_end : st.confirmed_lsn,
+		.last_commit_us = st.last_commit_time,
+	};
 }
 
 static void term_cb(loop *l, int signo, void *arg)

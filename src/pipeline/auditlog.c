@@ -86,7 +86,8 @@ struct auditlog {
 	conn_state state;
 	job job;
 	int64_t backoff_ms;
-	int reconnect_timer, flush_timer, health_timer, drain_timer, done_timer;
+	int reconnect_timer, flush_timer, health_timer, drain_timer, done_timer, sample_timer;
+	int64_t behind_since_us; /* since when the stream has been behind the server (0: it is not) */
 	bool flush_due, health_due, retry_wait;
 
 	bool draining, drained;
@@ -324,16 +325,36 @@ cleanup:
 	json_decref(arr);
 }
 
+static int64_t now_us(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+/* Reads the pipeline's health and follows since when the stream has been behind. */
+static void sample(auditlog *w, auditlog_health *h, int64_t now)
+{
+	*h = (auditlog_health){0};
+	w->health_cb(w->health_arg, h);
+	if (!h->known || h->server_end == 0 || h->processed >= h->server_end)
+		w->behind_since_us = 0;
+	else if (w->behind_since_us == 0)
+		w->behind_since_us = now;
+}
+
 static void send_health(auditlog *w)
 {
-	auditlog_health h = {0};
+	auditlog_health h;
+	int64_t now = now_us();
 	w->health_due = false;
-	w->health_cb(w->health_arg, &h);
+	sample(w, &h, now);
 	if (!h.known)
 		return;
+	double lag_s = auditlog_health_lag(&h, w->behind_since_us, now);
 	char lag[32];
-	snprintf(lag, sizeof(lag), "%.3f", h.lag_s > 0 ? h.lag_s : 0.0);
-	const char *params[] = {auditlog_health_status(&h, w->lagging_after_ms), lag};
+	snprintf(lag, sizeof(lag), "%.3f", lag_s);
+	const char *params[] = {auditlog_health_status(h.paused, lag_s, w->lagging_after_ms), lag};
 	w->job = JOB_HEALTH;
 	send_job(w, HEALTH_SQL, 2, params);
 }
@@ -484,6 +505,16 @@ static void health_tick_cb(loop *l, int id, void *arg)
 	kick(w);
 }
 
+static void sample_cb(loop *l, int id, void *arg)
+{
+	auditlog *w = arg;
+	auditlog_health h;
+	(void)id;
+	int t = loop_timer_add(l, AUDITLOG_SAMPLE_MS, sample_cb, w);
+	w->sample_timer = t > 0 ? t : 0;
+	sample(w, &h, now_us());
+}
+
 static void sock_cb(loop *l, int fd, unsigned events, void *arg)
 {
 	auditlog *w = arg;
@@ -555,11 +586,23 @@ static void sock_cb(loop *l, int fd, unsigned events, void *arg)
 
 /* ---- the public functions ----------------------------------------------------------------- */
 
-const char *auditlog_health_status(const auditlog_health *h, int64_t lagging_after_ms)
+double auditlog_health_lag(const auditlog_health *h, int64_t behind_since_us, int64_t now)
 {
-	if (h->paused)
+	if (h->server_end == 0 || h->processed >= h->server_end)
+		return 0;
+	int64_t lag = -1;
+	if (h->last_commit_us > 0)
+		lag = now - h->last_commit_us;
+	if (behind_since_us > 0 && (lag < 0 || now - behind_since_us < lag))
+		lag = now - behind_since_us;
+	return lag > 0 ? (double)lag / 1e6 : 0;
+}
+
+const char *auditlog_health_status(bool paused, double lag_s, int64_t lagging_after_ms)
+{
+	if (paused)
 		return "paused";
-	if (h->lag_s * 1000.0 > (double)lagging_after_ms)
+	if (lag_s * 1000.0 > (double)lagging_after_ms)
 		return "lagging";
 	return "ok";
 }
@@ -698,6 +741,11 @@ int auditlog_create(const auditlog_params *p, auditlog **out, char err[AUDITLOG_
 			goto fail;
 		}
 		w->health_timer = t;
+		if ((t = loop_timer_add(w->loop, AUDITLOG_SAMPLE_MS, sample_cb, w)) < 0) {
+			rc = t;
+			goto fail;
+		}
+		w->sample_timer = t;
 	}
 	*out = w;
 	return 0;
@@ -755,7 +803,9 @@ void auditlog_drain(auditlog *w, int64_t timeout_ms, auditlog_drained_cb cb, voi
 	w->done_arg = arg;
 	if (w->health_timer > 0)
 		loop_timer_cancel(w->loop, w->health_timer);
-	w->health_timer = 0;
+	if (w->sample_timer > 0)
+		loop_timer_cancel(w->loop, w->sample_timer);
+	w->health_timer = w->sample_timer = 0;
 	w->health_due = false;
 	int t = loop_timer_add(w->loop, timeout_ms > 0 ? timeout_ms : 0, drain_timeout_cb, w);
 	if (t > 0)
@@ -784,7 +834,8 @@ void auditlog_destroy(auditlog *w)
 {
 	if (w == NULL)
 		return;
-	int *timers[] = {&w->reconnect_timer, &w->flush_timer, &w->health_timer, &w->drain_timer, &w->done_timer};
+	int *timers[] = {&w->reconnect_timer, &w->flush_timer, &w->health_timer, &w->drain_timer, &w->done_timer,
+	                 &w->sample_timer};
 	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++)
 		if (*timers[i] > 0)
 			loop_timer_cancel(w->loop, *timers[i]);

@@ -52,12 +52,19 @@ typedef struct auditlog auditlog;
 /* What the pipeline says about ingestion, for sync_health: known false leaves the tick out. */
 typedef struct auditlog_health {
 	bool known;
-	bool paused;   /* not streaming, or held back by durable sinks */
-	double lag_s;  /* seconds the stream is behind the server (0 when caught up) */
+	bool paused;            /* not streaming, or held back by durable sinks */
+	uint64_t server_end;    /* the server's WAL end as last reported (0: unknown) */
+	uint64_t processed;     /* how far the stream has been taken: the end of the last transaction
+	                         * offered or the position confirmed, the higher */
+	int64_t last_commit_us; /* commit time of the last transaction offered, microseconds since
+	                         * the Unix epoch (0: none yet) */
 } auditlog_health;
 
-/* Fills *out; called on the loop thread at each sync_health tick. Must not block. */
+/* Fills *out; called on the loop thread every AUDITLOG_SAMPLE_MS (to know since when the stream
+ * has been behind the server) and at each sync_health tick. Must not block. */
 typedef void (*auditlog_health_cb)(void *arg, auditlog_health *out);
+
+#define AUDITLOG_SAMPLE_MS 1000
 
 typedef struct auditlog_params {
 	loop *loop;
@@ -116,9 +123,16 @@ void auditlog_drain(auditlog *w, int64_t timeout_ms, auditlog_drained_cb done_cb
 /* Fills *out. */
 void auditlog_get_stats(const auditlog *w, auditlog_stats *out);
 
-/* The sync_health status word for a health reading: "paused", "lagging" (lag_s above
- * lagging_after_ms) or "ok". */
-const char *auditlog_health_status(const auditlog_health *h, int64_t lagging_after_ms);
+/* sync_health's lag in seconds: 0 when the stream has taken everything the server reported;
+ * else the smaller of the age of the last transaction offered (now_us - last_commit_us) and the
+ * time the stream has been behind without a break (now_us - behind_since_us; 0: unknown). The
+ * first alone grows on a database idle for walcast while other WAL is written; the second alone
+ * grows under a steady load that is never quite caught up; each bounds the true lag from
+ * above. Times in microseconds since the Unix epoch. */
+double auditlog_health_lag(const auditlog_health *h, int64_t behind_since_us, int64_t now_us);
+
+/* The sync_health status word: "paused", "lagging" (lag_s above lagging_after_ms) or "ok". */
+const char *auditlog_health_status(bool paused, double lag_s, int64_t lagging_after_ms);
 
 /* Closes the connection, frees the queue (unwritten records are lost: drain first) and removes
  * the writer's metrics. Safe on NULL. Does not block. */

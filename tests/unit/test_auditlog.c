@@ -197,14 +197,37 @@ static void test_metrics(void **state)
 static void test_health_status(void **state)
 {
 	(void)state;
-	auditlog_health h = {.known = true, .paused = false, .lag_s = 0};
-	assert_string_equal(auditlog_health_status(&h, 30000), "ok");
-	h.lag_s = 30.0;
-	assert_string_equal(auditlog_health_status(&h, 30000), "ok");
-	h.lag_s = 30.5;
-	assert_string_equal(auditlog_health_status(&h, 30000), "lagging");
-	h.paused = true;
-	assert_string_equal(auditlog_health_status(&h, 30000), "paused");
+	assert_string_equal(auditlog_health_status(false, 0, 30000), "ok");
+	assert_string_equal(auditlog_health_status(false, 30.0, 30000), "ok");
+	assert_string_equal(auditlog_health_status(false, 30.5, 30000), "lagging");
+	assert_string_equal(auditlog_health_status(true, 0, 30000), "paused");
+}
+
+#define S INT64_C(1000000) /* one second in microseconds */
+
+static void test_health_lag(void **state)
+{
+	(void)state;
+	const int64_t now = 1800000000 * S;
+	/* caught up: nothing the server reported is left, however old the last commit */
+	auditlog_health h = {.known = true, .server_end = 1000, .processed = 1000, .last_commit_us = now - 3600 * S};
+	assert_true(auditlog_health_lag(&h, 0, now) == 0);
+	/* the server's position unknown yet */
+	h = (auditlog_health){.known = true, .server_end = 0, .processed = 0};
+	assert_true(auditlog_health_lag(&h, 0, now) == 0);
+	/* idle for walcast for an hour while other WAL is written: behind for 5 s only */
+	h = (auditlog_health){.known = true, .server_end = 2000, .processed = 1000, .last_commit_us = now - 3600 * S};
+	assert_true(auditlog_health_lag(&h, now - 5 * S, now) == 5.0);
+	/* a steady load, never quite caught up for 10 minutes: the last commit is 10 ms old */
+	h.last_commit_us = now - 10000;
+	assert_true(auditlog_health_lag(&h, now - 600 * S, now) == 0.01);
+	/* a real backlog: behind for 120 s, delivering transactions committed 100 s ago */
+	h.last_commit_us = now - 100 * S;
+	assert_true(auditlog_health_lag(&h, now - 120 * S, now) == 100.0);
+	/* behind since start, no transaction offered yet */
+	h.last_commit_us = 0;
+	assert_true(auditlog_health_lag(&h, now - 7 * S, now) == 7.0);
+	assert_true(auditlog_health_lag(&h, 0, now) == 0);
 }
 
 int main(void)
@@ -217,6 +240,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_drain_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_health_status, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_health_lag, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
