@@ -19,6 +19,7 @@
 #include "rt_filter.h"
 
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <regex.h>
 #include <stdarg.h>
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <wctype.h>
 
 #include "uuid.h"
 
@@ -135,6 +137,7 @@ typedef struct binding {
 struct rt_filter {
 	int ncond;
 	cond *c;
+	locale_t utf8; /* C.UTF-8 for match/imatch ((locale_t)0: none, byte-wise C) */
 	binding cache[RT_FILTER_CACHE_MAX];
 	int ncache;
 	int next_evict;
@@ -849,15 +852,54 @@ static size_t utf8_len(unsigned char lead)
 	return 1;
 }
 
-static unsigned char fold(unsigned char ch, bool icase)
+/* Decodes the UTF-8 character at s[0..n) into *cp; returns its length (1 for a byte that does
+ * not start a complete character, which then stands for itself). */
+static size_t utf8_decode(const char *s, size_t n, uint32_t *cp)
 {
-	return icase && ch >= 'A' && ch <= 'Z' ? (unsigned char)(ch - 'A' + 'a') : ch;
+	const unsigned char *u = (const unsigned char *)s;
+	size_t len = utf8_len(u[0]);
+	if (len == 1 || len > n) {
+		*cp = u[0];
+		return 1;
+	}
+	uint32_t v = u[0] & (0xff >> (len + 1));
+	for (size_t k = 1; k < len; k++) {
+		if ((u[k] & 0xc0) != 0x80) {
+			*cp = u[0];
+			return 1;
+		}
+		v = v << 6 | (u[k] & 0x3f);
+	}
+	*cp = v;
+	return len;
+}
+
+/* Compares one pattern character p[0..pn) with the text at s[0..sn); on a match returns the
+ * text's character length, else 0. icase folds with towlower in loc (C.UTF-8), or ASCII
+ * letters only without it. */
+static size_t like_char_eq(const char *p, size_t pn, const char *s, size_t sn, bool icase,
+                           locale_t loc)
+{
+	uint32_t a, b;
+	size_t al = utf8_decode(p, pn, &a), bl = utf8_decode(s, sn, &b);
+	if (a == b && al == bl && memcmp(p, s, al) == 0)
+		return bl;
+	if (!icase)
+		return 0;
+	if (loc != (locale_t)0)
+		return towlower_l((wint_t)a, loc) == towlower_l((wint_t)b, loc) ? bl : 0;
+	if (a >= 'A' && a <= 'Z')
+		a += 'a' - 'A';
+	if (b >= 'A' && b <= 'Z')
+		b += 'a' - 'A';
+	return a == b ? bl : 0;
 }
 
 /* LIKE: % any run of characters, _ one (UTF-8) character, \ makes the next character literal.
- * icase folds ASCII letters (ILIKE under the C collation). Greedy with one backtrack point
- * (the last %): O(len(s) * len(p)), no recursion, no allocation. */
-static bool like_match(const char *s, size_t sl, const char *p, size_t pl, bool icase)
+ * icase: ILIKE, both sides lower-cased character by character as PostgreSQL does under a
+ * UTF-8 collation. Greedy with one backtrack point (the last %): O(len(s) * len(p)), no
+ * recursion, no allocation. */
+static bool like_match(const char *s, size_t sl, const char *p, size_t pl, bool icase, locale_t loc)
 {
 	size_t si = 0, pi = 0, star_p = SIZE_MAX, star_s = 0;
 	while (si < sl) {
@@ -881,14 +923,11 @@ static bool like_match(const char *s, size_t sl, const char *p, size_t pl, bool 
 			size_t q = pi;
 			if (p[q] == '\\' && q + 1 < pl)
 				q++;
-			size_t cl = utf8_len((unsigned char)p[q]);
-			if (q + cl > pl)
-				cl = pl - q;
-			bool ok = si + cl <= sl;
-			for (size_t k = 0; ok && k < cl; k++)
-				ok = fold((unsigned char)p[q + k], icase) == fold((unsigned char)s[si + k], icase);
-			if (ok) {
-				si += cl;
+			uint32_t cp;
+			size_t cl = utf8_decode(p + q, pl - q, &cp);
+			size_t tl = like_char_eq(p + q, pl - q, s + si, sl - si, icase, loc);
+			if (tl > 0) {
+				si += tl;
 				pi = q + cl;
 				continue;
 			}
@@ -1076,7 +1115,8 @@ static char *unquote_value(const char *v, size_t len)
 	return dup_range(v, len);
 }
 
-static int parse_segment(cond *c, const char *s, size_t len, char err[RT_FILTER_ERROR_MAX])
+static int parse_segment(rt_filter *f, cond *c, const char *s, size_t len,
+                         char err[RT_FILTER_ERROR_MAX])
 {
 	trim(&s, &len);
 	if (len == 0) {
@@ -1148,6 +1188,8 @@ static int parse_segment(cond *c, const char *s, size_t len, char err[RT_FILTER_
 		break;
 	case OP_LIKE:
 	case OP_ILIKE: {
+		if (c->op == OP_ILIKE && f->utf8 == (locale_t)0)
+			f->utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
 		/* PostgreSQL: a pattern ending in a lone escape is an error (at match time) */
 		size_t vl = strlen(c->value), k = 0;
 		while (k < vl) {
@@ -1169,8 +1211,14 @@ static int parse_segment(cond *c, const char *s, size_t len, char err[RT_FILTER_
 		int rc = regex_screen(c->value, err, on);
 		if (rc < 0)
 			return rc;
+		/* characters, not bytes: compile and run under C.UTF-8 (this thread only) */
+		if (f->utf8 == (locale_t)0)
+			f->utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+		locale_t prev = f->utf8 != (locale_t)0 ? uselocale(f->utf8) : (locale_t)0;
 		int rr = regcomp(&c->re, c->value,
 		                 REG_EXTENDED | REG_NOSUB | (c->op == OP_IMATCH ? REG_ICASE : 0));
+		if (prev != (locale_t)0)
+			uselocale(prev);
 		if (rr != 0) {
 			char msg[160];
 			regerror(rr, &c->re, msg, sizeof(msg));
@@ -1210,6 +1258,8 @@ void rt_filter_free(rt_filter *f)
 	for (int i = 0; i < f->ncond; i++)
 		cond_fini(&f->c[i]);
 	free(f->c);
+	if (f->utf8 != (locale_t)0)
+		freelocale(f->utf8);
 	free(f);
 }
 
@@ -1273,7 +1323,7 @@ int rt_filter_parse(const char *text, rt_filter **out, char err[RT_FILTER_ERROR_
 		f->c = grown;
 		memset(&f->c[f->ncond], 0, sizeof(cond));
 		f->ncond++;
-		rc = parse_segment(&f->c[f->ncond - 1], s + start, i - start, err);
+		rc = parse_segment(f, &f->c[f->ncond - 1], s + start, i - start, err);
 		if (rc < 0)
 			goto fail;
 		if (i == len)
@@ -1435,7 +1485,7 @@ int rt_filter_check(rt_filter *f, const relation *rel, char err[RT_FILTER_ERROR_
 
 enum { R_FALSE = 0, R_TRUE = 1, R_UNKNOWN = 2 };
 
-static int eval(const cond *c, const bound *b, const change_value *v)
+static int eval(const rt_filter *f, const cond *c, const bound *b, const change_value *v)
 {
 	if (c->op == OP_IS) {
 		bool r;
@@ -1473,12 +1523,17 @@ static int eval(const cond *c, const bound *b, const change_value *v)
 	switch (c->op) {
 	case OP_LIKE:
 	case OP_ILIKE:
-		r = like_match(v->data, v->len, c->value, strlen(c->value), c->op == OP_ILIKE);
+		r = like_match(v->data, v->len, c->value, strlen(c->value), c->op == OP_ILIKE, f->utf8);
 		break;
 	case OP_MATCH:
 	case OP_IMATCH:
+	{
+		locale_t prev = f->utf8 != (locale_t)0 ? uselocale(f->utf8) : (locale_t)0;
 		r = regexec(&c->re, v->data, 0, NULL, 0) == 0;
+		if (prev != (locale_t)0)
+			uselocale(prev);
 		break;
+	}
 	case OP_IN: {
 		if (parse_typed(b->t, v->data, v->len, &x) < 0)
 			return R_UNKNOWN;
@@ -1523,7 +1578,7 @@ bool rt_filter_match(rt_filter *f, const relation *rel, const change_value *tupl
 		const change_value *v = &tuple[b->col];
 		if (v->kind != VALUE_NULL && v->kind != VALUE_TEXT)
 			return false; /* absent or unchanged: the server's join finds no column */
-		if (eval(&f->c[i], b, v) != R_TRUE)
+		if (eval(f, &f->c[i], b, v) != R_TRUE)
 			return false;
 	}
 	return true;
