@@ -945,8 +945,138 @@ static bool like_match(const char *s, size_t sl, const char *p, size_t pl, bool 
 	return pi == pl;
 }
 
-/* Refuses what POSIX regcomp would take but PostgreSQL would not or that could run away:
- * back-references (exponential matching) and repetition counts above 255. */
+/* A pre-pass over a match/imatch pattern, before regcomp: it refuses what POSIX regcomp would
+ * take but PostgreSQL would not, or what would make glibc's compiler or matcher run away
+ * (glibc expands counted and stacked repetitions by copying the repeated subexpression):
+ * back-references, repetition counts above 255 (PostgreSQL's DUPMAX), a quantifier on a
+ * quantifier (PostgreSQL: "quantifier operand invalid"; one lazy '?' is allowed), nesting
+ * deeper than RE_DEPTH_MAX, and patterns whose expansion would exceed RE_SIZE_MAX nodes. */
+#define RE_DEPTH_MAX 32
+#define RE_SIZE_MAX 20000.0
+
+typedef struct re_scan {
+	const char *p, *e;
+	int depth;
+	const char *why; /* the refusal, NULL while fine */
+} re_scan;
+
+static double re_alt(re_scan *r);
+
+/* Skips a bracket expression at r->p (just past '['): "]" first is literal, [:class:] and
+ * [=x=] / [.x.] are skipped whole. */
+static void re_bracket(re_scan *r)
+{
+	if (r->p < r->e && *r->p == '^')
+		r->p++;
+	if (r->p < r->e && *r->p == ']')
+		r->p++;
+	while (r->p < r->e && *r->p != ']') {
+		if (*r->p == '[' && r->p + 1 < r->e && strchr(":=.", r->p[1]) != NULL) {
+			char close = r->p[1];
+			r->p += 2;
+			while (r->p + 1 < r->e && !(r->p[0] == close && r->p[1] == ']'))
+				r->p++;
+			r->p += r->p + 1 < r->e ? 2 : 1;
+			continue;
+		}
+		r->p++;
+	}
+	if (r->p < r->e)
+		r->p++;
+}
+
+/* One atom and its quantifiers; returns its expanded size. */
+static double re_piece(re_scan *r)
+{
+	double size = 1;
+	char ch = *r->p;
+	if (ch == '(') {
+		r->p++;
+		if (++r->depth > RE_DEPTH_MAX) {
+			r->why = "regular expression is too complex";
+			return 0;
+		}
+		size = re_alt(r) + 1;
+		r->depth--;
+		if (r->p < r->e && *r->p == ')')
+			r->p++;
+	} else if (ch == '[') {
+		r->p++;
+		re_bracket(r);
+	} else if (ch == '\\' && r->p + 1 < r->e) {
+		if (r->p[1] >= '1' && r->p[1] <= '9') {
+			r->why = "back-references are not supported";
+			return 0;
+		}
+		r->p += 2;
+	} else {
+		r->p += utf8_len((unsigned char)ch);
+		if (r->p > r->e)
+			r->p = r->e;
+	}
+	int quantifiers = 0;
+	while (r->p < r->e && r->why == NULL) {
+		char q = *r->p;
+		double times;
+		if (q == '*' || q == '?') {
+			times = 1;
+			r->p++;
+		} else if (q == '+') {
+			times = 2;
+			r->p++;
+		} else if (q == '{' && r->p + 1 < r->e && r->p[1] >= '0' && r->p[1] <= '9') {
+			long lo = 0, hi = -1;
+			r->p++;
+			while (r->p < r->e && *r->p >= '0' && *r->p <= '9' && lo <= RT_FILTER_REGEX_DUP_MAX)
+				lo = lo * 10 + (*r->p++ - '0');
+			if (r->p < r->e && *r->p == ',') {
+				r->p++;
+				if (r->p < r->e && *r->p >= '0' && *r->p <= '9') {
+					hi = 0;
+					while (r->p < r->e && *r->p >= '0' && *r->p <= '9' &&
+					       hi <= RT_FILTER_REGEX_DUP_MAX)
+						hi = hi * 10 + (*r->p++ - '0');
+				}
+			} else {
+				hi = lo;
+			}
+			if (lo > RT_FILTER_REGEX_DUP_MAX || hi > RT_FILTER_REGEX_DUP_MAX) {
+				r->why = "invalid repetition count(s)";
+				return 0;
+			}
+			while (r->p < r->e && *r->p != '}')
+				r->p++;
+			if (r->p < r->e)
+				r->p++;
+			times = (double)(hi < 0 ? lo + 1 : hi > lo ? hi : lo) + 1;
+		} else {
+			break;
+		}
+		/* "x*?" is PostgreSQL's lazy form: one '?' after a quantifier is fine */
+		if (quantifiers++ > 0 && !(q == '?' && quantifiers == 2)) {
+			r->why = "quantifier operand invalid";
+			return 0;
+		}
+		size *= times;
+	}
+	return size;
+}
+
+static double re_alt(re_scan *r)
+{
+	double total = 0;
+	while (r->p < r->e && *r->p != ')' && r->why == NULL) {
+		if (*r->p == '|') {
+			r->p++;
+			continue;
+		}
+		total += re_piece(r);
+		if (total > RE_SIZE_MAX && r->why == NULL)
+			r->why = "regular expression is too complex";
+	}
+	return total;
+}
+
 static int regex_screen(const char *re, char err[RT_FILTER_ERROR_MAX], const char *opname)
 {
 	size_t len = strlen(re);
@@ -955,45 +1085,40 @@ static int regex_screen(const char *re, char err[RT_FILTER_ERROR_MAX], const cha
 		        opname, RT_FILTER_REGEX_MAX);
 		return -EINVAL;
 	}
-	bool in_bracket = false;
-	for (size_t i = 0; i < len; i++) {
-		if (in_bracket) {
-			if (re[i] == ']' && i > 0 && re[i - 1] != '[' && !(i > 1 && re[i - 1] == '^' && re[i - 2] == '['))
-				in_bracket = false;
-			continue;
-		}
-		if (re[i] == '\\' && i + 1 < len) {
-			if (re[i + 1] >= '1' && re[i + 1] <= '9') {
-				err_set(err,
-				        "invalid regular expression for %s filter: back-references are not supported",
-				        opname);
-				return -EINVAL;
-			}
-			i++;
-			continue;
-		}
-		if (re[i] == '[') {
-			in_bracket = true;
-			continue;
-		}
-		if (re[i] == '{') {
-			for (size_t j = i + 1; j < len && re[j] != '}'; j++) {
-				if (re[j] < '0' || re[j] > '9')
-					continue;
-				long v = 0;
-				while (j < len && re[j] >= '0' && re[j] <= '9' && v <= RT_FILTER_REGEX_DUP_MAX)
-					v = v * 10 + (re[j++] - '0');
-				if (v > RT_FILTER_REGEX_DUP_MAX) {
-					err_set(err,
-					        "invalid regular expression for %s filter: invalid repetition count(s)",
-					        opname);
-					return -EINVAL;
-				}
-				j--;
-			}
-		}
+	re_scan r = {.p = re, .e = re + len};
+	while (r.p < r.e && r.why == NULL) {
+		re_alt(&r);
+		if (r.p < r.e && *r.p == ')')
+			r.p++; /* unbalanced: regcomp reports it */
+	}
+	if (r.why != NULL) {
+		err_set(err, "invalid regular expression for %s filter: %s", opname, r.why);
+		return -EINVAL;
 	}
 	return 0;
+}
+
+/* Offset of the first byte of s[0..len) that is not part of well-formed UTF-8 (no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or len. */
+static size_t utf8_invalid_at(const char *s, size_t len)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0;
+	while (i < len) {
+		unsigned char c = u[i];
+		size_t n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
+		         : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+		if (n == 0 || i + n > len)
+			return i;
+		for (size_t k = 1; k < n; k++)
+			if ((u[i + k] & 0xc0) != 0x80)
+				return i;
+		if ((c == 0xe0 && u[i + 1] < 0xa0) || (c == 0xed && u[i + 1] > 0x9f) ||
+		    (c == 0xf0 && u[i + 1] < 0x90) || (c == 0xf4 && u[i + 1] > 0x8f))
+			return i;
+		i += n;
+	}
+	return len;
 }
 
 /* ---------------------------------------------------------------- parsing */
@@ -1273,6 +1398,12 @@ int rt_filter_parse(const char *text, rt_filter **out, char err[RT_FILTER_ERROR_
 	size_t len = strlen(s);
 	if (len > RT_FILTER_TEXT_MAX) {
 		err_set(err, "Error parsing `filter` params: filter longer than %d bytes", RT_FILTER_TEXT_MAX);
+		rc = -EINVAL;
+		goto fail;
+	}
+	size_t bad = utf8_invalid_at(s, len);
+	if (bad < len) {
+		err_set(err, "invalid byte sequence for encoding \"UTF8\": 0x%02x", (unsigned char)s[bad]);
 		rc = -EINVAL;
 		goto fail;
 	}

@@ -289,6 +289,9 @@ static const mcase cases[] = {
 	{"t", "t=match.^h.llo$", "héllo", true},
 	{"t", "t=imatch.^É", "été", true},
 	{"t", "t=match.^[[:alpha:]]+$", "été", true},
+	{"t", "t=match.^a*?b+?$", "aab", true}, /* PostgreSQL's lazy quantifiers */
+	{"t", "t=match.^[]a]+$", "]a]", true},
+	{"t", "t=match.^[^]]$", "x", true},
 	/* is null on any type, isdistinct */
 	{"t", "t=is.null", NULL, true},
 	{"t", "t=is.null", "", false},
@@ -402,6 +405,15 @@ static const ecase parse_errors[] = {
 	{"a=like.ab\\", "LIKE pattern must not end with escape character"},
 	{"a=match.(ab", NULL}, /* regcomp's words follow the prefix */
 	{"a=match.a{256}", "invalid regular expression for match filter: invalid repetition count(s)"},
+	{"a=match.a++", "invalid regular expression for match filter: quantifier operand invalid"},
+	{"a=match.a{2}{3}", "invalid regular expression for match filter: quantifier operand invalid"},
+	{"a=match.\"((a{200}){200}){200}\"", "invalid regular expression for match filter: regular "
+	                                      "expression is too complex"},
+	{"a=match.((((((((((((((((((((((((((((((((((a))))))))))))))))))))))))))))))))))",
+	 "invalid regular expression for match filter: regular expression is too complex"},
+	{"a=eq.\xff", "invalid byte sequence for encoding \"UTF8\": 0xff"},
+	{"a=eq.\xc3", "invalid byte sequence for encoding \"UTF8\": 0xc3"},
+	{"a=eq.\xed\xa0\x80", "invalid byte sequence for encoding \"UTF8\": 0xed"},
 	{"a=imatch.(a)\\1", "invalid regular expression for imatch filter: back-references are not "
 	                    "supported"},
 };
