@@ -955,7 +955,8 @@ static bool like_match(const char *s, size_t sl, const char *p, size_t pl, bool 
 #define RE_SIZE_MAX 20000.0
 
 typedef struct re_scan {
-	const char *p, *e;
+	const char *p, *e, *start;
+	char *lazy; /* lazy[i] set: the '?' at offset i makes a quantifier lazy (dropped) */
 	int depth;
 	const char *why; /* the refusal, NULL while fine */
 } re_scan;
@@ -1041,7 +1042,7 @@ static double re_piece(re_scan *r)
 				hi = lo;
 			}
 			if (lo > RT_FILTER_REGEX_DUP_MAX || hi > RT_FILTER_REGEX_DUP_MAX) {
-				r->why = "invalid repetition count(s)";
+				r->why = "invalid regular expression: invalid repetition count(s)";
 				return 0;
 			}
 			while (r->p < r->e && *r->p != '}')
@@ -1052,10 +1053,16 @@ static double re_piece(re_scan *r)
 		} else {
 			break;
 		}
-		/* "x*?" is PostgreSQL's lazy form: one '?' after a quantifier is fine */
-		if (quantifiers++ > 0 && !(q == '?' && quantifiers == 2)) {
-			r->why = "quantifier operand invalid";
-			return 0;
+		/* "x+?" is PostgreSQL's lazy form: one '?' after a quantifier is fine. POSIX would read
+		 * it as "(x+)?", which also matches nothing, so it is dropped (laziness does not change
+		 * whether a string matches). */
+		if (quantifiers++ > 0) {
+			if (q != '?' || quantifiers != 2) {
+				r->why = "invalid regular expression: quantifier operand invalid";
+				return 0;
+			}
+			r->lazy[r->p - 1 - r->start] = 1;
+			continue;
 		}
 		size *= times;
 	}
@@ -1077,7 +1084,10 @@ static double re_alt(re_scan *r)
 	return total;
 }
 
-static int regex_screen(const char *re, char err[RT_FILTER_ERROR_MAX], const char *opname)
+/* Screens re (see above); 0 and *clean (the pattern for regcomp, lazy '?'s dropped; the
+ * caller frees it), -EINVAL with err, or -ENOMEM. */
+static int regex_screen(const char *re, char **clean, char err[RT_FILTER_ERROR_MAX],
+                        const char *opname)
 {
 	size_t len = strlen(re);
 	if (len > RT_FILTER_REGEX_MAX) {
@@ -1085,7 +1095,13 @@ static int regex_screen(const char *re, char err[RT_FILTER_ERROR_MAX], const cha
 		        opname, RT_FILTER_REGEX_MAX);
 		return -EINVAL;
 	}
-	re_scan r = {.p = re, .e = re + len};
+	re_scan r = {.p = re, .e = re + len, .start = re, .lazy = calloc(len + 1, 1)};
+	char *out = malloc(len + 1);
+	if (r.lazy == NULL || out == NULL) {
+		free(r.lazy);
+		free(out);
+		return -ENOMEM;
+	}
 	while (r.p < r.e && r.why == NULL) {
 		re_alt(&r);
 		if (r.p < r.e && *r.p == ')')
@@ -1093,8 +1109,17 @@ static int regex_screen(const char *re, char err[RT_FILTER_ERROR_MAX], const cha
 	}
 	if (r.why != NULL) {
 		err_set(err, "invalid regular expression for %s filter: %s", opname, r.why);
+		free(r.lazy);
+		free(out);
 		return -EINVAL;
 	}
+	size_t o = 0;
+	for (size_t i = 0; i < len; i++)
+		if (!r.lazy[i])
+			out[o++] = re[i];
+	out[o] = '\0';
+	free(r.lazy);
+	*clean = out;
 	return 0;
 }
 
@@ -1333,17 +1358,19 @@ static int parse_segment(rt_filter *f, cond *c, const char *s, size_t len,
 	case OP_MATCH:
 	case OP_IMATCH: {
 		const char *on = op_names[c->op];
-		int rc = regex_screen(c->value, err, on);
+		char *pattern = NULL;
+		int rc = regex_screen(c->value, &pattern, err, on);
 		if (rc < 0)
 			return rc;
 		/* characters, not bytes: compile and run under C.UTF-8 (this thread only) */
 		if (f->utf8 == (locale_t)0)
 			f->utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
 		locale_t prev = f->utf8 != (locale_t)0 ? uselocale(f->utf8) : (locale_t)0;
-		int rr = regcomp(&c->re, c->value,
+		int rr = regcomp(&c->re, pattern,
 		                 REG_EXTENDED | REG_NOSUB | (c->op == OP_IMATCH ? REG_ICASE : 0));
 		if (prev != (locale_t)0)
 			uselocale(prev);
+		free(pattern);
 		if (rr != 0) {
 			char msg[160];
 			regerror(rr, &c->re, msg, sizeof(msg));

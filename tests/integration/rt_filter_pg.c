@@ -80,7 +80,8 @@ static const char *const p_time[] = {"10:00", "10:00:00", "10:00:00.5", "09:59:5
                                      "00:00", "23:59:59", "10:00:00+05", "25:00", NULL};
 static const char *const p_text[] = {"", "a", "A", "b", "ab", "abc", "a b", "hello", "Hello", "héllo",
                                      "é", "É", "z", "a,b", "(x)", "\"q\"", "back\\slash", "10", "9",
-                                     "null", "NULL", " lead", "trail ", "a%b", "a_b", "{x}", NULL};
+                                     "null", "NULL", " lead", "trail ", "a%b", "a_b", "{x}", "aa", "]",
+                                     NULL};
 static const char *const p_bpchar[] = {"ab", "ab  ", "abcd", "a", "b", " a", "", "a b", NULL};
 
 static const char *const like_pats[] = {"%É%", "É", "%LLO", "HÉ%", "%", "a%", "%b", "_", "a_c", "%l%", "h_llo", "H%", "%é%",
@@ -89,7 +90,8 @@ static const char *const like_pats[] = {"%É%", "É", "%LLO", "HÉ%", "%", "a%",
 static const char *const re_pats[] = {"^a", "b$", "a|b", "^[a-c]+$", "l+", "^.{3}$", "H", "^$",
                                       "x?y*", "(ab)+", "[[:upper:]]", "^[^a]", "\\.", "a.c",
                                       "^(a|h)", "L", "^.$", "^h.llo$", "^[é]$", "é", "É",
-                                      "^[[:alpha:]]+$", "^[^x]$", NULL};
+                                      "^[[:alpha:]]+$", "^[^x]$", "^a+?$", "^a{2}?$",
+                                      "a*?b", "^(a|b)??$", "^[]a]", NULL};
 
 static const tspec types[] = {
 	{"int2", "int2", false, false, p_int2},

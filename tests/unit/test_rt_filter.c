@@ -290,6 +290,10 @@ static const mcase cases[] = {
 	{"t", "t=imatch.^É", "été", true},
 	{"t", "t=match.^[[:alpha:]]+$", "été", true},
 	{"t", "t=match.^a*?b+?$", "aab", true}, /* PostgreSQL's lazy quantifiers */
+	{"t", "t=match.^a+?$", "", false},      /* not POSIX's (a+)? */
+	{"t", "t=match.^a{2}?$", "", false},
+	{"t", "t=match.^a{2}?$", "aa", true},
+	{"t", "t=match.^a??$", "", true},
 	{"t", "t=match.^[]a]+$", "]a]", true},
 	{"t", "t=match.^[^]]$", "x", true},
 	/* is null on any type, isdistinct */
@@ -404,9 +408,12 @@ static const ecase parse_errors[] = {
 	{"a=in.({1})", "malformed array literal: \"{{1}}\""},
 	{"a=like.ab\\", "LIKE pattern must not end with escape character"},
 	{"a=match.(ab", NULL}, /* regcomp's words follow the prefix */
-	{"a=match.a{256}", "invalid regular expression for match filter: invalid repetition count(s)"},
-	{"a=match.a++", "invalid regular expression for match filter: quantifier operand invalid"},
-	{"a=match.a{2}{3}", "invalid regular expression for match filter: quantifier operand invalid"},
+	{"a=match.a{256}", "invalid regular expression for match filter: invalid regular expression: "
+	                   "invalid repetition count(s)"},
+	{"a=match.a++", "invalid regular expression for match filter: invalid regular expression: "
+	                "quantifier operand invalid"},
+	{"a=match.a{2}{3}", "invalid regular expression for match filter: invalid regular expression: "
+	                    "quantifier operand invalid"},
 	{"a=match.\"((a{200}){200}){200}\"", "invalid regular expression for match filter: regular "
 	                                      "expression is too complex"},
 	{"a=match.((((((((((((((((((((((((((((((((((a))))))))))))))))))))))))))))))))))",
