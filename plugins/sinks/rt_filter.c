@@ -590,15 +590,25 @@ static int parse_clock(const char **p, int64_t *us)
 		if (**p == '.') {
 			const char *f = *p;
 			(*p)++;
-			while (**p >= '0' && **p <= '9')
+			int nd = 0;
+			while (**p >= '0' && **p <= '9') {
+				if (nd < 6)
+					frac = frac * 10 + (**p - '0');
+				nd++;
 				(*p)++;
-			char fbuf[64];
-			size_t fl = (size_t)(*p - f);
-			if (fl >= sizeof(fbuf))
-				fl = sizeof(fbuf) - 1;
-			memcpy(fbuf, f, fl);
-			fbuf[fl] = '\0';
-			frac = (int64_t)rint(strtod(fbuf, NULL) * 1000000.0);
+			}
+			if (nd <= 6) { /* exact: what PostgreSQL writes */
+				for (int k = nd; k < 6; k++)
+					frac *= 10;
+			} else { /* more digits: rounded as PostgreSQL rounds them */
+				char fbuf[64];
+				size_t fl = (size_t)(*p - f);
+				if (fl >= sizeof(fbuf))
+					fl = sizeof(fbuf) - 1;
+				memcpy(fbuf, f, fl);
+				fbuf[fl] = '\0';
+				frac = (int64_t)rint(strtod(fbuf, NULL) * 1000000.0);
+			}
 		}
 	}
 	if (hh > 24 || mi > 59 || ss > 60 || (hh == 24 && (mi > 0 || ss > 0 || frac > 0)))
@@ -880,13 +890,23 @@ static size_t utf8_decode(const char *s, size_t n, uint32_t *cp)
 static size_t like_char_eq(const char *p, size_t pn, const char *s, size_t sn, bool icase,
                            locale_t loc)
 {
+	unsigned char pa = (unsigned char)p[0], sb = (unsigned char)s[0];
+	if (pa < 0x80 && sb < 0x80) {
+		if (pa == sb)
+			return 1;
+		if (icase && pa >= 'A' && pa <= 'Z')
+			pa = (unsigned char)(pa - 'A' + 'a');
+		if (icase && sb >= 'A' && sb <= 'Z')
+			sb = (unsigned char)(sb - 'A' + 'a');
+		return icase && pa == sb ? 1 : 0;
+	}
 	uint32_t a, b;
 	size_t al = utf8_decode(p, pn, &a), bl = utf8_decode(s, sn, &b);
 	if (a == b && al == bl && memcmp(p, s, al) == 0)
 		return bl;
 	if (!icase)
 		return 0;
-	if (loc != (locale_t)0)
+	if (loc != (locale_t)0 && (a >= 0x80 || b >= 0x80))
 		return towlower_l((wint_t)a, loc) == towlower_l((wint_t)b, loc) ? bl : 0;
 	if (a >= 'A' && a <= 'Z')
 		a += 'a' - 'A';
