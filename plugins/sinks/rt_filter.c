@@ -71,9 +71,9 @@ typedef enum tclass {
 	T_FLOAT8,
 	T_BOOL,
 	T_UUID,
-	T_TSTZ,     /* instants, microseconds since 1970-01-01 00:00 UTC */
+	T_TSTZ,     /* instants, microseconds since 2000-01-01 00:00 UTC (PostgreSQL's epoch) */
 	T_TS,       /* timestamp without time zone: the same scale, offsets ignored */
-	T_DATE,     /* days since 1970-01-01 */
+	T_DATE,     /* days since 2000-01-01 */
 	T_TIME,     /* microseconds since midnight */
 } tclass;
 
@@ -666,7 +666,8 @@ static int parse_zone(const char **p, int64_t *east)
 /* timestamptz / timestamp / date input, the ISO forms: [+-]infinity, epoch, or
  * YYYY-MM-DD[( |T)HH:MM[:SS[.frac]]][ ][zone][ BC|AD]. For T_TSTZ a value without a zone is UTC
  * and the zone shifts the instant; T_TS and T_DATE ignore the zone (PostgreSQL does) and
- * T_DATE the clock too. Output: microseconds (days for T_DATE) since 1970-01-01. */
+ * T_DATE the clock too. Output: microseconds (days for T_DATE) since 2000-01-01, with
+ * INT64_MIN/INT64_MAX for -infinity/infinity. */
 static int parse_datetime(const char *s, tclass t, int64_t *out)
 {
 	size_t len = strlen(s);
@@ -679,8 +680,8 @@ static int parse_datetime(const char *s, tclass t, int64_t *out)
 		*out = INT64_MIN;
 		return 0;
 	}
-	if (eq_nocase(s, len, "epoch")) {
-		*out = 0;
+	if (eq_nocase(s, len, "epoch")) { /* 1970-01-01 00:00 UTC */
+		*out = t == T_DATE ? -10957 : -10957 * US_PER_DAY;
 		return 0;
 	}
 	const char *p = s, *e = s + len;
@@ -731,17 +732,27 @@ static int parse_datetime(const char *s, tclass t, int64_t *out)
 		y = 1 - y;
 	if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, (int)mo))
 		return -ERANGE;
-	/* PostgreSQL's range: 4714-11-24 BC .. 294276 AD (5874897 AD for dates) */
-	if (y < -4713 || y > (t == T_DATE ? 5874897 : 294276))
+	/* PostgreSQL's range: from 4714-11-24 BC (UTC) to 5874897 AD for dates, to the end of
+	 * 294276 AD for timestamps (a local time may lie a few hours outside it) */
+	if (y < -4714 || y > (t == T_DATE ? 5874897 : 294277))
 		return -ERANGE;
-	int64_t days = days_from_civil(y, (int)mo, (int)d);
+	/* counted from 2000-01-01, PostgreSQL's epoch: its whole timestamp range fits int64 */
+	int64_t days = days_from_civil(y, (int)mo, (int)d) - 10957;
+	const int64_t min_day = -2451545;      /* 4714-11-24 BC */
+	const int64_t end_day = 106751983;     /* 294277-01-01 */
 	if (t == T_DATE) {
+		if (days < min_day)
+			return -ERANGE;
 		*out = days;
 		return 0;
 	}
+	if (days < min_day - 1 || days > end_day)
+		return -ERANGE;
 	int64_t us = days * US_PER_DAY + clock;
 	if (t == T_TSTZ)
 		us -= east * 1000000;
+	if (us < min_day * US_PER_DAY || us >= end_day * US_PER_DAY)
+		return -ERANGE;
 	*out = us;
 	return 0;
 }
