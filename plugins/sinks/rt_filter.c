@@ -21,13 +21,15 @@
 #include <errno.h>
 #include <locale.h>
 #include <math.h>
-#include <regex.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <wctype.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 
 #include "uuid.h"
 
@@ -111,8 +113,7 @@ typedef struct cond {
 	int nin;       /* `in`: number of elements */
 	char **in;     /* `in`: elements, NULL for a NULL element */
 	is_kw is;
-	bool has_re;
-	regex_t re;
+	pcre2_code *re; /* match/imatch */
 } cond;
 
 /* A condition bound to one relation version. */
@@ -137,7 +138,9 @@ typedef struct binding {
 struct rt_filter {
 	int ncond;
 	cond *c;
-	locale_t utf8; /* C.UTF-8 for match/imatch ((locale_t)0: none, byte-wise C) */
+	locale_t utf8;  /* C.UTF-8 for ilike's case folding ((locale_t)0: ASCII only) */
+	pcre2_match_context *re_ctx; /* match/imatch: the work limits */
+	pcre2_match_data *re_md;     /* match/imatch: reused by every match */
 	binding cache[RT_FILTER_CACHE_MAX];
 	int ncache;
 	int next_evict;
@@ -926,14 +929,20 @@ static size_t like_char_eq(const char *p, size_t pn, const char *s, size_t sn, b
 	return a == b ? bl : 0;
 }
 
+#define LIKE_STEP_MAX (UINT64_C(1) << 25) /* character steps per row (tens of ms at most) */
+
 /* LIKE: % any run of characters, _ one (UTF-8) character, \ makes the next character literal.
  * icase: ILIKE, both sides lower-cased character by character as PostgreSQL does under a
  * UTF-8 collation. Greedy with one backtrack point (the last %): O(len(s) * len(p)), no
- * recursion, no allocation. */
+ * recursion, no allocation; beyond LIKE_STEP_MAX steps (a long repetitive pattern on a value of
+ * megabytes) it gives up and answers false. */
 static bool like_match(const char *s, size_t sl, const char *p, size_t pl, bool icase, locale_t loc)
 {
 	size_t si = 0, pi = 0, star_p = SIZE_MAX, star_s = 0;
+	uint64_t steps = 0;
 	while (si < sl) {
+		if (++steps > LIKE_STEP_MAX)
+			return false; /* a hostile pattern on a huge value: bounded, counted as no match */
 		if (pi < pl && p[pi] == '%') {
 			while (pi < pl && p[pi] == '%')
 				pi++;
@@ -976,18 +985,21 @@ static bool like_match(const char *s, size_t sl, const char *p, size_t pl, bool 
 	return pi == pl;
 }
 
-/* A pre-pass over a match/imatch pattern, before regcomp: it refuses what POSIX regcomp would
- * take but PostgreSQL would not, or what would make glibc's compiler or matcher run away
- * (glibc expands counted and stacked repetitions by copying the repeated subexpression):
- * back-references, repetition counts above 255 (PostgreSQL's DUPMAX), a quantifier on a
- * quantifier (PostgreSQL: "quantifier operand invalid"; one lazy '?' is allowed), nesting
- * deeper than RE_DEPTH_MAX, and patterns whose expansion would exceed RE_SIZE_MAX nodes. */
+/* A pre-pass over a match/imatch pattern, before pcre2_compile: it refuses what PCRE2 would
+ * read differently from PostgreSQL or what would make a pattern needlessly large: repetition
+ * counts above 255 (PostgreSQL's DUPMAX), a quantifier on a quantifier (PostgreSQL: "quantifier
+ * operand invalid"; PCRE2 would read "a++" as possessive; one lazy '?' is fine in both),
+ * nesting deeper than RE_DEPTH_MAX, and patterns whose repetitions would expand beyond
+ * RE_SIZE_MAX nodes. */
 #define RE_DEPTH_MAX 32
 #define RE_SIZE_MAX 20000.0
+#define RE_MATCH_LIMIT 1000000 /* PCRE2 steps per row (a few ms at most) */
+#define RE_HEAP_LIMIT 4096     /* KiB of backtracking memory per row */
 
 typedef struct re_scan {
 	const char *p, *e, *start;
-	char *lazy; /* lazy[i] set: the '?' at offset i makes a quantifier lazy (dropped) */
+	char *out;  /* the pattern for pcre2_compile: a copy of start, rewritten in place */
+	bool icase; /* imatch: [:upper:] and [:lower:] become [:alpha:], as in PostgreSQL */
 	int depth;
 	const char *why; /* the refusal, NULL while fine */
 } re_scan;
@@ -1003,8 +1015,15 @@ static void re_bracket(re_scan *r)
 	if (r->p < r->e && *r->p == ']')
 		r->p++;
 	while (r->p < r->e && *r->p != ']') {
+		if (*r->p == '\\' && r->p + 1 < r->e) {
+			r->p += 2;
+			continue;
+		}
 		if (*r->p == '[' && r->p + 1 < r->e && strchr(":=.", r->p[1]) != NULL) {
 			char close = r->p[1];
+			if (r->icase && r->e - r->p >= 9 &&
+			    (memcmp(r->p, "[:upper:]", 9) == 0 || memcmp(r->p, "[:lower:]", 9) == 0))
+				memcpy(r->out + (r->p - r->start), "[:alpha:]", 9);
 			r->p += 2;
 			while (r->p + 1 < r->e && !(r->p[0] == close && r->p[1] == ']'))
 				r->p++;
@@ -1036,10 +1055,6 @@ static double re_piece(re_scan *r)
 		r->p++;
 		re_bracket(r);
 	} else if (ch == '\\' && r->p + 1 < r->e) {
-		if (r->p[1] >= '1' && r->p[1] <= '9') {
-			r->why = "back-references are not supported";
-			return 0;
-		}
 		r->p += 2;
 	} else {
 		r->p += utf8_len((unsigned char)ch);
@@ -1084,15 +1099,12 @@ static double re_piece(re_scan *r)
 		} else {
 			break;
 		}
-		/* "x+?" is PostgreSQL's lazy form: one '?' after a quantifier is fine. POSIX would read
-		 * it as "(x+)?", which also matches nothing, so it is dropped (laziness does not change
-		 * whether a string matches). */
+		/* "x+?" is the lazy form in PostgreSQL and PCRE2 alike: one '?' after a quantifier */
 		if (quantifiers++ > 0) {
 			if (q != '?' || quantifiers != 2) {
 				r->why = "invalid regular expression: quantifier operand invalid";
 				return 0;
 			}
-			r->lazy[r->p - 1 - r->start] = 1;
 			continue;
 		}
 		size *= times;
@@ -1115,9 +1127,9 @@ static double re_alt(re_scan *r)
 	return total;
 }
 
-/* Screens re (see above); 0 and *clean (the pattern for regcomp, lazy '?'s dropped; the
- * caller frees it), -EINVAL with err, or -ENOMEM. */
-static int regex_screen(const char *re, char **clean, char err[RT_FILTER_ERROR_MAX],
+/* Screens re (see above); 0 and *out (the pattern to compile, owned by the caller), -EINVAL
+ * with err, or -ENOMEM. */
+static int regex_screen(const char *re, bool icase, char **out, char err[RT_FILTER_ERROR_MAX],
                         const char *opname)
 {
 	size_t len = strlen(re);
@@ -1126,31 +1138,20 @@ static int regex_screen(const char *re, char **clean, char err[RT_FILTER_ERROR_M
 		        opname, RT_FILTER_REGEX_MAX);
 		return -EINVAL;
 	}
-	re_scan r = {.p = re, .e = re + len, .start = re, .lazy = calloc(len + 1, 1)};
-	char *out = malloc(len + 1);
-	if (r.lazy == NULL || out == NULL) {
-		free(r.lazy);
-		free(out);
+	re_scan r = {.p = re, .e = re + len, .start = re, .out = dup_range(re, len), .icase = icase};
+	if (r.out == NULL)
 		return -ENOMEM;
-	}
 	while (r.p < r.e && r.why == NULL) {
 		re_alt(&r);
 		if (r.p < r.e && *r.p == ')')
-			r.p++; /* unbalanced: regcomp reports it */
+			r.p++; /* unbalanced: pcre2_compile reports it */
 	}
 	if (r.why != NULL) {
 		err_set(err, "invalid regular expression for %s filter: %s", opname, r.why);
-		free(r.lazy);
-		free(out);
+		free(r.out);
 		return -EINVAL;
 	}
-	size_t o = 0;
-	for (size_t i = 0; i < len; i++)
-		if (!r.lazy[i])
-			out[o++] = re[i];
-	out[o] = '\0';
-	free(r.lazy);
-	*clean = out;
+	*out = r.out;
 	return 0;
 }
 
@@ -1390,28 +1391,35 @@ static int parse_segment(rt_filter *f, cond *c, const char *s, size_t len,
 	case OP_IMATCH: {
 		const char *on = op_names[c->op];
 		char *pattern = NULL;
-		int rc = regex_screen(c->value, &pattern, err, on);
+		int rc = regex_screen(c->value, c->op == OP_IMATCH, &pattern, err, on);
 		if (rc < 0)
 			return rc;
-		/* characters, not bytes: compile and run under C.UTF-8 (this thread only) */
-		if (f->utf8 == (locale_t)0)
-			f->utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
-		locale_t prev = f->utf8 != (locale_t)0 ? uselocale(f->utf8) : (locale_t)0;
-		int rr = regcomp(&c->re, pattern,
-		                 REG_EXTENDED | REG_NOSUB | (c->op == OP_IMATCH ? REG_ICASE : 0));
-		if (prev != (locale_t)0)
-			uselocale(prev);
+		/* PostgreSQL's ARE in its default mode: '.' and [^x] match a newline, '$' only at the
+		 * very end; characters are UTF-8, classes and case Unicode (a UTF-8 collation) */
+		uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_DOTALL | PCRE2_DOLLAR_ENDONLY |
+		                PCRE2_NEVER_BACKSLASH_C | (c->op == OP_IMATCH ? PCRE2_CASELESS : 0);
+		int code;
+		PCRE2_SIZE off;
+		c->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &code, &off, NULL);
 		free(pattern);
-		if (rr != 0) {
-			char msg[160];
-			regerror(rr, &c->re, msg, sizeof(msg));
-			if (rr == REG_ESPACE)
+		if (c->re == NULL) {
+			if (code == PCRE2_ERROR_NOMEMORY)
 				return -ENOMEM;
+			PCRE2_UCHAR msg[160];
+			if (pcre2_get_error_message(code, msg, sizeof(msg)) < 0)
+				snprintf((char *)msg, sizeof(msg), "error %d", code);
 			err_set(err, "invalid regular expression for %s filter: invalid regular expression: %s",
-			        on, msg);
+			        on, (const char *)msg);
 			return -EINVAL;
 		}
-		c->has_re = true;
+		if (f->re_ctx == NULL) {
+			f->re_ctx = pcre2_match_context_create(NULL);
+			f->re_md = pcre2_match_data_create(1, NULL);
+			if (f->re_ctx == NULL || f->re_md == NULL)
+				return -ENOMEM;
+			pcre2_set_match_limit(f->re_ctx, RE_MATCH_LIMIT);
+			pcre2_set_heap_limit(f->re_ctx, RE_HEAP_LIMIT);
+		}
 		break;
 	}
 	default: break;
@@ -1426,8 +1434,7 @@ static void cond_fini(cond *c)
 	for (int k = 0; k < c->nin; k++)
 		free(c->in[k]);
 	free(c->in);
-	if (c->has_re)
-		regfree(&c->re);
+	pcre2_code_free(c->re);
 }
 
 void rt_filter_free(rt_filter *f)
@@ -1443,6 +1450,8 @@ void rt_filter_free(rt_filter *f)
 	free(f->c);
 	if (f->utf8 != (locale_t)0)
 		freelocale(f->utf8);
+	pcre2_match_data_free(f->re_md);
+	pcre2_match_context_free(f->re_ctx);
 	free(f);
 }
 
@@ -1716,13 +1725,9 @@ static int eval(const rt_filter *f, const cond *c, const bound *b, const change_
 		break;
 	case OP_MATCH:
 	case OP_IMATCH:
-	{
-		locale_t prev = f->utf8 != (locale_t)0 ? uselocale(f->utf8) : (locale_t)0;
-		r = regexec(&c->re, v->data, 0, NULL, 0) == 0;
-		if (prev != (locale_t)0)
-			uselocale(prev);
+		/* no match, or a value that is not UTF-8, or the work limit reached: false */
+		r = pcre2_match(c->re, (PCRE2_SPTR)v->data, v->len, 0, 0, f->re_md, f->re_ctx) >= 0;
 		break;
-	}
 	case OP_IN: {
 		if (parse_typed(b->t, v->data, v->len, &x) < 0)
 			return R_UNKNOWN;

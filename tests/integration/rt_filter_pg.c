@@ -16,6 +16,7 @@
  * Every disagreement is printed; the exit status is 1 when there is one. Usage:
  *   rt_filter_pg [TRIPLES [SEED]]    (PG* from the environment; defaults 3000, a fixed seed)
  */
+#include <ctype.h>
 #include <errno.h>
 #include <libpq-fe.h>
 #include <stdarg.h>
@@ -83,7 +84,8 @@ static const char *const p_time[] = {"10:00", "10:00:00", "10:00:00.5", "09:59:5
                                      "00:00", "23:59:59", "10:00:00+05", "25:00", NULL};
 static const char *const p_text[] = {"", "a", "A", "b", "ab", "abc", "a b", "hello", "Hello", "héllo",
                                      "é", "É", "z", "a,b", "(x)", "\"q\"", "back\\slash", "10", "9",
-                                     "null", "NULL", " lead", "trail ", "a%b", "a_b", "{x}", "aa", "]",
+                                     "null", "NULL", " lead", "trail ", "a%b", "a_b", "{x}", "aa", "]", "a\nb", "a\n",
+                                     "1.5", "a1",
                                      NULL};
 static const char *const p_bpchar[] = {"ab", "ab  ", "abcd", "a", "b", " a", "", "a b", NULL};
 
@@ -94,7 +96,9 @@ static const char *const re_pats[] = {"^a", "b$", "a|b", "^[a-c]+$", "l+", "^.{3
                                       "x?y*", "(ab)+", "[[:upper:]]", "^[^a]", "\\.", "a.c",
                                       "^(a|h)", "L", "^.$", "^h.llo$", "^[é]$", "é", "É",
                                       "^[[:alpha:]]+$", "^[^x]$", "^a+?$", "^a{2}?$",
-                                      "a*?b", "^(a|b)??$", "^[]a]", NULL};
+                                      "a*?b", "^(a|b)??$", "^[]a]", "\\d", "^\\w+$", "\\s",
+                                      "^a.*b$", "^(a)\\1", "a$", "^[\\d.]+$", "(?i)^H",
+                                      "\\Aa", "b\\Z", NULL};
 
 static const tspec types[] = {
 	{"int2", "int2", false, false, p_int2},
@@ -179,9 +183,9 @@ static void append_value(char *f, size_t cap, const char *s, bool in_list)
 	size_t n = strlen(s);
 	bool q = n == 0 ? in_list : false;
 	for (size_t i = 0; i < n; i++)
-		if (strchr(",()\"\\{}", s[i]) != NULL || (in_list && s[i] == ' '))
+		if (strchr(",()\"\\{}", s[i]) != NULL || (in_list && isspace((unsigned char)s[i])))
 			q = true;
-	if (n > 0 && (s[0] == ' ' || s[n - 1] == ' '))
+	if (n > 0 && (isspace((unsigned char)s[0]) || isspace((unsigned char)s[n - 1])))
 		q = true;
 	if (in_list && strcasecmp(s, "null") == 0)
 		q = true;
