@@ -116,6 +116,7 @@ static const tspec types[] = {
 	{"time", "time", false, false, p_time},
 	{"text", "text", true, false, p_text},
 	{"varchar", "varchar", true, false, p_text},
+	{"name", "name", true, false, p_text},
 	{"bpchar", "char(4)", true, false, p_bpchar},
 };
 #define NTYPES ((int)(sizeof(types) / sizeof(types[0])))
@@ -239,7 +240,7 @@ int main(int argc, char **argv)
 	int per_kind[6] = {0};
 	for (int k = 0; k < ntriples; k++) {
 		/* one triple in four on a text type, so that like/ilike/match/imatch get their share */
-		const tspec *ts = rnd(4) == 0 ? &types[NTYPES - 3 + (int)rnd(3)] : &types[rnd(NTYPES)];
+		const tspec *ts = rnd(4) == 0 ? &types[NTYPES - 4 + (int)rnd(4)] : &types[rnd(NTYPES)];
 		int ti = (int)(ts - types);
 		char err[1024], sql[1024], *out = NULL;
 		bool isn;
