@@ -131,8 +131,7 @@ typedef struct binding {
 	const relation *rel; /* identity only, never dereferenced after binding */
 	uint64_t rel_id;
 	uint32_t rel_version;
-	bound *b;            /* ncond entries */
-	tval *vals;          /* storage of every bound's in[] */
+	bound *b;            /* ncond entries, then the storage of every bound's in[] (one block) */
 } binding;
 
 struct rt_filter {
@@ -140,9 +139,8 @@ struct rt_filter {
 	cond *c;
 	locale_t utf8;  /* C.UTF-8 for ilike's case folding ((locale_t)0: ASCII only) */
 	pcre2_match_context *re_ctx; /* match/imatch: the work limits */
-	pcre2_match_data *re_md;     /* match/imatch: reused by every match */
-	binding cache[RT_FILTER_CACHE_MAX];
-	int ncache;
+	binding *cache;      /* grows to RT_FILTER_CACHE_MAX, then replaced round-robin */
+	int ncache, cache_cap;
 	int next_evict;
 };
 
@@ -1414,8 +1412,7 @@ static int parse_segment(rt_filter *f, cond *c, const char *s, size_t len,
 		}
 		if (f->re_ctx == NULL) {
 			f->re_ctx = pcre2_match_context_create(NULL);
-			f->re_md = pcre2_match_data_create(1, NULL);
-			if (f->re_ctx == NULL || f->re_md == NULL)
+			if (f->re_ctx == NULL)
 				return -ENOMEM;
 			pcre2_set_match_limit(f->re_ctx, RE_MATCH_LIMIT);
 			pcre2_set_heap_limit(f->re_ctx, RE_HEAP_LIMIT);
@@ -1441,16 +1438,14 @@ void rt_filter_free(rt_filter *f)
 {
 	if (f == NULL)
 		return;
-	for (int i = 0; i < f->ncache; i++) {
+	for (int i = 0; i < f->ncache; i++)
 		free(f->cache[i].b);
-		free(f->cache[i].vals);
-	}
+	free(f->cache);
 	for (int i = 0; i < f->ncond; i++)
 		cond_fini(&f->c[i]);
 	free(f->c);
 	if (f->utf8 != (locale_t)0)
 		freelocale(f->utf8);
-	pcre2_match_data_free(f->re_md);
 	pcre2_match_context_free(f->re_ctx);
 	free(f);
 }
@@ -1552,13 +1547,12 @@ static int bind(const rt_filter *f, const relation *rel, binding *bd, char err[R
 	memset(bd, 0, sizeof(*bd));
 	for (int i = 0; i < f->ncond; i++)
 		nvals += f->c[i].nin;
-	bd->b = calloc((size_t)(f->ncond > 0 ? f->ncond : 1), sizeof(*bd->b));
-	bd->vals = calloc((size_t)(nvals > 0 ? nvals : 1), sizeof(*bd->vals));
-	if (bd->b == NULL || bd->vals == NULL) {
+	bd->b = calloc(1, sizeof(*bd->b) * (size_t)f->ncond + sizeof(tval) * (size_t)nvals + 1);
+	if (bd->b == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	tval *vals = bd->vals;
+	tval *vals = (tval *)(bd->b + f->ncond);
 	for (int i = 0; i < f->ncond; i++) {
 		const cond *c = &f->c[i];
 		bound *b = &bd->b[i];
@@ -1639,44 +1633,69 @@ static int bind(const rt_filter *f, const relation *rel, binding *bd, char err[R
 	return 0;
 fail:
 	free(bd->b);
-	free(bd->vals);
 	memset(bd, 0, sizeof(*bd));
 	return rc;
 }
 
-/* The binding of f for rel, made on first use; NULL when out of memory. */
-static const binding *binding_get(rt_filter *f, const relation *rel)
+/* The cached binding of f for rel, or NULL. */
+static const binding *cache_find(const rt_filter *f, const relation *rel)
 {
 	for (int i = 0; i < f->ncache; i++) {
-		binding *bd = &f->cache[i];
+		const binding *bd = &f->cache[i];
 		if (bd->rel == rel && bd->rel_id == rel->id && bd->rel_version == rel->version)
 			return bd;
 	}
-	binding fresh;
-	if (bind(f, rel, &fresh, NULL) < 0)
-		return NULL;
+	return NULL;
+}
+
+/* Keeps fresh in f's cache (which then owns it); NULL (fresh freed) when out of memory. */
+static const binding *cache_add(rt_filter *f, binding fresh)
+{
+	if (f->ncache == f->cache_cap && f->cache_cap < RT_FILTER_CACHE_MAX) {
+		int cap = f->cache_cap == 0 ? 1 : f->cache_cap * 2;
+		binding *grown = realloc(f->cache, sizeof(*grown) * (size_t)cap);
+		if (grown == NULL) {
+			free(fresh.b);
+			return NULL;
+		}
+		f->cache = grown;
+		f->cache_cap = cap;
+	}
 	int slot;
-	if (f->ncache < RT_FILTER_CACHE_MAX) {
+	if (f->ncache < f->cache_cap) {
 		slot = f->ncache++;
 	} else {
 		slot = f->next_evict;
-		f->next_evict = (f->next_evict + 1) % RT_FILTER_CACHE_MAX;
+		f->next_evict = (f->next_evict + 1) % f->cache_cap;
 		free(f->cache[slot].b);
-		free(f->cache[slot].vals);
 	}
 	f->cache[slot] = fresh;
 	return &f->cache[slot];
 }
 
+/* The binding of f for rel, made on first use; NULL when out of memory. */
+static const binding *binding_get(rt_filter *f, const relation *rel)
+{
+	const binding *bd = cache_find(f, rel);
+	if (bd != NULL)
+		return bd;
+	binding fresh;
+	if (bind(f, rel, &fresh, NULL) < 0)
+		return NULL;
+	return cache_add(f, fresh);
+}
+
 int rt_filter_check(rt_filter *f, const relation *rel, char err[RT_FILTER_ERROR_MAX])
 {
-	binding bd;
-	int rc = bind(f, rel, &bd, err);
+	binding fresh;
+	int rc = bind(f, rel, &fresh, err);
 	if (rc < 0)
 		return rc;
-	free(bd.b);
-	free(bd.vals);
-	return binding_get(f, rel) != NULL ? 0 : -ENOMEM;
+	if (cache_find(f, rel) != NULL) {
+		free(fresh.b); /* bound already: the same binding */
+		return 0;
+	}
+	return cache_add(f, fresh) != NULL ? 0 : -ENOMEM;
 }
 
 /* ---------------------------------------------------------------- matching */
@@ -1724,10 +1743,17 @@ static int eval(const rt_filter *f, const cond *c, const bound *b, const change_
 		r = like_match(v->data, v->len, c->value, strlen(c->value), c->op == OP_ILIKE, f->utf8);
 		break;
 	case OP_MATCH:
-	case OP_IMATCH:
-		/* no match, or a value that is not UTF-8, or the work limit reached: false */
-		r = pcre2_match(c->re, (PCRE2_SPTR)v->data, v->len, 0, 0, f->re_md, f->re_ctx) >= 0;
+	case OP_IMATCH: {
+		/* The match block lives for the call only: PCRE2 keeps 20 KiB of backtracking frames in
+		 * it after a match, too much to hold per subscriber. No match, a value that is not
+		 * UTF-8, the work limit reached, or no memory: false. */
+		pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+		if (md == NULL)
+			return R_UNKNOWN;
+		r = pcre2_match(c->re, (PCRE2_SPTR)v->data, v->len, 0, 0, md, f->re_ctx) >= 0;
+		pcre2_match_data_free(md);
 		break;
+	}
 	case OP_IN: {
 		if (parse_typed(b->t, v->data, v->len, &x) < 0)
 			return R_UNKNOWN;

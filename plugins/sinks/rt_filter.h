@@ -51,10 +51,9 @@ __attribute__((warn_unused_result)) int rt_filter_check(rt_filter *f, const rela
  * not parse as the column's type is false: rt_filter_check need not come first, but only it
  * reports why. For a DELETE pass the old tuple (the server filters deletes on the old row).
  * Binds f to each relation version (rel's address, id and version) on first use: column
- * indexes and constants parsed as the column types; after that it does not allocate. When
- * that binding cannot be built (out of memory) it returns false. match/imatch switch the
- * calling thread to the C.UTF-8 locale for the regexec call (uselocale) and back. Does not
- * block. */
+ * indexes and constants parsed as the column types; after that it allocates nothing but, for
+ * match/imatch, PCRE2's match block for the call. Out of memory: false. Work per call is
+ * bounded (docs/protocol.md, "Bounded work per row"). Does not block. */
 bool rt_filter_match(rt_filter *f, const relation *rel, const change_value *tuple);
 
 /* Number of conditions in f (0 for the match-everything filter). */
