@@ -112,6 +112,7 @@ struct pipeline {
 
 static void pl_stop(pipeline *pl, int code);
 static void ack_update(pipeline *pl);
+static void drain_check(pipeline *pl);
 
 /* ---- checkpoint rows ------------------------------------------------------------------- */
 
@@ -566,6 +567,10 @@ static void loader_done_cb(void *arg, int rc, const char *err)
 		return;
 	}
 	pl->state_ready = true;
+	if (pl->draining) {
+		drain_check(pl); /* the state is stored with the slot: the next start resumes from it */
+		return;
+	}
 	source_snapshot_done(pl->src);
 }
 
@@ -659,8 +664,6 @@ static void env_unsubscribe(void *env_arg, audience_sub *h)
 		}
 	}
 }
-
-static void drain_check(pipeline *pl);
 
 static void env_progress(void *env_arg)
 {
@@ -766,10 +769,12 @@ static void pl_stop(pipeline *pl, int code)
 		stop_timer_cb(pl->p.loop, 0, pl);
 }
 
-/* Drained when every durable sink holds everything offered durably. */
+/* Drained when every durable sink holds everything offered durably, and a new slot's policy
+ * state being loaded is loaded and stored (else the slot would exist without its state, and the
+ * next start would judge by today's memberships: pipeline.state_current). */
 static void drain_check(pipeline *pl)
 {
-	if (pl->stopped)
+	if (pl->stopped || pl->loader != NULL)
 		return;
 	if (ack_candidate(pl) < pl->txn_end)
 		return;
