@@ -334,8 +334,12 @@ static size_t pending_sum(const pipeline *pl)
 	size_t sum = 0;
 	for (size_t i = 0; i < pl->nsinks; i++) {
 		const pl_sink *s = pl->sinks[i];
-		if (s->ops->kind == SINK_DURABLE && s->ops->pending_bytes != NULL)
-			sum += s->ops->pending_bytes(s->impl);
+		if (s->ops->kind == SINK_DURABLE && s->ops->pending_bytes != NULL) {
+			size_t n = s->ops->pending_bytes(s->impl);
+			sum += n;
+			if (s->has_metrics)
+				metrics_gauge_i_set(s->m.pending, (int64_t)n);
+		}
 	}
 	return sum;
 }
@@ -946,7 +950,7 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 	if (pl->pm != NULL) {
 		char merr[METRICS_ERROR_MAX];
 		unsigned what = PIPELINE_METRICS_DELIVERIES |
-		                (ops->kind == SINK_DURABLE ? PIPELINE_METRICS_POSITION : 0);
+		                (ops->kind == SINK_DURABLE ? PIPELINE_METRICS_POSITION | PIPELINE_METRICS_PENDING : 0);
 		if (pipeline_metrics_sink_add(pl->pm, name, what, &s->m, merr) == 0)
 			s->has_metrics = true;
 		else
