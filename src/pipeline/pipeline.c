@@ -669,6 +669,20 @@ static void env_unsubscribe(void *env_arg, audience_sub *h)
 	}
 }
 
+static int env_live_metrics(void *env_arg, metrics_counter **drops, metrics_read_cb connections, void *arg)
+{
+	pl_sink *s = env_arg;
+	if (drops != NULL)
+		*drops = NULL;
+	if (s->pl->pm == NULL)
+		return 0;
+	char merr[METRICS_ERROR_MAX];
+	int rc = pipeline_metrics_sink_live(s->pl->pm, s->name, drops, connections, arg, merr);
+	if (rc < 0)
+		log_warn("pipeline.metrics", "sink=%s: %s", s->name, merr);
+	return rc;
+}
+
 static void env_progress(void *env_arg)
 {
 	pl_sink *s = env_arg;
@@ -935,6 +949,7 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 	s->env = (sink_env){
 		.name = s->name, .loop = pl->p.loop, .metrics = pl->p.metrics, .pol = pl->p.pol,
 		.subscribe = env_subscribe, .unsubscribe = env_unsubscribe, .progress = env_progress, .env_arg = s,
+		.live_metrics = env_live_metrics,
 	};
 	char serr[SINK_ERROR_MAX] = "";
 	int rc = ops->create(&s->env, conf, &s->impl, serr);
@@ -942,6 +957,8 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 		snprintf(err, PIPELINE_ERROR_MAX, "sink %s (%s): %s", name, ops->name, serr[0] ? serr : strerror(-rc));
 		while (s->subs != NULL)
 			env_unsubscribe(s, s->subs->h);
+		if (pl->pm != NULL)
+			pipeline_metrics_sink_remove(pl->pm, name); /* what its live_metrics registered */
 		free(s->name);
 		free(s);
 		return rc;

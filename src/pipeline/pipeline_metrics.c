@@ -341,6 +341,25 @@ int pipeline_metrics_sink_add(pipeline_metrics *pm, const char *name, unsigned w
 	return 0;
 }
 
+int pipeline_metrics_sink_live(pipeline_metrics *pm, const char *name, metrics_counter **drops,
+                               metrics_read_cb connections, void *arg, char err[METRICS_ERROR_MAX])
+{
+	const char *values[] = {name, NULL};
+	int rc;
+	if (drops != NULL && (rc = metrics_counter_register(pm->sink_drops, values, drops, err)) < 0) {
+		*drops = NULL;
+		return rc;
+	}
+	if (connections != NULL && (rc = metrics_callback_register(pm->connections, values, connections, arg, err)) < 0) {
+		if (drops != NULL) {
+			child_drop(pm->sink_drops, values);
+			*drops = NULL;
+		}
+		return rc;
+	}
+	return 0;
+}
+
 void pipeline_metrics_sink_remove(pipeline_metrics *pm, const char *name)
 {
 	const char *values[] = {name, NULL};

@@ -84,6 +84,15 @@ __attribute__((warn_unused_result)) int pipeline_metrics_sink_add(pipeline_metri
                                                                   unsigned what, pipeline_metrics_sink *out,
                                                                   char err[METRICS_ERROR_MAX]);
 
+/* A live sink's shared series (sink_env.live_metrics): registers walcast_sink_drops_total{sink=
+ * name} into *drops when drops is not NULL, and walcast_connections{sink=name} read through
+ * connections(arg) at render time when connections is not NULL. 0, or -EINVAL (already
+ * registered for name: err says so) or -ENOMEM with nothing registered. */
+__attribute__((warn_unused_result)) int pipeline_metrics_sink_live(pipeline_metrics *pm, const char *name,
+                                                                   metrics_counter **drops,
+                                                                   metrics_read_cb connections, void *arg,
+                                                                   char err[METRICS_ERROR_MAX]);
+
 /* Removes the series of sink name (a sink going away); its handles become invalid. */
 void pipeline_metrics_sink_remove(pipeline_metrics *pm, const char *name);
 
