@@ -9,7 +9,9 @@
 # CMD sees: PGHOST PGPORT PGUSER PGDATABASE (a superuser session), WALCAST_REDIS_URL,
 # WALCAST_HARNESS_DIR (scratch space, removed afterwards), WALCAST_PGDATA, WALCAST_PG_BIN and
 # WALCAST_REPL_CONNINFO (the least-privilege replication role from the migrations).
-# Run as root, the servers run as the `postgres` system user, which PostgreSQL requires.
+# Run as root, the servers run as the `postgres` system user, which PostgreSQL requires. A port
+# taken by someone else between the harness's choice and the server's bind (parallel harnesses)
+# is detected in the server's log and the server started again on another port.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
