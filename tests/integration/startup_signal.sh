@@ -7,7 +7,7 @@
 #  B. while it connects for the replica-identity check, the postmaster frozen (SIGSTOP): a
 #     connection that never answers, like a cut network;
 #  C. while CREATE_REPLICATION_SLOT waits for a transaction that was open before it (a temporary
-#     slot: afterwards no slot of walcast's is left, the creation was cancelled);
+#     and a durable slot: afterwards no slot of walcast's is left, the creation was abandoned);
 #  D. while the policy state is loaded from a new slot's exported snapshot (200,000 memberships):
 #     the drain lets the load finish, so the next start resumes from the checkpoint instead of
 #     judging by today's memberships (pipeline.state_current).
@@ -86,23 +86,26 @@ kill -CONT "$pm"
 wait_for 30 sql -c "SELECT 1" >/dev/null
 check "B: no slot made" 0 "$(slots_of st_b)"
 
-# ---- C. CREATE_REPLICATION_SLOT waits for an open transaction -------------------------------------
-write_conf st_c true
-psql -X -q -c "BEGIN" -c "SELECT txid_current()" -c "SELECT pg_sleep(120)" >/dev/null 2>&1 &
-holder=$!
-BG_PIDS+=("$holder")
-wait_for 20 bash -c "[ \"\$(psql -XAtc \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(120)%' AND state = 'active'\")\" = 1 ]"
-start_run st_c; p=$PID
-if wait_for 30 waiting_walsender; then
-  stop_within "C (slot creation waiting)" "$p"
-else
-  check "C: walcast's walsender waits for the open transaction" waiting yes
-  kill -9 "$p"; wait "$p" 2>/dev/null || true
-fi
-kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
-sql -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(120)%'" >/dev/null
-check_true "C: no temporary slot left pinning WAL" wait_for 20 no_temp_slot
-check "C: the slot was never made" 0 "$(slots_of st_c)"
+# ---- C. CREATE_REPLICATION_SLOT waits for an open transaction (temporary, then durable slot) --
+for temp in true false; do
+  write_conf st_c_$temp $temp
+  psql -X -q -c "BEGIN" -c "SELECT txid_current()" -c "SELECT pg_sleep(120)" >/dev/null 2>&1 &
+  holder=$!
+  BG_PIDS+=("$holder")
+  wait_for 20 bash -c "[ \"\$(psql -XAtc \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(120)%' AND state = 'active'\")\" = 1 ]"
+  start_run st_c_$temp; p=$PID
+  if wait_for 30 waiting_walsender; then
+    stop_within "C temporary=$temp (slot creation waiting)" "$p"
+  else
+    check "C temporary=$temp: walcast's walsender waits for the open transaction" waiting yes
+    kill -9 "$p"; wait "$p" 2>/dev/null || true
+  fi
+  kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
+  sql -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(120)%'" >/dev/null
+  check_true "C temporary=$temp: no temporary slot left pinning WAL" wait_for 20 no_temp_slot
+  sleep 1 # the walsender would complete the creation now, were it still there
+  check "C temporary=$temp: the slot was never made" 0 "$(slots_of st_c_$temp)"
+done
 
 # ---- D. the policy state being loaded from the new slot's snapshot -------------------------------
 org=$(sql -c "INSERT INTO orgs (name) VALUES ('startup') RETURNING id")
