@@ -785,9 +785,11 @@ static void jsonl_abort(void *impl)
 		j->out.len -= (size_t)cut;
 		j->offset = j->txn_offset;
 	} else {
-		int rc = out_write(j);
-		if (rc < 0 || ftruncate(j->fd, j->txn_offset) != 0) {
-			(void)jsonl_fail(j, rc < 0 ? rc : -errno, "cut back a transaction");
+		/* all that is buffered belongs to the transaction (no need to write it, which a full
+		 * disk could refuse): drop it and cut FILE back */
+		buf_clear(&j->out);
+		if (ftruncate(j->fd, j->txn_offset) != 0) {
+			(void)jsonl_fail(j, -errno, "cut back a transaction");
 			return;
 		}
 		j->offset = j->txn_offset;
