@@ -949,6 +949,7 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 	s->env = (sink_env){
 		.name = s->name, .loop = pl->p.loop, .metrics = pl->p.metrics, .pol = pl->p.pol,
 		.subscribe = env_subscribe, .unsubscribe = env_unsubscribe, .progress = env_progress, .env_arg = s,
+		.audit = pl->p.audit,
 		.live_metrics = env_live_metrics,
 	};
 	char serr[SINK_ERROR_MAX] = "";

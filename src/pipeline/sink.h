@@ -72,6 +72,9 @@ typedef struct sink_env {
 	/* A durable sink calls this when its position() moved (the pipeline may confirm more). */
 	void (*progress)(void *env_arg);
 	void *env_arg;
+	/* The audit writer (auditlog.h), NULL when auditing is off: auditlog_record() for joins,
+	 * refused joins, leaves and requests — never for a delivered change (nothing may loop). */
+	struct auditlog *audit;
 	/* A live sink's series of the shared families, labelled sink=NAME the same way for every
 	 * sink (docs/metrics.md): walcast_sink_drops_total, which the sink bumps (metrics_counter_inc,
 	 * loop thread) for each delivery it drops, and walcast_connections, read at scrape time on the
