@@ -7,14 +7,19 @@
  * reloads the configuration (config_reload: a refused reload keeps the running one and says
  * why); SIGTERM and SIGINT drain (pipeline_drain, then auditlog_drain); a second one exits at
  * once, unconfirmed work being sent again next time.
+ * The loop and its signal handlers come first, before anything that can wait: a SIGTERM while
+ * starting (checks, the replica-identity check's connection) stops there with exit 0, one after
+ * pipeline_start is a drain like any other (the pipeline also drains a state load in progress).
  */
 #include "run.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #include "auditlog.h"
 #include "checkpoint.h"
@@ -46,6 +51,7 @@ typedef struct daemon {
 	http_sink_health *health;     /* /readyz's view of the sinks, one per sink */
 	size_t nhealth;
 	bool stopping;
+	bool running;                 /* pipeline_start done: a stop is a drain */
 	int signals;
 	int code;
 	bool done;
@@ -89,6 +95,8 @@ static void audit_health_cb(void *arg, auditlog_health *out)
 {
 	daemon_t *d = arg;
 	pipeline_status st;
+	if (d->pl == NULL)
+		return; /* still starting (*out stays unknown) */
 	pipeline_get_status(d->pl, &st);
 	*out = (auditlog_health){
 		.known = true, .paused = !st.streaming || st.paused, .server_end = st.server_wal_end,
@@ -101,6 +109,14 @@ static void term_cb(loop *l, int signo, void *arg)
 {
 	daemon_t *d = arg;
 	(void)l;
+	if (!d->running) {
+		/* still starting: nothing was streamed, nothing needs a drain; startup_stop() sees it */
+		if (!d->stopping)
+			log_info("run.signal", "signal=%d while starting: stopping before streaming", signo);
+		d->stopping = true;
+		d->code = 0;
+		return;
+	}
 	if (d->stopping) {
 		log_warn("run.signal", "signal=%d again: exiting now without waiting for the drain", signo);
 		d->code = 1;
@@ -165,6 +181,25 @@ static void readiness_cb(void *arg, http_readiness *out)
 	out->nsinks = n;
 }
 
+void run_signals_hold(bool hold)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	(void)pthread_sigmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
+/* Between the startup phases, and while one waits for the server: runs the signal callbacks
+ * that are due (without waiting) and says whether a stop was asked for. */
+static bool startup_stop(void *arg)
+{
+	daemon_t *d = arg;
+	(void)uv_run(loop_uv(d->loop), UV_RUN_NOWAIT);
+	return d->stopping;
+}
+
 int run_main(config *cfg, const run_options *o)
 {
 	daemon_t d = {.cfg = cfg, .code = 1};
@@ -177,6 +212,14 @@ int run_main(config *cfg, const run_options *o)
 	char err[CONFIG_ERROR_MAX > PIPELINE_ERROR_MAX ? CONFIG_ERROR_MAX : PIPELINE_ERROR_MAX];
 	int rc;
 	signal(SIGPIPE, SIG_IGN);
+
+	/* the loop and the signal handlers before anything that can wait (main held the signals) */
+	if ((d.loop = loop_create()) == NULL || loop_signal(d.loop, SIGTERM, term_cb, &d) < 0 ||
+	    loop_signal(d.loop, SIGINT, term_cb, &d) < 0 || loop_signal(d.loop, SIGHUP, hup_cb, &d) < 0) {
+		log_error("run.loop", "cannot set up the event loop and its signal handlers");
+		goto cleanup;
+	}
+	run_signals_hold(false);
 
 	/* everything that can be refused is checked before anything connects */
 	if (config_check_sections(cfg, sink_lookup, NULL, err) < 0) {
@@ -229,9 +272,9 @@ int run_main(config *cfg, const run_options *o)
 		goto cleanup;
 	}
 	/* A DELETE is judged from the old row's replica identity (src/policy/replident.h). */
-	if (replident_check_conninfo(pol, cfg->conninfo) < 0)
+	if (startup_stop(&d) || replident_check_conninfo_until(pol, cfg->conninfo, startup_stop, &d) < 0)
 		goto cleanup;
-	if ((d.loop = loop_create()) == NULL || (metrics = metrics_registry_create()) == NULL)
+	if ((metrics = metrics_registry_create()) == NULL)
 		goto cleanup;
 	if (cfg->audit_enabled) {
 		auditlog_params ap = {
@@ -285,21 +328,24 @@ int run_main(config *cfg, const run_options *o)
 			goto cleanup;
 		}
 	}
-	if (loop_signal(d.loop, SIGTERM, term_cb, &d) < 0 || loop_signal(d.loop, SIGINT, term_cb, &d) < 0 ||
-	    loop_signal(d.loop, SIGHUP, hup_cb, &d) < 0)
+	if (startup_stop(&d))
 		goto cleanup;
 	if (pipeline_start(d.pl, err) < 0) {
 		log_error("run.start", "%s", err);
 		goto cleanup;
 	}
+	d.running = true;
 	log_info("run.started", "sinks=%zu state_dir=%s", nsinks, cfg->pipeline_state_dir);
 	rc = loop_run(d.loop);
 	if (rc < 0) {
 		log_error("run.loop", "event loop failed: %s", strerror(-rc));
 		d.code = 1;
 	}
-	log_info("run.stopped", "exit=%d", d.code);
 cleanup:
+	if (!d.running && d.stopping)
+		log_info("run.stopped", "exit=%d: stopped while starting, before streaming", d.code);
+	else if (d.running)
+		log_info("run.stopped", "exit=%d", d.code);
 	http_destroy(d.http);
 	slot_status_destroy(d.slots);
 	free(d.health);

@@ -75,6 +75,15 @@ typedef struct sink_env {
 	/* The audit writer (auditlog.h), NULL when auditing is off: auditlog_record() for joins,
 	 * refused joins, leaves and requests — never for a delivered change (nothing may loop). */
 	struct auditlog *audit;
+	/* A live sink's series of the shared families, labelled sink=NAME the same way for every
+	 * sink (docs/metrics.md): walcast_sink_drops_total, which the sink bumps (metrics_counter_inc,
+	 * loop thread) for each delivery it drops, and walcast_connections, read at scrape time on the
+	 * loop thread through connections(arg) (a sink whose connections come and go on other
+	 * threads reads an atomic there). Pass drops NULL or connections NULL to leave one out. Call
+	 * from create, once. 0 and *drops (owned by the pipeline, valid until the sink is destroyed;
+	 * NULL when there is no metrics registry: check before bumping), or a negative errno (the
+	 * sink may go on without). NULL when the front end has no metrics. */
+	int (*live_metrics)(void *env_arg, metrics_counter **drops, metrics_read_cb connections, void *arg);
 } sink_env;
 
 typedef struct sink_ops {
