@@ -660,6 +660,13 @@ static void env_unsubscribe(void *env_arg, audience_sub *h)
 	}
 }
 
+static bool env_live(void *env_arg)
+{
+	const pipeline *pl = ((pl_sink *)env_arg)->pl;
+	return pl->st.streaming && (pl->state_ready || pl->p.pol == NULL) && !pl->stopped &&
+	       pl->src != NULL && source_streaming(pl->src);
+}
+
 static void drain_check(pipeline *pl);
 
 static void env_progress(void *env_arg)
@@ -926,6 +933,7 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 	s->env = (sink_env){
 		.name = s->name, .loop = pl->p.loop, .metrics = pl->p.metrics, .pol = pl->p.pol,
 		.subscribe = env_subscribe, .unsubscribe = env_unsubscribe, .progress = env_progress, .env_arg = s,
+		.live = env_live, .cfg = pl->p.cfg, .http = pl->p.http,
 	};
 	char serr[SINK_ERROR_MAX] = "";
 	int rc = ops->create(&s->env, conf, &s->impl, serr);

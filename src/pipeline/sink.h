@@ -71,7 +71,14 @@ typedef struct sink_env {
 	void (*unsubscribe)(void *env_arg, audience_sub *s);
 	/* A durable sink calls this when its position() moved (the pipeline may confirm more). */
 	void (*progress)(void *env_arg);
+	/* True once the pipeline streams with its policy state loaded: a subscriber registered now
+	 * is offered every transaction committed after this moment (the realtime sink holds a join
+	 * until then). Does not block. */
+	bool (*live)(void *env_arg);
 	void *env_arg;
+	const config *cfg;          /* the daemon's configuration ([auth]: token keys and rules) */
+	struct http_listener *http; /* the daemon's listener, not started yet (a WebSocket sink adds
+	                             * its protocol to it); NULL when none is configured */
 } sink_env;
 
 typedef struct sink_ops {
