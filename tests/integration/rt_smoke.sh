@@ -64,6 +64,7 @@ join2() { # TOKEN: a vsn 2.0.0 join of two bindings on events of the org
 insert_event() {
   sql -c "INSERT INTO events (org_id, kind, direction, status, from_number, to_number) VALUES ('$1', 'call', 'inbound', 'new', '+15559876543', '+15551112222') RETURNING id"
 }
+: >"$WORK/m.out"; : >"$WORK/s.out"
 $CLIENT "$HTTP" "/realtime/v1/websocket?apikey=$anon&vsn=2.0.0" \
   'send:[null,"1","phoenix","heartbeat",{}]' 'expect:phx_reply' \
   "send:$(join2 "$tok_member")" 'expect:Subscribed to PostgreSQL' 'wait:8' >"$WORK/m.out" &
@@ -75,6 +76,7 @@ S=$!
 wait_for 20 grep -q "Subscribed to PostgreSQL" "$WORK/m.out" || { cat "$WORK/m.out" "$WORK/rt.log"; exit 1; }
 wait_for 20 grep -q 'Subscribed to PostgreSQL' "$WORK/s.out"
 ev=$(insert_event "$org")
+ev2=$(insert_event "$other")
 wait $M || true
 wait $S || true
 check "heartbeat: phx_reply ok" 1 "$(grep -c '^frame \[null,"1","phoenix","phx_reply",{"status":"ok","response":{}}\]' "$WORK/m.out" || true)"
@@ -88,7 +90,12 @@ check "member: the row's id" "$ev" "$(echo "$change" | jq -r '.[4].data.record.i
 check "member: type INSERT, no old_record key" 'INSERT false' "$(echo "$change" | jq -r '"\(.[4].data.type) \(.[4].data | has("old_record"))"')"
 check "member: columns carry type names" uuid "$(echo "$change" | jq -r '.[4].data.columns[] | select(.name == "id") | .type')"
 check "member: refs null" 'null null' "$(echo "$change" | jq -r '"\(.[0]) \(.[1])"')"
-check "stranger (another org): nothing" 0 "$(grep -c 'postgres_changes",' "$WORK/s.out" | tr -d '\n' || true)"
+as_user() { sql -c "set role authenticated; set request.jwt.claims = '{\"sub\":\"$1\",\"role\":\"authenticated\"}'; $2"; }
+check "oracle: RLS shows the member the event" 1 "$(as_user "$member" "select count(*) from events where id = '$ev'")"
+check "oracle: RLS hides it from the stranger" 0 "$(as_user "$stranger" "select count(*) from events where id = '$ev'")"
+check "member: only its org's event" "$ev" "$(grep '"postgres_changes",{"ids"' "$WORK/m.out" | sed 's/^frame //' | jq -r '.[4].data.record.id' | paste -sd' ')"
+check "stranger (vsn 1.0.0): only its own org's event" "$ev2" \
+  "$(grep '"event":"postgres_changes"' "$WORK/s.out" | sed 's/^frame //' | jq -r '.payload.data.record.id' | paste -sd' ')"
 check "vsn 1.0.0: the join reply is an object" ok "$(grep '"phx_reply"' "$WORK/s.out" | head -1 | sed 's/^frame //' | jq -r '.payload.status')"
 
 # ---- refused joins ------------------------------------------------------------------------------
