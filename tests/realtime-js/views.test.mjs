@@ -151,7 +151,9 @@ function judge(step, pre, post) {
 
 // ---- run ----------------------------------------------------------------------------------------
 const clients = []
-await testCase('every subscriber joins with both serializers', async () => {
+// WALCAST_RT_DRY=1: no clients, only the workload and the oracle (to check the test itself)
+const DRY = process.env.WALCAST_RT_DRY === '1'
+if (!DRY) await testCase('every subscriber joins with both serializers', async () => {
   for (const s of SUBS) {
     for (const vsn of ['1.0.0', '2.0.0']) {
       const token = s.service ? serviceToken() : userToken(s.uid)
@@ -261,5 +263,6 @@ if (clients.every((x) => x.ch)) {
   })
 }
 note(`${clients.length} clients, ${STEPS.length} transactions`)
+for (const s of SUBS) note(`expected for ${s.name}: ${expected[s.name].map((l) => l.length).join(' ')}${DRY ? ' ' + JSON.stringify(expected[s.name].map((l) => l.map((e) => e.type[0] + ':' + e.table + ':' + e.step.slice(0, 12)))) : ''}`)
 for (const x of clients) x.c.close()
 summary()
