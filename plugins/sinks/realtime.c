@@ -125,7 +125,8 @@ typedef struct realtime_sink {
 	bool drop;            /* slow_consumer = drop */
 	token_keys *keys;
 	token_rules rules;
-	struct lws_protocols proto;
+	struct lws_protocols proto;      /* WebSocket upgrades, and plain HTTP under /realtime/v1 */
+	struct lws_protocols proto_http; /* plain HTTP under /socket */
 	rt_conn *conns;
 	rt_conn *dirty;
 	size_t nheld;
@@ -772,6 +773,17 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 	if (s == NULL)
 		return 0;
 	switch (reason) {
+	case LWS_CALLBACK_HTTP: {
+		/* a plain request under the sink's mounts: the WebSocket paths say so, the rest is 404 */
+		char path[256] = "";
+		if (lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI) <= 0)
+			path[0] = '\0';
+		bool ws = strcmp(path, "/realtime/v1/websocket") == 0 || strcmp(path, "/socket/websocket") == 0;
+		if (http_refuse(wsi, ws ? 426 : 404, ws ? "Upgrade Required: this path speaks WebSocket "
+		                "(the Supabase Realtime protocol)" : "Not found") < 0)
+			return -1;
+		return lws_http_transaction_completed(wsi) ? -1 : 0;
+	}
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
 		rt_vsn vsn;
 		char key[TOKEN_MAX_LEN + 1];
@@ -1372,8 +1384,11 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 		.name = "walcast-realtime", .callback = rt_lws_cb, .per_session_data_size = sizeof(rt_conn *),
 		.rx_buffer_size = 0, .user = s,
 	};
+	s->proto_http = s->proto;
+	s->proto_http.name = "walcast-realtime-socket";
 	if (env->http != NULL) {
-		if ((rc = http_add_protocol(env->http, &s->proto, NULL, true)) < 0) {
+		if ((rc = http_add_protocol(env->http, &s->proto, "/realtime/v1", true)) < 0 ||
+		    (rc = http_add_protocol(env->http, &s->proto_http, "/socket", false)) < 0) {
 			snprintf(err, SINK_ERROR_MAX, "cannot add the WebSocket protocol to the HTTP listener: %s",
 			         strerror(-rc));
 			goto fail;
