@@ -934,6 +934,7 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 		.name = s->name, .loop = pl->p.loop, .metrics = pl->p.metrics, .pol = pl->p.pol,
 		.subscribe = env_subscribe, .unsubscribe = env_unsubscribe, .progress = env_progress, .env_arg = s,
 		.live = env_live, .cfg = pl->p.cfg, .http = pl->p.http,
+		.audit = pl->p.audit,
 	};
 	char serr[SINK_ERROR_MAX] = "";
 	int rc = ops->create(&s->env, conf, &s->impl, serr);

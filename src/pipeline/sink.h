@@ -79,6 +79,9 @@ typedef struct sink_env {
 	const config *cfg;          /* the daemon's configuration ([auth]: token keys and rules) */
 	struct http_listener *http; /* the daemon's listener, not started yet (a WebSocket sink adds
 	                             * its protocol to it); NULL when none is configured */
+	/* The audit writer (auditlog.h), NULL when auditing is off: auditlog_record() for joins,
+	 * refused joins, leaves and requests — never for a delivered change (nothing may loop). */
+	struct auditlog *audit;
 } sink_env;
 
 typedef struct sink_ops {
