@@ -28,9 +28,11 @@
 
 #include <libwebsockets.h>
 
+#include "auditlog.h"
 #include "http.h"
 #include "log.h"
 #include "policy.h"
+#include "policy_state.h"
 #include "rt_filter.h"
 #include "rt_proto.h"
 #include "token.h"
@@ -95,6 +97,7 @@ typedef struct rt_chan {
 	audience_sub *sub;
 	rt_who who;
 	bool held;            /* waiting for the pipeline to be live */
+	bool joined;          /* answered ok (its end is audited as a leave) */
 	rt_msg held_msg;      /* the join to answer then */
 } rt_chan;
 
@@ -325,6 +328,57 @@ static int who_from_token(realtime_sink *s, const char *token, int64_t now, rt_w
 	return 0;
 }
 
+/* ---- auditing ------------------------------------------------------------------------------- */
+
+typedef struct audit_ctx {
+	auditlog *w;
+	const char *uid;
+	const char *action;
+	const char *table;
+	const char *detail;
+} audit_ctx;
+
+static int audit_org_cb(void *arg, const policy_state_uuid *org, int rank)
+{
+	const audit_ctx *a = arg;
+	char text[POLICY_STATE_UUID_TEXT];
+	(void)rank;
+	policy_state_uuid_format(org, text);
+	auditlog_record(a->w, text, a->uid, a->action, a->table, NULL, a->detail);
+	return 0;
+}
+
+/* One audit_log row per org of the user (sink_env.audit; nothing for a token without a user, or
+ * when auditing is off): action with detail {"topic", "reason"?} and the bindings' table when
+ * they all name one. */
+static void audit(realtime_sink *s, const rt_who *w, const char *action, const char *topic,
+                  const rt_join *j, const char *reason)
+{
+	if (s->env->audit == NULL || s->env->state == NULL || w == NULL || w->uid[0] == '\0')
+		return;
+	const policy_state *ps = s->env->state(s->env->env_arg);
+	policy_state_uuid u;
+	if (ps == NULL || policy_state_uuid_parse(w->uid, strlen(w->uid), &u) < 0)
+		return;
+	const char *table = NULL;
+	for (size_t i = 0; j != NULL && i < j->n; i++) {
+		const char *t = j->bindings[i].table;
+		if (t == NULL || strcmp(t, "*") == 0 || (table != NULL && strcmp(table, t) != 0)) {
+			table = NULL;
+			break;
+		}
+		table = t;
+	}
+	json_t *d = json_pack("{s:s}", "topic", topic);
+	if (d != NULL && reason != NULL)
+		json_object_set_new(d, "reason", json_string(reason));
+	char *detail = d != NULL ? json_dumps(d, JSON_COMPACT) : NULL;
+	json_decref(d);
+	audit_ctx a = {s->env->audit, w->uid, action, table, detail};
+	(void)policy_state_user_orgs(ps, &u, audit_org_cb, &a);
+	free(detail);
+}
+
 /* ---- channels -------------------------------------------------------------------------------- */
 
 static void chan_unsubscribe(rt_chan *ch)
@@ -340,6 +394,8 @@ static void chan_free(rt_chan *ch)
 	if (ch == NULL)
 		return;
 	chan_unsubscribe(ch);
+	if (ch->joined)
+		audit(ch->c->s, &ch->who, AUDITLOG_LEAVE, ch->topic, &ch->join, NULL);
 	if (ch->held && ch->c->s->nheld > 0)
 		ch->c->s->nheld--;
 	for (size_t i = 0; ch->filters != NULL && i < ch->join.n; i++)
@@ -425,9 +481,12 @@ static void chan_activate(rt_chan *ch)
 		snprintf(reason, sizeof(reason), "UnableToSubscribe: %s", strerror(-rc));
 		if (rt_reply_error(b, c->vsn, &ch->held_msg, reason) == 0)
 			(void)queue_buf(c, b);
+		audit(s, &ch->who, AUDITLOG_JOIN_REFUSED, ch->topic, &ch->join, reason);
 		chan_remove(ch);
 		return;
 	}
+	ch->joined = true;
+	audit(s, &ch->who, AUDITLOG_JOIN, ch->topic, &ch->join, NULL);
 	buf resp;
 	buf_init(&resp);
 	if (rt_join_response(&resp, &ch->join, ch->ids) == 0 &&
@@ -491,6 +550,9 @@ static void handle_join(rt_conn *c, rt_msg *m)
 	ch->join_ref = m->join_ref ? json_incref(m->join_ref) : NULL;
 	if (rt_join_parse(m->payload, &ch->join, reason) < 0)
 		goto refuse;
+	const char *token = ch->join.access_token ? ch->join.access_token : c->apikey;
+	if (who_from_token(s, token, now, &ch->who, reason) < 0)
+		goto refuse;
 	size_t n = ch->join.n;
 	if (n > 0 && ((ch->ids = calloc(n, sizeof(*ch->ids))) == NULL ||
 	              (ch->filters = calloc(n, sizeof(*ch->filters))) == NULL ||
@@ -510,9 +572,6 @@ static void handle_join(rt_conn *c, rt_msg *m)
 		}
 		ch->ids[i] = ++s->next_id;
 	}
-	const char *token = ch->join.access_token ? ch->join.access_token : c->apikey;
-	if (who_from_token(s, token, now, &ch->who, reason) < 0)
-		goto refuse;
 	ch->held_msg = *m;
 	memset(m, 0, sizeof(*m));
 	ch->next = c->chans;
@@ -529,6 +588,7 @@ static void handle_join(rt_conn *c, rt_msg *m)
 refuse:
 	s->st.joins_refused++;
 	log_info("realtime.join_refused", "sink=%s topic=%s: %s", s->name, m->topic, reason);
+	audit(s, &ch->who, AUDITLOG_JOIN_REFUSED, m->topic, &ch->join, reason);
 	reply_error(c, m, reason);
 	chan_free(ch);
 }

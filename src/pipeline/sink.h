@@ -75,6 +75,9 @@ typedef struct sink_env {
 	 * is offered every transaction committed after this moment (the realtime sink holds a join
 	 * until then). Does not block. */
 	bool (*live)(void *env_arg);
+	/* The policy state as of the last commit (whose orgs a user is in: policy_state_user_orgs),
+	 * NULL without a policy stage. Valid until the next callback returns. */
+	const struct policy_state *(*state)(void *env_arg);
 	void *env_arg;
 	const config *cfg;          /* the daemon's configuration ([auth]: token keys and rules) */
 	struct http_listener *http; /* the daemon's listener, not started yet (a WebSocket sink adds
