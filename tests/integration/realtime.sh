@@ -63,7 +63,9 @@ if ! wait_for 90 ready_or_gone || ! ready; then
   fi
   echo "not ok - walcast run did not become ready"; cat "$WORK/run.err"; exit 1
 fi
-code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP/realtime/v1/websocket")
+# a WebSocket upgrade without a key: the sink refuses it (401); without the sink nobody serves the path
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -H 'Connection: Upgrade' -H 'Upgrade: websocket' \
+  -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "http://127.0.0.1:$HTTP/realtime/v1/websocket" || true)
 if [ "$code" = 404 ]; then
   echo "# /realtime/v1/websocket answers 404: the realtime sink is not in this build: skipped"
   summary
