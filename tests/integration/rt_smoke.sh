@@ -127,5 +127,8 @@ wait_for 20 has_rows realtime.join_refused 1 || true
 check "audit: the member's refused join (bad filter) with its reason" 1 \
   "$(sql -c "select count(*) from audit_log where org_id = '$org' and action = 'realtime.join_refused' and detail->>'reason' like 'Unable to subscribe%'")"
 check "audit: nothing for the other org from the member" 0 "$(sql -c "select count(*) from audit_log where org_id = '$other' and actor_id = '$member'")"
-kill -TERM $WPID; wait $WPID || true
+kill -TERM $WPID
+wait $WPID && rc=0 || rc=$?
+check "walcast drains and exits 0 (no sanitizer report)" 0 "$rc"
+[ "$rc" = 0 ] || grep -A30 -m1 "Sanitizer" "$WORK/rt.log" || true
 summary
