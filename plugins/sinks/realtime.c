@@ -40,6 +40,7 @@
 #define RT_TICK_MS 250
 #define RT_TEXT_MAX 1024
 #define RT_BIG_VALUE 64 /* with a 413, values longer than this are dropped (the server's rule) */
+#define RT_WRITE_BATCH 65536 /* frames written with one write, up to this many bytes (or one frame) */
 
 /* ---- shared data and frames ---------------------------------------------------------------- */
 
@@ -142,9 +143,9 @@ typedef struct realtime_sink {
 	buf scratch;
 	buf wbuf;
 	char refusal[TOKEN_ERROR_MAX];
-	metrics_family *fams[8];
+	metrics_family *fams[10];
 	size_t nfams;
-	metrics_counter *m_messages, *m_sent, *m_dropped, *m_slow, *m_refused;
+	metrics_counter *m_messages, *m_sent, *m_writes, *m_dropped, *m_slow, *m_refused;
 } realtime_sink;
 
 /* ---- queues ---------------------------------------------------------------------------------- */
@@ -749,6 +750,27 @@ static void tick_cb(loop *l, int id, void *arg)
 
 /* ---- the lws protocol ------------------------------------------------------------------------ */
 
+/* A server-to-client WebSocket frame header (RFC 6455: FIN, text, unmasked) for a payload of
+ * len bytes into out (at most 10 bytes); returns its length. */
+static size_t ws_header(unsigned char *out, size_t len)
+{
+	out[0] = 0x81;
+	if (len < 126) {
+		out[1] = (unsigned char)len;
+		return 2;
+	}
+	if (len <= 0xFFFF) {
+		out[1] = 126;
+		out[2] = (unsigned char)(len >> 8);
+		out[3] = (unsigned char)len;
+		return 4;
+	}
+	out[1] = 127;
+	for (int i = 0; i < 8; i++)
+		out[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+	return 10;
+}
+
 static int http_refuse(struct lws *wsi, unsigned status, const char *error)
 {
 	char body[RT_TEXT_MAX];
@@ -911,30 +933,44 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 		if (c == NULL)
 			return -1;
 		while (c->qhead != NULL) {
-			rt_frame *f = c->qhead;
-			size_t size = frame_size(f);
+			/* the queued frames (one transaction's, usually) framed here and written at once */
 			buf_clear(&s->wbuf);
-			if (buf_reserve(&s->wbuf, LWS_PRE + size) < 0)
+			size_t n = LWS_PRE, frames = 0;
+			if (buf_reserve(&s->wbuf, LWS_PRE + RT_WRITE_BATCH + 16) < 0)
 				return -1;
-			unsigned char *p = (unsigned char *)s->wbuf.data + LWS_PRE;
-			memcpy(p, f->own, f->split);
-			size_t off = f->split;
-			if (f->shared != NULL) {
-				memcpy(p + off, f->shared->text, f->shared->len);
-				off += f->shared->len;
+			while (c->qhead != NULL && (frames == 0 || n - LWS_PRE + frame_size(c->qhead) + 10 <= RT_WRITE_BATCH)) {
+				rt_frame *f = c->qhead;
+				size_t size = frame_size(f);
+				if (buf_reserve(&s->wbuf, n - s->wbuf.len + size + 10) < 0)
+					return -1;
+				unsigned char *p = (unsigned char *)s->wbuf.data + n;
+				size_t h = ws_header(p, size);
+				memcpy(p + h, f->own, f->split);
+				size_t off = h + f->split;
+				if (f->shared != NULL) {
+					memcpy(p + off, f->shared->text, f->shared->len);
+					off += f->shared->len;
+				}
+				memcpy(p + off, f->own + f->split, f->len - f->split);
+				n += off + f->len - f->split;
+				s->wbuf.len = n;
+				c->qhead = f->next;
+				if (c->qhead == NULL)
+					c->qtail = NULL;
+				c->qbytes -= size;
+				c->qframes--;
+				frame_free(f);
+				frames++;
 			}
-			memcpy(p + off, f->own + f->split, f->len - f->split);
-			c->qhead = f->next;
-			if (c->qhead == NULL)
-				c->qtail = NULL;
-			c->qbytes -= size;
-			c->qframes--;
-			frame_free(f);
-			if (lws_write(wsi, p, size, LWS_WRITE_TEXT) < (int)size)
+			size_t total = n - LWS_PRE;
+			if (lws_write(wsi, (unsigned char *)s->wbuf.data + LWS_PRE, total, LWS_WRITE_RAW) < (int)total)
 				return -1;
-			s->st.frames_sent++;
+			s->st.frames_sent += frames;
+			s->st.writes++;
 			if (s->m_sent)
-				metrics_counter_inc(s->m_sent);
+				metrics_counter_add(s->m_sent, frames);
+			if (s->m_writes)
+				metrics_counter_inc(s->m_writes);
 			if (c->qhead != NULL && lws_send_pipe_choked(wsi)) {
 				lws_callback_on_writable(wsi);
 				return 0;
@@ -1468,6 +1504,9 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_frames_sent_total",
 	                  "WebSocket frames written to clients (changes, replies, system messages)", &s->m_sent,
 	                  NULL)) < 0 ||
+	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_writes_total",
+	                  "Socket writes carrying those frames (the frames queued together go out in one write)",
+	                  &s->m_writes, NULL)) < 0 ||
 	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_dropped_messages_total",
 	                  "Messages dropped because a client's queue was full", &s->m_dropped, NULL)) < 0 ||
 	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_slow_disconnects_total",

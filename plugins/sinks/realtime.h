@@ -45,6 +45,7 @@ typedef struct realtime_stats {
 	size_t channels;          /* joined now (held joins included) */
 	uint64_t messages;        /* postgres_changes frames queued */
 	uint64_t frames_sent;     /* frames written to sockets */
+	uint64_t writes;          /* socket writes that carried them (several frames per write) */
 	uint64_t dropped;         /* frames dropped for a full queue (slow_consumer = drop) */
 	uint64_t slow_disconnects; /* connections closed for a full queue */
 	uint64_t refused;         /* handshakes refused (401/403/429) */
