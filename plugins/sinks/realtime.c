@@ -9,8 +9,9 @@
  * optional shared part: the `data` object of a change, serialized once per audience (the
  * delivery's payload identifies the audience: the last one is cached with a reference held) into
  * a reference-counted rt_data. Deliveries append frames to the connections' queues and mark them
- * dirty; commit asks lws for a writable callback on each dirty connection, which writes the queue
- * out. A queue over its bounds either drops (slow_consumer = drop) or is emptied, given one error
+ * dirty; commit asks lws for a writable callback on each dirty connection, which frames the
+ * queued messages itself (RFC 6455 headers) and writes them with one raw write (up to 64 KiB), so
+ * a transaction's frames leave together. A queue over its bounds either drops (slow_consumer = drop) or is emptied, given one error
  * message and closed (disconnect).
  *
  * Joins wait for the pipeline to be live (sink_env.live): the audience subscription is made and
