@@ -671,6 +671,20 @@ static void conn_receive(rt_conn *c, const char *text, size_t len)
 	rt_msg_fini(&m);
 }
 
+/* A complete binary message: realtime-js's broadcast push (vsn 2.0.0), answered with an error
+ * reply so that its send() does not wait for a timeout. */
+static void conn_receive_binary(rt_conn *c, const void *data, size_t len)
+{
+	rt_msg m = {0};
+	char err[RT_PROTO_ERROR_MAX];
+	if (c->vsn != RT_VSN_2 || rt_msg_parse_binary(data, len, &m, err) < 0) {
+		(void)conn_system_error(c, "phoenix", c->vsn != RT_VSN_2 ? "binary frames need vsn 2.0.0" : err);
+		return;
+	}
+	handle_msg(c, &m);
+	rt_msg_fini(&m);
+}
+
 /* ---- connections ----------------------------------------------------------------------------- */
 
 static rt_conn *conn_create(realtime_sink *s, struct lws *wsi, rt_vsn vsn, const char *apikey)
@@ -899,12 +913,19 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 			return -1;
 		if (c->closing)
 			return 0;
-		if (lws_frame_is_binary(wsi)) {
-			(void)conn_system_error(c, "phoenix", "binary frames are not supported (postgres_changes only)");
-			conn_wake(c);
+		bool whole = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+		if (lws_frame_is_binary(wsi) && !(whole && c->rx.len == 0)) {
+			/* a fragmented binary frame: not something walcast answers */
+			(void)conn_system_error(c, "phoenix", "binary frames are only broadcast pushes, which walcast "
+			                        "does not serve");
+			dirty_flush(s);
 			return 0;
 		}
-		bool whole = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+		if (lws_frame_is_binary(wsi)) {
+			conn_receive_binary(c, in, len);
+			dirty_flush(s);
+			return 0;
+		}
 		if (c->rx.len + len > (size_t)s->conf.max_message_bytes) {
 			char msg[RT_TEXT_MAX];
 			snprintf(msg, sizeof(msg), "message too large (over %lld bytes): disconnected",
@@ -1560,6 +1581,15 @@ int realtime_test_feed(rt_conn *c, const char *text, size_t len)
 	if (c->closing)
 		return -EPIPE;
 	conn_receive(c, text, len);
+	dirty_flush(c->s);
+	return 0;
+}
+
+int realtime_test_feed_binary(rt_conn *c, const void *data, size_t len)
+{
+	if (c->closing)
+		return -EPIPE;
+	conn_receive_binary(c, data, len);
 	dirty_flush(c->s);
 	return 0;
 }

@@ -70,6 +70,9 @@ __attribute__((warn_unused_result)) int realtime_test_open(void *impl, const cha
  * the connection is closing. */
 __attribute__((warn_unused_result)) int realtime_test_feed(rt_conn *c, const char *text, size_t len);
 
+/* The same for a binary frame (vsn 2.0.0 broadcast pushes). */
+__attribute__((warn_unused_result)) int realtime_test_feed_binary(rt_conn *c, const void *data, size_t len);
+
 /* Moves the oldest queued frame into out (cleared first). 1 when a frame was there, 0 when the
  * queue is empty, -ENOMEM. */
 __attribute__((warn_unused_result)) int realtime_test_pop(rt_conn *c, buf *out);

@@ -637,6 +637,15 @@ static void test_hostile(void **state)
 	e = next(&f, c);
 	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(pl(e), "response"), "reason")), "not supported"));
 	json_decref(e);
+	/* realtime-js's binary broadcast push (vsn 2.0.0): an error reply to its ref, not a timeout */
+	const unsigned char push[] = {3, 1, 1, 10, 1, 0, 1, '1', '7', 'r', 'e', 'a', 'l', 't', 'i', 'm', 'e', ':',
+	                              'a', 'e', '{', '}'};
+	assert_int_equal(realtime_test_feed_binary(c, push, sizeof(push)), 0);
+	e = next(&f, c);
+	assert_string_equal(ev(e), "phx_reply");
+	assert_string_equal(json_string_value(json_array_get(e, 1)), "7");
+	assert_string_equal(json_string_value(json_object_get(pl(e), "status")), "error");
+	json_decref(e);
 	feed(c, "[\"1\",\"2\",\"realtime:a\",\"nonsense\",{}]");
 	e = next(&f, c);
 	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(pl(e), "response"), "reason")), "unknown event"));
