@@ -104,7 +104,8 @@ export async function testCase(name, fn) {
 
 export function summary() {
   console.log(`${passed} passed, ${failed} failed${pendingSkipped ? `, ${pendingSkipped} pending skipped` : ''}`)
-  process.exitCode = failed === 0 ? 0 : 1
+  // exit now: open sockets and realtime-js's reconnect timers would keep node alive
+  process.exit(failed === 0 ? 0 : 1)
 }
 
 // ---- time -------------------------------------------------------------------------------------
@@ -192,7 +193,8 @@ export function becomeSql(sub) {
 }
 
 // A query whose one output line is the JSON array of its rows.
-export const jsonQuery = (q) => `select coalesce(json_agg(t), '[]') from (${q}) t;`
+// (jsonb_agg: json_agg puts a newline between rows)
+export const jsonQuery = (q) => `select coalesce(jsonb_agg(t), '[]') from (${q}) t;`
 
 // asUser SUBSCRIBER QUERY: the rows of QUERY as PostgreSQL shows them to SUBSCRIBER.
 export async function asUser(sub, query) {
