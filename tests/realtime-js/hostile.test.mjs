@@ -105,6 +105,9 @@ await testCase('an oversized frame', async () => {
   const told = await waitFor(() => toldOrClosed(c), 15000)
   checkTrue('4 MiB frame: the connection is told or closed', told, JSON.stringify(c.frames.slice(-2)))
   note(`oversized frame: ${c.closed ? `closed with ${c.closed.code} ${c.closed.reason}` : 'error reply'}`)
+  checkTrue('4 MiB frame: told why (an error frame, or the close code 1009 "message too big")',
+    c.frames.some((f) => f.event === 'system' || f.event === 'phx_reply' || f.event === 'phx_error') || c.closed?.code === 1009,
+    JSON.stringify({ closed: c.closed, frames: c.frames.slice(-2) }))
   c.ws.terminate()
   await witnessReceives('after an oversized frame')
 })
