@@ -28,9 +28,11 @@
 
 #include <libwebsockets.h>
 
+#include "auditlog.h"
 #include "http.h"
 #include "log.h"
 #include "policy.h"
+#include "policy_state.h"
 #include "rt_filter.h"
 #include "rt_proto.h"
 #include "token.h"
@@ -95,6 +97,7 @@ typedef struct rt_chan {
 	audience_sub *sub;
 	rt_who who;
 	bool held;            /* waiting for the pipeline to be live */
+	bool joined;          /* answered ok (its end is audited as a leave) */
 	rt_msg held_msg;      /* the join to answer then */
 } rt_chan;
 
@@ -125,7 +128,8 @@ typedef struct realtime_sink {
 	bool drop;            /* slow_consumer = drop */
 	token_keys *keys;
 	token_rules rules;
-	struct lws_protocols proto;
+	struct lws_protocols proto;      /* WebSocket upgrades, and plain HTTP under /realtime/v1 */
+	struct lws_protocols proto_http; /* plain HTTP under /socket */
 	rt_conn *conns;
 	rt_conn *dirty;
 	size_t nheld;
@@ -324,6 +328,57 @@ static int who_from_token(realtime_sink *s, const char *token, int64_t now, rt_w
 	return 0;
 }
 
+/* ---- auditing ------------------------------------------------------------------------------- */
+
+typedef struct audit_ctx {
+	auditlog *w;
+	const char *uid;
+	const char *action;
+	const char *table;
+	const char *detail;
+} audit_ctx;
+
+static int audit_org_cb(void *arg, const policy_state_uuid *org, int rank)
+{
+	const audit_ctx *a = arg;
+	char text[POLICY_STATE_UUID_TEXT];
+	(void)rank;
+	policy_state_uuid_format(org, text);
+	auditlog_record(a->w, text, a->uid, a->action, a->table, NULL, a->detail);
+	return 0;
+}
+
+/* One audit_log row per org of the user (sink_env.audit; nothing for a token without a user, or
+ * when auditing is off): action with detail {"topic", "reason"?} and the bindings' table when
+ * they all name one. */
+static void audit(realtime_sink *s, const rt_who *w, const char *action, const char *topic,
+                  const rt_join *j, const char *reason)
+{
+	if (s->env->audit == NULL || s->env->state == NULL || w == NULL || w->uid[0] == '\0')
+		return;
+	const policy_state *ps = s->env->state(s->env->env_arg);
+	policy_state_uuid u;
+	if (ps == NULL || policy_state_uuid_parse(w->uid, strlen(w->uid), &u) < 0)
+		return;
+	const char *table = NULL;
+	for (size_t i = 0; j != NULL && i < j->n; i++) {
+		const char *t = j->bindings[i].table;
+		if (t == NULL || strcmp(t, "*") == 0 || (table != NULL && strcmp(table, t) != 0)) {
+			table = NULL;
+			break;
+		}
+		table = t;
+	}
+	json_t *d = json_pack("{s:s}", "topic", topic);
+	if (d != NULL && reason != NULL)
+		json_object_set_new(d, "reason", json_string(reason));
+	char *detail = d != NULL ? json_dumps(d, JSON_COMPACT) : NULL;
+	json_decref(d);
+	audit_ctx a = {s->env->audit, w->uid, action, table, detail};
+	(void)policy_state_user_orgs(ps, &u, audit_org_cb, &a);
+	free(detail);
+}
+
 /* ---- channels -------------------------------------------------------------------------------- */
 
 static void chan_unsubscribe(rt_chan *ch)
@@ -339,6 +394,8 @@ static void chan_free(rt_chan *ch)
 	if (ch == NULL)
 		return;
 	chan_unsubscribe(ch);
+	if (ch->joined)
+		audit(ch->c->s, &ch->who, AUDITLOG_LEAVE, ch->topic, &ch->join, NULL);
 	if (ch->held && ch->c->s->nheld > 0)
 		ch->c->s->nheld--;
 	for (size_t i = 0; ch->filters != NULL && i < ch->join.n; i++)
@@ -424,9 +481,12 @@ static void chan_activate(rt_chan *ch)
 		snprintf(reason, sizeof(reason), "UnableToSubscribe: %s", strerror(-rc));
 		if (rt_reply_error(b, c->vsn, &ch->held_msg, reason) == 0)
 			(void)queue_buf(c, b);
+		audit(s, &ch->who, AUDITLOG_JOIN_REFUSED, ch->topic, &ch->join, reason);
 		chan_remove(ch);
 		return;
 	}
+	ch->joined = true;
+	audit(s, &ch->who, AUDITLOG_JOIN, ch->topic, &ch->join, NULL);
 	buf resp;
 	buf_init(&resp);
 	if (rt_join_response(&resp, &ch->join, ch->ids) == 0 &&
@@ -490,6 +550,9 @@ static void handle_join(rt_conn *c, rt_msg *m)
 	ch->join_ref = m->join_ref ? json_incref(m->join_ref) : NULL;
 	if (rt_join_parse(m->payload, &ch->join, reason) < 0)
 		goto refuse;
+	const char *token = ch->join.access_token ? ch->join.access_token : c->apikey;
+	if (who_from_token(s, token, now, &ch->who, reason) < 0)
+		goto refuse;
 	size_t n = ch->join.n;
 	if (n > 0 && ((ch->ids = calloc(n, sizeof(*ch->ids))) == NULL ||
 	              (ch->filters = calloc(n, sizeof(*ch->filters))) == NULL ||
@@ -509,9 +572,6 @@ static void handle_join(rt_conn *c, rt_msg *m)
 		}
 		ch->ids[i] = ++s->next_id;
 	}
-	const char *token = ch->join.access_token ? ch->join.access_token : c->apikey;
-	if (who_from_token(s, token, now, &ch->who, reason) < 0)
-		goto refuse;
 	ch->held_msg = *m;
 	memset(m, 0, sizeof(*m));
 	ch->next = c->chans;
@@ -528,6 +588,7 @@ static void handle_join(rt_conn *c, rt_msg *m)
 refuse:
 	s->st.joins_refused++;
 	log_info("realtime.join_refused", "sink=%s topic=%s: %s", s->name, m->topic, reason);
+	audit(s, &ch->who, AUDITLOG_JOIN_REFUSED, m->topic, &ch->join, reason);
 	reply_error(c, m, reason);
 	chan_free(ch);
 }
@@ -772,6 +833,17 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 	if (s == NULL)
 		return 0;
 	switch (reason) {
+	case LWS_CALLBACK_HTTP: {
+		/* a plain request under the sink's mounts: the WebSocket paths say so, the rest is 404 */
+		char path[256] = "";
+		if (lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI) <= 0)
+			path[0] = '\0';
+		bool ws = strcmp(path, "/realtime/v1/websocket") == 0 || strcmp(path, "/socket/websocket") == 0;
+		if (http_refuse(wsi, ws ? 426 : 404, ws ? "Upgrade Required: this path speaks WebSocket "
+		                "(the Supabase Realtime protocol)" : "Not found") < 0)
+			return -1;
+		return lws_http_transaction_completed(wsi) ? -1 : 0;
+	}
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
 		rt_vsn vsn;
 		char key[TOKEN_MAX_LEN + 1];
@@ -1372,8 +1444,11 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 		.name = "walcast-realtime", .callback = rt_lws_cb, .per_session_data_size = sizeof(rt_conn *),
 		.rx_buffer_size = 0, .user = s,
 	};
+	s->proto_http = s->proto;
+	s->proto_http.name = "walcast-realtime-socket";
 	if (env->http != NULL) {
-		if ((rc = http_add_protocol(env->http, &s->proto, NULL, true)) < 0) {
+		if ((rc = http_add_protocol(env->http, &s->proto, "/realtime/v1", true)) < 0 ||
+		    (rc = http_add_protocol(env->http, &s->proto_http, "/socket", false)) < 0) {
 			snprintf(err, SINK_ERROR_MAX, "cannot add the WebSocket protocol to the HTTP listener: %s",
 			         strerror(-rc));
 			goto fail;

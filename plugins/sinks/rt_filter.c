@@ -19,6 +19,7 @@
 #include "rt_filter.h"
 
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <regex.h>
 #include <stdarg.h>
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <wctype.h>
 
 #include "uuid.h"
 
@@ -69,9 +71,9 @@ typedef enum tclass {
 	T_FLOAT8,
 	T_BOOL,
 	T_UUID,
-	T_TSTZ,     /* instants, microseconds since 1970-01-01 00:00 UTC */
+	T_TSTZ,     /* instants, microseconds since 2000-01-01 00:00 UTC (PostgreSQL's epoch) */
 	T_TS,       /* timestamp without time zone: the same scale, offsets ignored */
-	T_DATE,     /* days since 1970-01-01 */
+	T_DATE,     /* days since 2000-01-01 */
 	T_TIME,     /* microseconds since midnight */
 } tclass;
 
@@ -135,6 +137,7 @@ typedef struct binding {
 struct rt_filter {
 	int ncond;
 	cond *c;
+	locale_t utf8; /* C.UTF-8 for match/imatch ((locale_t)0: none, byte-wise C) */
 	binding cache[RT_FILTER_CACHE_MAX];
 	int ncache;
 	int next_evict;
@@ -587,15 +590,25 @@ static int parse_clock(const char **p, int64_t *us)
 		if (**p == '.') {
 			const char *f = *p;
 			(*p)++;
-			while (**p >= '0' && **p <= '9')
+			int nd = 0;
+			while (**p >= '0' && **p <= '9') {
+				if (nd < 6)
+					frac = frac * 10 + (**p - '0');
+				nd++;
 				(*p)++;
-			char fbuf[64];
-			size_t fl = (size_t)(*p - f);
-			if (fl >= sizeof(fbuf))
-				fl = sizeof(fbuf) - 1;
-			memcpy(fbuf, f, fl);
-			fbuf[fl] = '\0';
-			frac = (int64_t)rint(strtod(fbuf, NULL) * 1000000.0);
+			}
+			if (nd <= 6) { /* exact: what PostgreSQL writes */
+				for (int k = nd; k < 6; k++)
+					frac *= 10;
+			} else { /* more digits: rounded as PostgreSQL rounds them */
+				char fbuf[64];
+				size_t fl = (size_t)(*p - f);
+				if (fl >= sizeof(fbuf))
+					fl = sizeof(fbuf) - 1;
+				memcpy(fbuf, f, fl);
+				fbuf[fl] = '\0';
+				frac = (int64_t)rint(strtod(fbuf, NULL) * 1000000.0);
+			}
 		}
 	}
 	if (hh > 24 || mi > 59 || ss > 60 || (hh == 24 && (mi > 0 || ss > 0 || frac > 0)))
@@ -653,7 +666,8 @@ static int parse_zone(const char **p, int64_t *east)
 /* timestamptz / timestamp / date input, the ISO forms: [+-]infinity, epoch, or
  * YYYY-MM-DD[( |T)HH:MM[:SS[.frac]]][ ][zone][ BC|AD]. For T_TSTZ a value without a zone is UTC
  * and the zone shifts the instant; T_TS and T_DATE ignore the zone (PostgreSQL does) and
- * T_DATE the clock too. Output: microseconds (days for T_DATE) since 1970-01-01. */
+ * T_DATE the clock too. Output: microseconds (days for T_DATE) since 2000-01-01, with
+ * INT64_MIN/INT64_MAX for -infinity/infinity. */
 static int parse_datetime(const char *s, tclass t, int64_t *out)
 {
 	size_t len = strlen(s);
@@ -666,8 +680,8 @@ static int parse_datetime(const char *s, tclass t, int64_t *out)
 		*out = INT64_MIN;
 		return 0;
 	}
-	if (eq_nocase(s, len, "epoch")) {
-		*out = 0;
+	if (eq_nocase(s, len, "epoch")) { /* 1970-01-01 00:00 UTC */
+		*out = t == T_DATE ? -10957 : -10957 * US_PER_DAY;
 		return 0;
 	}
 	const char *p = s, *e = s + len;
@@ -718,17 +732,27 @@ static int parse_datetime(const char *s, tclass t, int64_t *out)
 		y = 1 - y;
 	if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, (int)mo))
 		return -ERANGE;
-	/* PostgreSQL's range: 4714-11-24 BC .. 294276 AD (5874897 AD for dates) */
-	if (y < -4713 || y > (t == T_DATE ? 5874897 : 294276))
+	/* PostgreSQL's range: from 4714-11-24 BC (UTC) to 5874897 AD for dates, to the end of
+	 * 294276 AD for timestamps (a local time may lie a few hours outside it) */
+	if (y < -4714 || y > (t == T_DATE ? 5874897 : 294277))
 		return -ERANGE;
-	int64_t days = days_from_civil(y, (int)mo, (int)d);
+	/* counted from 2000-01-01, PostgreSQL's epoch: its whole timestamp range fits int64 */
+	int64_t days = days_from_civil(y, (int)mo, (int)d) - 10957;
+	const int64_t min_day = -2451545;      /* 4714-11-24 BC */
+	const int64_t end_day = 106751983;     /* 294277-01-01 */
 	if (t == T_DATE) {
+		if (days < min_day)
+			return -ERANGE;
 		*out = days;
 		return 0;
 	}
+	if (days < min_day - 1 || days > end_day)
+		return -ERANGE;
 	int64_t us = days * US_PER_DAY + clock;
 	if (t == T_TSTZ)
 		us -= east * 1000000;
+	if (us < min_day * US_PER_DAY || us >= end_day * US_PER_DAY)
+		return -ERANGE;
 	*out = us;
 	return 0;
 }
@@ -849,15 +873,64 @@ static size_t utf8_len(unsigned char lead)
 	return 1;
 }
 
-static unsigned char fold(unsigned char ch, bool icase)
+/* Decodes the UTF-8 character at s[0..n) into *cp; returns its length (1 for a byte that does
+ * not start a complete character, which then stands for itself). */
+static size_t utf8_decode(const char *s, size_t n, uint32_t *cp)
 {
-	return icase && ch >= 'A' && ch <= 'Z' ? (unsigned char)(ch - 'A' + 'a') : ch;
+	const unsigned char *u = (const unsigned char *)s;
+	size_t len = utf8_len(u[0]);
+	if (len == 1 || len > n) {
+		*cp = u[0];
+		return 1;
+	}
+	uint32_t v = u[0] & (0xff >> (len + 1));
+	for (size_t k = 1; k < len; k++) {
+		if ((u[k] & 0xc0) != 0x80) {
+			*cp = u[0];
+			return 1;
+		}
+		v = v << 6 | (u[k] & 0x3f);
+	}
+	*cp = v;
+	return len;
+}
+
+/* Compares one pattern character p[0..pn) with the text at s[0..sn); on a match returns the
+ * text's character length, else 0. icase folds with towlower in loc (C.UTF-8), or ASCII
+ * letters only without it. */
+static size_t like_char_eq(const char *p, size_t pn, const char *s, size_t sn, bool icase,
+                           locale_t loc)
+{
+	unsigned char pa = (unsigned char)p[0], sb = (unsigned char)s[0];
+	if (pa < 0x80 && sb < 0x80) {
+		if (pa == sb)
+			return 1;
+		if (icase && pa >= 'A' && pa <= 'Z')
+			pa = (unsigned char)(pa - 'A' + 'a');
+		if (icase && sb >= 'A' && sb <= 'Z')
+			sb = (unsigned char)(sb - 'A' + 'a');
+		return icase && pa == sb ? 1 : 0;
+	}
+	uint32_t a, b;
+	size_t al = utf8_decode(p, pn, &a), bl = utf8_decode(s, sn, &b);
+	if (a == b && al == bl && memcmp(p, s, al) == 0)
+		return bl;
+	if (!icase)
+		return 0;
+	if (loc != (locale_t)0 && (a >= 0x80 || b >= 0x80))
+		return towlower_l((wint_t)a, loc) == towlower_l((wint_t)b, loc) ? bl : 0;
+	if (a >= 'A' && a <= 'Z')
+		a += 'a' - 'A';
+	if (b >= 'A' && b <= 'Z')
+		b += 'a' - 'A';
+	return a == b ? bl : 0;
 }
 
 /* LIKE: % any run of characters, _ one (UTF-8) character, \ makes the next character literal.
- * icase folds ASCII letters (ILIKE under the C collation). Greedy with one backtrack point
- * (the last %): O(len(s) * len(p)), no recursion, no allocation. */
-static bool like_match(const char *s, size_t sl, const char *p, size_t pl, bool icase)
+ * icase: ILIKE, both sides lower-cased character by character as PostgreSQL does under a
+ * UTF-8 collation. Greedy with one backtrack point (the last %): O(len(s) * len(p)), no
+ * recursion, no allocation. */
+static bool like_match(const char *s, size_t sl, const char *p, size_t pl, bool icase, locale_t loc)
 {
 	size_t si = 0, pi = 0, star_p = SIZE_MAX, star_s = 0;
 	while (si < sl) {
@@ -881,14 +954,11 @@ static bool like_match(const char *s, size_t sl, const char *p, size_t pl, bool 
 			size_t q = pi;
 			if (p[q] == '\\' && q + 1 < pl)
 				q++;
-			size_t cl = utf8_len((unsigned char)p[q]);
-			if (q + cl > pl)
-				cl = pl - q;
-			bool ok = si + cl <= sl;
-			for (size_t k = 0; ok && k < cl; k++)
-				ok = fold((unsigned char)p[q + k], icase) == fold((unsigned char)s[si + k], icase);
-			if (ok) {
-				si += cl;
+			uint32_t cp;
+			size_t cl = utf8_decode(p + q, pl - q, &cp);
+			size_t tl = like_char_eq(p + q, pl - q, s + si, sl - si, icase, loc);
+			if (tl > 0) {
+				si += tl;
 				pi = q + cl;
 				continue;
 			}
@@ -906,9 +976,149 @@ static bool like_match(const char *s, size_t sl, const char *p, size_t pl, bool 
 	return pi == pl;
 }
 
-/* Refuses what POSIX regcomp would take but PostgreSQL would not or that could run away:
- * back-references (exponential matching) and repetition counts above 255. */
-static int regex_screen(const char *re, char err[RT_FILTER_ERROR_MAX], const char *opname)
+/* A pre-pass over a match/imatch pattern, before regcomp: it refuses what POSIX regcomp would
+ * take but PostgreSQL would not, or what would make glibc's compiler or matcher run away
+ * (glibc expands counted and stacked repetitions by copying the repeated subexpression):
+ * back-references, repetition counts above 255 (PostgreSQL's DUPMAX), a quantifier on a
+ * quantifier (PostgreSQL: "quantifier operand invalid"; one lazy '?' is allowed), nesting
+ * deeper than RE_DEPTH_MAX, and patterns whose expansion would exceed RE_SIZE_MAX nodes. */
+#define RE_DEPTH_MAX 32
+#define RE_SIZE_MAX 20000.0
+
+typedef struct re_scan {
+	const char *p, *e, *start;
+	char *lazy; /* lazy[i] set: the '?' at offset i makes a quantifier lazy (dropped) */
+	int depth;
+	const char *why; /* the refusal, NULL while fine */
+} re_scan;
+
+static double re_alt(re_scan *r);
+
+/* Skips a bracket expression at r->p (just past '['): "]" first is literal, [:class:] and
+ * [=x=] / [.x.] are skipped whole. */
+static void re_bracket(re_scan *r)
+{
+	if (r->p < r->e && *r->p == '^')
+		r->p++;
+	if (r->p < r->e && *r->p == ']')
+		r->p++;
+	while (r->p < r->e && *r->p != ']') {
+		if (*r->p == '[' && r->p + 1 < r->e && strchr(":=.", r->p[1]) != NULL) {
+			char close = r->p[1];
+			r->p += 2;
+			while (r->p + 1 < r->e && !(r->p[0] == close && r->p[1] == ']'))
+				r->p++;
+			r->p += r->p + 1 < r->e ? 2 : 1;
+			continue;
+		}
+		r->p++;
+	}
+	if (r->p < r->e)
+		r->p++;
+}
+
+/* One atom and its quantifiers; returns its expanded size. */
+static double re_piece(re_scan *r)
+{
+	double size = 1;
+	char ch = *r->p;
+	if (ch == '(') {
+		r->p++;
+		if (++r->depth > RE_DEPTH_MAX) {
+			r->why = "regular expression is too complex";
+			return 0;
+		}
+		size = re_alt(r) + 1;
+		r->depth--;
+		if (r->p < r->e && *r->p == ')')
+			r->p++;
+	} else if (ch == '[') {
+		r->p++;
+		re_bracket(r);
+	} else if (ch == '\\' && r->p + 1 < r->e) {
+		if (r->p[1] >= '1' && r->p[1] <= '9') {
+			r->why = "back-references are not supported";
+			return 0;
+		}
+		r->p += 2;
+	} else {
+		r->p += utf8_len((unsigned char)ch);
+		if (r->p > r->e)
+			r->p = r->e;
+	}
+	int quantifiers = 0;
+	while (r->p < r->e && r->why == NULL) {
+		char q = *r->p;
+		double times;
+		if (q == '*' || q == '?') {
+			times = 1;
+			r->p++;
+		} else if (q == '+') {
+			times = 2;
+			r->p++;
+		} else if (q == '{' && r->p + 1 < r->e && r->p[1] >= '0' && r->p[1] <= '9') {
+			long lo = 0, hi = -1;
+			r->p++;
+			while (r->p < r->e && *r->p >= '0' && *r->p <= '9' && lo <= RT_FILTER_REGEX_DUP_MAX)
+				lo = lo * 10 + (*r->p++ - '0');
+			if (r->p < r->e && *r->p == ',') {
+				r->p++;
+				if (r->p < r->e && *r->p >= '0' && *r->p <= '9') {
+					hi = 0;
+					while (r->p < r->e && *r->p >= '0' && *r->p <= '9' &&
+					       hi <= RT_FILTER_REGEX_DUP_MAX)
+						hi = hi * 10 + (*r->p++ - '0');
+				}
+			} else {
+				hi = lo;
+			}
+			if (lo > RT_FILTER_REGEX_DUP_MAX || hi > RT_FILTER_REGEX_DUP_MAX) {
+				r->why = "invalid regular expression: invalid repetition count(s)";
+				return 0;
+			}
+			while (r->p < r->e && *r->p != '}')
+				r->p++;
+			if (r->p < r->e)
+				r->p++;
+			times = (double)(hi < 0 ? lo + 1 : hi > lo ? hi : lo) + 1;
+		} else {
+			break;
+		}
+		/* "x+?" is PostgreSQL's lazy form: one '?' after a quantifier is fine. POSIX would read
+		 * it as "(x+)?", which also matches nothing, so it is dropped (laziness does not change
+		 * whether a string matches). */
+		if (quantifiers++ > 0) {
+			if (q != '?' || quantifiers != 2) {
+				r->why = "invalid regular expression: quantifier operand invalid";
+				return 0;
+			}
+			r->lazy[r->p - 1 - r->start] = 1;
+			continue;
+		}
+		size *= times;
+	}
+	return size;
+}
+
+static double re_alt(re_scan *r)
+{
+	double total = 0;
+	while (r->p < r->e && *r->p != ')' && r->why == NULL) {
+		if (*r->p == '|') {
+			r->p++;
+			continue;
+		}
+		total += re_piece(r);
+		if (total > RE_SIZE_MAX && r->why == NULL)
+			r->why = "regular expression is too complex";
+	}
+	return total;
+}
+
+/* Screens re (see above); 0 and *clean (the pattern for regcomp, lazy '?'s dropped; the
+ * caller frees it), -EINVAL with err, or -ENOMEM. */
+static int regex_screen(const char *re, char **clean, char err[RT_FILTER_ERROR_MAX],
+                        const char *opname)
 {
 	size_t len = strlen(re);
 	if (len > RT_FILTER_REGEX_MAX) {
@@ -916,45 +1126,55 @@ static int regex_screen(const char *re, char err[RT_FILTER_ERROR_MAX], const cha
 		        opname, RT_FILTER_REGEX_MAX);
 		return -EINVAL;
 	}
-	bool in_bracket = false;
-	for (size_t i = 0; i < len; i++) {
-		if (in_bracket) {
-			if (re[i] == ']' && i > 0 && re[i - 1] != '[' && !(i > 1 && re[i - 1] == '^' && re[i - 2] == '['))
-				in_bracket = false;
-			continue;
-		}
-		if (re[i] == '\\' && i + 1 < len) {
-			if (re[i + 1] >= '1' && re[i + 1] <= '9') {
-				err_set(err,
-				        "invalid regular expression for %s filter: back-references are not supported",
-				        opname);
-				return -EINVAL;
-			}
-			i++;
-			continue;
-		}
-		if (re[i] == '[') {
-			in_bracket = true;
-			continue;
-		}
-		if (re[i] == '{') {
-			for (size_t j = i + 1; j < len && re[j] != '}'; j++) {
-				if (re[j] < '0' || re[j] > '9')
-					continue;
-				long v = 0;
-				while (j < len && re[j] >= '0' && re[j] <= '9' && v <= RT_FILTER_REGEX_DUP_MAX)
-					v = v * 10 + (re[j++] - '0');
-				if (v > RT_FILTER_REGEX_DUP_MAX) {
-					err_set(err,
-					        "invalid regular expression for %s filter: invalid repetition count(s)",
-					        opname);
-					return -EINVAL;
-				}
-				j--;
-			}
-		}
+	re_scan r = {.p = re, .e = re + len, .start = re, .lazy = calloc(len + 1, 1)};
+	char *out = malloc(len + 1);
+	if (r.lazy == NULL || out == NULL) {
+		free(r.lazy);
+		free(out);
+		return -ENOMEM;
 	}
+	while (r.p < r.e && r.why == NULL) {
+		re_alt(&r);
+		if (r.p < r.e && *r.p == ')')
+			r.p++; /* unbalanced: regcomp reports it */
+	}
+	if (r.why != NULL) {
+		err_set(err, "invalid regular expression for %s filter: %s", opname, r.why);
+		free(r.lazy);
+		free(out);
+		return -EINVAL;
+	}
+	size_t o = 0;
+	for (size_t i = 0; i < len; i++)
+		if (!r.lazy[i])
+			out[o++] = re[i];
+	out[o] = '\0';
+	free(r.lazy);
+	*clean = out;
 	return 0;
+}
+
+/* Offset of the first byte of s[0..len) that is not part of well-formed UTF-8 (no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or len. */
+static size_t utf8_invalid_at(const char *s, size_t len)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0;
+	while (i < len) {
+		unsigned char c = u[i];
+		size_t n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
+		         : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+		if (n == 0 || i + n > len)
+			return i;
+		for (size_t k = 1; k < n; k++)
+			if ((u[i + k] & 0xc0) != 0x80)
+				return i;
+		if ((c == 0xe0 && u[i + 1] < 0xa0) || (c == 0xed && u[i + 1] > 0x9f) ||
+		    (c == 0xf0 && u[i + 1] < 0x90) || (c == 0xf4 && u[i + 1] > 0x8f))
+			return i;
+		i += n;
+	}
+	return len;
 }
 
 /* ---------------------------------------------------------------- parsing */
@@ -1076,7 +1296,8 @@ static char *unquote_value(const char *v, size_t len)
 	return dup_range(v, len);
 }
 
-static int parse_segment(cond *c, const char *s, size_t len, char err[RT_FILTER_ERROR_MAX])
+static int parse_segment(rt_filter *f, cond *c, const char *s, size_t len,
+                         char err[RT_FILTER_ERROR_MAX])
 {
 	trim(&s, &len);
 	if (len == 0) {
@@ -1148,6 +1369,8 @@ static int parse_segment(cond *c, const char *s, size_t len, char err[RT_FILTER_
 		break;
 	case OP_LIKE:
 	case OP_ILIKE: {
+		if (c->op == OP_ILIKE && f->utf8 == (locale_t)0)
+			f->utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
 		/* PostgreSQL: a pattern ending in a lone escape is an error (at match time) */
 		size_t vl = strlen(c->value), k = 0;
 		while (k < vl) {
@@ -1166,11 +1389,19 @@ static int parse_segment(cond *c, const char *s, size_t len, char err[RT_FILTER_
 	case OP_MATCH:
 	case OP_IMATCH: {
 		const char *on = op_names[c->op];
-		int rc = regex_screen(c->value, err, on);
+		char *pattern = NULL;
+		int rc = regex_screen(c->value, &pattern, err, on);
 		if (rc < 0)
 			return rc;
-		int rr = regcomp(&c->re, c->value,
+		/* characters, not bytes: compile and run under C.UTF-8 (this thread only) */
+		if (f->utf8 == (locale_t)0)
+			f->utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+		locale_t prev = f->utf8 != (locale_t)0 ? uselocale(f->utf8) : (locale_t)0;
+		int rr = regcomp(&c->re, pattern,
 		                 REG_EXTENDED | REG_NOSUB | (c->op == OP_IMATCH ? REG_ICASE : 0));
+		if (prev != (locale_t)0)
+			uselocale(prev);
+		free(pattern);
 		if (rr != 0) {
 			char msg[160];
 			regerror(rr, &c->re, msg, sizeof(msg));
@@ -1210,6 +1441,8 @@ void rt_filter_free(rt_filter *f)
 	for (int i = 0; i < f->ncond; i++)
 		cond_fini(&f->c[i]);
 	free(f->c);
+	if (f->utf8 != (locale_t)0)
+		freelocale(f->utf8);
 	free(f);
 }
 
@@ -1223,6 +1456,12 @@ int rt_filter_parse(const char *text, rt_filter **out, char err[RT_FILTER_ERROR_
 	size_t len = strlen(s);
 	if (len > RT_FILTER_TEXT_MAX) {
 		err_set(err, "Error parsing `filter` params: filter longer than %d bytes", RT_FILTER_TEXT_MAX);
+		rc = -EINVAL;
+		goto fail;
+	}
+	size_t bad = utf8_invalid_at(s, len);
+	if (bad < len) {
+		err_set(err, "invalid byte sequence for encoding \"UTF8\": 0x%02x", (unsigned char)s[bad]);
 		rc = -EINVAL;
 		goto fail;
 	}
@@ -1273,7 +1512,7 @@ int rt_filter_parse(const char *text, rt_filter **out, char err[RT_FILTER_ERROR_
 		f->c = grown;
 		memset(&f->c[f->ncond], 0, sizeof(cond));
 		f->ncond++;
-		rc = parse_segment(&f->c[f->ncond - 1], s + start, i - start, err);
+		rc = parse_segment(f, &f->c[f->ncond - 1], s + start, i - start, err);
 		if (rc < 0)
 			goto fail;
 		if (i == len)
@@ -1435,7 +1674,7 @@ int rt_filter_check(rt_filter *f, const relation *rel, char err[RT_FILTER_ERROR_
 
 enum { R_FALSE = 0, R_TRUE = 1, R_UNKNOWN = 2 };
 
-static int eval(const cond *c, const bound *b, const change_value *v)
+static int eval(const rt_filter *f, const cond *c, const bound *b, const change_value *v)
 {
 	if (c->op == OP_IS) {
 		bool r;
@@ -1473,12 +1712,17 @@ static int eval(const cond *c, const bound *b, const change_value *v)
 	switch (c->op) {
 	case OP_LIKE:
 	case OP_ILIKE:
-		r = like_match(v->data, v->len, c->value, strlen(c->value), c->op == OP_ILIKE);
+		r = like_match(v->data, v->len, c->value, strlen(c->value), c->op == OP_ILIKE, f->utf8);
 		break;
 	case OP_MATCH:
 	case OP_IMATCH:
+	{
+		locale_t prev = f->utf8 != (locale_t)0 ? uselocale(f->utf8) : (locale_t)0;
 		r = regexec(&c->re, v->data, 0, NULL, 0) == 0;
+		if (prev != (locale_t)0)
+			uselocale(prev);
 		break;
+	}
 	case OP_IN: {
 		if (parse_typed(b->t, v->data, v->len, &x) < 0)
 			return R_UNKNOWN;
@@ -1523,7 +1767,7 @@ bool rt_filter_match(rt_filter *f, const relation *rel, const change_value *tupl
 		const change_value *v = &tuple[b->col];
 		if (v->kind != VALUE_NULL && v->kind != VALUE_TEXT)
 			return false; /* absent or unchanged: the server's join finds no column */
-		if (eval(&f->c[i], b, v) != R_TRUE)
+		if (eval(f, &f->c[i], b, v) != R_TRUE)
 			return false;
 	}
 	return true;

@@ -46,11 +46,15 @@ __attribute__((warn_unused_result)) int rt_filter_check(rt_filter *f, const rela
  * without conditions matches every tuple, tuple == NULL included. A condition on a column the
  * tuple does not carry (VALUE_ABSENT, VALUE_UNCHANGED) or on a column rel lacks is false, as is
  * a comparison with NULL (except `is`/`isdistinct`, which treat NULL as PostgreSQL does); the
- * `not.` prefix negates a condition's true/false but leaves an unknown (NULL, absent) false, as
- * SQL's NOT does. A value that does not parse as the column's type is false.
- * Precomputes per relation version (rel->id) the column indexes and the constants parsed as the
- * column types; after that it does not allocate. When rel is a relation f has not seen and that
- * cache cannot be built (out of memory), returns false. Does not block. */
+ * `not.` prefix negates a condition's true/false but leaves an unknown (NULL) false, as SQL's
+ * NOT does (the server's realtime.is_visible_through_filters). A condition whose constant does
+ * not parse as the column's type is false: rt_filter_check need not come first, but only it
+ * reports why. For a DELETE pass the old tuple (the server filters deletes on the old row).
+ * Binds f to each relation version (rel's address, id and version) on first use: column
+ * indexes and constants parsed as the column types; after that it does not allocate. When
+ * that binding cannot be built (out of memory) it returns false. match/imatch switch the
+ * calling thread to the C.UTF-8 locale for the regexec call (uselocale) and back. Does not
+ * block. */
 bool rt_filter_match(rt_filter *f, const relation *rel, const change_value *tuple);
 
 /* Number of conditions in f (0 for the match-everything filter). */

@@ -667,6 +667,12 @@ static bool env_live(void *env_arg)
 	       pl->src != NULL && source_streaming(pl->src);
 }
 
+static const policy_state *env_state(void *env_arg)
+{
+	const pipeline *pl = ((pl_sink *)env_arg)->pl;
+	return pl->pv != NULL ? privacy_state(pl->pv) : NULL;
+}
+
 static void drain_check(pipeline *pl);
 
 static void env_progress(void *env_arg)
@@ -933,7 +939,8 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 	s->env = (sink_env){
 		.name = s->name, .loop = pl->p.loop, .metrics = pl->p.metrics, .pol = pl->p.pol,
 		.subscribe = env_subscribe, .unsubscribe = env_unsubscribe, .progress = env_progress, .env_arg = s,
-		.live = env_live, .cfg = pl->p.cfg, .http = pl->p.http,
+		.live = env_live, .state = env_state, .cfg = pl->p.cfg, .http = pl->p.http,
+		.audit = pl->p.audit,
 	};
 	char serr[SINK_ERROR_MAX] = "";
 	int rc = ops->create(&s->env, conf, &s->impl, serr);

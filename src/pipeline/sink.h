@@ -75,10 +75,16 @@ typedef struct sink_env {
 	 * is offered every transaction committed after this moment (the realtime sink holds a join
 	 * until then). Does not block. */
 	bool (*live)(void *env_arg);
+	/* The policy state as of the last commit (whose orgs a user is in: policy_state_user_orgs),
+	 * NULL without a policy stage. Valid until the next callback returns. */
+	const struct policy_state *(*state)(void *env_arg);
 	void *env_arg;
 	const config *cfg;          /* the daemon's configuration ([auth]: token keys and rules) */
 	struct http_listener *http; /* the daemon's listener, not started yet (a WebSocket sink adds
 	                             * its protocol to it); NULL when none is configured */
+	/* The audit writer (auditlog.h), NULL when auditing is off: auditlog_record() for joins,
+	 * refused joins, leaves and requests — never for a delivered change (nothing may loop). */
+	struct auditlog *audit;
 } sink_env;
 
 typedef struct sink_ops {

@@ -39,6 +39,9 @@ slot = rt_smoke
 state_dir = $WORK/rt-state
 [http]
 listen = 127.0.0.1:$HTTP
+[audit]
+enabled = true
+flush_interval = 100ms
 [sink.live]
 type = realtime
 CONF
@@ -108,5 +111,21 @@ check "bad filter: refused" error "$(echo "$out" | grep phx_reply | sed 's/^fram
 out=$($CLIENT "$HTTP" "/socket/websocket?apikey=$anon&vsn=2.0.0" 'send:{not json' 'send:[null,"2","realtime:x","phx_leave",{}]' 'expect:unmatched topic' || true)
 check "garbage then a leave of an unjoined topic: an error, still served" 1 "$(echo "$out" | grep -c 'unmatched topic')"
 check "walcast still running" 0 "$(kill -0 $WPID; echo $?)"
+
+# ---- audit_log: joins, refused joins and leaves of the org's members -----------------------------
+audited() { # ACTION: rows of the member in the org
+  sql -c "select count(*) from audit_log where org_id = '$org' and actor_id = '$member' and action = '$1'"
+}
+has_rows() { [ "$(audited "$1")" -ge "$2" ]; }
+wait_for 20 has_rows realtime.join 1 || true
+check "audit: the member's join" 1 "$(audited realtime.join)"
+check "audit: its table and topic" "events realtime:room" \
+  "$(sql -c "select target_table || ' ' || (detail->>'topic') from audit_log where org_id = '$org' and action = 'realtime.join'")"
+wait_for 20 has_rows realtime.leave 1 || true
+check "audit: the member's leave (connection closed)" 1 "$(audited realtime.leave)"
+wait_for 20 has_rows realtime.join_refused 1 || true
+check "audit: the member's refused join (bad filter) with its reason" 1 \
+  "$(sql -c "select count(*) from audit_log where org_id = '$org' and action = 'realtime.join_refused' and detail->>'reason' like 'Unable to subscribe%'")"
+check "audit: nothing for the other org from the member" 0 "$(sql -c "select count(*) from audit_log where org_id = '$other' and actor_id = '$member'")"
 kill -TERM $WPID; wait $WPID || true
 summary

@@ -189,6 +189,8 @@ static const mcase cases[] = {
 	{"tz", "tz=gt.2026-12-02T10:00:00Z", "2026-12-02 09:00:00.5-01", true},
 	{"tz", "tz=lt.infinity", "294276-12-31 23:59:59.999999+00", true},
 	{"tz", "tz=eq.infinity", "infinity", true},
+	{"tz", "tz=gt.294276-12-31T23:00:00Z", "294277-01-01 05:29:59.999999+05:30", true},
+	{"tz", "tz=lt.0001-01-01", "4714-11-23 19:00:00-05 BC", true},
 	{"tz", "tz=gt.-infinity", "0044-03-15 12:00:00+00 BC", true},
 	{"tz", "tz=lt.0001-01-01T00:00:00Z", "0044-03-15 12:00:00+00 BC", true},
 	{"tz", "tz=eq.2026-12-02T10:00:00.1234567Z", "2026-12-02 10:00:00.123457+00", true},
@@ -268,7 +270,9 @@ static const mcase cases[] = {
 	{"t", "t=like.%a%b%c%", "xxaxxcxxbxx", false},
 	{"t", "t=like.%aab", "aaab", true},
 	{"t", "t=ilike.HE%", "hello", true},
-	{"t", "t=ilike.%É%", "é", false}, /* ASCII folding only (C collation) */
+	{"t", "t=ilike.%É%", "é", true}, /* folded as under a UTF-8 collation */
+	{"t", "t=ilike.ÀB_", "àbç", true},
+	{"t", "t=ilike.ß", "SS", false}, /* character by character: no full case folding */
 	{"t", "t=ilike.%é%", "Xé", true},
 	{"t", "t=not.like.he%", "hello", false},
 	{"t", "t=not.like.he%", NULL, false},
@@ -283,6 +287,17 @@ static const mcase cases[] = {
 	{"t", "t=not.match.a|b", "xcx", true},
 	{"t", "t=match.\"x{2,3}\"", "axxb", true}, /* a comma outside quotes would split */
 	{"t", "t=match.\"x{2,3}\"", "axb", false},
+	{"t", "t=match.^.$", "é", true}, /* characters, not bytes */
+	{"t", "t=match.^h.llo$", "héllo", true},
+	{"t", "t=imatch.^É", "été", true},
+	{"t", "t=match.^[[:alpha:]]+$", "été", true},
+	{"t", "t=match.^a*?b+?$", "aab", true}, /* PostgreSQL's lazy quantifiers */
+	{"t", "t=match.^a+?$", "", false},      /* not POSIX's (a+)? */
+	{"t", "t=match.^a{2}?$", "", false},
+	{"t", "t=match.^a{2}?$", "aa", true},
+	{"t", "t=match.^a??$", "", true},
+	{"t", "t=match.^[]a]+$", "]a]", true},
+	{"t", "t=match.^[^]]$", "x", true},
 	/* is null on any type, isdistinct */
 	{"t", "t=is.null", NULL, true},
 	{"t", "t=is.null", "", false},
@@ -395,7 +410,19 @@ static const ecase parse_errors[] = {
 	{"a=in.({1})", "malformed array literal: \"{{1}}\""},
 	{"a=like.ab\\", "LIKE pattern must not end with escape character"},
 	{"a=match.(ab", NULL}, /* regcomp's words follow the prefix */
-	{"a=match.a{256}", "invalid regular expression for match filter: invalid repetition count(s)"},
+	{"a=match.a{256}", "invalid regular expression for match filter: invalid regular expression: "
+	                   "invalid repetition count(s)"},
+	{"a=match.a++", "invalid regular expression for match filter: invalid regular expression: "
+	                "quantifier operand invalid"},
+	{"a=match.a{2}{3}", "invalid regular expression for match filter: invalid regular expression: "
+	                    "quantifier operand invalid"},
+	{"a=match.\"((a{200}){200}){200}\"", "invalid regular expression for match filter: regular "
+	                                      "expression is too complex"},
+	{"a=match.((((((((((((((((((((((((((((((((((a))))))))))))))))))))))))))))))))))",
+	 "invalid regular expression for match filter: regular expression is too complex"},
+	{"a=eq.\xff", "invalid byte sequence for encoding \"UTF8\": 0xff"},
+	{"a=eq.\xc3", "invalid byte sequence for encoding \"UTF8\": 0xc3"},
+	{"a=eq.\xed\xa0\x80", "invalid byte sequence for encoding \"UTF8\": 0xed"},
 	{"a=imatch.(a)\\1", "invalid regular expression for imatch filter: back-references are not "
 	                    "supported"},
 };
