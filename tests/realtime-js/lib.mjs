@@ -322,8 +322,11 @@ export class Client {
   // table, filter}); resolves with a Channel when realtime-js reports SUBSCRIBED and the server
   // has sent "Subscribed to PostgreSQL" (opts.waitSystem false: SUBSCRIBED only); rejects on
   // CHANNEL_ERROR, TIMED_OUT or CLOSED.
-  async subscribe(name, bindings, { waitSystem = true, config = {}, onSubscribed = null } = {}) {
+  // opts.setup(channel) runs before subscribe: more listeners (broadcast, presence) on the
+  // realtime-js channel.
+  async subscribe(name, bindings, { waitSystem = true, config = {}, onSubscribed = null, setup = null } = {}) {
     const ch = new Channel(this, name, bindings, config)
+    if (setup) setup(ch.ch)
     await ch.subscribe({ waitSystem, onSubscribed })
     return ch
   }
