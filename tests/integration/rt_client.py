@@ -3,7 +3,9 @@
 test (tests/integration/rt_smoke.sh): it speaks the Realtime protocol's frames as a script tells
 it, so that the test does not depend on npm.
 
-  rt_client.py PORT PATH_AND_QUERY [--header 'Name: value'] [--timeout S] SCRIPT...
+  rt_client.py PORT PATH_AND_QUERY [--header 'Name: value'] [--timeout S] [--tls] SCRIPT...
+
+--tls connects with TLS (wss://) without verifying the certificate (tests use a self-signed one).
 
 SCRIPT items, run in order:
   send:TEXT        send TEXT as one text frame
@@ -17,6 +19,7 @@ Frames read are printed one per line on stdout, prefixed with 'frame '; a close 
 import base64
 import os
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -61,16 +64,23 @@ def read_frame(s):
 def main():
     args = sys.argv[1:]
     port, path = int(args[0]), args[1]
-    headers, timeout, script = [], 20.0, []
+    headers, timeout, script, tls = [], 20.0, [], False
     i = 2
     while i < len(args):
-        if args[i] == "--header":
+        if args[i] == "--tls":
+            tls = True; i += 1
+        elif args[i] == "--header":
             headers.append(args[i + 1]); i += 2
         elif args[i] == "--timeout":
             timeout = float(args[i + 1]); i += 2
         else:
             script.append(args[i]); i += 1
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(s, server_hostname="127.0.0.1")
     key = base64.b64encode(os.urandom(16)).decode()
     req = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n")

@@ -4,7 +4,8 @@
 # token, 400 on an unknown vsn); heartbeat; a join with two bindings answered with their ids
 # in request order, then "Subscribed to PostgreSQL"; an INSERT committed right after the
 # system message reaches a member as PostgreSQL's RLS shows it and never a user of another org;
-# a refused join (bad filter, expired token) in the server's words; both serializers.
+# a refused join (bad filter, expired token) in the server's words; both serializers; audit_log rows
+# of joins, refused joins and leaves; wss:// with the listener's certificate.
 # tests/realtime-js/ drives the same sink with the unmodified @supabase/realtime-js.
 source "$(dirname "$0")/lib.sh"
 trap 'echo "# rt_smoke.sh: line $LINENO failed: $BASH_COMMAND"' ERR
@@ -127,5 +128,40 @@ wait_for 20 has_rows realtime.join_refused 1 || true
 check "audit: the member's refused join (bad filter) with its reason" 1 \
   "$(sql -c "select count(*) from audit_log where org_id = '$org' and action = 'realtime.join_refused' and detail->>'reason' like 'Unable to subscribe%'")"
 check "audit: nothing for the other org from the member" 0 "$(sql -c "select count(*) from audit_log where org_id = '$other' and actor_id = '$member'")"
-kill -TERM $WPID; wait $WPID || true
+kill -TERM $WPID
+wait $WPID && rc=0 || rc=$?
+check "walcast drains and exits 0 (no sanitizer report)" 0 "$rc"
+[ "$rc" = 0 ] || grep -A30 -m1 "Sanitizer" "$WORK/rt.log" || true
+# ---- wss: the listener's own certificate ----------------------------------------------------------
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout "$WORK/key.pem" \
+  -out "$WORK/cert.pem" 2>/dev/null
+HTTPS=$(port)
+cat >"$WORK/rt-tls.conf" <<CONF
+[replication]
+slot = rt_smoke_tls
+[pipeline]
+state_dir = $WORK/rt-tls-state
+[http]
+listen = 127.0.0.1:$HTTPS
+tls_cert = $WORK/cert.pem
+tls_key = $WORK/key.pem
+[sink.live]
+type = realtime
+CONF
+"$WALCAST" -c "$WORK/rt-tls.conf" run >"$WORK/rt-tls.log" 2>&1 &
+TPID=$!; BG_PIDS+=($TPID)
+tls_ready() { curl -skf "https://127.0.0.1:$HTTPS/readyz" >/dev/null; }
+wait_for 60 tls_ready || { echo "not ok - walcast (TLS) did not become ready"; cat "$WORK/rt-tls.log"; }
+: >"$WORK/t.out"
+$CLIENT "$HTTPS" "/realtime/v1/websocket?apikey=$anon&vsn=2.0.0" --tls \
+  "send:$(join2 "$tok_member")" 'expect:Subscribed to PostgreSQL' 'expect:"postgres_changes",{"ids"' >"$WORK/t.out" &
+T=$!
+wait_for 20 grep -q 'Subscribed to PostgreSQL' "$WORK/t.out" || true
+ev3=$(insert_event "$org")
+wait $T && rc=0 || rc=$?
+check "wss: the member's insert arrives over TLS" "$ev3" \
+  "$(grep '"postgres_changes",{"ids"' "$WORK/t.out" | sed 's/^frame //' | jq -r '.[4].data.record.id' | head -1)"
+out=$($CLIENT "$HTTPS" "/realtime/v1/websocket" --tls || true)
+check "wss: no key is still 401" "HTTP 401" "${out:0:8}"
+kill -TERM $TPID; wait $TPID || true
 summary
