@@ -104,7 +104,8 @@ export async function testCase(name, fn) {
 
 export function summary() {
   console.log(`${passed} passed, ${failed} failed${pendingSkipped ? `, ${pendingSkipped} pending skipped` : ''}`)
-  process.exitCode = failed === 0 ? 0 : 1
+  // exit now: open sockets and realtime-js's reconnect timers would keep node alive
+  process.exit(failed === 0 ? 0 : 1)
 }
 
 // ---- time -------------------------------------------------------------------------------------
@@ -192,7 +193,8 @@ export function becomeSql(sub) {
 }
 
 // A query whose one output line is the JSON array of its rows.
-export const jsonQuery = (q) => `select coalesce(json_agg(t), '[]') from (${q}) t;`
+// (jsonb_agg: json_agg puts a newline between rows)
+export const jsonQuery = (q) => `select coalesce(jsonb_agg(t), '[]') from (${q}) t;`
 
 // asUser SUBSCRIBER QUERY: the rows of QUERY as PostgreSQL shows them to SUBSCRIBER.
 export async function asUser(sub, query) {
@@ -320,8 +322,11 @@ export class Client {
   // table, filter}); resolves with a Channel when realtime-js reports SUBSCRIBED and the server
   // has sent "Subscribed to PostgreSQL" (opts.waitSystem false: SUBSCRIBED only); rejects on
   // CHANNEL_ERROR, TIMED_OUT or CLOSED.
-  async subscribe(name, bindings, { waitSystem = true, config = {}, onSubscribed = null } = {}) {
+  // opts.setup(channel) runs before subscribe: more listeners (broadcast, presence) on the
+  // realtime-js channel.
+  async subscribe(name, bindings, { waitSystem = true, config = {}, onSubscribed = null, setup = null } = {}) {
     const ch = new Channel(this, name, bindings, config)
+    if (setup) setup(ch.ch)
     await ch.subscribe({ waitSystem, onSubscribed })
     return ch
   }

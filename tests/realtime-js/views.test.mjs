@@ -5,15 +5,17 @@
 // contact's events, a member who is demoted and then removed mid-stream, a viewer who is promoted),
 // a member of another org and service_role subscribe through realtime-js, each with both
 // serializers (vsn 1.0.0 and 2.0.0), to every table (event `*`) and through filtered bindings
-// (eq on text and uuid, typed gt on an integer, a DELETE binding judged on the old row, an INSERT
-// binding). Then transactions mixing data and policy changes are committed one by one. The oracle
+// (eq, neq, in with a quoted value, ilike, is, not., several conditions, typed comparisons of
+// integers, numerics, uuids and timestamps, DELETE bindings judged on the old row, INSERT
+// bindings). Then transactions mixing data and policy changes are committed one by one. The oracle
 // is the database: before and after each commit, the masking views walcast.<table>_masked are
 // read as each user (RLS through `authenticated` + request.jwt.claims, or service_role), with the
 // filter conditions evaluated by PostgreSQL in the same query. Each user must receive exactly:
 //   - an INSERT or UPDATE when the view shows the user the row after the commit, with the view's
 //     values (masks applied; the call note decrypted where the view shows its ciphertext);
 //   - a DELETE when the view showed the user the row before the commit, its old_record holding
-//     the view's values on the columns it carries (at least the primary key);
+//     the view's values on the columns it carries (at least the primary key); an UPDATE's old
+//     values only as the view showed them before the commit, none when it did not show the row;
 //   - per binding, only the events of its table, event type and filter, in commit order;
 // and the raw frames must have the server's shapes (record / old_record present or absent per
 // action, columns with PostgreSQL type names, commit_timestamp, errors, integer ids).
@@ -55,6 +57,16 @@ const BINDINGS = [
   { b: { event: 'UPDATE', schema: 'public', table: 'events', filter: 'duration_s=gt.60' }, cond: `duration_s > 60` },
   { b: { event: '*', schema: 'public', table: 'events', filter: `user_id=eq.${U.handler}` }, cond: `user_id = ${lit(U.handler)}` },
   { b: { event: 'INSERT', schema: 'public', table: 'contacts' } },
+  // the operators and types of docs/protocol.md "Filters", each judged by PostgreSQL
+  { b: { event: '*', schema: 'public', table: 'events', filter: 'status=in.(answered,"reopened, again")' }, cond: `status in ('answered', 'reopened, again')` },
+  { b: { event: '*', schema: 'public', table: 'events', filter: 'status=ilike.RE%' }, cond: `status ilike 're%'` },
+  { b: { event: '*', schema: 'public', table: 'events', filter: 'kind=eq.sms,duration_s=gte.65' }, cond: `kind = 'sms' and duration_s >= 65` },
+  { b: { event: '*', schema: 'public', table: 'events', filter: 'duration_s=not.is.null' }, cond: `duration_s is not null` },
+  { b: { event: '*', schema: 'public', table: 'events', filter: 'status=not.eq.new' }, cond: `status <> 'new'` },
+  { b: { event: '*', schema: 'public', table: 'events', filter: 'started_at=lt.2100-01-01T01:00:00+01:00' }, cond: `started_at < '2100-01-01T01:00:00+01:00'` },
+  { b: { event: 'DELETE', schema: 'public', table: 'contacts', filter: 'name=eq.Third' }, cond: `name = 'Third'` },
+  // numeric, not text: 30 < 5 is false (as text '30' < '5' would be true)
+  { b: { event: 'INSERT', schema: 'public', table: 'sync_health', filter: 'lag_s=lt.5' }, cond: `lag_s < 5` },
 ]
 
 // ---- the workload: one transaction per step, every change named ------------------------------
@@ -92,7 +104,7 @@ const STEPS = [
     changes: [ch('org_roles', 'DELETE', { org_id: A, user_id: U.demotee }), ch('events', 'INSERT', { id: E.e3 })] },
   { label: 'contact phone changed', sql: `update contacts set phone = '+15550004321' where id = ${lit(C.pub)};`, changes: [ch('contacts', 'UPDATE', { id: C.pub })] },
   { label: 'rule removed, protected event updated',
-    sql: `delete from privacy_rules where id = ${lit(E.e7)}; update events set status = 'reopened', duration_s = 65 where id = ${lit(E.e6)};`,
+    sql: `delete from privacy_rules where id = ${lit(E.e7)}; update events set status = 'reopened, again', duration_s = 65 where id = ${lit(E.e6)};`,
     changes: [ch('privacy_rules', 'DELETE', { id: E.e7 }), ch('events', 'UPDATE', { id: E.e6 })] },
   { label: 'contact deleted', sql: `delete from contacts where id = ${lit(C.pub3)};`, changes: [ch('contacts', 'DELETE', { id: C.pub3 })] },
   { label: 'audit and health rows deleted', sql: `delete from audit_log where id = 900001; delete from sync_health where id = 900002;`,
@@ -133,17 +145,21 @@ function judge(step, pre, post) {
       const row = c.action === 'DELETE' ? before : after
       if (!row) continue // the view does not show it to this user: nothing may arrive
       const flags = {}
-      const clean = {}
-      for (const [col, v] of Object.entries(row)) {
-        if (/^f\d+$/.test(col)) flags[col] = v
-        else clean[col] = v
+      const cleanRow = (r) => {
+        if (!r) return null
+        const out = {}
+        for (const [col, v] of Object.entries(r)) if (!/^f\d+$/.test(col)) out[col] = v
+        if (c.table === 'events' && out.body !== null && out.body !== undefined) out.body = NOTES[out.id]
+        return out
       }
-      if (c.table === 'events' && clean.body !== null && clean.body !== undefined) clean.body = NOTES[clean.id]
+      for (const [col, v] of Object.entries(row)) if (/^f\d+$/.test(col)) flags[col] = v
+      const clean = cleanRow(row)
+      const old = c.action === 'UPDATE' ? cleanRow(before) : null
       BINDINGS.forEach((x, i) => {
         if (x.b.table !== c.table) return
         if (x.b.event !== '*' && x.b.event !== c.action) return
         if (x.cond && flags[`f${i}`] !== true) return
-        expected[s.name][i].push({ type: c.action, table: c.table, key: pkKey(c.table, clean), row: clean, step: step.label })
+        expected[s.name][i].push({ type: c.action, table: c.table, key: pkKey(c.table, clean), row: clean, old, step: step.label })
       })
     }
   }
@@ -220,6 +236,14 @@ if (clients.every((x) => x.ch)) {
           } else {
             const d = diffRecord(e.p.new, ex.row)
             if (d.length) valBad.push(`binding ${i} ${e.type} ${e.key} (${ex.step}): ${d.join('; ')}`)
+          }
+          if (e.type === 'UPDATE') {
+            // old_record: only what the user saw before the transaction, as the view showed it;
+            // nothing when the user could not see the old row
+            const o = Object.entries(e.p.old || {})
+            const d = ex.old ? o.filter(([k, v]) => !(k in ex.old) || !sameValue(v, ex.old[k])).map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+              : o.map(([k, v]) => `${k}=${JSON.stringify(v)} (the user could not see the old row)`)
+            if (d.length) valBad.push(`binding ${i} UPDATE old ${e.key} (${ex.step}): ${d.join('; ')}`)
           }
         })
       })
