@@ -130,6 +130,7 @@ typedef struct realtime_sink {
 	bool drop;            /* slow_consumer = drop */
 	token_keys *keys;
 	token_rules rules;
+	char *secret;         /* the auth.jwt_secret the keys were built with (it is reloadable) */
 	struct lws_protocols proto;      /* WebSocket upgrades, and plain HTTP under /realtime/v1 */
 	struct lws_protocols proto_http; /* plain HTTP under /socket */
 	rt_conn *conns;
@@ -294,12 +295,41 @@ static int64_t now_s(void)
 	return (int64_t)time(NULL);
 }
 
+/* The keys and rules of env->cfg as they are now: [auth]'s jwt_secret, jwt_audience,
+ * jwt_require_exp and jwt_leeway are reloadable (SIGHUP), so a change is picked up at the next
+ * token. A secret that does not build keeps the previous keys (logged). */
+static void keys_refresh(realtime_sink *s)
+{
+	const config *cfg = s->env->cfg;
+	if (cfg == NULL)
+		return;
+	s->rules = (token_rules){cfg->jwt_audience, cfg->jwt_require_exp, (double)cfg->jwt_leeway_ms / 1000.0};
+	const char *secret = cfg->jwt_secret ? cfg->jwt_secret : "";
+	if (s->secret != NULL && strcmp(s->secret, secret) == 0)
+		return;
+	token_keys *k = NULL;
+	char terr[TOKEN_ERROR_MAX];
+	char *copy = strdup(secret);
+	bool any = secret[0] || (cfg->jwks_file && cfg->jwks_file[0]);
+	if (copy == NULL || (any && token_keys_load(secret, cfg->jwks_file, &k, terr) < 0)) {
+		log_error("realtime.keys", "sink=%s: the token keys could not be rebuilt (%s): the previous ones stay",
+		          s->name, copy == NULL ? "out of memory" : terr);
+		free(copy);
+		return;
+	}
+	token_keys_destroy(s->keys);
+	s->keys = k;
+	free(s->secret);
+	s->secret = copy;
+}
+
 /* Who the token stands for: 0 and *out, -EACCES with reason (the refused join's words). */
 static int who_from_token(realtime_sink *s, const char *token, int64_t now, rt_who *out,
                           char reason[RT_TEXT_MAX])
 {
 	token_claims cl;
 	char err[TOKEN_ERROR_MAX];
+	keys_refresh(s);
 	if (token == NULL || token[0] == '\0') {
 		snprintf(reason, RT_TEXT_MAX, "InvalidJWTToken: no access_token and no apikey");
 		return -EACCES;
@@ -850,6 +880,7 @@ static unsigned handshake_check(realtime_sink *s, struct lws *wsi, rt_vsn *vsn, 
 	}
 	/* a key that is a token must verify; other keys (publishable keys) are not judged here: each
 	 * join's token is */
+	keys_refresh(s);
 	if (strchr(key, '.') != NULL && s->keys != NULL) {
 		token_claims cl;
 		char err[TOKEN_ERROR_MAX];
@@ -1464,6 +1495,7 @@ static void rt_destroy(void *impl)
 	for (size_t i = 0; s->env->metrics != NULL && i < s->nfams; i++)
 		metrics_family_remove(s->env->metrics, s->fams[i]);
 	token_keys_destroy(s->keys);
+	free(s->secret);
 	buf_fini(&s->scratch);
 	buf_fini(&s->wbuf);
 	free(s->name);
@@ -1491,6 +1523,10 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 		bool any = (cfg->jwt_secret && cfg->jwt_secret[0]) || (cfg->jwks_file && cfg->jwks_file[0]);
 		if (any && (rc = token_keys_load(cfg->jwt_secret, cfg->jwks_file, &s->keys, terr)) < 0) {
 			snprintf(err, SINK_ERROR_MAX, "%s", terr);
+			goto fail;
+		}
+		if ((s->secret = strdup(cfg->jwt_secret ? cfg->jwt_secret : "")) == NULL) {
+			rc = -ENOMEM;
 			goto fail;
 		}
 		s->rules = (token_rules){cfg->jwt_audience, cfg->jwt_require_exp, (double)cfg->jwt_leeway_ms / 1000.0};
