@@ -69,22 +69,25 @@ wait_for 20 caught_up || true
 join2() { # TOKEN: a vsn 2.0.0 join of two bindings on events of the org
   printf '["1","1","realtime:room","phx_join",{"config":{"broadcast":{"ack":false,"self":false},"presence":{"key":"","enabled":false},"postgres_changes":[{"event":"INSERT","schema":"public","table":"events","filter":"org_id=eq.%s"},{"event":"*","schema":"public","table":"events"}],"private":false},"access_token":"%s"}]' "$org" "$1"
 }
-insert_event() {
-  sql -c "INSERT INTO events (org_id, kind, direction, status, from_number, to_number) VALUES ('$1', 'call', 'inbound', 'new', '+15559876543', '+15551112222') RETURNING id"
+insert_event() { # ORG [STATUS]
+  sql -c "INSERT INTO events (org_id, kind, direction, status, from_number, to_number) VALUES ('$1', 'call', 'inbound', '${2:-new}', '+15559876543', '+15551112222') RETURNING id"
 }
 : >"$WORK/m.out"; : >"$WORK/s.out"
 $CLIENT "$HTTP" "/realtime/v1/websocket?apikey=$anon&vsn=2.0.0" \
   'send:[null,"1","phoenix","heartbeat",{}]' 'expect:phx_reply' \
-  "send:$(join2 "$tok_member")" 'expect:Subscribed to PostgreSQL' 'wait:8' >"$WORK/m.out" &
+  "send:$(join2 "$tok_member")" 'expect:Subscribed to PostgreSQL' 'expect:"status":"rt-own-2"' >"$WORK/m.out" &
 M=$!
 $CLIENT "$HTTP" "/socket/websocket?vsn=1.0.0" --header "x-api-key: $anon" \
   "send:{\"topic\":\"realtime:room\",\"event\":\"phx_join\",\"payload\":{\"config\":{\"postgres_changes\":[{\"event\":\"*\",\"schema\":\"public\"}]},\"access_token\":\"$tok_stranger\"},\"ref\":\"1\",\"join_ref\":\"1\"}" \
-  'expect:Subscribed to PostgreSQL' 'wait:8' >"$WORK/s.out" &
+  'expect:Subscribed to PostgreSQL' 'expect:"status":"rt-other-2"' >"$WORK/s.out" &
 S=$!
 wait_for 20 grep -q "Subscribed to PostgreSQL" "$WORK/m.out" || { cat "$WORK/m.out" "$WORK/rt.log"; exit 1; }
 wait_for 20 grep -q 'Subscribed to PostgreSQL' "$WORK/s.out"
-ev=$(insert_event "$org")
-ev2=$(insert_event "$other")
+# in stream order: a change wrongly delivered would arrive before the last one each client waits for
+ev2=$(insert_event "$other" rt-other-1)
+ev=$(insert_event "$org" rt-own-1)
+ev2b=$(insert_event "$other" rt-other-2)
+evb=$(insert_event "$org" rt-own-2)
 wait $M || true
 wait $S || true
 check "heartbeat: phx_reply ok" 1 "$(grep -c '^frame \[null,"1","phoenix","phx_reply",{"status":"ok","response":{}}\]' "$WORK/m.out" || true)"
@@ -102,8 +105,8 @@ as_user() { sql -c "set role authenticated; set request.jwt.claims = '{\"sub\":\
 check "oracle: RLS shows the member the event" 1 "$(as_user "$member" "select count(*) from events where id = '$ev'")"
 check "oracle: RLS hides it from the stranger" 0 "$(as_user "$stranger" "select count(*) from events where id = '$ev'")"
 check "member: nothing committed (and streamed) before the join" 0 "$(grep -c "$pre" "$WORK/m.out" || true)"
-check "member: only its org's event" "$ev" "$(grep '"postgres_changes",{"ids"' "$WORK/m.out" | sed 's/^frame //' | jq -r '.[4].data.record.id' | paste -sd' ')"
-check "stranger (vsn 1.0.0): only its own org's event" "$ev2" \
+check "member: only its org's events" "$ev $evb" "$(grep '"postgres_changes",{"ids"' "$WORK/m.out" | sed 's/^frame //' | jq -r '.[4].data.record.id' | paste -sd' ')"
+check "stranger (vsn 1.0.0): only its own org's events" "$ev2 $ev2b" \
   "$(grep '"event":"postgres_changes"' "$WORK/s.out" | sed 's/^frame //' | jq -r '.payload.data.record.id' | paste -sd' ')"
 check "vsn 1.0.0: the join reply is an object" ok "$(grep '"phx_reply"' "$WORK/s.out" | head -1 | sed 's/^frame //' | jq -r '.payload.status')"
 
