@@ -11,8 +11,8 @@
  * a reference-counted rt_data. Deliveries append frames to the connections' queues and mark them
  * dirty; commit asks lws for a writable callback on each dirty connection, which frames the
  * queued messages itself (RFC 6455 headers) and writes them with one raw write (up to 64 KiB), so
- * a transaction's frames leave together. A queue over its bounds either drops (slow_consumer = drop) or is emptied, given one error
- * message and closed (disconnect).
+ * a transaction's frames leave together. A queue over its bounds either drops (slow_consumer =
+ * drop) or is emptied, given one error message and closed (disconnect).
  *
  * Joins wait for the pipeline to be live (sink_env.live): the audience subscription is made and
  * the reply sent in the same loop turn, so a client that saw SUBSCRIBED gets every change
