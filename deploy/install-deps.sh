@@ -15,6 +15,10 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# node and npm for tests/realtime-js (realtime-js 2.119.0 with its ws transport runs on Debian's
+# Node 18 and on NodeSource's 20, whose nodejs package includes npm: asked for only when missing)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -276,6 +276,19 @@ int run_main(config *cfg, const run_options *o)
 		goto cleanup;
 	if ((metrics = metrics_registry_create()) == NULL)
 		goto cleanup;
+	/* the listener exists before the sinks (a WebSocket sink adds its protocol); it listens
+	 * once they are all added */
+	char herr[HTTP_ERROR_MAX];
+	if (cfg->http_listen[0] != '\0') {
+		http_params hp = {
+			.loop = d.loop, .listen = cfg->http_listen, .tls_cert = cfg->http_tls_cert,
+			.tls_key = cfg->http_tls_key, .metrics = metrics, .status = {readiness_cb, &d},
+		};
+		if (http_create(&hp, &d.http, herr) < 0) {
+			log_error("run.http", "http.listen=%s: %s", cfg->http_listen, herr);
+			goto cleanup;
+		}
+	}
 	if (cfg->audit_enabled) {
 		auditlog_params ap = {
 			.loop = d.loop, .metrics = metrics,
@@ -293,7 +306,7 @@ int run_main(config *cfg, const run_options *o)
 	}
 	pipeline_params pp = {
 		.loop = d.loop, .cfg = cfg, .pol = pol, .keys = keys, .metrics = metrics, .store = store,
-		.audit = d.audit, .stopped_cb = stopped_cb, .arg = &d,
+		.http = d.http, .audit = d.audit, .stopped_cb = stopped_cb, .arg = &d,
 	};
 	if (pipeline_create(&pp, &d.pl, err) < 0) {
 		log_error("run.pipeline", "%s", err);
@@ -307,16 +320,11 @@ int run_main(config *cfg, const run_options *o)
 			goto cleanup;
 		}
 	}
-	if (cfg->http_listen[0] != '\0') {
-		http_params hp = {
-			.loop = d.loop, .listen = cfg->http_listen, .tls_cert = cfg->http_tls_cert,
-			.tls_key = cfg->http_tls_key, .metrics = metrics, .status = {readiness_cb, &d},
-		};
-		char herr[HTTP_ERROR_MAX];
+	if (d.http != NULL) {
 		if ((d.health = calloc(nsinks, sizeof(*d.health))) == NULL)
 			goto cleanup;
 		d.nhealth = nsinks;
-		if (http_create(&hp, &d.http, herr) < 0 || http_start(d.http, herr) < 0) {
+		if (http_start(d.http, herr) < 0) {
 			log_error("run.http", "http.listen=%s: %s", cfg->http_listen, herr);
 			goto cleanup;
 		}

@@ -683,6 +683,19 @@ static int env_live_metrics(void *env_arg, metrics_counter **drops, metrics_read
 	return rc;
 }
 
+static bool env_live(void *env_arg)
+{
+	const pipeline *pl = ((pl_sink *)env_arg)->pl;
+	return pl->st.streaming && (pl->state_ready || pl->p.pol == NULL) && !pl->stopped &&
+	       pl->src != NULL && source_streaming(pl->src);
+}
+
+static const policy_state *env_state(void *env_arg)
+{
+	const pipeline *pl = ((pl_sink *)env_arg)->pl;
+	return pl->pv != NULL ? privacy_state(pl->pv) : NULL;
+}
+
 static void env_progress(void *env_arg)
 {
 	pl_sink *s = env_arg;
@@ -949,6 +962,7 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 	s->env = (sink_env){
 		.name = s->name, .loop = pl->p.loop, .metrics = pl->p.metrics, .pol = pl->p.pol,
 		.subscribe = env_subscribe, .unsubscribe = env_unsubscribe, .progress = env_progress, .env_arg = s,
+		.live = env_live, .state = env_state, .cfg = pl->p.cfg, .http = pl->p.http,
 		.audit = pl->p.audit,
 		.live_metrics = env_live_metrics,
 	};

@@ -1,6 +1,6 @@
 /*
  * sink — the contract every output of the pipeline implements (plugins/sinks/): jsonl, nng,
- * and later the WebSocket and Redis sinks. A sink is one file in plugins/sinks/ that defines a
+ * realtime (WebSocket), and later Redis. A sink is one file in plugins/sinks/ that defines a
  * sink_ops and one line in src/pipeline/sink.c's registry, like the decoders.
  *
  * What a sink is offered. The pipeline judges every change once (privacy + audience: the same
@@ -71,7 +71,17 @@ typedef struct sink_env {
 	void (*unsubscribe)(void *env_arg, audience_sub *s);
 	/* A durable sink calls this when its position() moved (the pipeline may confirm more). */
 	void (*progress)(void *env_arg);
+	/* True once the pipeline streams with its policy state loaded: a subscriber registered now
+	 * is offered every transaction committed after this moment (the realtime sink holds a join
+	 * until then). Does not block. */
+	bool (*live)(void *env_arg);
+	/* The policy state as of the last commit (whose orgs a user is in: policy_state_user_orgs),
+	 * NULL without a policy stage. Valid until the next callback returns. */
+	const struct policy_state *(*state)(void *env_arg);
 	void *env_arg;
+	const config *cfg;          /* the daemon's configuration ([auth]: token keys and rules) */
+	struct http_listener *http; /* the daemon's listener, not started yet (a WebSocket sink adds
+	                             * its protocol to it); NULL when none is configured */
 	/* The audit writer (auditlog.h), NULL when auditing is off: auditlog_record() for joins,
 	 * refused joins, leaves and requests — never for a delivered change (nothing may loop). */
 	struct auditlog *audit;
