@@ -283,10 +283,12 @@ export function encodeFrame(vsn, { join_ref = null, ref = null, topic, event, pa
 
 // A `ws` WebSocket class that records the raw text of every frame it receives into LOG (an
 // array of {at, text}) before realtime-js sees it.
-function recordingTransport(log) {
+// Every socket it opens is also pushed to SOCKETS (a test may cut one).
+function recordingTransport(log, sockets = []) {
   return class RecordingWebSocket extends WebSocket {
     constructor(url, protocols) {
       super(url, protocols)
+      sockets.push(this)
       this.on('message', (data, isBinary) => {
         log.push({ at: Date.now(), text: isBinary ? null : data.toString(), binary: isBinary })
       })
@@ -299,15 +301,18 @@ function recordingTransport(log) {
 // Client: one unmodified RealtimeClient (one WebSocket), named for messages; token null means
 // the apikey alone. Each channel records what realtime-js delivers to each of its bindings.
 export class Client {
-  constructor(name, { token = null, vsn = '2.0.0', apikey = ANON_KEY, path = '/realtime/v1' } = {}) {
+  // opts.options: more RealtimeClient options (accessToken, heartbeatIntervalMs, ...)
+  constructor(name, { token = null, vsn = '2.0.0', apikey = ANON_KEY, path = '/realtime/v1', options = {} } = {}) {
     this.name = name
     this.vsn = vsn
     this.raw = []
+    this.sockets = []
     this.client = new RealtimeClient(`${WS}${path}`, {
       params: { apikey },
-      transport: recordingTransport(this.raw),
+      transport: recordingTransport(this.raw, this.sockets),
       vsn,
       timeout: 20000 * SLOW,
+      ...options,
       // no log noise; reconnects stay on (a test that expects a close checks the raw frames)
     })
     if (token) this.client.setAuth(token)
@@ -329,6 +334,12 @@ export class Client {
     if (setup) setup(ch.ch)
     await ch.subscribe({ waitSystem, onSubscribed })
     return ch
+  }
+
+  // cut: the network under the current socket goes away (no close frame); realtime-js reconnects
+  cut() {
+    const ws = this.sockets[this.sockets.length - 1]
+    if (ws && ws._socket) ws._socket.destroy()
   }
 
   setAuth(token) {
