@@ -9,8 +9,9 @@
  * optional shared part: the `data` object of a change, serialized once per audience (the
  * delivery's payload identifies the audience: the last one is cached with a reference held) into
  * a reference-counted rt_data. Deliveries append frames to the connections' queues and mark them
- * dirty; commit asks lws for a writable callback on each dirty connection, which writes the queue
- * out. A queue over its bounds either drops (slow_consumer = drop) or is emptied, given one error
+ * dirty; commit asks lws for a writable callback on each dirty connection, which frames the
+ * queued messages itself (RFC 6455 headers) and writes them with one raw write (up to 64 KiB), so
+ * a transaction's frames leave together. A queue over its bounds either drops (slow_consumer = drop) or is emptied, given one error
  * message and closed (disconnect).
  *
  * Joins wait for the pipeline to be live (sink_env.live): the audience subscription is made and
@@ -40,6 +41,7 @@
 #define RT_TICK_MS 250
 #define RT_TEXT_MAX 1024
 #define RT_BIG_VALUE 64 /* with a 413, values longer than this are dropped (the server's rule) */
+#define RT_WRITE_BATCH 65536 /* frames written with one write, up to this many bytes (or one frame) */
 
 /* ---- shared data and frames ---------------------------------------------------------------- */
 
@@ -128,6 +130,7 @@ typedef struct realtime_sink {
 	bool drop;            /* slow_consumer = drop */
 	token_keys *keys;
 	token_rules rules;
+	char *secret;         /* the auth.jwt_secret the keys were built with (it is reloadable) */
 	struct lws_protocols proto;      /* WebSocket upgrades, and plain HTTP under /realtime/v1 */
 	struct lws_protocols proto_http; /* plain HTTP under /socket */
 	rt_conn *conns;
@@ -142,9 +145,9 @@ typedef struct realtime_sink {
 	buf scratch;
 	buf wbuf;
 	char refusal[TOKEN_ERROR_MAX];
-	metrics_family *fams[8];
+	metrics_family *fams[10];
 	size_t nfams;
-	metrics_counter *m_messages, *m_sent, *m_dropped, *m_slow, *m_refused;
+	metrics_counter *m_messages, *m_sent, *m_writes, *m_dropped, *m_slow, *m_refused;
 } realtime_sink;
 
 /* ---- queues ---------------------------------------------------------------------------------- */
@@ -292,12 +295,41 @@ static int64_t now_s(void)
 	return (int64_t)time(NULL);
 }
 
+/* The keys and rules of env->cfg as they are now: [auth]'s jwt_secret, jwt_audience,
+ * jwt_require_exp and jwt_leeway are reloadable (SIGHUP), so a change is picked up at the next
+ * token. A secret that does not build keeps the previous keys (logged). */
+static void keys_refresh(realtime_sink *s)
+{
+	const config *cfg = s->env->cfg;
+	if (cfg == NULL)
+		return;
+	s->rules = (token_rules){cfg->jwt_audience, cfg->jwt_require_exp, (double)cfg->jwt_leeway_ms / 1000.0};
+	const char *secret = cfg->jwt_secret ? cfg->jwt_secret : "";
+	if (s->secret != NULL && strcmp(s->secret, secret) == 0)
+		return;
+	token_keys *k = NULL;
+	char terr[TOKEN_ERROR_MAX];
+	char *copy = strdup(secret);
+	bool any = secret[0] || (cfg->jwks_file && cfg->jwks_file[0]);
+	if (copy == NULL || (any && token_keys_load(secret, cfg->jwks_file, &k, terr) < 0)) {
+		log_error("realtime.keys", "sink=%s: the token keys could not be rebuilt (%s): the previous ones stay",
+		          s->name, copy == NULL ? "out of memory" : terr);
+		free(copy);
+		return;
+	}
+	token_keys_destroy(s->keys);
+	s->keys = k;
+	free(s->secret);
+	s->secret = copy;
+}
+
 /* Who the token stands for: 0 and *out, -EACCES with reason (the refused join's words). */
 static int who_from_token(realtime_sink *s, const char *token, int64_t now, rt_who *out,
                           char reason[RT_TEXT_MAX])
 {
 	token_claims cl;
 	char err[TOKEN_ERROR_MAX];
+	keys_refresh(s);
 	if (token == NULL || token[0] == '\0') {
 		snprintf(reason, RT_TEXT_MAX, "InvalidJWTToken: no access_token and no apikey");
 		return -EACCES;
@@ -669,6 +701,20 @@ static void conn_receive(rt_conn *c, const char *text, size_t len)
 	rt_msg_fini(&m);
 }
 
+/* A complete binary message: realtime-js's broadcast push (vsn 2.0.0), answered with an error
+ * reply so that its send() does not wait for a timeout. */
+static void conn_receive_binary(rt_conn *c, const void *data, size_t len)
+{
+	rt_msg m = {0};
+	char err[RT_PROTO_ERROR_MAX];
+	if (c->vsn != RT_VSN_2 || rt_msg_parse_binary(data, len, &m, err) < 0) {
+		(void)conn_system_error(c, "phoenix", c->vsn != RT_VSN_2 ? "binary frames need vsn 2.0.0" : err);
+		return;
+	}
+	handle_msg(c, &m);
+	rt_msg_fini(&m);
+}
+
 /* ---- connections ----------------------------------------------------------------------------- */
 
 static rt_conn *conn_create(realtime_sink *s, struct lws *wsi, rt_vsn vsn, const char *apikey)
@@ -749,6 +795,27 @@ static void tick_cb(loop *l, int id, void *arg)
 
 /* ---- the lws protocol ------------------------------------------------------------------------ */
 
+/* A server-to-client WebSocket frame header (RFC 6455: FIN, text, unmasked) for a payload of
+ * len bytes into out (at most 10 bytes); returns its length. */
+static size_t ws_header(unsigned char *out, size_t len)
+{
+	out[0] = 0x81;
+	if (len < 126) {
+		out[1] = (unsigned char)len;
+		return 2;
+	}
+	if (len <= 0xFFFF) {
+		out[1] = 126;
+		out[2] = (unsigned char)(len >> 8);
+		out[3] = (unsigned char)len;
+		return 4;
+	}
+	out[1] = 127;
+	for (int i = 0; i < 8; i++)
+		out[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+	return 10;
+}
+
 static int http_refuse(struct lws *wsi, unsigned status, const char *error)
 {
 	char body[RT_TEXT_MAX];
@@ -813,6 +880,7 @@ static unsigned handshake_check(realtime_sink *s, struct lws *wsi, rt_vsn *vsn, 
 	}
 	/* a key that is a token must verify; other keys (publishable keys) are not judged here: each
 	 * join's token is */
+	keys_refresh(s);
 	if (strchr(key, '.') != NULL && s->keys != NULL) {
 		token_claims cl;
 		char err[TOKEN_ERROR_MAX];
@@ -876,12 +944,19 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 			return -1;
 		if (c->closing)
 			return 0;
-		if (lws_frame_is_binary(wsi)) {
-			(void)conn_system_error(c, "phoenix", "binary frames are not supported (postgres_changes only)");
-			conn_wake(c);
+		bool whole = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+		if (lws_frame_is_binary(wsi) && !(whole && c->rx.len == 0)) {
+			/* a fragmented binary frame: not something walcast answers */
+			(void)conn_system_error(c, "phoenix", "binary frames are only broadcast pushes, which walcast "
+			                        "does not serve");
+			dirty_flush(s);
 			return 0;
 		}
-		bool whole = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+		if (lws_frame_is_binary(wsi)) {
+			conn_receive_binary(c, in, len);
+			dirty_flush(s);
+			return 0;
+		}
 		if (c->rx.len + len > (size_t)s->conf.max_message_bytes) {
 			char msg[RT_TEXT_MAX];
 			snprintf(msg, sizeof(msg), "message too large (over %lld bytes): disconnected",
@@ -911,30 +986,44 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 		if (c == NULL)
 			return -1;
 		while (c->qhead != NULL) {
-			rt_frame *f = c->qhead;
-			size_t size = frame_size(f);
+			/* the queued frames (one transaction's, usually) framed here and written at once */
 			buf_clear(&s->wbuf);
-			if (buf_reserve(&s->wbuf, LWS_PRE + size) < 0)
+			size_t n = LWS_PRE, frames = 0;
+			if (buf_reserve(&s->wbuf, LWS_PRE + RT_WRITE_BATCH + 16) < 0)
 				return -1;
-			unsigned char *p = (unsigned char *)s->wbuf.data + LWS_PRE;
-			memcpy(p, f->own, f->split);
-			size_t off = f->split;
-			if (f->shared != NULL) {
-				memcpy(p + off, f->shared->text, f->shared->len);
-				off += f->shared->len;
+			while (c->qhead != NULL && (frames == 0 || n - LWS_PRE + frame_size(c->qhead) + 10 <= RT_WRITE_BATCH)) {
+				rt_frame *f = c->qhead;
+				size_t size = frame_size(f);
+				if (buf_reserve(&s->wbuf, n - s->wbuf.len + size + 10) < 0)
+					return -1;
+				unsigned char *p = (unsigned char *)s->wbuf.data + n;
+				size_t h = ws_header(p, size);
+				memcpy(p + h, f->own, f->split);
+				size_t off = h + f->split;
+				if (f->shared != NULL) {
+					memcpy(p + off, f->shared->text, f->shared->len);
+					off += f->shared->len;
+				}
+				memcpy(p + off, f->own + f->split, f->len - f->split);
+				n += off + f->len - f->split;
+				s->wbuf.len = n;
+				c->qhead = f->next;
+				if (c->qhead == NULL)
+					c->qtail = NULL;
+				c->qbytes -= size;
+				c->qframes--;
+				frame_free(f);
+				frames++;
 			}
-			memcpy(p + off, f->own + f->split, f->len - f->split);
-			c->qhead = f->next;
-			if (c->qhead == NULL)
-				c->qtail = NULL;
-			c->qbytes -= size;
-			c->qframes--;
-			frame_free(f);
-			if (lws_write(wsi, p, size, LWS_WRITE_TEXT) < (int)size)
+			size_t total = n - LWS_PRE;
+			if (lws_write(wsi, (unsigned char *)s->wbuf.data + LWS_PRE, total, LWS_WRITE_RAW) < (int)total)
 				return -1;
-			s->st.frames_sent++;
+			s->st.frames_sent += frames;
+			s->st.writes++;
 			if (s->m_sent)
-				metrics_counter_inc(s->m_sent);
+				metrics_counter_add(s->m_sent, frames);
+			if (s->m_writes)
+				metrics_counter_inc(s->m_writes);
 			if (c->qhead != NULL && lws_send_pipe_choked(wsi)) {
 				lws_callback_on_writable(wsi);
 				return 0;
@@ -1406,6 +1495,7 @@ static void rt_destroy(void *impl)
 	for (size_t i = 0; s->env->metrics != NULL && i < s->nfams; i++)
 		metrics_family_remove(s->env->metrics, s->fams[i]);
 	token_keys_destroy(s->keys);
+	free(s->secret);
 	buf_fini(&s->scratch);
 	buf_fini(&s->wbuf);
 	free(s->name);
@@ -1433,6 +1523,10 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 		bool any = (cfg->jwt_secret && cfg->jwt_secret[0]) || (cfg->jwks_file && cfg->jwks_file[0]);
 		if (any && (rc = token_keys_load(cfg->jwt_secret, cfg->jwks_file, &s->keys, terr)) < 0) {
 			snprintf(err, SINK_ERROR_MAX, "%s", terr);
+			goto fail;
+		}
+		if ((s->secret = strdup(cfg->jwt_secret ? cfg->jwt_secret : "")) == NULL) {
+			rc = -ENOMEM;
 			goto fail;
 		}
 		s->rules = (token_rules){cfg->jwt_audience, cfg->jwt_require_exp, (double)cfg->jwt_leeway_ms / 1000.0};
@@ -1468,6 +1562,9 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_frames_sent_total",
 	                  "WebSocket frames written to clients (changes, replies, system messages)", &s->m_sent,
 	                  NULL)) < 0 ||
+	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_writes_total",
+	                  "Socket writes carrying those frames (the frames queued together go out in one write)",
+	                  &s->m_writes, NULL)) < 0 ||
 	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_dropped_messages_total",
 	                  "Messages dropped because a client's queue was full", &s->m_dropped, NULL)) < 0 ||
 	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_slow_disconnects_total",
@@ -1520,6 +1617,15 @@ int realtime_test_feed(rt_conn *c, const char *text, size_t len)
 	if (c->closing)
 		return -EPIPE;
 	conn_receive(c, text, len);
+	dirty_flush(c->s);
+	return 0;
+}
+
+int realtime_test_feed_binary(rt_conn *c, const void *data, size_t len)
+{
+	if (c->closing)
+		return -EPIPE;
+	conn_receive_binary(c, data, len);
 	dirty_flush(c->s);
 	return 0;
 }

@@ -45,6 +45,7 @@ typedef struct realtime_stats {
 	size_t channels;          /* joined now (held joins included) */
 	uint64_t messages;        /* postgres_changes frames queued */
 	uint64_t frames_sent;     /* frames written to sockets */
+	uint64_t writes;          /* socket writes that carried them (several frames per write) */
 	uint64_t dropped;         /* frames dropped for a full queue (slow_consumer = drop) */
 	uint64_t slow_disconnects; /* connections closed for a full queue */
 	uint64_t refused;         /* handshakes refused (401/403/429) */
@@ -68,6 +69,9 @@ __attribute__((warn_unused_result)) int realtime_test_open(void *impl, const cha
 /* Hands the client text frame text[0..len) to the connection as if received. 0, or -EPIPE when
  * the connection is closing. */
 __attribute__((warn_unused_result)) int realtime_test_feed(rt_conn *c, const char *text, size_t len);
+
+/* The same for a binary frame (vsn 2.0.0 broadcast pushes). */
+__attribute__((warn_unused_result)) int realtime_test_feed_binary(rt_conn *c, const void *data, size_t len);
 
 /* Moves the oldest queued frame into out (cleared first). 1 when a frame was there, 0 when the
  * queue is empty, -ENOMEM. */

@@ -116,6 +116,50 @@ cleanup:
 	return rc;
 }
 
+/* A ref of a binary frame: NULL when empty, else a JSON string; -EINVAL for a NUL or bad UTF-8. */
+static int bin_ref(const unsigned char *p, size_t n, json_t **out)
+{
+	*out = NULL;
+	if (n == 0)
+		return 0;
+	if (memchr(p, '\0', n) != NULL)
+		return -EINVAL;
+	*out = json_stringn((const char *)p, n);
+	return *out == NULL ? -EINVAL : 0;
+}
+
+int rt_msg_parse_binary(const unsigned char *data, size_t len, rt_msg *out, char err[RT_PROTO_ERROR_MAX])
+{
+	rt_msg m = {0};
+	if (len < 7 || data[0] != 3) {
+		snprintf(err, RT_PROTO_ERROR_MAX, "binary frames are only broadcast pushes, which walcast does not serve");
+		return -EINVAL;
+	}
+	size_t jl = data[1], rl = data[2], tl = data[3], el = data[4], ml = data[5];
+	if (7 + jl + rl + tl + el + ml > len || tl == 0) {
+		snprintf(err, RT_PROTO_ERROR_MAX, "malformed message: truncated binary broadcast push");
+		return -EINVAL;
+	}
+	const unsigned char *p = data + 7;
+	int rc = -EINVAL;
+	json_t *topic = json_stringn((const char *)p + jl + rl, tl);
+	bool topic_ok = topic != NULL && memchr(p + jl + rl, '\0', tl) == NULL;
+	json_decref(topic);
+	if (bin_ref(p, jl, &m.join_ref) < 0 || bin_ref(p + jl, rl, &m.ref) < 0 || !topic_ok) {
+		snprintf(err, RT_PROTO_ERROR_MAX, "malformed message: a ref or the topic is not UTF-8");
+		goto cleanup;
+	}
+	rc = -ENOMEM;
+	if ((m.topic = strndup((const char *)p + jl + rl, tl)) == NULL || (m.event = strdup("broadcast")) == NULL ||
+	    (m.payload = json_object()) == NULL)
+		goto cleanup;
+	*out = m;
+	return 0;
+cleanup:
+	rt_msg_fini(&m);
+	return rc;
+}
+
 /* ---- phx_join ------------------------------------------------------------------------------ */
 
 void rt_join_fini(rt_join *j)

@@ -51,6 +51,14 @@ typedef struct rt_msg {
 __attribute__((warn_unused_result)) int rt_msg_parse(rt_vsn vsn, const char *data, size_t len,
                                                      rt_msg *out, char err[RT_PROTO_ERROR_MAX]);
 
+/* Parses a binary frame of vsn 2.0.0: realtime-js's user broadcast push (kind 3: kind, then
+ * the lengths of join_ref, ref, topic, user event and metadata, an encoding byte, those five
+ * strings, then the user's payload). Fills *out with event "broadcast", the refs and the topic
+ * (the user's event and payload are not kept: walcast only answers them). 0, -EINVAL with err
+ * for anything else or a truncated frame, -ENOMEM. */
+__attribute__((warn_unused_result)) int rt_msg_parse_binary(const unsigned char *data, size_t len,
+                                                            rt_msg *out, char err[RT_PROTO_ERROR_MAX]);
+
 /* Releases what rt_msg_parse filled; safe on a zeroed struct. */
 void rt_msg_fini(rt_msg *m);
 

@@ -1,6 +1,6 @@
 /*
  * sink — the contract every output of the pipeline implements (plugins/sinks/): jsonl, nng,
- * and later the WebSocket and Redis sinks. A sink is one file in plugins/sinks/ that defines a
+ * realtime (WebSocket), and later Redis. A sink is one file in plugins/sinks/ that defines a
  * sink_ops and one line in src/pipeline/sink.c's registry, like the decoders.
  *
  * What a sink is offered. The pipeline judges every change once (privacy + audience: the same

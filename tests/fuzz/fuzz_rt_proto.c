@@ -2,7 +2,8 @@
  * fuzz_rt_proto — libFuzzer target for the realtime sink's message handling
  * (plugins/sinks/rt_proto.c and the client-message half of plugins/sinks/realtime.c).
  *
- * Input: a first byte choosing the serializer (even: vsn 2.0.0, odd: 1.0.0), then client
+ * Input: a first byte choosing the serializer (bit 0 clear: vsn 2.0.0, set: 1.0.0) and the frame
+ * type (bit 1 set: every message is a binary frame, realtime-js's broadcast push), then client
  * messages separated by '\n', each handed to one socketless connection of a realtime sink in
  * order (realtime_test_feed: parse, then heartbeat, phx_join with its bindings, filters and
  * token, phx_leave, access_token, unknown events and topics); a message is also parsed alone
@@ -93,7 +94,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 			rt_msg_fini(&m);
 		}
-		(void)realtime_test_feed(c, msg, len);
+		if (data[0] & 2)
+			(void)realtime_test_feed_binary(c, msg, len);
+		else
+			(void)realtime_test_feed(c, msg, len);
 		free(msg);
 		realtime_test_tick(sink, 2000000000);
 		while (realtime_test_pop(c, &frame) == 1)

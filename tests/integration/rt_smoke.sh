@@ -112,6 +112,11 @@ check "bad filter: refused" error "$(echo "$out" | grep phx_reply | sed 's/^fram
 out=$($CLIENT "$HTTP" "/socket/websocket?apikey=$anon&vsn=2.0.0" 'send:{not json' 'send:[null,"2","realtime:x","phx_leave",{}]' 'expect:unmatched topic' || true)
 check "garbage then a leave of an unjoined topic: an error, still served" 1 "$(echo "$out" | grep -c 'unmatched topic')"
 check "walcast still running" 0 "$(kill -0 $WPID; echo $?)"
+metric() { curl -sf "http://127.0.0.1:$HTTP/metrics" | awk -v m="$1" '$1 ~ "^"m"[{]" {print $2}'; }
+frames=$(metric walcast_realtime_frames_sent_total); writes=$(metric walcast_realtime_writes_total)
+batched() { [ "${writes:-0}" -gt 0 ] && [ "$writes" -lt "${frames:-0}" ]; }
+check_true "metrics: frames queued together share a write ($frames frames, $writes writes)" batched
+check "metrics: handshakes refused" 4 "$(metric walcast_realtime_refused_total)"
 
 # ---- audit_log: joins, refused joins and leaves of the org's members -----------------------------
 audited() { # ACTION: rows of the member in the org

@@ -637,6 +637,15 @@ static void test_hostile(void **state)
 	e = next(&f, c);
 	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(pl(e), "response"), "reason")), "not supported"));
 	json_decref(e);
+	/* realtime-js's binary broadcast push (vsn 2.0.0): an error reply to its ref, not a timeout */
+	const unsigned char push[] = {3, 1, 1, 10, 1, 0, 1, '1', '7', 'r', 'e', 'a', 'l', 't', 'i', 'm', 'e', ':',
+	                              'a', 'e', '{', '}'};
+	assert_int_equal(realtime_test_feed_binary(c, push, sizeof(push)), 0);
+	e = next(&f, c);
+	assert_string_equal(ev(e), "phx_reply");
+	assert_string_equal(json_string_value(json_array_get(e, 1)), "7");
+	assert_string_equal(json_string_value(json_object_get(pl(e), "status")), "error");
+	json_decref(e);
 	feed(c, "[\"1\",\"2\",\"realtime:a\",\"nonsense\",{}]");
 	e = next(&f, c);
 	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(pl(e), "response"), "reason")), "unknown event"));
@@ -667,6 +676,27 @@ static void test_hostile(void **state)
 	fx_fini(&f);
 }
 
+/* auth.jwt_secret is reloadable: the sink verifies with the configuration as it is now. */
+static void test_secret_reload(void **state)
+{
+	(void)state;
+	fx f;
+	fx_init(&f);
+	char *tok = user_token(U1, time(NULL) + 600);
+	char cerr[CONFIG_ERROR_MAX];
+	rt_conn *c;
+	assert_int_equal(realtime_test_open(f.sink, "2.0.0", "key", &c), 0);
+	assert_int_equal(config_set(&f.cfg, "auth", "jwt_secret", "a-rotated-secret-with-enough-length-for-hs256-0123", cerr), 0);
+	json_t *r = join(&f, c, "realtime:a", ALL_EVENTS, tok);
+	assert_string_equal(json_string_value(json_object_get(pl(r), "status")), "error");
+	json_decref(r);
+	assert_int_equal(config_set(&f.cfg, "auth", "jwt_secret", SECRET, cerr), 0);
+	expect_subscribed(&f, c, "realtime:a", ALL_EVENTS, tok);
+	realtime_test_close(c);
+	free(tok);
+	fx_fini(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -677,6 +707,7 @@ int main(void)
 		cmocka_unit_test(test_refresh_and_expiry),
 		cmocka_unit_test(test_held_join),
 		cmocka_unit_test(test_hostile),
+		cmocka_unit_test(test_secret_reload),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

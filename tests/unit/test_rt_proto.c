@@ -259,6 +259,30 @@ static void test_frames(void **state)
 	buf_fini(&b);
 }
 
+static void test_binary(void **state)
+{
+	(void)state;
+	/* kind 3, join_ref "1", ref "2", topic "realtime:a", event "e", no metadata, JSON encoding */
+	const unsigned char ok[] = {3, 1, 1, 10, 1, 0, 1, '1', '2', 'r', 'e', 'a', 'l', 't', 'i', 'm', 'e', ':',
+	                            'a', 'e', '{', '}'};
+	rt_msg m = {0};
+	char err[RT_PROTO_ERROR_MAX];
+	assert_int_equal(rt_msg_parse_binary(ok, sizeof(ok), &m, err), 0);
+	assert_string_equal(m.topic, "realtime:a");
+	assert_string_equal(m.event, "broadcast");
+	assert_string_equal(json_string_value(m.join_ref), "1");
+	assert_string_equal(json_string_value(m.ref), "2");
+	rt_msg_fini(&m);
+	const unsigned char kind4[] = {4, 0, 0, 1, 0, 0, 1, 't'};
+	assert_int_equal(rt_msg_parse_binary(kind4, sizeof(kind4), &m, err), -EINVAL);
+	assert_int_equal(rt_msg_parse_binary(ok, 12, &m, err), -EINVAL); /* truncated */
+	const unsigned char bad_utf8[] = {3, 0, 0, 2, 0, 0, 1, 0xff, 0xfe};
+	assert_int_equal(rt_msg_parse_binary(bad_utf8, sizeof(bad_utf8), &m, err), -EINVAL);
+	const unsigned char nul_ref[] = {3, 0, 2, 1, 0, 0, 1, 'a', 0, 't'}; /* found by fuzz_rt_proto */
+	assert_int_equal(rt_msg_parse_binary(nul_ref, sizeof(nul_ref), &m, err), -EINVAL);
+	assert_null(m.topic);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -269,6 +293,7 @@ int main(void)
 		cmocka_unit_test(test_join),
 		cmocka_unit_test(test_join_refused),
 		cmocka_unit_test(test_frames),
+		cmocka_unit_test(test_binary),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
