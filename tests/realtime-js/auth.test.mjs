@@ -20,7 +20,7 @@
 import crypto from 'node:crypto'
 import {
   ANON_KEY, Client, asUser, check, checkTrue, diffRecord, jwt, lit, rawConnect, rawJoin, sleep, sql, sqlAsync,
-  summary, testCase, userToken, waitFor,
+  summary, syncStream, testCase, userToken, waitFor,
 } from './lib.mjs'
 
 const org = crypto.randomUUID()
@@ -28,6 +28,7 @@ const viewer = crypto.randomUUID()
 const member = crypto.randomUUID()
 sql(`insert into orgs (id, name) values (${lit(org)}, 'rt auth');
      insert into org_roles (org_id, user_id, role) values (${lit(org)}, ${lit(viewer)}, 'viewer'), (${lit(org)}, ${lit(member)}, 'member')`)
+await syncStream()
 const now = () => Math.floor(Date.now() / 1000)
 const OTHER = 'another-secret-of-enough-length-for-hs256-0123456789abcdef'
 const insertEvent = (status) => sqlAsync(`insert into events (org_id, kind, direction, status, from_number)

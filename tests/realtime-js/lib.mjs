@@ -414,6 +414,22 @@ export class Channel {
   }
 }
 
+// syncStream: returns once walcast has streamed every transaction committed before the call (a
+// service_role client sees a fresh org's INSERT arrive). Setup before subscribing: a change
+// committed before a join but streamed after it may legitimately reach the new subscriber, and
+// a membership must be known before a join is audited for its org.
+export async function syncStream() {
+  const id = crypto.randomUUID()
+  const c = new Client('sync', { token: serviceToken() })
+  try {
+    const ch = await c.subscribe(`sync-${id}`, [{ event: 'INSERT', schema: 'public', table: 'orgs', filter: `id=eq.${id}` }])
+    await sqlAsync(`insert into orgs (id, name) values ('${id}', 'rt sync point')`)
+    if (!(await waitFor(() => ch.got[0].length > 0, 60000))) throw new Error('syncStream: the sync point never arrived')
+  } finally {
+    c.close()
+  }
+}
+
 // ---- raw WebSocket clients ----------------------------------------------------------------------
 
 // rawConnect [OPTS]: a `ws` connection to the realtime endpoint; resolves {ws, frames, closed}
