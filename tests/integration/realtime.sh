@@ -17,6 +17,8 @@
 #   audit.test.mjs       (a daemon of its own, [audit] enabled) joins, refused joins and leaves
 #                        become audit_log rows per org; they come back through the WAL to the
 #                        org's admin exactly as PostgreSQL shows them; nothing loops
+#   limits.test.mjs      (a daemon of its own, small limits) 429 "Too many connected users",
+#                        too many channels, a message over max_message_bytes
 # RT_TESTS="views auth" runs only those parts. Cases of features walcast does not have yet are
 # marked pending in the files and run only with WALCAST_RT_PENDING=1. WALCAST_RT_SLOW=N scales
 # every timeout. The node packages (tests/realtime-js/package-lock.json) are installed with
@@ -110,9 +112,9 @@ fi
 export WALCAST_BIN=$WALCAST
 # a sanitizer build keeps freed memory in quarantine: its RSS says nothing about what walcast holds
 if ldd "$WALCAST" 2>/dev/null | grep -q libasan; then export WALCAST_RT_SANITIZED=1; fi
-PARTS=${RT_TESTS:-views subscribed auth hostile audit}
+PARTS=${RT_TESTS:-views subscribed auth hostile audit limits}
 for part in $PARTS; do
-  [ "$part" = audit ] && continue
+  case $part in audit|limits) continue ;; esac
   run_part "$part"
   kill -0 $RUN 2>/dev/null || { tail -30 "$WORK/realtime_it.err"; break; }
 done
@@ -127,5 +129,15 @@ if [[ " $PARTS " == *" audit "* ]]; then
     echo "not ok - walcast run with [audit] did not become ready"; cat "$WORK/realtime_audit.err"; FAILED=$((FAILED + 1))
   fi
   stop_walcast realtime_audit
+fi
+# limits: small ones, in the sink's section (the lines follow `type = realtime`)
+if [[ " $PARTS " == *" limits "* ]]; then
+  start_walcast realtime_limits "$(printf 'max_connections = 20\nmax_channels = 3\nmax_message_bytes = 4096\n')"
+  if wait_for 90 ready; then
+    run_part limits
+  else
+    echo "not ok - walcast run with small limits did not become ready"; cat "$WORK/realtime_limits.err"; FAILED=$((FAILED + 1))
+  fi
+  stop_walcast realtime_limits
 fi
 summary

@@ -493,6 +493,21 @@ export async function healthz() {
   }
 }
 
+// metric NAME: the sum of the daemon's /metrics samples of NAME (every label set), or null.
+export async function metric(name) {
+  try {
+    const text = await (await fetch(`${HTTP}/metrics`, { signal: AbortSignal.timeout(5000) })).text()
+    let sum = null
+    for (const line of text.split('\n')) {
+      const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line)
+      if (m && m[1] === name) sum = (sum || 0) + Number(m[3])
+    }
+    return sum
+  } catch {
+    return null
+  }
+}
+
 // The daemon's resident memory in KiB (VmRSS), or null.
 export function daemonRssKiB() {
   try {
