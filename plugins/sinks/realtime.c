@@ -42,6 +42,9 @@
 #define RT_TEXT_MAX 1024
 #define RT_BIG_VALUE 64 /* with a 413, values longer than this are dropped (the server's rule) */
 #define RT_WRITE_BATCH 65536 /* frames written with one write, up to this many bytes (or one frame) */
+#define RT_RX_BUFFER 1024    /* lws's per-connection receive buffer: client messages are small (a
+                              * larger one arrives in pieces); lws's default of 4 KiB per idle
+                              * connection is most of its memory */
 
 /* ---- shared data and frames ---------------------------------------------------------------- */
 
@@ -114,6 +117,7 @@ struct rt_conn {
 	rt_frame *qhead, *qtail;
 	size_t qbytes, qframes;
 	buf rx;               /* a message arriving in fragments */
+	bool rx_binary;       /* ... and whether it is a binary one */
 	bool closing;
 	int close_code;
 	bool dirty;
@@ -703,11 +707,11 @@ static void conn_receive(rt_conn *c, const char *text, size_t len)
 
 /* A complete binary message: realtime-js's broadcast push (vsn 2.0.0), answered with an error
  * reply so that its send() does not wait for a timeout. */
-static void conn_receive_binary(rt_conn *c, const void *data, size_t len)
+static void conn_receive_binary(rt_conn *c, const char *data, size_t len)
 {
 	rt_msg m = {0};
 	char err[RT_PROTO_ERROR_MAX];
-	if (c->vsn != RT_VSN_2 || rt_msg_parse_binary(data, len, &m, err) < 0) {
+	if (c->vsn != RT_VSN_2 || rt_msg_parse_binary((const unsigned char *)data, len, &m, err) < 0) {
 		(void)conn_system_error(c, "phoenix", c->vsn != RT_VSN_2 ? "binary frames need vsn 2.0.0" : err);
 		return;
 	}
@@ -945,18 +949,8 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 		if (c->closing)
 			return 0;
 		bool whole = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
-		if (lws_frame_is_binary(wsi) && !(whole && c->rx.len == 0)) {
-			/* a fragmented binary frame: not something walcast answers */
-			(void)conn_system_error(c, "phoenix", "binary frames are only broadcast pushes, which walcast "
-			                        "does not serve");
-			dirty_flush(s);
-			return 0;
-		}
-		if (lws_frame_is_binary(wsi)) {
-			conn_receive_binary(c, in, len);
-			dirty_flush(s);
-			return 0;
-		}
+		if (c->rx.len == 0)
+			c->rx_binary = lws_frame_is_binary(wsi);
 		if (c->rx.len + len > (size_t)s->conf.max_message_bytes) {
 			char msg[RT_TEXT_MAX];
 			snprintf(msg, sizeof(msg), "message too large (over %lld bytes): disconnected",
@@ -969,12 +963,12 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 			return 0;
 		}
 		if (whole && c->rx.len == 0) {
-			conn_receive(c, in, len);
+			(c->rx_binary ? conn_receive_binary : conn_receive)(c, in, len);
 		} else {
 			if (buf_append(&c->rx, in, len) < 0)
 				return -1;
 			if (whole) {
-				conn_receive(c, c->rx.data, c->rx.len);
+				(c->rx_binary ? conn_receive_binary : conn_receive)(c, c->rx.data, c->rx.len);
 				buf_clear(&c->rx);
 			}
 		}
@@ -1536,7 +1530,7 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 	}
 	s->proto = (struct lws_protocols){
 		.name = "walcast-realtime", .callback = rt_lws_cb, .per_session_data_size = sizeof(rt_conn *),
-		.rx_buffer_size = 0, .user = s,
+		.rx_buffer_size = RT_RX_BUFFER, .user = s,
 	};
 	s->proto_http = s->proto;
 	s->proto_http.name = "walcast-realtime-socket";
@@ -1625,7 +1619,7 @@ int realtime_test_feed_binary(rt_conn *c, const void *data, size_t len)
 {
 	if (c->closing)
 		return -EPIPE;
-	conn_receive_binary(c, data, len);
+	conn_receive_binary(c, (const char *)data, len);
 	dirty_flush(c->s);
 	return 0;
 }

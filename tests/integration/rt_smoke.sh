@@ -62,6 +62,10 @@ out=$($CLIENT "$HTTP" "/socket/websocket?apikey=$anon&vsn=3.0.0" || true)
 check "unknown vsn: 400" "HTTP 400" "${out:0:8}"
 
 # ---- heartbeat, join, system, a change --------------------------------------------------------------
+pre=$(sql -c "INSERT INTO events (org_id, kind, direction, status) VALUES ('$org', 'call', 'inbound', 'before the join') RETURNING id")
+lsn_pre=$(current_lsn)
+caught_up() { [ "$(curl -sf "http://127.0.0.1:$HTTP/metrics" | awk '$1 == "walcast_transactions_total" {print $2}')" -ge 1 ]; }
+wait_for 20 caught_up || true
 join2() { # TOKEN: a vsn 2.0.0 join of two bindings on events of the org
   printf '["1","1","realtime:room","phx_join",{"config":{"broadcast":{"ack":false,"self":false},"presence":{"key":"","enabled":false},"postgres_changes":[{"event":"INSERT","schema":"public","table":"events","filter":"org_id=eq.%s"},{"event":"*","schema":"public","table":"events"}],"private":false},"access_token":"%s"}]' "$org" "$1"
 }
@@ -97,10 +101,18 @@ check "member: refs null" 'null null' "$(echo "$change" | jq -r '"\(.[0]) \(.[1]
 as_user() { sql -c "set role authenticated; set request.jwt.claims = '{\"sub\":\"$1\",\"role\":\"authenticated\"}'; $2"; }
 check "oracle: RLS shows the member the event" 1 "$(as_user "$member" "select count(*) from events where id = '$ev'")"
 check "oracle: RLS hides it from the stranger" 0 "$(as_user "$stranger" "select count(*) from events where id = '$ev'")"
+check "member: nothing committed (and streamed) before the join" 0 "$(grep -c "$pre" "$WORK/m.out" || true)"
 check "member: only its org's event" "$ev" "$(grep '"postgres_changes",{"ids"' "$WORK/m.out" | sed 's/^frame //' | jq -r '.[4].data.record.id' | paste -sd' ')"
 check "stranger (vsn 1.0.0): only its own org's event" "$ev2" \
   "$(grep '"event":"postgres_changes"' "$WORK/s.out" | sed 's/^frame //' | jq -r '.payload.data.record.id' | paste -sd' ')"
 check "vsn 1.0.0: the join reply is an object" ok "$(grep '"phx_reply"' "$WORK/s.out" | head -1 | sed 's/^frame //' | jq -r '.payload.status')"
+
+# ---- a join larger than the receive buffer (it arrives in pieces) ---------------------------------
+many=$(for i in $(seq 1 40); do printf '{"event":"*","schema":"public","table":"t%02d"},' "$i"; done)
+bigjoin='["1","1","realtime:big","phx_join",{"config":{"postgres_changes":['"${many%,}"']},"access_token":"'$tok_member'"}]'
+out=$($CLIENT "$HTTP" "/socket/websocket?apikey=$anon&vsn=2.0.0" "send:$bigjoin" 'expect:phx_reply' || true)
+check "a ${#bigjoin}-byte join: 40 bindings answered" 40 \
+  "$(echo "$out" | grep phx_reply | sed 's/^frame //' | jq '.[4].response.postgres_changes | length')"
 
 # ---- refused joins ------------------------------------------------------------------------------
 out=$($CLIENT "$HTTP" "/socket/websocket?apikey=$anon&vsn=2.0.0" "send:$(join2 "$tok_expired")" 'expect:phx_reply' || true)
@@ -119,14 +131,14 @@ check_true "metrics: frames queued together share a write ($frames frames, $writ
 check "metrics: handshakes refused" 4 "$(metric walcast_realtime_refused_total)"
 
 # ---- audit_log: joins, refused joins and leaves of the org's members -----------------------------
-audited() { # ACTION: rows of the member in the org
-  sql -c "select count(*) from audit_log where org_id = '$org' and actor_id = '$member' and action = '$1'"
+audited() { # ACTION: rows of the member's channel realtime:room in the org
+  sql -c "select count(*) from audit_log where org_id = '$org' and actor_id = '$member' and action = '$1' and detail->>'topic' = 'realtime:room'"
 }
 has_rows() { [ "$(audited "$1")" -ge "$2" ]; }
 wait_for 20 has_rows realtime.join 1 || true
 check "audit: the member's join" 1 "$(audited realtime.join)"
 check "audit: its table and topic" "events realtime:room" \
-  "$(sql -c "select target_table || ' ' || (detail->>'topic') from audit_log where org_id = '$org' and action = 'realtime.join'")"
+  "$(sql -c "select target_table || ' ' || (detail->>'topic') from audit_log where org_id = '$org' and action = 'realtime.join' and detail->>'topic' = 'realtime:room'")"
 wait_for 20 has_rows realtime.leave 1 || true
 check "audit: the member's leave (connection closed)" 1 "$(audited realtime.leave)"
 wait_for 20 has_rows realtime.join_refused 1 || true
