@@ -120,24 +120,19 @@ for part in $PARTS; do
 done
 stop_walcast realtime_it
 
-# audit: a daemon of its own, since its audit rows would be changes the other parts do not expect
-if [[ " $PARTS " == *" audit "* ]]; then
-  start_walcast realtime_audit "$(printf '[audit]\nenabled = true\nflush_interval = 100ms\nsync_health_interval = 0\n')"
+# part_on_own_daemon PART SECTIONS: PART against a daemon of its own, configured with SECTIONS
+part_on_own_daemon() {
+  [[ " $PARTS " == *" $1 "* ]] || return 0
+  start_walcast "realtime_$1" "$2"
   if wait_for 90 ready; then
-    run_part audit
+    run_part "$1"
   else
-    echo "not ok - walcast run with [audit] did not become ready"; cat "$WORK/realtime_audit.err"; FAILED=$((FAILED + 1))
+    echo "not ok - walcast run for $1 did not become ready"; cat "$WORK/realtime_$1.err"; FAILED=$((FAILED + 1))
   fi
-  stop_walcast realtime_audit
-fi
+  stop_walcast "realtime_$1"
+}
+# audit: its audit rows would be changes the other parts do not expect
+part_on_own_daemon audit "$(printf '[audit]\nenabled = true\nflush_interval = 100ms\nsync_health_interval = 0\n')"
 # limits: small ones, in the sink's section (the lines follow `type = realtime`)
-if [[ " $PARTS " == *" limits "* ]]; then
-  start_walcast realtime_limits "$(printf 'max_connections = 20\nmax_channels = 3\nmax_message_bytes = 4096\n')"
-  if wait_for 90 ready; then
-    run_part limits
-  else
-    echo "not ok - walcast run with small limits did not become ready"; cat "$WORK/realtime_limits.err"; FAILED=$((FAILED + 1))
-  fi
-  stop_walcast realtime_limits
-fi
+part_on_own_daemon limits "$(printf 'max_connections = 20\nmax_channels = 3\nmax_message_bytes = 4096\n')"
 summary
