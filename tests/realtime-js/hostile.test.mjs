@@ -16,13 +16,14 @@ import { spawn } from 'node:child_process'
 import crypto from 'node:crypto'
 import {
   Client, asUser, check, checkTrue, daemonAlive, daemonRssKiB, diffRecord, healthz, lit, note, rawConnect, rawJoin, serviceToken,
-  sleep, sql, sqlAsync, summary, testCase, userToken, waitFor,
+  sleep, sql, sqlAsync, summary, syncStream, testCase, userToken, waitFor,
 } from './lib.mjs'
 
 const org = crypto.randomUUID()
 const member = crypto.randomUUID()
 sql(`insert into orgs (id, name) values (${lit(org)}, 'rt hostile');
      insert into org_roles (org_id, user_id, role) values (${lit(org)}, ${lit(member)}, 'member')`)
+await syncStream()
 
 const witness = new Client('witness', { token: userToken(member) })
 const wch = await witness.subscribe('witness', [{ event: 'INSERT', schema: 'public', table: 'events', filter: 'kind=eq.sms' }])

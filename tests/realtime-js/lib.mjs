@@ -283,10 +283,12 @@ export function encodeFrame(vsn, { join_ref = null, ref = null, topic, event, pa
 
 // A `ws` WebSocket class that records the raw text of every frame it receives into LOG (an
 // array of {at, text}) before realtime-js sees it.
-function recordingTransport(log) {
+// Every socket it opens is also pushed to SOCKETS (a test may cut one).
+function recordingTransport(log, sockets = []) {
   return class RecordingWebSocket extends WebSocket {
     constructor(url, protocols) {
       super(url, protocols)
+      sockets.push(this)
       this.on('message', (data, isBinary) => {
         log.push({ at: Date.now(), text: isBinary ? null : data.toString(), binary: isBinary })
       })
@@ -299,15 +301,18 @@ function recordingTransport(log) {
 // Client: one unmodified RealtimeClient (one WebSocket), named for messages; token null means
 // the apikey alone. Each channel records what realtime-js delivers to each of its bindings.
 export class Client {
-  constructor(name, { token = null, vsn = '2.0.0', apikey = ANON_KEY, path = '/realtime/v1' } = {}) {
+  // opts.options: more RealtimeClient options (accessToken, heartbeatIntervalMs, ...)
+  constructor(name, { token = null, vsn = '2.0.0', apikey = ANON_KEY, path = '/realtime/v1', options = {} } = {}) {
     this.name = name
     this.vsn = vsn
     this.raw = []
+    this.sockets = []
     this.client = new RealtimeClient(`${WS}${path}`, {
       params: { apikey },
-      transport: recordingTransport(this.raw),
+      transport: recordingTransport(this.raw, this.sockets),
       vsn,
       timeout: 20000 * SLOW,
+      ...options,
       // no log noise; reconnects stay on (a test that expects a close checks the raw frames)
     })
     if (token) this.client.setAuth(token)
@@ -329,6 +334,12 @@ export class Client {
     if (setup) setup(ch.ch)
     await ch.subscribe({ waitSystem, onSubscribed })
     return ch
+  }
+
+  // cut: the network under the current socket goes away (no close frame); realtime-js reconnects
+  cut() {
+    const ws = this.sockets[this.sockets.length - 1]
+    if (ws && ws._socket) ws._socket.destroy()
   }
 
   setAuth(token) {
@@ -403,6 +414,22 @@ export class Channel {
   }
 }
 
+// syncStream: returns once walcast has streamed every transaction committed before the call (a
+// service_role client sees a fresh org's INSERT arrive). Setup before subscribing: a change
+// committed before a join but streamed after it may legitimately reach the new subscriber, and
+// a membership must be known before a join is audited for its org.
+export async function syncStream() {
+  const id = crypto.randomUUID()
+  const c = new Client('sync', { token: serviceToken() })
+  try {
+    const ch = await c.subscribe(`sync-${id}`, [{ event: 'INSERT', schema: 'public', table: 'orgs', filter: `id=eq.${id}` }])
+    await sqlAsync(`insert into orgs (id, name) values ('${id}', 'rt sync point')`)
+    if (!(await waitFor(() => ch.got[0].length > 0, 60000))) throw new Error('syncStream: the sync point never arrived')
+  } finally {
+    c.close()
+  }
+}
+
 // ---- raw WebSocket clients ----------------------------------------------------------------------
 
 // rawConnect [OPTS]: a `ws` connection to the realtime endpoint; resolves {ws, frames, closed}
@@ -463,6 +490,21 @@ export async function healthz() {
     return r.status === 200
   } catch {
     return false
+  }
+}
+
+// metric NAME: the sum of the daemon's /metrics samples of NAME (every label set), or null.
+export async function metric(name) {
+  try {
+    const text = await (await fetch(`${HTTP}/metrics`, { signal: AbortSignal.timeout(5000) })).text()
+    let sum = null
+    for (const line of text.split('\n')) {
+      const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line)
+      if (m && m[1] === name) sum = (sum || 0) + Number(m[3])
+    }
+    return sum
+  } catch {
+    return null
   }
 }
 

@@ -10,13 +10,14 @@
 // round does the same with the stricter-for-the-server trigger removed: writes start when the
 // system message arrives, which the issue states as the contract.
 import crypto from 'node:crypto'
-import { Client, asUser, check, checkTrue, lit, note, sql, sqlAsync, summary, testCase, userToken, waitFor } from './lib.mjs'
+import { Client, asUser, check, checkTrue, lit, note, sql, sqlAsync, summary, syncStream, testCase, userToken, waitFor } from './lib.mjs'
 
 const N = Number(process.env.WALCAST_RT_CLIENTS || 50)
 const org = crypto.randomUUID()
 const users = Array.from({ length: N }, () => crypto.randomUUID())
 sql(`insert into orgs (id, name) values (${lit(org)}, 'rt subscribed');
      insert into org_roles (org_id, user_id, role) select ${lit(org)}, u::uuid, 'member' from unnest(array[${users.map(lit).join(',')}]) u`)
+await syncStream()
 
 async function round(label, waitSystem) {
   const writes = [] // {status, startedAt, committedAt}

@@ -22,7 +22,7 @@
 import crypto from 'node:crypto'
 import {
   Client, asUser, becomeSql, check, checkTrue, columnTypes, diffRecord, encryptBody, jsonQuery, lit, note,
-  script, sql, summary, testCase, waitFor, sameValue, serviceToken, userToken,
+  script, sql, summary, syncStream, testCase, waitFor, sameValue, serviceToken, userToken,
 } from './lib.mjs'
 
 const uuid = () => crypto.randomUUID()
@@ -42,6 +42,8 @@ const C = { pub: uuid(), priv: uuid(), pub2: uuid(), pub3: uuid(), bpub: uuid() 
 sql(`insert into contacts (id, org_id, name, phone) values (${lit(C.pub)}, ${lit(A)}, 'Public', '+15550001234'),
        (${lit(C.priv)}, ${lit(A)}, 'Private', '+15550009876'), (${lit(C.bpub)}, ${lit(B)}, 'B contact', '+15550005555');
      insert into privacy_rules (org_id, contact_id, min_role) values (${lit(A)}, ${lit(C.priv)}, 'admin')`)
+
+await syncStream()
 
 // Subscribers: every user of A and the outsider, by their own token; service_role.
 const SUBS = ['owner', 'admin', 'analyst', 'member', 'viewer', 'handler', 'demotee', 'promotee', 'outsider']
