@@ -113,19 +113,25 @@ static void seq_fini(seq_map *m)
 /* ---- topics --------------------------------------------------------------------------- */
 
 /* Appends s percent-encoded outside [A-Za-z0-9_$-] ('.', '/', ' ' and the rest are escaped,
- * so a topic splits unambiguously and never contains a space). */
+ * so a topic splits unambiguously and never contains a space). Runs of plain bytes (all of a
+ * uuid, a role, most table names) are appended at once: this is on every message. */
 static int put_name(buf *b, const char *s)
 {
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		             c == '_' || c == '$' || c == '-';
-		int rc = plain ? buf_putc(b, (char)c)
-		               : buf_printf(b, "%%%c%c", hex_upper[c >> 4], hex_upper[c & 15]);
-		if (rc < 0)
+	for (;;) {
+		size_t n = 0;
+		for (unsigned char c; (c = (unsigned char)s[n]) != '\0'; n++)
+			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			      c == '_' || c == '$' || c == '-'))
+				break;
+		int rc = n > 0 ? buf_append(b, s, n) : 0;
+		if (rc < 0 || s[n] == '\0')
 			return rc;
+		unsigned char c = (unsigned char)s[n];
+		char esc[3] = {'%', hex_upper[c >> 4], hex_upper[c & 15]};
+		if ((rc = buf_append(b, esc, sizeof(esc))) < 0)
+			return rc;
+		s += n + 1;
 	}
-	return 0;
 }
 
 int nng_sink_topic(buf *out, const char *prefix, const audience_delivery *d)
@@ -176,6 +182,7 @@ typedef struct nng_sink {
 	char *prefix;
 	seq_map seqs;
 	buf msg;                 /* scratch: the message being built */
+	nng_aio *aio;            /* reused for every send (nng_sendmsg allocates one per call) */
 	nng_sink_stats st;
 	atomic_int connections;  /* updated by nng's pipe callbacks (its own threads) */
 	metrics_counter *m_messages, *m_bytes, *m_dropped;
@@ -349,6 +356,8 @@ static void nng_sink_destroy(void *impl)
 		s->env->unsubscribe(s->env->env_arg, s->sub);
 	if (s->open)
 		nng_close(s->sock); /* closes listeners and pipes; waits for pipe callbacks */
+	if (s->aio != NULL)
+		nng_aio_free(s->aio);
 	if (s->tls != NULL)
 		nng_tls_config_free(s->tls);
 	/* the callback children read s: the families go with it (a new instance registers them
@@ -403,6 +412,11 @@ static int nng_sink_create(const sink_env *env, const void *conf, void **out, ch
 		goto fail;
 	}
 	s->open = true;
+	if ((nrv = nng_aio_alloc(&s->aio, NULL, NULL)) != 0) {
+		snprintf(err, SINK_ERROR_MAX, "send aio: %s", nng_strerror(nrv));
+		rc = nng_errno(nrv);
+		goto fail;
+	}
 	if ((nrv = nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, (int)c->sendbuf)) != 0) {
 		snprintf(err, SINK_ERROR_MAX, "sendbuf %lld: %s", (long long)c->sendbuf, nng_strerror(nrv));
 		rc = nng_errno(nrv);
@@ -512,27 +526,47 @@ static int nng_sink_deliver(void *impl, void *sub_arg, const audience_delivery *
 	uint64_t seq = slot->next++;
 	const change *v = d->view;
 	uint64_t lsn = v == NULL ? 0 : v->txn != NULL ? v->txn->commit_lsn : v->lsn;
-	char lsn_text[LSN_TEXT_MAX];
-	size_t plen = 0;
+	/* " <seq> <lsn> ", formatted by hand: this is on every message */
+	char head[64];
+	char digits[20];
+	size_t nd = 0, hl = 0;
+	do
+		digits[nd++] = (char)('0' + seq % 10);
+	while ((seq /= 10) != 0);
+	head[hl++] = ' ';
+	while (nd > 0)
+		head[hl++] = digits[--nd];
+	head[hl++] = ' ';
+	lsn_format(lsn, head + hl);
+	hl += strlen(head + hl);
+	head[hl++] = ' ';
+	size_t plen = 4;
 	const char *payload = d->payload ? audience_payload_data(d->payload, &plen) : "null";
-	if (d->payload == NULL)
-		plen = 4;
+	size_t len = tlen + hl + plen;
+	/* one allocation of the exact size: every subscriber's pipe shares it (nng counts refs) */
 	nng_msg *m = NULL;
-	if ((rc = buf_printf(b, " %llu %s ", (unsigned long long)seq, lsn_format(lsn, lsn_text))) < 0 ||
-	    nng_msg_alloc(&m, 0) != 0 || nng_msg_append(m, b->data, b->len) != 0 ||
-	    nng_msg_append(m, payload, plen) != 0) {
-		if (m != NULL)
-			nng_msg_free(m);
+	if (nng_msg_alloc(&m, len) != 0) {
 		count_drop(s);
 		return 0;
 	}
-	size_t len = nng_msg_len(m);
-	int nrv = nng_sendmsg(s->sock, m, NNG_FLAG_NONBLOCK);
-	if (nrv != 0) {
+	char *body = nng_msg_body(m);
+	memcpy(body, b->data, tlen);
+	memcpy(body + tlen, head, hl);
+	memcpy(body + tlen + hl, payload, plen);
+	/* nng_send_aio on the sink's own aio: pub0 completes a send at once, in this thread (no
+	 * callback to dispatch), so the aio is free again when nng_aio_wait returns. A zero timeout
+	 * keeps the send non-blocking, as a live sink must be. */
+	nng_aio_set_timeout(s->aio, NNG_DURATION_ZERO);
+	nng_aio_set_msg(s->aio, m);
+	nng_send_aio(s->sock, s->aio);
+	nng_aio_wait(s->aio);
+	if (nng_aio_result(s->aio) != 0) {
 		nng_msg_free(m); /* not taken on failure */
+		nng_aio_set_msg(s->aio, NULL);
 		count_drop(s);
 		return 0;
 	}
+	nng_aio_set_msg(s->aio, NULL);
 	s->st.messages++;
 	s->st.bytes += len;
 	if (s->m_messages)

@@ -16,7 +16,9 @@
  * Per change, the uid columns of the row (and of the old row of an UPDATE) name at most a few
  * subscribed users: they are stamped with the change's serial number, judged on their own, and
  * skipped by their rank's audience. Payloads come from a pool (a free list) and are returned to
- * it by the last unref, so a steady stream allocates nothing.
+ * it by the last unref, so a steady stream allocates nothing. Payloads are serialized through
+ * a change_json_cache: the escaped table and column names are formatted once per relation
+ * and the transaction's header once per transaction, not once per audience.
  */
 #include "audience.h"
 
@@ -174,6 +176,7 @@ struct audience {
 	audience_sub *wild_subs;               /* offered every audience of every row */
 	size_t nbypass, nwild, nsubs;
 	payload_pool *pool;
+	change_json_cache *jc; /* escaped names per relation, the header per transaction */
 	/* per change */
 	uint64_t serial;
 	void **out;     /* subscribers of the audience being delivered; capacity >= nsubs */
@@ -428,7 +431,8 @@ int audience_create(privacy *pv, unsigned json_flags, audience **out)
 	if (getrandom(&a->seed, sizeof(a->seed), GRND_NONBLOCK) != (ssize_t)sizeof(a->seed))
 		a->seed = (uint64_t)(uintptr_t)a * 0x9E3779B97F4A7C15ULL;
 	a->pool = calloc(1, sizeof(*a->pool));
-	if (a->pool == NULL || pmap_init(&a->users) < 0)
+	a->jc = change_json_cache_create();
+	if (a->pool == NULL || a->jc == NULL || pmap_init(&a->users) < 0)
 		goto nomem;
 	a->pool->refs = 1;
 	for (int w = 0; w < 2; w++) {
@@ -479,6 +483,7 @@ void audience_destroy(audience *a)
 	pmap_fini(&a->users);
 	pmap_fini(&a->ix[0].orgs);
 	pmap_fini(&a->ix[1].orgs);
+	change_json_cache_destroy(a->jc);
 	if (a->pool != NULL) {
 		payload_pool *pool = a->pool;
 		audience_payload *p = pool->free;
@@ -655,7 +660,7 @@ static int deliver(audience *a, const change *view, size_t n, int rank, bool byp
 	audience_payload *p = payload_get(a->pool);
 	if (p == NULL)
 		return -ENOMEM;
-	int rc = change_json_write(&p->b, view, a->json_flags);
+	int rc = change_json_write_cached(a->jc, &p->b, view, a->json_flags);
 	if (rc == 0) {
 		audience_delivery d = {
 			.view = view, .payload = p, .subs = a->out, .nsubs = n,
