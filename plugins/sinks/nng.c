@@ -3,10 +3,8 @@
  * one message per (change, audience) on a topic naming the audience and the table, with a
  * per-topic sequence number so that a consumer sees what nng dropped.
  *
- * The topic -> next sequence map is a small open-addressing table of its own (linear probing,
- * FNV-1a, power-of-two capacity, grown at 70% load; keys copied once, never removed): the
- * project's other tables are keyed by uuids (audience.c) or relations (relcache.c), not by
- * byte strings, and none is shared yet.
+ * The topic -> next sequence map is the core's hash_index over a dense array of slots (keys
+ * copied once, never removed), hashed with hash_bytes.
  */
 #include "nng.h"
 
@@ -15,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/pub.h>
@@ -40,17 +39,14 @@ typedef struct seq_map {
 	seq_slot *slots;
 	size_t cap;
 	size_t n;
+	uint64_t seed;
 } seq_map;
 
-static uint32_t fnv1a(const char *s, size_t n)
+/* Topics are chosen by the database's contents (org and user ids, table names), so the table
+ * is keyed by a random value per sink (see hash_words). */
+static uint32_t topic_hash(const seq_map *m, const char *s, size_t n)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 0x100000001b3ULL;
-	}
-	h ^= h >> 29;
-	return (uint32_t)(h ^ (h >> 32));
+	return (uint32_t)hash_bytes(m->seed, s, n);
 }
 
 static long seq_index(const seq_map *m, const char *key, size_t len, uint32_t h)
@@ -68,7 +64,7 @@ static long seq_index(const seq_map *m, const char *key, size_t len, uint32_t h)
  * good until the next seq_get. */
 static seq_slot *seq_get(seq_map *m, const char *key, size_t len)
 {
-	uint32_t h = fnv1a(key, len);
+	uint32_t h = topic_hash(m, key, len);
 	long i = seq_index(m, key, len, h);
 	if (i >= 0)
 		return &m->slots[i];
@@ -97,7 +93,7 @@ static seq_slot *seq_get(seq_map *m, const char *key, size_t len)
 
 static const seq_slot *seq_find(const seq_map *m, const char *key, size_t len)
 {
-	long i = seq_index(m, key, len, fnv1a(key, len));
+	long i = seq_index(m, key, len, topic_hash(m, key, len));
 	return i >= 0 ? &m->slots[i] : NULL;
 }
 
@@ -112,6 +108,18 @@ static void seq_fini(seq_map *m)
 
 /* ---- topics --------------------------------------------------------------------------- */
 
+/* The bytes a topic name carries as they are: [A-Za-z0-9_$-] (NUL is not: it ends a name). */
+static const bool name_plain[256] = {
+	['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1,
+	['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+	['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1,
+	['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1,
+	['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+	['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['_'] = 1,
+	['$'] = 1, ['-'] = 1,
+};
+
 /* Appends s percent-encoded outside [A-Za-z0-9_$-] ('.', '/', ' ' and the rest are escaped,
  * so a topic splits unambiguously and never contains a space). Runs of plain bytes (all of a
  * uuid, a role, most table names) are appended at once: this is on every message. */
@@ -119,10 +127,8 @@ static int put_name(buf *b, const char *s)
 {
 	for (;;) {
 		size_t n = 0;
-		for (unsigned char c; (c = (unsigned char)s[n]) != '\0'; n++)
-			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-			      c == '_' || c == '$' || c == '-'))
-				break;
+		while (name_plain[(unsigned char)s[n]])
+			n++;
 		int rc = n > 0 ? buf_append(b, s, n) : 0;
 		if (rc < 0 || s[n] == '\0')
 			return rc;
@@ -383,6 +389,8 @@ static int nng_sink_create(const sink_env *env, const void *conf, void **out, ch
 	snprintf(s->name, sizeof(s->name), "%s", env->name ? env->name : "nng");
 	atomic_init(&s->connections, 0);
 	buf_init(&s->msg);
+	if (getrandom(&s->seqs.seed, sizeof(s->seqs.seed), GRND_NONBLOCK) != (ssize_t)sizeof(s->seqs.seed))
+		s->seqs.seed = (uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ULL; /* no entropy yet */
 	s->prefix = strdup(c->topic_prefix ? c->topic_prefix : NNG_SINK_DEFAULT_PREFIX);
 	urls = strdup(c->listen ? c->listen : "");
 	if (s->prefix == NULL || urls == NULL) {

@@ -96,4 +96,22 @@ static inline uint64_t hash_words(uint64_t seed, const uint8_t *k, size_t n)
 	return h;
 }
 
+/* hash_words for any n: the 8-byte words, then the tail (zero-padded) and the length. For byte
+ * strings (nng topics); a word at a time, not a byte at a time like FNV-1a. */
+static inline uint64_t hash_bytes(uint64_t seed, const void *k, size_t n)
+{
+	const uint8_t *p = k;
+	size_t whole = n & ~(size_t)7;
+	uint64_t h = seed;
+	for (size_t i = 0; i < whole; i += 8) {
+		uint64_t w;
+		__builtin_memcpy(&w, p + i, sizeof(w));
+		h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+		h ^= h >> 29;
+	}
+	uint64_t w = 0;
+	__builtin_memcpy(&w, p + whole, n - whole);
+	return hash_words(h ^ (uint64_t)n, (const uint8_t *)&w, sizeof(w));
+}
+
 #endif
