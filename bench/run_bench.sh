@@ -120,14 +120,15 @@ sendbuf = 8192
 CONF
 }
 
-# Appends "subs tool round wall_s cpu_s maxrss_kb rc busy_pct messages" to $RESULTS.
-record() { # subs tool round wall tf rc busy messages
+# Appends "subs tool round wall_s cpu_s maxrss_kb rc busy_pct messages startup_s stream_s" to
+# $RESULTS (the last two: walcast only, start to the first message and first message to marker).
+record() { # subs tool round wall tf rc busy messages [startup stream]
   local rss user sys
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$5")
   user=$(awk -F': ' '/User time \(seconds\)/ {print $2}' "$5")
   sys=$(awk -F': ' '/System time \(seconds\)/ {print $2}' "$5")
-  printf '%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$(echo "${user:-0} + ${sys:-0}" | bc)" \
-    "${rss:-0}" "$6" "$7" "$8" >>"$RESULTS"
+  printf '%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$(echo "${user:-0} + ${sys:-0}" | bc)" \
+    "${rss:-0}" "$6" "$7" "$8" "${9:-}" "${10:-}" >>"$RESULTS"
   log "  N=$1 $2 round $3: $(printf '%.2f' "$4") s, cpu $(echo "${user:-0} + ${sys:-0}" | bc) s, rss $((${rss:-0} / 1024)) MB, machine busy $7 %, rc $6${8:+, messages $8}"
 }
 
@@ -160,8 +161,14 @@ drain_wc() { # subs round slot
   kill -TERM "$(pgrep -P "$run")" 2>/dev/null || true
   wait "$run" || true
   [ "$rc" = 0 ] || { log "  walcast run: the subscriber saw no marker"; tail -5 "$WORK/stderr.wc.$1.$2" >&2; }
+  local first last startup="" stream=""
+  first=$(sed -n 's/.*first_us=\([0-9]*\).*/\1/p' "$WORK/sub.$1.$2")
+  last=$(sed -n 's/.*marker_us=\([0-9]*\).*/\1/p' "$WORK/sub.$1.$2")
+  if [ "${first:-0}" -gt 0 ] && [ "${last:-0}" -gt 0 ]; then
+    startup=$(echo "$first / 1000000 - $t0" | bc -l); stream=$(echo "($last - $first) / 1000000" | bc -l)
+  fi
   record "$1" walcast "$2" "$(echo "$t1 - $t0" | bc -l)" "$tf" "$rc" "$(busy_pct "$j0" "$j1")" \
-    "$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' "$WORK/sub.$1.$2")"
+    "$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' "$WORK/sub.$1.$2")" "$startup" "$stream"
 }
 
 # ---- Schema: 100 orgs, the load procedures ------------------------------------------------------
@@ -285,9 +292,11 @@ res, latf, subf, rows, rate, secs, lat_n, lat_busy, lat_wall = sys.argv[1:10]
 rows = int(rows)
 R = defaultdict(list)
 for line in open(res):
-    n, tool, rnd, wall, cpu, rss, rc, busy, msgs = line.rstrip("\n").split("\t")
+    n, tool, rnd, wall, cpu, rss, rc, busy, msgs, startup, stream = line.rstrip("\n").split("\t")
     R[(int(n), tool)].append(dict(wall=float(wall), cpu=float(cpu), rss=int(rss), rc=int(rc), busy=int(busy),
-                                  msgs=int(msgs) if msgs else None))
+                                  msgs=int(msgs) if msgs else None,
+                                  startup=float(startup) if startup else None,
+                                  stream=float(stream) if stream else None))
 med = statistics.median
 ok = lambda b: "**met**" if b else "**not met**"
 out = ["#### 1. Throughput: " + f"{rows:,} single-row transactions, 100 orgs\n",
@@ -303,12 +312,26 @@ for n in sorted({k[0] for k in R}):
     failed = [v for v in ref + wc if v["rc"] != 0]
     note = " ⚠ failed drains: %d" % len(failed) if failed else ""
     out.append(f"| {n:,}{note} | {rr/1000:,.1f}k | {wr/1000:,.1f}k | {ratio:.3f} {ok(ratio >= 0.95)} | {rc_:.1f} / {wc_:.1f} ({(wc_ / rc_ if rc_ > 0 else float('nan')):.2f}×) | {max(v['rss'] for v in ref)/1024:.1f} / {max(v['rss'] for v in wc)/1024:.1f} MB | {busy:.0f} % | {msgs} |")
+out.append("\nThe same drains without walcast's start-up (connecting, the policy-state load of every member, the slot): walcast from the subscriber's first message to the marker.\n")
+out.append("| subscribers (members) | walcast start-up s | walcast streaming rows/s | streaming ratio vs pg_recvlogical |")
+out.append("|---:|---:|---:|---:|")
+for n in sorted({k[0] for k in R}):
+    ref, wc = R[(n, "pg_recvlogical")], R[(n, "walcast")]
+    pairs = [(a, b) for a, b in zip(ref, wc) if b["stream"]]
+    if not pairs:
+        out.append(f"| {n:,} | – | – | – |")
+        continue
+    su = med([b["startup"] for _, b in pairs])
+    sr = med([rows / b["stream"] for _, b in pairs])
+    sratio = med([(rows / b["stream"]) / (rows / a["wall"]) for a, b in pairs])
+    out.append(f"| {n:,} | {su:.2f} | {sr/1000:,.1f}k | {sratio:.3f} |")
 out.append("\n<details><summary>every drain</summary>\n")
-out.append("| subscribers | tool | round | wall s | CPU s | peak RSS | machine busy | exit |")
-out.append("|---:|---|---:|---:|---:|---:|---:|---:|")
+out.append("| subscribers | tool | round | wall s | CPU s | peak RSS | machine busy | exit | start-up s / streaming s |")
+out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 for (n, tool), vs in sorted(R.items()):
     for i, v in enumerate(vs, 1):
-        out.append(f"| {n:,} | {tool} | {i} | {v['wall']:.2f} | {v['cpu']:.2f} | {v['rss']/1024:.1f} MB | {v['busy']} % | {v['rc']} |")
+        st = f"{v['startup']:.2f} / {v['stream']:.2f}" if v["stream"] else "–"
+        out.append(f"| {n:,} | {tool} | {i} | {v['wall']:.2f} | {v['cpu']:.2f} | {v['rss']/1024:.1f} MB | {v['busy']} % | {v['rc']} | {st} |")
 out.append("\n</details>\n")
 lat = sorted(int(x) for x in open(latf) if x.strip())
 sub = open(subf).read().strip()
