@@ -120,15 +120,16 @@ sendbuf = 8192
 CONF
 }
 
-# Appends "subs tool round wall_s cpu_s maxrss_kb rc busy_pct messages startup_s stream_s" to
-# $RESULTS (the last two: walcast only, start to the first message and first message to marker).
-record() { # subs tool round wall tf rc busy messages [startup stream]
+# Appends "subs tool round wall_s cpu_s maxrss_kb rc busy_pct messages startup_s stream_s
+# stream_cpu_s" to $RESULTS (the last three: walcast only, start to the first message, first
+# message to marker, and walcast's CPU time meanwhile).
+record() { # subs tool round wall tf rc busy messages [startup stream stream_cpu]
   local rss user sys
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$5")
   user=$(awk -F': ' '/User time \(seconds\)/ {print $2}' "$5")
   sys=$(awk -F': ' '/System time \(seconds\)/ {print $2}' "$5")
-  printf '%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$(echo "${user:-0} + ${sys:-0}" | bc)" \
-    "${rss:-0}" "$6" "$7" "$8" "${9:-}" "${10:-}" >>"$RESULTS"
+  printf '%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$(echo "${user:-0} + ${sys:-0}" | bc)" \
+    "${rss:-0}" "$6" "$7" "$8" "${9:-}" "${10:-}" "${11:-}" >>"$RESULTS"
   log "  N=$1 $2 round $3: $(printf '%.2f' "$4") s, cpu $(echo "${user:-0} + ${sys:-0}" | bc) s, rss $((${rss:-0} / 1024)) MB, machine busy $7 %, rc $6${8:+, messages $8}"
 }
 
@@ -143,8 +144,19 @@ drain_ref() { # subs round slot end
   record "$1" pg_recvlogical "$2" "$(echo "$t1 - $t0" | bc -l)" "$tf" "$rc" "$(busy_pct "$j0" "$j1")" ""
 }
 
+# Samples the CPU time (user + system, clock ticks) of process $1 every 50 ms into $2 as
+# "UNIX_MICROSECONDS TICKS" lines until it exits: walcast's CPU at the subscriber's first message
+# and at the marker, without its start-up and shutdown.
+cpu_sampler() { # pid file
+  local f
+  while read -r -a f 2>/dev/null </proc/"$1"/stat; do
+    echo "$(date +%s%6N) $((f[13] + f[14]))"
+    sleep 0.05
+  done >"$2"
+}
+
 drain_wc() { # subs round slot
-  local tf=$WORK/time.wc.$1.$2 rc=0 t0 t1 j0 j1 np hp sub run
+  local tf=$WORK/time.wc.$1.$2 rc=0 t0 t1 j0 j1 np hp sub run wpid sampler=""
   np=$(port); hp=$(port)
   write_conf "$WORK/wc.$1.$2.conf" "$3" "$np" "$hp" false
   wait_slots_idle
@@ -155,20 +167,28 @@ drain_wc() { # subs round slot
   /usr/bin/time -v -o "$tf" "$WALCAST_BIN" -c "$WORK/wc.$1.$2.conf" run --policy "$ROOT/deploy/policy.ini" \
     >/dev/null 2>"$WORK/stderr.wc.$1.$2" &
   run=$!
+  for _ in $(seq 1 100); do wpid=$(pgrep -P "$run" || true); [ -n "$wpid" ] && break; sleep 0.02; done
+  if [ -n "$wpid" ]; then cpu_sampler "$wpid" "$WORK/cpu.wc.$1.$2" & sampler=$!; fi
   wait "$sub" || rc=$?
   t1=$(date +%s.%N); j1=$(cpu_jiffies)
   # $run is /usr/bin/time, which does not forward signals: stop walcast itself.
-  kill -TERM "$(pgrep -P "$run")" 2>/dev/null || true
+  kill -TERM "$wpid" 2>/dev/null || true
   wait "$run" || true
+  [ -z "$sampler" ] || wait "$sampler" 2>/dev/null || true
   [ "$rc" = 0 ] || { log "  walcast run: the subscriber saw no marker"; tail -5 "$WORK/stderr.wc.$1.$2" >&2; }
-  local first last startup="" stream=""
+  local first last startup="" stream="" scpu=""
   first=$(sed -n 's/.*first_us=\([0-9]*\).*/\1/p' "$WORK/sub.$1.$2")
   last=$(sed -n 's/.*marker_us=\([0-9]*\).*/\1/p' "$WORK/sub.$1.$2")
   if [ "${first:-0}" -gt 0 ] && [ "${last:-0}" -gt 0 ]; then
     startup=$(echo "$first / 1000000 - $t0" | bc -l); stream=$(echo "($last - $first) / 1000000" | bc -l)
+    # CPU from the last sample before the first message to the first sample after the marker,
+    # or the last one (walcast's exit) when none came after it: an upper bound
+    [ -s "$WORK/cpu.wc.$1.$2" ] && scpu=$(awk -v a="$first" -v b="$last" -v hz="$(getconf CLK_TCK)" '
+      $1 <= a {c0 = $2} $1 >= b && c1 == "" {c1 = $2} {cl = $2} END {if (c1 == "") c1 = cl; if (c0 != "" && c1 != "") printf "%.3f", (c1 - c0) / hz}' \
+      "$WORK/cpu.wc.$1.$2")
   fi
   record "$1" walcast "$2" "$(echo "$t1 - $t0" | bc -l)" "$tf" "$rc" "$(busy_pct "$j0" "$j1")" \
-    "$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' "$WORK/sub.$1.$2")" "$startup" "$stream"
+    "$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' "$WORK/sub.$1.$2")" "$startup" "$stream" "$scpu"
 }
 
 # ---- Schema: 100 orgs, the load procedures ------------------------------------------------------
@@ -292,11 +312,12 @@ res, latf, subf, rows, rate, secs, lat_n, lat_busy, lat_wall = sys.argv[1:10]
 rows = int(rows)
 R = defaultdict(list)
 for line in open(res):
-    n, tool, rnd, wall, cpu, rss, rc, busy, msgs, startup, stream = line.rstrip("\n").split("\t")
+    n, tool, rnd, wall, cpu, rss, rc, busy, msgs, startup, stream, scpu = line.rstrip("\n").split("\t")
     R[(int(n), tool)].append(dict(wall=float(wall), cpu=float(cpu), rss=int(rss), rc=int(rc), busy=int(busy),
                                   msgs=int(msgs) if msgs else None,
                                   startup=float(startup) if startup else None,
-                                  stream=float(stream) if stream else None))
+                                  stream=float(stream) if stream else None,
+                                  scpu=float(scpu) if scpu else None))
 med = statistics.median
 ok = lambda b: "**met**" if b else "**not met**"
 out = ["#### 1. Throughput: " + f"{rows:,} single-row transactions, 100 orgs\n",
@@ -313,24 +334,27 @@ for n in sorted({k[0] for k in R}):
     note = " ⚠ failed drains: %d" % len(failed) if failed else ""
     out.append(f"| {n:,}{note} | {rr/1000:,.1f}k | {wr/1000:,.1f}k | {ratio:.3f} {ok(ratio >= 0.95)} | {rc_:.1f} / {wc_:.1f} ({(wc_ / rc_ if rc_ > 0 else float('nan')):.2f}×) | {max(v['rss'] for v in ref)/1024:.1f} / {max(v['rss'] for v in wc)/1024:.1f} MB | {busy:.0f} % | {msgs} |")
 out.append("\nThe same drains without walcast's start-up (connecting, the policy-state load of every member, the slot): walcast from the subscriber's first message to the marker.\n")
-out.append("| subscribers (members) | walcast start-up s | walcast streaming rows/s | streaming ratio vs pg_recvlogical |")
-out.append("|---:|---:|---:|---:|")
+out.append("| subscribers (members) | walcast start-up s | walcast streaming rows/s | streaming ratio vs pg_recvlogical | streaming CPU µs/row: pg_recvlogical / walcast (×) |")
+out.append("|---:|---:|---:|---:|---:|")
 for n in sorted({k[0] for k in R}):
     ref, wc = R[(n, "pg_recvlogical")], R[(n, "walcast")]
     pairs = [(a, b) for a, b in zip(ref, wc) if b["stream"]]
     if not pairs:
-        out.append(f"| {n:,} | – | – | – |")
+        out.append(f"| {n:,} | – | – | – | – |")
         continue
     su = med([b["startup"] for _, b in pairs])
     sr = med([rows / b["stream"] for _, b in pairs])
     sratio = med([(rows / b["stream"]) / (rows / a["wall"]) for a, b in pairs])
-    out.append(f"| {n:,} | {su:.2f} | {sr/1000:,.1f}k | {sratio:.3f} |")
+    rc_ = med([v["cpu"] for v in ref]) / rows * 1e6
+    sc = [b["scpu"] for _, b in pairs if b["scpu"] is not None]
+    scpu = f"{rc_:.1f} / {med(sc) / rows * 1e6:.1f} ({med(sc) / rows * 1e6 / rc_:.2f}×)" if sc and rc_ > 0 else "–"
+    out.append(f"| {n:,} | {su:.2f} | {sr/1000:,.1f}k | {sratio:.3f} | {scpu} |")
 out.append("\n<details><summary>every drain</summary>\n")
-out.append("| subscribers | tool | round | wall s | CPU s | peak RSS | machine busy | exit | start-up s / streaming s |")
+out.append("| subscribers | tool | round | wall s | CPU s | peak RSS | machine busy | exit | start-up s / streaming s (CPU s) |")
 out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 for (n, tool), vs in sorted(R.items()):
     for i, v in enumerate(vs, 1):
-        st = f"{v['startup']:.2f} / {v['stream']:.2f}" if v["stream"] else "–"
+        st = f"{v['startup']:.2f} / {v['stream']:.2f}" + (f" ({v['scpu']:.2f})" if v["scpu"] is not None else "") if v["stream"] else "–"
         out.append(f"| {n:,} | {tool} | {i} | {v['wall']:.2f} | {v['cpu']:.2f} | {v['rss']/1024:.1f} MB | {v['busy']} % | {v['rc']} | {st} |")
 out.append("\n</details>\n")
 lat = sorted(int(x) for x in open(latf) if x.strip())
