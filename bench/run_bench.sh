@@ -3,7 +3,7 @@
 # latency (issue 8, "Benchmark").
 #
 #   bash bench/run_bench.sh [--rows M] [--subs "10 1000 100000"] [--rounds R] [--rate N]
-#                           [--seconds S] [--out FILE | --no-doc]
+#                           [--seconds S] [--topics LIST] [--out FILE | --no-doc]
 #
 # Inside one throwaway PostgreSQL (tests/harness/harness.sh), with deploy/policy.ini:
 #   1. Throughput, for each subscriber count N: 100 orgs and N members (org_roles rows, the
@@ -25,7 +25,8 @@
 # Prints a Markdown report and writes it into docs/benchmarks.md between
 # <!-- bench:run:begin --> and <!-- bench:run:end --> (only on a committed tree, bench/lib.sh).
 # Options: --rows M (default 100000), --subs LIST (default "10 1000 100000"), --rounds R
-# (default 3), --rate N (default 1000), --seconds S (default 20), --out FILE, --no-doc.
+# (default 3), --rate N (default 1000), --seconds S (default 20), --topics LIST (the nng sink's
+# topics key, default: the sink's own, every family), --out FILE, --no-doc.
 # Environment: WALCAST_BIN, WALCAST_BENCH_BUILD_DIR. A measurement, not a test: exits 0 whether
 # or not the bars are met.
 set -euo pipefail
@@ -37,6 +38,7 @@ SUBS="10 1000 100000"
 ROUNDS=3
 RATE=1000
 SECONDS_LAT=20
+TOPICS=
 OUT=$ROOT/docs/benchmarks.md
 ARGS=("$@")
 
@@ -47,6 +49,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
     --seconds) SECONDS_LAT=$2; shift 2 ;;
+    --topics) TOPICS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --no-doc) OUT=; shift ;;
     --inner) shift; break ;;
@@ -70,7 +73,7 @@ if [ -z "${WALCAST_BENCH_INNER:-}" ]; then
   SUB_BIN=$(bench_build "$ROOT" run_bench_sub)
   if [ -z "${WALCAST_BIN:-}" ]; then WALCAST_BIN=$(bench_build "$ROOT" walcast); fi
   if [ -n "$OUT" ]; then OUT=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT"); fi
-  export WALCAST_BIN SUB_BIN WALCAST_BENCH_INNER=1 WALCAST_BENCH_OUT=$OUT
+  export WALCAST_BIN SUB_BIN WALCAST_BENCH_INNER=1 WALCAST_BENCH_OUT=$OUT WALCAST_BENCH_TOPICS=$TOPICS
   export WALCAST_BENCH_ARGS="${ARGS[*]}"
   unset WALCAST_CONFIG
   exec bash "$ROOT/tests/harness/harness.sh" run --no-redis -- \
@@ -80,6 +83,7 @@ fi
 
 # ---- Inner half: PG* point at the harness's PostgreSQL ----------------------------------------
 OUT=${WALCAST_BENCH_OUT:-}
+TOPICS=${WALCAST_BENCH_TOPICS:-}
 PG_BIN=${WALCAST_PG_BIN:-/usr/lib/postgresql/15/bin}
 RECV=$PG_BIN/pg_recvlogical
 WORK=${WALCAST_HARNESS_DIR:-$(mktemp -d)}/run-bench
@@ -118,6 +122,7 @@ type = nng
 listen = tcp://127.0.0.1:$3
 sendbuf = 8192
 CONF
+  if [ -n "$TOPICS" ]; then echo "topics = $TOPICS" >>"$1"; fi
 }
 
 # Appends "subs tool round wall_s cpu_s maxrss_kb rc busy_pct messages startup_s stream_s
@@ -379,7 +384,7 @@ PY
   echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); command: \`bash bench/run_bench.sh ${WALCAST_BENCH_ARGS:-}\`"
   echo "- Machine: $(nproc) × $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(uname -sr); PostgreSQL $(sql -c 'show server_version') (harness: fsync off, synchronous_commit off)"
-  echo "- walcast: git $GIT_REV, RelWithDebInfo; \`walcast run --policy deploy/policy.ini\` with one nng sink (\`sendbuf = 8192\`), pgoutput"
+  echo "- walcast: git $GIT_REV, RelWithDebInfo; \`walcast run --policy deploy/policy.ini\` with one nng sink (\`sendbuf = 8192\`${TOPICS:+, \`topics = $TOPICS\`}), pgoutput"
   echo "- **Shared machine**: ${IDLE_BUSY}% of all CPUs busy with other work in the 3 s before the run, load average $LOADAVG${OTHERS:+ (top: $OTHERS)}. \"Machine busy\" below is the share of all CPUs busy during each drain, the drain's own processes included. Absolute figures are skewed by that load; the ratios less so (each round's two drains run back to back, alternating which goes first)."
   echo "- Loads (2 sessions, COMMIT after every insert): ${LOAD_TXT% }"
   echo "- pg_recvlogical: \`pg_recvlogical -S SLOT --start -E END --no-loop -F 0 -o proto_version=1 -o publication_names=walcast -o messages=true -f /dev/null\`; walcast: start of \`walcast run\` to the subscriber's receipt of the marker message committed right after END (the walcast process then gets SIGTERM; its CPU time and peak RSS come from \`/usr/bin/time -v\` and include startup, the initial policy-state load and shutdown). Medians of the rounds; the ratio is the median of per-round ratios; peak RSS is the maximum."

@@ -176,6 +176,41 @@ out:
 
 /* ---- the sink ------------------------------------------------------------------------- */
 
+enum { FAM_ALL = 1u << 0, FAM_ROLE = 1u << 1, FAM_USER = 1u << 2 };
+
+/* Parses the topics key ("all, role, user" or a part of it) into FAM_* bits. 0 or -EINVAL
+ * (err says why). */
+static int families_parse(const char *text, unsigned *out, char err[SINK_ERROR_MAX])
+{
+	static const struct { const char *name; unsigned bit; } names[] = {
+		{"all", FAM_ALL}, {"role", FAM_ROLE}, {"user", FAM_USER}};
+	unsigned f = 0;
+	const char *p = text ? text : "all, role, user";
+	while (*p != '\0') {
+		size_t n = strcspn(p, ", \t");
+		if (n > 0) {
+			size_t i = 0;
+			while (i < sizeof(names) / sizeof(names[0]) &&
+			       !(strlen(names[i].name) == n && strncmp(names[i].name, p, n) == 0))
+				i++;
+			if (i == sizeof(names) / sizeof(names[0])) {
+				snprintf(err, SINK_ERROR_MAX, "topics: unknown audience family \"%.*s\" (all, role, user)",
+				         (int)(n > 64 ? 64 : n), p);
+				return -EINVAL;
+			}
+			f |= names[i].bit;
+		}
+		p += n;
+		p += strspn(p, ", \t");
+	}
+	if (f == 0) {
+		snprintf(err, SINK_ERROR_MAX, "topics: name at least one of all, role, user");
+		return -EINVAL;
+	}
+	*out = f;
+	return 0;
+}
+
 typedef struct nng_sink {
 	char name[128];
 	nng_socket sock;
@@ -186,6 +221,7 @@ typedef struct nng_sink {
 	const sink_env *env;
 	audience_sub *sub;
 	char *prefix;
+	unsigned families;       /* FAM_* published */
 	seq_map seqs;
 	buf msg;                 /* scratch: the message being built */
 	nng_aio *aio;            /* reused for every send (nng_sendmsg allocates one per call) */
@@ -397,6 +433,8 @@ static int nng_sink_create(const sink_env *env, const void *conf, void **out, ch
 		rc = -ENOMEM;
 		goto fail;
 	}
+	if ((rc = families_parse(c->topics, &s->families, err)) < 0)
+		goto fail;
 	if (strchr(s->prefix, ' ') != NULL) {
 		snprintf(err, SINK_ERROR_MAX, "topic_prefix \"%s\": no spaces (a space ends the topic)",
 		         s->prefix);
@@ -471,8 +509,10 @@ static int nng_sink_create(const sink_env *env, const void *conf, void **out, ch
 		snprintf(err, SINK_ERROR_MAX, "metrics: %s", strerror(-rc));
 		goto fail;
 	}
+	/* the all topic alone: a bypass subscriber, so that no other audience is even judged */
+	bool bypass_only = s->families == FAM_ALL;
 	if (env->subscribe != NULL &&
-	    (rc = env->subscribe(env->env_arg, s, NULL, false, true, &s->sub)) < 0) {
+	    (rc = env->subscribe(env->env_arg, s, NULL, bypass_only, !bypass_only, &s->sub)) < 0) {
 		snprintf(err, SINK_ERROR_MAX, "wildcard subscriber: %s", strerror(-rc));
 		goto fail;
 	}
@@ -512,6 +552,8 @@ static int nng_sink_deliver(void *impl, void *sub_arg, const audience_delivery *
 {
 	nng_sink *s = impl;
 	(void)sub_arg;
+	if (!(s->families & (d->bypass ? FAM_ALL : d->individual ? FAM_USER : FAM_ROLE)))
+		return 0; /* a family this instance does not publish (topics) */
 	buf *b = &s->msg;
 	buf_clear(b);
 	int rc = nng_sink_topic(b, s->prefix, d);
@@ -615,6 +657,9 @@ static const config_key nng_keys[] = {
 	    "subscriber sees a sequence gap)"),
 	KEY("topic_prefix", CONFIG_STRING, topic_prefix, NNG_SINK_DEFAULT_PREFIX, 0, 0,
 	    "prepended to every topic (no spaces)"),
+	KEY("topics", CONFIG_STRING, topics, "all, role, user", 0, 0,
+	    "the audience families published: all (every row unmasked), role (per org and rank), "
+	    "user (per org and named user); every message costs a send per subscriber connection"),
 };
 #undef KEY
 
