@@ -1339,6 +1339,7 @@ static void test_wildcard(void **state)
 	}
 	assert_int_equal(byp, 1);
 	assert_true(indiv >= 0);
+	assert_int_equal(ranks_seen, 0x3e); /* ranks 1..5, each on its own */
 	/* rank 1 (viewer) sees from_number masked, rank 2 (member) does not: distinct payloads */
 	int r1 = -1, r2 = -1;
 	for (int i = 0; i < a.n; i++) {
