@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "hex.h"
 #include "uuid.h"
 
 /* KEYS[1]: the org's watermark; ARGV[1], ARGV[2]: commit LSNs (16 hex digits) of the first and
@@ -576,8 +577,7 @@ int redis_agg_lsn_parse(const char *s, size_t len, uint64_t *out)
 		return -EINVAL;
 	uint64_t v = 0;
 	for (size_t i = 0; i < 16; i++) {
-		char c = s[i];
-		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+		int d = hex_digit(s[i]);
 		if (d < 0)
 			return -EINVAL;
 		v = v << 4 | (uint64_t)d;

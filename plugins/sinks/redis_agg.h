@@ -126,7 +126,7 @@ void redis_agg_wm_key(const redis_agg_conf *conf, const char *org, char *out, si
 /* A watermark as stored: the LSN as 16 upper-case hex digits (sorts like the LSN). out: 17 bytes. */
 void redis_agg_lsn_text(uint64_t lsn, char out[17]);
 
-/* Parses a stored watermark. 0 or -EINVAL. */
+/* Parses a stored watermark (16 hex digits, either case). 0 or -EINVAL. */
 __attribute__((warn_unused_result)) int redis_agg_lsn_parse(const char *s, size_t len, uint64_t *out);
 
 /* The Lua script applied per org (its SHA1 is what EVALSHA names). */
