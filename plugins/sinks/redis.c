@@ -112,7 +112,78 @@ typedef struct rsink {
 	bool warned_truncate;
 	uint64_t bad_rows;
 	buf args;
+
+	metrics_family *fams[4];
+	size_t nfams;
+	metrics_counter *m_round_trips, *m_scripts;
+	metrics_histogram *m_latency;
 } rsink;
+
+/* ---- metrics -------------------------------------------------------------------------------- */
+
+static int read_connected(void *arg, double *v)
+{
+	const rsink *s = arg;
+	*v = s->conn != NULL && redis_conn_up(s->conn) ? 1 : 0;
+	return 0;
+}
+
+static const double latency_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30};
+
+/* Registers one family with this sink's child (a family already registered by another redis
+ * sink of the same registry: this one goes without, and says so). */
+static int metric(rsink *s, const metrics_desc *desc, void **handle, metrics_read_cb cb)
+{
+	static const char *const labels[] = {"sink", NULL};
+	const char *values[] = {s->env.name, NULL};
+	char err[METRICS_ERROR_MAX] = "";
+	metrics_family *f;
+	metrics_desc d = *desc;
+	d.labels = labels;
+	int rc = metrics_family_register(s->env.metrics, &d, &f, err);
+	if (rc == -EINVAL) {
+		log_warn("redis.metrics", "sink=%s: %s (metric left out for this instance)", s->env.name, err);
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	if (cb != NULL)
+		rc = metrics_callback_register(f, values, cb, s, err);
+	else if (d.kind == METRICS_HISTOGRAM)
+		rc = metrics_histogram_register(f, values, (metrics_histogram **)handle, err);
+	else
+		rc = metrics_counter_register(f, values, (metrics_counter **)handle, err);
+	if (rc < 0) {
+		metrics_family_remove(s->env.metrics, f);
+		return rc;
+	}
+	s->fams[s->nfams++] = f;
+	return 0;
+}
+
+static int metrics_setup(rsink *s)
+{
+	if (s->env.metrics == NULL)
+		return 0;
+	const metrics_desc descs[] = {
+		{.kind = METRICS_COUNTER, .name = "walcast_redis_round_trips_total",
+		 .help = "Rounds sent to Redis (one pipelined round trip each, every org of the round in it)."},
+		{.kind = METRICS_COUNTER, .name = "walcast_redis_scripts_total",
+		 .help = "Per-org aggregate scripts sent to Redis (a resent round counts again)."},
+		{.kind = METRICS_GAUGE, .name = "walcast_redis_connected", .help = "1 while the sink is connected to Redis."},
+		{.kind = METRICS_HISTOGRAM, .name = "walcast_redis_round_latency_seconds",
+		 .help = "Commit of a round's first transaction to Redis accepting the round, in seconds.",
+		 .buckets = latency_buckets, .nbuckets = sizeof(latency_buckets) / sizeof(latency_buckets[0])},
+	};
+	int rc = metric(s, &descs[0], (void **)&s->m_round_trips, NULL);
+	if (rc == 0)
+		rc = metric(s, &descs[1], (void **)&s->m_scripts, NULL);
+	if (rc == 0)
+		rc = metric(s, &descs[2], NULL, read_connected);
+	if (rc == 0)
+		rc = metric(s, &descs[3], (void **)&s->m_latency, NULL);
+	return rc;
+}
 
 /* ---- watermarks known at start ------------------------------------------------------------ */
 
@@ -253,6 +324,12 @@ static void round_accept(rsink *s)
 		}
 	}
 	uint64_t end = s->round.end_lsn;
+	if (s->m_latency != NULL && s->round.first_commit_us != 0) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		int64_t now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+		metrics_histogram_observe(s->m_latency, (double)(now_us - s->round.first_commit_us) / 1e6);
+	}
 	redis_agg_batch_clear(&s->round);
 	s->round_active = false;
 	s->round_failed = false;
@@ -349,7 +426,11 @@ static void round_send(rsink *s)
 			return;
 		}
 		s->outstanding++;
+		if (s->m_scripts != NULL)
+			metrics_counter_inc(s->m_scripts);
 	}
+	if (s->m_round_trips != NULL)
+		metrics_counter_inc(s->m_round_trips);
 }
 
 /* Starts a round when none is in flight and something waits: transactions with deltas, or only
@@ -483,6 +564,10 @@ static int redis_create(const sink_env *env, const void *conf, void **out, char 
 	log_info("redis.start", "sink=%s redis=%s:%d db=%d prefix=%s position=%s orgs=%zu", env->name, s->url.host,
 	         s->url.port, s->url.db, s->prefix, lsn_format(s->position, lsn), s->nknown);
 
+	if ((rc = metrics_setup(s)) < 0) {
+		snprintf(err, SINK_ERROR_MAX, "metrics: %s", strerror(-rc));
+		goto fail;
+	}
 	if (env->loop != NULL) {
 		redis_conn_cbs cbs = {.up = conn_up_cb, .down = conn_down_cb, .arg = s};
 		if ((rc = redis_conn_create(env->loop, env->name, &s->url, c->connect_timeout_ms, 100, c->reconnect_max_ms,
@@ -522,6 +607,8 @@ static void redis_destroy(void *impl)
 	if (s->watch_timer > 0)
 		loop_timer_cancel(s->env.loop, s->watch_timer);
 	redis_conn_destroy(s->conn);
+	for (size_t i = 0; i < s->nfams; i++)
+		metrics_family_remove(s->env.metrics, s->fams[i]);
 	redis_agg_batch_fini(&s->open);
 	redis_agg_batch_fini(&s->round);
 	hash_index_fini(&s->kidx);
@@ -639,6 +726,8 @@ static int redis_commit(void *impl, const change_txn *txn)
 	}
 	if (txn->end_lsn > s->open.end_lsn)
 		s->open.end_lsn = txn->end_lsn;
+	if (s->open.first_commit_us == 0)
+		s->open.first_commit_us = txn->commit_time;
 	if (s->env.loop == NULL || s->round_active || s->flush_timer != 0)
 		return 0;
 	int id = loop_timer_add(s->env.loop, s->flush_interval_ms, flush_cb, s);

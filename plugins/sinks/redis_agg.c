@@ -305,6 +305,7 @@ void redis_agg_batch_clear(redis_agg_batch *b)
 	b->norgs = 0;
 	b->bytes = 0;
 	b->end_lsn = 0;
+	b->first_commit_us = 0;
 	if (b->index.slots != NULL)
 		hash_index_clear(&b->index);
 }

@@ -81,6 +81,7 @@ typedef struct redis_agg_batch {
 	uint64_t seed;
 	size_t bytes;         /* an estimate of the memory the deltas hold */
 	uint64_t end_lsn;     /* end LSN of the last transaction taken into the batch (0: none) */
+	int64_t first_commit_us; /* commit time of its first transaction (Unix microseconds; 0: none) */
 } redis_agg_batch;
 
 /* Makes b empty. 0 or -ENOMEM. */

@@ -210,9 +210,16 @@ check "every aggregate in Redis equals SQL's" "" "$(diff "$WORK/sql.dump" "$WORK
 erased=$(sed -n 's/^erased //p' "$WORK/load.out" | paste -sd'|')
 check "an erased contact leaves no trace in Redis" 0 \
   "$(rcli --raw EVAL "$REDIS_DUMP_LUA" 0 'wc:{*' | grep -cE "${erased:-none}" || true)"
+curl -s "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics"
+check "/metrics: connected to Redis" 1 "$(sed -n 's/^walcast_redis_connected{sink="agg"} //p' "$WORK/metrics")"
+check_true "/metrics: rounds counted" grep -qE '^walcast_redis_round_trips_total\{sink="agg"\} [1-9]' "$WORK/metrics"
+check_true "/metrics: round latency observed" grep -qE '^walcast_redis_round_latency_seconds_count\{sink="agg"\} [1-9]' "$WORK/metrics"
 check "per-org watermarks exist" 3 "$(rcli --raw KEYS 'wc:{*}:wm' | wc -l)"
 kill -TERM "$RUNP"
 rc=0; wait "$RUNP" || rc=$?
 check "walcast run: SIGTERM drains, exit 0" 0 $rc
+for id in redis.down redis.reset redis.connect_failed redis.up pipeline.paused; do
+  echo "# $id: $(grep -c "$id" "$WORK/run.err" || true)"
+done
 check "no straddle or fatal error" "" "$(grep -E 'STRADDLE|redis.failed' "$WORK/run.err" | head -2)"
 summary
