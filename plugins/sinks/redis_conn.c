@@ -32,6 +32,7 @@ struct redis_conn {
 	unsigned events;
 	int retry_timer;
 	int connect_timer;
+	uint64_t attempts;
 };
 
 int redis_url_parse(const char *url, redis_url *out, char err[REDIS_CONN_ERROR_MAX])
@@ -225,6 +226,7 @@ static void connect_timeout_cb(loop *l, int id, void *arg)
 
 static void connect_start(redis_conn *c)
 {
+	c->attempts++;
 	redisAsyncContext *ac = redisAsyncConnect(c->url.host, c->url.port);
 	if (ac == NULL) {
 		log_error("redis.connect_failed", "sink=%s: out of memory", c->name);
@@ -295,6 +297,11 @@ void redis_conn_destroy(redis_conn *c)
 bool redis_conn_up(const redis_conn *c)
 {
 	return c->ac != NULL && c->connected;
+}
+
+uint64_t redis_conn_attempts(const redis_conn *c)
+{
+	return c->attempts;
 }
 
 typedef struct cmd_ctx {

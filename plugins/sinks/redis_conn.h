@@ -63,6 +63,9 @@ void redis_conn_destroy(redis_conn *c);
 /* true while commands can be sent. */
 bool redis_conn_up(const redis_conn *c);
 
+/* Connect attempts started since creation (the first included): for tests and metrics. */
+uint64_t redis_conn_attempts(const redis_conn *c);
+
 /* The reply callback: reply is a redisReply, or NULL when the connection went down before the
  * reply came. It must not call redis_conn_destroy. */
 typedef void (*redis_conn_reply_cb)(redis_conn *c, void *reply, void *privdata);
