@@ -23,8 +23,10 @@
  * and n (field, delta) pairs. Types: h (hash counters), x (hash counters expiring at extra, Unix
  * seconds), z (sorted-set counters), t (reference-counted event times of a contact; extra: the
  * index in KEYS of the contact's hash, where last_event_us is kept). A counter that reaches 0 is
- * removed, so an emptied key disappears. The watermark is checked first and set last: the
- * script runs atomically, so the deltas and the watermark land together or not at all. */
+ * removed, so an emptied key disappears. The watermark is checked first and set last, and
+ * every key's type is checked before the first write (Redis does not undo the writes of a
+ * script that fails half-way): the script runs atomically, so the deltas and the watermark land
+ * together or not at all. */
 const char REDIS_AGG_SCRIPT[] =
 	"local wm = redis.call('GET', KEYS[1])\n"
 	"if wm and wm >= ARGV[2] then return 0 end\n"
@@ -32,6 +34,15 @@ const char REDIS_AGG_SCRIPT[] =
 	"  return redis.error_reply('WALCAST_STRADDLE watermark ' .. wm .. ' inside batch ' .. ARGV[1] .. '..' .. ARGV[2])\n"
 	"end\n"
 	"local a = 3\n"
+	"for k = 2, #KEYS do\n"
+	"  local want = ARGV[a] == 'z' and 'zset' or 'hash'\n"
+	"  local have = redis.call('TYPE', KEYS[k]).ok\n"
+	"  if have ~= 'none' and have ~= want then\n"
+	"    return redis.error_reply('WALCAST_WRONGTYPE ' .. KEYS[k] .. ' is a ' .. have .. ', not a ' .. want)\n"
+	"  end\n"
+	"  a = a + 3 + 2 * tonumber(ARGV[a + 1])\n"
+	"end\n"
+	"a = 3\n"
 	"for k = 2, #KEYS do\n"
 	"  local key, t, n, x = KEYS[k], ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]\n"
 	"  a = a + 3\n"

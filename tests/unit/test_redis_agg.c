@@ -3,7 +3,11 @@
  * timestamptz parsing, the contribution of one row, merging across transactions (an insert and
  * its delete cancel out; an update moving an event to another contact, day or org takes it back
  * from the old keys and adds it to the new ones), the hour window, the per-org first and last
- * commit LSNs, and the EVALSHA arguments built from a batch.
+ * commit LSNs, and the EVALSHA arguments built from a batch; then the Lua script itself against
+ * a redis-server started here (skipped without one): applied once with its watermark, a replay
+ * skipped, a batch straddling the watermark refused, a key of the wrong type refused before any
+ * write, counters and emptied keys removed, and last_event_us kept exact when the latest event
+ * goes.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,7 +20,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <hiredis/hiredis.h>
+#include <openssl/sha.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/wait.h>
+
 #include "redis_agg.h"
+#include "redis_test_server.h"
 
 #define ORG_A "11111111-1111-1111-1111-111111111111"
 #define ORG_B "22222222-2222-2222-2222-222222222222"
@@ -316,12 +327,189 @@ static void test_lsn_text(void **state)
 	assert_int_equal(redis_agg_lsn_parse("00000000016b37g0", 16, &v), -EINVAL);
 }
 
+/* ---- the script, against a real Redis -------------------------------------------------- */
+
+typedef struct server {
+	pid_t pid;
+	redisContext *c;
+	char sha[41];
+} server;
+
+static int server_setup(void **state)
+{
+	if (!redis_test_have_server()) {
+		*state = NULL;
+		return 0;
+	}
+	server *s = calloc(1, sizeof(*s));
+	int port = redis_test_free_port();
+	s->pid = redis_test_server_start(port);
+	for (int i = 0; i < 200 && s->c == NULL; i++) {
+		redisContext *c = redisConnect("127.0.0.1", port);
+		if (c != NULL && !c->err)
+			s->c = c;
+		else {
+			redisFree(c);
+			usleep(25000);
+		}
+	}
+	if (s->c == NULL)
+		return -1;
+	unsigned char md[SHA_DIGEST_LENGTH];
+	SHA1((const unsigned char *)REDIS_AGG_SCRIPT, strlen(REDIS_AGG_SCRIPT), md);
+	for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+		snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
+	redisReply *r = redisCommand(s->c, "SCRIPT LOAD %s", REDIS_AGG_SCRIPT);
+	if (r == NULL || r->type != REDIS_REPLY_STRING || strcmp(r->str, s->sha) != 0)
+		return -1;
+	freeReplyObject(r);
+	*state = s;
+	return 0;
+}
+
+static int server_teardown(void **state)
+{
+	server *s = *state;
+	if (s == NULL)
+		return 0;
+	redisFree(s->c);
+	kill(s->pid, SIGKILL);
+	waitpid(s->pid, NULL, 0);
+	free(s);
+	return 0;
+}
+
+/* Runs org entry 0 of b through the script; the reply (caller frees). */
+static redisReply *apply(server *s, const redis_agg_batch *b)
+{
+	buf out;
+	buf_init(&out);
+	int argc;
+	const char **argv;
+	size_t *argvlen;
+	assert_int_equal(redis_agg_org_command(b, 0, &CONF, s->sha, &out, &argc, &argv, &argvlen), 0);
+	redisReply *r = redisCommandArgv(s->c, argc, argv, argvlen);
+	assert_non_null(r);
+	free(argv);
+	free(argvlen);
+	buf_fini(&out);
+	return r;
+}
+
+static long long hget(server *s, const char *key, const char *field)
+{
+	redisReply *r = redisCommand(s->c, "HGET %s %s", key, field);
+	long long v = r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+	freeReplyObject(r);
+	return v;
+}
+
+static long long count_keys(server *s, const char *pattern)
+{
+	redisReply *r = redisCommand(s->c, "KEYS %s", pattern);
+	long long n = (long long)r->elements;
+	freeReplyObject(r);
+	return n;
+}
+
+/* One batch: the events es with sign, the org's transactions first..last. */
+static void batch_of(redis_agg_batch *b, const redis_agg_event *es, const int *signs, size_t n, uint64_t first,
+                     uint64_t last)
+{
+	redis_agg_batch_clear(b);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(redis_agg_add(b, &CONF, &es[i], signs[i], i == 0 ? first : last, NOW), 0);
+}
+
+static void test_script(void **state)
+{
+	server *s = *state;
+	if (s == NULL)
+		skip();
+	redis_agg_batch b;
+	assert_int_equal(redis_agg_batch_init(&b), 0);
+	const char *ck = "wc:{" ORG_A "}:contact:" CT_1;
+	const char *day = "wc:{" ORG_A "}:day:20261202";
+	redis_agg_event e1 = ev(ORG_A, CT_1, "call", "completed", T0, 30);
+	redis_agg_event e2 = ev(ORG_A, CT_1, "call", "missed", T0 + 1000000, 0);
+
+	/* two events, transactions 0x10..0x20: applied, watermark 0x20 */
+	redis_agg_event es[] = {e1, e2};
+	int plus[] = {+1, +1};
+	batch_of(&b, es, plus, 2, 0x10, 0x20);
+	redisReply *r = apply(s, &b);
+	assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+	assert_int_equal(r->integer, 1);
+	freeReplyObject(r);
+	assert_int_equal(hget(s, day, "calls"), 2);
+	assert_int_equal(hget(s, day, "missed"), 1);
+	assert_int_equal(hget(s, day, "call_duration_s"), 30);
+	assert_int_equal(hget(s, ck, "events"), 2);
+	assert_int_equal(hget(s, ck, "last_event_us"), T0 + 1000000);
+	r = redisCommand(s->c, "GET wc:{" ORG_A "}:wm");
+	assert_string_equal(r->str, "0000000000000020");
+	freeReplyObject(r);
+
+	/* the same batch again (a round whose reply was lost): skipped */
+	r = apply(s, &b);
+	assert_int_equal(r->integer, 0);
+	freeReplyObject(r);
+	assert_int_equal(hget(s, day, "calls"), 2);
+
+	/* a batch that straddles the watermark (0x18..0x30): refused, nothing written */
+	batch_of(&b, es, plus, 2, 0x18, 0x30);
+	r = apply(s, &b);
+	assert_int_equal(r->type, REDIS_REPLY_ERROR);
+	assert_non_null(strstr(r->str, "WALCAST_STRADDLE"));
+	freeReplyObject(r);
+	assert_int_equal(hget(s, day, "calls"), 2);
+
+	/* the latest event deleted: last_event_us falls back to the one before */
+	int minus[] = {-1};
+	batch_of(&b, &e2, minus, 1, 0x30, 0x30);
+	r = apply(s, &b);
+	assert_int_equal(r->integer, 1);
+	freeReplyObject(r);
+	assert_int_equal(hget(s, ck, "last_event_us"), T0);
+	assert_int_equal(hget(s, day, "missed"), 0);
+	r = redisCommand(s->c, "HEXISTS %s missed", day);
+	assert_int_equal(r->integer, 0); /* a counter back at 0 is removed */
+	freeReplyObject(r);
+
+	/* a key of the wrong type: refused before anything is written, watermark unchanged */
+	freeReplyObject(redisCommand(s->c, "SET wc:{" ORG_A "}:day:20261202:contacts oops"));
+	batch_of(&b, &e1, plus, 1, 0x40, 0x40);
+	r = apply(s, &b);
+	assert_int_equal(r->type, REDIS_REPLY_ERROR);
+	assert_non_null(strstr(r->str, "WALCAST_WRONGTYPE"));
+	freeReplyObject(r);
+	assert_int_equal(hget(s, day, "calls"), 1);
+	assert_int_equal(hget(s, ck, "events"), 1);
+	r = redisCommand(s->c, "GET wc:{" ORG_A "}:wm");
+	assert_string_equal(r->str, "0000000000000030");
+	freeReplyObject(r);
+	freeReplyObject(redisCommand(s->c, "DEL wc:{" ORG_A "}:day:20261202:contacts"));
+	freeReplyObject(redisCommand(s->c, "ZADD wc:{" ORG_A "}:day:20261202:contacts 1 " CT_1));
+
+	/* the last event of the contact deleted (an erasure): no key of the contact is left */
+	batch_of(&b, &e1, minus, 1, 0x50, 0x50);
+	r = apply(s, &b);
+	assert_int_equal(r->integer, 1);
+	freeReplyObject(r);
+	assert_int_equal(count_keys(s, "wc:{" ORG_A "}:contact:*"), 0);
+	assert_int_equal(count_keys(s, "wc:{" ORG_A "}:day:*"), 0);
+	assert_int_equal(count_keys(s, "wc:{" ORG_A "}:hour:*"), 0);
+	assert_int_equal(count_keys(s, "wc:{" ORG_A "}:*"), 1); /* the watermark */
+	redis_agg_batch_fini(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_timestamptz),  cmocka_unit_test(test_one_row),    cmocka_unit_test(test_hour_window),
 		cmocka_unit_test(test_cancel_and_move), cmocka_unit_test(test_many_keys), cmocka_unit_test(test_event_parse),
 		cmocka_unit_test(test_lsn_text),
+		cmocka_unit_test_setup_teardown(test_script, server_setup, server_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,7 +17,6 @@
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,8 +27,7 @@
 
 #include "loop.h"
 #include "redis_conn.h"
-
-extern char **environ;
+#include "redis_test_server.h"
 
 typedef struct rec {
 	int ups, downs, replies, nulls;
@@ -85,18 +83,6 @@ static bool run_for(loop *l, int64_t ms)
 	return timed_out;
 }
 
-/* A loopback port nothing listens on (bound, then closed). */
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	socklen_t n = sizeof(a);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &n), 0);
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
 static void test_url(void **state)
 {
 	(void)state;
@@ -128,7 +114,7 @@ static void test_refused(void **state)
 	(void)state;
 	loop *l = loop_create();
 	rec r = {.l = l};
-	redis_url u = {.port = free_port()};
+	redis_url u = {.port = redis_test_free_port()};
 	strcpy(u.host, "127.0.0.1");
 	redis_conn_cbs cbs = {.up = up_cb, .down = down_cb, .arg = &r};
 	redis_conn *c;
@@ -181,24 +167,13 @@ static void test_connect_timeout(void **state)
 	close(lfd);
 }
 
-static pid_t server_start(int port)
-{
-	char p[16];
-	snprintf(p, sizeof(p), "%d", port);
-	char *argv[] = {"redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-	                "--logfile", "/dev/null", NULL};
-	pid_t pid;
-	assert_int_equal(posix_spawnp(&pid, "redis-server", NULL, NULL, argv, environ), 0);
-	return pid;
-}
-
 static void test_up_down_up(void **state)
 {
 	(void)state;
-	if (system("command -v redis-server >/dev/null 2>&1") != 0)
+	if (!redis_test_have_server())
 		skip();
-	int port = free_port();
-	pid_t pid = server_start(port);
+	int port = redis_test_free_port();
+	pid_t pid = redis_test_server_start(port);
 	loop *l = loop_create();
 	rec r = {.l = l, .stop_on_up = true};
 	redis_url u = {.port = port};
@@ -233,7 +208,7 @@ static void test_up_down_up(void **state)
 
 	/* back: up again by itself */
 	r.stop_on_down = false;
-	pid = server_start(port);
+	pid = redis_test_server_start(port);
 	assert_false(run_for(l, 10000));
 	assert_int_equal(r.ups, 2);
 
