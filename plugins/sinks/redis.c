@@ -34,18 +34,6 @@
 #include "redis_agg.h"
 #include "redis_conn.h"
 
-typedef struct redis_sink_conf {
-	char *url;
-	char *prefix;
-	char *table;
-	char *missed_statuses;
-	int64_t hour_window;
-	int64_t flush_interval_ms;
-	int64_t connect_timeout_ms;
-	int64_t command_timeout_ms;
-	int64_t reconnect_max_ms;
-} redis_sink_conf;
-
 #define KEY(nm, ty, field, def, lo, hi, hlp) \
 	{"sink", nm, ty, offsetof(redis_sink_conf, field), def, lo, hi, false, hlp}
 

@@ -18,8 +18,25 @@
 #ifndef WALCAST_REDIS_SINK_H
 #define WALCAST_REDIS_SINK_H
 
+#include <stdint.h>
+
 #include "sink.h"
 
+/* A [sink.NAME] type = redis section, as its key table (redis_sink_ops.keys) fills it. Strings
+ * are owned by the configuration. */
+typedef struct redis_sink_conf {
+	char *url;
+	char *prefix;
+	char *table;
+	char *missed_statuses;
+	int64_t hour_window;
+	int64_t flush_interval_ms;
+	int64_t connect_timeout_ms;
+	int64_t command_timeout_ms;
+	int64_t reconnect_max_ms;
+} redis_sink_conf;
+
+/* The sink type "redis" (durable). */
 extern const sink_ops redis_sink_ops;
 
 #endif
