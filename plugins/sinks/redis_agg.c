@@ -90,8 +90,32 @@ const char REDIS_AGG_SCRIPT[] =
 	"redis.call('SET', KEYS[1], ARGV[2])\n"
 	"return 1\n";
 
+/* A name kept inline when short (every key suffix and almost every field: uuids, times,
+ * "kind:direction:status"), so comparing it on a lookup reads memory next to the entry. */
+#define NAME_INLINE 56
+typedef struct agg_name {
+	char *heap;             /* NULL: inl holds it */
+	char inl[NAME_INLINE];
+} agg_name;
+
+static inline const char *name_str(const agg_name *n)
+{
+	return n->heap != NULL ? n->heap : n->inl;
+}
+
+static int name_set(agg_name *n, const char *s, size_t len)
+{
+	if (len < NAME_INLINE) {
+		memcpy(n->inl, s, len + 1);
+		n->heap = NULL;
+		return 0;
+	}
+	n->heap = strdup(s);
+	return n->heap != NULL ? 0 : -ENOMEM;
+}
+
 typedef struct agg_key {
-	char *name;       /* suffix after "PREFIX:{ORG}:" */
+	agg_name name;    /* suffix after "PREFIX:{ORG}:" */
 	char type;        /* 'h', 'x', 'z', 't' */
 	int64_t extra;    /* x: expiry (Unix seconds); t: index of the contact hash among the keys */
 	uint32_t first;   /* first field (UINT32_MAX: none) */
@@ -99,7 +123,7 @@ typedef struct agg_key {
 } agg_key;
 
 typedef struct agg_field {
-	char *name;
+	agg_name name;
 	uint32_t key;
 	uint32_t next;
 	int64_t delta;
@@ -119,14 +143,17 @@ struct redis_agg_org {
 #define NONE UINT32_MAX
 #define ENTRY_BYTES 96 /* bookkeeping per key or field, for pending_bytes */
 
-/* FNV-1a, seeded; the index takes 32 bits. */
-static uint32_t hash_text(uint64_t seed, uint32_t salt, const char *s)
+/* FNV-1a, seeded; the index takes 32 bits. *len (when not NULL): strlen(s). */
+static uint32_t hash_text(uint64_t seed, uint32_t salt, const char *s, size_t *len)
 {
 	uint64_t h = 14695981039346656037ULL ^ seed ^ ((uint64_t)salt * 0x9E3779B97F4A7C15ULL);
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
+	const char *p = s;
+	for (; *p; p++) {
+		h ^= (unsigned char)*p;
 		h *= 1099511628211ULL;
 	}
+	if (len != NULL)
+		*len = (size_t)(p - s);
 	h ^= h >> 33;
 	h *= 0xff51afd7ed558ccdULL;
 	h ^= h >> 33;
@@ -299,9 +326,9 @@ static void org_free(redis_agg_org *o)
 	if (o == NULL)
 		return;
 	for (size_t i = 0; i < o->nkeys; i++)
-		free(o->keys[i].name);
+		free(o->keys[i].name.heap);
 	for (size_t i = 0; i < o->nfields; i++)
-		free(o->fields[i].name);
+		free(o->fields[i].name.heap);
 	free(o->keys);
 	free(o->fields);
 	hash_index_fini(&o->kix);
@@ -341,7 +368,7 @@ static redis_agg_org *org_find(const redis_agg_batch *b, const char *id)
 {
 	if (b->index.slots == NULL)
 		return NULL;
-	uint32_t h = hash_text(b->seed, 0, id);
+	uint32_t h = hash_text(b->seed, 0, id, NULL);
 	hash_probe p = hash_index_probe(&b->index, h);
 	for (uint32_t i; hash_probe_next(&b->index, &p, &i);)
 		if (strcmp(b->orgs[i]->id, id) == 0)
@@ -374,7 +401,7 @@ static int org_get(redis_agg_batch *b, const char *id, redis_agg_org **out)
 		return -ENOMEM;
 	}
 	snprintf(o->id, sizeof(o->id), "%s", id);
-	hash_index_insert(&b->index, hash_text(b->seed, 0, id), (uint32_t)b->norgs);
+	hash_index_insert(&b->index, hash_text(b->seed, 0, id, NULL), (uint32_t)b->norgs);
 	b->orgs[b->norgs++] = o;
 	b->bytes += sizeof(*o) + ENTRY_BYTES;
 	*out = o;
@@ -383,10 +410,11 @@ static int org_get(redis_agg_batch *b, const char *id, redis_agg_org **out)
 
 static int key_get(redis_agg_batch *b, redis_agg_org *o, const char *name, char type, int64_t extra, uint32_t *out)
 {
-	uint32_t h = hash_text(b->seed, 1, name);
+	size_t len;
+	uint32_t h = hash_text(b->seed, 1, name, &len);
 	hash_probe p = hash_index_probe(&o->kix, h);
 	for (uint32_t i; hash_probe_next(&o->kix, &p, &i);)
-		if (strcmp(o->keys[i].name, name) == 0) {
+		if (strcmp(name_str(&o->keys[i].name), name) == 0) {
 			*out = i;
 			return 0;
 		}
@@ -400,23 +428,24 @@ static int key_get(redis_agg_batch *b, redis_agg_org *o, const char *name, char 
 	}
 	if (hash_index_reserve(&o->kix, 1) < 0)
 		return -ENOMEM;
-	char *copy = strdup(name);
-	if (copy == NULL)
+	agg_key *k = &o->keys[o->nkeys];
+	*k = (agg_key){.type = type, .extra = extra, .first = NONE, .last = NONE};
+	if (name_set(&k->name, name, len) < 0)
 		return -ENOMEM;
-	o->keys[o->nkeys] = (agg_key){.name = copy, .type = type, .extra = extra, .first = NONE, .last = NONE};
 	hash_index_insert(&o->kix, h, (uint32_t)o->nkeys);
-	b->bytes += strlen(name) + ENTRY_BYTES;
+	b->bytes += sizeof(*k) + (k->name.heap ? len : 0) + ENTRY_BYTES;
 	*out = (uint32_t)o->nkeys++;
 	return 0;
 }
 
 static int field_add(redis_agg_batch *b, redis_agg_org *o, uint32_t key, const char *name, int64_t delta)
 {
-	uint32_t h = hash_text(b->seed, key + 2, name);
+	size_t len;
+	uint32_t h = hash_text(b->seed, key + 2, name, &len);
 	hash_probe p = hash_index_probe(&o->fix, h);
 	for (uint32_t i; hash_probe_next(&o->fix, &p, &i);) {
 		agg_field *f = &o->fields[i];
-		if (f->key == key && strcmp(f->name, name) == 0) {
+		if (f->key == key && strcmp(name_str(&f->name), name) == 0) {
 			f->delta += delta;
 			return 0;
 		}
@@ -431,11 +460,12 @@ static int field_add(redis_agg_batch *b, redis_agg_org *o, uint32_t key, const c
 	}
 	if (hash_index_reserve(&o->fix, 1) < 0)
 		return -ENOMEM;
-	char *copy = strdup(name);
-	if (copy == NULL)
+	uint32_t id = (uint32_t)o->nfields;
+	agg_field *f = &o->fields[id];
+	*f = (agg_field){.key = key, .next = NONE, .delta = delta};
+	if (name_set(&f->name, name, len) < 0)
 		return -ENOMEM;
-	uint32_t id = (uint32_t)o->nfields++;
-	o->fields[id] = (agg_field){.name = copy, .key = key, .next = NONE, .delta = delta};
+	o->nfields++;
 	hash_index_insert(&o->fix, h, id);
 	agg_key *k = &o->keys[key];
 	if (k->last == NONE)
@@ -443,7 +473,7 @@ static int field_add(redis_agg_batch *b, redis_agg_org *o, uint32_t key, const c
 	else
 		o->fields[k->last].next = id;
 	k->last = id;
-	b->bytes += strlen(name) + ENTRY_BYTES;
+	b->bytes += sizeof(*f) + (f->name.heap ? len : 0) + ENTRY_BYTES / 2;
 	return 0;
 }
 
@@ -466,16 +496,13 @@ static bool status_missed(const redis_agg_conf *conf, const char *status)
 	return false;
 }
 
-/* The counters of the per-day and per-hour hashes. */
+/* The counters of the per-day and per-hour hashes; kds: "kind:direction:status". */
 static int period_fields(redis_agg_batch *b, redis_agg_org *o, uint32_t key, const redis_agg_conf *conf,
-                         const redis_agg_event *ev, int sign)
+                         const redis_agg_event *ev, const char *kind_field, bool call, const char *kds, int sign)
 {
-	bool call = strcmp(ev->kind, "call") == 0;
-	char f[REDIS_AGG_FIELD_MAX];
-	snprintf(f, sizeof(f), "%s:%s:%s", ev->kind, ev->direction, ev->status);
-	int rc = field_add(b, o, key, call ? "calls" : strcmp(ev->kind, "sms") == 0 ? "sms" : "other", sign);
+	int rc = field_add(b, o, key, kind_field, sign);
 	if (rc == 0)
-		rc = field_add(b, o, key, f, sign);
+		rc = field_add(b, o, key, kds, sign);
 	if (rc == 0 && call && status_missed(conf, ev->status))
 		rc = field_add(b, o, key, "missed", sign);
 	if (rc == 0 && call && ev->has_duration) {
@@ -484,6 +511,45 @@ static int period_fields(redis_agg_batch *b, redis_agg_org *o, uint32_t key, con
 			rc = field_add(b, o, key, "calls_timed", sign);
 	}
 	return rc;
+}
+
+/* Writes v (>= 0) as exactly width decimal digits at p; returns the end. */
+static char *put_digits(char *p, int64_t v, int width)
+{
+	for (int i = width - 1; i >= 0; i--, v /= 10)
+		p[i] = (char)('0' + v % 10);
+	return p + width;
+}
+
+/* Writes v in decimal at p (no NUL); returns the end. */
+static char *put_int(char *p, int64_t v)
+{
+	char tmp[24];
+	int n = 0;
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		*p++ = '-';
+	while (n > 0)
+		*p++ = tmp[--n];
+	return p;
+}
+
+/* Civil date of a day count since 1970-01-01 (Howard Hinnant's civil_from_days). */
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+	z += 719468;
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	int64_t doe = z - era * 146097;
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	int64_t mp = (5 * doy + 2) / 153;
+	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
+	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
+	*y = yoe + era * 400 + (*m <= 2);
 }
 
 int redis_agg_add(redis_agg_batch *b, const redis_agg_conf *conf, const redis_agg_event *ev, int sign,
@@ -498,47 +564,61 @@ int redis_agg_add(redis_agg_batch *b, const redis_agg_conf *conf, const redis_ag
 	if (commit_lsn > o->last_lsn)
 		o->last_lsn = commit_lsn;
 
+	/* key names are built by hand: this runs for every row of the stream */
 	int64_t secs = ev->started_us >= 0 ? ev->started_us / 1000000 : -((-ev->started_us + 999999) / 1000000);
-	time_t t = (time_t)secs;
-	struct tm tm;
-	if (gmtime_r(&t, &tm) == NULL)
+	int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
+	int64_t y;
+	int mo, d;
+	civil_from_days(days, &y, &mo, &d);
+	if (y < 0 || y > 9999)
 		return -EINVAL;
-	char day[32], name[128];
-	snprintf(day, sizeof(day), "%04d%02d%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
-	uint32_t key;
+	char day[9];
+	put_digits(put_digits(put_digits(day, y, 4), mo, 2), d, 2)[0] = '\0';
+	int hh = (int)((secs - days * 86400) / 3600);
 
-	snprintf(name, sizeof(name), "day:%s", day);
-	if ((rc = key_get(b, o, name, 'h', 0, &key)) < 0 || (rc = period_fields(b, o, key, conf, ev, sign)) < 0)
+	bool call = strcmp(ev->kind, "call") == 0;
+	const char *kind_field = call ? "calls" : strcmp(ev->kind, "sms") == 0 ? "sms" : "other";
+	char kds[REDIS_AGG_FIELD_MAX];
+	size_t lk = strlen(ev->kind), ld = strlen(ev->direction), ls = strlen(ev->status);
+	if (lk + ld + ls + 2 < sizeof(kds))
+		stpcpy(stpcpy(stpcpy(stpcpy(stpcpy(kds, ev->kind), ":"), ev->direction), ":"), ev->status);
+	else
+		snprintf(kds, sizeof(kds), "%s:%s:%s", ev->kind, ev->direction, ev->status);
+
+	char name[128];
+	uint32_t key;
+	stpcpy(stpcpy(name, "day:"), day);
+	if ((rc = key_get(b, o, name, 'h', 0, &key)) < 0 ||
+	    (rc = period_fields(b, o, key, conf, ev, kind_field, call, kds, sign)) < 0)
 		return rc;
 
-	int64_t hour = secs - ((secs % 3600) + 3600) % 3600;
+	int64_t hour = days * 86400 + hh * 3600;
 	if (conf->hour_window_h > 0 && hour + conf->hour_window_h * 3600 > now_s) {
-		snprintf(name, sizeof(name), "hour:%s%02d", day, tm.tm_hour);
+		put_digits(stpcpy(stpcpy(name, "hour:"), day), hh, 2)[0] = '\0';
 		int64_t expire = hour + (conf->hour_window_h + 1) * 3600;
 		if ((rc = key_get(b, o, name, 'x', expire, &key)) < 0 ||
-		    (rc = period_fields(b, o, key, conf, ev, sign)) < 0)
+		    (rc = period_fields(b, o, key, conf, ev, kind_field, call, kds, sign)) < 0)
 			return rc;
 	}
 
 	if (ev->contact[0] == '\0')
 		return 0;
-	snprintf(name, sizeof(name), "day:%s:contacts", day);
+	stpcpy(stpcpy(stpcpy(name, "day:"), day), ":contacts");
 	if ((rc = key_get(b, o, name, 'z', 0, &key)) < 0 || (rc = field_add(b, o, key, ev->contact, sign)) < 0)
 		return rc;
 
-	snprintf(name, sizeof(name), "contact:%s", ev->contact);
+	char *end = stpcpy(stpcpy(name, "contact:"), ev->contact);
 	uint32_t ckey;
 	if ((rc = key_get(b, o, name, 'h', 0, &ckey)) < 0 || (rc = field_add(b, o, ckey, "events", sign)) < 0)
 		return rc;
-	bool call = strcmp(ev->kind, "call") == 0;
-	rc = field_add(b, o, ckey, call ? "calls" : strcmp(ev->kind, "sms") == 0 ? "sms" : "other", sign);
+	rc = field_add(b, o, ckey, kind_field, sign);
 	if (rc == 0 && call && ev->has_duration)
 		rc = field_add(b, o, ckey, "call_duration_s", sign * ev->duration_s);
 	if (rc < 0)
 		return rc;
-	snprintf(name, sizeof(name), "contact:%s:times", ev->contact);
-	char us[32];
-	snprintf(us, sizeof(us), "%" PRId64, ev->started_us);
+	stpcpy(end, ":times");
+	char us[24];
+	put_int(us, ev->started_us)[0] = '\0';
 	if ((rc = key_get(b, o, name, 't', ckey, &key)) < 0 || (rc = field_add(b, o, key, us, sign)) < 0)
 		return rc;
 	return 0;
@@ -567,7 +647,7 @@ int64_t redis_agg_delta(const redis_agg_batch *b, const char *key, const char *f
 		return 0;
 	for (size_t i = 0; i < o->nfields; i++) {
 		const agg_field *f = &o->fields[i];
-		if (strcmp(f->name, field) == 0 && strcmp(o->keys[f->key].name, close + 2) == 0)
+		if (strcmp(name_str(&f->name), field) == 0 && strcmp(name_str(&o->keys[f->key].name), close + 2) == 0)
 			return f->delta;
 	}
 	return 0;
@@ -624,12 +704,30 @@ int redis_agg_org_command(const redis_agg_batch *b, size_t i, const redis_agg_co
 			n++;                                                   \
 		}                                                          \
 	} while (0)
+	/* the per-field arguments without printf: a round carries every field of the org */
+#define ARGTEXT(str)                                               \
+	do {                                                           \
+		if (rc == 0) {                                             \
+			const char *s_ = (str);                                \
+			size_t l_ = strlen(s_);                                \
+			offs[n] = out->len;                                    \
+			al[n] = l_;                                            \
+			rc = buf_append(out, s_, l_ + 1);                      \
+			n++;                                                   \
+		}                                                          \
+	} while (0)
+#define ARGINT(v)                                                  \
+	do {                                                           \
+		char t_[24];                                               \
+		*put_int(t_, (v)) = '\0';                                  \
+		ARGTEXT(t_);                                               \
+	} while (0)
 	ARG("EVALSHA");
 	ARG("%s", sha);
 	ARG("%zu", 1 + o->nkeys);
 	ARG("%s:{%s}:wm", conf->prefix, o->id);
 	for (size_t k = 0; k < o->nkeys; k++)
-		ARG("%s:{%s}:%s", conf->prefix, o->id, o->keys[k].name);
+		ARG("%s:{%s}:%s", conf->prefix, o->id, name_str(&o->keys[k].name));
 	char lsn[17];
 	redis_agg_lsn_text(o->first_lsn, lsn);
 	ARG("%s", lsn);
@@ -640,18 +738,21 @@ int redis_agg_org_command(const redis_agg_batch *b, size_t i, const redis_agg_co
 		size_t nonzero = 0;
 		for (uint32_t f = key->first; f != NONE; f = o->fields[f].next)
 			nonzero += o->fields[f].delta != 0;
-		ARG("%c", key->type);
-		ARG("%zu", nonzero);
+		char type[2] = {key->type, '\0'};
+		ARGTEXT(type);
+		ARGINT((int64_t)nonzero);
 		/* t: the contact hash's position in KEYS (1-based; KEYS[1] is the watermark) */
-		ARG("%" PRId64, key->type == 't' ? key->extra + 2 : key->extra);
+		ARGINT(key->type == 't' ? key->extra + 2 : key->extra);
 		for (uint32_t f = key->first; f != NONE; f = o->fields[f].next) {
 			if (o->fields[f].delta == 0)
 				continue;
-			ARG("%s", o->fields[f].name);
-			ARG("%" PRId64, o->fields[f].delta);
+			ARGTEXT(name_str(&o->fields[f].name));
+			ARGINT(o->fields[f].delta);
 		}
 	}
 #undef ARG
+#undef ARGTEXT
+#undef ARGINT
 	if (rc == 0) {
 		for (size_t k = 0; k < n; k++)
 			av[k] = out->data + offs[k];

@@ -104,6 +104,16 @@ static void test_one_row(void **state)
 	assert_int_equal(redis_agg_delta(&b, ck, "call_duration_s"), 40);
 	assert_int_equal(redis_agg_delta(&b, "wc:{" ORG_A "}:contact:" CT_1 ":times", "1796190748123456"), 1);
 
+	/* before 1970 and at a day's last second: the UTC day and hour of the instant */
+	e = ev(ORG_B, CT_2, "sms", "sent", -500000, -1);
+	assert_int_equal(redis_agg_add(&b, &CONF, &e, +1, 99, 0), 0);
+	assert_int_equal(redis_agg_delta(&b, "wc:{" ORG_B "}:day:19691231", "sms"), 1);
+	assert_int_equal(redis_agg_delta(&b, "wc:{" ORG_B "}:hour:1969123123", "sms"), 1);
+	assert_int_equal(redis_agg_delta(&b, "wc:{" ORG_B "}:contact:" CT_2 ":times", "-500000"), 1);
+	e = ev(ORG_B, CT_2, "sms", "sent", INT64_C(1796255999999999), -1); /* 2026-12-02 23:59:59.999999 */
+	assert_int_equal(redis_agg_add(&b, &CONF, &e, +1, 99, NOW), 0);
+	assert_int_equal(redis_agg_delta(&b, "wc:{" ORG_B "}:day:20261202", "sms"), 1);
+	assert_int_equal(redis_agg_delta(&b, "wc:{" ORG_B "}:hour:2026120223", "sms"), 1);
 	/* "no-answer" is missed too (a list with spaces); an sms never is; no duration: not timed */
 	e = ev(ORG_A, "", "call", "no-answer", T0, -1);
 	assert_int_equal(redis_agg_add(&b, &CONF, &e, +1, 101, NOW), 0);
@@ -116,6 +126,7 @@ static void test_one_row(void **state)
 	/* no contact: no contact keys */
 	assert_int_equal(redis_agg_delta(&b, "wc:{" ORG_A "}:day:20261202:contacts", ""), 0);
 	uint64_t first, last;
+	assert_int_equal(b.norgs, 2);
 	assert_string_equal(redis_agg_org_id(&b, 0, &first, &last), ORG_A);
 	assert_int_equal(first, 100);
 	assert_int_equal(last, 102);
