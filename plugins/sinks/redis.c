@@ -64,6 +64,15 @@ typedef struct known_wm {
 	uint64_t wm;
 } known_wm;
 
+/* A row's contribution taken while the watermarks are not known yet (Redis was unreachable at
+ * start): kept as it came, to be filtered and merged once they are. Strings in held_text. */
+typedef struct held_row {
+	redis_agg_event ev;     /* kind, direction, status: offsets into held_text until replayed */
+	size_t kind, direction, status;
+	int sign;
+	uint64_t commit_lsn;
+} held_row;
+
 typedef struct rsink {
 	sink_env env;
 	char *prefix, *missed, *schema, *table, *url_text;
@@ -87,6 +96,14 @@ typedef struct rsink {
 
 	uint64_t position;      /* every org's script accepted up to this end LSN */
 	uint64_t start_position;
+
+	bool wm_known;          /* the watermarks were read from Redis (at start, or once it answered) */
+	bool wm_loading;        /* the asynchronous read is under way */
+	size_t wm_pending;      /* its replies still expected */
+	uint64_t wm_global;     /* what it read as PREFIX:wm */
+	held_row *held;
+	size_t nheld, capheld;
+	buf held_text;
 	uint64_t txn_commit;
 	bool txn_skip;
 
@@ -425,7 +442,7 @@ static void round_send(rsink *s)
  * an end LSN to reach. */
 static void maybe_send(rsink *s)
 {
-	if (s->round_active || s->err != 0)
+	if (s->round_active || s->err != 0 || !s->wm_known)
 		return;
 	if (s->open.norgs == 0 && s->open.end_lsn <= s->position)
 		return;
@@ -476,6 +493,130 @@ static void script_load_cb(redis_conn *c, void *r, void *privdata)
 		          reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_ERROR ? reply->str : "?", s->sha);
 }
 
+static int merge_row(rsink *s, const redis_agg_event *ev, int sign, uint64_t commit_lsn);
+
+/* The watermarks are known at last: the rows held meanwhile are filtered and merged. */
+static void watermarks_known(rsink *s)
+{
+	s->wm_known = true;
+	s->wm_loading = false;
+	s->start_position = s->wm_global;
+	size_t replayed = 0;
+	for (size_t i = 0; i < s->nheld && s->err == 0; i++) {
+		held_row *h = &s->held[i];
+		h->ev.kind = s->held_text.data + h->kind;
+		h->ev.direction = s->held_text.data + h->direction;
+		h->ev.status = s->held_text.data + h->status;
+		if (h->commit_lsn < s->start_position)
+			continue; /* every org holds it */
+		if (merge_row(s, &h->ev, h->sign, h->commit_lsn) < 0)
+			return;
+		replayed++;
+	}
+	char lsn[LSN_TEXT_MAX];
+	log_info("redis.watermarks", "sink=%s position=%s orgs=%zu: watermarks read; %zu of %zu rows held meanwhile "
+	         "merged", s->env.name, lsn_format(s->start_position, lsn), s->nknown, replayed, s->nheld);
+	free(s->held);
+	s->held = NULL;
+	s->nheld = s->capheld = 0;
+	buf_fini(&s->held_text);
+	if (s->start_position > s->position) {
+		s->position = s->start_position;
+		if (s->env.progress != NULL)
+			s->env.progress(s->env.env_arg);
+	}
+	maybe_send(s);
+}
+
+typedef struct wm_get {
+	rsink *s;
+	char org[37];
+} wm_get;
+
+static void wm_get_cb(redis_conn *c, void *r, void *privdata)
+{
+	wm_get *g = privdata;
+	rsink *s = g->s;
+	redisReply *reply = r;
+	uint64_t wm = 0;
+	bool ok = !s->destroying && s->wm_loading && reply != NULL;
+	if (ok && reply->type == REDIS_REPLY_STRING && redis_agg_lsn_parse(reply->str, reply->len, &wm) == 0 &&
+	    known_set(s, g->org, wm) < 0)
+		fail_fatal(s, -ENOMEM, "out of memory");
+	free(g);
+	if (s->destroying)
+		return;
+	if (!ok) {
+		s->wm_loading = false;
+		return;
+	}
+	if (--s->wm_pending == 0 && s->err == 0)
+		watermarks_known(s);
+}
+
+static void wm_orgs_cb(redis_conn *c, void *r, void *privdata)
+{
+	rsink *s = privdata;
+	redisReply *reply = r;
+	if (s->destroying || !s->wm_loading)
+		return;
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+		if (reply != NULL)
+			log_error("redis.watermarks", "sink=%s: SMEMBERS %s:" ORGS_INDEX " did not answer a set", s->env.name,
+			          s->prefix);
+		s->wm_loading = false;
+		return;
+	}
+	s->wm_pending = 1; /* held until every GET is queued */
+	for (size_t i = 0; i < reply->elements; i++) {
+		wm_get *g = calloc(1, sizeof(*g));
+		if (g == NULL) {
+			fail_fatal(s, -ENOMEM, "out of memory");
+			return;
+		}
+		g->s = s;
+		snprintf(g->org, sizeof(g->org), "%s", reply->element[i]->str);
+		char key[300];
+		snprintf(key, sizeof(key), "%s:{%s}:wm", s->prefix, g->org);
+		const char *argv[] = {"GET", key};
+		size_t argvlen[] = {3, strlen(key)};
+		if (redis_conn_command(s->conn, wm_get_cb, g, 2, argv, argvlen) < 0) {
+			free(g);
+			s->wm_loading = false;
+			return;
+		}
+		s->wm_pending++;
+	}
+	if (--s->wm_pending == 0)
+		watermarks_known(s);
+}
+
+static void wm_global_cb(redis_conn *c, void *r, void *privdata)
+{
+	rsink *s = privdata;
+	redisReply *reply = r;
+	if (s->destroying || !s->wm_loading)
+		return;
+	if (reply != NULL && reply->type == REDIS_REPLY_STRING &&
+	    redis_agg_lsn_parse(reply->str, reply->len, &s->wm_global) < 0)
+		fail_fatal(s, -EINVAL, "the global watermark in Redis is not a watermark");
+}
+
+/* Reads the watermarks on the live connection (Redis was unreachable at start). */
+static void watermarks_read(rsink *s)
+{
+	char g[300], o[300];
+	snprintf(g, sizeof(g), "%s:wm", s->prefix);
+	snprintf(o, sizeof(o), "%s:" ORGS_INDEX, s->prefix);
+	const char *av1[] = {"GET", g}, *av2[] = {"SMEMBERS", o};
+	size_t al1[] = {3, strlen(g)}, al2[] = {8, strlen(o)};
+	s->wm_loading = true;
+	s->wm_global = 0;
+	if (redis_conn_command(s->conn, wm_global_cb, s, 2, av1, al1) < 0 ||
+	    redis_conn_command(s->conn, wm_orgs_cb, s, 2, av2, al2) < 0)
+		s->wm_loading = false;
+}
+
 static void conn_up_cb(void *arg)
 {
 	rsink *s = arg;
@@ -483,6 +624,10 @@ static void conn_up_cb(void *arg)
 	size_t argvlen[] = {6, 4, strlen(REDIS_AGG_SCRIPT)};
 	if (redis_conn_command(s->conn, script_load_cb, s, 3, argv, argvlen) < 0)
 		return;
+	if (!s->wm_known) {
+		watermarks_read(s);
+		return;
+	}
 	if (s->round_active)
 		round_send(s);
 	else
@@ -509,6 +654,7 @@ static int redis_create(const sink_env *env, const void *conf, void **out, char 
 		goto fail;
 	s->env = *env;
 	buf_init(&s->args);
+	buf_init(&s->held_text);
 	s->seed = (uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ULL;
 	if ((rc = hash_index_init(&s->kidx)) < 0 || (rc = redis_agg_batch_init(&s->open)) < 0 ||
 	    (rc = redis_agg_batch_init(&s->round)) < 0)
@@ -545,12 +691,24 @@ static int redis_create(const sink_env *env, const void *conf, void **out, char 
 	for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
 		snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
 
-	if ((rc = watermarks_load(s, c->connect_timeout_ms, err)) < 0)
+	rc = watermarks_load(s, c->connect_timeout_ms, err);
+	if (rc == -ECONNREFUSED && env->loop != NULL) {
+		/* Redis is not there: start anyway; nothing is confirmed until it answers and the
+		 * watermarks are read (rows are held meanwhile, within pipeline.max_pending) */
+		log_warn("redis.start_unreachable", "sink=%s: %s; starting without them: nothing is confirmed until "
+		         "Redis answers", env->name, err);
+		err[0] = '\0';
+		rc = 0;
+	} else if (rc < 0) {
 		goto fail;
+	} else {
+		s->wm_known = true;
+	}
 	s->position = s->start_position;
 	char lsn[LSN_TEXT_MAX];
-	log_info("redis.start", "sink=%s redis=%s:%d db=%d prefix=%s position=%s orgs=%zu", env->name, s->url.host,
-	         s->url.port, s->url.db, s->prefix, lsn_format(s->position, lsn), s->nknown);
+	if (s->wm_known)
+		log_info("redis.start", "sink=%s redis=%s:%d db=%d prefix=%s position=%s orgs=%zu", env->name, s->url.host,
+		         s->url.port, s->url.db, s->prefix, lsn_format(s->position, lsn), s->nknown);
 
 	if ((rc = metrics_setup(s)) < 0) {
 		snprintf(err, SINK_ERROR_MAX, "metrics: %s", strerror(-rc));
@@ -602,6 +760,8 @@ static void redis_destroy(void *impl)
 	hash_index_fini(&s->kidx);
 	free(s->known);
 	free(s->scratch);
+	free(s->held);
+	buf_fini(&s->held_text);
 	buf_fini(&s->args);
 	free(s->schema);
 	free(s->table);
@@ -626,7 +786,51 @@ static int redis_begin(void *impl, const change_txn *txn)
 	return 0;
 }
 
-/* Adds one tuple's contribution, unless its org already holds this transaction. */
+/* Merges one row's contribution, unless its org already holds the transaction. */
+static int merge_row(rsink *s, const redis_agg_event *ev, int sign, uint64_t commit_lsn)
+{
+	const known_wm *k = known_find(s, ev->org);
+	if (k != NULL && commit_lsn <= k->wm)
+		return 0; /* replayed: that org's script already applied this transaction */
+	int rc = redis_agg_add(&s->open, &s->aconf, ev, sign, commit_lsn, (int64_t)time(NULL));
+	if (rc < 0)
+		fail_fatal(s, rc, "out of memory merging deltas");
+	return rc;
+}
+
+/* Keeps one row's contribution until the watermarks are known. */
+static int hold_row(rsink *s, const redis_agg_event *ev, int sign)
+{
+	if (s->nheld == s->capheld) {
+		size_t cap = s->capheld ? s->capheld * 2 : 256;
+		held_row *n = realloc(s->held, cap * sizeof(*n));
+		if (n == NULL) {
+			fail_fatal(s, -ENOMEM, "out of memory holding rows");
+			return s->err;
+		}
+		s->held = n;
+		s->capheld = cap;
+	}
+	held_row *h = &s->held[s->nheld];
+	*h = (held_row){.ev = *ev, .sign = sign, .commit_lsn = s->txn_commit};
+	h->kind = s->held_text.len;
+	int rc = buf_append(&s->held_text, ev->kind, strlen(ev->kind) + 1);
+	h->direction = s->held_text.len;
+	if (rc == 0)
+		rc = buf_append(&s->held_text, ev->direction, strlen(ev->direction) + 1);
+	h->status = s->held_text.len;
+	if (rc == 0)
+		rc = buf_append(&s->held_text, ev->status, strlen(ev->status) + 1);
+	if (rc < 0) {
+		fail_fatal(s, rc, "out of memory holding rows");
+		return s->err;
+	}
+	h->ev.kind = h->ev.direction = h->ev.status = NULL;
+	s->nheld++;
+	return 0;
+}
+
+/* Adds one tuple's contribution: merged, or held while the watermarks are not known. */
 static int add_tuple(rsink *s, const change_value *tuple, int sign)
 {
 	redis_agg_event ev;
@@ -637,13 +841,9 @@ static int add_tuple(rsink *s, const change_value *tuple, int sign)
 			          "(%" PRIu64 " so far)", s->env.name, s->txn_commit, err, s->bad_rows);
 		return 0;
 	}
-	const known_wm *k = known_find(s, ev.org);
-	if (k != NULL && s->txn_commit <= k->wm)
-		return 0; /* replayed: that org's script already applied this transaction */
-	int rc = redis_agg_add(&s->open, &s->aconf, &ev, sign, s->txn_commit, (int64_t)time(NULL));
-	if (rc < 0)
-		fail_fatal(s, rc, "out of memory merging deltas");
-	return rc;
+	if (!s->wm_known)
+		return hold_row(s, &ev, sign);
+	return merge_row(s, &ev, sign, s->txn_commit);
 }
 
 static int redis_deliver(void *impl, void *sub_arg, const audience_delivery *d)
@@ -736,13 +936,13 @@ static void redis_abort(void *impl)
 static size_t redis_pending_bytes(void *impl)
 {
 	rsink *s = impl;
-	return s->open.bytes + s->round.bytes;
+	return s->open.bytes + s->round.bytes + s->nheld * sizeof(held_row) + s->held_text.len;
 }
 
 static bool redis_healthy(void *impl)
 {
 	rsink *s = impl;
-	if (s->err != 0 || s->conn == NULL || !redis_conn_up(s->conn))
+	if (s->err != 0 || s->conn == NULL || !redis_conn_up(s->conn) || !s->wm_known)
 		return false;
 	return !s->round_active || loop_now_ms() - s->round_start_ms <= s->command_timeout_ms;
 }

@@ -5,7 +5,8 @@
 # another day, contact or org, deletes, and contact erasures (every event of a contact deleted,
 # then the contact) — while walcast is SIGKILLed at random moments (at most 8 times) and
 # restarted, then Redis is frozen (SIGSTOP: slow, past command_timeout) and later shut down and
-# started again from its AOF (down), both under load. At the end every aggregate key in Redis is
+# started again from its AOF (down; walcast is also killed and restarted while Redis is away),
+# all under load. At the end every aggregate key in Redis is
 # compared with the same aggregates computed by SQL over the tables (the oracle), line for line:
 # per org per day and per hour counters, per day contact volumes, per contact totals, last event
 # time and event times. /readyz must say unready while Redis is down.
@@ -75,7 +76,7 @@ kill -CONT "$REDIS_PID"
 check "/readyz: 503 while Redis does not answer" 503 "$frozen_code"
 wait "$LOAD" || true
 
-# 3. Redis down (shut down, AOF kept) under load, then back
+# 3. Redis down (shut down, AOF kept) under load, walcast restarted meanwhile, then Redis back
 rcli CONFIG SET appendonly yes >/dev/null
 wait_for 30 bash -c "redis-cli -p $RPORT INFO persistence | tr -d '\r' | grep -qx 'aof_rewrite_in_progress:0' &&
   redis-cli -p $RPORT INFO persistence | tr -d '\r' | grep -qx 'aof_rewrite_scheduled:0'"
@@ -88,6 +89,15 @@ wait_for 30 bash -c "! redis-cli -p $RPORT PING >/dev/null 2>&1"
 sleep 3
 down_code=$(readyz)
 check "/readyz: 503 while Redis is down" 503 "$down_code"
+# walcast killed and started again while Redis is down: it must start, hold what it reads,
+# stay unready, and catch up once Redis is back
+kill -9 "$RUNP" 2>/dev/null || true
+wait "$RUNP" 2>/dev/null || true
+start_run
+wait_for 60 slot_active || echo "# walcast run did not stream while Redis was down"
+sleep 2
+check_true "walcast run starts while Redis is down" kill -0 "$RUNP"
+check "/readyz: 503 after a start without Redis" 503 "$(readyz)"
 redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly yes --daemonize no \
   --dir "$WALCAST_HARNESS_DIR" --logfile "$WALCAST_HARNESS_DIR/redis2.log" &
 BG_PIDS+=("$!")
@@ -114,7 +124,7 @@ check "per-org watermarks exist" 3 "$(rcli --raw KEYS 'wc:{*}:wm' | wc -l)"
 kill -TERM "$RUNP"
 rc=0; wait "$RUNP" || rc=$?
 check "walcast run: SIGTERM drains, exit 0" 0 $rc
-for id in redis.down redis.reset redis.connect_failed redis.up pipeline.paused; do
+for id in redis.down redis.reset redis.connect_failed redis.up redis.start_unreachable redis.watermarks pipeline.paused; do
   echo "# $id: $(grep -c "$id" "$WORK/run.err" || true)"
 done
 check "no straddle or fatal error" "" "$(grep -E 'STRADDLE|redis.failed' "$WORK/run.err" | head -2)"
