@@ -413,6 +413,17 @@ static size_t types_at(const char *p, size_t len)
 
 /* ---- sink_ops ------------------------------------------------------------------------------ */
 
+/* An item of a comma-separated list without the blanks around it ("a, b" is "a" and "b"). */
+static char *list_item(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strlen(s);
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		s[--n] = '\0';
+	return s;
+}
+
 static int filters_parse(jsonl *j, const jsonl_conf *c, char err[SINK_ERROR_MAX])
 {
 	const char *acts = c->actions ? c->actions : "";
@@ -430,6 +441,7 @@ static int filters_parse(jsonl *j, const jsonl_conf *c, char err[SINK_ERROR_MAX]
 		int rc = 0;
 		for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
 			change_action a;
+			tok = list_item(tok);
 			if (change_action_parse(tok, &a) < 0) {
 				snprintf(err, SINK_ERROR_MAX, "actions: unknown action '%s' (insert, update, delete, "
 				         "truncate, message)", tok);
@@ -453,8 +465,10 @@ static int filters_parse(jsonl *j, const jsonl_conf *c, char err[SINK_ERROR_MAX]
 		char *comma = strchr(p, ',');
 		if (comma != NULL)
 			*comma = '\0';
+		char *next = comma != NULL ? comma + 1 : NULL;
+		p = list_item(p);
 		const char *dot = strchr(p, '.');
-		if (p[0] == '\0' || dot == p || (dot != NULL && (dot[1] == '\0' || strchr(dot + 1, '.') != NULL))) {
+		if (p[0] == '\0' || strpbrk(p, " \t") != NULL || dot == p || (dot != NULL && (dot[1] == '\0' || strchr(dot + 1, '.') != NULL))) {
 			snprintf(err, SINK_ERROR_MAX, "tables: '%s' is not a table name (\"table\" or \"schema.table\", "
 			         "separated by commas)", tabs);
 			return -EINVAL;
@@ -464,9 +478,9 @@ static int filters_parse(jsonl *j, const jsonl_conf *c, char err[SINK_ERROR_MAX]
 			return -EINVAL;
 		}
 		j->tables[j->ntables++] = p;
-		if (comma == NULL)
+		if (next == NULL)
 			break;
-		p = comma + 1;
+		p = next;
 	}
 	return 0;
 }

@@ -1,10 +1,12 @@
 /*
  * run — `walcast run`: the daemon (see run.h). Builds, in order: the policy and the keyring, the
- * checkpoint store (pipeline.state_dir), the metrics registry, the pipeline and its sinks (one
- * per [sink.NAME] section, type resolved in the sink registry), the HTTP listener ([http]);
- * then runs the loop until the pipeline stops. Signals: SIGHUP reloads the configuration
- * (config_reload: a refused reload keeps the running one and says why); SIGTERM and SIGINT drain
- * (pipeline_drain); a second one exits at once, unconfirmed work being sent again next time.
+ * checkpoint store (pipeline.state_dir), the metrics registry, the audit writer ([audit], when
+ * enabled: handed to the sinks, and sync_health's ticks), the pipeline and its sinks (one per
+ * [sink.NAME] section, type resolved in the sink registry), the HTTP listener ([http]); then
+ * runs the loop until the pipeline stops and the audit writer has drained. Signals: SIGHUP
+ * reloads the configuration (config_reload: a refused reload keeps the running one and says
+ * why); SIGTERM and SIGINT drain (pipeline_drain, then auditlog_drain); a second one exits at
+ * once, unconfirmed work being sent again next time.
  */
 #include "run.h"
 
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auditlog.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "http.h"
@@ -38,6 +41,7 @@ typedef struct daemon {
 	loop *loop;
 	pipeline *pl;
 	http_listener *http;
+	auditlog *audit;              /* [audit] enabled: audit_log and sync_health rows; else NULL */
 	slot_status *slots;           /* the slot gauges of /metrics */
 	http_sink_health *health;     /* /readyz's view of the sinks, one per sink */
 	size_t nhealth;
@@ -62,12 +66,35 @@ static int sink_lookup(void *arg, const char *kind, const char *type, config_tab
 	return 0;
 }
 
+static void audit_drained_cb(void *arg, size_t remaining)
+{
+	daemon_t *d = arg;
+	(void)remaining; /* logged by the writer */
+	loop_stop(d->loop);
+}
+
 static void stopped_cb(void *arg, int code)
 {
 	daemon_t *d = arg;
 	d->code = code;
 	d->done = true;
-	loop_stop(d->loop);
+	if (d->audit != NULL) /* the pipeline is done: write the queued audit rows, then stop */
+		auditlog_drain(d->audit, d->cfg->audit_drain_timeout_ms, audit_drained_cb, d);
+	else
+		loop_stop(d->loop);
+}
+
+/* sync_health's view of the pipeline (auditlog_health): paused when not streaming or held back. */
+static void audit_health_cb(void *arg, auditlog_health *out)
+{
+	daemon_t *d = arg;
+	pipeline_status st;
+	pipeline_get_status(d->pl, &st);
+	*out = (auditlog_health){
+		.known = true, .paused = !st.streaming || st.paused, .server_end = st.server_wal_end,
+		.processed = st.last_commit_end > st.confirmed_lsn ? st.last_commit_end : st.confirmed_lsn,
+		.last_commit_us = st.last_commit_time,
+	};
 }
 
 static void term_cb(loop *l, int signo, void *arg)
@@ -206,9 +233,24 @@ int run_main(config *cfg, const run_options *o)
 		goto cleanup;
 	if ((d.loop = loop_create()) == NULL || (metrics = metrics_registry_create()) == NULL)
 		goto cleanup;
+	if (cfg->audit_enabled) {
+		auditlog_params ap = {
+			.loop = d.loop, .metrics = metrics,
+			.conninfo = cfg->audit_conninfo[0] ? cfg->audit_conninfo : cfg->conninfo,
+			.flush_interval_ms = cfg->audit_flush_interval_ms, .batch_size = (size_t)cfg->audit_batch_size,
+			.queue_max = (size_t)cfg->audit_queue_max, .reconnect_min_ms = cfg->reconnect_min_ms,
+			.reconnect_max_ms = cfg->reconnect_max_ms, .health_interval_ms = cfg->audit_sync_health_interval_ms,
+			.lagging_after_ms = cfg->audit_lagging_after_ms, .health_cb = audit_health_cb, .health_arg = &d,
+		};
+		char aerr[AUDITLOG_ERROR_MAX];
+		if (auditlog_create(&ap, &d.audit, aerr) < 0) {
+			log_error("run.audit", "%s", aerr);
+			goto cleanup;
+		}
+	}
 	pipeline_params pp = {
 		.loop = d.loop, .cfg = cfg, .pol = pol, .keys = keys, .metrics = metrics, .store = store,
-		.stopped_cb = stopped_cb, .arg = &d,
+		.audit = d.audit, .stopped_cb = stopped_cb, .arg = &d,
 	};
 	if (pipeline_create(&pp, &d.pl, err) < 0) {
 		log_error("run.pipeline", "%s", err);
@@ -262,6 +304,7 @@ cleanup:
 	slot_status_destroy(d.slots);
 	free(d.health);
 	pipeline_destroy(d.pl);
+	auditlog_destroy(d.audit);
 	for (size_t i = 0; sinks != NULL && i < nsinks; i++) {
 		if (sinks[i].conf != NULL && sinks[i].ops != NULL)
 			config_section_free(&sinks[i].table, sinks[i].conf);

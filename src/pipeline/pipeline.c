@@ -926,6 +926,7 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 	s->env = (sink_env){
 		.name = s->name, .loop = pl->p.loop, .metrics = pl->p.metrics, .pol = pl->p.pol,
 		.subscribe = env_subscribe, .unsubscribe = env_unsubscribe, .progress = env_progress, .env_arg = s,
+		.audit = pl->p.audit,
 	};
 	char serr[SINK_ERROR_MAX] = "";
 	int rc = ops->create(&s->env, conf, &s->impl, serr);

@@ -40,6 +40,7 @@ typedef struct pipeline_params {
 	keyring *keys;              /* may be NULL */
 	metrics_registry *metrics;  /* may be NULL */
 	checkpoint_store *store;    /* the policy-state checkpoint; NULL with pol == NULL only */
+	struct auditlog *audit;     /* handed to the sinks (sink_env.audit); may be NULL */
 	/* Called once when the pipeline stops by itself (a permanent source error, a fatal sink
 	 * error: code 1) or after pipeline_drain completed (code 0). */
 	void (*stopped_cb)(void *arg, int code);

@@ -72,6 +72,9 @@ typedef struct sink_env {
 	/* A durable sink calls this when its position() moved (the pipeline may confirm more). */
 	void (*progress)(void *env_arg);
 	void *env_arg;
+	/* The audit writer (auditlog.h), NULL when auditing is off: auditlog_record() for joins,
+	 * refused joins, leaves and requests — never for a delivered change (nothing may loop). */
+	struct auditlog *audit;
 } sink_env;
 
 typedef struct sink_ops {
