@@ -15,6 +15,9 @@
  * Replays. At start the global watermark gives position() and every org's watermark is read
  * (the orgs are listed in PREFIX:orgs): a replayed transaction is dropped for each org whose
  * watermark covers its commit LSN, before it is merged, so a batch never straddles a watermark.
+ * When Redis does not answer at start, the rows offered are held as they come (held_row,
+ * counted in pending_bytes) and no round leaves; once the connection is up the watermarks are
+ * read on it, and the held rows go through the same filter into open.
  */
 #include "redis.h"
 

@@ -7,7 +7,8 @@
  * in memory, and applies them with one Lua script per org that checks and sets the org's
  * watermark (the commit LSN of the last transaction of that org applied) atomically with the
  * deltas. Its position() is the end LSN up to which every org's script has been accepted; it is
- * read from Redis at start (the global watermark, written after every org of a round). Redis
+ * read from Redis at start (the global watermark, written after every org of a round; 0 while
+ * Redis does not answer, when nothing is confirmed until it does). Redis
  * down or slow: nothing more is confirmed, deltas keep merging within pipeline.max_pending
  * (pending_bytes), healthy() is false, the connection is retried, and what was owed is applied
  * once Redis is back: a round whose replies were lost is sent again and the watermark makes a
