@@ -285,6 +285,11 @@ void redis_conn_destroy(redis_conn *c)
 		loop_timer_cancel(c->l, c->retry_timer);
 	if (c->connect_timer != 0)
 		loop_timer_cancel(c->l, c->connect_timer);
+	if (c->ac != NULL && c->connected) {
+		/* one last non-blocking write of what is queued (a final SET): best effort; a failed
+		 * write ends the context, and disconnect_cb forgets it */
+		redisAsyncHandleWrite(c->ac);
+	}
 	if (c->ac != NULL) {
 		redisAsyncContext *ac = c->ac;
 		c->ac = NULL;

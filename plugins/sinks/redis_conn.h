@@ -56,8 +56,9 @@ __attribute__((warn_unused_result)) int redis_conn_create(loop *l, const char *n
                                                           int64_t backoff_max_ms, const redis_conn_cbs *cbs,
                                                           redis_conn **out);
 
-/* Closes the connection (pending commands get a NULL reply; the down callback is not called)
- * and frees c. Safe on NULL. Not from inside a callback of c. */
+/* Writes what is queued once more without waiting (best effort), closes the connection (pending
+ * commands get a NULL reply; the down callback is not called) and frees c. Safe on NULL. Not
+ * from inside a callback of c. */
 void redis_conn_destroy(redis_conn *c);
 
 /* true while commands can be sent. */
