@@ -67,7 +67,7 @@ mkdir -p "$WORK"
 sql() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 RPORT=$(echo "$WALCAST_REDIS_URL" | sed -E 's#redis://[^:]+:([0-9]+).*#\1#')
 RECV=$WALCAST_PG_BIN/pg_recvlogical
-HTTP_PORT=$((20000 + RANDOM % 20000))
+HTTP_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 now() { date +%s.%N; }
 
 sql -c "INSERT INTO orgs (name) SELECT 'bench ' || g FROM generate_series(1, 10) g" >/dev/null

@@ -16,7 +16,7 @@ SEED=${WALCAST_SEED:-$RANDOM}
 echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
 RANDOM=$SEED
 POLICY=$ROOT/deploy/policy.ini
-HTTP_PORT=$((20000 + RANDOM % 20000))
+HTTP_PORT=$(kernel_free_port)
 slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'agg' AND active")" = 1 ]; }
 
 # orgs and contacts

@@ -35,7 +35,7 @@ slot = bf
 [pipeline]
 state_dir = $WORK/state
 [http]
-listen = 127.0.0.1:$((20000 + RANDOM % 20000))
+listen = 127.0.0.1:0
 [sink.agg]
 type = redis
 url = $REDIS_URL

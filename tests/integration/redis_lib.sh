@@ -4,6 +4,10 @@
 REDIS_URL=${WALCAST_REDIS_URL:?the harness starts Redis}
 RPORT=$(echo "$REDIS_URL" | sed -E 's#redis://[^:]+:([0-9]+).*#\1#')
 rcli() { redis-cli -p "$RPORT" "$@"; }
+# A loopback port free now, picked by the kernel (not a random guess that may be taken).
+kernel_free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 
 # One transaction of the load: a random mix, drawn by PostgreSQL itself.
 txn_sql() {
