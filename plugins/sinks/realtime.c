@@ -1024,8 +1024,19 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 			}
 		}
 		if (c->closing) {
-			lws_close_reason(wsi, (enum lws_close_status)c->close_code, NULL, 0);
-			return -1;
+			/* the error message must be on the wire first (lws may still hold a part of it) */
+			if (lws_send_pipe_choked(wsi)) {
+				lws_callback_on_writable(wsi);
+				return 0;
+			}
+			/* a close frame with the code: lws sends it from its own writeable turn and then
+			 * waits for the client's answer. Returning -1 here would drop the socket without
+			 * one (the client would see 1006). */
+			const char *why = c->close_code == 1009 ? "message too big" : "slow consumer";
+			lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)(uintptr_t)why,
+			                 strlen(why));
+			lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
+			return 0;
 		}
 		return 0;
 	}
