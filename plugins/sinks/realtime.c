@@ -152,6 +152,7 @@ typedef struct realtime_sink {
 	metrics_family *fams[10];
 	size_t nfams;
 	metrics_counter *m_messages, *m_sent, *m_writes, *m_dropped, *m_slow, *m_refused;
+	metrics_counter *m_sink_drops; /* walcast_sink_drops_total{sink} (sink_env.live_metrics) */
 } realtime_sink;
 
 /* ---- queues ---------------------------------------------------------------------------------- */
@@ -209,11 +210,15 @@ static void queue_push(rt_conn *c, rt_frame *f)
 			s->st.dropped++;
 			if (s->m_dropped)
 				metrics_counter_inc(s->m_dropped);
+			if (s->m_sink_drops)
+				metrics_counter_inc(s->m_sink_drops);
 			return;
 		}
 		s->st.dropped += c->qframes + 1;
 		if (s->m_dropped)
 			metrics_counter_add(s->m_dropped, c->qframes + 1);
+		if (s->m_sink_drops)
+			metrics_counter_add(s->m_sink_drops, c->qframes + 1);
 		s->st.slow_disconnects++;
 		if (s->m_slow)
 			metrics_counter_inc(s->m_slow);
@@ -1580,6 +1585,9 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 		snprintf(err, SINK_ERROR_MAX, "metrics: %s", strerror(-rc));
 		goto fail;
 	}
+	/* the shared series (every live sink's drops and connections, one family each) */
+	if (env->live_metrics != NULL && env->live_metrics(env->env_arg, &s->m_sink_drops, read_connections, s) < 0)
+		log_warn("realtime.metrics", "sink=%s: walcast_sink_drops_total and walcast_connections left out", s->name);
 	if (env->loop != NULL) {
 		int t = loop_timer_add(env->loop, RT_TICK_MS, tick_cb, s);
 		if (t < 0) {

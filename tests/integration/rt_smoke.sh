@@ -83,6 +83,10 @@ $CLIENT "$HTTP" "/socket/websocket?vsn=1.0.0" --header "x-api-key: $anon" \
 S=$!
 wait_for 20 grep -q "Subscribed to PostgreSQL" "$WORK/m.out" || { cat "$WORK/m.out" "$WORK/rt.log"; exit 1; }
 wait_for 20 grep -q 'Subscribed to PostgreSQL' "$WORK/s.out"
+# the shared live-sink series (docs/metrics.md), labelled with the sink's name, beside walcast_realtime_*
+series() { curl -sf "http://127.0.0.1:$HTTP/metrics" | awk -v s="$1" '$1 == s {print $2}'; }
+check "metrics: walcast_connections{sink=\"live\"} counts the two clients" 2 "$(series 'walcast_connections{sink="live"}')"
+check "metrics: walcast_sink_drops_total{sink=\"live\"} is there, at 0" 0 "$(series 'walcast_sink_drops_total{sink="live"}')"
 # in stream order: a change wrongly delivered would arrive before the last one each client waits for
 ev2=$(insert_event "$other" rt-other-1)
 ev=$(insert_event "$org" rt-own-1)
@@ -132,6 +136,9 @@ frames=$(metric walcast_realtime_frames_sent_total); writes=$(metric walcast_rea
 batched() { [ "${writes:-0}" -gt 0 ] && [ "$writes" -lt "${frames:-0}" ]; }
 check_true "metrics: frames queued together share a write ($frames frames, $writes writes)" batched
 check "metrics: handshakes refused" 4 "$(metric walcast_realtime_refused_total)"
+no_conns() { [ "$(series 'walcast_connections{sink="live"}')" = 0 ]; }
+wait_for 20 no_conns || true
+check "metrics: walcast_connections{sink=\"live\"} back to 0 once the clients are gone" 0 "$(series 'walcast_connections{sink="live"}')"
 
 # ---- audit_log: joins, refused joins and leaves of the org's members -----------------------------
 audited() { # ACTION: rows of the member's channel realtime:room in the org
