@@ -1109,7 +1109,7 @@ static const char *type_name(uint32_t oid)
 	case 3614: return "tsvector";
 	case 3802: return "jsonb";
 	case 3807: return "_jsonb";
-	default: return "text"; /* a type the WAL names by OID only (enums, domains): text */
+	default: return "text"; /* a type the stream did not name (see rel_column.type_name): text */
 	}
 }
 
@@ -1260,8 +1260,14 @@ static int data_write(buf *out, const change *v, const rt_binding *b, size_t max
 		first = false;
 		if (rc == 0)
 			rc = buf_json_string(out, rel->cols[i].name, strlen(rel->cols[i].name));
+		/* a name from the stream may hold any character (a quoted identifier): escaped */
+		const char *tn = rel->cols[i].type_name != NULL ? rel->cols[i].type_name : type_name(rel->cols[i].type_oid);
 		if (rc == 0)
-			rc = buf_printf(out, ",\"type\":\"%s\"}", type_name(rel->cols[i].type_oid));
+			rc = buf_puts(out, ",\"type\":");
+		if (rc == 0)
+			rc = buf_json_string(out, tn, strlen(tn));
+		if (rc == 0)
+			rc = buf_puts(out, "}");
 	}
 	if (rc == 0)
 		rc = buf_putc(out, ']');

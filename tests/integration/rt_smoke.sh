@@ -32,6 +32,8 @@ tok_member=$(jwt "{\"sub\":\"$member\",\"role\":\"authenticated\",\"exp\":$exp}"
 tok_stranger=$(jwt "{\"sub\":\"$stranger\",\"role\":\"authenticated\",\"exp\":$exp}")
 tok_expired=$(jwt "{\"sub\":\"$member\",\"role\":\"authenticated\",\"exp\":$(( $(date +%s) - 100 ))}")
 
+# a column of a type outside PostgreSQL's built-in ones (an enum): its name comes from pgoutput's Type message
+sql -c "CREATE TYPE rt_mood AS ENUM ('calm', 'busy'); ALTER TABLE events ADD COLUMN rt_mood rt_mood" >/dev/null
 HTTP=$(port)
 cat >"$WORK/rt.conf" <<CONF
 [replication]
@@ -104,6 +106,9 @@ check "member: the insert arrives with both binding ids" 2 "$(echo "$change" | j
 check "member: the row's id" "$ev" "$(echo "$change" | jq -r '.[4].data.record.id')"
 check "member: type INSERT, no old_record key" 'INSERT false' "$(echo "$change" | jq -r '"\(.[4].data.type) \(.[4].data | has("old_record"))"')"
 check "member: columns carry type names" uuid "$(echo "$change" | jq -r '.[4].data.columns[] | select(.name == "id") | .type')"
+check "member: an enum column carries the enum's name, as pg_type has it" \
+  "$(sql -c "SELECT t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = 'events'::regclass AND a.attname = 'rt_mood'")" \
+  "$(echo "$change" | jq -r '.[4].data.columns[] | select(.name == "rt_mood") | .type')"
 check "member: refs null" 'null null' "$(echo "$change" | jq -r '"\(.[0]) \(.[1])"')"
 as_user() { sql -c "set role authenticated; set request.jwt.claims = '{\"sub\":\"$1\",\"role\":\"authenticated\"}'; $2"; }
 check "oracle: RLS shows the member the event" 1 "$(as_user "$member" "select count(*) from events where id = '$ev'")"
