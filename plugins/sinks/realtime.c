@@ -390,10 +390,10 @@ static int audit_org_cb(void *arg, const policy_state_uuid *org, int rank)
 }
 
 /* One audit_log row per org of the user (sink_env.audit; nothing for a token without a user, or
- * when auditing is off): action with detail {"topic", "reason"?} and the bindings' table when
- * they all name one. */
-static void audit(realtime_sink *s, const rt_who *w, const char *action, const char *topic,
-                  const rt_join *j, const char *reason)
+ * when auditing is off), or for only that org when only is not NULL: action with detail
+ * {"topic", "reason"?} and the bindings' table when they all name one. */
+static void audit_in(realtime_sink *s, const rt_who *w, const char *action, const char *topic,
+                     const rt_join *j, const char *reason, const policy_state_uuid *only)
 {
 	if (s->env->audit == NULL || s->env->state == NULL || w == NULL || w->uid[0] == '\0')
 		return;
@@ -416,8 +416,40 @@ static void audit(realtime_sink *s, const rt_who *w, const char *action, const c
 	char *detail = d != NULL ? json_dumps(d, JSON_COMPACT) : NULL;
 	json_decref(d);
 	audit_ctx a = {s->env->audit, w->uid, action, table, detail};
-	(void)policy_state_user_orgs(ps, &u, audit_org_cb, &a);
+	if (only != NULL)
+		(void)audit_org_cb(&a, only, 1);
+	else
+		(void)policy_state_user_orgs(ps, &u, audit_org_cb, &a);
 	free(detail);
+}
+
+static void audit(realtime_sink *s, const rt_who *w, const char *action, const char *topic,
+                  const rt_join *j, const char *reason)
+{
+	audit_in(s, w, action, topic, j, reason, NULL);
+}
+
+/* sink_env.member_watch: a joined channel's rows follow its user's memberships. A membership
+ * that arrives while the channel is joined (the join was made before walcast streamed the
+ * membership's commit, or the user was added later) gets a join row for that org, a removal a
+ * leave row; the channel's own leave then covers the orgs still held. O(channels) per
+ * membership added or removed. */
+static void member_cb(void *arg, const policy_state_uuid *org, const policy_state_uuid *user, int old_rank,
+                      int new_rank)
+{
+	realtime_sink *s = arg;
+	const char *action = old_rank == 0 && new_rank > 0 ? AUDITLOG_JOIN
+	                     : old_rank > 0 && new_rank == 0 ? AUDITLOG_LEAVE : NULL;
+	if (action == NULL || s->env->audit == NULL)
+		return;
+	char uid[POLICY_STATE_UUID_TEXT];
+	policy_state_uuid_format(user, uid);
+	for (rt_conn *c = s->conns; c != NULL; c = c->next)
+		for (size_t i = 0; i < c->nchans; i++) {
+			rt_chan *ch = &c->chans[i];
+			if (ch->joined && strcasecmp(ch->who.uid, uid) == 0)
+				audit_in(s, &ch->who, action, ch->topic, &ch->join, NULL, org);
+		}
 }
 
 /* ---- channels -------------------------------------------------------------------------------- */
@@ -1594,6 +1626,9 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 	/* the shared series (every live sink's drops and connections, one family each) */
 	if (env->live_metrics != NULL && env->live_metrics(env->env_arg, &s->m_sink_drops, read_connections, s) < 0)
 		log_warn("realtime.metrics", "sink=%s: walcast_sink_drops_total and walcast_connections left out", s->name);
+	if (env->audit != NULL && env->member_watch != NULL && env->member_watch(env->env_arg, member_cb, s) < 0)
+		log_warn("realtime.audit", "sink=%s: memberships that stream while a channel is joined are not audited",
+		         s->name);
 	if (env->loop != NULL) {
 		int t = loop_timer_add(env->loop, RT_TICK_MS, tick_cb, s);
 		if (t < 0) {
