@@ -45,8 +45,16 @@
 #define PGOUTPUT_TIME_MIN INT64_C(-211813488000000000)
 #define PGOUTPUT_TIME_MAX (INT64_MAX - PG_EPOCH_OFFSET_US)
 
+/* A non-builtin type the stream named in a Type message. */
+typedef struct pgoutput_type {
+	uint32_t oid;
+	char *name;
+} pgoutput_type;
+
 typedef struct pgoutput {
 	relcache *relations; /* borrowed */
+	pgoutput_type *types; /* the Type messages seen (one entry per OID, the latest name) */
+	size_t ntypes;
 	decoder_sink sink;
 	arena *arena;        /* the change being built; reset after each delivery */
 	char *options;       /* START_REPLICATION options */
@@ -218,6 +226,15 @@ static int pgoutput_commit_read(pgoutput *pg, reader *r)
 
 /* --- relations -------------------------------------------------------------------------- */
 
+/* The name a Type message gave oid, or NULL (a builtin type, or none seen). */
+static const char *pgoutput_type_name(const pgoutput *pg, uint32_t oid)
+{
+	for (size_t i = 0; i < pg->ntypes; i++)
+		if (pg->types[i].oid == oid)
+			return pg->types[i].name;
+	return NULL;
+}
+
 /* Relation: OID (int32), namespace (string, "" = pg_catalog), name (string), replica identity
  * (int8), ncols (int16), then per column flags (int8), name (string), type OID (int32),
  * typmod (int32). Replaces the cached description of that OID. */
@@ -253,13 +270,15 @@ static int pgoutput_relation_read(pgoutput *pg, reader *r)
 		if ((rc = reader_u8(r, &flags)) < 0 || (rc = reader_string(r, &cname, &cname_len)) < 0 ||
 		    (rc = reader_u32(r, &type_oid)) < 0 || (rc = reader_u32(r, &typmod)) < 0)
 			return rc;
+		const char *tname = pgoutput_type_name(pg, type_oid);
 		cols[i] = (rel_column){
 			.name = arena_strndup(pg->arena, cname, cname_len),
 			.type_oid = type_oid,
 			.typmod = (int32_t)typmod,
 			.key = (flags & PGOUTPUT_COLUMN_KEY) != 0,
+			.type_name = tname != NULL ? arena_strndup(pg->arena, tname, strlen(tname)) : NULL,
 		};
-		if (cols[i].name == NULL)
+		if (cols[i].name == NULL || (tname != NULL && cols[i].type_name == NULL))
 			return -ENOMEM;
 	}
 	if ((rc = reader_finish(r)) < 0)
@@ -278,17 +297,37 @@ static int pgoutput_relation_read(pgoutput *pg, reader *r)
 	return relcache_put(pg->relations, &desc, NULL);
 }
 
-/* Type: OID (int32), namespace (string), name (string). walcast types values by OID only. */
-static int pgoutput_type_read(reader *r)
+/* Type: OID (int32), namespace (string), name (string). pgoutput sends one for each column of
+ * a non-builtin type before the Relation that uses it (for a domain: the domain's OID with its
+ * base type's name). The name is kept (the latest per OID) for the columns of later Relations;
+ * values are still typed by OID. */
+static int pgoutput_type_read(pgoutput *pg, reader *r)
 {
 	uint32_t oid;
-	const char *s;
-	size_t n;
+	const char *s, *name;
+	size_t n, name_len;
 	int rc;
 	if ((rc = reader_u32(r, &oid)) < 0 || (rc = reader_string(r, &s, &n)) < 0 ||
-	    (rc = reader_string(r, &s, &n)) < 0)
+	    (rc = reader_string(r, &name, &name_len)) < 0 || (rc = reader_finish(r)) < 0)
 		return rc;
-	return reader_finish(r);
+	char *copy = strndup(name, name_len);
+	if (copy == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < pg->ntypes; i++) {
+		if (pg->types[i].oid == oid) {
+			free(pg->types[i].name);
+			pg->types[i].name = copy;
+			return 0;
+		}
+	}
+	pgoutput_type *t = realloc(pg->types, (pg->ntypes + 1) * sizeof(*t));
+	if (t == NULL) {
+		free(copy);
+		return -ENOMEM;
+	}
+	pg->types = t;
+	pg->types[pg->ntypes++] = (pgoutput_type){.oid = oid, .name = copy};
+	return 0;
 }
 
 /* Origin: origin LSN (int64), origin name (string). Not used by walcast. */
@@ -576,7 +615,7 @@ static int pgoutput_decode(void *impl, uint64_t wal_start, const uint8_t *data, 
 		break;
 	case 'Y':
 		r.what = "type";
-		rc = pgoutput_type_read(&r);
+		rc = pgoutput_type_read(pg, &r);
 		break;
 	case 'O':
 		r.what = "origin";
@@ -643,6 +682,9 @@ static void pgoutput_destroy(void *impl)
 	pgoutput *pg = impl;
 	if (pg == NULL)
 		return;
+	for (size_t i = 0; i < pg->ntypes; i++)
+		free(pg->types[i].name);
+	free(pg->types);
 	free(pg->options);
 	arena_destroy(pg->arena);
 	free(pg);

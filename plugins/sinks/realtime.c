@@ -152,6 +152,7 @@ typedef struct realtime_sink {
 	metrics_family *fams[10];
 	size_t nfams;
 	metrics_counter *m_messages, *m_sent, *m_writes, *m_dropped, *m_slow, *m_refused;
+	metrics_counter *m_sink_drops; /* walcast_sink_drops_total{sink} (sink_env.live_metrics) */
 } realtime_sink;
 
 /* ---- queues ---------------------------------------------------------------------------------- */
@@ -209,11 +210,15 @@ static void queue_push(rt_conn *c, rt_frame *f)
 			s->st.dropped++;
 			if (s->m_dropped)
 				metrics_counter_inc(s->m_dropped);
+			if (s->m_sink_drops)
+				metrics_counter_inc(s->m_sink_drops);
 			return;
 		}
 		s->st.dropped += c->qframes + 1;
 		if (s->m_dropped)
 			metrics_counter_add(s->m_dropped, c->qframes + 1);
+		if (s->m_sink_drops)
+			metrics_counter_add(s->m_sink_drops, c->qframes + 1);
 		s->st.slow_disconnects++;
 		if (s->m_slow)
 			metrics_counter_inc(s->m_slow);
@@ -385,10 +390,10 @@ static int audit_org_cb(void *arg, const policy_state_uuid *org, int rank)
 }
 
 /* One audit_log row per org of the user (sink_env.audit; nothing for a token without a user, or
- * when auditing is off): action with detail {"topic", "reason"?} and the bindings' table when
- * they all name one. */
-static void audit(realtime_sink *s, const rt_who *w, const char *action, const char *topic,
-                  const rt_join *j, const char *reason)
+ * when auditing is off), or for only that org when only is not NULL: action with detail
+ * {"topic", "reason"?} and the bindings' table when they all name one. */
+static void audit_in(realtime_sink *s, const rt_who *w, const char *action, const char *topic,
+                     const rt_join *j, const char *reason, const policy_state_uuid *only)
 {
 	if (s->env->audit == NULL || s->env->state == NULL || w == NULL || w->uid[0] == '\0')
 		return;
@@ -411,8 +416,40 @@ static void audit(realtime_sink *s, const rt_who *w, const char *action, const c
 	char *detail = d != NULL ? json_dumps(d, JSON_COMPACT) : NULL;
 	json_decref(d);
 	audit_ctx a = {s->env->audit, w->uid, action, table, detail};
-	(void)policy_state_user_orgs(ps, &u, audit_org_cb, &a);
+	if (only != NULL)
+		(void)audit_org_cb(&a, only, 1);
+	else
+		(void)policy_state_user_orgs(ps, &u, audit_org_cb, &a);
 	free(detail);
+}
+
+static void audit(realtime_sink *s, const rt_who *w, const char *action, const char *topic,
+                  const rt_join *j, const char *reason)
+{
+	audit_in(s, w, action, topic, j, reason, NULL);
+}
+
+/* sink_env.member_watch: a joined channel's rows follow its user's memberships. A membership
+ * that arrives while the channel is joined (the join was made before walcast streamed the
+ * membership's commit, or the user was added later) gets a join row for that org, a removal a
+ * leave row; the channel's own leave then covers the orgs still held. O(channels) per
+ * membership added or removed. */
+static void member_cb(void *arg, const policy_state_uuid *org, const policy_state_uuid *user, int old_rank,
+                      int new_rank)
+{
+	realtime_sink *s = arg;
+	const char *action = old_rank == 0 && new_rank > 0 ? AUDITLOG_JOIN
+	                     : old_rank > 0 && new_rank == 0 ? AUDITLOG_LEAVE : NULL;
+	if (action == NULL || s->env->audit == NULL)
+		return;
+	char uid[POLICY_STATE_UUID_TEXT];
+	policy_state_uuid_format(user, uid);
+	for (rt_conn *c = s->conns; c != NULL; c = c->next)
+		for (size_t i = 0; i < c->nchans; i++) {
+			rt_chan *ch = &c->chans[i];
+			if (ch->joined && strcasecmp(ch->who.uid, uid) == 0)
+				audit_in(s, &ch->who, action, ch->topic, &ch->join, NULL, org);
+		}
 }
 
 /* ---- channels -------------------------------------------------------------------------------- */
@@ -1024,8 +1061,19 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 			}
 		}
 		if (c->closing) {
-			lws_close_reason(wsi, (enum lws_close_status)c->close_code, NULL, 0);
-			return -1;
+			/* the error message must be on the wire first (lws may still hold a part of it) */
+			if (lws_send_pipe_choked(wsi)) {
+				lws_callback_on_writable(wsi);
+				return 0;
+			}
+			/* a close frame with the code: lws sends it from its own writeable turn and then
+			 * waits for the client's answer. Returning -1 here would drop the socket without
+			 * one (the client would see 1006). */
+			const char *why = c->close_code == 1009 ? "message too big" : "slow consumer";
+			lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)(uintptr_t)why,
+			                 strlen(why));
+			lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
+			return 0;
 		}
 		return 0;
 	}
@@ -1093,7 +1141,7 @@ static const char *type_name(uint32_t oid)
 	case 3614: return "tsvector";
 	case 3802: return "jsonb";
 	case 3807: return "_jsonb";
-	default: return "text"; /* a type the WAL names by OID only (enums, domains): text */
+	default: return "text"; /* a type the stream did not name (see rel_column.type_name): text */
 	}
 }
 
@@ -1244,8 +1292,14 @@ static int data_write(buf *out, const change *v, const rt_binding *b, size_t max
 		first = false;
 		if (rc == 0)
 			rc = buf_json_string(out, rel->cols[i].name, strlen(rel->cols[i].name));
+		/* a name from the stream may hold any character (a quoted identifier): escaped */
+		const char *tn = rel->cols[i].type_name != NULL ? rel->cols[i].type_name : type_name(rel->cols[i].type_oid);
 		if (rc == 0)
-			rc = buf_printf(out, ",\"type\":\"%s\"}", type_name(rel->cols[i].type_oid));
+			rc = buf_puts(out, ",\"type\":");
+		if (rc == 0)
+			rc = buf_json_string(out, tn, strlen(tn));
+		if (rc == 0)
+			rc = buf_puts(out, "}");
 	}
 	if (rc == 0)
 		rc = buf_putc(out, ']');
@@ -1569,6 +1623,12 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 		snprintf(err, SINK_ERROR_MAX, "metrics: %s", strerror(-rc));
 		goto fail;
 	}
+	/* the shared series (every live sink's drops and connections, one family each) */
+	if (env->live_metrics != NULL && env->live_metrics(env->env_arg, &s->m_sink_drops, read_connections, s) < 0)
+		log_warn("realtime.metrics", "sink=%s: walcast_sink_drops_total and walcast_connections left out", s->name);
+	if (env->audit != NULL && env->member_watch != NULL && env->member_watch(env->env_arg, member_cb, s) < 0)
+		log_warn("realtime.audit", "sink=%s: memberships that stream while a channel is joined are not audited",
+		         s->name);
 	if (env->loop != NULL) {
 		int t = loop_timer_add(env->loop, RT_TICK_MS, tick_cb, s);
 		if (t < 0) {

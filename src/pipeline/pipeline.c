@@ -62,6 +62,8 @@ struct pl_sink {
 	pl_sub *subs;
 	bool has_metrics;
 	pipeline_metrics_sink m;
+	policy_state_change_cb watch; /* sink_env.member_watch, removed with the sink */
+	void *watch_arg;
 };
 
 /* One checkpoint row being gathered (values owned). */
@@ -683,6 +685,29 @@ static int env_live_metrics(void *env_arg, metrics_counter **drops, metrics_read
 	return rc;
 }
 
+static int env_member_watch(void *env_arg, policy_state_change_cb cb, void *arg)
+{
+	pl_sink *s = env_arg;
+	if (s->pl->pv == NULL)
+		return -ENOENT;
+	if (s->watch != NULL)
+		return -EBUSY;
+	int rc = policy_state_add_change_cb(privacy_state(s->pl->pv), cb, arg);
+	if (rc == 0) {
+		s->watch = cb;
+		s->watch_arg = arg;
+	}
+	return rc;
+}
+
+/* Removes what the sink's member_watch added. */
+static void sink_unwatch(pl_sink *s)
+{
+	if (s->watch != NULL && s->pl->pv != NULL)
+		policy_state_remove_change_cb(privacy_state(s->pl->pv), s->watch, s->watch_arg);
+	s->watch = NULL;
+}
+
 static bool env_live(void *env_arg)
 {
 	const pipeline *pl = ((pl_sink *)env_arg)->pl;
@@ -964,7 +989,7 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 		.subscribe = env_subscribe, .unsubscribe = env_unsubscribe, .progress = env_progress, .env_arg = s,
 		.live = env_live, .state = env_state, .cfg = pl->p.cfg, .http = pl->p.http,
 		.audit = pl->p.audit,
-		.live_metrics = env_live_metrics,
+		.live_metrics = env_live_metrics, .member_watch = env_member_watch,
 	};
 	char serr[SINK_ERROR_MAX] = "";
 	int rc = ops->create(&s->env, conf, &s->impl, serr);
@@ -974,6 +999,7 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 			env_unsubscribe(s, s->subs->h);
 		if (pl->pm != NULL)
 			pipeline_metrics_sink_remove(pl->pm, name); /* what its live_metrics registered */
+		sink_unwatch(s);
 		free(s->name);
 		free(s);
 		return rc;
@@ -1072,6 +1098,7 @@ void pipeline_destroy(pipeline *pl)
 	source_destroy(pl->src);
 	for (size_t i = 0; i < pl->nsinks; i++) {
 		pl_sink *s = pl->sinks[i];
+		sink_unwatch(s);
 		s->ops->destroy(s->impl);
 		while (s->subs != NULL)
 			env_unsubscribe(s, s->subs->h);

@@ -94,6 +94,12 @@ typedef struct sink_env {
 	 * NULL when there is no metrics registry: check before bumping), or a negative errno (the
 	 * sink may go on without). NULL when the front end has no metrics. */
 	int (*live_metrics)(void *env_arg, metrics_counter **drops, metrics_read_cb connections, void *arg);
+	/* Membership changes of the committed policy state (the one state() returns): cb(arg, org,
+	 * user, old_rank, new_rank) on the loop thread, at the commit that made the change, once the
+	 * state reflects it (policy_state_change_cb: it may read the state, not change it). Call from
+	 * create, once; the pipeline removes it when the sink is destroyed. 0, -ENOENT without a
+	 * policy stage, or -ENOSPC (too many watchers). NULL when the front end has none. */
+	int (*member_watch)(void *env_arg, policy_state_change_cb cb, void *arg);
 } sink_env;
 
 typedef struct sink_ops {

@@ -55,8 +55,10 @@ static void relation_free(relation *r)
 {
 	if (r == NULL)
 		return;
-	for (int i = 0; i < r->ncols; i++)
+	for (int i = 0; i < r->ncols; i++) {
 		free(r->cols[i].name);
+		free(r->cols[i].type_name);
+	}
 	free(r->cols);
 	free(r->schema);
 	free(r->name);
@@ -89,8 +91,9 @@ static relation *relation_copy(const relation *d)
 	for (int i = 0; i < d->ncols; i++) {
 		r->cols[i] = d->cols[i];
 		r->cols[i].name = strdup(d->cols[i].name);
-		if (r->cols[i].name == NULL) {
-			r->ncols = i;
+		r->cols[i].type_name = d->cols[i].type_name != NULL ? strdup(d->cols[i].type_name) : NULL;
+		if (r->cols[i].name == NULL || (d->cols[i].type_name != NULL && r->cols[i].type_name == NULL)) {
+			r->ncols = i + 1;
 			goto fail;
 		}
 	}

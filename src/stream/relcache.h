@@ -18,6 +18,9 @@ typedef struct rel_column {
 	uint32_t type_oid;
 	int32_t typmod;  /* -1 when unknown */
 	bool key;        /* part of the replica identity (pgoutput) or primary key (wal2json) */
+	char *type_name; /* the type's name when the stream gave one for a type it identifies by OID
+	                  * only (pgoutput's Type message: an enum's name, a domain's base type);
+	                  * NULL otherwise (a builtin type: name it by type_oid) */
 } rel_column;
 
 typedef struct relation {

@@ -32,6 +32,8 @@ tok_member=$(jwt "{\"sub\":\"$member\",\"role\":\"authenticated\",\"exp\":$exp}"
 tok_stranger=$(jwt "{\"sub\":\"$stranger\",\"role\":\"authenticated\",\"exp\":$exp}")
 tok_expired=$(jwt "{\"sub\":\"$member\",\"role\":\"authenticated\",\"exp\":$(( $(date +%s) - 100 ))}")
 
+# a column of a type outside PostgreSQL's built-in ones (an enum): its name comes from pgoutput's Type message
+sql -c "CREATE TYPE rt_mood AS ENUM ('calm', 'busy'); ALTER TABLE events ADD COLUMN rt_mood rt_mood" >/dev/null
 HTTP=$(port)
 cat >"$WORK/rt.conf" <<CONF
 [replication]
@@ -83,6 +85,10 @@ $CLIENT "$HTTP" "/socket/websocket?vsn=1.0.0" --header "x-api-key: $anon" \
 S=$!
 wait_for 20 grep -q "Subscribed to PostgreSQL" "$WORK/m.out" || { cat "$WORK/m.out" "$WORK/rt.log"; exit 1; }
 wait_for 20 grep -q 'Subscribed to PostgreSQL' "$WORK/s.out"
+# the shared live-sink series (docs/metrics.md), labelled with the sink's name, beside walcast_realtime_*
+series() { curl -sf "http://127.0.0.1:$HTTP/metrics" | awk -v s="$1" '$1 == s {print $2}'; }
+check "metrics: walcast_connections{sink=\"live\"} counts the two clients" 2 "$(series 'walcast_connections{sink="live"}')"
+check "metrics: walcast_sink_drops_total{sink=\"live\"} is there, at 0" 0 "$(series 'walcast_sink_drops_total{sink="live"}')"
 # in stream order: a change wrongly delivered would arrive before the last one each client waits for
 ev2=$(insert_event "$other" rt-other-1)
 ev=$(insert_event "$org" rt-own-1)
@@ -100,6 +106,9 @@ check "member: the insert arrives with both binding ids" 2 "$(echo "$change" | j
 check "member: the row's id" "$ev" "$(echo "$change" | jq -r '.[4].data.record.id')"
 check "member: type INSERT, no old_record key" 'INSERT false' "$(echo "$change" | jq -r '"\(.[4].data.type) \(.[4].data | has("old_record"))"')"
 check "member: columns carry type names" uuid "$(echo "$change" | jq -r '.[4].data.columns[] | select(.name == "id") | .type')"
+check "member: an enum column carries the enum's name, as pg_type has it" \
+  "$(sql -c "SELECT t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = 'events'::regclass AND a.attname = 'rt_mood'")" \
+  "$(echo "$change" | jq -r '.[4].data.columns[] | select(.name == "rt_mood") | .type')"
 check "member: refs null" 'null null' "$(echo "$change" | jq -r '"\(.[0]) \(.[1])"')"
 as_user() { sql -c "set role authenticated; set request.jwt.claims = '{\"sub\":\"$1\",\"role\":\"authenticated\"}'; $2"; }
 check "oracle: RLS shows the member the event" 1 "$(as_user "$member" "select count(*) from events where id = '$ev'")"
@@ -132,6 +141,9 @@ frames=$(metric walcast_realtime_frames_sent_total); writes=$(metric walcast_rea
 batched() { [ "${writes:-0}" -gt 0 ] && [ "$writes" -lt "${frames:-0}" ]; }
 check_true "metrics: frames queued together share a write ($frames frames, $writes writes)" batched
 check "metrics: handshakes refused" 4 "$(metric walcast_realtime_refused_total)"
+no_conns() { [ "$(series 'walcast_connections{sink="live"}')" = 0 ]; }
+wait_for 20 no_conns || true
+check "metrics: walcast_connections{sink=\"live\"} back to 0 once the clients are gone" 0 "$(series 'walcast_connections{sink="live"}')"
 
 # ---- audit_log: joins, refused joins and leaves of the org's members -----------------------------
 audited() { # ACTION: rows of the member's channel realtime:room in the org

@@ -7,7 +7,9 @@
 //     detail topic; joins of service_role (no user) are not audited;
 //   - the rows come back through the WAL: an admin subscribed to audit_log through realtime-js
 //     receives exactly the rows PostgreSQL shows that admin (walcast.audit_log_masked), and
-//     nothing loops (the count stays put once the accesses stop).
+//     nothing loops (the count stays put once the accesses stop);
+//   - a membership that streams while a channel is joined (the race of a join made right after the
+//     membership commit): a join row for that org then, a leave row at its removal or the leave.
 import crypto from 'node:crypto'
 import {
   Client, asUser, check, checkTrue, lit, rawConnect, rawJoin, serviceToken, sleep, sql, summary, syncStream, testCase, userToken, waitFor,
@@ -83,5 +85,31 @@ await testCase('joins, refused joins and leaves become audit rows', async () => 
   check('nothing loops: no new audit rows once the accesses stop', n1, n2)
   checkTrue('oracle: the realtime rows were written', before > 0)
   watcher.close()
+})
+await testCase('a membership that streams while the channel is joined', async () => {
+  // the race of a join made right after the membership's commit, before walcast streamed it: the
+  // user joins with no membership in walcast's state; the membership commits (and streams) while
+  // the channel is joined — from then its changes reach the user, so the org gets a join row;
+  // a removal while joined gets a leave row; the leave at the end covers the orgs still held
+  const late = crypto.randomUUID()
+  const Z = crypto.randomUUID()
+  sql(`insert into orgs (id, name) values (${lit(Z)}, 'rt audit Z')`)
+  const raw = await rawConnect({ vsn: '2.0.0' })
+  const j = await rawJoin(raw, 'realtime:aud-late', BIND, userToken(late))
+  check('a user without memberships joins', 'ok', j?.payload?.status)
+  sql(`insert into org_roles (org_id, user_id, role) values (${lit(X)}, ${lit(late)}, 'member'), (${lit(Z)}, ${lit(late)}, 'member')`)
+  checkTrue('the memberships streamed while joined: a realtime.join row per new org',
+    await waitFor(() => rowsOf(late).length >= 2, 30000), JSON.stringify(rowsOf(late)))
+  check('  ... for X and Z, naming the channel\'s topic', ['realtime.join X', 'realtime.join Z'], summarize(rowsOf(late)).map((r) => r.replace(Z, 'Z')).sort())
+  checkTrue('  ... detail topic', rowsOf(late).every((r) => String(r.detail?.topic || '').endsWith('aud-late')), JSON.stringify(rowsOf(late)))
+  sql(`delete from org_roles where org_id = ${lit(Z)} and user_id = ${lit(late)}`)
+  checkTrue('a removal while joined: a realtime.leave row for that org',
+    await waitFor(() => rowsOf(late).length >= 3, 30000), JSON.stringify(rowsOf(late)))
+  raw.ws.close()
+  await waitFor(() => rowsOf(late).length >= 4, 30000)
+  check('then the connection closes: a leave for the org still held; every org has its join and its leave',
+    ['realtime.join X', 'realtime.join Z', 'realtime.leave X', 'realtime.leave Z'], summarize(rowsOf(late)).map((r) => r.replace(Z, 'Z')).sort())
+  check('oracle: the rows as PostgreSQL has them (org, action)', 4,
+    Number(sql(`select count(*) from audit_log where actor_id = ${lit(late)} and detail->>'topic' = 'realtime:aud-late'`)))
 })
 summary()

@@ -110,6 +110,8 @@ await testCase('an oversized frame', async () => {
   checkTrue('4 MiB frame: told why (an error frame, or the close code 1009 "message too big")',
     c.frames.some((f) => f.event === 'system' || f.event === 'phx_reply' || f.event === 'phx_error') || c.closed?.code === 1009,
     JSON.stringify({ closed: c.closed, frames: c.frames.slice(-2) }))
+  await waitFor(() => c.closed, 15000)
+  check('4 MiB frame: closed with the close code 1009 (message too big), not dropped (1006)', 1009, c.closed?.code)
   c.ws.terminate()
   await witnessReceives('after an oversized frame')
 })
@@ -210,6 +212,10 @@ await testCase('a slow client', async () => {
   const told = slow.frames.some((f) => (f.event === 'system' && f.payload?.status === 'error') || f.event === 'phx_error' || f.event === 'phx_close')
   note(`slow client after resuming: ${got}/${rows} rows, ${slow.closed ? `closed ${slow.closed.code} ${slow.closed.reason}` : 'open'}, ${told ? 'told' : 'not told'}`)
   checkTrue('the slow client is disconnected (an error first) or lost nothing', settled && (slow.closed ? true : got === rows))
+  if (slow.closed) {
+    checkTrue('  ... disconnected after the SlowConsumer error', told)
+    check('  ... with the close code 1008 (policy violation), not dropped (1006)', 1008, slow.closed.code)
+  }
   checkTrue('daemon alive', daemonAlive())
   slow.ws.terminate()
 })

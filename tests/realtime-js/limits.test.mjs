@@ -68,6 +68,7 @@ await testCase('max_message_bytes', async () => {
   const closed = await waitFor(() => c.closed, 20000)
   checkTrue('a 5 KB message over the 4 KB limit: the connection is closed', !!closed)
   checkTrue('  ... after a system error saying so', c.frames.some((f) => f.event === 'system' && f.payload?.status === 'error'), JSON.stringify(c.frames))
+  check('  ... with the close code 1009 (message too big)', 1009, c.closed?.code)
   const id = await insertEvent('after an oversized message')
   checkTrue('the witness keeps receiving', await waitFor(() => wch.got[0].some((p) => p.new.id === id), 30000))
   checkTrue('/healthz answers', await healthz())

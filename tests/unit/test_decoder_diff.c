@@ -130,7 +130,7 @@ static void seed_catalog(relcache *rels)
 			break;
 		snprintf(prev, sizeof(prev), "%s", table);
 		snprintf(names[ncols], sizeof(names[ncols]), "%s", col);
-		cols[ncols] = (rel_column){names[ncols], typ, typmod, key[0] == 't'};
+		cols[ncols] = (rel_column){.name = names[ncols], .type_oid = typ, .typmod = typmod, .key = key[0] == 't'};
 		ncols++;
 	}
 	fclose(f);

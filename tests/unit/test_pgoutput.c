@@ -789,23 +789,54 @@ static void test_messages(void **state)
 	assert_string_equal(c->prefix, "p");
 }
 
-static void test_origin_and_type_ignored(void **state)
+/* A Type message: OID, namespace, name. */
+static msg *m_type(uint32_t oid, const char *nsp, const char *name)
+{
+	msg *m = msg_new('Y');
+	put32(m, oid);
+	putstr(m, nsp);
+	putstr(m, name);
+	return m;
+}
+
+static void test_origin_and_type_deliver_nothing(void **state)
 {
 	fixture *f = *state;
 	msg *m = msg_new('O');
 	put64(m, 0x1234);
 	putstr(m, "origin_name");
 	assert_int_equal(feed(f, 1, m), 0);
-	m = msg_new('Y');
-	put32(m, 16500);
-	putstr(m, "public");
-	putstr(m, "mood");
-	assert_int_equal(feed(f, 1, m), 0);
+	assert_int_equal(feed(f, 1, m_type(16500, "public", "mood")), 0);
 	assert_int_equal(f->nch, 0);
 	/* Still validated: a truncated Origin is an error. */
 	m = msg_new('O');
 	put32(m, 1);
 	assert_int_equal(feed(f, 1, m), -EPROTO);
+}
+
+/* Type messages name the non-builtin column types (an enum; a domain arrives as its base type's
+ * name, which is what pgoutput sends): the next Relation carries the names per column, builtin
+ * types have none (consumers name those by OID). A renamed type (a second Type message for the
+ * same OID) names the columns of the relations described after it. */
+static void test_type_names_columns(void **state)
+{
+	fixture *f = *state;
+	assert_int_equal(feed(f, 1, m_type(16500, "public", "mood")), 0);
+	assert_int_equal(feed(f, 1, m_type(16600, "", "int4")), 0);
+	const col_spec cols[3] = {{1, "id", 23, -1}, {0, "feeling", 16500, -1}, {0, "score", 16600, -1}};
+	assert_int_equal(feed(f, 2, m_relation(OID_U, "public", "u", 'd', 3, cols)), 0);
+	const relation *r = relcache_get_oid(f->rc, OID_U);
+	assert_non_null(r);
+	assert_null(r->cols[0].type_name);
+	assert_non_null(r->cols[1].type_name);
+	assert_string_equal(r->cols[1].type_name, "mood");
+	assert_non_null(r->cols[2].type_name);
+	assert_string_equal(r->cols[2].type_name, "int4");
+	assert_int_equal(feed(f, 3, m_type(16500, "public", "feeling")), 0);
+	assert_int_equal(feed(f, 4, m_relation(OID_U, "public", "u", 'd', 3, cols)), 0);
+	r = relcache_get_oid(f->rc, OID_U);
+	assert_string_equal(r->cols[1].type_name, "feeling");
+	assert_int_equal(f->nch, 0);
 }
 
 static void test_callback_result_propagates(void **state)
@@ -1138,7 +1169,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_update_unchanged_without_old, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_messages, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_origin_and_type_ignored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_origin_and_type_deliver_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_type_names_columns, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_callback_result_propagates, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errors_state, setup, teardown),

@@ -486,6 +486,32 @@ static void test_select_and_413(void **state)
 	fx_fini(&f);
 }
 
+/* columns[].type: a builtin type by its OID, a type the stream named (pgoutput's Type message:
+ * an enum) by that name, escaped as JSON. */
+static void test_named_column_type(void **state)
+{
+	(void)state;
+	fx f;
+	fx_init(&f);
+	events_cols[4].type_name = (char *)"my \"mood\"";
+	char *tok = user_token(U1, time(NULL) + 600);
+	rt_conn *c;
+	assert_int_equal(realtime_test_open(f.sink, "2.0.0", "key", &c), 0);
+	expect_subscribed(&f, c, "realtime:t", ALL_EVENTS, tok);
+	event(&f, "e1", ORG, "happy");
+	json_t *p = next(&f, c);
+	assert_non_null(p);
+	json_t *cols = json_object_get(json_object_get(pl(p), "data"), "columns");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(cols, 4), "name")), "body");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(cols, 4), "type")), "my \"mood\"");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(cols, 3), "type")), "text");
+	json_decref(p);
+	events_cols[4].type_name = NULL;
+	realtime_test_close(c);
+	free(tok);
+	fx_fini(&f);
+}
+
 static void test_slow_consumer(void **state)
 {
 	(void)state;
@@ -703,6 +729,7 @@ int main(void)
 		cmocka_unit_test(test_join_and_push),
 		cmocka_unit_test(test_shared_payload),
 		cmocka_unit_test(test_select_and_413),
+		cmocka_unit_test(test_named_column_type),
 		cmocka_unit_test(test_slow_consumer),
 		cmocka_unit_test(test_refresh_and_expiry),
 		cmocka_unit_test(test_held_join),
