@@ -867,10 +867,12 @@ static int relations_load(source *s, PGresult *res)
 		}
 		cols = nc;
 		for (int k = i; k < j; k++) {
-			cols[k - i].name = PQgetvalue(res, k, 4);
-			cols[k - i].type_oid = (uint32_t)strtoul(PQgetvalue(res, k, 5), NULL, 10);
-			cols[k - i].typmod = (int32_t)strtol(PQgetvalue(res, k, 6), NULL, 10);
-			cols[k - i].key = PQgetvalue(res, k, 7)[0] == 't';
+			cols[k - i] = (rel_column){
+				.name = PQgetvalue(res, k, 4),
+				.type_oid = (uint32_t)strtoul(PQgetvalue(res, k, 5), NULL, 10),
+				.typmod = (int32_t)strtol(PQgetvalue(res, k, 6), NULL, 10),
+				.key = PQgetvalue(res, k, 7)[0] == 't',
+			};
 		}
 		relation r = {
 			.oid = (uint32_t)strtoul(oid, NULL, 10),
