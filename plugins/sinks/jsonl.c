@@ -57,6 +57,14 @@ static const config_key jsonl_keys[] = {
 
 #define NKEYS (sizeof(jsonl_keys) / sizeof(jsonl_keys[0]))
 
+/* The log id "<log_name>.<event>" of an instance's line (jsonl_conf.log_name). */
+#define JID(j, ev) jsonl_log_id((j)->log_name, ev, (char[64]){0})
+static const char *jsonl_log_id(const char *name, const char *ev, char out[64])
+{
+	snprintf(out, 64, "%s.%s", name, ev);
+	return out;
+}
+
 typedef struct type_frag {
 	uint64_t rel_id;
 	uint32_t version;
@@ -100,6 +108,9 @@ typedef struct jsonl {
 	void *end_arg;
 	bool limit_reached; /* max_changes lines written: the next line ends the run */
 	bool ended;         /* a limit was reached: nothing more is taken */
+	char log_name[24];  /* jsonl_conf.log_name */
+	const bool *state_note; /* jsonl_conf.state_note */
+	bool state_noted;   /* FILE.pos carries the note */
 } jsonl;
 
 void jsonl_conf_defaults(jsonl_conf *c, const char *path)
@@ -256,10 +267,10 @@ static int jsonl_fail(jsonl *j, int err, const char *what)
 	if (j->err == 0) {
 		j->err = err;
 		if (err == -EPIPE) {
-			log_info("jsonl.reader_gone", "sink=%s output=stdout: the reader went away", j->env.name);
+			log_info(JID(j, "reader_gone"), "sink=%s output=stdout: the reader went away", j->env.name);
 			jsonl_end(j, JSONL_END_READER_GONE);
 		} else {
-			log_error("jsonl.write_failed", "sink=%s output=%s: %s: %s", j->env.name,
+			log_error(JID(j, "write_failed"), "sink=%s output=%s: %s: %s", j->env.name,
 			          j->path ? j->path : "stdout", what, strerror(-err));
 		}
 	}
@@ -287,6 +298,13 @@ static int out_write(jsonl *j)
 	return 0;
 }
 
+/* jsonl_conf.state_note's line in FILE.pos. */
+static int state_note_write(void *arg, FILE *f)
+{
+	(void)arg;
+	return fputs("state=1\n", f) < 0 ? -EIO : 0;
+}
+
 /* Makes every complete transaction taken durable and records the checkpoint. 0 or the sticky
  * error. Blocks (write, fdatasync, FILE.pos). */
 static int jsonl_sync(jsonl *j)
@@ -296,16 +314,18 @@ static int jsonl_sync(jsonl *j)
 	int rc = out_write(j);
 	if (rc < 0)
 		return jsonl_fail(j, rc, "write");
-	if (j->written_end <= j->durable_end && j->done_offset == j->pos_offset)
+	bool note = j->path != NULL && j->state_note != NULL && *j->state_note;
+	if (j->written_end <= j->durable_end && j->done_offset == j->pos_offset && note == j->state_noted)
 		return 0;
 	if (j->path != NULL) {
 		if (fdatasync(j->fd) != 0)
 			return jsonl_fail(j, -errno, "fdatasync");
-		rc = jsonl_pos_write(j->pos_path, j->done_offset, j->written_end, NULL, NULL);
+		rc = jsonl_pos_write(j->pos_path, j->done_offset, j->written_end, note ? state_note_write : NULL, NULL);
 		if (rc < 0)
 			return jsonl_fail(j, rc, "checkpoint");
 	}
 	j->pos_offset = j->done_offset;
+	j->state_noted = note;
 	bool moved = j->written_end > j->durable_end;
 	j->durable_end = j->written_end;
 	if (moved && j->env.progress != NULL)
@@ -495,7 +515,7 @@ static int viewer_subscribe(jsonl *j, const jsonl_conf *c, char err[SINK_ERROR_M
 		                                            : policy_role_kind(j->env.pol, role, strlen(role));
 		bypass = access == POLICY_ROLE_BYPASS;
 		if (access == POLICY_ROLE_DENIED) {
-			log_info("jsonl.role_denied", "sink=%s role=%s: the policy's [roles] names it neither a member "
+			log_info(JID(j, "role_denied"), "sink=%s role=%s: the policy's [roles] names it neither a member "
 			         "nor a bypass role: this feed sees nothing", j->env.name, role);
 			viewer = NULL; /* its uid confers nothing */
 		}
@@ -533,6 +553,8 @@ static int jsonl_create(const sink_env *env, const void *conf, void **out, char 
 	j->until_lsn = c->until_lsn;
 	j->end_cb = c->end_cb;
 	j->end_arg = c->end_arg;
+	j->state_note = c->state_note;
+	snprintf(j->log_name, sizeof(j->log_name), "%s", c->log_name && c->log_name[0] ? c->log_name : "jsonl");
 	j->flush_interval_ms = c->flush_interval_ms > 0 ? c->flush_interval_ms : 100;
 	j->flush_bytes = c->flush_bytes > 0 ? c->flush_bytes : 1024 * 1024;
 	if (c->path == NULL || c->path[0] == '\0') {
@@ -588,10 +610,10 @@ static void jsonl_destroy(void *impl)
 			buf_clear(&j->out);
 			if (j->offset > j->pos_offset) {
 				if (ftruncate(j->fd, j->pos_offset) != 0)
-					log_error("jsonl.truncate_failed", "sink=%s output=%s: %s", j->env.name, j->path,
+					log_error(JID(j, "truncate_failed"), "sink=%s output=%s: %s", j->env.name, j->path,
 					          strerror(errno));
 				else
-					log_info("jsonl.trimmed", "sink=%s output=%s cut back to its checkpoint, offset %" PRId64
+					log_info(JID(j, "trimmed"), "sink=%s output=%s cut back to its checkpoint, offset %" PRId64
 					         " (%" PRId64 " bytes past the checkpoint will be written again by the next run)",
 					         j->env.name, j->path, j->pos_offset, j->offset - j->pos_offset);
 			}
@@ -723,7 +745,7 @@ static void jsonl_abort(void *impl)
 		}
 		j->offset = j->txn_offset;
 	}
-	log_info("jsonl.abandoned", "sink=%s output=%s cut back to offset %" PRId64 " (transaction will be resent)",
+	log_info(JID(j, "abandoned"), "sink=%s output=%s cut back to offset %" PRId64 " (transaction will be resent)",
 	         j->env.name, j->path ? j->path : "stdout", j->offset);
 	j->txn_offset = -1;
 }
@@ -731,7 +753,8 @@ static void jsonl_abort(void *impl)
 static size_t jsonl_pending_bytes(void *impl)
 {
 	const jsonl *j = impl;
-	return (size_t)(j->offset - j->pos_offset);
+	/* once ended, the lines of a transaction cut off by the limit are never made durable */
+	return (size_t)((j->ended ? j->done_offset : j->offset) - j->pos_offset);
 }
 
 static bool jsonl_healthy(void *impl)

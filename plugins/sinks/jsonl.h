@@ -23,8 +23,7 @@
  * re-judgement or re-serialization; with_types splices the relation's column list (built once
  * per relation version) into it, byte for byte as change_json_write(CHANGE_JSON_TYPES) does.
  *
- * The FILE.pos helpers below are the one implementation of the position file (tail.c uses them
- * for its own state section until it runs on the pipeline).
+ * The FILE.pos helpers below are the one implementation of the position file.
  *
  * fdatasync and the rename run on the loop thread (as `walcast tail` always did), at most once
  * per flush_interval: that is the cost of a durable file sink without a writer thread.
@@ -63,6 +62,13 @@ typedef struct jsonl_conf {
 	 * not told. */
 	void (*end_cb)(void *arg, int why);
 	void *end_arg;
+	/* For front ends only: the module name of the instance's log lines (NULL or "": "jsonl";
+	 * `walcast tail` gives "tail", so its lines keep their ids: tail.abandoned, tail.trimmed...). */
+	const char *log_name;
+	/* For front ends only: while *state_note is true, FILE.pos carries a line "state=1" after the
+	 * position, saying that the policy state of this checkpoint is kept (in FILE.state/, by the
+	 * pipeline's checkpoint store); written at the next checkpoint after it turns true. NULL: never. */
+	const bool *state_note;
 } jsonl_conf;
 
 enum { JSONL_END_LIMIT = 1, JSONL_END_READER_GONE = 2 };
