@@ -665,7 +665,7 @@ static void idle_cb(void *arg, uint64_t wal_end)
 static void failed_cb(void *arg, const char *why)
 {
 	pipeline *pl = arg;
-	log_error("pipeline.source_failed", "%s", why);
+	(void)why; /* the source said it, once (source.failed): one clear error, not two */
 	for (uint64_t n = source_decode_errors(pl->src); pl->decode_errors < n; pl->decode_errors++)
 		pipeline_metrics_decode_error(pl->pm);
 	pl_stop(pl, 1);
@@ -1072,6 +1072,8 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 	pl->tick_timer = t > 0 ? t : 0;
 	pl->started = true;
 	if ((rc = source_start(pl->src, resume)) < 0) {
+		if (pl->stopped)
+			return 0; /* a permanent error the source said (source.failed): stopped_cb(1) follows */
 		snprintf(err, PIPELINE_ERROR_MAX, "cannot start streaming: %s", strerror(-rc));
 		return rc;
 	}

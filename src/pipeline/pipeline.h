@@ -80,7 +80,8 @@ __attribute__((warn_unused_result)) int pipeline_add_sink(pipeline *pl, const si
 
 /* Starts: reads the checkpoint and the durable sinks' positions, connects, loads the policy
  * state (from the checkpoint, or asynchronously from a new slot's snapshot), streams. 0 or a
- * negative errno with err. Does not block. */
+ * negative errno with err. A permanent error the source reports itself while starting (a bad
+ * conninfo: source.failed) returns 0: stopped_cb(1) follows from the loop. Does not block. */
 __attribute__((warn_unused_result)) int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX]);
 
 /* SIGTERM: stop reading the stream, flush every durable sink, write the checkpoint, send the
