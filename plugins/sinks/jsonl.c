@@ -178,8 +178,8 @@ int jsonl_pos_write(const char *pos_path, int64_t offset, uint64_t lsn, jsonl_po
 	return rc < 0 ? rc : 0;
 }
 
-int jsonl_file_open(const char *path, const char *pos_path, jsonl_pos_read_cb extra, void *arg, int *fd_out,
-                    int64_t *size_out, uint64_t *lsn_out, char err[SINK_ERROR_MAX])
+int jsonl_file_open(const char *path, const char *pos_path, int *fd_out, int64_t *size_out, uint64_t *lsn_out,
+                    char err[SINK_ERROR_MAX])
 {
 	int rc = 0;
 	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -206,11 +206,10 @@ int jsonl_file_open(const char *path, const char *pos_path, jsonl_pos_read_cb ex
 		int64_t off = -1;
 		char lsntext[64] = "";
 		int n = fscanf(pf, "walcast-tail-position 1\noffset=%" SCNd64 "\nlsn=%63s\n", &off, lsntext);
-		int extra_rc = n == 2 && extra != NULL ? extra(arg, pf) : 0;
 		fclose(pf);
-		if (n != 2 || off < 0 || lsn_parse(lsntext, strlen(lsntext), &lsn) < 0 || extra_rc < 0) {
-			snprintf(err, SINK_ERROR_MAX, "position file %s is not a walcast position%s; remove it (and "
-			         "the output) to start over", pos_path, extra_rc < 0 ? " (its policy state is unreadable)" : "");
+		if (n != 2 || off < 0 || lsn_parse(lsntext, strlen(lsntext), &lsn) < 0) {
+			snprintf(err, SINK_ERROR_MAX, "position file %s is not a walcast position; remove it (and "
+			         "the output) to start over", pos_path);
 			rc = -EINVAL;
 			goto cleanup;
 		}
@@ -577,7 +576,7 @@ static int jsonl_create(const sink_env *env, const void *conf, void **out, char 
 			goto fail;
 		}
 		snprintf(j->pos_path, plen, "%s.pos", c->path);
-		rc = jsonl_file_open(j->path, j->pos_path, NULL, NULL, &j->fd, &j->offset, &j->durable_end, err);
+		rc = jsonl_file_open(j->path, j->pos_path, &j->fd, &j->offset, &j->durable_end, err);
 		if (rc < 0)
 			goto fail;
 		j->written_end = j->durable_end;
