@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libpq-dev libnng-dev libjansson-dev libssl-dev libhiredis-dev libcmocka-dev
-  libwebsockets-dev libjwt-dev libinih-dev libuv1-dev libwebsockets-evlib-uv
+  libwebsockets-dev libjwt-dev libinih-dev libuv1-dev libwebsockets-evlib-uv libpcre2-dev
   postgresql-15 postgresql-client-15 postgresql-15-wal2json redis-server
   jq hyperfine time procps python3 openssl bc prometheus strace nng-utils curl
 )
@@ -15,6 +15,10 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# node and npm for tests/realtime-js (realtime-js 2.119.0 with its ws transport runs on Debian's
+# Node 18 and on NodeSource's 20, whose nodejs package includes npm: asked for only when missing)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole walcast test suite, from a fresh Debian 12 machine: installs what is missing, builds,
 # runs the unit and integration tests (real PostgreSQL, real Redis), runs them again under
-# AddressSanitizer + UndefinedBehaviorSanitizer, and fuzzes both decoders briefly.
+# AddressSanitizer + UndefinedBehaviorSanitizer, and fuzzes the decoders, the Realtime filter parser and
+# the Realtime protocol briefly.
 #
 #   bash tests/run.sh            everything (what CI runs)
 #   bash tests/run.sh --quick    release build, unit tests only
@@ -36,10 +37,10 @@ step "tests (sanitizer build)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   CRASH_ROWS=10000 ctest --test-dir build-asan --output-on-failure --timeout 1200 || failures+=("sanitizer tests")
 
-step "fuzz smoke (libFuzzer, ${WALCAST_FUZZ_SECONDS:-60}s per decoder)"
+step "fuzz smoke (libFuzzer, ${WALCAST_FUZZ_SECONDS:-60}s per target)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DWALCAST_FUZZ=ON -DWALCAST_TESTS=OFF >/dev/null
-cmake --build build-fuzz -j"$JOBS" --target fuzz_pgoutput fuzz_wal2json
-for target in pgoutput wal2json; do
+cmake --build build-fuzz -j"$JOBS" --target fuzz_pgoutput fuzz_wal2json fuzz_rt_filter fuzz_rt_proto
+for target in pgoutput wal2json rt_filter rt_proto; do
   corpus=$(mktemp -d)
   cp -r tests/fuzz/corpus/$target/. "$corpus"/
   if build-fuzz/fuzz_$target -max_total_time="${WALCAST_FUZZ_SECONDS:-60}" -print_final_stats=1 \
@@ -52,7 +53,7 @@ for target in pgoutput wal2json; do
   rm -rf "$corpus"
 done
 
-stages=5 # release tests, sanitizer tests, two fuzz targets, build
+stages=7 # release tests, sanitizer tests, four fuzz targets, build
 passed=$((stages - ${#failures[@]}))
 if [ ${#failures[@]} -gt 0 ]; then
   step "FAILED: ${failures[*]}"

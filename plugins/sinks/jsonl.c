@@ -11,6 +11,13 @@
  * A sync writes the buffer, fdatasyncs FILE, records (done_offset, written_end) in FILE.pos and
  * moves durable_end; the pipeline then reads position(). A sync is due flush_interval after
  * the first complete transaction not yet durable (one timer), or at once past flush_bytes.
+ *
+ * A full file system (ENOSPC, EDQUOT) or a write that fails with EIO is transient trouble: the
+ * bytes not written stay in the buffer, healthy() is false, and the sync is tried again after a
+ * back-off (100 ms doubling to 5 s) — nothing else writes meanwhile; pending_bytes() keeps
+ * counting what is owed, so the pipeline pauses the stream past pipeline.max_pending. An
+ * fdatasync failure stays fatal: after one, Linux may have dropped the dirty pages and report a
+ * later fdatasync as a success without them, so retrying could lose lines.
  */
 #include "jsonl.h"
 
@@ -31,6 +38,8 @@
 #define JSONL_WRITE_CHUNK (64 * 1024) /* buffered bytes written to FILE without a sync */
 #define JSONL_MAX_TABLES 64
 #define JSONL_TYPE_CACHE 8 /* relations whose "columns" fragment is kept */
+#define JSONL_RETRY_MIN_MS 100 /* the first retry after transient trouble, doubling */
+#define JSONL_RETRY_MAX_MS 5000
 
 #define KEY(nm, ty, field, def, lo, hi, hlp) \
 	{"sink", nm, ty, offsetof(jsonl_conf, field), def, lo, hi, false, hlp}
@@ -101,6 +110,9 @@ typedef struct jsonl {
 	int64_t flush_bytes;
 	int timer;
 	int err;         /* a failed write or sync: every later call returns it */
+	int trouble;     /* transient trouble being retried (-ENOSPC...), 0 when writing works */
+	int retry_timer;
+	int64_t retry_ms;
 	uint64_t lines;
 
 	uint64_t max_changes, until_lsn; /* jsonl_conf's limits */
@@ -276,6 +288,55 @@ static int jsonl_fail(jsonl *j, int err, const char *what)
 	return j->err;
 }
 
+static bool write_transient(int err)
+{
+	return err == -ENOSPC || err == -EDQUOT || err == -EIO;
+}
+
+static int jsonl_sync(jsonl *j);
+
+static void retry_cb(loop *l, int id, void *arg)
+{
+	jsonl *j = arg;
+	(void)l, (void)id;
+	j->retry_timer = 0;
+	(void)jsonl_sync(j); /* trouble again: retried later; anything else is sticky */
+}
+
+/* A write or checkpoint failed with err: transient trouble (see the top of this file) is kept
+ * and retried later (0); anything else is the sticky error. */
+static int jsonl_stall(jsonl *j, int err, const char *what)
+{
+	if (j->path == NULL || !write_transient(err) || j->env.loop == NULL)
+		return jsonl_fail(j, err, what);
+	if (j->trouble == 0) {
+		log_warn(JID(j, "write_stalled"), "sink=%s output=%s: %s: %s: keeping %" PRId64 " bytes in memory and "
+		         "retrying; the stream pauses past pipeline.max_pending", j->env.name, j->path, what,
+		         strerror(-err), j->offset - j->pos_offset);
+		j->retry_ms = JSONL_RETRY_MIN_MS;
+	} else if ((j->retry_ms *= 2) > JSONL_RETRY_MAX_MS) {
+		j->retry_ms = JSONL_RETRY_MAX_MS;
+	}
+	j->trouble = err;
+	if (j->retry_timer == 0) {
+		int id = loop_timer_add(j->env.loop, j->retry_ms, retry_cb, j);
+		if (id < 0)
+			return jsonl_fail(j, err, what);
+		j->retry_timer = id;
+	}
+	return 0;
+}
+
+/* A sync went through: trouble, if any, is over. */
+static void jsonl_recovered(jsonl *j)
+{
+	if (j->trouble == 0)
+		return;
+	log_info(JID(j, "write_resumed"), "sink=%s output=%s: writing again (%" PRId64 " bytes not durable)",
+	         j->env.name, j->path, j->offset - j->pos_offset);
+	j->trouble = 0;
+}
+
 /* Writes the buffer out. 0 or a negative errno. Blocks (a write). */
 static int out_write(jsonl *j)
 {
@@ -312,17 +373,20 @@ static int jsonl_sync(jsonl *j)
 		return j->err;
 	int rc = out_write(j);
 	if (rc < 0)
-		return jsonl_fail(j, rc, "write");
+		return jsonl_stall(j, rc, "write");
 	bool note = j->path != NULL && j->state_note != NULL && *j->state_note;
-	if (j->written_end <= j->durable_end && j->done_offset == j->pos_offset && note == j->state_noted)
+	if (j->written_end <= j->durable_end && j->done_offset == j->pos_offset && note == j->state_noted) {
+		jsonl_recovered(j);
 		return 0;
+	}
 	if (j->path != NULL) {
 		if (fdatasync(j->fd) != 0)
 			return jsonl_fail(j, -errno, "fdatasync");
 		rc = jsonl_pos_write(j->pos_path, j->done_offset, j->written_end, note ? state_note_write : NULL, NULL);
 		if (rc < 0)
-			return jsonl_fail(j, rc, "checkpoint");
+			return jsonl_stall(j, rc, "checkpoint");
 	}
+	jsonl_recovered(j);
 	j->pos_offset = j->done_offset;
 	j->state_noted = note;
 	bool moved = j->written_end > j->durable_end;
@@ -347,6 +411,8 @@ static int jsonl_complete(jsonl *j, uint64_t end_lsn)
 		j->written_end = end_lsn;
 	j->done_offset = j->offset;
 	j->txn_offset = -1;
+	if (j->trouble != 0)
+		return 0; /* the retry timer syncs everything */
 	if (j->interactive || j->offset - j->pos_offset >= j->flush_bytes || j->env.loop == NULL)
 		return jsonl_sync(j);
 	if (j->timer == 0 && j->written_end > j->durable_end) {
@@ -432,6 +498,17 @@ static size_t types_at(const char *p, size_t len)
 
 /* ---- sink_ops ------------------------------------------------------------------------------ */
 
+/* An item of a comma-separated list without the blanks around it ("a, b" is "a" and "b"). */
+static char *list_item(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strlen(s);
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		s[--n] = '\0';
+	return s;
+}
+
 static int filters_parse(jsonl *j, const jsonl_conf *c, char err[SINK_ERROR_MAX])
 {
 	const char *acts = c->actions ? c->actions : "";
@@ -449,6 +526,7 @@ static int filters_parse(jsonl *j, const jsonl_conf *c, char err[SINK_ERROR_MAX]
 		int rc = 0;
 		for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
 			change_action a;
+			tok = list_item(tok);
 			if (change_action_parse(tok, &a) < 0) {
 				snprintf(err, SINK_ERROR_MAX, "actions: unknown action '%s' (insert, update, delete, "
 				         "truncate, message)", tok);
@@ -472,8 +550,10 @@ static int filters_parse(jsonl *j, const jsonl_conf *c, char err[SINK_ERROR_MAX]
 		char *comma = strchr(p, ',');
 		if (comma != NULL)
 			*comma = '\0';
+		char *next = comma != NULL ? comma + 1 : NULL;
+		p = list_item(p);
 		const char *dot = strchr(p, '.');
-		if (p[0] == '\0' || dot == p || (dot != NULL && (dot[1] == '\0' || strchr(dot + 1, '.') != NULL))) {
+		if (p[0] == '\0' || strpbrk(p, " \t") != NULL || dot == p || (dot != NULL && (dot[1] == '\0' || strchr(dot + 1, '.') != NULL))) {
 			snprintf(err, SINK_ERROR_MAX, "tables: '%s' is not a table name (\"table\" or \"schema.table\", "
 			         "separated by commas)", tabs);
 			return -EINVAL;
@@ -483,9 +563,9 @@ static int filters_parse(jsonl *j, const jsonl_conf *c, char err[SINK_ERROR_MAX]
 			return -EINVAL;
 		}
 		j->tables[j->ntables++] = p;
-		if (comma == NULL)
+		if (next == NULL)
 			break;
-		p = comma + 1;
+		p = next;
 	}
 	return 0;
 }
@@ -601,6 +681,9 @@ static void jsonl_destroy(void *impl)
 		return;
 	if (j->timer > 0 && j->env.loop != NULL)
 		loop_timer_cancel(j->env.loop, j->timer);
+	if (j->retry_timer > 0 && j->env.loop != NULL)
+		loop_timer_cancel(j->env.loop, j->retry_timer);
+	j->env.loop = NULL; /* the last sync below: trouble now is a failure, not retried */
 	if (j->fd >= 0) {
 		/* Keep what is complete, then leave FILE ending exactly at its checkpoint, so a reader
 		 * never sees lines that the next start would cut. */
@@ -689,8 +772,8 @@ static int jsonl_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 		j->lines++;
 		if (j->max_changes != 0 && j->lines >= j->max_changes)
 			j->limit_reached = true;
-		if (j->out.len >= JSONL_WRITE_CHUNK && (rc = out_write(j)) < 0)
-			return jsonl_fail(j, rc, "write");
+		if (j->trouble == 0 && j->out.len >= JSONL_WRITE_CHUNK && (rc = out_write(j)) < 0)
+			return jsonl_stall(j, rc, "write");
 	}
 	if (c->txn != NULL)
 		return 0;
@@ -737,9 +820,11 @@ static void jsonl_abort(void *impl)
 		j->out.len -= (size_t)cut;
 		j->offset = j->txn_offset;
 	} else {
-		int rc = out_write(j);
-		if (rc < 0 || ftruncate(j->fd, j->txn_offset) != 0) {
-			(void)jsonl_fail(j, rc < 0 ? rc : -errno, "cut back a transaction");
+		/* all that is buffered belongs to the transaction (no need to write it, which a full
+		 * disk could refuse): drop it and cut FILE back */
+		buf_clear(&j->out);
+		if (ftruncate(j->fd, j->txn_offset) != 0) {
+			(void)jsonl_fail(j, -errno, "cut back a transaction");
 			return;
 		}
 		j->offset = j->txn_offset;
@@ -758,7 +843,8 @@ static size_t jsonl_pending_bytes(void *impl)
 
 static bool jsonl_healthy(void *impl)
 {
-	return ((const jsonl *)impl)->err == 0;
+	const jsonl *j = impl;
+	return j->err == 0 && j->trouble == 0;
 }
 
 static int jsonl_flush(void *impl)
@@ -768,6 +854,8 @@ static int jsonl_flush(void *impl)
 		loop_timer_cancel(j->env.loop, j->timer);
 		j->timer = 0;
 	}
+	if (j->trouble != 0)
+		return 0; /* the retry timer is on it (a drain waits for it, within its timeout) */
 	return jsonl_sync(j);
 }
 

@@ -179,6 +179,7 @@ typedef struct nng_sink {
 	nng_sink_stats st;
 	atomic_int connections;  /* updated by nng's pipe callbacks (its own threads) */
 	metrics_counter *m_messages, *m_bytes, *m_dropped;
+	metrics_counter *m_sink_drops; /* walcast_sink_drops_total{sink} (sink_env.live_metrics) */
 	metrics_family *fams[5]; /* registered by this instance, removed with it */
 	size_t nfams;
 } nng_sink;
@@ -449,6 +450,9 @@ static int nng_sink_create(const sink_env *env, const void *conf, void **out, ch
 		snprintf(err, SINK_ERROR_MAX, "metrics: %s", strerror(-rc));
 		goto fail;
 	}
+	/* the shared series (every live sink's drops and connections, one family each) */
+	if (env->live_metrics != NULL && env->live_metrics(env->env_arg, &s->m_sink_drops, read_connections, s) < 0)
+		log_warn("nng.metrics", "sink=%s: walcast_sink_drops_total and walcast_connections left out", s->name);
 	if (env->subscribe != NULL &&
 	    (rc = env->subscribe(env->env_arg, s, NULL, false, true, &s->sub)) < 0) {
 		snprintf(err, SINK_ERROR_MAX, "wildcard subscriber: %s", strerror(-rc));
@@ -484,6 +488,8 @@ static void count_drop(nng_sink *s)
 	s->st.dropped++;
 	if (s->m_dropped)
 		metrics_counter_inc(s->m_dropped);
+	if (s->m_sink_drops)
+		metrics_counter_inc(s->m_sink_drops);
 }
 
 static int nng_sink_deliver(void *impl, void *sub_arg, const audience_delivery *d)

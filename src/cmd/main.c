@@ -413,6 +413,7 @@ int main(int argc, char **argv)
 	int code = 2;
 	char err[CONFIG_ERROR_MAX];
 
+	run_signals_hold(true); /* until `run` has its handlers (run.h) */
 	if (config_init(&cfg) < 0) {
 		fprintf(stderr, "walcast: out of memory\n");
 		return 1;
@@ -511,6 +512,8 @@ int main(int argc, char **argv)
 		goto cleanup;
 	}
 	const char *verb = argv[optind];
+	if (strcmp(verb, "run") != 0)
+		run_signals_hold(false);
 
 	/* Configuration: defaults < file < environment < flags. */
 	if (config_path != NULL && config_load_file(&cfg, config_path, err) < 0) {

@@ -1,19 +1,27 @@
 /*
  * run — `walcast run`: the daemon (see run.h). Builds, in order: the policy and the keyring, the
- * checkpoint store (pipeline.state_dir), the metrics registry, the pipeline and its sinks (one
- * per [sink.NAME] section, type resolved in the sink registry), the HTTP listener ([http]);
- * then runs the loop until the pipeline stops. Signals: SIGHUP reloads the configuration
- * (config_reload: a refused reload keeps the running one and says why); SIGTERM and SIGINT drain
- * (pipeline_drain); a second one exits at once, unconfirmed work being sent again next time.
+ * checkpoint store (pipeline.state_dir), the metrics registry, the audit writer ([audit], when
+ * enabled: handed to the sinks, and sync_health's ticks), the pipeline and its sinks (one per
+ * [sink.NAME] section, type resolved in the sink registry), the HTTP listener ([http]); then
+ * runs the loop until the pipeline stops and the audit writer has drained. Signals: SIGHUP
+ * reloads the configuration (config_reload: a refused reload keeps the running one and says
+ * why); SIGTERM and SIGINT drain (pipeline_drain, then auditlog_drain); a second one exits at
+ * once, unconfirmed work being sent again next time.
+ * The loop and its signal handlers come first, before anything that can wait: a SIGTERM while
+ * starting (checks, the replica-identity check's connection) stops there with exit 0, one after
+ * pipeline_start is a drain like any other (the pipeline also drains a state load in progress).
  */
 #include "run.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
+#include "auditlog.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "http.h"
@@ -38,10 +46,12 @@ typedef struct daemon {
 	loop *loop;
 	pipeline *pl;
 	http_listener *http;
+	auditlog *audit;              /* [audit] enabled: audit_log and sync_health rows; else NULL */
 	slot_status *slots;           /* the slot gauges of /metrics */
 	http_sink_health *health;     /* /readyz's view of the sinks, one per sink */
 	size_t nhealth;
 	bool stopping;
+	bool running;                 /* pipeline_start done: a stop is a drain */
 	int signals;
 	int code;
 	bool done;
@@ -62,18 +72,51 @@ static int sink_lookup(void *arg, const char *kind, const char *type, config_tab
 	return 0;
 }
 
+static void audit_drained_cb(void *arg, size_t remaining)
+{
+	daemon_t *d = arg;
+	(void)remaining; /* logged by the writer */
+	loop_stop(d->loop);
+}
+
 static void stopped_cb(void *arg, int code)
 {
 	daemon_t *d = arg;
 	d->code = code;
 	d->done = true;
-	loop_stop(d->loop);
+	if (d->audit != NULL) /* the pipeline is done: write the queued audit rows, then stop */
+		auditlog_drain(d->audit, d->cfg->audit_drain_timeout_ms, audit_drained_cb, d);
+	else
+		loop_stop(d->loop);
+}
+
+/* sync_health's view of the pipeline (auditlog_health): paused when not streaming or held back. */
+static void audit_health_cb(void *arg, auditlog_health *out)
+{
+	daemon_t *d = arg;
+	pipeline_status st;
+	if (d->pl == NULL)
+		return; /* still starting (*out stays unknown) */
+	pipeline_get_status(d->pl, &st);
+	*out = (auditlog_health){
+		.known = true, .paused = !st.streaming || st.paused, .server_end = st.server_wal_end,
+		.processed = st.last_commit_end > st.confirmed_lsn ? st.last_commit_end : st.confirmed_lsn,
+		.last_commit_us = st.last_commit_time,
+	};
 }
 
 static void term_cb(loop *l, int signo, void *arg)
 {
 	daemon_t *d = arg;
 	(void)l;
+	if (!d->running) {
+		/* still starting: nothing was streamed, nothing needs a drain; startup_stop() sees it */
+		if (!d->stopping)
+			log_info("run.signal", "signal=%d while starting: stopping before streaming", signo);
+		d->stopping = true;
+		d->code = 0;
+		return;
+	}
 	if (d->stopping) {
 		log_warn("run.signal", "signal=%d again: exiting now without waiting for the drain", signo);
 		d->code = 1;
@@ -138,6 +181,25 @@ static void readiness_cb(void *arg, http_readiness *out)
 	out->nsinks = n;
 }
 
+void run_signals_hold(bool hold)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	(void)pthread_sigmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
+/* Between the startup phases, and while one waits for the server: runs the signal callbacks
+ * that are due (without waiting) and says whether a stop was asked for. */
+static bool startup_stop(void *arg)
+{
+	daemon_t *d = arg;
+	(void)uv_run(loop_uv(d->loop), UV_RUN_NOWAIT);
+	return d->stopping;
+}
+
 int run_main(config *cfg, const run_options *o)
 {
 	daemon_t d = {.cfg = cfg, .code = 1};
@@ -150,6 +212,14 @@ int run_main(config *cfg, const run_options *o)
 	char err[CONFIG_ERROR_MAX > PIPELINE_ERROR_MAX ? CONFIG_ERROR_MAX : PIPELINE_ERROR_MAX];
 	int rc;
 	signal(SIGPIPE, SIG_IGN);
+
+	/* the loop and the signal handlers before anything that can wait (main held the signals) */
+	if ((d.loop = loop_create()) == NULL || loop_signal(d.loop, SIGTERM, term_cb, &d) < 0 ||
+	    loop_signal(d.loop, SIGINT, term_cb, &d) < 0 || loop_signal(d.loop, SIGHUP, hup_cb, &d) < 0) {
+		log_error("run.loop", "cannot set up the event loop and its signal handlers");
+		goto cleanup;
+	}
+	run_signals_hold(false);
 
 	/* everything that can be refused is checked before anything connects */
 	if (config_check_sections(cfg, sink_lookup, NULL, err) < 0) {
@@ -202,13 +272,41 @@ int run_main(config *cfg, const run_options *o)
 		goto cleanup;
 	}
 	/* A DELETE is judged from the old row's replica identity (src/policy/replident.h). */
-	if (replident_check_conninfo(pol, cfg->conninfo) < 0)
+	if (startup_stop(&d) || replident_check_conninfo_until(pol, cfg->conninfo, startup_stop, &d) < 0)
 		goto cleanup;
-	if ((d.loop = loop_create()) == NULL || (metrics = metrics_registry_create()) == NULL)
+	if ((metrics = metrics_registry_create()) == NULL)
 		goto cleanup;
+	/* the listener exists before the sinks (a WebSocket sink adds its protocol); it listens
+	 * once they are all added */
+	char herr[HTTP_ERROR_MAX];
+	if (cfg->http_listen[0] != '\0') {
+		http_params hp = {
+			.loop = d.loop, .listen = cfg->http_listen, .tls_cert = cfg->http_tls_cert,
+			.tls_key = cfg->http_tls_key, .metrics = metrics, .status = {readiness_cb, &d},
+		};
+		if (http_create(&hp, &d.http, herr) < 0) {
+			log_error("run.http", "http.listen=%s: %s", cfg->http_listen, herr);
+			goto cleanup;
+		}
+	}
+	if (cfg->audit_enabled) {
+		auditlog_params ap = {
+			.loop = d.loop, .metrics = metrics,
+			.conninfo = cfg->audit_conninfo[0] ? cfg->audit_conninfo : cfg->conninfo,
+			.flush_interval_ms = cfg->audit_flush_interval_ms, .batch_size = (size_t)cfg->audit_batch_size,
+			.queue_max = (size_t)cfg->audit_queue_max, .reconnect_min_ms = cfg->reconnect_min_ms,
+			.reconnect_max_ms = cfg->reconnect_max_ms, .health_interval_ms = cfg->audit_sync_health_interval_ms,
+			.lagging_after_ms = cfg->audit_lagging_after_ms, .health_cb = audit_health_cb, .health_arg = &d,
+		};
+		char aerr[AUDITLOG_ERROR_MAX];
+		if (auditlog_create(&ap, &d.audit, aerr) < 0) {
+			log_error("run.audit", "%s", aerr);
+			goto cleanup;
+		}
+	}
 	pipeline_params pp = {
 		.loop = d.loop, .cfg = cfg, .pol = pol, .keys = keys, .metrics = metrics, .store = store,
-		.stopped_cb = stopped_cb, .arg = &d,
+		.http = d.http, .audit = d.audit, .stopped_cb = stopped_cb, .arg = &d,
 	};
 	if (pipeline_create(&pp, &d.pl, err) < 0) {
 		log_error("run.pipeline", "%s", err);
@@ -222,16 +320,11 @@ int run_main(config *cfg, const run_options *o)
 			goto cleanup;
 		}
 	}
-	if (cfg->http_listen[0] != '\0') {
-		http_params hp = {
-			.loop = d.loop, .listen = cfg->http_listen, .tls_cert = cfg->http_tls_cert,
-			.tls_key = cfg->http_tls_key, .metrics = metrics, .status = {readiness_cb, &d},
-		};
-		char herr[HTTP_ERROR_MAX];
+	if (d.http != NULL) {
 		if ((d.health = calloc(nsinks, sizeof(*d.health))) == NULL)
 			goto cleanup;
 		d.nhealth = nsinks;
-		if (http_create(&hp, &d.http, herr) < 0 || http_start(d.http, herr) < 0) {
+		if (http_start(d.http, herr) < 0) {
 			log_error("run.http", "http.listen=%s: %s", cfg->http_listen, herr);
 			goto cleanup;
 		}
@@ -243,25 +336,29 @@ int run_main(config *cfg, const run_options *o)
 			goto cleanup;
 		}
 	}
-	if (loop_signal(d.loop, SIGTERM, term_cb, &d) < 0 || loop_signal(d.loop, SIGINT, term_cb, &d) < 0 ||
-	    loop_signal(d.loop, SIGHUP, hup_cb, &d) < 0)
+	if (startup_stop(&d))
 		goto cleanup;
 	if (pipeline_start(d.pl, err) < 0) {
 		log_error("run.start", "%s", err);
 		goto cleanup;
 	}
+	d.running = true;
 	log_info("run.started", "sinks=%zu state_dir=%s", nsinks, cfg->pipeline_state_dir);
 	rc = loop_run(d.loop);
 	if (rc < 0) {
 		log_error("run.loop", "event loop failed: %s", strerror(-rc));
 		d.code = 1;
 	}
-	log_info("run.stopped", "exit=%d", d.code);
 cleanup:
+	if (!d.running && d.stopping)
+		log_info("run.stopped", "exit=%d: stopped while starting, before streaming", d.code);
+	else if (d.running)
+		log_info("run.stopped", "exit=%d", d.code);
 	http_destroy(d.http);
 	slot_status_destroy(d.slots);
 	free(d.health);
 	pipeline_destroy(d.pl);
+	auditlog_destroy(d.audit);
 	for (size_t i = 0; sinks != NULL && i < nsinks; i++) {
 		if (sinks[i].conf != NULL && sinks[i].ops != NULL)
 			config_section_free(&sinks[i].table, sinks[i].conf);

@@ -22,4 +22,10 @@ typedef struct run_options {
  * before anything connects (2). Blocks. */
 int run_main(config *cfg, const run_options *o);
 
+/* Holds (true) or releases (false) SIGTERM, SIGINT and SIGHUP in the calling thread: main holds
+ * them from its first line, so that one sent while `run` starts stays pending instead of killing
+ * the process; run_main releases them once its handlers are installed (the pending one is then
+ * handled: a stop before streaming exits 0), and main for every other verb. */
+void run_signals_hold(bool hold);
+
 #endif

@@ -77,6 +77,22 @@ static const config_key keys[] = {
 	    "PEM private key of tls_cert"),
 	KEY("http", "slot_status_interval", CONFIG_DURATION, http_slot_status_interval_ms, "15s", 0,
 	    3600000, false, "how often /metrics' slot wal_status and safe_wal_size are queried (0 = off)"),
+	KEY("audit", "enabled", CONFIG_BOOL, audit_enabled, "false", 0, 1, false,
+	    "walcast run writes audit_log rows (joins, leaves, API reads) and sync_health rows"),
+	KEY("audit", "conninfo", CONFIG_STRING, audit_conninfo, "", 0, 0, false,
+	    "libpq connection string of the audit writer; empty: postgres.conninfo"),
+	KEY("audit", "flush_interval", CONFIG_DURATION, audit_flush_interval_ms, "500ms", 1, 600000, false,
+	    "longest an audit record waits before its batch is written"),
+	KEY("audit", "batch_size", CONFIG_INT, audit_batch_size, "500", 1, 10000, false,
+	    "audit records per INSERT; a full batch is written at once"),
+	KEY("audit", "queue_max", CONFIG_INT, audit_queue_max, "100000", 1, 10000000, false,
+	    "audit records held while PostgreSQL is slow or away; past this they are dropped and counted"),
+	KEY("audit", "drain_timeout", CONFIG_DURATION, audit_drain_timeout_ms, "5s", 0, 3600000, false,
+	    "at shutdown, how long the audit writer may take to write what is queued"),
+	KEY("audit", "sync_health_interval", CONFIG_DURATION, audit_sync_health_interval_ms, "60s", 0, 86400000,
+	    false, "write one sync_health row per org this often (0 = off)"),
+	KEY("audit", "lagging_after", CONFIG_DURATION, audit_lagging_after_ms, "30s", 0, 86400000, false,
+	    "sync_health status is 'lagging' when the stream is further behind than this"),
 };
 
 const config_key *config_keys(size_t *count)

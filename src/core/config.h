@@ -65,6 +65,15 @@ typedef struct config {
 	char *http_tls_cert;        /* PEM chain; with http_tls_key: HTTPS */
 	char *http_tls_key;
 	int64_t http_slot_status_interval_ms; /* pg_replication_slots poll for /metrics; 0 = off */
+	/* [audit] */
+	bool audit_enabled;                 /* write audit_log / sync_health rows (walcast run) */
+	char *audit_conninfo;               /* empty = postgres.conninfo (never a replication link) */
+	int64_t audit_flush_interval_ms;    /* longest a record waits for its batch */
+	int64_t audit_batch_size;           /* records per INSERT */
+	int64_t audit_queue_max;            /* records held at most; past it they are dropped */
+	int64_t audit_drain_timeout_ms;     /* shutdown: longest wait to write what is queued */
+	int64_t audit_sync_health_interval_ms; /* one sync_health row per org this often; 0 = off */
+	int64_t audit_lagging_after_ms;     /* sync_health status 'lagging' above this lag */
 	/* Not a key: the [KIND.NAME] sections, the file path and the overrides this configuration
 	 * was built from (for config_reload). Owned; NULL until one of them exists. */
 	struct config_extra *extra;

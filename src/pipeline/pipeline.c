@@ -120,6 +120,7 @@ struct pipeline {
 
 static void pl_stop(pipeline *pl, int code);
 static void ack_update(pipeline *pl);
+static void drain_check(pipeline *pl);
 
 static void pl_event(pipeline *pl, pipeline_event ev, uint64_t lsn)
 {
@@ -351,8 +352,12 @@ static size_t pending_sum(const pipeline *pl)
 	size_t sum = 0;
 	for (size_t i = 0; i < pl->nsinks; i++) {
 		const pl_sink *s = pl->sinks[i];
-		if (s->ops->kind == SINK_DURABLE && s->ops->pending_bytes != NULL)
-			sum += s->ops->pending_bytes(s->impl);
+		if (s->ops->kind == SINK_DURABLE && s->ops->pending_bytes != NULL) {
+			size_t n = s->ops->pending_bytes(s->impl);
+			sum += n;
+			if (s->has_metrics)
+				metrics_gauge_i_set(s->m.pending, (int64_t)n);
+		}
 	}
 	return sum;
 }
@@ -612,6 +617,10 @@ static void loader_done_cb(void *arg, int rc, const char *err)
 	}
 	pl->state_ready = true;
 	pl_event(pl, PIPELINE_STATE_SNAPSHOT, pl->snapshot_lsn);
+	if (pl->draining) {
+		drain_check(pl); /* the state is stored with the slot: the next start resumes from it */
+		return;
+	}
 	source_snapshot_done(pl->src);
 }
 
@@ -707,7 +716,32 @@ static void env_unsubscribe(void *env_arg, audience_sub *h)
 	}
 }
 
-static void drain_check(pipeline *pl);
+static int env_live_metrics(void *env_arg, metrics_counter **drops, metrics_read_cb connections, void *arg)
+{
+	pl_sink *s = env_arg;
+	if (drops != NULL)
+		*drops = NULL;
+	if (s->pl->pm == NULL)
+		return 0;
+	char merr[METRICS_ERROR_MAX];
+	int rc = pipeline_metrics_sink_live(s->pl->pm, s->name, drops, connections, arg, merr);
+	if (rc < 0)
+		log_warn("pipeline.metrics", "sink=%s: %s", s->name, merr);
+	return rc;
+}
+
+static bool env_live(void *env_arg)
+{
+	const pipeline *pl = ((pl_sink *)env_arg)->pl;
+	return pl->st.streaming && (pl->state_ready || pl->p.pol == NULL) && !pl->stopped &&
+	       pl->src != NULL && source_streaming(pl->src);
+}
+
+static const policy_state *env_state(void *env_arg)
+{
+	const pipeline *pl = ((pl_sink *)env_arg)->pl;
+	return pl->pv != NULL ? privacy_state(pl->pv) : NULL;
+}
 
 static void env_progress(void *env_arg)
 {
@@ -813,10 +847,12 @@ static void pl_stop(pipeline *pl, int code)
 		stop_timer_cb(pl->p.loop, 0, pl);
 }
 
-/* Drained when every durable sink holds everything offered durably. */
+/* Drained when every durable sink holds everything offered durably, and a new slot's policy
+ * state being loaded is loaded and stored (else the slot would exist without its state, and the
+ * next start would judge by today's memberships: pipeline.state_current). */
 static void drain_check(pipeline *pl)
 {
-	if (pl->stopped)
+	if (pl->stopped || pl->loader != NULL)
 		return;
 	if (pl->finishing ? pending_sum(pl) > 0 : ack_candidate(pl) < pl->txn_end)
 		return;
@@ -985,6 +1021,9 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 	s->env = (sink_env){
 		.name = s->name, .loop = pl->p.loop, .metrics = pl->p.metrics, .pol = pl->p.pol,
 		.subscribe = env_subscribe, .unsubscribe = env_unsubscribe, .progress = env_progress, .env_arg = s,
+		.live = env_live, .state = env_state, .cfg = pl->p.cfg, .http = pl->p.http,
+		.audit = pl->p.audit,
+		.live_metrics = env_live_metrics,
 	};
 	char serr[SINK_ERROR_MAX] = "";
 	int rc = ops->create(&s->env, conf, &s->impl, serr);
@@ -992,6 +1031,8 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 		snprintf(err, PIPELINE_ERROR_MAX, "sink %s (%s): %s", name, ops->name, serr[0] ? serr : strerror(-rc));
 		while (s->subs != NULL)
 			env_unsubscribe(s, s->subs->h);
+		if (pl->pm != NULL)
+			pipeline_metrics_sink_remove(pl->pm, name); /* what its live_metrics registered */
 		free(s->name);
 		free(s);
 		return rc;
@@ -1000,7 +1041,7 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 	if (pl->pm != NULL) {
 		char merr[METRICS_ERROR_MAX];
 		unsigned what = PIPELINE_METRICS_DELIVERIES |
-		                (ops->kind == SINK_DURABLE ? PIPELINE_METRICS_POSITION : 0);
+		                (ops->kind == SINK_DURABLE ? PIPELINE_METRICS_POSITION | PIPELINE_METRICS_PENDING : 0);
 		if (pipeline_metrics_sink_add(pl->pm, name, what, &s->m, merr) == 0)
 			s->has_metrics = true;
 		else

@@ -56,6 +56,8 @@ typedef struct pipeline_params {
 	 * offered to the sinks as it arrives (begin, deliver..., commit; abort when the transaction
 	 * is cut off), the way `walcast tail` without a viewer always printed. */
 	checkpoint_store *store;
+	struct http_listener *http; /* handed to the sinks (sink_env.http); may be NULL */
+	struct auditlog *audit;     /* handed to the sinks (sink_env.audit); may be NULL */
 	/* Called once when the pipeline stops by itself (a permanent source error, a fatal sink
 	 * error: code 1) or after pipeline_drain completed (code 0). */
 	void (*stopped_cb)(void *arg, int code);

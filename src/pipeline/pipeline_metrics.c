@@ -25,9 +25,9 @@ struct pipeline_metrics {
 	metrics_registry *r;
 	pipeline_metrics_status_cb status;
 	void *arg;
-	metrics_family *fam[13];
+	metrics_family *fam[14];
 	size_t nfam;
-	metrics_family *changes, *sink_position, *sink_deliveries, *sink_drops, *connections;
+	metrics_family *changes, *sink_position, *sink_deliveries, *sink_drops, *connections, *sink_pending;
 	metrics_counter *decode_errors, *policy_errors;
 	table_entry *tables;
 	size_t cap, used;
@@ -171,7 +171,10 @@ int pipeline_metrics_create(metrics_registry *r, pipeline_metrics_status_cb stat
 	                 "Deliveries a sink dropped (a live sink's slow consumer), by sink.", sink,
 	                 &pm->sink_drops, err)) < 0 ||
 	    (rc = family(pm, METRICS_GAUGE_I, "walcast_connections",
-	                 "Open client connections, by sink.", sink, &pm->connections, err)) < 0)
+	                 "Open client connections, by sink.", sink, &pm->connections, err)) < 0 ||
+	    (rc = family(pm, METRICS_GAUGE_I, "walcast_sink_pending_bytes",
+	                 "Bytes a durable sink holds that are not durable yet, by sink.", sink,
+	                 &pm->sink_pending, err)) < 0)
 		goto fail;
 	*out = pm;
 	return 0;
@@ -320,7 +323,9 @@ int pipeline_metrics_sink_add(pipeline_metrics *pm, const char *name, unsigned w
 	    ((what & PIPELINE_METRICS_DROPS) &&
 	     (rc = metrics_counter_register(pm->sink_drops, values, &s.drops, err)) < 0) ||
 	    ((what & PIPELINE_METRICS_CONNECTIONS) &&
-	     (rc = metrics_gauge_i_register(pm->connections, values, &s.connections, err)) < 0)) {
+	     (rc = metrics_gauge_i_register(pm->connections, values, &s.connections, err)) < 0) ||
+	    ((what & PIPELINE_METRICS_PENDING) &&
+	     (rc = metrics_gauge_i_register(pm->sink_pending, values, &s.pending, err)) < 0)) {
 		/* Undo only what this call registered (a duplicate name belongs to the other sink). */
 		if (s.position)
 			child_drop(pm->sink_position, values);
@@ -328,16 +333,38 @@ int pipeline_metrics_sink_add(pipeline_metrics *pm, const char *name, unsigned w
 			child_drop(pm->sink_deliveries, values);
 		if (s.drops)
 			child_drop(pm->sink_drops, values);
+		if (s.connections)
+			child_drop(pm->connections, values);
 		return rc;
 	}
 	*out = s;
 	return 0;
 }
 
+int pipeline_metrics_sink_live(pipeline_metrics *pm, const char *name, metrics_counter **drops,
+                               metrics_read_cb connections, void *arg, char err[METRICS_ERROR_MAX])
+{
+	const char *values[] = {name, NULL};
+	int rc;
+	if (drops != NULL && (rc = metrics_counter_register(pm->sink_drops, values, drops, err)) < 0) {
+		*drops = NULL;
+		return rc;
+	}
+	if (connections != NULL && (rc = metrics_callback_register(pm->connections, values, connections, arg, err)) < 0) {
+		if (drops != NULL) {
+			child_drop(pm->sink_drops, values);
+			*drops = NULL;
+		}
+		return rc;
+	}
+	return 0;
+}
+
 void pipeline_metrics_sink_remove(pipeline_metrics *pm, const char *name)
 {
 	const char *values[] = {name, NULL};
-	metrics_family *fams[] = {pm->sink_position, pm->sink_deliveries, pm->sink_drops, pm->connections};
+	metrics_family *fams[] = {pm->sink_position, pm->sink_deliveries, pm->sink_drops, pm->connections,
+	                          pm->sink_pending};
 	for (size_t i = 0; i < sizeof(fams) / sizeof(fams[0]); i++)
 		child_drop(fams[i], values); /* what the sink did not register is not there */
 }

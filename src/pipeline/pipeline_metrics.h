@@ -10,7 +10,7 @@
  *   walcast_changes_total{table,action}
  *   walcast_decode_errors_total, walcast_policy_errors_total
  *   walcast_sink_position_lsn{sink}, walcast_sink_deliveries_total{sink},
- *   walcast_sink_drops_total{sink}, walcast_connections{sink}
+ *   walcast_sink_drops_total{sink}, walcast_connections{sink}, walcast_sink_pending_bytes{sink}
  *
  * Why here (src/pipeline) and not in plugins/http: the counters are bumped by the pipeline's hot
  * path (a change counted, a decode error), and arrows point down only, so their owner must be
@@ -43,6 +43,7 @@ typedef struct pipeline_metrics_sink {
 	metrics_counter *deliveries;     /* walcast_sink_deliveries_total */
 	metrics_counter *drops;          /* walcast_sink_drops_total */
 	metrics_gauge_i *connections;    /* walcast_connections: open client connections */
+	metrics_gauge_i *pending;        /* walcast_sink_pending_bytes: held, not yet durable */
 } pipeline_metrics_sink;
 
 /* Which series of a sink to register: only those something updates (a series nobody sets would
@@ -52,6 +53,7 @@ enum {
 	PIPELINE_METRICS_DELIVERIES = 1u << 1,
 	PIPELINE_METRICS_DROPS = 1u << 2,       /* live sinks that drop for slow consumers */
 	PIPELINE_METRICS_CONNECTIONS = 1u << 3, /* sinks with client connections */
+	PIPELINE_METRICS_PENDING = 1u << 4,     /* durable sinks */
 };
 
 /* Registers the families in r and their status-derived children (read through status(arg) at
@@ -81,6 +83,15 @@ void pipeline_metrics_policy_error(pipeline_metrics *pm);
 __attribute__((warn_unused_result)) int pipeline_metrics_sink_add(pipeline_metrics *pm, const char *name,
                                                                   unsigned what, pipeline_metrics_sink *out,
                                                                   char err[METRICS_ERROR_MAX]);
+
+/* A live sink's shared series (sink_env.live_metrics): registers walcast_sink_drops_total{sink=
+ * name} into *drops when drops is not NULL, and walcast_connections{sink=name} read through
+ * connections(arg) at render time when connections is not NULL. 0, or -EINVAL (already
+ * registered for name: err says so) or -ENOMEM with nothing registered. */
+__attribute__((warn_unused_result)) int pipeline_metrics_sink_live(pipeline_metrics *pm, const char *name,
+                                                                   metrics_counter **drops,
+                                                                   metrics_read_cb connections, void *arg,
+                                                                   char err[METRICS_ERROR_MAX]);
 
 /* Removes the series of sink name (a sink going away); its handles become invalid. */
 void pipeline_metrics_sink_remove(pipeline_metrics *pm, const char *name);

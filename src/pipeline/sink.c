@@ -8,10 +8,12 @@
  * above, &NAME_sink_ops in the list). NULL ends the list. */
 extern const sink_ops jsonl_sink_ops;
 extern const sink_ops nng_sink_ops;
+extern const sink_ops realtime_sink_ops;
 
 static const sink_ops *const registry[] = {
 	&jsonl_sink_ops,
 	&nng_sink_ops,
+	&realtime_sink_ops,
 	NULL,
 };
 

@@ -1,6 +1,6 @@
 /*
  * sink — the contract every output of the pipeline implements (plugins/sinks/): jsonl, nng,
- * and later the WebSocket and Redis sinks. A sink is one file in plugins/sinks/ that defines a
+ * realtime (WebSocket), and later Redis. A sink is one file in plugins/sinks/ that defines a
  * sink_ops and one line in src/pipeline/sink.c's registry, like the decoders.
  *
  * What a sink is offered. The pipeline judges every change once (privacy + audience: the same
@@ -72,7 +72,29 @@ typedef struct sink_env {
 	void (*unsubscribe)(void *env_arg, audience_sub *s);
 	/* A durable sink calls this when its position() moved (the pipeline may confirm more). */
 	void (*progress)(void *env_arg);
+	/* True once the pipeline streams with its policy state loaded: a subscriber registered now
+	 * is offered every transaction committed after this moment (the realtime sink holds a join
+	 * until then). Does not block. */
+	bool (*live)(void *env_arg);
+	/* The policy state as of the last commit (whose orgs a user is in: policy_state_user_orgs),
+	 * NULL without a policy stage. Valid until the next callback returns. */
+	const struct policy_state *(*state)(void *env_arg);
 	void *env_arg;
+	const config *cfg;          /* the daemon's configuration ([auth]: token keys and rules) */
+	struct http_listener *http; /* the daemon's listener, not started yet (a WebSocket sink adds
+	                             * its protocol to it); NULL when none is configured */
+	/* The audit writer (auditlog.h), NULL when auditing is off: auditlog_record() for joins,
+	 * refused joins, leaves and requests — never for a delivered change (nothing may loop). */
+	struct auditlog *audit;
+	/* A live sink's series of the shared families, labelled sink=NAME the same way for every
+	 * sink (docs/metrics.md): walcast_sink_drops_total, which the sink bumps (metrics_counter_inc,
+	 * loop thread) for each delivery it drops, and walcast_connections, read at scrape time on the
+	 * loop thread through connections(arg) (a sink whose connections come and go on other
+	 * threads reads an atomic there). Pass drops NULL or connections NULL to leave one out. Call
+	 * from create, once. 0 and *drops (owned by the pipeline, valid until the sink is destroyed;
+	 * NULL when there is no metrics registry: check before bumping), or a negative errno (the
+	 * sink may go on without). NULL when the front end has no metrics. */
+	int (*live_metrics)(void *env_arg, metrics_counter **drops, metrics_read_cb connections, void *arg);
 } sink_env;
 
 typedef struct sink_ops {

@@ -6,6 +6,7 @@
 #include "replident.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,7 +116,42 @@ static const char CATALOG_SQL[] =
 	" WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')"
 	" ORDER BY a.attnum";
 
-int replident_check(const policy *p, PGconn *conn, buf *report)
+/* Waits until conn's socket is ready for events, asking stop(arg) (when given) every 100 ms: 0,
+ * -ECANCELED when it said stop, or a negative errno. */
+static int wait_socket(PGconn *conn, short events, replident_stop_fn stop, void *arg)
+{
+	for (;;) {
+		if (stop != NULL && stop(arg))
+			return -ECANCELED;
+		struct pollfd pfd = {.fd = PQsocket(conn), .events = events};
+		if (pfd.fd < 0)
+			return -EBADF;
+		int n = poll(&pfd, 1, 100);
+		if (n > 0)
+			return 0;
+		if (n < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+/* PQexecParams that keeps asking stop while the server works: the result (caller clears; NULL
+ * on a lost connection, *rc -ECANCELED when stopped). */
+static PGresult *exec_until(PGconn *conn, const char *const *params, replident_stop_fn stop, void *arg, int *rc)
+{
+	*rc = 0;
+	if (!PQsendQueryParams(conn, CATALOG_SQL, 2, NULL, params, NULL, NULL, 0))
+		return NULL;
+	while (PQisBusy(conn)) {
+		if ((*rc = wait_socket(conn, POLLIN, stop, arg)) < 0 || !PQconsumeInput(conn))
+			return NULL;
+	}
+	PGresult *res = PQgetResult(conn);
+	for (PGresult *more; (more = PQgetResult(conn)) != NULL;)
+		PQclear(more);
+	return res;
+}
+
+static int check_until(const policy *p, PGconn *conn, buf *report, replident_stop_fn stop, void *arg)
 {
 	PGresult *res = NULL;
 	const char **ident = NULL;
@@ -124,7 +160,9 @@ int replident_check(const policy *p, PGconn *conn, buf *report)
 		const policy_table *t = policy_table_at(p, k);
 		const char *params[2] = {policy_table_schema(t), policy_table_name(t)};
 		PQclear(res);
-		res = PQexecParams(conn, CATALOG_SQL, 2, NULL, params, NULL, NULL, 0);
+		res = exec_until(conn, params, stop, arg, &rc);
+		if (rc == -ECANCELED)
+			goto cleanup;
 		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 			buf_clear(report);
 			rc = buf_printf(report, "reading the replica identity of %s.%s: %s", params[0], params[1],
@@ -160,21 +198,56 @@ cleanup:
 	return rc;
 }
 
-int replident_check_conninfo(const policy *p, const char *conninfo)
+int replident_check(const policy *p, PGconn *conn, buf *report)
+{
+	return check_until(p, conn, report, NULL, NULL);
+}
+
+/* Connects, asking stop while the server does not answer: 0 (*out connected), -ECANCELED, or
+ * -EIO with *out holding the failed connection (for its message) or NULL. */
+static int connect_until(const char *conninfo, replident_stop_fn stop, void *arg, PGconn **out)
 {
 	const char *keys[] = {"dbname", "fallback_application_name", NULL};
 	const char *vals[] = {conninfo, "walcast-replident", NULL};
+	if (stop == NULL) {
+		*out = PQconnectdbParams(keys, vals, 1); /* blocking, honours connect_timeout */
+		return PQstatus(*out) == CONNECTION_OK ? 0 : -EIO;
+	}
+	PGconn *conn = *out = PQconnectStartParams(keys, vals, 1);
+	if (conn == NULL || PQstatus(conn) == CONNECTION_BAD)
+		return -EIO;
+	for (PostgresPollingStatusType st = PGRES_POLLING_WRITING; st != PGRES_POLLING_OK; st = PQconnectPoll(conn)) {
+		if (st == PGRES_POLLING_FAILED)
+			return -EIO;
+		int rc = wait_socket(conn, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, stop, arg);
+		if (rc < 0)
+			return rc == -ECANCELED ? rc : -EIO;
+	}
+	return 0;
+}
+
+int replident_check_conninfo(const policy *p, const char *conninfo)
+{
+	return replident_check_conninfo_until(p, conninfo, NULL, NULL);
+}
+
+int replident_check_conninfo_until(const policy *p, const char *conninfo, replident_stop_fn stop, void *arg)
+{
 	buf report;
 	buf_init(&report);
-	int rc = -EIO;
-	PGconn *conn = PQconnectdbParams(keys, vals, 1);
-	if (PQstatus(conn) != CONNECTION_OK) {
+	PGconn *conn = NULL;
+	int rc = connect_until(conninfo, stop, arg, &conn);
+	if (rc == -ECANCELED)
+		goto cleanup;
+	if (rc < 0) {
 		log_error("replident.check_failed", "cannot connect to check replica identities: %s",
 		          PQerrorMessage(conn));
 		goto cleanup;
 	}
-	rc = replident_check(p, conn, &report);
-	if (rc == -EPROTO) {
+	rc = check_until(p, conn, &report, stop, arg);
+	if (rc == -ECANCELED) {
+		goto cleanup;
+	} else if (rc == -EPROTO) {
 		/* One log line per table that falls short. */
 		char *line = report.data;
 		while (line != NULL && *line != '\0') {

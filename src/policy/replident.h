@@ -49,4 +49,14 @@ __attribute__((warn_unused_result)) int replident_check(const policy *p, PGconn 
  * "replident.check_failed" and returns the negative errno, or returns 0. Blocks. */
 __attribute__((warn_unused_result)) int replident_check_conninfo(const policy *p, const char *conninfo);
 
+/* Asked while replident_check_conninfo_until waits for the server: true gives up. */
+typedef bool (*replident_stop_fn)(void *arg);
+
+/* replident_check_conninfo that can be given up (a daemon told to stop while it starts): while
+ * it waits for the server (connecting, each query) it calls stop(arg) at least every 100 ms and
+ * returns -ECANCELED, logging nothing, once it says true. Without stop, the same as
+ * replident_check_conninfo. Blocks until then. */
+__attribute__((warn_unused_result)) int replident_check_conninfo_until(const policy *p, const char *conninfo,
+                                                                       replident_stop_fn stop, void *arg);
+
 #endif

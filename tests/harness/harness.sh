@@ -9,7 +9,9 @@
 # CMD sees: PGHOST PGPORT PGUSER PGDATABASE (a superuser session), WALCAST_REDIS_URL,
 # WALCAST_HARNESS_DIR (scratch space, removed afterwards), WALCAST_PGDATA, WALCAST_PG_BIN and
 # WALCAST_REPL_CONNINFO (the least-privilege replication role from the migrations).
-# Run as root, the servers run as the `postgres` system user, which PostgreSQL requires.
+# Run as root, the servers run as the `postgres` system user, which PostgreSQL requires. A port
+# taken by someone else between the harness's choice and the server's bind (parallel harnesses)
+# is detected in the server's log and the server started again on another port.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -49,8 +51,8 @@ harness_cleanup() {
   exit "$rc"
 }
 
-harness_start_pg() {
-  local port=$1
+# harness_init_pg: a new cluster in $HARNESS_DIR/pg (pg_start_on starts it).
+harness_init_pg() {
   mkdir -p "$HARNESS_DIR/pg" "$HARNESS_DIR/sock"
   if [ "$(id -u)" -eq 0 ]; then chown -R postgres: "$HARNESS_DIR"; fi
   chmod 755 "$HARNESS_DIR"
@@ -58,7 +60,6 @@ harness_start_pg() {
     { cat "$HARNESS_DIR/initdb.log" >&2; return 1; }
   cat >>"$HARNESS_DIR/pg/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
-port = $port
 unix_socket_directories = '$HARNESS_DIR/sock'
 wal_level = logical
 max_wal_senders = 40
@@ -78,21 +79,56 @@ CONF
   fi
   printf 'host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\nlocal replication all trust\n' \
     >>"$HARNESS_DIR/pg/pg_hba.conf"
-  as_pg "$PG_BIN/pg_ctl" -D "$HARNESS_DIR/pg" -l "$HARNESS_DIR/pg.log" -w -t 60 start >/dev/null ||
-    { cat "$HARNESS_DIR/pg.log" >&2; return 1; }
-  PG_STARTED=1
 }
 
+# pg_start_on PORT: starts the initialised cluster on PORT (the last `port =` line wins). 0, 1 on
+# a failure, 3 when the port was taken meanwhile (another harness bound it since free_port).
+pg_start_on() {
+  local seen
+  echo "port = $1" >>"$HARNESS_DIR/pg/postgresql.conf"
+  seen=$(cat "$HARNESS_DIR/pg.log" 2>/dev/null | wc -l)
+  if as_pg "$PG_BIN/pg_ctl" -D "$HARNESS_DIR/pg" -l "$HARNESS_DIR/pg.log" -w -t 60 start >/dev/null; then
+    PG_STARTED=1; return 0
+  fi
+  if tail -n +$((seen + 1)) "$HARNESS_DIR/pg.log" | grep -q "Address already in use"; then return 3; fi
+  cat "$HARNESS_DIR/pg.log" >&2; return 1
+}
+
+# harness_start_redis PORT: 0, 1 on a failure, 3 when the port was taken meanwhile.
 harness_start_redis() {
   local port=$1
+  : >"$HARNESS_DIR/redis.log"
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
     --dir "$HARNESS_DIR" --logfile "$HARNESS_DIR/redis.log" &
   REDIS_PID=$!
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+  for _ in $(seq 1 600); do
+    # alive and answering PING: a port that only accepts may be someone else's server
+    kill -0 "$REDIS_PID" 2>/dev/null || break
+    if [ "$(timeout 2 redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && kill -0 "$REDIS_PID" 2>/dev/null; then
+      return 0
+    fi
     sleep 0.05
   done
+  kill "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true
+  REDIS_PID=
+  if grep -q "Address already in use" "$HARNESS_DIR/redis.log"; then return 3; fi
   echo "harness: redis-server did not start" >&2; cat "$HARNESS_DIR/redis.log" >&2; return 1
+}
+
+# start_on_free_port VAR FN: FN PORT on a free port, again on another one (at most 10 tries) when
+# the port was taken between free_port and the server's bind (parallel harnesses); the port in VAR.
+# WALCAST_HARNESS_FIRST_PORT is tried first, unchecked (tests of this retry).
+start_on_free_port() {
+  local var=$1 fn=$2 port rc try
+  for try in $(seq 1 10); do
+    if [ "$try" = 1 ] && [ -n "${WALCAST_HARNESS_FIRST_PORT:-}" ]; then port=$WALCAST_HARNESS_FIRST_PORT
+    else port=$(free_port); fi
+    rc=0; "$fn" "$port" || rc=$?
+    if [ "$rc" = 0 ]; then printf -v "$var" '%s' "$port"; return 0; fi
+    [ "$rc" = 3 ] || return 1
+    echo "harness: port $port was taken before $fn could bind it; trying another" >&2
+  done
+  echo "harness: $fn: no port could be bound in 10 tries" >&2; return 1
 }
 
 harness_migrate() {
@@ -120,14 +156,13 @@ cmd_run() {
   trap 'exit 143' TERM
   HARNESS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/walcast-harness.XXXXXX")
   local pgport redisport
-  pgport=$(free_port)
-  harness_start_pg "$pgport"
+  harness_init_pg
+  start_on_free_port pgport pg_start_on || exit 1
   export PGHOST=127.0.0.1 PGPORT=$pgport PGUSER=postgres PGDATABASE=postgres
   export WALCAST_HARNESS_DIR=$HARNESS_DIR WALCAST_PGDATA=$HARNESS_DIR/pg WALCAST_PG_BIN=$PG_BIN
   export WALCAST_REPL_CONNINFO="host=127.0.0.1 port=$pgport user=walcast_replicator dbname=postgres"
   if [ "$redis" = 1 ]; then
-    redisport=$(free_port)
-    harness_start_redis "$redisport"
+    start_on_free_port redisport harness_start_redis || exit 1
     export WALCAST_REDIS_URL="redis://127.0.0.1:$redisport/0"
   fi
   if [ "$migrate" = 1 ]; then harness_migrate; fi

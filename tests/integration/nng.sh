@@ -73,6 +73,12 @@ SUB=$!; BG_PIDS+=($SUB)
 "$SUBSCRIBER" --timeout 15 "tcp://127.0.0.1:$P" "walcast/v1/org/$org/" >"$WORK/nng3.out" 2>"$WORK/nng3.err" &
 SUB3=$!; BG_PIDS+=($SUB3)
 sleep 2
+# the shared sink series (sink_env.live_metrics): nng's pipe notifications count the subscribers
+live_metric() { curl -s "http://127.0.0.1:$HTTP/metrics" | awk -v m="$1{sink=\"live\"}" '$1 == m {print $2}'; }
+three_connected() { [ "$(live_metric walcast_connections)" = 3 ]; }
+check_true "/metrics: walcast_connections{sink=\"live\"} counts the three subscribers" wait_for 20 three_connected
+check "/metrics: walcast_sink_drops_total{sink=\"live\"} is there, nothing dropped yet" 0 \
+  "$(live_metric walcast_sink_drops_total)"
 sql <<SQL >/dev/null
 INSERT INTO events (org_id, kind, direction, status, from_number)
   SELECT '$org', 'call', 'inbound', 'nng ' || g, '+3361234' || lpad(g::text, 4, '0') FROM generate_series(1, 200) g;

@@ -1336,6 +1336,7 @@ static void test_wildcard(void **state)
 		assert_false(a.shared[i]);
 	}
 	assert_int_equal(byp, 1);
+	assert_int_equal(ranks_seen, 0x3e); /* every rank, 1..5 */
 	assert_true(indiv >= 0);
 	/* rank 1 (viewer) sees from_number masked, rank 2 (member) does not: distinct payloads */
 	int r1 = -1, r2 = -1;

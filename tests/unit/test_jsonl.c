@@ -583,8 +583,8 @@ static void test_types_and_filters(void **state)
 	jsonl_conf c;
 	jsonl_conf_defaults(&c, h->path);
 	c.with_types = true;
-	c.tables = (char *)"public.items,nothing";
-	c.actions = (char *)"insert,delete";
+	c.tables = (char *)" public.items , nothing";  /* blanks around items are not part of a name */
+	c.actions = (char *)"insert, delete";
 	h_open(h, &c);
 	tchange both[2] = {{&roles_rel, {ORG_A, USER_U, "member"}}, {&items_rel, {"1", ORG_A, "a"}}};
 	h->xid = 700;
@@ -741,6 +741,8 @@ static void test_bad_config(void **state)
 	assert_non_null(strstr(err, "upsert"));
 	c.actions = (char *)"";
 	c.tables = (char *)"a..b";
+	assert_int_equal(h_create(h, &c, err), -EINVAL);
+	c.tables = (char *)"public.my items";
 	assert_int_equal(h_create(h, &c, err), -EINVAL);
 	c.tables = (char *)"";
 	c.as = (char *)"not-a-uuid";

@@ -24,6 +24,7 @@
 
 #include "audience.h"
 #include "metrics.h"
+#include "pipeline_metrics.h"
 #include "nng.h"
 #include "policy.h"
 #include "privacy.h"
@@ -87,6 +88,7 @@ typedef struct fx {
 	privacy *pv;
 	audience *aud;
 	metrics_registry *reg;
+	pipeline_metrics *pm; /* the shared sink families, as the pipeline registers them */
 	sink_env env;
 	void *sink;
 	audience_sub *subs[4];
@@ -107,6 +109,19 @@ static int fake_subscribe(void *arg, void *sub_arg, const char *uid, bool bypass
 	f->wildcard_seen = wildcard && uid == NULL && !bypass;
 	return wildcard ? audience_subscribe_wildcard(f->aud, sub_arg, out)
 	                : audience_subscribe(f->aud, sub_arg, uid, bypass, out);
+}
+
+static void no_status(void *arg, pipeline_status *out)
+{
+	(void)arg, (void)out;
+}
+
+/* The pipeline's sink_env.live_metrics. */
+static int fake_live_metrics(void *arg, metrics_counter **drops, metrics_read_cb connections, void *cb_arg)
+{
+	fx *f = arg;
+	char err[METRICS_ERROR_MAX];
+	return pipeline_metrics_sink_live(f->pm, "live", drops, connections, cb_arg, err);
 }
 
 static void fake_unsubscribe(void *arg, audience_sub *s)
@@ -171,8 +186,10 @@ static void fx_init(fx *f, int64_t sendbuf)
 	assert_int_equal(audience_create(f->pv, 0, &f->aud), 0);
 	f->reg = metrics_registry_create();
 	assert_non_null(f->reg);
+	char merr[METRICS_ERROR_MAX];
+	assert_int_equal(pipeline_metrics_create(f->reg, no_status, NULL, &f->pm, merr), 0);
 	f->env = (sink_env){.name = "live", .metrics = f->reg, .subscribe = fake_subscribe,
-	                    .unsubscribe = fake_unsubscribe, .env_arg = f};
+	                    .unsubscribe = fake_unsubscribe, .env_arg = f, .live_metrics = fake_live_metrics};
 	const char *tmp = getenv("TMPDIR");
 	snprintf(f->url, sizeof(f->url), "ipc://%s/nng-test-%d-%ld.ipc", tmp ? tmp : "/tmp", (int)getpid(),
 	         (long)random());
@@ -193,6 +210,7 @@ static void fx_fini(fx *f)
 	audience_destroy(f->aud);
 	privacy_destroy(f->pv);
 	policy_destroy(f->pol);
+	pipeline_metrics_destroy(f->pm);
 	metrics_registry_destroy(f->reg);
 }
 
@@ -324,6 +342,9 @@ static void test_topics_payloads_sequences(void **state)
 	assert_non_null(strstr(text.data, "walcast_nng_messages_total{sink=\"live\"} 18"));
 	assert_non_null(strstr(text.data, "walcast_nng_topics{sink=\"live\"} 8"));
 	assert_non_null(strstr(text.data, "walcast_nng_connections{sink=\"live\"} 2"));
+	/* the shared series every live sink registers through sink_env.live_metrics */
+	assert_non_null(strstr(text.data, "\nwalcast_connections{sink=\"live\"} 2\n"));
+	assert_non_null(strstr(text.data, "\nwalcast_sink_drops_total{sink=\"live\"} 0\n"));
 	buf_fini(&text);
 
 	nng_close(all);

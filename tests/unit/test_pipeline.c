@@ -20,8 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "config.h"
 #include "loop.h"
+#include "metrics.h"
 #include "pipeline.h"
 #include "policy.h"
 #include "source.h"
@@ -91,6 +93,7 @@ typedef struct rec {
 	size_t pending;      /* payload bytes since the last flush */
 	bool stall;          /* flush does nothing (a consumer away) */
 	bool ended;          /* takes nothing more (a front end's limit reached) */
+	metrics_counter *drops; /* live_metrics' walcast_sink_drops_total (counted_ops) */
 } rec;
 
 /* The instances the tests look at, in creation order (the sinks' own state is theirs). */
@@ -199,6 +202,38 @@ static const sink_ops durable_ops = {
 	.create = rec_create, .destroy = rec_destroy, .position = rec_position,
 	.begin = rec_begin, .deliver = rec_deliver, .commit = rec_commit, .abort = rec_abort,
 	.pending_bytes = rec_pending, .flush = rec_flush,
+};
+
+/* A live sink that registers the shared series through sink_env.live_metrics, drops every
+ * delivery and has three connections. */
+static int conns_cb(void *arg, double *v)
+{
+	(void)arg;
+	*v = 3;
+	return 0;
+}
+
+static int counted_create(const sink_env *env, const void *conf, void **out, char err[SINK_ERROR_MAX])
+{
+	int rc = rec_create(env, conf, out, err);
+	if (rc == 0)
+		rc = env->live_metrics(env->env_arg, &((rec *)*out)->drops, conns_cb, NULL);
+	return rc;
+}
+
+static int counted_deliver(void *impl, void *sub_arg, const audience_delivery *d)
+{
+	rec *r = impl;
+	(void)sub_arg, (void)d;
+	if (r->drops != NULL)
+		metrics_counter_inc(r->drops);
+	return 0;
+}
+
+static const sink_ops counted_ops = {
+	.name = "test_counted", .kind = SINK_LIVE, .conf_size = sizeof(rec_conf),
+	.create = counted_create, .destroy = rec_destroy,
+	.begin = rec_begin, .deliver = counted_deliver, .commit = rec_commit,
 };
 
 static const sink_ops live_ops = {
@@ -350,6 +385,7 @@ typedef struct fx {
 	uint64_t lsn;
 	int stopped;
 	char events[256]; /* event_cb: "<event>:<lsn> " */
+	metrics_registry *metrics; /* NULL: none */
 } fx;
 
 static void stopped_cb(void *arg, int code)
@@ -372,7 +408,7 @@ static void fx_pipeline(fx *f, bool with_store)
 	nrecs = 0;
 	pipeline_params p = {
 		.loop = f->l, .cfg = &f->cfg, .pol = f->pol, .store = with_store ? &f->store : NULL,
-		.stopped_cb = stopped_cb, .event_cb = event_cb, .arg = f,
+		.stopped_cb = stopped_cb, .event_cb = event_cb, .arg = f, .metrics = f->metrics,
 	};
 	int rc = pipeline_create(&p, &f->pl, err);
 	if (rc != 0)
@@ -403,6 +439,7 @@ static int teardown(void **state)
 {
 	fx *f = *state;
 	pipeline_destroy(f->pl);
+	metrics_registry_destroy(f->metrics);
 	ms_destroy(&f->ms);
 	policy_destroy(f->pol);
 	config_fini(&f->cfg);
@@ -748,6 +785,32 @@ static void test_finish(void **state)
 	assert_int_equal(confirmed(f), e1);
 }
 
+/* Every sink's series in /metrics, labelled by sink: a live sink's drops and connections
+ * through sink_env.live_metrics, a durable sink's pending bytes. */
+static void test_sink_metrics(void **state)
+{
+	fx *f = *state;
+	assert_non_null(f->metrics = metrics_registry_create());
+	fx_pipeline(f, false);
+	add_sink(f, &counted_ops, "feed", NULL);
+	add_sink(f, &durable_ops, "slow", NULL);
+	recs[1]->stall = true;
+	row3 ev[] = {{&events_rel, CHANGE_INSERT, {"0d000000-0000-4000-8000-000000000001", ORG1, "x"}},
+	             {&events_rel, CHANGE_INSERT, {"0d000000-0000-4000-8000-000000000002", ORG1, "y"}}};
+	txn(f, ev, 2);
+	buf text;
+	buf_init(&text);
+	assert_int_equal(metrics_render(f->metrics, &text), 0);
+	assert_non_null(strstr(text.data, "\nwalcast_sink_drops_total{sink=\"feed\"} 2\n"));
+	assert_non_null(strstr(text.data, "\nwalcast_connections{sink=\"feed\"} 3\n"));
+	assert_null(strstr(text.data, "walcast_sink_drops_total{sink=\"slow\"}")); /* it did not ask */
+	char want[128];
+	snprintf(want, sizeof(want), "\nwalcast_sink_pending_bytes{sink=\"slow\"} %zu\n", recs[1]->pending);
+	assert_true(recs[1]->pending > 0);
+	assert_non_null(strstr(text.data, want));
+	buf_fini(&text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -762,6 +825,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_no_policy_streams, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_abandoned_held, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_finish, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sink_metrics, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

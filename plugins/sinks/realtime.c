@@ -1,0 +1,1707 @@
+/*
+ * realtime — the Supabase Realtime postgres_changes sink on the daemon's HTTP listener
+ * (realtime.h; docs/protocol.md).
+ *
+ * Design. One lws protocol, the vhost's default for WebSocket upgrades, refuses handshakes that
+ * are not for its two paths or that carry no key with a plain HTTP answer and a JSON body. A
+ * connection (rt_conn) holds its channels (rt_chan) and one FIFO of frames; a channel is one
+ * audience subscriber with its bindings and compiled filters. A frame is its own bytes around an
+ * optional shared part: the `data` object of a change, serialized once per audience (the
+ * delivery's payload identifies the audience: the last one is cached with a reference held) into
+ * a reference-counted rt_data. Deliveries append frames to the connections' queues and mark them
+ * dirty; commit asks lws for a writable callback on each dirty connection, which frames the
+ * queued messages itself (RFC 6455 headers) and writes them with one raw write (up to 64 KiB), so
+ * a transaction's frames leave together. A queue over its bounds either drops (slow_consumer =
+ * drop) or is emptied, given one error message and closed (disconnect).
+ *
+ * Joins wait for the pipeline to be live (sink_env.live): the audience subscription is made and
+ * the reply sent in the same loop turn, so a client that saw SUBSCRIBED gets every change
+ * committed after it. A 250 ms timer serves held joins and ends channels whose token expired.
+ */
+#include "realtime.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <libwebsockets.h>
+
+#include "auditlog.h"
+#include "http.h"
+#include "log.h"
+#include "policy.h"
+#include "policy_state.h"
+#include "rt_filter.h"
+#include "rt_proto.h"
+#include "token.h"
+
+#define RT_TICK_MS 250
+#define RT_TEXT_MAX 1024
+#define RT_BIG_VALUE 64 /* with a 413, values longer than this are dropped (the server's rule) */
+#define RT_WRITE_BATCH 65536 /* frames written with one write, up to this many bytes (or one frame) */
+#define RT_RX_BUFFER 1024    /* lws's per-connection receive buffer: client messages are small (a
+                              * larger one arrives in pieces); lws's default of 4 KiB per idle
+                              * connection is most of its memory */
+
+/* ---- shared data and frames ---------------------------------------------------------------- */
+
+typedef struct rt_data {
+	uint32_t refs;
+	size_t len;
+	char text[];
+} rt_data;
+
+static void data_unref(rt_data *d)
+{
+	if (d != NULL && --d->refs == 0)
+		free(d);
+}
+
+typedef struct rt_frame {
+	struct rt_frame *next;
+	rt_data *shared; /* NULL or a reference: written between own[0..split) and own[split..len) */
+	size_t len;
+	size_t split;
+	char own[];
+} rt_frame;
+
+static size_t frame_size(const rt_frame *f)
+{
+	return f->len + (f->shared ? f->shared->len : 0);
+}
+
+static void frame_free(rt_frame *f)
+{
+	if (f == NULL)
+		return;
+	data_unref(f->shared);
+	free(f);
+}
+
+/* ---- the instance ----------------------------------------------------------------------------- */
+
+typedef struct rt_who {
+	char uid[40];  /* canonical uuid, "" = none */
+	bool bypass;
+	int64_t exp;   /* 0 = none */
+} rt_who;
+
+typedef struct rt_chan {
+	struct rt_chan *next;
+	rt_conn *c;
+	char *topic;
+	json_t *join_ref;
+	rt_join join;
+	int64_t *ids;
+	rt_filter **filters;  /* one per binding; NULL = none */
+	uint64_t *checked;    /* per binding: the relation id its filter was checked against (0 none) */
+	bool *broken;         /* per binding: its filter does not fit the table (never matches) */
+	audience_sub *sub;
+	rt_who who;
+	bool held;            /* waiting for the pipeline to be live */
+	bool joined;          /* answered ok (its end is audited as a leave) */
+	rt_msg held_msg;      /* the join to answer then */
+} rt_chan;
+
+struct rt_conn {
+	struct realtime_sink *s;
+	struct lws *wsi;      /* NULL for a test connection */
+	struct rt_conn **pss; /* lws's per-session pointer to this connection */
+	rt_vsn vsn;
+	char *apikey;
+	rt_chan *chans;
+	size_t nchans;
+	rt_frame *qhead, *qtail;
+	size_t qbytes, qframes;
+	buf rx;               /* a message arriving in fragments */
+	bool rx_binary;       /* ... and whether it is a binary one */
+	bool closing;
+	int close_code;
+	bool dirty;
+	struct rt_conn *dirty_next;
+	struct rt_conn *prev, *next;
+	int64_t join_second;
+	int64_t joins;
+};
+
+typedef struct realtime_sink {
+	const sink_env *env;
+	char *name;
+	realtime_conf conf;
+	bool drop;            /* slow_consumer = drop */
+	token_keys *keys;
+	token_rules rules;
+	char *secret;         /* the auth.jwt_secret the keys were built with (it is reloadable) */
+	struct lws_protocols proto;      /* WebSocket upgrades, and plain HTTP under /realtime/v1 */
+	struct lws_protocols proto_http; /* plain HTTP under /socket */
+	rt_conn *conns;
+	rt_conn *dirty;
+	size_t nheld;
+	int timer;
+	int64_t next_id;
+	realtime_stats st;
+	/* the data object of the last audience delivered (its payload referenced) */
+	audience_payload *cache_payload;
+	rt_data *cache_data;
+	buf scratch;
+	buf wbuf;
+	char refusal[TOKEN_ERROR_MAX];
+	metrics_family *fams[10];
+	size_t nfams;
+	metrics_counter *m_messages, *m_sent, *m_writes, *m_dropped, *m_slow, *m_refused;
+} realtime_sink;
+
+/* ---- queues ---------------------------------------------------------------------------------- */
+
+static void conn_mark(rt_conn *c)
+{
+	if (c->dirty)
+		return;
+	c->dirty = true;
+	c->dirty_next = c->s->dirty;
+	c->s->dirty = c;
+}
+
+static void queue_clear(rt_conn *c)
+{
+	while (c->qhead != NULL) {
+		rt_frame *f = c->qhead;
+		c->qhead = f->next;
+		frame_free(f);
+	}
+	c->qtail = NULL;
+	c->qbytes = c->qframes = 0;
+}
+
+static int queue_push_raw(rt_conn *c, rt_frame *f)
+{
+	f->next = NULL;
+	if (c->qtail != NULL)
+		c->qtail->next = f;
+	else
+		c->qhead = f;
+	c->qtail = f;
+	c->qbytes += frame_size(f);
+	c->qframes++;
+	conn_mark(c);
+	return 0;
+}
+
+static int conn_system_error(rt_conn *c, const char *topic, const char *message);
+
+/* Queues f (taken in every case). A full queue drops f (slow_consumer = drop) or empties the
+ * queue, queues one error message and closes the connection. */
+static void queue_push(rt_conn *c, rt_frame *f)
+{
+	realtime_sink *s = c->s;
+	if (c->closing) {
+		frame_free(f);
+		return;
+	}
+	size_t size = frame_size(f);
+	if (c->qbytes + size > (size_t)s->conf.max_queue_bytes ||
+	    c->qframes + 1 > (size_t)s->conf.max_queue_frames) {
+		frame_free(f);
+		if (s->drop) {
+			s->st.dropped++;
+			if (s->m_dropped)
+				metrics_counter_inc(s->m_dropped);
+			return;
+		}
+		s->st.dropped += c->qframes + 1;
+		if (s->m_dropped)
+			metrics_counter_add(s->m_dropped, c->qframes + 1);
+		s->st.slow_disconnects++;
+		if (s->m_slow)
+			metrics_counter_inc(s->m_slow);
+		log_warn("realtime.slow_consumer", "sink=%s: a connection's queue is full (%zu frames, %zu bytes): "
+		         "disconnected", s->name, c->qframes, c->qbytes);
+		queue_clear(c);
+		char msg[RT_TEXT_MAX];
+		snprintf(msg, sizeof(msg), "SlowConsumer: the connection fell behind (queue over %lld bytes or "
+		         "%lld messages): disconnected", (long long)s->conf.max_queue_bytes,
+		         (long long)s->conf.max_queue_frames);
+		(void)conn_system_error(c, "phoenix", msg);
+		c->closing = true;
+		c->close_code = 1008;
+		return;
+	}
+	(void)queue_push_raw(c, f);
+}
+
+/* Queues a frame of own bytes text[0..len), with shared (a new reference is taken) inserted at
+ * split. 0 or -ENOMEM. */
+static int queue_bytes(rt_conn *c, const char *text, size_t len, size_t split, rt_data *shared)
+{
+	rt_frame *f = malloc(sizeof(*f) + len);
+	if (f == NULL)
+		return -ENOMEM;
+	memcpy(f->own, text, len);
+	f->len = len;
+	f->split = split;
+	f->shared = shared;
+	if (shared != NULL)
+		shared->refs++;
+	queue_push(c, f);
+	return 0;
+}
+
+static int queue_buf(rt_conn *c, const buf *b)
+{
+	return queue_bytes(c, b->data, b->len, b->len, NULL);
+}
+
+static int conn_system_error(rt_conn *c, const char *topic, const char *message)
+{
+	buf *b = &c->s->scratch;
+	buf_clear(b);
+	int rc = rt_system_write(b, c->vsn, topic, "system", "error", message, NULL);
+	return rc < 0 ? rc : queue_buf(c, b);
+}
+
+static void conn_wake(rt_conn *c)
+{
+	if (c->wsi != NULL)
+		lws_callback_on_writable(c->wsi);
+}
+
+static void dirty_flush(realtime_sink *s)
+{
+	while (s->dirty != NULL) {
+		rt_conn *c = s->dirty;
+		s->dirty = c->dirty_next;
+		c->dirty = false;
+		c->dirty_next = NULL;
+		conn_wake(c);
+	}
+}
+
+static void dirty_remove(realtime_sink *s, rt_conn *c)
+{
+	if (!c->dirty)
+		return;
+	for (rt_conn **pp = &s->dirty; *pp != NULL; pp = &(*pp)->dirty_next) {
+		if (*pp == c) {
+			*pp = c->dirty_next;
+			break;
+		}
+	}
+	c->dirty = false;
+}
+
+/* ---- tokens ---------------------------------------------------------------------------------- */
+
+static int64_t now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* The keys and rules of env->cfg as they are now: [auth]'s jwt_secret, jwt_audience,
+ * jwt_require_exp and jwt_leeway are reloadable (SIGHUP), so a change is picked up at the next
+ * token. A secret that does not build keeps the previous keys (logged). */
+static void keys_refresh(realtime_sink *s)
+{
+	const config *cfg = s->env->cfg;
+	if (cfg == NULL)
+		return;
+	s->rules = (token_rules){cfg->jwt_audience, cfg->jwt_require_exp, (double)cfg->jwt_leeway_ms / 1000.0};
+	const char *secret = cfg->jwt_secret ? cfg->jwt_secret : "";
+	if (s->secret != NULL && strcmp(s->secret, secret) == 0)
+		return;
+	token_keys *k = NULL;
+	char terr[TOKEN_ERROR_MAX];
+	char *copy = strdup(secret);
+	bool any = secret[0] || (cfg->jwks_file && cfg->jwks_file[0]);
+	if (copy == NULL || (any && token_keys_load(secret, cfg->jwks_file, &k, terr) < 0)) {
+		log_error("realtime.keys", "sink=%s: the token keys could not be rebuilt (%s): the previous ones stay",
+		          s->name, copy == NULL ? "out of memory" : terr);
+		free(copy);
+		return;
+	}
+	token_keys_destroy(s->keys);
+	s->keys = k;
+	free(s->secret);
+	s->secret = copy;
+}
+
+/* Who the token stands for: 0 and *out, -EACCES with reason (the refused join's words). */
+static int who_from_token(realtime_sink *s, const char *token, int64_t now, rt_who *out,
+                          char reason[RT_TEXT_MAX])
+{
+	token_claims cl;
+	char err[TOKEN_ERROR_MAX];
+	keys_refresh(s);
+	if (token == NULL || token[0] == '\0') {
+		snprintf(reason, RT_TEXT_MAX, "InvalidJWTToken: no access_token and no apikey");
+		return -EACCES;
+	}
+	if (s->keys == NULL) {
+		snprintf(reason, RT_TEXT_MAX, "InvalidJWTToken: no key is configured to verify tokens "
+		         "(auth.jwt_secret, auth.jwks_file)");
+		return -EACCES;
+	}
+	if (token_verify(s->keys, &s->rules, token, now, &cl, err) < 0) {
+		snprintf(reason, RT_TEXT_MAX, "InvalidJWTToken: %s", err);
+		return -EACCES;
+	}
+	rt_who w = {.exp = cl.exp};
+	const policy *pol = s->env->pol;
+	policy_role_access kind = pol == NULL ? POLICY_ROLE_BYPASS : policy_role_kind(pol, cl.role, strlen(cl.role));
+	if (kind == POLICY_ROLE_BYPASS) {
+		w.bypass = true;
+	} else if (kind == POLICY_ROLE_MEMBER && cl.sub[0] != '\0') {
+		char canon[64];
+		if (policy_uuid_canonical(cl.sub, strlen(cl.sub), canon) < 0) {
+			snprintf(reason, RT_TEXT_MAX, "InvalidJWTToken: the sub claim is not a user id (uuid)");
+			return -EACCES;
+		}
+		snprintf(w.uid, sizeof(w.uid), "%s", canon);
+	}
+	*out = w;
+	return 0;
+}
+
+/* ---- auditing ------------------------------------------------------------------------------- */
+
+typedef struct audit_ctx {
+	auditlog *w;
+	const char *uid;
+	const char *action;
+	const char *table;
+	const char *detail;
+} audit_ctx;
+
+static int audit_org_cb(void *arg, const policy_state_uuid *org, int rank)
+{
+	const audit_ctx *a = arg;
+	char text[POLICY_STATE_UUID_TEXT];
+	(void)rank;
+	policy_state_uuid_format(org, text);
+	auditlog_record(a->w, text, a->uid, a->action, a->table, NULL, a->detail);
+	return 0;
+}
+
+/* One audit_log row per org of the user (sink_env.audit; nothing for a token without a user, or
+ * when auditing is off): action with detail {"topic", "reason"?} and the bindings' table when
+ * they all name one. */
+static void audit(realtime_sink *s, const rt_who *w, const char *action, const char *topic,
+                  const rt_join *j, const char *reason)
+{
+	if (s->env->audit == NULL || s->env->state == NULL || w == NULL || w->uid[0] == '\0')
+		return;
+	const policy_state *ps = s->env->state(s->env->env_arg);
+	policy_state_uuid u;
+	if (ps == NULL || policy_state_uuid_parse(w->uid, strlen(w->uid), &u) < 0)
+		return;
+	const char *table = NULL;
+	for (size_t i = 0; j != NULL && i < j->n; i++) {
+		const char *t = j->bindings[i].table;
+		if (t == NULL || strcmp(t, "*") == 0 || (table != NULL && strcmp(table, t) != 0)) {
+			table = NULL;
+			break;
+		}
+		table = t;
+	}
+	json_t *d = json_pack("{s:s}", "topic", topic);
+	if (d != NULL && reason != NULL)
+		json_object_set_new(d, "reason", json_string(reason));
+	char *detail = d != NULL ? json_dumps(d, JSON_COMPACT) : NULL;
+	json_decref(d);
+	audit_ctx a = {s->env->audit, w->uid, action, table, detail};
+	(void)policy_state_user_orgs(ps, &u, audit_org_cb, &a);
+	free(detail);
+}
+
+/* ---- channels -------------------------------------------------------------------------------- */
+
+static void chan_unsubscribe(rt_chan *ch)
+{
+	realtime_sink *s = ch->c->s;
+	if (ch->sub != NULL && s->env->unsubscribe != NULL)
+		s->env->unsubscribe(s->env->env_arg, ch->sub);
+	ch->sub = NULL;
+}
+
+static void chan_free(rt_chan *ch)
+{
+	if (ch == NULL)
+		return;
+	chan_unsubscribe(ch);
+	if (ch->joined)
+		audit(ch->c->s, &ch->who, AUDITLOG_LEAVE, ch->topic, &ch->join, NULL);
+	if (ch->held && ch->c->s->nheld > 0)
+		ch->c->s->nheld--;
+	for (size_t i = 0; ch->filters != NULL && i < ch->join.n; i++)
+		rt_filter_free(ch->filters[i]);
+	free(ch->filters);
+	free(ch->checked);
+	free(ch->broken);
+	free(ch->ids);
+	rt_join_fini(&ch->join);
+	rt_msg_fini(&ch->held_msg);
+	json_decref(ch->join_ref);
+	free(ch->topic);
+	free(ch);
+}
+
+/* Removes ch from its connection and frees it. */
+static void chan_remove(rt_chan *ch)
+{
+	rt_conn *c = ch->c;
+	for (rt_chan **pp = &c->chans; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == ch) {
+			*pp = ch->next;
+			c->nchans--;
+			c->s->st.channels--;
+			break;
+		}
+	}
+	chan_free(ch);
+}
+
+static rt_chan *chan_find(rt_conn *c, const char *topic)
+{
+	for (rt_chan *ch = c->chans; ch != NULL; ch = ch->next)
+		if (strcmp(ch->topic, topic) == 0)
+			return ch;
+	return NULL;
+}
+
+static const char *chan_name(const rt_chan *ch)
+{
+	return strncmp(ch->topic, "realtime:", 9) == 0 ? ch->topic + 9 : ch->topic;
+}
+
+static int chan_subscribe(rt_chan *ch, const rt_who *w, audience_sub **out)
+{
+	realtime_sink *s = ch->c->s;
+	*out = NULL;
+	if (s->env->subscribe == NULL)
+		return 0;
+	return s->env->subscribe(s->env->env_arg, ch, w->uid[0] ? w->uid : NULL, w->bypass, false, out);
+}
+
+/* The system message that ends a channel, then phx_close, then the channel is gone. */
+static void chan_end(rt_chan *ch, const char *message)
+{
+	rt_conn *c = ch->c;
+	buf *b = &c->s->scratch;
+	buf_clear(b);
+	if (rt_system_write(b, c->vsn, ch->topic, "system", "error", message, NULL) == 0)
+		(void)queue_buf(c, b);
+	buf_clear(b);
+	rt_head h = {c->vsn, ch->join_ref, ch->join_ref, ch->topic, "phx_close"};
+	if (rt_frame_write(b, &h, "{}", 2) == 0)
+		(void)queue_buf(c, b);
+	chan_remove(ch);
+}
+
+/* The join is answered: subscribed in the audience, reply ok, then the system message. */
+static void chan_activate(rt_chan *ch)
+{
+	rt_conn *c = ch->c;
+	realtime_sink *s = c->s;
+	buf *b = &s->scratch;
+	if (ch->held) {
+		ch->held = false;
+		s->nheld--;
+	}
+	int rc = chan_subscribe(ch, &ch->who, &ch->sub);
+	buf_clear(b);
+	if (rc < 0) {
+		s->st.joins_refused++;
+		char reason[RT_TEXT_MAX];
+		snprintf(reason, sizeof(reason), "UnableToSubscribe: %s", strerror(-rc));
+		if (rt_reply_error(b, c->vsn, &ch->held_msg, reason) == 0)
+			(void)queue_buf(c, b);
+		audit(s, &ch->who, AUDITLOG_JOIN_REFUSED, ch->topic, &ch->join, reason);
+		chan_remove(ch);
+		return;
+	}
+	ch->joined = true;
+	audit(s, &ch->who, AUDITLOG_JOIN, ch->topic, &ch->join, NULL);
+	buf resp;
+	buf_init(&resp);
+	if (rt_join_response(&resp, &ch->join, ch->ids) == 0 &&
+	    rt_reply_write(b, c->vsn, &ch->held_msg, "ok", resp.data) == 0)
+		(void)queue_buf(c, b);
+	buf_fini(&resp);
+	if (ch->join.n > 0) {
+		buf_clear(b);
+		if (rt_system_write(b, c->vsn, ch->topic, "postgres_changes", "ok", "Subscribed to PostgreSQL",
+		                    chan_name(ch)) == 0)
+			(void)queue_buf(c, b);
+	}
+	rt_msg_fini(&ch->held_msg);
+}
+
+static void reply_error(rt_conn *c, const rt_msg *m, const char *reason)
+{
+	buf *b = &c->s->scratch;
+	buf_clear(b);
+	if (rt_reply_error(b, c->vsn, m, reason) == 0)
+		(void)queue_buf(c, b);
+}
+
+static void reply_ok(rt_conn *c, const rt_msg *m)
+{
+	buf *b = &c->s->scratch;
+	buf_clear(b);
+	if (rt_reply_write(b, c->vsn, m, "ok", NULL) == 0)
+		(void)queue_buf(c, b);
+}
+
+static void handle_join(rt_conn *c, rt_msg *m)
+{
+	realtime_sink *s = c->s;
+	char reason[RT_TEXT_MAX];
+	rt_chan *old = chan_find(c, m->topic);
+	if (old != NULL)
+		chan_remove(old); /* a rejoin replaces the channel, as Phoenix does */
+	int64_t now = now_s();
+	if (c->join_second != now) {
+		c->join_second = now;
+		c->joins = 0;
+	}
+	if (++c->joins > s->conf.max_joins_per_second) {
+		s->st.joins_refused++;
+		reply_error(c, m, "ClientJoinRateLimitReached: Too many joins per second");
+		return;
+	}
+	if (c->nchans >= (size_t)s->conf.max_channels) {
+		s->st.joins_refused++;
+		reply_error(c, m, "ChannelRateLimitReached: Too many channels");
+		return;
+	}
+	rt_chan *ch = calloc(1, sizeof(*ch));
+	if (ch == NULL || (ch->topic = strdup(m->topic)) == NULL) {
+		free(ch);
+		reply_error(c, m, "UnableToSubscribe: out of memory");
+		return;
+	}
+	ch->c = c;
+	ch->join_ref = m->join_ref ? json_incref(m->join_ref) : NULL;
+	if (rt_join_parse(m->payload, &ch->join, reason) < 0)
+		goto refuse;
+	const char *token = ch->join.access_token ? ch->join.access_token : c->apikey;
+	if (who_from_token(s, token, now, &ch->who, reason) < 0)
+		goto refuse;
+	size_t n = ch->join.n;
+	if (n > 0 && ((ch->ids = calloc(n, sizeof(*ch->ids))) == NULL ||
+	              (ch->filters = calloc(n, sizeof(*ch->filters))) == NULL ||
+	              (ch->checked = calloc(n, sizeof(*ch->checked))) == NULL ||
+	              (ch->broken = calloc(n, sizeof(*ch->broken))) == NULL)) {
+		snprintf(reason, sizeof(reason), "UnableToSubscribe: out of memory");
+		goto refuse;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const rt_binding *b = &ch->join.bindings[i];
+		char ferr[RT_FILTER_ERROR_MAX];
+		if (b->filter != NULL && b->filter[0] != '\0' && rt_filter_parse(b->filter, &ch->filters[i], ferr) < 0) {
+			snprintf(reason, sizeof(reason),
+			         "Unable to subscribe to changes with given parameters. Invalid filter \"%s\": %s",
+			         b->filter, ferr);
+			goto refuse;
+		}
+		ch->ids[i] = ++s->next_id;
+	}
+	ch->held_msg = *m;
+	memset(m, 0, sizeof(*m));
+	ch->next = c->chans;
+	c->chans = ch;
+	c->nchans++;
+	s->st.channels++;
+	if (s->env->live == NULL || s->env->live(s->env->env_arg)) {
+		chan_activate(ch);
+	} else {
+		ch->held = true;
+		s->nheld++;
+	}
+	return;
+refuse:
+	s->st.joins_refused++;
+	log_info("realtime.join_refused", "sink=%s topic=%s: %s", s->name, m->topic, reason);
+	audit(s, &ch->who, AUDITLOG_JOIN_REFUSED, m->topic, &ch->join, reason);
+	reply_error(c, m, reason);
+	chan_free(ch);
+}
+
+/* access_token: the channel continues as the new token's user, or ends. */
+static void handle_access_token(rt_conn *c, rt_chan *ch, const rt_msg *m)
+{
+	json_t *t = json_object_get(m->payload, "access_token");
+	if (!json_is_string(t))
+		return; /* realtime-js sends null when it has no token: nothing changes */
+	char reason[RT_TEXT_MAX];
+	rt_who w;
+	if (who_from_token(c->s, json_string_value(t), now_s(), &w, reason) < 0) {
+		const char *msg = strncmp(reason, "InvalidJWTToken: ", 17) == 0 ? reason + 17 : reason;
+		chan_end(ch, msg);
+		return;
+	}
+	if (ch->held || (strcmp(w.uid, ch->who.uid) == 0 && w.bypass == ch->who.bypass)) {
+		ch->who = w;
+		return;
+	}
+	audience_sub *sub;
+	if (chan_subscribe(ch, &w, &sub) < 0) {
+		chan_end(ch, "UnableToSubscribe: out of memory");
+		return;
+	}
+	chan_unsubscribe(ch);
+	ch->sub = sub;
+	ch->who = w;
+}
+
+static void handle_msg(rt_conn *c, rt_msg *m)
+{
+	buf *b = &c->s->scratch;
+	buf_clear(b);
+	int rc = rt_reply_stateless(b, c->vsn, m);
+	if (rc > 0) {
+		(void)queue_buf(c, b);
+		return;
+	}
+	if (strcmp(m->event, "phx_join") == 0) {
+		if (strncmp(m->topic, "realtime:", 9) != 0) {
+			reply_error(c, m, "unmatched topic");
+			return;
+		}
+		handle_join(c, m);
+		return;
+	}
+	rt_chan *ch = chan_find(c, m->topic);
+	if (ch == NULL) {
+		reply_error(c, m, "unmatched topic");
+		return;
+	}
+	if (strcmp(m->event, "phx_leave") == 0) {
+		reply_ok(c, m);
+		chan_remove(ch);
+	} else if (strcmp(m->event, "access_token") == 0) {
+		handle_access_token(c, ch, m);
+	} else if (strcmp(m->event, "broadcast") == 0 || strcmp(m->event, "presence") == 0) {
+		reply_error(c, m, "walcast serves postgres_changes only: broadcast and presence are not supported");
+	} else {
+		char reason[RT_TEXT_MAX];
+		snprintf(reason, sizeof(reason), "unknown event \"%.200s\"", m->event);
+		reply_error(c, m, reason);
+	}
+}
+
+/* A complete client message. */
+static void conn_receive(rt_conn *c, const char *text, size_t len)
+{
+	rt_msg m = {0};
+	char err[RT_PROTO_ERROR_MAX];
+	if (rt_msg_parse(c->vsn, text, len, &m, err) < 0) {
+		(void)conn_system_error(c, "phoenix", err);
+		return;
+	}
+	handle_msg(c, &m);
+	rt_msg_fini(&m);
+}
+
+/* A complete binary message: realtime-js's broadcast push (vsn 2.0.0), answered with an error
+ * reply so that its send() does not wait for a timeout. */
+static void conn_receive_binary(rt_conn *c, const char *data, size_t len)
+{
+	rt_msg m = {0};
+	char err[RT_PROTO_ERROR_MAX];
+	if (c->vsn != RT_VSN_2 || rt_msg_parse_binary((const unsigned char *)data, len, &m, err) < 0) {
+		(void)conn_system_error(c, "phoenix", c->vsn != RT_VSN_2 ? "binary frames need vsn 2.0.0" : err);
+		return;
+	}
+	handle_msg(c, &m);
+	rt_msg_fini(&m);
+}
+
+/* ---- connections ----------------------------------------------------------------------------- */
+
+static rt_conn *conn_create(realtime_sink *s, struct lws *wsi, rt_vsn vsn, const char *apikey)
+{
+	rt_conn *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	c->s = s;
+	c->wsi = wsi;
+	c->vsn = vsn;
+	buf_init(&c->rx);
+	if (apikey != NULL && (c->apikey = strdup(apikey)) == NULL) {
+		free(c);
+		return NULL;
+	}
+	c->next = s->conns;
+	if (s->conns != NULL)
+		s->conns->prev = c;
+	s->conns = c;
+	s->st.connections++;
+	return c;
+}
+
+static void conn_destroy(rt_conn *c)
+{
+	if (c == NULL)
+		return;
+	realtime_sink *s = c->s;
+	while (c->chans != NULL)
+		chan_remove(c->chans);
+	queue_clear(c);
+	dirty_remove(s, c);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	s->st.connections--;
+	buf_fini(&c->rx);
+	free(c->apikey);
+	free(c);
+}
+
+/* ---- periodic work --------------------------------------------------------------------------- */
+
+static void sink_tick(realtime_sink *s, int64_t now)
+{
+	bool live = s->env->live == NULL || s->env->live(s->env->env_arg);
+	for (rt_conn *c = s->conns; c != NULL; c = c->next) {
+		for (rt_chan *ch = c->chans, *next; ch != NULL; ch = next) {
+			next = ch->next;
+			if (ch->held && live) {
+				chan_activate(ch);
+				continue;
+			}
+			if (ch->who.exp > 0 && ch->who.exp <= now) {
+				char msg[RT_TEXT_MAX];
+				snprintf(msg, sizeof(msg), "Token has expired %lld seconds ago",
+				         (long long)(now - ch->who.exp));
+				log_info("realtime.token_expired", "sink=%s topic=%s: %s", s->name, ch->topic, msg);
+				chan_end(ch, msg);
+			}
+		}
+	}
+	dirty_flush(s);
+}
+
+static void tick_cb(loop *l, int id, void *arg)
+{
+	realtime_sink *s = arg;
+	(void)l, (void)id;
+	s->timer = 0;
+	sink_tick(s, now_s());
+	int t = loop_timer_add(s->env->loop, RT_TICK_MS, tick_cb, s);
+	s->timer = t > 0 ? t : 0;
+}
+
+/* ---- the lws protocol ------------------------------------------------------------------------ */
+
+/* A server-to-client WebSocket frame header (RFC 6455: FIN, text, unmasked) for a payload of
+ * len bytes into out (at most 10 bytes); returns its length. */
+static size_t ws_header(unsigned char *out, size_t len)
+{
+	out[0] = 0x81;
+	if (len < 126) {
+		out[1] = (unsigned char)len;
+		return 2;
+	}
+	if (len <= 0xFFFF) {
+		out[1] = 126;
+		out[2] = (unsigned char)(len >> 8);
+		out[3] = (unsigned char)len;
+		return 4;
+	}
+	out[1] = 127;
+	for (int i = 0; i < 8; i++)
+		out[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+	return 10;
+}
+
+static int http_refuse(struct lws *wsi, unsigned status, const char *error)
+{
+	char body[RT_TEXT_MAX];
+	buf b;
+	buf_init(&b);
+	int n = -1;
+	if (buf_puts(&b, "{\"error\":") == 0 && buf_json_string(&b, error, strlen(error)) == 0 &&
+	    buf_putc(&b, '}') == 0)
+		n = snprintf(body, sizeof(body), "%s", b.data);
+	buf_fini(&b);
+	if (n < 0)
+		return -1;
+	unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+	if (lws_add_http_common_headers(wsi, status, "application/json", (lws_filepos_t)n, &p, end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, &p,
+	                                 end) ||
+	    lws_finalize_write_http_header(wsi, start, &p, end))
+		return -1;
+	unsigned char out[LWS_PRE + RT_TEXT_MAX];
+	memcpy(out + LWS_PRE, body, (size_t)n);
+	if (lws_write(wsi, out + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_FINAL) < 0)
+		return -1;
+	return 0;
+}
+
+/* The handshake's path, vsn and key; 0, or the HTTP status refusing it (error filled). */
+static unsigned handshake_check(realtime_sink *s, struct lws *wsi, rt_vsn *vsn, char *key, size_t keylen,
+                                const char **error)
+{
+	char path[256] = "";
+	if (lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI) <= 0)
+		path[0] = '\0';
+	size_t pl = strlen(path);
+	while (pl > 1 && path[pl - 1] == '/')
+		path[--pl] = '\0';
+	if (strcmp(path, "/realtime/v1/websocket") != 0 && strcmp(path, "/socket/websocket") != 0) {
+		*error = "Not found: WebSocket paths are /realtime/v1/websocket and /socket/websocket";
+		return 404;
+	}
+	/* lws stops at the first argument longer than the buffer: key-sized for every lookup */
+	const char *vs = lws_get_urlarg_by_name(wsi, "vsn=", key, (int)keylen);
+	if (rt_vsn_parse(vs, vsn) < 0) {
+		*error = "Unsupported vsn: use 1.0.0 or 2.0.0";
+		return 400;
+	}
+	key[0] = '\0';
+	const char *k = lws_get_urlarg_by_name(wsi, "apikey=", key, (int)keylen);
+	if (k == NULL || k[0] == '\0') {
+		int n = lws_hdr_custom_copy(wsi, key, (int)keylen, "x-api-key:", 10);
+		if (n <= 0)
+			key[0] = '\0';
+	} else if (k != key) {
+		memmove(key, k, strlen(k) + 1);
+	}
+	if (key[0] == '\0') {
+		*error = "No api key provided: apikey query parameter or x-api-key header";
+		return 401;
+	}
+	if (s->st.connections >= (size_t)s->conf.max_connections) {
+		*error = "Too many connected users";
+		return 429;
+	}
+	/* a key that is a token must verify; other keys (publishable keys) are not judged here: each
+	 * join's token is */
+	keys_refresh(s);
+	if (strchr(key, '.') != NULL && s->keys != NULL) {
+		token_claims cl;
+		char err[TOKEN_ERROR_MAX];
+		if (token_verify(s->keys, &s->rules, key, now_s(), &cl, err) < 0) {
+			snprintf(s->refusal, sizeof(s->refusal), "%s", err);
+			*error = s->refusal;
+			return strstr(err, "expired") != NULL ? 401 : 403;
+		}
+	}
+	return 0;
+}
+
+static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+	const struct lws_protocols *proto = lws_get_protocol(wsi);
+	realtime_sink *s = proto != NULL ? proto->user : NULL;
+	rt_conn **pc = user;
+	if (s == NULL)
+		return 0;
+	switch (reason) {
+	case LWS_CALLBACK_HTTP: {
+		/* a plain request under the sink's mounts: the WebSocket paths say so, the rest is 404 */
+		char path[256] = "";
+		if (lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI) <= 0)
+			path[0] = '\0';
+		bool ws = strcmp(path, "/realtime/v1/websocket") == 0 || strcmp(path, "/socket/websocket") == 0;
+		if (http_refuse(wsi, ws ? 426 : 404, ws ? "Upgrade Required: this path speaks WebSocket "
+		                "(the Supabase Realtime protocol)" : "Not found") < 0)
+			return -1;
+		return lws_http_transaction_completed(wsi) ? -1 : 0;
+	}
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+		rt_vsn vsn;
+		char key[TOKEN_MAX_LEN + 1];
+		const char *error = NULL;
+		unsigned status = handshake_check(s, wsi, &vsn, key, sizeof(key), &error);
+		if (status == 0)
+			return 0;
+		s->st.refused++;
+		if (s->m_refused)
+			metrics_counter_inc(s->m_refused);
+		log_info("realtime.refused", "sink=%s: handshake refused with %u: %s", s->name, status, error);
+		(void)http_refuse(wsi, status, error);
+		return -1;
+	}
+	case LWS_CALLBACK_ESTABLISHED: {
+		rt_vsn vsn;
+		char key[TOKEN_MAX_LEN + 1];
+		const char *error = NULL;
+		if (handshake_check(s, wsi, &vsn, key, sizeof(key), &error) != 0)
+			return -1;
+		*pc = conn_create(s, wsi, vsn, key);
+		if (*pc == NULL)
+			return -1;
+		(*pc)->pss = pc;
+		return 0;
+	}
+	case LWS_CALLBACK_RECEIVE: {
+		rt_conn *c = pc != NULL ? *pc : NULL;
+		if (c == NULL)
+			return -1;
+		if (c->closing)
+			return 0;
+		bool whole = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+		if (c->rx.len == 0)
+			c->rx_binary = lws_frame_is_binary(wsi);
+		if (c->rx.len + len > (size_t)s->conf.max_message_bytes) {
+			char msg[RT_TEXT_MAX];
+			snprintf(msg, sizeof(msg), "message too large (over %lld bytes): disconnected",
+			         (long long)s->conf.max_message_bytes);
+			buf_clear(&c->rx);
+			(void)conn_system_error(c, "phoenix", msg);
+			c->closing = true;
+			c->close_code = 1009;
+			conn_wake(c);
+			return 0;
+		}
+		if (whole && c->rx.len == 0) {
+			(c->rx_binary ? conn_receive_binary : conn_receive)(c, in, len);
+		} else {
+			if (buf_append(&c->rx, in, len) < 0)
+				return -1;
+			if (whole) {
+				(c->rx_binary ? conn_receive_binary : conn_receive)(c, c->rx.data, c->rx.len);
+				buf_clear(&c->rx);
+			}
+		}
+		dirty_flush(s);
+		return 0;
+	}
+	case LWS_CALLBACK_SERVER_WRITEABLE: {
+		rt_conn *c = pc != NULL ? *pc : NULL;
+		if (c == NULL)
+			return -1;
+		while (c->qhead != NULL) {
+			/* the queued frames (one transaction's, usually) framed here and written at once */
+			buf_clear(&s->wbuf);
+			size_t n = LWS_PRE, frames = 0;
+			if (buf_reserve(&s->wbuf, LWS_PRE + RT_WRITE_BATCH + 16) < 0)
+				return -1;
+			while (c->qhead != NULL && (frames == 0 || n - LWS_PRE + frame_size(c->qhead) + 10 <= RT_WRITE_BATCH)) {
+				rt_frame *f = c->qhead;
+				size_t size = frame_size(f);
+				if (buf_reserve(&s->wbuf, n - s->wbuf.len + size + 10) < 0)
+					return -1;
+				unsigned char *p = (unsigned char *)s->wbuf.data + n;
+				size_t h = ws_header(p, size);
+				memcpy(p + h, f->own, f->split);
+				size_t off = h + f->split;
+				if (f->shared != NULL) {
+					memcpy(p + off, f->shared->text, f->shared->len);
+					off += f->shared->len;
+				}
+				memcpy(p + off, f->own + f->split, f->len - f->split);
+				n += off + f->len - f->split;
+				s->wbuf.len = n;
+				c->qhead = f->next;
+				if (c->qhead == NULL)
+					c->qtail = NULL;
+				c->qbytes -= size;
+				c->qframes--;
+				frame_free(f);
+				frames++;
+			}
+			size_t total = n - LWS_PRE;
+			if (lws_write(wsi, (unsigned char *)s->wbuf.data + LWS_PRE, total, LWS_WRITE_RAW) < (int)total)
+				return -1;
+			s->st.frames_sent += frames;
+			s->st.writes++;
+			if (s->m_sent)
+				metrics_counter_add(s->m_sent, frames);
+			if (s->m_writes)
+				metrics_counter_inc(s->m_writes);
+			if (c->qhead != NULL && lws_send_pipe_choked(wsi)) {
+				lws_callback_on_writable(wsi);
+				return 0;
+			}
+		}
+		if (c->closing) {
+			lws_close_reason(wsi, (enum lws_close_status)c->close_code, NULL, 0);
+			return -1;
+		}
+		return 0;
+	}
+	case LWS_CALLBACK_CLOSED:
+	case LWS_CALLBACK_WSI_DESTROY:
+		if (pc != NULL && *pc != NULL) {
+			conn_destroy(*pc);
+			*pc = NULL;
+		}
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* ---- the data object ------------------------------------------------------------------------- */
+
+static const char *type_name(uint32_t oid)
+{
+	switch (oid) {
+	case 16: return "bool";
+	case 17: return "bytea";
+	case 18: return "char";
+	case 19: return "name";
+	case 20: return "int8";
+	case 21: return "int2";
+	case 23: return "int4";
+	case 25: return "text";
+	case 26: return "oid";
+	case 114: return "json";
+	case 142: return "xml";
+	case 199: return "_json";
+	case 650: return "cidr";
+	case 700: return "float4";
+	case 701: return "float8";
+	case 790: return "money";
+	case 829: return "macaddr";
+	case 869: return "inet";
+	case 1000: return "_bool";
+	case 1005: return "_int2";
+	case 1007: return "_int4";
+	case 1009: return "_text";
+	case 1014: return "_bpchar";
+	case 1015: return "_varchar";
+	case 1016: return "_int8";
+	case 1021: return "_float4";
+	case 1022: return "_float8";
+	case 1042: return "bpchar";
+	case 1043: return "varchar";
+	case 1082: return "date";
+	case 1083: return "time";
+	case 1114: return "timestamp";
+	case 1115: return "_timestamp";
+	case 1182: return "_date";
+	case 1184: return "timestamptz";
+	case 1185: return "_timestamptz";
+	case 1186: return "interval";
+	case 1231: return "_numeric";
+	case 1266: return "timetz";
+	case 1560: return "bit";
+	case 1562: return "varbit";
+	case 1700: return "numeric";
+	case 2950: return "uuid";
+	case 2951: return "_uuid";
+	case 3614: return "tsvector";
+	case 3802: return "jsonb";
+	case 3807: return "_jsonb";
+	default: return "text"; /* a type the WAL names by OID only (enums, domains): text */
+	}
+}
+
+static bool is_number(const char *s, size_t n)
+{
+	size_t i = 0;
+	if (i < n && s[i] == '-')
+		i++;
+	if (i >= n || s[i] < '0' || s[i] > '9' || (s[i] == '0' && i + 1 < n && s[i + 1] >= '0' && s[i + 1] <= '9'))
+		return false;
+	while (i < n && s[i] >= '0' && s[i] <= '9')
+		i++;
+	if (i < n && s[i] == '.') {
+		i++;
+		if (i >= n || s[i] < '0' || s[i] > '9')
+			return false;
+		while (i < n && s[i] >= '0' && s[i] <= '9')
+			i++;
+	}
+	if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+		i++;
+		if (i < n && (s[i] == '+' || s[i] == '-'))
+			i++;
+		if (i >= n || s[i] < '0' || s[i] > '9')
+			return false;
+		while (i < n && s[i] >= '0' && s[i] <= '9')
+			i++;
+	}
+	return i == n;
+}
+
+/* A timestamp's text as to_jsonb writes it: "2026-12-02T10:00:00.123+00:00". */
+static int timestamp_write(buf *out, const char *s, size_t n, bool tz)
+{
+	char t[96];
+	if (n < 19 || n > 64 || s[10] != ' ')
+		return buf_json_string(out, s, n);
+	memcpy(t, s, n);
+	t[10] = 'T';
+	size_t len = n;
+	if (tz) {
+		size_t i = n;
+		while (i > 19 && t[i - 1] != '+' && t[i - 1] != '-')
+			i--;
+		if (i > 19 && n - i == 2) {
+			memcpy(t + n, ":00", 3);
+			len += 3;
+		}
+	}
+	return buf_json_string(out, t, len);
+}
+
+/* One value as the server's JSON would carry it (realtime-js converts by the column type). */
+static int value_write(buf *out, const change_value *v, uint32_t oid)
+{
+	if (v->kind == VALUE_NULL)
+		return buf_append(out, "null", 4);
+	switch (oid) {
+	case 16:
+		if (v->len == 1 && (v->data[0] == 't' || v->data[0] == 'f'))
+			return buf_puts(out, v->data[0] == 't' ? "true" : "false");
+		break;
+	case 20: case 21: case 23: case 26: case 700: case 701: case 1700:
+		if (is_number(v->data, v->len))
+			return buf_append(out, v->data, v->len);
+		break;
+	case 114: case 3802: {
+		json_error_t e;
+		json_t *j = json_loadb(v->data, v->len, JSON_DECODE_ANY, &e);
+		json_decref(j);
+		if (j != NULL)
+			return buf_append(out, v->data, v->len);
+		break;
+	}
+	case 1114: case 1184:
+		return timestamp_write(out, v->data, v->len, oid == 1184);
+	default:
+		break;
+	}
+	return buf_json_string(out, v->data, v->len);
+}
+
+static bool selected(const rt_binding *b, const char *col)
+{
+	if (b == NULL || b->select == NULL)
+		return true;
+	for (size_t i = 0; i < b->nselect; i++)
+		if (strcmp(b->select[i], col) == 0)
+			return true;
+	return false;
+}
+
+/* {"col":value,...} of tuple; with small_only, only values of at most RT_BIG_VALUE bytes. */
+static int record_write(buf *out, const relation *rel, const change_value *tuple, const rt_binding *b,
+                        bool small_only)
+{
+	int rc = buf_putc(out, '{');
+	bool first = true;
+	for (int i = 0; rc == 0 && tuple != NULL && i < rel->ncols; i++) {
+		const change_value *v = &tuple[i];
+		if (v->kind == VALUE_ABSENT || v->kind == VALUE_UNCHANGED || !selected(b, rel->cols[i].name))
+			continue;
+		size_t mark = out->len;
+		rc = first ? 0 : buf_putc(out, ',');
+		if (rc == 0)
+			rc = buf_json_string(out, rel->cols[i].name, strlen(rel->cols[i].name));
+		if (rc == 0)
+			rc = buf_putc(out, ':');
+		size_t vstart = out->len;
+		if (rc == 0)
+			rc = value_write(out, v, rel->cols[i].type_oid);
+		if (rc == 0 && small_only && out->len - vstart > RT_BIG_VALUE) {
+			out->len = mark;
+			out->data[mark] = '\0';
+			continue;
+		}
+		first = false;
+	}
+	return rc == 0 ? buf_putc(out, '}') : rc;
+}
+
+/* The data object of view v for binding b (NULL: every column). */
+static int data_write(buf *out, const change *v, const rt_binding *b, size_t max_record)
+{
+	const relation *rel = v->rel;
+	const char *type = v->action == CHANGE_INSERT ? "INSERT" : v->action == CHANGE_UPDATE ? "UPDATE" : "DELETE";
+	char ts[40] = "";
+	int64_t us = v->txn != NULL ? v->txn->commit_time : 0;
+	time_t secs = (time_t)(us / 1000000);
+	struct tm tm;
+	gmtime_r(&secs, &tm);
+	size_t k = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(ts + k, sizeof(ts) - k, ".%03dZ", (int)((us % 1000000) / 1000));
+	int rc = buf_puts(out, "{\"schema\":");
+	if (rc == 0)
+		rc = buf_json_string(out, rel->schema, strlen(rel->schema));
+	if (rc == 0)
+		rc = buf_puts(out, ",\"table\":");
+	if (rc == 0)
+		rc = buf_json_string(out, rel->name, strlen(rel->name));
+	if (rc == 0)
+		rc = buf_printf(out, ",\"commit_timestamp\":\"%s\",\"type\":\"%s\",\"columns\":[", ts, type);
+	bool first = true;
+	for (int i = 0; rc == 0 && i < rel->ncols; i++) {
+		if (!selected(b, rel->cols[i].name))
+			continue;
+		rc = buf_puts(out, first ? "{\"name\":" : ",{\"name\":");
+		first = false;
+		if (rc == 0)
+			rc = buf_json_string(out, rel->cols[i].name, strlen(rel->cols[i].name));
+		if (rc == 0)
+			rc = buf_printf(out, ",\"type\":\"%s\"}", type_name(rel->cols[i].type_oid));
+	}
+	if (rc == 0)
+		rc = buf_putc(out, ']');
+	bool big = false;
+	if (rc == 0 && v->action != CHANGE_DELETE) {
+		rc = buf_puts(out, ",\"record\":");
+		size_t start = out->len;
+		if (rc == 0)
+			rc = record_write(out, rel, v->new_tuple, b, false);
+		if (rc == 0 && out->len - start > max_record) {
+			big = true;
+			out->len = start;
+			rc = record_write(out, rel, v->new_tuple, b, true);
+		}
+	}
+	if (rc == 0 && v->action != CHANGE_INSERT) {
+		rc = buf_puts(out, ",\"old_record\":");
+		size_t start = out->len;
+		if (rc == 0)
+			rc = record_write(out, rel, v->old_tuple, b, big);
+		if (rc == 0 && !big && out->len - start > max_record) {
+			big = true;
+			out->len = start;
+			rc = record_write(out, rel, v->old_tuple, b, true);
+		}
+	}
+	if (rc == 0)
+		rc = buf_puts(out, big ? ",\"errors\":[\"Error 413: Payload Too Large\"]}" : ",\"errors\":null}");
+	return rc;
+}
+
+static rt_data *data_build(realtime_sink *s, const change *v, const rt_binding *b)
+{
+	buf *t = &s->scratch;
+	buf_clear(t);
+	if (data_write(t, v, b, (size_t)s->conf.max_record_bytes) < 0)
+		return NULL;
+	rt_data *d = malloc(sizeof(*d) + t->len);
+	if (d == NULL)
+		return NULL;
+	d->refs = 1;
+	d->len = t->len;
+	memcpy(d->text, t->data, t->len);
+	s->st.data_built++;
+	return d;
+}
+
+static void cache_drop(realtime_sink *s)
+{
+	audience_payload_unref(s->cache_payload);
+	data_unref(s->cache_data);
+	s->cache_payload = NULL;
+	s->cache_data = NULL;
+}
+
+/* The shared data object of delivery d (one per audience), or NULL when out of memory. The
+ * cache holds the reference returned. */
+static rt_data *data_for(realtime_sink *s, const audience_delivery *d)
+{
+	if (d->payload != NULL && d->payload == s->cache_payload)
+		return s->cache_data;
+	cache_drop(s);
+	rt_data *data = data_build(s, d->view, NULL);
+	if (data == NULL)
+		return NULL;
+	s->cache_data = data;
+	if (d->payload != NULL)
+		s->cache_payload = audience_payload_ref(d->payload);
+	return data;
+}
+
+/* ---- delivery -------------------------------------------------------------------------------- */
+
+static bool name_match(const char *want, const char *have)
+{
+	return want == NULL || strcmp(want, "*") == 0 || strcmp(want, have) == 0;
+}
+
+static bool binding_match(realtime_sink *s, rt_chan *ch, size_t i, const change *v, unsigned ev)
+{
+	const rt_binding *b = &ch->join.bindings[i];
+	if (!(b->events & ev) || !name_match(b->schema, v->rel->schema) || !name_match(b->table, v->rel->name))
+		return false;
+	rt_filter *f = ch->filters[i];
+	if (f == NULL)
+		return true;
+	if (ch->broken[i] && ch->checked[i] == v->rel->id)
+		return false;
+	if (ch->checked[i] != v->rel->id) {
+		char err[RT_FILTER_ERROR_MAX];
+		ch->checked[i] = v->rel->id;
+		ch->broken[i] = rt_filter_check(f, v->rel, err) < 0;
+		if (ch->broken[i]) {
+			char msg[RT_TEXT_MAX];
+			snprintf(msg, sizeof(msg), "Unable to subscribe to changes with given parameters. Filter \"%s\" on "
+			         "%s.%s: %s", b->filter, v->rel->schema, v->rel->name, err);
+			log_info("realtime.filter", "sink=%s topic=%s: %s", s->name, ch->topic, msg);
+			buf *t = &s->scratch;
+			buf_clear(t);
+			if (rt_system_write(t, ch->c->vsn, ch->topic, "postgres_changes", "error", msg,
+			                    chan_name(ch)) == 0)
+				(void)queue_buf(ch->c, t);
+			return false;
+		}
+	}
+	return rt_filter_match(f, v->rel, v->action == CHANGE_DELETE ? v->old_tuple : v->new_tuple);
+}
+
+/* Queues the postgres_changes frame of ids[0..n) around data. */
+static int queue_change(realtime_sink *s, rt_chan *ch, const int64_t *ids, size_t n, rt_data *data)
+{
+	buf *t = &s->scratch;
+	buf_clear(t);
+	rt_head h = {ch->c->vsn, NULL, NULL, ch->topic, "postgres_changes"};
+	int rc = rt_frame_open(t, &h);
+	if (rc == 0)
+		rc = buf_puts(t, "{\"ids\":[");
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		rc = buf_printf(t, i ? ",%lld" : "%lld", (long long)ids[i]);
+	if (rc == 0)
+		rc = buf_puts(t, "],\"data\":");
+	size_t split = t->len;
+	if (rc == 0)
+		rc = buf_putc(t, '}');
+	if (rc == 0)
+		rc = rt_frame_close(t, &h);
+	if (rc < 0)
+		return rc;
+	s->st.messages++;
+	if (s->m_messages)
+		metrics_counter_inc(s->m_messages);
+	return queue_bytes(ch->c, t->data, t->len, split, data);
+}
+
+static int rt_deliver(void *impl, void *sub_arg, const audience_delivery *d)
+{
+	realtime_sink *s = impl;
+	rt_chan *ch = sub_arg;
+	const change *v = d->view;
+	if (v == NULL || v->rel == NULL || ch->held || ch->c->closing)
+		return 0;
+	unsigned ev = v->action == CHANGE_INSERT ? RT_EV_INSERT
+	              : v->action == CHANGE_UPDATE ? RT_EV_UPDATE
+	              : v->action == CHANGE_DELETE ? RT_EV_DELETE : 0;
+	if (ev == 0)
+		return 0;
+	int64_t ids[RT_JOIN_MAX_BINDINGS];
+	size_t n = 0;
+	for (size_t i = 0; i < ch->join.n; i++) {
+		if (!binding_match(s, ch, i, v, ev))
+			continue;
+		const rt_binding *b = &ch->join.bindings[i];
+		if (b->select != NULL) {
+			/* its own column list: a data object of its own */
+			rt_data *own = data_build(s, v, b);
+			if (own != NULL) {
+				(void)queue_change(s, ch, &ch->ids[i], 1, own);
+				data_unref(own);
+			}
+			continue;
+		}
+		ids[n++] = ch->ids[i];
+	}
+	if (n == 0)
+		return 0;
+	rt_data *data = data_for(s, d);
+	if (data == NULL)
+		return 0; /* a live sink drops what it cannot take */
+	(void)queue_change(s, ch, ids, n, data);
+	return 0;
+}
+
+static int rt_begin(void *impl, const change_txn *txn)
+{
+	(void)impl, (void)txn;
+	return 0;
+}
+
+static int rt_commit(void *impl, const change_txn *txn)
+{
+	realtime_sink *s = impl;
+	(void)txn;
+	cache_drop(s);
+	dirty_flush(s);
+	return 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------- */
+
+static int metric(realtime_sink *s, metrics_kind kind, const char *name, const char *help,
+                  metrics_counter **counter, metrics_read_cb cb)
+{
+	static const char *const labels[] = {"sink", NULL};
+	const char *values[] = {s->name, NULL};
+	char err[METRICS_ERROR_MAX] = "";
+	metrics_family *f;
+	metrics_desc desc = {.kind = kind, .name = name, .help = help, .labels = labels};
+	int rc = metrics_family_register(s->env->metrics, &desc, &f, err);
+	if (rc == -EINVAL) {
+		log_warn("realtime.metrics", "sink=%s: %s (metric left out for this instance)", s->name, err);
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	rc = counter ? metrics_counter_register(f, values, counter, err)
+	             : metrics_callback_register(f, values, cb, s, err);
+	if (rc < 0) {
+		metrics_family_remove(s->env->metrics, f);
+		return rc;
+	}
+	s->fams[s->nfams++] = f;
+	return 0;
+}
+
+static int read_connections(void *arg, double *value)
+{
+	*value = (double)((realtime_sink *)arg)->st.connections;
+	return 0;
+}
+
+static int read_channels(void *arg, double *value)
+{
+	*value = (double)((realtime_sink *)arg)->st.channels;
+	return 0;
+}
+
+static void rt_destroy(void *impl)
+{
+	realtime_sink *s = impl;
+	if (s == NULL)
+		return;
+	while (s->conns != NULL) {
+		rt_conn *c = s->conns;
+		if (c->pss != NULL)
+			*c->pss = NULL;
+		conn_destroy(c);
+	}
+	if (s->timer > 0)
+		loop_timer_cancel(s->env->loop, s->timer);
+	cache_drop(s);
+	for (size_t i = 0; s->env->metrics != NULL && i < s->nfams; i++)
+		metrics_family_remove(s->env->metrics, s->fams[i]);
+	token_keys_destroy(s->keys);
+	free(s->secret);
+	buf_fini(&s->scratch);
+	buf_fini(&s->wbuf);
+	free(s->name);
+	free(s);
+}
+
+static int rt_create(const sink_env *env, const void *conf, void **out, char err[SINK_ERROR_MAX])
+{
+	const realtime_conf *c = conf;
+	int rc = -ENOMEM;
+	realtime_sink *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	s->env = env;
+	s->conf = *c;
+	buf_init(&s->scratch);
+	buf_init(&s->wbuf);
+	if ((s->name = strdup(env->name ? env->name : "realtime")) == NULL)
+		goto fail;
+	s->drop = c->slow_consumer != NULL && strcmp(c->slow_consumer, "drop") == 0;
+	s->conf.slow_consumer = NULL;
+	if (env->cfg != NULL) {
+		const config *cfg = env->cfg;
+		char terr[TOKEN_ERROR_MAX];
+		bool any = (cfg->jwt_secret && cfg->jwt_secret[0]) || (cfg->jwks_file && cfg->jwks_file[0]);
+		if (any && (rc = token_keys_load(cfg->jwt_secret, cfg->jwks_file, &s->keys, terr)) < 0) {
+			snprintf(err, SINK_ERROR_MAX, "%s", terr);
+			goto fail;
+		}
+		if ((s->secret = strdup(cfg->jwt_secret ? cfg->jwt_secret : "")) == NULL) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		s->rules = (token_rules){cfg->jwt_audience, cfg->jwt_require_exp, (double)cfg->jwt_leeway_ms / 1000.0};
+		if (!any)
+			log_warn("realtime.no_keys", "sink=%s: neither auth.jwt_secret nor auth.jwks_file is set: every "
+			         "join will be refused", s->name);
+	}
+	s->proto = (struct lws_protocols){
+		.name = "walcast-realtime", .callback = rt_lws_cb, .per_session_data_size = sizeof(rt_conn *),
+		.rx_buffer_size = RT_RX_BUFFER, .user = s,
+	};
+	s->proto_http = s->proto;
+	s->proto_http.name = "walcast-realtime-socket";
+	if (env->http != NULL) {
+		if ((rc = http_add_protocol(env->http, &s->proto, "/realtime/v1", true)) < 0 ||
+		    (rc = http_add_protocol(env->http, &s->proto_http, "/socket", false)) < 0) {
+			snprintf(err, SINK_ERROR_MAX, "cannot add the WebSocket protocol to the HTTP listener: %s",
+			         strerror(-rc));
+			goto fail;
+		}
+	} else if (env->loop != NULL) {
+		snprintf(err, SINK_ERROR_MAX, "a realtime sink needs the HTTP listener: set [http] listen");
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (env->metrics != NULL &&
+	    ((rc = metric(s, METRICS_GAUGE_I, "walcast_realtime_connections",
+	                  "WebSocket connections open on the realtime sink", NULL, read_connections)) < 0 ||
+	     (rc = metric(s, METRICS_GAUGE_I, "walcast_realtime_channels",
+	                  "Channels joined on the realtime sink (held joins included)", NULL, read_channels)) < 0 ||
+	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_messages_total",
+	                  "postgres_changes messages queued for clients", &s->m_messages, NULL)) < 0 ||
+	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_frames_sent_total",
+	                  "WebSocket frames written to clients (changes, replies, system messages)", &s->m_sent,
+	                  NULL)) < 0 ||
+	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_writes_total",
+	                  "Socket writes carrying those frames (the frames queued together go out in one write)",
+	                  &s->m_writes, NULL)) < 0 ||
+	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_dropped_messages_total",
+	                  "Messages dropped because a client's queue was full", &s->m_dropped, NULL)) < 0 ||
+	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_slow_disconnects_total",
+	                  "Connections closed because their queue was full", &s->m_slow, NULL)) < 0 ||
+	     (rc = metric(s, METRICS_COUNTER, "walcast_realtime_refused_total",
+	                  "WebSocket handshakes refused (no key, bad token, too many connections)", &s->m_refused,
+	                  NULL)) < 0)) {
+		snprintf(err, SINK_ERROR_MAX, "metrics: %s", strerror(-rc));
+		goto fail;
+	}
+	if (env->loop != NULL) {
+		int t = loop_timer_add(env->loop, RT_TICK_MS, tick_cb, s);
+		if (t < 0) {
+			rc = t;
+			snprintf(err, SINK_ERROR_MAX, "timer: %s", strerror(-rc));
+			goto fail;
+		}
+		s->timer = t;
+	}
+	*out = s;
+	return 0;
+fail:
+	if (err[0] == '\0')
+		snprintf(err, SINK_ERROR_MAX, "%s", strerror(-rc));
+	rt_destroy(s);
+	return rc;
+}
+
+void realtime_sink_get_stats(void *impl, realtime_stats *out)
+{
+	*out = ((realtime_sink *)impl)->st;
+}
+
+/* ---- test connections ------------------------------------------------------------------------ */
+
+int realtime_test_open(void *impl, const char *vsn, const char *apikey, rt_conn **out)
+{
+	rt_vsn v;
+	if (rt_vsn_parse(vsn, &v) < 0)
+		return -EINVAL;
+	rt_conn *c = conn_create(impl, NULL, v, apikey);
+	if (c == NULL)
+		return -ENOMEM;
+	*out = c;
+	return 0;
+}
+
+int realtime_test_feed(rt_conn *c, const char *text, size_t len)
+{
+	if (c->closing)
+		return -EPIPE;
+	conn_receive(c, text, len);
+	dirty_flush(c->s);
+	return 0;
+}
+
+int realtime_test_feed_binary(rt_conn *c, const void *data, size_t len)
+{
+	if (c->closing)
+		return -EPIPE;
+	conn_receive_binary(c, (const char *)data, len);
+	dirty_flush(c->s);
+	return 0;
+}
+
+int realtime_test_pop(rt_conn *c, buf *out)
+{
+	buf_clear(out);
+	rt_frame *f = c->qhead;
+	if (f == NULL)
+		return 0;
+	int rc = buf_append(out, f->own, f->split);
+	if (rc == 0 && f->shared != NULL)
+		rc = buf_append(out, f->shared->text, f->shared->len);
+	if (rc == 0)
+		rc = buf_append(out, f->own + f->split, f->len - f->split);
+	if (rc < 0)
+		return rc;
+	c->qhead = f->next;
+	if (c->qhead == NULL)
+		c->qtail = NULL;
+	c->qbytes -= frame_size(f);
+	c->qframes--;
+	frame_free(f);
+	return 1;
+}
+
+size_t realtime_test_queued(const rt_conn *c)
+{
+	return c->qframes;
+}
+
+bool realtime_test_closing(const rt_conn *c)
+{
+	return c->closing;
+}
+
+void realtime_test_tick(void *impl, int64_t now)
+{
+	sink_tick(impl, now);
+}
+
+void realtime_test_close(rt_conn *c)
+{
+	conn_destroy(c);
+}
+
+/* ---- configuration --------------------------------------------------------------------------- */
+
+#define KEY(n, t, f, def, lo, hi, h) \
+	{"sink", n, t, offsetof(realtime_conf, f), def, lo, hi, false, h}
+static const config_key realtime_keys[] = {
+	KEY("max_connections", CONFIG_INT, max_connections, "10000", 1, 1000000,
+	    "WebSocket connections at once; the next handshake gets 429 Too many connected users"),
+	KEY("max_channels", CONFIG_INT, max_channels, "100", 1, 10000,
+	    "channels one connection may join; more are refused (ChannelRateLimitReached)"),
+	KEY("max_joins_per_second", CONFIG_INT, max_joins_per_second, "100", 1, 100000,
+	    "phx_join messages one connection may send per second; more are refused"),
+	KEY("max_queue_bytes", CONFIG_SIZE, max_queue_bytes, "4MB", 4096, INT64_C(1) << 32,
+	    "bytes queued for one connection that has not read them yet"),
+	KEY("max_queue_frames", CONFIG_INT, max_queue_frames, "10000", 16, 10000000,
+	    "messages queued for one connection that has not read them yet"),
+	KEY("slow_consumer", CONFIG_ENUM, slow_consumer, "disconnect",
+	    0, 0, "disconnect|drop: what a full queue does — send the client an error and close the "
+	    "connection, or drop the new messages (counted)"),
+	KEY("max_message_bytes", CONFIG_SIZE, max_message_bytes, "1MB", 1024, INT64_C(1) << 30,
+	    "largest message a client may send; a larger one closes the connection (1009)"),
+	KEY("max_record_bytes", CONFIG_SIZE, max_record_bytes, "1MB", 64, INT64_C(1) << 30,
+	    "a record larger than this is sent with errors [\"Error 413: Payload Too Large\"] and only "
+	    "its values of 64 bytes or less"),
+};
+#undef KEY
+
+const sink_ops realtime_sink_ops = {
+	.name = "realtime",
+	.kind = SINK_LIVE,
+	.keys = realtime_keys,
+	.nkeys = sizeof(realtime_keys) / sizeof(realtime_keys[0]),
+	.conf_size = sizeof(realtime_conf),
+	.create = rt_create,
+	.destroy = rt_destroy,
+	.position = NULL,
+	.begin = rt_begin,
+	.deliver = rt_deliver,
+	.commit = rt_commit,
+};
