@@ -371,7 +371,9 @@ static void pressure_check(pipeline *pl)
 	/* pipeline.max_pending is reloadable: read it each time */
 	if (pl->p.cfg->pipeline_max_pending > 0)
 		pl->max_pending = (size_t)pl->p.cfg->pipeline_max_pending;
-	if (!pl->paused && sum > pl->max_pending) {
+	/* Without a policy a transaction is offered as it streams, and its bytes become durable only
+	 * at its commit: pausing in its middle could never end. Checked again at the commit. */
+	if (!pl->paused && sum > pl->max_pending && !(pl->pass && pl->in_txn)) {
 		pl->paused = true;
 		log_warn("pipeline.paused", "pending=%zu max_pending=%zu: durable sinks are behind; reading the "
 		         "stream pauses until they are below half", sum, pl->max_pending);

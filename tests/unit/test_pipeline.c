@@ -745,6 +745,52 @@ static void test_no_policy_streams(void **state)
 	assert_string_equal(f->events, want);
 }
 
+static void loop_stop_cb(loop *l, int id, void *arg)
+{
+	(void)id, (void)arg;
+	loop_stop(l);
+}
+
+/* Without a policy a transaction larger than max_pending streams through: the pipeline does not
+ * pause in its middle (its bytes become durable only at its commit, so the pause could never
+ * end), and pauses at its commit until the sink flushed. */
+static void test_no_policy_big_txn(void **state)
+{
+	fx *f = *state;
+	policy_destroy(f->pol);
+	f->pol = NULL;
+	fx_pipeline(f, false);
+	add_sink(f, &durable_ops, "all", NULL);
+	rec *all = recs[0];
+	char err[PIPELINE_ERROR_MAX];
+	assert_int_equal(pipeline_start(f->pl, err), 0);
+	char note[1200];
+	memset(note, 'n', sizeof(note) - 1);
+	note[sizeof(note) - 1] = '\0';
+	change_txn t = {.xid = 9, .commit_lsn = 0x9000, .end_lsn = 0x9010};
+	change_value tup[3] = {{VALUE_TEXT, 36, "0d000000-0000-4000-8000-000000000001"}, {VALUE_TEXT, 36, ORG1},
+	                       {VALUE_TEXT, (uint32_t)strlen(note), note}};
+	assert_int_equal(f->ev.sink.begin_cb(f->ev.arg, &t), 0);
+	for (int i = 0; i < 8; i++) {
+		change c = {.action = CHANGE_INSERT, .lsn = 0x2000 + (uint64_t)i, .txn = &t, .rel = &events_rel,
+		            .new_tuple = tup};
+		assert_int_equal(f->ev.sink.change_cb(f->ev.arg, &c), 0);
+	}
+	assert_true(all->pending > 4096); /* past pipeline.max_pending */
+	assert_true(loop_timer_add(f->l, 350, loop_stop_cb, NULL) > 0);
+	assert_int_equal(loop_run(f->l), 0); /* a few ticks in the middle of the transaction */
+	pipeline_status st;
+	pipeline_get_status(f->pl, &st);
+	assert_false(st.paused);
+	assert_int_equal(f->ev.sink.commit_cb(f->ev.arg, &t), 0);
+	pipeline_get_status(f->pl, &st);
+	assert_true(st.paused); /* at the commit: until the sink flushed */
+	assert_int_equal(rec_flush(all), 0);
+	pipeline_get_status(f->pl, &st);
+	assert_false(st.paused);
+	assert_int_equal(confirmed(f), 0x9010);
+}
+
 /* With a policy a cut-off transaction reached no sink: nothing to abort, but it is reported. */
 static void test_abandoned_held(void **state)
 {
@@ -823,6 +869,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_policy_streams, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_policy_big_txn, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_abandoned_held, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_finish, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sink_metrics, setup, teardown),
