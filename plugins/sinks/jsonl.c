@@ -66,6 +66,14 @@ static const config_key jsonl_keys[] = {
 
 #define NKEYS (sizeof(jsonl_keys) / sizeof(jsonl_keys[0]))
 
+/* The log id "<log_name>.<event>" of an instance's line (jsonl_conf.log_name). */
+#define JID(j, ev) jsonl_log_id((j)->log_name, ev, (char[64]){0})
+static const char *jsonl_log_id(const char *name, const char *ev, char out[64])
+{
+	snprintf(out, 64, "%s.%s", name, ev);
+	return out;
+}
+
 typedef struct type_frag {
 	uint64_t rel_id;
 	uint32_t version;
@@ -112,6 +120,9 @@ typedef struct jsonl {
 	void *end_arg;
 	bool limit_reached; /* max_changes lines written: the next line ends the run */
 	bool ended;         /* a limit was reached: nothing more is taken */
+	char log_name[24];  /* jsonl_conf.log_name */
+	const bool *state_note; /* jsonl_conf.state_note */
+	bool state_noted;   /* FILE.pos carries the note */
 } jsonl;
 
 void jsonl_conf_defaults(jsonl_conf *c, const char *path)
@@ -179,8 +190,8 @@ int jsonl_pos_write(const char *pos_path, int64_t offset, uint64_t lsn, jsonl_po
 	return rc < 0 ? rc : 0;
 }
 
-int jsonl_file_open(const char *path, const char *pos_path, jsonl_pos_read_cb extra, void *arg, int *fd_out,
-                    int64_t *size_out, uint64_t *lsn_out, char err[SINK_ERROR_MAX])
+int jsonl_file_open(const char *path, const char *pos_path, int *fd_out, int64_t *size_out, uint64_t *lsn_out,
+                    char err[SINK_ERROR_MAX])
 {
 	int rc = 0;
 	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -207,11 +218,10 @@ int jsonl_file_open(const char *path, const char *pos_path, jsonl_pos_read_cb ex
 		int64_t off = -1;
 		char lsntext[64] = "";
 		int n = fscanf(pf, "walcast-tail-position 1\noffset=%" SCNd64 "\nlsn=%63s\n", &off, lsntext);
-		int extra_rc = n == 2 && extra != NULL ? extra(arg, pf) : 0;
 		fclose(pf);
-		if (n != 2 || off < 0 || lsn_parse(lsntext, strlen(lsntext), &lsn) < 0 || extra_rc < 0) {
-			snprintf(err, SINK_ERROR_MAX, "position file %s is not a walcast position%s; remove it (and "
-			         "the output) to start over", pos_path, extra_rc < 0 ? " (its policy state is unreadable)" : "");
+		if (n != 2 || off < 0 || lsn_parse(lsntext, strlen(lsntext), &lsn) < 0) {
+			snprintf(err, SINK_ERROR_MAX, "position file %s is not a walcast position; remove it (and "
+			         "the output) to start over", pos_path);
 			rc = -EINVAL;
 			goto cleanup;
 		}
@@ -268,10 +278,10 @@ static int jsonl_fail(jsonl *j, int err, const char *what)
 	if (j->err == 0) {
 		j->err = err;
 		if (err == -EPIPE) {
-			log_info("jsonl.reader_gone", "sink=%s output=stdout: the reader went away", j->env.name);
+			log_info(JID(j, "reader_gone"), "sink=%s output=stdout: the reader went away", j->env.name);
 			jsonl_end(j, JSONL_END_READER_GONE);
 		} else {
-			log_error("jsonl.write_failed", "sink=%s output=%s: %s: %s", j->env.name,
+			log_error(JID(j, "write_failed"), "sink=%s output=%s: %s: %s", j->env.name,
 			          j->path ? j->path : "stdout", what, strerror(-err));
 		}
 	}
@@ -300,7 +310,7 @@ static int jsonl_stall(jsonl *j, int err, const char *what)
 	if (j->path == NULL || !write_transient(err) || j->env.loop == NULL)
 		return jsonl_fail(j, err, what);
 	if (j->trouble == 0) {
-		log_warn("jsonl.write_stalled", "sink=%s output=%s: %s: %s: keeping %" PRId64 " bytes in memory and "
+		log_warn(JID(j, "write_stalled"), "sink=%s output=%s: %s: %s: keeping %" PRId64 " bytes in memory and "
 		         "retrying; the stream pauses past pipeline.max_pending", j->env.name, j->path, what,
 		         strerror(-err), j->offset - j->pos_offset);
 		j->retry_ms = JSONL_RETRY_MIN_MS;
@@ -322,7 +332,7 @@ static void jsonl_recovered(jsonl *j)
 {
 	if (j->trouble == 0)
 		return;
-	log_info("jsonl.write_resumed", "sink=%s output=%s: writing again (%" PRId64 " bytes not durable)",
+	log_info(JID(j, "write_resumed"), "sink=%s output=%s: writing again (%" PRId64 " bytes not durable)",
 	         j->env.name, j->path, j->offset - j->pos_offset);
 	j->trouble = 0;
 }
@@ -348,6 +358,13 @@ static int out_write(jsonl *j)
 	return 0;
 }
 
+/* jsonl_conf.state_note's line in FILE.pos. */
+static int state_note_write(void *arg, FILE *f)
+{
+	(void)arg;
+	return fputs("state=1\n", f) < 0 ? -EIO : 0;
+}
+
 /* Makes every complete transaction taken durable and records the checkpoint. 0 or the sticky
  * error. Blocks (write, fdatasync, FILE.pos). */
 static int jsonl_sync(jsonl *j)
@@ -357,19 +374,21 @@ static int jsonl_sync(jsonl *j)
 	int rc = out_write(j);
 	if (rc < 0)
 		return jsonl_stall(j, rc, "write");
-	if (j->written_end <= j->durable_end && j->done_offset == j->pos_offset) {
+	bool note = j->path != NULL && j->state_note != NULL && *j->state_note;
+	if (j->written_end <= j->durable_end && j->done_offset == j->pos_offset && note == j->state_noted) {
 		jsonl_recovered(j);
 		return 0;
 	}
 	if (j->path != NULL) {
 		if (fdatasync(j->fd) != 0)
 			return jsonl_fail(j, -errno, "fdatasync");
-		rc = jsonl_pos_write(j->pos_path, j->done_offset, j->written_end, NULL, NULL);
+		rc = jsonl_pos_write(j->pos_path, j->done_offset, j->written_end, note ? state_note_write : NULL, NULL);
 		if (rc < 0)
 			return jsonl_stall(j, rc, "checkpoint");
 	}
 	jsonl_recovered(j);
 	j->pos_offset = j->done_offset;
+	j->state_noted = note;
 	bool moved = j->written_end > j->durable_end;
 	j->durable_end = j->written_end;
 	if (moved && j->env.progress != NULL)
@@ -575,7 +594,7 @@ static int viewer_subscribe(jsonl *j, const jsonl_conf *c, char err[SINK_ERROR_M
 		                                            : policy_role_kind(j->env.pol, role, strlen(role));
 		bypass = access == POLICY_ROLE_BYPASS;
 		if (access == POLICY_ROLE_DENIED) {
-			log_info("jsonl.role_denied", "sink=%s role=%s: the policy's [roles] names it neither a member "
+			log_info(JID(j, "role_denied"), "sink=%s role=%s: the policy's [roles] names it neither a member "
 			         "nor a bypass role: this feed sees nothing", j->env.name, role);
 			viewer = NULL; /* its uid confers nothing */
 		}
@@ -613,6 +632,8 @@ static int jsonl_create(const sink_env *env, const void *conf, void **out, char 
 	j->until_lsn = c->until_lsn;
 	j->end_cb = c->end_cb;
 	j->end_arg = c->end_arg;
+	j->state_note = c->state_note;
+	snprintf(j->log_name, sizeof(j->log_name), "%s", c->log_name && c->log_name[0] ? c->log_name : "jsonl");
 	j->flush_interval_ms = c->flush_interval_ms > 0 ? c->flush_interval_ms : 100;
 	j->flush_bytes = c->flush_bytes > 0 ? c->flush_bytes : 1024 * 1024;
 	if (c->path == NULL || c->path[0] == '\0') {
@@ -635,7 +656,7 @@ static int jsonl_create(const sink_env *env, const void *conf, void **out, char 
 			goto fail;
 		}
 		snprintf(j->pos_path, plen, "%s.pos", c->path);
-		rc = jsonl_file_open(j->path, j->pos_path, NULL, NULL, &j->fd, &j->offset, &j->durable_end, err);
+		rc = jsonl_file_open(j->path, j->pos_path, &j->fd, &j->offset, &j->durable_end, err);
 		if (rc < 0)
 			goto fail;
 		j->written_end = j->durable_end;
@@ -671,10 +692,10 @@ static void jsonl_destroy(void *impl)
 			buf_clear(&j->out);
 			if (j->offset > j->pos_offset) {
 				if (ftruncate(j->fd, j->pos_offset) != 0)
-					log_error("jsonl.truncate_failed", "sink=%s output=%s: %s", j->env.name, j->path,
+					log_error(JID(j, "truncate_failed"), "sink=%s output=%s: %s", j->env.name, j->path,
 					          strerror(errno));
 				else
-					log_info("jsonl.trimmed", "sink=%s output=%s cut back to its checkpoint, offset %" PRId64
+					log_info(JID(j, "trimmed"), "sink=%s output=%s cut back to its checkpoint, offset %" PRId64
 					         " (%" PRId64 " bytes past the checkpoint will be written again by the next run)",
 					         j->env.name, j->path, j->pos_offset, j->offset - j->pos_offset);
 			}
@@ -808,7 +829,7 @@ static void jsonl_abort(void *impl)
 		}
 		j->offset = j->txn_offset;
 	}
-	log_info("jsonl.abandoned", "sink=%s output=%s cut back to offset %" PRId64 " (transaction will be resent)",
+	log_info(JID(j, "abandoned"), "sink=%s output=%s cut back to offset %" PRId64 " (transaction will be resent)",
 	         j->env.name, j->path ? j->path : "stdout", j->offset);
 	j->txn_offset = -1;
 }
@@ -816,7 +837,8 @@ static void jsonl_abort(void *impl)
 static size_t jsonl_pending_bytes(void *impl)
 {
 	const jsonl *j = impl;
-	return (size_t)(j->offset - j->pos_offset);
+	/* once ended, the lines of a transaction cut off by the limit are never made durable */
+	return (size_t)((j->ended ? j->done_offset : j->offset) - j->pos_offset);
 }
 
 static bool jsonl_healthy(void *impl)

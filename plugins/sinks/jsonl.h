@@ -23,8 +23,7 @@
  * re-judgement or re-serialization; with_types splices the relation's column list (built once
  * per relation version) into it, byte for byte as change_json_write(CHANGE_JSON_TYPES) does.
  *
- * The FILE.pos helpers below are the one implementation of the position file (tail.c uses them
- * for its own state section until it runs on the pipeline).
+ * The FILE.pos helpers below are the one implementation of the position file.
  *
  * fdatasync and the rename run on the loop thread (as `walcast tail` always did), at most once
  * per flush_interval: that is the cost of a durable file sink without a writer thread.
@@ -63,6 +62,13 @@ typedef struct jsonl_conf {
 	 * not told. */
 	void (*end_cb)(void *arg, int why);
 	void *end_arg;
+	/* For front ends only: the module name of the instance's log lines (NULL or "": "jsonl";
+	 * `walcast tail` gives "tail", so its lines keep their ids: tail.abandoned, tail.trimmed...). */
+	const char *log_name;
+	/* For front ends only: while *state_note is true, FILE.pos carries a line "state=1" after the
+	 * position, saying that the policy state of this checkpoint is kept (in FILE.state/, by the
+	 * pipeline's checkpoint store); written at the next checkpoint after it turns true. NULL: never. */
+	const bool *state_note;
 } jsonl_conf;
 
 enum { JSONL_END_LIMIT = 1, JSONL_END_READER_GONE = 2 };
@@ -77,11 +83,8 @@ void jsonl_conf_defaults(jsonl_conf *c, const char *path);
 
 /* ---- the position file (FILE.pos) ----------------------------------------------------------- */
 
-/* Writes more lines after the position (tail's mirrored policy state). 0 or a negative errno. */
+/* Writes more lines after the position (jsonl_conf.state_note's). 0 or a negative errno. */
 typedef int (*jsonl_pos_write_cb)(void *arg, FILE *f);
-/* Reads what jsonl_pos_write_cb wrote, f positioned after the position lines. 0 or a negative
- * errno (refused: the position file is reported as corrupt). */
-typedef int (*jsonl_pos_read_cb)(void *arg, FILE *f);
 
 /* Records offset and lsn in pos_path atomically and durably: pos_path.tmp (0600) written and
  * fsync'ed, renamed over pos_path, the directory fsync'ed. extra (may be NULL) adds its lines.
@@ -91,13 +94,12 @@ __attribute__((warn_unused_result)) int jsonl_pos_write(const char *pos_path, in
 
 /* Opens FILE for appending (created 0600) and recovers it from FILE.pos (pos_path): cuts FILE
  * back to the checkpoint's offset, or, when there is no FILE.pos yet, records one for what FILE
- * holds now (LSN 0). extra (may be NULL) reads the lines after the position. Returns 0 with *fd
+ * holds now (LSN 0). Lines after the position are ignored. Returns 0 with *fd
  * (caller owns), *size (FILE's size now) and *lsn (the checkpoint's LSN, 0 when new); or a
  * negative errno with err saying why (-EINVAL: FILE.pos unreadable, or FILE shorter than its
  * checkpoint). Blocks. */
 __attribute__((warn_unused_result)) int jsonl_file_open(const char *path, const char *pos_path,
-                                                        jsonl_pos_read_cb extra, void *arg, int *fd,
-                                                        int64_t *size, uint64_t *lsn,
+                                                        int *fd, int64_t *size, uint64_t *lsn,
                                                         char err[SINK_ERROR_MAX]);
 
 /* fsync of the directory holding path (makes a rename in it durable). 0 or a negative errno. */

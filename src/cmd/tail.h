@@ -1,11 +1,13 @@
 /*
  * tail — `walcast tail`: print the normalized changes of a slot as JSON lines, for operators
- * and integration tests.
+ * and integration tests. A thin front end on the pipeline (pipeline.h) with one jsonl sink
+ * (jsonl.h): the same code as `walcast run` with a [sink.NAME] type = jsonl section.
  *
  * Two delivery modes:
  *  - to stdout: lines are flushed at least every 100 ms (at every commit on a terminal) and the
  *    slot is confirmed up to what was flushed. At-least-once: a crash or reconnect in the
- *    middle of a transaction can print part of it again.
+ *    middle of a transaction can print part of it again. Without --slot the slot is temporary
+ *    (dropped with the connection): an ad-hoc tail never leaves WAL pinned.
  *  - to a file (--output FILE): exactly-once across kill -9 and restart. The file is appended to
  *    and checkpointed (fdatasync, then FILE.pos written atomically with the byte offset and
  *    LSN of the last complete transaction); only then is the slot confirmed. A restart cuts the
@@ -14,12 +16,14 @@
  *    ending exactly at the offset in FILE.pos: readers read FILE up to that offset. FILE and
  *    FILE.pos are created 0600; the directory is fsynced after each rename of FILE.pos.
  *
- * With a viewer (--as USER or --jwt TOKEN), every change goes through the privacy stage first:
- * only what that user may see is printed, masks applied. The stage judges a transaction as a
- * whole (privacy.h), so its lines are printed when its commit arrives. The policy state (memberships, privacy
- * rules) is loaded from the slot's exported snapshot when the slot is created — exact — or from
- * the current database when the slot already exists (logged: replayed changes older than that
- * are judged by today's memberships).
+ * Without a viewer, lines are written as the transaction streams. With a viewer (--as USER or
+ * --jwt TOKEN), every change goes through the privacy stage first: only what that user may
+ * see is printed, masks applied. The stage judges a transaction as a whole (privacy.h), so its
+ * lines are printed when its commit arrives. The policy state (memberships, privacy rules) is
+ * loaded from the slot's exported snapshot when the slot is created — exact — or, with
+ * --output, from the checkpoint in FILE.state/ (the state as of the resume point), or from the
+ * current database when the slot already exists without one (logged: replayed changes older
+ * than that are judged by today's memberships).
  */
 #ifndef WALCAST_TAIL_H
 #define WALCAST_TAIL_H

@@ -19,6 +19,12 @@
  * what is committed, so while a durable sink stalls they see nothing new either (the stream is
  * paused for everyone): docs/architecture.md, "The pipeline".
  *
+ * Without a policy (`walcast tail` without a viewer, jsonl_run) there is nothing to judge at a
+ * commit, so nothing is held: each change is offered to the sinks as it arrives (audience_publish:
+ * the bypass audience only), between the sinks' begin and commit, and a transaction cut off by a
+ * lost connection is aborted in every sink (a file sink cuts its lines back). A drain leaves a
+ * transaction in progress open: destroying the sink cuts it.
+ *
  * The policy rows a transaction changed come from the privacy stage's journal
  * (privacy_set_journal) while it commits, and are appended to the store with the
  * transaction's end LSN: O(policy rows changed) per transaction, nothing for the others.
@@ -85,6 +91,8 @@ struct pipeline {
 	size_t nsinks, ndurable;
 
 	bool started, stopped, draining, fatal;
+	bool finishing;       /* pipeline_finish: waits for no pending bytes, not for txn_end */
+	bool pass;            /* no policy: changes are offered as they arrive (see the top) */
 	bool state_ready;     /* the policy state is loaded */
 	bool in_txn;
 	bool txn_policy;      /* the transaction touches a policy table */
@@ -115,6 +123,16 @@ struct pipeline {
 static void pl_stop(pipeline *pl, int code);
 static void ack_update(pipeline *pl);
 static void drain_check(pipeline *pl);
+
+static void pl_event(pipeline *pl, pipeline_event ev, uint64_t lsn)
+{
+	if (pl->p.event_cb != NULL)
+		pl->p.event_cb(pl->p.arg, ev, lsn);
+}
+
+/* begin for every sink (at the commit; without a policy, as the transaction begins). 0, or 1
+ * when a sink failed (the pipeline stops). */
+static int sinks_begin(pipeline *pl, const change_txn *txn);
 
 /* ---- checkpoint rows ------------------------------------------------------------------- */
 
@@ -355,7 +373,9 @@ static void pressure_check(pipeline *pl)
 	/* pipeline.max_pending is reloadable: read it each time */
 	if (pl->p.cfg->pipeline_max_pending > 0)
 		pl->max_pending = (size_t)pl->p.cfg->pipeline_max_pending;
-	if (!pl->paused && sum > pl->max_pending) {
+	/* Without a policy a transaction is offered as it streams, and its bytes become durable only
+	 * at its commit: pausing in its middle could never end. Checked again at the commit. */
+	if (!pl->paused && sum > pl->max_pending && !(pl->pass && pl->in_txn)) {
 		pl->paused = true;
 		log_warn("pipeline.paused", "pending=%zu max_pending=%zu: durable sinks are behind; reading the "
 		         "stream pauses until they are below half", sum, pl->max_pending);
@@ -440,6 +460,12 @@ static int begin_cb(void *arg, const change_txn *txn)
 	pipeline *pl = arg;
 	if (pl->stopped)
 		return 1;
+	if (pl->pass) {
+		if (sinks_begin(pl, txn) != 0)
+			return 1;
+		pl->in_txn = true;
+		return 0;
+	}
 	int rc = audience_begin(pl->aud, txn);
 	if (rc < 0) {
 		log_error("pipeline.privacy_failed", "xid=%u: %s", (unsigned)txn->xid, audience_error(pl->aud));
@@ -461,7 +487,7 @@ static int change_cb(void *arg, change *c)
 		pl->txn_policy = true;
 	if (pl->pm != NULL && c->rel != NULL)
 		pipeline_metrics_change(pl->pm, c->rel->schema, c->rel->name, c->action);
-	int rc = audience_change(pl->aud, c, deliver_cb, pl);
+	int rc = pl->pass ? audience_publish(pl->aud, c, deliver_cb, pl) : audience_change(pl->aud, c, deliver_cb, pl);
 	if (rc < 0) {
 		if (rc != -ECANCELED) {
 			char t[LSN_TEXT_MAX];
@@ -479,22 +505,33 @@ static int change_cb(void *arg, change *c)
 	return 0;
 }
 
+static int sinks_begin(pipeline *pl, const change_txn *txn)
+{
+	for (size_t i = 0; i < pl->nsinks; i++) {
+		pl_sink *s = pl->sinks[i];
+		int rc = s->ops->begin(s->impl, txn);
+		if (rc < 0) {
+			sink_failed(pl, s, "begin", rc);
+			return 1;
+		}
+	}
+	return 0;
+}
+
 static int commit_cb(void *arg, const change_txn *txn)
 {
 	pipeline *pl = arg;
 	if (pl->stopped)
 		return 1;
-	for (size_t i = 0; i < pl->nsinks; i++) {
-		pl_sink *s = pl->sinks[i];
-		int rc = s->ops->begin(s->impl, txn);
-		if (rc < 0) {
+	int rc = 0;
+	if (!pl->pass) {
+		if (sinks_begin(pl, txn) != 0) {
 			audience_abort(pl->aud);
-			sink_failed(pl, s, "begin", rc);
 			return 1;
 		}
+		rows_clear(pl);
+		rc = audience_commit(pl->aud, txn, deliver_cb, pl);
 	}
-	rows_clear(pl);
-	int rc = audience_commit(pl->aud, txn, deliver_cb, pl);
 	pl->in_txn = false;
 	if (rc < 0) {
 		if (rc != -ECANCELED) {
@@ -542,9 +579,19 @@ static int commit_cb(void *arg, const change_txn *txn)
 static void abandon_cb(void *arg)
 {
 	pipeline *pl = arg;
-	audience_abort(pl->aud); /* nothing of it was offered or applied */
+	bool was = pl->in_txn;
+	if (pl->pass) {
+		/* its changes were offered as they came: every sink takes them back */
+		for (size_t i = 0; was && i < pl->nsinks; i++)
+			if (pl->sinks[i]->ops->abort != NULL)
+				pl->sinks[i]->ops->abort(pl->sinks[i]->impl);
+	} else {
+		audience_abort(pl->aud); /* nothing of it was offered or applied */
+	}
 	pl->in_txn = false;
 	pl->txn_policy = false;
+	if (was)
+		pl_event(pl, PIPELINE_ABANDONED, 0);
 }
 
 static int loader_row_cb(void *arg, int table, const char *const *values)
@@ -573,6 +620,7 @@ static void loader_done_cb(void *arg, int rc, const char *err)
 		return;
 	}
 	pl->state_ready = true;
+	pl_event(pl, PIPELINE_STATE_SNAPSHOT, pl->snapshot_lsn);
 	if (pl->draining) {
 		drain_check(pl); /* the state is stored with the slot: the next start resumes from it */
 		return;
@@ -616,20 +664,21 @@ static void streaming_cb(void *arg, uint64_t start_lsn)
 		return;
 	}
 	pl->state_ready = true;
+	pl_event(pl, PIPELINE_STATE_CURRENT, start_lsn);
 }
 
 static void idle_cb(void *arg, uint64_t wal_end)
 {
 	pipeline *pl = arg;
-	(void)wal_end;
 	pl->st.server_wal_end = source_received_lsn(pl->src);
 	ack_soon(pl);
+	pl_event(pl, PIPELINE_IDLE, wal_end);
 }
 
 static void failed_cb(void *arg, const char *why)
 {
 	pipeline *pl = arg;
-	log_error("pipeline.source_failed", "%s", why);
+	(void)why; /* the source said it, once (source.failed): one clear error, not two */
 	for (uint64_t n = source_decode_errors(pl->src); pl->decode_errors < n; pl->decode_errors++)
 		pipeline_metrics_decode_error(pl->pm);
 	pl_stop(pl, 1);
@@ -832,7 +881,7 @@ static void drain_check(pipeline *pl)
 {
 	if (pl->stopped || pl->loader != NULL)
 		return;
-	if (ack_candidate(pl) < pl->txn_end)
+	if (pl->finishing ? pending_sum(pl) > 0 : ack_candidate(pl) < pl->txn_end)
 		return;
 	ack_update(pl);
 	if (pl->stopped)
@@ -869,7 +918,10 @@ void pipeline_drain(pipeline *pl)
 	}
 	source_pause(pl->src);
 	if (pl->in_txn) {
-		audience_abort(pl->aud); /* sent again from its beginning on the next start */
+		/* sent again from its beginning on the next start (without a policy, the sinks hold
+		 * its beginning: destroying them cuts it) */
+		if (!pl->pass)
+			audience_abort(pl->aud);
 		pl->in_txn = false;
 	}
 	sinks_flush(pl);
@@ -879,6 +931,14 @@ void pipeline_drain(pipeline *pl)
 	int t = loop_timer_add(pl->p.loop, ms, drain_timer_cb, pl);
 	pl->drain_timer = t > 0 ? t : 0;
 	drain_check(pl);
+}
+
+void pipeline_finish(pipeline *pl)
+{
+	if (pl == NULL || pl->stopped || pl->draining)
+		return;
+	pl->finishing = true;
+	pipeline_drain(pl);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
@@ -900,6 +960,7 @@ int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_
 	pl->p = *p;
 	pl->max_pending = p->cfg->pipeline_max_pending > 0 ? (size_t)p->cfg->pipeline_max_pending : (size_t)64 << 20;
 	pl->pol = p->pol;
+	pl->pass = p->pol == NULL;
 	if (pl->pol == NULL) {
 		/* no policy: one that governs no real table (schema walcast_none), so only bypass
 		 * subscribers see anything */
@@ -1058,6 +1119,8 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 			return rc;
 		}
 		pl->state_ready = rc > 0;
+		if (rc > 0)
+			pl_event(pl, PIPELINE_STATE_CHECKPOINT, state_lsn);
 		if (rc > 0 && state_lsn < resume) {
 			/* the store knows the state only up to state_lsn (a durable sink went further before
 			 * the last sync): stream from there, the sinks skip what they already hold */
@@ -1078,6 +1141,8 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 	pl->tick_timer = t > 0 ? t : 0;
 	pl->started = true;
 	if ((rc = source_start(pl->src, resume)) < 0) {
+		if (pl->stopped)
+			return 0; /* a permanent error the source said (source.failed): stopped_cb(1) follows */
 		snprintf(err, PIPELINE_ERROR_MAX, "cannot start streaming: %s", strerror(-rc));
 		return rc;
 	}
@@ -1119,6 +1184,16 @@ void pipeline_destroy(pipeline *pl)
 audience *pipeline_audience(pipeline *pl)
 {
 	return pl->aud;
+}
+
+int pipeline_publication_tables(pipeline *pl, const char *const *schemas, const char *const *names, size_t n)
+{
+	return source_publication_tables(pl->src, schemas, names, n);
+}
+
+const policy_state *pipeline_policy_state(pipeline *pl)
+{
+	return privacy_state(pl->pv);
 }
 
 void pipeline_source_events(pipeline *pl, source_events *out)

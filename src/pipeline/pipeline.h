@@ -33,18 +33,39 @@ typedef struct pipeline pipeline;
 
 #define PIPELINE_ERROR_MAX 512
 
+/* What a front end (`walcast tail`) may be told besides the stop (pipeline_params.event_cb). */
+typedef enum pipeline_event {
+	PIPELINE_STATE_CHECKPOINT = 1, /* the policy state was loaded from the checkpoint store */
+	PIPELINE_STATE_SNAPSHOT,       /* ... from the new slot's exported snapshot (exact) */
+	PIPELINE_STATE_CURRENT,        /* ... from the current database (an existing slot, no checkpoint) */
+	PIPELINE_ABANDONED,            /* a transaction was cut off before its commit (connection lost):
+	                                * it comes again from its beginning (lsn 0) */
+	PIPELINE_IDLE,                 /* a keepalive between transactions: everything the server sent
+	                                * up to lsn was received and offered */
+} pipeline_event;
+
 typedef struct pipeline_params {
 	loop *loop;
 	const config *cfg;          /* [postgres], [replication], [privacy], [pipeline] */
 	const policy *pol;          /* NULL: no policy stage (every sink subscriber must be bypass) */
 	keyring *keys;              /* may be NULL */
 	metrics_registry *metrics;  /* may be NULL */
-	checkpoint_store *store;    /* the policy-state checkpoint; NULL with pol == NULL only */
+	/* The policy-state checkpoint; NULL: the state is not kept across restarts (it is loaded
+	 * from a new slot's snapshot or, for an existing slot, from the current database: `walcast
+	 * tail --as` to stdout). Without a policy, nothing is held per transaction: each change is
+	 * offered to the sinks as it arrives (begin, deliver..., commit; abort when the transaction
+	 * is cut off), the way `walcast tail` without a viewer always printed. */
+	checkpoint_store *store;
 	struct http_listener *http; /* handed to the sinks (sink_env.http); may be NULL */
 	struct auditlog *audit;     /* handed to the sinks (sink_env.audit); may be NULL */
 	/* Called once when the pipeline stops by itself (a permanent source error, a fatal sink
 	 * error: code 1) or after pipeline_drain completed (code 0). */
 	void (*stopped_cb)(void *arg, int code);
+	/* Told of the events above, on the loop thread, from inside the pipeline's own callbacks:
+	 * it must not call into the pipeline (defer, e.g. with a 0 ms loop timer). lsn: the state's
+	 * LSN where known (0: none), the keepalive's
+	 * WAL end. May be NULL. */
+	void (*event_cb)(void *arg, pipeline_event ev, uint64_t lsn);
 	void *arg;
 } pipeline_params;
 
@@ -61,7 +82,8 @@ __attribute__((warn_unused_result)) int pipeline_add_sink(pipeline *pl, const si
 
 /* Starts: reads the checkpoint and the durable sinks' positions, connects, loads the policy
  * state (from the checkpoint, or asynchronously from a new slot's snapshot), streams. 0 or a
- * negative errno with err. Does not block. */
+ * negative errno with err. A permanent error the source reports itself while starting (a bad
+ * conninfo: source.failed) returns 0: stopped_cb(1) follows from the loop. Does not block. */
 __attribute__((warn_unused_result)) int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX]);
 
 /* SIGTERM: stop reading the stream, flush every durable sink, write the checkpoint, send the
@@ -69,12 +91,29 @@ __attribute__((warn_unused_result)) int pipeline_start(pipeline *pl, char err[PI
  * (after which stopped_cb(1) says what was left unconfirmed). Does not block. */
 void pipeline_drain(pipeline *pl);
 
+/* For a front end whose sinks stop taking changes by themselves (`tail -n`, `--until-lsn`:
+ * jsonl_conf's limits): stop reading the stream, flush every durable sink, confirm what they
+ * hold, then stopped_cb(0) once no durable sink has bytes pending (what was offered after a
+ * sink stopped taking changes is not waited for: it comes again next time). Bounded like
+ * pipeline_drain. Does not block. */
+void pipeline_finish(pipeline *pl);
+
 /* Frees everything (sinks included). Safe on NULL. */
 void pipeline_destroy(pipeline *pl);
 
 /* The audience live sinks subscribe their connections in (sink_env.subscribe does it for
  * sinks). Never NULL after create with a policy. */
 audience *pipeline_audience(pipeline *pl);
+
+/* Like source_publication_tables (source.h), for `tail --create-publication`: before
+ * pipeline_start. 0, -EINVAL or -ENOMEM. */
+__attribute__((warn_unused_result)) int pipeline_publication_tables(pipeline *pl, const char *const *schemas,
+                                                                    const char *const *names, size_t n);
+
+/* The committed policy state the pipeline judges with (a front end's checks, e.g. "the viewer
+ * is a member of no org"); valid until pipeline_destroy. */
+struct policy_state;
+const struct policy_state *pipeline_policy_state(pipeline *pl);
 
 /* The events the pipeline's source delivers into (decoded changes, abandon, snapshot, streaming,
  * idle, failed), for a front end that brings its own stream and for unit tests: calling them

@@ -13,7 +13,8 @@
  *   commit(txn)
  *
  * and a non-transactional logical message as deliver() calls outside begin/commit (its
- * change->txn is NULL). A sink receives changes only through the subscribers it registered
+ * change->txn is NULL). Without a policy (nothing to judge) the same calls come as the
+ * transaction streams, and abort() instead of commit() when it is cut off. A sink receives changes only through the subscribers it registered
  * (sink_env.subscribe): one per user or bypass feed (jsonl), one per connection (WebSocket), or
  * one wildcard subscriber that is offered every audience of every row (nng topics).
  *
@@ -128,9 +129,10 @@ typedef struct sink_ops {
 	int (*deliver)(void *impl, void *sub_arg, const audience_delivery *d);
 	int (*commit)(void *impl, const change_txn *txn);
 
-	/* A transaction was cut off before its commit (never happens between begin and commit today:
-	 * the pipeline offers committed transactions only; kept for streaming decoders). May be
-	 * NULL. */
+	/* A transaction was cut off before its commit: what was delivered of it since begin is to
+	 * be forgotten; it comes again from its beginning. Happens only in a pipeline without a
+	 * policy, which offers changes as they arrive (pipeline.h); with a policy the sinks are
+	 * offered committed transactions only. May be NULL. */
 	void (*abort)(void *impl);
 
 	/* Bytes held that are not yet durable (durable sinks; NULL = 0). */

@@ -922,8 +922,9 @@ static int setup_result(source *s, PGresult *res)
 			                      "it comes from another history (the cluster was restored from a backup or "
 			                      "replaced, or the checkpoint belongs to another server). walcast stops "
 			                      "instead of streaming from a position the server has not reached. To go on "
-			                      "with this server: move the checkpoint away (for tail --output: FILE and "
-			                      "FILE.pos) and start again, so slot '%s' resumes from its own position; the "
+			                      "with this server: move the checkpoint away (for tail --output: FILE, "
+			                      "FILE.pos and FILE.state/) and start again, so slot '%s' resumes from its own "
+			                      "position; the "
 			                      "output then restarts from there (changes of the lost history are not in "
 			                      "this server)",
 			                   lsn_format(s->confirmed_lsn, a), lsn_format(s->server_lsn, b), s->cfg->slot);
@@ -957,8 +958,8 @@ static int setup_result(source *s, PGresult *res)
 				                      "committed after its confirmed position %s can no longer be decoded. To go "
 				                      "on: drop the slot (SELECT pg_drop_replication_slot('%s')) and start walcast "
 				                      "again; it creates a new slot at the present. What was committed between %s "
-				                      "and then is never delivered: for tail --output, move FILE and FILE.pos "
-				                      "away first; rebuild anything derived from the stream from the tables",
+				                      "and then is never delivered: for tail --output, move FILE, FILE.pos and "
+				                      "FILE.state/ away first; rebuild anything derived from the stream from the tables",
 				                   s->cfg->slot, PQgetvalue(res, 0, 2), s->cfg->slot, PQgetvalue(res, 0, 2));
 			if (strcmp(PQgetvalue(res, 0, 4), "t") != 0)
 				return source_fail(s, "replication slot '%s' belongs to another database", s->cfg->slot);

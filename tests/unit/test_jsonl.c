@@ -661,6 +661,8 @@ static void test_limits(void **state)
 	assert_int_equal(ends, 1);
 	assert_int_equal(jsonl_sink_ops.flush(h->sink), 0);
 	assert_int_equal(jsonl_sink_ops.position(h->sink), 0x1008);
+	/* the cut transaction's line is never made durable: nothing pending (pipeline_finish) */
+	assert_int_equal(jsonl_sink_ops.pending_bytes(h->sink), 0);
 	jsonl_sink_ops.destroy(h->sink);
 	h->sink = NULL;
 	assert_int_equal(file_size(h->path), after_one);
@@ -692,6 +694,33 @@ static void test_limits(void **state)
 	got = slurp(h->path, NULL);
 	assert_int_equal(count_lines(got), 5);
 	free(got);
+	h_free(h);
+}
+
+/* A front end's state_note: FILE.pos carries "state=1" from the first checkpoint after it
+ * turned true (even with nothing new to write), and a restart still reads the position. */
+static void test_state_note(void **state)
+{
+	harness *h = h_new(false);
+	jsonl_conf c;
+	bool note = false;
+	jsonl_conf_defaults(&c, h->path);
+	c.state_note = &note;
+	h_open(h, &c);
+	h_item(h, 0x1000, "1", ORG_A, "a");
+	assert_int_equal(jsonl_sink_ops.flush(h->sink), 0);
+	char *pos = slurp(h->pos, NULL);
+	assert_null(strstr(pos, "state=1"));
+	free(pos);
+	note = true;
+	assert_int_equal(jsonl_sink_ops.flush(h->sink), 0); /* nothing new, but the note is due */
+	pos = slurp(h->pos, NULL);
+	assert_non_null(strstr(pos, "\nstate=1\n"));
+	free(pos);
+	jsonl_sink_ops.destroy(h->sink);
+	h->sink = NULL;
+	h_open(h, &c);
+	assert_int_equal(jsonl_sink_ops.position(h->sink), 0x1008);
 	h_free(h);
 }
 
@@ -743,6 +772,7 @@ int main(void)
 		cmocka_unit_test(test_roles),
 		cmocka_unit_test(test_types_and_filters),
 		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_state_note),
 		cmocka_unit_test(test_bad_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

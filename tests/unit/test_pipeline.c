@@ -92,6 +92,7 @@ typedef struct rec {
 	uint64_t position;   /* made durable by flush */
 	size_t pending;      /* payload bytes since the last flush */
 	bool stall;          /* flush does nothing (a consumer away) */
+	bool ended;          /* takes nothing more (a front end's limit reached) */
 	metrics_counter *drops; /* live_metrics' walcast_sink_drops_total (counted_ops) */
 } rec;
 
@@ -167,10 +168,17 @@ static int rec_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 static int rec_commit(void *impl, const change_txn *txn)
 {
 	rec *r = impl;
+	if (r->ended)
+		return 0;
 	r->commits++;
 	r->committed = txn->end_lsn;
 	logf_(r, "C%llu ", (unsigned long long)txn->end_lsn);
 	return 0;
+}
+
+static void rec_abort(void *impl)
+{
+	logf_(impl, "A ");
 }
 
 static size_t rec_pending(void *impl)
@@ -192,7 +200,7 @@ static int rec_flush(void *impl)
 static const sink_ops durable_ops = {
 	.name = "test_durable", .kind = SINK_DURABLE, .conf_size = sizeof(rec_conf),
 	.create = rec_create, .destroy = rec_destroy, .position = rec_position,
-	.begin = rec_begin, .deliver = rec_deliver, .commit = rec_commit,
+	.begin = rec_begin, .deliver = rec_deliver, .commit = rec_commit, .abort = rec_abort,
 	.pending_bytes = rec_pending, .flush = rec_flush,
 };
 
@@ -376,6 +384,7 @@ typedef struct fx {
 	source_events ev;
 	uint64_t lsn;
 	int stopped;
+	char events[256]; /* event_cb: "<event>:<lsn> " */
 	metrics_registry *metrics; /* NULL: none */
 } fx;
 
@@ -386,13 +395,20 @@ static void stopped_cb(void *arg, int code)
 	loop_stop(f->l);
 }
 
+static void event_cb(void *arg, pipeline_event ev, uint64_t lsn)
+{
+	fx *f = arg;
+	size_t have = strlen(f->events);
+	snprintf(f->events + have, sizeof(f->events) - have, "%d:%llu ", (int)ev, (unsigned long long)lsn);
+}
+
 static void fx_pipeline(fx *f, bool with_store)
 {
 	char err[PIPELINE_ERROR_MAX];
 	nrecs = 0;
 	pipeline_params p = {
 		.loop = f->l, .cfg = &f->cfg, .pol = f->pol, .store = with_store ? &f->store : NULL,
-		.stopped_cb = stopped_cb, .arg = f, .metrics = f->metrics,
+		.stopped_cb = stopped_cb, .event_cb = event_cb, .arg = f, .metrics = f->metrics,
 	};
 	int rc = pipeline_create(&p, &f->pl, err);
 	if (rc != 0)
@@ -693,6 +709,128 @@ static void test_drain(void **state)
 	assert_int_equal(f->stopped, 1); /* code 0 */
 }
 
+/* Without a policy nothing is held until the commit: a change reaches the sinks as it arrives
+ * (how `walcast tail` without a viewer writes a large transaction while it streams), and a
+ * transaction cut off by a lost connection is aborted in every sink and reported once. */
+static void test_no_policy_streams(void **state)
+{
+	fx *f = *state;
+	policy_destroy(f->pol);
+	f->pol = NULL;
+	fx_pipeline(f, false);
+	add_sink(f, &durable_ops, "all", NULL);
+	rec *all = recs[0];
+	change_txn t = {.xid = 7, .commit_lsn = 0x2050, .end_lsn = 0x2060};
+	change_value tup[3] = {{VALUE_TEXT, 36, "0d000000-0000-4000-8000-000000000001"}, {VALUE_TEXT, 36, ORG1},
+	                       {VALUE_TEXT, 3, "cut"}};
+	change c = {.action = CHANGE_INSERT, .lsn = 0x2010, .txn = &t, .rel = &events_rel, .new_tuple = tup};
+	assert_int_equal(f->ev.sink.begin_cb(f->ev.arg, &t), 0);
+	assert_int_equal(f->ev.sink.change_cb(f->ev.arg, &c), 0);
+	assert_string_equal(all->log, "B8288 Dcut "); /* delivered before any commit */
+	f->ev.abandon_cb(f->ev.arg);
+	assert_string_equal(all->log, "B8288 Dcut A ");
+	char want[64];
+	snprintf(want, sizeof(want), "%d:0 ", PIPELINE_ABANDONED);
+	assert_string_equal(f->events, want);
+	f->ev.abandon_cb(f->ev.arg); /* between transactions: nothing to abort or report */
+	assert_string_equal(f->events, want);
+	/* sent again from its beginning, then committed */
+	assert_int_equal(f->ev.sink.begin_cb(f->ev.arg, &t), 0);
+	assert_int_equal(f->ev.sink.change_cb(f->ev.arg, &c), 0);
+	assert_int_equal(f->ev.sink.commit_cb(f->ev.arg, &t), 0);
+	assert_string_equal(all->log, "B8288 Dcut A B8288 Dcut C8288 ");
+	assert_int_equal(all->committed, 0x2060);
+	f->ev.idle_cb(f->ev.arg, 0x3000);
+	snprintf(want, sizeof(want), "%d:0 %d:12288 ", PIPELINE_ABANDONED, PIPELINE_IDLE);
+	assert_string_equal(f->events, want);
+}
+
+static void loop_stop_cb(loop *l, int id, void *arg)
+{
+	(void)id, (void)arg;
+	loop_stop(l);
+}
+
+/* Without a policy a transaction larger than max_pending streams through: the pipeline does not
+ * pause in its middle (its bytes become durable only at its commit, so the pause could never
+ * end), and pauses at its commit until the sink flushed. */
+static void test_no_policy_big_txn(void **state)
+{
+	fx *f = *state;
+	policy_destroy(f->pol);
+	f->pol = NULL;
+	fx_pipeline(f, false);
+	add_sink(f, &durable_ops, "all", NULL);
+	rec *all = recs[0];
+	char err[PIPELINE_ERROR_MAX];
+	assert_int_equal(pipeline_start(f->pl, err), 0);
+	char note[1200];
+	memset(note, 'n', sizeof(note) - 1);
+	note[sizeof(note) - 1] = '\0';
+	change_txn t = {.xid = 9, .commit_lsn = 0x9000, .end_lsn = 0x9010};
+	change_value tup[3] = {{VALUE_TEXT, 36, "0d000000-0000-4000-8000-000000000001"}, {VALUE_TEXT, 36, ORG1},
+	                       {VALUE_TEXT, (uint32_t)strlen(note), note}};
+	assert_int_equal(f->ev.sink.begin_cb(f->ev.arg, &t), 0);
+	for (int i = 0; i < 8; i++) {
+		change c = {.action = CHANGE_INSERT, .lsn = 0x2000 + (uint64_t)i, .txn = &t, .rel = &events_rel,
+		            .new_tuple = tup};
+		assert_int_equal(f->ev.sink.change_cb(f->ev.arg, &c), 0);
+	}
+	assert_true(all->pending > 4096); /* past pipeline.max_pending */
+	assert_true(loop_timer_add(f->l, 350, loop_stop_cb, NULL) > 0);
+	assert_int_equal(loop_run(f->l), 0); /* a few ticks in the middle of the transaction */
+	pipeline_status st;
+	pipeline_get_status(f->pl, &st);
+	assert_false(st.paused);
+	assert_int_equal(f->ev.sink.commit_cb(f->ev.arg, &t), 0);
+	pipeline_get_status(f->pl, &st);
+	assert_true(st.paused); /* at the commit: until the sink flushed */
+	assert_int_equal(rec_flush(all), 0);
+	pipeline_get_status(f->pl, &st);
+	assert_false(st.paused);
+	assert_int_equal(confirmed(f), 0x9010);
+}
+
+/* With a policy a cut-off transaction reached no sink: nothing to abort, but it is reported. */
+static void test_abandoned_held(void **state)
+{
+	fx *f = *state;
+	fx_pipeline(f, false);
+	add_sink(f, &durable_ops, "all", NULL);
+	change_txn t = {.xid = 7, .commit_lsn = 0x2050, .end_lsn = 0x2060};
+	change_value tup[3] = {{VALUE_TEXT, 36, "0d000000-0000-4000-8000-000000000001"}, {VALUE_TEXT, 36, ORG1},
+	                       {VALUE_TEXT, 3, "cut"}};
+	change c = {.action = CHANGE_INSERT, .lsn = 0x2010, .txn = &t, .rel = &events_rel, .new_tuple = tup};
+	assert_int_equal(f->ev.sink.begin_cb(f->ev.arg, &t), 0);
+	assert_int_equal(f->ev.sink.change_cb(f->ev.arg, &c), 0);
+	f->ev.abandon_cb(f->ev.arg);
+	assert_string_equal(recs[0]->log, "");
+	char want[32];
+	snprintf(want, sizeof(want), "%d:0 ", PIPELINE_ABANDONED);
+	assert_string_equal(f->events, want);
+}
+
+/* pipeline_finish stops once the durable sinks hold durably what they took, even when they
+ * stopped taking what followed (a limit): it confirms their position, never more. */
+static void test_finish(void **state)
+{
+	fx *f = *state;
+	fx_pipeline(f, false);
+	add_sink(f, &durable_ops, "all", NULL);
+	rec *all = recs[0];
+	char err[PIPELINE_ERROR_MAX];
+	assert_int_equal(pipeline_start(f->pl, err), 0);
+	row3 ev[] = {{&events_rel, CHANGE_INSERT, {"0d000000-0000-4000-8000-000000000001", ORG1, "x"}}};
+	uint64_t e1 = txn(f, ev, 1);
+	all->ended = true; /* the limit: the next transaction is not taken */
+	txn(f, ev, 1);
+	all->pending = 0;
+	pipeline_finish(f->pl);
+	assert_int_equal(loop_run(f->l), 0);
+	assert_int_equal(f->stopped, 1); /* code 0 */
+	assert_int_equal(confirmed(f), e1);
+}
+
 /* Every sink's series in /metrics, labelled by sink: a live sink's drops and connections
  * through sink_env.live_metrics, a durable sink's pending bytes. */
 static void test_sink_metrics(void **state)
@@ -730,6 +868,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pause_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_policy_streams, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_policy_big_txn, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abandoned_held, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_finish, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sink_metrics, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
