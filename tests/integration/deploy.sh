@@ -101,7 +101,8 @@ want_dev=$(sed -n '/^PKGS=(/,/^)/p' "$D/install-deps.sh" | tr ' ' '\n' | grep -E
   grep -v '^libclang-rt' | sort -u)
 check "Dockerfile: build stage has install-deps.sh's -dev packages" "" "$(comm -23 <(echo "$want_dev") <(pkgs build) | paste -sd' ')"
 check "Dockerfile: runtime stage has no -dev package or compiler" "" "$(pkgs runtime | grep -E -- '-dev$|^build-essential$|^cmake$' | paste -sd' ')"
-needed=$(readelf -d "$WALCAST" | sed -n 's/.*NEEDED.*\[\(.*\)\]/\1/p' | grep -vE '^(libc|libm)\.so' |
+# libc and libm come with every image; sanitizer runtimes only with a WALCAST_SANITIZE build.
+needed=$(readelf -d "$WALCAST" | sed -n 's/.*NEEDED.*\[\(.*\)\]/\1/p' | grep -vE '^(libc|libm|libasan|libubsan|libgcc_s)\.so' |
   while read -r lib; do dpkg -S "*/$lib" 2>/dev/null | head -1 | cut -d: -f1; done | sort -u)
 check_true "Dockerfile: NEEDED libraries resolved to packages ($(echo $needed))" test -n "$needed"
 check "Dockerfile: runtime stage installs the package of every NEEDED library" "" \
@@ -132,11 +133,20 @@ fi
 as_pg "$WALCAST_PG_BIN/initdb" -D "$pg/data" -U postgres -A trust --no-sync -E UTF8 >"$WORK/initdb2.log" 2>&1
 # As the image does: passwords (scram) over TCP, trust on the local socket for the init script.
 printf 'local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n' | as_pg tee "$pg/data/pg_hba.conf" >/dev/null
-PG2=$(free_port)
+# pg2_start_on PORT: 0, 1 on a failure, 3 when another harness took the port meanwhile (then
+# start_on_free_port tries another one).
+pg2_start_on() {
+  local seen
+  seen=$(cat "$pg/log" 2>/dev/null | wc -l)
+  as_pg "$WALCAST_PG_BIN/pg_ctl" -D "$pg/data" -l "$pg/log" -w -t 120 -o \
+    "-c config_file=$pg/etc/postgresql.conf -c hba_file=$pg/data/pg_hba.conf -c listen_addresses=127.0.0.1 -c port=$1 -c unix_socket_directories=$pg/sock -c fsync=off" \
+    start >/dev/null && return 0
+  if tail -n +$((seen + 1)) "$pg/log" | grep -q "Address already in use"; then return 3; fi
+  cat "$pg/log" >&2; return 1
+}
+PG2=
 started=0
-as_pg "$WALCAST_PG_BIN/pg_ctl" -D "$pg/data" -l "$pg/log" -w -t 60 -o \
-  "-c config_file=$pg/etc/postgresql.conf -c hba_file=$pg/data/pg_hba.conf -c listen_addresses=127.0.0.1 -c port=$PG2 -c unix_socket_directories=$pg/sock -c fsync=off" \
-  start >/dev/null && started=1 || cat "$pg/log"
+start_on_free_port PG2 pg2_start_on && started=1
 stop_pg2() { as_pg "$WALCAST_PG_BIN/pg_ctl" -D "$pg/data" -m immediate -w stop >/dev/null 2>&1 || true; }
 trap 'wc_cleanup_bg; stop_pg2' EXIT
 check "postgres: starts with deploy/docker/postgresql.conf + the sample" 1 "$started"
