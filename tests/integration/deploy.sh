@@ -177,8 +177,7 @@ sql2 -c "SELECT pg_drop_replication_slot('deploy_w2j')" >/dev/null
 # --- walcast with deploy/walcast.conf and compose.yml's environment ---------------------------
 # Every WALCAST_* of the walcast service, with ${VAR} filled in and the container's host names
 # and ports replaced by this server's.
-HTTP=$(free_port); NNG=$(free_port)
-mapfile -t envs < <(WALCAST_DB_PASSWORD="$pw" python3 - "$compose" <<'PY'
+mapfile -t cenv < <(WALCAST_DB_PASSWORD="$pw" python3 - "$compose" <<'PY'
 import os, re, sys, yaml
 env = yaml.safe_load(open(sys.argv[1]))["services"]["walcast"]["environment"]
 for k, v in env.items():
@@ -188,19 +187,34 @@ for k, v in env.items():
     print("%s=%s" % (k, v))
 PY
 )
-check "compose: walcast's environment has the conninfo, password, Redis and listen addresses" 6 "${#envs[@]}"
-envs=("${envs[@]//host=postgres port=5432/host=127.0.0.1 port=$PG2}")
-envs=("${envs[@]//redis:\/\/redis:6379\/0/$WALCAST_REDIS_URL}")
-envs=("${envs[@]//\*:8080/127.0.0.1:$HTTP}")
-envs=("${envs[@]//tcp:\/\/0.0.0.0:7450/tcp://127.0.0.1:$NNG}")
+check "compose: walcast's environment has the conninfo, password, Redis and listen addresses" 6 "${#cenv[@]}"
 mkdir -p "$WORK/var"
-(cd "$WORK/var" && exec env -u PGHOST -u PGPORT -u PGUSER -u PGDATABASE "${envs[@]}" \
-  WALCAST_SINK_FEED_PATH="$WORK/var/feed.jsonl" WALCAST_AUTH_JWT_SECRET=deploy-test-secret-0123456789abcdef \
-  "$WALCAST" --config "$D/walcast.conf" run --policy "$D/policy.ini" 2>"$WORK/walcast.log") &
-WPID=$!
-BG_PIDS+=("$WPID")
 ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP/readyz")" = 200 ]; }
-wait_for 120 ready && rc=0 || rc=$?
+ready_or_gone() { ready || ! kill -0 "$WPID" 2>/dev/null; }
+# start_walcast: on two free ports (another harness may take one before walcast binds it:
+# then walcast exits and it is started again on others, at most 5 times).
+start_walcast() {
+  local try envs
+  for try in 1 2 3 4 5; do
+    HTTP=$(free_port); NNG=$(free_port)
+    envs=("${cenv[@]//host=postgres port=5432/host=127.0.0.1 port=$PG2}")
+    envs=("${envs[@]//redis:\/\/redis:6379\/0/$WALCAST_REDIS_URL}")
+    envs=("${envs[@]//\*:8080/127.0.0.1:$HTTP}")
+    envs=("${envs[@]//tcp:\/\/0.0.0.0:7450/tcp://127.0.0.1:$NNG}")
+    (cd "$WORK/var" && exec env -u PGHOST -u PGPORT -u PGUSER -u PGDATABASE "${envs[@]}" \
+      WALCAST_SINK_FEED_PATH="$WORK/var/feed.jsonl" WALCAST_AUTH_JWT_SECRET=deploy-test-secret-0123456789abcdef \
+      "$WALCAST" --config "$D/walcast.conf" run --policy "$D/policy.ini" 2>"$WORK/walcast.log") &
+    WPID=$!
+    BG_PIDS+=("$WPID")
+    wait_for 120 ready_or_gone || return 1
+    ready && return 0
+    wait "$WPID" || true
+    grep -qE 'Address in use|Address already in use|binding' "$WORK/walcast.log" || return 1
+    echo "walcast: a port was taken; trying others"
+  done
+  return 1
+}
+start_walcast && rc=0 || rc=$?
 [ "$rc" = 0 ] || tail -20 "$WORK/walcast.log"
 check "walcast: ready with deploy/walcast.conf and the compose environment" 0 "$rc"
 sql2 -c "INSERT INTO orgs (name) SELECT 'deploy ' || g FROM generate_series(1, 25) g"
