@@ -67,28 +67,23 @@ int main(int argc, char **argv)
 	if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(lfd, 4096) < 0 ||
 	    getsockname(lfd, (struct sockaddr *)&a, &al) < 0)
 		die("listen");
-	int *w = calloc((size_t)n, sizeof *w), *rd = calloc((size_t)n, sizeof *rd);
-	if (!w || !rd)
-		die("calloc");
-	for (long i = 0; i < n; i++) {
-		w[i] = socket(AF_INET, SOCK_STREAM, 0);
-		if (w[i] < 0 || connect(w[i], (struct sockaddr *)&a, sizeof a) < 0)
-			die("connect");
-		rd[i] = accept(lfd, NULL, NULL);
-		if (rd[i] < 0)
-			die("accept");
-	}
+	/* The reader accepts and drains in a child process, so that each process holds N sockets. */
 	pid_t child = fork();
 	if (child < 0)
 		die("fork");
-	if (child == 0) { /* the reader: drains every receiving end */
-		for (long i = 0; i < n; i++)
-			close(w[i]);
+	if (child == 0) {
 		int ep = epoll_create1(0);
+		if (ep < 0)
+			die("epoll_create1");
 		for (long i = 0; i < n; i++) {
-			struct epoll_event ev = {.events = EPOLLIN, .data.fd = rd[i]};
-			epoll_ctl(ep, EPOLL_CTL_ADD, rd[i], &ev);
+			int fd = accept(lfd, NULL, NULL);
+			if (fd < 0)
+				die("accept");
+			struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+			if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+				die("epoll_ctl");
 		}
+		close(lfd);
 		static char sink[1 << 18];
 		struct epoll_event evs[512];
 		for (;;) {
@@ -98,8 +93,14 @@ int main(int argc, char **argv)
 					_exit(0);
 		}
 	}
+	close(lfd);
+	int *w = calloc((size_t)n, sizeof *w);
+	if (!w)
+		die("calloc");
 	for (long i = 0; i < n; i++) {
-		close(rd[i]);
+		w[i] = socket(AF_INET, SOCK_STREAM, 0);
+		if (w[i] < 0 || connect(w[i], (struct sockaddr *)&a, sizeof a) < 0)
+			die("connect");
 		if (fcntl(w[i], F_SETFL, O_NONBLOCK) < 0)
 			die("fcntl");
 	}
