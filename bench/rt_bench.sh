@@ -22,6 +22,8 @@
 #
 # Prints a Markdown report and writes it into docs/benchmarks.md between
 # <!-- bench:rt:begin --> and <!-- bench:rt:end --> (only from a committed tree, bench/lib.sh).
+# Environment: WALCAST_BIN (measure that binary), WALCAST_BENCH_PERF=PREFIX (records `perf record
+# -g` of walcast during each throughput step into PREFIX.b1 and PREFIX.b10).
 # A measurement, not a test: exits 0 whether or not the bars are met.
 set -euo pipefail
 
@@ -79,6 +81,7 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 cpu_jiffies() { awk '/^cpu / {b = $2 + $3 + $4 + $7 + $8 + $9; t = b + $5 + $6; print b, t; exit}' /proc/stat; }
 busy_pct() { local b0 t0 b1 t1; read -r b0 t0 <<<"$1"; read -r b1 t1 <<<"$2"; echo $(( (b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) )); }
 proc_cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+ctxsw() { awk '/^voluntary_ctxt_switches:/ {print $2}' "/proc/$1/status"; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
 export WALCAST_AUTH_JWT_SECRET="bench-secret-with-enough-length-for-hs256-0123456789abcdef"
@@ -195,9 +198,19 @@ throughput() { # NAME NTX NROWS EXPECT
   kill -STOP $RUN
   sql -c "call bench.load(1000001, $2, $3, $ORGS, 0)"
   local w0 j0 j1
-  w0=$(proc_cpu_s $RUN); j0=$(cpu_jiffies)
+  local perf=
+  if [ -n "${WALCAST_BENCH_PERF:-}" ]; then # a CPU profile of walcast while it delivers
+    perf record -q -F 499 -g -p $RUN -o "$WALCAST_BENCH_PERF.$1" 2>/dev/null & perf=$!
+    sleep 0.5
+  fi
+  local ws s0 s1
+  ws=$(sql -c "select pid from pg_stat_replication where application_name <> 'psql' limit 1")
+  w0=$(proc_cpu_s $RUN); j0=$(cpu_jiffies); s0=$(ctxsw $RUN); ws0=$(proc_cpu_s "$ws")
   kill -CONT $RUN
   wait $LP || log "($1) rt_load: $(tail -3 "$WORK/load.$1.err")"
+  s1=$(ctxsw $RUN)
+  eval "SW_$1=$(( s1 - s0 )) WSCPU_$1=$(echo "$(proc_cpu_s "$ws") - $ws0" | bc)"
+  if [ -n "$perf" ]; then kill -INT $perf; wait $perf || true; fi
   j1=$(cpu_jiffies)
   eval "BUSY_$1=$(busy_pct "$j0" "$j1") LOAD_$1=$(loadavg) WCPU_$1=$(echo "$(proc_cpu_s $RUN) - $w0" | bc)"
   log "($1) $(cat "$WORK/load.$1"); walcast CPU $(eval echo "\$WCPU_$1") s"
@@ -251,6 +264,7 @@ PER_CONN=$(python3 -c "print(f'{($RSS1 - $RSS0) / $CLIENTS:.1f}')")
   echo "| (c) RSS per idle connection (subscribed, one channel) | $PER_CONN KB ($CLIENTS connections: ${RSS0} → ${RSS1} KB) | ≤ 4 KB: $(ok "$PER_CONN <= 4") | |"
   echo
   echo "Details: latency is rt_load's clock at receipt − the row's \`started_at\` (\`clock_timestamp()\` just before COMMIT, microseconds; the same machine's clock); from \`commit_timestamp\` (milliseconds) p50 / p99 = $(kv load.a commit_ts_p50_ms) / $(kv load.a commit_ts_p99_ms) ms. walcast's CPU: $A_WCPU s over the $(printf '%.0f' "$A_WALL") s of (a); ${WCPU_b1} s and ${WCPU_b10} s for (b). (b): walcast is stopped (SIGSTOP) while the rows are committed and continued with the backlog in the slot, so the rate is walcast's, not PostgreSQL's; frames counted $(kv load.b1 frames) / $(kv load.b10 frames) of $B1_EXPECT / $B10_EXPECT expected, over $(kv load.b1 span_s) / $(kv load.b10 span_s) s, mean frame $(kv load.b1 mean_frame) B. The baseline (bench/rt_baseline.c) writes frames of $FRAME bytes (the mean + the WebSocket header) round-robin to $CLIENTS loopback TCP connections for 5 s while a second process drains them; two frames per write: $BASE2/s."
+  echo "Where the time goes in (b): walcast's CPU time over the delivery span was $(python3 -c "print(f'{100 * $WCPU_b1 / max($(kv load.b1 span_s), 0.001):.0f}')") % / $(python3 -c "print(f'{100 * $WCPU_b10 / max($(kv load.b10 span_s), 0.001):.0f}')") % of one core (the rest of the span it was runnable behind other work, or waiting); its voluntary context switches (waits in its event loop) $SW_b1 / $SW_b10 for $ROWS / $NTX10 transactions; the walsender's CPU ${WSCPU_b1} / ${WSCPU_b10} s."
   echo "The load generator is not the bottleneck: rt_load's own CPU while receiving was $(kv load.a recv_cpu_pct) % of one core in (a), $(kv load.b1 recv_cpu_pct) % in (b) single-row, $(kv load.b10 recv_cpu_pct) % in (b) 10-row (one core = 100 %)."
   echo "<!-- bench:rt:end -->"
 } >"$WORK/section.md"
