@@ -17,8 +17,8 @@
 #       messages/s = frames / that span. Beside it rt_baseline writes frames of the mean size
 #       rt_load saw to as many loopback connections, one frame per write (single-row) and ten
 #       frames per write (10-row: walcast writes a connection's frames of one transaction at once).
-#   (c) RSS per idle connection: walcast's VmRSS with the --clients clients subscribed and idle,
-#       minus before they connected, divided by --clients.
+#   (c) RSS per idle connection, measured first: walcast's VmRSS with the --clients clients
+#       subscribed and idle for 3 s, minus before they connected, divided by --clients.
 #
 # Prints a Markdown report and writes it into docs/benchmarks.md between
 # <!-- bench:rt:begin --> and <!-- bench:rt:end --> (only from a committed tree, bench/lib.sh).
@@ -161,6 +161,20 @@ j0=$(cpu_jiffies); sleep 3; j1=$(cpu_jiffies)
 IDLE_BUSY=$(busy_pct "$j0" "$j1"); LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "machine: ${IDLE_BUSY}% busy before the run, load average $LOAD_BEFORE"
 
+# ---- (c) idle connections, first: later steps leave the allocator's heap grown -----------------
+RSS0=$(rss_kb $RUN)
+rm -f "$WORK/ready.c"
+"$LOAD_BIN" --port "$HTTP" --tokens "$WORK/tokens.all" --ready "$WORK/ready.c" --idle 120 --timeout 120 \
+  >"$WORK/load.c" 2>"$WORK/load.c.err" &
+LP=$!
+for _ in $(seq 1 900); do [ -f "$WORK/ready.c" ] || ! kill -0 $LP 2>/dev/null && break; sleep 0.2; done
+[ -f "$WORK/ready.c" ] || { cat "$WORK/load.c.err" >&2; exit 1; }
+sleep 3
+RSS1=$(rss_kb $RUN)
+kill -TERM $LP; wait $LP 2>/dev/null || true
+log "(c) $(cat "$WORK/load.c.err"); walcast RSS $RSS0 -> $RSS1 KB"
+sleep 2
+
 # ---- (a) latency ------------------------------------------------------------------------------
 LAT_ROWS=$(( RATE * SECS ))
 LAT_EXPECT=$(( LAT_ROWS * $(wc -l <"$WORK/tokens.lat") / LAT_ORGS ))
@@ -178,10 +192,8 @@ wait $LP || log "(a) rt_load: $(tail -3 "$WORK/load.a.err")"
 j1=$(cpu_jiffies); A_BUSY=$(busy_pct "$j0" "$j1"); A_WCPU=$(echo "$(proc_cpu_s $RUN) - $w0" | bc)
 log "(a) $(cat "$WORK/load.a"); load took $(printf '%.1f' "$A_WALL") s; walcast CPU $A_WCPU s"
 
-# ---- (c) idle connections and (b) throughput --------------------------------------------------
+# ---- (b) throughput ---------------------------------------------------------------------------
 sleep 2
-RSS0=$(rss_kb $RUN)
-rm -f "$WORK/ready.b"
 B1_EXPECT=$(( ROWS * CLIENTS / ORGS ))
 NTX10=$(( ROWS / 10 ))
 B10_EXPECT=$(( NTX10 * 10 * CLIENTS / ORGS ))
@@ -194,7 +206,6 @@ throughput() { # NAME NTX NROWS EXPECT
   for _ in $(seq 1 900); do [ -f "$WORK/ready.$1" ] || ! kill -0 $LP 2>/dev/null && break; sleep 0.2; done
   [ -f "$WORK/ready.$1" ] || { cat "$WORK/load.$1.err" >&2; exit 1; }
   log "($1) $(cat "$WORK/load.$1.err")"
-  if [ "$1" = b1 ]; then sleep 3; RSS1=$(rss_kb $RUN); fi
   kill -STOP $RUN
   sql -c "call bench.load(1000001, $2, $3, $ORGS, 0)"
   local w0 j0 j1
