@@ -204,6 +204,7 @@ B1_EXPECT=$(( ROWS * CLIENTS / ORGS ))
 NTX10=$(( ROWS / 10 ))
 B10_EXPECT=$(( NTX10 * 10 * CLIENTS / ORGS ))
 # one rt_load per measurement: the 10,000 connections are made once per run of rt_load
+declare -A BUSY LOAD WCPU SW WSCPU # per throughput step (b1, b10)
 throughput() { # NAME NTX NROWS EXPECT
   rm -f "$WORK/ready.$1"
   "$LOAD_BIN" --port "$HTTP" --tokens "$WORK/tokens.all" --ready "$WORK/ready.$1" --expect "$4" \
@@ -220,17 +221,17 @@ throughput() { # NAME NTX NROWS EXPECT
     perf record -q -F 499 -g -p $RUN -o "$WALCAST_BENCH_PERF.$1" 2>/dev/null & perf=$!
     sleep 0.5
   fi
-  local ws s0 s1
+  local ws ws0 s0 s1
   ws=$(sql -c "select pid from pg_stat_replication where application_name <> 'psql' limit 1")
   w0=$(proc_cpu_s $RUN); j0=$(cpu_jiffies); s0=$(ctxsw $RUN); ws0=$(proc_cpu_s "$ws")
   kill -CONT $RUN
   wait $LP || log "($1) rt_load: $(tail -3 "$WORK/load.$1.err")"
   s1=$(ctxsw $RUN)
-  eval "SW_$1=$(( s1 - s0 )) WSCPU_$1=$(echo "$(proc_cpu_s "$ws") - $ws0" | bc)"
+  SW[$1]=$(( s1 - s0 )); WSCPU[$1]=$(echo "$(proc_cpu_s "$ws") - $ws0" | bc)
   if [ -n "$perf" ]; then kill -INT $perf; wait $perf || true; fi
   j1=$(cpu_jiffies)
-  eval "BUSY_$1=$(busy_pct "$j0" "$j1") LOAD_$1=$(loadavg) WCPU_$1=$(echo "$(proc_cpu_s $RUN) - $w0" | bc)"
-  log "($1) $(cat "$WORK/load.$1"); walcast CPU $(eval echo "\$WCPU_$1") s"
+  BUSY[$1]=$(busy_pct "$j0" "$j1"); LOAD[$1]=$(loadavg); WCPU[$1]=$(echo "$(proc_cpu_s $RUN) - $w0" | bc)
+  log "($1) $(cat "$WORK/load.$1"); walcast CPU ${WCPU[$1]} s"
   sleep 2
 }
 throughput b1 "$ROWS" 1 "$B1_EXPECT"
@@ -242,7 +243,6 @@ for k in 1 2 10; do
   "$BASE_BIN" --conns "$CLIENTS" --size "$FRAME" --per-write $k --seconds 5 >"$WORK/base.$k"
   log "baseline: $(cat "$WORK/base.$k") (load $(loadavg))"
 done
-RSS_END=$(rss_kb $RUN)
 
 # ---- Report -----------------------------------------------------------------------------------
 KEEP=${TMPDIR:-/tmp}/walcast-rt-bench-$(date +%Y%m%d-%H%M%S)
@@ -257,7 +257,7 @@ R10_1=$(python3 -c "print(f'{$B10 / $BASE1:.2f}')")
 # per CPU-second: on a shared, oversubscribed machine neither walcast nor the baseline's writer
 # gets a whole core; messages per CPU-second of the process doing the writing compares the work.
 cpu_rate() { python3 -c "print(f'{$1 / max($2, 0.001):.0f}')"; }
-B1C=$(cpu_rate "$(kv load.b1 frames)" "$WCPU_b1"); B10C=$(cpu_rate "$(kv load.b10 frames)" "$WCPU_b10")
+B1C=$(cpu_rate "$(kv load.b1 frames)" "${WCPU[b1]}"); B10C=$(cpu_rate "$(kv load.b10 frames)" "${WCPU[b10]}")
 BASE1C=$(cpu_rate "$BASE1" "$(kv base.1 writer_cpu_pct) / 100"); BASE10C=$(cpu_rate "$BASE10" "$(kv base.10 writer_cpu_pct) / 100")
 RC1=$(python3 -c "print(f'{$B1C / $BASE1C:.2f}')"); RC10=$(python3 -c "print(f'{$B10C / $BASE10C:.2f}')")
 PER_CONN=$(python3 -c "print(f'{($RSS1 - $RSS0) / ($CLIENTS // 2 * 2):.1f}')")
@@ -276,13 +276,13 @@ PER_CONN2=$(python3 -c "print(f'{($RSS1 - $RSSH) / ($CLIENTS // 2):.1f}')")
   echo "| measure | result | bar | machine busy / load |"
   echo "|---|---:|---|---:|"
   echo "| (a) commit → client latency, $(kv load.a clients) clients over $LAT_ORGS orgs, $RATE single-row changes/s for $SECS s, synchronous_commit **on**: p50 / p90 / p99 / max | $(kv load.a p50_ms) / $(kv load.a p90_ms) / $(kv load.a p99_ms) / $(kv load.a max_ms) ms ($(kv load.a lat_n) messages) | p99 ≤ 10 ms: $(ok "$(kv load.a p99_ms) <= 10") | $A_BUSY % / $A_LOAD |"
-  echo "| (b) delivered messages/s, $CLIENTS clients over $ORGS orgs, single-row transactions ($ROWS) | $B1 (baseline, one write per frame: $BASE1) — **ratio $R1** | ≥ 0.8: $(ok "$R1 >= 0.8") | ${BUSY_b1} % / ${LOAD_b1} |"
-  echo "| (b) same, 10-row transactions ($NTX10) | $B10 (baseline, ten frames per write: $BASE10; one per write: $BASE1) — **ratio $R10** ($R10_1 to one per write) | ≥ 0.8: $(ok "$R10 >= 0.8") | ${BUSY_b10} % / ${LOAD_b10} |"
+  echo "| (b) delivered messages/s, $CLIENTS clients over $ORGS orgs, single-row transactions ($ROWS) | $B1 (baseline, one write per frame: $BASE1) — **ratio $R1** | ≥ 0.8: $(ok "$R1 >= 0.8") | ${BUSY[b1]} % / ${LOAD[b1]} |"
+  echo "| (b) same, 10-row transactions ($NTX10) | $B10 (baseline, ten frames per write: $BASE10; one per write: $BASE1) — **ratio $R10** ($R10_1 to one per write) | ≥ 0.8: $(ok "$R10 >= 0.8") | ${BUSY[b10]} % / ${LOAD[b10]} |"
   echo "| (b) per CPU-second of the writing process: walcast vs the baseline's writer, single-row / 10-row | $B1C vs $BASE1C — **ratio $RC1** / $B10C vs $BASE10C — **ratio $RC10** | (the work, free of the machine's load) | |"
   echo "| (c) RSS per idle connection (subscribed, one channel): the second half's growth / from the start | **$PER_CONN2 KB** / $PER_CONN KB (0, $(( CLIENTS / 2 )), $(( CLIENTS / 2 * 2 )) connections: ${RSS0} → ${RSSH} → ${RSS1} KB) | ≤ 4 KB: $(ok "$PER_CONN2 <= 4") | |"
   echo
-  echo "Details: latency is rt_load's clock at receipt − the row's \`started_at\` (\`clock_timestamp()\` just before COMMIT, microseconds; the same machine's clock); from \`commit_timestamp\` (milliseconds) p50 / p99 = $(kv load.a commit_ts_p50_ms) / $(kv load.a commit_ts_p99_ms) ms. walcast's CPU: $A_WCPU s over the $(printf '%.0f' "$A_WALL") s of (a); ${WCPU_b1} s and ${WCPU_b10} s for (b). (b): walcast is stopped (SIGSTOP) while the rows are committed and continued with the backlog in the slot, so the rate is walcast's, not PostgreSQL's; frames counted $(kv load.b1 frames) / $(kv load.b10 frames) of $B1_EXPECT / $B10_EXPECT expected, over $(kv load.b1 span_s) / $(kv load.b10 span_s) s, mean frame $(kv load.b1 mean_frame) B. The baseline (bench/rt_baseline.c) writes frames of $FRAME bytes (the mean + the WebSocket header) round-robin to $CLIENTS loopback TCP connections for 5 s while a second process drains them; two frames per write: $BASE2/s."
-  echo "Where the time goes in (b): walcast's CPU time over the delivery span was $(python3 -c "print(f'{100 * $WCPU_b1 / max($(kv load.b1 span_s), 0.001):.0f}')") % / $(python3 -c "print(f'{100 * $WCPU_b10 / max($(kv load.b10 span_s), 0.001):.0f}')") % of one core (the rest of the span it was runnable behind other work, or waiting); its voluntary context switches (waits in its event loop) $SW_b1 / $SW_b10 for $ROWS / $NTX10 transactions; the walsender's CPU ${WSCPU_b1} / ${WSCPU_b10} s."
+  echo "Details: latency is rt_load's clock at receipt − the row's \`started_at\` (\`clock_timestamp()\` just before COMMIT, microseconds; the same machine's clock); from \`commit_timestamp\` (milliseconds) p50 / p99 = $(kv load.a commit_ts_p50_ms) / $(kv load.a commit_ts_p99_ms) ms. walcast's CPU: $A_WCPU s over the $(printf '%.0f' "$A_WALL") s of (a); ${WCPU[b1]} s and ${WCPU[b10]} s for (b). (b): walcast is stopped (SIGSTOP) while the rows are committed and continued with the backlog in the slot, so the rate is walcast's, not PostgreSQL's; frames counted $(kv load.b1 frames) / $(kv load.b10 frames) of $B1_EXPECT / $B10_EXPECT expected, over $(kv load.b1 span_s) / $(kv load.b10 span_s) s, mean frame $(kv load.b1 mean_frame) B. The baseline (bench/rt_baseline.c) writes frames of $FRAME bytes (the mean + the WebSocket header) round-robin to $CLIENTS loopback TCP connections for 5 s while a second process drains them; two frames per write: $BASE2/s."
+  echo "Where the time goes in (b): walcast's CPU time over the delivery span was $(python3 -c "print(f'{100 * ${WCPU[b1]} / max($(kv load.b1 span_s), 0.001):.0f}')") % / $(python3 -c "print(f'{100 * ${WCPU[b10]} / max($(kv load.b10 span_s), 0.001):.0f}')") % of one core (the rest of the span it was runnable behind other work, or waiting); its voluntary context switches (waits in its event loop) ${SW[b1]} / ${SW[b10]} for $ROWS / $NTX10 transactions; the walsender's CPU ${WSCPU[b1]} / ${WSCPU[b10]} s."
   echo "The load generator is not the bottleneck: rt_load's own CPU while receiving was $(kv load.a recv_cpu_pct) % of one core in (a), $(kv load.b1 recv_cpu_pct) % in (b) single-row, $(kv load.b10 recv_cpu_pct) % in (b) 10-row (one core = 100 %)."
   echo "<!-- bench:rt:end -->"
 } >"$WORK/section.md"
