@@ -40,3 +40,21 @@ bench_build() {
   fi
   echo "$dir/$target"
 }
+
+# bench_replace_section FILE SECTION_FILE NAME: puts SECTION_FILE (which starts with
+# <!-- bench:NAME:begin --> and ends with <!-- bench:NAME:end -->) in place of that section of
+# FILE, or appends it when FILE has none yet.
+bench_replace_section() {
+  if [ -f "$1" ] && grep -q "<!-- bench:$3:begin -->" "$1"; then
+    python3 - "$1" "$2" "$3" <<'PY'
+import sys
+path, sec, name = sys.argv[1], open(sys.argv[2]).read().rstrip("\n"), sys.argv[3]
+doc = open(path).read()
+b, e = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+i, j = doc.index(b), doc.index(e) + len(e)
+open(path, "w").write(doc[:i] + sec + doc[j:])
+PY
+  else
+    { echo; cat "$2"; } >>"$1"
+  fi
+}
