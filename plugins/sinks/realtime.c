@@ -1496,14 +1496,23 @@ static void replay_begin(realtime_sink *s, const change_txn *txn)
 		log_warn("realtime.replay", "sink=%s: out of memory: resumes before now get the gap signal", s->name);
 }
 
-/* The row's replica identity values as text, comma-separated: the erasure key. */
+/* Whether column i identifies the row: the column `id` when the table has one (under REPLICA
+ * IDENTITY FULL every column is flagged key, and other values may change between an INSERT and
+ * the DELETE), else every replica identity column. */
+static bool row_key_column(const relation *rel, int i, int id)
+{
+	return id >= 0 ? i == id : rel->cols[i].key;
+}
+
+/* The row's identity values as text, comma-separated: the erasure key. */
 static int row_key(buf *out, const change *v)
 {
 	const change_value *t = v->action == CHANGE_DELETE ? v->old_tuple : v->new_tuple;
+	int id = relation_column_index(v->rel, "id", 2);
 	buf_clear(out);
 	int rc = buf_puts(out, "");
 	for (int i = 0; rc == 0 && t != NULL && i < v->rel->ncols; i++) {
-		if (!v->rel->cols[i].key || t[i].kind != VALUE_TEXT)
+		if (!row_key_column(v->rel, i, id) || t[i].kind != VALUE_TEXT)
 			continue;
 		if (out->len > 0)
 			rc = buf_putc(out, ',');
@@ -1555,8 +1564,9 @@ static int replay_deliver(realtime_sink *s, const audience_delivery *d)
 		}
 		const char *names[RT_REPLAY_KEY_MAX];
 		rt_binding kb = {.select = names};
+		int id = relation_column_index(v->rel, "id", 2);
 		for (int i = 0; i < v->rel->ncols && kb.nselect < RT_REPLAY_KEY_MAX; i++)
-			if (v->rel->cols[i].key)
+			if (row_key_column(v->rel, i, id))
 				names[kb.nselect++] = v->rel->cols[i].name;
 		data = data_build(s, v, &kb);
 	} else if ((data = data_for(s, d)) != NULL) {
@@ -1611,14 +1621,14 @@ static void chan_resume(rt_chan *ch)
 	realtime_sink *s = c->s;
 	char msg[RT_TEXT_MAX];
 	const char *status = "error";
-	int rc = -ENOTSUP;
+	bool narrowed = false; /* a binding with a filter or a column list */
 	for (size_t i = 0; i < ch->join.n; i++)
 		if ((ch->join.bindings[i].filter != NULL && ch->join.bindings[i].filter[0] != '\0') ||
 		    ch->join.bindings[i].select != NULL)
-			rc = -EOPNOTSUPP;
+			narrowed = true;
 	if (s->replay == NULL) {
 		snprintf(msg, sizeof(msg), "Resume is not enabled on this server (replay_bytes = 0): refetch");
-	} else if (rc == -EOPNOTSUPP) {
+	} else if (narrowed) {
 		snprintf(msg, sizeof(msg), "Resume of bindings with a filter or a column list is not supported: refetch");
 	} else {
 		resume_ctx r = {s, ch, {{0}}};
@@ -1626,7 +1636,7 @@ static void chan_resume(rt_chan *ch)
 		if (!ch->who.bypass && ch->who.uid[0] != '\0' &&
 		    policy_state_uuid_parse(ch->who.uid, strlen(ch->who.uid), &r.uid) == 0)
 			memcpy(who.uid, r.uid.b, 16);
-		rc = rt_replay_since(s->replay, ch->resume_commit, ch->resume_lsn, &who, resume_cb, &r);
+		int rc = rt_replay_since(s->replay, ch->resume_commit, ch->resume_lsn, &who, resume_cb, &r);
 		if (rc >= 0) {
 			status = "ok";
 			snprintf(msg, sizeof(msg), "Resumed: %d changes replayed", rc);

@@ -112,9 +112,9 @@ fi
 export WALCAST_BIN=$WALCAST
 # a sanitizer build keeps freed memory in quarantine: its RSS says nothing about what walcast holds
 if ldd "$WALCAST" 2>/dev/null | grep -q libasan; then export WALCAST_RT_SANITIZED=1; fi
-PARTS=${RT_TESTS:-views subscribed auth hostile audit limits}
+PARTS=${RT_TESTS:-views subscribed auth hostile audit limits resume}
 for part in $PARTS; do
-  case $part in audit|limits) continue ;; esac
+  case $part in audit|limits|resume) continue ;; esac
   run_part "$part"
   kill -0 $RUN 2>/dev/null || { tail -30 "$WORK/realtime_it.err"; break; }
 done
@@ -135,4 +135,6 @@ part_on_own_daemon() {
 part_on_own_daemon audit "$(printf '[audit]\nenabled = true\nflush_interval = 100ms\nsync_health_interval = 0\n')"
 # limits: small ones, in the sink's section (the lines follow `type = realtime`)
 part_on_own_daemon limits "$(printf 'max_connections = 20\nmax_channels = 3\nmax_message_bytes = 4096\n')"
+# resume: a replay buffer (the sink's section)
+part_on_own_daemon resume "$(printf 'replay_bytes = 16MB\nreplay_seconds = 600\n')"
 summary
