@@ -41,8 +41,22 @@ const byId = (ch) => ch.got[0].filter((p) => p.eventType === 'INSERT').map((p) =
 await testCase('resume after a dropped connection', async () => {
   // 1. connected: a first event, its position noted
   const e0 = uuid()
+  // the application's way to the position (docs/protocol.md): a decode wrapper
+  const decoded = SUBS.map(() => null)
   const first = await Promise.all(SUBS.map(async (s, i) => {
-    const c = new Client(`first-${s.name}`, { token: s.token(), vsn: i % 2 ? '1.0.0' : '2.0.0' })
+    const vsn = i % 2 ? '1.0.0' : '2.0.0'
+    // realtime-js's own decoder for each serializer: its Serializer (2.0.0), JSON.parse (1.0.0)
+    const base = (raw, cb) => (vsn === '2.0.0' ? c.client.serializer.decode(raw, cb) : cb(JSON.parse(raw)))
+    const c = new Client(`first-${s.name}`, {
+      token: s.token(),
+      vsn,
+      options: {
+        decode: (raw, cb) => base(raw, (msg) => {
+          if (msg.event === 'postgres_changes' && msg.payload && msg.payload.walcast_position) decoded[i] = msg.payload.walcast_position
+          cb(msg)
+        }),
+      },
+    })
     return { c, ch: await c.subscribe(`resume-${A}`, BINDING) }
   }))
   await sqlAsync(ev(e0, C.pub))
@@ -53,6 +67,7 @@ await testCase('resume after a dropped connection', async () => {
     return cs.length ? cs[cs.length - 1].walcast_position : undefined
   })
   check('every postgres_changes push carries a walcast_position', [], pos.filter((p) => typeof p !== 'string' || !/^[0-9A-F]+\/[0-9A-F]+:[0-9A-F]+\/[0-9A-F]+$/.test(p)))
+  check('a decode wrapper sees the same positions (what the application keeps)', pos, decoded)
   for (const { c } of first) c.close()
 
   // 2. away: each transaction, then what PostgreSQL shows each user right after its commit
