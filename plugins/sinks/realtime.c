@@ -1490,9 +1490,15 @@ static void replay_hook(realtime_sink *s)
 static void replay_begin(realtime_sink *s, const change_txn *txn)
 {
 	replay_hook(s);
-	if (s->env->state != NULL && s->env->pol != NULL && s->replay_state == NULL)
+	if (s->env->state != NULL && s->env->pol != NULL && s->replay_state == NULL) {
+		rt_replay_reset(s->replay); /* membership changes unknown: nothing can be replayed */
 		return;
-	if (rt_replay_begin(s->replay, txn->commit_lsn, now_s()) < 0)
+	}
+	int rc = rt_replay_begin(s->replay, txn->commit_lsn, now_s());
+	if (rc == -EALREADY)
+		log_info("realtime.replay", "sink=%s commit_lsn=%llX: the stream went back: the replay buffer starts "
+		         "again", s->name, (unsigned long long)txn->commit_lsn);
+	else if (rc < 0)
 		log_warn("realtime.replay", "sink=%s: out of memory: resumes before now get the gap signal", s->name);
 }
 
@@ -1572,8 +1578,10 @@ static int replay_deliver(realtime_sink *s, const audience_delivery *d)
 	} else if ((data = data_for(s, d)) != NULL) {
 		data->refs++;
 	}
-	if (data != NULL && rt_replay_add(s->replay, &it, data, sizeof(*data) + data->len) < 0) {
+	int rc = data != NULL ? rt_replay_add(s->replay, &it, data, sizeof(*data) + data->len) : 0;
+	if (rc < 0)
 		data_unref(data);
+	if (rc == -ENOMEM) {
 		log_warn("realtime.replay", "sink=%s: out of memory: resumes before now get the gap signal", s->name);
 	}
 out:

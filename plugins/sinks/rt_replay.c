@@ -51,6 +51,7 @@ struct rt_replay {
 	size_t ntxns;
 	bool have_floor;
 	uint64_t floor_commit, floor_lsn;
+	uint64_t newest;     /* the highest commit LSN begun */
 };
 
 static int pos_cmp(uint64_t c1, uint64_t l1, uint64_t c2, uint64_t l2)
@@ -129,8 +130,23 @@ static void mark_gap(rt_replay *r)
 	r->floor_lsn = UINT64_MAX;
 }
 
+void rt_replay_reset(rt_replay *r)
+{
+	r->open = NULL;
+	while (r->head != NULL)
+		drop_oldest(r);
+	r->have_floor = true;
+	r->floor_commit = r->newest;
+	r->floor_lsn = UINT64_MAX;
+}
+
 int rt_replay_begin(rt_replay *r, uint64_t commit_lsn, int64_t now_s)
 {
+	if (r->have_floor && commit_lsn <= r->newest) {
+		rt_replay_reset(r);
+		return -EALREADY;
+	}
+	r->newest = commit_lsn;
 	if (!r->have_floor) {
 		r->have_floor = true;
 		r->floor_commit = commit_lsn;

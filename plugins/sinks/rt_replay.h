@@ -54,9 +54,15 @@ __attribute__((warn_unused_result)) int rt_replay_create(size_t max_bytes, int64
 /* Frees every payload and the buffer. Safe on NULL. */
 void rt_replay_destroy(rt_replay *r);
 
-/* A transaction with commit LSN commit_lsn begins at wall-clock second now_s. 0 or -ENOMEM (the
- * buffer then no longer reaches back past this transaction: resumes before it get the gap). */
+/* A transaction with commit LSN commit_lsn begins at wall-clock second now_s. 0, -ENOMEM (the
+ * buffer then no longer reaches back past this transaction: resumes before it get the gap), or
+ * -EALREADY when the stream went back (commit_lsn not after every transaction begun so far: a
+ * replayed stream): the buffer is reset (rt_replay_reset) and this transaction is not kept. */
 __attribute__((warn_unused_result)) int rt_replay_begin(rt_replay *r, uint64_t commit_lsn, int64_t now_s);
+
+/* Drops everything: resumes from before the newest transaction begun get the gap. For what the
+ * buffer cannot follow (a policy state it can no longer observe). */
+void rt_replay_reset(rt_replay *r);
 
 /* Adds one audience of a change of the open transaction. On success the buffer owns payload
  * (bytes: its size, counted against max_bytes). 0, -EINVAL (no open transaction), or -ENOMEM

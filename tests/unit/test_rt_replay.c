@@ -4,7 +4,7 @@
  * each commit (bypass, rank, individual), with ranks as of old commits rebuilt from the recorded
  * membership changes; the byte bound and the age limit drop the oldest transactions and move the
  * gap; erasure drops a row's payloads; positions from before the buffer or not of this stream get
- * -ERANGE.
+ * -ERANGE; a stream that goes back resets the buffer.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -204,12 +204,41 @@ static void test_erasure(void **state)
 	assert_int_equal(freed, 9);
 }
 
+static void test_stream_goes_back(void **state)
+{
+	(void)state;
+	rt_replay *r;
+	freed = 0;
+	rt_replay_who admin = {.bypass = true};
+	assert_int_equal(rt_replay_create(1 << 20, 3600, payload_free, &r), 0);
+	assert_int_equal(rt_replay_begin(r, 100, 0), 0);
+	change(r, 10, "a");
+	rt_replay_commit(r, 0);
+	assert_int_equal(rt_replay_begin(r, 200, 0), 0);
+	change(r, 20, "b");
+	rt_replay_commit(r, 0);
+	/* the same transaction again (a reconnected stream): reset, not kept, resumes before it are a gap */
+	assert_int_equal(rt_replay_begin(r, 200, 0), -EALREADY);
+	rt_replay_item it = {.lsn = 20, .kind = RT_REPLAY_BYPASS};
+	assert_int_equal(rt_replay_add(r, &it, NULL, 0), -EINVAL);
+	rt_replay_commit(r, 0);
+	assert_int_equal(rt_replay_txns(r), 0);
+	since(r, 100, 10, &admin, -ERANGE, NULL);
+	assert_int_equal(rt_replay_begin(r, 300, 0), 0);
+	change(r, 30, "c");
+	rt_replay_commit(r, 0);
+	since(r, 200, UINT64_MAX, &admin, 1, "Bc");
+	rt_replay_destroy(r);
+	assert_int_equal(freed, 9);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ranks_as_of_each_commit),
 		cmocka_unit_test(test_bounds_and_age),
 		cmocka_unit_test(test_erasure),
+		cmocka_unit_test(test_stream_goes_back),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
