@@ -17,6 +17,14 @@
  * Joins wait for the pipeline to be live (sink_env.live): the audience subscription is made and
  * the reply sent in the same loop turn, so a client that saw SUBSCRIBED gets every change
  * committed after it. A 250 ms timer serves held joins and ends channels whose token expired.
+ *
+ * Resume (replay_bytes > 0; rt_replay.h). One wildcard subscriber is offered every audience of
+ * every row; its deliveries (the same shared data objects, referenced) go into the replay buffer
+ * with who the audience is (bypass, org + rank, named member), and a change callback on the
+ * pipeline's commit state records each transaction's membership changes. A join with
+ * walcast_resume_from is answered, then given what its user missed — re-matched per transaction
+ * with the user's rank as of that commit — in the same loop turn, then live changes. A DELETE
+ * erases the row's earlier buffered payloads and is itself kept with the row's identity only.
  */
 #include "realtime.h"
 
@@ -153,7 +161,7 @@ typedef struct realtime_sink {
 	buf scratch;
 	buf wbuf;
 	char refusal[TOKEN_ERROR_MAX];
-	metrics_family *fams[10];
+	metrics_family *fams[16];
 	size_t nfams;
 	metrics_counter *m_messages, *m_sent, *m_writes, *m_dropped, *m_slow, *m_refused;
 	/* resume (replay_bytes > 0): the buffer, its wildcard subscriber (sub_arg &replay_tag), and
@@ -163,6 +171,7 @@ typedef struct realtime_sink {
 	char replay_tag;
 	policy_state *replay_state;
 	uint64_t replay_erased; /* the DELETE whose row was erased last (once per change) */
+	buf replay_key;         /* scratch: a buffered row's erasure key */
 } realtime_sink;
 
 /* ---- queues ---------------------------------------------------------------------------------- */
@@ -1557,12 +1566,11 @@ static int replay_deliver(realtime_sink *s, const audience_delivery *d)
 			memcpy(it.uid, u.b, 16);
 		}
 	}
-	buf key;
-	buf_init(&key);
+	buf *key = &s->replay_key;
 	rt_data *data = NULL;
-	if (row_key(&key, v) < 0)
-		goto out;
-	it.pk = key.data;
+	if (row_key(key, v) < 0)
+		return 0;
+	it.pk = key->data;
 	if (v->action == CHANGE_DELETE) {
 		if (v->lsn != s->replay_erased) {
 			s->replay_erased = v->lsn;
@@ -1584,8 +1592,6 @@ static int replay_deliver(realtime_sink *s, const audience_delivery *d)
 	if (rc == -ENOMEM) {
 		log_warn("realtime.replay", "sink=%s: out of memory: resumes before now get the gap signal", s->name);
 	}
-out:
-	buf_fini(&key);
 	return 0;
 }
 
@@ -1685,9 +1691,22 @@ static int resume_parse(realtime_sink *s, const json_t *payload, rt_chan *ch, ch
 	return 0;
 }
 
+static int metric(realtime_sink *s, metrics_kind kind, const char *name, const char *help,
+                  metrics_counter **counter, metrics_read_cb cb);
+
+static int read_replay_bytes(void *arg, double *value)
+{
+	const realtime_sink *s = arg;
+	*value = s->replay != NULL ? (double)rt_replay_bytes(s->replay) : 0;
+	return 0;
+}
+
 static int replay_init(realtime_sink *s, char err[SINK_ERROR_MAX])
 {
 	int rc = rt_replay_create((size_t)s->conf.replay_bytes, s->conf.replay_seconds, replay_payload_free, &s->replay);
+	if (rc == 0 && s->env->metrics != NULL)
+		rc = metric(s, METRICS_GAUGE_I, "walcast_realtime_replay_bytes",
+		            "Bytes held by the realtime sink's replay buffer (resume)", NULL, read_replay_bytes);
 	if (rc == 0 && s->env->subscribe != NULL)
 		rc = s->env->subscribe(s->env->env_arg, &s->replay_tag, NULL, false, true, &s->replay_sub);
 	if (rc < 0)
@@ -1705,6 +1724,7 @@ static void replay_fini(realtime_sink *s)
 	s->replay_state = NULL;
 	rt_replay_destroy(s->replay);
 	s->replay = NULL;
+	buf_fini(&s->replay_key);
 }
 
 static int rt_begin(void *impl, const change_txn *txn)
@@ -1801,6 +1821,7 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 	s->conf = *c;
 	buf_init(&s->scratch);
 	buf_init(&s->wbuf);
+	buf_init(&s->replay_key);
 	if ((s->name = strdup(env->name ? env->name : "realtime")) == NULL)
 		goto fail;
 	s->drop = c->slow_consumer != NULL && strcmp(c->slow_consumer, "drop") == 0;

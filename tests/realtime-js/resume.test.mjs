@@ -13,7 +13,7 @@
 // nothing twice, nothing of the erased contact, then a "Resumed" system message, then live
 // events once. A position older than the buffer gets the gap signal and no replay.
 import crypto from 'node:crypto'
-import { Client, asUser, check, checkTrue, diffRecord, lit, note, sql, sqlAsync, summary, syncStream, testCase, serviceToken, userToken, waitFor } from './lib.mjs'
+import { Client, asUser, check, checkTrue, diffRecord, lit, metric, note, sql, sqlAsync, summary, syncStream, testCase, serviceToken, userToken, waitFor } from './lib.mjs'
 
 const uuid = () => crypto.randomUUID()
 const A = uuid()
@@ -93,6 +93,8 @@ await testCase('resume after a dropped connection', async () => {
     if (id) await observe(id)
   }
   await syncStream()
+  const held = await metric('walcast_realtime_replay_bytes')
+  checkTrue('/metrics reports the replay buffer (walcast_realtime_replay_bytes > 0, under replay_bytes)', held > 0 && held <= 16 * 1024 * 1024, String(held))
   note(`expected per user: ${SUBS.map((s) => `${s.name} ${want[s.name].length}`).join(', ')}`)
   checkTrue('the oracle differs between users (the test can tell them apart)',
     new Set(SUBS.map((s) => JSON.stringify(want[s.name]))).size > 2)
