@@ -1423,6 +1423,8 @@ static int queue_change(realtime_sink *s, rt_chan *ch, const int64_t *ids, size_
 }
 
 static int replay_deliver(realtime_sink *s, const audience_delivery *d);
+static int chan_offer(realtime_sink *s, rt_chan *ch, const change *v, unsigned ev, const audience_delivery *d,
+                      rt_data *shared);
 
 static int rt_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 {
@@ -1438,6 +1440,14 @@ static int rt_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 	              : v->action == CHANGE_DELETE ? RT_EV_DELETE : 0;
 	if (ev == 0)
 		return 0;
+	return chan_offer(s, ch, v, ev, d, NULL);
+}
+
+/* Queues view v (event ev) for every binding of ch it matches: the shared data object (d's,
+ * through the cache, or shared when d is NULL) for those without a column list. */
+static int chan_offer(realtime_sink *s, rt_chan *ch, const change *v, unsigned ev, const audience_delivery *d,
+                      rt_data *shared)
+{
 	int64_t ids[RT_JOIN_MAX_BINDINGS];
 	size_t n = 0;
 	for (size_t i = 0; i < ch->join.n; i++) {
@@ -1457,7 +1467,7 @@ static int rt_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 	}
 	if (n == 0)
 		return 0;
-	rt_data *data = data_for(s, d);
+	rt_data *data = d != NULL ? data_for(s, d) : shared;
 	if (data == NULL)
 		return 0; /* a live sink drops what it cannot take */
 	(void)queue_change(s, ch, ids, n, data, pos_commit(v), v->lsn);
@@ -1466,9 +1476,78 @@ static int rt_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 
 /* ---- resume: the replay buffer (rt_replay.h; docs/protocol.md "Resume") ------------------------ */
 
+/* What the buffer keeps of one audience of a change: its data object and enough of the view to
+ * match a channel's bindings (filters, column lists) at a resume as the live path does. */
+typedef struct rt_kept {
+	rt_data *data;
+	const relation *rel;  /* referenced */
+	change_txn txn;       /* commit_lsn, commit_time */
+	change_action action;
+	change_value *new_tuple, *old_tuple; /* NULL or rel->ncols values (their text in blob) */
+	char blob[];
+} rt_kept;
+
 static void replay_payload_free(void *p)
 {
-	data_unref(p);
+	rt_kept *k = p;
+	data_unref(k->data);
+	relation_unref(k->rel);
+	free(k);
+}
+
+static bool row_key_column(const relation *rel, int i, int id);
+
+/* Bytes tuple t (rel->ncols values; key_only: the identity columns only) takes in a kept blob. */
+static size_t tuple_size(const relation *rel, const change_value *t, bool key_only, int id)
+{
+	size_t n = 0;
+	for (int i = 0; t != NULL && i < rel->ncols; i++)
+		if (t[i].kind == VALUE_TEXT && (!key_only || row_key_column(rel, i, id)))
+			n += t[i].len + 1;
+	return t != NULL ? n + (size_t)rel->ncols * sizeof(change_value) : 0;
+}
+
+static change_value *tuple_copy(const relation *rel, const change_value *t, bool key_only, int id, char **at)
+{
+	if (t == NULL)
+		return NULL;
+	change_value *out = (change_value *)(void *)*at;
+	char *text = *at + (size_t)rel->ncols * sizeof(change_value);
+	for (int i = 0; i < rel->ncols; i++) {
+		out[i] = t[i];
+		if (key_only && !row_key_column(rel, i, id)) {
+			out[i] = (change_value){VALUE_ABSENT, 0, NULL};
+		} else if (t[i].kind == VALUE_TEXT) {
+			memcpy(text, t[i].data, t[i].len);
+			text[t[i].len] = '\0';
+			out[i].data = text;
+			text += t[i].len + 1;
+		}
+	}
+	*at = text;
+	return out;
+}
+
+/* A kept copy of view v around data (a reference is taken); a DELETE keeps its identity only. */
+static rt_kept *kept_build(const change *v, rt_data *data, size_t *bytes)
+{
+	const relation *rel = v->rel;
+	bool del = v->action == CHANGE_DELETE;
+	int id = relation_column_index(rel, "id", 2);
+	size_t n = sizeof(rt_kept) + tuple_size(rel, v->new_tuple, false, id) + tuple_size(rel, v->old_tuple, del, id);
+	rt_kept *k = malloc(n);
+	if (k == NULL)
+		return NULL;
+	char *at = k->blob;
+	k->new_tuple = tuple_copy(rel, v->new_tuple, false, id, &at);
+	k->old_tuple = tuple_copy(rel, v->old_tuple, del, id, &at);
+	k->txn = *v->txn;
+	k->action = v->action;
+	k->rel = relation_ref(rel);
+	k->data = data;
+	data->refs++;
+	*bytes = n + sizeof(*data) + data->len;
+	return k;
 }
 
 /* A membership change of the commit state, recorded in the open transaction. */
@@ -1586,9 +1665,12 @@ static int replay_deliver(realtime_sink *s, const audience_delivery *d)
 	} else if ((data = data_for(s, d)) != NULL) {
 		data->refs++;
 	}
-	int rc = data != NULL ? rt_replay_add(s->replay, &it, data, sizeof(*data) + data->len) : 0;
-	if (rc < 0)
-		data_unref(data);
+	size_t bytes = 0;
+	rt_kept *k = data != NULL ? kept_build(v, data, &bytes) : NULL;
+	data_unref(data);
+	int rc = k != NULL ? rt_replay_add(s->replay, &it, k, bytes) : data != NULL ? -ENOMEM : 0;
+	if (rc < 0 && k != NULL)
+		replay_payload_free(k);
 	if (rc == -ENOMEM) {
 		log_warn("realtime.replay", "sink=%s: out of memory: resumes before now get the gap signal", s->name);
 	}
@@ -1615,15 +1697,11 @@ static int resume_cb(void *arg, uint64_t commit_lsn, const rt_replay_item *it, v
 {
 	resume_ctx *r = arg;
 	rt_chan *ch = r->ch;
-	int64_t ids[RT_JOIN_MAX_BINDINGS];
-	size_t n = 0;
-	for (size_t i = 0; i < ch->join.n; i++) {
-		const rt_binding *b = &ch->join.bindings[i];
-		if ((b->events & it->action) && name_match(b->schema, it->schema) && name_match(b->table, it->table))
-			ids[n++] = ch->ids[i];
-	}
-	if (n > 0)
-		(void)queue_change(r->s, ch, ids, n, payload, commit_lsn, it->lsn);
+	rt_kept *k = payload;
+	(void)commit_lsn;
+	change v = {.action = k->action, .lsn = it->lsn, .txn = &k->txn, .rel = k->rel, .new_tuple = k->new_tuple,
+	            .old_tuple = k->old_tuple};
+	(void)chan_offer(r->s, ch, &v, it->action, NULL, k->data);
 	return ch->c->closing ? -EPIPE : 0;
 }
 
@@ -1635,15 +1713,8 @@ static void chan_resume(rt_chan *ch)
 	realtime_sink *s = c->s;
 	char msg[RT_TEXT_MAX];
 	const char *status = "error";
-	bool narrowed = false; /* a binding with a filter or a column list */
-	for (size_t i = 0; i < ch->join.n; i++)
-		if ((ch->join.bindings[i].filter != NULL && ch->join.bindings[i].filter[0] != '\0') ||
-		    ch->join.bindings[i].select != NULL)
-			narrowed = true;
 	if (s->replay == NULL) {
 		snprintf(msg, sizeof(msg), "Resume is not enabled on this server (replay_bytes = 0): refetch");
-	} else if (narrowed) {
-		snprintf(msg, sizeof(msg), "Resume of bindings with a filter or a column list is not supported: refetch");
 	} else {
 		resume_ctx r = {s, ch, {{0}}};
 		rt_replay_who who = {.bypass = ch->who.bypass, .rank_now = resume_rank_now, .arg = &r};

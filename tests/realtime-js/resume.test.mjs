@@ -7,8 +7,8 @@
 // public event, an event of a private contact, the demotion with an event in the same
 // transaction, an event of a contact that is then erased (the contact and its events deleted),
 // another event, and the promotion back. Each user reconnects with the unmodified realtime-js,
-// passing the position in config.postgres_changes_options.walcast_resume_from, and must get
-// exactly the INSERTs PostgreSQL's masking view walcast.events_masked showed that user right
+// passing the position in config.postgres_changes_options.walcast_resume_from, and must get, on an
+// unfiltered and on a filtered binding, exactly the INSERTs PostgreSQL's masking view walcast.events_masked showed that user right
 // after each commit (the oracle, read as the user through RLS after each one), in commit order,
 // nothing twice, nothing of the erased contact, then a "Resumed" system message, then live
 // events once. A position older than the buffer gets the gap signal and no replay.
@@ -35,7 +35,9 @@ const SUBS = [
   { name: 'viewer', token: () => userToken(U.viewer), uid: U.viewer },
   { name: 'service_role', token: () => serviceToken(), service: true },
 ]
-const BINDING = [{ event: '*', schema: 'public', table: 'events' }]
+// every event of the table, and a filtered binding (the filter judged on the view at each commit)
+const BINDING = [{ event: '*', schema: 'public', table: 'events' },
+  { event: 'INSERT', schema: 'public', table: 'events', filter: `contact_id=eq.${C.pub}` }]
 const byId = (ch) => ch.got[0].filter((p) => p.eventType === 'INSERT').map((p) => p.new.id)
 
 await testCase('resume after a dropped connection', async () => {
@@ -120,6 +122,8 @@ await testCase('resume after a dropped connection', async () => {
     checkTrue(`${s.name}: nothing of the erased contact`, !ch.got[0].some((p) => p.new && p.new.contact_id === C.gone) &&
       !ch.changes().some((c) => JSON.stringify(c).includes(C.gone)))
     check(`${s.name}: the first event is not replayed`, false, got.some((p) => p.new.id === e0))
+    check(`${s.name}: the filtered binding got exactly the matching INSERTs`,
+      want[s.name].filter((w) => w.row.contact_id === C.pub).map((w) => w.id), ch.got[1].map((p) => p.new.id))
   }
   // 4. then live, once
   const live = uuid()
