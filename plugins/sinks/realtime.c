@@ -1484,7 +1484,7 @@ typedef struct rt_kept {
 	change_txn txn;       /* commit_lsn, commit_time */
 	change_action action;
 	change_value *new_tuple, *old_tuple; /* NULL or rel->ncols values (their text in blob) */
-	char blob[];
+	_Alignas(change_value) char blob[];
 } rt_kept;
 
 static void replay_payload_free(void *p)
@@ -1497,6 +1497,9 @@ static void replay_payload_free(void *p)
 
 static bool row_key_column(const relation *rel, int i, int id);
 
+/* n rounded up so that the next tuple's values are aligned */
+#define RT_ALIGN(n) (((n) + _Alignof(change_value) - 1) & ~(_Alignof(change_value) - 1))
+
 /* Bytes tuple t (rel->ncols values; key_only: the identity columns only) takes in a kept blob. */
 static size_t tuple_size(const relation *rel, const change_value *t, bool key_only, int id)
 {
@@ -1504,7 +1507,7 @@ static size_t tuple_size(const relation *rel, const change_value *t, bool key_on
 	for (int i = 0; t != NULL && i < rel->ncols; i++)
 		if (t[i].kind == VALUE_TEXT && (!key_only || row_key_column(rel, i, id)))
 			n += t[i].len + 1;
-	return t != NULL ? n + (size_t)rel->ncols * sizeof(change_value) : 0;
+	return t != NULL ? RT_ALIGN(n) + (size_t)rel->ncols * sizeof(change_value) : 0;
 }
 
 static change_value *tuple_copy(const relation *rel, const change_value *t, bool key_only, int id, char **at)
@@ -1512,7 +1515,7 @@ static change_value *tuple_copy(const relation *rel, const change_value *t, bool
 	if (t == NULL)
 		return NULL;
 	change_value *out = (change_value *)(void *)*at;
-	char *text = *at + (size_t)rel->ncols * sizeof(change_value);
+	char *start = *at + (size_t)rel->ncols * sizeof(change_value), *text = start;
 	for (int i = 0; i < rel->ncols; i++) {
 		out[i] = t[i];
 		if (key_only && !row_key_column(rel, i, id)) {
@@ -1524,7 +1527,7 @@ static change_value *tuple_copy(const relation *rel, const change_value *t, bool
 			text += t[i].len + 1;
 		}
 	}
-	*at = text;
+	*at = start + RT_ALIGN((size_t)(text - start));
 	return out;
 }
 
