@@ -3,7 +3,7 @@
 # latency (issue 8, "Benchmark").
 #
 #   bash bench/run_bench.sh [--rows M] [--subs "10 1000 100000"] [--rounds R] [--rate N]
-#                           [--seconds S] [--out FILE | --no-doc]
+#                           [--seconds S] [--topics LIST] [--out FILE | --no-doc]
 #
 # Inside one throwaway PostgreSQL (tests/harness/harness.sh), with deploy/policy.ini:
 #   1. Throughput, for each subscriber count N: 100 orgs and N members (org_roles rows, the
@@ -25,7 +25,8 @@
 # Prints a Markdown report and writes it into docs/benchmarks.md between
 # <!-- bench:run:begin --> and <!-- bench:run:end --> (only on a committed tree, bench/lib.sh).
 # Options: --rows M (default 100000), --subs LIST (default "10 1000 100000"), --rounds R
-# (default 3), --rate N (default 1000), --seconds S (default 20), --out FILE, --no-doc.
+# (default 3), --rate N (default 1000), --seconds S (default 20), --topics LIST (the nng sink's
+# topics key, default: the sink's own, every family), --out FILE, --no-doc.
 # Environment: WALCAST_BIN, WALCAST_BENCH_BUILD_DIR. A measurement, not a test: exits 0 whether
 # or not the bars are met.
 set -euo pipefail
@@ -37,6 +38,7 @@ SUBS="10 1000 100000"
 ROUNDS=3
 RATE=1000
 SECONDS_LAT=20
+TOPICS=
 OUT=$ROOT/docs/benchmarks.md
 ARGS=("$@")
 
@@ -47,6 +49,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
     --seconds) SECONDS_LAT=$2; shift 2 ;;
+    --topics) TOPICS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --no-doc) OUT=; shift ;;
     --inner) shift; break ;;
@@ -70,7 +73,7 @@ if [ -z "${WALCAST_BENCH_INNER:-}" ]; then
   SUB_BIN=$(bench_build "$ROOT" run_bench_sub)
   if [ -z "${WALCAST_BIN:-}" ]; then WALCAST_BIN=$(bench_build "$ROOT" walcast); fi
   if [ -n "$OUT" ]; then OUT=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT"); fi
-  export WALCAST_BIN SUB_BIN WALCAST_BENCH_INNER=1 WALCAST_BENCH_OUT=$OUT
+  export WALCAST_BIN SUB_BIN WALCAST_BENCH_INNER=1 WALCAST_BENCH_OUT=$OUT WALCAST_BENCH_TOPICS=$TOPICS
   export WALCAST_BENCH_ARGS="${ARGS[*]}"
   unset WALCAST_CONFIG
   exec bash "$ROOT/tests/harness/harness.sh" run --no-redis -- \
@@ -80,6 +83,7 @@ fi
 
 # ---- Inner half: PG* point at the harness's PostgreSQL ----------------------------------------
 OUT=${WALCAST_BENCH_OUT:-}
+TOPICS=${WALCAST_BENCH_TOPICS:-}
 PG_BIN=${WALCAST_PG_BIN:-/usr/lib/postgresql/15/bin}
 RECV=$PG_BIN/pg_recvlogical
 WORK=${WALCAST_HARNESS_DIR:-$(mktemp -d)}/run-bench
@@ -118,16 +122,19 @@ type = nng
 listen = tcp://127.0.0.1:$3
 sendbuf = 8192
 CONF
+  if [ -n "$TOPICS" ]; then echo "topics = $TOPICS" >>"$1"; fi
 }
 
-# Appends "subs tool round wall_s cpu_s maxrss_kb rc busy_pct messages" to $RESULTS.
-record() { # subs tool round wall tf rc busy messages
+# Appends "subs tool round wall_s cpu_s maxrss_kb rc busy_pct messages startup_s stream_s
+# stream_cpu_s" to $RESULTS (the last three: walcast only, start to the first message, first
+# message to marker, and walcast's CPU time meanwhile).
+record() { # subs tool round wall tf rc busy messages [startup stream stream_cpu]
   local rss user sys
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$5")
   user=$(awk -F': ' '/User time \(seconds\)/ {print $2}' "$5")
   sys=$(awk -F': ' '/System time \(seconds\)/ {print $2}' "$5")
-  printf '%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$(echo "${user:-0} + ${sys:-0}" | bc)" \
-    "${rss:-0}" "$6" "$7" "$8" >>"$RESULTS"
+  printf '%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$(echo "${user:-0} + ${sys:-0}" | bc)" \
+    "${rss:-0}" "$6" "$7" "$8" "${9:-}" "${10:-}" "${11:-}" >>"$RESULTS"
   log "  N=$1 $2 round $3: $(printf '%.2f' "$4") s, cpu $(echo "${user:-0} + ${sys:-0}" | bc) s, rss $((${rss:-0} / 1024)) MB, machine busy $7 %, rc $6${8:+, messages $8}"
 }
 
@@ -142,8 +149,19 @@ drain_ref() { # subs round slot end
   record "$1" pg_recvlogical "$2" "$(echo "$t1 - $t0" | bc -l)" "$tf" "$rc" "$(busy_pct "$j0" "$j1")" ""
 }
 
+# Samples the CPU time (user + system, clock ticks) of process $1 every 50 ms into $2 as
+# "UNIX_MICROSECONDS TICKS" lines until it exits: walcast's CPU at the subscriber's first message
+# and at the marker, without its start-up and shutdown.
+cpu_sampler() { # pid file
+  local f
+  while read -r -a f 2>/dev/null </proc/"$1"/stat; do
+    echo "$(date +%s%6N) $((f[13] + f[14]))"
+    sleep 0.05
+  done >"$2"
+}
+
 drain_wc() { # subs round slot
-  local tf=$WORK/time.wc.$1.$2 rc=0 t0 t1 j0 j1 np hp sub run
+  local tf=$WORK/time.wc.$1.$2 rc=0 t0 t1 j0 j1 np hp sub run wpid sampler=""
   np=$(port); hp=$(port)
   write_conf "$WORK/wc.$1.$2.conf" "$3" "$np" "$hp" false
   wait_slots_idle
@@ -154,14 +172,28 @@ drain_wc() { # subs round slot
   /usr/bin/time -v -o "$tf" "$WALCAST_BIN" -c "$WORK/wc.$1.$2.conf" run --policy "$ROOT/deploy/policy.ini" \
     >/dev/null 2>"$WORK/stderr.wc.$1.$2" &
   run=$!
+  for _ in $(seq 1 100); do wpid=$(pgrep -P "$run" || true); [ -n "$wpid" ] && break; sleep 0.02; done
+  if [ -n "$wpid" ]; then cpu_sampler "$wpid" "$WORK/cpu.wc.$1.$2" & sampler=$!; fi
   wait "$sub" || rc=$?
   t1=$(date +%s.%N); j1=$(cpu_jiffies)
   # $run is /usr/bin/time, which does not forward signals: stop walcast itself.
-  kill -TERM "$(pgrep -P "$run")" 2>/dev/null || true
+  kill -TERM "$wpid" 2>/dev/null || true
   wait "$run" || true
+  [ -z "$sampler" ] || wait "$sampler" 2>/dev/null || true
   [ "$rc" = 0 ] || { log "  walcast run: the subscriber saw no marker"; tail -5 "$WORK/stderr.wc.$1.$2" >&2; }
+  local first last startup="" stream="" scpu=""
+  first=$(sed -n 's/.*first_us=\([0-9]*\).*/\1/p' "$WORK/sub.$1.$2")
+  last=$(sed -n 's/.*marker_us=\([0-9]*\).*/\1/p' "$WORK/sub.$1.$2")
+  if [ "${first:-0}" -gt 0 ] && [ "${last:-0}" -gt 0 ]; then
+    startup=$(echo "$first / 1000000 - $t0" | bc -l); stream=$(echo "($last - $first) / 1000000" | bc -l)
+    # CPU from the last sample before the first message to the first sample after the marker,
+    # or the last one (walcast's exit) when none came after it: an upper bound
+    [ -s "$WORK/cpu.wc.$1.$2" ] && scpu=$(awk -v a="$first" -v b="$last" -v hz="$(getconf CLK_TCK)" '
+      $1 <= a {c0 = $2} $1 >= b && c1 == "" {c1 = $2} {cl = $2} END {if (c1 == "") c1 = cl; if (c0 != "" && c1 != "") printf "%.3f", (c1 - c0) / hz}' \
+      "$WORK/cpu.wc.$1.$2")
+  fi
   record "$1" walcast "$2" "$(echo "$t1 - $t0" | bc -l)" "$tf" "$rc" "$(busy_pct "$j0" "$j1")" \
-    "$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' "$WORK/sub.$1.$2")"
+    "$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' "$WORK/sub.$1.$2")" "$startup" "$stream" "$scpu"
 }
 
 # ---- Schema: 100 orgs, the load procedures ------------------------------------------------------
@@ -285,9 +317,12 @@ res, latf, subf, rows, rate, secs, lat_n, lat_busy, lat_wall = sys.argv[1:10]
 rows = int(rows)
 R = defaultdict(list)
 for line in open(res):
-    n, tool, rnd, wall, cpu, rss, rc, busy, msgs = line.rstrip("\n").split("\t")
+    n, tool, rnd, wall, cpu, rss, rc, busy, msgs, startup, stream, scpu = line.rstrip("\n").split("\t")
     R[(int(n), tool)].append(dict(wall=float(wall), cpu=float(cpu), rss=int(rss), rc=int(rc), busy=int(busy),
-                                  msgs=int(msgs) if msgs else None))
+                                  msgs=int(msgs) if msgs else None,
+                                  startup=float(startup) if startup else None,
+                                  stream=float(stream) if stream else None,
+                                  scpu=float(scpu) if scpu else None))
 med = statistics.median
 ok = lambda b: "**met**" if b else "**not met**"
 out = ["#### 1. Throughput: " + f"{rows:,} single-row transactions, 100 orgs\n",
@@ -303,12 +338,29 @@ for n in sorted({k[0] for k in R}):
     failed = [v for v in ref + wc if v["rc"] != 0]
     note = " ⚠ failed drains: %d" % len(failed) if failed else ""
     out.append(f"| {n:,}{note} | {rr/1000:,.1f}k | {wr/1000:,.1f}k | {ratio:.3f} {ok(ratio >= 0.95)} | {rc_:.1f} / {wc_:.1f} ({(wc_ / rc_ if rc_ > 0 else float('nan')):.2f}×) | {max(v['rss'] for v in ref)/1024:.1f} / {max(v['rss'] for v in wc)/1024:.1f} MB | {busy:.0f} % | {msgs} |")
+out.append("\nThe same drains without walcast's start-up (connecting, the policy-state load of every member, the slot): walcast from the subscriber's first message to the marker.\n")
+out.append("| subscribers (members) | walcast start-up s | walcast streaming rows/s | streaming ratio vs pg_recvlogical | streaming CPU µs/row: pg_recvlogical / walcast (×) |")
+out.append("|---:|---:|---:|---:|---:|")
+for n in sorted({k[0] for k in R}):
+    ref, wc = R[(n, "pg_recvlogical")], R[(n, "walcast")]
+    pairs = [(a, b) for a, b in zip(ref, wc) if b["stream"]]
+    if not pairs:
+        out.append(f"| {n:,} | – | – | – | – |")
+        continue
+    su = med([b["startup"] for _, b in pairs])
+    sr = med([rows / b["stream"] for _, b in pairs])
+    sratio = med([(rows / b["stream"]) / (rows / a["wall"]) for a, b in pairs])
+    rc_ = med([v["cpu"] for v in ref]) / rows * 1e6
+    sc = [b["scpu"] for _, b in pairs if b["scpu"] is not None]
+    scpu = f"{rc_:.1f} / {med(sc) / rows * 1e6:.1f} ({med(sc) / rows * 1e6 / rc_:.2f}×)" if sc and rc_ > 0 else "–"
+    out.append(f"| {n:,} | {su:.2f} | {sr/1000:,.1f}k | {sratio:.3f} | {scpu} |")
 out.append("\n<details><summary>every drain</summary>\n")
-out.append("| subscribers | tool | round | wall s | CPU s | peak RSS | machine busy | exit |")
-out.append("|---:|---|---:|---:|---:|---:|---:|---:|")
+out.append("| subscribers | tool | round | wall s | CPU s | peak RSS | machine busy | exit | start-up s / streaming s (CPU s) |")
+out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 for (n, tool), vs in sorted(R.items()):
     for i, v in enumerate(vs, 1):
-        out.append(f"| {n:,} | {tool} | {i} | {v['wall']:.2f} | {v['cpu']:.2f} | {v['rss']/1024:.1f} MB | {v['busy']} % | {v['rc']} |")
+        st = f"{v['startup']:.2f} / {v['stream']:.2f}" + (f" ({v['scpu']:.2f})" if v["scpu"] is not None else "") if v["stream"] else "–"
+        out.append(f"| {n:,} | {tool} | {i} | {v['wall']:.2f} | {v['cpu']:.2f} | {v['rss']/1024:.1f} MB | {v['busy']} % | {v['rc']} | {st} |")
 out.append("\n</details>\n")
 lat = sorted(int(x) for x in open(latf) if x.strip())
 sub = open(subf).read().strip()
@@ -332,7 +384,7 @@ PY
   echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); command: \`bash bench/run_bench.sh ${WALCAST_BENCH_ARGS:-}\`"
   echo "- Machine: $(nproc) × $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(uname -sr); PostgreSQL $(sql -c 'show server_version') (harness: fsync off, synchronous_commit off)"
-  echo "- walcast: git $GIT_REV, RelWithDebInfo; \`walcast run --policy deploy/policy.ini\` with one nng sink (\`sendbuf = 8192\`), pgoutput"
+  echo "- walcast: git $GIT_REV, RelWithDebInfo; \`walcast run --policy deploy/policy.ini\` with one nng sink (\`sendbuf = 8192\`${TOPICS:+, \`topics = $TOPICS\`}), pgoutput"
   echo "- **Shared machine**: ${IDLE_BUSY}% of all CPUs busy with other work in the 3 s before the run, load average $LOADAVG${OTHERS:+ (top: $OTHERS)}. \"Machine busy\" below is the share of all CPUs busy during each drain, the drain's own processes included. Absolute figures are skewed by that load; the ratios less so (each round's two drains run back to back, alternating which goes first)."
   echo "- Loads (2 sessions, COMMIT after every insert): ${LOAD_TXT% }"
   echo "- pg_recvlogical: \`pg_recvlogical -S SLOT --start -E END --no-loop -F 0 -o proto_version=1 -o publication_names=walcast -o messages=true -f /dev/null\`; walcast: start of \`walcast run\` to the subscriber's receipt of the marker message committed right after END (the walcast process then gets SIGTERM; its CPU time and peak RSS come from \`/usr/bin/time -v\` and include startup, the initial policy-state load and shutdown). Medians of the rounds; the ratio is the median of per-round ratios; peak RSS is the maximum."

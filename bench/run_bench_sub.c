@@ -9,7 +9,9 @@
  * the run. --latency FILE: for every other message, writes one line "MICROSECONDS" to FILE:
  * this process's CLOCK_REALTIME at receipt minus the payload's "commit_time" (PostgreSQL's commit
  * timestamp; same machine, same clock). At the end prints on stdout
- * "messages=N gaps=G marker=0|1" (gaps: sequence numbers skipped, summed over topics seen).
+ * "messages=N gaps=G marker=0|1 first_us=T0 marker_us=T1" (gaps: sequence numbers skipped,
+ * summed over topics seen; T0 and T1: CLOCK_REALTIME in Unix microseconds at the receipt of the
+ * first message and of the marker, 0 when none).
  * Exits 0, or 1 on an error or when the receive timeout (default 120 s) passed without a marker.
  */
 #ifndef _GNU_SOURCE
@@ -88,23 +90,43 @@ int main(int argc, char **argv)
 	}
 	fprintf(stderr, "run_bench_sub: subscribed\n");
 	uint64_t messages = 0, gaps = 0;
+	int64_t first_us = 0, marker_us = 0;
 	int marker = 0;
 	topic_seq topics[64];
 	size_t ntopics = 0;
+	/* One aio for every receive (nng_recvmsg allocates one per call, with a getrandom) and one
+	 * buffer: the subscriber receives every topic's messages (pub/sub filters here), so its
+	 * per-message cost must stay well below walcast's or the marker waits in its queue. */
+	nng_aio *aio = NULL;
+	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
+		fprintf(stderr, "run_bench_sub: aio: %s\n", nng_strerror(rv));
+		return 1;
+	}
+	nng_aio_set_timeout(aio, timeout_s * 1000);
+	char *s = NULL;
+	size_t cap = 0;
 	while (!marker) {
-		nng_msg *m;
-		rv = nng_recvmsg(sock, &m, 0);
-		if (rv != 0) {
+		nng_recv_aio(sock, aio);
+		nng_aio_wait(aio);
+		if ((rv = nng_aio_result(aio)) != 0) {
 			fprintf(stderr, "run_bench_sub: receive: %s\n", nng_strerror(rv));
 			break;
 		}
+		nng_msg *m = nng_aio_get_msg(aio);
 		struct timespec now;
 		clock_gettime(CLOCK_REALTIME, &now);
+		int64_t now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+		if (first_us == 0)
+			first_us = now_us;
 		size_t len = nng_msg_len(m);
-		char *s = malloc(len + 1);
-		if (s == NULL) {
-			nng_msg_free(m);
-			break;
+		if (len + 1 > cap) {
+			char *s2 = realloc(s, len + 1);
+			if (s2 == NULL) {
+				nng_msg_free(m);
+				break;
+			}
+			s = s2;
+			cap = len + 1;
 		}
 		memcpy(s, nng_msg_body(m), len);
 		s[len] = '\0';
@@ -128,20 +150,22 @@ int main(int argc, char **argv)
 			}
 			if (strstr(s, "/_message/") != NULL) {
 				marker = 1;
+				marker_us = now_us;
 			} else {
 				messages++;
 				const char *ct = strstr(sp + 1, "\"commit_time\":\"");
 				if (lat != NULL && ct != NULL) {
 					int64_t c = parse_time(ct + 15);
-					int64_t r = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
 					if (c >= 0)
-						fprintf(lat, "%" PRId64 "\n", r - c);
+						fprintf(lat, "%" PRId64 "\n", now_us - c);
 				}
 			}
 		}
-		free(s);
 	}
-	printf("messages=%" PRIu64 " gaps=%" PRIu64 " marker=%d\n", messages, gaps, marker);
+	free(s);
+	nng_aio_free(aio);
+	printf("messages=%" PRIu64 " gaps=%" PRIu64 " marker=%d first_us=%" PRId64 " marker_us=%" PRId64 "\n",
+	       messages, gaps, marker, first_us, marker_us);
 	for (size_t t = 0; t < ntopics; t++)
 		free(topics[t].topic);
 	if (lat != NULL)

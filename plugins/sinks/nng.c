@@ -3,10 +3,8 @@
  * one message per (change, audience) on a topic naming the audience and the table, with a
  * per-topic sequence number so that a consumer sees what nng dropped.
  *
- * The topic -> next sequence map is a small open-addressing table of its own (linear probing,
- * FNV-1a, power-of-two capacity, grown at 70% load; keys copied once, never removed): the
- * project's other tables are keyed by uuids (audience.c) or relations (relcache.c), not by
- * byte strings, and none is shared yet.
+ * The topic -> next sequence map is the core's hash_index over a dense array of slots (keys
+ * copied once, never removed), hashed with hash_bytes.
  */
 #include "nng.h"
 
@@ -15,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/pub.h>
@@ -40,17 +39,14 @@ typedef struct seq_map {
 	seq_slot *slots;
 	size_t cap;
 	size_t n;
+	uint64_t seed;
 } seq_map;
 
-static uint32_t fnv1a(const char *s, size_t n)
+/* Topics are chosen by the database's contents (org and user ids, table names), so the table
+ * is keyed by a random value per sink (see hash_words). */
+static uint32_t topic_hash(const seq_map *m, const char *s, size_t n)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 0x100000001b3ULL;
-	}
-	h ^= h >> 29;
-	return (uint32_t)(h ^ (h >> 32));
+	return (uint32_t)hash_bytes(m->seed, s, n);
 }
 
 static long seq_index(const seq_map *m, const char *key, size_t len, uint32_t h)
@@ -68,7 +64,7 @@ static long seq_index(const seq_map *m, const char *key, size_t len, uint32_t h)
  * good until the next seq_get. */
 static seq_slot *seq_get(seq_map *m, const char *key, size_t len)
 {
-	uint32_t h = fnv1a(key, len);
+	uint32_t h = topic_hash(m, key, len);
 	long i = seq_index(m, key, len, h);
 	if (i >= 0)
 		return &m->slots[i];
@@ -97,7 +93,7 @@ static seq_slot *seq_get(seq_map *m, const char *key, size_t len)
 
 static const seq_slot *seq_find(const seq_map *m, const char *key, size_t len)
 {
-	long i = seq_index(m, key, len, fnv1a(key, len));
+	long i = seq_index(m, key, len, topic_hash(m, key, len));
 	return i >= 0 ? &m->slots[i] : NULL;
 }
 
@@ -112,20 +108,36 @@ static void seq_fini(seq_map *m)
 
 /* ---- topics --------------------------------------------------------------------------- */
 
+/* The bytes a topic name carries as they are: [A-Za-z0-9_$-] (NUL is not: it ends a name). */
+static const bool name_plain[256] = {
+	['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1,
+	['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+	['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1,
+	['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1,
+	['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+	['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['_'] = 1,
+	['$'] = 1, ['-'] = 1,
+};
+
 /* Appends s percent-encoded outside [A-Za-z0-9_$-] ('.', '/', ' ' and the rest are escaped,
- * so a topic splits unambiguously and never contains a space). */
+ * so a topic splits unambiguously and never contains a space). Runs of plain bytes (all of a
+ * uuid, a role, most table names) are appended at once: this is on every message. */
 static int put_name(buf *b, const char *s)
 {
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		             c == '_' || c == '$' || c == '-';
-		int rc = plain ? buf_putc(b, (char)c)
-		               : buf_printf(b, "%%%c%c", hex_upper[c >> 4], hex_upper[c & 15]);
-		if (rc < 0)
+	for (;;) {
+		size_t n = 0;
+		while (name_plain[(unsigned char)s[n]])
+			n++;
+		int rc = n > 0 ? buf_append(b, s, n) : 0;
+		if (rc < 0 || s[n] == '\0')
 			return rc;
+		unsigned char c = (unsigned char)s[n];
+		char esc[3] = {'%', hex_upper[c >> 4], hex_upper[c & 15]};
+		if ((rc = buf_append(b, esc, sizeof(esc))) < 0)
+			return rc;
+		s += n + 1;
 	}
-	return 0;
 }
 
 int nng_sink_topic(buf *out, const char *prefix, const audience_delivery *d)
@@ -164,6 +176,41 @@ out:
 
 /* ---- the sink ------------------------------------------------------------------------- */
 
+enum { FAM_ALL = 1u << 0, FAM_ROLE = 1u << 1, FAM_USER = 1u << 2 };
+
+/* Parses the topics key ("all, role, user" or a part of it) into FAM_* bits. 0 or -EINVAL
+ * (err says why). */
+static int families_parse(const char *text, unsigned *out, char err[SINK_ERROR_MAX])
+{
+	static const struct { const char *name; unsigned bit; } names[] = {
+		{"all", FAM_ALL}, {"role", FAM_ROLE}, {"user", FAM_USER}};
+	unsigned f = 0;
+	const char *p = text ? text : "all, role, user";
+	while (*p != '\0') {
+		size_t n = strcspn(p, ", \t");
+		if (n > 0) {
+			size_t i = 0;
+			while (i < sizeof(names) / sizeof(names[0]) &&
+			       !(strlen(names[i].name) == n && strncmp(names[i].name, p, n) == 0))
+				i++;
+			if (i == sizeof(names) / sizeof(names[0])) {
+				snprintf(err, SINK_ERROR_MAX, "topics: unknown audience family \"%.*s\" (all, role, user)",
+				         (int)(n > 64 ? 64 : n), p);
+				return -EINVAL;
+			}
+			f |= names[i].bit;
+		}
+		p += n;
+		p += strspn(p, ", \t");
+	}
+	if (f == 0) {
+		snprintf(err, SINK_ERROR_MAX, "topics: name at least one of all, role, user");
+		return -EINVAL;
+	}
+	*out = f;
+	return 0;
+}
+
 typedef struct nng_sink {
 	char name[128];
 	nng_socket sock;
@@ -174,8 +221,10 @@ typedef struct nng_sink {
 	const sink_env *env;
 	audience_sub *sub;
 	char *prefix;
+	unsigned families;       /* FAM_* published */
 	seq_map seqs;
 	buf msg;                 /* scratch: the message being built */
+	nng_aio *aio;            /* reused for every send (nng_sendmsg allocates one per call) */
 	nng_sink_stats st;
 	atomic_int connections;  /* updated by nng's pipe callbacks (its own threads) */
 	metrics_counter *m_messages, *m_bytes, *m_dropped;
@@ -350,6 +399,8 @@ static void nng_sink_destroy(void *impl)
 		s->env->unsubscribe(s->env->env_arg, s->sub);
 	if (s->open)
 		nng_close(s->sock); /* closes listeners and pipes; waits for pipe callbacks */
+	if (s->aio != NULL)
+		nng_aio_free(s->aio);
 	if (s->tls != NULL)
 		nng_tls_config_free(s->tls);
 	/* the callback children read s: the families go with it (a new instance registers them
@@ -375,12 +426,16 @@ static int nng_sink_create(const sink_env *env, const void *conf, void **out, ch
 	snprintf(s->name, sizeof(s->name), "%s", env->name ? env->name : "nng");
 	atomic_init(&s->connections, 0);
 	buf_init(&s->msg);
+	if (getrandom(&s->seqs.seed, sizeof(s->seqs.seed), GRND_NONBLOCK) != (ssize_t)sizeof(s->seqs.seed))
+		s->seqs.seed = (uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ULL; /* no entropy yet */
 	s->prefix = strdup(c->topic_prefix ? c->topic_prefix : NNG_SINK_DEFAULT_PREFIX);
 	urls = strdup(c->listen ? c->listen : "");
 	if (s->prefix == NULL || urls == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
+	if ((rc = families_parse(c->topics, &s->families, err)) < 0)
+		goto fail;
 	if (strchr(s->prefix, ' ') != NULL) {
 		snprintf(err, SINK_ERROR_MAX, "topic_prefix \"%s\": no spaces (a space ends the topic)",
 		         s->prefix);
@@ -404,6 +459,11 @@ static int nng_sink_create(const sink_env *env, const void *conf, void **out, ch
 		goto fail;
 	}
 	s->open = true;
+	if ((nrv = nng_aio_alloc(&s->aio, NULL, NULL)) != 0) {
+		snprintf(err, SINK_ERROR_MAX, "send aio: %s", nng_strerror(nrv));
+		rc = nng_errno(nrv);
+		goto fail;
+	}
 	if ((nrv = nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, (int)c->sendbuf)) != 0) {
 		snprintf(err, SINK_ERROR_MAX, "sendbuf %lld: %s", (long long)c->sendbuf, nng_strerror(nrv));
 		rc = nng_errno(nrv);
@@ -453,8 +513,10 @@ static int nng_sink_create(const sink_env *env, const void *conf, void **out, ch
 	/* the shared series (every live sink's drops and connections, one family each) */
 	if (env->live_metrics != NULL && env->live_metrics(env->env_arg, &s->m_sink_drops, read_connections, s) < 0)
 		log_warn("nng.metrics", "sink=%s: walcast_sink_drops_total and walcast_connections left out", s->name);
+	/* the all topic alone: a bypass subscriber, so that no other audience is even judged */
+	bool bypass_only = s->families == FAM_ALL;
 	if (env->subscribe != NULL &&
-	    (rc = env->subscribe(env->env_arg, s, NULL, false, true, &s->sub)) < 0) {
+	    (rc = env->subscribe(env->env_arg, s, NULL, bypass_only, !bypass_only, &s->sub)) < 0) {
 		snprintf(err, SINK_ERROR_MAX, "wildcard subscriber: %s", strerror(-rc));
 		goto fail;
 	}
@@ -496,6 +558,8 @@ static int nng_sink_deliver(void *impl, void *sub_arg, const audience_delivery *
 {
 	nng_sink *s = impl;
 	(void)sub_arg;
+	if (!(s->families & (d->bypass ? FAM_ALL : d->individual ? FAM_USER : FAM_ROLE)))
+		return 0; /* a family this instance does not publish (topics) */
 	buf *b = &s->msg;
 	buf_clear(b);
 	int rc = nng_sink_topic(b, s->prefix, d);
@@ -518,27 +582,47 @@ static int nng_sink_deliver(void *impl, void *sub_arg, const audience_delivery *
 	uint64_t seq = slot->next++;
 	const change *v = d->view;
 	uint64_t lsn = v == NULL ? 0 : v->txn != NULL ? v->txn->commit_lsn : v->lsn;
-	char lsn_text[LSN_TEXT_MAX];
-	size_t plen = 0;
+	/* " <seq> <lsn> ", formatted by hand: this is on every message */
+	char head[64];
+	char digits[20];
+	size_t nd = 0, hl = 0;
+	do
+		digits[nd++] = (char)('0' + seq % 10);
+	while ((seq /= 10) != 0);
+	head[hl++] = ' ';
+	while (nd > 0)
+		head[hl++] = digits[--nd];
+	head[hl++] = ' ';
+	lsn_format(lsn, head + hl);
+	hl += strlen(head + hl);
+	head[hl++] = ' ';
+	size_t plen = 4;
 	const char *payload = d->payload ? audience_payload_data(d->payload, &plen) : "null";
-	if (d->payload == NULL)
-		plen = 4;
+	size_t len = tlen + hl + plen;
+	/* one allocation of the exact size: every subscriber's pipe shares it (nng counts refs) */
 	nng_msg *m = NULL;
-	if ((rc = buf_printf(b, " %llu %s ", (unsigned long long)seq, lsn_format(lsn, lsn_text))) < 0 ||
-	    nng_msg_alloc(&m, 0) != 0 || nng_msg_append(m, b->data, b->len) != 0 ||
-	    nng_msg_append(m, payload, plen) != 0) {
-		if (m != NULL)
-			nng_msg_free(m);
+	if (nng_msg_alloc(&m, len) != 0) {
 		count_drop(s);
 		return 0;
 	}
-	size_t len = nng_msg_len(m);
-	int nrv = nng_sendmsg(s->sock, m, NNG_FLAG_NONBLOCK);
-	if (nrv != 0) {
+	char *body = nng_msg_body(m);
+	memcpy(body, b->data, tlen);
+	memcpy(body + tlen, head, hl);
+	memcpy(body + tlen + hl, payload, plen);
+	/* nng_send_aio on the sink's own aio: pub0 completes a send at once, in this thread (no
+	 * callback to dispatch), so the aio is free again when nng_aio_wait returns. A zero timeout
+	 * keeps the send non-blocking, as a live sink must be. */
+	nng_aio_set_timeout(s->aio, NNG_DURATION_ZERO);
+	nng_aio_set_msg(s->aio, m);
+	nng_send_aio(s->sock, s->aio);
+	nng_aio_wait(s->aio);
+	if (nng_aio_result(s->aio) != 0) {
 		nng_msg_free(m); /* not taken on failure */
+		nng_aio_set_msg(s->aio, NULL);
 		count_drop(s);
 		return 0;
 	}
+	nng_aio_set_msg(s->aio, NULL);
 	s->st.messages++;
 	s->st.bytes += len;
 	if (s->m_messages)
@@ -579,6 +663,9 @@ static const config_key nng_keys[] = {
 	    "subscriber sees a sequence gap)"),
 	KEY("topic_prefix", CONFIG_STRING, topic_prefix, NNG_SINK_DEFAULT_PREFIX, 0, 0,
 	    "prepended to every topic (no spaces)"),
+	KEY("topics", CONFIG_STRING, topics, "all, role, user", 0, 0,
+	    "the audience families published: all (every row unmasked), role (per org and rank), "
+	    "user (per org and named user); every message costs a send per subscriber connection"),
 };
 #undef KEY
 

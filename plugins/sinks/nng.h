@@ -2,7 +2,8 @@
  * nng — the live pub/sub sink for trusted backend consumers (docs/nng.md). One nng pub socket
  * (libnng 1.5.2) listening on every configured URL (tcp://, tls+tcp:// when tls_cert and
  * tls_key are set, ipc://); one wildcard subscriber in the pipeline's audience, so every
- * audience of every row becomes one message on its own topic:
+ * audience of every row becomes one message on its own topic (the families the topics key
+ * names; with "all" alone the sink is a bypass subscriber and nothing else is judged):
  *
  *   <topic_prefix><audience>/<schema>.<table>/ SP <seq> SP <lsn> SP <payload JSON>
  *
@@ -46,6 +47,8 @@ typedef struct nng_sink_conf {
 	char *tls_ca;        /* PEM CA file: clients must present a certificate it signed */
 	int64_t sendbuf;     /* messages queued per subscriber connection before the oldest drops */
 	char *topic_prefix;  /* prepended to every topic */
+	char *topics;        /* the audience families published: "all", "role", "user" (commas or
+	                      * spaces between); NULL = all three */
 } nng_sink_conf;
 
 #define NNG_SINK_DEFAULT_PREFIX "walcast/v1/"

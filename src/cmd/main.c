@@ -20,6 +20,7 @@
 #include "log.h"
 #include "lsn.h"
 #include "policy_sql.h"
+#include "redis_backfill.h"
 #include "token.h"
 #include "run.h"
 #include "sink.h"
@@ -77,6 +78,7 @@ static void usage(FILE *f)
 	        "  run      the daemon: the slot's changes to the sinks of [sink.NAME] sections\n"
 	        "  tail     print the changes of a replication slot as JSON lines\n"
 	        "  status   show the slot, its lag and health\n"
+	        "  backfill rebuild a redis sink's aggregates from a snapshot (walcast run stopped)\n"
 	        "  policy sql  print the RLS policies and masking views generated from the policy\n"
 	        "           file (--policy FILE, default deploy/policy.ini)\n"
 	        "  encrypt  encrypt stdin lines for a bytea column: [CONTEXT<TAB>]TEXT -> \\x...\n"
@@ -113,6 +115,15 @@ static int verb_usage(FILE *f, const char *verb)
 		           "see docs/decoders.md). To stdout: at least once. With --output FILE: exactly once\n"
 		           "across restarts. With --as/--jwt: only what that user may see.\n\n");
 		fprintf(f, "%s\n", tail_options_help);
+		fprintf(f, common_options, names);
+		fprintf(f, "\n%s", env_help);
+	} else if (strcmp(verb, "backfill") == 0) {
+		fprintf(f, "usage: walcast -c FILE backfill [--sink NAME] [--set S.KEY=VALUE]...\n"
+		           "\n"
+		           "Rebuild the aggregates of the redis sink NAME (the only one when not given) from a\n"
+		           "consistent snapshot of its table, then hand over to walcast run at exactly the\n"
+		           "snapshot's LSN. Stop walcast run first. A progress line on a terminal. See\n"
+		           "docs/aggregates.md, \"Backfill\".\n\n");
 		fprintf(f, common_options, names);
 		fprintf(f, "\n%s", env_help);
 	} else if (strcmp(verb, "status") == 0) {
@@ -159,6 +170,7 @@ enum {
 	OPT_JWT,
 	OPT_CREATE_PUBLICATION,
 	OPT_SET,
+	OPT_SINK,
 };
 
 /* Warns (stderr, log format) about every inactive slot that retains WAL: PostgreSQL keeps that WAL
@@ -393,6 +405,7 @@ int main(int argc, char **argv)
 		{"jwt", required_argument, NULL, OPT_JWT},
 		{"create-publication", no_argument, NULL, OPT_CREATE_PUBLICATION},
 		{"set", required_argument, NULL, OPT_SET},
+		{"sink", required_argument, NULL, OPT_SINK},
 		{NULL, 0, NULL, 0},
 	};
 	config cfg;
@@ -406,6 +419,7 @@ int main(int argc, char **argv)
 	const char *as_user = NULL;
 	const char *jwt = NULL;
 	bool slot_given = false;
+	const char *backfill_sink = NULL;
 	char viewer_uid[POLICY_UUID_TEXT_LEN + 1];
 	char temp_slot[64];
 	char viewer_role[TOKEN_ROLE_MAX];
@@ -431,6 +445,7 @@ int main(int argc, char **argv)
 		case OPT_TEMPORARY: f.section = "replication", f.key = "temporary_slot", f.value = "true"; break;
 		case 'v': f.section = "log", f.key = "level", f.value = "debug"; break;
 		case OPT_SET: f.section = "", f.assignment = optarg; break;
+		case OPT_SINK: backfill_sink = optarg; break;
 		case 't':
 			if (table_name_check(optarg) < 0)
 				goto cleanup;
@@ -623,6 +638,13 @@ int main(int argc, char **argv)
 			}
 		}
 		code = tail_run(&cfg, &topt);
+	} else if (strcmp(verb, "backfill") == 0) {
+		if (config_path == NULL) {
+			fprintf(stderr, "walcast: backfill needs the configuration of walcast run: walcast -c FILE backfill\n");
+			goto cleanup;
+		}
+		redis_backfill_options bopt = {.sink = backfill_sink, .chunk_rows = 10000, .progress = isatty(STDERR_FILENO)};
+		code = redis_backfill_main(&cfg, &bopt);
 	} else if (strcmp(verb, "status") == 0) {
 		code = status_run(&cfg);
 	} else if (strcmp(verb, "encrypt") == 0) {

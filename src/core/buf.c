@@ -57,16 +57,6 @@ int buf_puts(buf *b, const char *s)
 	return buf_append(b, s, strlen(s));
 }
 
-int buf_putc(buf *b, char c)
-{
-	int rc = buf_reserve(b, 1);
-	if (rc < 0)
-		return rc;
-	b->data[b->len++] = c;
-	b->data[b->len] = '\0';
-	return 0;
-}
-
 int buf_printf(buf *b, const char *fmt, ...)
 {
 	va_list ap;

@@ -29,7 +29,21 @@ __attribute__((warn_unused_result)) int buf_reserve(buf *b, size_t extra);
 /* Appends bytes; 0 or -ENOMEM. */
 __attribute__((warn_unused_result)) int buf_append(buf *b, const void *p, size_t n);
 __attribute__((warn_unused_result)) int buf_puts(buf *b, const char *s);
-__attribute__((warn_unused_result)) int buf_putc(buf *b, char c);
+
+/* Appends one byte; 0 or -ENOMEM. Inline: serializers call it for every quote, comma and
+ * colon (profiled: the out-of-line call was ~6 % of `walcast run`'s CPU). */
+__attribute__((warn_unused_result)) static inline int buf_putc(buf *b, char c)
+{
+	if (b->cap - b->len <= 1) {
+		int rc = buf_reserve(b, 1);
+		if (rc < 0)
+			return rc;
+	}
+	b->data[b->len++] = c;
+	b->data[b->len] = '\0';
+	return 0;
+}
+
 __attribute__((warn_unused_result, format(printf, 2, 3))) int buf_printf(buf *b, const char *fmt, ...);
 
 /* Appends s as a JSON string literal, quotes included, escaping what JSON requires; invalid

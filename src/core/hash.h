@@ -75,25 +75,46 @@ static inline bool hash_probe_next(const hash_index *hx, hash_probe *p, uint32_t
 	}
 }
 
-/* A 64-bit hash of n bytes at k, keyed by seed (a per-table random value makes chosen keys
- * unable to lengthen the probes), its 32 low bits well mixed. Reads k in 8-byte words: n must
- * be a multiple of 8. */
-static inline uint64_t hash_words(uint64_t seed, const uint8_t *k, size_t n)
+/* The word loop of hash_words and hash_bytes: h mixed with the n / 8 words at k. */
+static inline uint64_t hash_mix_words(uint64_t h, const uint8_t *k, size_t n)
 {
-	uint64_t h = seed;
-	for (size_t i = 0; i < n; i += 8) {
+	for (size_t i = 0; i + 8 <= n; i += 8) {
 		uint64_t w;
 		__builtin_memcpy(&w, k + i, sizeof(w));
 		h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
 		h ^= h >> 29;
 	}
-	/* murmur3's finalizer */
+	return h;
+}
+
+/* murmur3's finalizer. */
+static inline uint64_t hash_final(uint64_t h)
+{
 	h ^= h >> 33;
 	h *= 0xff51afd7ed558ccdULL;
 	h ^= h >> 33;
 	h *= 0xc4ceb9fe1a85ec53ULL;
 	h ^= h >> 33;
 	return h;
+}
+
+/* A 64-bit hash of n bytes at k, keyed by seed (a per-table random value makes chosen keys
+ * unable to lengthen the probes), its 32 low bits well mixed. Reads k in 8-byte words: n must
+ * be a multiple of 8. */
+static inline uint64_t hash_words(uint64_t seed, const uint8_t *k, size_t n)
+{
+	return hash_final(hash_mix_words(seed, k, n));
+}
+
+/* hash_words for any n: the 8-byte words, then the tail (zero-padded) and the length. For byte
+ * strings (nng topics); a word at a time, not a byte at a time like FNV-1a. */
+static inline uint64_t hash_bytes(uint64_t seed, const void *k, size_t n)
+{
+	size_t whole = n & ~(size_t)7;
+	uint64_t h = hash_mix_words(seed, k, whole) ^ (uint64_t)n;
+	uint8_t tail[8] = {0};
+	__builtin_memcpy(tail, (const uint8_t *)k + whole, n - whole);
+	return hash_final(hash_mix_words(h, tail, sizeof(tail)));
 }
 
 #endif

@@ -16,7 +16,9 @@
  * Per change, the uid columns of the row (and of the old row of an UPDATE) name at most a few
  * subscribed users: they are stamped with the change's serial number, judged on their own, and
  * skipped by their rank's audience. Payloads come from a pool (a free list) and are returned to
- * it by the last unref, so a steady stream allocates nothing.
+ * it by the last unref, so a steady stream allocates nothing. Payloads are serialized through
+ * a change_json_cache: the escaped table and column names are formatted once per relation
+ * and the transaction's header once per transaction, not once per audience.
  */
 #include "audience.h"
 
@@ -163,6 +165,10 @@ typedef struct aindex {
 	bool cb_added;
 } aindex;
 
+/* Distinct payloads of one change remembered for reuse (the bypass audience, one per rank, a
+ * few named users: 8 covers deploy/policy.ini's events; past it, payloads are serialized). */
+#define AUDIENCE_SEEN_MAX 8
+
 struct audience {
 	privacy *pv;
 	unsigned json_flags;
@@ -174,6 +180,12 @@ struct audience {
 	audience_sub *wild_subs;               /* offered every audience of every row */
 	size_t nbypass, nwild, nsubs;
 	payload_pool *pool;
+	change_json_cache *jc; /* escaped names per relation, the header per transaction */
+	/* the payloads serialized for the change being published, with their views (valid until
+	 * the change is done: its views live in the privacy arena until then) */
+	change seen_view[AUDIENCE_SEEN_MAX];
+	audience_payload *seen[AUDIENCE_SEEN_MAX];
+	size_t nseen;
 	/* per change */
 	uint64_t serial;
 	void **out;     /* subscribers of the audience being delivered; capacity >= nsubs */
@@ -428,7 +440,8 @@ int audience_create(privacy *pv, unsigned json_flags, audience **out)
 	if (getrandom(&a->seed, sizeof(a->seed), GRND_NONBLOCK) != (ssize_t)sizeof(a->seed))
 		a->seed = (uint64_t)(uintptr_t)a * 0x9E3779B97F4A7C15ULL;
 	a->pool = calloc(1, sizeof(*a->pool));
-	if (a->pool == NULL || pmap_init(&a->users) < 0)
+	a->jc = change_json_cache_create();
+	if (a->pool == NULL || a->jc == NULL || pmap_init(&a->users) < 0)
 		goto nomem;
 	a->pool->refs = 1;
 	for (int w = 0; w < 2; w++) {
@@ -479,6 +492,7 @@ void audience_destroy(audience *a)
 	pmap_fini(&a->users);
 	pmap_fini(&a->ix[0].orgs);
 	pmap_fini(&a->ix[1].orgs);
+	change_json_cache_destroy(a->jc);
 	if (a->pool != NULL) {
 		payload_pool *pool = a->pool;
 		audience_payload *p = pool->free;
@@ -646,25 +660,98 @@ void audience_unsubscribe(audience *a, audience_sub *s)
 
 /* ---- publishing ----------------------------------------------------------------------------- */
 
-/* Serializes view once and hands it to the callback with the n subscribers gathered in a->out. */
+/* Do two views of one change carry the same values? (Then they serialize the same.) */
+static bool tuple_same(const change_value *x, const change_value *y, int ncols)
+{
+	if (x == y)
+		return true;
+	if (x == NULL || y == NULL)
+		return false;
+	for (int i = 0; i < ncols; i++) {
+		if (x[i].kind != y[i].kind)
+			return false;
+		if (x[i].kind == VALUE_TEXT &&
+		    (x[i].len != y[i].len || (x[i].data != y[i].data && memcmp(x[i].data, y[i].data, x[i].len) != 0)))
+			return false;
+	}
+	return true;
+}
+
+static bool errors_same(const char *const *x, const char *const *y, int ncols)
+{
+	if (x == y)
+		return true;
+	if (x == NULL || y == NULL)
+		return false;
+	for (int i = 0; i < ncols; i++)
+		if (x[i] != y[i] && (x[i] == NULL || y[i] == NULL || strcmp(x[i], y[i]) != 0))
+			return false;
+	return true;
+}
+
+/* Two views of the same change (privacy_view copies everything but the tuples and the errors
+ * from it) that change_json_write renders byte for byte the same. */
+static bool view_same(const change *x, const change *y)
+{
+	if (x->action != y->action || x->rel != y->rel || x->lsn != y->lsn || x->txn != y->txn)
+		return false;
+	int ncols = x->rel != NULL ? x->rel->ncols : 0;
+	return tuple_same(x->new_tuple, y->new_tuple, ncols) && tuple_same(x->old_tuple, y->old_tuple, ncols) &&
+	       errors_same(x->row_errors, y->row_errors, ncols);
+}
+
+/* Drops the payloads remembered for the change just published. */
+static void seen_release(audience *a)
+{
+	for (size_t i = 0; i < a->nseen; i++)
+		audience_payload_unref(a->seen[i]);
+	a->nseen = 0;
+}
+
+/* The payload of view: one serialized earlier for the same change when its view carries the
+ * same values (ranks that see a row alike share it), else a new one. One reference for the
+ * caller. NULL when out of memory. */
+static audience_payload *payload_for(audience *a, const change *view, int *rc)
+{
+	*rc = 0;
+	for (size_t i = 0; i < a->nseen; i++)
+		if (view_same(&a->seen_view[i], view))
+			return audience_payload_ref(a->seen[i]);
+	audience_payload *p = payload_get(a->pool);
+	if (p == NULL) {
+		*rc = -ENOMEM;
+		return NULL;
+	}
+	if ((*rc = change_json_write_cached(a->jc, &p->b, view, a->json_flags)) < 0) {
+		audience_payload_unref(p);
+		return NULL;
+	}
+	a->st.serialized++;
+	if (a->nseen < AUDIENCE_SEEN_MAX) {
+		a->seen_view[a->nseen] = *view;
+		a->seen[a->nseen++] = audience_payload_ref(p);
+	}
+	return p;
+}
+
+/* Hands view's payload (serialized once per distinct view of the change) to the callback with
+ * the n subscribers gathered in a->out. */
 static int deliver(audience *a, const change *view, size_t n, int rank, bool bypass, bool individual,
                    const char *org, const char *uid)
 {
 	if (n == 0)
 		return 0;
-	audience_payload *p = payload_get(a->pool);
+	int rc;
+	audience_payload *p = payload_for(a, view, &rc);
 	if (p == NULL)
-		return -ENOMEM;
-	int rc = change_json_write(&p->b, view, a->json_flags);
-	if (rc == 0) {
-		audience_delivery d = {
-			.view = view, .payload = p, .subs = a->out, .nsubs = n,
-			.rank = rank, .bypass = bypass, .individual = individual, .org = bypass ? NULL : org,
-			.role = bypass ? NULL : policy_state_rank_name(privacy_state(a->pv), rank),
-			.uid = individual ? uid : NULL,
-		};
-		rc = a->cb(a->cb_arg, &d);
-	}
+		return rc;
+	audience_delivery d = {
+		.view = view, .payload = p, .subs = a->out, .nsubs = n,
+		.rank = rank, .bypass = bypass, .individual = individual, .org = bypass ? NULL : org,
+		.role = bypass ? NULL : policy_state_rank_name(privacy_state(a->pv), rank),
+		.uid = individual ? uid : NULL,
+	};
+	rc = a->cb(a->cb_arg, &d);
 	audience_payload_unref(p);
 	if (rc < 0)
 		return rc;
@@ -919,9 +1006,8 @@ static int wild_audiences(audience *a, const row_ctx *x, const aorg *o)
 /* The stage's judging callback: every audience of c, new row versions judged with the state as
  * of the commit (the AFTER index), old ones with the state before the transaction (BEFORE), or
  * as of the commit when the transaction created them (privacy_old_state). */
-static int publish_cb(void *arg, const change *c)
+static int publish_one(audience *a, const change *c)
 {
-	audience *a = arg;
 	int rc;
 	for (int w = 0; w < 2; w++)
 		if (a->ix[w].stale && (rc = index_rebuild(&a->ix[w])) < 0)
@@ -989,6 +1075,14 @@ static int publish_cb(void *arg, const change *c)
 	if (o != NULL && (rc = org_audiences(a, &x, o)) < 0)
 		return rc;
 	return a->nwild > 0 ? wild_audiences(a, &x, o) : 0;
+}
+
+static int publish_cb(void *arg, const change *c)
+{
+	audience *a = arg;
+	int rc = publish_one(a, c);
+	seen_release(a); /* the views go with the change (the privacy arena is reset) */
+	return rc;
 }
 
 /* Prepares a call into the stage that may deliver through cb. */

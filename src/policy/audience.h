@@ -29,7 +29,9 @@
  * following subscribe/unsubscribe and, through its state's change callback, every promotion,
  * demotion, removal and re-add. Each audience's view is computed once (privacy_view, the same
  * transform as `walcast tail --as`) and serialized once (change_json_write) into a
- * reference-counted payload that a sink may keep and send to every subscriber of the audience.
+ * reference-counted payload that a sink may keep and send to every subscriber of the audience;
+ * audiences of one change whose views carry the same values (ranks that see a row alike, the
+ * bypass audience and a rank that masks nothing) share one payload, serialized once.
  *
  * Use: audience_begin, audience_change for each change, audience_commit (which delivers the
  * transaction's changes in order) or audience_abort (a transaction cut off). Not thread-safe:
@@ -173,6 +175,8 @@ typedef struct audience_stats {
 	uint64_t evaluations;    /* privacy_view calls (audiences judged) */
 	uint64_t audiences;      /* audiences delivered */
 	uint64_t deliveries;     /* subscribers reached, summed over audiences */
+	uint64_t serialized;     /* payloads serialized: audiences of a change whose views carry
+	                          * the same values share one */
 	uint64_t failed;         /* audiences skipped because their judgement failed */
 	uint64_t last_evaluations; /* evaluations of the most recent publish, change or commit */
 } audience_stats;

@@ -1244,6 +1244,7 @@ typedef struct wild_seen {
 	char uid[32][37];
 	char org[32][37];
 	char *payload[32];
+	const audience_payload *ptr[32]; /* the payload objects (identity, not to be dereferenced) */
 	char *member_payload[MAX_SLOTS]; /* what other slots got (one delivery each here) */
 } wild_seen;
 
@@ -1273,6 +1274,7 @@ static int wild_cb(void *arg, const audience_delivery *d)
 	snprintf(w->uid[k], 37, "%s", d->uid ? d->uid : "");
 	snprintf(w->org[k], 37, "%s", d->org ? d->org : "");
 	w->payload[k] = strndup(data, len);
+	w->ptr[k] = d->payload;
 	if (d->individual)
 		assert_non_null(d->uid);
 	if (!d->bypass)
@@ -1336,8 +1338,8 @@ static void test_wildcard(void **state)
 		assert_false(a.shared[i]);
 	}
 	assert_int_equal(byp, 1);
-	assert_int_equal(ranks_seen, 0x3e); /* every rank, 1..5 */
 	assert_true(indiv >= 0);
+	assert_int_equal(ranks_seen, 0x3e); /* ranks 1..5, each on its own */
 	/* rank 1 (viewer) sees from_number masked, rank 2 (member) does not: distinct payloads */
 	int r1 = -1, r2 = -1;
 	for (int i = 0; i < a.n; i++) {
@@ -1390,12 +1392,59 @@ static void test_wildcard(void **state)
 	det_fini(&d);
 }
 
+/* Audiences of one change whose views carry the same values share one payload, serialized
+ * once; audiences that see the row differently never share. */
+static void test_shared_payloads(void **state)
+{
+	det d;
+	det_init(&d, *state);
+	audience_sub *w = NULL;
+	assert_int_equal(audience_subscribe_wildcard(d.aud, &slot_ids[0], &w), 0);
+	trow m1 = mrow(1, 1, "viewer");
+	det_publish(&d, CHANGE_INSERT, &roles_rel, &m1, NULL);
+	char eid[37];
+	uuid_of(eid, K_EVENT, 1);
+	trow ev = erow(1, 1, eid); /* no body: ranks member..owner and the bypass see it alike */
+	audience_stats st0, st1;
+	audience_get_stats(d.aud, &st0);
+	wild_seen a = {0};
+	wild_publish(&d, &ev, &a);
+	audience_get_stats(d.aud, &st1);
+	int distinct = 0, byp = -1, r2 = -1, r1 = -1;
+	for (int i = 0; i < a.n; i++) {
+		bool first = true;
+		for (int j = 0; j < i; j++) {
+			bool same_bytes = strcmp(a.payload[i], a.payload[j]) == 0;
+			assert_int_equal(same_bytes, a.ptr[i] == a.ptr[j]);
+			first = first && !same_bytes;
+		}
+		distinct += first;
+		if (a.bypass[i])
+			byp = i;
+		else if (!a.individual[i] && a.rank[i] == 2)
+			r2 = i;
+		else if (!a.individual[i] && a.rank[i] == 1)
+			r1 = i;
+	}
+	assert_true(byp >= 0 && r2 >= 0 && r1 >= 0);
+	assert_int_equal(a.n, 7); /* bypass, ranks 5..1, user 1 */
+	assert_ptr_equal(a.ptr[byp], a.ptr[r2]);     /* nothing masked for either */
+	assert_ptr_not_equal(a.ptr[r1], a.ptr[r2]);  /* the viewer's numbers are masked */
+	assert_int_equal(st1.serialized - st0.serialized, (uint64_t)distinct);
+	assert_true(distinct < a.n);
+	assert_int_equal(st1.audiences - st0.audiences, (uint64_t)a.n);
+	wild_free(&a);
+	audience_unsubscribe(d.aud, w);
+	det_fini(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_index_maintenance, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_payload_lifetime, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wildcard, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shared_payloads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_versions_created_in_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_randomized_equivalence, setup, teardown),

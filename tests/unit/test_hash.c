@@ -156,6 +156,26 @@ static void test_hash_words(void **state)
 	assert_int_equal(hash_words(9, a, 16), hash_words(9, a, 16));
 }
 
+/* hash_bytes: any length; a zero byte at the end still changes the hash (the length is mixed
+ * in), so does any byte of the tail, and only the bytes given are read. */
+static void test_hash_bytes(void **state)
+{
+	(void)state;
+	const char t[] = "walcast/v1/org/0d0e/role/viewer/public.events/\0";
+	size_t n = strlen(t);
+	assert_int_equal(hash_bytes(3, t, n), hash_bytes(3, t, n));
+	assert_int_not_equal(hash_bytes(3, t, n), hash_bytes(3, t, n + 1));
+	assert_int_not_equal(hash_bytes(3, t, n), hash_bytes(4, t, n));
+	char u[sizeof(t)];
+	memcpy(u, t, sizeof(t));
+	u[n - 1] = 'X'; /* in the tail */
+	assert_int_not_equal(hash_bytes(3, t, n), hash_bytes(3, u, n));
+	u[n - 1] = t[n - 1];
+	u[n] = 'Y'; /* past the end: not read */
+	assert_int_equal(hash_bytes(3, t, n), hash_bytes(3, u, n));
+	assert_int_equal(hash_bytes(3, t, 0), hash_bytes(3, u, 0));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -163,6 +183,7 @@ int main(void)
 		cmocka_unit_test(test_random_colliding_hash),
 		cmocka_unit_test(test_reserve),
 		cmocka_unit_test(test_hash_words),
+		cmocka_unit_test(test_hash_bytes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -97,6 +97,8 @@ typedef struct fx {
 	uint64_t lsn;
 	int subscribe_calls;
 	bool wildcard_seen;
+	bool bypass_seen;
+	const char *topics; /* the sink's topics key (NULL: the default) */
 } fx;
 
 /* The pipeline's sink_env.subscribe, as pipeline.c does it: the wildcard subscriber goes into
@@ -107,6 +109,7 @@ static int fake_subscribe(void *arg, void *sub_arg, const char *uid, bool bypass
 	fx *f = arg;
 	f->subscribe_calls++;
 	f->wildcard_seen = wildcard && uid == NULL && !bypass;
+	f->bypass_seen = !wildcard && uid == NULL && bypass;
 	return wildcard ? audience_subscribe_wildcard(f->aud, sub_arg, out)
 	                : audience_subscribe(f->aud, sub_arg, uid, bypass, out);
 }
@@ -172,14 +175,15 @@ static void event(fx *f, const char *id, const char *body)
 static int make_sink(fx *f, const char *listen, int64_t sendbuf, char err[SINK_ERROR_MAX])
 {
 	nng_sink_conf conf = {.listen = (char *)listen, .sendbuf = sendbuf,
-	                      .topic_prefix = NNG_SINK_DEFAULT_PREFIX};
+	                      .topic_prefix = NNG_SINK_DEFAULT_PREFIX, .topics = (char *)f->topics};
 	err[0] = '\0';
 	return nng_sink_ops.create(&f->env, &conf, &f->sink, err);
 }
 
-static void fx_init(fx *f, int64_t sendbuf)
+static void fx_init_topics(fx *f, int64_t sendbuf, const char *topics)
 {
 	memset(f, 0, sizeof(*f));
+	f->topics = topics;
 	char perr[POLICY_ERROR_MAX], verr[PRIVACY_ERROR_MAX], err[SINK_ERROR_MAX];
 	assert_int_equal(policy_load_string(POLICY, "test.ini", &f->pol, perr), 0);
 	assert_int_equal(privacy_create(f->pol, NULL, &f->pv, verr), 0);
@@ -197,9 +201,16 @@ static void fx_init(fx *f, int64_t sendbuf)
 	if (rc != 0)
 		fail_msg("create: %s", err);
 	assert_int_equal(f->subscribe_calls, 1);
-	assert_true(f->wildcard_seen);
+	/* the all topic alone: a bypass subscriber (nothing else judged); otherwise a wildcard */
+	bool all_only = topics != NULL && strcmp(topics, "all") == 0;
+	assert_true(all_only ? f->bypass_seen && !f->wildcard_seen : f->wildcard_seen);
 	/* other subscribers (another sink's users) change nothing for the wildcard */
 	assert_int_equal(audience_subscribe(f->aud, &f->tag, U2, false, &f->subs[0]), 0);
+}
+
+static void fx_init(fx *f, int64_t sendbuf)
+{
+	fx_init_topics(f, sendbuf, NULL);
 }
 
 static void fx_fini(fx *f)
@@ -352,6 +363,57 @@ static void test_topics_payloads_sequences(void **state)
 	fx_fini(&f);
 }
 
+/* topics: only the audience families named are published; "all" alone judges nothing but the
+ * bypass audience. */
+static void test_topic_families(void **state)
+{
+	(void)state;
+	const char *everything[] = {"walcast/v1/", NULL};
+	char *msgs[64] = {0};
+	nng_sink_stats st;
+	audience_stats ast;
+
+	fx f;
+	fx_init_topics(&f, 64, "all");
+	member(&f, U1, "viewer");
+	member(&f, U2, "member");
+	nng_socket all = subscriber(&f, everything, 0);
+	event(&f, "e1", "hello");
+	audience_get_stats(f.aud, &ast);
+	/* the bypass audience and the member rank of U2 (the fixture's other subscriber, not the
+	 * sink's): a wildcard would add every other rank and U1, named by user_id */
+	assert_int_equal(ast.last_evaluations, 2);
+	event(&f, "e2", "again");
+	int n = drain(all, msgs, 64);
+	assert_int_equal(n, 2);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(strncmp(msgs[i], T_ALL " ", strlen(T_ALL) + 1), 0);
+		free(msgs[i]);
+	}
+	nng_close(all);
+	fx_fini(&f);
+
+	fx_init_topics(&f, 64, " role,user ");
+	member(&f, U1, "viewer");
+	member(&f, U2, "member");
+	member(&f, U3, "admin");
+	all = subscriber(&f, everything, 0);
+	event(&f, "e1", "hello");
+	event(&f, "e2", "again");
+	n = drain(all, msgs, 64);
+	/* test_topics_payloads_sequences' 12 messages but the two on the all topic */
+	assert_int_equal(n, 10);
+	assert_null(find_topic(msgs, n, T_ALL, 0));
+	assert_non_null(find_topic(msgs, n, T_MEMBER, 1));
+	assert_non_null(find_topic(msgs, n, T_U1, 1));
+	for (int i = 0; i < n; i++)
+		free(msgs[i]);
+	nng_sink_get_stats(f.sink, &st);
+	assert_int_equal(st.dropped, 0);
+	nng_close(all);
+	fx_fini(&f);
+}
+
 /* A subscriber that does not read while the sink publishes: nng drops the oldest messages
  * silently, the sequence numbers show the gap. */
 static void test_slow_subscriber_sees_gap(void **state)
@@ -485,6 +547,12 @@ static void test_config_errors(void **state)
 	assert_non_null(strstr(err, "/nonexistent.pem"));
 	conf = (nng_sink_conf){.listen = "tcp://127.0.0.1:0", .sendbuf = 16, .tls_ca = "/x.pem"};
 	assert_int_equal(nng_sink_ops.create(&f.env, &conf, &f.sink, err), -EINVAL);
+	conf = (nng_sink_conf){.listen = "tcp://127.0.0.1:0", .sendbuf = 16, .topics = "all, everyone"};
+	assert_int_equal(nng_sink_ops.create(&f.env, &conf, &f.sink, err), -EINVAL);
+	assert_non_null(strstr(err, "\"everyone\""));
+	conf = (nng_sink_conf){.listen = "tcp://127.0.0.1:0", .sendbuf = 16, .topics = " , "};
+	assert_int_equal(nng_sink_ops.create(&f.env, &conf, &f.sink, err), -EINVAL);
+	assert_non_null(strstr(err, "topics"));
 	/* a listener that works, then one that cannot bind: nothing left behind */
 	conf = (nng_sink_conf){.listen = "tcp://127.0.0.1:0, tcp://256.0.0.1:1", .sendbuf = 16};
 	assert_true(nng_sink_ops.create(&f.env, &conf, &f.sink, err) < 0);
@@ -630,6 +698,7 @@ int main(void)
 		cmocka_unit_test(test_topic_names),
 		cmocka_unit_test(test_gap_logic),
 		cmocka_unit_test(test_topics_payloads_sequences),
+		cmocka_unit_test(test_topic_families),
 		cmocka_unit_test(test_slow_subscriber_sees_gap),
 		cmocka_unit_test(test_config_errors),
 		cmocka_unit_test(test_tls_client_certificates_and_nngcat),

@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# The redis aggregates sink end to end: rows/s from the WAL into Redis against pg_recvlogical's
+# bare decode rate on the same WAL, Redis round trips per 1,000 changes, and commit → aggregate
+# in Redis latency (issue 10, "Benchmark").
+#
+#   bash bench/redis_bench.sh [--rows M] [--batch B] [--rate N] [--seconds S] [--out FILE | --no-doc]
+#
+# Inside one throwaway PostgreSQL + Redis (tests/harness/harness.sh), with deploy/policy.ini:
+#   1. Throughput: 10 orgs of 100 contacts; two slots are created, then M events are inserted
+#      in transactions of B rows (kinds, directions, statuses, days, durations and contacts
+#      drawn at random; 10 % without a contact) and a marker transaction ends the WAL. Each slot
+#      is drained once, timed: pg_recvlogical (pgoutput, the options walcast asks for) to the end
+#      LSN; `walcast run` with one redis sink until the sink's global watermark (PREFIX:wm)
+#      reaches the end LSN. Round trips per 1,000 changes from walcast's /metrics
+#      (walcast_redis_round_trips_total / walcast_sink_deliveries_total).
+#   2. Latency: walcast run live, a writer committing single-row events at --rate rows/s for
+#      --seconds s (paced in plpgsql, synchronous_commit on); walcast's histogram
+#      walcast_redis_round_latency_seconds (commit of a round's first transaction → Redis has
+#      accepted the round: an upper bound of commit → visible) gives p50/p99 as bucket bounds.
+#
+# Prints a Markdown report and writes it into docs/benchmarks.md between
+# <!-- bench:redis:begin --> and <!-- bench:redis:end --> (only on a committed tree, bench/lib.sh).
+# Defaults: --rows 1000000 --batch 10 --rate 1000 --seconds 20. A measurement, not a test: exits
+# 0 whether or not the bars are met.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+ROWS=1000000
+BATCH=10
+RATE=1000
+SECONDS_LAT=20
+OUT=$ROOT/docs/benchmarks.md
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rows) ROWS=$2; shift 2 ;;
+    --batch) BATCH=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    --seconds) SECONDS_LAT=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --no-doc) OUT=; shift ;;
+    --inner) shift; break ;;
+    -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
+    *) echo "redis_bench.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+for v in ROWS BATCH RATE SECONDS_LAT; do
+  case ${!v} in ''|*[!0-9]*|0) echo "redis_bench.sh: $v must be a positive integer" >&2; exit 2 ;; esac
+done
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+
+if [ -z "${WALCAST_BENCH_INNER:-}" ]; then
+  if [ -z "${WALCAST_BIN:-}" ]; then WALCAST_BIN=$(bench_build "$ROOT" walcast); fi
+  if [ -n "$OUT" ]; then OUT=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT"); fi
+  export WALCAST_BIN WALCAST_BENCH_INNER=1 WALCAST_BENCH_OUT=$OUT
+  unset WALCAST_CONFIG
+  exec bash "$ROOT/tests/harness/harness.sh" run -- bash "${BASH_SOURCE[0]}" --rows "$ROWS" --batch "$BATCH" \
+    --rate "$RATE" --seconds "$SECONDS_LAT" --inner
+fi
+
+# ---- Inner half: inside the harness ------------------------------------------------------------
+OUT=${WALCAST_BENCH_OUT:-}
+bench_git_state "$ROOT" src plugins
+WORK=$WALCAST_HARNESS_DIR/bench
+mkdir -p "$WORK"
+sql() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
+RPORT=$(echo "$WALCAST_REDIS_URL" | sed -E 's#redis://[^:]+:([0-9]+).*#\1#')
+RECV=$WALCAST_PG_BIN/pg_recvlogical
+HTTP_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+now() { date +%s.%N; }
+
+sql -c "INSERT INTO orgs (name) SELECT 'bench ' || g FROM generate_series(1, 10) g" >/dev/null
+sql -c "INSERT INTO contacts (org_id, name) SELECT o.id, 'c' || g FROM orgs o, generate_series(1, 100) g" >/dev/null
+sql -c "CREATE TABLE bench_contacts AS SELECT row_number() OVER () AS n, id, org_id FROM contacts" >/dev/null
+NCONTACTS=$(sql -c "SELECT count(*) FROM bench_contacts")
+sql -c "select 1 from pg_create_logical_replication_slot('ref', 'pgoutput')" \
+    -c "select 1 from pg_create_logical_replication_slot('wc', 'pgoutput')" >/dev/null
+
+echo "# loading $ROWS events in transactions of $BATCH rows" >&2
+t0=$(now)
+sql <<SQL >/dev/null
+DO \$\$
+DECLARE
+  i int := 0;
+BEGIN
+  WHILE i < $ROWS LOOP
+    INSERT INTO events (org_id, contact_id, kind, direction, status, started_at, duration_s)
+    SELECT c.org_id, CASE WHEN r.x < 0.1 THEN NULL ELSE c.id END, r.kind,
+           CASE WHEN random() < 0.5 THEN 'inbound' ELSE 'outbound' END,
+           CASE WHEN r.kind = 'call' THEN (ARRAY['completed', 'missed', 'voicemail'])[1 + (random() * 2)::int]
+                ELSE (ARRAY['sent', 'delivered', 'received', 'failed'])[1 + (random() * 3)::int] END,
+           now() - random() * interval '7 days',
+           CASE WHEN r.kind = 'call' THEN (random() * 600)::int END
+    FROM generate_series(1, least($BATCH, $ROWS - i)) g,
+         LATERAL (SELECT random() AS x, CASE WHEN random() < 0.6 THEN 'call' ELSE 'sms' END AS kind,
+                         1 + (random() * ($NCONTACTS - 1))::int + g * 0 AS n) r
+         JOIN bench_contacts c ON c.n = r.n;
+    COMMIT;
+    i := i + $BATCH;
+  END LOOP;
+END
+\$\$;
+SQL
+t1=$(now)
+sql -c "SELECT pg_logical_emit_message(true, 'bench', 'end')" >/dev/null
+END_LSN=$(sql -c "SELECT pg_current_wal_flush_lsn()")
+NEVENTS=$(sql -c "SELECT count(*) FROM events")
+echo "# loaded $NEVENTS events in $(echo "$t1 - $t0" | bc -l | cut -c1-6) s; end $END_LSN" >&2
+
+# 1a. pg_recvlogical: the bare decode rate
+t0=$(now)
+"$RECV" -d "$PGDATABASE" -S ref --start -E "$END_LSN" --no-loop -F 0 -o proto_version=1 \
+  -o publication_names=walcast -o messages=true -f /dev/null 2>"$WORK/recv.err"
+t1=$(now)
+REF_S=$(echo "$t1 - $t0" | bc -l)
+
+# 1b. walcast run with the redis sink, until its global watermark reaches END_LSN
+cat >"$WORK/wc.conf" <<CONF
+[replication]
+slot = wc
+create_slot = false
+[pipeline]
+state_dir = $WORK/state
+[http]
+listen = 127.0.0.1:$HTTP_PORT
+[sink.agg]
+type = redis
+url = $WALCAST_REDIS_URL
+CONF
+end_hex=$(sql -c "SELECT lpad(upper(to_hex(('$END_LSN'::pg_lsn - '0/0'::pg_lsn)::bigint)), 16, '0')")
+t0=$(now)
+"$WALCAST_BIN" -c "$WORK/wc.conf" run --policy "$ROOT/deploy/policy.ini" >/dev/null 2>"$WORK/wc.err" &
+WCP=$!
+# the marker's transaction is the last one: wm >= the flush LSN taken right after it
+until wm=$(redis-cli -p "$RPORT" --raw GET wc:wm) && [ -n "$wm" ] && [[ ! "$wm" < "$end_hex" ]]; do
+  kill -0 "$WCP" 2>/dev/null || { echo "redis_bench.sh: walcast exited" >&2; cat "$WORK/wc.err" >&2; exit 1; }
+  sleep 0.01
+done
+t1=$(now)
+WC_S=$(echo "$t1 - $t0" | bc -l)
+curl -s "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics.1"
+metric() { sed -n "s/^$1{sink=\"agg\"} //p" "$2" | head -1; }
+TRIPS=$(metric walcast_redis_round_trips_total "$WORK/metrics.1")
+SCRIPTS=$(metric walcast_redis_scripts_total "$WORK/metrics.1")
+DELIV=$(metric walcast_sink_deliveries_total "$WORK/metrics.1")
+# the oracle: SQL's count of events = the sum of every org's per-day calls + sms
+REDIS_TOTAL=$(redis-cli -p "$RPORT" --raw EVAL "local n = 0
+for _, k in ipairs(redis.call('KEYS', 'wc:{*}:day:????????')) do
+  n = n + tonumber(redis.call('HGET', k, 'calls') or 0) + tonumber(redis.call('HGET', k, 'sms') or 0)
+end
+return n" 0)
+
+# 2. latency under a paced writer
+sleep 1
+curl -s "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics.2a"
+PGOPTIONS="-c synchronous_commit=on" sql <<SQL >/dev/null
+DO \$\$
+DECLARE
+  t0 timestamptz := clock_timestamp();
+  i int := 0;
+  k int;
+  c record;
+BEGIN
+  WHILE i < $RATE * $SECONDS_LAT LOOP
+    k := 1 + (random() * ($NCONTACTS - 1))::int;
+    SELECT id, org_id INTO c FROM bench_contacts WHERE n = k;
+    INSERT INTO events (org_id, contact_id, kind, direction, status, duration_s)
+      VALUES (c.org_id, c.id, 'call', 'inbound', 'completed', 60);
+    COMMIT;
+    i := i + 1;
+    PERFORM pg_sleep(greatest(0, extract(epoch FROM (t0 + i * interval '1 second' / $RATE - clock_timestamp()))));
+  END LOOP;
+END
+\$\$;
+SQL
+sleep 1
+curl -s "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics.2b"
+kill -TERM "$WCP"; wait "$WCP" || true
+
+# p50/p99 from the histogram's bucket deltas: the upper bound of the bucket holding the quantile
+quantiles() {
+  python3 - "$WORK/metrics.2a" "$WORK/metrics.2b" <<'PY'
+import re, sys
+def read(p):
+    b = {}
+    for line in open(p):
+        m = re.match(r'walcast_redis_round_latency_seconds_bucket\{sink="agg",le="([^"]+)"\} (\d+)', line)
+        if m: b[m.group(1)] = int(m.group(2))
+    return b
+a, z = read(sys.argv[1]), read(sys.argv[2])
+les = sorted(z, key=lambda s: float('inf') if s == '+Inf' else float(s))
+n = z['+Inf'] - a.get('+Inf', 0)
+out = []
+for q in (0.5, 0.99):
+    for le in les:
+        if z[le] - a.get(le, 0) >= q * n:
+            out.append('≤%sms' % ('∞' if le == '+Inf' else ('%g' % (float(le) * 1000)))); break
+print(n, out[0], out[1])
+PY
+}
+read -r LAT_N P50 P99 <<<"$(quantiles)"
+
+ratio=$(echo "$REF_S / $WC_S" | bc -l)
+report() {
+  echo "Measured on $(date -u +%Y-%m-%d) at commit $BENCH_GIT${BENCH_DIRTY:+ ($BENCH_DIRTY)}, $(nproc) cores shared with other work; PostgreSQL 15, Redis 7.0 on loopback, \`bash bench/redis_bench.sh --rows $ROWS --batch $BATCH --rate $RATE --seconds $SECONDS_LAT\`."
+  echo
+  echo "| measure | value | bar |"
+  echo "|---|---|---|"
+  printf '| events (transactions of %s rows), SQL count / Redis calls+sms | %s / %s | equal |\n' "$BATCH" "$NEVENTS" "$REDIS_TOTAL"
+  printf '| pg_recvlogical, bare decode | %.0f rows/s (%.1f s) | |\n' "$(echo "$NEVENTS / $REF_S" | bc -l)" "$REF_S"
+  printf '| walcast run → aggregates in Redis | %.0f rows/s (%.1f s, start-up included) | |\n' "$(echo "$NEVENTS / $WC_S" | bc -l)" "$WC_S"
+  printf '| ratio walcast / bare decode | %.2f | ≥ 0.9 |\n' "$ratio"
+  printf '| Redis round trips per 1,000 changes | %.2f (%s rounds, %s org scripts, %s changes) | |\n' \
+    "$(echo "$TRIPS * 1000 / $DELIV" | bc -l)" "$TRIPS" "$SCRIPTS" "$DELIV"
+  printf '| commit → accepted in Redis, p50 / p99 (%s rounds at %s rows/s) | %s / %s | p99 ≤ 100 ms |\n' \
+    "$LAT_N" "$RATE" "$P50" "$P99"
+}
+report | tee "$WORK/report.md"
+if [ -n "$OUT" ] && bench_may_publish redis_bench; then
+  python3 - "$OUT" "$WORK/report.md" <<'PY'
+import sys
+doc, rep = sys.argv[1], open(sys.argv[2]).read()
+text = open(doc).read()
+b, e = '<!-- bench:redis:begin -->', '<!-- bench:redis:end -->'
+block = b + '\n' + rep + e
+if b in text:
+    text = text[:text.index(b)] + block + text[text.index(e) + len(e):]
+else:
+    text += '\n## Aggregates in Redis (redis sink)\n\n`bench/redis_bench.sh`: walcast run with the redis sink vs pg_recvlogical on the same WAL, round trips, and commit → Redis latency (issue 10).\n\n' + block + '\n'
+open(doc, 'w').write(text)
+PY
+fi

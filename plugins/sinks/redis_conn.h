@@ -1,0 +1,83 @@
+/*
+ * redis_conn — one asynchronous hiredis (0.14) connection on walcast's loop, kept up.
+ *
+ * hiredis' own libuv adapter ignores poll errors (a refused connect never completes), so this
+ * module drives hiredis through loop.h's fd watch, which reports an error on the socket as
+ * readiness: hiredis then reads the error and fails the connect. Around that: a connect timeout,
+ * AUTH and SELECT from the URL before anything else, reconnect with exponential back-off after
+ * any failure, and callbacks when the connection comes up and when it goes down. Commands are
+ * pipelined: hiredis writes them when the socket is writable and answers in order.
+ *
+ * Loop thread only. Nothing blocks (the host name is resolved by hiredis with getaddrinfo: use
+ * an address or localhost).
+ */
+#ifndef WALCAST_REDIS_CONN_H
+#define WALCAST_REDIS_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loop.h"
+
+struct redisAsyncContext;
+
+#define REDIS_CONN_ERROR_MAX 256
+
+/* A parsed redis:// URL: redis://[[user]:password@]host[:port][/db]. */
+typedef struct redis_url {
+	char host[256];
+	int port;
+	int db;
+	char password[256]; /* "" when none */
+} redis_url;
+
+/* Parses url into *out. 0, or -EINVAL with err saying what is wrong. */
+__attribute__((warn_unused_result)) int redis_url_parse(const char *url, redis_url *out,
+                                                        char err[REDIS_CONN_ERROR_MAX]);
+
+typedef struct redis_conn redis_conn;
+
+/* Called on the loop thread when the connection is ready for commands (after AUTH and SELECT),
+ * and when it went down (every pending command's callback has been called with a NULL reply
+ * before). why: a short reason. They may send commands (up) and call redis_conn_reset (not
+ * redis_conn_destroy). */
+typedef struct redis_conn_cbs {
+	void (*up)(void *arg);
+	void (*down)(void *arg, const char *why);
+	void *arg;
+} redis_conn_cbs;
+
+/* Creates a connection to url and starts connecting on l. connect_timeout_ms bounds one connect
+ * attempt; retries wait backoff_min_ms, doubling up to backoff_max_ms. name appears in log
+ * lines. 0 and *out (caller owns: redis_conn_destroy), -ENOMEM. Does not block. */
+__attribute__((warn_unused_result)) int redis_conn_create(loop *l, const char *name, const redis_url *url,
+                                                          int64_t connect_timeout_ms, int64_t backoff_min_ms,
+                                                          int64_t backoff_max_ms, const redis_conn_cbs *cbs,
+                                                          redis_conn **out);
+
+/* Writes what is queued once more without waiting (best effort), closes the connection (pending
+ * commands get a NULL reply; the down callback is not called) and frees c. Safe on NULL. Not
+ * from inside a callback of c. */
+void redis_conn_destroy(redis_conn *c);
+
+/* true while commands can be sent. */
+bool redis_conn_up(const redis_conn *c);
+
+/* Connect attempts started since creation (the first included): for tests and metrics. */
+uint64_t redis_conn_attempts(const redis_conn *c);
+
+/* The reply callback: reply is a redisReply, or NULL when the connection went down before the
+ * reply came. It must not call redis_conn_destroy. */
+typedef void (*redis_conn_reply_cb)(redis_conn *c, void *reply, void *privdata);
+
+/* Queues one command (argv as for redisAsyncCommandArgv; copied). 0, -ENOTCONN when the
+ * connection is not up (cb is not called), or -ENOMEM. */
+__attribute__((warn_unused_result)) int redis_conn_command(redis_conn *c, redis_conn_reply_cb cb, void *privdata,
+                                                           int argc, const char **argv, const size_t *argvlen);
+
+/* Drops the connection now (a command timed out, the server answered nonsense) and reconnects
+ * after the back-off: pending commands get a NULL reply, then the down callback runs. */
+void redis_conn_reset(redis_conn *c, const char *why);
+
+#endif

@@ -1,0 +1,113 @@
+# Helpers of the redis sink's integration tests (sourced after lib.sh): a random mixed load on
+# events, and the oracle — every aggregate the sink keeps, computed by SQL over the tables —
+# with the same aggregates dumped from Redis, both as sorted "key member value" lines.
+REDIS_URL=${WALCAST_REDIS_URL:?the harness starts Redis}
+RPORT=$(echo "$REDIS_URL" | sed -E 's#redis://[^:]+:([0-9]+).*#\1#')
+rcli() { redis-cli -p "$RPORT" "$@"; }
+# A loopback port free now, picked by the kernel (not a random guess that may be taken).
+kernel_free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# One transaction of the load: a random mix, drawn by PostgreSQL itself.
+txn_sql() {
+  local i=$1 extra=""
+  case $((i % 9)) in
+    3) extra="UPDATE events SET started_at = started_at - interval '1 day' * (1 + (random() * 2)::int)
+         WHERE id IN (SELECT id FROM events ORDER BY random() LIMIT 3);" ;;
+    5) extra="UPDATE events e SET org_id = c.org_id, contact_id = c.id
+         FROM (SELECT id, org_id FROM contacts ORDER BY random() LIMIT 1) c
+         WHERE e.id IN (SELECT id FROM events ORDER BY random() LIMIT 2);" ;;
+    7) extra="UPDATE events e SET contact_id = NULL WHERE e.id IN (SELECT id FROM events ORDER BY random() LIMIT 1);
+       UPDATE events e SET contact_id = (SELECT c.id FROM contacts c WHERE c.org_id = e.org_id ORDER BY random() LIMIT 1)
+         WHERE e.id IN (SELECT id FROM events WHERE contact_id IS NULL ORDER BY random() LIMIT 2);" ;;
+  esac
+  if [ $((i % 13)) = 6 ]; then
+    # a GDPR erasure: the contact's events, its privacy rule and the contact, in one transaction
+    extra="$extra
+      CREATE TEMP TABLE victim ON COMMIT DROP AS SELECT id FROM contacts ORDER BY random() LIMIT 1;
+      DELETE FROM events WHERE contact_id IN (SELECT id FROM victim);
+      DELETE FROM privacy_rules WHERE contact_id IN (SELECT id FROM victim);
+      DELETE FROM contacts WHERE id IN (SELECT id FROM victim) RETURNING 'erased ' || id;
+      INSERT INTO contacts (org_id, name) SELECT id, 'new' FROM orgs ORDER BY random() LIMIT 1;"
+  fi
+  cat <<SQL
+BEGIN;
+INSERT INTO events (org_id, contact_id, kind, direction, status, started_at, duration_s)
+  SELECT c.org_id, CASE WHEN random() < 0.15 THEN NULL ELSE c.id END, k.kind, k.dir,
+         CASE WHEN k.kind = 'call' THEN (ARRAY['completed', 'missed', 'voicemail', 'in_progress'])[1 + (random() * 3)::int]
+              ELSE (ARRAY['sent', 'delivered', 'received', 'failed'])[1 + (random() * 3)::int] END,
+         now() - random() * interval '4 days',
+         CASE WHEN k.kind = 'call' AND random() < 0.8 THEN (random() * 600)::int END
+  FROM (SELECT * FROM contacts ORDER BY random() LIMIT $((1 + i % 5))) c,
+       LATERAL (SELECT CASE WHEN random() < 0.6 THEN 'call' ELSE 'sms' END AS kind,
+                       CASE WHEN random() < 0.5 THEN 'inbound' ELSE 'outbound' END AS dir) k;
+UPDATE events SET status = 'missed', duration_s = 0 WHERE id IN (SELECT id FROM events WHERE kind = 'call' ORDER BY random() LIMIT 1);
+UPDATE events SET duration_s = (random() * 900)::int WHERE id IN (SELECT id FROM events WHERE kind = 'call' ORDER BY random() LIMIT 2);
+DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY random() LIMIT $((i % 3)));
+$extra
+COMMIT;
+SQL
+}
+
+load() {
+  local i
+  for i in $(seq 1 "$1"); do
+    txn_sql "$i" | psql -X -q -At -v ON_ERROR_STOP=1 >>"$WORK/load.out" 2>>"$WORK/load.err" || true
+    sleep 0.05
+  done
+}
+
+# ---- the oracle (HOUR_CUTOFF: YYYYMMDDHH; hours before it are not compared) -------------------
+HOUR_CUTOFF=${HOUR_CUTOFF:-}
+sql_dump() {
+  sql -c "
+WITH e AS (SELECT org_id, contact_id, kind, direction, status, duration_s, started_at,
+                  started_at AT TIME ZONE 'UTC' AS t FROM events),
+periods AS (
+  SELECT 'day:' || to_char(t, 'YYYYMMDD') AS p, e.* FROM e
+  UNION ALL
+  SELECT 'hour:' || to_char(t, 'YYYYMMDDHH24'), e.* FROM e WHERE to_char(t, 'YYYYMMDDHH24') >= '$HOUR_CUTOFF'),
+counters AS (
+  SELECT 'wc:{' || org_id || '}:' || p AS k, f, v FROM periods,
+    LATERAL (VALUES (CASE kind WHEN 'call' THEN 'calls' WHEN 'sms' THEN 'sms' ELSE 'other' END, 1),
+                    (kind || ':' || direction || ':' || status, 1),
+                    ('missed', CASE WHEN kind = 'call' AND status = 'missed' THEN 1 ELSE 0 END),
+                    ('call_duration_s', CASE WHEN kind = 'call' THEN coalesce(duration_s, 0) ELSE 0 END),
+                    ('calls_timed', CASE WHEN kind = 'call' AND duration_s IS NOT NULL THEN 1 ELSE 0 END)) x(f, v)
+  UNION ALL
+  SELECT 'wc:{' || org_id || '}:day:' || to_char(t, 'YYYYMMDD') || ':contacts', contact_id::text, 1
+    FROM e WHERE contact_id IS NOT NULL
+  UNION ALL
+  SELECT 'wc:{' || org_id || '}:contact:' || contact_id, f, v FROM e,
+    LATERAL (VALUES ('events', 1),
+                    (CASE kind WHEN 'call' THEN 'calls' WHEN 'sms' THEN 'sms' ELSE 'other' END, 1),
+                    ('call_duration_s', CASE WHEN kind = 'call' THEN coalesce(duration_s, 0) ELSE 0 END)) x(f, v)
+    WHERE contact_id IS NOT NULL
+  UNION ALL
+  SELECT 'wc:{' || org_id || '}:contact:' || contact_id || ':times',
+         ((extract(epoch FROM started_at) * 1000000)::bigint)::text, 1 FROM e WHERE contact_id IS NOT NULL
+  UNION ALL
+  SELECT 'wc:{' || org_id || '}:contact:' || contact_id, 'last_event_us',
+         max((extract(epoch FROM started_at) * 1000000)::bigint) FROM e WHERE contact_id IS NOT NULL
+    GROUP BY org_id, contact_id)
+SELECT k || ' ' || f || ' ' || sum(v) FROM counters GROUP BY k, f HAVING sum(v) <> 0" | LC_ALL=C sort
+}
+REDIS_DUMP_LUA="local out = {}
+for _, k in ipairs(redis.call('KEYS', ARGV[1])) do
+  local t = redis.call('TYPE', k).ok
+  if t == 'hash' or t == 'zset' then
+    local a = t == 'hash' and redis.call('HGETALL', k) or redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+    for i = 1, #a, 2 do out[#out + 1] = k .. ' ' .. a[i] .. ' ' .. a[i + 1] end
+  end
+end
+return out"
+redis_dump() {
+  rcli --raw EVAL "$REDIS_DUMP_LUA" 0 'wc:{*' |
+    awk -v cut="$HOUR_CUTOFF" '{ if (match($1, /:hour:[0-9]+$/) && substr($1, RSTART + 6) < cut) next; print }' |
+    LC_ALL=C sort
+}
+same_as_sql() {
+  sql_dump >"$WORK/sql.dump" && redis_dump >"$WORK/redis.dump" && cmp -s "$WORK/sql.dump" "$WORK/redis.dump"
+}
+

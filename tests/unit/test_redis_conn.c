@@ -1,0 +1,243 @@
+/*
+ * test_redis_conn — unit tests for the hiredis connection on walcast's loop
+ * (plugins/sinks/redis_conn.h): URL parsing; a refused connect fails at once and is retried
+ * with back-off (hiredis' own libuv adapter hangs there); a connect that never completes (a
+ * listener whose backlog is full) gives up after connect_timeout; against a real redis-server
+ * started here: up, a command answered, the server killed (pending commands get NULL, down is
+ * reported), started again (up again by itself). Skipped (77) without redis-server.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "loop.h"
+#include "redis_conn.h"
+#include "redis_test_server.h"
+
+typedef struct rec {
+	int ups, downs, replies, nulls;
+	char last[64];
+	bool stop_on_up, stop_on_down, stop_on_reply;
+	loop *l;
+} rec;
+
+static void up_cb(void *arg)
+{
+	rec *r = arg;
+	r->ups++;
+	if (r->stop_on_up)
+		loop_stop(r->l);
+}
+
+static void down_cb(void *arg, const char *why)
+{
+	rec *r = arg;
+	r->downs++;
+	if (r->stop_on_down)
+		loop_stop(r->l);
+}
+
+static void reply_cb(redis_conn *c, void *reply, void *privdata)
+{
+	rec *r = privdata;
+	redisReply *rep = reply;
+	if (rep == NULL) {
+		r->nulls++;
+	} else {
+		r->replies++;
+		snprintf(r->last, sizeof(r->last), "%s", rep->str ? rep->str : "");
+	}
+	if (r->stop_on_reply)
+		loop_stop(r->l);
+}
+
+static void stop_timer_cb(loop *l, int id, void *arg)
+{
+	*(bool *)arg = true;
+	loop_stop(l);
+}
+
+/* Runs l until a callback stops it or ms pass; true when the deadline stopped it. */
+static bool run_for(loop *l, int64_t ms)
+{
+	bool timed_out = false;
+	int id = loop_timer_add(l, ms, stop_timer_cb, &timed_out);
+	assert_true(id > 0);
+	assert_int_equal(loop_run(l), 0);
+	loop_timer_cancel(l, id);
+	return timed_out;
+}
+
+static void test_url(void **state)
+{
+	(void)state;
+	redis_url u;
+	char err[REDIS_CONN_ERROR_MAX];
+	assert_int_equal(redis_url_parse("redis://127.0.0.1:6380/2", &u, err), 0);
+	assert_string_equal(u.host, "127.0.0.1");
+	assert_int_equal(u.port, 6380);
+	assert_int_equal(u.db, 2);
+	assert_string_equal(u.password, "");
+	assert_int_equal(redis_url_parse("redis://:s3cret@localhost", &u, err), 0);
+	assert_string_equal(u.host, "localhost");
+	assert_int_equal(u.port, 6379);
+	assert_int_equal(u.db, 0);
+	assert_string_equal(u.password, "s3cret");
+	assert_int_equal(redis_url_parse("redis://user:pw@h:1/", &u, err), 0);
+	assert_string_equal(u.password, "pw");
+	const char *bad[] = {"http://h", "redis://", "redis://h:0", "redis://h:99999", "redis://h:12x", "redis://h/x",
+	                     "redis://h:1/2/3"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		assert_int_equal(redis_url_parse(bad[i], &u, err), -EINVAL);
+		assert_true(err[0] != '\0');
+	}
+}
+
+static void test_refused(void **state)
+{
+	(void)state;
+	loop *l = loop_create();
+	rec r = {.l = l};
+	redis_url u = {.port = redis_test_free_port()};
+	strcpy(u.host, "127.0.0.1");
+	redis_conn_cbs cbs = {.up = up_cb, .down = down_cb, .arg = &r};
+	redis_conn *c;
+	assert_int_equal(redis_conn_create(l, "t", &u, 5000, 20, 80, &cbs, &c), 0);
+	assert_false(redis_conn_up(c));
+	const char *argv[] = {"PING"};
+	size_t argvlen[] = {4};
+	assert_int_equal(redis_conn_command(c, reply_cb, &r, 1, argv, argvlen), -ENOTCONN);
+	/* refused at once, retried after 20, 40, 80, 80... ms: four attempts well before the 5 s
+	 * connect timeout could have ended even one of them (3 s allowed for a busy machine) */
+	int64_t t0 = loop_now_ms();
+	while (redis_conn_attempts(c) < 4 && loop_now_ms() - t0 < 3000)
+		assert_true(run_for(l, 50));
+	assert_true(redis_conn_attempts(c) >= 4);
+	assert_int_equal(r.ups, 0);
+	assert_int_equal(r.downs, 0);
+	redis_conn_destroy(c);
+	loop_destroy(l);
+}
+
+static void test_connect_timeout(void **state)
+{
+	(void)state;
+	/* a listener that never accepts, its queue filled: further SYNs are dropped and a connect
+	 * never completes */
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 0), 0);
+	socklen_t n = sizeof(a);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &n), 0);
+	int fill[4];
+	for (int i = 0; i < 4; i++) {
+		fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		(void)connect(fill[i], (struct sockaddr *)&a, sizeof(a));
+	}
+	loop *l = loop_create();
+	rec r = {.l = l};
+	redis_url u = {.port = ntohs(a.sin_port)};
+	strcpy(u.host, "127.0.0.1");
+	redis_conn_cbs cbs = {.up = up_cb, .down = down_cb, .arg = &r};
+	redis_conn *c;
+	assert_int_equal(redis_conn_create(l, "t", &u, 100, 50, 50, &cbs, &c), 0);
+	/* each attempt gives up after 100 ms and the next starts 50 ms later: without the timeout
+	 * the first would wait forever */
+	int64_t t0 = loop_now_ms();
+	while (redis_conn_attempts(c) < 3 && loop_now_ms() - t0 < 10000)
+		assert_true(run_for(l, 50));
+	assert_true(redis_conn_attempts(c) >= 3);
+	assert_int_equal(r.ups, 0);
+	redis_conn_destroy(c);
+	loop_destroy(l);
+	for (int i = 0; i < 4; i++)
+		close(fill[i]);
+	close(lfd);
+}
+
+static void test_up_down_up(void **state)
+{
+	(void)state;
+	if (!redis_test_have_server())
+		skip();
+	int port = redis_test_free_port();
+	pid_t pid = redis_test_server_start(port);
+	loop *l = loop_create();
+	rec r = {.l = l, .stop_on_up = true};
+	redis_url u = {.port = port};
+	strcpy(u.host, "127.0.0.1");
+	redis_conn_cbs cbs = {.up = up_cb, .down = down_cb, .arg = &r};
+	redis_conn *c;
+	/* the server may not listen yet: refused attempts until it does */
+	assert_int_equal(redis_conn_create(l, "t", &u, 1000, 20, 100, &cbs, &c), 0);
+	assert_false(run_for(l, 10000));
+	assert_int_equal(r.ups, 1);
+	assert_true(redis_conn_up(c));
+
+	const char *argv[] = {"ECHO", "walcast"};
+	size_t argvlen[] = {4, 7};
+	r.stop_on_reply = true;
+	assert_int_equal(redis_conn_command(c, reply_cb, &r, 2, argv, argvlen), 0);
+	assert_false(run_for(l, 5000));
+	assert_int_equal(r.replies, 1);
+	assert_string_equal(r.last, "walcast");
+
+	/* the server dies with a command pending: its callback gets NULL, then down */
+	r.stop_on_reply = false;
+	r.stop_on_down = true;
+	kill(pid, SIGSTOP);
+	assert_int_equal(redis_conn_command(c, reply_cb, &r, 2, argv, argvlen), 0);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	assert_false(run_for(l, 5000));
+	assert_int_equal(r.downs, 1);
+	assert_int_equal(r.nulls, 1);
+	assert_false(redis_conn_up(c));
+
+	/* back: up again by itself */
+	r.stop_on_down = false;
+	pid = redis_test_server_start(port);
+	assert_false(run_for(l, 10000));
+	assert_int_equal(r.ups, 2);
+
+	/* a reset (a command timed out): down, then up again */
+	redis_conn_reset(c, "test");
+	assert_false(redis_conn_up(c));
+	assert_int_equal(r.downs, 2);
+	assert_false(run_for(l, 10000));
+	assert_int_equal(r.ups, 3);
+
+	redis_conn_destroy(c);
+	loop_destroy(l);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_url),
+		cmocka_unit_test(test_refused),
+		cmocka_unit_test(test_connect_timeout),
+		cmocka_unit_test(test_up_down_up),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
