@@ -97,6 +97,7 @@ await testCase('resume after a dropped connection', async () => {
   await syncStream()
   const held = await metric('walcast_realtime_replay_bytes')
   checkTrue('/metrics reports the replay buffer (walcast_realtime_replay_bytes > 0, under replay_bytes)', held > 0 && held <= 16 * 1024 * 1024, String(held))
+  note(`the replay buffer holds ${held} bytes`)
   note(`expected per user: ${SUBS.map((s) => `${s.name} ${want[s.name].length}`).join(', ')}`)
   checkTrue('the oracle differs between users (the test can tell them apart)',
     new Set(SUBS.map((s) => JSON.stringify(want[s.name]))).size > 2)
