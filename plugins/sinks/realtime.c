@@ -17,6 +17,14 @@
  * Joins wait for the pipeline to be live (sink_env.live): the audience subscription is made and
  * the reply sent in the same loop turn, so a client that saw SUBSCRIBED gets every change
  * committed after it. A 250 ms timer serves held joins and ends channels whose token expired.
+ *
+ * Resume (replay_bytes > 0; rt_replay.h). One wildcard subscriber is offered every audience of
+ * every row; its deliveries (the same shared data objects, referenced) go into the replay buffer
+ * with who the audience is (bypass, org + rank, named member), and a change callback on the
+ * pipeline's commit state records each transaction's membership changes. A join with
+ * walcast_resume_from is answered, then given what its user missed — re-matched per transaction
+ * with the user's rank as of that commit — in the same loop turn, then live changes. A DELETE
+ * erases the row's earlier buffered payloads and is itself kept with the row's identity only.
  */
 #include "realtime.h"
 
@@ -36,9 +44,11 @@
 #include "policy_state.h"
 #include "rt_filter.h"
 #include "rt_proto.h"
+#include "rt_replay.h"
 #include "token.h"
 
 #define RT_TICK_MS 250
+#define RT_REPLAY_KEY_MAX 32 /* replica identity columns kept of a buffered DELETE */
 #define RT_TEXT_MAX 1024
 #define RT_BIG_VALUE 64 /* with a 413, values longer than this are dropped (the server's rule) */
 #define RT_WRITE_BATCH 65536 /* frames written with one write, up to this many bytes (or one frame) */
@@ -104,6 +114,8 @@ typedef struct rt_chan {
 	bool held;            /* waiting for the pipeline to be live */
 	bool joined;          /* answered ok (its end is audited as a leave) */
 	rt_msg held_msg;      /* the join to answer then */
+	bool resume;          /* the join asked to resume after (resume_commit, resume_lsn) */
+	uint64_t resume_commit, resume_lsn;
 } rt_chan;
 
 struct rt_conn {
@@ -149,10 +161,18 @@ typedef struct realtime_sink {
 	buf scratch;
 	buf wbuf;
 	char refusal[TOKEN_ERROR_MAX];
-	metrics_family *fams[10];
+	metrics_family *fams[16];
 	size_t nfams;
 	metrics_counter *m_messages, *m_sent, *m_writes, *m_dropped, *m_slow, *m_refused;
 	metrics_counter *m_sink_drops; /* walcast_sink_drops_total{sink} (sink_env.live_metrics) */
+	/* resume (replay_bytes > 0): the buffer, its wildcard subscriber (sub_arg &replay_tag), and
+	 * the policy state whose membership changes it records */
+	rt_replay *replay;
+	audience_sub *replay_sub;
+	char replay_tag;
+	policy_state *replay_state;
+	uint64_t replay_erased; /* the DELETE whose row was erased last (once per change) */
+	buf replay_key;         /* scratch: a buffered row's erasure key */
 } realtime_sink;
 
 /* ---- queues ---------------------------------------------------------------------------------- */
@@ -536,6 +556,8 @@ static void chan_end(rt_chan *ch, const char *message)
 	chan_remove(ch);
 }
 
+static void chan_resume(rt_chan *ch);
+
 /* The join is answered: subscribed in the audience, reply ok, then the system message. */
 static void chan_activate(rt_chan *ch)
 {
@@ -572,6 +594,8 @@ static void chan_activate(rt_chan *ch)
 		                    chan_name(ch)) == 0)
 			(void)queue_buf(c, b);
 	}
+	if (ch->resume)
+		chan_resume(ch);
 	rt_msg_fini(&ch->held_msg);
 }
 
@@ -590,6 +614,8 @@ static void reply_ok(rt_conn *c, const rt_msg *m)
 	if (rt_reply_write(b, c->vsn, m, "ok", NULL) == 0)
 		(void)queue_buf(c, b);
 }
+
+static int resume_parse(realtime_sink *s, const json_t *payload, rt_chan *ch, char reason[RT_TEXT_MAX]);
 
 static void handle_join(rt_conn *c, rt_msg *m)
 {
@@ -622,6 +648,8 @@ static void handle_join(rt_conn *c, rt_msg *m)
 	ch->c = c;
 	ch->join_ref = m->join_ref ? json_incref(m->join_ref) : NULL;
 	if (rt_join_parse(m->payload, &ch->join, reason) < 0)
+		goto refuse;
+	if (resume_parse(s, m->payload, ch, reason) < 0)
 		goto refuse;
 	const char *token = ch->join.access_token ? ch->join.access_token : c->apikey;
 	if (who_from_token(s, token, now, &ch->who, reason) < 0)
@@ -805,6 +833,8 @@ static void conn_destroy(rt_conn *c)
 static void sink_tick(realtime_sink *s, int64_t now)
 {
 	bool live = s->env->live == NULL || s->env->live(s->env->env_arg);
+	if (s->replay != NULL)
+		rt_replay_expire(s->replay, now);
 	for (rt_conn *c = s->conns; c != NULL; c = c->next) {
 		for (rt_chan *ch = c->chans, *next; ch != NULL; ch = next) {
 			next = ch->next;
@@ -1408,15 +1438,27 @@ static bool binding_match(realtime_sink *s, rt_chan *ch, size_t i, const change 
 	return rt_filter_match(f, v->rel, v->action == CHANGE_DELETE ? v->old_tuple : v->new_tuple);
 }
 
-/* Queues the postgres_changes frame of ids[0..n) around data. */
-static int queue_change(realtime_sink *s, rt_chan *ch, const int64_t *ids, size_t n, rt_data *data)
+static uint64_t pos_commit(const change *v)
+{
+	return v->txn != NULL ? v->txn->commit_lsn : 0;
+}
+
+/* Queues the postgres_changes frame of ids[0..n) around data (with its position when the sink
+ * keeps a replay buffer). */
+static int queue_change(realtime_sink *s, rt_chan *ch, const int64_t *ids, size_t n, rt_data *data,
+                        uint64_t commit_lsn, uint64_t lsn)
 {
 	buf *t = &s->scratch;
 	buf_clear(t);
 	rt_head h = {ch->c->vsn, NULL, NULL, ch->topic, "postgres_changes"};
 	int rc = rt_frame_open(t, &h);
 	if (rc == 0)
-		rc = buf_puts(t, "{\"ids\":[");
+		rc = buf_puts(t, "{");
+	if (rc == 0 && s->replay != NULL)
+		rc = buf_printf(t, "\"walcast_position\":\"%X/%X:%X/%X\",", (unsigned)(commit_lsn >> 32),
+		                (unsigned)commit_lsn, (unsigned)(lsn >> 32), (unsigned)lsn);
+	if (rc == 0)
+		rc = buf_puts(t, "\"ids\":[");
 	for (size_t i = 0; rc == 0 && i < n; i++)
 		rc = buf_printf(t, i ? ",%lld" : "%lld", (long long)ids[i]);
 	if (rc == 0)
@@ -1434,9 +1476,15 @@ static int queue_change(realtime_sink *s, rt_chan *ch, const int64_t *ids, size_
 	return queue_bytes(ch->c, t->data, t->len, split, data);
 }
 
+static int replay_deliver(realtime_sink *s, const audience_delivery *d);
+static int chan_offer(realtime_sink *s, rt_chan *ch, const change *v, unsigned ev, const audience_delivery *d,
+                      rt_data *shared);
+
 static int rt_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 {
 	realtime_sink *s = impl;
+	if (sub_arg == &s->replay_tag)
+		return replay_deliver(s, d);
 	rt_chan *ch = sub_arg;
 	const change *v = d->view;
 	if (v == NULL || v->rel == NULL || ch->held || ch->c->closing)
@@ -1446,6 +1494,14 @@ static int rt_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 	              : v->action == CHANGE_DELETE ? RT_EV_DELETE : 0;
 	if (ev == 0)
 		return 0;
+	return chan_offer(s, ch, v, ev, d, NULL);
+}
+
+/* Queues view v (event ev) for every binding of ch it matches: the shared data object (d's,
+ * through the cache, or shared when d is NULL) for those without a column list. */
+static int chan_offer(realtime_sink *s, rt_chan *ch, const change *v, unsigned ev, const audience_delivery *d,
+                      rt_data *shared)
+{
 	int64_t ids[RT_JOIN_MAX_BINDINGS];
 	size_t n = 0;
 	for (size_t i = 0; i < ch->join.n; i++) {
@@ -1456,7 +1512,7 @@ static int rt_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 			/* its own column list: a data object of its own */
 			rt_data *own = data_build(s, v, b);
 			if (own != NULL) {
-				(void)queue_change(s, ch, &ch->ids[i], 1, own);
+				(void)queue_change(s, ch, &ch->ids[i], 1, own, pos_commit(v), v->lsn);
 				data_unref(own);
 			}
 			continue;
@@ -1465,16 +1521,345 @@ static int rt_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 	}
 	if (n == 0)
 		return 0;
-	rt_data *data = data_for(s, d);
+	rt_data *data = d != NULL ? data_for(s, d) : shared;
 	if (data == NULL)
 		return 0; /* a live sink drops what it cannot take */
-	(void)queue_change(s, ch, ids, n, data);
+	(void)queue_change(s, ch, ids, n, data, pos_commit(v), v->lsn);
 	return 0;
+}
+
+/* ---- resume: the replay buffer (rt_replay.h; docs/protocol.md "Resume") ------------------------ */
+
+/* What the buffer keeps of one audience of a change: its data object and enough of the view to
+ * match a channel's bindings (filters, column lists) at a resume as the live path does. */
+typedef struct rt_kept {
+	rt_data *data;
+	const relation *rel;  /* referenced */
+	change_txn txn;       /* commit_lsn, commit_time */
+	change_action action;
+	change_value *new_tuple, *old_tuple; /* NULL or rel->ncols values (their text in blob) */
+	_Alignas(change_value) char blob[];
+} rt_kept;
+
+static void replay_payload_free(void *p)
+{
+	rt_kept *k = p;
+	data_unref(k->data);
+	relation_unref(k->rel);
+	free(k);
+}
+
+static bool row_key_column(const relation *rel, int i, int id);
+
+/* n rounded up so that the next tuple's values are aligned */
+#define RT_ALIGN(n) (((n) + _Alignof(change_value) - 1) & ~(_Alignof(change_value) - 1))
+
+/* Bytes tuple t (rel->ncols values; key_only: the identity columns only) takes in a kept blob. */
+static size_t tuple_size(const relation *rel, const change_value *t, bool key_only, int id)
+{
+	size_t n = 0;
+	for (int i = 0; t != NULL && i < rel->ncols; i++)
+		if (t[i].kind == VALUE_TEXT && (!key_only || row_key_column(rel, i, id)))
+			n += t[i].len + 1;
+	return t != NULL ? RT_ALIGN(n) + (size_t)rel->ncols * sizeof(change_value) : 0;
+}
+
+static change_value *tuple_copy(const relation *rel, const change_value *t, bool key_only, int id, char **at)
+{
+	if (t == NULL)
+		return NULL;
+	change_value *out = (change_value *)(void *)*at;
+	char *start = *at + (size_t)rel->ncols * sizeof(change_value), *text = start;
+	for (int i = 0; i < rel->ncols; i++) {
+		out[i] = t[i];
+		if (key_only && !row_key_column(rel, i, id)) {
+			out[i] = (change_value){VALUE_ABSENT, 0, NULL};
+		} else if (t[i].kind == VALUE_TEXT) {
+			memcpy(text, t[i].data, t[i].len);
+			text[t[i].len] = '\0';
+			out[i].data = text;
+			text += t[i].len + 1;
+		}
+	}
+	*at = start + RT_ALIGN((size_t)(text - start));
+	return out;
+}
+
+/* A kept copy of view v around data (a reference is taken); a DELETE keeps its identity only. */
+static rt_kept *kept_build(const change *v, rt_data *data, size_t *bytes)
+{
+	const relation *rel = v->rel;
+	bool del = v->action == CHANGE_DELETE;
+	int id = relation_column_index(rel, "id", 2);
+	size_t n = sizeof(rt_kept) + tuple_size(rel, v->new_tuple, false, id) + tuple_size(rel, v->old_tuple, del, id);
+	rt_kept *k = malloc(n);
+	if (k == NULL)
+		return NULL;
+	char *at = k->blob;
+	k->new_tuple = tuple_copy(rel, v->new_tuple, false, id, &at);
+	k->old_tuple = tuple_copy(rel, v->old_tuple, del, id, &at);
+	k->txn = *v->txn;
+	k->action = v->action;
+	k->rel = relation_ref(rel);
+	k->data = data;
+	data->refs++;
+	*bytes = n + sizeof(*data) + data->len;
+	return k;
+}
+
+/* A membership change of the commit state, recorded in the open transaction. */
+static void replay_state_cb(void *arg, const policy_state_uuid *org, const policy_state_uuid *user, int old_rank,
+                            int new_rank)
+{
+	realtime_sink *s = arg;
+	int rc = rt_replay_rank_change(s->replay, org->b, user->b, old_rank, new_rank);
+	if (rc == -ENOMEM)
+		log_warn("realtime.replay", "sink=%s: out of memory: resumes before now get the gap signal", s->name);
+}
+
+/* Follows the pipeline's commit state (the one sink_env.state reads; the sink only observes it). */
+static void replay_hook(realtime_sink *s)
+{
+	policy_state *ps = s->env->state != NULL ? (policy_state *)s->env->state(s->env->env_arg) : NULL;
+	if (ps == s->replay_state)
+		return;
+	if (s->replay_state != NULL)
+		policy_state_remove_change_cb(s->replay_state, replay_state_cb, s);
+	s->replay_state = NULL;
+	if (ps != NULL && policy_state_add_change_cb(ps, replay_state_cb, s) == 0)
+		s->replay_state = ps;
+	else if (ps != NULL)
+		log_warn("realtime.replay", "sink=%s: cannot follow membership changes: resume is off", s->name);
+}
+
+static void replay_begin(realtime_sink *s, const change_txn *txn)
+{
+	replay_hook(s);
+	if (s->env->state != NULL && s->env->pol != NULL && s->replay_state == NULL) {
+		rt_replay_reset(s->replay); /* membership changes unknown: nothing can be replayed */
+		return;
+	}
+	int rc = rt_replay_begin(s->replay, txn->commit_lsn, now_s());
+	if (rc == -EALREADY)
+		log_info("realtime.replay", "sink=%s commit_lsn=%llX: the stream went back: the replay buffer starts "
+		         "again", s->name, (unsigned long long)txn->commit_lsn);
+	else if (rc < 0)
+		log_warn("realtime.replay", "sink=%s: out of memory: resumes before now get the gap signal", s->name);
+}
+
+/* Whether column i identifies the row: the column `id` when the table has one (under REPLICA
+ * IDENTITY FULL every column is flagged key, and other values may change between an INSERT and
+ * the DELETE), else every replica identity column. */
+static bool row_key_column(const relation *rel, int i, int id)
+{
+	return id >= 0 ? i == id : rel->cols[i].key;
+}
+
+/* The row's identity values as text, comma-separated: the erasure key. */
+static int row_key(buf *out, const change *v)
+{
+	const change_value *t = v->action == CHANGE_DELETE ? v->old_tuple : v->new_tuple;
+	int id = relation_column_index(v->rel, "id", 2);
+	buf_clear(out);
+	int rc = buf_puts(out, "");
+	for (int i = 0; rc == 0 && t != NULL && i < v->rel->ncols; i++) {
+		if (!row_key_column(v->rel, i, id) || t[i].kind != VALUE_TEXT)
+			continue;
+		if (out->len > 0)
+			rc = buf_putc(out, ',');
+		if (rc == 0)
+			rc = buf_json_string(out, t[i].data, t[i].len);
+	}
+	return rc;
+}
+
+static unsigned event_of(const change *v)
+{
+	return v->action == CHANGE_INSERT ? RT_EV_INSERT : v->action == CHANGE_UPDATE ? RT_EV_UPDATE
+	       : v->action == CHANGE_DELETE ? RT_EV_DELETE : 0;
+}
+
+/* One audience of a change, offered to the wildcard subscriber: kept for later resumes. A DELETE
+ * drops the row's earlier payloads (erasure) and is kept with its key columns only. */
+static int replay_deliver(realtime_sink *s, const audience_delivery *d)
+{
+	const change *v = d->view;
+	if (v == NULL || v->rel == NULL || v->txn == NULL || event_of(v) == 0)
+		return 0;
+	rt_replay_item it = {.lsn = v->lsn, .action = event_of(v), .schema = v->rel->schema, .table = v->rel->name};
+	policy_state_uuid u;
+	if (d->bypass) {
+		it.kind = RT_REPLAY_BYPASS;
+	} else {
+		it.kind = d->individual ? RT_REPLAY_INDIVIDUAL : RT_REPLAY_RANK;
+		it.rank = d->rank;
+		if (d->org == NULL || policy_state_uuid_parse(d->org, strlen(d->org), &u) < 0)
+			return 0;
+		memcpy(it.org, u.b, 16);
+		if (d->individual) {
+			if (d->uid == NULL || policy_state_uuid_parse(d->uid, strlen(d->uid), &u) < 0)
+				return 0;
+			memcpy(it.uid, u.b, 16);
+		}
+	}
+	buf *key = &s->replay_key;
+	rt_data *data = NULL;
+	if (row_key(key, v) < 0)
+		return 0;
+	it.pk = key->data;
+	if (v->action == CHANGE_DELETE) {
+		if (v->lsn != s->replay_erased) {
+			s->replay_erased = v->lsn;
+			(void)rt_replay_erase(s->replay, it.schema, it.table, it.pk);
+		}
+		const char *names[RT_REPLAY_KEY_MAX];
+		rt_binding kb = {.select = names};
+		int id = relation_column_index(v->rel, "id", 2);
+		for (int i = 0; i < v->rel->ncols && kb.nselect < RT_REPLAY_KEY_MAX; i++)
+			if (row_key_column(v->rel, i, id))
+				names[kb.nselect++] = v->rel->cols[i].name;
+		data = data_build(s, v, &kb);
+	} else if ((data = data_for(s, d)) != NULL) {
+		data->refs++;
+	}
+	size_t bytes = 0;
+	rt_kept *k = data != NULL ? kept_build(v, data, &bytes) : NULL;
+	data_unref(data);
+	int rc = k != NULL ? rt_replay_add(s->replay, &it, k, bytes) : data != NULL ? -ENOMEM : 0;
+	if (rc < 0 && k != NULL)
+		replay_payload_free(k);
+	if (rc == -ENOMEM) {
+		log_warn("realtime.replay", "sink=%s: out of memory: resumes before now get the gap signal", s->name);
+	}
+	return 0;
+}
+
+typedef struct resume_ctx {
+	realtime_sink *s;
+	rt_chan *ch;
+	policy_state_uuid uid;
+} resume_ctx;
+
+static int resume_rank_now(void *arg, const uint8_t org[16])
+{
+	resume_ctx *r = arg;
+	policy_state_uuid o;
+	memcpy(o.b, org, 16);
+	const policy_state *ps = r->s->env->state != NULL ? r->s->env->state(r->s->env->env_arg) : NULL;
+	return ps != NULL ? policy_state_rank_uuid(ps, &o, &r->uid) : 0;
+}
+
+/* One missed change: a frame for each binding it matches, as the live path would queue it. */
+static int resume_cb(void *arg, uint64_t commit_lsn, const rt_replay_item *it, void *payload)
+{
+	resume_ctx *r = arg;
+	rt_chan *ch = r->ch;
+	rt_kept *k = payload;
+	(void)commit_lsn;
+	change v = {.action = k->action, .lsn = it->lsn, .txn = &k->txn, .rel = k->rel, .new_tuple = k->new_tuple,
+	            .old_tuple = k->old_tuple};
+	(void)chan_offer(r->s, ch, &v, it->action, NULL, k->data);
+	return ch->c->closing ? -EPIPE : 0;
+}
+
+/* Right after the join's answer: what the channel missed since its resume position, then a
+ * system message saying how many changes were replayed, or the gap signal. */
+static void chan_resume(rt_chan *ch)
+{
+	rt_conn *c = ch->c;
+	realtime_sink *s = c->s;
+	char msg[RT_TEXT_MAX];
+	const char *status = "error";
+	if (s->replay == NULL) {
+		snprintf(msg, sizeof(msg), "Resume is not enabled on this server (replay_bytes = 0): refetch");
+	} else {
+		resume_ctx r = {s, ch, {{0}}};
+		rt_replay_who who = {.bypass = ch->who.bypass, .rank_now = resume_rank_now, .arg = &r};
+		if (!ch->who.bypass && ch->who.uid[0] != '\0' &&
+		    policy_state_uuid_parse(ch->who.uid, strlen(ch->who.uid), &r.uid) == 0)
+			memcpy(who.uid, r.uid.b, 16);
+		int rc = rt_replay_since(s->replay, ch->resume_commit, ch->resume_lsn, &who, resume_cb, &r);
+		if (rc >= 0) {
+			status = "ok";
+			snprintf(msg, sizeof(msg), "Resumed: %d changes replayed", rc);
+		} else if (rc == -ERANGE) {
+			snprintf(msg, sizeof(msg), "Resume gap: the replay buffer no longer reaches back to that position: "
+			         "refetch");
+		} else {
+			snprintf(msg, sizeof(msg), "Resume failed: %s: refetch", strerror(-rc));
+		}
+	}
+	if (c->closing)
+		return;
+	buf *b = &s->scratch;
+	buf_clear(b);
+	if (rt_system_write(b, c->vsn, ch->topic, "walcast_resume", status, msg, chan_name(ch)) == 0)
+		(void)queue_buf(c, b);
+}
+
+/* config.postgres_changes_options.walcast_resume_from of a join: "C/C:L/L" (a walcast_position). */
+static int resume_parse(realtime_sink *s, const json_t *payload, rt_chan *ch, char reason[RT_TEXT_MAX])
+{
+	(void)s;
+	json_t *o = json_object_get(json_object_get(json_object_get(payload, "config"), "postgres_changes_options"),
+	                            "walcast_resume_from");
+	if (o == NULL || json_is_null(o))
+		return 0;
+	unsigned ch1, cl, lh, ll;
+	char end;
+	if (!json_is_string(o) ||
+	    sscanf(json_string_value(o), "%X/%X:%X/%X%c", &ch1, &cl, &lh, &ll, &end) != 4) {
+		snprintf(reason, RT_TEXT_MAX, "Invalid walcast_resume_from: expected a walcast_position such as "
+		         "\"0/16B37A0:0/16B3748\"");
+		return -EINVAL;
+	}
+	ch->resume = true;
+	ch->resume_commit = (uint64_t)ch1 << 32 | cl;
+	ch->resume_lsn = (uint64_t)lh << 32 | ll;
+	return 0;
+}
+
+static int metric(realtime_sink *s, metrics_kind kind, const char *name, const char *help,
+                  metrics_counter **counter, metrics_read_cb cb);
+
+static int read_replay_bytes(void *arg, double *value)
+{
+	const realtime_sink *s = arg;
+	*value = s->replay != NULL ? (double)rt_replay_bytes(s->replay) : 0;
+	return 0;
+}
+
+static int replay_init(realtime_sink *s, char err[SINK_ERROR_MAX])
+{
+	int rc = rt_replay_create((size_t)s->conf.replay_bytes, s->conf.replay_seconds, replay_payload_free, &s->replay);
+	if (rc == 0 && s->env->metrics != NULL)
+		rc = metric(s, METRICS_GAUGE_I, "walcast_realtime_replay_bytes",
+		            "Bytes held by the realtime sink's replay buffer (resume)", NULL, read_replay_bytes);
+	if (rc == 0 && s->env->subscribe != NULL)
+		rc = s->env->subscribe(s->env->env_arg, &s->replay_tag, NULL, false, true, &s->replay_sub);
+	if (rc < 0)
+		snprintf(err, SINK_ERROR_MAX, "replay buffer: %s", strerror(-rc));
+	return rc;
+}
+
+static void replay_fini(realtime_sink *s)
+{
+	if (s->replay_sub != NULL && s->env->unsubscribe != NULL)
+		s->env->unsubscribe(s->env->env_arg, s->replay_sub);
+	s->replay_sub = NULL;
+	if (s->replay_state != NULL)
+		policy_state_remove_change_cb(s->replay_state, replay_state_cb, s);
+	s->replay_state = NULL;
+	rt_replay_destroy(s->replay);
+	s->replay = NULL;
+	buf_fini(&s->replay_key);
 }
 
 static int rt_begin(void *impl, const change_txn *txn)
 {
-	(void)impl, (void)txn;
+	realtime_sink *s = impl;
+	if (s->replay != NULL)
+		replay_begin(s, txn);
 	return 0;
 }
 
@@ -1482,6 +1867,8 @@ static int rt_commit(void *impl, const change_txn *txn)
 {
 	realtime_sink *s = impl;
 	(void)txn;
+	if (s->replay != NULL)
+		rt_replay_commit(s->replay, now_s());
 	cache_drop(s);
 	dirty_flush(s);
 	return 0;
@@ -1539,6 +1926,7 @@ static void rt_destroy(void *impl)
 	}
 	if (s->timer > 0)
 		loop_timer_cancel(s->env->loop, s->timer);
+	replay_fini(s);
 	cache_drop(s);
 	for (size_t i = 0; s->env->metrics != NULL && i < s->nfams; i++)
 		metrics_family_remove(s->env->metrics, s->fams[i]);
@@ -1561,6 +1949,7 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 	s->conf = *c;
 	buf_init(&s->scratch);
 	buf_init(&s->wbuf);
+	buf_init(&s->replay_key);
 	if ((s->name = strdup(env->name ? env->name : "realtime")) == NULL)
 		goto fail;
 	s->drop = c->slow_consumer != NULL && strcmp(c->slow_consumer, "drop") == 0;
@@ -1629,6 +2018,8 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 	if (env->audit != NULL && env->member_watch != NULL && env->member_watch(env->env_arg, member_cb, s) < 0)
 		log_warn("realtime.audit", "sink=%s: memberships that stream while a channel is joined are not audited",
 		         s->name);
+	if (c->replay_bytes > 0 && (rc = replay_init(s, err)) < 0)
+		goto fail;
 	if (env->loop != NULL) {
 		int t = loop_timer_add(env->loop, RT_TICK_MS, tick_cb, s);
 		if (t < 0) {
@@ -1749,6 +2140,11 @@ static const config_key realtime_keys[] = {
 	KEY("max_record_bytes", CONFIG_SIZE, max_record_bytes, "1MB", 64, INT64_C(1) << 30,
 	    "a record larger than this is sent with errors [\"Error 413: Payload Too Large\"] and only "
 	    "its values of 64 bytes or less"),
+	KEY("replay_bytes", CONFIG_SIZE, replay_bytes, "0", 0, INT64_C(1) << 34,
+	    "memory of the replay buffer that lets a reconnecting client resume from its last position "
+	    "(docs/protocol.md, Resume); 0 turns resume off"),
+	KEY("replay_seconds", CONFIG_INT, replay_seconds, "300", 1, 86400,
+	    "how long a transaction stays in the replay buffer; older positions get the gap signal"),
 };
 #undef KEY
 

@@ -37,6 +37,8 @@ typedef struct realtime_conf {
 	char *slow_consumer;          /* "disconnect" or "drop": what a full queue does */
 	int64_t max_message_bytes;    /* largest client message */
 	int64_t max_record_bytes;     /* larger records get "Error 413: Payload Too Large" */
+	int64_t replay_bytes;         /* the replay buffer's bound (0: no resume) */
+	int64_t replay_seconds;       /* how long a transaction stays in it */
 } realtime_conf;
 
 /* Counters of an instance (the metrics say the same). */

@@ -113,9 +113,9 @@ export WALCAST_BIN=$WALCAST
 # a sanitizer build keeps freed memory in quarantine: its RSS says nothing about what walcast holds
 # (ldd's whole output first: under pipefail, grep -q ending the pipe early makes it fail)
 case "$(ldd "$WALCAST" 2>/dev/null || true)" in *libasan*) export WALCAST_RT_SANITIZED=1 ;; esac
-PARTS=${RT_TESTS:-views subscribed auth hostile audit limits}
+PARTS=${RT_TESTS:-views subscribed auth hostile audit limits resume}
 for part in $PARTS; do
-  case $part in audit|limits) continue ;; esac
+  case $part in audit|limits|resume) continue ;; esac
   run_part "$part"
   kill -0 $RUN 2>/dev/null || { tail -30 "$WORK/realtime_it.err"; break; }
 done
@@ -136,4 +136,6 @@ part_on_own_daemon() {
 part_on_own_daemon audit "$(printf '[audit]\nenabled = true\nflush_interval = 100ms\nsync_health_interval = 0\n')"
 # limits: small ones, in the sink's section (the lines follow `type = realtime`)
 part_on_own_daemon limits "$(printf 'max_connections = 20\nmax_channels = 3\nmax_message_bytes = 4096\n')"
+# resume: a replay buffer (the sink's section)
+part_on_own_daemon resume "$(printf 'replay_bytes = 16MB\nreplay_seconds = 600\n')"
 summary
