@@ -229,8 +229,7 @@ typedef struct nng_sink {
 	atomic_int connections;  /* updated by nng's pipe callbacks (its own threads) */
 	metrics_counter *m_messages, *m_bytes, *m_dropped;
 	metrics_counter *m_sink_drops; /* walcast_sink_drops_total{sink} (sink_env.live_metrics) */
-	metrics_family *fams[5]; /* registered by this instance, removed with it */
-	size_t nfams;
+	sink_metrics metrics; /* the families registered by this instance, removed with it */
 } nng_sink;
 
 static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
@@ -261,26 +260,8 @@ static int read_connections(void *arg, double *v)
 static int metric(nng_sink *s, metrics_kind kind, const char *name, const char *help,
                   metrics_counter **counter, metrics_read_cb cb)
 {
-	static const char *const labels[] = {"sink", NULL};
-	const char *values[] = {s->name, NULL};
-	char err[METRICS_ERROR_MAX] = "";
-	metrics_family *f;
-	metrics_desc desc = {.kind = kind, .name = name, .help = help, .labels = labels};
-	int rc = metrics_family_register(s->env->metrics, &desc, &f, err);
-	if (rc == -EINVAL) {
-		log_warn("nng.metrics", "sink=%s: %s (metric left out for this instance)", s->name, err);
-		return 0;
-	}
-	if (rc < 0)
-		return rc;
-	rc = counter ? metrics_counter_register(f, values, counter, err)
-	             : metrics_callback_register(f, values, cb, s, err);
-	if (rc < 0) {
-		metrics_family_remove(s->env->metrics, f);
-		return rc;
-	}
-	s->fams[s->nfams++] = f;
-	return 0;
+	metrics_desc d = {.kind = kind, .name = name, .help = help};
+	return sink_metrics_add(&s->metrics, s->env, "nng.metrics", &d, counter, NULL, cb, s);
 }
 
 static int read_file(const char *path, char **out, char err[SINK_ERROR_MAX], const char *what)
@@ -405,8 +386,7 @@ static void nng_sink_destroy(void *impl)
 		nng_tls_config_free(s->tls);
 	/* the callback children read s: the families go with it (a new instance registers them
 	 * again, e.g. after a reload) */
-	for (size_t i = 0; i < s->nfams; i++)
-		metrics_family_remove(s->env->metrics, s->fams[i]);
+	sink_metrics_remove(&s->metrics, s->env);
 	free(s->listeners);
 	free(s->prefix);
 	seq_fini(&s->seqs);

@@ -161,8 +161,7 @@ typedef struct realtime_sink {
 	buf scratch;
 	buf wbuf;
 	char refusal[TOKEN_ERROR_MAX];
-	metrics_family *fams[16];
-	size_t nfams;
+	sink_metrics metrics; /* the families registered by this instance, removed with it */
 	metrics_counter *m_messages, *m_sent, *m_writes, *m_dropped, *m_slow, *m_refused;
 	metrics_counter *m_sink_drops; /* walcast_sink_drops_total{sink} (sink_env.live_metrics) */
 	/* resume (replay_bytes > 0): the buffer, its wildcard subscriber (sub_arg &replay_tag), and
@@ -1879,26 +1878,8 @@ static int rt_commit(void *impl, const change_txn *txn)
 static int metric(realtime_sink *s, metrics_kind kind, const char *name, const char *help,
                   metrics_counter **counter, metrics_read_cb cb)
 {
-	static const char *const labels[] = {"sink", NULL};
-	const char *values[] = {s->name, NULL};
-	char err[METRICS_ERROR_MAX] = "";
-	metrics_family *f;
-	metrics_desc desc = {.kind = kind, .name = name, .help = help, .labels = labels};
-	int rc = metrics_family_register(s->env->metrics, &desc, &f, err);
-	if (rc == -EINVAL) {
-		log_warn("realtime.metrics", "sink=%s: %s (metric left out for this instance)", s->name, err);
-		return 0;
-	}
-	if (rc < 0)
-		return rc;
-	rc = counter ? metrics_counter_register(f, values, counter, err)
-	             : metrics_callback_register(f, values, cb, s, err);
-	if (rc < 0) {
-		metrics_family_remove(s->env->metrics, f);
-		return rc;
-	}
-	s->fams[s->nfams++] = f;
-	return 0;
+	metrics_desc d = {.kind = kind, .name = name, .help = help};
+	return sink_metrics_add(&s->metrics, s->env, "realtime.metrics", &d, counter, NULL, cb, s);
 }
 
 static int read_connections(void *arg, double *value)
@@ -1928,8 +1909,7 @@ static void rt_destroy(void *impl)
 		loop_timer_cancel(s->env->loop, s->timer);
 	replay_fini(s);
 	cache_drop(s);
-	for (size_t i = 0; s->env->metrics != NULL && i < s->nfams; i++)
-		metrics_family_remove(s->env->metrics, s->fams[i]);
+	sink_metrics_remove(&s->metrics, s->env);
 	token_keys_destroy(s->keys);
 	free(s->secret);
 	buf_fini(&s->scratch);

@@ -121,8 +121,7 @@ typedef struct rsink {
 	uint64_t bad_rows;
 	buf args;
 
-	metrics_family *fams[4];
-	size_t nfams;
+	sink_metrics metrics; /* the families registered by this instance, removed with it */
 	metrics_counter *m_round_trips, *m_scripts;
 	metrics_histogram *m_latency;
 } rsink;
@@ -138,37 +137,6 @@ static int read_connected(void *arg, double *v)
 
 static const double latency_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30};
 
-/* Registers one family with this sink's child (a family already registered by another redis
- * sink of the same registry: this one goes without, and says so). */
-static int metric(rsink *s, const metrics_desc *desc, void **handle, metrics_read_cb cb)
-{
-	static const char *const labels[] = {"sink", NULL};
-	const char *values[] = {s->env.name, NULL};
-	char err[METRICS_ERROR_MAX] = "";
-	metrics_family *f;
-	metrics_desc d = *desc;
-	d.labels = labels;
-	int rc = metrics_family_register(s->env.metrics, &d, &f, err);
-	if (rc == -EINVAL) {
-		log_warn("redis.metrics", "sink=%s: %s (metric left out for this instance)", s->env.name, err);
-		return 0;
-	}
-	if (rc < 0)
-		return rc;
-	if (cb != NULL)
-		rc = metrics_callback_register(f, values, cb, s, err);
-	else if (d.kind == METRICS_HISTOGRAM)
-		rc = metrics_histogram_register(f, values, (metrics_histogram **)handle, err);
-	else
-		rc = metrics_counter_register(f, values, (metrics_counter **)handle, err);
-	if (rc < 0) {
-		metrics_family_remove(s->env.metrics, f);
-		return rc;
-	}
-	s->fams[s->nfams++] = f;
-	return 0;
-}
-
 static int metrics_setup(rsink *s)
 {
 	if (s->env.metrics == NULL)
@@ -183,13 +151,14 @@ static int metrics_setup(rsink *s)
 		 .help = "Commit of a round's first transaction to Redis accepting the round, in seconds.",
 		 .buckets = latency_buckets, .nbuckets = sizeof(latency_buckets) / sizeof(latency_buckets[0])},
 	};
-	int rc = metric(s, &descs[0], (void **)&s->m_round_trips, NULL);
+	sink_metrics *m = &s->metrics;
+	int rc = sink_metrics_add(m, &s->env, "redis.metrics", &descs[0], &s->m_round_trips, NULL, NULL, NULL);
 	if (rc == 0)
-		rc = metric(s, &descs[1], (void **)&s->m_scripts, NULL);
+		rc = sink_metrics_add(m, &s->env, "redis.metrics", &descs[1], &s->m_scripts, NULL, NULL, NULL);
 	if (rc == 0)
-		rc = metric(s, &descs[2], NULL, read_connected);
+		rc = sink_metrics_add(m, &s->env, "redis.metrics", &descs[2], NULL, NULL, read_connected, s);
 	if (rc == 0)
-		rc = metric(s, &descs[3], (void **)&s->m_latency, NULL);
+		rc = sink_metrics_add(m, &s->env, "redis.metrics", &descs[3], NULL, &s->m_latency, NULL, NULL);
 	return rc;
 }
 
@@ -756,8 +725,7 @@ static void redis_destroy(void *impl)
 	if (s->watch_timer > 0)
 		loop_timer_cancel(s->env.loop, s->watch_timer);
 	redis_conn_destroy(s->conn);
-	for (size_t i = 0; i < s->nfams; i++)
-		metrics_family_remove(s->env.metrics, s->fams[i]);
+	sink_metrics_remove(&s->metrics, &s->env);
 	redis_agg_batch_fini(&s->open);
 	redis_agg_batch_fini(&s->round);
 	hash_index_fini(&s->kidx);

@@ -145,6 +145,33 @@ typedef struct sink_ops {
 	int (*flush)(void *impl);
 } sink_ops;
 
+/* ---- a sink instance's own metric families -------------------------------------------- */
+
+#define SINK_METRICS_MAX 16
+
+/* The families one sink instance registered in the pipeline's registry, each with the label
+ * sink=NAME, removed together when the instance goes. Zero it, then sink_metrics_add. */
+typedef struct sink_metrics {
+	metrics_family *fams[SINK_METRICS_MAX];
+	size_t n;
+} sink_metrics;
+
+/* Registers family desc (its labels become {"sink"}) with this instance's series: read at
+ * scrape time through cb(arg) when cb is set, else a histogram (*hist) or a counter (*counter)
+ * as desc->kind says. A family another instance of the same sink type registered already
+ * cannot be shared through metrics.h: this instance goes without it, logs `log_id` (e.g.
+ * "nng.metrics") saying so, and gets 0 with *counter / *hist NULL. Without a registry
+ * (env->metrics NULL): 0, nothing registered. 0, -ENOSPC past SINK_METRICS_MAX families, or a
+ * negative errno (nothing of this family left registered). */
+__attribute__((warn_unused_result)) int sink_metrics_add(sink_metrics *m, const sink_env *env,
+                                                         const char *log_id, const metrics_desc *desc,
+                                                         metrics_counter **counter,
+                                                         metrics_histogram **hist,
+                                                         metrics_read_cb cb, void *arg);
+
+/* Removes every family m registered (env as given to sink_metrics_add). Safe when empty. */
+void sink_metrics_remove(sink_metrics *m, const sink_env *env);
+
 /* The registered sink type named name, or NULL. */
 const sink_ops *sink_ops_find(const char *name);
 
