@@ -103,8 +103,9 @@ refused() { # name reason token [SECONDS]: refused with exit status 1 and exactl
   local rc=0 got     # (SECONDS: a pattern for the number in the reason, which the clock moves)
   "$WALCAST" tail -S jwt_m --jwt "$3" --until-lsn "$end" >/dev/null 2>"$WORK/jwt.err" || rc=$?
   got=$(cat "$WORK/jwt.err")
+  local pat="walcast: --jwt: ${2/120/${4:-120}}"  # unquoted below: a pattern, not a string
   # shellcheck disable=SC2053
-  [ -n "${4:-}" ] && [[ $got == "walcast: --jwt: ${2/120/$4}" ]] && got="walcast: --jwt: $2"
+  [ -n "${4:-}" ] && [[ $got == $pat ]] && got="walcast: --jwt: $2"
   check "$1: refused" 1 "$rc"
   check "$1: says why" "walcast: --jwt: $2" "$got"
 }
