@@ -35,6 +35,7 @@
 #include "log.h"
 #include "lsn.h"
 #include "redis_agg.h"
+#include "redis_api.h"
 #include "redis_conn.h"
 
 #define KEY(nm, ty, field, def, lo, hi, hlp) \
@@ -82,6 +83,7 @@ typedef struct rsink {
 	redis_agg_conf aconf;
 	redis_url url;
 	redis_conn *conn;
+	redis_api *api; /* the stats API on the daemon's listener (NULL without one) */
 	audience_sub *sub;
 	char sha[41];
 
@@ -724,6 +726,8 @@ static int redis_create(const sink_env *env, const void *conf, void **out, char 
 			goto fail;
 		int id = loop_timer_add(env->loop, 500, watch_cb, s);
 		s->watch_timer = id > 0 ? id : 0;
+		if (env->http != NULL && (rc = redis_api_create(env, s->conn, s->prefix, &s->api, err)) < 0)
+			goto fail;
 	}
 	if (env->subscribe == NULL) {
 		snprintf(err, SINK_ERROR_MAX, "no audience to subscribe to");
@@ -756,6 +760,7 @@ static void redis_destroy(void *impl)
 	if (s->watch_timer > 0)
 		loop_timer_cancel(s->env.loop, s->watch_timer);
 	redis_conn_destroy(s->conn);
+	redis_api_destroy(s->api);
 	for (size_t i = 0; i < s->nfams; i++)
 		metrics_family_remove(s->env.metrics, s->fams[i]);
 	redis_agg_batch_fini(&s->open);
