@@ -518,15 +518,16 @@ static int api_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
 			return 0;
 		{
 			api_req *r = *pr;
-			bool done = r->sent + API_CHUNK >= r->len;
+			if (r->sent + API_CHUNK < r->len)
+				return on_writable(a, wsi, r);
+			/* the last write: detached first, since completing the transaction may drop the
+			 * session (DROP_PROTOCOL) from inside; replies still due (a refusal after a partial
+			 * send) free it */
+			*pr = NULL;
+			r->wsi = NULL;
 			int rc = on_writable(a, wsi, r);
-			if (done) {
-				/* written: replies still due (a refusal after a partial send) free it */
-				*pr = NULL;
-				r->wsi = NULL;
-				if (r->outstanding == 0)
-					req_free(r);
-			}
+			if (r->outstanding == 0)
+				req_free(r);
 			return rc;
 		}
 	case LWS_CALLBACK_HTTP_BODY:
