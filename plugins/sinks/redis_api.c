@@ -13,7 +13,6 @@
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
-#include <jansson.h>
 #include <libwebsockets.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +20,7 @@
 #include <time.h>
 
 #include "auditlog.h"
+#include "buf.h"
 #include "http.h"
 #include "log.h"
 #include "policy.h"
@@ -53,13 +53,16 @@ typedef struct api_req {
 	api_kind kind;
 	size_t outstanding;   /* Redis replies still expected */
 	bool failed;          /* a reply was missing or an error */
-	json_t *items;        /* the figures, one per period or contact */
+	buf out;              /* the response body, written as the replies come (in order) */
+	size_t nitems;        /* periods or contacts written */
+	long long tot[5];     /* days: calls, sms, missed, call_duration_s, calls_timed */
+	bool responded;       /* out holds the whole response */
+	bool oom;             /* out of memory while writing it: answered 500 */
 	bool bypass;
 	int rank;             /* the caller's rank in the org (bypass: every rank) */
 	int limit;
 	char org[POLICY_UUID_TEXT_LEN + 1];
-	char *body;           /* the response, once rendered */
-	size_t len, sent;
+	size_t sent;
 	unsigned status;
 } api_req;
 
@@ -94,48 +97,47 @@ static void keys_refresh(redis_api *a)
 
 static void req_free(api_req *r)
 {
-	json_decref(r->items);
-	free(r->body);
+	buf_fini(&r->out);
 	free(r);
 }
 
-/* Renders obj (stolen) as the response with status and asks for a writable callback. */
-static int respond(api_req *r, unsigned status, json_t *obj)
+/* r->out is the whole response: sends it with status (a writable callback writes it). */
+static void respond(api_req *r, unsigned status)
 {
-	r->status = status;
-	r->body = obj != NULL ? json_dumps(obj, JSON_COMPACT) : NULL;
-	json_decref(obj);
-	if (r->body == NULL) {
-		r->status = 500;
-		r->body = strdup("{\"error\":\"out of memory\"}");
-		if (r->body == NULL)
-			return -ENOMEM;
+	if (r->oom) {
+		status = 500;
+		buf_clear(&r->out);
+		r->oom = buf_puts(&r->out, "{\"error\":\"out of memory\"}") < 0;
 	}
-	r->len = strlen(r->body);
+	r->status = status;
+	r->responded = true;
 	if (r->wsi != NULL)
 		lws_callback_on_writable(r->wsi);
-	return 0;
 }
 
-static int respond_error(api_req *r, unsigned status, const char *error)
+static void respond_error(api_req *r, unsigned status, const char *error)
 {
-	return respond(r, status, json_pack("{s:s}", "error", error));
+	buf_clear(&r->out);
+	if (buf_puts(&r->out, "{\"error\":") < 0 || buf_json_string(&r->out, error, strlen(error)) < 0 ||
+	    buf_putc(&r->out, '}') < 0)
+		r->oom = true;
+	respond(r, status);
 }
 
 static int on_writable(redis_api *a, struct lws *wsi, api_req *r)
 {
 	if (r->sent == 0) {
 		unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
-		if (lws_add_http_common_headers(wsi, r->status, "application/json", (lws_filepos_t)r->len, &p, end) ||
+		if (lws_add_http_common_headers(wsi, r->status, "application/json", (lws_filepos_t)r->out.len, &p, end) ||
 		    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL, (const unsigned char *)"no-store", 8,
 		                                 &p, end) ||
 		    lws_finalize_write_http_header(wsi, start, &p, end))
 			return -1;
 	}
-	size_t left = r->len - r->sent;
+	size_t left = r->out.len - r->sent;
 	size_t n = left < API_CHUNK ? left : API_CHUNK;
 	bool last = n == left;
-	memcpy(a->chunk + LWS_PRE, r->body + r->sent, n);
+	memcpy(a->chunk + LWS_PRE, r->out.data + r->sent, n);
 	if (lws_write(wsi, a->chunk + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
 		return -1;
 	r->sent += n;
@@ -148,94 +150,104 @@ static int on_writable(redis_api *a, struct lws *wsi, api_req *r)
 
 /* ---- Redis replies -------------------------------------------------------------------------- */
 
-static json_int_t reply_int(const redisReply *v)
+static long long reply_int(const redisReply *v)
 {
 	if (v->type == REDIS_REPLY_INTEGER)
-		return (json_int_t)v->integer;
-	return v->type == REDIS_REPLY_STRING ? (json_int_t)strtoll(v->str, NULL, 10) : 0;
+		return v->integer;
+	return v->type == REDIS_REPLY_STRING ? strtoll(v->str, NULL, 10) : 0;
 }
 
-/* A period hash (HGETALL) as the API's figures. */
-static void period_fill(json_t *o, const redisReply *rep)
+/* Appends the figures, avg_call_duration_s and the rest of a period object. */
+static int figures_put(buf *b, const long long f[5])
 {
-	json_t *by = json_object();
-	json_int_t calls = 0, sms = 0, other = 0, missed = 0, dur = 0, timed = 0;
+	int rc = buf_printf(b, "\"calls\":%lld,\"sms\":%lld,\"missed\":%lld,\"call_duration_s\":%lld,\"calls_timed\":%lld,",
+	                    f[0], f[1], f[2], f[3], f[4]);
+	if (rc == 0)
+		rc = f[4] > 0 ? buf_printf(b, "\"avg_call_duration_s\":%.17g", (double)f[3] / (double)f[4])
+		              : buf_puts(b, "\"avg_call_duration_s\":null");
+	return rc;
+}
+
+/* A period hash (HGETALL) as one object of the array: {"day": label, figures...}. */
+static int period_put(api_req *r, const char *label, const redisReply *rep)
+{
+	static const char *const names[5] = {"calls", "sms", "missed", "call_duration_s", "calls_timed"};
+	long long f[5] = {0}, other = 0;
+	buf *b = &r->out;
 	for (size_t i = 0; i + 1 < rep->elements; i += 2) {
-		const char *f = rep->element[i]->str;
-		json_int_t v = reply_int(rep->element[i + 1]);
-		if (f == NULL)
-			continue;
-		if (strcmp(f, "calls") == 0)
-			calls = v;
-		else if (strcmp(f, "sms") == 0)
-			sms = v;
-		else if (strcmp(f, "other") == 0)
-			other = v;
-		else if (strcmp(f, "missed") == 0)
-			missed = v;
-		else if (strcmp(f, "call_duration_s") == 0)
-			dur = v;
-		else if (strcmp(f, "calls_timed") == 0)
-			timed = v;
-		else if (strchr(f, ':') != NULL && by != NULL)
-			json_object_set_new(by, f, json_integer(v));
+		const char *k = rep->element[i]->str;
+		for (int j = 0; k != NULL && j < 5; j++)
+			if (strcmp(k, names[j]) == 0)
+				f[j] = reply_int(rep->element[i + 1]);
+		if (k != NULL && strcmp(k, "other") == 0)
+			other = reply_int(rep->element[i + 1]);
 	}
-	json_object_set_new(o, "calls", json_integer(calls));
-	json_object_set_new(o, "sms", json_integer(sms));
-	json_object_set_new(o, "other", json_integer(other));
-	json_object_set_new(o, "missed", json_integer(missed));
-	json_object_set_new(o, "call_duration_s", json_integer(dur));
-	json_object_set_new(o, "calls_timed", json_integer(timed));
-	json_object_set_new(o, "avg_call_duration_s", timed > 0 ? json_real((double)dur / (double)timed) : json_null());
-	json_object_set_new(o, "by_kind_direction_status", by != NULL ? by : json_object());
+	for (int j = 0; j < 5; j++)
+		r->tot[j] += f[j];
+	int rc = buf_printf(b, "%s{\"%s\":\"%s\",", r->nitems++ ? "," : "", r->kind == API_DAYS ? "day" : "hour", label);
+	if (rc == 0)
+		rc = figures_put(b, f);
+	if (rc == 0)
+		rc = buf_printf(b, ",\"other\":%lld,\"by_kind_direction_status\":{", other);
+	bool first = true;
+	for (size_t i = 0; rc == 0 && i + 1 < rep->elements; i += 2) {
+		const redisReply *k = rep->element[i];
+		if (k->str == NULL || memchr(k->str, ':', k->len) == NULL)
+			continue;
+		if ((!first && (rc = buf_putc(b, ',')) < 0) || (rc = buf_json_string(b, k->str, k->len)) < 0)
+			break;
+		first = false;
+		rc = buf_printf(b, ":%lld", reply_int(rep->element[i + 1]));
+	}
+	return rc == 0 ? buf_puts(b, "}}") : rc;
 }
 
 /* The top contacts (ZREVRANGE WITHSCORES) the caller may see, at most r->limit. */
-static void contacts_fill(api_req *r, const redisReply *rep)
+static int contacts_put(api_req *r, const redisReply *rep)
 {
 	const policy_state *ps = r->a->env.state != NULL ? r->a->env.state(r->a->env.env_arg) : NULL;
-	for (size_t i = 0; i + 1 < rep->elements && json_array_size(r->items) < (size_t)r->limit; i += 2) {
-		const char *c = rep->element[i]->str;
-		if (c == NULL)
+	int rc = 0;
+	for (size_t i = 0; rc == 0 && i + 1 < rep->elements && r->nitems < (size_t)r->limit; i += 2) {
+		const redisReply *c = rep->element[i];
+		if (c->str == NULL)
 			continue;
 		/* privacy(contact_id): the contact's rule rank must not exceed the caller's rank */
-		if (!r->bypass && (ps == NULL || policy_state_subject_rank(ps, c, strlen(c)) > r->rank))
+		if (!r->bypass && (ps == NULL || policy_state_subject_rank(ps, c->str, c->len) > r->rank))
 			continue;
-		json_array_append_new(r->items, json_pack("{s:s,s:I}", "contact", c, "events", reply_int(rep->element[i + 1])));
+		rc = buf_puts(&r->out, r->nitems++ ? ",{\"contact\":" : "{\"contact\":");
+		if (rc == 0)
+			rc = buf_json_string(&r->out, c->str, c->len);
+		if (rc == 0)
+			rc = buf_printf(&r->out, ",\"events\":%lld}", reply_int(rep->element[i + 1]));
 	}
+	return rc;
 }
 
 static void finish(api_req *r)
 {
 	if (r->failed) {
-		(void)respond_error(r, 503, "the aggregates store (Redis) did not answer: try again");
+		respond_error(r, 503, "the aggregates store (Redis) did not answer: try again");
 		return;
 	}
-	const char *what = r->kind == API_DAYS ? "days" : r->kind == API_HOURS ? "hours" : "contacts";
-	json_t *o = json_pack("{s:s,s:O}", "org", r->org, what, r->items);
-	if (o != NULL && r->kind == API_DAYS) {
+	int rc = buf_putc(&r->out, ']');
+	if (rc == 0 && r->kind == API_DAYS) {
 		/* totals over the range */
-		json_int_t calls = 0, sms = 0, missed = 0, dur = 0, timed = 0;
-		size_t i;
-		json_t *d;
-		json_array_foreach(r->items, i, d) {
-			calls += json_integer_value(json_object_get(d, "calls"));
-			sms += json_integer_value(json_object_get(d, "sms"));
-			missed += json_integer_value(json_object_get(d, "missed"));
-			dur += json_integer_value(json_object_get(d, "call_duration_s"));
-			timed += json_integer_value(json_object_get(d, "calls_timed"));
-		}
-		json_object_set_new(o, "total", json_pack("{s:I,s:I,s:I,s:I,s:I,s:o}", "calls", calls, "sms", sms, "missed",
-		                                          missed, "call_duration_s", dur, "calls_timed", timed,
-		                                          "avg_call_duration_s",
-		                                          timed > 0 ? json_real((double)dur / (double)timed) : json_null()));
+		rc = buf_puts(&r->out, ",\"total\":{");
+		if (rc == 0)
+			rc = figures_put(&r->out, r->tot);
+		if (rc == 0)
+			rc = buf_putc(&r->out, '}');
 	}
-	(void)respond(r, 200, o);
+	if (rc == 0)
+		rc = buf_putc(&r->out, '}');
+	if (rc < 0)
+		r->oom = true;
+	respond(r, 200);
 }
 
 typedef struct api_cmd {
 	api_req *r;
-	json_t *slot; /* the period object this reply fills; NULL for the contacts */
+	char label[24]; /* the period ("2026-12-02", "2026-12-02T07:00:00Z"); "" for the contacts */
 } api_cmd;
 
 static void reply_cb(redis_conn *c, void *reply, void *privdata)
@@ -246,10 +258,9 @@ static void reply_cb(redis_conn *c, void *reply, void *privdata)
 	const redisReply *rep = reply;
 	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
 		r->failed = true;
-	else if (cmd->slot == NULL)
-		contacts_fill(r, rep);
-	else
-		period_fill(cmd->slot, rep);
+	else if (!r->failed && !r->responded &&
+	         (r->kind == API_CONTACTS ? contacts_put(r, rep) : period_put(r, cmd->label, rep)) < 0)
+		r->oom = true;
 	free(cmd);
 	if (--r->outstanding > 0)
 		return;
@@ -257,12 +268,12 @@ static void reply_cb(redis_conn *c, void *reply, void *privdata)
 		req_free(r); /* the client went away, or the response was written already */
 		return;
 	}
-	if (r->body == NULL)
+	if (!r->responded)
 		finish(r);
 }
 
-/* Sends one command whose reply fills slot (an object of r->items, or NULL for contacts). */
-static int send_cmd(api_req *r, json_t *slot, const char *name, const char *key, int extra, const char *const *more)
+/* Sends one command whose reply is written as the period label (or the contacts: ""). */
+static int send_cmd(api_req *r, const char *label, const char *name, const char *key, int extra, const char *const *more)
 {
 	const char *argv[6] = {name, key};
 	for (int i = 0; i < extra; i++)
@@ -273,7 +284,8 @@ static int send_cmd(api_req *r, json_t *slot, const char *name, const char *key,
 	api_cmd *cmd = malloc(sizeof(*cmd));
 	if (cmd == NULL)
 		return -ENOMEM;
-	*cmd = (api_cmd){r, slot};
+	cmd->r = r;
+	snprintf(cmd->label, sizeof(cmd->label), "%s", label);
 	int rc = redis_conn_command(r->a->conn, reply_cb, cmd, 2 + extra, argv, lens);
 	if (rc == 0)
 		r->outstanding++;
@@ -359,11 +371,13 @@ static void audit(redis_api *a, const char *org, const char *uid, const char *pa
 {
 	if (a->env.audit == NULL || org == NULL)
 		return;
-	json_t *d = json_pack("{s:s,s:i}", "path", path, "status", (int)status);
-	char *detail = d != NULL ? json_dumps(d, JSON_COMPACT) : NULL;
-	json_decref(d);
-	auditlog_record(a->env.audit, org, uid != NULL && uid[0] ? uid : NULL, "stats.read", NULL, NULL, detail);
-	free(detail);
+	buf d;
+	buf_init(&d);
+	bool ok = buf_puts(&d, "{\"path\":") == 0 && buf_json_string(&d, path, strlen(path)) == 0 &&
+	          buf_printf(&d, ",\"status\":%u}", status) == 0;
+	auditlog_record(a->env.audit, org, uid != NULL && uid[0] ? uid : NULL, "stats.read", NULL, NULL,
+	                ok ? d.data : NULL);
+	buf_fini(&d);
 }
 
 /* Sends the Redis reads of r for the path's rest (what follows /orgs/ORG/). 0, or the status
@@ -385,17 +399,16 @@ static unsigned plan(api_req *r, struct lws *wsi, const char *what, const char *
 			return 400;
 		}
 		r->kind = API_DAYS;
+		if (buf_printf(&r->out, "{\"org\":\"%s\",\"days\":[", r->org) < 0)
+			return 500;
 		for (time_t t = from; t <= to && rc == 0; t += 86400) {
 			struct tm tm;
 			gmtime_r(&t, &tm);
 			char day[16], k[16];
 			strftime(day, sizeof(day), "%Y-%m-%d", &tm);
 			strftime(k, sizeof(k), "%Y%m%d", &tm);
-			json_t *slot = json_pack("{s:s}", "day", day);
-			if (slot == NULL || json_array_append_new(r->items, slot) < 0)
-				return 500;
 			snprintf(key, sizeof(key), "%s:{%s}:day:%s", a->prefix, r->org, k);
-			rc = send_cmd(r, slot, "HGETALL", key, 0, NULL);
+			rc = send_cmd(r, day, "HGETALL", key, 0, NULL);
 		}
 	} else if (strcmp(what, "hours") == 0) {
 		int hours;
@@ -404,6 +417,8 @@ static unsigned plan(api_req *r, struct lws *wsi, const char *what, const char *
 			return 400;
 		}
 		r->kind = API_HOURS;
+		if (buf_printf(&r->out, "{\"org\":\"%s\",\"hours\":[", r->org) < 0)
+			return 500;
 		time_t last = now - now % 3600;
 		for (time_t t = last - (time_t)(hours - 1) * 3600; t <= last && rc == 0; t += 3600) {
 			struct tm tm;
@@ -411,11 +426,8 @@ static unsigned plan(api_req *r, struct lws *wsi, const char *what, const char *
 			char hour[32], k[16];
 			strftime(hour, sizeof(hour), "%Y-%m-%dT%H:00:00Z", &tm);
 			strftime(k, sizeof(k), "%Y%m%d%H", &tm);
-			json_t *slot = json_pack("{s:s}", "hour", hour);
-			if (slot == NULL || json_array_append_new(r->items, slot) < 0)
-				return 500;
 			snprintf(key, sizeof(key), "%s:{%s}:hour:%s", a->prefix, r->org, k);
-			rc = send_cmd(r, slot, "HGETALL", key, 0, NULL);
+			rc = send_cmd(r, hour, "HGETALL", key, 0, NULL);
 		}
 	} else if (strcmp(what, "contacts") == 0) {
 		time_t day;
@@ -430,6 +442,8 @@ static unsigned plan(api_req *r, struct lws *wsi, const char *what, const char *
 			return 403;
 		}
 		r->kind = API_CONTACTS;
+		if (buf_printf(&r->out, "{\"org\":\"%s\",\"contacts\":[", r->org) < 0)
+			return 500;
 		struct tm tm;
 		gmtime_r(&day, &tm);
 		char k[16];
@@ -437,7 +451,7 @@ static unsigned plan(api_req *r, struct lws *wsi, const char *what, const char *
 		snprintf(key, sizeof(key), "%s:{%s}:day:%s:contacts", a->prefix, r->org, k);
 		/* every member: hidden contacts are left out before the limit is applied */
 		static const char *const more[] = {"0", "-1", "WITHSCORES"};
-		rc = send_cmd(r, NULL, "ZREVRANGE", key, 3, more);
+		rc = send_cmd(r, "", "ZREVRANGE", key, 3, more);
 	} else {
 		*error = "not found: the paths are days, hours and contacts";
 		return 404;
@@ -459,10 +473,8 @@ static int on_request(redis_api *a, struct lws *wsi, api_req **pr)
 		return -1;
 	r->a = a;
 	r->wsi = wsi;
-	r->items = json_array();
+	buf_init(&r->out);
 	*pr = r;
-	if (r->items == NULL)
-		return -1;
 	const char *error = NULL;
 	unsigned status = 0;
 	char uid[POLICY_UUID_TEXT_LEN + 1] = "";
@@ -498,7 +510,8 @@ static int on_request(redis_api *a, struct lws *wsi, api_req **pr)
 		log_info("stats.refused", "sink=%s path=%s: %u %s", a->env.name, path, status, error);
 		if (r->outstanding > 0)
 			r->failed = true; /* the replies of what was sent are dropped */
-		return respond_error(r, status, error) < 0 ? -1 : 0;
+		respond_error(r, status, error);
+		return 0;
 	}
 	return 0;
 }
@@ -514,11 +527,11 @@ static int api_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
 			return -1;
 		return on_request(a, wsi, pr);
 	case LWS_CALLBACK_HTTP_WRITEABLE:
-		if (a == NULL || pr == NULL || *pr == NULL || (*pr)->body == NULL)
+		if (a == NULL || pr == NULL || *pr == NULL || !(*pr)->responded)
 			return 0;
 		{
 			api_req *r = *pr;
-			if (r->sent + API_CHUNK < r->len)
+			if (r->sent + API_CHUNK < r->out.len)
 				return on_writable(a, wsi, r);
 			/* the last write: detached first, since completing the transaction may drop the
 			 * session (DROP_PROTOCOL) from inside; replies still due (a refusal after a partial

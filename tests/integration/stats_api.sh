@@ -61,7 +61,8 @@ INSERT INTO events (org_id, contact_id, kind, direction, status, started_at, dur
   SELECT c.org_id, CASE WHEN random() < 0.1 THEN NULL ELSE c.id END, k.kind, k.dir,
          CASE WHEN k.kind = 'call' THEN (ARRAY['completed', 'missed', 'voicemail'])[1 + (random() * 2)::int]
               ELSE (ARRAY['sent', 'delivered', 'failed'])[1 + (random() * 2)::int] END,
-         now() - random() * interval '3 days',
+         CASE WHEN random() < 0.5 THEN now() - random() * interval '3 days'
+              ELSE greatest(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', now() - random() * interval '1 day') END,
          CASE WHEN k.kind = 'call' AND random() < 0.8 THEN (random() * 600)::int END
   FROM contacts c, LATERAL (SELECT CASE WHEN random() < 0.6 THEN 'call' ELSE 'sms' END AS kind,
                                    CASE WHEN random() < 0.5 THEN 'inbound' ELSE 'outbound' END AS dir, c.id AS cid) k
@@ -137,7 +138,8 @@ check "contacts: the private contact (rule: admin) is absent for the analyst" 0 
 check "contacts: ordered by volume" "$(jq -c '[.contacts[].events] | sort | reverse' "$WORK/body")" "$(jq -c '[.contacts[].events]' "$WORK/body")"
 check "contacts: 200 for an admin" 200 "$(api "$TOK_ADMIN" "/orgs/$A/contacts?day=$TODAY&limit=3")"; requests=$((requests + 1))
 check "contacts: the admin sees the private contact first (busiest)" "$PRIVATE" "$(jq -r '.contacts[0].contact' "$WORK/body")"
-check "contacts: limit is honoured" 3 "$(jq '.contacts | length' "$WORK/body")"
+n_admin=$(rls_top "$ADMIN" | wc -l)
+check "contacts: limit is honoured (3 of $n_admin)" "$((n_admin < 3 ? n_admin : 3))" "$(jq '.contacts | length' "$WORK/body")"
 check "contacts: the admin's top equals RLS as the admin" "$(rls_top "$ADMIN" | grep "$PRIVATE")" "$(jq -r '.contacts[0] | "\(.contact) \(.events)"' "$WORK/body")"
 check "contacts: 403 for a viewer" 403 "$(api "$TOK_VIEWER" "/orgs/$A/contacts?day=$TODAY")"; requests=$((requests + 1))
 check_true "contacts: the refusal is JSON with an error" jqq .error "$WORK/body"
