@@ -7,7 +7,8 @@
 #    authenticated with the analyst's claims): a contact whose privacy rule is admin is absent,
 #    present for an admin; a viewer is refused per-contact figures (403);
 #  - no/bad/expired token 401, an anon token 403, another org's figures 404;
-#  - every request lands in audit_log (action stats.read).
+#  - every request lands in audit_log (action stats.read);
+#  - Redis shut down: 503 at once.
 # The curl commands are those of docs/api.md.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/redis_lib.sh"
@@ -168,7 +169,13 @@ check "audit: the outsider's refused read is recorded" 1 \
   "$(sql -c "SELECT count(*) FROM audit_log WHERE action = 'stats.read' AND actor_id = '$OUTSIDER' AND org_id = '$A'
              AND (detail->>'status')::int = 404")"
 
+# Redis gone: 503 with a JSON error, at once (nothing waits for a connection that is down)
+rcli SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+wait_for 30 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$HTTP_PORT/readyz)\" = 503 ]"
+check "Redis down: 503" 503 "$(api "$TOK_VIEWER" "/orgs/$A/days")"
+check_true "Redis down: the 503 says why" grep -q Redis "$WORK/body"
+
 kill -TERM "$RUNP"
 rc=0; wait "$RUNP" || rc=$?
-check "walcast run: SIGTERM drains, exit 0" 0 $rc
+check "walcast run: SIGTERM exits 0" 0 $rc
 summary
