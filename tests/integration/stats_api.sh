@@ -145,6 +145,12 @@ check "contacts: the admin's top equals RLS as the admin" "$(rls_top "$ADMIN" | 
 check "contacts: 403 for a viewer" 403 "$(api "$TOK_VIEWER" "/orgs/$A/contacts?day=$TODAY")"; requests=$((requests + 1))
 check_true "contacts: the refusal is JSON with an error" jqq .error "$WORK/body"
 
+# keep-alive: several requests on one connection, a refusal among them
+check "keep-alive: three requests on one connection" "200 403 200 connections=1" "$(curl -s -w '%{http_code} %{num_connects}\n' \
+  -H "Authorization: Bearer $TOK_VIEWER" "$BASE/orgs/$A/hours?hours=3" -o /dev/null \
+  "$BASE/orgs/$A/contacts" -o /dev/null "$BASE/orgs/$A/days" -o /dev/null | awk '{ c += $2; s = s (s ? " " : "") $1 } END { print s " connections=" c }')"
+requests=$((requests + 3))
+
 # refusals
 check "no token: 401" 401 "$(curl -s -o "$WORK/body" -w '%{http_code}' "$BASE/orgs/$A/days")"; requests=$((requests + 1))
 check_true "401 body is JSON" jqq .error "$WORK/body"
