@@ -8,7 +8,7 @@ PKGS=(
   libpq-dev libnng-dev libjansson-dev libssl-dev libhiredis-dev libcmocka-dev
   libwebsockets-dev libjwt-dev libinih-dev libuv1-dev libwebsockets-evlib-uv libpcre2-dev
   postgresql-15 postgresql-client-15 postgresql-15-wal2json redis-server
-  jq hyperfine time procps python3 openssl bc prometheus strace nng-utils curl
+  jq hyperfine time procps python3 openssl bc prometheus strace nng-utils curl wrk
 )
 
 missing=()

@@ -35,6 +35,7 @@
 #include "log.h"
 #include "lsn.h"
 #include "redis_agg.h"
+#include "redis_api.h"
 #include "redis_conn.h"
 
 #define KEY(nm, ty, field, def, lo, hi, hlp) \
@@ -82,6 +83,7 @@ typedef struct rsink {
 	redis_agg_conf aconf;
 	redis_url url;
 	redis_conn *conn;
+	redis_api *api; /* the stats API on the daemon's listener (NULL without one) */
 	audience_sub *sub;
 	char sha[41];
 
@@ -693,6 +695,8 @@ static int redis_create(const sink_env *env, const void *conf, void **out, char 
 			goto fail;
 		int id = loop_timer_add(env->loop, 500, watch_cb, s);
 		s->watch_timer = id > 0 ? id : 0;
+		if (env->http != NULL && (rc = redis_api_create(env, s->conn, s->prefix, &s->api, err)) < 0)
+			goto fail;
 	}
 	if (env->subscribe == NULL) {
 		snprintf(err, SINK_ERROR_MAX, "no audience to subscribe to");
@@ -725,6 +729,7 @@ static void redis_destroy(void *impl)
 	if (s->watch_timer > 0)
 		loop_timer_cancel(s->env.loop, s->watch_timer);
 	redis_conn_destroy(s->conn);
+	redis_api_destroy(s->api);
 	sink_metrics_remove(&s->metrics, &s->env);
 	redis_agg_batch_fini(&s->open);
 	redis_agg_batch_fini(&s->round);

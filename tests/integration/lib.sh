@@ -38,6 +38,16 @@ check_true() {
 
 current_lsn() { sql -c "SELECT pg_current_wal_insert_lsn()"; }
 
+# jwt_hs256 PAYLOAD [SECRET]: a token signed HS256 with SECRET ($WALCAST_AUTH_JWT_SECRET by default).
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+jwt_hs256() {
+  local h p s
+  h=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+  p=$(printf '%s' "$1" | b64url)
+  s=$(printf '%s.%s' "$h" "$p" | openssl dgst -sha256 -hmac "${2:-$WALCAST_AUTH_JWT_SECRET}" -binary | b64url)
+  printf '%s.%s.%s' "$h" "$p" "$s"
+}
+
 # wait_for SECONDS COMMAND...: polls until COMMAND succeeds.
 wait_for() {
   local deadline=$((SECONDS + $1)); shift

@@ -67,14 +67,7 @@ sql -c "\\copy difftest.bodies (id, body, plain, bad) from '$WORK/bodies.tsv'"
 
 # Tokens for the --jwt subscribers (HS256, auth.jwt_secret).
 export WALCAST_AUTH_JWT_SECRET="equivalence-secret-with-enough-length-for-hs256-$SEED"
-b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-jwt() { # PAYLOAD
-  local h p s
-  h=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
-  p=$(printf '%s' "$1" | b64url)
-  s=$(printf '%s.%s' "$h" "$p" | openssl dgst -sha256 -hmac "$WALCAST_AUTH_JWT_SECRET" -binary | b64url)
-  printf '%s.%s.%s' "$h" "$p" "$s"
-}
+jwt() { jwt_hs256 "$@"; }
 exp=$(($(date +%s) + 7200))
 
 # One tail per subscriber, each on its own temporary slot whose snapshot gives the starting state.

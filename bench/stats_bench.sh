@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# The stats API (docs/api.md) under load: p50/p99 latency and requests/s of each path with `wrk`
+# at 100 concurrent clients (issue 10, "Benchmark": bar p99 <= 5 ms).
+#
+#   bash bench/stats_bench.sh [--rows M] [--seconds S] [--clients C] [--out FILE | --no-doc]
+#
+# Inside one throwaway PostgreSQL + Redis (tests/harness/harness.sh), with deploy/policy.ini:
+# 10 orgs of 100 contacts, M events over the last 7 days, counted by `walcast run` with one
+# redis sink; then, for each path, `wrk -t2 -cC -dS --latency` with an analyst's bearer token
+# (HS256, verified on every request, audit rows written through [audit]):
+#   days      /orgs/ORG/days?from=(6 days ago)&to=(today)   7 HGETALLs per request
+#   hours     /orgs/ORG/hours?hours=48                      48 HGETALLs per request
+#   contacts  /orgs/ORG/contacts?limit=10                   one ZREVRANGE, privacy-filtered
+# and again at 10 clients (latency when the cores are not saturated).
+# wrk runs on the same 2-core machine as walcast, PostgreSQL and Redis.
+#
+# Prints a Markdown report and writes it into docs/benchmarks.md between
+# <!-- bench:stats:begin --> and <!-- bench:stats:end --> (only on a committed tree, bench/lib.sh).
+# Defaults: --rows 100000 --seconds 10 --clients 100. A measurement, not a test.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+ROWS=100000
+SECS=10
+CLIENTS=100
+OUT=$ROOT/docs/benchmarks.md
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rows) ROWS=$2; shift 2 ;;
+    --seconds) SECS=$2; shift 2 ;;
+    --clients) CLIENTS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --no-doc) OUT=; shift ;;
+    --inner) shift; break ;;
+    -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
+    *) echo "stats_bench.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+for v in ROWS SECS CLIENTS; do
+  case ${!v} in ''|*[!0-9]*|0) echo "stats_bench.sh: $v must be a positive integer" >&2; exit 2 ;; esac
+done
+command -v wrk >/dev/null || { echo "stats_bench.sh: wrk is not installed (deploy/install-deps.sh)" >&2; exit 2; }
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+
+if [ -z "${WALCAST_BENCH_INNER:-}" ]; then
+  if [ -z "${WALCAST_BIN:-}" ]; then WALCAST_BIN=$(bench_build "$ROOT" walcast); fi
+  if [ -n "$OUT" ]; then OUT=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT"); fi
+  export WALCAST_BIN WALCAST_BENCH_INNER=1 WALCAST_BENCH_OUT=$OUT
+  unset WALCAST_CONFIG
+  exec bash "$ROOT/tests/harness/harness.sh" run -- bash "${BASH_SOURCE[0]}" --rows "$ROWS" --seconds "$SECS" \
+    --clients "$CLIENTS" --inner
+fi
+
+# ---- Inner half: inside the harness ------------------------------------------------------------
+OUT=${WALCAST_BENCH_OUT:-}
+bench_git_state "$ROOT" src plugins
+WORK=$WALCAST_HARNESS_DIR/work
+mkdir -p "$WORK"
+sql() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
+HTTP_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+RPORT=$(echo "$WALCAST_REDIS_URL" | sed -E 's#redis://[^:]+:([0-9]+).*#\1#')
+export WALCAST_AUTH_JWT_SECRET="stats-bench-secret-with-enough-length-for-hs256"
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+h=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+
+sql -c "INSERT INTO orgs (name) SELECT 'bench ' || g FROM generate_series(1, 10) g" >/dev/null
+sql -c "INSERT INTO contacts (org_id, name) SELECT o.id, 'c' || g FROM orgs o, generate_series(1, 100) g" >/dev/null
+ORG=$(sql -c "SELECT id FROM orgs ORDER BY name LIMIT 1")
+ANALYST=$(sql -c "SELECT gen_random_uuid()")
+sql -c "INSERT INTO org_roles (org_id, user_id, role) VALUES ('$ORG', '$ANALYST', 'analyst')" >/dev/null
+sql -c "INSERT INTO privacy_rules (org_id, contact_id, min_role) SELECT org_id, id, 'admin' FROM contacts
+        WHERE org_id = '$ORG' ORDER BY id LIMIT 10" >/dev/null
+
+cat >"$WORK/wc.conf" <<CONF
+[replication]
+slot = wc
+[pipeline]
+state_dir = $WORK/state
+[http]
+listen = 127.0.0.1:$HTTP_PORT
+[auth]
+jwt_audience = authenticated
+[audit]
+enabled = true
+conninfo = $WALCAST_REPL_CONNINFO
+[sink.agg]
+type = redis
+url = $WALCAST_REDIS_URL
+CONF
+"$WALCAST_BIN" -c "$WORK/wc.conf" run --policy "$ROOT/deploy/policy.ini" >/dev/null 2>"$WORK/wc.err" &
+WCP=$!
+trap 'kill -TERM $WCP 2>/dev/null || true' EXIT
+for _ in $(seq 1 600); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/readyz")" = 200 ] && break
+  sleep 0.1
+done
+
+echo "# loading $ROWS events over 7 days" >&2
+sql -c "INSERT INTO events (org_id, contact_id, kind, direction, status, started_at, duration_s)
+  SELECT c.org_id, c.id, k, CASE WHEN random() < 0.5 THEN 'inbound' ELSE 'outbound' END,
+         CASE WHEN k = 'call' THEN (ARRAY['completed', 'missed', 'voicemail'])[1 + (random() * 2)::int]
+              ELSE (ARRAY['sent', 'delivered', 'failed'])[1 + (random() * 2)::int] END,
+         now() - random() * interval '7 days', CASE WHEN k = 'call' THEN (random() * 600)::int END
+  FROM generate_series(1, $ROWS) g,
+       LATERAL (SELECT id, org_id FROM contacts OFFSET (g % 1000) LIMIT 1) c,
+       LATERAL (SELECT CASE WHEN g % 5 < 3 THEN 'call' ELSE 'sms' END AS k) kk" >/dev/null
+sql -c "SELECT pg_logical_emit_message(true, 'bench', 'end')" >/dev/null
+end_hex=$(sql -c "SELECT lpad(upper(to_hex((pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint)), 16, '0')")
+for _ in $(seq 1 3000); do
+  wm=$(redis-cli -p "$RPORT" --raw GET wc:wm | tr 'a-f' 'A-F')
+  [ -n "$wm" ] && [[ ! "$wm" < "$end_hex" ]] && break
+  sleep 0.1
+done
+NEVENTS=$(sql -c "SELECT count(*) FROM events")
+
+TOKEN="$h.$(printf '{"sub":"%s","role":"authenticated","aud":"authenticated","exp":%s}' "$ANALYST" $(($(date +%s) + 3600)) | b64url)"
+TOKEN="$TOKEN.$(printf '%s' "$TOKEN" | openssl dgst -sha256 -hmac "$WALCAST_AUTH_JWT_SECRET" -binary | b64url)"
+BASE=http://127.0.0.1:$HTTP_PORT/api/v1/stats/orgs/$ORG
+FROM=$(date -u -d '6 days ago' +%F)
+TODAY=$(date -u +%F)
+declare -A PATHS=([days]="/days?from=$FROM&to=$TODAY" [hours]="/hours?hours=48" [contacts]="/contacts?limit=10")
+for p in days hours contacts; do
+  code=$(curl -s -o "$WORK/$p.json" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$BASE${PATHS[$p]}")
+  [ "$code" = 200 ] || { echo "stats_bench.sh: $p answered $code: $(cat "$WORK/$p.json")" >&2; exit 1; }
+done
+
+# wrk's --latency distribution: "50%  1.23ms"; normalised to ms
+ms() { awk -v q="$1" '$1 == q { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) sub(/ms$/, "", v);
+  else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } printf "%.2f", v }' "$2"; }
+declare -A P50 P99 RPS ERRS
+# at the clients asked for, and at 10 (the same paths when the cores are not saturated)
+LEVELS="$CLIENTS"
+[ "$CLIENTS" = 10 ] || LEVELS="$CLIENTS 10"
+for c in $LEVELS; do
+  for p in days hours contacts; do
+    wrk -t2 -c"$c" -d"${SECS}s" --latency -H "Authorization: Bearer $TOKEN" "$BASE${PATHS[$p]}" >"$WORK/wrk.$p.$c" 2>&1
+    P50[$p.$c]=$(ms 50% "$WORK/wrk.$p.$c")
+    P99[$p.$c]=$(ms 99% "$WORK/wrk.$p.$c")
+    RPS[$p.$c]=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$WORK/wrk.$p.$c")
+    ERRS[$p.$c]=$(awk '/Non-2xx or 3xx responses:/ {print $NF} /Socket errors:/ {print}' "$WORK/wrk.$p.$c" | paste -sd' ')
+    echo "# $p, $c clients: p50 ${P50[$p.$c]} ms, p99 ${P99[$p.$c]} ms, ${RPS[$p.$c]} req/s ${ERRS[$p.$c]}" >&2
+  done
+done
+AUDITED=$(sql -c "SELECT count(*) FROM audit_log WHERE action = 'stats.read'")
+
+report() {
+  echo "Measured on $(date -u +%Y-%m-%d) at commit $BENCH_GIT${BENCH_DIRTY:+ ($BENCH_DIRTY)}, $(nproc) cores shared with other work (wrk, walcast, PostgreSQL and Redis on the same cores); $NEVENTS events in 10 orgs, \`bash bench/stats_bench.sh --rows $ROWS --seconds $SECS --clients $CLIENTS\`: \`wrk -t2 -c$CLIENTS -d${SECS}s --latency\`, an analyst's token (verified per request), every request audited ($AUDITED \`stats.read\` rows written)."
+  echo
+  echo "| path | Redis reads per request | clients | p50 | p99 | requests/s | errors | bar |"
+  echo "|---|---|---|---|---|---|---|---|"
+  local c p
+  declare -A what=([days]="days (7 days)" [hours]="hours (48)" [contacts]="contacts (top 10)")
+  declare -A reads=([days]="7 HGETALL" [hours]="48 HGETALL" [contacts]="1 ZREVRANGE")
+  for c in $LEVELS; do
+    for p in days hours contacts; do
+      echo "| ${what[$p]} | ${reads[$p]} | $c | ${P50[$p.$c]} ms | ${P99[$p.$c]} ms | ${RPS[$p.$c]} | ${ERRS[$p.$c]:-0} | p99 ≤ 5 ms at 100 |"
+    done
+  done
+}
+report | tee "$WORK/report.md"
+if [ -n "$OUT" ] && bench_may_publish stats_bench; then
+  python3 - "$OUT" "$WORK/report.md" <<'PY'
+import sys
+doc, rep = sys.argv[1], open(sys.argv[2]).read()
+text = open(doc).read()
+b, e = '<!-- bench:stats:begin -->', '<!-- bench:stats:end -->'
+block = b + '\n' + rep + e
+if b in text:
+    text = text[:text.index(b)] + block + text[text.index(e) + len(e):]
+else:
+    text += '\n## Stats API\n\n`bench/stats_bench.sh`: the stats API (docs/api.md) under `wrk` at 100 concurrent clients, each path in turn (issue 10).\n\n' + block + '\n'
+open(doc, 'w').write(text)
+PY
+fi

@@ -1,0 +1,36 @@
+/*
+ * redis_api — the stats API (docs/api.md): the aggregates the redis sink keeps, served as JSON
+ * on the daemon's HTTP listener under /api/v1/stats, behind the same JWT rules as the feeds.
+ *
+ *   GET /api/v1/stats/orgs/ORG/days?from=YYYY-MM-DD&to=YYYY-MM-DD   per-day figures
+ *   GET /api/v1/stats/orgs/ORG/hours?hours=N                         per-hour sparklines (N <= 48)
+ *   GET /api/v1/stats/orgs/ORG/contacts?day=YYYY-MM-DD&limit=N       top contacts of a day
+ *
+ * Tokens are verified with the token module and [auth]; a bypass role sees every org, a member
+ * role sees the orgs where its `sub` is a member; top contacts need the analyst rank, and leave
+ * out every contact whose privacy rule ranks above the caller (policy_state_subject_rank, as
+ * privacy(contact_id) does). The Redis reads go through the sink's redis_conn, asynchronously:
+ * the response is deferred (lws_callback_on_writable) until every reply is in. Every request
+ * naming an org is audited (action "stats.read").
+ *
+ * Loop thread only; nothing blocks.
+ */
+#ifndef WALCAST_REDIS_API_H
+#define WALCAST_REDIS_API_H
+
+#include "redis_conn.h"
+#include "sink.h"
+
+typedef struct redis_api redis_api;
+
+/* Adds the API's protocol (mount /api/v1/stats) to env->http (not started yet). conn and prefix
+ * are borrowed and must outlive the API; env is copied. 0 and *out (redis_api_destroy), -EINVAL
+ * with err when the listener refuses the mount, -ENOMEM. Does not block. */
+__attribute__((warn_unused_result)) int redis_api_create(const sink_env *env, redis_conn *conn, const char *prefix,
+                                                         redis_api **out, char err[SINK_ERROR_MAX]);
+
+/* Frees the API. Call after the listener is destroyed (no request can arrive) and after conn's
+ * pending replies were delivered (redis_conn_destroy). Safe on NULL. */
+void redis_api_destroy(redis_api *a);
+
+#endif

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# The stats API (plugins/sinks/redis_api.c, docs/api.md) of `walcast run` with a redis sink,
+# against a real PostgreSQL and Redis, the oracle being PostgreSQL itself:
+#  - per-day figures (calls/SMS by direction and status, missed, durations) equal SQL over events;
+#  - per-hour sparklines equal SQL;
+#  - top contacts for an analyst equal what the analyst may read through RLS (SET ROLE
+#    authenticated with the analyst's claims): a contact whose privacy rule is admin is absent,
+#    present for an admin; a viewer is refused per-contact figures (403);
+#  - no/bad/expired token 401, an anon token 403, another org's figures 404;
+#  - every request lands in audit_log (action stats.read);
+#  - Redis shut down: 503 at once.
+# The curl commands are those of docs/api.md.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/redis_lib.sh"
+POLICY=$ROOT/deploy/policy.ini
+HTTP_PORT=$(kernel_free_port)
+REPL=${WALCAST_REPL_CONNINFO:?}
+export WALCAST_AUTH_JWT_SECRET="stats-api-secret-with-enough-length-for-hs256-$$"
+jwt() { jwt_hs256 "$@"; }
+exp=$(($(date +%s) + 3600))
+jqq() { jq -e "$@" >/dev/null; }
+user_jwt() { jwt "{\"sub\":\"$1\",\"role\":\"authenticated\",\"aud\":\"authenticated\",\"exp\":$exp}"; }
+
+# ---- data: two orgs, users of each rank in A, an outsider in B, a private contact in A ---------
+A=$(sql -c "INSERT INTO orgs (name) VALUES ('stats a') RETURNING id")
+B=$(sql -c "INSERT INTO orgs (name) VALUES ('stats b') RETURNING id")
+read -r VIEWER ANALYST ADMIN OUTSIDER < <(sql -c "SELECT string_agg(gen_random_uuid()::text, ' ') FROM generate_series(1, 4)")
+sql -c "INSERT INTO org_roles (org_id, user_id, role) VALUES ('$A', '$VIEWER', 'viewer'), ('$A', '$ANALYST', 'analyst'),
+        ('$A', '$ADMIN', 'admin'), ('$B', '$OUTSIDER', 'owner')" >/dev/null
+sql -c "INSERT INTO contacts (org_id, name) SELECT o, 'c' || g FROM unnest(ARRAY['$A', '$B']::uuid[]) o, generate_series(1, 6) g" >/dev/null
+PRIVATE=$(sql -c "INSERT INTO contacts (org_id, name) VALUES ('$A', 'private') RETURNING id")
+sql -c "INSERT INTO privacy_rules (org_id, contact_id, min_role) VALUES ('$A', '$PRIVATE', 'admin')" >/dev/null
+
+cat >"$WORK/walcast.conf" <<CONF
+[replication]
+slot = stats
+[pipeline]
+state_dir = $WORK/state
+[http]
+listen = 127.0.0.1:$HTTP_PORT
+[auth]
+jwt_audience = authenticated
+[audit]
+enabled = true
+conninfo = $REPL
+flush_interval = 100ms
+[sink.agg]
+type = redis
+url = $REDIS_URL
+CONF
+"$WALCAST" -c "$WORK/walcast.conf" run --policy "$POLICY" >/dev/null 2>"$WORK/run.err" &
+RUNP=$!
+BG_PIDS+=("$RUNP")
+wait_for 60 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$HTTP_PORT/readyz)\" = 200 ]" ||
+  { echo "not ok - walcast run did not become ready"; cat "$WORK/run.err"; exit 1; }
+
+# a load over the last three days: inserts, status and duration updates, deletes; the private
+# contact the busiest of today
+for i in $(seq 1 20); do
+  sql -c "BEGIN;
+INSERT INTO events (org_id, contact_id, kind, direction, status, started_at, duration_s)
+  SELECT c.org_id, CASE WHEN random() < 0.1 THEN NULL ELSE c.id END, k.kind, k.dir,
+         CASE WHEN k.kind = 'call' THEN (ARRAY['completed', 'missed', 'voicemail'])[1 + (random() * 2)::int]
+              ELSE (ARRAY['sent', 'delivered', 'failed'])[1 + (random() * 2)::int] END,
+         CASE WHEN random() < 0.5 THEN now() - random() * interval '3 days'
+              ELSE greatest(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', now() - random() * interval '1 day') END,
+         CASE WHEN k.kind = 'call' AND random() < 0.8 THEN (random() * 600)::int END
+  FROM contacts c, LATERAL (SELECT CASE WHEN random() < 0.6 THEN 'call' ELSE 'sms' END AS kind,
+                                   CASE WHEN random() < 0.5 THEN 'inbound' ELSE 'outbound' END AS dir, c.id AS cid) k
+  WHERE random() < 0.7;
+UPDATE events SET status = 'missed', duration_s = 0 WHERE id IN (SELECT id FROM events WHERE kind = 'call' ORDER BY random() LIMIT 2);
+DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY random() LIMIT 2);
+COMMIT;" >/dev/null
+done
+sql -c "INSERT INTO events (org_id, contact_id, kind, direction, status, started_at, duration_s)
+  SELECT '$A', '$PRIVATE', 'call', 'inbound', 'completed', date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+         + (now() - (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')) * random(), 60
+  FROM generate_series(1, 40)" >/dev/null
+HOUR_CUTOFF=$(sql -c "SELECT to_char(date_trunc('hour', now() AT TIME ZONE 'UTC') - interval '46 hours', 'YYYYMMDDHH24')")
+wait_for 120 same_as_sql || echo "# Redis did not reach what SQL holds within 120 s"
+check "the aggregates caught up with the load" "" "$(diff "$WORK/sql.dump" "$WORK/redis.dump" | head -4)"
+
+# ---- requests ----------------------------------------------------------------------------------
+BASE=http://127.0.0.1:$HTTP_PORT/api/v1/stats
+TODAY=$(date -u +%F)
+FROM=$(date -u -d '3 days ago' +%F)
+api() { # TOKEN PATH -> body in $WORK/body, status printed
+  curl -s -o "$WORK/body" -w '%{http_code}' -H "Authorization: Bearer $1" "$BASE$2"
+}
+requests=0
+TOK_VIEWER=$(user_jwt "$VIEWER"); TOK_ANALYST=$(user_jwt "$ANALYST"); TOK_ADMIN=$(user_jwt "$ADMIN")
+TOK_OUTSIDER=$(user_jwt "$OUTSIDER")
+
+# per-day figures, as the docs' example: every field of every day equal to SQL
+check "days: 200 for a viewer of the org" 200 "$(api "$TOK_VIEWER" "/orgs/$A/days?from=$FROM&to=$TODAY")"; requests=$((requests + 1))
+jq -r '.days[] | .day as $d | (["calls", "sms", "missed", "call_duration_s", "calls_timed"][] as $f | "\($d) \($f) \(.[$f])"),
+  (.by_kind_direction_status | to_entries[] | "\($d) \(.key) \(.value)")' "$WORK/body" | LC_ALL=C sort >"$WORK/api.days"
+sql -c "WITH d AS (SELECT to_char(g, 'YYYY-MM-DD') AS day FROM generate_series('$FROM'::date, '$TODAY'::date, '1 day') g),
+e AS (SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, * FROM events WHERE org_id = '$A')
+SELECT d.day || ' ' || f || ' ' || v FROM d, LATERAL (VALUES
+  ('calls', (SELECT count(*) FROM e WHERE e.day = d.day AND kind = 'call')),
+  ('sms', (SELECT count(*) FROM e WHERE e.day = d.day AND kind = 'sms')),
+  ('missed', (SELECT count(*) FROM e WHERE e.day = d.day AND kind = 'call' AND status = 'missed')),
+  ('call_duration_s', (SELECT coalesce(sum(duration_s), 0) FROM e WHERE e.day = d.day AND kind = 'call')),
+  ('calls_timed', (SELECT count(duration_s) FROM e WHERE e.day = d.day AND kind = 'call'))) x(f, v)
+UNION ALL
+SELECT day || ' ' || kind || ':' || direction || ':' || status || ' ' || count(*) FROM e
+  WHERE day BETWEEN '$FROM' AND '$TODAY' GROUP BY day, kind, direction, status" | LC_ALL=C sort >"$WORK/sql.days"
+check_true "days: the figures are not all zero" grep -q ' calls [1-9]' "$WORK/api.days"
+check "days: every figure equals SQL" "" "$(diff "$WORK/sql.days" "$WORK/api.days" | head -6)"
+check "days: the range total of calls equals SQL" \
+  "$(sql -c "SELECT count(*) FROM events WHERE org_id = '$A' AND kind = 'call' AND (started_at AT TIME ZONE 'UTC')::date BETWEEN '$FROM' AND '$TODAY'")" \
+  "$(jq .total.calls "$WORK/body")"
+check_true "days: the average call duration is total / timed calls" \
+  jqq '(.total.avg_call_duration_s - .total.call_duration_s / .total.calls_timed) | fabs < 1e-9' "$WORK/body"
+
+# sparklines: 48 hours, each equal to SQL
+check "hours: 200" 200 "$(api "$TOK_VIEWER" "/orgs/$A/hours?hours=48")"; requests=$((requests + 1))
+check "hours: 48 of them" 48 "$(jq '.hours | length' "$WORK/body")"
+jq -r '.hours[] | "\(.hour) \(.calls) \(.sms)"' "$WORK/body" >"$WORK/api.hours"
+first=$(head -1 "$WORK/api.hours" | cut -d' ' -f1)
+sql -c "SELECT to_char(h, 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"') || ' ' ||
+  (SELECT count(*) FROM events WHERE org_id = '$A' AND kind = 'call' AND date_trunc('hour', started_at AT TIME ZONE 'UTC') = h) || ' ' ||
+  (SELECT count(*) FROM events WHERE org_id = '$A' AND kind = 'sms' AND date_trunc('hour', started_at AT TIME ZONE 'UTC') = h)
+  FROM generate_series('${first%Z}'::timestamp, '${first%Z}'::timestamp + interval '47 hours', '1 hour') h" >"$WORK/sql.hours"
+check "hours: calls and SMS per hour equal SQL" "" "$(diff "$WORK/sql.hours" "$WORK/api.hours" | head -4)"
+
+# top contacts: what the caller may read through RLS is the oracle
+rls_top() { # USER
+  sql -c "SET ROLE authenticated; SET request.jwt.claims = '{\"sub\":\"$1\",\"role\":\"authenticated\"}';
+    SELECT contact_id || ' ' || count(*) FROM events WHERE org_id = '$A' AND contact_id IS NOT NULL
+      AND (started_at AT TIME ZONE 'UTC')::date = '$TODAY' GROUP BY contact_id" | LC_ALL=C sort
+}
+check "contacts: 200 for an analyst" 200 "$(api "$TOK_ANALYST" "/orgs/$A/contacts?day=$TODAY&limit=100")"; requests=$((requests + 1))
+jq -r '.contacts[] | "\(.contact) \(.events)"' "$WORK/body" | LC_ALL=C sort >"$WORK/api.analyst"
+rls_top "$ANALYST" >"$WORK/sql.analyst"
+check "contacts: the analyst's list equals what RLS lets the analyst count" "" "$(diff "$WORK/sql.analyst" "$WORK/api.analyst" | head -4)"
+check "contacts: the private contact (rule: admin) is absent for the analyst" 0 "$(grep -c "$PRIVATE" "$WORK/api.analyst" || true)"
+check "contacts: ordered by volume" "$(jq -c '[.contacts[].events] | sort | reverse' "$WORK/body")" "$(jq -c '[.contacts[].events]' "$WORK/body")"
+check "contacts: 200 for an admin" 200 "$(api "$TOK_ADMIN" "/orgs/$A/contacts?day=$TODAY&limit=3")"; requests=$((requests + 1))
+check "contacts: the admin sees the private contact first (busiest)" "$PRIVATE" "$(jq -r '.contacts[0].contact' "$WORK/body")"
+n_admin=$(rls_top "$ADMIN" | wc -l)
+check "contacts: limit is honoured (3 of $n_admin)" "$((n_admin < 3 ? n_admin : 3))" "$(jq '.contacts | length' "$WORK/body")"
+check "contacts: the admin's top equals RLS as the admin" "$(rls_top "$ADMIN" | grep "$PRIVATE")" "$(jq -r '.contacts[0] | "\(.contact) \(.events)"' "$WORK/body")"
+check "contacts: 403 for a viewer" 403 "$(api "$TOK_VIEWER" "/orgs/$A/contacts?day=$TODAY")"; requests=$((requests + 1))
+check_true "contacts: the refusal is JSON with an error" jqq .error "$WORK/body"
+
+# keep-alive: several requests on one connection, a refusal among them
+check "keep-alive: three requests on one connection" "200 403 200 connections=1" "$(curl -s -w '%{http_code} %{num_connects}\n' \
+  -H "Authorization: Bearer $TOK_VIEWER" "$BASE/orgs/$A/hours?hours=3" -o /dev/null \
+  "$BASE/orgs/$A/contacts" -o /dev/null "$BASE/orgs/$A/days" -o /dev/null | awk '{ c += $2; s = s (s ? " " : "") $1 } END { print s " connections=" c }')"
+requests=$((requests + 3))
+
+# refusals
+check "no token: 401" 401 "$(curl -s -o "$WORK/body" -w '%{http_code}' "$BASE/orgs/$A/days")"; requests=$((requests + 1))
+check_true "401 body is JSON" jqq .error "$WORK/body"
+check "bad signature: 401" 401 "$(api "$(jwt "{\"sub\":\"$ADMIN\",\"role\":\"authenticated\",\"exp\":$exp}" wrong-secret-wrong-secret-wrong-secret)" "/orgs/$A/days")"; requests=$((requests + 1))
+check "expired token: 401" 401 "$(api "$(jwt "{\"sub\":\"$ADMIN\",\"role\":\"authenticated\",\"aud\":\"authenticated\",\"exp\":$(($(date +%s) - 600))}")" "/orgs/$A/days")"; requests=$((requests + 1))
+check "anon token: 403" 403 "$(api "$(jwt "{\"role\":\"anon\",\"exp\":$exp}")" "/orgs/$A/days")"; requests=$((requests + 1))
+check "another org's figures: 404" 404 "$(api "$TOK_OUTSIDER" "/orgs/$A/days")"; requests=$((requests + 1))
+check "the outsider's own org: 200" 200 "$(api "$TOK_OUTSIDER" "/orgs/$B/days")"
+check "service_role sees any org" 200 "$(api "$(jwt "{\"role\":\"service_role\",\"exp\":$exp}")" "/orgs/$A/days?from=$TODAY")"; requests=$((requests + 1))
+check "bad day: 400" 400 "$(api "$TOK_VIEWER" "/orgs/$A/days?from=yesterday")"; requests=$((requests + 1))
+check "range over 366 days: 400" 400 "$(api "$TOK_VIEWER" "/orgs/$A/days?from=2020-01-01&to=$TODAY")"; requests=$((requests + 1))
+check "unknown path: 404" 404 "$(api "$TOK_VIEWER" "/orgs/$A/weeks")"; requests=$((requests + 1))
+
+# every request naming org A is audited
+wait_for 30 bash -c "[ \$(psql -XAtc \"SELECT count(*) FROM audit_log WHERE action = 'stats.read' AND org_id = '$A'\") -ge $requests ]"
+check "audit: one stats.read row per request on org A" "$requests" \
+  "$(sql -c "SELECT count(*) FROM audit_log WHERE action = 'stats.read' AND org_id = '$A'")"
+check "audit: the analyst's read names the analyst and the path" 1 \
+  "$(sql -c "SELECT count(*) FROM audit_log WHERE action = 'stats.read' AND actor_id = '$ANALYST'
+             AND detail->>'path' LIKE '/api/v1/stats/orgs/$A/contacts%' AND (detail->>'status')::int = 200")"
+check "audit: the outsider's refused read is recorded" 1 \
+  "$(sql -c "SELECT count(*) FROM audit_log WHERE action = 'stats.read' AND actor_id = '$OUTSIDER' AND org_id = '$A'
+             AND (detail->>'status')::int = 404")"
+
+# Redis gone: 503 with a JSON error, at once (nothing waits for a connection that is down)
+rcli SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+wait_for 30 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$HTTP_PORT/readyz)\" = 503 ]"
+check "Redis down: 503" 503 "$(api "$TOK_VIEWER" "/orgs/$A/days")"
+check_true "Redis down: the 503 says why" grep -q Redis "$WORK/body"
+
+kill -TERM "$RUNP"
+rc=0; wait "$RUNP" || rc=$?
+check "walcast run: SIGTERM exits 0" 0 $rc
+summary
