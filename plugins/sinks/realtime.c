@@ -174,6 +174,7 @@ typedef struct realtime_sink {
 	policy_state *replay_state;
 	uint64_t replay_erased; /* the DELETE whose row was erased last (once per change) */
 	buf replay_key;         /* scratch: a buffered row's erasure key */
+	bool rules_changed;     /* the transaction being committed changed privacy rules */
 } realtime_sink;
 
 /* ---- queues ---------------------------------------------------------------------------------- */
@@ -1857,6 +1858,23 @@ static void view_changed(rt_chan *ch)
 		(void)queue_buf(ch->c, b);
 }
 
+/* sink_env.rule_watch: a privacy rule changed in the transaction being committed. */
+static void rule_cb(void *arg)
+{
+	((realtime_sink *)arg)->rules_changed = true;
+}
+
+/* At the commit of a transaction that changed privacy rules: every opted-in channel of a user
+ * that rules apply to (not bypass) gets the walcast_view message, once. */
+static void rules_changed_flush(realtime_sink *s)
+{
+	s->rules_changed = false;
+	for (rt_conn *c = s->conns; c != NULL; c = c->next)
+		for (rt_chan *ch = c->chans; ch != NULL; ch = ch->next)
+			if (ch->joined && ch->stay_true && !ch->who.bypass && ch->who.uid[0])
+				view_changed(ch);
+}
+
 static int metric(realtime_sink *s, metrics_kind kind, const char *name, const char *help,
                   metrics_counter **counter, metrics_read_cb cb);
 
@@ -1908,6 +1926,8 @@ static int rt_commit(void *impl, const change_txn *txn)
 	if (s->replay != NULL)
 		rt_replay_commit(s->replay, now_s());
 	cache_drop(s);
+	if (s->rules_changed)
+		rules_changed_flush(s);
 	dirty_flush(s);
 	return 0;
 }
@@ -2034,6 +2054,8 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 	/* the shared series (every live sink's drops and connections, one family each) */
 	if (env->live_metrics != NULL && env->live_metrics(env->env_arg, &s->m_sink_drops, read_connections, s) < 0)
 		log_warn("realtime.metrics", "sink=%s: walcast_sink_drops_total and walcast_connections left out", s->name);
+	if (env->rule_watch != NULL && env->rule_watch(env->env_arg, rule_cb, s) < 0)
+		log_warn("realtime.view", "sink=%s: privacy-rule changes are not sent to walcast_view channels", s->name);
 	if (env->member_watch != NULL && env->member_watch(env->env_arg, member_cb, s) < 0)
 		log_warn("realtime.audit", "sink=%s: memberships that stream while a channel is joined are not audited, "
 		         "nor sent to walcast_view channels", s->name);

@@ -107,7 +107,23 @@ await testCase('a role change sends the opted-in channels a system message', asy
   await syncStream()
   check('demotion: the channel without the opt-in gets no walcast_view message', 0, sys(subs.demotee.off).length)
   check('demotion: other users\' channels get none', [], NAMES.filter((n) => n !== 'demotee' && sys(subs[n].on).length > 0))
-  note('a privacy rule inserted or deleted (not an UPDATE of a row) sends no walcast_view message yet')
+})
+
+await testCase('a privacy-rule change sends the opted-in channels a system message', async () => {
+  const sys = (ch) => ch.frames().filter((f) => f.event === 'system' && f.payload && f.payload.extension === 'walcast_view')
+  const mark = Object.fromEntries(NAMES.map((n) => [n, { on: sys(subs[n].on).length, off: sys(subs[n].off).length }]))
+  // the public contact becomes private: a viewer who read its events through RLS no longer does
+  const e = uuid()
+  sql(`insert into events (id, org_id, contact_id, kind, direction, status) values (${lit(e)}, ${lit(A)}, ${lit(C.pub)}, 'call', 'inbound', 'new')`)
+  const before = await asUser({ uid: U.viewer }, `select id from events where id = ${lit(e)}`)
+  await sqlAsync(`insert into privacy_rules (org_id, contact_id, min_role) values (${lit(A)}, ${lit(C.pub)}, 'admin')`)
+  const after = await asUser({ uid: U.viewer }, `select id from events where id = ${lit(e)}`)
+  checkTrue('rule: PostgreSQL showed the viewer the event before the rule and not after', before.length === 1 && after.length === 0)
+  const ok = await waitFor(() => sys(subs.viewer.on).length > mark.viewer.on, 30000)
+  checkTrue('rule: the viewer\'s opted-in channel gets the walcast_view system message', ok)
+  await syncStream()
+  check('rule: the message comes once for the transaction', 1, sys(subs.viewer.on).length - mark.viewer.on)
+  check('rule: channels without the opt-in get none', [], NAMES.filter((n) => sys(subs[n].off).length > mark[n].off))
 })
 
 await testCase('a walcast_view other than "stay_true" is refused at join', async () => {
