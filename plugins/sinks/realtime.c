@@ -116,6 +116,8 @@ typedef struct rt_chan {
 	rt_msg held_msg;      /* the join to answer then */
 	bool resume;          /* the join asked to resume after (resume_commit, resume_lsn) */
 	uint64_t resume_commit, resume_lsn;
+	bool stay_true;       /* walcast_view = "stay_true": rows leaving the view come as DELETEs,
+	                       * view changes as a system message (docs/protocol.md) */
 } rt_chan;
 
 struct rt_conn {
@@ -172,6 +174,7 @@ typedef struct realtime_sink {
 	policy_state *replay_state;
 	uint64_t replay_erased; /* the DELETE whose row was erased last (once per change) */
 	buf replay_key;         /* scratch: a buffered row's erasure key */
+	bool rules_changed;     /* the transaction being committed changed privacy rules */
 } realtime_sink;
 
 /* ---- queues ---------------------------------------------------------------------------------- */
@@ -448,6 +451,8 @@ static void audit(realtime_sink *s, const rt_who *w, const char *action, const c
 	audit_in(s, w, action, topic, j, reason, NULL);
 }
 
+static void view_changed(rt_chan *ch);
+
 /* sink_env.member_watch: a joined channel's rows follow its user's memberships. A membership
  * that arrives while the channel is joined (the join was made before walcast streamed the
  * membership's commit, or the user was added later) gets a join row for that org, a removal a
@@ -459,15 +464,18 @@ static void member_cb(void *arg, const policy_state_uuid *org, const policy_stat
 	realtime_sink *s = arg;
 	const char *action = old_rank == 0 && new_rank > 0 ? AUDITLOG_JOIN
 	                     : old_rank > 0 && new_rank == 0 ? AUDITLOG_LEAVE : NULL;
-	if (action == NULL || s->env->audit == NULL)
-		return;
+	if (s->env->audit == NULL)
+		action = NULL;
 	char uid[POLICY_STATE_UUID_TEXT];
 	policy_state_uuid_format(user, uid);
 	for (rt_conn *c = s->conns; c != NULL; c = c->next)
-		for (size_t i = 0; i < c->nchans; i++) {
-			rt_chan *ch = &c->chans[i];
-			if (ch->joined && strcasecmp(ch->who.uid, uid) == 0)
+		for (rt_chan *ch = c->chans; ch != NULL; ch = ch->next) {
+			if (!ch->joined || strcasecmp(ch->who.uid, uid) != 0)
+				continue;
+			if (action != NULL)
 				audit_in(s, &ch->who, action, ch->topic, &ch->join, NULL, org);
+			if (ch->stay_true && old_rank != new_rank)
+				view_changed(ch);
 		}
 }
 
@@ -537,7 +545,10 @@ static int chan_subscribe(rt_chan *ch, const rt_who *w, audience_sub **out)
 	*out = NULL;
 	if (s->env->subscribe == NULL)
 		return 0;
-	return s->env->subscribe(s->env->env_arg, ch, w->uid[0] ? w->uid : NULL, w->bypass, false, out);
+	int rc = s->env->subscribe(s->env->env_arg, ch, w->uid[0] ? w->uid : NULL, w->bypass, false, out);
+	if (rc == 0 && ch->stay_true)
+		audience_sub_set_left_view(*out, true);
+	return rc;
 }
 
 /* The system message that ends a channel, then phx_close, then the channel is gone. */
@@ -615,6 +626,7 @@ static void reply_ok(rt_conn *c, const rt_msg *m)
 }
 
 static int resume_parse(realtime_sink *s, const json_t *payload, rt_chan *ch, char reason[RT_TEXT_MAX]);
+static int view_parse(const json_t *payload, rt_chan *ch, char reason[RT_TEXT_MAX]);
 
 static void handle_join(rt_conn *c, rt_msg *m)
 {
@@ -648,7 +660,7 @@ static void handle_join(rt_conn *c, rt_msg *m)
 	ch->join_ref = m->join_ref ? json_incref(m->join_ref) : NULL;
 	if (rt_join_parse(m->payload, &ch->join, reason) < 0)
 		goto refuse;
-	if (resume_parse(s, m->payload, ch, reason) < 0)
+	if (resume_parse(s, m->payload, ch, reason) < 0 || view_parse(m->payload, ch, reason) < 0)
 		goto refuse;
 	const char *token = ch->join.access_token ? ch->join.access_token : c->apikey;
 	if (who_from_token(s, token, now, &ch->who, reason) < 0)
@@ -1486,7 +1498,7 @@ static int rt_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 		return replay_deliver(s, d);
 	rt_chan *ch = sub_arg;
 	const change *v = d->view;
-	if (v == NULL || v->rel == NULL || ch->held || ch->c->closing)
+	if (v == NULL || v->rel == NULL || ch->held || ch->c->closing || (d->left_view && !ch->stay_true))
 		return 0;
 	unsigned ev = v->action == CHANGE_INSERT ? RT_EV_INSERT
 	              : v->action == CHANGE_UPDATE ? RT_EV_UPDATE
@@ -1818,6 +1830,51 @@ static int resume_parse(realtime_sink *s, const json_t *payload, rt_chan *ch, ch
 	return 0;
 }
 
+/* ---- a view that stays true (docs/protocol.md) ------------------------------------------------ */
+
+/* config.postgres_changes_options.walcast_view: absent or null (the server's behaviour), or
+ * "stay_true". 0, or -EINVAL with the refusal's reason. */
+static int view_parse(const json_t *payload, rt_chan *ch, char reason[RT_TEXT_MAX])
+{
+	json_t *o = json_object_get(json_object_get(json_object_get(payload, "config"), "postgres_changes_options"),
+	                            "walcast_view");
+	if (o == NULL || json_is_null(o))
+		return 0;
+	if (!json_is_string(o) || strcmp(json_string_value(o), "stay_true") != 0) {
+		snprintf(reason, RT_TEXT_MAX, "Invalid walcast_view: expected \"stay_true\"");
+		return -EINVAL;
+	}
+	ch->stay_true = true;
+	return 0;
+}
+
+/* What the user of an opted-in channel may see changed (a role change, a removal, a new
+ * membership): a system message so that the page refetches. */
+static void view_changed(rt_chan *ch)
+{
+	buf *b = &ch->c->s->scratch;
+	buf_clear(b);
+	if (rt_system_write(b, ch->c->vsn, ch->topic, "walcast_view", "ok", "View changed: refetch", chan_name(ch)) == 0)
+		(void)queue_buf(ch->c, b);
+}
+
+/* sink_env.rule_watch: a privacy rule changed in the transaction being committed. */
+static void rule_cb(void *arg)
+{
+	((realtime_sink *)arg)->rules_changed = true;
+}
+
+/* At the commit of a transaction that changed privacy rules: every opted-in channel of a user
+ * that rules apply to (not bypass) gets the walcast_view message, once. */
+static void rules_changed_flush(realtime_sink *s)
+{
+	s->rules_changed = false;
+	for (rt_conn *c = s->conns; c != NULL; c = c->next)
+		for (rt_chan *ch = c->chans; ch != NULL; ch = ch->next)
+			if (ch->joined && ch->stay_true && !ch->who.bypass && ch->who.uid[0])
+				view_changed(ch);
+}
+
 static int metric(realtime_sink *s, metrics_kind kind, const char *name, const char *help,
                   metrics_counter **counter, metrics_read_cb cb);
 
@@ -1869,6 +1926,8 @@ static int rt_commit(void *impl, const change_txn *txn)
 	if (s->replay != NULL)
 		rt_replay_commit(s->replay, now_s());
 	cache_drop(s);
+	if (s->rules_changed)
+		rules_changed_flush(s);
 	dirty_flush(s);
 	return 0;
 }
@@ -1995,9 +2054,11 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 	/* the shared series (every live sink's drops and connections, one family each) */
 	if (env->live_metrics != NULL && env->live_metrics(env->env_arg, &s->m_sink_drops, read_connections, s) < 0)
 		log_warn("realtime.metrics", "sink=%s: walcast_sink_drops_total and walcast_connections left out", s->name);
-	if (env->audit != NULL && env->member_watch != NULL && env->member_watch(env->env_arg, member_cb, s) < 0)
-		log_warn("realtime.audit", "sink=%s: memberships that stream while a channel is joined are not audited",
-		         s->name);
+	if (env->rule_watch != NULL && env->rule_watch(env->env_arg, rule_cb, s) < 0)
+		log_warn("realtime.view", "sink=%s: privacy-rule changes are not sent to walcast_view channels", s->name);
+	if (env->member_watch != NULL && env->member_watch(env->env_arg, member_cb, s) < 0)
+		log_warn("realtime.audit", "sink=%s: memberships that stream while a channel is joined are not audited, "
+		         "nor sent to walcast_view channels", s->name);
 	if (c->replay_bytes > 0 && (rc = replay_init(s, err)) < 0)
 		goto fail;
 	if (env->loop != NULL) {

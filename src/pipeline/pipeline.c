@@ -70,6 +70,8 @@ struct pl_sink {
 	pipeline_metrics_sink m;
 	policy_state_change_cb watch; /* sink_env.member_watch, removed with the sink */
 	void *watch_arg;
+	void (*rule_cb)(void *arg);   /* sink_env.rule_watch */
+	void *rule_arg;
 };
 
 /* One checkpoint row being gathered (values owned). */
@@ -171,6 +173,10 @@ static int row_add(pipeline *pl, int table, const char *const *v, int deleted)
 static void journal_cb(void *arg, int table, const char *const *values, bool deleted)
 {
 	pipeline *pl = arg;
+	if (table == POLICY_STATE_RULES)
+		for (size_t i = 0; i < pl->nsinks; i++)
+			if (pl->sinks[i]->rule_cb != NULL)
+				pl->sinks[i]->rule_cb(pl->sinks[i]->rule_arg);
 	if (row_add(pl, table, values, deleted) < 0)
 		pl->ckpt_failed = true;
 }
@@ -749,6 +755,18 @@ static int env_member_watch(void *env_arg, policy_state_change_cb cb, void *arg)
 	return rc;
 }
 
+static int env_rule_watch(void *env_arg, void (*cb)(void *arg), void *arg)
+{
+	pl_sink *s = env_arg;
+	if (s->pl->pv == NULL)
+		return -ENOENT;
+	if (s->rule_cb != NULL)
+		return -EBUSY;
+	s->rule_cb = cb;
+	s->rule_arg = arg;
+	return 0;
+}
+
 /* Removes what the sink's member_watch added. */
 static void sink_unwatch(pl_sink *s)
 {
@@ -1051,6 +1069,7 @@ int pipeline_add_sink(pipeline *pl, const sink_ops *ops, const char *name, const
 		.live = env_live, .state = env_state, .cfg = pl->p.cfg, .http = pl->p.http,
 		.audit = pl->p.audit,
 		.live_metrics = env_live_metrics, .member_watch = env_member_watch,
+		.rule_watch = env_rule_watch,
 	};
 	char serr[SINK_ERROR_MAX] = "";
 	int rc = ops->create(&s->env, conf, &s->impl, serr);

@@ -101,6 +101,11 @@ typedef struct sink_env {
 	 * create, once; the pipeline removes it when the sink is destroyed. 0, -ENOENT without a
 	 * policy stage, or -ENOSPC (too many watchers). NULL when the front end has none. */
 	int (*member_watch)(void *env_arg, policy_state_change_cb cb, void *arg);
+	/* Privacy-rule changes of the committed policy state: cb(arg) on the loop thread once per
+	 * rule row a commit adds, changes or removes, during that commit (before the sink's
+	 * commit()). Call from create, once. 0, -ENOENT without a policy stage, or -EBUSY when set
+	 * already. NULL when the front end has none. */
+	int (*rule_watch)(void *env_arg, void (*cb)(void *arg), void *arg);
 } sink_env;
 
 typedef struct sink_ops {

@@ -128,6 +128,7 @@ struct auser {
 	size_t nsubs;
 	alink *links[2]; /* per index: the user's links */
 	uint64_t named;  /* serial of the change whose uid columns name this user */
+	size_t nleft;    /* subscribers that opted into left_view deliveries */
 	int old_rank;    /* scratch: rank in the old row's org (row moved to another org) */
 };
 
@@ -142,6 +143,7 @@ struct audience_sub {
 	auser *user; /* NULL: bypass or no uid */
 	bool bypass;
 	bool wildcard;
+	bool left_view; /* audience_sub_set_left_view */
 	audience_sub *prev, *next;
 };
 
@@ -195,6 +197,7 @@ struct audience {
 	audience_deliver_cb cb;
 	void *cb_arg;
 	int delivered;
+	bool left;      /* the delivery being made is a left_view one */
 	audience_stats st;
 	char err[AUDIENCE_ERROR_MAX];
 };
@@ -647,6 +650,8 @@ void audience_unsubscribe(audience *a, audience_sub *s)
 	} else {
 		auser *u = s->user;
 		sub_unlink(&u->subs, s);
+		if (s->left_view)
+			u->nleft--;
 		if (--u->nsubs == 0) {
 			user_unindex(&a->ix[PRIVACY_BEFORE], u);
 			user_unindex(&a->ix[PRIVACY_AFTER], u);
@@ -656,6 +661,17 @@ void audience_unsubscribe(audience *a, audience_sub *s)
 	}
 	a->nsubs--;
 	free(s);
+}
+
+void audience_sub_set_left_view(audience_sub *s, bool on)
+{
+	if (s == NULL || s->user == NULL || s->left_view == on)
+		return;
+	s->left_view = on;
+	if (on)
+		s->user->nleft++;
+	else
+		s->user->nleft--;
 }
 
 /* ---- publishing ----------------------------------------------------------------------------- */
@@ -750,6 +766,7 @@ static int deliver(audience *a, const change *view, size_t n, int rank, bool byp
 		.rank = rank, .bypass = bypass, .individual = individual, .org = bypass ? NULL : org,
 		.role = bypass ? NULL : policy_state_rank_name(privacy_state(a->pv), rank),
 		.uid = individual ? uid : NULL,
+		.left_view = a->left,
 	};
 	rc = a->cb(a->cb_arg, &d);
 	audience_payload_unref(p);
@@ -791,6 +808,15 @@ static size_t gather_subs(audience *a, size_t n, const auser *u)
 	return n;
 }
 
+/* u's subscribers that opted into left_view deliveries. */
+static size_t gather_left(audience *a, size_t n, const auser *u)
+{
+	for (const audience_sub *s = u->subs; s != NULL && u->nleft > 0; s = s->next)
+		if (s->left_view)
+			a->out[n++] = s->opaque;
+	return n;
+}
+
 /* Marks the subscribed user named by the uuid text of v (if any) for this change. */
 static int name_user(audience *a, const change_value *v)
 {
@@ -825,6 +851,7 @@ typedef struct row_ctx {
 	int w;                       /* the row's state: PRIVACY_AFTER, or wold (DELETE) */
 	int wold;                    /* the old row's state: privacy_old_state */
 	const change_value *org;     /* the row's org value */
+	char old_text[POLICY_STATE_UUID_TEXT]; /* the old row's org in canonical text ("" none) */
 	char org_text[POLICY_STATE_UUID_TEXT]; /* ... in canonical text */
 } row_ctx;
 
@@ -835,6 +862,29 @@ static int old_rank_of(audience *a, const row_ctx *x, const auser *u)
 		return 0;
 	return policy_state_rank(privacy_state_at(a->pv, (privacy_when)x->wold), x->old_org->data, x->old_org->len, u->uid,
 	                         POLICY_STATE_UUID_TEXT - 1);
+}
+
+/* An UPDATE whose new row the n subscribers gathered in a->out (left_view ones) may not see:
+ * when vo (their viewer of the old row) saw the old row, the old row as a DELETE, delivered
+ * with left_view set. 0 or a fatal error. */
+static int left_deliver(audience *a, const row_ctx *x, const policy_viewer *vo, size_t n, int rank,
+                        bool individual, const char *uid)
+{
+	if (n == 0 || x->old == NULL)
+		return 0;
+	change del = *x->c;
+	del.action = CHANGE_DELETE;
+	del.new_tuple = NULL;
+	del.old_tuple = (change_value *)x->old;
+	del.row_errors = NULL;
+	change view;
+	int rc = evaluate(a, &del, x->b, vo, NULL, &view);
+	if (rc <= 0)
+		return rc;
+	a->left = true;
+	rc = deliver(a, &view, n, rank, false, individual, x->old_text, uid);
+	a->left = false;
+	return rc;
 }
 
 /* The audiences of a row of org o (in the index of x->w): per rank (and old rank when split),
@@ -877,6 +927,17 @@ static int org_audiences(audience *a, const row_ctx *x, aorg *o)
 			                    POLICY_STATE_UUID_TEXT - 1, false);
 			change view;
 			int rc = evaluate(a, x->c, x->b, &vn, x->old ? &vo : NULL, &view);
+			if (rc == 0 && x->old != NULL) {
+				/* hidden now: the left_view subscribers who saw the old row get its DELETE */
+				size_t n = 0;
+				for (alink *l = rep; l != NULL; l = l->next)
+					if (l->user->named != a->serial && (!x->split || l->user->old_rank == ro))
+						n = gather_left(a, n, l->user);
+				rc = left_deliver(a, x, &vo, n, x->split ? ro : r, false, NULL);
+				if (rc < 0)
+					return rc;
+				rc = 0;
+			}
 			if (rc <= 0) {
 				if (rc < 0)
 					return rc;
@@ -913,11 +974,43 @@ static int org_audiences(audience *a, const row_ctx *x, aorg *o)
 		int rc = evaluate(a, x->c, x->b, &vn, x->old ? &vo : NULL, &view);
 		if (rc < 0)
 			return rc;
-		if (rc == 0)
+		if (rc == 0) {
+			if (u->nleft > 0 && (rc = left_deliver(a, x, &vo, gather_left(a, 0, u), ro, true, u->uid)) < 0)
+				return rc;
 			continue;
+		}
 		rc = deliver(a, &view, gather_subs(a, 0, u), l->rank, false, true, x->org_text, u->uid);
 		if (rc < 0)
 			return rc;
+	}
+	return 0;
+}
+
+/* An UPDATE that moved a row to another org: the left_view subscribers of the old org's
+ * members who are not members of the new one (org_audiences serves those who are), each judged
+ * on their own with their rank in the old org, get the old row as a DELETE if they saw it. */
+static int left_old_org(audience *a, const row_ctx *x, const aorg *o)
+{
+	policy_state_uuid okey;
+	if (x->old_org->kind != VALUE_TEXT || uuid_parse(x->old_org->data, x->old_org->len, okey.b) < 0)
+		return 0;
+	const aorg *oo = pmap_find(a, &a->ix[x->wold].orgs, &okey);
+	for (int r = a->nranks; oo != NULL && r >= 1; r--) {
+		for (const alink *l = oo->heads[r]; l != NULL; l = l->next) {
+			auser *u = l->user;
+			if (u->nleft == 0)
+				continue;
+			const alink *m = u->links[x->w];
+			while (m != NULL && m->org != o)
+				m = m->unext;
+			if (m != NULL && o != NULL)
+				continue; /* a member of the new org: judged there */
+			policy_viewer vo;
+			privacy_viewer_init(a->pv, &vo, (privacy_when)x->wold, r, u->uid, POLICY_STATE_UUID_TEXT - 1, false);
+			int rc = left_deliver(a, x, &vo, gather_left(a, 0, u), r, true, u->uid);
+			if (rc < 0)
+				return rc;
+		}
 	}
 	return 0;
 }
@@ -1054,15 +1147,21 @@ static int publish_one(audience *a, const change *c)
 	if (org->kind != VALUE_TEXT || uuid_parse(org->data, org->len, okey.b) < 0)
 		return 0; /* a row of no org (or none a member can have): members see nothing */
 	aorg *o = pmap_find(a, &a->ix[x.w].orgs, &okey);
-	if (o == NULL && a->nwild == 0)
+	bool moved = false;
+	if (!del && c->old_tuple != NULL) {
+		const change_value *oorg = &c->old_tuple[org_col];
+		moved = !(oorg->kind == VALUE_TEXT && oorg->len == org->len && memcmp(oorg->data, org->data, org->len) == 0);
+	}
+	if (o == NULL && a->nwild == 0 && !moved)
 		return 0; /* no subscriber is a member of the row's org: no work at all */
 	x.org = org;
 	uuid_format(okey.b, x.org_text);
 	if (!del && c->old_tuple != NULL) {
 		x.old = c->old_tuple;
 		x.old_org = &x.old[org_col];
-		bool moved = !(x.old_org->kind == VALUE_TEXT && x.old_org->len == org->len &&
-		               memcmp(x.old_org->data, org->data, org->len) == 0);
+		policy_state_uuid ookey;
+		if (x.old_org->kind == VALUE_TEXT && uuid_parse(x.old_org->data, x.old_org->len, ookey.b) == 0)
+			uuid_format(ookey.b, x.old_text);
 		/* same org and same state: the old ranks are the new ones */
 		x.split = moved || (privacy_pending(a->pv) && wold != PRIVACY_AFTER);
 	}
@@ -1073,6 +1172,8 @@ static int publish_one(audience *a, const change *c)
 			return rc;
 	}
 	if (o != NULL && (rc = org_audiences(a, &x, o)) < 0)
+		return rc;
+	if (moved && (rc = left_old_org(a, &x, o)) < 0)
 		return rc;
 	return a->nwild > 0 ? wild_audiences(a, &x, o) : 0;
 }

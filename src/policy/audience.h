@@ -102,6 +102,14 @@ __attribute__((warn_unused_result)) int audience_subscribe(audience *a, void *op
 __attribute__((warn_unused_result)) int audience_subscribe_wildcard(audience *a, void *opaque,
                                                                     audience_sub **out);
 
+/* Opts subscriber s (a user's, from audience_subscribe; nothing for bypass, wildcard or
+ * uid-less ones) into left_view deliveries (on) or out of them: an UPDATE whose old row the
+ * user could see (judged as the old row always is) and whose new row they may not (reassigned,
+ * masked away by a rule, moved to another org) reaches s as an extra delivery with left_view set
+ * whose view is a DELETE of the old row as the user saw it. Subscribers not opted in never get
+ * such deliveries. Does not fail; does not block. */
+void audience_sub_set_left_view(audience_sub *s, bool on);
+
 /* Unregisters a subscriber and frees its handle. Does not fail. */
 void audience_unsubscribe(audience *a, audience_sub *s);
 
@@ -122,6 +130,9 @@ typedef struct audience_delivery {
 	const char *org;            /* the row's org, canonical uuid text */
 	const char *role;           /* rank's role name (the members' rank, also for individual) */
 	const char *uid;            /* individual: the named user's uuid text */
+	/* Only for subscribers opted in with audience_sub_set_left_view: the row left the
+	 * audience's view (view is the UPDATE's old row as a DELETE; org is the old row's). */
+	bool left_view;
 } audience_delivery;
 
 /* Called once per audience that sees a change, changes in stream order. Return 0, or a

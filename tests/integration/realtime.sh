@@ -14,6 +14,8 @@
 #   hostile.test.mjs     bad JSON, unknown events, oversized frames, join floods, a killed client,
 #                        a slow client: clear errors for that client, the others keep receiving,
 #                        the daemon stays up with bounded memory
+#   view.test.mjs        the walcast_view = "stay_true" extension: a row an UPDATE hides comes as a
+#                        DELETE on opted-in channels only, a demotion as a walcast_view system message
 #   audit.test.mjs       (a daemon of its own, [audit] enabled) joins, refused joins and leaves
 #                        become audit_log rows per org; they come back through the WAL to the
 #                        org's admin exactly as PostgreSQL shows them; nothing loops
@@ -113,7 +115,7 @@ export WALCAST_BIN=$WALCAST
 # a sanitizer build keeps freed memory in quarantine: its RSS says nothing about what walcast holds
 # (ldd's whole output first: under pipefail, grep -q ending the pipe early makes it fail)
 case "$(ldd "$WALCAST" 2>/dev/null || true)" in *libasan*) export WALCAST_RT_SANITIZED=1 ;; esac
-PARTS=${RT_TESTS:-views subscribed auth hostile audit limits resume}
+PARTS=${RT_TESTS:-views subscribed auth hostile view audit limits resume}
 for part in $PARTS; do
   case $part in audit|limits|resume) continue ;; esac
   run_part "$part"

@@ -1394,6 +1394,131 @@ static void test_wildcard(void **state)
 
 /* Audiences of one change whose views carry the same values share one payload, serialized
  * once; audiences that see the row differently never share. */
+/* left_view (audience_sub_set_left_view): an UPDATE that hides a row from a user who saw its
+ * old version reaches that user's opted-in subscribers as a DELETE of the old row, flagged, and
+ * nobody else (other subscribers of the same user, other users, wildcards) gets anything new. */
+typedef struct left_seen {
+	int flagged[MAX_SLOTS];
+	char *last[MAX_SLOTS];
+} left_seen;
+
+static int left_cb(void *arg, const audience_delivery *d)
+{
+	left_seen *w = arg;
+	size_t len;
+	const char *data = audience_payload_data(d->payload, &len);
+	for (size_t i = 0; i < d->nsubs; i++) {
+		int sl = *(const int *)d->subs[i];
+		if (d->left_view) {
+			w->flagged[sl]++;
+			assert_int_equal(d->view->action, CHANGE_DELETE);
+		}
+		free(w->last[sl]);
+		w->last[sl] = strndup(data, len);
+	}
+	return 0;
+}
+
+static void left_reset(left_seen *w)
+{
+	for (int i = 0; i < MAX_SLOTS; i++) {
+		free(w->last[i]);
+		w->last[i] = NULL;
+		w->flagged[i] = 0;
+	}
+}
+
+static void left_publish(det *d, const trow *n, const trow *o, left_seen *w)
+{
+	tuple nt, ot;
+	change c = {.action = CHANGE_UPDATE, .lsn = ++d->lsn, .rel = &events_rel, .new_tuple = to_tuple(&nt, n),
+	            .old_tuple = to_tuple(&ot, o)};
+	left_reset(w);
+	assert_true(audience_publish(d->aud, &c, left_cb, w) >= 0);
+}
+
+static void test_left_view(void **state)
+{
+	det d;
+	det_init(&d, *state);
+	left_seen w = {0};
+	trow m1 = mrow(1, 1, "viewer"), m2 = mrow(1, 2, "viewer"), m3 = mrow(1, 3, "viewer"), m12 = mrow(2, 1, "viewer");
+	det_publish(&d, CHANGE_INSERT, &roles_rel, &m1, NULL);
+	det_publish(&d, CHANGE_INSERT, &roles_rel, &m2, NULL);
+	det_publish(&d, CHANGE_INSERT, &roles_rel, &m3, NULL);
+	/* contact 1 is private to admins of org 1 */
+	trow r = {.ncols = 5};
+	char b[37];
+	uuid_of(b, K_RULE, 1);
+	set(&r, 0, b);
+	uuid_of(b, K_ORG, 1);
+	set(&r, 1, b);
+	uuid_of(b, K_CONTACT, 1);
+	set(&r, 2, b);
+	set(&r, 3, "admin");
+	set(&r, 4, "2026-11-22 09:00:00+00");
+	det_publish(&d, CHANGE_INSERT, &rules_rel, &r, NULL);
+	audience_sub *s1 = sub(&d, 1, 1);
+	sub(&d, 2, 1); /* user 1 again, not opted in */
+	audience_sub *s3 = sub(&d, 3, 2);
+	sub(&d, 4, 3);
+	audience_sub_set_left_view(s1, true);
+	audience_sub_set_left_view(s3, true);
+	audience_sub *wild = NULL;
+	assert_int_equal(audience_subscribe_wildcard(d.aud, &slot_ids[5], &wild), 0);
+
+	/* an event of the private contact handled by user 1, reassigned to user 2: user 1 saw it
+	 * (handler) and may no longer; user 2 now sees it; user 3 never did */
+	trow e1 = erow(1, 1, "0d000000-0000-4000-8000-000000000001");
+	uuid_of(b, K_CONTACT, 1);
+	set(&e1, E_CONTACT, b);
+	trow e2 = e1;
+	uuid_of(b, K_USER, 2);
+	set(&e2, E_USER, b);
+	left_publish(&d, &e2, &e1, &w);
+	assert_int_equal(w.flagged[1], 1);
+	assert_non_null(w.last[1]);
+	assert_non_null(strstr(w.last[1], "\"action\":\"delete\""));
+	assert_non_null(strstr(w.last[1], "0d000000-0000-4000-8000-000000000001"));
+	assert_null(w.last[2]); /* not opted in: nothing, as before */
+	assert_null(w.last[4]);
+	assert_int_equal(w.flagged[3], 0); /* user 2 gets the update itself */
+	assert_non_null(w.last[3]);
+	assert_non_null(strstr(w.last[3], "\"action\":\"update\""));
+	assert_int_equal(w.flagged[5], 0);
+
+	/* an update that changes nothing of the view: no left_view delivery */
+	left_publish(&d, &e2, &e2, &w);
+	for (int i = 0; i < MAX_SLOTS; i++)
+		assert_int_equal(w.flagged[i], 0);
+
+	/* opted out again: nothing */
+	audience_sub_set_left_view(s1, false);
+	left_publish(&d, &e2, &e1, &w);
+	assert_null(w.last[1]);
+	audience_sub_set_left_view(s1, true);
+
+	/* moved to org 2, where user 1 is a member and user 2 is not: user 2 (handler, saw it in
+	 * org 1) gets the DELETE; user 1 saw neither version (the contact is private to admins):
+	 * nothing */
+	det_publish(&d, CHANGE_INSERT, &roles_rel, &m12, NULL);
+	trow e3 = e2;
+	uuid_of(b, K_ORG, 2);
+	set(&e3, E_ORG, b);
+	left_publish(&d, &e3, &e2, &w);
+	assert_int_equal(w.flagged[3], 1);
+	assert_non_null(strstr(w.last[3], "\"action\":\"delete\""));
+	assert_int_equal(w.flagged[1], 0);
+	assert_null(w.last[1]);
+
+	/* unsubscribing an opted-in subscriber keeps the counts right (no delivery to it) */
+	audience_unsubscribe(d.aud, s3);
+	left_publish(&d, &e3, &e2, &w);
+	assert_int_equal(w.flagged[3], 0);
+	left_reset(&w);
+	det_fini(&d);
+}
+
 static void test_shared_payloads(void **state)
 {
 	det d;
@@ -1445,6 +1570,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_payload_lifetime, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wildcard, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_payloads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_left_view, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_versions_created_in_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_randomized_equivalence, setup, teardown),
