@@ -134,6 +134,7 @@ struct rt_conn {
 	bool rx_binary;       /* ... and whether it is a binary one */
 	bool closing;
 	int close_code;
+	bool rx_discard; /* closing: the rest of an oversized message is read and dropped first */
 	bool dirty;
 	struct rt_conn *dirty_next;
 	struct rt_conn *prev, *next;
@@ -1024,9 +1025,14 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 		rt_conn *c = pc != NULL ? *pc : NULL;
 		if (c == NULL)
 			return -1;
-		if (c->closing)
-			return 0;
 		bool whole = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+		if (c->closing) {
+			if (c->rx_discard && whole) {
+				c->rx_discard = false;
+				conn_wake(c); /* the client has sent it all: now the close */
+			}
+			return 0;
+		}
 		if (c->rx.len == 0)
 			c->rx_binary = lws_frame_is_binary(wsi);
 		if (c->rx.len + len > (size_t)s->conf.max_message_bytes) {
@@ -1037,6 +1043,13 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 			(void)conn_system_error(c, "phoenix", msg);
 			c->closing = true;
 			c->close_code = 1009;
+			/* The client may still be sending the rest of the message: read it to its end and
+			 * drop it before closing, or the kernel answers the unread bytes with a reset and
+			 * the client loses the error and the close frame (it saw 1006). Bounded: a message
+			 * that never ends gets the connection dropped after 10 s. */
+			c->rx_discard = !whole;
+			if (c->rx_discard)
+				lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_ACK, 10);
 			conn_wake(c);
 			return 0;
 		}
@@ -1101,7 +1114,7 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 				return 0;
 			}
 		}
-		if (c->closing) {
+		if (c->closing && !c->rx_discard) {
 			/* the error message must be on the wire first (lws may still hold a part of it) */
 			if (lws_send_pipe_choked(wsi)) {
 				lws_callback_on_writable(wsi);
