@@ -7,7 +7,7 @@
 #
 #   bash deploy/demo.sh                          run until Ctrl-C (stops everything it started)
 #   WALCAST_DEMO_SECONDS=60 bash deploy/demo.sh  run 60 s, then clean up
-#   WALCAST_DEMO_PORT=8088 (default)  the page's port;  WALCAST_DEMO_RATE=20  events per second
+#   WALCAST_DEMO_PORT=8088 (default)  the page's port;  WALCAST_DEMO_RATE=20  events per second (0: no generator)
 #   WALCAST_DEMO_READY=FILE  (tests) written with the page's URL once it is served
 #
 # The page (deploy/demo/web: index.html, app.js) is bundled with @supabase/realtime-js by
@@ -87,10 +87,13 @@ for _ in $(seq 1 600); do
 done
 curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "walcast demo: walcast not ready after 120 s" >&2; tail -20 "$D/walcast.log" >&2; exit 1; }
 
-bash deploy/demo/traffic.sh --orgs 3 --events 10000000 --rate "$RATE" --seed 42 2>"$D/traffic.log" &
-PIDS+=($!)
+if [ "$RATE" -gt 0 ]; then
+  bash deploy/demo/traffic.sh --orgs 3 --events 10000000 --rate "$RATE" --seed 42 2>"$D/traffic.log" &
+  PIDS+=($!)
+  echo "walcast demo: generating traffic ($RATE events/s)" >&2
+fi
 URL="http://127.0.0.1:$PORT/"
-echo "walcast demo: generating traffic ($RATE events/s); walcast's log: $D/walcast.log" >&2
+echo "walcast demo: walcast's log: $D/walcast.log" >&2
 echo "walcast demo: open $URL  (?left=owner&right=viewer picks the users; Ctrl-C stops everything)"
 [ -z "${WALCAST_DEMO_READY:-}" ] || echo "$URL" >"$WALCAST_DEMO_READY"
 if [ "$SECONDS_TO_RUN" -gt 0 ]; then
