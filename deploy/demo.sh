@@ -30,7 +30,7 @@ fi
 SECONDS_TO_RUN=${WALCAST_DEMO_SECONDS:-0}
 PORT=${WALCAST_DEMO_PORT:-8088}
 RATE=${WALCAST_DEMO_RATE:-20}
-WALCAST_BIN=${WALCAST_BIN:-$ROOT/build/walcast}
+export WALCAST_BIN=${WALCAST_BIN:-$ROOT/build/walcast}  # traffic.sh encrypts bodies with it
 D=$WALCAST_HARNESS_DIR
 WEB=$ROOT/deploy/demo/web
 PIDS=()

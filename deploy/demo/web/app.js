@@ -41,7 +41,10 @@ class Pane {
     }
     this.select.addEventListener('change', () => this.signIn(this.select.value))
     this.status = el('span', { class: 'status', id: `status-${side}` }, 'connecting')
-    h.append(el('span', {}, side === 'left' ? 'User' : 'Second user'), this.select, this.status)
+    // the user's role in the org as the feed last reported it (org_roles changes reach the
+    // user at their commit: a demotion shows here and the rows after it are masked accordingly)
+    this.roleBadge = el('span', { class: 'rolebadge', id: `role-${side}` })
+    h.append(el('span', {}, side === 'left' ? 'User' : 'Second user'), this.select, this.roleBadge, this.status)
     this.table = el('table', { id: `feed-${side}` })
     const head = el('tr')
     head.append(el('th', {}, 'table'))
@@ -56,6 +59,8 @@ class Pane {
     this.select.value = u.name
     this.root.dataset.user = u.name
     this.root.dataset.uid = u.uid
+    this.user = u
+    this.setRole(`seeded as ${u.role}`, false)
     if (this.client) this.client.disconnect()
     while (this.table.rows.length > 1) this.table.deleteRow(1)
     this.setStatus('connecting')
@@ -69,6 +74,11 @@ class Pane {
     ch.subscribe((status, err) => this.setStatus(err ? `${status}: ${err.message || err}` : status))
   }
 
+  setRole(text, changed) {
+    this.roleBadge.textContent = text
+    this.roleBadge.classList.toggle('changed', changed)
+  }
+
   setStatus(s) {
     this.status.textContent = s
     this.root.dataset.status = s
@@ -80,6 +90,10 @@ class Pane {
     tr.dataset.table = p.table
     tr.dataset.action = p.eventType
     tr.dataset.row = JSON.stringify(row || {})
+    if (p.table === 'org_roles' && row && row.user_id === this.user.uid && row.org_id === this.user.org) {
+      tr.classList.add('mine')
+      this.setRole(p.eventType === 'DELETE' ? 'removed from the org' : `now ${row.role}`, true)
+    }
     tr.append(el('td', {}, p.table))
     for (const c of COLUMNS) {
       let v
