@@ -50,6 +50,9 @@ kill -TERM $DEMO
 rc=0; wait $DEMO || rc=$?
 check "the demo exits on SIGTERM" 143 "$rc"
 check "no process of the demo's session left" "" "$(pgrep -s $DEMO 2>/dev/null | tr '\n' ' ')"
+check "walcast logged no crash, sanitizer report or assertion" "" \
+  "$(grep -Ei 'assert|segfault|AddressSanitizer|LeakSanitizer|runtime error' "$WALCAST_HARNESS_DIR/walcast.log" | head -3)"
+check "walcast stopped cleanly (run.stopped exit=0)" 1 "$(grep -c 'run.stopped exit=0' "$WALCAST_HARNESS_DIR/walcast.log" || true)"
 
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
