@@ -9,6 +9,8 @@
 #   WALCAST_DEMO_SECONDS=60 bash deploy/demo.sh  run 60 s, then clean up
 #   WALCAST_DEMO_PORT=8088 (default)  the page's port;  WALCAST_DEMO_RATE=20  events per second (0: no generator)
 #   WALCAST_DEMO_READY=FILE  (tests) written with the page's URL once it is served
+#   WALCAST_DEMO_POLICY=FILE (tests) walcast's policy instead of deploy/policy.ini (a mutation
+#                            check: the browser test must then fail against the database's views)
 #
 # The page (deploy/demo/web: index.html, app.js) is bundled with @supabase/realtime-js by
 # esbuild (pinned in deploy/demo/web/package-lock.json, installed with `npm ci`) into the
@@ -77,7 +79,7 @@ type = redis
 url = $WALCAST_REDIS_URL
 table = public.events
 CONF
-"$WALCAST_BIN" -c "$D/walcast.conf" run --policy "$ROOT/deploy/policy.ini" 2>"$D/walcast.log" &
+"$WALCAST_BIN" -c "$D/walcast.conf" run --policy "${WALCAST_DEMO_POLICY:-$ROOT/deploy/policy.ini}" 2>"$D/walcast.log" &
 PIDS+=($!)
 WALCAST_PID=$!
 for _ in $(seq 1 600); do
