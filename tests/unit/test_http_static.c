@@ -19,21 +19,12 @@
 #include <unistd.h>
 
 #include "http_static.h"
+#include "test_files.h"
 
 typedef struct fixture {
 	char top[PATH_MAX];  /* a temporary directory: top/www is served, top/secret.html is not */
 	char root[PATH_MAX]; /* realpath of top/www */
 } fixture;
-
-static void put(const char *dir, const char *name, const char *text)
-{
-	char p[PATH_MAX];
-	snprintf(p, sizeof p, "%s/%s", dir, name);
-	FILE *f = fopen(p, "w");
-	assert_non_null(f);
-	fputs(text, f);
-	fclose(f);
-}
 
 static int setup(void **state)
 {
@@ -49,14 +40,14 @@ static int setup(void **state)
 	mkdir(p, 0700);
 	snprintf(p, sizeof p, "%s/www2", fx->top); /* a sibling whose name starts like www */
 	mkdir(p, 0700);
-	put(www, "index.html", "<p>hi</p>");
-	put(www, "app.js", "1");
-	put(www, "x.PNG", "png");
-	put(www, "notes.txt", "no");
-	put(p, "leak.html", "sibling");
+	test_put_file(www, "index.html", "<p>hi</p>");
+	test_put_file(www, "app.js", "1");
+	test_put_file(www, "x.PNG", "png");
+	test_put_file(www, "notes.txt", "no");
+	test_put_file(p, "leak.html", "sibling");
 	snprintf(p, sizeof p, "%s/sub", www);
-	put(p, "index.html", "sub");
-	put(fx->top, "secret.html", "secret");
+	test_put_file(p, "index.html", "sub");
+	test_put_file(fx->top, "secret.html", "secret");
 	char link[PATH_MAX], target[PATH_MAX];
 	snprintf(link, sizeof link, "%s/out.html", www);
 	snprintf(target, sizeof target, "%s/secret.html", fx->top);
