@@ -8,6 +8,8 @@
 //   - the viewer's numbers are exactly the view's (masked), and a body the view hides is absent
 //     or null on the page (never in clear); its own event's body it sees decrypted;
 //   - the analyst sees every body the view gives it, decrypted to the plaintext written;
+//   - the analyst, demoted to viewer in org_roles, sees the badge change and the events after the
+//     demotion masked exactly as the view now masks them;
 //   - the health line shows "ready" and a replication lag from /metrics.
 // Screenshots go to WALCAST_DEMO_SHOTS (a directory). Environment: WALCAST_DEMO_URL, PG*,
 // WALCAST_BIN and WALCAST_KEYS_FILE (walcast encrypt), WALCAST_DEMO_USERS (users.json).
@@ -130,6 +132,34 @@ values (${lit(e.id)}, ${lit(cfg.org)}, ${lit(e.uid)}, 'sms', 'outbound', 'delive
       check(`analyst ${e.id.slice(0, 8)}: the body decrypted`, want.has_body && got.body === e.body, `page ${got.body}`)
     }
   }
+  // A demotion reaches the analyst at its commit: the badge says so and the events committed
+  // after it are masked as the view now masks them for that user.
+  psql(`update public.org_roles set role = 'viewer' where org_id = ${lit(cfg.org)} and user_id = ${lit(analyst.uid)};`)
+  const badge = await waitFor(async () => ((await page.textContent('#role-left')) === 'now viewer' ? true : null), 30000)
+  check('the demotion reaches the analyst pane (badge "now viewer")', !!badge, await page.textContent('#role-left'))
+  const after = []
+  for (let i = 0; i < 2; i++) {
+    const id = crypto.randomUUID()
+    const body = `after demotion ${i}`
+    const hex = execFileSync(process.env.WALCAST_BIN, ['encrypt'], { input: `${id}\t${body}\n`, encoding: 'utf8' }).trim()
+    after.push({ id, body })
+    psql(`insert into public.events (id, org_id, user_id, kind, direction, status, from_number, to_number, body)
+values (${lit(id)}, ${lit(cfg.org)}, ${lit(owner.uid)}, 'call', 'inbound', 'completed', '+15550309${i}00', '+15550409${i}00', ${lit(hex)}::bytea);`)
+  }
+  const demoted = await waitFor(async () => { const r = await paneRows('left'); return after.every((e) => e.id in r) ? r : null }, 60000)
+  check('the demoted analyst pane shows the events after the demotion', !!demoted)
+  if (demoted) {
+    const view = Object.fromEntries(asUser(analyst.uid, `select id, from_number, to_number, body is not null as has_body from walcast.events_masked where id in (${after.map((e) => lit(e.id)).join(',')})`).map((r) => [r.id, r]))
+    for (const e of after) {
+      const got = demoted[e.id]
+      const want = view[e.id]
+      check(`demoted ${e.id.slice(0, 8)}: numbers masked exactly as the view`, !!want && got.from_number === want.from_number && got.to_number === want.to_number,
+        `page ${got.from_number}/${got.to_number}, view ${want && want.from_number}`)
+      check(`demoted ${e.id.slice(0, 8)}: no body (the view hides it)`, !!want && !want.has_body && (got.body === undefined || got.body === null), `page ${got.body}`)
+    }
+  }
+  await page.screenshot({ path: path.join(SHOTS, 'analyst-demoted.png'), fullPage: true })
+
   const health = await waitFor(async () => {
     const t = await page.textContent('#health')
     return /ready/.test(t) && /lag /.test(t) ? t : null

@@ -42,7 +42,7 @@ node "$T/dashboard.test.mjs" | tee "$WORK/browser.out"
 set -e
 P=$(grep -c '^ok - ' "$WORK/browser.out" || true); F=$(grep -c '^not ok - ' "$WORK/browser.out" || true)
 PASSED=$((PASSED + P)); FAILED=$((FAILED + F))
-check "screenshots saved" 2 "$(ls "$SHOTS"/*.png 2>/dev/null | wc -l)"
+check "screenshots saved" 3 "$(ls "$SHOTS"/*.png 2>/dev/null | wc -l)"
 echo "# screenshots: $SHOTS"
 
 # Ctrl-C / SIGTERM: the demo stops walcast (and the generator) and leaves nothing behind
