@@ -21,7 +21,7 @@ rm -rf "$SHOTS"; mkdir -p "$SHOTS"
 
 WALCAST_DEMO_RATE=0 WALCAST_DEMO_PORT=$PORT WALCAST_DEMO_READY=$WORK/url WALCAST_BIN=$WALCAST \
   setsid bash "$ROOT/deploy/demo.sh" --inside >"$WORK/demo.out" 2>&1 &
-DEMO=$!; BG_PIDS+=($DEMO)
+DEMO=$!; BG_PIDS+=("$DEMO")
 for _ in $(seq 1 900); do
   [ -s "$WORK/url" ] && break
   kill -0 $DEMO 2>/dev/null || break
@@ -36,7 +36,7 @@ check "no traversal out of the page's directory" 404 \
   "$(curl -s --path-as-is -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/../walcast.conf")"
 
 export WALCAST_DEMO_URL="http://127.0.0.1:$PORT/" WALCAST_DEMO_SHOTS=$SHOTS WALCAST_BIN=$WALCAST \
-  WALCAST_DEMO_USERS=$(ls "$WALCAST_HARNESS_DIR"/web/users.json) WALCAST_KEYS_FILE=$WALCAST_HARNESS_DIR/keys
+  WALCAST_DEMO_USERS=$WALCAST_HARNESS_DIR/web/users.json WALCAST_KEYS_FILE=$WALCAST_HARNESS_DIR/keys
 set +e
 node "$T/dashboard.test.mjs" | tee "$WORK/browser.out"
 set -e
