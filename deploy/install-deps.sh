@@ -9,6 +9,7 @@ PKGS=(
   libwebsockets-dev libjwt-dev libinih-dev libuv1-dev libwebsockets-evlib-uv libpcre2-dev
   postgresql-15 postgresql-client-15 postgresql-15-wal2json redis-server
   jq hyperfine time procps python3 openssl bc prometheus strace nng-utils curl wrk
+  chromium # the demo dashboard's Playwright test (tests/integration/demo.sh), headless
 )
 
 missing=()

@@ -21,11 +21,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <libwebsockets.h>
 #include <uv.h>
 
 #include "buf.h"
+#include "http_static.h"
 #include "log.h"
 
 #define HTTP_CHUNK 16384
@@ -46,6 +48,7 @@ struct http_listener {
 	char *tls_key;
 	metrics_registry *metrics;
 	http_status_provider status;
+	char *static_root; /* realpath of [http] static_dir; NULL: no static files */
 
 	http_extra *extra;
 	size_t nextra;
@@ -170,6 +173,40 @@ static unsigned readyz_body(const http_listener *h, buf *b)
 	return rc ? 0 : 503;
 }
 
+/* The static file of path (http_static_resolve under h->static_root) read whole into s->body.
+ * 0 and *ctype; -ENOENT (not served: the caller answers 404), -ENOMEM. */
+static int static_file(const http_listener *h, http_session *s, const char *path, const char **ctype)
+{
+	char *file = NULL;
+	FILE *f = NULL;
+	int rc = http_static_resolve(h->static_root, path, &file, ctype);
+	if (rc < 0)
+		goto out;
+	f = fopen(file, "rb");
+	if (f == NULL) {
+		rc = -ENOENT;
+		goto out;
+	}
+	char chunk[8192];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && rc == 0) {
+		rc = buf_append(&s->body, chunk, n);
+		if (rc == 0 && s->body.len > HTTP_STATIC_MAX_BYTES)
+			rc = -ENOENT;
+	}
+	if (rc == 0 && ferror(f))
+		rc = -ENOENT;
+	if (rc == -ENOENT) {
+		log_warn("http.static", "path=%s: cannot read %s", path, file);
+		buf_clear(&s->body);
+	}
+out:
+	if (f)
+		fclose(f);
+	free(file);
+	return rc;
+}
+
 static bool method_is(struct lws *wsi, enum lws_token_indexes t)
 {
 	return lws_hdr_total_length(wsi, t) > 0;
@@ -182,6 +219,7 @@ static int on_request(struct lws *wsi, http_listener *h, http_session *s, const 
 	s->close_after = false;
 	s->head = method_is(wsi, WSI_TOKEN_HEAD_URI);
 	bool get = method_is(wsi, WSI_TOKEN_GET_URI);
+	const char *ctype = NULL;
 	int rc;
 
 	if (!get && !s->head) {
@@ -212,6 +250,13 @@ static int on_request(struct lws *wsi, http_listener *h, http_session *s, const 
 			return respond(wsi, s, HTTP_STATUS_INTERNAL_SERVER_ERROR, "application/json", NULL);
 		}
 		return respond(wsi, s, HTTP_STATUS_OK, METRICS_CONTENT_TYPE, NULL);
+	}
+	if (h->static_root) {
+		rc = static_file(h, s, path, &ctype);
+		if (rc == -ENOMEM)
+			return -1;
+		if (rc == 0)
+			return respond(wsi, s, HTTP_STATUS_OK, ctype, NULL);
 	}
 	if (json_error(&s->body, "not found", path))
 		return -1;
@@ -329,6 +374,15 @@ int http_create(const http_params *params, http_listener **out, char err[HTTP_ER
 		rc = -EINVAL;
 		goto fail;
 	}
+	if (!empty(params->static_dir)) {
+		h->static_root = realpath(params->static_dir, NULL);
+		struct stat st;
+		if (h->static_root == NULL || stat(h->static_root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+			rc = h->static_root == NULL && errno == ENOMEM ? -ENOMEM : -EINVAL;
+			snprintf(err, HTTP_ERROR_MAX, "http.static_dir=%s: not a directory", params->static_dir);
+			goto fail;
+		}
+	}
 	if (!empty(params->tls_cert)) {
 		h->tls_cert = strdup(params->tls_cert);
 		h->tls_key = strdup(params->tls_key);
@@ -345,6 +399,7 @@ fail:
 	free(h->host);
 	free(h->tls_cert);
 	free(h->tls_key);
+	free(h->static_root);
 	free(h);
 	return rc;
 }
@@ -523,5 +578,6 @@ void http_destroy(http_listener *h)
 	free(h->host);
 	free(h->tls_cert);
 	free(h->tls_key);
+	free(h->static_root);
 	free(h);
 }

@@ -7,6 +7,7 @@
  *                  stream not paused; else 503 {"status":"not ready","reasons":[...]} saying
  *                  why, from a status provider (http_status_provider below).
  *   GET /metrics   the Prometheus text format 0.0.4 of a metrics registry, rendered per request.
+ *   GET /FILE      with static_dir: that file of the directory (the demo's dashboard page)
  *   anything else  404 with a JSON body; methods other than GET and HEAD get 405.
  *
  * Later protocols (the WebSocket sink of issue 9) share the same port and vhost: they are added
@@ -65,6 +66,11 @@ typedef struct http_params {
 	metrics_registry *metrics;
 	/* /readyz asks this; readiness NULL: /readyz always answers 503 "no status provider". */
 	http_status_provider status;
+	/* A directory whose files GET/HEAD serve at their path ("/" is its index.html) when no
+	 * handler above claims it: regular files under it only (http_static.h), .html .js .css .svg
+	 * .png .json; anything else 404. Checked by http_create (-EINVAL unless a directory).
+	 * NULL or empty: none. */
+	const char *static_dir;
 } http_params;
 
 typedef struct http_listener http_listener;

@@ -283,6 +283,7 @@ int run_main(config *cfg, const run_options *o)
 		http_params hp = {
 			.loop = d.loop, .listen = cfg->http_listen, .tls_cert = cfg->http_tls_cert,
 			.tls_key = cfg->http_tls_key, .metrics = metrics, .status = {readiness_cb, &d},
+			.static_dir = cfg->http_static_dir,
 		};
 		if (http_create(&hp, &d.http, herr) < 0) {
 			log_error("run.http", "http.listen=%s: %s", cfg->http_listen, herr);

@@ -75,6 +75,8 @@ static const config_key keys[] = {
 	    "PEM certificate chain for HTTPS (with tls_key); empty: plain HTTP"),
 	KEY("http", "tls_key", CONFIG_STRING, http_tls_key, "", 0, 0, false,
 	    "PEM private key of tls_cert"),
+	KEY("http", "static_dir", CONFIG_STRING, http_static_dir, "", 0, 0, false,
+	    "directory whose files the listener serves (GET /FILE, \"/\" is index.html); empty: none"),
 	KEY("http", "slot_status_interval", CONFIG_DURATION, http_slot_status_interval_ms, "15s", 0,
 	    3600000, false, "how often /metrics' slot wal_status and safe_wal_size are queried (0 = off)"),
 	KEY("audit", "enabled", CONFIG_BOOL, audit_enabled, "false", 0, 1, false,

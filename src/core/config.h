@@ -64,6 +64,7 @@ typedef struct config {
 	char *http_listen;          /* HOST:PORT of /healthz, /readyz, /metrics */
 	char *http_tls_cert;        /* PEM chain; with http_tls_key: HTTPS */
 	char *http_tls_key;
+	char *http_static_dir;      /* files served at their path (the demo page); empty: none */
 	int64_t http_slot_status_interval_ms; /* pg_replication_slots poll for /metrics; 0 = off */
 	/* [audit] */
 	bool audit_enabled;                 /* write audit_log / sync_health rows (walcast run) */

@@ -4,7 +4,8 @@
  * (src/pipeline/pipeline_metrics.h) fed by a fake pipeline status. A plain socket on the same
  * loop fetches /healthz, /readyz (ready, and not ready for each reason), /metrics (checked by
  * `promtool check metrics`, Debian's prometheus package), a 404, a 405, HEAD, and keep-alive;
- * an extra lws protocol with a mount point gets its own requests. Teardown is checked to leave
+ * an extra lws protocol with a mount point gets its own requests; [http] static_dir serves files
+ * (types, HEAD, traversal 404). Teardown is checked to leave
  * no libuv handle of lws behind (the sanitizer build checks for leaks).
  *
  * Another mode of the same binary, for tests/integration/slot_status.sh (it needs PostgreSQL):
@@ -27,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,6 +37,7 @@
 #include <libwebsockets.h>
 
 #include "http.h"
+#include "test_files.h"
 #include "loop.h"
 #include "metrics.h"
 #include "pipeline_metrics.h"
@@ -665,6 +668,66 @@ static void test_https(void **state)
 	rmdir(dir);
 }
 
+/* [http] static_dir through the listener: files served with their type (HEAD without a body),
+ * the listener's own paths first, traversal and unserved types 404, other methods 405, a
+ * missing directory refused at create. */
+static void test_static(void **state)
+{
+	fixture *fx = *state;
+	const char *tmp = getenv("TMPDIR");
+	char top[4096], www[4200], cmd[8500], v[256];
+	snprintf(top, sizeof top, "%s/walcast-http-static-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	assert_non_null(mkdtemp(top));
+	snprintf(www, sizeof www, "%s/www", top);
+	assert_int_equal(mkdir(www, 0700), 0);
+	test_put_file(www, "index.html", "<p>demo</p>");
+	test_put_file(www, "app.js", "console.log(1)");
+	test_put_file(www, "notes.txt", "not served");
+	test_put_file(top, "secret.html", "SECRET");
+
+	char err[HTTP_ERROR_MAX];
+	http_listener *h;
+	http_params p = {.loop = fx->l, .listen = "127.0.0.1:0", .static_dir = www,
+	                 .status = {fake_readiness, &fx->f}};
+	assert_int_equal(http_create(&p, &h, err), 0);
+	assert_int_equal(http_start(h, err), 0);
+	int port = http_port(h);
+
+	http_req(fx->l, port, "GET", "/", &fx->c);
+	assert_int_equal(status_of(&fx->c), 200);
+	assert_string_equal(header(&fx->c, "content-type", v, sizeof v), "text/html; charset=utf-8");
+	assert_string_equal(body_of(&fx->c), "<p>demo</p>");
+	http_req(fx->l, port, "HEAD", "/app.js", &fx->c);
+	assert_int_equal(status_of(&fx->c), 200);
+	assert_string_equal(header(&fx->c, "content-type", v, sizeof v), "text/javascript; charset=utf-8");
+	assert_string_equal(header(&fx->c, "content-length", v, sizeof v), "14");
+	assert_string_equal(body_of(&fx->c), "");
+	http_req(fx->l, port, "GET", "/healthz", &fx->c); /* the listener's own paths first */
+	assert_int_equal(status_of(&fx->c), 200);
+	const char *notfound[] = {"/notes.txt", "/missing.js", "/../secret.html", "/%2e%2e/secret.html",
+	                          "/..%2fsecret.html", "/www/../../secret.html"};
+	for (size_t i = 0; i < sizeof(notfound) / sizeof(notfound[0]); i++) {
+		http_req(fx->l, port, "GET", notfound[i], &fx->c);
+		if (status_of(&fx->c) == 200 || strstr(fx->c.response, "SECRET") || strstr(fx->c.response, "not served"))
+			fail_msg("%s: served: %s", notfound[i], fx->c.response);
+	}
+	http_req(fx->l, port, "POST", "/", &fx->c);
+	assert_int_equal(status_of(&fx->c), 405);
+	http_destroy(h);
+
+	/* not a directory: refused with the key's name */
+	char missing[4300];
+	snprintf(missing, sizeof missing, "%s/nope", top);
+	p.static_dir = missing;
+	assert_int_equal(http_create(&p, &h, err), -EINVAL);
+	assert_non_null(strstr(err, "http.static_dir"));
+	snprintf(missing, sizeof missing, "%s/secret.html", top);
+	assert_int_equal(http_create(&p, &h, err), -EINVAL);
+
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", top);
+	assert_int_equal(system(cmd), 0);
+}
+
 /* Bad configuration is refused with a reason; a port in use is an error, not a crash. */
 static void test_params(void **state)
 {
@@ -776,6 +839,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_metrics_large, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_params, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_https, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_static, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
