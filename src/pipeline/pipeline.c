@@ -1223,6 +1223,11 @@ void pipeline_source_events(pipeline *pl, source_events *out)
 void pipeline_get_status(const pipeline *pl, pipeline_status *out)
 {
 	*out = pl->st;
+	/* Between transactions the source confirms the server's keepalive position itself (nothing
+	 * of the publication lies before it): that is what the slot holds, and what lag is from. */
+	uint64_t src_confirmed = source_confirmed_lsn(pl->src);
+	if (src_confirmed > out->confirmed_lsn)
+		out->confirmed_lsn = src_confirmed;
 	/* A lost connection is not streaming, while the source reconnects. */
 	if (!source_streaming(pl->src))
 		out->streaming = out->ready = false;

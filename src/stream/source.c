@@ -380,6 +380,11 @@ uint64_t source_received_lsn(const source *s)
 	return s->received_lsn;
 }
 
+uint64_t source_confirmed_lsn(const source *s)
+{
+	return s != NULL ? s->confirmed_lsn : 0;
+}
+
 uint64_t source_flushed_lsn(const source *s)
 {
 	return s->flushed_lsn;

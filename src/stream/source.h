@@ -107,8 +107,11 @@ bool source_streaming(const source *s);
 /* WAL messages the decoder could not read so far (each one stops the source: failed_cb). */
 uint64_t source_decode_errors(const source *s);
 
-/* Positions, for status and tests. */
+/* Positions, for status and tests. source_confirmed_lsn: what the source reports to the server
+ * as flushed — the consumer's source_confirm, or further: a keepalive's position between
+ * transactions once everything delivered is confirmed. */
 uint64_t source_received_lsn(const source *s);
 uint64_t source_flushed_lsn(const source *s);
+uint64_t source_confirmed_lsn(const source *s);
 
 #endif
