@@ -48,8 +48,10 @@ done
 
 # kill -9 in the middle of a 100,000-row transaction (the issue saw it with 50,000) that ends
 # with a message. The message is sent first, so the tails checkpoint it while the transaction's
-# rows are still arriving: each tail is killed as soon as its checkpoint (FILE.pos) moves, before
-# the transaction is complete.
+# rows are still arriving: each tail is killed as soon as its checkpoint (FILE.pos) moves, or
+# once about a thousand of the transaction's rows are in FILE when the checkpoint moves later
+# (the position of a message is written at the sink's next flush: on a fast machine that can
+# be after the whole transaction) — before the transaction is complete either way.
 declare -A TP
 for plugin in pgoutput wal2json; do
   "$WALCAST" tail -P $plugin -S "pos_${plugin}_big" --publication pos_pub -o "$WORK/big_$plugin.jsonl" \
@@ -58,8 +60,10 @@ for plugin in pgoutput wal2json; do
 done
 wait_for 20 bash -c "[ \"\$(psql -XAtc \"SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pos_%_big' AND active\")\" = 2 ]"
 sleep 0.3
-declare -A POS0
-for plugin in pgoutput wal2json; do POS0[$plugin]=$(cat "$WORK/big_$plugin.jsonl.pos"); done
+declare -A POS0 SIZE0
+for plugin in pgoutput wal2json; do
+  POS0[$plugin]=$(cat "$WORK/big_$plugin.jsonl.pos"); SIZE0[$plugin]=$(stat -c %s "$WORK/big_$plugin.jsonl")
+done
 sql <<'SQL' &
 BEGIN;
 INSERT INTO pos_big SELECT generate_series(1, 100000);
@@ -70,7 +74,8 @@ txn=$!
 declare -A KILLED=([none]=1)
 for _ in $(seq 1 4000); do
   for plugin in pgoutput wal2json; do
-    if [ -z "${KILLED[$plugin]:-}" ] && [ "$(cat "$WORK/big_$plugin.jsonl.pos")" != "${POS0[$plugin]}" ]; then
+    if [ -z "${KILLED[$plugin]:-}" ] && { [ "$(cat "$WORK/big_$plugin.jsonl.pos")" != "${POS0[$plugin]}" ] ||
+        [ "$(stat -c %s "$WORK/big_$plugin.jsonl")" -gt $((SIZE0[$plugin] + 100000)) ]; }; then
       kill -9 "${TP[$plugin]}"; KILLED[$plugin]=1
     fi
   done
