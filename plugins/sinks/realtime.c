@@ -147,9 +147,7 @@ typedef struct realtime_sink {
 	char *name;
 	realtime_conf conf;
 	bool drop;            /* slow_consumer = drop */
-	token_keys *keys;
-	token_rules rules;
-	char *secret;         /* the auth.jwt_secret the keys were built with (it is reloadable) */
+	token_auth auth;      /* [auth]'s keys and rules, followed across reloads */
 	struct lws_protocols proto;      /* WebSocket upgrades, and plain HTTP under /realtime/v1 */
 	struct lws_protocols proto_http; /* plain HTTP under /socket */
 	rt_conn *conns;
@@ -327,32 +325,14 @@ static int64_t now_s(void)
 	return (int64_t)time(NULL);
 }
 
-/* The keys and rules of env->cfg as they are now: [auth]'s jwt_secret, jwt_audience,
- * jwt_require_exp and jwt_leeway are reloadable (SIGHUP), so a change is picked up at the next
- * token. A secret that does not build keeps the previous keys (logged). */
+/* [auth] as it is now (reloadable: a change is picked up at the next token); a secret that
+ * does not build keeps the previous keys (logged). */
 static void keys_refresh(realtime_sink *s)
 {
-	const config *cfg = s->env->cfg;
-	if (cfg == NULL)
-		return;
-	s->rules = (token_rules){cfg->jwt_audience, cfg->jwt_require_exp, (double)cfg->jwt_leeway_ms / 1000.0};
-	const char *secret = cfg->jwt_secret ? cfg->jwt_secret : "";
-	if (s->secret != NULL && strcmp(s->secret, secret) == 0)
-		return;
-	token_keys *k = NULL;
 	char terr[TOKEN_ERROR_MAX];
-	char *copy = strdup(secret);
-	bool any = secret[0] || (cfg->jwks_file && cfg->jwks_file[0]);
-	if (copy == NULL || (any && token_keys_load(secret, cfg->jwks_file, &k, terr) < 0)) {
+	if (s->env->cfg != NULL && token_auth_refresh(&s->auth, s->env->cfg, terr) < 0)
 		log_error("realtime.keys", "sink=%s: the token keys could not be rebuilt (%s): the previous ones stay",
-		          s->name, copy == NULL ? "out of memory" : terr);
-		free(copy);
-		return;
-	}
-	token_keys_destroy(s->keys);
-	s->keys = k;
-	free(s->secret);
-	s->secret = copy;
+		          s->name, terr);
 }
 
 /* Who the token stands for: 0 and *out, -EACCES with reason (the refused join's words). */
@@ -366,12 +346,12 @@ static int who_from_token(realtime_sink *s, const char *token, int64_t now, rt_w
 		snprintf(reason, RT_TEXT_MAX, "InvalidJWTToken: no access_token and no apikey");
 		return -EACCES;
 	}
-	if (s->keys == NULL) {
+	if (s->auth.keys == NULL) {
 		snprintf(reason, RT_TEXT_MAX, "InvalidJWTToken: no key is configured to verify tokens "
 		         "(auth.jwt_secret, auth.jwks_file)");
 		return -EACCES;
 	}
-	if (token_verify(s->keys, &s->rules, token, now, &cl, err) < 0) {
+	if (token_verify(s->auth.keys, &s->auth.rules, token, now, &cl, err) < 0) {
 		snprintf(reason, RT_TEXT_MAX, "InvalidJWTToken: %s", err);
 		return -EACCES;
 	}
@@ -964,10 +944,10 @@ static unsigned handshake_check(realtime_sink *s, struct lws *wsi, rt_vsn *vsn, 
 	/* a key that is a token must verify; other keys (publishable keys) are not judged here: each
 	 * join's token is */
 	keys_refresh(s);
-	if (strchr(key, '.') != NULL && s->keys != NULL) {
+	if (strchr(key, '.') != NULL && s->auth.keys != NULL) {
 		token_claims cl;
 		char err[TOKEN_ERROR_MAX];
-		if (token_verify(s->keys, &s->rules, key, now_s(), &cl, err) < 0) {
+		if (token_verify(s->auth.keys, &s->auth.rules, key, now_s(), &cl, err) < 0) {
 			snprintf(s->refusal, sizeof(s->refusal), "%s", err);
 			*error = s->refusal;
 			return strstr(err, "expired") != NULL ? 401 : 403;
@@ -1982,8 +1962,7 @@ static void rt_destroy(void *impl)
 	replay_fini(s);
 	cache_drop(s);
 	sink_metrics_remove(&s->metrics, s->env);
-	token_keys_destroy(s->keys);
-	free(s->secret);
+	token_auth_fini(&s->auth);
 	buf_fini(&s->scratch);
 	buf_fini(&s->wbuf);
 	free(s->name);
@@ -2009,17 +1988,11 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 	if (env->cfg != NULL) {
 		const config *cfg = env->cfg;
 		char terr[TOKEN_ERROR_MAX];
-		bool any = (cfg->jwt_secret && cfg->jwt_secret[0]) || (cfg->jwks_file && cfg->jwks_file[0]);
-		if (any && (rc = token_keys_load(cfg->jwt_secret, cfg->jwks_file, &s->keys, terr)) < 0) {
+		if ((rc = token_auth_refresh(&s->auth, cfg, terr)) < 0) {
 			snprintf(err, SINK_ERROR_MAX, "%s", terr);
 			goto fail;
 		}
-		if ((s->secret = strdup(cfg->jwt_secret ? cfg->jwt_secret : "")) == NULL) {
-			rc = -ENOMEM;
-			goto fail;
-		}
-		s->rules = (token_rules){cfg->jwt_audience, cfg->jwt_require_exp, (double)cfg->jwt_leeway_ms / 1000.0};
-		if (!any)
+		if (s->auth.keys == NULL)
 			log_warn("realtime.no_keys", "sink=%s: neither auth.jwt_secret nor auth.jwks_file is set: every "
 			         "join will be refused", s->name);
 	}

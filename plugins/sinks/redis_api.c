@@ -39,9 +39,7 @@ struct redis_api {
 	redis_conn *conn;
 	const char *prefix;
 	struct lws_protocols proto;
-	token_keys *keys;
-	token_rules rules;
-	char *secret;
+	token_auth auth; /* [auth]'s keys and rules, followed across reloads */
 	unsigned char chunk[LWS_PRE + API_CHUNK];
 };
 
@@ -70,27 +68,10 @@ typedef struct api_req {
 
 static void keys_refresh(redis_api *a)
 {
-	const config *cfg = a->env.cfg;
-	if (cfg == NULL)
-		return;
-	a->rules = (token_rules){cfg->jwt_audience, cfg->jwt_require_exp, (double)cfg->jwt_leeway_ms / 1000.0};
-	const char *secret = cfg->jwt_secret ? cfg->jwt_secret : "";
-	if (a->secret != NULL && strcmp(a->secret, secret) == 0)
-		return;
-	token_keys *k = NULL;
 	char terr[TOKEN_ERROR_MAX];
-	char *copy = strdup(secret);
-	bool any = secret[0] || (cfg->jwks_file && cfg->jwks_file[0]);
-	if (copy == NULL || (any && token_keys_load(secret, cfg->jwks_file, &k, terr) < 0)) {
+	if (a->env.cfg != NULL && token_auth_refresh(&a->auth, a->env.cfg, terr) < 0)
 		log_error("stats.keys", "sink=%s: the token keys could not be rebuilt (%s): the previous ones stay",
-		          a->env.name, copy == NULL ? "out of memory" : terr);
-		free(copy);
-		return;
-	}
-	token_keys_destroy(a->keys);
-	a->keys = k;
-	free(a->secret);
-	a->secret = copy;
+		          a->env.name, terr);
 }
 
 /* ---- responses ------------------------------------------------------------------------------ */
@@ -342,13 +323,13 @@ static unsigned caller(redis_api *a, struct lws *wsi, bool *bypass, char uid[POL
 		return 401;
 	}
 	keys_refresh(a);
-	if (a->keys == NULL) {
+	if (a->auth.keys == NULL) {
 		snprintf(err, TOKEN_ERROR_MAX + 64, "no key is configured to verify tokens (auth.jwt_secret, auth.jwks_file)");
 		return 401;
 	}
 	token_claims cl;
 	char terr[TOKEN_ERROR_MAX];
-	if (token_verify(a->keys, &a->rules, hdr + sizeof(bearer) - 1, (int64_t)time(NULL), &cl, terr) < 0) {
+	if (token_verify(a->auth.keys, &a->auth.rules, hdr + sizeof(bearer) - 1, (int64_t)time(NULL), &cl, terr) < 0) {
 		snprintf(err, TOKEN_ERROR_MAX + 64, "invalid token: %s", terr);
 		return 401;
 	}
@@ -591,7 +572,6 @@ void redis_api_destroy(redis_api *a)
 {
 	if (a == NULL)
 		return;
-	token_keys_destroy(a->keys);
-	free(a->secret);
+	token_auth_fini(&a->auth);
 	free(a);
 }

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config.h"
 #include "log.h"
 
 #define KID_MAX 128
@@ -667,4 +668,36 @@ cleanup:
 	json_decref(payload);
 	json_decref(header);
 	return rc;
+}
+
+int token_auth_refresh(token_auth *ta, const config *cfg, char err[TOKEN_ERROR_MAX])
+{
+	ta->rules = (token_rules){cfg->jwt_audience, cfg->jwt_require_exp, (double)cfg->jwt_leeway_ms / 1000.0};
+	const char *secret = cfg->jwt_secret ? cfg->jwt_secret : "";
+	if (ta->secret != NULL && strcmp(ta->secret, secret) == 0)
+		return 0;
+	char *copy = strdup(secret);
+	if (copy == NULL) {
+		snprintf(err, TOKEN_ERROR_MAX, "out of memory");
+		return -ENOMEM;
+	}
+	token_keys *k = NULL;
+	bool any = secret[0] || (cfg->jwks_file && cfg->jwks_file[0]);
+	int rc = any ? token_keys_load(secret, cfg->jwks_file, &k, err) : 0;
+	if (rc < 0) {
+		free(copy);
+		return rc;
+	}
+	token_keys_destroy(ta->keys);
+	ta->keys = k;
+	free(ta->secret);
+	ta->secret = copy;
+	return 0;
+}
+
+void token_auth_fini(token_auth *ta)
+{
+	token_keys_destroy(ta->keys);
+	free(ta->secret);
+	*ta = (token_auth){0};
 }

@@ -76,4 +76,26 @@ __attribute__((warn_unused_result)) int token_verify(const token_keys *keys,
                                                      int64_t now, token_claims *out,
                                                      char err[TOKEN_ERROR_MAX]);
 
+/* ---- a verifier that follows the daemon's [auth] configuration ---------------------------- */
+
+struct config;
+
+/* The keys and rules of [auth] as they are now (jwt_secret, jwks_file, jwt_audience,
+ * jwt_require_exp, jwt_leeway): what every token-checking front end (the realtime sink, the
+ * stats API) holds. Zero it before the first refresh. */
+typedef struct token_auth {
+	token_keys *keys;  /* NULL: neither a secret nor a JWKS file: every token is refused */
+	token_rules rules;
+	char *secret;      /* the secret the keys were built from, to notice a reload */
+} token_auth;
+
+/* Takes the rules from cfg and rebuilds the keys when the secret changed (a SIGHUP reload; the
+ * JWKS file is read with it). 0, or -EINVAL (err: the secret or file does not build) / -ENOMEM,
+ * and then the previous keys stay. Blocks on the JWKS file read, only when rebuilding. */
+__attribute__((warn_unused_result)) int token_auth_refresh(token_auth *ta, const struct config *cfg,
+                                                           char err[TOKEN_ERROR_MAX]);
+
+/* Frees the keys and the secret. */
+void token_auth_fini(token_auth *ta);
+
 #endif
