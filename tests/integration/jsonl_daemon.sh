@@ -71,14 +71,7 @@ load &
 LOAD=$!
 BG_PIDS+=("$LOAD")
 wait_for 60 test -s "$WORK/alice.jsonl" || echo "# nothing written yet"
-kills=0
-while kill -0 "$LOAD" 2>/dev/null; do
-  sleep "0.$((RANDOM % 10))"
-  kill -9 "$RUNP" 2>/dev/null || true
-  wait "$RUNP" 2>/dev/null || true
-  kills=$((kills + 1))
-  start_run
-done
+kill_while_running "$LOAD" RUNP start_run
 wait "$LOAD"
 end=$(current_lsn)
 
@@ -100,7 +93,7 @@ rc=0; timeout 300 "$WALCAST" tail --as "$u" --policy "$POLICY" -S jd_tail -o "$W
   >/dev/null 2>>"$WORK/tail.err" || rc=$?
 check "tail --as: final run exits 0" 0 $rc
 
-check_true "walcast run was killed mid-stream several times ($kills)" [ $kills -ge 3 ]
+check_true "walcast run was killed mid-stream several times ($KILLS)" [ $KILLS -ge 3 ]
 check "audit: no line twice" "" "$(sort "$WORK/audit.jsonl" | uniq -d | head -2)"
 audit_ids
 check "audit: inserted minus deleted ids are what SQL holds ($(wc -l <"$WORK/sql.ids") rows)" "" \

@@ -62,14 +62,7 @@ load &
 LOAD=$!
 BG_PIDS+=("$LOAD")
 wait_for 60 test -s "$WORK/pipe.jsonl" || echo "# the pipeline wrote nothing yet"
-kills=0
-while kill -0 "$LOAD" 2>/dev/null; do
-  sleep "0.$((RANDOM % 10))"
-  kill -9 "$PIPE" 2>/dev/null || true
-  wait "$PIPE" 2>/dev/null || true
-  kills=$((kills + 1))
-  start_pipe
-done
+kill_while_running "$LOAD" PIPE start_pipe
 wait "$LOAD"
 end=$(current_lsn)
 kill -TERM "$PIPE" "$TAILP" 2>/dev/null || true
@@ -80,7 +73,7 @@ check "tail --as: final run exits 0" 0 $rc
 rc=0; start_pipe "$end"; wait "$PIPE" || rc=$?
 check "pipeline: final run exits 0" 0 $rc
 
-check_true "the pipeline was killed mid-stream several times ($kills)" [ $kills -ge 3 ]
+check_true "the pipeline was killed mid-stream several times ($KILLS)" [ $KILLS -ge 3 ]
 check_true "the restarted pipeline took its policy state from the checkpoint store" \
   grep -q 'state_loaded policy state loaded from the checkpoint' "$WORK/pipe.err"
 check "the pipeline never judged with today's memberships" 0 "$(grep -c state_current "$WORK/pipe.err" || true)"

@@ -57,6 +57,23 @@ wait_for() {
   done
 }
 
+# kill_while_running LOAD VAR RESTART_FN [MAX_KILLS] [MIN_TENTHS] [MAX_TENTHS]: while process LOAD
+# runs, kills (SIGKILL) the process whose pid is in variable VAR at random moments (MIN_TENTHS to
+# MAX_TENTHS of a second apart; default 0-9) and calls RESTART_FN, which starts it again and sets
+# VAR. Stops after MAX_KILLS kills (default: none). Leaves the number of kills in KILLS.
+kill_while_running() {
+  local load=$1 var=$2 restart=$3 max=${4:-0} lo=${5:-0} hi=${6:-9} t
+  KILLS=0
+  while kill -0 "$load" 2>/dev/null && { [ "$max" -eq 0 ] || [ $KILLS -lt "$max" ]; }; do
+    t=$((lo + RANDOM % (hi - lo + 1)))
+    sleep "$((t / 10)).$((t % 10))"
+    kill -9 "${!var}" 2>/dev/null || true
+    wait "${!var}" 2>/dev/null || true
+    KILLS=$((KILLS + 1))
+    "$restart"
+  done
+}
+
 # load_batches ROWS STMT_FN: commits ROWS rows as transactions of random size (mostly 1, often
 # 2-51, sometimes 500-1999), one after another, paced so that disruptions land mid-stream.
 # STMT_FN FIRST LAST BATCH prints the SQL of one transaction for rows FIRST..LAST. A transaction

@@ -51,16 +51,9 @@ wait_for 60 slot_active || { echo "not ok - walcast run did not start"; cat "$WO
 load 150 &
 LOAD=$!
 BG_PIDS+=("$LOAD")
-kills=0
-while kill -0 "$LOAD" 2>/dev/null && [ $kills -lt 8 ]; do
-  sleep "$((RANDOM % 2)).$((RANDOM % 10))"
-  kill -9 "$RUNP" 2>/dev/null || true
-  wait "$RUNP" 2>/dev/null || true
-  kills=$((kills + 1))
-  start_run
-done
+kill_while_running "$LOAD" RUNP start_run 8 0 19
 wait "$LOAD" || true
-check_true "walcast run was killed mid-stream several times ($kills)" [ $kills -ge 3 ]
+check_true "walcast run was killed mid-stream several times ($KILLS)" [ $KILLS -ge 3 ]
 
 # 2. Redis frozen past command_timeout (slow), under load
 load 40 &

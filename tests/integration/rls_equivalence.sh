@@ -113,14 +113,7 @@ n=$(alive_tails)
 started=$SECONDS
 sql -c "CALL difftest.run(0.$SEED, $STEPS, $LEGACY)" &
 WORKLOAD=$!
-kills=0
-while kill -0 "$WORKLOAD" 2>/dev/null; do
-  sleep "0.$((2 + RANDOM % 8))"
-  kill -9 "$DURABLE" 2>/dev/null || true
-  wait "$DURABLE" 2>/dev/null || true
-  kills=$((kills + 1))
-  durable_tail
-done
+kill_while_running "$WORKLOAD" DURABLE durable_tail 0 2 9
 wait "$WORKLOAD"
 CASES=13
 if $LEGACY; then CASES=0; else sql -v seed="$SEED" -f "$HERE/cases.sql" >/dev/null; fi
@@ -143,8 +136,8 @@ rc=0
 timeout 120 "$WALCAST" tail --as "$durable_viewer" -S equiv_durable -o "$WORK/durable.jsonl" \
   --policy "$ROOT/deploy/policy.ini" --until-lsn "$end" 2>>"$WORK/durable.err" || rc=$?
 check "durable feed: final run exits 0" 0 "$rc"
-check_true "durable feed was killed mid-workload ($kills times)" [ "$kills" -ge 2 ]
-check "durable feed, killed $kills times, equals the uninterrupted one" "" \
+check_true "durable feed was killed mid-workload ($KILLS times)" [ "$KILLS" -ge 2 ]
+check "durable feed, killed $KILLS times, equals the uninterrupted one" "" \
   "$(diff "$WORK/out/$durable_viewer.jsonl" "$WORK/durable.jsonl" | head -5)"
 check "durable feed never fell back to today's memberships" 0 "$(grep -c tail.state_current "$WORK/durable.err" || true)"
 check "no subscriber reported an error" "" "$(grep -l ERROR "$WORK"/out/*.err | head -3)"
