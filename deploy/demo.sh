@@ -3,7 +3,9 @@
 # private PostgreSQL 15 and Redis (tests/harness/harness.sh), applies the platform schema, seeds
 # demo orgs and users, runs `walcast run` with a Supabase Realtime sink and a Redis aggregates
 # sink, runs the traffic generator, and serves the live dashboard at http://127.0.0.1:PORT/:
-# two users' feeds of one org side by side (masks applied per user) and walcast's health.
+# two users' feeds of one org side by side (masks applied per user), each with live charts of the
+# stats API read as that user, and walcast's health. The generator leaves the roles of the users
+# the page shows by default (owner, viewer) alone (traffic.sh --keep-roles).
 #
 #   bash deploy/demo.sh                          run until Ctrl-C (stops everything it started)
 #   WALCAST_DEMO_SECONDS=60 bash deploy/demo.sh  run 60 s, then clean up
@@ -61,7 +63,10 @@ cp "$WEB/index.html" "$D/web/index.html"
 
 echo "walcast demo: seeding orgs, users and contacts ..." >&2
 bash deploy/demo/traffic.sh --print-users --orgs 3 --seed 42 >"$D/users.txt"
-node deploy/demo/tokens.mjs <"$D/users.txt" >"$D/web/users.json"
+node deploy/demo/tokens.mjs --defaults owner,viewer <"$D/users.txt" >"$D/web/users.json"
+# the page's default users keep their roles: the generator's role changes pick among the others
+KEEP_ROLES=$(node -e 'const c = JSON.parse(require("fs").readFileSync(0, "utf8"));
+  console.log(c.users.filter((u) => u.steady).map((u) => u.uid).join(","))' <"$D/web/users.json")
 
 cat >"$D/walcast.conf" <<CONF
 [replication]
@@ -90,7 +95,7 @@ done
 curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "walcast demo: walcast not ready after 120 s" >&2; tail -20 "$D/walcast.log" >&2; exit 1; }
 
 if [ "$RATE" -gt 0 ]; then
-  bash deploy/demo/traffic.sh --orgs 3 --events 10000000 --rate "$RATE" --seed 42 2>"$D/traffic.log" &
+  bash deploy/demo/traffic.sh --orgs 3 --events 10000000 --rate "$RATE" --seed 42 --keep-roles "$KEEP_ROLES" 2>"$D/traffic.log" &
   PIDS+=($!)
   echo "walcast demo: generating traffic ($RATE events/s)" >&2
 fi

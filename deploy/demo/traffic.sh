@@ -6,6 +6,7 @@
 # sync_health rows, one transaction per change, at a chosen rate, and exits.
 #
 #   traffic.sh [--orgs N] [--users N] [--contacts N] [--events N] [--rate PER_SEC] [--seed S]
+#              [--keep-roles UID[,UID...]]
 #   traffic.sh --print-users [--orgs N] [--users N] [--contacts N] [--seed S]
 #
 # Connects with psql and the usual PG* environment (a role that may write the platform tables:
@@ -17,6 +18,10 @@
 # --print-users seeds (idempotently: rows that exist are left alone) and prints one
 # "org_id user_id role" line per member of the seeded orgs, then exits; run the traffic with
 # the same --seed/--orgs/--users/--contacts afterwards and it reuses those orgs and users.
+#
+# --keep-roles leaves those users' roles alone (ids from --print-users): the role changes pick
+# among the other users. The demo keeps the users its page shows by default, so that what a
+# pane shows is never raced by a promotion (a viewer stays a viewer); tests use it likewise.
 set -euo pipefail
 
 usage() {
@@ -24,7 +29,7 @@ usage() {
   echo "defaults: --orgs 3 --users 10 --contacts 20 --events 1000 --rate 100 --seed 1 (--rate 0: as fast as possible)" >&2
 }
 
-ORGS=3 USERS=10 CONTACTS=20 EVENTS=1000 RATE=100 SEED=1 PRINT_USERS=0
+ORGS=3 USERS=10 CONTACTS=20 EVENTS=1000 RATE=100 SEED=1 PRINT_USERS=0 KEEP_ROLES=
 while [ $# -gt 0 ]; do
   case "$1" in
     --orgs) ORGS=${2-}; shift 2 ;;
@@ -33,6 +38,7 @@ while [ $# -gt 0 ]; do
     --events) EVENTS=${2-}; shift 2 ;;
     --rate) RATE=${2-}; shift 2 ;;
     --seed) SEED=${2-}; shift 2 ;;
+    --keep-roles) KEEP_ROLES=${2-}; shift 2 ;;
     --print-users) PRINT_USERS=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "traffic: unknown argument '$1'" >&2; usage; exit 2 ;;
@@ -43,6 +49,10 @@ for v in ORGS USERS CONTACTS EVENTS RATE SEED; do
     echo "traffic: --${v,,} needs a non-negative integer, got '${!v}'" >&2; exit 2
   fi
 done
+UUID_RE='[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
+if [ -n "$KEEP_ROLES" ] && ! [[ $KEEP_ROLES =~ ^$UUID_RE(,$UUID_RE)*$ ]]; then
+  echo "traffic: --keep-roles needs user ids (lower-case uuids) separated by commas, got '$KEEP_ROLES'" >&2; exit 2
+fi
 if [ "$ORGS" -lt 1 ] || [ "$USERS" -lt 5 ] || [ "$CONTACTS" -lt 1 ]; then
   echo "traffic: need --orgs >= 1, --users >= 5 (one per role), --contacts >= 1" >&2; exit 2
 fi
@@ -84,7 +94,7 @@ fi
 # psql prints to its stderr once it has executed everything before them.
 generate() {
   LC_ALL=C awk -v seed="$SEED" -v norgs="$ORGS" -v nusers="$USERS" -v ncontacts="$CONTACTS" \
-    -v nevents="$EVENTS" -v rate="$RATE" -v seedonly="$1" -v bodies="$BODIES" '
+    -v nevents="$EVENTS" -v rate="$RATE" -v seedonly="$1" -v bodies="$BODIES" -v keep="$KEEP_ROLES" '
 function hex4() { return sprintf("%04x", int(rand() * 65536)) }
 function uuid(  a, b, c, d) {
   a = hex4() hex4(); b = hex4()
@@ -156,9 +166,13 @@ function delete_event(  i) {
   printf "delete from public.events where id = %s;\n", q(ev[i])
   evlive[i] = 0; ndel++
 }
-# Promote, demote, remove or re-add a user; user 1 of each org stays its owner.
-function role_change(  o, u, old, new) {
-  o = pick(norgs); u = 1 + pick(nusers - 1); old = role[o, u]
+# Promote, demote, remove or re-add a user; user 1 of each org stays its owner, and so do the
+# users of --keep-roles keep their roles (an org where all are kept gets an audit row instead).
+function role_change(  o, u, old, new, tries) {
+  o = pick(norgs)
+  do u = 1 + pick(nusers - 1); while ((uid[o, u] in kept) && ++tries < 50)
+  if (uid[o, u] in kept) return audit_row()
+  old = role[o, u]
   printf "begin; "
   if (old == "") {
     new = ROLES[pick(5)]
@@ -232,7 +246,7 @@ BEGIN {
     org[o] = uuid(); line[o] = phone()
     printf "insert into public.orgs (id, name) values (%s, %s) on conflict do nothing;\n", q(org[o]), q("Demo org " o " (seed " seed ")")
     for (u = 1; u <= nusers; u++) {
-      uid[o, u] = uuid(); role[o, u] = ROLES[(u - 1) % 5 + 1]
+      uid[o, u] = uuid(); role[o, u] = ROLES[(u - 1) % 5 + 1]; isuser[uid[o, u]] = 1
       printf "insert into public.org_roles (org_id, user_id, role) values (%s, %s, %s) on conflict do nothing;\n", q(org[o]), q(uid[o, u]), q(role[o, u])
     }
     for (c = 1; c <= ncontacts; c++) {
@@ -246,6 +260,15 @@ BEGIN {
     }
   }
   print "commit;"
+
+  nkeep = split(keep, KEEP, ",")
+  for (k = 1; k <= nkeep; k++) {
+    if (!(KEEP[k] in isuser)) {
+      printf "traffic: --keep-roles: %s is not a user of the seeded orgs (see --print-users)\n", KEEP[k] > "/dev/stderr"
+      exit 2
+    }
+    kept[KEEP[k]] = 1
+  }
 
   if (seedonly) {
     printf "select r.org_id, r.user_id, r.role from public.org_roles r where r.org_id in ("

@@ -4,11 +4,15 @@
 // client on walcast's realtime sink (ws://HOST/realtime/v1), subscribed to postgres_changes of
 // public.events and public.org_roles; each shows that user's live feed exactly as walcast
 // delivers it (masked or absent fields included). The header polls /readyz and /metrics for
-// walcast's health and replication lag.
+// walcast's health and replication lag. Under each pane's header, live charts of the stats API
+// read with that pane's user's token (charts.js): calls, SMS and missed calls per hour, and
+// today's top contacts as the user's role allows.
 //
-// The page's URL picks the users: ?left=owner&right=viewer (defaults). Every row carries
-// data-* attributes with the raw values so tests (tests/demo/dashboard.mjs) can read them.
+// The page's URL picks the users: ?left=owner&right=viewer (defaults: users.json's "defaults",
+// the users whose roles the demo's generator leaves alone). Every row carries data-* attributes
+// with the raw values so tests (tests/demo/dashboard.test.mjs) can read them.
 import { RealtimeClient } from '@supabase/realtime-js'
+import { StatsCharts } from './charts.js'
 
 const MAX_ROWS = 50
 const COLUMNS = ['action', 'kind', 'direction', 'status', 'from_number', 'to_number', 'body']
@@ -45,12 +49,13 @@ class Pane {
     // user at their commit: a demotion shows here and the rows after it are masked accordingly)
     this.roleBadge = el('span', { class: 'rolebadge', id: `role-${side}` })
     h.append(el('span', {}, side === 'left' ? 'User' : 'Second user'), this.select, this.roleBadge, this.status)
+    this.charts = new StatsCharts(side)
     this.table = el('table', { id: `feed-${side}` })
     const head = el('tr')
     head.append(el('th', {}, 'table'))
     for (const c of COLUMNS) head.append(el('th', {}, c))
     this.table.append(head)
-    this.root.append(h, this.table)
+    this.root.append(h, this.charts.root, this.table)
     this.signIn(user)
   }
 
@@ -60,7 +65,9 @@ class Pane {
     this.root.dataset.user = u.name
     this.root.dataset.uid = u.uid
     this.user = u
-    this.setRole(`seeded as ${u.role}`, false)
+    this.role = u.role // as the feed last reported it (the charts' "not visible to ROLE")
+    this.setRole(`seeded as ${u.role}${u.steady ? ' (kept by the generator)' : ''}`, false)
+    this.charts.setUser(u, () => this.role)
     if (this.client) this.client.disconnect()
     while (this.table.rows.length > 1) this.table.deleteRow(1)
     this.setStatus('connecting')
@@ -92,6 +99,7 @@ class Pane {
     tr.dataset.row = JSON.stringify(row || {})
     if (p.table === 'org_roles' && row && row.user_id === this.user.uid && row.org_id === this.user.org) {
       tr.classList.add('mine')
+      this.role = p.eventType === 'DELETE' ? 'a user removed from the org' : row.role
       this.setRole(p.eventType === 'DELETE' ? 'removed from the org' : `now ${row.role}`, true)
     }
     tr.append(el('td', {}, p.table))
@@ -139,10 +147,16 @@ async function pollHealth(box) {
 async function main() {
   const cfg = await (await fetch('users.json', { cache: 'no-store' })).json()
   const q = new URLSearchParams(location.search)
+  const defaults = cfg.defaults || { left: 'owner', right: 'viewer' }
   window.demo = {
-    left: new Pane(document.getElementById('pane-left'), 'left', cfg, q.get('left') || 'owner'),
-    right: new Pane(document.getElementById('pane-right'), 'right', cfg, q.get('right') || 'viewer'),
+    left: new Pane(document.getElementById('pane-left'), 'left', cfg, q.get('left') || defaults.left),
+    right: new Pane(document.getElementById('pane-right'), 'right', cfg, q.get('right') || defaults.right),
   }
+  const steady = cfg.users.filter((u) => u.steady).map((u) => u.name)
+  document.getElementById('steady').textContent = steady.length
+    ? `The traffic generator leaves the roles of ${steady.join(' and ')} alone (traffic.sh --keep-roles), so the default panes ` +
+      'never race a promotion; the other users are promoted, demoted and removed now and then (pick them to watch it).'
+    : 'The traffic generator may change any user\'s role now and then.'
   const box = document.getElementById('health')
   pollHealth(box)
   setInterval(() => pollHealth(box), 2000)
