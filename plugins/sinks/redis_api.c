@@ -31,6 +31,7 @@
 
 #include "auditlog.h"
 #include "buf.h"
+#include "hash.h"
 #include "http.h"
 #include "log.h"
 #include "policy.h"
@@ -45,6 +46,14 @@
 #define API_CONTACTS_ROLE "analyst" /* the lowest rank that sees per-contact figures */
 #define API_CHUNK 16384
 #define API_CACHE_BYTES ((size_t)32 << 20) /* the response cache's bound */
+#define API_TOKEN_SLOTS 256 /* tokens verified lately, remembered (a power of two) */
+
+/* A token verified lately, remembered by its bytes with what it said. */
+typedef struct api_token {
+	char *text; /* NULL: an empty slot */
+	size_t len;
+	token_claims claims;
+} api_token;
 
 struct redis_api {
 	sink_env env;
@@ -52,6 +61,12 @@ struct redis_api {
 	const char *prefix;
 	struct lws_protocols proto;
 	token_auth auth; /* [auth]'s keys and rules, followed across reloads */
+	/* the tokens verified with these keys and rules (a reload forgets them) */
+	api_token tokens[API_TOKEN_SLOTS];
+	const token_keys *tokens_keys;
+	token_rules tokens_rules;
+	char *tokens_audience;
+	uint64_t token_seed;
 	stats_cache *cache;
 	uint64_t cache_conn; /* redis_conn_attempts() of the connection the cache was read on */
 	sink_metrics metrics;
@@ -86,12 +101,59 @@ typedef struct api_req {
 
 /* ---- tokens (the same [auth] rules as the realtime sink) ------------------------------------ */
 
+static void tokens_forget(redis_api *a)
+{
+	for (size_t i = 0; i < API_TOKEN_SLOTS; i++) {
+		free(a->tokens[i].text);
+		a->tokens[i] = (api_token){0};
+	}
+	free(a->tokens_audience);
+	a->tokens_audience = NULL;
+}
+
 static void keys_refresh(redis_api *a)
 {
 	char terr[TOKEN_ERROR_MAX];
 	if (a->env.cfg != NULL && token_auth_refresh(&a->auth, a->env.cfg, terr) < 0)
 		log_error("stats.keys", "sink=%s: the token keys could not be rebuilt (%s): the previous ones stay",
 		          a->env.name, terr);
+	/* the tokens remembered were verified with other keys or rules: forget them */
+	const token_rules *r = &a->auth.rules;
+	const char *aud = r->audience != NULL ? r->audience : "";
+	if (a->tokens_keys != a->auth.keys || a->tokens_rules.require_exp != r->require_exp ||
+	    a->tokens_rules.leeway_s != r->leeway_s || a->tokens_audience == NULL || strcmp(a->tokens_audience, aud) != 0) {
+		tokens_forget(a);
+		a->tokens_keys = a->auth.keys;
+		a->tokens_rules = *r;
+		a->tokens_audience = strdup(aud); /* NULL (out of memory): forgotten again next time */
+	}
+}
+
+/* token_verify, remembering the tokens it accepted: a token seen lately with the same keys and
+ * rules is taken without checking its signature again while its exp (rounded down) is ahead;
+ * anything else is verified in full. Same results as token_verify. */
+static int token_check(redis_api *a, const char *token, int64_t now, token_claims *out, char err[TOKEN_ERROR_MAX])
+{
+	size_t len = strlen(token);
+	api_token *t = &a->tokens[hash_bytes(a->token_seed, token, len) & (API_TOKEN_SLOTS - 1)];
+	const token_claims *c = &t->claims;
+	if (t->text != NULL && t->len == len && memcmp(t->text, token, len) == 0 &&
+	    (c->exp != 0 ? (double)now < (double)c->exp + a->auth.rules.leeway_s : !a->auth.rules.require_exp)) {
+		*out = *c;
+		return 0;
+	}
+	token_claims cl;
+	int rc = token_verify(a->auth.keys, &a->auth.rules, token, now, &cl, err);
+	if (rc < 0)
+		return rc;
+	char *copy = a->tokens_audience != NULL ? malloc(len) : NULL;
+	if (copy != NULL) {
+		memcpy(copy, token, len);
+		free(t->text);
+		*t = (api_token){.text = copy, .len = len, .claims = cl};
+	}
+	*out = cl;
+	return 0;
 }
 
 /* ---- responses ------------------------------------------------------------------------------ */
@@ -126,28 +188,26 @@ static void respond_error(api_req *r, unsigned status, const char *error)
 	respond(r, status);
 }
 
+/* Writes the next part of r's response: first the headers with as much of the body as fits in
+ * one chunk (one send for most responses), then the rest a chunk at a time. */
 static int on_writable(redis_api *a, struct lws *wsi, api_req *r)
 {
-	if (r->sent == 0) {
-		unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
-		if (lws_add_http_common_headers(wsi, r->status, "application/json", (lws_filepos_t)r->out.len, &p, end) ||
-		    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL, (const unsigned char *)"no-store", 8,
-		                                 &p, end) ||
-		    lws_finalize_write_http_header(wsi, start, &p, end))
-			return -1;
-	}
-	size_t left = r->out.len - r->sent;
-	size_t n = left < API_CHUNK ? left : API_CHUNK;
-	bool last = n == left;
-	memcpy(a->chunk + LWS_PRE, r->out.data + r->sent, n);
-	if (lws_write(wsi, a->chunk + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
+	unsigned char *start = a->chunk + LWS_PRE, *p = start, *end = a->chunk + sizeof(a->chunk);
+	if (r->sent == 0 &&
+	    (lws_add_http_common_headers(wsi, r->status, "application/json", (lws_filepos_t)r->out.len, &p, end) ||
+	     lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL, (const unsigned char *)"no-store", 8, &p,
+	                                  end) ||
+	     lws_finalize_http_header(wsi, &p, end)))
+		return -1;
+	size_t room = (size_t)(end - p), left = r->out.len - r->sent;
+	size_t n = left < room ? left : room;
+	if (n > 0)
+		memcpy(p, r->out.data + r->sent, n);
+	size_t total = (size_t)(p - start) + n;
+	if (lws_write(wsi, start, total, n == left ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)total)
 		return -1;
 	r->sent += n;
-	if (!last) {
-		lws_callback_on_writable(wsi);
-		return 0;
-	}
-	return lws_http_transaction_completed(wsi) ? -1 : 0;
+	return 0;
 }
 
 /* ---- Redis replies -------------------------------------------------------------------------- */
@@ -382,7 +442,7 @@ static unsigned caller(redis_api *a, struct lws *wsi, bool *bypass, char uid[POL
 	}
 	token_claims cl;
 	char terr[TOKEN_ERROR_MAX];
-	if (token_verify(a->auth.keys, &a->auth.rules, hdr + sizeof(bearer) - 1, (int64_t)time(NULL), &cl, terr) < 0) {
+	if (token_check(a, hdr + sizeof(bearer) - 1, (int64_t)time(NULL), &cl, terr) < 0) {
 		snprintf(err, TOKEN_ERROR_MAX + 64, "invalid token: %s", terr);
 		return 401;
 	}
@@ -605,20 +665,23 @@ static int on_request(redis_api *a, struct lws *wsi, api_req **pr)
 	return 0;
 }
 
-/* Writes (the next chunk of) *pr's response. */
+/* Writes (the next part of) *pr's response. */
 static int write_response(redis_api *a, struct lws *wsi, api_req **pr)
 {
 	api_req *r = *pr;
-	if (r->sent + API_CHUNK < r->out.len)
-		return on_writable(a, wsi, r);
-	/* the last write: detached first, since completing the transaction may drop the session
+	if (on_writable(a, wsi, r) < 0)
+		return -1; /* closed: CLOSED_HTTP frees r */
+	if (r->sent < r->out.len) {
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	/* written: detached first, since completing the transaction may drop the session
 	 * (DROP_PROTOCOL) from inside; replies still due (a refusal after a partial send) free it */
 	*pr = NULL;
 	r->wsi = NULL;
-	int rc = on_writable(a, wsi, r);
 	if (r->outstanding == 0)
 		req_free(r);
-	return rc;
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
 static int api_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
@@ -706,6 +769,7 @@ int redis_api_create(const sink_env *env, redis_conn *conn, const char *prefix, 
 	a->env = *env;
 	a->conn = conn;
 	a->prefix = prefix;
+	a->token_seed = (uint64_t)(uintptr_t)a * 0x9E3779B97F4A7C15ULL ^ (uint64_t)time(NULL);
 	if (stats_cache_create(API_CACHE_BYTES, &a->cache) < 0) {
 		free(a);
 		return -ENOMEM;
@@ -734,6 +798,7 @@ void redis_api_destroy(redis_api *a)
 		return;
 	sink_metrics_remove(&a->metrics, &a->env);
 	stats_cache_destroy(a->cache);
+	tokens_forget(a);
 	token_auth_fini(&a->auth);
 	free(a);
 }
