@@ -44,7 +44,7 @@
 #define API_MAX_HOURS 48
 #define API_MAX_LIMIT 100
 #define API_CONTACTS_ROLE "analyst" /* the lowest rank that sees per-contact figures */
-#define API_CHUNK 16384
+#define API_CHUNK 65536 /* one write holds most responses (48 hours: ~27 KB) */
 #define API_CACHE_BYTES ((size_t)32 << 20) /* the response cache's bound */
 #define API_TOKEN_SLOTS 256 /* tokens verified lately, remembered (a power of two) */
 
