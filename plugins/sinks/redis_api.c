@@ -18,6 +18,9 @@
  * and the resolved query (the actual days or hours), dropped when the redis sink's round that
  * changed the org is accepted (redis_api_round_accepted) and when the Redis connection is not the
  * one they were read on. Nothing is served from memory while Redis is not connected.
+ *
+ * Tokens: a token this API accepted lately is remembered by its bytes (token_check), so its
+ * signature is not checked again while its exp is ahead and the keys and rules are the same.
  */
 #include "redis_api.h"
 

@@ -6,13 +6,14 @@
  *   GET /api/v1/stats/orgs/ORG/hours?hours=N                         per-hour sparklines (N <= 48)
  *   GET /api/v1/stats/orgs/ORG/contacts?day=YYYY-MM-DD&limit=N       top contacts of a day
  *
- * Tokens are verified with the token module and [auth]; a bypass role sees every org, a member
- * role sees the orgs where its `sub` is a member; top contacts need the analyst rank, and leave
- * out every contact whose privacy rule ranks above the caller (policy_state_subject_rank, as
- * privacy(contact_id) does). The Redis reads go through the sink's redis_conn, asynchronously:
- * the response is deferred (lws_callback_on_writable) until every reply is in. Every request
- * naming an org is audited (action "stats.read"). Answers are kept in memory until a round of
- * the sink changes their org (redis_api_round_accepted; docs/api.md, "Caching").
+ * Tokens are verified with the token module and [auth] (a token accepted lately is remembered
+ * until its exp); a bypass role sees every org, a member role sees the orgs where its `sub` is a
+ * member; top contacts need the analyst rank, and leave out every contact whose privacy rule
+ * ranks above the caller (policy_state_subject_rank, as privacy(contact_id) does). The Redis
+ * reads go through the sink's redis_conn, asynchronously: the response is deferred
+ * (lws_callback_on_writable) until every reply is in. Every request naming an org is audited
+ * (action "stats.read"). Answers are kept in memory until a round of the sink changes their org
+ * (redis_api_round_accepted; docs/api.md, "Caching").
  *
  * Loop thread only; nothing blocks.
  */

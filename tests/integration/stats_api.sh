@@ -44,6 +44,7 @@ state_dir = $WORK/state
 listen = 127.0.0.1:$HTTP_PORT
 [auth]
 jwt_audience = authenticated
+jwt_leeway = 1s
 [audit]
 enabled = true
 conninfo = $REPL
@@ -166,6 +167,13 @@ check "no token: 401" 401 "$(curl -s -o "$WORK/body" -w '%{http_code}' "$BASE/or
 check_true "401 body is JSON" jqq .error "$WORK/body"
 check "bad signature: 401" 401 "$(api "$(jwt "{\"sub\":\"$ADMIN\",\"role\":\"authenticated\",\"exp\":$exp}" wrong-secret-wrong-secret-wrong-secret)" "/orgs/$A/days")"; requests=$((requests + 1))
 check "expired token: 401" 401 "$(api "$(jwt "{\"sub\":\"$ADMIN\",\"role\":\"authenticated\",\"aud\":\"authenticated\",\"exp\":$(($(date +%s) - 600))}")" "/orgs/$A/days")"; requests=$((requests + 1))
+# a token accepted (and remembered) is refused once its exp (+ the 1 s leeway) has passed
+short_exp=$(($(date +%s) + 4))
+SHORT=$(jwt "{\"sub\":\"$ADMIN\",\"role\":\"authenticated\",\"aud\":\"authenticated\",\"exp\":$short_exp}")
+check "a short-lived token: 200, twice" "200 200" "$(api "$SHORT" "/orgs/$A/days") $(api "$SHORT" "/orgs/$A/days")"
+wait_for 10 bash -c "[ \$(date +%s) -ge $((short_exp + 1)) ]"
+check "the same token once expired: 401 (not taken from memory)" 401 "$(api "$SHORT" "/orgs/$A/days")"
+requests=$((requests + 3))
 check "anon token: 403" 403 "$(api "$(jwt "{\"role\":\"anon\",\"exp\":$exp}")" "/orgs/$A/days")"; requests=$((requests + 1))
 check "another org's figures: 404" 404 "$(api "$TOK_OUTSIDER" "/orgs/$A/days")"; requests=$((requests + 1))
 check "the outsider's own org: 200" 200 "$(api "$TOK_OUTSIDER" "/orgs/$B/days")"
