@@ -297,6 +297,7 @@ static void round_accept(rsink *s)
 	for (size_t i = 0; i < s->round.norgs; i++) {
 		uint64_t last;
 		const char *org = redis_agg_org_id(&s->round, i, NULL, &last);
+		redis_api_round_accepted(s->api, org); /* the stats API's answers of org are out of date */
 		if (known_set(s, org, last) < 0) {
 			fail_fatal(s, -ENOMEM, "out of memory");
 			return;

@@ -6,12 +6,14 @@
  *   GET /api/v1/stats/orgs/ORG/hours?hours=N                         per-hour sparklines (N <= 48)
  *   GET /api/v1/stats/orgs/ORG/contacts?day=YYYY-MM-DD&limit=N       top contacts of a day
  *
- * Tokens are verified with the token module and [auth]; a bypass role sees every org, a member
- * role sees the orgs where its `sub` is a member; top contacts need the analyst rank, and leave
- * out every contact whose privacy rule ranks above the caller (policy_state_subject_rank, as
- * privacy(contact_id) does). The Redis reads go through the sink's redis_conn, asynchronously:
- * the response is deferred (lws_callback_on_writable) until every reply is in. Every request
- * naming an org is audited (action "stats.read").
+ * Tokens are verified with the token module and [auth] (a token accepted lately is remembered
+ * until its exp); a bypass role sees every org, a member role sees the orgs where its `sub` is a
+ * member; top contacts need the analyst rank, and leave out every contact whose privacy rule
+ * ranks above the caller (policy_state_subject_rank, as privacy(contact_id) does). The Redis
+ * reads go through the sink's redis_conn, asynchronously: the response is deferred
+ * (lws_callback_on_writable) until every reply is in. Every request naming an org is audited
+ * (action "stats.read"). Answers are kept in memory until a round of the sink changes their org
+ * (redis_api_round_accepted; docs/api.md, "Caching").
  *
  * Loop thread only; nothing blocks.
  */
@@ -28,6 +30,11 @@ typedef struct redis_api redis_api;
  * with err when the listener refuses the mount, -ENOMEM. Does not block. */
 __attribute__((warn_unused_result)) int redis_api_create(const sink_env *env, redis_conn *conn, const char *prefix,
                                                          redis_api **out, char err[SINK_ERROR_MAX]);
+
+/* The redis sink's round that changed org's aggregates was accepted by Redis: the answers kept
+ * in memory for org are dropped, and reads of org in flight are not kept (stats_cache.h). The sink
+ * calls it on the loop thread as it accepts the round. Safe on NULL. Does not block. */
+void redis_api_round_accepted(redis_api *a, const char *org);
 
 /* Frees the API. Call after the listener is destroyed (no request can arrive) and after conn's
  * pending replies were delivered (redis_conn_destroy). Safe on NULL. */

@@ -8,7 +8,11 @@
 #    present for an admin; a viewer is refused per-contact figures (403);
 #  - no/bad/expired token 401, an anon token 403, another org's figures 404;
 #  - every request lands in audit_log (action stats.read);
-#  - Redis shut down: 503 at once.
+#  - the answers kept in memory are exact: after more writes, once Redis holds them and the
+#    sink's round is accepted, days, hours and contacts equal SQL again; a demotion, a revoked
+#    membership and a new privacy rule (which change no aggregate, so the answers stay in
+#    memory) are honoured on the very next request;
+#  - Redis shut down: 503 at once, nothing served from memory.
 # The curl commands are those of docs/api.md.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/redis_lib.sh"
@@ -40,6 +44,7 @@ state_dir = $WORK/state
 listen = 127.0.0.1:$HTTP_PORT
 [auth]
 jwt_audience = authenticated
+jwt_leeway = 1s
 [audit]
 enabled = true
 conninfo = $REPL
@@ -92,10 +97,10 @@ TOK_VIEWER=$(user_jwt "$VIEWER"); TOK_ANALYST=$(user_jwt "$ANALYST"); TOK_ADMIN=
 TOK_OUTSIDER=$(user_jwt "$OUTSIDER")
 
 # per-day figures, as the docs' example: every field of every day equal to SQL
-check "days: 200 for a viewer of the org" 200 "$(api "$TOK_VIEWER" "/orgs/$A/days?from=$FROM&to=$TODAY")"; requests=$((requests + 1))
-jq -r '.days[] | .day as $d | (["calls", "sms", "missed", "call_duration_s", "calls_timed"][] as $f | "\($d) \($f) \(.[$f])"),
+days_vs_sql() { # the last response ($WORK/body) against SQL: the diff, empty when equal
+  jq -r '.days[] | .day as $d | (["calls", "sms", "missed", "call_duration_s", "calls_timed"][] as $f | "\($d) \($f) \(.[$f])"),
   (.by_kind_direction_status | to_entries[] | "\($d) \(.key) \(.value)")' "$WORK/body" | LC_ALL=C sort >"$WORK/api.days"
-sql -c "WITH d AS (SELECT to_char(g, 'YYYY-MM-DD') AS day FROM generate_series('$FROM'::date, '$TODAY'::date, '1 day') g),
+  sql -c "WITH d AS (SELECT to_char(g, 'YYYY-MM-DD') AS day FROM generate_series('$FROM'::date, '$TODAY'::date, '1 day') g),
 e AS (SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, * FROM events WHERE org_id = '$A')
 SELECT d.day || ' ' || f || ' ' || v FROM d, LATERAL (VALUES
   ('calls', (SELECT count(*) FROM e WHERE e.day = d.day AND kind = 'call')),
@@ -106,8 +111,11 @@ SELECT d.day || ' ' || f || ' ' || v FROM d, LATERAL (VALUES
 UNION ALL
 SELECT day || ' ' || kind || ':' || direction || ':' || status || ' ' || count(*) FROM e
   WHERE day BETWEEN '$FROM' AND '$TODAY' GROUP BY day, kind, direction, status" | LC_ALL=C sort >"$WORK/sql.days"
+  diff "$WORK/sql.days" "$WORK/api.days" | head -6
+}
+check "days: 200 for a viewer of the org" 200 "$(api "$TOK_VIEWER" "/orgs/$A/days?from=$FROM&to=$TODAY")"; requests=$((requests + 1))
+check "days: every figure equals SQL" "" "$(days_vs_sql)"
 check_true "days: the figures are not all zero" grep -q ' calls [1-9]' "$WORK/api.days"
-check "days: every figure equals SQL" "" "$(diff "$WORK/sql.days" "$WORK/api.days" | head -6)"
 check "days: the range total of calls equals SQL" \
   "$(sql -c "SELECT count(*) FROM events WHERE org_id = '$A' AND kind = 'call' AND (started_at AT TIME ZONE 'UTC')::date BETWEEN '$FROM' AND '$TODAY'")" \
   "$(jq .total.calls "$WORK/body")"
@@ -115,15 +123,18 @@ check_true "days: the average call duration is total / timed calls" \
   jqq '(.total.avg_call_duration_s - .total.call_duration_s / .total.calls_timed) | fabs < 1e-9' "$WORK/body"
 
 # sparklines: 48 hours, each equal to SQL
-check "hours: 200" 200 "$(api "$TOK_VIEWER" "/orgs/$A/hours?hours=48")"; requests=$((requests + 1))
-check "hours: 48 of them" 48 "$(jq '.hours | length' "$WORK/body")"
-jq -r '.hours[] | "\(.hour) \(.calls) \(.sms)"' "$WORK/body" >"$WORK/api.hours"
-first=$(head -1 "$WORK/api.hours" | cut -d' ' -f1)
-sql -c "SELECT to_char(h, 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"') || ' ' ||
+hours_vs_sql() { # the last response against SQL: the diff, empty when equal
+  jq -r '.hours[] | "\(.hour) \(.calls) \(.sms)"' "$WORK/body" >"$WORK/api.hours"
+  local first; first=$(head -1 "$WORK/api.hours" | cut -d' ' -f1)
+  sql -c "SELECT to_char(h, 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"') || ' ' ||
   (SELECT count(*) FROM events WHERE org_id = '$A' AND kind = 'call' AND date_trunc('hour', started_at AT TIME ZONE 'UTC') = h) || ' ' ||
   (SELECT count(*) FROM events WHERE org_id = '$A' AND kind = 'sms' AND date_trunc('hour', started_at AT TIME ZONE 'UTC') = h)
   FROM generate_series('${first%Z}'::timestamp, '${first%Z}'::timestamp + interval '47 hours', '1 hour') h" >"$WORK/sql.hours"
-check "hours: calls and SMS per hour equal SQL" "" "$(diff "$WORK/sql.hours" "$WORK/api.hours" | head -4)"
+  diff "$WORK/sql.hours" "$WORK/api.hours" | head -4
+}
+check "hours: 200" 200 "$(api "$TOK_VIEWER" "/orgs/$A/hours?hours=48")"; requests=$((requests + 1))
+check "hours: 48 of them" 48 "$(jq '.hours | length' "$WORK/body")"
+check "hours: calls and SMS per hour equal SQL" "" "$(hours_vs_sql)"
 
 # top contacts: what the caller may read through RLS is the oracle
 rls_top() { # USER
@@ -156,6 +167,13 @@ check "no token: 401" 401 "$(curl -s -o "$WORK/body" -w '%{http_code}' "$BASE/or
 check_true "401 body is JSON" jqq .error "$WORK/body"
 check "bad signature: 401" 401 "$(api "$(jwt "{\"sub\":\"$ADMIN\",\"role\":\"authenticated\",\"exp\":$exp}" wrong-secret-wrong-secret-wrong-secret)" "/orgs/$A/days")"; requests=$((requests + 1))
 check "expired token: 401" 401 "$(api "$(jwt "{\"sub\":\"$ADMIN\",\"role\":\"authenticated\",\"aud\":\"authenticated\",\"exp\":$(($(date +%s) - 600))}")" "/orgs/$A/days")"; requests=$((requests + 1))
+# a token accepted (and remembered) is refused once its exp (+ the 1 s leeway) has passed
+short_exp=$(($(date +%s) + 4))
+SHORT=$(jwt "{\"sub\":\"$ADMIN\",\"role\":\"authenticated\",\"aud\":\"authenticated\",\"exp\":$short_exp}")
+check "a short-lived token: 200, twice" "200 200" "$(api "$SHORT" "/orgs/$A/days") $(api "$SHORT" "/orgs/$A/days")"
+wait_for 10 bash -c "[ \$(date +%s) -ge $((short_exp + 1)) ]"
+check "the same token once expired: 401 (not taken from memory)" 401 "$(api "$SHORT" "/orgs/$A/days")"
+requests=$((requests + 3))
 check "anon token: 403" 403 "$(api "$(jwt "{\"role\":\"anon\",\"exp\":$exp}")" "/orgs/$A/days")"; requests=$((requests + 1))
 check "another org's figures: 404" 404 "$(api "$TOK_OUTSIDER" "/orgs/$A/days")"; requests=$((requests + 1))
 check "the outsider's own org: 200" 200 "$(api "$TOK_OUTSIDER" "/orgs/$B/days")"
@@ -163,6 +181,68 @@ check "service_role sees any org" 200 "$(api "$(jwt "{\"role\":\"service_role\",
 check "bad day: 400" 400 "$(api "$TOK_VIEWER" "/orgs/$A/days?from=yesterday")"; requests=$((requests + 1))
 check "range over 366 days: 400" 400 "$(api "$TOK_VIEWER" "/orgs/$A/days?from=2020-01-01&to=$TODAY")"; requests=$((requests + 1))
 check "unknown path: 404" 404 "$(api "$TOK_VIEWER" "/orgs/$A/weeks")"; requests=$((requests + 1))
+
+# ---- the cache: exact after the sink's rounds; visibility judged per request ---------------------
+# The API keeps answers in memory until the redis sink's round that changes their org is
+# accepted. The oracle stays SQL: after a write, once Redis holds it and the round is accepted
+# (the global watermark, set after the acceptance, reaches the org's), the next answer is SQL's.
+metric() { curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk -v n="$1" 'index($1, n "{") == 1 { print $2 }'; }
+round_accepted() { # ORG: the round holding the org's last transaction was accepted
+  local o g
+  o=$(rcli --raw GET "wc:{$1}:wm" | tr a-f A-F); g=$(rcli --raw GET wc:wm | tr a-f A-F)
+  [ -n "$o" ] && [ -n "$g" ] && [[ ! "$g" < "$o" ]]
+}
+caught_up() { wait_for 120 same_as_sql && wait_for 30 round_accepted "$A"; }
+DAYS="/orgs/$A/days?from=$FROM&to=$TODAY"
+hits0=$(metric walcast_stats_api_cache_hits_total | cut -d. -f1)
+TOP="/orgs/$A/contacts?day=$TODAY&limit=100"
+for _ in 1 2; do
+  api "$TOK_ADMIN" "$DAYS" >/dev/null; api "$TOK_ADMIN" "/orgs/$A/hours?hours=48" >/dev/null; api "$TOK_ADMIN" "$TOP" >/dev/null
+  requests=$((requests + 3))
+done
+hits=$(metric walcast_stats_api_cache_hits_total | cut -d. -f1)
+check_true "cache: the second reads were answered from memory ($((hits - hits0)) hits)" test "$hits" -ge $((hits0 + 3))
+# more writes in org A: inserts today, an update that moves an event to another contact, a delete
+sql -c "BEGIN;
+INSERT INTO events (org_id, contact_id, kind, direction, status, started_at, duration_s)
+  SELECT '$A', c.id, 'call', 'outbound', 'completed', now() - interval '1 minute', 30
+  FROM contacts c, generate_series(1, 5) WHERE c.org_id = '$A' AND c.id <> '$PRIVATE';
+UPDATE events SET contact_id = (SELECT id FROM contacts WHERE org_id = '$A' AND id <> '$PRIVATE' ORDER BY id LIMIT 1)
+  WHERE id = (SELECT id FROM events WHERE org_id = '$A' AND contact_id IS NOT NULL ORDER BY id DESC LIMIT 1);
+DELETE FROM events WHERE id = (SELECT id FROM events WHERE org_id = '$A' AND kind = 'sms' ORDER BY id LIMIT 1);
+COMMIT;" >/dev/null
+caught_up || echo "# the round of org A's writes was not accepted within the time"
+check "cache: days after the round: 200" 200 "$(api "$TOK_ADMIN" "$DAYS")"; requests=$((requests + 1))
+check "cache: days after the round equal SQL (the new events counted)" "" "$(days_vs_sql)"
+check "cache: hours after the round: 200" 200 "$(api "$TOK_ADMIN" "/orgs/$A/hours?hours=48")"; requests=$((requests + 1))
+check "cache: hours after the round equal SQL" "" "$(hours_vs_sql)"
+check "cache: contacts after the round: 200" 200 "$(api "$TOK_ADMIN" "$TOP")"; requests=$((requests + 1))
+check "cache: the admin's top after the round equals RLS as the admin" "$(rls_top "$ADMIN")" \
+  "$(jq -r '.contacts[] | "\(.contact) \(.events)"' "$WORK/body" | LC_ALL=C sort)"
+check_true "cache: the round's org was dropped from memory" test "$(metric walcast_stats_api_cache_invalidations_total | cut -d. -f1)" -ge 3
+
+# Visibility changes that touch no aggregate of org A (so its answers stay in memory): the
+# analyst demoted to viewer, the viewer's membership revoked, a privacy rule hiding the admin's
+# busiest visible contact. A later write in org B, once in Redis, shows walcast has passed them.
+check "cache: days for the viewer before the revocation: 200" 200 "$(api "$TOK_VIEWER" "$DAYS")"; requests=$((requests + 1))
+api "$TOK_ADMIN" "$TOP" >/dev/null; requests=$((requests + 1))
+HIDE=$(jq -r --arg p "$PRIVATE" '[.contacts[] | select(.contact != $p)][0].contact' "$WORK/body")
+sql -c "BEGIN;
+UPDATE org_roles SET role = 'viewer' WHERE org_id = '$A' AND user_id = '$ANALYST';
+DELETE FROM org_roles WHERE org_id = '$A' AND user_id = '$VIEWER';
+INSERT INTO privacy_rules (org_id, contact_id, min_role) VALUES ('$A', '$HIDE', 'owner');
+COMMIT;" >/dev/null
+sql -c "INSERT INTO events (org_id, contact_id, kind, direction, status, started_at)
+  SELECT '$B', id, 'sms', 'inbound', 'delivered', now() FROM contacts WHERE org_id = '$B' LIMIT 1" >/dev/null
+wait_for 120 same_as_sql || echo "# org B's write did not reach Redis within the time"
+hits=$(metric walcast_stats_api_cache_hits_total)
+check "cache: the demoted analyst is refused contacts at once: 403" 403 "$(api "$TOK_ANALYST" "$TOP")"; requests=$((requests + 1))
+check "cache: the revoked viewer is refused days at once: 404" 404 "$(api "$TOK_VIEWER" "$DAYS")"; requests=$((requests + 1))
+check "cache: contacts for the admin: 200" 200 "$(api "$TOK_ADMIN" "$TOP")"; requests=$((requests + 1))
+check "cache: the newly hidden contact is absent for the admin" 0 "$(grep -c "$HIDE" "$WORK/body" || true)"
+check "cache: the admin's top equals RLS as the admin under the new rule" "$(rls_top "$ADMIN")" \
+  "$(jq -r '.contacts[] | "\(.contact) \(.events)"' "$WORK/body" | LC_ALL=C sort)"
+check "cache: and it came from memory (filtered per request)" "$((${hits%.*} + 1))" "$(metric walcast_stats_api_cache_hits_total | cut -d. -f1)"
 
 # every request naming org A is audited
 wait_for 30 bash -c "[ \$(psql -XAtc \"SELECT count(*) FROM audit_log WHERE action = 'stats.read' AND org_id = '$A'\") -ge $requests ]"
@@ -178,7 +258,7 @@ check "audit: the outsider's refused read is recorded" 1 \
 # Redis gone: 503 with a JSON error, at once (nothing waits for a connection that is down)
 rcli SHUTDOWN NOSAVE >/dev/null 2>&1 || true
 wait_for 30 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$HTTP_PORT/readyz)\" = 503 ]"
-check "Redis down: 503" 503 "$(api "$TOK_VIEWER" "/orgs/$A/days")"
+check "Redis down: 503, nothing served from memory" 503 "$(api "$TOK_ADMIN" "$DAYS")"
 check_true "Redis down: the 503 says why" grep -q Redis "$WORK/body"
 
 kill -TERM "$RUNP"
