@@ -262,7 +262,7 @@ static int role_metric_register(daemon_t *d, metrics_registry *r, role_child chi
 	return rc;
 }
 
-/* Ends the standby loop: stopping (a signal, an error) or taking over. */
+/* Ends the standby loop: taking over (role active), or an error. */
 static void standby_end(daemon_t *d)
 {
 	d->waiting = false;
@@ -281,8 +281,7 @@ static void standby_enter(daemon_t *d, const char *why)
 	if (d->standby_hp != NULL && d->standby_http == NULL &&
 	    (http_create(d->standby_hp, &d->standby_http, herr) < 0 || http_start(d->standby_http, herr) < 0)) {
 		log_error("run.http", "http.listen=%s: %s", d->cfg->http_listen, herr);
-		d->stopping = true;
-		standby_end(d);
+		standby_end(d); /* not active: run stops, exit 1 */
 		return;
 	}
 	log_info("run.standby", "slot=%s: %s; waiting as a standby, looking again every %lld ms", d->cfg->slot, why,
@@ -313,8 +312,7 @@ static void standby_poll_cb(void *arg, const slot_poll *found)
 	}
 	if (rc < 0) {
 		log_error("run.state_dir", "pipeline.state_dir=%s: %s", d->cfg->pipeline_state_dir, cerr);
-		d->stopping = true;
-		standby_end(d);
+		standby_end(d); /* not active: run stops, exit 1 */
 		return;
 	}
 	if (d->role == ROLE_STANDBY)

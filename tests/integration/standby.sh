@@ -13,7 +13,7 @@ POLICY=$ROOT/deploy/policy.ini
 SLOT=sb_run
 ms() { date +%s%3N; }
 walsender() { sql -c "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = '$SLOT'"; }
-port() { echo $((20000 + RANDOM % 20000)); }
+port() { echo $((20000 + RANDOM % 12000)); } # below the ephemeral ports (32768-)
 readyz() { curl -s "http://127.0.0.1:$1/readyz" || true; }
 readyz_code() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz" || true; }
 role() { curl -s "http://127.0.0.1:$1/metrics" | sed -n "s/^walcast_role{role=\"$2\"} //p"; }
@@ -74,6 +74,7 @@ BG_PIDS+=("$LOAD")
 sleep 1.$((RANDOM % 10))
 check "B: still a standby after $(wc -l <"$WORK/out.jsonl") lines streamed by A, with one log line" \
   "standby 1" "$(readyz "$PB" | jq -r .status) $(grep -c run.standby "$WORK/b.err")"
+check "B: nothing logged as a standby but that line" "" "$(sed '0,/run.standby/d' "$WORK/b.err" | head -3)"
 t0=$(ms)
 kill -9 "$A"; wait "$A" 2>/dev/null || true
 wait_for 30 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$PB/readyz)\" = 200 ]" || true
