@@ -17,7 +17,7 @@ port() { echo $((20000 + RANDOM % 12000)); } # below the ephemeral ports (32768-
 readyz() { curl -s "http://127.0.0.1:$1/readyz" || true; }
 readyz_code() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz" || true; }
 role() { curl -s "http://127.0.0.1:$1/metrics" | sed -n "s/^walcast_role{role=\"$2\"} //p"; }
-holds() { ls -l "/proc/$1/fd" 2>/dev/null | grep -c -e "$WORK/state/lock" -e "$WORK/out.jsonl" || true; }
+holds() { ls -l "/proc/$1/fd" 2>/dev/null | grep -c -e "-> $WORK/state/lock\$" -e "-> $WORK/out.jsonl\$" || true; }
 
 org=$(sql -c "INSERT INTO orgs (name) VALUES ('standby') RETURNING id")
 cat >"$WORK/walcast.conf" <<CONF
