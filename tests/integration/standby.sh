@@ -97,6 +97,11 @@ kill -TERM "$C"
 rc=0; wait "$C" || rc=$?
 check "C: SIGTERM as a standby: exit 0" 0 "$rc"
 check "B: still streaming with the same walsender" "$WB 200" "$(walsender) $(readyz_code "$PB")"
+# standby_poll = 0: no standby, a busy state_dir is refused as before
+rc=0; timeout 60 "$WALCAST" -c "$WORK/walcast.conf" run --policy "$POLICY" --set "http.listen=127.0.0.1:$PC" \
+  --set replication.standby_poll=0 >/dev/null 2>"$WORK/d.err" || rc=$?
+check "standby_poll = 0: refused, exit 1, 'in use by another process'" "1 1" \
+  "$rc $(grep -c 'in use by another process' "$WORK/d.err")"
 sql -c "INSERT INTO events (org_id, kind, direction, status) VALUES ('$org', 'sms', 'outbound', 'sb-99999-001')" >/dev/null
 
 sql -c "SELECT status FROM events WHERE org_id = '$org' ORDER BY status" >"$WORK/sql.lines"
