@@ -142,6 +142,16 @@ static unsigned readyz_body(const http_listener *h, buf *b)
 	}
 	h->status.readiness(h->status.arg, &r);
 	int rc = 0;
+	if (r.standby != NULL) {
+		char why[400];
+		snprintf(why, sizeof why, "standby: %s", r.standby);
+		rc = buf_puts(b, "{\"status\":\"standby\",\"reasons\":[");
+		if (rc == 0)
+			rc = buf_json_string(b, why, strlen(why));
+		if (rc == 0)
+			rc = buf_puts(b, "]}\n");
+		return rc ? 0 : 503;
+	}
 	bool ready = r.streaming && !r.paused;
 	for (size_t i = 0; i < r.nsinks; i++)
 		if (r.sinks[i].durable && !r.sinks[i].healthy)

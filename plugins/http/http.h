@@ -5,7 +5,8 @@
  *                  loop thread, so a stuck loop does not answer at all).
  *   GET /readyz    200 {"status":"ready"} when streaming and every durable sink healthy and the
  *                  stream not paused; else 503 {"status":"not ready","reasons":[...]} saying
- *                  why, from a status provider (http_status_provider below).
+ *                  why, from a status provider (http_status_provider below); a standby (`walcast run`
+ *                  waiting for the slot) 503 {"status":"standby","reasons":["standby: ..."]}.
  *   GET /metrics   the Prometheus text format 0.0.4 of a metrics registry, rendered per request.
  *   GET /FILE      with static_dir: that file of the directory (the demo's dashboard page)
  *   anything else  404 with a JSON body; methods other than GET and HEAD get 405.
@@ -43,6 +44,10 @@ typedef struct http_readiness {
 	bool paused;                     /* held back by durable sinks' pending bytes */
 	const http_sink_health *sinks;   /* borrowed: read before the provider is called again */
 	size_t nsinks;
+	/* Not NULL: the daemon is a standby (another process streams from the slot) and this says
+	 * why; /readyz then answers 503 {"status":"standby","reasons":["standby: ..."]}. Borrowed
+	 * like sinks. */
+	const char *standby;
 } http_readiness;
 
 /* The listener's view of the daemon, so that it does not depend on the pipeline's internals.

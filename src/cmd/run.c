@@ -10,6 +10,18 @@
  * The loop and its signal handlers come first, before anything that can wait: a SIGTERM while
  * starting (checks, the replica-identity check's connection) stops there with exit 0, one after
  * pipeline_start is a drain like any other (the pipeline also drains a state load in progress).
+ *
+ * Standby (replication.standby_poll > 0): before it takes the state directory's lock or opens a
+ * sink, run polls the slot's row of pg_replication_slots (slot_status_watch). While another
+ * backend streams from the slot (active_pid), or another process holds the state directory,
+ * this instance is a standby: it holds nothing, /readyz answers 503 "standby", walcast_role
+ * says so, and it looks again every standby_poll. Once the slot is free (its holder gone: a
+ * killed walcast's walsender exits when its socket closes) and the lock is taken, it goes on
+ * exactly as a fresh start: the checkpoint and every durable sink's position are read then, so
+ * it resumes where the previous holder's durable state ends. PostgreSQL decides who streams (one
+ * walsender per slot); the flock makes the takeover of the state directory exclusive on this
+ * host. The standby's own listener serves only /healthz, /readyz and /metrics; it is closed and
+ * the daemon's listener (with the sinks' protocols) opened at the takeover.
  */
 #include "run.h"
 
@@ -41,6 +53,8 @@ typedef struct run_sink_conf {
 	void *conf;
 } run_sink_conf;
 
+typedef enum run_role { ROLE_STARTING, ROLE_STANDBY, ROLE_ACTIVE } run_role;
+
 typedef struct daemon {
 	config *cfg;
 	loop *loop;
@@ -52,6 +66,12 @@ typedef struct daemon {
 	size_t nhealth;
 	bool stopping;
 	bool running;                 /* pipeline_start done: a stop is a drain */
+	bool waiting;                 /* in the standby loop: a stop ends it */
+	run_role role;                /* walcast_role */
+	char standby_why[256];        /* /readyz's reason while a standby */
+	checkpoint_store *store;      /* taken at the takeover (or at once without standby) */
+	const http_params *standby_hp; /* the standby's listener: how to open it (NULL: no http) */
+	http_listener *standby_http;  /* ... once open */
 	int signals;
 	int code;
 	bool done;
@@ -112,9 +132,12 @@ static void term_cb(loop *l, int signo, void *arg)
 	if (!d->running) {
 		/* still starting: nothing was streamed, nothing needs a drain; startup_stop() sees it */
 		if (!d->stopping)
-			log_info("run.signal", "signal=%d while starting: stopping before streaming", signo);
+			log_info("run.signal", "signal=%d while %s: stopping before streaming", signo,
+			         d->role == ROLE_STANDBY ? "a standby" : "starting");
 		d->stopping = true;
 		d->code = 0;
+		if (d->waiting)
+			loop_stop(d->loop);
 		return;
 	}
 	if (d->stopping) {
@@ -170,6 +193,10 @@ static void readiness_cb(void *arg, http_readiness *out)
 {
 	daemon_t *d = arg;
 	pipeline_status st;
+	if (d->pl == NULL) { /* a standby, or still starting */
+		out->standby = d->role == ROLE_STANDBY ? d->standby_why : NULL;
+		return;
+	}
 	pipeline_get_status(d->pl, &st);
 	out->streaming = st.streaming;
 	out->paused = st.paused;
@@ -200,15 +227,147 @@ static bool startup_stop(void *arg)
 	return d->stopping;
 }
 
+/* ---- standby ---------------------------------------------------------------------------- */
+
+typedef struct role_child {
+	daemon_t *d;
+	run_role role;
+} role_child;
+
+static int role_cb(void *arg, double *value)
+{
+	const role_child *c = arg;
+	*value = c->d->role == c->role ? 1 : 0;
+	return 0;
+}
+
+/* walcast_role{role="active"|"standby"}: 1 for this instance's role (both 0 while starting). */
+static int role_metric_register(daemon_t *d, metrics_registry *r, role_child children[2])
+{
+	static const char *const label[] = {"role", NULL};
+	static const char *const names[] = {"active", "standby"};
+	metrics_desc desc = {.kind = METRICS_GAUGE, .name = "walcast_role", .labels = label,
+	                     .help = "This instance's role: 1 for the current one (active: streams from the slot; "
+	                             "standby: waits for it)."};
+	metrics_family *f = NULL;
+	char merr[METRICS_ERROR_MAX] = "";
+	int rc = metrics_family_register(r, &desc, &f, merr);
+	for (int i = 0; rc == 0 && i < 2; i++) {
+		children[i] = (role_child){d, i == 0 ? ROLE_ACTIVE : ROLE_STANDBY};
+		const char *values[] = {names[i], NULL};
+		rc = metrics_callback_register(f, values, role_cb, &children[i], merr);
+	}
+	if (rc < 0)
+		log_error("run.metrics", "walcast_role: %s", rc == -ENOMEM ? "out of memory" : merr);
+	return rc;
+}
+
+/* Ends the standby loop: taking over (role active), or an error. */
+static void standby_end(daemon_t *d)
+{
+	d->waiting = false;
+	loop_stop(d->loop);
+}
+
+/* This instance waits: one log line when it becomes a standby, why kept for /readyz. Opens the
+ * standby's own listener the first time (/readyz, /metrics while waiting). */
+static void standby_enter(daemon_t *d, const char *why)
+{
+	snprintf(d->standby_why, sizeof(d->standby_why), "%s", why);
+	if (d->role == ROLE_STANDBY)
+		return;
+	d->role = ROLE_STANDBY;
+	char herr[HTTP_ERROR_MAX];
+	if (d->standby_hp != NULL && d->standby_http == NULL &&
+	    (http_create(d->standby_hp, &d->standby_http, herr) < 0 || http_start(d->standby_http, herr) < 0)) {
+		log_error("run.http", "http.listen=%s: %s", d->cfg->http_listen, herr);
+		standby_end(d); /* not active: run stops, exit 1 */
+		return;
+	}
+	log_info("run.standby", "slot=%s: %s; waiting as a standby, looking again every %lld ms", d->cfg->slot, why,
+	         (long long)d->cfg->standby_poll_ms);
+}
+
+/* After each poll of the slot: a standby while another backend streams from it; else the state
+ * directory's lock decides (another walcast on this host may be taking over too). A poll that
+ * failed (PostgreSQL down) does not make a standby: the lock decides, and the source then
+ * retries the server as usual. */
+static void standby_poll_cb(void *arg, const slot_poll *found)
+{
+	daemon_t *d = arg;
+	char why[256];
+	if (!d->waiting || d->stopping)
+		return;
+	if (found->ok && found->exists && found->active_pid != 0) {
+		snprintf(why, sizeof(why), "slot '%s' is active for pid %d", d->cfg->slot, found->active_pid);
+		standby_enter(d, why);
+		return;
+	}
+	char cerr[CHECKPOINT_ERROR_MAX];
+	int rc = checkpoint_dir_create(d->cfg->pipeline_state_dir, &d->store, cerr);
+	if (rc == -EBUSY) {
+		snprintf(why, sizeof(why), "pipeline.state_dir %s is locked by another process", d->cfg->pipeline_state_dir);
+		standby_enter(d, why);
+		return;
+	}
+	if (rc < 0) {
+		log_error("run.state_dir", "pipeline.state_dir=%s: %s", d->cfg->pipeline_state_dir, cerr);
+		standby_end(d); /* not active: run stops, exit 1 */
+		return;
+	}
+	if (d->role == ROLE_STANDBY)
+		log_info("run.takeover", "slot=%s: the slot is free and state_dir %s ours: taking over", d->cfg->slot,
+		         d->cfg->pipeline_state_dir);
+	d->role = ROLE_ACTIVE;
+	standby_end(d);
+}
+
+/* Waits as a standby until this instance may stream (d->store locked, 0), or a stop (-1).
+ * Once a standby, its own listener (hp; NULL: none) answers /readyz and /metrics; the slot
+ * poller stays afterwards for the slot metrics when they are on (d->slots), else it goes. */
+static int standby_wait(daemon_t *d, metrics_registry *metrics, const http_params *hp)
+{
+	const config *cfg = d->cfg;
+	char err[CHECKPOINT_ERROR_MAX > SLOT_STATUS_ERROR_MAX ? CHECKPOINT_ERROR_MAX : SLOT_STATUS_ERROR_MAX];
+	if (cfg->standby_poll_ms == 0) { /* no standby: the state directory now, or an error */
+		if (checkpoint_dir_create(cfg->pipeline_state_dir, &d->store, err) < 0) {
+			log_error("run.state_dir", "pipeline.state_dir=%s: %s", cfg->pipeline_state_dir, err);
+			return -1;
+		}
+		d->role = ROLE_ACTIVE;
+		return 0;
+	}
+	int64_t metrics_ms = cfg->http_slot_status_interval_ms > 0 ? cfg->http_slot_status_interval_ms : cfg->standby_poll_ms;
+	if (slot_status_create(d->loop, metrics, cfg->conninfo, cfg->slot, metrics_ms, &d->slots, err) < 0) {
+		log_error("run.slot_status", "%s", err);
+		return -1;
+	}
+	d->standby_hp = hp;
+	slot_status_watch(d->slots, cfg->standby_poll_ms, standby_poll_cb, d);
+	d->waiting = true;
+	int rc = loop_run(d->loop);
+	d->waiting = false;
+	slot_status_watch(d->slots, 0, NULL, NULL);
+	http_destroy(d->standby_http); /* the daemon's listener takes the port over */
+	d->standby_http = NULL;
+	if (hp == NULL || cfg->http_slot_status_interval_ms == 0) {
+		slot_status_destroy(d->slots);
+		d->slots = NULL;
+	}
+	if (rc < 0)
+		log_error("run.loop", "event loop failed: %s", strerror(-rc));
+	return rc == 0 && d->role == ROLE_ACTIVE && !d->stopping ? 0 : -1;
+}
+
 int run_main(config *cfg, const run_options *o)
 {
 	daemon_t d = {.cfg = cfg, .code = 1};
 	policy *pol = NULL;
 	keyring *keys = NULL;
-	checkpoint_store *store = NULL;
 	metrics_registry *metrics = NULL;
 	run_sink_conf *sinks = NULL;
 	size_t nsinks = 0;
+	role_child roles[2];
 	char err[CONFIG_ERROR_MAX > PIPELINE_ERROR_MAX ? CONFIG_ERROR_MAX : PIPELINE_ERROR_MAX];
 	int rc;
 	signal(SIGPIPE, SIG_IGN);
@@ -266,25 +425,23 @@ int run_main(config *cfg, const run_options *o)
 		d.code = 2;
 		goto cleanup;
 	}
-	char cerr[CHECKPOINT_ERROR_MAX];
-	if (checkpoint_dir_create(cfg->pipeline_state_dir, &store, cerr) < 0) {
-		log_error("run.state_dir", "pipeline.state_dir=%s: %s", cfg->pipeline_state_dir, cerr);
-		goto cleanup;
-	}
 	/* A DELETE is judged from the old row's replica identity (src/policy/replident.h). */
 	if (startup_stop(&d) || replident_check_conninfo_until(pol, cfg->conninfo, startup_stop, &d) < 0)
 		goto cleanup;
-	if ((metrics = metrics_registry_create()) == NULL)
+	if ((metrics = metrics_registry_create()) == NULL || role_metric_register(&d, metrics, roles) < 0)
+		goto cleanup;
+	http_params hp = {
+		.loop = d.loop, .listen = cfg->http_listen, .tls_cert = cfg->http_tls_cert,
+		.tls_key = cfg->http_tls_key, .metrics = metrics, .status = {readiness_cb, &d},
+		.static_dir = cfg->http_static_dir,
+	};
+	/* the slot free and the state directory ours, or a standby until they are */
+	if (standby_wait(&d, metrics, cfg->http_listen[0] != '\0' ? &hp : NULL) < 0)
 		goto cleanup;
 	/* the listener exists before the sinks (a WebSocket sink adds its protocol); it listens
 	 * once they are all added */
 	char herr[HTTP_ERROR_MAX];
 	if (cfg->http_listen[0] != '\0') {
-		http_params hp = {
-			.loop = d.loop, .listen = cfg->http_listen, .tls_cert = cfg->http_tls_cert,
-			.tls_key = cfg->http_tls_key, .metrics = metrics, .status = {readiness_cb, &d},
-			.static_dir = cfg->http_static_dir,
-		};
 		if (http_create(&hp, &d.http, herr) < 0) {
 			log_error("run.http", "http.listen=%s: %s", cfg->http_listen, herr);
 			goto cleanup;
@@ -306,7 +463,7 @@ int run_main(config *cfg, const run_options *o)
 		}
 	}
 	pipeline_params pp = {
-		.loop = d.loop, .cfg = cfg, .pol = pol, .keys = keys, .metrics = metrics, .store = store,
+		.loop = d.loop, .cfg = cfg, .pol = pol, .keys = keys, .metrics = metrics, .store = d.store,
 		.http = d.http, .audit = d.audit, .stopped_cb = stopped_cb, .arg = &d,
 	};
 	if (pipeline_create(&pp, &d.pl, err) < 0) {
@@ -330,7 +487,7 @@ int run_main(config *cfg, const run_options *o)
 			goto cleanup;
 		}
 		char serr[SLOT_STATUS_ERROR_MAX];
-		if (cfg->http_slot_status_interval_ms > 0 &&
+		if (cfg->http_slot_status_interval_ms > 0 && d.slots == NULL &&
 		    slot_status_create(d.loop, metrics, cfg->conninfo, cfg->slot, cfg->http_slot_status_interval_ms,
 		                       &d.slots, serr) < 0) {
 			log_error("run.slot_status", "%s", serr);
@@ -366,7 +523,7 @@ cleanup:
 		free(sinks[i].conf);
 	}
 	free(sinks);
-	checkpoint_store_destroy(store);
+	checkpoint_store_destroy(d.store);
 	metrics_registry_destroy(metrics);
 	keyring_destroy(keys);
 	policy_destroy(pol);

@@ -41,6 +41,9 @@ static const config_key keys[] = {
 	    600000, true, "first reconnect delay"),
 	KEY("replication", "reconnect_max", CONFIG_DURATION, reconnect_max_ms, "30s", 10, 3600000,
 	    true, "longest reconnect delay"),
+	KEY("replication", "standby_poll", CONFIG_DURATION, standby_poll_ms, "1s", 0, 60000, false,
+	    "walcast run: while another process streams from the slot, wait as a standby and look "
+	    "this often whether it is free (0 = no standby: a slot in use is an error)"),
 	KEY("keys", "file", CONFIG_STRING, keys_file, "", 0, 0, false,
 	    "field-encryption key file (ID HEX64 per line, mode 0600); empty: WALCAST_KEYS"),
 	KEY("auth", "jwt_secret", CONFIG_STRING, jwt_secret, "", 0, 0, true,

@@ -39,6 +39,7 @@ typedef struct config {
 	int64_t heartbeat_interval_ms; /* 0 = off */
 	int64_t reconnect_min_ms;
 	int64_t reconnect_max_ms;
+	int64_t standby_poll_ms;   /* walcast run: a standby's slot poll; 0 = no standby */
 	/* [keys] */
 	char *keys_file;           /* field-encryption keyring; empty = WALCAST_KEYS */
 	/* [auth] */

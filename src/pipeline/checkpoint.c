@@ -985,9 +985,7 @@ int checkpoint_dir_create(const char *dir, checkpoint_store **out, char err[CHEC
 		error_set(err, s, "cannot create or open it", rc);
 		goto fail;
 	}
-	if (fstat(s->dir_fd, &st) == 0 && (st.st_mode & 077) != 0)
-		log_warn("checkpoint.dir_mode", "dir=%s mode=%03o: the state directory holds the roster; it should be "
-		         "0700 (chmod 700 %s)", dir, (unsigned)(st.st_mode & 0777), dir);
+	/* The lock first: a standby of `walcast run` tries it every poll, and says nothing else */
 	s->lock_fd = openat(s->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (s->lock_fd < 0 || flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
 		rc = -errno;
@@ -995,6 +993,9 @@ int checkpoint_dir_create(const char *dir, checkpoint_store **out, char err[CHEC
 		rc = rc == -EWOULDBLOCK ? -EBUSY : rc;
 		goto fail;
 	}
+	if (fstat(s->dir_fd, &st) == 0 && (st.st_mode & 077) != 0)
+		log_warn("checkpoint.dir_mode", "dir=%s mode=%03o: the state directory holds the roster; it should be "
+		         "0700 (chmod 700 %s)", dir, (unsigned)(st.st_mode & 0777), dir);
 	(void)unlinkat(s->dir_fd, "base.tmp", 0);
 	(void)unlinkat(s->dir_fd, "log.tmp", 0);
 	(void)unlinkat(s->dir_fd, "positions.tmp", 0);

@@ -88,7 +88,8 @@ struct checkpoint_store {
 };
 
 /* A store in directory dir (created 0700 when missing, with its parents; files 0600): base,
- * log, positions and a lock file (flock: -EBUSY when another process has the directory open).
+ * log, positions and a lock file (flock: -EBUSY when another process has the directory open,
+ * before anything is read or logged, so a standby may try it again and again).
  * A torn or corrupt log tail is cut off here (log_warn checkpoint.log_cut). 0 and *out (caller
  * owns: checkpoint_store_destroy), or a negative errno with err. Blocks. Format and crash
  * rules: docs/architecture.md, "The policy-state checkpoint". */

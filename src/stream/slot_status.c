@@ -33,7 +33,10 @@ struct slot_status {
 	metrics_registry *r;
 	char *conninfo;
 	char *slot;
-	int64_t interval_ms;
+	int64_t interval_ms;      /* the metrics' interval, from slot_status_create */
+	int64_t poll_ms;          /* the interval in force: interval_ms, or the watcher's */
+	slot_status_watch_cb watch_cb;
+	void *watch_arg;
 
 	PGconn *conn;
 	int sock;
@@ -58,8 +61,8 @@ struct slot_status {
 static const char *const SLOT_SQL =
 	"SELECT wal_status, safe_wal_size, "
 	"CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL "
-	"ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), restart_lsn) END "
-	"FROM pg_catalog.pg_replication_slots WHERE slot_name = $1";
+	"ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), restart_lsn) END, "
+	"active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1";
 
 /* ---- metrics callbacks ------------------------------------------------------------------ */
 
@@ -92,6 +95,13 @@ static int retained_cb(void *arg, double *value)
 
 /* ---- the connection --------------------------------------------------------------------- */
 
+static void watch_tell(slot_status *s, bool ok, bool exists, int active_pid)
+{
+	slot_poll found = {.ok = ok, .exists = exists, .active_pid = active_pid};
+	if (s->watch_cb != NULL)
+		s->watch_cb(s->watch_arg, &found);
+}
+
 static void conn_close(slot_status *s)
 {
 	if (s->sock >= 0)
@@ -122,6 +132,7 @@ static void poll_failed(slot_status *s, const char *why)
 	metrics_counter_inc(s->errors);
 	s->known = false;
 	conn_close(s);
+	watch_tell(s, false, false, 0);
 }
 
 static void conn_watch(slot_status *s, unsigned events);
@@ -134,6 +145,7 @@ static void take_result(slot_status *s, PGresult *res)
 			         s->slot);
 		s->error_logged = true;
 		s->known = false;
+		watch_tell(s, true, false, 0);
 		return;
 	}
 	s->wal_status = -1;
@@ -150,6 +162,7 @@ static void take_result(slot_status *s, PGresult *res)
 	if (s->error_logged)
 		log_info("slot_status.ok", "slot=%s: slot metrics known again", s->slot);
 	s->error_logged = false;
+	watch_tell(s, true, true, PQgetisnull(res, 0, 3) ? 0 : atoi(PQgetvalue(res, 0, 3)));
 }
 
 static void send_query(slot_status *s)
@@ -234,7 +247,7 @@ static void conn_watch(slot_status *s, unsigned events)
 static void tick_cb(loop *l, int id, void *arg)
 {
 	slot_status *s = arg;
-	s->timer = loop_timer_add(s->loop, s->interval_ms, tick_cb, s);
+	s->timer = loop_timer_add(s->loop, s->poll_ms, tick_cb, s);
 	if (s->timer < 0)
 		s->timer = 0; /* out of memory: polling stops; the gauges keep their last value */
 	if (s->state == CONN_READY) {
@@ -275,7 +288,7 @@ int slot_status_create(loop *l, metrics_registry *r, const char *conninfo, const
 	s->loop = l;
 	s->r = r;
 	s->sock = -1;
-	s->interval_ms = interval_ms;
+	s->interval_ms = s->poll_ms = interval_ms;
 	s->conninfo = strdup(conninfo ? conninfo : "");
 	s->slot = strdup(slot);
 	if (s->conninfo == NULL || s->slot == NULL) {
@@ -337,6 +350,18 @@ void slot_status_destroy(slot_status *s)
 	free(s->conninfo);
 	free(s->slot);
 	free(s);
+}
+
+void slot_status_watch(slot_status *s, int64_t interval_ms, slot_status_watch_cb cb, void *arg)
+{
+	s->watch_cb = cb;
+	s->watch_arg = arg;
+	s->poll_ms = cb != NULL && interval_ms > 0 ? interval_ms : s->interval_ms;
+	if (s->timer > 0)
+		loop_timer_cancel(s->loop, s->timer);
+	s->timer = loop_timer_add(s->loop, cb != NULL ? 0 : s->poll_ms, tick_cb, s);
+	if (s->timer < 0)
+		s->timer = 0; /* out of memory: polling stops, as in tick_cb */
 }
 
 uint64_t slot_status_polls(const slot_status *s)
