@@ -162,6 +162,8 @@ wc_drain() { # round kind(jl|rd): walcast run until done; sets DRAIN_S; leaves w
   wc_conf "$1" "$2" >"$WORK/wc.$2$1.conf"
   local t0 t1 done_fn=redis_done
   [ "$2" = jl ] && done_fn=jsonl_done
+  local r0 ws
+  r0=$(proc_cpu "$REDIS_PID")
   t0=$(now)
   "$WALCAST_BIN" -c "$WORK/wc.$2$1.conf" run --policy "$ROOT/deploy/policy.ini" >/dev/null 2>"$WORK/wc.$2$1.err" &
   WCP=$!
@@ -173,24 +175,32 @@ wc_drain() { # round kind(jl|rd): walcast run until done; sets DRAIN_S; leaves w
   t1=$(now)
   perf_stop
   DRAIN_S=$(echo "$t1 - $t0" | bc -l)
+  # CPU seconds of the drain: walcast, its walsender (the decoding), redis-server
+  ws=$(sql -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$2$1'")
+  CPU_WC=$(proc_cpu "$WCP"); CPU_WS=$(proc_cpu "$ws")
+  CPU_RS=$(echo "$(proc_cpu "$REDIS_PID") - $r0" | bc -l)
 }
+TCK=$(getconf CLK_TCK)
+proc_cpu() { awk -v t="$TCK" '{print ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+REDIS_PID=$(redis-cli -p "$RPORT" INFO server | sed -n 's/^process_id:\([0-9]*\).*/\1/p')
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-REF=() JL=() WC=() RATIO=() JRATIO=()
+REF=() JL=() WC=() RATIO=() JRATIO=() C_JL=() C_WC=() C_WS=() C_RS=()
 for r in $(seq 1 "$REPEAT"); do
   t0=$(now); recv_drain "ref$r"; t1=$(now)
   REF+=("$(echo "$t1 - $t0" | bc -l)")
   wc_drain "$r" jl; kill -TERM "$WCP"; wait "$WCP" || true
   rm -f "$WORK/out.jsonl" "$WORK/out.jsonl.pos"
-  JL+=("$DRAIN_S")
+  JL+=("$DRAIN_S"); C_JL+=("$CPU_WC")
   redis-cli -p "$RPORT" FLUSHALL >/dev/null
   wc_drain "$r" rd
-  WC+=("$DRAIN_S")
+  WC+=("$DRAIN_S"); C_WC+=("$CPU_WC"); C_WS+=("$CPU_WS"); C_RS+=("$CPU_RS")
   RATIO+=("$(echo "${REF[-1]} / $DRAIN_S" | bc -l)")
   JRATIO+=("$(echo "${REF[-1]} / ${JL[-1]}" | bc -l)")
   echo "# round $r: pg_recvlogical ${REF[-1]} s, walcast jsonl ${JL[-1]} s, walcast redis $DRAIN_S s" >&2
   if [ "$r" -lt "$REPEAT" ]; then kill -TERM "$WCP"; wait "$WCP" || true; fi
 done
 REF_S=$(median "${REF[@]}"); JL_S=$(median "${JL[@]}"); WC_S=$(median "${WC[@]}")
+PAUSES=$(cat "$WORK"/wc.rd*.err | grep -c pipeline.paused || true)
 # the last round's walcast (redis) stays up for the counts and the latency step
 curl -s "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics.1"
 metric() { sed -n "s/^$1{sink=\"agg\"} //p" "$2" | head -1; }
@@ -270,6 +280,10 @@ report() {
   FMT='%.2f'
   printf '| ratio walcast jsonl / bare decode, per round | %.2f (%s) | |\n' "$jratio" "$(each "${JRATIO[@]}")"
   printf '| **ratio walcast redis / bare decode**, per round | **%.2f** (%s) | ≥ 0.9 |\n' "$ratio" "$(each "${RATIO[@]}")"
+  printf '| CPU per event, median (walsender decoding for walcast / walcast jsonl / walcast redis / redis-server) | %.1f / %.1f / %.1f / %.1f µs | |\n' \
+    "$(echo "$(median "${C_WS[@]}") * 1000000 / $NEVENTS" | bc -l)" "$(echo "$(median "${C_JL[@]}") * 1000000 / $NEVENTS" | bc -l)" \
+    "$(echo "$(median "${C_WC[@]}") * 1000000 / $NEVENTS" | bc -l)" "$(echo "$(median "${C_RS[@]}") * 1000000 / $NEVENTS" | bc -l)"
+  printf '| times walcast (redis) paused reading for pipeline.max_pending, all rounds | %s | |\n' "$PAUSES"
   printf '| Redis round trips per 1,000 changes | %.2f (%s rounds, %s org scripts, %s changes) | |\n' \
     "$(echo "$TRIPS * 1000 / $DELIV" | bc -l)" "$TRIPS" "$SCRIPTS" "$DELIV"
   printf '| commit → accepted in Redis, p50 / p99 (%s rounds at %s rows/s) | %s / %s | p99 ≤ 100 ms |\n' \

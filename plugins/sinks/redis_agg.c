@@ -398,10 +398,48 @@ static void org_free(redis_agg_org *o)
 	free(o);
 }
 
+/* Frees *arr and its index when a round used less than a quarter of them (after a backlog). */
+static void org_shrink(void *arr, size_t *cap, size_t used, hash_index *ix)
+{
+	if (used >= *cap / 4 || *cap <= 256)
+		return;
+	free(*(void **)arr);
+	*(void **)arr = NULL;
+	*cap = 0;
+	hash_index_fini(ix);
+}
+
+/* Empties o for reuse by the next batch: its arrays and indexes stay allocated (no allocation
+ * and no page faults while they refill) unless this batch used little of them. 0 or -ENOMEM. */
+static int org_reset(redis_agg_org *o)
+{
+	org_shrink(&o->periods, &o->capp, o->nperiods, &o->pix);
+	org_shrink(&o->contacts, &o->capc, o->ncontacts, &o->cix);
+	org_shrink(&o->cells, &o->capcells, o->ncells, &o->cellix);
+	o->nperiods = o->ncontacts = o->ncells = 0;
+	o->first_lsn = o->last_lsn = 0;
+	hash_index *ix[] = {&o->pix, &o->cix, &o->cellix};
+	for (size_t i = 0; i < 3; i++) {
+		if (ix[i]->slots != NULL)
+			hash_index_clear(ix[i]);
+		else if (hash_index_init(ix[i]) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 void redis_agg_batch_clear(redis_agg_batch *b)
 {
-	for (size_t i = 0; i < b->norgs; i++)
-		org_free(b->orgs[i]);
+	/* the orgs stay allocated, emptied, for the next batch (orgs[norgs..nalloc)) */
+	size_t keep = 0;
+	for (size_t i = 0; i < b->nalloc; i++) {
+		if (i < b->norgs && org_reset(b->orgs[i]) < 0) {
+			org_free(b->orgs[i]);
+			continue;
+		}
+		b->orgs[keep++] = b->orgs[i];
+	}
+	b->nalloc = keep;
 	for (size_t i = 0; i < b->nclasses; i++)
 		free(b->classes[i].kds);
 	b->norgs = 0;
@@ -419,6 +457,8 @@ void redis_agg_batch_clear(redis_agg_batch *b)
 void redis_agg_batch_fini(redis_agg_batch *b)
 {
 	redis_agg_batch_clear(b);
+	for (size_t i = 0; i < b->nalloc; i++)
+		org_free(b->orgs[i]);
 	free(b->orgs);
 	free(b->classes);
 	hash_index_fini(&b->index);
@@ -457,18 +497,22 @@ static int org_get(redis_agg_batch *b, const char *id, redis_agg_org **out)
 		*out = o;
 		return 0;
 	}
-	if (grow(&b->orgs, &b->cap, b->norgs, sizeof(*b->orgs), 8) < 0 || hash_index_reserve(&b->index, 1) < 0)
+	if (hash_index_reserve(&b->index, 1) < 0)
 		return -ENOMEM;
-	o = calloc(1, sizeof(*o));
-	if (o == NULL)
-		return -ENOMEM;
-	if (hash_index_init(&o->pix) < 0 || hash_index_init(&o->cix) < 0 || hash_index_init(&o->cellix) < 0) {
-		org_free(o);
-		return -ENOMEM;
+	if (b->norgs < b->nalloc) {
+		o = b->orgs[b->norgs]; /* emptied by a clear */
+	} else {
+		if (grow(&b->orgs, &b->cap, b->nalloc, sizeof(*b->orgs), 8) < 0 || (o = calloc(1, sizeof(*o))) == NULL)
+			return -ENOMEM;
+		if (hash_index_init(&o->pix) < 0 || hash_index_init(&o->cix) < 0 || hash_index_init(&o->cellix) < 0) {
+			org_free(o);
+			return -ENOMEM;
+		}
+		b->orgs[b->nalloc++] = o;
 	}
 	snprintf(o->id, sizeof(o->id), "%s", id);
 	hash_index_insert(&b->index, org_hash(b, id), (uint32_t)b->norgs);
-	b->orgs[b->norgs++] = o;
+	b->norgs++;
 	b->bytes += sizeof(*o) + ENTRY_BYTES;
 	*out = o;
 	return 0;

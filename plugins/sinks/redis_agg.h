@@ -77,8 +77,8 @@ typedef struct redis_agg_class redis_agg_class;
 
 /* A set of per-org merged deltas. Embedded by its owner: init/fini. */
 typedef struct redis_agg_batch {
-	redis_agg_org **orgs;
-	size_t norgs, cap;
+	redis_agg_org **orgs;       /* [0, norgs): the batch's; [norgs, nalloc): emptied, kept for reuse */
+	size_t norgs, nalloc, cap;
 	hash_index index;
 	redis_agg_org *last_org;    /* the org of the last row (rows of a transaction share it) */
 	redis_agg_class *classes;   /* the (kind, direction, status) combinations of the batch */
