@@ -268,7 +268,7 @@ ratio=$(median "${RATIO[@]}")
 jratio=$(median "${JRATIO[@]}")
 each() { local out= v; for v in "$@"; do out+="${out:+, }$(printf "$FMT" "$v")"; done; echo "$out"; }
 report() {
-  echo "Measured on $(date -u +%Y-%m-%d) at commit $BENCH_GIT${BENCH_DIRTY:+ ($BENCH_DIRTY)}, $(nproc) cores shared with other work (load average $(cut -d' ' -f1-3 /proc/loadavg) at the end); PostgreSQL 15, Redis 7.0 on loopback, \`bash bench/redis_bench.sh --rows $ROWS --batch $BATCH --repeat $REPEAT --rate $RATE --seconds $SECONDS_LAT\`. Medians over $REPEAT rounds (each round: the three drains one after the other)."
+  echo "Measured on $(date -u +%Y-%m-%d) at commit $BENCH_GIT${BENCH_DIRTY:+ ($BENCH_DIRTY)}, $(nproc) cores shared with other work (load average $(cut -d' ' -f1-3 /proc/loadavg) at the end); PostgreSQL 15, Redis 7.0 on loopback, \`bash bench/redis_bench.sh --rows $ROWS --batch $BATCH --repeat $REPEAT --rate $RATE --seconds $SECONDS_LAT\`. Medians over $REPEAT round(s) (each round: the three drains one after the other)."
   echo
   echo "| measure | value | bar |"
   echo "|---|---|---|"
