@@ -2,9 +2,15 @@
  * redis_agg — the aggregates as merged deltas, and the Lua script that applies them (see
  * redis_agg.h and docs/aggregates.md for the key layout).
  *
- * Layout of a batch: per org (an index by uuid text) a dense array of keys (named by their
- * suffix after "PREFIX:{ORG}:", indexed) and a dense array of fields (indexed by key and name);
- * each key chains its fields in insertion order. Nothing is freed until the batch is cleared.
+ * Layout of a batch. The (kind, direction, status) combinations are interned once per batch
+ * ("classes"). Per org (an index by uuid text): its periods (a day or an hour, indexed by their
+ * number), its contacts (indexed by uuid text) and one array of cells, indexed by (tag, owner,
+ * id): per period and class the events, call durations and timed calls; per day and contact the
+ * events (the :contacts sorted set); per contact and `started_at` the events (the :times hash).
+ * A row is a handful of lookups on integers and one on its contact's uuid, whatever the number
+ * of counters it moves; the key and field names (calls, missed, "call:inbound:missed", ...) are
+ * only written when a batch is encoded. Each owner chains its cells in insertion order. Nothing
+ * is freed until the batch is cleared.
  */
 #include "redis_agg.h"
 
@@ -90,74 +96,128 @@ const char REDIS_AGG_SCRIPT[] =
 	"redis.call('SET', KEYS[1], ARGV[2])\n"
 	"return 1\n";
 
-/* A name kept inline when short (every key suffix and almost every field: uuids, times,
- * "kind:direction:status"), so comparing it on a lookup reads memory next to the entry. */
-#define NAME_INLINE 56
-typedef struct agg_name {
-	char *heap;             /* NULL: inl holds it */
-	char inl[NAME_INLINE];
-} agg_name;
 
-static inline const char *name_str(const agg_name *n)
-{
-	return n->heap != NULL ? n->heap : n->inl;
-}
+/* A (kind, direction, status) combination: the field "kind:direction:status" of the period
+ * hashes, interned once per batch so that a row costs one lookup for all its period counters. */
+struct redis_agg_class {
+	char *kds;        /* "kind:direction:status" (cut at REDIS_AGG_FIELD_MAX - 1 bytes) */
+	size_t lk, ld, ls;
+	uint8_t kind;     /* KIND_CALL, KIND_SMS, KIND_OTHER */
+	bool call;        /* kind == KIND_CALL */
+	bool missed;      /* a call whose status is one of missed_statuses */
+};
 
-static int name_set(agg_name *n, const char *s, size_t len)
-{
-	if (len < NAME_INLINE) {
-		memcpy(n->inl, s, len + 1);
-		n->heap = NULL;
-		return 0;
-	}
-	n->heap = strdup(s);
-	return n->heap != NULL ? 0 : -ENOMEM;
-}
+/* The hash fields counting events of a kind ("calls" for kind "call", "sms", "other"). */
+enum { KIND_CALL, KIND_SMS, KIND_OTHER };
+static const char *const kind_names[] = {"calls", "sms", "other"};
 
-typedef struct agg_key {
-	agg_name name;    /* suffix after "PREFIX:{ORG}:" */
-	char type;        /* 'h', 'x', 'z', 't' */
-	int64_t extra;    /* x: expiry (Unix seconds); t: index of the contact hash among the keys */
-	uint32_t first;   /* first field (UINT32_MAX: none) */
-	uint32_t last;
-} agg_key;
+/* Cells: the merged counters below a period or a contact, one index per org over all of them. */
+enum { CELL_CLASS, CELL_DAY_CONTACT, CELL_TIME };
 
-typedef struct agg_field {
-	agg_name name;
-	uint32_t key;
-	uint32_t next;
-	int64_t delta;
-} agg_field;
+typedef struct agg_cell {
+	int64_t id;       /* CELL_CLASS: class; CELL_DAY_CONTACT: contact; CELL_TIME: started_at (µs) */
+	uint32_t owner;   /* the period (CELL_CLASS, CELL_DAY_CONTACT) or the contact (CELL_TIME) */
+	uint32_t next;    /* the owner's next cell of the same tag, in insertion order */
+	uint8_t tag;
+	int64_t n;        /* events */
+	int64_t dur;      /* CELL_CLASS: the sum of duration_s over calls that have one */
+	int64_t timed;    /* CELL_CLASS: calls that have a duration_s */
+} agg_cell;
+
+/* A cell chain: first and last cell (NONE: empty). */
+typedef struct agg_chain {
+	uint32_t first, last;
+} agg_chain;
+
+/* PREFIX:{ORG}:day:YYYYMMDD (+ :contacts) or PREFIX:{ORG}:hour:YYYYMMDDHH. */
+typedef struct agg_period {
+	int64_t num;      /* days or hours since 1970-01-01 */
+	int64_t expire;   /* hour: the key's EXPIREAT (Unix seconds) */
+	bool hour;
+	agg_chain classes;  /* CELL_CLASS */
+	agg_chain contacts; /* day: CELL_DAY_CONTACT (the :contacts sorted set) */
+} agg_period;
+
+/* PREFIX:{ORG}:contact:CONTACT (+ :times). */
+typedef struct agg_contact {
+	char id[UUID_TEXT];
+	int64_t events, kinds[3], dur; /* kinds: by KIND_ */
+	agg_chain times;  /* CELL_TIME */
+} agg_contact;
 
 struct redis_agg_org {
 	char id[UUID_TEXT];
 	uint64_t first_lsn, last_lsn;
-	agg_key *keys;
-	size_t nkeys, capk;
-	hash_index kix;
-	agg_field *fields;
-	size_t nfields, capf;
-	hash_index fix;
+	agg_period *periods;
+	size_t nperiods, capp;
+	hash_index pix;
+	agg_contact *contacts;
+	size_t ncontacts, capc;
+	hash_index cix;
+	agg_cell *cells;
+	size_t ncells, capcells;
+	hash_index cellix;
 };
 
 #define NONE UINT32_MAX
-#define ENTRY_BYTES 96 /* bookkeeping per key or field, for pending_bytes */
+#define ENTRY_BYTES 32 /* index slots and allocator slack per entry, for pending_bytes */
 
-/* FNV-1a, seeded; the index takes 32 bits. *len (when not NULL): strlen(s). */
-static uint32_t hash_text(uint64_t seed, uint32_t salt, const char *s, size_t *len)
+/* Makes room for one more element in *arr (of *cap, n used). 0 or -ENOMEM. */
+static int grow(void *arr, size_t *cap, size_t n, size_t size, size_t first)
 {
-	uint64_t h = 14695981039346656037ULL ^ seed ^ ((uint64_t)salt * 0x9E3779B97F4A7C15ULL);
-	const char *p = s;
-	for (; *p; p++) {
-		h ^= (unsigned char)*p;
-		h *= 1099511628211ULL;
-	}
-	if (len != NULL)
-		*len = (size_t)(p - s);
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	return (uint32_t)h;
+	if (n < *cap)
+		return 0;
+	size_t c = *cap ? *cap * 2 : first;
+	void *p = realloc(*(void **)arr, c * size);
+	if (p == NULL)
+		return -ENOMEM;
+	*(void **)arr = p;
+	*cap = c;
+	return 0;
+}
+
+/* A 32-bit hash of two integers, seeded. */
+static uint32_t hash_pair(uint64_t seed, uint64_t x, uint64_t y)
+{
+	return (uint32_t)hash_final(hash_final(seed ^ x) ^ y);
+}
+
+static char *put_digits(char *p, int64_t v, int width)
+{
+	for (int i = width - 1; i >= 0; i--, v /= 10)
+		p[i] = (char)('0' + v % 10);
+	return p + width;
+}
+
+/* Writes v in decimal at p (no NUL); returns the end. */
+static char *put_int(char *p, int64_t v)
+{
+	char tmp[24];
+	int n = 0;
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		*p++ = '-';
+	while (n > 0)
+		*p++ = tmp[--n];
+	return p;
+}
+
+/* Civil date of a day count since 1970-01-01 (Howard Hinnant's civil_from_days). */
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+	z += 719468;
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	int64_t doe = z - era * 146097;
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	int64_t mp = (5 * doy + 2) / 153;
+	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
+	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
+	*y = yoe + era * 400 + (*m <= 2);
 }
 
 /* ---- parsing -------------------------------------------------------------------------- */
@@ -312,47 +372,97 @@ int redis_agg_event_parse(const redis_agg_cols *cols, const change_value *tuple,
 	return 0;
 }
 
+
 /* ---- the batch ------------------------------------------------------------------------ */
 
 int redis_agg_batch_init(redis_agg_batch *b)
 {
 	*b = (redis_agg_batch){0};
 	b->seed = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)b;
-	return hash_index_init(&b->index);
+	int rc = hash_index_init(&b->index);
+	if (rc == 0 && (rc = hash_index_init(&b->class_index)) < 0)
+		hash_index_fini(&b->index);
+	return rc;
 }
 
 static void org_free(redis_agg_org *o)
 {
 	if (o == NULL)
 		return;
-	for (size_t i = 0; i < o->nkeys; i++)
-		free(o->keys[i].name.heap);
-	for (size_t i = 0; i < o->nfields; i++)
-		free(o->fields[i].name.heap);
-	free(o->keys);
-	free(o->fields);
-	hash_index_fini(&o->kix);
-	hash_index_fini(&o->fix);
+	free(o->periods);
+	free(o->contacts);
+	free(o->cells);
+	hash_index_fini(&o->pix);
+	hash_index_fini(&o->cix);
+	hash_index_fini(&o->cellix);
 	free(o);
+}
+
+/* Frees *arr and its index when a round used less than a quarter of them (after a backlog). */
+static void org_shrink(void *arr, size_t *cap, size_t used, hash_index *ix)
+{
+	if (used >= *cap / 4 || *cap <= 256)
+		return;
+	free(*(void **)arr);
+	*(void **)arr = NULL;
+	*cap = 0;
+	hash_index_fini(ix);
+}
+
+/* Empties o for reuse by the next batch: its arrays and indexes stay allocated (no allocation
+ * and no page faults while they refill) unless this batch used little of them. 0 or -ENOMEM. */
+static int org_reset(redis_agg_org *o)
+{
+	org_shrink(&o->periods, &o->capp, o->nperiods, &o->pix);
+	org_shrink(&o->contacts, &o->capc, o->ncontacts, &o->cix);
+	org_shrink(&o->cells, &o->capcells, o->ncells, &o->cellix);
+	o->nperiods = o->ncontacts = o->ncells = 0;
+	o->first_lsn = o->last_lsn = 0;
+	hash_index *ix[] = {&o->pix, &o->cix, &o->cellix};
+	for (size_t i = 0; i < 3; i++) {
+		if (ix[i]->slots != NULL)
+			hash_index_clear(ix[i]);
+		else if (hash_index_init(ix[i]) < 0)
+			return -ENOMEM;
+	}
+	return 0;
 }
 
 void redis_agg_batch_clear(redis_agg_batch *b)
 {
-	for (size_t i = 0; i < b->norgs; i++)
-		org_free(b->orgs[i]);
+	/* the orgs stay allocated, emptied, for the next batch (orgs[norgs..nalloc)) */
+	size_t keep = 0;
+	for (size_t i = 0; i < b->nalloc; i++) {
+		if (i < b->norgs && org_reset(b->orgs[i]) < 0) {
+			org_free(b->orgs[i]);
+			continue;
+		}
+		b->orgs[keep++] = b->orgs[i];
+	}
+	b->nalloc = keep;
+	for (size_t i = 0; i < b->nclasses; i++)
+		free(b->classes[i].kds);
 	b->norgs = 0;
+	b->nclasses = 0;
+	b->last_org = NULL;
 	b->bytes = 0;
 	b->end_lsn = 0;
 	b->first_commit_us = 0;
 	if (b->index.slots != NULL)
 		hash_index_clear(&b->index);
+	if (b->class_index.slots != NULL)
+		hash_index_clear(&b->class_index);
 }
 
 void redis_agg_batch_fini(redis_agg_batch *b)
 {
 	redis_agg_batch_clear(b);
+	for (size_t i = 0; i < b->nalloc; i++)
+		org_free(b->orgs[i]);
 	free(b->orgs);
+	free(b->classes);
 	hash_index_fini(&b->index);
+	hash_index_fini(&b->class_index);
 	*b = (redis_agg_batch){0};
 }
 
@@ -364,12 +474,16 @@ void redis_agg_batch_move(redis_agg_batch *dst, redis_agg_batch *src)
 	redis_agg_batch_clear(src);
 }
 
+static uint32_t org_hash(const redis_agg_batch *b, const char *id)
+{
+	return (uint32_t)hash_bytes(b->seed, id, UUID_TEXT_LEN);
+}
+
 static redis_agg_org *org_find(const redis_agg_batch *b, const char *id)
 {
 	if (b->index.slots == NULL)
 		return NULL;
-	uint32_t h = hash_text(b->seed, 0, id, NULL);
-	hash_probe p = hash_index_probe(&b->index, h);
+	hash_probe p = hash_index_probe(&b->index, org_hash(b, id));
 	for (uint32_t i; hash_probe_next(&b->index, &p, &i);)
 		if (strcmp(b->orgs[i]->id, id) == 0)
 			return b->orgs[i];
@@ -383,103 +497,29 @@ static int org_get(redis_agg_batch *b, const char *id, redis_agg_org **out)
 		*out = o;
 		return 0;
 	}
-	if (b->norgs == b->cap) {
-		size_t cap = b->cap ? b->cap * 2 : 8;
-		redis_agg_org **n = realloc(b->orgs, cap * sizeof(*n));
-		if (n == NULL)
-			return -ENOMEM;
-		b->orgs = n;
-		b->cap = cap;
-	}
 	if (hash_index_reserve(&b->index, 1) < 0)
 		return -ENOMEM;
-	o = calloc(1, sizeof(*o));
-	if (o == NULL)
-		return -ENOMEM;
-	if (hash_index_init(&o->kix) < 0 || hash_index_init(&o->fix) < 0) {
-		org_free(o);
-		return -ENOMEM;
+	if (b->norgs < b->nalloc) {
+		o = b->orgs[b->norgs]; /* emptied by a clear */
+	} else {
+		if (grow(&b->orgs, &b->cap, b->nalloc, sizeof(*b->orgs), 8) < 0 || (o = calloc(1, sizeof(*o))) == NULL)
+			return -ENOMEM;
+		if (hash_index_init(&o->pix) < 0 || hash_index_init(&o->cix) < 0 || hash_index_init(&o->cellix) < 0) {
+			org_free(o);
+			return -ENOMEM;
+		}
+		b->orgs[b->nalloc++] = o;
 	}
 	snprintf(o->id, sizeof(o->id), "%s", id);
-	hash_index_insert(&b->index, hash_text(b->seed, 0, id, NULL), (uint32_t)b->norgs);
-	b->orgs[b->norgs++] = o;
+	hash_index_insert(&b->index, org_hash(b, id), (uint32_t)b->norgs);
+	b->norgs++;
 	b->bytes += sizeof(*o) + ENTRY_BYTES;
 	*out = o;
 	return 0;
 }
 
-static int key_get(redis_agg_batch *b, redis_agg_org *o, const char *name, char type, int64_t extra, uint32_t *out)
+static bool status_missed(const redis_agg_conf *conf, const char *status, size_t n)
 {
-	size_t len;
-	uint32_t h = hash_text(b->seed, 1, name, &len);
-	hash_probe p = hash_index_probe(&o->kix, h);
-	for (uint32_t i; hash_probe_next(&o->kix, &p, &i);)
-		if (strcmp(name_str(&o->keys[i].name), name) == 0) {
-			*out = i;
-			return 0;
-		}
-	if (o->nkeys == o->capk) {
-		size_t cap = o->capk ? o->capk * 2 : 16;
-		agg_key *n = realloc(o->keys, cap * sizeof(*n));
-		if (n == NULL)
-			return -ENOMEM;
-		o->keys = n;
-		o->capk = cap;
-	}
-	if (hash_index_reserve(&o->kix, 1) < 0)
-		return -ENOMEM;
-	agg_key *k = &o->keys[o->nkeys];
-	*k = (agg_key){.type = type, .extra = extra, .first = NONE, .last = NONE};
-	if (name_set(&k->name, name, len) < 0)
-		return -ENOMEM;
-	hash_index_insert(&o->kix, h, (uint32_t)o->nkeys);
-	b->bytes += sizeof(*k) + (k->name.heap ? len : 0) + ENTRY_BYTES;
-	*out = (uint32_t)o->nkeys++;
-	return 0;
-}
-
-static int field_add(redis_agg_batch *b, redis_agg_org *o, uint32_t key, const char *name, int64_t delta)
-{
-	size_t len;
-	uint32_t h = hash_text(b->seed, key + 2, name, &len);
-	hash_probe p = hash_index_probe(&o->fix, h);
-	for (uint32_t i; hash_probe_next(&o->fix, &p, &i);) {
-		agg_field *f = &o->fields[i];
-		if (f->key == key && strcmp(name_str(&f->name), name) == 0) {
-			f->delta += delta;
-			return 0;
-		}
-	}
-	if (o->nfields == o->capf) {
-		size_t cap = o->capf ? o->capf * 2 : 32;
-		agg_field *n = realloc(o->fields, cap * sizeof(*n));
-		if (n == NULL)
-			return -ENOMEM;
-		o->fields = n;
-		o->capf = cap;
-	}
-	if (hash_index_reserve(&o->fix, 1) < 0)
-		return -ENOMEM;
-	uint32_t id = (uint32_t)o->nfields;
-	agg_field *f = &o->fields[id];
-	*f = (agg_field){.key = key, .next = NONE, .delta = delta};
-	if (name_set(&f->name, name, len) < 0)
-		return -ENOMEM;
-	o->nfields++;
-	hash_index_insert(&o->fix, h, id);
-	agg_key *k = &o->keys[key];
-	if (k->last == NONE)
-		k->first = id;
-	else
-		o->fields[k->last].next = id;
-	k->last = id;
-	b->bytes += sizeof(*f) + (f->name.heap ? len : 0) + ENTRY_BYTES / 2;
-	return 0;
-}
-
-static bool status_missed(const redis_agg_conf *conf, const char *status)
-{
-	size_t n = strlen(status);
 	for (const char *s = conf->missed_statuses; s != NULL && *s;) {
 		while (*s == ' ' || *s == ',')
 			s++;
@@ -496,131 +536,184 @@ static bool status_missed(const redis_agg_conf *conf, const char *status)
 	return false;
 }
 
-/* The counters of the per-day and per-hour hashes; kds: "kind:direction:status". */
-static int period_fields(redis_agg_batch *b, redis_agg_org *o, uint32_t key, const redis_agg_conf *conf,
-                         const redis_agg_event *ev, const char *kind_field, bool call, const char *kds, int sign)
+static uint32_t class_hash(const redis_agg_batch *b, const char *k, size_t lk, const char *d, size_t ld,
+                           const char *s, size_t ls)
 {
-	int rc = field_add(b, o, key, kind_field, sign);
-	if (rc == 0)
-		rc = field_add(b, o, key, kds, sign);
-	if (rc == 0 && call && status_missed(conf, ev->status))
-		rc = field_add(b, o, key, "missed", sign);
-	if (rc == 0 && call && ev->has_duration) {
-		rc = field_add(b, o, key, "call_duration_s", sign * ev->duration_s);
-		if (rc == 0)
-			rc = field_add(b, o, key, "calls_timed", sign);
+	uint64_t h = hash_bytes(b->seed, k, lk);
+	h = hash_bytes(h, d, ld);
+	return (uint32_t)hash_bytes(h, s, ls);
+}
+
+/* The class of ev's (kind, direction, status), interned on first sight. 0 or -ENOMEM. */
+static int class_get(redis_agg_batch *b, const redis_agg_conf *conf, const redis_agg_event *ev, uint32_t *out)
+{
+	size_t lk = strlen(ev->kind), ld = strlen(ev->direction), ls = strlen(ev->status);
+	uint32_t h = class_hash(b, ev->kind, lk, ev->direction, ld, ev->status, ls);
+	hash_probe p = hash_index_probe(&b->class_index, h);
+	for (uint32_t i; hash_probe_next(&b->class_index, &p, &i);) {
+		const redis_agg_class *c = &b->classes[i];
+		if (c->lk == lk && c->ld == ld && c->ls == ls && memcmp(c->kds, ev->kind, lk) == 0 &&
+		    memcmp(c->kds + lk + 1, ev->direction, ld) == 0 && memcmp(c->kds + lk + ld + 2, ev->status, ls) == 0) {
+			*out = i;
+			return 0;
+		}
 	}
-	return rc;
+	if (grow(&b->classes, &b->capclasses, b->nclasses, sizeof(*b->classes), 16) < 0 ||
+	    hash_index_reserve(&b->class_index, 1) < 0)
+		return -ENOMEM;
+	redis_agg_class *c = &b->classes[b->nclasses];
+	*c = (redis_agg_class){.lk = lk, .ld = ld, .ls = ls};
+	/* the full text is kept for comparing; the field name is cut where REDIS_AGG_FIELD_MAX says */
+	c->kds = malloc(lk + ld + ls + 3);
+	if (c->kds == NULL)
+		return -ENOMEM;
+	stpcpy(stpcpy(stpcpy(stpcpy(stpcpy(c->kds, ev->kind), ":"), ev->direction), ":"), ev->status);
+	c->call = strcmp(ev->kind, "call") == 0;
+	c->kind = c->call ? KIND_CALL : strcmp(ev->kind, "sms") == 0 ? KIND_SMS : KIND_OTHER;
+	c->missed = c->call && status_missed(conf, ev->status, ls);
+	hash_index_insert(&b->class_index, h, (uint32_t)b->nclasses);
+	b->bytes += sizeof(*c) + lk + ld + ls + 3 + ENTRY_BYTES;
+	*out = (uint32_t)b->nclasses++;
+	return 0;
 }
 
-/* Writes v (>= 0) as exactly width decimal digits at p; returns the end. */
-static char *put_digits(char *p, int64_t v, int width)
+/* The period (day or hour num) of o, created empty on first use. 0 or -ENOMEM. */
+static int period_get(redis_agg_batch *b, redis_agg_org *o, bool hour, int64_t num, int64_t expire, uint32_t *out)
 {
-	for (int i = width - 1; i >= 0; i--, v /= 10)
-		p[i] = (char)('0' + v % 10);
-	return p + width;
+	uint32_t h = hash_pair(b->seed, hour, (uint64_t)num);
+	hash_probe p = hash_index_probe(&o->pix, h);
+	for (uint32_t i; hash_probe_next(&o->pix, &p, &i);)
+		if (o->periods[i].num == num && o->periods[i].hour == hour) {
+			*out = i;
+			return 0;
+		}
+	if (grow(&o->periods, &o->capp, o->nperiods, sizeof(*o->periods), 16) < 0 || hash_index_reserve(&o->pix, 1) < 0)
+		return -ENOMEM;
+	o->periods[o->nperiods] = (agg_period){.num = num, .expire = expire, .hour = hour, .classes = {NONE, NONE},
+	                                       .contacts = {NONE, NONE}};
+	hash_index_insert(&o->pix, h, (uint32_t)o->nperiods);
+	b->bytes += sizeof(agg_period) + ENTRY_BYTES;
+	*out = (uint32_t)o->nperiods++;
+	return 0;
 }
 
-/* Writes v in decimal at p (no NUL); returns the end. */
-static char *put_int(char *p, int64_t v)
+/* The contact id (uuid text) of o, created with zero totals on first use. 0 or -ENOMEM. */
+static int contact_get(redis_agg_batch *b, redis_agg_org *o, const char *id, uint32_t *out)
 {
-	char tmp[24];
-	int n = 0;
-	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-	do {
-		tmp[n++] = (char)('0' + u % 10);
-		u /= 10;
-	} while (u != 0);
-	if (v < 0)
-		*p++ = '-';
-	while (n > 0)
-		*p++ = tmp[--n];
-	return p;
+	uint32_t h = (uint32_t)hash_bytes(b->seed, id, UUID_TEXT_LEN);
+	hash_probe p = hash_index_probe(&o->cix, h);
+	for (uint32_t i; hash_probe_next(&o->cix, &p, &i);)
+		if (memcmp(o->contacts[i].id, id, UUID_TEXT_LEN) == 0) {
+			*out = i;
+			return 0;
+		}
+	if (grow(&o->contacts, &o->capc, o->ncontacts, sizeof(*o->contacts), 16) < 0 ||
+	    hash_index_reserve(&o->cix, 1) < 0)
+		return -ENOMEM;
+	agg_contact *c = &o->contacts[o->ncontacts];
+	*c = (agg_contact){.times = {NONE, NONE}};
+	snprintf(c->id, sizeof(c->id), "%s", id);
+	hash_index_insert(&o->cix, h, (uint32_t)o->ncontacts);
+	b->bytes += sizeof(agg_contact) + ENTRY_BYTES;
+	*out = (uint32_t)o->ncontacts++;
+	return 0;
 }
 
-/* Civil date of a day count since 1970-01-01 (Howard Hinnant's civil_from_days). */
-static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+/* The cell (tag, owner, id) of o, appended to chain (the owner's) when new. Returns it, or NULL
+ * (out of memory). chain must not live in o->cells. */
+static agg_cell *cell_get(redis_agg_batch *b, redis_agg_org *o, uint8_t tag, uint32_t owner, int64_t id,
+                          agg_chain *chain)
 {
-	z += 719468;
-	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-	int64_t doe = z - era * 146097;
-	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	int64_t mp = (5 * doy + 2) / 153;
-	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
-	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
-	*y = yoe + era * 400 + (*m <= 2);
+	uint32_t h = hash_pair(b->seed, (uint64_t)tag << 32 | owner, (uint64_t)id);
+	hash_probe p = hash_index_probe(&o->cellix, h);
+	for (uint32_t i; hash_probe_next(&o->cellix, &p, &i);) {
+		agg_cell *c = &o->cells[i];
+		if (c->id == id && c->owner == owner && c->tag == tag)
+			return c;
+	}
+	if (grow(&o->cells, &o->capcells, o->ncells, sizeof(*o->cells), 64) < 0 || hash_index_reserve(&o->cellix, 1) < 0)
+		return NULL;
+	uint32_t n = (uint32_t)o->ncells++;
+	o->cells[n] = (agg_cell){.id = id, .owner = owner, .next = NONE, .tag = tag};
+	hash_index_insert(&o->cellix, h, n);
+	if (chain->last == NONE)
+		chain->first = n;
+	else
+		o->cells[chain->last].next = n;
+	chain->last = n;
+	b->bytes += sizeof(agg_cell) + ENTRY_BYTES / 2;
+	return &o->cells[n];
+}
+
+/* Adds a row of class cls times sign to the counters of period per. 0 or -ENOMEM. */
+static int period_add(redis_agg_batch *b, redis_agg_org *o, uint32_t per, uint32_t cls, const redis_agg_event *ev,
+                      int sign)
+{
+	agg_cell *c = cell_get(b, o, CELL_CLASS, per, cls, &o->periods[per].classes);
+	if (c == NULL)
+		return -ENOMEM;
+	c->n += sign;
+	if (b->classes[cls].call && ev->has_duration) {
+		c->dur += sign * ev->duration_s;
+		c->timed += sign;
+	}
+	return 0;
+}
+
+/* Floor division for a positive divisor. */
+static int64_t floor_div(int64_t a, int64_t d)
+{
+	return a >= 0 ? a / d : -((-a + d - 1) / d);
 }
 
 int redis_agg_add(redis_agg_batch *b, const redis_agg_conf *conf, const redis_agg_event *ev, int sign,
                   uint64_t commit_lsn, int64_t now_s)
 {
-	redis_agg_org *o;
-	int rc = org_get(b, ev->org, &o);
-	if (rc < 0)
-		return rc;
+	/* days 0000-01-01 .. 9999-12-31: a key holds a 4-digit year */
+	int64_t secs = floor_div(ev->started_us, 1000000);
+	int64_t days = floor_div(secs, 86400);
+	if (days < INT64_C(-719528) || days > INT64_C(2932896))
+		return -EINVAL;
+	redis_agg_org *o = b->last_org;
+	int rc = 0;
+	if (o == NULL || strcmp(o->id, ev->org) != 0) {
+		if ((rc = org_get(b, ev->org, &o)) < 0)
+			return rc;
+		b->last_org = o;
+	}
 	if (o->first_lsn == 0 || commit_lsn < o->first_lsn)
 		o->first_lsn = commit_lsn;
 	if (commit_lsn > o->last_lsn)
 		o->last_lsn = commit_lsn;
 
-	/* key names are built by hand: this runs for every row of the stream */
-	int64_t secs = ev->started_us >= 0 ? ev->started_us / 1000000 : -((-ev->started_us + 999999) / 1000000);
-	int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
-	int64_t y;
-	int mo, d;
-	civil_from_days(days, &y, &mo, &d);
-	if (y < 0 || y > 9999)
-		return -EINVAL;
-	char day[9];
-	put_digits(put_digits(put_digits(day, y, 4), mo, 2), d, 2)[0] = '\0';
-	int hh = (int)((secs - days * 86400) / 3600);
-
-	bool call = strcmp(ev->kind, "call") == 0;
-	const char *kind_field = call ? "calls" : strcmp(ev->kind, "sms") == 0 ? "sms" : "other";
-	char kds[REDIS_AGG_FIELD_MAX];
-	size_t lk = strlen(ev->kind), ld = strlen(ev->direction), ls = strlen(ev->status);
-	if (lk + ld + ls + 2 < sizeof(kds))
-		stpcpy(stpcpy(stpcpy(stpcpy(stpcpy(kds, ev->kind), ":"), ev->direction), ":"), ev->status);
-	else
-		snprintf(kds, sizeof(kds), "%s:%s:%s", ev->kind, ev->direction, ev->status);
-
-	char name[128];
-	uint32_t key;
-	stpcpy(stpcpy(name, "day:"), day);
-	if ((rc = key_get(b, o, name, 'h', 0, &key)) < 0 ||
-	    (rc = period_fields(b, o, key, conf, ev, kind_field, call, kds, sign)) < 0)
+	uint32_t cls, day, per;
+	if ((rc = class_get(b, conf, ev, &cls)) < 0 || (rc = period_get(b, o, false, days, 0, &day)) < 0 ||
+	    (rc = period_add(b, o, day, cls, ev, sign)) < 0)
 		return rc;
-
-	int64_t hour = days * 86400 + hh * 3600;
-	if (conf->hour_window_h > 0 && hour + conf->hour_window_h * 3600 > now_s) {
-		put_digits(stpcpy(stpcpy(name, "hour:"), day), hh, 2)[0] = '\0';
-		int64_t expire = hour + (conf->hour_window_h + 1) * 3600;
-		if ((rc = key_get(b, o, name, 'x', expire, &key)) < 0 ||
-		    (rc = period_fields(b, o, key, conf, ev, kind_field, call, kds, sign)) < 0)
+	int64_t hours = floor_div(secs, 3600);
+	if (conf->hour_window_h > 0 && hours * 3600 + conf->hour_window_h * 3600 > now_s) {
+		int64_t expire = hours * 3600 + (conf->hour_window_h + 1) * 3600;
+		if ((rc = period_get(b, o, true, hours, expire, &per)) < 0 || (rc = period_add(b, o, per, cls, ev, sign)) < 0)
 			return rc;
 	}
-
 	if (ev->contact[0] == '\0')
 		return 0;
-	stpcpy(stpcpy(stpcpy(name, "day:"), day), ":contacts");
-	if ((rc = key_get(b, o, name, 'z', 0, &key)) < 0 || (rc = field_add(b, o, key, ev->contact, sign)) < 0)
+	uint32_t ct;
+	if ((rc = contact_get(b, o, ev->contact, &ct)) < 0)
 		return rc;
-
-	char *end = stpcpy(stpcpy(name, "contact:"), ev->contact);
-	uint32_t ckey;
-	if ((rc = key_get(b, o, name, 'h', 0, &ckey)) < 0 || (rc = field_add(b, o, ckey, "events", sign)) < 0)
-		return rc;
-	rc = field_add(b, o, ckey, kind_field, sign);
-	if (rc == 0 && call && ev->has_duration)
-		rc = field_add(b, o, ckey, "call_duration_s", sign * ev->duration_s);
-	if (rc < 0)
-		return rc;
-	stpcpy(end, ":times");
-	char us[24];
-	put_int(us, ev->started_us)[0] = '\0';
-	if ((rc = key_get(b, o, name, 't', ckey, &key)) < 0 || (rc = field_add(b, o, key, us, sign)) < 0)
-		return rc;
+	agg_cell *c = cell_get(b, o, CELL_DAY_CONTACT, day, ct, &o->periods[day].contacts);
+	if (c == NULL)
+		return -ENOMEM;
+	c->n += sign;
+	agg_contact *k = &o->contacts[ct];
+	if ((c = cell_get(b, o, CELL_TIME, ct, ev->started_us, &k->times)) == NULL)
+		return -ENOMEM;
+	c->n += sign;
+	const redis_agg_class *cl = &b->classes[cls];
+	k->events += sign;
+	k->kinds[cl->kind] += sign;
+	if (cl->call && ev->has_duration)
+		k->dur += sign * ev->duration_s;
 	return 0;
 }
 
@@ -636,21 +729,40 @@ const char *redis_agg_org_id(const redis_agg_batch *b, size_t i, uint64_t *first
 
 int64_t redis_agg_delta(const redis_agg_batch *b, const char *key, const char *field)
 {
-	/* key: PREFIX:{ORG}:SUFFIX */
+	/* key: PREFIX:{ORG}:SUFFIX; read back from the org's command, which holds every nonzero delta */
 	const char *open = strchr(key, '{'), *close = open ? strchr(open, '}') : NULL;
 	if (close == NULL || close[1] != ':')
 		return 0;
 	char org[UUID_TEXT];
 	snprintf(org, sizeof(org), "%.*s", (int)(close - open - 1), open + 1);
-	const redis_agg_org *o = org_find(b, org);
-	if (o == NULL)
-		return 0;
-	for (size_t i = 0; i < o->nfields; i++) {
-		const agg_field *f = &o->fields[i];
-		if (strcmp(name_str(&f->name), field) == 0 && strcmp(name_str(&o->keys[f->key].name), close + 2) == 0)
-			return f->delta;
+	size_t i = 0;
+	while (i < b->norgs && strcmp(b->orgs[i]->id, org) != 0)
+		i++;
+	buf out;
+	buf_init(&out);
+	int argc;
+	const char **argv;
+	size_t *argvlen;
+	redis_agg_conf conf = {.prefix = ""};
+	char pfx[64];
+	snprintf(pfx, sizeof(pfx), "%.*s", (int)(open - key - 1 > 0 ? open - key - 1 : 0), key);
+	conf.prefix = pfx;
+	int64_t delta = 0;
+	if (i < b->norgs && redis_agg_org_command(b, i, &conf, "-", &out, &argc, &argv, &argvlen) == 0) {
+		int nk = atoi(argv[2]);
+		int a = 3 + nk + 2;
+		for (int k = 1; k < nk; k++) {
+			int n = atoi(argv[a + 1]);
+			a += 3;
+			for (int f = 0; f < n; f++, a += 2)
+				if (strcmp(argv[3 + k], key) == 0 && strcmp(argv[a], field) == 0)
+					delta += strtoll(argv[a + 1], NULL, 10);
+		}
+		free(argv);
+		free(argvlen);
 	}
-	return 0;
+	buf_fini(&out);
+	return delta;
 }
 
 void redis_agg_wm_key(const redis_agg_conf *conf, const char *org, char *out, size_t n)
@@ -678,92 +790,200 @@ int redis_agg_lsn_parse(const char *s, size_t len, uint64_t *out)
 	return 0;
 }
 
+
 /* ---- encoding ------------------------------------------------------------------------- */
+
+/* The arguments of a command as they are written into a buf: offsets, since the buf may move. */
+typedef struct emitter {
+	buf *out;
+	size_t *offs, *lens;
+	size_t n, max;
+	int rc;
+} emitter;
+
+/* Appends the argument a (la bytes) followed by b (lb bytes). */
+static void emit2(emitter *e, const char *a, size_t la, const char *b, size_t lb)
+{
+	if (e->rc != 0)
+		return;
+	if (e->n == e->max) {
+		e->rc = -EOVERFLOW;
+		return;
+	}
+	e->offs[e->n] = e->out->len;
+	e->lens[e->n++] = la + lb;
+	if ((e->rc = buf_append(e->out, a, la)) == 0 && (e->rc = buf_append(e->out, b, lb)) == 0)
+		e->rc = buf_putc(e->out, '\0');
+}
+
+static void emit(emitter *e, const char *s, size_t len)
+{
+	emit2(e, s, len, "", 0);
+}
+
+static void emit_int(emitter *e, int64_t v)
+{
+	char t[24];
+	emit(e, t, (size_t)(put_int(t, v) - t));
+}
+
+/* A hash field and its delta, when the delta is not 0. */
+static void emit_pair(emitter *e, const char *field, int64_t v)
+{
+	if (v == 0)
+		return;
+	emit(e, field, strlen(field));
+	emit_int(e, v);
+}
+
+/* A key's group header: type, number of (field, delta) pairs, extra. */
+static void emit_head(emitter *e, const char *type, size_t n, int64_t extra)
+{
+	emit(e, type, 1);
+	emit_int(e, (int64_t)n);
+	emit_int(e, extra);
+}
+
+/* "day:YYYYMMDD" or "hour:YYYYMMDDHH" of p into out; returns its length. */
+static size_t period_name(const agg_period *p, char out[32])
+{
+	int64_t days = p->hour ? floor_div(p->num, 24) : p->num;
+	int64_t y;
+	int m, d;
+	civil_from_days(days, &y, &m, &d);
+	char *e = put_digits(put_digits(put_digits(stpcpy(out, p->hour ? "hour:" : "day:"), y, 4), m, 2), d, 2);
+	if (p->hour)
+		e = put_digits(e, p->num - days * 24, 2);
+	*e = '\0';
+	return (size_t)(e - out);
+}
+
+/* The counters of a day or hour hash, from its class cells. */
+static void period_args(emitter *e, const redis_agg_batch *b, const redis_agg_org *o, const agg_period *p)
+{
+	int64_t kinds[3] = {0}, missed = 0, dur = 0, timed = 0;
+	size_t n = 0;
+	for (uint32_t i = p->classes.first; i != NONE; i = o->cells[i].next) {
+		const agg_cell *c = &o->cells[i];
+		const redis_agg_class *cl = &b->classes[c->id];
+		kinds[cl->kind] += c->n;
+		missed += cl->missed ? c->n : 0;
+		dur += c->dur;
+		timed += c->timed;
+		n += c->n != 0;
+	}
+	n += (kinds[0] != 0) + (kinds[1] != 0) + (kinds[2] != 0) + (missed != 0) + (dur != 0) + (timed != 0);
+	emit_head(e, p->hour ? "x" : "h", n, p->hour ? p->expire : 0);
+	for (uint32_t i = p->classes.first; i != NONE; i = o->cells[i].next) {
+		const agg_cell *c = &o->cells[i];
+		if (c->n == 0)
+			continue;
+		const redis_agg_class *cl = &b->classes[c->id];
+		size_t len = cl->lk + cl->ld + cl->ls + 2;
+		emit(e, cl->kds, len < REDIS_AGG_FIELD_MAX ? len : REDIS_AGG_FIELD_MAX - 1);
+		emit_int(e, c->n);
+	}
+	for (int k = 0; k < 3; k++)
+		emit_pair(e, kind_names[k], kinds[k]);
+	emit_pair(e, "missed", missed);
+	emit_pair(e, "call_duration_s", dur);
+	emit_pair(e, "calls_timed", timed);
+}
+
+/* A chain of counting cells (a day's contacts, a contact's times) as a group of type type. */
+static void chain_args(emitter *e, const redis_agg_org *o, const agg_chain *ch, const char *type, int64_t extra)
+{
+	size_t n = 0;
+	for (uint32_t i = ch->first; i != NONE; i = o->cells[i].next)
+		n += o->cells[i].n != 0;
+	emit_head(e, type, n, extra);
+	for (uint32_t i = ch->first; i != NONE; i = o->cells[i].next) {
+		const agg_cell *c = &o->cells[i];
+		if (c->n == 0)
+			continue;
+		if (c->tag == CELL_DAY_CONTACT)
+			emit(e, o->contacts[c->id].id, UUID_TEXT_LEN);
+		else
+			emit_int(e, c->id);
+		emit_int(e, c->n);
+	}
+}
 
 int redis_agg_org_command(const redis_agg_batch *b, size_t i, const redis_agg_conf *conf, const char *sha,
                           buf *out, int *argc, const char ***argv, size_t **argvlen)
 {
 	const redis_agg_org *o = b->orgs[i];
 	/* EVALSHA sha numkeys wm keys... first last (type n extra (f d)*)* */
-	size_t nargs = 3 + 1 + o->nkeys + 2 + 3 * o->nkeys + 2 * o->nfields;
-	size_t *offs = calloc(nargs, sizeof(*offs));
-	const char **av = calloc(nargs, sizeof(*av));
-	size_t *al = calloc(nargs, sizeof(*al));
-	int rc = offs && av && al ? 0 : -ENOMEM;
-	size_t n = 0;
+	size_t nkeys = 1;
+	for (size_t p = 0; p < o->nperiods; p++)
+		nkeys += 1 + (o->periods[p].contacts.first != NONE);
+	for (size_t c = 0; c < o->ncontacts; c++)
+		nkeys += 1 + (o->contacts[c].times.first != NONE);
+	size_t max = 3 + nkeys + 2 + 3 * nkeys + 2 * (o->ncells + 6 * o->nperiods + 5 * o->ncontacts);
+	size_t lp = strlen(conf->prefix) + UUID_TEXT_LEN + 4;
+	char *kp = malloc(lp + 1); /* "PREFIX:{ORG}:" */
+	emitter e = {.out = out, .offs = calloc(max, sizeof(size_t)), .lens = calloc(max, sizeof(size_t)), .max = max};
+	const char **av = calloc(max, sizeof(*av));
+	e.rc = kp && e.offs && e.lens && av ? 0 : -ENOMEM;
 	buf_clear(out);
-#define ARG(...)                                                   \
-	do {                                                           \
-		if (rc == 0) {                                             \
-			offs[n] = out->len;                                    \
-			rc = buf_printf(out, __VA_ARGS__);                     \
-			if (rc == 0) {                                         \
-				al[n] = out->len - offs[n];                        \
-				rc = buf_putc(out, '\0');                          \
-			}                                                      \
-			n++;                                                   \
-		}                                                          \
-	} while (0)
-	/* the per-field arguments without printf: a round carries every field of the org */
-#define ARGTEXT(str)                                               \
-	do {                                                           \
-		if (rc == 0) {                                             \
-			const char *s_ = (str);                                \
-			size_t l_ = strlen(s_);                                \
-			offs[n] = out->len;                                    \
-			al[n] = l_;                                            \
-			rc = buf_append(out, s_, l_ + 1);                      \
-			n++;                                                   \
-		}                                                          \
-	} while (0)
-#define ARGINT(v)                                                  \
-	do {                                                           \
-		char t_[24];                                               \
-		*put_int(t_, (v)) = '\0';                                  \
-		ARGTEXT(t_);                                               \
-	} while (0)
-	ARG("EVALSHA");
-	ARG("%s", sha);
-	ARG("%zu", 1 + o->nkeys);
-	ARG("%s:{%s}:wm", conf->prefix, o->id);
-	for (size_t k = 0; k < o->nkeys; k++)
-		ARG("%s:{%s}:%s", conf->prefix, o->id, name_str(&o->keys[k].name));
+	if (e.rc == 0)
+		snprintf(kp, lp + 1, "%s:{%s}:", conf->prefix, o->id);
+	emit(&e, "EVALSHA", 7);
+	emit(&e, sha, strlen(sha));
+	emit_int(&e, (int64_t)nkeys);
+	emit2(&e, kp, lp, "wm", 2);
+	char name[64];
+	for (size_t p = 0; p < o->nperiods; p++) {
+		size_t n = period_name(&o->periods[p], name);
+		emit2(&e, kp, lp, name, n);
+		if (o->periods[p].contacts.first != NONE)
+			emit2(&e, kp, lp, name, (size_t)(stpcpy(name + n, ":contacts") - name));
+	}
+	for (size_t c = 0; c < o->ncontacts; c++) {
+		size_t n = (size_t)(stpcpy(stpcpy(name, "contact:"), o->contacts[c].id) - name);
+		emit2(&e, kp, lp, name, n);
+		if (o->contacts[c].times.first != NONE)
+			emit2(&e, kp, lp, name, (size_t)(stpcpy(name + n, ":times") - name));
+	}
 	char lsn[17];
 	redis_agg_lsn_text(o->first_lsn, lsn);
-	ARG("%s", lsn);
+	emit(&e, lsn, 16);
 	redis_agg_lsn_text(o->last_lsn, lsn);
-	ARG("%s", lsn);
-	for (size_t k = 0; k < o->nkeys; k++) {
-		const agg_key *key = &o->keys[k];
-		size_t nonzero = 0;
-		for (uint32_t f = key->first; f != NONE; f = o->fields[f].next)
-			nonzero += o->fields[f].delta != 0;
-		char type[2] = {key->type, '\0'};
-		ARGTEXT(type);
-		ARGINT((int64_t)nonzero);
-		/* t: the contact hash's position in KEYS (1-based; KEYS[1] is the watermark) */
-		ARGINT(key->type == 't' ? key->extra + 2 : key->extra);
-		for (uint32_t f = key->first; f != NONE; f = o->fields[f].next) {
-			if (o->fields[f].delta == 0)
-				continue;
-			ARGTEXT(name_str(&o->fields[f].name));
-			ARGINT(o->fields[f].delta);
+	emit(&e, lsn, 16);
+	int64_t k = 2; /* the position in KEYS (1-based; KEYS[1] is the watermark) of the next key */
+	for (size_t p = 0; p < o->nperiods; p++, k++) {
+		period_args(&e, b, o, &o->periods[p]);
+		if (o->periods[p].contacts.first != NONE) {
+			chain_args(&e, o, &o->periods[p].contacts, "z", 0);
+			k++;
 		}
 	}
-#undef ARG
-#undef ARGTEXT
-#undef ARGINT
-	if (rc == 0) {
-		for (size_t k = 0; k < n; k++)
-			av[k] = out->data + offs[k];
-		*argc = (int)n;
-		*argv = av;
-		*argvlen = al;
-		av = NULL;
-		al = NULL;
+	for (size_t c = 0; c < o->ncontacts; c++, k++) {
+		const agg_contact *ct = &o->contacts[c];
+		size_t n = (ct->events != 0) + (ct->kinds[0] != 0) + (ct->kinds[1] != 0) + (ct->kinds[2] != 0) + (ct->dur != 0);
+		emit_head(&e, "h", n, 0);
+		emit_pair(&e, "events", ct->events);
+		for (int j = 0; j < 3; j++)
+			emit_pair(&e, kind_names[j], ct->kinds[j]);
+		emit_pair(&e, "call_duration_s", ct->dur);
+		if (ct->times.first != NONE) {
+			chain_args(&e, o, &ct->times, "t", k); /* t: the contact hash's position in KEYS */
+			k++;
+		}
 	}
-	free(offs);
+	int rc = e.rc;
+	if (rc == 0) {
+		for (size_t a = 0; a < e.n; a++)
+			av[a] = out->data + e.offs[a];
+		*argc = (int)e.n;
+		*argv = av;
+		*argvlen = e.lens;
+		av = NULL;
+		e.lens = NULL;
+	}
+	free(kp);
+	free(e.offs);
+	free(e.lens);
 	free(av);
-	free(al);
 	return rc;
 }

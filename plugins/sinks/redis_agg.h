@@ -6,9 +6,10 @@
  * contact (a reference-counted sorted set: distinct contacts and top contacts by volume), per
  * contact totals and per contact event times (a reference-counted hash: the last event time,
  * exact under deletes). Counter updates commute, so the deltas of many transactions are merged
- * per (key, field) before they reach Redis: a batch holds, per org, every key touched and per key
- * every field with its net delta, and the commit LSNs of the first and last transaction of that
- * org in the batch (the watermark the org's Lua script checks and sets).
+ * before they reach Redis: a batch holds, per org, the net deltas of every key touched (per
+ * period and (kind, direction, status), per day and contact, per contact, per contact and event
+ * time), and the commit LSNs of the first and last transaction of that org in the batch (the
+ * watermark the org's Lua script checks and sets).
  *
  * A batch is encoded as one EVALSHA of REDIS_AGG_SCRIPT per org, whose keys all carry the org's
  * `{org}` hash tag: one slot per script, so it runs unchanged on Redis Cluster.
@@ -72,12 +73,17 @@ __attribute__((warn_unused_result)) int redis_agg_event_parse(const redis_agg_co
 __attribute__((warn_unused_result)) int redis_agg_parse_timestamptz(const char *s, size_t len, int64_t *out);
 
 typedef struct redis_agg_org redis_agg_org;
+typedef struct redis_agg_class redis_agg_class;
 
 /* A set of per-org merged deltas. Embedded by its owner: init/fini. */
 typedef struct redis_agg_batch {
-	redis_agg_org **orgs;
-	size_t norgs, cap;
+	redis_agg_org **orgs;       /* [0, norgs): the batch's; [norgs, nalloc): emptied, kept for reuse */
+	size_t norgs, nalloc, cap;
 	hash_index index;
+	redis_agg_org *last_org;    /* the org of the last row (rows of a transaction share it) */
+	redis_agg_class *classes;   /* the (kind, direction, status) combinations of the batch */
+	size_t nclasses, capclasses;
+	hash_index class_index;
 	uint64_t seed;
 	size_t bytes;         /* an estimate of the memory the deltas hold */
 	uint64_t end_lsn;     /* end LSN of the last transaction taken into the batch (0: none) */

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,6 +253,90 @@ static void test_cancel_and_move(void **state)
 	assert_int_equal(redis_agg_delta(&b, "wc:{" ORG_A "}:contact:" CT_1, "events"), 1);
 	assert_int_equal(redis_agg_delta(&r, "wc:{" ORG_B "}:contact:" CT_2, "events"), 1);
 	redis_agg_batch_fini(&r);
+	redis_agg_batch_fini(&b);
+}
+
+/* The per-class cells: rows of every (kind, direction, status) over a few days, added and taken
+ * back in any order, give the same day counters as a plain recount; a cleared batch reuses its
+ * orgs' storage and keeps nothing of the previous batch; a status past REDIS_AGG_FIELD_MAX is
+ * cut in the field name and still counted. */
+static void test_class_cells(void **state)
+{
+	(void)state;
+	static const char *const kinds[] = {"call", "sms", "fax"};
+	static const char *const dirs[] = {"inbound", "outbound"};
+	static const char *const sts[] = {"completed", "missed", "no-answer", "sent"};
+	enum { DAYS = 3, NK = 3, ND = 2, NS = 4 };
+	int64_t cls[DAYS][NK][ND][NS] = {{{{0}}}}, kind_n[DAYS][NK] = {{0}}, missed[DAYS] = {0}, dur[DAYS] = {0},
+	        timed[DAYS] = {0}, ct_events = 0;
+	redis_agg_batch b;
+	assert_int_equal(redis_agg_batch_init(&b), 0);
+	for (int pass = 0; pass < 2; pass++) {
+		uint64_t x = 12345;
+		for (int i = 0; i < 3000; i++) {
+			x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+			int d = (int)((x >> 20) % DAYS), k = (int)((x >> 24) % NK), di = (int)((x >> 28) % ND),
+			    st = (int)((x >> 32) % NS);
+			int64_t du = (x >> 40) % 5 == 0 ? -1 : (int64_t)((x >> 44) % 600);
+			int sign = (x >> 60) % 3 == 0 ? -1 : +1;
+			redis_agg_event e = ev(i % 2 ? ORG_A : ORG_B, i % 2 ? CT_1 : "", kinds[k], sts[st],
+			                       T0 - (int64_t)d * 86400 * 1000000 - i, du);
+			e.direction = dirs[di];
+			assert_int_equal(redis_agg_add(&b, &CONF, &e, sign, (uint64_t)i + 1, NOW), 0);
+			if (pass == 0 || i % 2 == 0)
+				continue; /* the second pass checks org A */
+			cls[d][k][di][st] += sign;
+			kind_n[d][k] += sign;
+			if (k == 0 && st != 0 && st != 3)
+				missed[d] += sign; /* CONF: "missed, no-answer" */
+			if (k == 0 && du >= 0) {
+				dur[d] += sign * du;
+				timed[d] += sign;
+			}
+			ct_events += sign;
+		}
+		if (pass == 0) {
+			/* the first pass is thrown away: the second must not see any of it */
+			assert_int_equal(b.norgs, 2);
+			redis_agg_batch_clear(&b);
+			assert_int_equal(b.norgs, 0);
+			assert_int_equal(redis_agg_delta(&b, "wc:{" ORG_A "}:contact:" CT_1, "events"), 0);
+		}
+	}
+	static const char *const kind_fields[] = {"calls", "sms", "other"};
+	for (int d = 0; d < DAYS; d++) {
+		char day[64], field[64];
+		int64_t y = 2026, mo = 12, dd = 2 - d;
+		if (dd < 1) {
+			mo = 11;
+			dd += 30;
+		}
+		snprintf(day, sizeof(day), "wc:{" ORG_A "}:day:%04" PRId64 "%02" PRId64 "%02" PRId64, y, mo, dd);
+		for (int k = 0; k < NK; k++) {
+			assert_int_equal(redis_agg_delta(&b, day, kind_fields[k]), kind_n[d][k]);
+			for (int di = 0; di < ND; di++)
+				for (int st = 0; st < NS; st++) {
+					snprintf(field, sizeof(field), "%s:%s:%s", kinds[k], dirs[di], sts[st]);
+					assert_int_equal(redis_agg_delta(&b, day, field), cls[d][k][di][st]);
+				}
+		}
+		assert_int_equal(redis_agg_delta(&b, day, "missed"), missed[d]);
+		assert_int_equal(redis_agg_delta(&b, day, "call_duration_s"), dur[d]);
+		assert_int_equal(redis_agg_delta(&b, day, "calls_timed"), timed[d]);
+	}
+	assert_int_equal(redis_agg_delta(&b, "wc:{" ORG_A "}:contact:" CT_1, "events"), ct_events);
+
+	/* a status longer than a field name may be: cut, and counted */
+	char status[300];
+	memset(status, 's', sizeof(status) - 1);
+	status[sizeof(status) - 1] = '\0';
+	redis_agg_event e = ev(ORG_A, "", "sms", status, T0, -1);
+	assert_int_equal(redis_agg_add(&b, &CONF, &e, +1, 5000, NOW), 0);
+	assert_int_equal(redis_agg_add(&b, &CONF, &e, +1, 5001, NOW), 0);
+	char field[REDIS_AGG_FIELD_MAX];
+	snprintf(field, sizeof(field), "sms:inbound:%s", status);
+	assert_int_equal(strlen(field), REDIS_AGG_FIELD_MAX - 1);
+	assert_int_equal(redis_agg_delta(&b, "wc:{" ORG_A "}:day:20261202", field), 2);
 	redis_agg_batch_fini(&b);
 }
 
@@ -519,7 +604,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_timestamptz),  cmocka_unit_test(test_one_row),    cmocka_unit_test(test_hour_window),
 		cmocka_unit_test(test_cancel_and_move), cmocka_unit_test(test_many_keys), cmocka_unit_test(test_event_parse),
-		cmocka_unit_test(test_lsn_text),
+		cmocka_unit_test(test_lsn_text),       cmocka_unit_test(test_class_cells),
 		cmocka_unit_test_setup_teardown(test_script, server_setup, server_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
