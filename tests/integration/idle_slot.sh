@@ -5,7 +5,7 @@
 # application writes elsewhere — and walcast_replication_lag_bytes reports it as lag.
 source "$(dirname "$0")/lib.sh"
 POLICY=$ROOT/deploy/policy.ini
-port=$((20000 + RANDOM % 20000))
+port=$((20000 + RANDOM % 12000)) # below the ephemeral ports (32768-)
 cat >"$WORK/walcast.conf" <<CONF
 [replication]
 slot = idle_run

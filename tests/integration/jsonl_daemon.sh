@@ -24,7 +24,7 @@ slot = jd_run
 [pipeline]
 state_dir = $WORK/state
 [http]
-listen = 127.0.0.1:$((20000 + RANDOM % 20000))
+listen = 127.0.0.1:$((20000 + RANDOM % 12000))
 [sink.audit]
 type = jsonl
 path = $WORK/audit.jsonl
