@@ -9,14 +9,10 @@
  * optional shared part: the `data` object of a change, serialized once per audience (the
  * delivery's payload identifies the audience: the last one is cached with a reference held) into
  * a reference-counted rt_data. Deliveries append frames to the connections' queues and mark them
- * dirty; after a commit a zero-delay timer writes each dirty connection at the start of the next
- * loop turn (so every transaction the pipeline handled in this turn is queued first): its queued
- * messages framed here (RFC 6455 headers) and written with one raw write (up to 64 KiB), so a
- * transaction's frames leave together. Only a connection whose socket did not take the last
- * write (lws holds the rest), or that is closing, waits for lws's writable callback instead. A
- * queue over its bounds either drops (slow_consumer = drop) or is emptied, given one error
- * message and closed (disconnect). An idle connection keeps little: the join is compacted once
- * answered (rt_join_compact) and lws's receive buffer is small (RT_RX_BUFFER).
+ * dirty; commit asks lws for a writable callback on each dirty connection, which frames the
+ * queued messages itself (RFC 6455 headers) and writes them with one raw write (up to 64 KiB), so
+ * a transaction's frames leave together. A queue over its bounds either drops (slow_consumer =
+ * drop) or is emptied, given one error message and closed (disconnect).
  *
  * Joins wait for the pipeline to be live (sink_env.live): the audience subscription is made and
  * the reply sent in the same loop turn, so a client that saw SUBSCRIBED gets every change
@@ -161,7 +157,6 @@ typedef struct realtime_sink {
 	rt_conn *dirty;
 	size_t nheld;
 	int timer;
-	int send_timer;       /* > 0: the dirty connections are written when it fires (dirty_schedule) */
 	int64_t next_id;
 	realtime_stats st;
 	/* the data object of the last audience delivered (its payload referenced) */
@@ -900,120 +895,6 @@ static size_t ws_header(unsigned char *out, size_t len)
 	return 10;
 }
 
-/* Frames c's queued frames into s->wbuf (RFC 6455 headers), as many as fit in RT_WRITE_BATCH
- * (at least one); returns how many, or -ENOMEM. */
-static long batch_build(realtime_sink *s, rt_conn *c)
-{
-	buf_clear(&s->wbuf);
-	size_t n = LWS_PRE;
-	long frames = 0;
-	if (buf_reserve(&s->wbuf, LWS_PRE + RT_WRITE_BATCH + 16) < 0)
-		return -ENOMEM;
-	while (c->qhead != NULL && (frames == 0 || n - LWS_PRE + frame_size(c->qhead) + 10 <= RT_WRITE_BATCH)) {
-		rt_frame *f = c->qhead;
-		size_t size = frame_size(f);
-		if (buf_reserve(&s->wbuf, n - s->wbuf.len + size + 10) < 0)
-			return -ENOMEM;
-		unsigned char *p = (unsigned char *)s->wbuf.data + n;
-		size_t h = ws_header(p, size);
-		memcpy(p + h, f->own, f->split);
-		size_t off = h + f->split;
-		if (f->shared != NULL) {
-			memcpy(p + off, f->shared->text, f->shared->len);
-			off += f->shared->len;
-		}
-		memcpy(p + off, f->own + f->split, f->len - f->split);
-		n += off + f->len - f->split;
-		s->wbuf.len = n;
-		c->qhead = f->next;
-		if (c->qhead == NULL)
-			c->qtail = NULL;
-		c->qbytes -= size;
-		c->qframes--;
-		frame_free(f);
-		frames++;
-	}
-	return frames;
-}
-
-/* Writes c's queue: the frames queued together (one transaction's, or one loop turn's) with one
- * raw write, up to RT_WRITE_BATCH bytes each (lws keeps what the socket does not take and sends
- * it before anything else). 0 when the queue is empty, 1 when the socket is choked with frames
- * left (a writable callback is asked for), -1 when the connection must close. */
-static int conn_write(realtime_sink *s, rt_conn *c)
-{
-	while (c->qhead != NULL) {
-		long frames = batch_build(s, c);
-		if (frames < 0)
-			return -1;
-		size_t total = s->wbuf.len - LWS_PRE;
-		if (lws_write(c->wsi, (unsigned char *)s->wbuf.data + LWS_PRE, total, LWS_WRITE_RAW) < (int)total)
-			return -1;
-		s->st.frames_sent += (uint64_t)frames;
-		s->st.writes++;
-		if (s->m_sent)
-			metrics_counter_add(s->m_sent, (uint64_t)frames);
-		if (s->m_writes)
-			metrics_counter_inc(s->m_writes);
-		if (c->qhead != NULL && lws_send_pipe_choked(c->wsi)) {
-			lws_callback_on_writable(c->wsi);
-			return 1;
-		}
-	}
-	return 0;
-}
-
-/* Writes a dirty connection's queue now, from the loop (not from an lws callback): the
- * writable round trip (POLLOUT asked of epoll, a loop turn, POLLOUT dropped again) per
- * connection and transaction was most of the sink's CPU per message. A connection with output
- * lws still holds (the socket took less than a write), or closing, waits for its writable
- * callback as before. */
-static void conn_send(realtime_sink *s, rt_conn *c)
-{
-	if (c->wsi == NULL)
-		return; /* a test connection: realtime_test_pop reads the queue */
-	if (c->closing || lws_partial_buffered(c->wsi)) {
-		lws_callback_on_writable(c->wsi);
-		return;
-	}
-	if (conn_write(s, c) < 0)
-		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-}
-
-static void dirty_send(realtime_sink *s)
-{
-	while (s->dirty != NULL) {
-		rt_conn *c = s->dirty;
-		s->dirty = c->dirty_next;
-		c->dirty = false;
-		c->dirty_next = NULL;
-		conn_send(s, c);
-	}
-}
-
-static void send_cb(loop *l, int id, void *arg)
-{
-	realtime_sink *s = arg;
-	(void)l, (void)id;
-	s->send_timer = 0;
-	dirty_send(s);
-}
-
-/* After a commit: the dirty connections are written at the start of the next loop turn, once
- * every transaction the pipeline had at hand this turn is queued (a connection that got frames
- * of several gets them in one write, as the writable callbacks did). Without a loop (unit
- * tests), or when no timer can be armed, through the writable callbacks. */
-static void dirty_schedule(realtime_sink *s)
-{
-	if (s->dirty == NULL || s->send_timer > 0)
-		return;
-	int t = s->env->loop != NULL ? loop_timer_add(s->env->loop, 0, send_cb, s) : -1;
-	if (t > 0)
-		s->send_timer = t;
-	else
-		dirty_flush(s);
-}
-
 static int http_refuse(struct lws *wsi, unsigned status, const char *error)
 {
 	char body[RT_TEXT_MAX];
@@ -1185,9 +1066,50 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 		rt_conn *c = pc != NULL ? *pc : NULL;
 		if (c == NULL)
 			return -1;
-		int rc = conn_write(s, c);
-		if (rc != 0)
-			return rc < 0 ? -1 : 0;
+		while (c->qhead != NULL) {
+			/* the queued frames (one transaction's, usually) framed here and written at once */
+			buf_clear(&s->wbuf);
+			size_t n = LWS_PRE, frames = 0;
+			if (buf_reserve(&s->wbuf, LWS_PRE + RT_WRITE_BATCH + 16) < 0)
+				return -1;
+			while (c->qhead != NULL && (frames == 0 || n - LWS_PRE + frame_size(c->qhead) + 10 <= RT_WRITE_BATCH)) {
+				rt_frame *f = c->qhead;
+				size_t size = frame_size(f);
+				if (buf_reserve(&s->wbuf, n - s->wbuf.len + size + 10) < 0)
+					return -1;
+				unsigned char *p = (unsigned char *)s->wbuf.data + n;
+				size_t h = ws_header(p, size);
+				memcpy(p + h, f->own, f->split);
+				size_t off = h + f->split;
+				if (f->shared != NULL) {
+					memcpy(p + off, f->shared->text, f->shared->len);
+					off += f->shared->len;
+				}
+				memcpy(p + off, f->own + f->split, f->len - f->split);
+				n += off + f->len - f->split;
+				s->wbuf.len = n;
+				c->qhead = f->next;
+				if (c->qhead == NULL)
+					c->qtail = NULL;
+				c->qbytes -= size;
+				c->qframes--;
+				frame_free(f);
+				frames++;
+			}
+			size_t total = n - LWS_PRE;
+			if (lws_write(wsi, (unsigned char *)s->wbuf.data + LWS_PRE, total, LWS_WRITE_RAW) < (int)total)
+				return -1;
+			s->st.frames_sent += frames;
+			s->st.writes++;
+			if (s->m_sent)
+				metrics_counter_add(s->m_sent, frames);
+			if (s->m_writes)
+				metrics_counter_inc(s->m_writes);
+			if (c->qhead != NULL && lws_send_pipe_choked(wsi)) {
+				lws_callback_on_writable(wsi);
+				return 0;
+			}
+		}
 		if (c->closing && !c->rx_discard) {
 			/* the error message must be on the wire first (lws may still hold a part of it) */
 			if (lws_send_pipe_choked(wsi)) {
@@ -2015,7 +1937,7 @@ static int rt_commit(void *impl, const change_txn *txn)
 	cache_drop(s);
 	if (s->rules_changed)
 		rules_changed_flush(s);
-	dirty_schedule(s);
+	dirty_flush(s);
 	return 0;
 }
 
@@ -2053,8 +1975,6 @@ static void rt_destroy(void *impl)
 	}
 	if (s->timer > 0)
 		loop_timer_cancel(s->env->loop, s->timer);
-	if (s->send_timer > 0)
-		loop_timer_cancel(s->env->loop, s->send_timer);
 	replay_fini(s);
 	cache_drop(s);
 	sink_metrics_remove(&s->metrics, s->env);
