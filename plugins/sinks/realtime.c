@@ -52,9 +52,10 @@
 #define RT_TEXT_MAX 1024
 #define RT_BIG_VALUE 64 /* with a 413, values longer than this are dropped (the server's rule) */
 #define RT_WRITE_BATCH 65536 /* frames written with one write, up to this many bytes (or one frame) */
-#define RT_RX_BUFFER 1024    /* lws's per-connection receive buffer: client messages are small (a
-                              * larger one arrives in pieces); lws's default of 4 KiB per idle
-                              * connection is most of its memory */
+#define RT_RX_BUFFER 256     /* lws's per-connection receive buffer, held by every idle connection
+                              * (lws's default is 4 KiB): heartbeats fit; a larger message (a join
+                              * with its token) arrives in pieces, gathered in rt_conn.rx and
+                              * released once whole. Control frames (at most 125 bytes) fit. */
 
 /* ---- shared data and frames ---------------------------------------------------------------- */
 
@@ -106,9 +107,11 @@ typedef struct rt_chan {
 	json_t *join_ref;
 	rt_join join;
 	int64_t *ids;
-	rt_filter **filters;  /* one per binding; NULL = none */
-	uint64_t *checked;    /* per binding: the relation id its filter was checked against (0 none) */
-	bool *broken;         /* per binding: its filter does not fit the table (never matches) */
+	rt_filter **filters;  /* one per binding; NULL = none (in the block of ids) */
+	uint64_t *checked;    /* per binding: the relation id its filter was checked against (0 none)
+	                       * (in the block of ids) */
+	bool *broken;         /* per binding: its filter does not fit the table (never matches) (in
+	                       * the block of ids) */
 	audience_sub *sub;
 	rt_who who;
 	bool held;            /* waiting for the pipeline to be live */
@@ -481,10 +484,7 @@ static void chan_free(rt_chan *ch)
 		ch->c->s->nheld--;
 	for (size_t i = 0; ch->filters != NULL && i < ch->join.n; i++)
 		rt_filter_free(ch->filters[i]);
-	free(ch->filters);
-	free(ch->checked);
-	free(ch->broken);
-	free(ch->ids);
+	free(ch->ids); /* with filters, checked and broken */
 	rt_join_fini(&ch->join);
 	rt_msg_fini(&ch->held_msg);
 	json_decref(ch->join_ref);
@@ -588,6 +588,10 @@ static void chan_activate(rt_chan *ch)
 	if (ch->resume)
 		chan_resume(ch);
 	rt_msg_fini(&ch->held_msg);
+	/* answered: the parsed join is no longer needed whole (out of memory: it stays whole) */
+	if (rt_join_compact(&ch->join) < 0)
+		log_warn("realtime.memory", "sink=%s topic=%s: the join is kept whole (out of memory)", s->name,
+		         ch->topic);
 }
 
 static void reply_error(rt_conn *c, const rt_msg *m, const char *reason)
@@ -608,6 +612,21 @@ static void reply_ok(rt_conn *c, const rt_msg *m)
 
 static int resume_parse(realtime_sink *s, const json_t *payload, rt_chan *ch, char reason[RT_TEXT_MAX]);
 static int view_parse(const json_t *payload, rt_chan *ch, char reason[RT_TEXT_MAX]);
+
+/* The per-binding arrays of ch (n > 0) in one block (an idle connection's memory is the bar):
+ * ids, then filters, checked and broken. 0 or -ENOMEM. */
+static int chan_alloc_bindings(rt_chan *ch, size_t n)
+{
+	char *block = calloc(n, sizeof(*ch->ids) + sizeof(*ch->filters) + sizeof(*ch->checked) +
+	                     sizeof(*ch->broken));
+	if (block == NULL)
+		return -ENOMEM;
+	ch->ids = (int64_t *)block;
+	ch->filters = (rt_filter **)(ch->ids + n);
+	ch->checked = (uint64_t *)(ch->filters + n);
+	ch->broken = (bool *)(ch->checked + n);
+	return 0;
+}
 
 static void handle_join(rt_conn *c, rt_msg *m)
 {
@@ -647,10 +666,7 @@ static void handle_join(rt_conn *c, rt_msg *m)
 	if (who_from_token(s, token, now, &ch->who, reason) < 0)
 		goto refuse;
 	size_t n = ch->join.n;
-	if (n > 0 && ((ch->ids = calloc(n, sizeof(*ch->ids))) == NULL ||
-	              (ch->filters = calloc(n, sizeof(*ch->filters))) == NULL ||
-	              (ch->checked = calloc(n, sizeof(*ch->checked))) == NULL ||
-	              (ch->broken = calloc(n, sizeof(*ch->broken))) == NULL)) {
+	if (n > 0 && chan_alloc_bindings(ch, n) < 0) {
 		snprintf(reason, sizeof(reason), "UnableToSubscribe: out of memory");
 		goto refuse;
 	}
@@ -1019,7 +1035,7 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 			char msg[RT_TEXT_MAX];
 			snprintf(msg, sizeof(msg), "message too large (over %lld bytes): disconnected",
 			         (long long)s->conf.max_message_bytes);
-			buf_clear(&c->rx);
+			buf_fini(&c->rx);
 			(void)conn_system_error(c, "phoenix", msg);
 			c->closing = true;
 			c->close_code = 1009;
@@ -1040,7 +1056,7 @@ static int rt_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
 				return -1;
 			if (whole) {
 				(c->rx_binary ? conn_receive_binary : conn_receive)(c, c->rx.data, c->rx.len);
-				buf_clear(&c->rx);
+				buf_fini(&c->rx); /* not kept by an idle connection */
 			}
 		}
 		dirty_flush(s);

@@ -172,7 +172,58 @@ void rt_join_fini(rt_join *j)
 	}
 	free(j->bindings);
 	json_decref(j->payload);
+	free(j->strings);
 	memset(j, 0, sizeof(*j));
+}
+
+/* Copies s (NULL stays NULL) to *at, advancing it; returns the copy. */
+static const char *strings_put(char **at, const char *s)
+{
+	if (s == NULL)
+		return NULL;
+	size_t n = strlen(s) + 1;
+	char *copy = memcpy(*at, s, n);
+	*at += n;
+	return copy;
+}
+
+static size_t strings_size(const char *s)
+{
+	return s != NULL ? strlen(s) + 1 : 0;
+}
+
+int rt_join_compact(rt_join *j)
+{
+	if (j->payload == NULL)
+		return 0;
+	size_t size = 0;
+	for (size_t i = 0; i < j->n; i++) {
+		const rt_binding *b = &j->bindings[i];
+		size += strings_size(b->event) + strings_size(b->schema) + strings_size(b->table) +
+		        strings_size(b->filter);
+		for (size_t k = 0; k < b->nselect; k++)
+			size += strings_size(b->select[k]);
+	}
+	char *strings = size > 0 ? malloc(size) : NULL;
+	if (size > 0 && strings == NULL)
+		return -ENOMEM;
+	char *at = strings;
+	for (size_t i = 0; i < j->n; i++) {
+		rt_binding *b = &j->bindings[i];
+		b->event = strings_put(&at, b->event);
+		b->schema = strings_put(&at, b->schema);
+		b->table = strings_put(&at, b->table);
+		b->filter = strings_put(&at, b->filter);
+		for (size_t k = 0; k < b->nselect; k++)
+			b->select[k] = strings_put(&at, b->select[k]);
+		json_decref(b->params);
+		b->params = NULL;
+	}
+	json_decref(j->payload);
+	j->payload = NULL;
+	j->access_token = NULL;
+	j->strings = strings;
+	return 0;
 }
 
 /* A string member of o, NULL when absent or null; -EINVAL when present and not a string. */

@@ -84,7 +84,9 @@ typedef struct rt_join {
 	const char *access_token; /* NULL when the payload has none; borrowed from the payload */
 	bool presence;            /* config.presence.enabled is true */
 	bool is_private;          /* config.private is true */
-	json_t *payload;          /* a reference to the join's payload (the borrowed strings live here) */
+	json_t *payload;          /* a reference to the join's payload (the borrowed strings live here);
+	                           * NULL once compacted */
+	char *strings;            /* owned: the bindings' strings once compacted (rt_join_compact) */
 } rt_join;
 
 /* Reads a phx_join payload: {config: {postgres_changes: [{event, schema, table, filter,
@@ -97,6 +99,13 @@ __attribute__((warn_unused_result)) int rt_join_parse(json_t *payload, rt_join *
 
 /* Releases what rt_join_parse filled; safe on a zeroed struct. */
 void rt_join_fini(rt_join *j);
+
+/* Keeps of a parsed join only what a joined channel needs: the bindings' strings (event,
+ * schema, table, filter, select) are copied into one block and the payload and each binding's
+ * params are released (access_token and params become NULL: rt_join_response needs them, so it
+ * comes first). A joined channel's memory is mostly the parsed JSON otherwise. 0 (also when
+ * already compacted), or -ENOMEM with j unchanged. */
+__attribute__((warn_unused_result)) int rt_join_compact(rt_join *j);
 
 /* Appends the response object of a successful join to out: {"postgres_changes":[entry i with
  * "id": ids[i], ...]} in request order (each entry as the client sent it, so realtime-js's

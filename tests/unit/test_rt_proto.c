@@ -175,6 +175,47 @@ static void test_join(void **state)
 	json_decref(p);
 }
 
+/* A joined channel keeps only the bindings' strings: the payload is released, the strings stay. */
+static void test_join_compact(void **state)
+{
+	(void)state;
+	json_error_t e;
+	json_t *p = json_loads("{\"config\":{\"postgres_changes\":[{\"event\":\"INSERT\",\"schema\":\"public\","
+	                       "\"table\":\"events\",\"filter\":\"org_id=eq.1\"},{\"event\":\"*\"},"
+	                       "{\"event\":\"delete\",\"table\":\"contacts\",\"select\":[\"id\",\"name\"]}]},"
+	                       "\"access_token\":\"tok\"}",
+	                       0, &e);
+	assert_non_null(p);
+	rt_join j = {0};
+	char reason[RT_PROTO_ERROR_MAX];
+	assert_int_equal(rt_join_parse(p, &j, reason), 0);
+	assert_int_equal(p->refcount, 2);
+	assert_int_equal(rt_join_compact(&j), 0);
+	assert_int_equal(p->refcount, 1); /* the payload is the caller's alone */
+	json_object_clear(p); /* what the join borrowed is gone */
+	json_decref(p);
+	assert_int_equal(j.n, 3);
+	assert_null(j.payload);
+	assert_null(j.access_token);
+	assert_null(j.bindings[0].params);
+	assert_string_equal(j.bindings[0].event, "INSERT");
+	assert_string_equal(j.bindings[0].schema, "public");
+	assert_string_equal(j.bindings[0].table, "events");
+	assert_string_equal(j.bindings[0].filter, "org_id=eq.1");
+	assert_int_equal(j.bindings[0].events, RT_EV_INSERT);
+	assert_string_equal(j.bindings[1].event, "*");
+	assert_null(j.bindings[1].schema);
+	assert_null(j.bindings[1].table);
+	assert_null(j.bindings[1].filter);
+	assert_string_equal(j.bindings[2].table, "contacts");
+	assert_int_equal(j.bindings[2].nselect, 2);
+	assert_string_equal(j.bindings[2].select[0], "id");
+	assert_string_equal(j.bindings[2].select[1], "name");
+	assert_int_equal(rt_join_compact(&j), 0); /* again: nothing to do */
+	assert_string_equal(j.bindings[2].select[1], "name");
+	rt_join_fini(&j);
+}
+
 static void test_join_refused(void **state)
 {
 	(void)state;
@@ -291,6 +332,7 @@ int main(void)
 		cmocka_unit_test(test_parse_v1),
 		cmocka_unit_test(test_parse_hostile),
 		cmocka_unit_test(test_join),
+		cmocka_unit_test(test_join_compact),
 		cmocka_unit_test(test_join_refused),
 		cmocka_unit_test(test_frames),
 		cmocka_unit_test(test_binary),
