@@ -81,5 +81,11 @@ half 2; wait_for 20 settled || true; RSS2=$(rss_kb $WPID)
 check "half 2: every channel joined" "$(( N / 2 * 2 ))" "$(channels)"
 per=$(( (RSS2 - RSS1) * 1024 / (N / 2) ))
 echo "# RSS ${RSS0} -> ${RSS1} -> ${RSS2} KB at 0, $(( N / 2 )), $(( N / 2 * 2 )) connections: ${per} B per idle connection (from none: $(( (RSS2 - RSS0) * 1024 / N )) B)"
-check_true "idle connection costs at most $MAX B (${per} B)" [ "$per" -le "$MAX" ]
+if ldd "$WALCAST" 2>/dev/null | grep -q libasan; then
+  # AddressSanitizer's redzones and quarantine multiply every allocation: the bound is the
+  # release build's (the connections above were still served and joined)
+  echo "# sanitizer build: the memory bound is checked in the release build only"
+else
+  check_true "idle connection costs at most $MAX B (${per} B)" [ "$per" -le "$MAX" ]
+fi
 summary

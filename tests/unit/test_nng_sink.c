@@ -704,6 +704,15 @@ static void test_tls_client_certificates_and_nngcat(void **state)
 	assert_null(strstr(t, "public.events"));
 	assert_null(strstr(slurp_file(out_nocert), "walcast/"));
 	assert_null(strstr(slurp_file(out_evil), "walcast/"));
+	/* the nngcats leave once --count is reached: close the sink after that, so that no message
+	 * is still on its way to a departing peer (libnng 1.5 leaks such a message at close) */
+	for (int i = 0; i < 500; i++) {
+		nng_sink_get_stats(f.sink, &st);
+		if (st.connections == 0)
+			break;
+		sleep_ms(10);
+	}
+	assert_int_equal(st.connections, 0);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
 	fx_fini(&f);
