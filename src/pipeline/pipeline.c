@@ -511,6 +511,14 @@ static int change_cb(void *arg, change *c)
 	return 0;
 }
 
+/* Every sink takes back the transaction it was offered. */
+static void sinks_abort(pipeline *pl)
+{
+	for (size_t i = 0; i < pl->nsinks; i++)
+		if (pl->sinks[i]->ops->abort != NULL)
+			pl->sinks[i]->ops->abort(pl->sinks[i]->impl);
+}
+
 static int sinks_begin(pipeline *pl, const change_txn *txn)
 {
 	for (size_t i = 0; i < pl->nsinks; i++) {
@@ -548,10 +556,21 @@ static int commit_cb(void *arg, const change_txn *txn)
 				pipeline_metrics_policy_error(pl->pm);
 			pl_stop(pl, 1);
 		}
-		for (size_t i = 0; i < pl->nsinks; i++)
-			if (pl->sinks[i]->ops->abort != NULL)
-				pl->sinks[i]->ops->abort(pl->sinks[i]->impl);
+		sinks_abort(pl);
 		return 1;
+	}
+	/* the policy rows reach the store before any sink takes the commit: a sink may make it
+	 * durable at once and report progress, and the sync that confirms its LSN must hold them */
+	if (pl->nrows > 0 || pl->ckpt_failed) {
+		if (pl->ckpt_failed || journal_write(pl, txn->end_lsn) < 0) {
+			log_error("pipeline.checkpoint_failed", "the policy rows of the transaction could not be "
+			          "recorded: stopping without confirming it");
+			pl->ckpt_failed = true;
+			pl_stop(pl, 1);
+			sinks_abort(pl);
+			return 1;
+		}
+		rows_clear(pl);
 	}
 	for (size_t i = 0; i < pl->nsinks; i++) {
 		pl_sink *s = pl->sinks[i];
@@ -559,16 +578,6 @@ static int commit_cb(void *arg, const change_txn *txn)
 			sink_failed(pl, s, "commit", rc);
 			return 1;
 		}
-	}
-	if (pl->nrows > 0 || pl->ckpt_failed) {
-		if (pl->ckpt_failed || journal_write(pl, txn->end_lsn) < 0) {
-			log_error("pipeline.checkpoint_failed", "the policy rows of the transaction could not be "
-			          "recorded: stopping without confirming it");
-			pl->ckpt_failed = true;
-			pl_stop(pl, 1);
-			return 1;
-		}
-		rows_clear(pl);
 	}
 	pl->txn_policy = false;
 	if (txn->end_lsn > pl->offered_end)
@@ -588,9 +597,8 @@ static void abandon_cb(void *arg)
 	bool was = pl->in_txn;
 	if (pl->pass) {
 		/* its changes were offered as they came: every sink takes them back */
-		for (size_t i = 0; was && i < pl->nsinks; i++)
-			if (pl->sinks[i]->ops->abort != NULL)
-				pl->sinks[i]->ops->abort(pl->sinks[i]->impl);
+		if (was)
+			sinks_abort(pl);
 	} else {
 		audience_abort(pl->aud); /* nothing of it was offered or applied */
 	}

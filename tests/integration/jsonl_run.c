@@ -9,7 +9,8 @@
  * The connection comes from the PG* environment variables. With JSONL_POLICY=FILE the pipeline
  * has a policy stage (keys from WALCAST_KEYS) and its checkpoint store in FILE.state/ (the rule
  * of docs/sinks.md), and the sink writes what JSONL_AS (a user id) may see. Exit status: 0 after
- * a clean drain, 1 on failure, 2 on bad arguments.
+ * a clean drain, 1 on failure, 2 on bad arguments. JSONL_FLUSH_BYTES=N sets the sink's
+ * flush_bytes (1: every transaction made durable inside its commit).
  */
 #include <errno.h>
 #include <signal.h>
@@ -94,6 +95,8 @@ int main(int argc, char **argv)
 	jsonl_conf_defaults(&jc, argv[4]);
 	if (argc >= 6)
 		jc.tables = argv[5];
+	if (getenv("JSONL_FLUSH_BYTES") != NULL)
+		jc.flush_bytes = atoll(getenv("JSONL_FLUSH_BYTES"));
 	policy *pol = NULL;
 	keyring *keys = NULL;
 	checkpoint_store *store = NULL;

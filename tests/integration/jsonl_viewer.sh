@@ -24,8 +24,11 @@ sql -c "INSERT INTO org_roles (org_id, user_id, role) VALUES ('$o1', '$u', 'view
 "$WALCAST" tail --as "$u" --policy "$POLICY" -S jv_tail -o "$WORK/tail.jsonl" >/dev/null 2>>"$WORK/tail.err" &
 TAILP=$!
 BG_PIDS+=("$TAILP")
+# JSONL_FLUSH_BYTES=1: every transaction is made durable inside its commit, the sink reporting
+# progress there (as past flush_bytes): the checkpoint sync that follows must already hold the
+# transaction's policy rows, or a kill before the next sync restarts with the state before it.
 start_pipe() { # [UNTIL]
-  JSONL_AS=$u JSONL_POLICY=$POLICY "$RUN" pgoutput jv_pipe walcast "$WORK/pipe.jsonl" "" ${1:-} \
+  JSONL_FLUSH_BYTES=1 JSONL_AS=$u JSONL_POLICY=$POLICY "$RUN" pgoutput jv_pipe walcast "$WORK/pipe.jsonl" "" ${1:-} \
     >/dev/null 2>>"$WORK/pipe.err" &
   PIPE=$!
   BG_PIDS+=("$PIPE")

@@ -93,6 +93,7 @@ typedef struct rec {
 	size_t pending;      /* payload bytes since the last flush */
 	bool stall;          /* flush does nothing (a consumer away) */
 	bool ended;          /* takes nothing more (a front end's limit reached) */
+	bool eager;          /* commit makes the transaction durable at once (jsonl past flush_bytes) */
 	metrics_counter *drops; /* live_metrics' walcast_sink_drops_total (counted_ops) */
 } rec;
 
@@ -165,6 +166,8 @@ static int rec_deliver(void *impl, void *sub_arg, const audience_delivery *d)
 	return 0;
 }
 
+static int rec_flush(void *impl);
+
 static int rec_commit(void *impl, const change_txn *txn)
 {
 	rec *r = impl;
@@ -173,7 +176,7 @@ static int rec_commit(void *impl, const change_txn *txn)
 	r->commits++;
 	r->committed = txn->end_lsn;
 	logf_(r, "C%llu ", (unsigned long long)txn->end_lsn);
-	return 0;
+	return r->eager ? rec_flush(r) : 0;
 }
 
 static void rec_abort(void *impl)
@@ -692,6 +695,41 @@ static void test_checkpoint(void **state)
 	assert_int_equal(recs[1]->delivers, 1);
 }
 
+/* A durable sink that makes a transaction durable inside its commit (and reports progress
+ * there) must not get the transaction's LSN confirmed, nor recorded as the LSN the stored state
+ * is known at, before the transaction's policy rows are in the store: killed right after that
+ * sync, the restarted pipeline would judge with the state from before the transaction. */
+static void test_checkpoint_eager_sink(void **state)
+{
+	fx *f = *state;
+	fx_pipeline(f, true);
+	add_sink(f, &durable_ops, "all", NULL);
+	recs[0]->eager = true;
+	row3 add[] = {{&roles_rel, CHANGE_INSERT, {ORG1, USER1, "viewer"}}};
+	uint64_t e1 = txn(f, add, 1);
+	assert_int_equal(recs[0]->position, e1);
+	assert_int_equal(confirmed(f), e1);
+	assert_true(f->ms.synced_lsn >= e1);
+	assert_int_equal(f->ms.durable, 1); /* the membership was in the store when e1 was synced */
+
+	/* killed now: nothing after that sync reaches the store */
+	pipeline_destroy(f->pl);
+	f->pl = NULL;
+	for (size_t i = f->ms.durable; i < f->ms.nrows; i++)
+		for (int k = 0; k < 3; k++)
+			free(f->ms.rows[i].v[k]);
+	f->ms.nrows = f->ms.durable;
+	fx_pipeline(f, true);
+	add_sink(f, &live_ops, "user1", USER1);
+	add_sink(f, &durable_ops, "all", NULL);
+	recs[1]->position = recs[1]->committed = e1;
+	char err[PIPELINE_ERROR_MAX];
+	assert_int_equal(pipeline_start(f->pl, err), 0);
+	row3 ev[] = {{&events_rel, CHANGE_INSERT, {"0d000000-0000-4000-8000-000000000001", ORG1, "x"}}};
+	txn(f, ev, 1);
+	assert_int_equal(recs[0]->delivers, 1); /* still a member after the restart */
+}
+
 /* Draining with nothing durable outstanding stops at once with code 0. */
 static void test_drain(void **state)
 {
@@ -867,6 +905,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ack_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_checkpoint_eager_sink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_policy_streams, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_policy_big_txn, setup, teardown),
