@@ -639,6 +639,21 @@ static void test_pause_resume(void **state)
 	assert_int_equal(confirmed(f), slow->committed);
 }
 
+/* A restart at lsn: a new pipeline with a live sink for user 1 (recs[0]) and a durable bypass
+ * sink (recs[1]) whose position is lsn, started. */
+static void restart_at(fx *f, uint64_t lsn)
+{
+	pipeline_destroy(f->pl);
+	f->pl = NULL;
+	fx_pipeline(f, true);
+	add_sink(f, &live_ops, "user1", USER1);
+	add_sink(f, &durable_ops, "all", NULL);
+	recs[1]->position = recs[1]->committed = lsn;
+	char err[PIPELINE_ERROR_MAX];
+	if (pipeline_start(f->pl, err) != 0)
+		fail_msg("pipeline_start: %s", err);
+}
+
 /* A transaction that changes policy rows appends them to the store, and its LSN is confirmed
  * only after a sync; a restarted pipeline judges with the state as of its resume point, not a
  * later one: a member removed after it is still a member, one removed at or before it is not. */
@@ -671,25 +686,14 @@ static void test_checkpoint(void **state)
 
 	/* restart as of e1 (a sink whose position is e1, the store's position too: as if e3 had
 	 * been logged but never confirmed): user 1 is a member again */
-	pipeline_destroy(f->pl);
 	f->ms.pos = e1;
-	fx_pipeline(f, true);
-	add_sink(f, &live_ops, "user1", USER1);
-	add_sink(f, &durable_ops, "all", NULL);
-	recs[1]->position = recs[1]->committed = e1;
-	char err[PIPELINE_ERROR_MAX];
-	assert_int_equal(pipeline_start(f->pl, err), 0);
+	restart_at(f, e1);
 	txn(f, ev, 1);
 	assert_int_equal(recs[0]->delivers, 1);
 
 	/* restart as of e3: the removal is part of the state */
-	pipeline_destroy(f->pl);
 	f->ms.pos = e3;
-	fx_pipeline(f, true);
-	add_sink(f, &live_ops, "user1", USER1);
-	add_sink(f, &durable_ops, "all", NULL);
-	recs[1]->position = recs[1]->committed = e3;
-	assert_int_equal(pipeline_start(f->pl, err), 0);
+	restart_at(f, e3);
 	txn(f, ev, 1);
 	assert_int_equal(recs[0]->delivers, 0);
 	assert_int_equal(recs[1]->delivers, 1);
@@ -713,18 +717,11 @@ static void test_checkpoint_eager_sink(void **state)
 	assert_int_equal(f->ms.durable, 1); /* the membership was in the store when e1 was synced */
 
 	/* killed now: nothing after that sync reaches the store */
-	pipeline_destroy(f->pl);
-	f->pl = NULL;
 	for (size_t i = f->ms.durable; i < f->ms.nrows; i++)
 		for (int k = 0; k < 3; k++)
 			free(f->ms.rows[i].v[k]);
 	f->ms.nrows = f->ms.durable;
-	fx_pipeline(f, true);
-	add_sink(f, &live_ops, "user1", USER1);
-	add_sink(f, &durable_ops, "all", NULL);
-	recs[1]->position = recs[1]->committed = e1;
-	char err[PIPELINE_ERROR_MAX];
-	assert_int_equal(pipeline_start(f->pl, err), 0);
+	restart_at(f, e1);
 	row3 ev[] = {{&events_rel, CHANGE_INSERT, {"0d000000-0000-4000-8000-000000000001", ORG1, "x"}}};
 	txn(f, ev, 1);
 	assert_int_equal(recs[0]->delivers, 1); /* still a member after the restart */
