@@ -35,74 +35,15 @@ struct sc_org {
 	char id[];
 };
 
-/* A dense array of pointers and its hash index. */
-typedef struct sc_table {
-	hash_index ix;
-	void **items;
-	size_t n, cap;
-} sc_table;
-
 struct stats_cache {
 	size_t max_bytes;
 	uint64_t seed;
 	uint64_t tick;    /* the stamp now */
 	uint64_t cleared; /* stamp of the last clear */
-	sc_table entries, orgs;
+	hash_ptrs entries, orgs; /* sc_entry, sc_org (hash.h) */
 	sc_entry *newest, *oldest;
 	stats_cache_stats st;
 };
-
-/* ---- tables --------------------------------------------------------------------------------- */
-
-static int table_init(sc_table *t)
-{
-	*t = (sc_table){0};
-	return hash_index_init(&t->ix);
-}
-
-static void table_fini(sc_table *t)
-{
-	hash_index_fini(&t->ix);
-	free(t->items);
-	*t = (sc_table){0};
-}
-
-/* Room for one more item. */
-static int table_reserve(sc_table *t)
-{
-	if (t->n == t->cap) {
-		size_t cap = t->cap ? t->cap * 2 : 64;
-		void **items = realloc(t->items, cap * sizeof(*items));
-		if (items == NULL)
-			return -ENOMEM;
-		t->items = items;
-		t->cap = cap;
-	}
-	return hash_index_reserve(&t->ix, 1);
-}
-
-static void table_add(sc_table *t, void *item, uint32_t h, uint32_t *pos)
-{
-	*pos = (uint32_t)t->n;
-	t->items[t->n++] = item;
-	hash_index_insert(&t->ix, h, *pos);
-}
-
-/* Removes the item at pos (hash h); the last item moves into its place (its *pos updated). */
-static void table_remove(sc_table *t, uint32_t h, uint32_t pos, uint32_t (*hash_of)(void *), uint32_t *(*pos_of)(void *))
-{
-	hash_index_remove(&t->ix, h, pos);
-	uint32_t last = (uint32_t)--t->n;
-	if (pos != last) {
-		void *moved = t->items[last];
-		t->items[pos] = moved;
-		hash_index_repoint(&t->ix, hash_of(moved), last, pos);
-		*pos_of(moved) = pos;
-	}
-}
-
-static uint32_t entry_hash(void *e) { return ((sc_entry *)e)->h; }
-static uint32_t *entry_pos(void *e) { return &((sc_entry *)e)->pos; }
 
 static sc_entry *entry_find(const stats_cache *c, const char *key, size_t keylen, uint32_t h)
 {
@@ -161,7 +102,10 @@ static void entry_drop(stats_cache *c, sc_entry *e)
 		e->org->entries = e->org_next;
 	if (e->org_next != NULL)
 		e->org_next->org_prev = e->org_prev;
-	table_remove(&c->entries, e->h, e->pos, entry_hash, entry_pos);
+	sc_entry *last = c->entries.items[c->entries.n - 1];
+	sc_entry *moved = hash_ptrs_remove(&c->entries, e->h, e->pos, last->h);
+	if (moved != NULL)
+		moved->pos = e->pos;
 	c->st.bytes -= e->size;
 	c->st.entries--;
 	free(e);
@@ -179,7 +123,7 @@ int stats_cache_create(size_t max_bytes, stats_cache **out)
 	c->max_bytes = max_bytes;
 	c->seed = (uint64_t)(uintptr_t)c * 0x9E3779B97F4A7C15ULL ^ 0x5bd1e995;
 	c->tick = 1;
-	if (table_init(&c->entries) < 0 || table_init(&c->orgs) < 0) {
+	if (hash_ptrs_init(&c->entries) < 0 || hash_ptrs_init(&c->orgs) < 0) {
 		stats_cache_destroy(c);
 		return -ENOMEM;
 	}
@@ -206,8 +150,8 @@ void stats_cache_destroy(stats_cache *c)
 	if (c == NULL)
 		return;
 	stats_cache_clear(c);
-	table_fini(&c->entries);
-	table_fini(&c->orgs);
+	hash_ptrs_fini(&c->entries);
+	hash_ptrs_fini(&c->orgs);
 	free(c);
 }
 
@@ -243,12 +187,12 @@ static sc_org *org_get(stats_cache *c, const char *id)
 		return o;
 	if (c->orgs.n >= STATS_CACHE_ORGS_MAX)
 		stats_cache_clear(c);
-	if (table_reserve(&c->orgs) < 0 || (o = calloc(1, sizeof(*o) + idlen + 1)) == NULL)
+	if (hash_ptrs_reserve(&c->orgs) < 0 || (o = calloc(1, sizeof(*o) + idlen + 1)) == NULL)
 		return NULL;
 	o->h = h;
 	o->idlen = idlen;
 	memcpy(o->id, id, idlen + 1);
-	table_add(&c->orgs, o, h, &o->pos);
+	o->pos = hash_ptrs_add(&c->orgs, h, o);
 	return o;
 }
 
@@ -272,7 +216,7 @@ int stats_cache_put(stats_cache *c, const char *org, const char *key, size_t key
 		return -ENOMEM;
 	if (stamp < c->cleared)
 		return 1; /* org_get cleared the cache: too many orgs */
-	if (table_reserve(&c->entries) < 0)
+	if (hash_ptrs_reserve(&c->entries) < 0)
 		return -ENOMEM;
 	sc_entry *e = malloc(size);
 	if (e == NULL)
@@ -285,7 +229,7 @@ int stats_cache_put(stats_cache *c, const char *org, const char *key, size_t key
 	memcpy(e->data, key, keylen);
 	if (len > 0)
 		memcpy(e->data + keylen, val, len);
-	table_add(&c->entries, e, h, &e->pos);
+	e->pos = hash_ptrs_add(&c->entries, h, e);
 	recency_push(c, e);
 	e->org_next = o->entries;
 	if (o->entries != NULL)

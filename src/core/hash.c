@@ -116,3 +116,50 @@ void hash_index_repoint(hash_index *hx, uint32_t h, uint32_t from, uint32_t to)
 	if (i != (size_t)-1)
 		hx->slots[i] = (uint64_t)h << 32 | (uint64_t)(to + 1);
 }
+
+/* ---- hash_ptrs ---------------------------------------------------------------------------- */
+
+int hash_ptrs_init(hash_ptrs *t)
+{
+	*t = (hash_ptrs){0};
+	return hash_index_init(&t->ix);
+}
+
+void hash_ptrs_fini(hash_ptrs *t)
+{
+	hash_index_fini(&t->ix);
+	free(t->items);
+	*t = (hash_ptrs){0};
+}
+
+int hash_ptrs_reserve(hash_ptrs *t)
+{
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 16;
+		void **items = realloc(t->items, cap * sizeof(*items));
+		if (items == NULL)
+			return -ENOMEM;
+		t->items = items;
+		t->cap = cap;
+	}
+	return hash_index_reserve(&t->ix, 1);
+}
+
+uint32_t hash_ptrs_add(hash_ptrs *t, uint32_t h, void *item)
+{
+	uint32_t pos = (uint32_t)t->n;
+	t->items[t->n++] = item;
+	hash_index_insert(&t->ix, h, pos);
+	return pos;
+}
+
+void *hash_ptrs_remove(hash_ptrs *t, uint32_t h, uint32_t pos, uint32_t last_h)
+{
+	hash_index_remove(&t->ix, h, pos);
+	uint32_t last = (uint32_t)--t->n;
+	if (pos == last)
+		return NULL;
+	t->items[pos] = t->items[last];
+	hash_index_repoint(&t->ix, last_h, last, pos);
+	return t->items[pos];
+}

@@ -75,6 +75,33 @@ static inline bool hash_probe_next(const hash_index *hx, hash_probe *p, uint32_t
 	}
 }
 
+/* ---- hash_ptrs: a dense array of pointers with its index ------------------------------------
+ * The usual table of entries allocated one by one: items[0..n) in a dense array (removing moves
+ * the last into the hole), the index maps the caller's hash of each to its position. The caller
+ * owns the items; lookups are hash_index_probe / hash_probe_next over t->ix and t->items. */
+typedef struct hash_ptrs {
+	hash_index ix;
+	void **items;
+	size_t n, cap;
+} hash_ptrs;
+
+/* An empty table. 0 or -ENOMEM. */
+__attribute__((warn_unused_result)) int hash_ptrs_init(hash_ptrs *t);
+
+/* Frees the array and the index (not the items); t may be zeroed. */
+void hash_ptrs_fini(hash_ptrs *t);
+
+/* Room for one more item. 0 or -ENOMEM (t unchanged). */
+__attribute__((warn_unused_result)) int hash_ptrs_reserve(hash_ptrs *t);
+
+/* Adds item, hashed h, after hash_ptrs_reserve; returns its position. */
+uint32_t hash_ptrs_add(hash_ptrs *t, uint32_t h, void *item);
+
+/* Removes the item at pos (hashed h); the last item moves into pos and is re-indexed under
+ * last_h (the caller's hash of items[n - 1]). Returns the item now at pos, NULL when pos was the
+ * last. */
+void *hash_ptrs_remove(hash_ptrs *t, uint32_t h, uint32_t pos, uint32_t last_h);
+
 /* The word loop of hash_words and hash_bytes: h mixed with the n / 8 words at k. */
 static inline uint64_t hash_mix_words(uint64_t h, const uint8_t *k, size_t n)
 {

@@ -147,14 +147,8 @@ struct audience_sub {
 	audience_sub *prev, *next;
 };
 
-/* A map from a 16-byte key (at offset 0 of each value) to the value: the values in a dense
- * array, indexed by the core's hash_index (hash.h). */
-typedef struct pmap {
-	hash_index ix;
-	void **items; /* the values, n of them (removing moves the last into the hole) */
-	size_t n;
-	size_t cap;
-} pmap;
+/* A map from a 16-byte key (at offset 0 of each value) to the value (hash.h's hash_ptrs). */
+typedef hash_ptrs pmap;
 
 /* The org index of one policy state. */
 typedef struct aindex {
@@ -207,20 +201,6 @@ static inline uint32_t key_hash(const audience *a, const void *k)
 	return (uint32_t)hash_words(a->seed, k, sizeof(policy_state_uuid));
 }
 
-static int pmap_init(pmap *m)
-{
-	*m = (pmap){0};
-	return hash_index_init(&m->ix);
-}
-
-static void pmap_fini(pmap *m)
-{
-	hash_index_fini(&m->ix);
-	free(m->items);
-	m->items = NULL;
-	m->n = m->cap = 0;
-}
-
 static void *pmap_find(const audience *a, const pmap *m, const policy_state_uuid *k)
 {
 	uint32_t h = key_hash(a, k);
@@ -231,24 +211,9 @@ static void *pmap_find(const audience *a, const pmap *m, const policy_state_uuid
 	return NULL;
 }
 
-/* Room for one more entry. 0 or -ENOMEM (unchanged). */
-static int pmap_reserve(pmap *m)
-{
-	if (m->n == m->cap) {
-		size_t cap = m->cap ? m->cap * 2 : 16;
-		void **items = realloc(m->items, cap * sizeof(*items));
-		if (items == NULL)
-			return -ENOMEM;
-		m->items = items;
-		m->cap = cap;
-	}
-	return hash_index_reserve(&m->ix, 1);
-}
-
 static void pmap_insert(const audience *a, pmap *m, void *v)
 {
-	hash_index_insert(&m->ix, key_hash(a, v), (uint32_t)m->n);
-	m->items[m->n++] = v;
+	(void)hash_ptrs_add(m, key_hash(a, v), v);
 }
 
 static void pmap_remove(const audience *a, pmap *m, const void *v)
@@ -259,14 +224,8 @@ static void pmap_remove(const audience *a, pmap *m, const void *v)
 	bool found = false;
 	while (!found && hash_probe_next(&m->ix, &p, &id))
 		found = m->items[id] == v;
-	if (!found)
-		return;
-	hash_index_remove(&m->ix, h, id);
-	uint32_t last = (uint32_t)--m->n;
-	if (id != last) {
-		m->items[id] = m->items[last];
-		hash_index_repoint(&m->ix, key_hash(a, m->items[id]), last, id);
-	}
+	if (found)
+		(void)hash_ptrs_remove(m, h, id, key_hash(a, m->items[m->n - 1]));
 }
 
 static void org_free(aorg *o)
@@ -323,7 +282,7 @@ static int link_add(aindex *ix, auser *u, const policy_state_uuid *org, int rank
 		o = calloc(1, sizeof(*o));
 		if (o != NULL)
 			o->heads = calloc((size_t)a->nranks + 1, sizeof(alink *));
-		if (o == NULL || o->heads == NULL || pmap_reserve(&ix->orgs) < 0) {
+		if (o == NULL || o->heads == NULL || hash_ptrs_reserve(&ix->orgs) < 0) {
 			org_free(o);
 			free(l);
 			return -ENOMEM;
@@ -444,13 +403,13 @@ int audience_create(privacy *pv, unsigned json_flags, audience **out)
 		a->seed = (uint64_t)(uintptr_t)a * 0x9E3779B97F4A7C15ULL;
 	a->pool = calloc(1, sizeof(*a->pool));
 	a->jc = change_json_cache_create();
-	if (a->pool == NULL || a->jc == NULL || pmap_init(&a->users) < 0)
+	if (a->pool == NULL || a->jc == NULL || hash_ptrs_init(&a->users) < 0)
 		goto nomem;
 	a->pool->refs = 1;
 	for (int w = 0; w < 2; w++) {
 		aindex *ix = &a->ix[w];
 		*ix = (aindex){.a = a, .w = w, .state = privacy_state_at(pv, (privacy_when)w)};
-		if (pmap_init(&ix->orgs) < 0)
+		if (hash_ptrs_init(&ix->orgs) < 0)
 			goto nomem;
 		int rc = policy_state_add_change_cb(ix->state, member_change_cb, ix);
 		if (rc < 0) {
@@ -492,9 +451,9 @@ void audience_destroy(audience *a)
 	subs_free(a->bypass_subs);
 	subs_free(a->idle_subs);
 	subs_free(a->wild_subs);
-	pmap_fini(&a->users);
-	pmap_fini(&a->ix[0].orgs);
-	pmap_fini(&a->ix[1].orgs);
+	hash_ptrs_fini(&a->users);
+	hash_ptrs_fini(&a->ix[0].orgs);
+	hash_ptrs_fini(&a->ix[1].orgs);
 	change_json_cache_destroy(a->jc);
 	if (a->pool != NULL) {
 		payload_pool *pool = a->pool;
@@ -579,7 +538,7 @@ int audience_subscribe(audience *a, void *opaque, const char *uid, bool bypass, 
 	} else {
 		u = pmap_find(a, &a->users, &key);
 		if (u == NULL) {
-			if (pmap_reserve(&a->users) < 0)
+			if (hash_ptrs_reserve(&a->users) < 0)
 				goto nomem;
 			u = calloc(1, sizeof(*u));
 			if (u == NULL)

@@ -2,7 +2,7 @@
  * test_hash — unit tests for the core's open-addressing hash index (src/core/hash.h): a dense
  * slab of keys indexed by it, driven by random inserts and swap-with-last removals against a
  * plain scan, with deliberately colliding hashes (so backward-shift deletion and wrap-around
- * are exercised), growth, clear and the zeroed/finished states.
+ * are exercised), growth, clear and the zeroed/finished states; hash_ptrs over it.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -145,6 +145,35 @@ static void test_reserve(void **state)
 	hash_index_fini(&ix);
 }
 
+/* hash_ptrs: pointers found through the index after adds and swap-with-last removals, the
+ * moved item reported and re-indexed under the hash given for it. */
+static void test_ptrs(void **state)
+{
+	(void)state;
+	static int vals[64];
+	hash_ptrs t;
+	assert_int_equal(hash_ptrs_init(&t), 0);
+	for (uint32_t i = 0; i < 64; i++) {
+		assert_int_equal(hash_ptrs_reserve(&t), 0);
+		assert_int_equal(hash_ptrs_add(&t, hash_bad(i), &vals[i]), i);
+	}
+	/* remove item 5: item 63 moves into position 5 */
+	assert_ptr_equal(hash_ptrs_remove(&t, hash_bad(5), 5, hash_bad(63)), &vals[63]);
+	assert_int_equal(t.n, 63);
+	assert_ptr_equal(t.items[5], &vals[63]);
+	/* remove the last: nothing moves */
+	assert_null(hash_ptrs_remove(&t, hash_bad(62), 62, hash_bad(62)));
+	for (uint32_t i = 0; i < 64; i++) {
+		hash_probe p = hash_index_probe(&t.ix, hash_bad(i));
+		bool found = false;
+		for (uint32_t id; !found && hash_probe_next(&t.ix, &p, &id);)
+			found = t.items[id] == &vals[i];
+		assert_int_equal(found, i != 5 && i != 62);
+	}
+	hash_ptrs_fini(&t);
+	hash_ptrs_fini(&t);
+}
+
 static void test_hash_words(void **state)
 {
 	(void)state;
@@ -182,6 +211,7 @@ int main(void)
 		cmocka_unit_test(test_random_good_hash),
 		cmocka_unit_test(test_random_colliding_hash),
 		cmocka_unit_test(test_reserve),
+		cmocka_unit_test(test_ptrs),
 		cmocka_unit_test(test_hash_words),
 		cmocka_unit_test(test_hash_bytes),
 	};
