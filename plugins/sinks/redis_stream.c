@@ -99,42 +99,6 @@ enum {
 	OID_NUMERIC = 1700,
 };
 
-/* Whether s[0..n) is a JSON number (so that wal2json's number token carries it verbatim). */
-static bool json_number(const char *s, size_t n)
-{
-	size_t i = 0;
-	if (i < n && s[i] == '-')
-		i++;
-	if (i >= n)
-		return false;
-	if (s[i] == '0') {
-		i++;
-	} else if (s[i] >= '1' && s[i] <= '9') {
-		while (i < n && s[i] >= '0' && s[i] <= '9')
-			i++;
-	} else {
-		return false;
-	}
-	if (i < n && s[i] == '.') {
-		size_t d = ++i;
-		while (i < n && s[i] >= '0' && s[i] <= '9')
-			i++;
-		if (i == d)
-			return false;
-	}
-	if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-		i++;
-		if (i < n && (s[i] == '+' || s[i] == '-'))
-			i++;
-		size_t d = i;
-		while (i < n && s[i] >= '0' && s[i] <= '9')
-			i++;
-		if (i == d)
-			return false;
-	}
-	return i == n;
-}
-
 /* One value as wal2json types it (see redis_stream_change_write). */
 static int value_write(buf *out, uint32_t type, const change_value *v)
 {
@@ -147,7 +111,7 @@ static int value_write(buf *out, uint32_t type, const change_value *v)
 		break;
 	case OID_INT2: case OID_INT4: case OID_INT8: case OID_OID: case OID_FLOAT4: case OID_FLOAT8:
 	case OID_NUMERIC:
-		if (json_number(v->data, v->len))
+		if (change_json_number(v->data, v->len))
 			return buf_append(out, v->data, v->len);
 		break; /* NaN, Infinity: a string, which the decoder takes as the text it is */
 	case OID_BYTEA:
