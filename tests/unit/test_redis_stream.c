@@ -29,6 +29,8 @@
 #include "redis_stream.h"
 #include "relcache.h"
 
+#include "diff_fixture.h"
+
 /* ---- transcripts: one line per begin, change and commit ---------------------------------- */
 
 typedef struct transcript {
@@ -185,19 +187,6 @@ static void same_text(const buf *want, const buf *got)
 
 /* ---- the differential fixture ------------------------------------------------------------ */
 
-static char *fixture_path(const char *name)
-{
-	static char path[1024];
-	const char *root = getenv("WALCAST_SOURCE_DIR");
-	snprintf(path, sizeof(path), "%s/tests/fixtures/diff/%s", root ? root : ".", name);
-	return path;
-}
-
-static int hexval(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 static void pgoutput_through_writer(writer *w)
 {
 	relcache *rels = relcache_create();
@@ -229,34 +218,6 @@ static void pgoutput_through_writer(writer *w)
 	fclose(f);
 	decoder_destroy(d);
 	relcache_destroy(rels);
-}
-
-/* Seeds a relation cache from the fixture's catalog, as the source does for wal2json. */
-static void seed_catalog(relcache *rels)
-{
-	FILE *f = fopen(fixture_path("catalog.tsv"), "r");
-	assert_non_null(f);
-	char schema[64], table[64], prev[64] = "", col[64], key[8];
-	unsigned typ;
-	int typmod;
-	rel_column cols[64];
-	char names[64][64];
-	int ncols = 0;
-	for (;;) {
-		int got = fscanf(f, "%63s\t%63s\t%63s\t%u\t%d\t%7s\n", schema, table, col, &typ, &typmod, key);
-		if ((got != 6 || strcmp(table, prev) != 0) && ncols > 0) {
-			relation r = {.schema = "public", .name = prev, .ncols = ncols, .cols = cols, .replident = '?'};
-			assert_int_equal(relcache_put(rels, &r, NULL), 0);
-			ncols = 0;
-		}
-		if (got != 6)
-			break;
-		snprintf(prev, sizeof(prev), "%s", table);
-		snprintf(names[ncols], sizeof(names[ncols]), "%s", col);
-		cols[ncols] = (rel_column){.name = names[ncols], .type_oid = typ, .typmod = typmod, .key = key[0] == 't'};
-		ncols++;
-	}
-	fclose(f);
 }
 
 static void fixture_round_trip(bool seed)
