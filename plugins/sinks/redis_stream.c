@@ -466,6 +466,10 @@ static void round_reply_cb(redis_conn *c, void *r, void *privdata)
 			metrics_counter_add(s->m_entries, (uint64_t)reply->element[0]->integer);
 		if (s->m_skipped != NULL)
 			metrics_counter_add(s->m_skipped, (uint64_t)reply->element[1]->integer);
+		if (reply->element[1]->integer > 0)
+			log_info("redis_stream.replayed", "sink=%s key=%s: %lld entries of the round were in the stream already "
+			         "(skipped), %lld added", s->env.name, s->key, (long long)reply->element[1]->integer,
+			         (long long)reply->element[0]->integer);
 	}
 	round_accept(s);
 }

@@ -184,7 +184,7 @@ sql -c "INSERT INTO orgs (name) VALUES ('after restart')" >/dev/null
 wait_for 30 bash -c "[ \$(redis-cli -p $RPORT XLEN $KEY) -ge $((before + 3)) ]"
 check "after a clean restart, one more transaction adds exactly its 3 entries" $((before + 3)) "$(rcli XLEN "$KEY")"
 check "no fatal error" "" "$(grep -E 'redis_stream.failed|pipeline.sink_failed' "$WORK/run.err" | head -2)"
-for id in redis.down redis.reset redis.connect_failed redis.up redis_stream.start redis_stream.round_failed; do
+for id in redis.down redis.reset redis.connect_failed redis.up redis_stream.start redis_stream.replayed redis_stream.round_failed; do
   echo "# $id: $(grep -c "$id" "$WORK/run.err" || true)"
 done
 kill -TERM "$RUNP"; wait "$RUNP" || true
