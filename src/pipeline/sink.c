@@ -14,12 +14,14 @@ extern const sink_ops jsonl_sink_ops;
 extern const sink_ops nng_sink_ops;
 extern const sink_ops realtime_sink_ops;
 extern const sink_ops redis_sink_ops;
+extern const sink_ops redis_stream_sink_ops;
 
 static const sink_ops *const registry[] = {
 	&jsonl_sink_ops,
 	&nng_sink_ops,
 	&realtime_sink_ops,
 	&redis_sink_ops,
+	&redis_stream_sink_ops,
 	NULL,
 };
 

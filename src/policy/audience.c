@@ -192,6 +192,7 @@ struct audience {
 	void *cb_arg;
 	int delivered;
 	bool left;      /* the delivery being made is a left_view one */
+	const change *source; /* the change being published, as the stream carried it */
 	audience_stats st;
 	char err[AUDIENCE_ERROR_MAX];
 };
@@ -721,7 +722,7 @@ static int deliver(audience *a, const change *view, size_t n, int rank, bool byp
 	if (p == NULL)
 		return rc;
 	audience_delivery d = {
-		.view = view, .payload = p, .subs = a->out, .nsubs = n,
+		.view = view, .source = a->source, .payload = p, .subs = a->out, .nsubs = n,
 		.rank = rank, .bypass = bypass, .individual = individual, .org = bypass ? NULL : org,
 		.role = bypass ? NULL : policy_state_rank_name(privacy_state(a->pv), rank),
 		.uid = individual ? uid : NULL,
@@ -1140,7 +1141,9 @@ static int publish_one(audience *a, const change *c)
 static int publish_cb(void *arg, const change *c)
 {
 	audience *a = arg;
+	a->source = c;
 	int rc = publish_one(a, c);
+	a->source = NULL;
 	seen_release(a); /* the views go with the change (the privacy arena is reset) */
 	return rc;
 }

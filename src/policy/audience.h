@@ -119,6 +119,8 @@ void audience_unsubscribe(audience *a, audience_sub *s);
  * when the callback takes a reference. */
 typedef struct audience_delivery {
 	const change *view;         /* the audience's version of the change */
+	const change *source;       /* the change as the stream carried it, before any judgement
+	                             * (unmasked, not decrypted): for sinks that republish the stream */
 	audience_payload *payload;  /* view serialized once; audience_payload_ref to keep it */
 	void *const *subs;          /* the audience's subscribers (their opaque pointers) */
 	size_t nsubs;

@@ -94,8 +94,7 @@ void change_time_format(int64_t unix_us, char out[CHANGE_TIME_MAX])
 	*o = '\0';
 }
 
-/* True when s[0..n) is a JSON number (RFC 8259 grammar). */
-static bool is_json_number(const char *s, size_t n)
+bool change_json_number(const char *s, size_t n)
 {
 	size_t i = 0;
 	if (i < n && s[i] == '-')
@@ -240,7 +239,7 @@ static int value_write(buf *out, const change_value *v, uint32_t type_oid)
 	case OID_FLOAT4:
 	case OID_FLOAT8:
 		/* Every value of these types is exact as an IEEE double: a JSON number. */
-		if (is_json_number(v->data, v->len))
+		if (change_json_number(v->data, v->len))
 			return buf_append(out, v->data, v->len);
 		break;
 	case OID_INT8:

@@ -105,6 +105,10 @@ void change_json_cache_destroy(change_json_cache *jc);
 __attribute__((warn_unused_result)) int change_json_write_cached(change_json_cache *jc, buf *out,
                                                                  const change *c, unsigned flags);
 
+/* True when s[0..n) is a JSON number (RFC 8259 grammar): PostgreSQL's text of a number that
+ * JSON can carry verbatim. */
+bool change_json_number(const char *s, size_t n);
+
 #define CHANGE_TIME_MAX 64
 /* Formats microseconds since the Unix epoch as "YYYY-MM-DDTHH:MM:SS.ffffffZ" into out. */
 void change_time_format(int64_t unix_us, char out[CHANGE_TIME_MAX]);

@@ -20,6 +20,8 @@
 #include "lsn.h"
 #include "relcache.h"
 
+#include "diff_fixture.h"
+
 typedef struct transcript {
 	buf text; /* one line per begin, change and commit */
 	int changes;
@@ -47,23 +49,6 @@ static int t_commit(void *arg, const change_txn *txn)
 	char a[LSN_TEXT_MAX], b[LSN_TEXT_MAX];
 	return buf_printf(&t->text, "COMMIT xid=%u commit_lsn=%s end_lsn=%s\n", txn->xid,
 	                  lsn_format(txn->commit_lsn, a), lsn_format(txn->end_lsn, b));
-}
-
-static char *fixture_path(const char *name)
-{
-	static char path[1024];
-	const char *root = getenv("WALCAST_SOURCE_DIR");
-	snprintf(path, sizeof(path), "%s/tests/fixtures/diff/%s", root ? root : ".", name);
-	return path;
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
 }
 
 /* Decodes every "LSN<TAB>payload" line of a fixture; hex payloads are converted to bytes. */
@@ -106,34 +91,6 @@ static void decode_fixture(const char *plugin, const char *file, bool hex, relca
 	free(line);
 	fclose(f);
 	decoder_destroy(d);
-}
-
-/* Seeds a relation cache the way the source does for wal2json: from the catalog. */
-static void seed_catalog(relcache *rels)
-{
-	FILE *f = fopen(fixture_path("catalog.tsv"), "r");
-	assert_non_null(f);
-	char schema[64], table[64], prev[64] = "", col[64], key[8];
-	unsigned typ;
-	int typmod;
-	rel_column cols[64];
-	char names[64][64];
-	int ncols = 0;
-	for (;;) {
-		int got = fscanf(f, "%63s\t%63s\t%63s\t%u\t%d\t%7s\n", schema, table, col, &typ, &typmod, key);
-		if ((got != 6 || strcmp(table, prev) != 0) && ncols > 0) {
-			relation r = {.schema = "public", .name = prev, .ncols = ncols, .cols = cols, .replident = '?'};
-			assert_int_equal(relcache_put(rels, &r, NULL), 0);
-			ncols = 0;
-		}
-		if (got != 6)
-			break;
-		snprintf(prev, sizeof(prev), "%s", table);
-		snprintf(names[ncols], sizeof(names[ncols]), "%s", col);
-		cols[ncols] = (rel_column){.name = names[ncols], .type_oid = typ, .typmod = typmod, .key = key[0] == 't'};
-		ncols++;
-	}
-	fclose(f);
 }
 
 static void compare(bool seed)
