@@ -49,6 +49,7 @@ typedef struct nng_sink_conf {
 	char *topic_prefix;  /* prepended to every topic */
 	char *topics;        /* the audience families published: "all", "role", "user" (commas or
 	                      * spaces between); NULL = all three */
+	bool coalesce;       /* one message per topic and read of the stream (see above) */
 } nng_sink_conf;
 
 #define NNG_SINK_DEFAULT_PREFIX "walcast/v1/"
@@ -62,8 +63,9 @@ __attribute__((warn_unused_result)) int nng_sink_topic(buf *out, const char *pre
 /* Counters of an instance, for tests (the metrics say the same). */
 typedef struct nng_sink_stats {
 	uint64_t messages;   /* handed to nng */
+	uint64_t payloads;   /* deliveries in them (= messages without coalesce) */
 	uint64_t bytes;      /* their sizes */
-	uint64_t dropped;    /* refused by nng (would block, or out of memory) */
+	uint64_t dropped;    /* messages refused by nng (would block, or out of memory) */
 	uint64_t skipped;    /* deliveries that named no audience (not sent) */
 	size_t topics;       /* distinct topics seen */
 	int connections;     /* subscriber connections open now */
