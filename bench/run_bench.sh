@@ -190,6 +190,9 @@ drain_wc() { # subs round slot coalesce
   if [ -n "$wpid" ]; then cpu_sampler "$wpid" "$WORK/cpu.wc.$k" & sampler=$!; fi
   wait "$sub" || rc=$?
   t1=$(date +%s.%N); j1=$(cpu_jiffies)
+  # every topic's messages and payloads (the subscriber counts only the bypass topic's)
+  curl -s "http://127.0.0.1:$hp/metrics" | awk -v k="$k" '/^walcast_nng_(messages|payloads)_total/ {v[$1] = $2}
+    END {for (m in v) printf "%s %s %s\n", k, m, v[m]}' >>"$WORK/nng_totals" || true
   # $run is /usr/bin/time, which does not forward signals: stop walcast itself.
   kill -TERM "$wpid" 2>/dev/null || true
   wait "$run" || true
@@ -328,7 +331,7 @@ done
 
 # ---- Report -----------------------------------------------------------------------------------
 KEEP=${TMPDIR:-/tmp}/walcast-run-bench-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$KEEP" && cp "$RESULTS" "$LAT_INFO" "$WORK"/latency.*.us "$WORK"/sub.lat.* "$KEEP/" && log "raw results kept in $KEEP"
+mkdir -p "$KEEP" && cp "$RESULTS" "$LAT_INFO" "$WORK/nng_totals" "$WORK"/latency.*.us "$WORK"/sub.lat.* "$KEEP/" && log "raw results kept in $KEEP"
 bench_git_state "$ROOT" src plugins CMakeLists.txt bench/run_bench.sh bench/run_bench_sub.c
 GIT_REV=$BENCH_GIT${BENCH_DIRTY:+ + $BENCH_DIRTY}
 LOAD_TXT=""
