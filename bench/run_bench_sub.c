@@ -4,14 +4,17 @@
  *
  *   run_bench_sub [--latency FILE] [--timeout S] URL PREFIX...
  *
- * Subscribes to every PREFIX. Each message is "<topic> <seq> <lsn> <payload JSON>". A message
- * whose topic contains "/_message/" (the benchmark's end marker, pg_logical_emit_message) ends
- * the run. --latency FILE: for every other message, writes one line "MICROSECONDS" to FILE:
- * this process's CLOCK_REALTIME at receipt minus the payload's "commit_time" (PostgreSQL's commit
- * timestamp; same machine, same clock). At the end prints on stdout
- * "messages=N gaps=G marker=0|1 first_us=T0 marker_us=T1" (gaps: sequence numbers skipped,
- * summed over topics seen; T0 and T1: CLOCK_REALTIME in Unix microseconds at the receipt of the
- * first message and of the marker, 0 when none).
+ * Subscribes to every PREFIX. Each message is "<topic> <record>", or with the sink's coalesce
+ * on several records of one topic, one per line: "<topic> <record>\n<record>..."; a record is
+ * "<seq> <lsn> <payload JSON>" (docs/nng.md). A message whose topic contains "/_message/" (the
+ * benchmark's end marker, pg_logical_emit_message) ends the run. --latency FILE: for every
+ * other record, writes one line "MICROSECONDS" to FILE: this process's CLOCK_REALTIME at
+ * receipt minus the payload's "commit_time" (PostgreSQL's commit timestamp; same machine, same
+ * clock). At the end prints on stdout
+ * "nng_messages=M messages=N gaps=G marker=0|1 first_us=T0 marker_us=T1" (M: nng messages, N:
+ * records in them; gaps: sequence numbers skipped, summed over topics seen; T0 and T1:
+ * CLOCK_REALTIME in Unix microseconds at the receipt of the first message and of the marker, 0
+ * when none).
  * Exits 0, or 1 on an error or when the receive timeout (default 120 s) passed without a marker.
  */
 #ifndef _GNU_SOURCE
@@ -89,7 +92,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	fprintf(stderr, "run_bench_sub: subscribed\n");
-	uint64_t messages = 0, gaps = 0;
+	uint64_t messages = 0, gaps = 0, nng_messages = 0;
 	int64_t first_us = 0, marker_us = 0;
 	int marker = 0;
 	topic_seq topics[64];
@@ -131,13 +134,24 @@ int main(int argc, char **argv)
 		memcpy(s, nng_msg_body(m), len);
 		s[len] = '\0';
 		nng_msg_free(m);
+		nng_messages++;
 		char *sp = strchr(s, ' ');
-		if (sp != NULL) {
-			*sp = '\0';
-			uint64_t seq = strtoull(sp + 1, NULL, 10);
-			size_t t = 0;
-			while (t < ntopics && strcmp(topics[t].topic, s) != 0)
-				t++;
+		if (sp == NULL)
+			continue;
+		*sp = '\0';
+		size_t t = 0;
+		while (t < ntopics && strcmp(topics[t].topic, s) != 0)
+			t++;
+		if (strstr(s, "/_message/") != NULL) {
+			marker = 1;
+			marker_us = now_us;
+		}
+		/* every record: "<seq> <lsn> <payload>" up to a newline or the end */
+		for (char *rec = sp + 1; rec != NULL;) {
+			char *nl = strchr(rec, '\n');
+			if (nl != NULL)
+				*nl = '\0';
+			uint64_t seq = strtoull(rec, NULL, 10);
 			if (t == ntopics && ntopics < 64) {
 				topics[ntopics].topic = strdup(s);
 				topics[ntopics].seq = seq - 1;
@@ -148,24 +162,22 @@ int main(int argc, char **argv)
 					gaps += seq - topics[t].seq - 1;
 				topics[t].seq = seq;
 			}
-			if (strstr(s, "/_message/") != NULL) {
-				marker = 1;
-				marker_us = now_us;
-			} else {
+			if (!marker) {
 				messages++;
-				const char *ct = strstr(sp + 1, "\"commit_time\":\"");
+				const char *ct = strstr(rec, "\"commit_time\":\"");
 				if (lat != NULL && ct != NULL) {
 					int64_t c = parse_time(ct + 15);
 					if (c >= 0)
 						fprintf(lat, "%" PRId64 "\n", now_us - c);
 				}
 			}
+			rec = nl != NULL ? nl + 1 : NULL;
 		}
 	}
 	free(s);
 	nng_aio_free(aio);
-	printf("messages=%" PRIu64 " gaps=%" PRIu64 " marker=%d first_us=%" PRId64 " marker_us=%" PRId64 "\n",
-	       messages, gaps, marker, first_us, marker_us);
+	printf("nng_messages=%" PRIu64 " messages=%" PRIu64 " gaps=%" PRIu64 " marker=%d first_us=%" PRId64
+	       " marker_us=%" PRId64 "\n", nng_messages, messages, gaps, marker, first_us, marker_us);
 	for (size_t t = 0; t < ntopics; t++)
 		free(topics[t].topic);
 	if (lat != NULL)

@@ -11,16 +11,18 @@
  *
  *   nng_subscriber tcp://127.0.0.1:7450 walcast/v1/org/3f6c.../role/viewer/
  *
- * Output (stdout): one line per message, "TOPIC SEQ LSN PAYLOAD" as received. Gaps and
- * restarts go to stderr ("gap topic=... lost=N"); at the end (after N messages, or a receive
- * timeout) a summary "messages=... topics=... lost=... restarts=..." on stderr. Exit 0, or 1
- * on an error.
+ * Output (stdout): one line per payload, "TOPIC SEQ LSN PAYLOAD". Gaps and restarts go to
+ * stderr ("gap topic=... lost=N"); at the end (after N payloads, or a receive timeout) a
+ * summary "messages=... topics=... lost=... restarts=..." on stderr (messages: payloads). Exit
+ * 0, or 1 on an error.
  *
- * A message is "<topic> <seq> <lsn> <payload JSON>": the topic never contains a space; seq
- * counts that topic's messages from 1 since the publisher started (so a 1 after a higher
- * number is a publisher restart, and what happened during it is unknown); lsn is the commit
- * LSN. Build: cc nng_subscriber.c -lnng. Define NNG_SUBSCRIBER_NO_MAIN to reuse the parsing
- * and gap tracking (walcast's unit test does).
+ * A message is "<topic> <record>", or with the sink's coalesce on (its default) several
+ * records of one topic: "<topic> <record>\n<record>\n...<record>" (no newline at the end). A
+ * record is "<seq> <lsn> <payload JSON>" (the JSON is one line): the topic never contains a
+ * space; seq counts that topic's payloads from 1 since the publisher started (so a 1 after a
+ * higher number is a publisher restart, and what happened during it is unknown); lsn is the
+ * commit LSN. Build: cc nng_subscriber.c -lnng. Define NNG_SUBSCRIBER_NO_MAIN to reuse the
+ * parsing and gap tracking (walcast's unit test does).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -34,7 +36,7 @@
 #include <nng/protocol/pubsub0/sub.h>
 #include <nng/supplemental/tls/tls.h>
 
-/* One message split into its parts (pointers into the message). */
+/* One record of a message split into its parts (pointers into the message). */
 typedef struct nngsub_msg {
 	const char *topic;
 	size_t topic_len;
@@ -43,16 +45,19 @@ typedef struct nngsub_msg {
 	size_t lsn_len;
 	const char *payload;
 	size_t payload_len;
+	const char *rest; /* the records after this one (after its newline), NULL: none */
+	const char *end;  /* the end of the message */
 } nngsub_msg;
 
-/* Splits data into topic, seq, lsn and payload. 0, or -EINVAL for a malformed message. */
-static int nngsub_parse(const char *data, size_t len, nngsub_msg *m)
+/* Splits the record at data (up to a newline or end) into m's seq, lsn, payload and rest. 0,
+ * or -EINVAL for a malformed record. */
+static int nngsub_record(const char *data, const char *end, nngsub_msg *m)
 {
-	const char *end = data + len;
-	const char *sp1 = memchr(data, ' ', len);
-	if (sp1 == NULL || sp1 == data)
-		return -EINVAL;
-	const char *p = sp1 + 1;
+	const char *nl = memchr(data, '\n', (size_t)(end - data));
+	const char *rest = nl != NULL ? nl + 1 : NULL;
+	if (nl != NULL)
+		end = nl;
+	const char *p = data;
 	uint64_t seq = 0;
 	if (p == end || *p < '0' || *p > '9')
 		return -EINVAL;
@@ -67,12 +72,34 @@ static int nngsub_parse(const char *data, size_t len, nngsub_msg *m)
 	const char *sp3 = memchr(lsn, ' ', (size_t)(end - lsn));
 	if (sp3 == NULL || sp3 == lsn)
 		return -EINVAL;
-	*m = (nngsub_msg){
-		.topic = data, .topic_len = (size_t)(sp1 - data), .seq = seq,
-		.lsn = lsn, .lsn_len = (size_t)(sp3 - lsn),
-		.payload = sp3 + 1, .payload_len = (size_t)(end - sp3 - 1),
-	};
+	m->seq = seq;
+	m->lsn = lsn;
+	m->lsn_len = (size_t)(sp3 - lsn);
+	m->payload = sp3 + 1;
+	m->payload_len = (size_t)(end - sp3 - 1);
+	m->rest = rest;
 	return 0;
+}
+
+/* Splits a message into its topic and first record (the others: nngsub_next). 0, or -EINVAL
+ * for a malformed message. */
+static int nngsub_parse(const char *data, size_t len, nngsub_msg *m)
+{
+	const char *sp1 = memchr(data, ' ', len);
+	if (sp1 == NULL || sp1 == data)
+		return -EINVAL;
+	*m = (nngsub_msg){.topic = data, .topic_len = (size_t)(sp1 - data), .end = data + len};
+	return nngsub_record(sp1 + 1, m->end, m);
+}
+
+/* Moves m to the next record of its message: 1, 0 when m was the last, -EINVAL when the next
+ * is malformed. */
+static int nngsub_next(nngsub_msg *m)
+{
+	if (m->rest == NULL)
+		return 0;
+	int rc = nngsub_record(m->rest, m->end, m);
+	return rc < 0 ? rc : 1;
 }
 
 /* The last sequence number seen per topic: a tiny open-addressing table. */
@@ -279,21 +306,25 @@ int main(int argc, char **argv)
 		nngsub_check c;
 		const char *data = nng_msg_body(msg);
 		size_t len = nng_msg_len(msg);
-		if (nngsub_parse(data, len, &m) < 0) {
-			fprintf(stderr, "malformed message (%zu bytes)\n", len);
-		} else if (nngsub_track(&tr, &m, &c) < 0) {
-			fprintf(stderr, "out of memory\n");
-			status = 1;
-		} else {
+		int more = nngsub_parse(data, len, &m) == 0 ? 1 : -EINVAL;
+		/* every record of the message (one, or several with coalesce on) */
+		for (; more == 1 && status == 0; more = nngsub_next(&m)) {
+			if (nngsub_track(&tr, &m, &c) < 0) {
+				fprintf(stderr, "out of memory\n");
+				status = 1;
+				break;
+			}
 			if (c.lost > 0)
 				fprintf(stderr, "gap topic=%.*s lost=%" PRIu64 " before seq=%" PRIu64 "\n",
 				        (int)m.topic_len, m.topic, c.lost, m.seq);
 			if (c.restart)
 				fprintf(stderr, "restart topic=%.*s\n", (int)m.topic_len, m.topic);
-			fwrite(data, 1, len, stdout);
-			fputc('\n', stdout);
-			fflush(stdout);
+			printf("%.*s %" PRIu64 " %.*s %.*s\n", (int)m.topic_len, m.topic, m.seq, (int)m.lsn_len,
+			       m.lsn, (int)m.payload_len, m.payload);
 		}
+		if (more < 0)
+			fprintf(stderr, "malformed message (%zu bytes)\n", len);
+		fflush(stdout);
 		nng_msg_free(msg);
 		if (status != 0)
 			break;

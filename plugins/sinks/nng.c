@@ -1,10 +1,21 @@
 /*
  * nng — the live pub/sub sink (nng.h, docs/nng.md): one pub socket, one wildcard subscriber,
- * one message per (change, audience) on a topic naming the audience and the table, with a
+ * one payload per (change, audience) on a topic naming the audience and the table, with a
  * per-topic sequence number so that a consumer sees what nng dropped.
  *
  * The topic -> next sequence map is the core's hash_index over a dense array of slots (keys
  * copied once, never removed), hashed with hash_bytes.
+ *
+ * Coalescing (coalesce = on). nng's pub socket costs a sendmsg and a task hand-off per message
+ * and subscriber connection, whatever the message's size. So the payloads a topic gets within
+ * one read of the stream are queued on its slot (a chain of entries holding a reference to
+ * each payload and its "seq lsn " head) and sent as one message when the pipeline says the
+ * read was offered (batch_end): no timer, so no latency is added. A topic's message is sent
+ * earlier when it would pass COALESCE_MAX_BYTES, and everything when the queue passes
+ * COALESCE_QUEUE_BYTES. Ordering: within a topic, always in order. For one change, its role
+ * (and all) payloads are published before its user payloads, as without coalescing: a batch
+ * sends the non-user topics first, and a user topic sent early sends every non-user topic
+ * before it (a change's role payloads are queued before its user payloads).
  */
 #include "nng.h"
 
@@ -26,10 +37,16 @@
 
 /* ---- topic -> sequence ---------------------------------------------------------------- */
 
+#define PEND_END UINT32_MAX
+
 typedef struct seq_slot {
 	char *key;
 	size_t len;
 	uint64_t next; /* the sequence number of the topic's next message */
+	bool user;     /* an org/<org>/user/<user>/ topic (sent after the others: see the top) */
+	/* the payloads queued for this topic (coalesce): a chain of nng_sink.pend entries */
+	uint32_t pend_head, pend_tail, pend_n;
+	size_t pend_bytes; /* what they add to the message: per payload a separator and its record */
 } seq_slot;
 
 /* Topic -> its slot: the slots in a dense array (never removed), indexed by the core's
@@ -86,6 +103,10 @@ static seq_slot *seq_get(seq_map *m, const char *key, size_t len)
 	s->key[len] = '\0';
 	s->len = len;
 	s->next = 1;
+	s->user = false;
+	s->pend_head = s->pend_tail = PEND_END;
+	s->pend_n = 0;
+	s->pend_bytes = 0;
 	hash_index_insert(&m->ix, h, (uint32_t)m->n);
 	m->n++;
 	return s;
@@ -211,6 +232,25 @@ static int families_parse(const char *text, unsigned *out, char err[SINK_ERROR_M
 	return 0;
 }
 
+/* One queued payload of a topic (coalesce). */
+typedef struct pend_entry {
+	audience_payload *payload; /* a reference; NULL: the payload is "null" */
+	uint32_t next;             /* the topic's next entry, PEND_END at the end */
+	uint8_t hlen;
+	char head[43];             /* "<seq> <lsn> " */
+} pend_entry;
+
+/* Slot indices, in the order their topics got their first queued payload. */
+typedef struct slot_list {
+	uint32_t *v;
+	size_t n, cap;
+} slot_list;
+
+enum {
+	COALESCE_MAX_BYTES = 64 * 1024,    /* one message: a topic's queue is sent before passing it */
+	COALESCE_QUEUE_BYTES = 1024 * 1024 /* every topic's queue together: all sent past it */
+};
+
 typedef struct nng_sink {
 	char name[128];
 	nng_socket sock;
@@ -225,9 +265,14 @@ typedef struct nng_sink {
 	seq_map seqs;
 	buf msg;                 /* scratch: the message being built */
 	nng_aio *aio;            /* reused for every send (nng_sendmsg allocates one per call) */
+	bool coalesce;           /* one message per topic and batch (see the top) */
+	pend_entry *pend;        /* the queued payloads of every topic, since the last full send */
+	size_t npend, pend_cap;
+	size_t pend_bytes;       /* their bytes */
+	slot_list dirty[2];      /* topics with a queue: [0] all and role, [1] user */
 	nng_sink_stats st;
 	atomic_int connections;  /* updated by nng's pipe callbacks (its own threads) */
-	metrics_counter *m_messages, *m_bytes, *m_dropped;
+	metrics_counter *m_messages, *m_bytes, *m_dropped, *m_payloads;
 	metrics_counter *m_sink_drops; /* walcast_sink_drops_total{sink} (sink_env.live_metrics) */
 	sink_metrics metrics; /* the families registered by this instance, removed with it */
 } nng_sink;
@@ -371,6 +416,8 @@ static int add_listener(nng_sink *s, const char *url, char err[SINK_ERROR_MAX])
 	return 0;
 }
 
+static void send_all(nng_sink *s);
+
 static void nng_sink_destroy(void *impl)
 {
 	nng_sink *s = impl;
@@ -378,6 +425,8 @@ static void nng_sink_destroy(void *impl)
 		return;
 	if (s->sub != NULL && s->env->unsubscribe != NULL)
 		s->env->unsubscribe(s->env->env_arg, s->sub);
+	if (s->aio != NULL)
+		send_all(s); /* what is queued goes out (and its payload references go) */
 	if (s->open)
 		nng_close(s->sock); /* closes listeners and pipes; waits for pipe callbacks */
 	if (s->aio != NULL)
@@ -391,6 +440,9 @@ static void nng_sink_destroy(void *impl)
 	free(s->prefix);
 	seq_fini(&s->seqs);
 	buf_fini(&s->msg);
+	free(s->pend);
+	free(s->dirty[0].v);
+	free(s->dirty[1].v);
 	free(s);
 }
 
@@ -416,6 +468,7 @@ static int nng_sink_create(const sink_env *env, const void *conf, void **out, ch
 	}
 	if ((rc = families_parse(c->topics, &s->families, err)) < 0)
 		goto fail;
+	s->coalesce = c->coalesce;
 	if (strchr(s->prefix, ' ') != NULL) {
 		snprintf(err, SINK_ERROR_MAX, "topic_prefix \"%s\": no spaces (a space ends the topic)",
 		         s->prefix);
@@ -478,6 +531,9 @@ static int nng_sink_create(const sink_env *env, const void *conf, void **out, ch
 	    ((rc = metric(s, METRICS_COUNTER, "walcast_nng_messages_total",
 	                  "Messages handed to the nng pub socket (each goes to every subscriber)",
 	                  &s->m_messages, NULL)) < 0 ||
+	     (rc = metric(s, METRICS_COUNTER, "walcast_nng_payloads_total",
+	                  "Payloads (one change for one audience) in the messages handed to the nng pub "
+	                  "socket; more than the messages with coalesce on", &s->m_payloads, NULL)) < 0 ||
 	     (rc = metric(s, METRICS_COUNTER, "walcast_nng_sent_bytes_total",
 	                  "Bytes of the messages handed to the nng pub socket", &s->m_bytes, NULL)) < 0 ||
 	     (rc = metric(s, METRICS_COUNTER, "walcast_nng_dropped_messages_total",
@@ -525,13 +581,193 @@ static int nng_sink_commit(void *impl, const change_txn *txn)
 	return 0;
 }
 
-static void count_drop(nng_sink *s)
+/* A delivery or a message lost: n payloads in `messages` messages. */
+static void count_drop(nng_sink *s, uint64_t messages, uint64_t n)
 {
-	s->st.dropped++;
+	s->st.dropped += messages;
 	if (s->m_dropped)
-		metrics_counter_inc(s->m_dropped);
+		metrics_counter_add(s->m_dropped, messages);
 	if (s->m_sink_drops)
-		metrics_counter_inc(s->m_sink_drops);
+		metrics_counter_add(s->m_sink_drops, n);
+}
+
+/* Hands m (len bytes, n payloads) to the pub socket: it goes to every subscriber connection
+ * (nng counts references), or is counted as dropped. */
+static void send_msg(nng_sink *s, nng_msg *m, size_t len, uint32_t n)
+{
+	/* nng_send_aio on the sink's own aio: pub0 completes a send at once, in this thread (no
+	 * callback to dispatch), so the aio is free again when nng_aio_wait returns. A zero timeout
+	 * keeps the send non-blocking, as a live sink must be. */
+	nng_aio_set_timeout(s->aio, NNG_DURATION_ZERO);
+	nng_aio_set_msg(s->aio, m);
+	nng_send_aio(s->sock, s->aio);
+	nng_aio_wait(s->aio);
+	int failed = nng_aio_result(s->aio);
+	nng_aio_set_msg(s->aio, NULL);
+	if (failed != 0) {
+		nng_msg_free(m); /* not taken on failure */
+		count_drop(s, 1, n);
+		return;
+	}
+	s->st.messages++;
+	s->st.payloads += n;
+	s->st.bytes += len;
+	if (s->m_messages)
+		metrics_counter_inc(s->m_messages);
+	if (s->m_payloads)
+		metrics_counter_add(s->m_payloads, n);
+	if (s->m_bytes)
+		metrics_counter_add(s->m_bytes, len);
+}
+
+/* Sends the queue of slot id as one message: "<topic> <rec>\n<rec>..." with each record
+ * "<seq> <lsn> <payload>", and empties it. */
+static void topic_send(nng_sink *s, uint32_t id)
+{
+	seq_slot *sl = &s->seqs.slots[id];
+	uint32_t n = sl->pend_n;
+	if (n == 0)
+		return;
+	size_t len = sl->len + sl->pend_bytes;
+	/* one allocation of the exact size: every subscriber's pipe shares it (nng counts refs) */
+	nng_msg *m = NULL;
+	char *p = nng_msg_alloc(&m, len) == 0 ? nng_msg_body(m) : NULL;
+	if (p != NULL) {
+		memcpy(p, sl->key, sl->len);
+		p += sl->len;
+	}
+	char sep = ' ';
+	for (uint32_t e = sl->pend_head; e != PEND_END; e = s->pend[e].next) {
+		pend_entry *pe = &s->pend[e];
+		if (p != NULL) {
+			size_t plen = 4;
+			const char *payload = pe->payload ? audience_payload_data(pe->payload, &plen) : "null";
+			*p++ = sep;
+			memcpy(p, pe->head, pe->hlen);
+			memcpy(p + pe->hlen, payload, plen);
+			p += pe->hlen + plen;
+			sep = '\n';
+		}
+		audience_payload_unref(pe->payload);
+		pe->payload = NULL;
+	}
+	sl->pend_head = sl->pend_tail = PEND_END;
+	sl->pend_n = 0;
+	sl->pend_bytes = 0;
+	if (p == NULL)
+		count_drop(s, 1, n);
+	else
+		send_msg(s, m, len, n);
+}
+
+/* Sends every queued topic of family list fam (0: all and role, 1: user), in the order they
+ * were first queued. */
+static void family_send(nng_sink *s, int fam)
+{
+	slot_list *l = &s->dirty[fam];
+	for (size_t i = 0; i < l->n; i++)
+		topic_send(s, l->v[i]);
+	l->n = 0;
+}
+
+/* Sends everything queued: the all and role topics, then the user topics (see the top). */
+static void send_all(nng_sink *s)
+{
+	family_send(s, 0);
+	family_send(s, 1);
+	s->npend = 0;
+	s->pend_bytes = 0;
+}
+
+static void nng_sink_batch_end(void *impl)
+{
+	send_all(impl);
+}
+
+/* Writes "<seq> <lsn> " into head (43 bytes) and returns its length: by hand, this is on every
+ * payload. */
+static size_t head_format(char *head, uint64_t seq, uint64_t lsn)
+{
+	char digits[20];
+	size_t nd = 0, hl = 0;
+	do
+		digits[nd++] = (char)('0' + seq % 10);
+	while ((seq /= 10) != 0);
+	while (nd > 0)
+		head[hl++] = digits[--nd];
+	head[hl++] = ' ';
+	lsn_format(lsn, head + hl);
+	hl += strlen(head + hl);
+	head[hl++] = ' ';
+	return hl;
+}
+
+/* v (n elements of size bytes used, room for *cap) with room for one more: v itself, or v
+ * moved to twice the room (from 64; *cap updated), or NULL when out of memory (v unchanged). */
+static void *room_for_one(void *v, size_t *cap, size_t n, size_t size)
+{
+	if (n < *cap)
+		return v;
+	size_t c = *cap ? *cap * 2 : 64;
+	void *p = c < PEND_END ? realloc(v, c * size) : NULL;
+	if (p != NULL)
+		*cap = c;
+	return p;
+}
+
+/* Queues payload d on slot id (its topic), with the topic's next sequence number: sent at once
+ * without coalesce, else at the batch's end or at a bound. A payload that cannot be queued is
+ * dropped with its number (the subscriber sees the gap). */
+static void queue_payload(nng_sink *s, uint32_t id, const audience_delivery *d)
+{
+	seq_slot *sl = &s->seqs.slots[id];
+	const change *v = d->view;
+	uint64_t lsn = v == NULL ? 0 : v->txn != NULL ? v->txn->commit_lsn : v->lsn;
+	pend_entry e = {.payload = d->payload, .next = PEND_END};
+	e.hlen = (uint8_t)head_format(e.head, sl->next++, lsn);
+	size_t plen = 4;
+	if (e.payload != NULL)
+		(void)audience_payload_data(e.payload, &plen);
+	size_t rec = 1 + e.hlen + plen;
+	if (sl->pend_n > 0 && sl->len + sl->pend_bytes + rec > COALESCE_MAX_BYTES) {
+		if (sl->user)
+			family_send(s, 0); /* the role payloads of the changes queued here go first */
+		topic_send(s, id);
+	}
+	slot_list *l = &s->dirty[sl->user];
+	pend_entry *pend = room_for_one(s->pend, &s->pend_cap, s->npend, sizeof(*pend));
+	if (pend != NULL)
+		s->pend = pend;
+	bool list = s->coalesce && sl->pend_n == 0; /* the topic's first queued payload */
+	uint32_t *listed = pend != NULL && list ? room_for_one(l->v, &l->cap, l->n, sizeof(*listed)) : NULL;
+	if (listed != NULL)
+		l->v = listed;
+	if (pend == NULL || (list && listed == NULL)) {
+		count_drop(s, 0, 1);
+		return;
+	}
+	if (e.payload != NULL)
+		audience_payload_ref(e.payload);
+	uint32_t at = (uint32_t)s->npend++;
+	s->pend[at] = e;
+	if (sl->pend_n == 0) {
+		sl->pend_head = at;
+		if (list)
+			l->v[l->n++] = id;
+	} else {
+		s->pend[sl->pend_tail].next = at;
+	}
+	sl->pend_tail = at;
+	sl->pend_n++;
+	sl->pend_bytes += rec;
+	s->pend_bytes += rec;
+	if (!s->coalesce) {
+		topic_send(s, id);
+		s->npend = 0;
+		s->pend_bytes = 0;
+	} else if (s->pend_bytes > COALESCE_QUEUE_BYTES) {
+		send_all(s);
+	}
 }
 
 static int nng_sink_deliver(void *impl, void *sub_arg, const audience_delivery *d)
@@ -549,66 +785,13 @@ static int nng_sink_deliver(void *impl, void *sub_arg, const audience_delivery *
 			         s->name, d->rank);
 		return 0;
 	}
-	if (rc < 0) {
-		count_drop(s);
-		return 0; /* a live sink drops what it cannot take */
-	}
-	size_t tlen = b->len;
-	seq_slot *slot = seq_get(&s->seqs, b->data, tlen);
+	seq_slot *slot = rc < 0 ? NULL : seq_get(&s->seqs, b->data, b->len);
 	if (slot == NULL) {
-		count_drop(s);
+		count_drop(s, 0, 1); /* a live sink drops what it cannot take */
 		return 0;
 	}
-	uint64_t seq = slot->next++;
-	const change *v = d->view;
-	uint64_t lsn = v == NULL ? 0 : v->txn != NULL ? v->txn->commit_lsn : v->lsn;
-	/* " <seq> <lsn> ", formatted by hand: this is on every message */
-	char head[64];
-	char digits[20];
-	size_t nd = 0, hl = 0;
-	do
-		digits[nd++] = (char)('0' + seq % 10);
-	while ((seq /= 10) != 0);
-	head[hl++] = ' ';
-	while (nd > 0)
-		head[hl++] = digits[--nd];
-	head[hl++] = ' ';
-	lsn_format(lsn, head + hl);
-	hl += strlen(head + hl);
-	head[hl++] = ' ';
-	size_t plen = 4;
-	const char *payload = d->payload ? audience_payload_data(d->payload, &plen) : "null";
-	size_t len = tlen + hl + plen;
-	/* one allocation of the exact size: every subscriber's pipe shares it (nng counts refs) */
-	nng_msg *m = NULL;
-	if (nng_msg_alloc(&m, len) != 0) {
-		count_drop(s);
-		return 0;
-	}
-	char *body = nng_msg_body(m);
-	memcpy(body, b->data, tlen);
-	memcpy(body + tlen, head, hl);
-	memcpy(body + tlen + hl, payload, plen);
-	/* nng_send_aio on the sink's own aio: pub0 completes a send at once, in this thread (no
-	 * callback to dispatch), so the aio is free again when nng_aio_wait returns. A zero timeout
-	 * keeps the send non-blocking, as a live sink must be. */
-	nng_aio_set_timeout(s->aio, NNG_DURATION_ZERO);
-	nng_aio_set_msg(s->aio, m);
-	nng_send_aio(s->sock, s->aio);
-	nng_aio_wait(s->aio);
-	if (nng_aio_result(s->aio) != 0) {
-		nng_msg_free(m); /* not taken on failure */
-		nng_aio_set_msg(s->aio, NULL);
-		count_drop(s);
-		return 0;
-	}
-	nng_aio_set_msg(s->aio, NULL);
-	s->st.messages++;
-	s->st.bytes += len;
-	if (s->m_messages)
-		metrics_counter_inc(s->m_messages);
-	if (s->m_bytes)
-		metrics_counter_add(s->m_bytes, len);
+	slot->user = !d->bypass && d->individual;
+	queue_payload(s, (uint32_t)(slot - s->seqs.slots), d);
 	return 0;
 }
 
@@ -643,6 +826,9 @@ static const config_key nng_keys[] = {
 	    "subscriber sees a sequence gap)"),
 	KEY("topic_prefix", CONFIG_STRING, topic_prefix, NNG_SINK_DEFAULT_PREFIX, 0, 0,
 	    "prepended to every topic (no spaces)"),
+	KEY("coalesce", CONFIG_BOOL, coalesce, "on", 0, 1,
+	    "on: the payloads a topic gets from one read of the stream go out as one message (the "
+	    "topic once, then one line per payload: docs/nng.md); off: one message per payload"),
 	KEY("topics", CONFIG_STRING, topics, "all, role, user", 0, 0,
 	    "the audience families published: all (every row unmasked), role (per org and rank), "
 	    "user (per org and named user); every message costs a send per subscriber connection"),
@@ -661,4 +847,5 @@ const sink_ops nng_sink_ops = {
 	.begin = nng_sink_begin,
 	.deliver = nng_sink_deliver,
 	.commit = nng_sink_commit,
+	.batch_end = nng_sink_batch_end,
 };

@@ -3,9 +3,12 @@
  * (libnng 1.5.2) listening on every configured URL (tcp://, tls+tcp:// when tls_cert and
  * tls_key are set, ipc://); one wildcard subscriber in the pipeline's audience, so every
  * audience of every row becomes one message on its own topic (the families the topics key
- * names; with "all" alone the sink is a bypass subscriber and nothing else is judged):
+ * names; with "all" alone the sink is a bypass subscriber and nothing else is judged). With
+ * coalesce on, the payloads one topic gets from one read of the stream share one message, one
+ * record per line (sent when the pipeline calls batch_end; 64 KB at most):
  *
- *   <topic_prefix><audience>/<schema>.<table>/ SP <seq> SP <lsn> SP <payload JSON>
+ *   <topic_prefix><audience>/<schema>.<table>/ SP <record> ( LF <record> )*
+ *   record:   <seq> SP <lsn> SP <payload JSON, one line>
  *
  *   audience: all                              the bypass audience (every row, unmasked)
  *             org/<org-uuid>/role/<role>       members of the row's org with that role
@@ -13,7 +16,7 @@
  *   table:    schema.table, each part percent-encoded outside [A-Za-z0-9_$-]; _message for a
  *             logical message (pg_logical_emit_message)
  *
- * seq counts the messages of that topic since the sink started (1, 2, ...): nng's pub drops the
+ * seq counts the payloads of that topic since the sink started (1, 2, ...): nng's pub drops the
  * oldest queued message of a slow subscriber without telling anyone, so a consumer detects loss
  * by a gap, and a restart by a 1. lsn is the commit LSN of the transaction (the change's own
  * LSN for a non-transactional message). The payload is the audience's view as judged by the
@@ -49,6 +52,7 @@ typedef struct nng_sink_conf {
 	char *topic_prefix;  /* prepended to every topic */
 	char *topics;        /* the audience families published: "all", "role", "user" (commas or
 	                      * spaces between); NULL = all three */
+	bool coalesce;       /* one message per topic and read of the stream (see above) */
 } nng_sink_conf;
 
 #define NNG_SINK_DEFAULT_PREFIX "walcast/v1/"
@@ -62,8 +66,9 @@ __attribute__((warn_unused_result)) int nng_sink_topic(buf *out, const char *pre
 /* Counters of an instance, for tests (the metrics say the same). */
 typedef struct nng_sink_stats {
 	uint64_t messages;   /* handed to nng */
+	uint64_t payloads;   /* deliveries in them (= messages without coalesce) */
 	uint64_t bytes;      /* their sizes */
-	uint64_t dropped;    /* refused by nng (would block, or out of memory) */
+	uint64_t dropped;    /* messages refused by nng (would block, or out of memory) */
 	uint64_t skipped;    /* deliveries that named no audience (not sent) */
 	size_t topics;       /* distinct topics seen */
 	int connections;     /* subscriber connections open now */

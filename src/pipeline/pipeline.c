@@ -689,6 +689,14 @@ static void idle_cb(void *arg, uint64_t wal_end)
 	pl_event(pl, PIPELINE_IDLE, wal_end);
 }
 
+static void batch_end_cb(void *arg)
+{
+	pipeline *pl = arg;
+	for (size_t i = 0; i < pl->nsinks; i++)
+		if (pl->sinks[i]->ops->batch_end != NULL)
+			pl->sinks[i]->ops->batch_end(pl->sinks[i]->impl);
+}
+
 static void failed_cb(void *arg, const char *why)
 {
 	pipeline *pl = arg;
@@ -1034,6 +1042,7 @@ int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_
 		.snapshot_cb = snapshot_cb,
 		.streaming_cb = streaming_cb,
 		.idle_cb = idle_cb,
+		.batch_end_cb = batch_end_cb,
 		.failed_cb = failed_cb,
 		.arg = pl,
 	};

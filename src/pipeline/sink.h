@@ -148,6 +148,10 @@ typedef struct sink_ops {
 	/* Make everything taken so far durable as soon as possible (SIGTERM drain, or the pipeline's
 	 * periodic flush); completion is reported through progress(). NULL for live sinks. */
 	int (*flush)(void *impl);
+	/* Everything the pipeline read from the stream in one go has been offered (one read of the
+	 * replication socket): a sink that groups what it was offered (nng's coalesced messages)
+	 * sends it now, so grouping adds no latency. May be NULL. */
+	void (*batch_end)(void *impl);
 } sink_ops;
 
 /* ---- a sink instance's own metric families -------------------------------------------- */

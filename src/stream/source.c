@@ -1131,7 +1131,7 @@ static int stream_error(source *s, const char *state, const char *why)
 	return source_retry(s, why);
 }
 
-static int stream_read(source *s)
+static int stream_drain(source *s)
 {
 	if (!PQconsumeInput(s->conn))
 		return source_retry(s, PQerrorMessage(s->conn));
@@ -1162,6 +1162,15 @@ static int stream_read(source *s)
 			return rc;
 	}
 	return 0;
+}
+
+/* Delivers what the socket and libpq hold, then tells the consumer the batch ended. */
+static int stream_read(source *s)
+{
+	int rc = stream_drain(s);
+	if (s->ev.batch_end_cb != NULL)
+		s->ev.batch_end_cb(s->ev.arg);
+	return rc;
 }
 
 static int conn_event(source *s, unsigned events);

@@ -8,6 +8,10 @@
 #      consecutive sequence numbers; events of a private contact (rule: admin) that a viewer
 #      handles reach that viewer's own user topic only, as RLS shows them to the handler, and
 #      never the viewer role's topic.
+# The sink's coalesce key comes from NNG_COALESCE (on, the default, or off: CMake runs the test
+# with each): with it on, the 200-row transaction (one read of the stream) reaches nngcat in
+# fewer messages than payloads, several payloads per message; with it off, one per message.
+# Either way the subscribers' checks are the same, payload by payload.
 # The TLS listener with required client certificates is tested by tests/unit/test_nng_sink.c.
 source "$(dirname "$0")/lib.sh"
 trap 'echo "# nng.sh: line $LINENO failed: $BASH_COMMAND"' ERR
@@ -53,6 +57,7 @@ type = nng
 listen = tcp://127.0.0.1:$P
 ; 200 rows x (bypass + every rank + users named) in one burst: room for all of it
 sendbuf = 8192
+coalesce = ${NNG_COALESCE:-on}
 CONF
 as_user() {
   sql -c "set role authenticated; set request.jwt.claims = '{\"sub\":\"$1\",\"role\":\"authenticated\"}'; $2"
@@ -66,7 +71,7 @@ RUN=$!; BG_PIDS+=($RUN)
 ready() { curl -sf "http://127.0.0.1:$HTTP/readyz" >/dev/null; }
 wait_for 60 ready || { echo "not ok - walcast run did not become ready"; cat "$WORK/run.err"; exit 1; }
 prefix="walcast/v1/org/$org/role/viewer/public.events/"
-nngcat --sub --dial "tcp://127.0.0.1:$P" --subscribe "$prefix" --ascii --recv-timeout 15 >"$WORK/nngcat.out" 2>&1 &
+nngcat --sub --dial "tcp://127.0.0.1:$P" --subscribe "$prefix" --quoted --recv-timeout 15 >"$WORK/nngcat.out" 2>&1 &
 CAT=$!; BG_PIDS+=($CAT)
 "$SUBSCRIBER" --timeout 15 "tcp://127.0.0.1:$P" "$prefix" >"$WORK/nng2.out" 2>"$WORK/nng2.err" &
 SUB=$!; BG_PIDS+=($SUB)
@@ -93,17 +98,44 @@ wait $SUB || true
 wait $SUB3 || true
 want=$(as_user "$viewer2" "SELECT count(*) FROM events WHERE org_id = '$org' AND status LIKE 'nng %'")
 check "RLS: a viewer who handles nothing sees the 200 public events only" 200 "$want"
-# nngcat --ascii does not end its messages with a newline: count the topics. nngcat's SUB queue
-# is nng's default (128 messages) and drops its oldest when nngcat falls behind the burst: what
-# it got is what it got, but never out of order, and the last message (kept by drop-oldest)
+# nngcat --quoted prints one line per message, quoted and escaped: split each into its records
+# ("TOPIC SEQ LSN PAYLOAD", the topic once per message, then one record per line). nngcat's SUB
+# queue is nng's default (128 messages) and drops its oldest when nngcat falls behind the burst:
+# what it got is what it got, but never out of order, and the last payload (kept by drop-oldest)
 # says how many there were
-{ grep -o "$prefix [0-9]* " "$WORK/nngcat.out" || true; } | awk '{print $2}' >"$WORK/nngcat.seq"
+python3 - "$WORK/nngcat.out" "$WORK/nngcat.records" "$WORK/nngcat.counts" <<'PY'
+import ast, sys
+msgs = recs = most = 0
+with open(sys.argv[2], "w") as out:
+    for line in open(sys.argv[1]):
+        if not line.startswith('"'):
+            continue
+        body = ast.literal_eval("b" + line.strip()).decode()
+        topic, rest = body.split(" ", 1)
+        lines = rest.split("\n")
+        msgs += 1; recs += len(lines); most = max(most, len(lines))
+        for r in lines:
+            out.write(topic + " " + r + "\n")
+open(sys.argv[3], "w").write(f"{msgs} {recs} {most}\n")
+PY
+read -r cat_msgs cat_recs cat_most <"$WORK/nngcat.counts"
+awk '{print $2}' "$WORK/nngcat.records" >"$WORK/nngcat.seq"
 check "nngcat: sequence numbers increasing" "" "$(sort -n -c "$WORK/nngcat.seq" 2>&1 | head -1; sort -n "$WORK/nngcat.seq" | uniq -d | head -1)"
 check "nngcat: the last sequence number is the number of events RLS shows a viewer" "$want" "$(tail -n 1 "$WORK/nngcat.seq")"
+if [ "${NNG_COALESCE:-on}" = on ]; then
+  check_true "coalesce on: nngcat got several payloads per message ($cat_recs payloads in $cat_msgs messages, up to $cat_most in one)" \
+    test "$cat_most" -gt 1 -a "$cat_msgs" -lt "$cat_recs"
+else
+  check "coalesce off: nngcat got one payload per message" "$cat_msgs" "$cat_recs"
+fi
+check "nngcat: the payloads it got are the viewer topic's, each well-formed" "$cat_recs" \
+  "$(grep -c "^$prefix [0-9]* [0-9A-F]*/[0-9A-F]* {.*}$" "$WORK/nngcat.records" || true)"
 check "example: same count" "$want" "$(grep -c "^$prefix " "$WORK/nng2.out" || true)"
 check "example: sequence numbers 1..n, no gap" "1 $want" \
   "$(awk '{print $2}' "$WORK/nng2.out" | sort -n | sed -n '1p;$p' | paste -sd' ')"
 check "example: no loss reported" "" "$(grep '^gap' "$WORK/nng2.err" || true)"
+check "example: sequence numbers in order of receipt, 1, 2, ... n" "$(seq -s ' ' 1 "$want")" \
+  "$(awk '{print $2}' "$WORK/nng2.out" | paste -sd' ')"
 # the payloads, row by row, against the masking view as that viewer (PostgreSQL is the oracle)
 want_rows=$(as_user "$viewer2" "SELECT string_agg(id::text || '=' || coalesce(from_number, 'NULL'), ',' ORDER BY id::text COLLATE \"C\") FROM walcast.events_masked WHERE org_id = '$org' AND status LIKE 'nng %'")
 got_rows=$(cut -d' ' -f4- "$WORK/nng2.out" | jq -r '.new.id + "=" + (.new.from_number // "NULL")' | LC_ALL=C sort | paste -sd, -)

@@ -3,6 +3,9 @@
  * process: topics per audience and table, payloads as the audience judged them (a real
  * audience over a small policy), per-topic sequence numbers, prefix subscriptions, loss seen
  * as a gap by the example subscriber's logic (docs/examples/nng_subscriber.c), config errors.
+ * Every test runs twice, with the sink's coalesce off and on (g_coalesce); the fixture ends a
+ * batch (batch_end, as the pipeline does after a read of the stream) after each transaction,
+ * except in test_burst, which offers many in one batch.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -57,7 +60,12 @@ static const char POLICY[] =
 	"columns = id, org_id, user_id, phone, body\n"
 	"org = org_id\n"
 	"read = member or user_id = uid\n"
-	"mask phone = last4 unless admin or user_id = uid\n";
+	"mask phone = last4 unless admin or user_id = uid\n"
+	"[table public.notes]\n"
+	"columns = id, org_id, user_id, body\n"
+	"org = org_id\n"
+	"read = member or user_id = uid\n"
+	"mask body = null unless user_id = uid\n";
 
 #define UUID_T 2950
 #define TEXT_T 25
@@ -77,6 +85,16 @@ static rel_column events_cols[] = {
 };
 static relation events_rel = {.oid = 16420, .schema = "public", .name = "events", .ncols = 5,
                               .cols = events_cols, .replident = 'f', .version = 1};
+/* notes: the body for its handler only (test_burst: the user topic's payloads are large, the
+ * roles' small) */
+static rel_column notes_cols[] = {
+	{.name = "id", .type_oid = TEXT_T, .typmod = -1, .key = true},
+	{.name = "org_id", .type_oid = UUID_T, .typmod = -1},
+	{.name = "user_id", .type_oid = UUID_T, .typmod = -1},
+	{.name = "body", .type_oid = TEXT_T, .typmod = -1},
+};
+static relation notes_rel = {.oid = 16430, .schema = "public", .name = "notes", .ncols = 4,
+                             .cols = notes_cols, .replident = 'f', .version = 1};
 
 #define ORG "0a000000-0000-4000-8000-000000000001"
 #define U1 "0b000000-0000-4000-8000-000000000001" /* viewer, the events' handler */
@@ -99,7 +117,10 @@ typedef struct fx {
 	bool wildcard_seen;
 	bool bypass_seen;
 	const char *topics; /* the sink's topics key (NULL: the default) */
+	bool hold;          /* publish() does not end the batch */
 } fx;
+
+static bool g_coalesce; /* the sink's coalesce key in this run of the tests */
 
 /* The pipeline's sink_env.subscribe, as pipeline.c does it: the wildcard subscriber goes into
  * the audience (audience_subscribe_wildcard). */
@@ -153,6 +174,8 @@ static void publish(fx *f, change_action a, const relation *rel, change_value *r
 	change_txn txn = {.xid = 7, .commit_lsn = 0x16B3700 + ++f->lsn, .end_lsn = 0x16B3800 + f->lsn};
 	change c = {.action = a, .lsn = 0x16B3000 + f->lsn, .txn = &txn, .rel = rel, .new_tuple = row};
 	assert_true(audience_publish(f->aud, &c, deliver_cb, f) >= 0);
+	if (!f->hold)
+		nng_sink_ops.batch_end(f->sink);
 }
 
 static change_value tv(const char *s)
@@ -172,10 +195,17 @@ static void event(fx *f, const char *id, const char *body)
 	publish(f, CHANGE_INSERT, &events_rel, row);
 }
 
+static void note(fx *f, const char *id, const char *body)
+{
+	change_value row[4] = {tv(id), tv(ORG), tv(U1), tv(body)};
+	publish(f, CHANGE_INSERT, &notes_rel, row);
+}
+
 static int make_sink(fx *f, const char *listen, int64_t sendbuf, char err[SINK_ERROR_MAX])
 {
 	nng_sink_conf conf = {.listen = (char *)listen, .sendbuf = sendbuf,
-	                      .topic_prefix = NNG_SINK_DEFAULT_PREFIX, .topics = (char *)f->topics};
+	                      .topic_prefix = NNG_SINK_DEFAULT_PREFIX, .topics = (char *)f->topics,
+	                      .coalesce = g_coalesce};
 	err[0] = '\0';
 	return nng_sink_ops.create(&f->env, &conf, &f->sink, err);
 }
@@ -462,6 +492,142 @@ static void test_slow_subscriber_sees_gap(void **state)
 	fx_fini(&f);
 }
 
+/* Where the record of topic/seq is among the received messages (their index), -1 if nowhere;
+ * checks on the way that each topic's records come with consecutive sequence numbers from 1. */
+typedef struct burst_rx {
+	int nmsgs;
+	int records;
+	int max_records;   /* in one message */
+	size_t max_len;
+	char topic[8][160];
+	uint64_t last[8];
+	int *at[8];        /* at[t][seq]: message index */
+	int ntopics;
+	bool in_order;
+} burst_rx;
+
+static void burst_receive(nng_socket s, burst_rx *rx, int n)
+{
+	nng_msg *m;
+	while (nng_recvmsg(s, &m, 0) == 0) {
+		nngsub_msg pm;
+		size_t len = nng_msg_len(m);
+		rx->max_len = len > rx->max_len ? len : rx->max_len;
+		assert_int_equal(nngsub_parse(nng_msg_body(m), len, &pm), 0);
+		int t = 0;
+		while (t < rx->ntopics && (strlen(rx->topic[t]) != pm.topic_len ||
+		                           strncmp(rx->topic[t], pm.topic, pm.topic_len) != 0))
+			t++;
+		if (t == rx->ntopics) {
+			assert_true(t < 8);
+			snprintf(rx->topic[t], sizeof(rx->topic[t]), "%.*s", (int)pm.topic_len, pm.topic);
+			rx->at[t] = calloc((size_t)n + 2, sizeof(int));
+			rx->ntopics++;
+		}
+		int k = 0, more = 1;
+		for (; more == 1; more = nngsub_next(&pm), k++) {
+			rx->in_order &= pm.seq == rx->last[t] + 1 && pm.seq <= (uint64_t)n;
+			rx->last[t] = pm.seq;
+			if (pm.seq <= (uint64_t)n)
+				rx->at[t][pm.seq] = rx->nmsgs;
+			assert_int_equal(pm.payload[0], '{');
+			assert_int_equal(pm.payload[pm.payload_len - 1], '}');
+			rx->records++;
+		}
+		assert_int_equal(more, 0);
+		rx->max_records = k > rx->max_records ? k : rx->max_records;
+		rx->nmsgs++;
+		nng_msg_free(m);
+	}
+}
+
+static int burst_topic(const burst_rx *rx, const char *topic)
+{
+	for (int t = 0; t < rx->ntopics; t++)
+		if (strcmp(rx->topic[t], topic) == 0)
+			return t;
+	fail_msg("no message on %s", topic);
+	return -1;
+}
+
+/* Many transactions offered in one read of the stream (one batch_end). Without coalesce: one
+ * message per payload. With it: one message per topic (small rows), or, past 64 KB, a few,
+ * none larger; either way every topic's sequence numbers arrive gapless and in order, and for
+ * every change the role topics' payloads arrive before the user topic's — also when the user
+ * topic reaches 64 KB first (notes: its handler sees a 2 KB body, the roles see null). */
+static void test_burst(void **state)
+{
+	(void)state;
+	const char *everything[] = {"walcast/v1/", NULL};
+#define T_NOTES(a) "walcast/v1/" a "/public.notes/"
+	const char *topics[2][4] = {{T_ALL, T_MEMBER, T_ADMIN, T_U1},
+	                            {T_NOTES("all"), T_NOTES("org/" ORG "/role/member"),
+	                             T_NOTES("org/" ORG "/role/admin"), T_NOTES("org/" ORG "/user/" U1)}};
+	static char big[2048];
+	memset(big, 'y', sizeof(big) - 1);
+	enum { N = 40 };
+	for (int round = 0; round < 2; round++) {
+		fx f;
+		fx_init(&f, 8192);
+		member(&f, U1, "viewer");
+		member(&f, U2, "member");
+		member(&f, U3, "admin");
+		nng_socket sub = subscriber(&f, everything, 8192);
+		f.hold = true;
+		for (int i = 0; i < N; i++) {
+			char id[16];
+			snprintf(id, sizeof(id), "e%d", i);
+			if (round == 0)
+				event(&f, id, "small");
+			else
+				note(&f, id, big);
+		}
+		nng_sink_stats st;
+		nng_sink_get_stats(f.sink, &st);
+		/* the roster rows (bypass and owner, 3 x 2) went at their batch ends */
+		if (g_coalesce && round == 0)
+			assert_int_equal(st.payloads, 6); /* the burst waits for its batch's end */
+		nng_sink_ops.batch_end(f.sink);
+		burst_rx rx = {.in_order = true};
+		burst_receive(sub, &rx, N);
+		/* bypass, member, analyst, admin, owner and U1 (named by user_id): 6 topics x N */
+		assert_int_equal(rx.ntopics, 6);
+		assert_int_equal(rx.records, 6 * N);
+		assert_true(rx.in_order);
+		for (int t = 0; t < rx.ntopics; t++)
+			assert_int_equal(rx.last[t], N);
+		if (!g_coalesce)
+			assert_int_equal(rx.nmsgs, 6 * N);
+		else if (round == 0)
+			assert_int_equal(rx.nmsgs, 6); /* one message per topic */
+		else
+			assert_true(rx.nmsgs > 6 && rx.nmsgs < 6 * 3 && rx.max_records > 1);
+		assert_true(rx.max_len <= (g_coalesce ? 64 * 1024 : 4096));
+		/* every change: its role payloads before its user payload */
+		int u = burst_topic(&rx, topics[round][3]);
+		for (size_t k = 0; k < 3; k++) {
+			int r = burst_topic(&rx, topics[round][k]);
+			for (int q = 1; q <= N; q++)
+				assert_true(rx.at[r][q] < rx.at[u][q]);
+		}
+		nng_sink_get_stats(f.sink, &st);
+		assert_int_equal(st.payloads, 6 + 6 * N);
+		assert_int_equal(st.messages, 6 + (uint64_t)rx.nmsgs);
+		assert_int_equal(st.dropped, 0);
+		buf text;
+		buf_init(&text);
+		assert_int_equal(metrics_render(f.reg, &text), 0);
+		char want[128];
+		snprintf(want, sizeof(want), "walcast_nng_payloads_total{sink=\"live\"} %d\n", 6 + 6 * N);
+		assert_non_null(strstr(text.data, want));
+		buf_fini(&text);
+		for (int t = 0; t < rx.ntopics; t++)
+			free(rx.at[t]);
+		nng_close(sub);
+		fx_fini(&f);
+	}
+}
+
 static void test_gap_logic(void **state)
 {
 	(void)state;
@@ -493,6 +659,24 @@ static void test_gap_logic(void **state)
 	assert_int_equal(nngsub_parse("t/a/ 3 0/1", 10, &m), -EINVAL);
 	assert_int_equal(nngsub_parse("t/a/ 3 0/1 ", 11, &m), 0);
 	assert_int_equal(m.payload_len, 0);
+	assert_int_equal(nngsub_next(&m), 0);
+	/* a coalesced message: one record per line, the topic once */
+	const char *co = "t/c/ 4 0/A {\"a\":1}\n5 0/B {}\n6 0/B {\"c\":3}";
+	assert_int_equal(nngsub_parse(co, strlen(co), &m), 0);
+	assert_int_equal(m.seq, 4);
+	assert_int_equal(m.payload_len, 7);
+	assert_int_equal(nngsub_next(&m), 1);
+	assert_int_equal(m.seq, 5);
+	assert_int_equal(m.lsn_len, 3);
+	assert_int_equal(m.payload_len, 2);
+	assert_int_equal(m.topic_len, 4);
+	assert_int_equal(nngsub_next(&m), 1);
+	assert_int_equal(m.seq, 6);
+	assert_int_equal(strncmp(m.payload, "{\"c\":3}", m.payload_len), 0);
+	assert_int_equal(nngsub_next(&m), 0);
+	const char *bad = "t/c/ 4 0/A {}\nx 0/B {}";
+	assert_int_equal(nngsub_parse(bad, strlen(bad), &m), 0);
+	assert_int_equal(nngsub_next(&m), -EINVAL);
 	nngsub_tracker_fini(&tr);
 }
 
@@ -656,7 +840,7 @@ static void test_tls_client_certificates_and_nngcat(void **state)
 	snprintf(key, sizeof(key), "%s/server.key", dir);
 	snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
 	nng_sink_conf conf = {.listen = listen, .sendbuf = 64, .topic_prefix = NNG_SINK_DEFAULT_PREFIX,
-	                      .tls_cert = cert, .tls_key = key, .tls_ca = ca};
+	                      .tls_cert = cert, .tls_key = key, .tls_ca = ca, .coalesce = g_coalesce};
 	if (nng_sink_ops.create(&f.env, &conf, &f.sink, err) != 0)
 		fail_msg("create: %s", err);
 
@@ -729,6 +913,13 @@ int main(void)
 		cmocka_unit_test(test_slow_subscriber_sees_gap),
 		cmocka_unit_test(test_config_errors),
 		cmocka_unit_test(test_tls_client_certificates_and_nngcat),
+		cmocka_unit_test(test_burst),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	int failed = 0;
+	for (int on = 0; on < 2; on++) {
+		g_coalesce = on;
+		fprintf(stderr, "# coalesce = %s\n", on ? "on" : "off");
+		failed += cmocka_run_group_tests_name(on ? "coalesce on" : "coalesce off", tests, NULL, NULL);
+	}
+	return failed;
 }
