@@ -7,7 +7,7 @@
 #   harness.sh run [--no-migrate] [--no-redis] [--redis-cluster] -- CMD [ARGS...]
 #
 # CMD sees: PGHOST PGPORT PGUSER PGDATABASE (a superuser session), WALCAST_REDIS_URL,
-# WALCAST_REDIS_CLUSTER_URL and WALCAST_REDIS_CLUSTER_PORTS (with --redis-cluster: a Redis Cluster
+# WALCAST_HARNESS_CLUSTER_URL and WALCAST_HARNESS_CLUSTER_PORTS (with --redis-cluster: a Redis Cluster
 # of 3 masters with a replica each, cluster-node-timeout 2000 ms; the URL names one node; also
 # when WALCAST_HARNESS_REDIS_CLUSTER=1),
 # WALCAST_HARNESS_DIR (scratch space, removed afterwards), WALCAST_PGDATA, WALCAST_PG_BIN and
@@ -147,13 +147,13 @@ harness_start_cluster_node() {
 }
 
 # harness_start_redis_cluster: six nodes joined as 3 masters with a replica each; waits until
-# every node says cluster_state:ok and knows all six. Sets WALCAST_REDIS_CLUSTER_PORTS and
-# WALCAST_REDIS_CLUSTER_URL.
+# every node says cluster_state:ok and knows all six. Sets WALCAST_HARNESS_CLUSTER_PORTS and
+# WALCAST_HARNESS_CLUSTER_URL.
 harness_start_redis_cluster() {
-  local ports=() port addrs=() p
+  local ports=() cport addrs=() p
   for _ in 1 2 3 4 5 6; do
-    start_on_free_port port harness_start_cluster_node || return 1
-    ports+=("$port"); addrs+=("127.0.0.1:$port")
+    start_on_free_port cport harness_start_cluster_node || return 1
+    ports+=("$cport"); addrs+=("127.0.0.1:$cport")
   done
   redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$HARNESS_DIR/cluster/create.log" 2>&1 ||
     { echo "harness: redis-cli --cluster create failed" >&2; cat "$HARNESS_DIR/cluster/create.log" >&2; return 1; }
@@ -164,7 +164,7 @@ harness_start_redis_cluster() {
       [ "$(redis-cli -p "$p" CLUSTER NODES 2>/dev/null | grep -c connected)" = 6 ] || ok=0
     done
     if [ "$ok" = 1 ]; then
-      export WALCAST_REDIS_CLUSTER_PORTS="${ports[*]}" WALCAST_REDIS_CLUSTER_URL="redis://127.0.0.1:${ports[0]}/0"
+      export WALCAST_HARNESS_CLUSTER_PORTS="${ports[*]}" WALCAST_HARNESS_CLUSTER_URL="redis://127.0.0.1:${ports[0]}/0"
       return 0
     fi
     sleep 0.1

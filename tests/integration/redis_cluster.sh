@@ -11,8 +11,8 @@
 # /metrics says connected. The stats API answers through the router.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/redis_lib.sh"
-CLUSTER_URL=${WALCAST_REDIS_CLUSTER_URL:?run with WALCAST_HARNESS_REDIS_CLUSTER=1}
-read -r -a CPORTS <<<"$WALCAST_REDIS_CLUSTER_PORTS"
+CLUSTER_URL=${WALCAST_HARNESS_CLUSTER_URL:?run with WALCAST_HARNESS_REDIS_CLUSTER=1}
+read -r -a CPORTS <<<"$WALCAST_HARNESS_CLUSTER_PORTS"
 POLICY=$ROOT/deploy/policy.ini
 HTTP_PORT=$(kernel_free_port)
 NORGS=24
