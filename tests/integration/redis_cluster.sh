@@ -16,6 +16,7 @@ read -r -a CPORTS <<<"$WALCAST_HARNESS_CLUSTER_PORTS"
 POLICY=$ROOT/deploy/policy.ini
 HTTP_PORT=$(kernel_free_port)
 NORGS=24
+export WALCAST_AUTH_JWT_SECRET="cluster-api-secret-with-enough-length-for-hs256-$$"
 slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'agg' AND active")" = 1 ]; }
 readyz() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/readyz"; }
 ready() { [ "$(readyz)" = 200 ]; }
@@ -54,6 +55,8 @@ state_dir = $WORK/state
 drain_timeout = 10s
 [http]
 listen = 127.0.0.1:$HTTP_PORT
+[auth]
+jwt_audience = authenticated
 [sink.agg]
 type = redis
 cluster = on
@@ -118,6 +121,25 @@ wait_for 120 same_as_sql || echo "# Redis did not reach what SQL holds within 12
 check "load: every transaction committed" "" "$(grep -v 'erased\|^$' "$WORK/load.err" | head -3)"
 check_true "the oracle is not empty ($(wc -l <"$WORK/sql.dump") lines)" [ "$(wc -l <"$WORK/sql.dump")" -gt 500 ]
 check "every aggregate in the cluster equals SQL's" "" "$(diff "$WORK/sql.dump" "$WORK/redis.dump" | head -8)"
+# the stats API reads through the router: an org's per-day calls over a week equal SQL's
+TOKEN=$(jwt_hs256 "{\"role\":\"service_role\",\"aud\":\"authenticated\",\"exp\":$(($(date +%s) + 3600))}")
+TODAY=$(date -u +%F)
+FROM=$(date -u -d '8 days ago' +%F)
+days_api() {
+  curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$HTTP_PORT/api/v1/stats/orgs/$1/days?from=$FROM&to=$TODAY" |
+    jq -r '.days[] | "\(.day) \(.calls) \(.sms)"'
+}
+days_sql() {
+  sql -c "SELECT to_char(g, 'YYYY-MM-DD') || ' ' ||
+    (SELECT count(*) FROM events WHERE org_id = '$1' AND kind = 'call' AND (started_at AT TIME ZONE 'UTC')::date = g) || ' ' ||
+    (SELECT count(*) FROM events WHERE org_id = '$1' AND kind = 'sms' AND (started_at AT TIME ZONE 'UTC')::date = g)
+    FROM generate_series('$FROM'::date, '$TODAY'::date, '1 day') g ORDER BY g"
+}
+api_bad=""
+for org in $(sql -c "SELECT id FROM orgs ORDER BY random() LIMIT 4"); do
+  [ "$(days_api "$org")" = "$(days_sql "$org")" ] || api_bad="$api_bad $org"
+done
+check "stats API through the router: 4 orgs' days equal SQL" "" "$api_bad"
 curl -s "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics"
 check "/metrics: connected to the cluster" 1 "$(sed -n 's/^walcast_redis_connected{sink="agg"} //p' "$WORK/metrics")"
 check_true "the sink followed redirections or lost connections" grep -qE 'redis.down|redis.cluster' "$WORK/run.err"
