@@ -7,8 +7,8 @@
  * that succeeded, its reply copied, waiting for the node's WAIT). A zero-delay timer (the kick)
  * dispatches the waiting commands and closes the connections of nodes the map no longer names,
  * so a hiredis callback never frees a connection and never walks the waiting list it may be
- * changing. A command the caller was already told about (reset) is an orphan: whatever comes for it is
- * dropped.
+ * changing. A command the caller was already told about (reset) is an orphan: whatever comes for
+ * it is dropped.
  *
  * The map is read again (CLUSTER SLOTS, on the first connected node found) after a MOVED, a
  * retryable error, a lost connection or a WAIT that timed out; at most one read is in flight,

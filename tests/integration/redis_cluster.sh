@@ -5,7 +5,9 @@
 # 2000 ms). A mixed load over many orgs (their keys spread over every master) runs while (a) a
 # replica takes over its master with CLUSTER FAILOVER (a clean switch: MOVED for the old
 # master's slots) and (b) a master is SIGKILLed (its replica is promoted after the node timeout;
-# what the dead master had not replicated is gone from Redis, and the sink must send it again).
+# what the dead master had not replicated is gone from Redis, and the sink must send it again),
+# and (c) between them every slot of one master is moved to another online (redis-cli --cluster
+# reshard: ASK and TRYAGAIN while a slot migrates, MOVED after).
 # At the end every aggregate, read from every master, equals the same aggregates computed by
 # SQL over the tables (nothing lost, nothing counted twice), /readyz is 200 again and
 # /metrics says connected. The stats API answers through the router.
@@ -44,6 +46,7 @@ redis_dump() {
 }
 
 check "the cluster has 3 masters" 3 "$(masters | wc -l)"
+LOAD_N=${WALCAST_CLUSTER_LOAD:-120}
 sql -c "INSERT INTO orgs (name) SELECT 'cl ' || g FROM generate_series(1, $NORGS) g" >/dev/null
 sql -c "INSERT INTO contacts (org_id, name) SELECT o.id, 'c' || g FROM orgs o, generate_series(1, 4) g" >/dev/null
 
@@ -88,7 +91,7 @@ wait_for 30 spread
 check_true "org watermarks on every master" spread
 
 # (a) a manual failover under load
-load 80 &
+load "$LOAD_N" &
 LOAD=$!
 BG_PIDS+=("$LOAD")
 sleep 2
@@ -98,6 +101,22 @@ redis-cli -p "$NEW" CLUSTER FAILOVER >/dev/null
 wait_for 30 bash -c "[ \"\$(redis-cli -p $NEW ROLE 2>/dev/null | head -1)\" = master ]"
 check "CLUSTER FAILOVER: the replica $NEW is a master" master "$(node_role "$NEW")"
 sleep 2
+
+# (c) an online resharding under load: every slot of one master moves to another (ASK and
+# TRYAGAIN while a slot migrates, MOVED once it has)
+slots_of() { # the number of slots the node with id $1 serves
+  redis-cli -p "$(alive_port)" CLUSTER NODES | awk -v id="$1" '$1 == id { n = 0
+    for (i = 9; i <= NF; i++) { if ($i ~ /^\[/) continue; k = split($i, a, "-"); n += k == 2 ? a[2] - a[1] + 1 : 1 }
+    print n }'
+}
+SRC=$(masters | grep -vx "$NEW" | head -1)
+SRC_ID=$(redis-cli -p "$SRC" CLUSTER MYID)
+DST_ID=$(redis-cli -p "$NEW" CLUSTER MYID)
+MOVING=$(slots_of "$SRC_ID")
+redis-cli --cluster reshard "127.0.0.1:$SRC" --cluster-from "$SRC_ID" --cluster-to "$DST_ID" \
+  --cluster-slots "$MOVING" --cluster-yes >"$WORK/reshard.log" 2>&1 || echo "# reshard: $(tail -3 "$WORK/reshard.log")"
+check "resharding: $SRC's $MOVING slots moved to $NEW" 0 "$(slots_of "$SRC_ID")"
+wait_for 30 cluster_ok
 
 # (b) a master killed under load: its replica is promoted after cluster-node-timeout
 VICTIM=$(masters | grep -vx "$NEW" | head -1)
