@@ -116,7 +116,9 @@ MOVING=$(slots_of "$SRC_ID")
 redis-cli --cluster reshard "127.0.0.1:$SRC" --cluster-from "$SRC_ID" --cluster-to "$DST_ID" \
   --cluster-slots "$MOVING" --cluster-yes >"$WORK/reshard.log" 2>&1 || echo "# reshard: $(tail -3 "$WORK/reshard.log")"
 check "resharding: $SRC's $MOVING slots moved to $NEW" 0 "$(slots_of "$SRC_ID")"
-wait_for 30 cluster_ok
+# (a loaded machine can delay the cluster bus past cluster-node-timeout: a node then looks failed
+# for a while; what matters is that the cluster is whole again)
+wait_for 90 cluster_ok || echo "# $(date +%T) the cluster is not ok 90 s after the resharding"
 
 # (b) a master killed under load: its replica is promoted after cluster-node-timeout
 VICTIM=$(masters | grep -vx "$NEW" | head -1)
@@ -127,7 +129,7 @@ sleep 1
 down_code=$(readyz)
 wait_for 60 bash -c "[ \"\$(redis-cli -p $HEIR ROLE 2>/dev/null | head -1)\" = master ]"
 check "kill -9 $VICTIM: its replica $HEIR is promoted" master "$(node_role "$HEIR")"
-wait_for 30 cluster_ok
+wait_for 90 cluster_ok || echo "# $(date +%T) the cluster is not ok 90 s after the kill"
 wait "$LOAD" || true
 load 20
 wait_for 60 ready
