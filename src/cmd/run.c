@@ -1,6 +1,6 @@
 /*
  * run — `walcast run`: the daemon (see run.h). Builds, in order: the policy and the keyring, the
- * checkpoint store (pipeline.state_dir), the metrics registry, the audit writer ([audit], when
+ * checkpoint store (pipeline.checkpoint_store), the metrics registry, the audit writer ([audit], when
  * enabled: handed to the sinks, and sync_health's ticks), the pipeline and its sinks (one per
  * [sink.NAME] section, type resolved in the sink registry), the HTTP listener ([http]); then
  * runs the loop until the pipeline stops and the audit writer has drained. Signals: SIGHUP

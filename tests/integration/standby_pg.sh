@@ -76,9 +76,9 @@ SQL
     sleep 0.05
   done
 }
-load 120 &
+load 80 &
 LOAD=$!
-policy_load 80 &
+policy_load 50 &
 PLOAD=$!
 BG_PIDS+=("$LOAD" "$PLOAD")
 sleep 2.$((RANDOM % 10))
