@@ -153,8 +153,9 @@ static int pg_run(pg_store *s, const char *sql, ExecStatusType want, PGresult **
 /* Connects and takes the lock: 0, -EBUSY (held by another session: err names its pid), -EIO. */
 static int pg_connect_lock(pg_store *s, char err[CHECKPOINT_ERROR_MAX])
 {
-	static const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-	const char *vals[] = {"10", "walcast-checkpoint", s->conninfo, NULL};
+	/* never a replication connection, even when conninfo says so (entries after dbname win) */
+	static const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", "replication", NULL};
+	const char *vals[] = {"10", "walcast-checkpoint", s->conninfo, "false", NULL};
 	PQfinish(s->conn);
 	s->conn = PQconnectdbParams(keys, vals, 1);
 	if (s->conn == NULL) {

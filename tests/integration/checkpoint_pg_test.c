@@ -5,7 +5,8 @@
  * to say writes nothing (the slot row's xmin unchanged); a lost connection fails the op that met
  * it and the next op reconnects, takes the lock again and writes what was buffered exactly once;
  * a store whose lock another instance took meanwhile refuses every op and writes nothing; its own
- * schema by name, created on first use, and a bad schema name refused. The store's semantics
+ * schema by name, created on first use, and a bad schema name refused; an ordinary connection
+ * even when the conninfo asks for replication. The store's semantics
  * shared with the dir store are test_checkpoint's cases (run with WALCAST_TEST_CHECKPOINT_PG).
  * Run by checkpoint_pg.sh (PG* set by the harness).
  */
@@ -214,6 +215,20 @@ static void test_schema(void **state)
 	checkpoint_store_destroy(st);
 }
 
+/* Its own ordinary connection, even when the conninfo asks for a replication one. */
+static void test_not_replication(void **state)
+{
+	(void)state;
+	checkpoint_store *st = NULL;
+	char err[CHECKPOINT_ERROR_MAX];
+	int rc = checkpoint_pg_create("replication=database", NULL, "norepl", &st, err);
+	if (rc != 0)
+		fail_msg("open: %s", err);
+	assert_string_equal(sql1("SELECT string_agg(backend_type, ',') FROM pg_stat_activity WHERE application_name = "
+	                         "'walcast-checkpoint'"), "client backend");
+	checkpoint_store_destroy(st);
+}
+
 int main(void)
 {
 	db = PQconnectdb("");
@@ -227,6 +242,7 @@ int main(void)
 		cmocka_unit_test(test_reconnect),
 		cmocka_unit_test(test_lost_to_another),
 		cmocka_unit_test(test_schema),
+		cmocka_unit_test(test_not_replication),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	PQfinish(db);
