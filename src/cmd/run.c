@@ -1,6 +1,6 @@
 /*
  * run — `walcast run`: the daemon (see run.h). Builds, in order: the policy and the keyring, the
- * checkpoint store (pipeline.state_dir), the metrics registry, the audit writer ([audit], when
+ * checkpoint store (pipeline.checkpoint_store), the metrics registry, the audit writer ([audit], when
  * enabled: handed to the sinks, and sync_health's ticks), the pipeline and its sinks (one per
  * [sink.NAME] section, type resolved in the sink registry), the HTTP listener ([http]); then
  * runs the loop until the pipeline stops and the audit writer has drained. Signals: SIGHUP
@@ -35,6 +35,7 @@
 
 #include "auditlog.h"
 #include "checkpoint.h"
+#include "checkpoint_pg.h"
 #include "config.h"
 #include "http.h"
 #include "keyring.h"
@@ -229,6 +230,22 @@ static bool startup_stop(void *arg)
 
 /* ---- standby ---------------------------------------------------------------------------- */
 
+/* The checkpoint store pipeline.checkpoint_store names: a state directory (flock), or tables in
+ * PostgreSQL (an advisory lock) that a standby on another host reads. 0, -EBUSY (another
+ * instance holds it) or an error with err; *where says which store, for log lines. Blocks. */
+static int store_open(const config *cfg, checkpoint_store **out, char where[300], char err[CHECKPOINT_ERROR_MAX])
+{
+	if (strcmp(cfg->pipeline_checkpoint_store, "postgres") == 0) {
+		snprintf(where, 300, "pipeline.checkpoint_store=postgres schema=%s slot=%s", cfg->pipeline_checkpoint_schema,
+		         cfg->slot);
+		return checkpoint_pg_create(cfg->pipeline_checkpoint_conninfo[0] ? cfg->pipeline_checkpoint_conninfo
+		                                                                  : cfg->conninfo,
+		                            cfg->pipeline_checkpoint_schema, cfg->slot, out, err);
+	}
+	snprintf(where, 300, "pipeline.state_dir=%s", cfg->pipeline_state_dir);
+	return checkpoint_dir_create(cfg->pipeline_state_dir, out, err);
+}
+
 typedef struct role_child {
 	daemon_t *d;
 	run_role role;
@@ -303,21 +320,20 @@ static void standby_poll_cb(void *arg, const slot_poll *found)
 		standby_enter(d, why);
 		return;
 	}
-	char cerr[CHECKPOINT_ERROR_MAX];
-	int rc = checkpoint_dir_create(d->cfg->pipeline_state_dir, &d->store, cerr);
+	char cerr[CHECKPOINT_ERROR_MAX], where[300];
+	int rc = store_open(d->cfg, &d->store, where, cerr);
 	if (rc == -EBUSY) {
-		snprintf(why, sizeof(why), "pipeline.state_dir %s is locked by another process", d->cfg->pipeline_state_dir);
+		snprintf(why, sizeof(why), "%s is locked by another process", where);
 		standby_enter(d, why);
 		return;
 	}
 	if (rc < 0) {
-		log_error("run.state_dir", "pipeline.state_dir=%s: %s", d->cfg->pipeline_state_dir, cerr);
+		log_error("run.state_dir", "%s: %s", where, cerr);
 		standby_end(d); /* not active: run stops, exit 1 */
 		return;
 	}
 	if (d->role == ROLE_STANDBY)
-		log_info("run.takeover", "slot=%s: the slot is free and state_dir %s ours: taking over", d->cfg->slot,
-		         d->cfg->pipeline_state_dir);
+		log_info("run.takeover", "slot=%s: the slot is free and %s ours: taking over", d->cfg->slot, where);
 	d->role = ROLE_ACTIVE;
 	standby_end(d);
 }
@@ -329,9 +345,10 @@ static int standby_wait(daemon_t *d, metrics_registry *metrics, const http_param
 {
 	const config *cfg = d->cfg;
 	char err[CHECKPOINT_ERROR_MAX > SLOT_STATUS_ERROR_MAX ? CHECKPOINT_ERROR_MAX : SLOT_STATUS_ERROR_MAX];
-	if (cfg->standby_poll_ms == 0) { /* no standby: the state directory now, or an error */
-		if (checkpoint_dir_create(cfg->pipeline_state_dir, &d->store, err) < 0) {
-			log_error("run.state_dir", "pipeline.state_dir=%s: %s", cfg->pipeline_state_dir, err);
+	char where[300];
+	if (cfg->standby_poll_ms == 0) { /* no standby: the checkpoint store now, or an error */
+		if (store_open(cfg, &d->store, where, err) < 0) {
+			log_error("run.state_dir", "%s: %s", where, err);
 			return -1;
 		}
 		d->role = ROLE_ACTIVE;

@@ -72,6 +72,13 @@ static const config_key keys[] = {
 	    "on SIGTERM, how long durable sinks may take to flush before walcast exits anyway"),
 	KEY("pipeline", "state_dir", CONFIG_STRING, pipeline_state_dir, "walcast-state", 1, 0, false,
 	    "directory of the policy-state checkpoint and positions (walcast run)"),
+	KEY("pipeline", "checkpoint_store", CONFIG_ENUM, pipeline_checkpoint_store, "dir", 0, 0, false,
+	    "dir|postgres: where walcast run keeps the policy-state checkpoint and positions (postgres: "
+	    "tables a standby on another host reads)"),
+	KEY("pipeline", "checkpoint_conninfo", CONFIG_STRING, pipeline_checkpoint_conninfo, "", 0, 0, false,
+	    "checkpoint_store = postgres: libpq connection string of its tables; empty: postgres.conninfo"),
+	KEY("pipeline", "checkpoint_schema", CONFIG_STRING, pipeline_checkpoint_schema, "walcast", 1, 63, false,
+	    "checkpoint_store = postgres: walcast's own schema for its tables (created on first use)"),
 	KEY("http", "listen", CONFIG_STRING, http_listen, "127.0.0.1:8080", 1, 300, false,
 	    "address of /healthz, /readyz and /metrics: HOST:PORT, [IPV6]:PORT or *:PORT"),
 	KEY("http", "tls_cert", CONFIG_STRING, http_tls_cert, "", 0, 0, false,

@@ -60,6 +60,9 @@ typedef struct config {
 	int64_t pipeline_max_pending;      /* durable sinks' pending bytes that pause the stream */
 	int64_t pipeline_drain_timeout_ms; /* SIGTERM: longest wait for durable sinks to flush */
 	char *pipeline_state_dir;          /* the checkpoint store's directory (walcast run) */
+	char *pipeline_checkpoint_store;   /* dir | postgres */
+	char *pipeline_checkpoint_conninfo; /* postgres store; empty = postgres.conninfo */
+	char *pipeline_checkpoint_schema;  /* postgres store: its schema */
 
 	/* [http] */
 	char *http_listen;          /* HOST:PORT of /healthz, /readyz, /metrics */

@@ -16,9 +16,9 @@
  * transaction's LSN to PostgreSQL (DESIGN.md: durable state written before the position it
  * covers is confirmed).
  *
- * Implementations: a local state directory (checkpoint_dir_create) now; a store a standby on
- * another host can read (Redis, a PostgreSQL table) is the next step — it implements the same
- * ops. Not thread-safe; the loop thread owns a store. Each op says whether it blocks.
+ * Implementations: a local state directory (checkpoint_dir_create, below) and tables in
+ * PostgreSQL that a standby on another host reads (checkpoint_pg_create, checkpoint_pg.h).
+ * Not thread-safe; the loop thread owns a store. Each op says whether it blocks.
  */
 #ifndef WALCAST_CHECKPOINT_H
 #define WALCAST_CHECKPOINT_H

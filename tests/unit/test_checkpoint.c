@@ -6,6 +6,10 @@
  * rename and the log rewrite (and leftover temporary files) loads correctly; a replay after a
  * resume replaces the logged records from its LSN on; named positions survive; a sync with
  * nothing to say writes nothing, and an append costs the rows it carries, not the state.
+ *
+ * With WALCAST_TEST_CHECKPOINT_PG set (tests/integration/checkpoint_pg.sh, inside the harness),
+ * the same cases that are not about files run against the PostgreSQL store (checkpoint_pg.h),
+ * one slot name per test, so the two stores cannot drift apart.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +31,7 @@
 
 #include "buf.h"
 #include "checkpoint.h"
+#include "checkpoint_pg.h"
 #include "policy_state.h"
 
 /* ---- a model of the state: rows keyed as the tables are ------------------------------------ */
@@ -139,10 +144,41 @@ static void path_of(const fx *f, const char *name, char *out, size_t n)
 	snprintf(out, n, "%s/%s", f->dir, name);
 }
 
+static bool pg_mode(void)
+{
+	return getenv("WALCAST_TEST_CHECKPOINT_PG") != NULL;
+}
+
+/* The slot name of f's store in pg_mode: its directory's parent's name (test_checkpoint.XXXXXX). */
+static void slot_of(const fx *f, char out[128])
+{
+	int end = (int)(strrchr(f->dir, '/') - f->dir), start = end;
+	while (start > 0 && f->dir[start - 1] != '/')
+		start--;
+	snprintf(out, 128, "%.*s", end - start, f->dir + start);
+}
+
+/* The store under test: the directory, or (pg_mode) the PostgreSQL store with the directory's
+ * name as its slot. A killed holder's backend lets its lock go a moment later: -EBUSY is tried
+ * again for a while there. */
+static int store_create(const fx *f, checkpoint_store **out, char err[CHECKPOINT_ERROR_MAX])
+{
+	if (!pg_mode())
+		return checkpoint_dir_create(f->dir, out, err);
+	char slot[128];
+	slot_of(f, slot);
+	int rc;
+	for (int i = 0; (rc = checkpoint_pg_create(getenv("WALCAST_TEST_CHECKPOINT_PG"), NULL, slot, out, err)) == -EBUSY &&
+	                i < 100;
+	     i++)
+		usleep(100 * 1000);
+	return rc;
+}
+
 static void store_open(fx *f)
 {
 	char err[CHECKPOINT_ERROR_MAX] = "";
-	int rc = checkpoint_dir_create(f->dir, &f->st, err);
+	int rc = store_create(f, &f->st, err);
 	if (rc != 0)
 		fprintf(stderr, "open: %s\n", err);
 	assert_int_equal(rc, 0);
@@ -327,6 +363,15 @@ static void test_empty(void **state)
 	assert_string_equal(got, "");
 	assert_int_equal(lsn, 0);
 	free(got);
+	checkpoint_store *other = NULL;
+	char err[CHECKPOINT_ERROR_MAX];
+	if (pg_mode()) { /* a second store on the same slot is refused */
+		char slot[128];
+		slot_of(f, slot);
+		assert_int_equal(checkpoint_pg_create(getenv("WALCAST_TEST_CHECKPOINT_PG"), NULL, slot, &other, err), -EBUSY);
+		assert_non_null(strstr(err, "in use"));
+		return;
+	}
 	struct stat st;
 	assert_int_equal(stat(f->dir, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0700);
@@ -336,8 +381,6 @@ static void test_empty(void **state)
 	assert_int_equal(stat(p, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
 	/* a second store on the same directory is refused */
-	checkpoint_store *other = NULL;
-	char err[CHECKPOINT_ERROR_MAX];
 	assert_int_equal(checkpoint_dir_create(f->dir, &other, err), -EBUSY);
 	assert_non_null(strstr(err, "in use"));
 }
@@ -357,7 +400,7 @@ static void test_round_trip_and_load_at(void **state)
 	assert_state(f, 0x400, s[3], 0x400);
 	/* past what the store knows: the state as of the newest LSN it knows */
 	assert_state(f, 0x9000, s[4], 0x500);
-	{
+	if (!pg_mode()) {
 		char p[600];
 		struct stat st;
 		path_of(f, "base", p, sizeof(p));
@@ -663,7 +706,7 @@ static void test_kill_during_appends(void **state)
 			close(p[0]);
 			char err[CHECKPOINT_ERROR_MAX];
 			checkpoint_store *st = NULL;
-			if (checkpoint_dir_create(f->dir, &st, err) != 0)
+			if (store_create(f, &st, err) != 0)
 				_exit(3);
 			uint64_t lsn = 0;
 			/* go on after what the store holds (the previous round's last transaction) */
@@ -744,5 +787,16 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bounded_cost, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kill_during_appends, setup, teardown),
 	};
+	/* the PostgreSQL store: the cases that are not about the directory's files */
+	const struct CMUnitTest pg_tests[] = {
+		cmocka_unit_test_setup_teardown(test_empty, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_round_trip_and_load_at, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_known_at_survives_with_positions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compact_keeps_states, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replay_replaces, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kill_during_appends, setup, teardown),
+	};
+	if (pg_mode())
+		return cmocka_run_group_tests_name("checkpoint_pg", pg_tests, NULL, NULL);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
