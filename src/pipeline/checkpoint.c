@@ -65,8 +65,6 @@
 #define RECORD_MAX ((uint32_t)1 << 30)
 #define BASE_CHUNK (64 * 1024)     /* bytes of rows per BASE_ROWS record */
 #define NULL_LEN UINT32_MAX
-#define POSITIONS_MAX 64
-#define POSITION_NAME_MAX 64
 
 enum {
 	REC_BASE_HEAD = 1,
@@ -79,11 +77,6 @@ typedef struct log_entry {
 	uint64_t lsn;
 	uint64_t offset; /* of the frame, in the log file (or past its end: in pending) */
 } log_entry;
-
-typedef struct named_position {
-	char name[POSITION_NAME_MAX];
-	uint64_t lsn;
-} named_position;
 
 typedef struct dir_store {
 	checkpoint_store st;
@@ -99,9 +92,8 @@ typedef struct dir_store {
 	bool has_base;
 	uint64_t base_lsn;
 	uint64_t known_at;     /* newest LSN the stored state is known at (memory) */
-	named_position pos[POSITIONS_MAX];
-	size_t npos;
-	bool positions_dirty;
+	checkpoint_positions pos;
+	bool positions_dirty;  /* the positions file is behind (a position, known_at, log_synced) */
 	uint32_t crc_table[256];
 } dir_store;
 
@@ -351,8 +343,8 @@ static int positions_write(dir_store *s)
 	buf_init(&b);
 	int rc = buf_printf(&b, "walcast-checkpoint-positions 1\nknown_at=%s\nlog_synced=%" PRIu64 "\n",
 	                    lsn_format(s->known_at, t), s->log_synced);
-	for (size_t i = 0; i < s->npos && rc == 0; i++)
-		rc = buf_printf(&b, "position %s=%s\n", s->pos[i].name, lsn_format(s->pos[i].lsn, t));
+	for (size_t i = 0; i < s->pos.n && rc == 0; i++)
+		rc = buf_printf(&b, "position %s=%s\n", s->pos.pos[i].name, lsn_format(s->pos.pos[i].lsn, t));
 	if (rc == 0)
 		rc = file_replace(s, "positions", b.data, b.len);
 	buf_fini(&b);
@@ -385,13 +377,11 @@ static int positions_read(dir_store *s, uint64_t *known_at, uint64_t *synced, ch
 			errno = 0;
 			*synced = strtoull(eq + 1, &end, 10);
 			rc = errno != 0 || *end != '\0' ? -EINVAL : 0;
-		} else if (strncmp(line, "position ", 9) == 0 && s->npos < POSITIONS_MAX &&
-		           (size_t)(eq - line - 9) < POSITION_NAME_MAX && eq - line > 9) {
-			named_position *p = &s->pos[s->npos];
-			snprintf(p->name, sizeof(p->name), "%.*s", (int)(eq - line - 9), line + 9);
-			rc = lsn_parse(eq + 1, strlen(eq + 1), &p->lsn);
+		} else if (strncmp(line, "position ", 9) == 0) {
+			uint64_t lsn;
+			rc = lsn_parse(eq + 1, strlen(eq + 1), &lsn);
 			if (rc == 0)
-				s->npos++;
+				rc = checkpoint_positions_add(&s->pos, line + 9, (size_t)(eq - line - 9), lsn);
 		} else {
 			rc = -EINVAL;
 		}
@@ -887,37 +877,63 @@ static uint64_t dir_log_bytes(void *impl)
 	return s->log_len + s->pending.len - MAGIC_LEN;
 }
 
+/* ---- named positions ------------------------------------------------------------------------ */
+
+uint64_t checkpoint_positions_get(const checkpoint_positions *ps, const char *name)
+{
+	for (size_t i = 0; i < ps->n; i++)
+		if (strcmp(ps->pos[i].name, name) == 0)
+			return ps->pos[i].lsn;
+	return 0;
+}
+
+int checkpoint_positions_add(checkpoint_positions *ps, const char *name, size_t len, uint64_t lsn)
+{
+	if (len == 0 || len >= CHECKPOINT_POSITION_NAME_MAX || memchr(name, '=', len) != NULL ||
+	    memchr(name, '\n', len) != NULL || memchr(name, '\0', len) != NULL)
+		return -EINVAL;
+	if (ps->n == CHECKPOINT_POSITIONS_MAX)
+		return -ENOSPC;
+	checkpoint_position *p = &ps->pos[ps->n++];
+	memcpy(p->name, name, len);
+	p->name[len] = '\0';
+	p->lsn = lsn;
+	p->dirty = false;
+	return 0;
+}
+
+int checkpoint_positions_put(checkpoint_positions *ps, const char *name, uint64_t lsn)
+{
+	for (size_t i = 0; i < ps->n; i++) {
+		checkpoint_position *p = &ps->pos[i];
+		if (strcmp(p->name, name) == 0) {
+			if (p->lsn == lsn)
+				return 0;
+			p->lsn = lsn;
+			p->dirty = true;
+			return 1;
+		}
+	}
+	int rc = checkpoint_positions_add(ps, name, strlen(name), lsn);
+	if (rc < 0)
+		return rc;
+	ps->pos[ps->n - 1].dirty = true;
+	return 1;
+}
+
 static int dir_position_get(void *impl, const char *name, uint64_t *lsn)
 {
-	const dir_store *s = impl;
-	*lsn = 0;
-	for (size_t i = 0; i < s->npos; i++)
-		if (strcmp(s->pos[i].name, name) == 0)
-			*lsn = s->pos[i].lsn;
+	*lsn = checkpoint_positions_get(&((const dir_store *)impl)->pos, name);
 	return 0;
 }
 
 static int dir_position_put(void *impl, const char *name, uint64_t lsn)
 {
 	dir_store *s = impl;
-	size_t n = strlen(name);
-	if (n == 0 || n >= POSITION_NAME_MAX || strpbrk(name, "=\n") != NULL)
-		return -EINVAL;
-	for (size_t i = 0; i < s->npos; i++) {
-		if (strcmp(s->pos[i].name, name) == 0) {
-			if (s->pos[i].lsn != lsn)
-				s->positions_dirty = true;
-			s->pos[i].lsn = lsn;
-			return 0;
-		}
-	}
-	if (s->npos == POSITIONS_MAX)
-		return -ENOSPC;
-	named_position *p = &s->pos[s->npos++];
-	snprintf(p->name, sizeof(p->name), "%s", name);
-	p->lsn = lsn;
-	s->positions_dirty = true;
-	return 0;
+	int rc = checkpoint_positions_put(&s->pos, name, lsn);
+	if (rc > 0)
+		s->positions_dirty = true;
+	return rc < 0 ? rc : 0;
 }
 
 static void dir_destroy(void *impl)

@@ -87,6 +87,32 @@ struct checkpoint_store {
 	void *impl;
 };
 
+/* ---- named positions, as every store keeps them ------------------------------------------ */
+
+#define CHECKPOINT_POSITIONS_MAX 64
+#define CHECKPOINT_POSITION_NAME_MAX 64
+
+typedef struct checkpoint_position {
+	char name[CHECKPOINT_POSITION_NAME_MAX];
+	uint64_t lsn;
+	bool dirty; /* new or changed since the store cleared it (after writing it) */
+} checkpoint_position;
+
+typedef struct checkpoint_positions {
+	checkpoint_position pos[CHECKPOINT_POSITIONS_MAX];
+	size_t n;
+} checkpoint_positions;
+
+/* position_get's rule: the LSN of name, 0 when never set. */
+uint64_t checkpoint_positions_get(const checkpoint_positions *ps, const char *name);
+
+/* position_put's rule: 1 when name is new or its LSN changed (the entry marked dirty), 0 when
+ * unchanged, -EINVAL for a bad name (empty, '=' or a newline, longer than 63 bytes), -ENOSPC. */
+int checkpoint_positions_put(checkpoint_positions *ps, const char *name, uint64_t lsn);
+
+/* Adds a position read back from the store (len bytes of name; not dirty). 0, -EINVAL, -ENOSPC. */
+int checkpoint_positions_add(checkpoint_positions *ps, const char *name, size_t len, uint64_t lsn);
+
 /* A store in directory dir (created 0700 when missing, with its parents; files 0600): base,
  * log, positions and a lock file (flock: -EBUSY when another process has the directory open,
  * before anything is read or logged, so a standby may try it again and again).

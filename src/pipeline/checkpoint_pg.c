@@ -25,8 +25,6 @@
 #include "log.h"
 #include "lsn.h"
 
-#define POSITIONS_MAX 64
-#define POSITION_NAME_MAX 64
 #define BASE_CHUNK (256 * 1024) /* bytes of VALUES per INSERT of a base */
 #define RECORD_BYTES 21         /* log_bytes: what a record costs in the dir store's format */
 #define ROW_BYTES 14
@@ -36,12 +34,6 @@ typedef struct pg_entry {
 	uint64_t bytes;  /* log_bytes' share */
 	size_t offset;   /* buffered: where its tuples start in pending */
 } pg_entry;
-
-typedef struct pg_position {
-	char name[POSITION_NAME_MAX];
-	uint64_t lsn;
-	bool dirty;
-} pg_position;
 
 typedef struct pg_store {
 	checkpoint_store st;
@@ -61,8 +53,7 @@ typedef struct pg_store {
 	uint64_t base_lsn;
 	uint64_t known_at;     /* newest LSN the stored state is known at (memory) */
 	uint64_t known_stored; /* ... as the table has it */
-	pg_position pos[POSITIONS_MAX];
-	size_t npos;
+	checkpoint_positions pos;
 } pg_store;
 
 /* ---- SQL text ------------------------------------------------------------------------------- */
@@ -261,8 +252,8 @@ static uint64_t known_at(const pg_store *s)
 
 static bool positions_dirty(const pg_store *s)
 {
-	for (size_t i = 0; i < s->npos; i++)
-		if (s->pos[i].dirty)
+	for (size_t i = 0; i < s->pos.n; i++)
+		if (s->pos.pos[i].dirty)
 			return true;
 	return false;
 }
@@ -295,14 +286,15 @@ static int pg_write(pg_store *s, char err[CHECKPOINT_ERROR_MAX])
 	if (rc == 0 && positions_dirty(s)) {
 		rc = buf_printf(&q, "INSERT INTO %s.checkpoint_positions (slot, name, lsn) VALUES ", s->schema);
 		bool first = true;
-		for (size_t i = 0; i < s->npos && rc == 0; i++) {
-			if (!s->pos[i].dirty)
+		for (size_t i = 0; i < s->pos.n && rc == 0; i++) {
+			const checkpoint_position *p = &s->pos.pos[i];
+			if (!p->dirty)
 				continue;
 			rc = buf_printf(&q, "%s(%s,", first ? "" : ",", s->slot_lit);
 			first = false;
 			if (rc == 0)
-				rc = sql_literal(&q, s->pos[i].name);
-			if (rc == 0 && (rc = buf_putc(&q, ',')) == 0 && (rc = sql_lsn(&q, s->pos[i].lsn)) == 0)
+				rc = sql_literal(&q, p->name);
+			if (rc == 0 && (rc = buf_putc(&q, ',')) == 0 && (rc = sql_lsn(&q, p->lsn)) == 0)
 				rc = buf_putc(&q, ')');
 		}
 		if (rc == 0)
@@ -318,8 +310,8 @@ static int pg_write(pg_store *s, char err[CHECKPOINT_ERROR_MAX])
 		s->nsynced = s->nentries;
 		s->rewind_from = 0;
 		buf_clear(&s->pending);
-		for (size_t i = 0; i < s->npos; i++)
-			s->pos[i].dirty = false;
+		for (size_t i = 0; i < s->pos.n; i++)
+			s->pos.pos[i].dirty = false;
 		s->known_stored = s->known_at;
 	}
 	buf_fini(&q);
@@ -569,35 +561,14 @@ static uint64_t pg_log_bytes(void *impl)
 
 static int pg_position_get(void *impl, const char *name, uint64_t *lsn)
 {
-	const pg_store *s = impl;
-	*lsn = 0;
-	for (size_t i = 0; i < s->npos; i++)
-		if (strcmp(s->pos[i].name, name) == 0)
-			*lsn = s->pos[i].lsn;
+	*lsn = checkpoint_positions_get(&((const pg_store *)impl)->pos, name);
 	return 0;
 }
 
 static int pg_position_put(void *impl, const char *name, uint64_t lsn)
 {
-	pg_store *s = impl;
-	size_t n = strlen(name);
-	if (n == 0 || n >= POSITION_NAME_MAX || strpbrk(name, "=\n") != NULL)
-		return -EINVAL;
-	for (size_t i = 0; i < s->npos; i++) {
-		if (strcmp(s->pos[i].name, name) == 0) {
-			if (s->pos[i].lsn != lsn)
-				s->pos[i].dirty = true;
-			s->pos[i].lsn = lsn;
-			return 0;
-		}
-	}
-	if (s->npos == POSITIONS_MAX)
-		return -ENOSPC;
-	pg_position *p = &s->pos[s->npos++];
-	snprintf(p->name, sizeof(p->name), "%s", name);
-	p->lsn = lsn;
-	p->dirty = true;
-	return 0;
+	int rc = checkpoint_positions_put(&((pg_store *)impl)->pos, name, lsn);
+	return rc < 0 ? rc : 0;
 }
 
 static void pg_destroy(void *impl)
@@ -713,18 +684,15 @@ static int state_read(pg_store *s, char err[CHECKPOINT_ERROR_MAX])
 	         s->schema, s->slot_lit);
 	if ((rc = pg_run(s, sql, PGRES_TUPLES_OK, &r, "cannot read the positions", err)) < 0)
 		return rc;
-	for (int i = 0; i < PQntuples(r) && i < POSITIONS_MAX && rc == 0; i++) {
-		pg_position *p = &s->pos[s->npos];
-		const char *v = PQgetvalue(r, i, 1);
-		snprintf(p->name, sizeof(p->name), "%s", PQgetvalue(r, i, 0));
-		if (lsn_parse(v, strlen(v), &p->lsn) < 0)
+	for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+		const char *name = PQgetvalue(r, i, 0), *v = PQgetvalue(r, i, 1);
+		uint64_t lsn;
+		if (lsn_parse(v, strlen(v), &lsn) < 0 || checkpoint_positions_add(&s->pos, name, strlen(name), lsn) < 0)
 			rc = -EIO;
-		else
-			s->npos++;
 	}
 	PQclear(r);
 	if (rc < 0)
-		err_set(s, err, "the positions", "an unreadable LSN");
+		err_set(s, err, "the positions", "an unreadable LSN or name, or more than 64");
 	return rc;
 }
 
