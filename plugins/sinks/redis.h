@@ -19,7 +19,6 @@
 #ifndef WALCAST_REDIS_SINK_H
 #define WALCAST_REDIS_SINK_H
 
-#include <stdbool.h>
 #include <stdint.h>
 
 #include "sink.h"
@@ -28,7 +27,6 @@
  * are owned by the configuration. */
 typedef struct redis_sink_conf {
 	char *url;
-	bool cluster;
 	char *prefix;
 	char *table;
 	char *missed_statuses;
