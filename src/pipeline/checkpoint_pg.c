@@ -542,9 +542,11 @@ static int pg_compact(void *impl, uint64_t upto, int (*dump_cb)(void *arg, check
 	size_t first = 0;
 	while (first < s->nentries && s->entries[first].lsn <= upto)
 		s->bytes -= s->entries[first++].bytes;
-	memmove(s->entries, s->entries + first, (s->nentries - first) * sizeof(*s->entries));
-	s->nentries -= first;
-	s->nsynced -= first; /* pg_write synced them all */
+	if (first > 0) { /* entries is NULL while nothing was ever logged */
+		memmove(s->entries, s->entries + first, (s->nentries - first) * sizeof(*s->entries));
+		s->nentries -= first;
+		s->nsynced -= first; /* pg_write synced them all */
+	}
 	goto cleanup;
 rollback:
 	if (s->conn != NULL && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
