@@ -54,8 +54,8 @@ static const config_key redis_keys[] = {
 	KEY("connect_timeout", CONFIG_DURATION, connect_timeout_ms, "2s", 10, 600000,
 	    "how long one connect attempt may take"),
 	KEY("command_timeout", CONFIG_DURATION, command_timeout_ms, "10s", 10, 3600000,
-	    "a round not answered in this time drops the connection (reconnect, send again); also "
-	    "when /readyz turns unready"),
+	    "no reply for this long while commands wait drops the connection (reconnect, send again); "
+	    "a round older than this makes /readyz unready"),
 	KEY("reconnect_max", CONFIG_DURATION, reconnect_max_ms, "5s", 10, 600000,
 	    "the longest wait between reconnect attempts (from 100ms, doubling)"),
 };
@@ -97,7 +97,6 @@ typedef struct rsink {
 	bool round_failed;      /* a reply of the round was missing or an error */
 	size_t outstanding;     /* replies of the round still expected */
 	int64_t round_start_ms; /* when the round was first sent */
-	int64_t round_sent_ms;  /* when it was last sent */
 
 	uint64_t position;      /* every org's script accepted up to this end LSN */
 	uint64_t start_position;
@@ -115,7 +114,7 @@ typedef struct rsink {
 	redis_agg_cols cols;
 	change_value *scratch;
 	size_t scratch_n;
-	int flush_timer, watch_timer;
+	int flush_timer;
 	int64_t flush_interval_ms, command_timeout_ms;
 	int err;
 	bool destroying;
@@ -373,9 +372,8 @@ static void round_send(rsink *s)
 		return;
 	s->round_failed = false;
 	s->outstanding = 0;
-	s->round_sent_ms = loop_now_ms();
 	if (s->round_start_ms == 0)
-		s->round_start_ms = s->round_sent_ms;
+		s->round_start_ms = loop_now_ms();
 	if (s->round.norgs == 0) {
 		round_accept(s);
 		return;
@@ -442,19 +440,6 @@ static void flush_cb(loop *l, int id, void *arg)
 	rsink *s = arg;
 	s->flush_timer = 0;
 	maybe_send(s);
-}
-
-static void watch_cb(loop *l, int id, void *arg)
-{
-	rsink *s = arg;
-	s->watch_timer = loop_timer_add(l, 500, watch_cb, s);
-	if (s->watch_timer < 0)
-		s->watch_timer = 0;
-	if (s->round_active && s->outstanding > 0 && loop_now_ms() - s->round_sent_ms > s->command_timeout_ms) {
-		char why[96];
-		snprintf(why, sizeof(why), "no reply in %lld ms", (long long)s->command_timeout_ms);
-		redis_conn_reset(s->conn, why);
-	}
 }
 
 static void script_load_cb(redis_conn *c, void *r, void *privdata)
@@ -694,8 +679,8 @@ static int redis_create(const sink_env *env, const void *conf, void **out, char 
 		if ((rc = redis_conn_create(env->loop, env->name, &s->url, c->connect_timeout_ms, 100, c->reconnect_max_ms,
 		                            &cbs, &s->conn)) < 0)
 			goto fail;
-		int id = loop_timer_add(env->loop, 500, watch_cb, s);
-		s->watch_timer = id > 0 ? id : 0;
+		if ((rc = redis_conn_set_reply_timeout(s->conn, c->command_timeout_ms)) < 0)
+			goto fail;
 		if (env->http != NULL && (rc = redis_api_create(env, s->conn, s->prefix, &s->api, err)) < 0)
 			goto fail;
 	}
@@ -727,8 +712,6 @@ static void redis_destroy(void *impl)
 		s->env.unsubscribe(s->env.env_arg, s->sub);
 	if (s->flush_timer > 0)
 		loop_timer_cancel(s->env.loop, s->flush_timer);
-	if (s->watch_timer > 0)
-		loop_timer_cancel(s->env.loop, s->watch_timer);
 	redis_conn_destroy(s->conn);
 	redis_api_destroy(s->api);
 	sink_metrics_remove(&s->metrics, &s->env);

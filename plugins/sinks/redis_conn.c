@@ -33,6 +33,10 @@ struct redis_conn {
 	int retry_timer;
 	int connect_timer;
 	uint64_t attempts;
+	int64_t reply_timeout_ms; /* 0: off */
+	int reply_timer;
+	size_t pending;           /* commands whose reply callback has not run */
+	int64_t progress_ms;      /* the last reply, or the send that made pending non-zero */
 };
 
 int redis_url_parse(const char *url, redis_url *out, char err[REDIS_CONN_ERROR_MAX])
@@ -285,6 +289,8 @@ void redis_conn_destroy(redis_conn *c)
 		loop_timer_cancel(c->l, c->retry_timer);
 	if (c->connect_timer != 0)
 		loop_timer_cancel(c->l, c->connect_timer);
+	if (c->reply_timer > 0)
+		loop_timer_cancel(c->l, c->reply_timer);
 	if (c->ac != NULL && c->connected) {
 		/* one last non-blocking write of what is queued (a final SET): best effort; a failed
 		 * write ends the context, and disconnect_cb forgets it */
@@ -322,6 +328,8 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 	redis_conn *c = x->c;
 	void *p = x->privdata;
 	free(x);
+	c->pending--;
+	c->progress_ms = loop_now_ms();
 	cb(c, reply, p);
 }
 
@@ -338,7 +346,36 @@ int redis_conn_command(redis_conn *c, redis_conn_reply_cb cb, void *privdata, in
 		free(x);
 		return -ENOMEM; /* hiredis refuses only when out of memory or disconnecting */
 	}
+	if (c->pending++ == 0)
+		c->progress_ms = loop_now_ms();
 	return 0;
+}
+
+static void reply_watch_cb(loop *l, int id, void *arg)
+{
+	redis_conn *c = arg;
+	int64_t every = c->reply_timeout_ms / 2 < 500 ? c->reply_timeout_ms / 2 : 500;
+	c->reply_timer = loop_timer_add(l, every > 10 ? every : 10, reply_watch_cb, c);
+	if (c->reply_timer < 0)
+		c->reply_timer = 0;
+	if (c->pending > 0 && redis_conn_up(c) && loop_now_ms() - c->progress_ms > c->reply_timeout_ms) {
+		char why[64];
+		snprintf(why, sizeof(why), "no reply in %lld ms", (long long)c->reply_timeout_ms);
+		redis_conn_reset(c, why);
+	}
+}
+
+int redis_conn_set_reply_timeout(redis_conn *c, int64_t ms)
+{
+	c->reply_timeout_ms = ms > 0 ? ms : 0;
+	if (c->reply_timer > 0) {
+		loop_timer_cancel(c->l, c->reply_timer);
+		c->reply_timer = 0;
+	}
+	if (c->reply_timeout_ms == 0)
+		return 0;
+	reply_watch_cb(c->l, 0, c);
+	return c->reply_timer > 0 ? 0 : -ENOMEM;
 }
 
 void redis_conn_reset(redis_conn *c, const char *why)

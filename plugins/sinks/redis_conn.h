@@ -76,6 +76,12 @@ typedef void (*redis_conn_reply_cb)(redis_conn *c, void *reply, void *privdata);
 __attribute__((warn_unused_result)) int redis_conn_command(redis_conn *c, redis_conn_reply_cb cb, void *privdata,
                                                            int argc, const char **argv, const size_t *argvlen);
 
+/* Drops the connection (redis_conn_reset, "no reply in ms ms") whenever commands are pending and
+ * none was answered for ms — a server that stopped answering (frozen, a half-open connection)
+ * is then noticed by everyone sharing the connection, and their pending commands get NULL.
+ * 0 (the default) turns it off. Checked every min(ms / 2, 500) ms. 0 or -ENOMEM (the timer). */
+__attribute__((warn_unused_result)) int redis_conn_set_reply_timeout(redis_conn *c, int64_t ms);
+
 /* Drops the connection now (a command timed out, the server answered nonsense) and reconnects
  * after the back-off: pending commands get a NULL reply, then the down callback runs. */
 void redis_conn_reset(redis_conn *c, const char *why);

@@ -58,8 +58,8 @@ static const config_key stream_keys[] = {
 	KEY("connect_timeout", CONFIG_DURATION, connect_timeout_ms, "2s", 10, 600000,
 	    "how long one connect attempt may take"),
 	KEY("command_timeout", CONFIG_DURATION, command_timeout_ms, "10s", 10, 3600000,
-	    "a round not answered in this time drops the connection (reconnect, send again); also "
-	    "when /readyz turns unready"),
+	    "no reply for this long while commands wait drops the connection (reconnect, send again); "
+	    "a round older than this makes /readyz unready"),
 	KEY("reconnect_max", CONFIG_DURATION, reconnect_max_ms, "5s", 10, 600000,
 	    "the longest wait between reconnect attempts (from 100ms, doubling)"),
 };
@@ -274,7 +274,7 @@ typedef struct rstream {
 	uint64_t round_commit_end, round_commit_lsn; /* its last "C": end LSN, commit LSN */
 	bool round_active;  /* [head, round_end) is a round not yet accepted */
 	bool outstanding;   /* its reply is awaited */
-	int64_t round_start_ms, round_sent_ms;
+	int64_t round_start_ms;
 
 	uint64_t position;
 	bool top_known;     /* the stream's last entry was read */
@@ -284,7 +284,7 @@ typedef struct rstream {
 	size_t txn_at;      /* where its "B" entry is in the queue */
 	uint64_t txn_end;   /* the end LSN its "B" line says */
 
-	int flush_timer, watch_timer;
+	int flush_timer;
 	int err;
 	bool destroying;
 	buf args;
@@ -408,7 +408,6 @@ static void round_send(rstream *s)
 		return;
 	}
 	s->outstanding = true;
-	s->round_sent_ms = loop_now_ms();
 	if (s->m_rounds != NULL)
 		metrics_counter_inc(s->m_rounds);
 }
@@ -522,19 +521,6 @@ static void send_soon(rstream *s)
 		return;
 	}
 	s->flush_timer = id;
-}
-
-static void watch_cb(loop *l, int id, void *arg)
-{
-	rstream *s = arg;
-	s->watch_timer = loop_timer_add(l, 500, watch_cb, s);
-	if (s->watch_timer < 0)
-		s->watch_timer = 0;
-	if (s->outstanding && loop_now_ms() - s->round_sent_ms > s->command_timeout_ms) {
-		char why[96];
-		snprintf(why, sizeof(why), "no reply in %lld ms", (long long)s->command_timeout_ms);
-		redis_conn_reset(s->conn, why);
-	}
 }
 
 /* ---- the connection --------------------------------------------------------------------- */
@@ -683,8 +669,8 @@ static int stream_create(const sink_env *env, const void *conf, void **out, char
 		if ((rc = redis_conn_create(env->loop, env->name, &s->url, c->connect_timeout_ms, 100, c->reconnect_max_ms,
 		                            &cbs, &s->conn)) < 0)
 			goto fail;
-		int id = loop_timer_add(env->loop, 500, watch_cb, s);
-		s->watch_timer = id > 0 ? id : 0;
+		if ((rc = redis_conn_set_reply_timeout(s->conn, c->command_timeout_ms)) < 0)
+			goto fail;
 	}
 	if (env->subscribe == NULL) {
 		snprintf(err, SINK_ERROR_MAX, "no audience to subscribe to");
@@ -716,8 +702,6 @@ static void stream_destroy(void *impl)
 		s->env.unsubscribe(s->env.env_arg, s->sub);
 	if (s->flush_timer > 0)
 		loop_timer_cancel(s->env.loop, s->flush_timer);
-	if (s->watch_timer > 0)
-		loop_timer_cancel(s->env.loop, s->watch_timer);
 	redis_conn_destroy(s->conn);
 	sink_metrics_remove(&s->metrics, &s->env);
 	buf_fini(&s->q);

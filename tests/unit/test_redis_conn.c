@@ -4,7 +4,8 @@
  * with back-off (hiredis' own libuv adapter hangs there); a connect that never completes (a
  * listener whose backlog is full) gives up after connect_timeout; against a real redis-server
  * started here: up, a command answered, the server killed (pending commands get NULL, down is
- * reported), started again (up again by itself). Skipped (77) without redis-server.
+ * reported), started again (up again by itself); a server that never answers dropped after the
+ * reply timeout. Skipped (77) without redis-server.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -172,6 +173,45 @@ static void test_connect_timeout(void **state)
 	close(lfd);
 }
 
+/* A server that takes the connection but never answers (the kernel completes the handshake
+ * of a listener nobody serves): with a reply timeout, a pending command gets NULL and the
+ * connection is dropped (down) once nothing was answered for that long; without pending
+ * commands it stays up however long it is idle. */
+static void test_reply_timeout(void **state)
+{
+	(void)state;
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 8), 0);
+	socklen_t n = sizeof(a);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &n), 0);
+	loop *l = loop_create();
+	rec r = {.l = l, .stop_on_up = true};
+	redis_url u = {.port = ntohs(a.sin_port)};
+	strcpy(u.host, "127.0.0.1");
+	redis_conn_cbs cbs = {.up = up_cb, .down = down_cb, .arg = &r};
+	redis_conn *c;
+	assert_int_equal(redis_conn_create(l, "t", &u, 1000, 5000, 5000, &cbs, &c), 0);
+	assert_int_equal(redis_conn_set_reply_timeout(c, 100), 0);
+	assert_false(run_for(l, 5000));
+	assert_int_equal(r.ups, 1);
+	assert_true(run_for(l, 300)); /* idle: nothing pending, nothing dropped */
+	assert_int_equal(r.downs, 0);
+	const char *argv[] = {"PING"};
+	size_t argvlen[] = {4};
+	r.stop_on_down = true;
+	int64_t t0 = loop_now_ms();
+	assert_int_equal(redis_conn_command(c, reply_cb, &r, 1, argv, argvlen), 0);
+	assert_false(run_for(l, 5000));
+	assert_int_equal(r.nulls, 1);
+	assert_int_equal(r.downs, 1);
+	assert_true(loop_now_ms() - t0 >= 100);
+	redis_conn_destroy(c);
+	loop_destroy(l);
+	close(lfd);
+}
+
 static void test_up_down_up(void **state)
 {
 	(void)state;
@@ -237,6 +277,7 @@ int main(void)
 		cmocka_unit_test(test_url),
 		cmocka_unit_test(test_refused),
 		cmocka_unit_test(test_connect_timeout),
+		cmocka_unit_test(test_reply_timeout),
 		cmocka_unit_test(test_up_down_up),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
