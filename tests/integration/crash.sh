@@ -5,9 +5,7 @@
 # commit order, for both decoders.
 source "$(dirname "$0")/lib.sh"
 source "$ROOT/tests/harness/harness.sh"
-SEED=${WALCAST_SEED:-$RANDOM}
-echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
-RANDOM=$SEED
+seed_init
 ROWS=${CRASH_ROWS:-30000}
 
 sql <<'SQL'

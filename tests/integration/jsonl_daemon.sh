@@ -7,11 +7,8 @@
 # twice; alice's file is byte for byte what `walcast tail --as U` (uninterrupted, on its own slot)
 # wrote for the same WAL. SIGTERM drains: exit 0, both files end at their checkpoints.
 source "$(dirname "$0")/lib.sh"
-SEED=${WALCAST_SEED:-$RANDOM}
-echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
-RANDOM=$SEED
+seed_init
 POLICY=$ROOT/deploy/policy.ini
-slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$1' AND active")" = 1 ]; }
 
 o1=$(sql -c "INSERT INTO orgs (name) VALUES ('daemon one') RETURNING id")
 o2=$(sql -c "INSERT INTO orgs (name) VALUES ('daemon two') RETURNING id")

@@ -7,9 +7,7 @@
 # leaves FILE ending exactly at FILE.pos's offset; FILE and FILE.pos are 0600.
 source "$(dirname "$0")/lib.sh"
 source "$ROOT/tests/harness/harness.sh"
-SEED=${WALCAST_SEED:-$RANDOM}
-echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
-RANDOM=$SEED
+seed_init
 ROWS=${JSONL_ROWS:-15000}
 RUN=$(dirname "$WALCAST")/jsonl_run
 [ -x "$RUN" ] || { echo "not ok - $RUN is not built"; exit 1; }

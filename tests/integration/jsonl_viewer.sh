@@ -7,13 +7,10 @@
 # exactly once across the kills AND the restarted pipeline judges with exactly the policy state
 # of its resume point (from the checkpoint store in FILE.state/, never today's memberships).
 source "$(dirname "$0")/lib.sh"
-SEED=${WALCAST_SEED:-$RANDOM}
-echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
-RANDOM=$SEED
+seed_init
 POLICY=$ROOT/deploy/policy.ini
 RUN=$(dirname "$WALCAST")/jsonl_run
 [ -x "$RUN" ] || { echo "not ok - $RUN is not built"; exit 1; }
-slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$1' AND active")" = 1 ]; }
 
 o1=$(sql -c "INSERT INTO orgs (name) VALUES ('jsonl viewer one') RETURNING id")
 o2=$(sql -c "INSERT INTO orgs (name) VALUES ('jsonl viewer two') RETURNING id")

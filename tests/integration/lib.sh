@@ -38,6 +38,16 @@ check_true() {
 
 current_lsn() { sql -c "SELECT pg_current_wal_insert_lsn()"; }
 
+# slot_active SLOT: a walsender streams SLOT now.
+slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$1' AND active")" = 1 ]; }
+
+# seed_init: SEED from WALCAST_SEED (else random), printed for a replay, and RANDOM seeded with it.
+seed_init() {
+  SEED=${WALCAST_SEED:-$RANDOM}
+  echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
+  RANDOM=$SEED
+}
+
 # jwt_hs256 PAYLOAD [SECRET]: a token signed HS256 with SECRET ($WALCAST_AUTH_JWT_SECRET by default).
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 jwt_hs256() {

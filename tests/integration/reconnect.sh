@@ -12,9 +12,7 @@
 # events from a viewer, and viewers see phone numbers masked).
 source "$(dirname "$0")/lib.sh"
 source "$ROOT/tests/harness/harness.sh"
-SEED=${WALCAST_SEED:-$RANDOM}
-echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
-RANDOM=$SEED
+seed_init
 ROWS=${RECONNECT_ROWS:-20000}
 BIG=${RECONNECT_BIG_ROWS:-150000}
 

@@ -12,12 +12,9 @@
 # time and event times. /readyz must say unready while Redis is down.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/redis_lib.sh"
-SEED=${WALCAST_SEED:-$RANDOM}
-echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
-RANDOM=$SEED
+seed_init
 POLICY=$ROOT/deploy/policy.ini
 HTTP_PORT=$(kernel_free_port)
-slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'agg' AND active")" = 1 ]; }
 
 # orgs and contacts
 sql -c "INSERT INTO orgs (name) SELECT 'agg ' || g FROM generate_series(1, 3) g" >/dev/null
@@ -45,7 +42,7 @@ start_run() {
 
 # ---- the run ---------------------------------------------------------------------------------
 start_run
-wait_for 60 slot_active || { echo "not ok - walcast run did not start"; cat "$WORK/run.err"; exit 1; }
+wait_for 60 slot_active agg || { echo "not ok - walcast run did not start"; cat "$WORK/run.err"; exit 1; }
 
 # 1. SIGKILL at random moments under load
 load 150 &
@@ -87,7 +84,7 @@ check "/readyz: 503 while Redis is down" 503 "$down_code"
 kill -9 "$RUNP" 2>/dev/null || true
 wait "$RUNP" 2>/dev/null || true
 start_run
-wait_for 60 slot_active || echo "# walcast run did not stream while Redis was down"
+wait_for 60 slot_active agg || echo "# walcast run did not stream while Redis was down"
 sleep 2
 check_true "walcast run starts while Redis is down" kill -0 "$RUNP"
 check "/readyz: 503 after a start without Redis" 503 "$(readyz)"

@@ -12,11 +12,8 @@
 # 3. backfill refuses while walcast run holds the slot.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/redis_lib.sh"
-SEED=${WALCAST_SEED:-$RANDOM}
-echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
-RANDOM=$SEED
+seed_init
 POLICY=$ROOT/deploy/policy.ini
-slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bf' AND active")" = 1 ]; }
 
 sql -c "INSERT INTO orgs (name) SELECT 'bf ' || g FROM generate_series(1, 3) g" >/dev/null
 sql -c "INSERT INTO contacts (org_id, name) SELECT o.id, 'c' || g FROM orgs o, generate_series(1, 8) g" >/dev/null
@@ -44,7 +41,7 @@ start_run() {
   "$WALCAST" -c "$WORK/walcast.conf" run --policy "$POLICY" >/dev/null 2>>"$WORK/run.err" &
   RUNP=$!
   BG_PIDS+=("$RUNP")
-  wait_for 60 slot_active || { echo "not ok - walcast run did not start"; cat "$WORK/run.err"; exit 1; }
+  wait_for 60 slot_active bf || { echo "not ok - walcast run did not start"; cat "$WORK/run.err"; exit 1; }
 }
 stop_run() {
   kill -TERM "$RUNP"

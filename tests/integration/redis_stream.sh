@@ -15,13 +15,10 @@
 #     every column as PostgreSQL prints it (the encrypted body as the bytes stored, not decrypted).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/redis_lib.sh"
-SEED=${WALCAST_SEED:-$RANDOM}
-echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
-RANDOM=$SEED
+seed_init
 POLICY=$ROOT/deploy/policy.ini
 KEY=wc:changes
 TABLES="orgs org_roles contacts privacy_rules events audit_log sync_health"
-slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'edge' AND active")" = 1 ]; }
 
 # ---- PostgreSQL's tally of row changes per transaction ------------------------------------------
 sql >/dev/null <<'SQL'
@@ -111,7 +108,7 @@ mixed_load() {
 
 # ---- the run ------------------------------------------------------------------------------------
 start_run
-wait_for 60 slot_active || { echo "not ok - walcast run did not start"; cat "$WORK/run.err"; exit 1; }
+wait_for 60 slot_active edge || { echo "not ok - walcast run did not start"; cat "$WORK/run.err"; exit 1; }
 sql -c "INSERT INTO orgs (name) SELECT 'seed ' || g FROM generate_series(1, 6) g" >/dev/null
 sql -c "INSERT INTO contacts (org_id, name) SELECT o.id, 'c' || g FROM orgs o, generate_series(1, 4) g" >/dev/null
 
@@ -178,7 +175,7 @@ rc=0; wait "$RUNP" || rc=$?
 check "walcast run: SIGTERM drains, exit 0" 0 $rc
 before=$(rcli XLEN "$KEY")
 start_run
-wait_for 60 slot_active || echo "# walcast run did not restart"
+wait_for 60 slot_active edge || echo "# walcast run did not restart"
 grep -q 'redis_stream.start' "$WORK/run.err"
 sql -c "INSERT INTO orgs (name) VALUES ('after restart')" >/dev/null
 wait_for 30 bash -c "[ \$(redis-cli -p $RPORT XLEN $KEY) -ge $((before + 3)) ]"

@@ -15,9 +15,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$ROOT/tests/harness/harness.sh"
 trap 'echo "# run.sh: line $LINENO failed: $BASH_COMMAND"' ERR
-SEED=${WALCAST_SEED:-$RANDOM}
-echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
-RANDOM=$SEED
+seed_init
 ROWS=${RUN_ROWS:-8000}
 POLICY=$ROOT/deploy/policy.ini
 CONF=$WORK/run.conf
@@ -70,14 +68,13 @@ start_run() { # the daemon's pid in PID (a child of this shell: wait works)
   BG_PIDS+=("$PID")
 }
 kill9() { kill -9 "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'run_slot' AND active")" = 1 ]; }
 slot_past() { [ "$(sql -c "SELECT coalesce(confirmed_flush_lsn >= '$1', false) FROM pg_replication_slots WHERE slot_name = 'run_slot'")" = t ]; }
 ids() { jq -r 'select(.action == "insert") | .new.duration_s' "$1"; }
 updates() { jq -r 'select(.action == "update") | .new.duration_s' "$1"; }
 
 # ---- 1. kill -9, walsender terminated, PostgreSQL restarted -------------------------------------
 start_run; p=$PID
-wait_for 30 slot_active || { echo "walcast run did not start:"; cat "$WORK/run.err"; exit 1; }
+wait_for 30 slot_active run_slot || { echo "walcast run did not start:"; cat "$WORK/run.err"; exit 1; }
 kill9 "$p"
 
 load_batches "$ROWS" ev_stmt &
@@ -113,7 +110,7 @@ finish() { # runs until the slot is past the current WAL position, then SIGTERM;
   start_run; p=$PID
   # streaming first: a SIGTERM before walcast has set up its signal handling ends it by default
   # (exit 143) — the slot may already be past END when nothing was written since the last run
-  wait_for 60 slot_active || echo "# walcast run did not start streaming"
+  wait_for 60 slot_active run_slot || echo "# walcast run did not start streaming"
   wait_for 120 slot_past "$end" || echo "# the slot did not reach $end"
   kill -TERM "$p" 2>/dev/null || true
   RC=0
@@ -137,7 +134,7 @@ check_sequence "member feed" "$WORK/member.got" "$WORK/member.want"
 
 # ---- 2. a member removed just before the kill never sees a change after it ----------------------
 start_run; p=$PID
-wait_for 30 slot_active
+wait_for 30 slot_active run_slot
 n0=$((ROWS + 1))
 sql -c "$(ev_stmt $n0 $((n0 + 9)) 100001)"
 sql -c "DELETE FROM org_roles WHERE org_id = '$org' AND user_id = '$u'"
@@ -164,7 +161,7 @@ load_batches 3000 ev_big &
 LOAD=$!
 BG_PIDS+=("$LOAD")
 start_run; p=$PID
-wait_for 30 slot_active
+wait_for 30 slot_active run_slot
 sleep 1
 t0=$SECONDS
 kill -TERM "$p"
@@ -180,7 +177,7 @@ check_sequence "bypass feed after SIGTERM" "$WORK/all.got" "$WORK/all.want"
 
 # ---- 4. SIGHUP ------------------------------------------------------------------------------------
 start_run; p=$PID
-wait_for 30 slot_active
+wait_for 30 slot_active run_slot
 echo "this is [not a config" >>"$CONF"
 kill -HUP "$p"
 wait_for 10 grep -q config.reload_refused "$WORK/run.err"

@@ -39,8 +39,7 @@ EOF
 "$WALCAST" -c "$WORK/stall.conf" run --policy "$POLICY" >/dev/null 2>"$WORK/run.err" &
 PID=$!
 BG_PIDS+=("$PID")
-slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'stall_slot' AND active")" = 1 ]; }
-wait_for 60 slot_active || { echo "not ok - walcast run did not start"; cat "$WORK/run.err"; exit 1; }
+wait_for 60 slot_active stall_slot || { echo "not ok - walcast run did not start"; cat "$WORK/run.err"; exit 1; }
 PORT=$(sed -n 's/.*http.listen address=127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/run.err" | head -1)
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$PID/status"; }
 base=$(rss_kb)

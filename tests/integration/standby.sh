@@ -6,9 +6,7 @@
 # holds every committed row exactly once, in commit order (oracle: SQL). A SIGTERMed standby exits
 # 0 and leaves the active one streaming (its walsender pid in pg_replication_slots unchanged).
 source "$(dirname "$0")/lib.sh"
-SEED=${WALCAST_SEED:-$RANDOM}
-echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
-RANDOM=$SEED
+seed_init
 POLICY=$ROOT/deploy/policy.ini
 SLOT=sb_run
 ms() { date +%s%3N; }

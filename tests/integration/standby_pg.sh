@@ -10,9 +10,7 @@
 # public.privacy_rules.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/redis_lib.sh"
-SEED=${WALCAST_SEED:-$RANDOM}
-echo "# seed $SEED (replay with WALCAST_SEED=$SEED)"
-RANDOM=$SEED
+seed_init
 POLICY=$ROOT/deploy/policy.ini
 SLOT=sbpg
 ms() { date +%s%3N; }

@@ -24,7 +24,6 @@ uuid() { sql -c "SELECT gen_random_uuid()"; }
 as_user() {
   sql -c "set role authenticated; set request.jwt.claims = '{\"sub\":\"$1\",\"role\":\"authenticated\"}'; $2"
 }
-slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$1' AND active")" = 1 ]; }
 slot_past() { [ "$(sql -c "SELECT confirmed_flush_lsn >= '$2' FROM pg_replication_slots WHERE slot_name = '$1'")" = t ]; }
 state_saved() { grep -q '^state=1' "$1.pos" 2>/dev/null; }
 
