@@ -11,8 +11,11 @@
  * is the lowest position() of the durable sinks (with none, the end of the last transaction
  * offered), and never past what the policy-state checkpoint has synced: a transaction that
  * changed policy rows appends them to the store at its commit, and the store is synced before
- * any LSN at or past that transaction is confirmed. The confirmed LSN is also recorded in the
- * store as the position "pipeline" (the resume point when no durable sink is configured).
+ * any LSN at or past that transaction is confirmed. Nor past the last transaction judged: a
+ * durable sink's position may lie ahead of it after a resume where the state is known (a kill
+ * before the store synced), and until the replay reaches that position the store does not know
+ * the state there. The confirmed LSN is also recorded in the store as the position "pipeline"
+ * (the resume point when no durable sink is configured).
  *
  * Memory bound. When the durable sinks' pending_bytes() sum passes pipeline.max_pending, the
  * source stops reading (source_pause); below half of it, it reads again. Live sinks are offered
@@ -106,6 +109,8 @@ struct pipeline {
 	uint64_t resume_lsn;
 	uint64_t offered_end; /* end of the last transaction (or message) offered to the sinks */
 	uint64_t txn_end;     /* end of the last transaction offered */
+	uint64_t judged_end;  /* end of the last transaction (or message) judged, its policy rows in
+	                       * the store: the state is known there, so no confirm goes further */
 	uint64_t confirmed;
 	uint64_t ckpt_unsynced; /* lowest LSN appended to the store since its last sync (0: none) */
 	bool ckpt_failed;
@@ -396,7 +401,8 @@ static void pressure_check(pipeline *pl)
 
 /* ---- acknowledgement ------------------------------------------------------------------- */
 
-/* What may be confirmed now, before the checkpoint bound. */
+/* What may be confirmed now: what every durable sink holds, never past the last transaction
+ * judged (the store syncs the state as of the LSN confirmed). */
 static uint64_t ack_candidate(const pipeline *pl)
 {
 	if (pl->ndurable == 0)
@@ -414,7 +420,7 @@ static uint64_t ack_candidate(const pipeline *pl)
 	 * are confirmed once every durable sink holds every transaction and nothing pending */
 	if (low >= pl->txn_end && pl->offered_end > low && pending_sum(pl) == 0)
 		return pl->offered_end;
-	return low;
+	return low < pl->judged_end ? low : pl->judged_end;
 }
 
 static void ack_update(pipeline *pl)
@@ -506,6 +512,8 @@ static int change_cb(void *arg, change *c)
 		/* a message outside any transaction: complete on its own */
 		if (c->lsn > pl->offered_end)
 			pl->offered_end = c->lsn;
+		if (c->lsn > pl->judged_end)
+			pl->judged_end = c->lsn;
 		ack_soon(pl);
 	}
 	return 0;
@@ -572,6 +580,8 @@ static int commit_cb(void *arg, const change_txn *txn)
 		}
 		rows_clear(pl);
 	}
+	if (txn->end_lsn > pl->judged_end)
+		pl->judged_end = txn->end_lsn;
 	for (size_t i = 0; i < pl->nsinks; i++) {
 		pl_sink *s = pl->sinks[i];
 		if ((rc = s->ops->commit(s->impl, txn)) < 0) {
@@ -1144,7 +1154,7 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 			resume = pos;
 	}
 	pl->resume_lsn = resume;
-	pl->confirmed = pl->offered_end = resume;
+	pl->confirmed = pl->offered_end = pl->judged_end = resume;
 	pl->txn_end = durable_low < resume ? durable_low : resume;
 	if (pl->p.store != NULL && resume != 0) {
 		uint64_t state_lsn = 0;
@@ -1165,7 +1175,7 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 			         lsn_format(resume, a), lsn_format(state_lsn, b));
 			resume = state_lsn;
 			pl->resume_lsn = resume;
-			pl->confirmed = pl->offered_end = resume;
+			pl->confirmed = pl->offered_end = pl->judged_end = resume;
 			if (pl->txn_end > resume)
 				pl->txn_end = resume;
 		}

@@ -727,6 +727,47 @@ static void test_checkpoint_eager_sink(void **state)
 	assert_int_equal(recs[0]->delivers, 1); /* still a member after the restart */
 }
 
+/* Resumed earlier than a durable sink's position (the sink made a transaction durable, the
+ * process was killed before the store synced its policy rows): until the replay has brought the
+ * stream back to the sink's position, neither the store nor PostgreSQL may be told that the state
+ * is known there. Killed again in that window, the next start would load a state without the
+ * transaction's rows "as of" the sink's position and never replay it. */
+static void test_checkpoint_resume_earlier(void **state)
+{
+	fx *f = *state;
+	fx_pipeline(f, true);
+	add_sink(f, &durable_ops, "all", NULL);
+	row3 add[] = {{&roles_rel, CHANGE_INSERT, {ORG1, USER1, "viewer"}}};
+	uint64_t e1 = txn(f, add, 1);
+	assert_int_equal(rec_flush(recs[0]), 0);
+	assert_int_equal(f->ms.pos, e1);
+	uint64_t replay_from = f->lsn;
+	row3 del[] = {{&roles_rel, CHANGE_DELETE, {ORG1, USER1, NULL}}};
+	uint64_t e2 = txn(f, del, 1);
+	/* the sink made e2 durable; killed before the store synced the removal */
+	for (size_t i = f->ms.durable; i < f->ms.nrows; i++)
+		for (int k = 0; k < 3; k++)
+			free(f->ms.rows[i].v[k]);
+	f->ms.nrows = f->ms.durable;
+	restart_at(f, e2);
+	assert_int_equal(confirmed(f), e1); /* resumed where the state is known */
+	recs[1]->env->progress(recs[1]->env->env_arg); /* the sink reports before the replay came */
+	assert_int_equal(confirmed(f), e1);
+	assert_true(f->ms.synced_lsn <= e1);
+	assert_int_equal(f->ms.pos, e1);
+
+	/* the replay: the removal again, then the sink's position is confirmed */
+	f->lsn = replay_from;
+	assert_int_equal(txn(f, del, 1), e2);
+	recs[1]->env->progress(recs[1]->env->env_arg);
+	assert_int_equal(confirmed(f), e2);
+	assert_int_equal(f->ms.pos, e2);
+	assert_int_equal(f->ms.durable, 2);
+	row3 ev[] = {{&events_rel, CHANGE_INSERT, {"0d000000-0000-4000-8000-000000000001", ORG1, "x"}}};
+	txn(f, ev, 1);
+	assert_int_equal(recs[0]->delivers, 0); /* user 1 is no member any more */
+}
+
 /* Draining with nothing durable outstanding stops at once with code 0. */
 static void test_drain(void **state)
 {
@@ -903,6 +944,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pause_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint_eager_sink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_checkpoint_resume_earlier, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_policy_streams, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_policy_big_txn, setup, teardown),
