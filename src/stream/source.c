@@ -98,6 +98,7 @@ struct source {
 	uint64_t delivered_lsn; /* highest position handed to the consumer that it can confirm */
 	uint64_t flushed_lsn;  /* what we reported as flushed */
 	bool in_txn;
+	bool replayed_txn; /* the open transaction was delivered before a reconnect: dropped */
 	bool paused;     /* source_pause: the socket is not read (status updates go on) */
 	int resume_timer; /* source_resume: drains what libpq already holds, outside the caller */
 
@@ -249,13 +250,18 @@ static void status_timer_cb(loop *l, int id, void *arg)
 	s->status_timer = t > 0 ? t : 0;
 }
 
-/* ---- the sink wrapper: tracks what is in flight, drops heartbeats ---- */
+/* ---- the sink wrapper: tracks what is in flight, drops heartbeats and replays ---- */
 
+/* After a reconnect the server starts again at the confirmed position, which may lie behind
+ * what was delivered: a transaction whose commit begins before the delivered position, or a
+ * message that ends at or before it, was handed over already and is dropped (the consumer's
+ * state has moved past it; judging it again would judge it by a later state). */
 static int wrap_begin_cb(void *arg, const change_txn *txn)
 {
 	source *s = arg;
 	s->in_txn = true;
-	return s->ev.sink.begin_cb(s->ev.sink.arg, txn);
+	s->replayed_txn = txn->commit_lsn < s->delivered_lsn;
+	return s->replayed_txn ? 0 : s->ev.sink.begin_cb(s->ev.sink.arg, txn);
 }
 
 static int wrap_change_cb(void *arg, change *c)
@@ -263,7 +269,9 @@ static int wrap_change_cb(void *arg, change *c)
 	source *s = arg;
 	if (c->action == CHANGE_MESSAGE && c->prefix != NULL && strcmp(c->prefix, HEARTBEAT_PREFIX) == 0)
 		return 0;
-	if (c->txn == NULL && c->lsn > s->delivered_lsn)
+	if (c->txn != NULL ? s->replayed_txn : c->lsn <= s->delivered_lsn)
+		return 0;
+	if (c->txn == NULL)
 		s->delivered_lsn = c->lsn; /* see source.h: the end of the message's record, not + 1 */
 	return s->ev.sink.change_cb(s->ev.sink.arg, c);
 }
@@ -272,6 +280,10 @@ static int wrap_commit_cb(void *arg, const change_txn *txn)
 {
 	source *s = arg;
 	s->in_txn = false;
+	if (s->replayed_txn) {
+		s->replayed_txn = false;
+		return 0;
+	}
 	if (txn->end_lsn > s->delivered_lsn)
 		s->delivered_lsn = txn->end_lsn;
 	return s->ev.sink.commit_cb(s->ev.sink.arg, txn);
@@ -589,9 +601,9 @@ static int source_retry(source *s, const char *reason)
 		                      "slot (--slot NAME, without --temporary) to survive reconnects",
 		                   why, s->cfg->slot);
 	bool was_streaming = s->state == ST_STREAMING;
-	if (s->in_txn && s->ev.abandon_cb != NULL)
+	if (s->in_txn && !s->replayed_txn && s->ev.abandon_cb != NULL)
 		s->ev.abandon_cb(s->ev.arg);
-	s->in_txn = false;
+	s->in_txn = s->replayed_txn = false;
 	decoder_reset(s->dec);
 	conn_close(s);
 	set_state(s, ST_RETRY_WAIT);
@@ -841,7 +853,7 @@ static int send_start(source *s)
 		return -EIO;
 	}
 	decoder_reset(s->dec);
-	s->in_txn = false;
+	s->in_txn = s->replayed_txn = false;
 	int rc2 = query_send(s, ST_START, sql.data);
 	buf_fini(&sql);
 	return rc2;

@@ -9,6 +9,11 @@
  * flight (no transaction open, every delivered position confirmed): then a keepalive's position
  * is confirmed too, so an idle database does not pin WAL.
  *
+ * Each transaction and message reaches the consumer once per source: after a reconnect the
+ * server starts again at the confirmed position, and what it sends again that was delivered
+ * before (a transaction whose commit begins before the last delivered position, a message
+ * ending at or before it) is dropped here.
+ *
  * Positions a consumer confirms: a transaction's txn->end_lsn once it took the whole
  * transaction; a non-transactional message's lsn itself once it took the message — never more.
  * Why exactly that: PostgreSQL gives a message the END of its WAL record as its LSN, and on
