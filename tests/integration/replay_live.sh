@@ -15,14 +15,14 @@
 # random moments. Oracle: PostgreSQL — the public events RLS shows a viewer, each exactly once;
 # the private ones never (judged again after the rule's removal, they would be visible).
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/redis_lib.sh"
 seed_init
 ROUNDS=${REPLAY_ROUNDS:-150}
 
 SUBSCRIBER=$(dirname "$WALCAST")/nng_subscriber
 [ -x "$SUBSCRIBER" ] || { echo "not ok - $SUBSCRIBER not built"; exit 1; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-P=$(port)
-HTTP=$(port)
+P=$(kernel_free_port)
+HTTP=$(kernel_free_port)
 cat >"$WORK/replay.conf" <<CONF
 [replication]
 slot = replay_live
@@ -35,12 +35,11 @@ type = nng
 listen = tcp://127.0.0.1:$P
 [sink.agg]
 type = redis
-url = ${WALCAST_REDIS_URL:?the harness starts Redis}
+url = $REDIS_URL
 command_timeout = 2s
 reconnect_max = 1s
 CONF
-RPORT=$(echo "$WALCAST_REDIS_URL" | sed -E 's#redis://[^:]+:([0-9]+).*#\1#')
-REDIS_PID=$(redis-cli -p "$RPORT" info server | tr -d '\r' | sed -n 's/^process_id://p')
+REDIS_PID=$(rcli info server | tr -d '\r' | sed -n 's/^process_id://p')
 org=$(sql -c "INSERT INTO orgs (name) VALUES ('replay') RETURNING id")
 viewer=$(sql -c "SELECT gen_random_uuid()")
 sql -c "INSERT INTO org_roles (org_id, user_id, role) VALUES ('$org', '$viewer', 'viewer')" >/dev/null
