@@ -204,7 +204,9 @@ B1_EXPECT=$(( ROWS * CLIENTS / ORGS ))
 NTX10=$(( ROWS / 10 ))
 B10_EXPECT=$(( NTX10 * 10 * CLIENTS / ORGS ))
 # one rt_load per measurement: the 10,000 connections are made once per run of rt_load
-declare -A BUSY LOAD WCPU SW WSCPU # per throughput step (b1, b10)
+declare -A BUSY LOAD WCPU SW WSCPU FPW # per throughput step (b1, b10)
+# a counter of the realtime sink's /metrics (summed over its label sets)
+rt_counter() { curl -s "http://127.0.0.1:$HTTP/metrics" | awk -v n="$1" 'index($1, n "{") == 1 { t += $2 } END { printf "%.0f", t }'; }
 throughput() { # NAME NTX NROWS EXPECT
   rm -f "$WORK/ready.$1"
   "$LOAD_BIN" --port "$HTTP" --tokens "$WORK/tokens.all" --ready "$WORK/ready.$1" --expect "$4" \
@@ -213,6 +215,8 @@ throughput() { # NAME NTX NROWS EXPECT
   for _ in $(seq 1 900); do [ -f "$WORK/ready.$1" ] || ! kill -0 $LP 2>/dev/null && break; sleep 0.2; done
   [ -f "$WORK/ready.$1" ] || { cat "$WORK/load.$1.err" >&2; exit 1; }
   log "($1) $(cat "$WORK/load.$1.err")"
+  local f0 n0 # before the stop: a stopped walcast would answer only after the whole backlog
+  f0=$(rt_counter walcast_realtime_frames_sent_total); n0=$(rt_counter walcast_realtime_writes_total)
   kill -STOP $RUN
   sql -c "call bench.load(1000001, $2, $3, $ORGS, 0)"
   local w0 j0 j1
@@ -226,12 +230,13 @@ throughput() { # NAME NTX NROWS EXPECT
   w0=$(proc_cpu_s $RUN); j0=$(cpu_jiffies); s0=$(ctxsw $RUN); ws0=$(proc_cpu_s "$ws")
   kill -CONT $RUN
   wait $LP || log "($1) rt_load: $(tail -3 "$WORK/load.$1.err")"
+  FPW[$1]=$(python3 -c "print(f'{($(rt_counter walcast_realtime_frames_sent_total) - $f0) / max($(rt_counter walcast_realtime_writes_total) - $n0, 1):.1f}')")
   s1=$(ctxsw $RUN)
   SW[$1]=$(( s1 - s0 )); WSCPU[$1]=$(echo "$(proc_cpu_s "$ws") - $ws0" | bc)
   if [ -n "$perf" ]; then kill -INT $perf; wait $perf || true; fi
   j1=$(cpu_jiffies)
   BUSY[$1]=$(busy_pct "$j0" "$j1"); LOAD[$1]=$(loadavg); WCPU[$1]=$(echo "$(proc_cpu_s $RUN) - $w0" | bc)
-  log "($1) $(cat "$WORK/load.$1"); walcast CPU ${WCPU[$1]} s"
+  log "($1) $(cat "$WORK/load.$1"); walcast CPU ${WCPU[$1]} s, ${FPW[$1]} frames per write"
   sleep 2
 }
 throughput b1 "$ROWS" 1 "$B1_EXPECT"
@@ -282,7 +287,7 @@ PER_CONN2=$(python3 -c "print(f'{($RSS1 - $RSSH) / ($CLIENTS // 2):.1f}')")
   echo "| (c) RSS per idle connection (subscribed, one channel): the second half's growth / from the start | **$PER_CONN2 KB** / $PER_CONN KB (0, $(( CLIENTS / 2 )), $(( CLIENTS / 2 * 2 )) connections: ${RSS0} → ${RSSH} → ${RSS1} KB) | ≤ 4 KB: $(ok "$PER_CONN2 <= 4") | |"
   echo
   echo "Details: latency is rt_load's clock at receipt − the row's \`started_at\` (\`clock_timestamp()\` just before COMMIT, microseconds; the same machine's clock); from \`commit_timestamp\` (milliseconds) p50 / p99 = $(kv load.a commit_ts_p50_ms) / $(kv load.a commit_ts_p99_ms) ms. walcast's CPU: $A_WCPU s over the $(printf '%.0f' "$A_WALL") s of (a); ${WCPU[b1]} s and ${WCPU[b10]} s for (b). (b): walcast is stopped (SIGSTOP) while the rows are committed and continued with the backlog in the slot, so the rate is walcast's, not PostgreSQL's; frames counted $(kv load.b1 frames) / $(kv load.b10 frames) of $B1_EXPECT / $B10_EXPECT expected, over $(kv load.b1 span_s) / $(kv load.b10 span_s) s, mean frame $(kv load.b1 mean_frame) B. The baseline (bench/rt_baseline.c) writes frames of $FRAME bytes (the mean + the WebSocket header) round-robin to $CLIENTS loopback TCP connections for 5 s while a second process drains them; two frames per write: $BASE2/s."
-  echo "Where the time goes in (b): walcast's CPU time over the delivery span was $(python3 -c "print(f'{100 * ${WCPU[b1]} / max($(kv load.b1 span_s), 0.001):.0f}')") % / $(python3 -c "print(f'{100 * ${WCPU[b10]} / max($(kv load.b10 span_s), 0.001):.0f}')") % of one core (the rest of the span it was runnable behind other work, or waiting); its voluntary context switches (waits in its event loop) ${SW[b1]} / ${SW[b10]} for $ROWS / $NTX10 transactions; the walsender's CPU ${WSCPU[b1]} / ${WSCPU[b10]} s."
+  echo "Where the time goes in (b): walcast's CPU time over the delivery span was $(python3 -c "print(f'{100 * ${WCPU[b1]} / max($(kv load.b1 span_s), 0.001):.0f}')") % / $(python3 -c "print(f'{100 * ${WCPU[b10]} / max($(kv load.b10 span_s), 0.001):.0f}')") % of one core (the rest of the span it was runnable behind other work, or waiting); its voluntary context switches (waits in its event loop) ${SW[b1]} / ${SW[b10]} for $ROWS / $NTX10 transactions; the walsender's CPU ${WSCPU[b1]} / ${WSCPU[b10]} s; frames per socket write (walcast_realtime_frames_sent_total / walcast_realtime_writes_total over the step) ${FPW[b1]} / ${FPW[b10]}."
   echo "The load generator is not the bottleneck: rt_load's own CPU while receiving was $(kv load.a recv_cpu_pct) % of one core in (a), $(kv load.b1 recv_cpu_pct) % in (b) single-row, $(kv load.b10 recv_cpu_pct) % in (b) 10-row (one core = 100 %)."
   echo "<!-- bench:rt:end -->"
 } >"$WORK/section.md"

@@ -38,6 +38,7 @@
 #define SLOT_BUSY_RETRIES 5 /* ~8 s of backoff before "slot in use" is final */
 #define STOP_TIMEOUT_MS 5000 /* how long a stop waits for the server to take the final feedback */
 #define READ_BATCH_MS 1 /* a drained socket rests this long before the next read (stream_read_batched) */
+#define READ_BATCH_BYTES (256 * 1024) /* stream messages one batch takes, at most (stream_drain) */
 
 typedef enum source_state {
 	ST_IDLE,
@@ -1143,15 +1144,26 @@ static int stream_error(source *s, const char *state, const char *why)
 	return source_retry(s, why);
 }
 
+/* Delivers what libpq holds and what the socket holds beyond it, reading again while a read
+ * brought messages, up to READ_BATCH_BYTES: with a backlog in the socket, one batch then spans
+ * many transactions (a live sink writes what one connection or topic gets from them at once),
+ * not only the ~32 KB that one PQconsumeInput takes. */
 static int stream_drain(source *s)
 {
+	size_t got = 0, before = 0;
 	if (!PQconsumeInput(s->conn))
 		return source_retry(s, PQerrorMessage(s->conn));
 	while (s->state == ST_STREAMING && !s->paused) {
 		char *data = NULL;
 		int n = PQgetCopyData(s->conn, &data, 1);
-		if (n == 0)
-			return 0;
+		if (n == 0) {
+			if (got == before || got >= READ_BATCH_BYTES)
+				return 0; /* the socket is empty, or the batch is full */
+			before = got;
+			if (!PQconsumeInput(s->conn))
+				return source_retry(s, PQerrorMessage(s->conn));
+			continue;
+		}
 		if (n == -1) {
 			PGresult *res = PQgetResult(s->conn);
 			char why[800];
@@ -1168,6 +1180,7 @@ static int stream_drain(source *s)
 		}
 		if (n == -2)
 			return source_retry(s, PQerrorMessage(s->conn));
+		got += (size_t)n;
 		int rc = stream_message(s, (const uint8_t *)data, (size_t)n);
 		PQfreemem(data);
 		if (rc != 0)

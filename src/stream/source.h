@@ -52,9 +52,10 @@ typedef struct source_events {
 	/* A keepalive arrived between transactions: the consumer has received everything the
 	 * server sent up to wal_end (it may still have to flush and confirm it). May be NULL. */
 	void (*idle_cb)(void *arg, uint64_t wal_end);
-	/* Everything one read of the stream brought has been delivered (libpq's buffer is drained,
-	 * or reading paused or stopped): a consumer that groups its output sends it now. Called
-	 * after every read, also one that delivered nothing. May be NULL. */
+	/* Everything one read of the stream brought has been delivered (the socket and libpq's
+	 * buffer are drained, 256 KiB of messages were taken, or reading paused or stopped): a
+	 * consumer that groups its output sends it now. Called after every read, also one that
+	 * delivered nothing. May be NULL. */
 	void (*batch_end_cb)(void *arg);
 	/* A permanent problem: the source stopped and will not retry; why says what and how to fix
 	 * it. Required. */
