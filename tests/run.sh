@@ -27,15 +27,30 @@ if [ $QUICK = 1 ]; then
   exit $?
 fi
 
+# What failed, in a few lines per test, printed again at the very end: a CI log is often shown
+# by its head and tail only, and a failing test's own output sits in the middle.
+digest=()
+failure_digest() { # build dir
+  local log=$1/Testing/Temporary/LastTest.log name
+  [ -f "$1/Testing/Temporary/LastTestsFailed.log" ] || return 0
+  while IFS=: read -r _ name; do
+    digest+=("$1: $name")
+    while IFS= read -r line; do digest+=("    $line"); done < <(awk -v t="$name" '
+      /^[0-9]+\/[0-9]+ Testing: / { on = ($3 == t) }
+      on && /not ok|FAILED|LINE|ERROR|Sanitizer|runtime error|failed:|Timeout|timed out/' "$log" | head -12)
+  done <"$1/Testing/Temporary/LastTestsFailed.log"
+}
+
 step "tests (release build)"
-ctest --test-dir build --output-on-failure --timeout 900 || failures+=("release tests")
+ctest --test-dir build --output-on-failure --timeout 900 || { failures+=("release tests"); failure_digest build; }
 
 step "sanitizer build (ASan + UBSan)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWALCAST_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$JOBS"
 step "tests (sanitizer build)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  CRASH_ROWS=10000 ctest --test-dir build-asan --output-on-failure --timeout 1200 || failures+=("sanitizer tests")
+  CRASH_ROWS=10000 ctest --test-dir build-asan --output-on-failure --timeout 1200 ||
+  { failures+=("sanitizer tests"); failure_digest build-asan; }
 
 step "fuzz smoke (libFuzzer, ${WALCAST_FUZZ_SECONDS:-60}s per target)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DWALCAST_FUZZ=ON -DWALCAST_TESTS=OFF >/dev/null
@@ -57,6 +72,7 @@ stages=7 # release tests, sanitizer tests, four fuzz targets, build
 passed=$((stages - ${#failures[@]}))
 if [ ${#failures[@]} -gt 0 ]; then
   step "FAILED: ${failures[*]}"
+  [ ${#digest[@]} -eq 0 ] || printf '%s\n' "${digest[@]}"
   echo "stages: $passed passed, ${#failures[@]} failed"
   exit 1
 fi
