@@ -1217,7 +1217,11 @@ static void batch_timer_cb(loop *l, int id, void *arg)
 		(void)source_retry(s, "cannot watch the connection socket");
 		return;
 	}
-	(void)conn_event(s, LOOP_READ);
+	/* read what arrived while the socket rested; if nothing did, the watch wakes the next read
+	 * (reading now would rest again: a 1 ms poll of an idle stream) */
+	int queued = 0;
+	if (ioctl(s->sock, FIONREAD, &queued) < 0 || queued > 0)
+		(void)conn_event(s, LOOP_READ);
 }
 
 /* Reads what the socket holds. walcast decodes faster than one walsender writes, so reading
@@ -1227,7 +1231,7 @@ static void batch_timer_cb(loop *l, int id, void *arg)
  * socket rests unwatched for READ_BATCH_MS and the next read takes everything that arrived
  * meanwhile at once; the kernel's socket buffers hold that much, so the walsender is not held
  * back. A change waits at most ~READ_BATCH_MS longer; while more is already queued, reads follow
- * at once. */
+ * at once; when nothing arrived during the rest, the socket stays watched until something does. */
 static int stream_read_batched(source *s)
 {
 	int rc = stream_read(s);

@@ -32,6 +32,13 @@ moved() { [ "$(sql -c "SELECT confirmed_flush_lsn >= '$target' FROM pg_replicati
 check_true "the idle slot's confirmed_flush_lsn reaches the server's position" wait_for 40 moved
 lag=$(curl -fs "http://127.0.0.1:$port/metrics" | awk '$1 == "walcast_replication_lag_bytes" {print $2}')
 check_true "walcast_replication_lag_bytes is small once idle (got ${lag:-none})" test "${lag%.*}" -lt 1000000
+# idle means asleep: a quiet stream must not wake the loop thread more than its timers need
+# (status updates each second here, the server's keepalives). A rest between reads that re-arms
+# itself while nothing arrives woke it ~700 times a second.
+sleep 2
+wakeups() { awk '$1 == "voluntary_ctxt_switches:" {print $2}' "/proc/$RUNP/task/$RUNP/status"; }
+w0=$(wakeups); sleep 3; w1=$(wakeups)
+check_true "an idle daemon's loop thread sleeps: $((w1 - w0)) wakeups in 3 s (bound 150)" test $((w1 - w0)) -lt 150
 kill -TERM "$RUNP"; wait "$RUNP" && rc=0 || rc=$?
 check "SIGTERM: exit 0" 0 "$rc"
 summary
