@@ -472,8 +472,8 @@ static void audit(redis_api *a, const char *org, const char *uid, const char *pa
 	buf_init(&d);
 	bool ok = buf_puts(&d, "{\"path\":") == 0 && buf_json_string(&d, path, strlen(path)) == 0 &&
 	          buf_printf(&d, ",\"status\":%u}", status) == 0;
-	auditlog_record(a->env.audit, org, uid != NULL && uid[0] ? uid : NULL, "stats.read", NULL, NULL,
-	                ok ? d.data : NULL);
+	auditlog_record_counted(a->env.audit, org, uid != NULL && uid[0] ? uid : NULL, AUDITLOG_STATS_READ, NULL, NULL,
+	                        ok ? d.data : NULL);
 	buf_fini(&d);
 }
 

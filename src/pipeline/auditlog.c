@@ -77,6 +77,7 @@ struct auditlog {
 
 	json_t **ring;   /* queue_max slots */
 	size_t head, count;
+	json_t *counted; /* auditlog_record_counted's queued records not yet sent, by their key */
 	size_t inflight; /* records of the batch being written (the first ones of the ring) */
 	size_t doubt;    /* records of a batch whose answer was lost with the connection: checked first */
 
@@ -312,6 +313,7 @@ static void send_batch(auditlog *w)
 		goto cleanup;
 	w->job = JOB_BATCH;
 	w->inflight = n;
+	json_object_clear(w->counted); /* sent records are counted no further (the rest may repeat) */
 	w->flush_due = w->count > n; /* what is left waited as long: it goes right after this batch */
 	const char *params[] = {text};
 	send_job(w, BATCH_SQL, 1, params);
@@ -656,11 +658,50 @@ static json_t *record_build(const char *org, const char *actor, const char *acti
 	return o;
 }
 
+/* Queues rec, the record of org's action (or drops it: NULL, the queue full or draining);
+ * returns whether it was queued. */
+static bool enqueue(auditlog *w, json_t *rec, const char *org, const char *action);
+
 void auditlog_record(auditlog *w, const char *org, const char *actor, const char *action,
                      const char *target_table, const char *target_id, const char *detail)
 {
 	if (w == NULL)
 		return;
+	(void)enqueue(w, record_build(org, actor, action, target_table, target_id, detail), org, action);
+}
+
+void auditlog_record_counted(auditlog *w, const char *org, const char *actor, const char *action,
+                             const char *target_table, const char *target_id, const char *detail)
+{
+	if (w == NULL)
+		return;
+	/* fields joined by a byte none of them holds (uuids, names, JSON text: no raw control bytes) */
+	char key[1024];
+	int n = snprintf(key, sizeof(key), "%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s", org ? org : "", actor ? actor : "",
+	                 action ? action : "", target_table ? target_table : "", target_id ? target_id : "",
+	                 detail ? detail : "");
+	bool keyed = n > 0 && (size_t)n < sizeof(key) && !w->draining;
+	json_t *rec = keyed ? json_object_get(w->counted, key) : NULL;
+	if (rec != NULL) {
+		json_t *d = json_object_get(rec, "detail");
+		json_int_t c = json_integer_value(json_object_get(d, "count"));
+		if (json_object_set_new(d, "count", json_integer(c > 0 ? c + 1 : 2)) == 0) {
+			w->st.recorded++;
+			return;
+		}
+	}
+	rec = record_build(org, actor, action, target_table, target_id, detail);
+	if (rec != NULL && json_object_get(json_object_get(rec, "detail"), "count") != NULL) {
+		json_decref(rec); /* a count of the caller's own would be ambiguous */
+		rec = NULL;
+	}
+	json_t *queued = rec;
+	if (enqueue(w, rec, org, action) && keyed && json_is_object(json_object_get(queued, "detail")))
+		(void)json_object_set(w->counted, key, queued); /* out of memory: just not counted */
+}
+
+static bool enqueue(auditlog *w, json_t *rec, const char *org, const char *action)
+{
 	if (w->draining || w->count >= w->queue_max) {
 		w->st.dropped_full++;
 		w->burst_drops++;
@@ -668,14 +709,15 @@ void auditlog_record(auditlog *w, const char *org, const char *actor, const char
 			log_warn("audit.dropping", "audit queue full (%zu records): dropping records until it drains",
 			         w->queue_max);
 		w->dropping = true;
-		return;
+		json_decref(rec);
+		return false;
 	}
-	json_t *rec = record_build(org, actor, action, target_table, target_id, detail);
 	if (rec == NULL) {
 		w->st.dropped_invalid++;
 		log_warn("audit.invalid", "org=%s action=%s: audit record refused (bad uuid, empty action, detail not "
-		         "JSON or text not UTF-8)", org ? org : "(null)", action ? action : "(null)");
-		return;
+		         "JSON or text not UTF-8; or, counted, a detail holding a count of its own)", org ? org : "(null)",
+		         action ? action : "(null)");
+		return false;
 	}
 	if (w->dropping) {
 		log_warn("audit.dropped", "audit queue has room again: %llu records were dropped",
@@ -695,6 +737,7 @@ void auditlog_record(auditlog *w, const char *org, const char *actor, const char
 		else
 			w->flush_due = true;
 	}
+	return true;
 }
 
 int auditlog_create(const auditlog_params *p, auditlog **out, char err[AUDITLOG_ERROR_MAX])
@@ -721,7 +764,7 @@ int auditlog_create(const auditlog_params *p, auditlog **out, char err[AUDITLOG_
 	w->health_cb = p->health_cb;
 	w->health_arg = p->health_arg;
 	if ((w->conninfo = strdup(p->conninfo ? p->conninfo : "")) == NULL ||
-	    (w->ring = calloc(p->queue_max, sizeof(*w->ring))) == NULL)
+	    (w->ring = calloc(p->queue_max, sizeof(*w->ring))) == NULL || (w->counted = json_object()) == NULL)
 		goto fail;
 	if (p->metrics != NULL) {
 		w->metrics = p->metrics;
@@ -844,6 +887,7 @@ void auditlog_destroy(auditlog *w)
 		ring_pop(w, w->count);
 	for (size_t i = 0; w->metrics != NULL && i < sizeof(w->fams) / sizeof(w->fams[0]); i++)
 		metrics_family_remove(w->metrics, w->fams[i]);
+	json_decref(w->counted);
 	free(w->ring);
 	free(w->conninfo);
 	free(w);

@@ -111,6 +111,15 @@ __attribute__((warn_unused_result)) int auditlog_create(const auditlog_params *p
 void auditlog_record(auditlog *w, const char *org, const char *actor, const char *action,
                      const char *target_table, const char *target_id, const char *detail);
 
+/* auditlog_record for events that may repeat many times a second (a stats API read): a record
+ * identical to one still queued and not yet sent (same org, actor, action, targets and detail
+ * text) is not queued again but counted in that one's detail.count (absent: 1). So a row stands
+ * for every identical event from its created_at until its batch left, at most flush_interval_ms
+ * later: who did what to which org, and how often, without one row (and one WAL record decoded
+ * back) per event. */
+void auditlog_record_counted(auditlog *w, const char *org, const char *actor, const char *action,
+                             const char *target_table, const char *target_id, const char *detail);
+
 /* Called once by auditlog_drain: remaining is the number of records not written (0: all). */
 typedef void (*auditlog_drained_cb)(void *arg, size_t remaining);
 

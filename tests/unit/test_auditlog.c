@@ -125,6 +125,41 @@ static void test_invalid_with_room(void **state)
 	assert_int_equal(st.recorded, 1);
 }
 
+/* Counted records: identical ones still queued share one row; anything different is its own. */
+static void test_counted(void **state)
+{
+	fixture *f = *state;
+	auditlog_stats st;
+	const char *d = "{\"path\":\"/api/v1/stats/orgs/x/days\",\"status\":200}";
+	for (int i = 0; i < 5; i++)
+		auditlog_record_counted(f->w, ORG, USER, AUDITLOG_STATS_READ, NULL, NULL, d);
+	auditlog_get_stats(f->w, &st);
+	assert_int_equal(st.recorded, 5);
+	assert_int_equal(st.queued, 1);
+	auditlog_record_counted(f->w, ORG, NULL, AUDITLOG_STATS_READ, NULL, NULL, d); /* another actor */
+	auditlog_record_counted(f->w, ORG, USER, AUDITLOG_STATS_READ, NULL, NULL, "{\"status\":404}");
+	auditlog_record(f->w, ORG, USER, AUDITLOG_STATS_READ, NULL, NULL, d); /* not counted: its own row */
+	auditlog_record_counted(f->w, ORG, USER, AUDITLOG_STATS_READ, NULL, NULL, "\"text\"");
+	auditlog_record_counted(f->w, ORG, USER, AUDITLOG_STATS_READ, NULL, NULL, "\"text\""); /* no object */
+	auditlog_get_stats(f->w, &st);
+	assert_int_equal(st.recorded, 10);
+	assert_int_equal(st.queued, 6);
+	/* a detail with a count of its own would be ambiguous: refused */
+	auditlog_record_counted(f->w, ORG, USER, AUDITLOG_STATS_READ, NULL, NULL, "{\"count\":3}");
+	auditlog_get_stats(f->w, &st);
+	assert_int_equal(st.dropped_invalid, 1);
+	assert_int_equal(st.queued, 6);
+	/* a full queue still counts what it holds: nothing new needs room */
+	auditlog_record_counted(f->w, ORG, USER, "other", NULL, NULL, NULL);
+	auditlog_record_counted(f->w, ORG, USER, "other2", NULL, NULL, NULL);
+	auditlog_record_counted(f->w, ORG, USER, "other3", NULL, NULL, NULL); /* the 9th: dropped */
+	auditlog_record_counted(f->w, ORG, USER, AUDITLOG_STATS_READ, NULL, NULL, d);
+	auditlog_get_stats(f->w, &st);
+	assert_int_equal(st.queued, 8);
+	assert_int_equal(st.dropped_full, 1);
+	assert_int_equal(st.recorded, 13);
+}
+
 static void retry_drained_cb(void *arg, size_t remaining)
 {
 	fixture *f = arg;
@@ -236,6 +271,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_params, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_bound_and_invalid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invalid_with_room, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_counted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_away_then_drain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drain_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
