@@ -480,6 +480,8 @@ int http_start(http_listener *h, char err[HTTP_ERROR_MAX])
 	h->protocols[0].name = "http";
 	h->protocols[0].callback = http_cb;
 	h->protocols[0].per_session_data_size = sizeof(http_session);
+	/* a chunk of ours in one send (lws' default cuts sends to its 4 KiB service buffer) */
+	h->protocols[0].tx_packet_size = HTTP_CHUNK + 1024;
 	struct lws_http_mount *mounts = NULL, *last = NULL;
 	size_t nm = 0;
 	const struct lws_protocol_vhost_options *pvo = NULL;

@@ -55,7 +55,10 @@
 #define RT_RX_BUFFER 256     /* lws's per-connection receive buffer, held by every idle connection
                               * (lws's default is 4 KiB): heartbeats fit; a larger message (a join
                               * with its token) arrives in pieces, gathered in rt_conn.rx and
-                              * released once whole. Control frames (at most 125 bytes) fit. */
+                              * released once whole. Control frames (at most 125 bytes) fit.
+                              * lws would also cut every send() to this size (a 1 KB frame in four
+                              * sends, four loop turns apart): .tx_packet_size lifts that. */
+#define RT_TX_PACKET (RT_WRITE_BATCH + 16) /* one write of ours (frames + their headers): one send */
 
 /* ---- shared data and frames ---------------------------------------------------------------- */
 
@@ -2014,7 +2017,7 @@ static int rt_create(const sink_env *env, const void *conf, void **out, char err
 	}
 	s->proto = (struct lws_protocols){
 		.name = "walcast-realtime", .callback = rt_lws_cb, .per_session_data_size = sizeof(rt_conn *),
-		.rx_buffer_size = RT_RX_BUFFER, .user = s,
+		.rx_buffer_size = RT_RX_BUFFER, .user = s, .tx_packet_size = RT_TX_PACKET,
 	};
 	s->proto_http = s->proto;
 	s->proto_http.name = "walcast-realtime-socket";

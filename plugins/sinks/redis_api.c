@@ -779,6 +779,7 @@ int redis_api_create(const sink_env *env, redis_conn *conn, const char *prefix, 
 	}
 	a->proto = (struct lws_protocols){
 		.name = "walcast-stats", .callback = api_lws_cb, .per_session_data_size = sizeof(api_req *), .user = a,
+		.tx_packet_size = API_CHUNK, /* a response in one send (lws' default: 4 KiB pieces) */
 	};
 	int rc = http_add_protocol(env->http, &a->proto, API_MOUNT, false);
 	if (rc < 0) {
