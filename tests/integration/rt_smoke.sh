@@ -89,6 +89,10 @@ wait_for 20 grep -q 'Subscribed to PostgreSQL' "$WORK/s.out"
 series() { curl -sf "http://127.0.0.1:$HTTP/metrics" | awk -v s="$1" '$1 == s {print $2}'; }
 check "metrics: walcast_connections{sink=\"live\"} counts the two clients" 2 "$(series 'walcast_connections{sink="live"}')"
 check "metrics: walcast_sink_drops_total{sink=\"live\"} is there, at 0" 0 "$(series 'walcast_sink_drops_total{sink="live"}')"
+# walcast's sends while the four changes go out are traced: each write of frames must be one send
+# (lws cuts sends to the protocol's receive buffer, 256 bytes, unless told otherwise)
+strace -qq -e trace=sendto -p "$WPID" -o "$WORK/sends.txt" & ST=$!
+sleep 1 # attached
 # in stream order: a change wrongly delivered would arrive before the last one each client waits for
 ev2=$(insert_event "$other" rt-other-1)
 ev=$(insert_event "$org" rt-own-1)
@@ -96,6 +100,16 @@ ev2b=$(insert_event "$other" rt-other-2)
 evb=$(insert_event "$org" rt-own-2)
 wait $M || true
 wait $S || true
+sleep 0.5; kill -INT $ST; wait $ST 2>/dev/null || true
+# the sends on the connections that got a WebSocket text frame (it starts with byte 0x81)
+sends=$(python3 - "$WORK/sends.txt" <<'PY'
+import re, sys
+calls = [m.groups() for m in re.finditer(r'sendto\((\d+), "(.{0,4})', open(sys.argv[1]).read())]
+clients = {fd for fd, head in calls if head.startswith('\\201')}
+print(sum(1 for fd, _ in calls if fd in clients))
+PY
+)
+check_true "the four changes left walcast in at most four sends (got $sends)" test "$sends" -ge 1 -a "$sends" -le 4
 check "heartbeat: phx_reply ok" 1 "$(grep -c '^frame \[null,"1","phoenix","phx_reply",{"status":"ok","response":{}}\]' "$WORK/m.out" || true)"
 reply=$(grep 'phx_join\|phx_reply' "$WORK/m.out" | grep '"realtime:room"' | head -1 | sed 's/^frame //')
 check "join reply: ok" ok "$(echo "$reply" | jq -r '.[4].status')"
