@@ -17,6 +17,8 @@
 # next round for the org (docs/api.md, "Caching"), and no events are written during the runs:
 # these are the hit path's figures, the cache's hits and misses are reported with them.
 # wrk runs on the same 2-core machine as walcast, PostgreSQL and Redis.
+# Environment: WALCAST_BIN (measure that binary), WALCAST_BENCH_PERF=PREFIX (records `perf record
+# -g` of walcast during each wrk run into PREFIX.PATH.CLIENTS).
 #
 # Prints a Markdown report and writes it into docs/benchmarks.md between
 # <!-- bench:stats:begin --> and <!-- bench:stats:end --> (only on a committed tree, bench/lib.sh).
@@ -144,9 +146,13 @@ LEVELS="$CLIENTS"
 [ "$CLIENTS" = 10 ] || LEVELS="$CLIENTS 10"
 for c in $LEVELS; do
   for p in healthz days hours contacts; do
-    t0=$(cpu_ticks)
+    t0=$(cpu_ticks) perf=
+    if [ -n "${WALCAST_BENCH_PERF:-}" ]; then # a CPU profile of walcast while it answers
+      perf record -q -F 499 -g -p "$WCP" -o "$WALCAST_BENCH_PERF.$p.$c" 2>/dev/null & perf=$!
+    fi
     wrk -t2 -c"$c" -d"${SECS}s" --latency -H "Authorization: Bearer $TOKEN" "$(url $p)" >"$WORK/wrk.$p.$c" 2>&1
     t1=$(cpu_ticks)
+    if [ -n "$perf" ]; then kill -INT $perf; wait $perf || true; fi
     n=$(awk '/ requests in / { print $1 }' "$WORK/wrk.$p.$c")
     CPU[$p.$c]=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="${n:-0}" 'BEGIN { if (n > 0) printf "%.0f", t / hz * 1e6 / n; else print "–" }')
     P50[$p.$c]=$(ms 50% "$WORK/wrk.$p.$c")
