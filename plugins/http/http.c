@@ -68,9 +68,7 @@ struct http_listener {
 /* One HTTP connection's state (lws' per-session data of protocols[0]; zeroed by lws). */
 typedef struct http_session {
 	buf body;
-	size_t sent;
-	bool head;        /* HEAD: headers only */
-	bool close_after; /* close the connection once the response is out */
+	http_response res; /* its body is body's bytes */
 } http_session;
 
 static void http_lws_log_cb(int level, const char *line)
@@ -86,33 +84,70 @@ static void http_lws_log_cb(int level, const char *line)
 
 /* ---- responses ------------------------------------------------------------------------ */
 
-/* Writes the status line and headers of a response whose body is in s->body, and asks for a
- * writable callback to send the body. Returns what the lws callback returns. */
-static int respond(struct lws *wsi, http_session *s, unsigned status, const char *content_type,
+#define HTTP_H2_FRAME 16384 /* the largest DATA frame every HTTP/2 peer takes (RFC 9113 4.2) */
+
+int http_response_write(struct lws *wsi, http_response *r, unsigned char *out, size_t size)
+{
+	unsigned char *start = out + LWS_PRE, *p = start, *end = out + size;
+	bool h2 = lws_get_network_wsi(wsi) != wsi; /* an HTTP/2 stream (a substream of its connection) */
+	size_t body = r->head ? 0 : r->len;
+	if (!r->started) {
+		if (lws_add_http_common_headers(wsi, r->status, r->content_type, (lws_filepos_t)r->len, &p, end) ||
+		    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL, (const unsigned char *)"no-store", 8,
+		                                 &p, end) ||
+		    (r->allow != NULL && lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
+		                                                     (const unsigned char *)r->allow,
+		                                                     (int)strlen(r->allow), &p, end)) ||
+		    (r->close && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
+		                                              &p, end)) ||
+		    lws_finalize_http_header(wsi, &p, end))
+			return -1;
+		r->started = true;
+		if (h2 || body == 0) {
+			/* HTTP/2: a HEADERS frame of its own (END_STREAM when no body follows) */
+			int n = (int)(p - start);
+			if (lws_write(wsi, start, (size_t)n, body == 0 ? LWS_WRITE_HTTP_HEADERS | LWS_WRITE_H2_STREAM_END
+			                                                : LWS_WRITE_HTTP_HEADERS) != n)
+				return -1;
+			return body == 0 ? 1 : 0;
+		}
+	}
+	size_t room = (size_t)(end - p), left = body - r->sent;
+	if (h2 && room > HTTP_H2_FRAME)
+		room = HTTP_H2_FRAME;
+	size_t n = left < room ? left : room;
+	memcpy(p, r->body + r->sent, n);
+	size_t total = (size_t)(p - start) + n;
+	if (lws_write(wsi, start, total, n == left ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)total)
+		return -1;
+	r->sent += n;
+	return r->sent == body ? 1 : 0;
+}
+
+/* Writes the next part of s's response; once it is all out, the connection waits for the next
+ * request (or closes after it). Returns what the lws callback returns. */
+static int respond_more(struct lws *wsi, http_listener *h, http_session *s)
+{
+	int rc = http_response_write(wsi, &s->res, h->chunk, sizeof(h->chunk));
+	if (rc == 0) {
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	if (rc < 0 || s->res.close)
+		return -1;
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* Sends the response whose body is in s->body, from the request's own callback. */
+static int respond(struct lws *wsi, http_listener *h, http_session *s, unsigned status, const char *content_type,
                    const char *allow)
 {
-	uint8_t hdr[LWS_PRE + 1024];
-	uint8_t *start = &hdr[LWS_PRE], *p = start, *end = &hdr[sizeof(hdr) - 1];
-	if (lws_add_http_common_headers(wsi, status, content_type, (lws_filepos_t)s->body.len, &p, end))
-		return -1;
-	if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
-	                                 (const unsigned char *)"no-store", 8, &p, end))
-		return -1;
-	if (allow && lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
-	                                         (const unsigned char *)allow, (int)strlen(allow), &p, end))
-		return -1;
-	if (s->close_after && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
-	                                                   (const unsigned char *)"close", 5, &p, end))
-		return -1;
-	if (lws_finalize_write_http_header(wsi, start, &p, end))
-		return -1;
-	if (s->head || s->body.len == 0) {
-		if (s->close_after)
-			return -1;
-		return lws_http_transaction_completed(wsi) ? -1 : 0;
-	}
-	lws_callback_on_writable(wsi);
-	return 0;
+	s->res.status = status;
+	s->res.content_type = content_type;
+	s->res.allow = allow;
+	s->res.body = s->body.data;
+	s->res.len = s->body.len;
+	return respond_more(wsi, h, s);
 }
 
 /* A JSON error body {"error":"...","path":"..."}; path may be NULL. 0 or -ENOMEM. */
@@ -225,30 +260,28 @@ static bool method_is(struct lws *wsi, enum lws_token_indexes t)
 static int on_request(struct lws *wsi, http_listener *h, http_session *s, const char *path)
 {
 	buf_clear(&s->body);
-	s->sent = 0;
-	s->close_after = false;
-	s->head = method_is(wsi, WSI_TOKEN_HEAD_URI);
+	s->res = (http_response){.head = method_is(wsi, WSI_TOKEN_HEAD_URI)};
 	bool get = method_is(wsi, WSI_TOKEN_GET_URI);
 	const char *ctype = NULL;
 	int rc;
 
-	if (!get && !s->head) {
+	if (!get && !s->res.head) {
 		/* The request may carry a body we do not read: close after answering. */
-		s->close_after = true;
+		s->res.close = true;
 		if (json_error(&s->body, "method not allowed", NULL))
 			return -1;
-		return respond(wsi, s, HTTP_STATUS_METHOD_NOT_ALLOWED, "application/json", "GET, HEAD");
+		return respond(wsi, h, s, HTTP_STATUS_METHOD_NOT_ALLOWED, "application/json", "GET, HEAD");
 	}
 	if (strcmp(path, "/healthz") == 0) {
 		if (buf_puts(&s->body, "ok"))
 			return -1;
-		return respond(wsi, s, HTTP_STATUS_OK, "text/plain; charset=utf-8", NULL);
+		return respond(wsi, h, s, HTTP_STATUS_OK, "text/plain; charset=utf-8", NULL);
 	}
 	if (strcmp(path, "/readyz") == 0) {
 		unsigned status = readyz_body(h, &s->body);
 		if (status == 0)
 			return -1;
-		return respond(wsi, s, status, "application/json", NULL);
+		return respond(wsi, h, s, status, "application/json", NULL);
 	}
 	if (strcmp(path, "/metrics") == 0 && h->metrics) {
 		rc = metrics_render(h->metrics, &s->body);
@@ -257,38 +290,20 @@ static int on_request(struct lws *wsi, http_listener *h, http_session *s, const 
 			buf_clear(&s->body);
 			if (json_error(&s->body, "out of memory", NULL))
 				return -1;
-			return respond(wsi, s, HTTP_STATUS_INTERNAL_SERVER_ERROR, "application/json", NULL);
+			return respond(wsi, h, s, HTTP_STATUS_INTERNAL_SERVER_ERROR, "application/json", NULL);
 		}
-		return respond(wsi, s, HTTP_STATUS_OK, METRICS_CONTENT_TYPE, NULL);
+		return respond(wsi, h, s, HTTP_STATUS_OK, METRICS_CONTENT_TYPE, NULL);
 	}
 	if (h->static_root) {
 		rc = static_file(h, s, path, &ctype);
 		if (rc == -ENOMEM)
 			return -1;
 		if (rc == 0)
-			return respond(wsi, s, HTTP_STATUS_OK, ctype, NULL);
+			return respond(wsi, h, s, HTTP_STATUS_OK, ctype, NULL);
 	}
 	if (json_error(&s->body, "not found", path))
 		return -1;
-	return respond(wsi, s, HTTP_STATUS_NOT_FOUND, "application/json", NULL);
-}
-
-static int on_writable(struct lws *wsi, http_listener *h, http_session *s)
-{
-	size_t left = s->body.len - s->sent;
-	size_t n = left < HTTP_CHUNK ? left : HTTP_CHUNK;
-	bool last = n == left;
-	memcpy(h->chunk + LWS_PRE, s->body.data + s->sent, n);
-	if (lws_write(wsi, h->chunk + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
-		return -1;
-	s->sent += n;
-	if (!last) {
-		lws_callback_on_writable(wsi);
-		return 0;
-	}
-	if (s->close_after)
-		return -1;
-	return lws_http_transaction_completed(wsi) ? -1 : 0;
+	return respond(wsi, h, s, HTTP_STATUS_NOT_FOUND, "application/json", NULL);
 }
 
 static int http_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
@@ -306,9 +321,9 @@ static int http_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
 		return 1; /* a WebSocket upgrade no added protocol took: refused */
 	case LWS_CALLBACK_HTTP_WRITEABLE:
-		if (s == NULL || s->body.len == 0 || s->sent >= s->body.len)
+		if (s == NULL || !s->res.started || s->res.sent >= (s->res.head ? 0 : s->res.len))
 			return 0;
-		return on_writable(wsi, h, s);
+		return respond_more(wsi, h, s);
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
 	case LWS_CALLBACK_CLOSED_HTTP:
 		if (s)

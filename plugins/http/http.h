@@ -80,6 +80,30 @@ typedef struct http_params {
 
 typedef struct http_listener http_listener;
 
+struct lws;
+
+/* A response in the writing (http_response_write): what to send, and how far it got. */
+typedef struct http_response {
+	unsigned status;
+	const char *content_type;
+	const char *allow; /* an Allow header (a 405); NULL: none */
+	bool close;        /* Connection: close (the caller closes once it is out) */
+	bool head;         /* HEAD: the headers only (Content-Length still the body's) */
+	const char *body;  /* borrowed until the response is out */
+	size_t len;
+	bool started;      /* the headers are out */
+	size_t sent;       /* of the body */
+} http_response;
+
+/* Writes what of r can go now, from out (LWS_PRE bytes of room, then size - LWS_PRE bytes for
+ * the payload): the first call the headers (Cache-Control: no-store) — on HTTP/1.1 with as much of
+ * the body as fits beside them in one write, so that most responses leave in one send and need no
+ * writable callback; on HTTP/2 alone, as the HEADERS frame — then each call the next piece (at
+ * most 16 KB on HTTP/2, one DATA frame). Returns 1 when all of r is out (the caller completes the
+ * transaction, lws_http_transaction_completed, or closes), 0 when more remains (the caller asks
+ * for a writable callback and calls again), -1 when lws refused a write. */
+int http_response_write(struct lws *wsi, http_response *r, unsigned char *out, size_t size);
+
 /* Checks params (the address parses, TLS files both or neither) and creates a listener that does
  * not listen yet. 0 and *out (caller owns; http_destroy frees), -EINVAL with err, -ENOMEM. Does
  * not block. */

@@ -98,8 +98,7 @@ typedef struct api_req {
 	char org[POLICY_UUID_TEXT_LEN + 1];
 	char key[STATS_CACHE_KEY_MAX];
 	size_t keylen;
-	size_t sent;
-	unsigned status;
+	http_response res;    /* set once responded; its body is out's bytes */
 } api_req;
 
 /* ---- tokens (the same [auth] rules as the realtime sink) ------------------------------------ */
@@ -176,7 +175,8 @@ static void respond(api_req *r, unsigned status)
 		buf_clear(&r->out);
 		r->oom = buf_puts(&r->out, "{\"error\":\"out of memory\"}") < 0;
 	}
-	r->status = status;
+	r->res = (http_response){.status = status, .content_type = "application/json", .body = r->out.data,
+	                         .len = r->out.len};
 	r->responded = true;
 	if (r->wsi != NULL && !r->in_http)
 		lws_callback_on_writable(r->wsi);
@@ -189,28 +189,6 @@ static void respond_error(api_req *r, unsigned status, const char *error)
 	    buf_putc(&r->out, '}') < 0)
 		r->oom = true;
 	respond(r, status);
-}
-
-/* Writes the next part of r's response: first the headers with as much of the body as fits in
- * one chunk (one send for most responses), then the rest a chunk at a time. */
-static int on_writable(redis_api *a, struct lws *wsi, api_req *r)
-{
-	unsigned char *start = a->chunk + LWS_PRE, *p = start, *end = a->chunk + sizeof(a->chunk);
-	if (r->sent == 0 &&
-	    (lws_add_http_common_headers(wsi, r->status, "application/json", (lws_filepos_t)r->out.len, &p, end) ||
-	     lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL, (const unsigned char *)"no-store", 8, &p,
-	                                  end) ||
-	     lws_finalize_http_header(wsi, &p, end)))
-		return -1;
-	size_t room = (size_t)(end - p), left = r->out.len - r->sent;
-	size_t n = left < room ? left : room;
-	if (n > 0)
-		memcpy(p, r->out.data + r->sent, n);
-	size_t total = (size_t)(p - start) + n;
-	if (lws_write(wsi, start, total, n == left ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)total)
-		return -1;
-	r->sent += n;
-	return 0;
 }
 
 /* ---- Redis replies -------------------------------------------------------------------------- */
@@ -672,9 +650,10 @@ static int on_request(redis_api *a, struct lws *wsi, api_req **pr)
 static int write_response(redis_api *a, struct lws *wsi, api_req **pr)
 {
 	api_req *r = *pr;
-	if (on_writable(a, wsi, r) < 0)
+	int rc = http_response_write(wsi, &r->res, a->chunk, sizeof(a->chunk));
+	if (rc < 0)
 		return -1; /* closed: CLOSED_HTTP frees r */
-	if (r->sent < r->out.len) {
+	if (rc == 0) {
 		lws_callback_on_writable(wsi);
 		return 0;
 	}

@@ -47,6 +47,13 @@ scrape() { curl -sf "$URL/metrics" >"$WORK/metrics"; }
 wait_for 30 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' $URL/healthz)\" = 200 ]" || {
   echo "not ok - walcast run did not serve /healthz"; cat "$WORK/run.err"; exit 1; }
 check "/healthz: 200 ok" "200 ok" "$(code "$URL/healthz") $(cat "$WORK/body")"
+# Each answer leaves walcast in one send, written from the request's own callback (headers and
+# body together, no writable round trip): three /healthz and three /readyz on one keep-alive
+# connection, walcast's sendto calls counted by strace (six; twelve when headers and body part).
+sends_trace "$pid" "$WORK/sends.txt"
+curl -s -o /dev/null "$URL/healthz" "$URL/healthz" "$URL/healthz" "$URL/readyz" "$URL/readyz" "$URL/readyz"
+sends_untrace
+check "six short answers on one connection: six sends" 6 "$(sends_count "$WORK/sends.txt" 'HTTP/1.1 ')"
 wait_for 30 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' $URL/readyz)\" = 200 ]"
 check "/readyz: 200 once streaming" "200 ready" "$(code "$URL/readyz") $(jq -r .status "$WORK/body")"
 

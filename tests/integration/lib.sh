@@ -38,6 +38,24 @@ check_true() {
 
 current_lsn() { sql -c "SELECT pg_current_wal_insert_lsn()"; }
 
+# walcast's send() calls, traced with strace: `sends_trace PID FILE` starts tracing (back once
+# attached), `sends_untrace` stops it, `sends_count FILE HEAD` counts the calls on every connection
+# that had a send starting with HEAD, as strace escapes it ('HTTP/1.1 200', '\201' for a WebSocket
+# text frame). lws cuts sends to a protocol's tx_packet_size, which these checks guard.
+sends_trace() {
+  strace -f -qq -e trace=sendto -p "$1" -o "$2" & SENDS_ST=$!
+  sleep 1 # attached
+}
+sends_untrace() { sleep 0.5; kill -INT "$SENDS_ST"; wait "$SENDS_ST" 2>/dev/null || true; }
+sends_count() {
+  python3 - "$1" "$2" <<'PY'
+import re, sys
+calls = re.findall(r'sendto\((\d+), "((?:[^"\\]|\\.){0,40})', open(sys.argv[1]).read())
+fds = {fd for fd, head in calls if head.startswith(sys.argv[2])}
+print(sum(1 for fd, _ in calls if fd in fds))
+PY
+}
+
 # slot_active SLOT: a walsender streams SLOT now.
 slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$1' AND active")" = 1 ]; }
 

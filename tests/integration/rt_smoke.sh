@@ -91,8 +91,7 @@ check "metrics: walcast_connections{sink=\"live\"} counts the two clients" 2 "$(
 check "metrics: walcast_sink_drops_total{sink=\"live\"} is there, at 0" 0 "$(series 'walcast_sink_drops_total{sink="live"}')"
 # walcast's sends while the four changes go out are traced: each write of frames must be one send
 # (lws cuts sends to the protocol's receive buffer, 256 bytes, unless told otherwise)
-strace -qq -e trace=sendto -p "$WPID" -o "$WORK/sends.txt" & ST=$!
-sleep 1 # attached
+sends_trace "$WPID" "$WORK/sends.txt"
 # in stream order: a change wrongly delivered would arrive before the last one each client waits for
 ev2=$(insert_event "$other" rt-other-1)
 ev=$(insert_event "$org" rt-own-1)
@@ -100,15 +99,8 @@ ev2b=$(insert_event "$other" rt-other-2)
 evb=$(insert_event "$org" rt-own-2)
 wait $M || true
 wait $S || true
-sleep 0.5; kill -INT $ST; wait $ST 2>/dev/null || true
-# the sends on the connections that got a WebSocket text frame (it starts with byte 0x81)
-sends=$(python3 - "$WORK/sends.txt" <<'PY'
-import re, sys
-calls = [m.groups() for m in re.finditer(r'sendto\((\d+), "(.{0,4})', open(sys.argv[1]).read())]
-clients = {fd for fd, head in calls if head.startswith('\\201')}
-print(sum(1 for fd, _ in calls if fd in clients))
-PY
-)
+sends_untrace
+sends=$(sends_count "$WORK/sends.txt" '\201') # the connections that got a text frame (byte 0x81)
 check_true "the four changes left walcast in at most four sends (got $sends)" test "$sends" -ge 1 -a "$sends" -le 4
 check "heartbeat: phx_reply ok" 1 "$(grep -c '^frame \[null,"1","phoenix","phx_reply",{"status":"ok","response":{}}\]' "$WORK/m.out" || true)"
 reply=$(grep 'phx_join\|phx_reply' "$WORK/m.out" | grep '"realtime:room"' | head -1 | sed 's/^frame //')
@@ -191,13 +183,33 @@ state_dir = $WORK/rt-tls-state
 listen = 127.0.0.1:$HTTPS
 tls_cert = $WORK/cert.pem
 tls_key = $WORK/key.pem
+static_dir = $WORK/static
 [sink.live]
 type = realtime
+[sink.agg]
+type = redis
+url = $WALCAST_REDIS_URL
 CONF
+mkdir -p "$WORK/static"
+head -c 100000 /dev/urandom | base64 >"$WORK/static/big.js" # ~133 KB: many HTTP/2 DATA frames
 "$WALCAST" -c "$WORK/rt-tls.conf" run >"$WORK/rt-tls.log" 2>&1 &
 TPID=$!; BG_PIDS+=($TPID)
 tls_ready() { curl -skf "https://127.0.0.1:$HTTPS/readyz" >/dev/null; }
-wait_for 60 tls_ready || { echo "not ok - walcast (TLS) did not become ready"; cat "$WORK/rt-tls.log"; }
+wait_for 60 tls_ready || cat "$WORK/rt-tls.log"
+check_true "https: /readyz answers (HTTP/2, curl's choice over TLS as a browser's)" tls_ready
+# HTTP/2 and HTTP/1.1 over TLS: a response's headers and body are written apart on HTTP/2 (HEADERS
+# and DATA frames of at most 16 KB), together on HTTP/1.1 (one send)
+for v in 2 1.1; do
+  got=$(curl -sk --http"$v" -o "$WORK/big.out" -w '%{http_code} %{http_version}' "https://127.0.0.1:$HTTPS/big.js" || true)
+  check "https, HTTP/$v: a 133 KB static file arrives whole" "200 $v $(sha256sum <"$WORK/static/big.js")" \
+    "$got $(sha256sum <"$WORK/big.out")"
+  got=$(curl -sk --http"$v" -o "$WORK/hours.json" -w '%{http_code} %{http_version}' \
+    -H "Authorization: Bearer $tok_member" "https://127.0.0.1:$HTTPS/api/v1/stats/orgs/$org/hours?hours=48" || true)
+  check "https, HTTP/$v: the stats API answers a member with 48 hours" "200 $v 48" "$got $(jq '.hours | length' "$WORK/hours.json" 2>/dev/null)"
+  got=$(curl -sk --http"$v" -o "$WORK/e.json" -w '%{http_code} %{http_version}' "https://127.0.0.1:$HTTPS/api/v1/stats/orgs/$org/days" || true)
+  check "https, HTTP/$v: the stats API refuses no token with a JSON error" "401 $v no bearer token" \
+    "$got $(jq -r '.error' "$WORK/e.json" 2>/dev/null | cut -d: -f1)"
+done
 : >"$WORK/t.out"
 $CLIENT "$HTTPS" "/realtime/v1/websocket?apikey=$anon&vsn=2.0.0" --tls \
   "send:$(join2 "$tok_member")" 'expect:Subscribed to PostgreSQL' 'expect:"postgres_changes",{"ids"' >"$WORK/t.out" &

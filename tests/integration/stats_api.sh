@@ -138,12 +138,10 @@ check "hours: calls and SMS per hour equal SQL" "" "$(hours_vs_sql)"
 # an answer goes out in one send (the API writes it whole), not in lws' default 4 KiB pieces:
 # walcast's sendto calls for one hours answer (here from the cache), counted by strace
 size=$(wc -c <"$WORK/body")
-strace -f -qq -e trace=sendto -p "$RUNP" -o "$WORK/sends.txt" & st=$!
-sleep 1 # attached
+sends_trace "$RUNP" "$WORK/sends.txt"
 api "$TOK_VIEWER" "/orgs/$A/hours?hours=48" >/dev/null; requests=$((requests + 1))
-sleep 0.5; kill -INT $st; wait $st 2>/dev/null || true
-fd=$(grep -m1 'sendto(.*HTTP/1.1 200' "$WORK/sends.txt" | sed 's/.*sendto(\([0-9]*\),.*/\1/')
-sends=$(grep -c "sendto(${fd:-none}," "$WORK/sends.txt" || true)
+sends_untrace
+sends=$(sends_count "$WORK/sends.txt" 'HTTP/1.1 200')
 check "hours: the $size-byte answer in one send" 1 "$sends"
 
 # top contacts: what the caller may read through RLS is the oracle
