@@ -3,17 +3,21 @@
 // instances and HAProxy with deploy/haproxy/walcast.cfg and runs this file with WALCAST_RT_HTTP
 // pointing at HAProxy.
 //
-// Users of two orgs (an admin, a member who may not see a private contact's events and a viewer
-// in one, a member of the other) subscribe through HAProxy. Each receives exactly the events
-// PostgreSQL's masking view walcast.events_masked shows that user, and every connection lands on
-// the active instance. Then, under a write load, the active instance is SIGKILLed: realtime-js
-// reconnects and rejoins by itself through HAProxy with the last walcast_position it saw (a
-// decode wrapper keeps it in the channel's join config, as docs/protocol.md shows). Each channel
-// gets the walcast_resume answer: "Resumed" (then what it received equals the oracle exactly) or
-// the gap (then it refetches as its user at once, and the refetch plus what it received equals
-// the oracle). Nothing twice either way. Environment (lb_haproxy.sh): WALCAST_LB_HTTP_A,
-// WALCAST_LB_HTTP_B (each instance directly), WALCAST_LB_STATS (HAProxy's status page),
-// WALCAST_LB_PID_A (the active instance).
+// Users of three orgs (an admin, a member who may not see a private contact's events and a
+// viewer in one, a member in each of the others) subscribe through HAProxy. Each receives exactly
+// the events PostgreSQL's masking view walcast.events_masked shows that user, and every connection
+// lands on the active instance. Then, under a write load, the active instance is SIGKILLed:
+// realtime-js reconnects and rejoins by itself through HAProxy with the last walcast_position it
+// saw (a decode wrapper keeps it in the channel's join config, as docs/protocol.md shows). Each
+// channel gets the walcast_resume answer: "Resumed" (then what it received equals the oracle
+// exactly) or the gap (then it refetches as its user at once, and the refetch plus what it
+// received equals the oracle). Nothing twice either way. Which answer a busy channel gets depends
+// on how far the killed instance had checkpointed (the new one streams from there); the third
+// org is quiet until the kill, so its member's position is older than the slot's confirmed
+// position and its answer must be the gap, with rows of its org committed while it was away.
+// Environment (lb_haproxy.sh): WALCAST_LB_HTTP_A, WALCAST_LB_HTTP_B (each instance directly),
+// WALCAST_LB_STATS (HAProxy's status page), WALCAST_LB_PID_A (the active instance),
+// WALCAST_LB_SLOT.
 import crypto from 'node:crypto'
 import { Client, asUser, check, checkTrue, diffRecord, lit, metric, note, rawConnect, sleep, sql, sqlAsync, summary, syncStream, testCase, userToken, waitFor } from './lib.mjs'
 
