@@ -88,12 +88,13 @@ const resumes = (x) => x.c.raw.filter((r) => r.text !== null).map((r) => ({ at: 
   .filter(({ f }) => f[2] === x.ch.topic && f[3] === 'system' && f[4].extension === 'walcast_resume')
   .map(({ at, f }) => ({ at, status: f[4].status, message: f[4].message }))
 const dups = (list) => list.filter((v, i) => list.indexOf(v) !== i)
-// HAProxy's view of the backend: {walcast1: 'UP', walcast2: 'DOWN'}
-async function lbStates() {
+// HAProxy's view of the backend, a column of its CSV per server: status (17, UP/DOWN) or stot
+// (7, the connections it has sent there in all): {walcast1: 'UP', walcast2: 'DOWN'}
+async function lbStates(column = 17) {
   try {
     const csv = await (await fetch(`${STATS}/;csv`, { signal: AbortSignal.timeout(5000) })).text()
     return Object.fromEntries(csv.split('\n').map((l) => l.split(',')).filter((f) => f[0] === 'walcast' && /^walcast\d$/.test(f[1]))
-      .map((f) => [f[1], f[17]]))
+      .map((f) => [f[1], f[column]]))
   } catch {
     return {}
   }
@@ -110,9 +111,9 @@ await testCase('through HAProxy: every connection on the active instance, each u
   check('the extra connections opened through HAProxy', 6, extra.filter((x) => x.ws && !x.refused).length)
   await waitFor(async () => (await onA()) === clients.length + 6, 20000)
   check('the active instance holds every connection (walcast_realtime_connections)', clients.length + 6, await onA())
-  const b = await onB()
-  note(`the standby's walcast_realtime_connections: ${b}`)
-  check('the standby holds none', 0, b || 0)
+  note(`the standby's walcast_realtime_connections: ${await onB()} (a standby runs no sink); HAProxy's connections ` +
+    `in all: ${JSON.stringify(await lbStates(7))}`)
+  check('HAProxy sent the standby no connection (stot)', '0', (await lbStates(7)).walcast2)
   for (const x of extra) x.ws.close()
 
   const N = 15
