@@ -190,6 +190,11 @@ await testCase('kill -9 of the active instance under load: failover through HAPr
   // comes after the channel's new join reply comes from the new active instance
   const joinedAt = (x) => (x.c.raw.filter((r) => r.text !== null && r.at >= t0).map((r) => ({ at: r.at, f: JSON.parse(r.text) }))
     .find(({ f }) => f[2] === x.ch.topic && f[3] === 'phx_reply' && f[4].status === 'ok') || { at: Infinity }).at
+
+  // live changes after the rejoin, then the load stops
+  const answerAt = (x) => (resumes(x).find((s) => s.at >= t0) || { at: Infinity }).at
+  const after = (x) => wire(x, 2).filter((w) => w.at > answerAt(x)).length
+  checkTrue('changes committed after the rejoin arrive live', await waitFor(() => clients.every((x) => after(x) >= 3), 30000))
   const firstAt = Math.min(...clients.map((x) => (wire(x, 2).find((w) => w.at >= joinedAt(x)) || { at: Infinity }).at))
   const rejoinAt = clients.map((x) => joinedAt(x) - t0)
   checkTrue(`HAProxy marked the standby up within 11.5 s of the kill (walcast's 10 s takeover bar, then two checks)`, tUp - t0 <= 11500, tUp - t0)
@@ -197,11 +202,6 @@ await testCase('kill -9 of the active instance under load: failover through HAPr
   note(`kill -9 → HAProxy marks walcast2 UP: ${tUp - t0} ms; → each channel's join answered again: ${rejoinAt.join(', ')} ms; ` +
     `→ first change received through HAProxy: ${firstAt - t0} ms`)
   console.log(`# failover_ms up=${tUp - t0} first_change=${firstAt - t0} rejoin_max=${Math.max(...rejoinAt)}`)
-
-  // live changes after the rejoin, then the load stops
-  const answerAt = (x) => (resumes(x).find((s) => s.at >= t0) || { at: Infinity }).at
-  const after = (x) => wire(x, 2).filter((w) => w.at > answerAt(x)).length
-  checkTrue('changes committed after the rejoin arrive live', await waitFor(() => clients.every((x) => after(x) >= 3), 30000))
   stop = true
   await load
   note(`the load committed ${n} transactions`)
