@@ -9,6 +9,7 @@ PKGS=(
   libwebsockets-dev libjwt-dev libinih-dev libuv1-dev libwebsockets-evlib-uv libpcre2-dev
   postgresql-15 postgresql-client-15 postgresql-15-wal2json redis-server
   jq hyperfine time procps python3 openssl bc prometheus strace nng-utils curl wrk
+  haproxy # tests/integration/lb_haproxy.sh runs its own with deploy/haproxy/walcast.cfg
   chromium # the demo dashboard's Playwright test (tests/integration/demo.sh), headless
 )
 
@@ -33,3 +34,15 @@ $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 # clusters on free ports and does not need it.
 # prometheus is installed for promtool, which checks walcast's /metrics output
 # (tests/unit/test_metrics.c); the Prometheus server the package also installs is not needed.
+# The haproxy package enables haproxy.service and starts it with /etc/haproxy/haproxy.cfg; the
+# test starts its own haproxy on loopback ports and needs no service: when this script installed
+# the package, stop the service and keep it from starting at boot (without systemd, e.g. in a
+# container: the boot links, and the init script if it started it).
+if [[ " ${missing[*]} " == *" haproxy "* ]]; then
+  if [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now --quiet haproxy.service
+  else
+    $SUDO systemctl disable --quiet haproxy.service 2>/dev/null || $SUDO update-rc.d haproxy disable >/dev/null 2>&1 || true
+    $SUDO invoke-rc.d haproxy stop >/dev/null 2>&1 || true
+  fi
+fi

@@ -136,6 +136,43 @@ check_sequence() {
   check "$1: exactly what SQL holds, in commit order ($(wc -l <"$3") lines)" "" "$(diff "$2" "$3" | head -5)"
 }
 
+# run_instance NAME PORT: `walcast run` with $WORK/walcast.conf and deploy/policy.ini, its HTTP
+# listener on 127.0.0.1:PORT, in the background; its stderr in $WORK/NAME.err. Sets RUNP.
+run_instance() {
+  "$WALCAST" -c "$WORK/walcast.conf" run --policy "$ROOT/deploy/policy.ini" --set "http.listen=127.0.0.1:$2" \
+    >/dev/null 2>>"$WORK/$1.err" &
+  RUNP=$!
+  BG_PIDS+=("$RUNP")
+}
+
+# node_part NAME FILE: runs the node script FILE (tests/realtime-js), its output in $WORK/NAME.out
+# and printed; its "ok - " and "not ok - " lines count as this script's checks, and so does an
+# exit status other than 0 without a "not ok" line.
+node_part() {
+  local rc=0 p f
+  node "$2" >"$WORK/$1.out" 2>"$WORK/$1.err" || rc=$?
+  cat "$WORK/$1.out"
+  p=$(grep -c '^ok - ' "$WORK/$1.out" || true)
+  f=$(grep -c '^not ok - ' "$WORK/$1.out" || true)
+  PASSED=$((PASSED + p)); FAILED=$((FAILED + f))
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    FAILED=$((FAILED + 1)); echo "not ok - $(basename "$2") exited $rc"; tail -20 "$WORK/$1.err"
+  fi
+}
+
+# rt_js_install DIR: the pinned node packages of tests/realtime-js (its package-lock.json) in
+# DIR/node_modules, installed with `npm ci` when missing; fails with a "not ok" line.
+rt_js_install() {
+  command -v node >/dev/null || { echo "not ok - node missing (Debian's nodejs, deploy/install-deps.sh)"; return 1; }
+  command -v npm >/dev/null || { echo "not ok - npm missing (Debian's npm, deploy/install-deps.sh)"; return 1; }
+  if [ ! -f "$1/node_modules/@supabase/realtime-js/package.json" ] || [ ! -f "$1/node_modules/ws/package.json" ]; then
+    echo "# installing the pinned node packages (npm ci)"
+    # one installer at a time: another checkout's test may be installing into the same tree
+    (flock 9; [ -f "$1/node_modules/ws/package.json" ] || (cd "$1" && npm ci --no-audit --no-fund --loglevel=error)) \
+      9>"$1/.npm-install.lock" || { echo "not ok - npm ci in $1 failed"; return 1; }
+  fi
+}
+
 summary() {
   echo "$PASSED passed, $FAILED failed"
   [ "$FAILED" -eq 0 ]

@@ -29,14 +29,7 @@ source "$(dirname "$0")/lib.sh"
 trap 'echo "# realtime.sh: line $LINENO failed: $BASH_COMMAND"' ERR
 
 JS=$ROOT/tests/realtime-js
-command -v node >/dev/null || { echo "not ok - node missing (Debian's nodejs, deploy/install-deps.sh)"; exit 1; }
-command -v npm >/dev/null || { echo "not ok - npm missing (Debian's npm, deploy/install-deps.sh)"; exit 1; }
-if [ ! -f "$JS/node_modules/@supabase/realtime-js/package.json" ] || [ ! -f "$JS/node_modules/ws/package.json" ]; then
-  echo "# installing the pinned node packages (npm ci)"
-  # one installer at a time: another checkout's test may be installing into the same tree
-  (flock 9; [ -f "$JS/node_modules/ws/package.json" ] || (cd "$JS" && npm ci --no-audit --no-fund --loglevel=error)) \
-    9>"$JS/.npm-install.lock" || { echo "not ok - npm ci in $JS failed"; exit 1; }
-fi
+rt_js_install "$JS" || exit 1
 check "realtime-js is the pinned 2.119.0" 2.119.0 "$(node -p "require('$JS/node_modules/@supabase/realtime-js/package.json').version")"
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -80,15 +73,7 @@ stop_walcast() {
 # run_part PART: one tests/realtime-js/PART.test.mjs against the running daemon
 run_part() {
   echo "# ==== $1.test.mjs"
-  local rc=0 p f
-  node "$JS/$1.test.mjs" >"$WORK/$1.out" 2>"$WORK/$1.err" || rc=$?
-  cat "$WORK/$1.out"
-  p=$(grep -c '^ok - ' "$WORK/$1.out" || true)
-  f=$(grep -c '^not ok - ' "$WORK/$1.out" || true)
-  PASSED=$((PASSED + p)); FAILED=$((FAILED + f))
-  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-    FAILED=$((FAILED + 1)); echo "not ok - $1.test.mjs exited $rc"; tail -20 "$WORK/$1.err"
-  fi
+  node_part "$1" "$JS/$1.test.mjs"
   check_true "$1: walcast run still running" kill -0 $RUN
 }
 

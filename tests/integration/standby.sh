@@ -28,21 +28,14 @@ type = jsonl
 path = $WORK/out.jsonl
 tables = events
 CONF
-# start_run NAME PORT: one instance, its stderr in $WORK/NAME.err; sets RUNP
-start_run() {
-  "$WALCAST" -c "$WORK/walcast.conf" run --policy "$POLICY" --set "http.listen=127.0.0.1:$2" \
-    >/dev/null 2>>"$WORK/$1.err" &
-  RUNP=$!
-  BG_PIDS+=("$RUNP")
-}
 PA=$(port); PB=$(port); PC=$(port)
 while [ "$PB" = "$PA" ]; do PB=$(port); done
 while [ "$PC" = "$PA" ] || [ "$PC" = "$PB" ]; do PC=$(port); done
 
-start_run a "$PA"; A=$RUNP
+run_instance a "$PA"; A=$RUNP
 wait_for 30 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$PA/readyz)\" = 200 ]" ||
   { echo "not ok - the first instance did not become ready"; cat "$WORK/a.err"; exit 1; }
-start_run b "$PB"; B=$RUNP
+run_instance b "$PB"; B=$RUNP
 wait_for 30 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$PB/readyz)\" = 503 ]" ||
   { echo "not ok - the standby does not answer /readyz"; cat "$WORK/b.err"; exit 1; }
 WA=$(walsender)
@@ -87,7 +80,7 @@ check "B: no error lines" 0 "$(grep -c ' ERROR ' "$WORK/b.err" || true)"
 wait "$LOAD"
 
 # A third instance waits; SIGTERM ends it cleanly, and B streams on.
-start_run c "$PC"; C=$RUNP
+run_instance c "$PC"; C=$RUNP
 wait_for 30 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$PC/readyz)\" = 503 ]" || true
 check "C: standby" standby "$(readyz "$PC" | jq -r .status)"
 WB=$(walsender)

@@ -493,10 +493,11 @@ export async function healthz() {
   }
 }
 
-// metric NAME: the sum of the daemon's /metrics samples of NAME (every label set), or null.
-export async function metric(name) {
+// metric NAME [BASE]: the sum of the /metrics samples of NAME (every label set) of the daemon at
+// BASE (http://HOST:PORT; default the one under test), or null.
+export async function metric(name, base = HTTP) {
   try {
-    const text = await (await fetch(`${HTTP}/metrics`, { signal: AbortSignal.timeout(5000) })).text()
+    const text = await (await fetch(`${base}/metrics`, { signal: AbortSignal.timeout(5000) })).text()
     let sum = null
     for (const line of text.split('\n')) {
       const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line)
