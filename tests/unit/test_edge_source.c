@@ -6,7 +6,8 @@
  * transaction whose beginning was trimmed is skipped; a transaction whose "C" is not in the
  * stream yet is delivered as far as it is and committed when the "C" arrives; a resume at P
  * starts at id P-0 inclusive; pause holds the reading (after the page in hand) until resume;
- * entries missing inside a transaction stop the source.
+ * entries missing inside a transaction stop the source; and a pipeline built on it offers its
+ * sinks the stream's transactions and confirms to it what they took.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@
 #include "edge_source.h"
 #include "loop.h"
 #include "lsn.h"
+#include "pipeline.h"
 #include "redis_stream.h"
 #include "redis_test_server.h"
 #include "relcache.h"
@@ -315,6 +318,103 @@ static void test_gap_fails(void **state)
 	assert_false(edge_source_ops.streaming(f->src));
 }
 
+/* ---- the pipeline on an edge ------------------------------------------------------------- */
+
+/* A live sink with one bypass subscriber that logs what it is offered and stops the loop at
+ * its want-th commit. */
+typedef struct feed {
+	const sink_env *env;
+	audience_sub *sub;
+	buf log;
+	int commits, want;
+} feed;
+
+static feed *feed_last;
+
+static int feed_create(const sink_env *env, const void *conf, void **out, char err[SINK_ERROR_MAX])
+{
+	(void)conf, (void)err;
+	feed *fd = calloc(1, sizeof(*fd));
+	if (fd == NULL)
+		return -ENOMEM;
+	fd->env = env;
+	buf_init(&fd->log);
+	int rc = env->subscribe(env->env_arg, fd, NULL, true, false, &fd->sub);
+	if (rc < 0) {
+		free(fd);
+		return rc;
+	}
+	*out = feed_last = fd;
+	return 0;
+}
+
+static void feed_destroy(void *impl)
+{
+	feed *fd = impl;
+	buf_fini(&fd->log);
+	free(fd);
+}
+
+static int feed_begin(void *impl, const change_txn *txn)
+{
+	return buf_printf(&((feed *)impl)->log, "B%llu ", (unsigned long long)txn->commit_lsn);
+}
+
+static int feed_deliver(void *impl, void *sub_arg, const audience_delivery *d)
+{
+	(void)sub_arg;
+	const change *ch = d->view;
+	return buf_printf(&((feed *)impl)->log, "I%llu:%.*s ", (unsigned long long)ch->lsn, (int)ch->new_tuple[1].len,
+	                  ch->new_tuple[1].data);
+}
+
+static int feed_commit(void *impl, const change_txn *txn)
+{
+	feed *fd = impl;
+	if (++fd->commits == fd->want)
+		loop_stop(fd->env->loop);
+	return buf_printf(&fd->log, "C%llu ", (unsigned long long)txn->end_lsn);
+}
+
+static const sink_ops feed_ops = {
+	.name = "feed", .kind = SINK_LIVE, .create = feed_create, .destroy = feed_destroy,
+	.begin = feed_begin, .deliver = feed_deliver, .commit = feed_commit,
+};
+
+static void pl_stopped_cb(void *arg, int code)
+{
+	(void)arg, (void)code;
+}
+
+/* The pipeline (without a policy: bypass only) drives the edge's source as it drives the
+ * replication client: its sinks get the stream's transactions, and it confirms to the source
+ * what they took. */
+static void test_pipeline_on_edge(void **state)
+{
+	fx *f = *state;
+	txn_write(f->rc, KEY, 0x200, 2, "b", 0, 4);
+	txn_write(f->rc, KEY, 0x300, 1, "c", 0, 3);
+	pipeline_params p = {.loop = f->c.l, .cfg = &f->cfg, .source = &edge_source_ops, .stopped_cb = pl_stopped_cb};
+	pipeline *pl = NULL;
+	char err[PIPELINE_ERROR_MAX];
+	if (pipeline_create(&p, &pl, err) < 0 || pipeline_add_sink(pl, &feed_ops, "feed", NULL, err) < 0 ||
+	    pipeline_start(pl, err) < 0)
+		fail_msg("%s", err);
+	feed_last->want = 2;
+	bool timed_out = false;
+	int id = loop_timer_add(f->c.l, 10000, timeout_cb, &timed_out);
+	assert_int_equal(loop_run(f->c.l), 0);
+	assert_false(timed_out);
+	loop_timer_cancel(f->c.l, id);
+	assert_string_equal(feed_last->log.data, "B512 I480:b1 I496:b2 C520 B768 I752:c1 C776 ");
+	pipeline_status st;
+	pipeline_get_status(pl, &st);
+	assert_true(st.streaming);
+	assert_int_equal(st.confirmed_lsn, 776); /* live sinks only: what was offered */
+	assert_int_equal(st.transactions, 2);
+	pipeline_destroy(pl);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -322,6 +422,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_resume_inclusive, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gap_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_on_edge, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
