@@ -5,8 +5,8 @@
  * read, or at the start the id just before P-0 ("(P-1)-max"; "0-0" for P = 0), so that XRANGE's
  * exclusive start "(after" and XREAD's "after" both begin at P-0 inclusive. `tailing` says which
  * command comes next: XRANGE until a page comes back short, then XREAD BLOCK until one comes back
- * full. A reply is delivered entry by entry, then batch_end; the next read leaves unless paused,
- * stopped or failed. A lost connection drops the read in flight (redis_conn calls back with
+ * full. A reply is delivered entry by entry, up to a pause, then batch_end; the next read leaves
+ * unless paused, stopped or failed. A lost connection drops the read in flight (redis_conn calls back with
  * NULL); once it is up again the same read leaves again, after the same id.
  */
 #include "edge_source.h"
@@ -192,9 +192,10 @@ static void read_reply_cb(redis_conn *c, void *r, void *privdata)
 		                  reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2
 		              ? reply->element[0]->element[1]
 		              : NULL;
-	size_t n = entries != NULL && entries->type == REDIS_REPLY_ARRAY ? entries->elements : 0;
+	size_t n = entries != NULL && entries->type == REDIS_REPLY_ARRAY ? entries->elements : 0, i;
 	int rc = 0;
-	for (size_t i = 0; i < n && rc == 0; i++)
+	/* paused from a callback: the rest of the page is read again after the resume */
+	for (i = 0; i < n && rc == 0 && !e->paused; i++)
 		rc = entry_take(e, entries->element[i]);
 	if (e->ev.batch_end_cb != NULL)
 		e->ev.batch_end_cb(e->ev.arg);
@@ -202,7 +203,7 @@ static void read_reply_cb(redis_conn *c, void *r, void *privdata)
 		return; /* failed, or the consumer stopped reading */
 	if (n == 0 && !e->in_txn && e->ev.idle_cb != NULL)
 		e->ev.idle_cb(e->ev.arg, e->received_lsn);
-	e->tailing = n < (size_t)e->count;
+	e->tailing = i == n && n < (size_t)e->count;
 	read_next(e);
 }
 

@@ -15,8 +15,8 @@
  *
  * An edge holds no slot: confirm() only records the position (confirmed_lsn), nothing is sent
  * upstream. Redis away: the source is not streaming, reconnects with back-off, and reads on
- * after the last id it delivered. pause() sends no further read (a page already asked for is
- * still delivered: at most read_count entries).
+ * after the last id it delivered. pause() sends no further read, and one from inside a callback
+ * leaves the rest of the page in hand undelivered: it is read again after resume().
  *
  * Loop thread only; nothing blocks. Configuration: [edge] stream_url, stream_key, read_count
  * (docs/configuration.md).

@@ -287,8 +287,8 @@ static void test_resume_inclusive(void **state)
 	assert_string_equal(text(&f->c), "B768 I752:c1 C776 ");
 }
 
-/* Paused from inside a callback, the source delivers the rest of the page in hand and reads no
- * further until resumed. */
+/* Paused from inside a callback, the source delivers nothing more — not even the rest of the page
+ * in hand, which it reads again — until resumed. */
 static void test_pause(void **state)
 {
 	fx *f = *state;
@@ -297,8 +297,8 @@ static void test_pause(void **state)
 	f->c.pause_at_commit = true;
 	source_start(f, 0);
 	assert_false(run_for(&f->c, 2, 4, 300)); /* c is not committed while paused */
-	/* c's "B" came with the page in hand; the decoder announces it with its first change */
 	assert_string_equal(text(&f->c), "B512 I464:b1 I480:b2 I496:b3 C520 ");
+	assert_int_equal(edge_source_ops.received_lsn(f->src), 520); /* c's "B", in the same page, not taken */
 	edge_source_ops.resume(f->src);
 	assert_true(run_until(&f->c, 2, 4));
 	assert_string_equal(text(&f->c), "B512 I464:b1 I480:b2 I496:b3 C520 B768 I752:c1 C776 ");
