@@ -6,8 +6,8 @@
  * exclusive start "(after" and XREAD's "after" both begin at P-0 inclusive. `tailing` says which
  * command comes next: XRANGE until a page comes back short, then XREAD BLOCK until one comes back
  * full. A reply is delivered entry by entry, up to a pause, then batch_end; the next read leaves
- * unless paused, stopped or failed. A lost connection drops the read in flight (redis_conn calls back with
- * NULL); once it is up again the same read leaves again, after the same id.
+ * unless paused, stopped or failed. A lost connection drops the read in flight (redis_conn calls
+ * back with NULL); once it is up again the same read leaves again, after the same id.
  */
 #include "edge_source.h"
 
@@ -144,7 +144,9 @@ static int entry_take(edge *e, const redisReply *entry)
 		e->after_ms = ms, e->after_seq = seq;
 		return 0;
 	}
-	if (e->in_txn && (ms != e->after_ms || seq != e->after_seq + 1)) {
+	/* an entry of index > 0 is inside a transaction: it follows the one before it (the decoder
+	 * announces a begin only with the first change, so its in_txn cannot tell) */
+	if (e->aligned && seq != 0 && (ms != e->after_ms || seq != e->after_seq + 1)) {
 		edge_fail(e, "entry %s follows %" PRIu64 "-%" PRIu64 " inside a transaction: entries between them are "
 		          "missing (trimmed while this edge was behind?); walcast stops rather than deliver the "
 		          "transaction incomplete", id, e->after_ms, e->after_seq);

@@ -9,9 +9,10 @@
  * XREAD BLOCK after it; a full XREAD page goes back to XRANGE. Entries before the first one whose
  * index is 0 (a "B", or a message on its own) are skipped: the stream was trimmed inside a
  * transaction. A transaction whose "C" is not in the stream yet (the writer cut it between two
- * rounds) is delivered up to where it is, and the rest follows as it arrives; its entries must
- * follow one another (index + 1), else the stream lost some (trimmed while this edge was
- * behind) and the source fails rather than deliver a transaction with changes missing.
+ * rounds) is delivered up to where it is, and the rest follows as it arrives. An entry of index
+ * n > 0 must follow entry n - 1 of its transaction, else the stream lost entries (trimmed while
+ * this edge was behind) and the source fails rather than deliver a transaction with changes
+ * missing.
  *
  * An edge holds no slot: confirm() only records the position (confirmed_lsn), nothing is sent
  * upstream. Redis away: the source is not streaming, reconnects with back-off, and reads on
