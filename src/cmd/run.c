@@ -47,6 +47,7 @@
 #include "replident.h"
 #include "sink.h"
 #include "slot_status.h"
+#include "source.h"
 
 typedef struct run_sink_conf {
 	const sink_ops *ops;
@@ -480,8 +481,8 @@ int run_main(config *cfg, const run_options *o)
 		}
 	}
 	pipeline_params pp = {
-		.loop = d.loop, .cfg = cfg, .pol = pol, .keys = keys, .metrics = metrics, .store = d.store,
-		.http = d.http, .audit = d.audit, .stopped_cb = stopped_cb, .arg = &d,
+		.loop = d.loop, .cfg = cfg, .source = &replication_source_ops, .pol = pol, .keys = keys,
+		.metrics = metrics, .store = d.store, .http = d.http, .audit = d.audit, .stopped_cb = stopped_cb, .arg = &d,
 	};
 	if (pipeline_create(&pp, &d.pl, err) < 0) {
 		log_error("run.pipeline", "%s", err);

@@ -28,6 +28,7 @@
 #include "policy.h"
 #include "policy_state.h"
 #include "replident.h"
+#include "source.h"
 #include "uuid.h"
 
 #define TAIL_ACTIONS_MAX 64
@@ -282,7 +283,7 @@ int tail_run(const config *cfg, const tail_options *opt)
 	if ((t.loop = loop_create()) == NULL)
 		goto cleanup;
 	pipeline_params pp = {
-		.loop = t.loop, .cfg = cfg, .pol = pol, .keys = keys, .store = store,
+		.loop = t.loop, .cfg = cfg, .source = &replication_source_ops, .pol = pol, .keys = keys, .store = store,
 		.stopped_cb = stopped_cb, .event_cb = event_cb, .arg = &t,
 	};
 	if (pipeline_create(&pp, &t.pl, err) < 0) {

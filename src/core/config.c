@@ -44,6 +44,13 @@ static const config_key keys[] = {
 	KEY("replication", "standby_poll", CONFIG_DURATION, standby_poll_ms, "1s", 0, 60000, false,
 	    "walcast run: while another process streams from the slot, wait as a standby and look "
 	    "this often whether it is free (0 = no standby: a slot in use is an error)"),
+	KEY("edge", "stream_url", CONFIG_STRING, edge_stream_url, "", 0, 0, false,
+	    "an edge: the Redis holding the change stream it reads instead of a slot, "
+	    "redis://[[user]:password@]host[:port][/db] (docs/edges.md)"),
+	KEY("edge", "stream_key", CONFIG_STRING, edge_stream_key, "walcast:changes", 1, 0, false,
+	    "an edge: the stream's key (the redis_stream sink's key)"),
+	KEY("edge", "read_count", CONFIG_INT, edge_read_count, "1000", 1, 100000, false,
+	    "an edge: entries one read of the stream (XRANGE, XREAD) asks for"),
 	KEY("keys", "file", CONFIG_STRING, keys_file, "", 0, 0, false,
 	    "field-encryption key file (ID HEX64 per line, mode 0600); empty: WALCAST_KEYS"),
 	KEY("auth", "jwt_secret", CONFIG_STRING, jwt_secret, "", 0, 0, true,

@@ -40,6 +40,10 @@ typedef struct config {
 	int64_t reconnect_min_ms;
 	int64_t reconnect_max_ms;
 	int64_t standby_poll_ms;   /* walcast run: a standby's slot poll; 0 = no standby */
+	/* [edge] */
+	char *edge_stream_url;     /* the Redis of the change stream an edge reads */
+	char *edge_stream_key;
+	int64_t edge_read_count;   /* entries per XRANGE / XREAD */
 	/* [keys] */
 	char *keys_file;           /* field-encryption keyring; empty = WALCAST_KEYS */
 	/* [auth] */

@@ -18,7 +18,7 @@
  * (the resume point when no durable sink is configured).
  *
  * Memory bound. When the durable sinks' pending_bytes() sum passes pipeline.max_pending, the
- * source stops reading (source_pause); below half of it, it reads again. Live sinks are offered
+ * source stops reading (pause); below half of it, it reads again. Live sinks are offered
  * what is committed, so while a durable sink stalls they see nothing new either (the stream is
  * paused for everyone): docs/architecture.md, "The pipeline".
  *
@@ -48,7 +48,7 @@
 #include "policy_loader.h"
 #include "privacy.h"
 #include "relcache.h"
-#include "source.h"
+#include "txn_source.h"
 
 #define PIPELINE_TICK_MS 100
 #define PIPELINE_POSITION "pipeline"
@@ -89,7 +89,8 @@ struct pipeline {
 	policy *own_pol; /* an empty policy when p.pol is NULL */
 	const policy *pol;
 	relcache *rels;
-	source *src;
+	const txn_source_ops *src_ops; /* where the transactions come from (txn_source.h) */
+	void *src;
 	privacy *pv;
 	audience *aud;
 	pl_sink **sinks;
@@ -119,7 +120,6 @@ struct pipeline {
 	jrow *rows;
 	size_t nrows, rows_cap;
 
-	source_events ev;
 	policy_loader *loader;  /* the new slot's snapshot being loaded */
 	uint64_t snapshot_lsn;  /* its consistent point */
 	pipeline_metrics *pm; /* with p.metrics */
@@ -390,11 +390,11 @@ static void pressure_check(pipeline *pl)
 		pl->paused = true;
 		log_warn("pipeline.paused", "pending=%zu max_pending=%zu: durable sinks are behind; reading the "
 		         "stream pauses until they are below half", sum, pl->max_pending);
-		source_pause(pl->src);
+		pl->src_ops->pause(pl->src);
 	} else if (pl->paused && sum < pl->max_pending / 2) {
 		pl->paused = false;
 		log_info("pipeline.resumed", "pending=%zu: reading the stream again", sum);
-		source_resume(pl->src);
+		pl->src_ops->resume(pl->src);
 	}
 	pl->st.paused = pl->paused;
 }
@@ -452,7 +452,7 @@ static void ack_update(pipeline *pl)
 	}
 	pl->confirmed = ack;
 	pl->st.confirmed_lsn = ack;
-	source_confirm(pl->src, ack);
+	pl->src_ops->confirm(pl->src, ack);
 }
 
 /* After a commit, a message or a keepalive. With a checkpoint store a confirm costs a sync
@@ -649,7 +649,7 @@ static void loader_done_cb(void *arg, int rc, const char *err)
 		drain_check(pl); /* the state is stored with the slot: the next start resumes from it */
 		return;
 	}
-	source_snapshot_done(pl->src);
+	pl->src_ops->snapshot_done(pl->src);
 }
 
 /* A new slot: its exported snapshot is the state as of its consistent point, loaded without
@@ -694,7 +694,7 @@ static void streaming_cb(void *arg, uint64_t start_lsn)
 static void idle_cb(void *arg, uint64_t wal_end)
 {
 	pipeline *pl = arg;
-	pl->st.server_wal_end = source_received_lsn(pl->src);
+	pl->st.server_wal_end = pl->src_ops->received_lsn(pl->src);
 	ack_soon(pl);
 	pl_event(pl, PIPELINE_IDLE, wal_end);
 }
@@ -711,7 +711,7 @@ static void failed_cb(void *arg, const char *why)
 {
 	pipeline *pl = arg;
 	(void)why; /* the source said it, once (source.failed): one clear error, not two */
-	for (uint64_t n = source_decode_errors(pl->src); pl->decode_errors < n; pl->decode_errors++)
+	for (uint64_t n = pl->src_ops->decode_errors(pl->src); pl->decode_errors < n; pl->decode_errors++)
 		pipeline_metrics_decode_error(pl->pm);
 	pl_stop(pl, 1);
 }
@@ -805,7 +805,7 @@ static bool env_live(void *env_arg)
 {
 	const pipeline *pl = ((pl_sink *)env_arg)->pl;
 	return pl->st.streaming && (pl->state_ready || pl->p.pol == NULL) && !pl->stopped &&
-	       pl->src != NULL && source_streaming(pl->src);
+	       pl->src != NULL && pl->src_ops->streaming(pl->src);
 }
 
 static const policy_state *env_state(void *env_arg)
@@ -868,7 +868,7 @@ static void tick_cb(loop *l, int id, void *arg)
 	}
 	pl->st.ready = ready;
 	if (pl->src != NULL)
-		pl->st.server_wal_end = source_received_lsn(pl->src);
+		pl->st.server_wal_end = pl->src_ops->received_lsn(pl->src);
 	/* fold the log into a new base once it outgrew a megabyte: up to the confirmed LSN, never
 	 * further (a restart resumes there), with that LSN's state rebuilt from the store itself */
 	uint64_t log_bytes = pl->p.store != NULL ? pl->p.store->ops->log_bytes(pl->p.store->impl) : 0;
@@ -893,7 +893,7 @@ static void stop_timer_cb(loop *l, int id, void *arg)
 	(void)l, (void)id;
 	pl->stop_timer = 0;
 	if (pl->src != NULL)
-		source_stop(pl->src); /* the final status update; at most 5 s */
+		pl->src_ops->stop(pl->src); /* the final status update (bounded) */
 	if (pl->p.stopped_cb != NULL)
 		pl->p.stopped_cb(pl->p.arg, pl->stop_code);
 }
@@ -910,7 +910,7 @@ static void pl_stop(pipeline *pl, int code)
 		loop_timer_cancel(pl->p.loop, pl->drain_timer);
 	pl->tick_timer = pl->drain_timer = 0;
 	if (pl->src != NULL)
-		source_pause(pl->src);
+		pl->src_ops->pause(pl->src);
 	pl->st.streaming = pl->st.ready = false;
 	int t = loop_timer_add(pl->p.loop, 0, stop_timer_cb, pl);
 	pl->stop_timer = t > 0 ? t : 0;
@@ -960,7 +960,7 @@ void pipeline_drain(pipeline *pl)
 		pl_stop(pl, 0);
 		return;
 	}
-	source_pause(pl->src);
+	pl->src_ops->pause(pl->src);
 	if (pl->in_txn) {
 		/* sent again from its beginning on the next start (without a policy, the sinks hold
 		 * its beginning: destroying them cuts it) */
@@ -1002,6 +1002,11 @@ int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_
 		return -ENOMEM;
 	}
 	pl->p = *p;
+	if (p->source == NULL) {
+		rc = -EINVAL;
+		snprintf(err, PIPELINE_ERROR_MAX, "no source of transactions");
+		goto fail;
+	}
 	pl->max_pending = p->cfg->pipeline_max_pending > 0 ? (size_t)p->cfg->pipeline_max_pending : (size_t)64 << 20;
 	pl->pol = p->pol;
 	pl->pass = p->pol == NULL;
@@ -1046,7 +1051,7 @@ int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_
 			goto fail;
 		}
 	}
-	source_events ev = {
+	txn_source_events ev = {
 		.sink = {begin_cb, change_cb, commit_cb, pl},
 		.abandon_cb = abandon_cb,
 		.snapshot_cb = snapshot_cb,
@@ -1056,9 +1061,9 @@ int pipeline_create(const pipeline_params *p, pipeline **out, char err[PIPELINE_
 		.failed_cb = failed_cb,
 		.arg = pl,
 	};
-	pl->ev = ev;
-	char serr[256];
-	if ((rc = source_create(p->loop, p->cfg, pl->rels, &ev, &pl->src, serr)) < 0) {
+	char serr[TXN_SOURCE_ERROR_MAX] = "";
+	pl->src_ops = p->source;
+	if ((rc = pl->src_ops->create(p->loop, p->cfg, pl->rels, &ev, &pl->src, serr)) < 0) {
 		snprintf(err, PIPELINE_ERROR_MAX, "%s", serr);
 		goto fail;
 	}
@@ -1154,7 +1159,7 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 			resume = pos;
 	}
 	pl->resume_lsn = resume;
-	pl->confirmed = pl->offered_end = pl->judged_end = resume;
+	pl->confirmed = pl->offered_end = pl->judged_end = pl->st.confirmed_lsn = resume;
 	pl->txn_end = durable_low < resume ? durable_low : resume;
 	if (pl->p.store != NULL && resume != 0) {
 		uint64_t state_lsn = 0;
@@ -1175,7 +1180,7 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 			         lsn_format(resume, a), lsn_format(state_lsn, b));
 			resume = state_lsn;
 			pl->resume_lsn = resume;
-			pl->confirmed = pl->offered_end = pl->judged_end = resume;
+			pl->confirmed = pl->offered_end = pl->judged_end = pl->st.confirmed_lsn = resume;
 			if (pl->txn_end > resume)
 				pl->txn_end = resume;
 		}
@@ -1186,7 +1191,7 @@ int pipeline_start(pipeline *pl, char err[PIPELINE_ERROR_MAX])
 	int t = loop_timer_add(pl->p.loop, PIPELINE_TICK_MS, tick_cb, pl);
 	pl->tick_timer = t > 0 ? t : 0;
 	pl->started = true;
-	if ((rc = source_start(pl->src, resume)) < 0) {
+	if ((rc = pl->src_ops->start(pl->src, resume)) < 0) {
 		if (pl->stopped)
 			return 0; /* a permanent error the source said (source.failed): stopped_cb(1) follows */
 		snprintf(err, PIPELINE_ERROR_MAX, "cannot start streaming: %s", strerror(-rc));
@@ -1206,7 +1211,8 @@ void pipeline_destroy(pipeline *pl)
 	if (pl->stop_timer > 0)
 		loop_timer_cancel(pl->p.loop, pl->stop_timer);
 	policy_loader_destroy(pl->loader);
-	source_destroy(pl->src);
+	if (pl->src_ops != NULL)
+		pl->src_ops->destroy(pl->src);
 	for (size_t i = 0; i < pl->nsinks; i++) {
 		pl_sink *s = pl->sinks[i];
 		sink_unwatch(s);
@@ -1234,7 +1240,9 @@ audience *pipeline_audience(pipeline *pl)
 
 int pipeline_publication_tables(pipeline *pl, const char *const *schemas, const char *const *names, size_t n)
 {
-	return source_publication_tables(pl->src, schemas, names, n);
+	if (pl->src_ops->publication_tables == NULL)
+		return -ENOTSUP;
+	return pl->src_ops->publication_tables(pl->src, schemas, names, n);
 }
 
 const policy_state *pipeline_policy_state(pipeline *pl)
@@ -1242,21 +1250,16 @@ const policy_state *pipeline_policy_state(pipeline *pl)
 	return privacy_state(pl->pv);
 }
 
-void pipeline_source_events(pipeline *pl, source_events *out)
-{
-	*out = pl->ev;
-}
-
 void pipeline_get_status(const pipeline *pl, pipeline_status *out)
 {
 	*out = pl->st;
 	/* Between transactions the source confirms the server's keepalive position itself (nothing
 	 * of the publication lies before it): that is what the slot holds, and what lag is from. */
-	uint64_t src_confirmed = source_confirmed_lsn(pl->src);
+	uint64_t src_confirmed = pl->src_ops->confirmed_lsn(pl->src);
 	if (src_confirmed > out->confirmed_lsn)
 		out->confirmed_lsn = src_confirmed;
 	/* A lost connection is not streaming, while the source reconnects. */
-	if (!source_streaming(pl->src))
+	if (!pl->src_ops->streaming(pl->src))
 		out->streaming = out->ready = false;
 }
 

@@ -1,11 +1,11 @@
 /*
  * pipeline — the one path from the WAL to every sink, shared by `walcast run` and `walcast tail`:
  *
- *   source (slot, feedback, reconnect) → decoder → privacy (held per transaction, judged at its
- *   commit: DESIGN.md) → audience (one judgement and one serialization per audience) → sinks
- *   (sink.h) → acknowledgement: the flush LSN sent to PostgreSQL is the lowest position of the
- *   durable sinks and of the policy-state checkpoint, never more; with no durable sink, what
- *   the live sinks were offered.
+ *   source (txn_source.h: decoded transactions; the slot's: source.h) → privacy (held per
+ *   transaction, judged at its commit: DESIGN.md) → audience (one judgement and one
+ *   serialization per audience) → sinks (sink.h) → acknowledgement: the flush LSN sent to
+ *   PostgreSQL is the lowest position of the durable sinks and of the policy-state checkpoint,
+ *   never more; with no durable sink, what the live sinks were offered.
  *
  * The policy state is applied once per change, then fanned out. Its checkpoint (checkpoint.h)
  * is written before the LSN it covers is confirmed, so a restart — even after kill -9 — resumes
@@ -28,6 +28,7 @@
 #include "metrics.h"
 #include "policy.h"
 #include "sink.h"
+#include "txn_source.h"
 
 typedef struct pipeline pipeline;
 
@@ -47,6 +48,9 @@ typedef enum pipeline_event {
 typedef struct pipeline_params {
 	loop *loop;
 	const config *cfg;          /* [postgres], [replication], [privacy], [pipeline] */
+	/* Where the transactions come from: replication_source_ops (source.h) holds the slot.
+	 * Required. */
+	const txn_source_ops *source;
 	const policy *pol;          /* NULL: no policy stage (every sink subscriber must be bypass) */
 	keyring *keys;              /* may be NULL */
 	metrics_registry *metrics;  /* may be NULL */
@@ -105,8 +109,8 @@ void pipeline_destroy(pipeline *pl);
  * sinks). Never NULL after create with a policy. */
 audience *pipeline_audience(pipeline *pl);
 
-/* Like source_publication_tables (source.h), for `tail --create-publication`: before
- * pipeline_start. 0, -EINVAL or -ENOMEM. */
+/* The source's publication_tables (txn_source.h), for `tail --create-publication`: before
+ * pipeline_start. 0, -EINVAL, -ENOMEM, or -ENOTSUP for a source that reads no publication. */
 __attribute__((warn_unused_result)) int pipeline_publication_tables(pipeline *pl, const char *const *schemas,
                                                                     const char *const *names, size_t n);
 
@@ -114,12 +118,6 @@ __attribute__((warn_unused_result)) int pipeline_publication_tables(pipeline *pl
  * is a member of no org"); valid until pipeline_destroy. */
 struct policy_state;
 const struct policy_state *pipeline_policy_state(pipeline *pl);
-
-/* The events the pipeline's source delivers into (decoded changes, abandon, snapshot, streaming,
- * idle, failed), for a front end that brings its own stream and for unit tests: calling them
- * as the source would drives the pipeline without PostgreSQL. Fills *out. */
-struct source_events;
-void pipeline_source_events(pipeline *pl, struct source_events *out);
 
 typedef struct pipeline_status {
 	bool streaming;            /* connected and past the initial state load */

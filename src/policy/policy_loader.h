@@ -10,8 +10,9 @@
  * on the connection's socket; at most POLICY_LOADER_BATCH rows are handed over per loop turn, so
  * timers and other sockets keep being served while a large roster loads.
  *
- * Use with source.h's snapshot_cb: return 1 (hold the stream), start a loader with the snapshot,
- * and call source_snapshot_done() from done_cb. Not thread-safe: the loop thread owns a loader.
+ * Use with txn_source.h's snapshot_cb: return 1 (hold the stream), start a loader with the
+ * snapshot, and call the source's snapshot_done from done_cb. Not thread-safe: the loop thread
+ * owns a loader.
  */
 #ifndef WALCAST_POLICY_LOADER_H
 #define WALCAST_POLICY_LOADER_H

@@ -64,11 +64,13 @@ static const char *const state_names[] = {
 
 typedef enum heartbeat_state { HB_NONE, HB_CONNECTING, HB_READY, HB_BUSY } heartbeat_state;
 
+typedef struct source source;
+
 struct source {
 	loop *loop;
 	const config *cfg;
 	relcache *rels;
-	source_events ev;
+	txn_source_events ev;
 	decoder *dec;
 	const decoder_ops *ops;
 
@@ -304,18 +306,21 @@ static void publication_tables_free(source *s)
 	s->pub_n = 0;
 }
 
-int source_create(loop *l, const config *cfg, relcache *rels, const source_events *events,
-                  source **out, char err[256])
+static int source_create(loop *l, const config *cfg, relcache *rels, const txn_source_events *events,
+                         void **out, char err[TXN_SOURCE_ERROR_MAX])
 {
 	const decoder_ops *ops = decoder_ops_find(cfg->plugin);
 	if (ops == NULL) {
 		char names[128];
-		snprintf(err, 256, "unknown output plugin '%s' (known: %s)", cfg->plugin, decoder_names(names, sizeof(names)));
+		snprintf(err, TXN_SOURCE_ERROR_MAX, "unknown output plugin '%s' (known: %s)", cfg->plugin,
+		         decoder_names(names, sizeof(names)));
 		return -EINVAL;
 	}
 	source *s = calloc(1, sizeof(*s));
-	if (s == NULL)
+	if (s == NULL) {
+		snprintf(err, TXN_SOURCE_ERROR_MAX, "out of memory");
 		return -ENOMEM;
+	}
 	s->loop = l;
 	s->cfg = cfg;
 	s->rels = rels;
@@ -331,7 +336,7 @@ int source_create(loop *l, const config *cfg, relcache *rels, const source_event
 	};
 	int rc = decoder_create(ops, &p, &s->dec);
 	if (rc < 0) {
-		snprintf(err, 256, "cannot create the %s decoder: %s", ops->name, strerror(-rc));
+		snprintf(err, TXN_SOURCE_ERROR_MAX, "cannot create the %s decoder: %s", ops->name, strerror(-rc));
 		free(s);
 		return rc;
 	}
@@ -339,8 +344,10 @@ int source_create(loop *l, const config *cfg, relcache *rels, const source_event
 	return 0;
 }
 
-int source_publication_tables(source *s, const char *const *schemas, const char *const *names, size_t n)
+static int source_publication_tables(void *impl, const char *const *schemas, const char *const *names,
+                                     size_t n)
 {
+	source *s = impl;
 	if (n == 0)
 		return -EINVAL;
 	char **sc = calloc(n, sizeof(*sc));
@@ -366,8 +373,11 @@ int source_publication_tables(source *s, const char *const *schemas, const char 
 	return 0;
 }
 
-void source_destroy(source *s)
+static void source_stop(void *impl);
+
+static void source_destroy(void *impl)
 {
+	source *s = impl;
 	if (s == NULL)
 		return;
 	source_stop(s);
@@ -378,33 +388,33 @@ void source_destroy(source *s)
 	free(s);
 }
 
-uint64_t source_decode_errors(const source *s)
+static uint64_t source_decode_errors(const void *impl)
 {
+	const source *s = impl;
 	return s->decode_errors;
 }
 
-bool source_streaming(const source *s)
+static bool source_streaming(const void *impl)
 {
+	const source *s = impl;
 	return s != NULL && s->state == ST_STREAMING;
 }
 
-uint64_t source_received_lsn(const source *s)
+static uint64_t source_received_lsn(const void *impl)
 {
+	const source *s = impl;
 	return s->received_lsn;
 }
 
-uint64_t source_confirmed_lsn(const source *s)
+static uint64_t source_confirmed_lsn(const void *impl)
 {
+	const source *s = impl;
 	return s != NULL ? s->confirmed_lsn : 0;
 }
 
-uint64_t source_flushed_lsn(const source *s)
+static void source_snapshot_done(void *impl)
 {
-	return s->flushed_lsn;
-}
-
-void source_snapshot_done(source *s)
-{
+	source *s = impl;
 	if (s->state == ST_SNAPSHOT_HOLD)
 		(void)send_start(s);
 }
@@ -423,8 +433,9 @@ static void resume_timer_cb(loop *l, int id, void *arg)
 	(void)stream_read(s); /* what libpq already buffered raises no socket event */
 }
 
-void source_pause(source *s)
+static void source_pause(void *impl)
 {
+	source *s = impl;
 	if (s->paused)
 		return;
 	s->paused = true;
@@ -436,8 +447,9 @@ void source_pause(source *s)
 	log_info("source.paused", "slot=%s: reading the stream paused", s->cfg->slot);
 }
 
-void source_resume(source *s)
+static void source_resume(void *impl)
 {
+	source *s = impl;
 	if (!s->paused)
 		return;
 	s->paused = false;
@@ -448,13 +460,9 @@ void source_resume(source *s)
 	}
 }
 
-bool source_paused(const source *s)
+static void source_confirm(void *impl, uint64_t lsn)
 {
-	return s->paused;
-}
-
-void source_confirm(source *s, uint64_t lsn)
-{
+	source *s = impl;
 	if (lsn > s->confirmed_lsn)
 		s->confirmed_lsn = lsn;
 }
@@ -507,8 +515,9 @@ static bool stream_finish(source *s)
 	}
 }
 
-void source_stop(source *s)
+static void source_stop(void *impl)
 {
+	source *s = impl;
 	s->stopping = true;
 	if (s->state == ST_STREAMING && s->conn != NULL) {
 		char a[LSN_TEXT_MAX];
@@ -553,8 +562,9 @@ static void connect_begin(source *s)
 		source_retry(s, "cannot watch the connection socket");
 }
 
-int source_start(source *s, uint64_t resume_lsn)
+static int source_start(void *impl, uint64_t resume_lsn)
 {
+	source *s = impl;
 	s->resume_lsn = resume_lsn;
 	if (resume_lsn > s->confirmed_lsn)
 		s->confirmed_lsn = resume_lsn;
@@ -1049,7 +1059,7 @@ static int setup_result(source *s, PGresult *res)
 				return source_fail(s, "CREATE_REPLICATION_SLOT returned a bad consistent point '%s'", cp);
 			set_state(s, ST_SNAPSHOT_HOLD);
 			if (s->ev.snapshot_cb(s->ev.arg, PQgetvalue(res, 0, 2), consistent) == 1)
-				return 0; /* held until source_snapshot_done() */
+				return 0; /* held until snapshot_done */
 		}
 		return send_start(s);
 	case ST_START:
@@ -1423,3 +1433,19 @@ static void heartbeat_schedule(source *s)
 	int t = loop_timer_add(s->loop, s->cfg->heartbeat_interval_ms, heartbeat_timer_cb, s);
 	s->hb_timer = t > 0 ? t : 0;
 }
+
+const txn_source_ops replication_source_ops = {
+	.create = source_create,
+	.destroy = source_destroy,
+	.start = source_start,
+	.stop = source_stop,
+	.confirm = source_confirm,
+	.pause = source_pause,
+	.resume = source_resume,
+	.snapshot_done = source_snapshot_done,
+	.publication_tables = source_publication_tables,
+	.streaming = source_streaming,
+	.decode_errors = source_decode_errors,
+	.received_lsn = source_received_lsn,
+	.confirmed_lsn = source_confirmed_lsn,
+};

@@ -26,6 +26,7 @@
 #include "loop.h"
 #include "lsn.h"
 #include "pipeline.h"
+#include "source.h"
 
 typedef struct run {
 	loop *l;
@@ -122,8 +123,8 @@ int main(int argc, char **argv)
 	r.l = loop_create();
 	if (r.l == NULL)
 		goto cleanup;
-	pipeline_params p = {.loop = r.l, .cfg = &cfg, .pol = pol, .keys = keys, .store = store,
-	                     .stopped_cb = stopped_cb, .arg = &r};
+	pipeline_params p = {.loop = r.l, .cfg = &cfg, .source = &replication_source_ops, .pol = pol, .keys = keys,
+	                     .store = store, .stopped_cb = stopped_cb, .arg = &r};
 	if (pipeline_create(&p, &r.pl, err) < 0 || pipeline_add_sink(r.pl, sink_ops_find("jsonl"), "out", &jc, err) < 0) {
 		fprintf(stderr, "jsonl_run: %s\n", err);
 		goto cleanup;

@@ -5,7 +5,8 @@
  * never more; what was offered when every sink is live), the stream paused past
  * pipeline.max_pending and resumed below half, the policy rows of a transaction appended to the
  * checkpoint store and synced before their LSN is confirmed, and a restarted pipeline judging
- * with the state of its resume point. Test doubles: a recording durable sink, a recording live
+ * with the state of its resume point; what the pipeline tells its source (start, confirm, pause,
+ * resume, stop). Test doubles: a recording source, a recording durable sink, a recording live
  * sink, an in-memory checkpoint store.
  */
 #include <stdarg.h>
@@ -26,7 +27,7 @@
 #include "metrics.h"
 #include "pipeline.h"
 #include "policy.h"
-#include "source.h"
+#include "txn_source.h"
 
 static const char POLICY[] =
 	"[roles]\n"
@@ -375,6 +376,91 @@ static const checkpoint_store_ops mstore_ops = {
 	ms_load, ms_append, ms_sync, ms_compact, ms_log_bytes, ms_position_get, ms_position_put, ms_destroy,
 };
 
+/* ---- a recording source: the pipeline's events, and what the pipeline told it ------------- */
+
+typedef struct fsource {
+	txn_source_events ev;
+	uint64_t resume_lsn; /* start's */
+	uint64_t confirmed;
+	int starts, stops;
+	bool paused;
+} fsource;
+
+static fsource *fsrc; /* the source of the pipeline created last */
+
+static int fs_create(loop *l, const config *cfg, relcache *rels, const txn_source_events *events, void **out,
+                     char err[TXN_SOURCE_ERROR_MAX])
+{
+	(void)l, (void)cfg, (void)rels, (void)err;
+	fsource *fs = calloc(1, sizeof(*fs));
+	if (fs == NULL)
+		return -ENOMEM;
+	fs->ev = *events;
+	*out = fsrc = fs;
+	return 0;
+}
+
+static void fs_destroy(void *impl)
+{
+	if (impl == fsrc)
+		fsrc = NULL;
+	free(impl);
+}
+
+static int fs_start(void *impl, uint64_t resume_lsn)
+{
+	fsource *fs = impl;
+	fs->starts++;
+	fs->resume_lsn = resume_lsn;
+	return 0;
+}
+
+static void fs_stop(void *impl)
+{
+	((fsource *)impl)->stops++;
+}
+
+static void fs_confirm(void *impl, uint64_t lsn)
+{
+	fsource *fs = impl;
+	assert_true(lsn >= fs->confirmed); /* never backwards */
+	fs->confirmed = lsn;
+}
+
+static void fs_pause(void *impl)
+{
+	((fsource *)impl)->paused = true;
+}
+
+static void fs_resume(void *impl)
+{
+	((fsource *)impl)->paused = false;
+}
+
+static bool fs_streaming(const void *impl)
+{
+	(void)impl;
+	return false; /* never connected: sinks see a pipeline that is not live */
+}
+
+static uint64_t fs_zero(const void *impl)
+{
+	(void)impl;
+	return 0;
+}
+
+static uint64_t fs_confirmed_lsn(const void *impl)
+{
+	return ((const fsource *)impl)->confirmed;
+}
+
+/* No snapshot_done (it never calls snapshot_cb), no publication. */
+static const txn_source_ops fsource_ops = {
+	.create = fs_create, .destroy = fs_destroy, .start = fs_start, .stop = fs_stop, .confirm = fs_confirm,
+	.pause = fs_pause, .resume = fs_resume, .streaming = fs_streaming, .decode_errors = fs_zero,
+	.received_lsn = fs_zero, .confirmed_lsn = fs_confirmed_lsn,
+};
+
 /* ---- the fixture ---------------------------------------------------------------------------- */
 
 typedef struct fx {
@@ -384,7 +470,7 @@ typedef struct fx {
 	mstore ms;
 	checkpoint_store store;
 	pipeline *pl;
-	source_events ev;
+	txn_source_events ev; /* the pipeline's, as its source got them */
 	uint64_t lsn;
 	int stopped;
 	char events[256]; /* event_cb: "<event>:<lsn> " */
@@ -410,13 +496,15 @@ static void fx_pipeline(fx *f, bool with_store)
 	char err[PIPELINE_ERROR_MAX];
 	nrecs = 0;
 	pipeline_params p = {
-		.loop = f->l, .cfg = &f->cfg, .pol = f->pol, .store = with_store ? &f->store : NULL,
+		.loop = f->l, .cfg = &f->cfg, .source = &fsource_ops, .pol = f->pol,
+		.store = with_store ? &f->store : NULL,
 		.stopped_cb = stopped_cb, .event_cb = event_cb, .arg = f, .metrics = f->metrics,
 	};
 	int rc = pipeline_create(&p, &f->pl, err);
 	if (rc != 0)
 		fail_msg("pipeline_create: %s", err);
-	pipeline_source_events(f->pl, &f->ev);
+	assert_non_null(fsrc);
+	f->ev = fsrc->ev;
 }
 
 static int setup(void **state)
@@ -554,6 +642,7 @@ static void test_ack_min_of_durables(void **state)
 	row3 ev[] = {{&events_rel, CHANGE_INSERT, {"0d000000-0000-4000-8000-000000000001", ORG1, "x"}}};
 	uint64_t e1 = txn(f, ev, 1);
 	assert_int_equal(confirmed(f), 0); /* nothing durable yet */
+	assert_int_equal(fsrc->confirmed, 0);
 	b->stall = true;
 	assert_int_equal(rec_flush(a), 0);
 	assert_int_equal(a->position, e1);
@@ -564,6 +653,7 @@ static void test_ack_min_of_durables(void **state)
 	b->stall = false;
 	assert_int_equal(rec_flush(b), 0);
 	assert_int_equal(confirmed(f), e2);
+	assert_int_equal(fsrc->confirmed, e2); /* told to the source */
 	uint64_t e3 = txn(f, ev, 1);
 	assert_int_equal(rec_flush(b), 0);
 	assert_int_equal(confirmed(f), e2); /* a is at e2 */
@@ -625,6 +715,7 @@ static void test_pause_resume(void **state)
 		txn(f, ev, 1);
 		n++;
 		pipeline_get_status(f->pl, &st);
+		assert_true(fsrc->paused == st.paused);
 		if (st.paused)
 			break;
 		assert_true(slow->pending <= 4096); /* paused as soon as it went past */
@@ -636,7 +727,9 @@ static void test_pause_resume(void **state)
 	assert_int_equal(rec_flush(slow), 0);
 	pipeline_get_status(f->pl, &st);
 	assert_false(st.paused);
+	assert_false(fsrc->paused);
 	assert_int_equal(confirmed(f), slow->committed);
+	assert_int_equal(fsrc->confirmed, slow->committed);
 }
 
 /* A restart at lsn: a new pipeline with a live sink for user 1 (recs[0]) and a durable bypass
@@ -751,6 +844,8 @@ static void test_checkpoint_resume_earlier(void **state)
 	f->ms.nrows = f->ms.durable;
 	restart_at(f, e2);
 	assert_int_equal(confirmed(f), e1); /* resumed where the state is known */
+	assert_int_equal(fsrc->starts, 1);
+	assert_int_equal(fsrc->resume_lsn, e1);
 	recs[1]->env->progress(recs[1]->env->env_arg); /* the sink reports before the replay came */
 	assert_int_equal(confirmed(f), e1);
 	assert_true(f->ms.synced_lsn <= e1);
@@ -774,15 +869,20 @@ static void test_drain(void **state)
 	fx *f = *state;
 	fx_pipeline(f, false);
 	add_sink(f, &durable_ops, "all", NULL);
+	const char *sc[] = {"public"}, *nm[] = {"events"};
+	assert_int_equal(pipeline_publication_tables(f->pl, sc, nm, 1), -ENOTSUP); /* reads none */
 	char err[PIPELINE_ERROR_MAX];
 	assert_int_equal(pipeline_start(f->pl, err), 0);
 	row3 ev[] = {{&events_rel, CHANGE_INSERT, {"0d000000-0000-4000-8000-000000000001", ORG1, "x"}}};
 	uint64_t e1 = txn(f, ev, 1);
 	pipeline_drain(f->pl); /* flushes the durable sink, which confirms */
 	assert_int_equal(confirmed(f), e1);
+	assert_true(fsrc->paused); /* no more reading */
 	assert_int_equal(f->stopped, 0); /* stopped_cb runs from the loop */
 	assert_int_equal(loop_run(f->l), 0); /* until stopped_cb stops it */
 	assert_int_equal(f->stopped, 1); /* code 0 */
+	assert_int_equal(fsrc->stops, 1); /* the final feedback, once */
+	assert_int_equal(fsrc->confirmed, e1);
 }
 
 /* Without a policy nothing is held until the commit: a change reaches the sinks as it arrives
