@@ -211,17 +211,15 @@ static int known_set(rsink *s, const char *org, uint64_t wm)
  * command timeouts). 0 or a negative errno with err. */
 static int watermarks_load(rsink *s, int64_t timeout_ms, char err[SINK_ERROR_MAX])
 {
-	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-	redisContext *c = redisConnectWithTimeout(s->url.host, s->url.port, tv);
+	char cerr[REDIS_CONN_ERROR_MAX];
+	redisContext *c = redis_connect_blocking(&s->url, timeout_ms, cerr);
 	redisReply *r = NULL;
 	int rc = 0;
-	if (c == NULL || c->err) {
-		snprintf(err, SINK_ERROR_MAX, "redis=%s:%d: cannot read the watermarks: %s", s->url.host, s->url.port,
-		         c ? c->errstr : "out of memory");
-		rc = c ? -ECONNREFUSED : -ENOMEM;
+	if (c == NULL) {
+		snprintf(err, SINK_ERROR_MAX, "cannot read the watermarks: %s", cerr);
+		rc = -ECONNREFUSED;
 		goto cleanup;
 	}
-	redisSetTimeout(c, tv);
 #define CMD(...)                                                                                         \
 	do {                                                                                                 \
 		freeReplyObject(r);                                                                              \
@@ -233,10 +231,6 @@ static int watermarks_load(rsink *s, int64_t timeout_ms, char err[SINK_ERROR_MAX
 			goto cleanup;                                                                                \
 		}                                                                                                \
 	} while (0)
-	if (s->url.password[0])
-		CMD("AUTH %s", s->url.password);
-	if (s->url.db != 0)
-		CMD("SELECT %d", s->url.db);
 	CMD("GET %s:wm", s->prefix);
 	if (r->type == REDIS_REPLY_STRING && redis_agg_lsn_parse(r->str, r->len, &s->start_position) < 0) {
 		snprintf(err, SINK_ERROR_MAX, "redis key %s:wm holds %s, not a watermark", s->prefix, r->str);

@@ -253,19 +253,13 @@ static int rcmd(backfill *b, redisReply **out, const char *fmt, ...)
 
 static int redis_open(backfill *b)
 {
-	int64_t ms = b->conf.connect_timeout_ms;
-	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-	b->rc = redisConnectWithTimeout(b->url.host, b->url.port, tv);
-	if (b->rc == NULL || b->rc->err) {
-		log_error("backfill.redis", "redis=%s:%d: %s", b->url.host, b->url.port, b->rc ? b->rc->errstr : "out of memory");
+	char err[REDIS_CONN_ERROR_MAX];
+	if ((b->rc = redis_connect_blocking(&b->url, b->conf.connect_timeout_ms, err)) == NULL) {
+		log_error("backfill.redis", "%s", err);
 		return -EIO;
 	}
 	struct timeval ctv = {.tv_sec = b->conf.command_timeout_ms / 1000, .tv_usec = (b->conf.command_timeout_ms % 1000) * 1000};
 	redisSetTimeout(b->rc, ctv);
-	if (b->url.password[0] && rcmd(b, NULL, "AUTH %s", b->url.password) < 0)
-		return -EIO;
-	if (b->url.db != 0 && rcmd(b, NULL, "SELECT %d", b->url.db) < 0)
-		return -EIO;
 	unsigned char md[SHA_DIGEST_LENGTH];
 	SHA1((const unsigned char *)REDIS_AGG_SCRIPT, strlen(REDIS_AGG_SCRIPT), md);
 	for (int i = 0; i < SHA_DIGEST_LENGTH; i++)

@@ -11,6 +11,7 @@
 #include "redis_conn.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -26,7 +27,14 @@ struct redis_conn {
 	int64_t connect_timeout_ms, backoff_min_ms, backoff_max_ms, backoff_ms;
 	redis_conn_cbs cbs;
 	redisAsyncContext *ac;
-	bool connected;
+	redis_addr addr;          /* the server ac is (being) connected to: a sentinel while asking */
+	bool asking;              /* ac is a sentinel's, asked for the master */
+	size_t next_sentinel;     /* the sentinel asked first next time (the last one that answered) */
+	size_t asked;             /* sentinels asked in this attempt */
+	redis_addr found;         /* the master a sentinel named (found_ok) */
+	bool found_ok;
+	bool connected;           /* ac's connect completed */
+	bool ready;               /* commands may be sent: connected, set up, and (sentinels) a master */
 	bool destroying;
 	int fd;
 	unsigned events;
@@ -39,15 +47,44 @@ struct redis_conn {
 	int64_t progress_ms;      /* the last reply, or the send that made pending non-zero */
 };
 
+/* "host[:port]", n bytes at p, into *a (port def when none). 0 or -EINVAL. */
+static int addr_parse(const char *p, size_t n, int def, redis_addr *a)
+{
+	const char *colon = memchr(p, ':', n);
+	size_t hl = colon != NULL ? (size_t)(colon - p) : n;
+	if (hl == 0 || hl >= sizeof(a->host))
+		return -EINVAL;
+	memcpy(a->host, p, hl);
+	a->host[hl] = '\0';
+	a->port = def;
+	if (colon == NULL)
+		return 0;
+	char num[8], *end;
+	size_t pl = n - hl - 1;
+	if (pl == 0 || pl >= sizeof(num))
+		return -EINVAL;
+	memcpy(num, colon + 1, pl);
+	num[pl] = '\0';
+	long v = strtol(num, &end, 10);
+	if (*end != '\0' || v < 1 || v > 65535)
+		return -EINVAL;
+	a->port = (int)v;
+	return 0;
+}
+
 int redis_url_parse(const char *url, redis_url *out, char err[REDIS_CONN_ERROR_MAX])
 {
+	static const char plain[] = "redis://", sentinel[] = "redis+sentinel://";
 	redis_url u = {.port = 6379};
-	const char *p = url;
-	if (strncmp(p, "redis://", 8) != 0) {
-		snprintf(err, REDIS_CONN_ERROR_MAX, "url %s: not redis://[[user]:password@]host[:port][/db]", url);
+	bool sentinels = strncmp(url, sentinel, sizeof(sentinel) - 1) == 0;
+	const char *p = url + (sentinels ? sizeof(sentinel) - 1 : sizeof(plain) - 1);
+	if (!sentinels && strncmp(url, plain, sizeof(plain) - 1) != 0) {
+		snprintf(err, REDIS_CONN_ERROR_MAX,
+		         "url %s: not redis://[[user]:password@]host[:port][/db] or "
+		         "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]",
+		         url);
 		return -EINVAL;
 	}
-	p += 8;
 	const char *at = strchr(p, '@');
 	if (at != NULL) {
 		const char *colon = memchr(p, ':', (size_t)(at - p));
@@ -59,23 +96,42 @@ int redis_url_parse(const char *url, redis_url *out, char err[REDIS_CONN_ERROR_M
 		memcpy(u.password, pw, (size_t)(at - pw));
 		p = at + 1;
 	}
-	size_t hl = strcspn(p, ":/");
-	if (hl == 0 || hl >= sizeof(u.host)) {
+	/* the server, or the sentinels (comma-separated) */
+	size_t al = strcspn(p, "/");
+	for (const char *a = p; a < p + al;) {
+		size_t n = strcspn(a, ",/");
+		redis_addr *to = sentinels ? &u.sentinels[u.nsentinels] : &(redis_addr){0};
+		if (sentinels && u.nsentinels == REDIS_SENTINELS_MAX) {
+			snprintf(err, REDIS_CONN_ERROR_MAX, "url %s: more than %d sentinels", url, REDIS_SENTINELS_MAX);
+			return -EINVAL;
+		}
+		if (addr_parse(a, n, sentinels ? REDIS_SENTINEL_PORT : 6379, to) < 0 || (!sentinels && a != p)) {
+			snprintf(err, REDIS_CONN_ERROR_MAX, "url %s: bad host or port \"%.*s\"", url, (int)n, a);
+			return -EINVAL;
+		}
+		if (sentinels)
+			u.nsentinels++;
+		else
+			memcpy(u.host, to->host, sizeof(u.host)), u.port = to->port;
+		a += n + (a[n] == ',');
+	}
+	if (al == 0 || p[al - 1] == ',') {
 		snprintf(err, REDIS_CONN_ERROR_MAX, "url %s: no host", url);
 		return -EINVAL;
 	}
-	memcpy(u.host, p, hl);
-	p += hl;
-	char *end;
-	if (*p == ':') {
-		long v = strtol(p + 1, &end, 10);
-		if (end == p + 1 || v < 1 || v > 65535 || (*end != '\0' && *end != '/')) {
-			snprintf(err, REDIS_CONN_ERROR_MAX, "url %s: bad port", url);
+	p += al;
+	if (sentinels) {
+		size_t ml = *p == '/' ? strcspn(p + 1, "/") : 0;
+		if (ml == 0 || ml >= sizeof(u.master)) {
+			snprintf(err, REDIS_CONN_ERROR_MAX, "url %s: no master name (redis+sentinel://SENTINELS/MASTER[/db])", url);
 			return -EINVAL;
 		}
-		u.port = (int)v;
-		p = end;
+		memcpy(u.master, p + 1, ml);
+		p += 1 + ml;
+		memcpy(u.host, u.sentinels[0].host, sizeof(u.host));
+		u.port = u.sentinels[0].port;
 	}
+	char *end;
 	if (*p == '/' && p[1] != '\0') {
 		long v = strtol(p + 1, &end, 10);
 		if (end == p + 1 || *end != '\0' || v < 0 || v > 1000000) {
@@ -89,6 +145,105 @@ int redis_url_parse(const char *url, redis_url *out, char err[REDIS_CONN_ERROR_M
 	}
 	*out = u;
 	return 0;
+}
+
+/* A reply to SENTINEL get-master-addr-by-name: ["host", "port"] into *out. 0, or -ENOENT (nil:
+ * the sentinel does not know the master) or -EPROTO. */
+static int master_addr(const redisReply *r, redis_addr *out)
+{
+	if (r == NULL || r->type == REDIS_REPLY_NIL)
+		return -ENOENT;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+	    r->element[1]->type != REDIS_REPLY_STRING)
+		return -EPROTO;
+	const redisReply *host = r->element[0];
+	char *end;
+	long port = strtol(r->element[1]->str, &end, 10);
+	if (host->len == 0 || host->len >= sizeof(out->host) || *end != '\0' || port < 1 || port > 65535)
+		return -EPROTO;
+	memcpy(out->host, host->str, host->len + 1);
+	out->port = (int)port;
+	return 0;
+}
+
+/* ROLE's reply names a master. */
+static bool role_is_master(const redisReply *r)
+{
+	return r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING &&
+	       strcmp(r->element[0]->str, "master") == 0;
+}
+
+/* ---- blocking ------------------------------------------------------------------------------ */
+
+/* One blocking command on rc: its reply (freeReplyObject), or NULL with err (an error reply
+ * included). */
+static redisReply *blocking_cmd(redisContext *rc, const redis_addr *a, char err[REDIS_CONN_ERROR_MAX], const char *fmt,
+                                ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = redisvCommand(rc, fmt, ap);
+	va_end(ap);
+	if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+		snprintf(err, REDIS_CONN_ERROR_MAX, "redis=%s:%d: %s", a->host, a->port, r != NULL ? r->str : rc->errstr);
+		freeReplyObject(r);
+		return NULL;
+	}
+	return r;
+}
+
+static redisContext *blocking_connect(const redis_addr *a, struct timeval tv, char err[REDIS_CONN_ERROR_MAX])
+{
+	redisContext *rc = redisConnectWithTimeout(a->host, a->port, tv);
+	if (rc == NULL || rc->err) {
+		snprintf(err, REDIS_CONN_ERROR_MAX, "redis=%s:%d: %s", a->host, a->port, rc != NULL ? rc->errstr : "out of memory");
+		redisFree(rc);
+		return NULL;
+	}
+	redisSetTimeout(rc, tv);
+	return rc;
+}
+
+redisContext *redis_connect_blocking(const redis_url *url, int64_t timeout_ms, char err[REDIS_CONN_ERROR_MAX])
+{
+	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+	redis_addr a = {.port = url->port};
+	memcpy(a.host, url->host, sizeof(a.host));
+	int found = url->nsentinels == 0 ? 0 : -ENOENT;
+	for (size_t i = 0; i < url->nsentinels && found < 0; i++) {
+		redisContext *sc = blocking_connect(&url->sentinels[i], tv, err);
+		redisReply *r = sc != NULL ? redisCommand(sc, "SENTINEL get-master-addr-by-name %s", url->master) : NULL;
+		if (sc != NULL && (found = master_addr(r, &a)) < 0)
+			snprintf(err, REDIS_CONN_ERROR_MAX, "sentinel=%s:%d: %s the master %s", url->sentinels[i].host,
+			         url->sentinels[i].port, r == NULL ? sc->errstr : found == -ENOENT ? "does not know" : "no address of",
+			         url->master);
+		freeReplyObject(r);
+		redisFree(sc);
+	}
+	if (found < 0)
+		return NULL;
+	redisContext *rc = blocking_connect(&a, tv, err);
+	if (rc == NULL)
+		return NULL;
+	redisReply *r = NULL;
+	bool ok = url->password[0] == '\0' || (r = blocking_cmd(rc, &a, err, "AUTH %s", url->password)) != NULL;
+	freeReplyObject(r);
+	r = NULL;
+	ok = ok && (url->db == 0 || (r = blocking_cmd(rc, &a, err, "SELECT %d", url->db)) != NULL);
+	freeReplyObject(r);
+	if (ok && url->nsentinels > 0) {
+		r = blocking_cmd(rc, &a, err, "ROLE");
+		ok = r != NULL && role_is_master(r);
+		if (r != NULL && !ok)
+			snprintf(err, REDIS_CONN_ERROR_MAX, "redis=%s:%d: the sentinels name it the master of %s, but it is not (yet)",
+			         a.host, a.port, url->master);
+		freeReplyObject(r);
+	}
+	if (!ok) {
+		redisFree(rc);
+		return NULL;
+	}
+	return rc;
 }
 
 /* ---- the event hooks ---------------------------------------------------------------------- */
@@ -134,15 +289,37 @@ static void ev_cleanup(void *p)
 	c->fd = -1;
 }
 
-/* ---- connecting ---------------------------------------------------------------------------- */
+/* ---- connecting ----------------------------------------------------------------------------
+ * An attempt: with sentinels, ask them in turn (from the last one that answered) until one names
+ * the master, then connect to it; without, connect to the server. Any failure ends the attempt
+ * with a retry after the back-off (a sentinel's failure moves on to the next one first). */
 
-static void connect_start(redis_conn *c);
+static void connect_to(redis_conn *c, const redis_addr *a, bool asking);
+static void ask_next(redis_conn *c);
+
+/* The connect timer bounds an attempt's step until the connection is ready (a sentinel's answer
+ * and the master's ROLE included). */
+static void connect_timer_stop(redis_conn *c)
+{
+	if (c->connect_timer != 0) {
+		loop_timer_cancel(c->l, c->connect_timer);
+		c->connect_timer = 0;
+	}
+}
 
 static void retry_cb(loop *l, int id, void *arg)
 {
 	redis_conn *c = arg;
 	c->retry_timer = 0;
-	connect_start(c);
+	c->attempts++;
+	c->asked = 0;
+	if (c->url.nsentinels > 0) {
+		ask_next(c);
+		return;
+	}
+	redis_addr server = {.port = c->url.port};
+	memcpy(server.host, c->url.host, sizeof(server.host));
+	connect_to(c, &server, false);
 }
 
 static void retry_later(redis_conn *c)
@@ -157,15 +334,101 @@ static void retry_later(redis_conn *c)
 	c->backoff_ms = c->backoff_ms * 2 > c->backoff_max_ms ? c->backoff_max_ms : c->backoff_ms * 2;
 }
 
+/* The next step of an attempt that is asking the sentinels: to the master one named (found_ok),
+ * else to the next sentinel. From a timer, never from inside hiredis: hiredis still cleans up
+ * the context whose callback ended the previous step (its fd hook would hit the new socket). */
+static void step_cb(loop *l, int id, void *arg)
+{
+	redis_conn *c = arg;
+	c->retry_timer = 0;
+	if (!c->found_ok) {
+		ask_next(c);
+		return;
+	}
+	c->next_sentinel = (c->next_sentinel + c->asked - 1) % c->url.nsentinels;
+	redis_addr master = c->found;
+	connect_to(c, &master, false);
+}
+
+static void step_soon(redis_conn *c)
+{
+	c->asking = false;
+	int id = c->destroying || c->retry_timer != 0 ? 0 : loop_timer_add(c->l, 0, step_cb, c);
+	if (id > 0)
+		c->retry_timer = id;
+	else if (!c->destroying)
+		retry_later(c);
+}
+
+/* The connection to c->addr failed before it was ready: the next sentinel, or a retry. */
+static void attempt_failed(redis_conn *c)
+{
+	if (c->asking)
+		step_soon(c);
+	else
+		retry_later(c);
+}
+
+static void ask_next(redis_conn *c)
+{
+	if (c->asked == c->url.nsentinels) {
+		log_warn("redis.no_master", "sink=%s master=%s: no sentinel named its address; asking again in %lld ms",
+		         c->name, c->url.master, (long long)c->backoff_ms);
+		c->asking = false;
+		retry_later(c);
+		return;
+	}
+	size_t i = (c->next_sentinel + c->asked++) % c->url.nsentinels;
+	connect_to(c, &c->url.sentinels[i], true);
+}
+
+static void ready(redis_conn *c)
+{
+	connect_timer_stop(c);
+	c->ready = true;
+	c->backoff_ms = c->backoff_min_ms;
+	log_info("redis.up", "sink=%s redis=%s:%d db=%d: connected%s%s", c->name, c->addr.host, c->addr.port, c->url.db,
+	         c->url.nsentinels > 0 ? ", the master of " : "", c->url.master);
+	if (c->cbs.up != NULL)
+		c->cbs.up(c->cbs.arg);
+}
+
 static void setup_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
 	redis_conn *c = ac->data;
 	redisReply *reply = r;
 	if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
-		log_error("redis.setup", "sink=%s redis=%s:%d: %s: %s", c->name, c->url.host, c->url.port,
+		log_error("redis.setup", "sink=%s redis=%s:%d: %s: %s", c->name, c->addr.host, c->addr.port,
 		          (const char *)privdata, reply->str);
 		redis_conn_reset(c, "AUTH or SELECT refused");
 	}
+}
+
+static void role_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+	redis_conn *c = ac->data;
+	if (r == NULL || c->ac != ac || c->ready)
+		return; /* gone, or reset by a refused AUTH or SELECT */
+	if (role_is_master(r)) {
+		ready(c);
+		return;
+	}
+	log_warn("redis.not_master", "sink=%s redis=%s:%d: the sentinels name it the master of %s, but it is not (yet)",
+	         c->name, c->addr.host, c->addr.port, c->url.master);
+	redis_conn_reset(c, "not the master");
+}
+
+static void sentinel_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+	redis_conn *c = ac->data;
+	if (r == NULL)
+		return; /* the sentinel went away: disconnect_cb asks the next one */
+	int rc = master_addr(r, &c->found);
+	c->found_ok = rc == 0;
+	if (rc < 0)
+		log_warn("redis.sentinel", "sink=%s sentinel=%s:%d: %s the master %s", c->name, c->addr.host, c->addr.port,
+		         rc == -ENOENT ? "does not know" : "answered nonsense for", c->url.master);
+	redisAsyncDisconnect(ac); /* disconnect_cb goes on */
 }
 
 static void disconnect_cb(const redisAsyncContext *ac, int status)
@@ -173,14 +436,18 @@ static void disconnect_cb(const redisAsyncContext *ac, int status)
 	redis_conn *c = ac->data;
 	if (c == NULL)
 		return;
-	bool was_up = c->connected;
+	bool was_up = c->ready;
 	c->ac = NULL;
-	c->connected = false;
+	c->connected = c->ready = false;
 	if (c->destroying)
 		return;
+	if (c->asking) {
+		step_soon(c); /* to the master the sentinel named, or the next sentinel */
+		return;
+	}
 	const char *why = ac->errstr[0] ? ac->errstr : "closed";
 	if (was_up) {
-		log_warn("redis.down", "sink=%s redis=%s:%d: %s; reconnecting", c->name, c->url.host, c->url.port, why);
+		log_warn("redis.down", "sink=%s redis=%s:%d: %s; reconnecting", c->name, c->addr.host, c->addr.port, why);
 		if (c->cbs.down != NULL)
 			c->cbs.down(c->cbs.arg, why);
 	}
@@ -191,57 +458,65 @@ static void connect_cb(const redisAsyncContext *cac, int status)
 {
 	redisAsyncContext *ac = (redisAsyncContext *)cac;
 	redis_conn *c = ac->data;
-	if (c->connect_timer != 0) {
-		loop_timer_cancel(c->l, c->connect_timer);
-		c->connect_timer = 0;
-	}
 	if (status != REDIS_OK) {
+		connect_timer_stop(c);
 		/* hiredis frees the context after this callback */
-		log_warn("redis.connect_failed", "sink=%s redis=%s:%d: %s; retrying in %lld ms", c->name, c->url.host,
-		         c->url.port, ac->errstr[0] ? ac->errstr : "failed", (long long)c->backoff_ms);
+		log_warn("redis.connect_failed", "sink=%s %s=%s:%d: %s%s", c->name, c->asking ? "sentinel" : "redis",
+		         c->addr.host, c->addr.port, ac->errstr[0] ? ac->errstr : "failed",
+		         c->asking ? "; asking the next sentinel" : "");
 		c->ac = NULL;
-		retry_later(c);
+		attempt_failed(c);
 		return;
 	}
 	c->connected = true;
-	c->backoff_ms = c->backoff_min_ms;
+	if (c->asking) {
+		(void)redisAsyncCommand(ac, sentinel_reply_cb, NULL, "SENTINEL get-master-addr-by-name %s", c->url.master);
+		return;
+	}
 	if (c->url.password[0] != '\0')
 		(void)redisAsyncCommand(ac, setup_reply_cb, (void *)"AUTH", "AUTH %s", c->url.password);
 	if (c->url.db != 0)
 		(void)redisAsyncCommand(ac, setup_reply_cb, (void *)"SELECT", "SELECT %d", c->url.db);
-	log_info("redis.up", "sink=%s redis=%s:%d db=%d: connected", c->name, c->url.host, c->url.port, c->url.db);
-	if (c->cbs.up != NULL)
-		c->cbs.up(c->cbs.arg);
+	if (c->url.nsentinels > 0)
+		(void)redisAsyncCommand(ac, role_reply_cb, NULL, "ROLE");
+	else
+		ready(c);
 }
 
 static void connect_timeout_cb(loop *l, int id, void *arg)
 {
 	redis_conn *c = arg;
 	c->connect_timer = 0;
-	if (c->ac != NULL && !c->connected) {
-		log_warn("redis.connect_timeout", "sink=%s redis=%s:%d: no connection after %lld ms", c->name, c->url.host,
-		         c->url.port, (long long)c->connect_timeout_ms);
-		redisAsyncContext *ac = c->ac;
-		c->ac = NULL;
-		redisAsyncFree(ac); /* not connected: no disconnect callback */
-		retry_later(c);
+	if (c->ac == NULL || c->ready)
+		return;
+	log_warn("redis.connect_timeout", "sink=%s %s=%s:%d: not %s after %lld ms", c->name, c->asking ? "sentinel" : "redis",
+	         c->addr.host, c->addr.port, c->connected ? "answered" : "connected", (long long)c->connect_timeout_ms);
+	redisAsyncContext *ac = c->ac;
+	if (c->connected) {
+		redisAsyncFree(ac); /* disconnect_cb goes on */
+		return;
 	}
+	c->ac = NULL;
+	redisAsyncFree(ac); /* not connected: no disconnect callback */
+	attempt_failed(c);
 }
 
-static void connect_start(redis_conn *c)
+static void connect_to(redis_conn *c, const redis_addr *a, bool asking)
 {
-	c->attempts++;
-	redisAsyncContext *ac = redisAsyncConnect(c->url.host, c->url.port);
+	connect_timer_stop(c);
+	c->addr = *a;
+	c->asking = asking;
+	c->found_ok = false;
+	redisAsyncContext *ac = redisAsyncConnect(c->addr.host, c->addr.port);
 	if (ac == NULL) {
 		log_error("redis.connect_failed", "sink=%s: out of memory", c->name);
-		retry_later(c);
+		attempt_failed(c);
 		return;
 	}
 	if (ac->err) {
-		log_warn("redis.connect_failed", "sink=%s redis=%s:%d: %s; retrying in %lld ms", c->name, c->url.host,
-		         c->url.port, ac->errstr, (long long)c->backoff_ms);
+		log_warn("redis.connect_failed", "sink=%s redis=%s:%d: %s", c->name, c->addr.host, c->addr.port, ac->errstr);
 		redisAsyncFree(ac);
-		retry_later(c);
+		attempt_failed(c);
 		return;
 	}
 	c->ac = ac;
@@ -275,7 +550,7 @@ int redis_conn_create(loop *l, const char *name, const redis_url *url, int64_t c
 	c->backoff_max_ms = backoff_max_ms > c->backoff_min_ms ? backoff_max_ms : c->backoff_min_ms;
 	c->cbs = *cbs;
 	c->fd = -1;
-	connect_start(c);
+	retry_cb(l, 0, c);
 	*out = c;
 	return 0;
 }
@@ -287,11 +562,10 @@ void redis_conn_destroy(redis_conn *c)
 	c->destroying = true;
 	if (c->retry_timer != 0)
 		loop_timer_cancel(c->l, c->retry_timer);
-	if (c->connect_timer != 0)
-		loop_timer_cancel(c->l, c->connect_timer);
+	connect_timer_stop(c);
 	if (c->reply_timer > 0)
 		loop_timer_cancel(c->l, c->reply_timer);
-	if (c->ac != NULL && c->connected) {
+	if (c->ac != NULL && c->ready) {
 		/* one last non-blocking write of what is queued (a final SET): best effort; a failed
 		 * write ends the context, and disconnect_cb forgets it */
 		redisAsyncHandleWrite(c->ac);
@@ -307,7 +581,7 @@ void redis_conn_destroy(redis_conn *c)
 
 bool redis_conn_up(const redis_conn *c)
 {
-	return c->ac != NULL && c->connected;
+	return c->ac != NULL && c->ready;
 }
 
 uint64_t redis_conn_attempts(const redis_conn *c)
@@ -382,7 +656,7 @@ void redis_conn_reset(redis_conn *c, const char *why)
 {
 	if (c->ac == NULL)
 		return;
-	log_warn("redis.reset", "sink=%s redis=%s:%d: %s; reconnecting", c->name, c->url.host, c->url.port, why);
+	log_warn("redis.reset", "sink=%s redis=%s:%d: %s; reconnecting", c->name, c->addr.host, c->addr.port, why);
 	if (!c->connected) {
 		redisAsyncContext *ac = c->ac;
 		c->ac = NULL;

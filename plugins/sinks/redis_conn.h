@@ -8,8 +8,13 @@
  * any failure, and callbacks when the connection comes up and when it goes down. Commands are
  * pipelined: hiredis writes them when the socket is writable and answers in order.
  *
- * Loop thread only. Nothing blocks (the host name is resolved by hiredis with getaddrinfo: use
- * an address or localhost).
+ * With a redis+sentinel:// URL each connect first asks the sentinels for the master's address
+ * (redis_url below), on the same loop: a failover is followed at the next reconnect, which the
+ * old master causes itself (Sentinel closes its clients when it demotes it; writes to a replica
+ * fail with READONLY, and the sinks reconnect on a failed write).
+ *
+ * Loop thread only (but redis_connect_blocking). Nothing blocks (the host name is resolved by
+ * hiredis with getaddrinfo: use an address or localhost).
  */
 #ifndef WALCAST_REDIS_CONN_H
 #define WALCAST_REDIS_CONN_H
@@ -24,17 +29,44 @@ struct redisAsyncContext;
 
 #define REDIS_CONN_ERROR_MAX 256
 
-/* A parsed redis:// URL: redis://[[user]:password@]host[:port][/db]. */
-typedef struct redis_url {
+#define REDIS_SENTINELS_MAX 8
+#define REDIS_SENTINEL_PORT 26379
+
+/* A server's address. */
+typedef struct redis_addr {
 	char host[256];
 	int port;
+} redis_addr;
+
+/* A parsed URL, one of
+ *   redis://[[user]:password@]host[:port][/db]
+ *   redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]
+ * The second names a primary that Redis Sentinel manages: the sentinels (port 26379 unless
+ * given, at most REDIS_SENTINELS_MAX) are asked in turn for MASTER's address at every connect,
+ * and the server they name is used only once it says it is a master (ROLE) — after a failover
+ * the sentinels may name the old one for a while. The password is the data server's; the
+ * sentinels are asked without one. */
+typedef struct redis_url {
+	char host[256];      /* redis://: the server; redis+sentinel://: the first sentinel */
+	int port;
 	int db;
-	char password[256]; /* "" when none */
+	char password[256];  /* "" when none */
+	char master[128];    /* redis+sentinel://: the name the sentinels monitor; "" otherwise */
+	redis_addr sentinels[REDIS_SENTINELS_MAX];
+	size_t nsentinels;   /* 0: redis:// */
 } redis_url;
 
 /* Parses url into *out. 0, or -EINVAL with err saying what is wrong. */
 __attribute__((warn_unused_result)) int redis_url_parse(const char *url, redis_url *out,
                                                         char err[REDIS_CONN_ERROR_MAX]);
+
+struct redisContext;
+
+/* A blocking connection to url's server (for start-up reads and the backfill, never on the
+ * loop): with sentinels, asks them for the master first; then connects, AUTH, SELECT and, with
+ * sentinels, checks ROLE is master; every step bounded by timeout_ms. The context (redisFree),
+ * or NULL with err. */
+struct redisContext *redis_connect_blocking(const redis_url *url, int64_t timeout_ms, char err[REDIS_CONN_ERROR_MAX]);
 
 typedef struct redis_conn redis_conn;
 

@@ -5,7 +5,9 @@
  * listener whose backlog is full) gives up after connect_timeout; against a real redis-server
  * started here: up, a command answered, the server killed (pending commands get NULL, down is
  * reported), started again (up again by itself); a server that never answers dropped after the
- * reply timeout. Skipped (77) without redis-server.
+ * reply timeout; a master, its replica and a sentinel: the connection found through the
+ * sentinel (one that does not answer passed over) and following a failover by itself, and
+ * redis_connect_blocking finding the same master. Skipped (77) without redis-server.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +17,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -101,8 +104,27 @@ static void test_url(void **state)
 	assert_string_equal(u.password, "s3cret");
 	assert_int_equal(redis_url_parse("redis://user:pw@h:1/", &u, err), 0);
 	assert_string_equal(u.password, "pw");
+	/* Sentinel: the sentinels (26379 by default), the master's name, a password and db for the master */
+	assert_int_equal(redis_url_parse("redis+sentinel://:pw@10.0.0.1,10.0.0.2:5000/wc/3", &u, err), 0);
+	assert_int_equal(u.nsentinels, 2);
+	assert_string_equal(u.sentinels[0].host, "10.0.0.1");
+	assert_int_equal(u.sentinels[0].port, 26379);
+	assert_string_equal(u.sentinels[1].host, "10.0.0.2");
+	assert_int_equal(u.sentinels[1].port, 5000);
+	assert_string_equal(u.master, "wc");
+	assert_string_equal(u.password, "pw");
+	assert_int_equal(u.db, 3);
+	assert_int_equal(redis_url_parse("redis+sentinel://s/m", &u, err), 0);
+	assert_int_equal(u.nsentinels, 1);
+	assert_string_equal(u.master, "m");
+	assert_int_equal(u.db, 0);
+	assert_int_equal(redis_url_parse("redis://h:1", &u, err), 0);
+	assert_int_equal(u.nsentinels, 0);
+	assert_string_equal(u.master, "");
 	const char *bad[] = {"http://h", "redis://", "redis://h:0", "redis://h:99999", "redis://h:12x", "redis://h/x",
-	                     "redis://h:1/2/3"};
+	                     "redis://h:1/2/3", "redis://a,b", "redis+sentinel://s", "redis+sentinel://s/",
+	                     "redis+sentinel://s,/m", "redis+sentinel://,s/m", "redis+sentinel://s:0/m",
+	                     "redis+sentinel://s/m/x", "redis+sentinel://a,b,c,d,e,f,g,h,i/m"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		err[0] = '\0';
 		assert_int_equal(redis_url_parse(bad[i], &u, err), -EINVAL);
@@ -270,6 +292,154 @@ static void test_up_down_up(void **state)
 	waitpid(pid, NULL, 0);
 }
 
+/* CONFIG GET port's answer, into r->last. */
+static void port_cb(redis_conn *c, void *reply, void *privdata)
+{
+	rec *r = privdata;
+	redisReply *rep = reply;
+	snprintf(r->last, sizeof(r->last), "%s",
+	         rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 ? rep->element[1]->str : "?");
+	loop_stop(r->l);
+}
+
+/* The port of the server c is connected to (CONFIG GET port), or 0. */
+static int conn_port(loop *l, redis_conn *c, rec *r)
+{
+	const char *argv[] = {"CONFIG", "GET", "port"};
+	size_t argvlen[] = {6, 3, 4};
+	r->last[0] = '\0';
+	if (redis_conn_command(c, port_cb, r, 3, argv, argvlen) < 0 || run_for(l, 5000))
+		return 0;
+	return atoi(r->last);
+}
+
+/* A blocking command's integer-or-array-size answer on 127.0.0.1:port; -1 when it fails. */
+static long long blocking_ask(int port, const char *cmd)
+{
+	redisContext *rc = redisConnectWithTimeout("127.0.0.1", port, (struct timeval){.tv_sec = 2});
+	redisReply *r = rc != NULL && !rc->err ? redisCommand(rc, cmd) : NULL;
+	long long v = r == NULL || r->type == REDIS_REPLY_ERROR ? -1
+	              : r->type == REDIS_REPLY_ARRAY ? (long long)r->elements
+	              : r->type == REDIS_REPLY_INTEGER ? r->integer
+	                                               : 0;
+	freeReplyObject(r);
+	redisFree(rc);
+	return v;
+}
+
+/* A master, its replica and a sentinel that monitors them, started here: the connection asks the
+ * sentinel (after one that does not answer) for the master, and after a failover the sentinel
+ * forces, ends up on the promoted replica by itself; redis_connect_blocking finds the same. */
+static void test_sentinel_failover(void **state)
+{
+	(void)state;
+	if (!redis_test_have_server())
+		skip();
+	char dir[] = "/tmp/walcast-sentinel-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	int mport = redis_test_free_port(), rport = redis_test_free_port(), sport = redis_test_free_port();
+	int dead = redis_test_free_port();
+	while (rport == mport)
+		rport = redis_test_free_port();
+	while (sport == mport || sport == rport)
+		sport = redis_test_free_port();
+	char conf[256], replicaof[64], text[512];
+	snprintf(conf, sizeof(conf), "%s/sentinel.conf", dir);
+	FILE *f = fopen(conf, "w");
+	assert_non_null(f);
+	snprintf(text, sizeof(text),
+	         "port %d\nbind 127.0.0.1\ndir %s\nlogfile \"\"\nsentinel monitor wc 127.0.0.1 %d 1\n"
+	         "sentinel down-after-milliseconds wc 2000\nsentinel failover-timeout wc 10000\n",
+	         sport, dir, mport);
+	fputs(text, f);
+	fclose(f);
+	pid_t master = redis_test_server_start(mport);
+	snprintf(replicaof, sizeof(replicaof), "127.0.0.1 %d", mport);
+	char rp[16];
+	snprintf(rp, sizeof(rp), "%d", rport);
+	char *rargv[] = {"redis-server", "--port", rp, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+	                 "--logfile", "/dev/null", "--replicaof", replicaof, NULL};
+	pid_t replica, sentinel;
+	assert_int_equal(posix_spawnp(&replica, "redis-server", NULL, NULL, rargv, environ), 0);
+	char *sargv[] = {"redis-server", conf, "--sentinel", NULL};
+	int devnull = open("/dev/null", O_WRONLY);
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, devnull, 1);
+	assert_int_equal(posix_spawnp(&sentinel, "redis-server", &fa, NULL, sargv, environ), 0);
+	posix_spawn_file_actions_destroy(&fa);
+	close(devnull);
+	/* the sentinel knows the replica (from the master's INFO) before a failover can pick it */
+	bool known = false;
+	for (int i = 0; i < 200 && !known; i++) {
+		known = blocking_ask(sport, "SENTINEL REPLICAS wc") == 1 && blocking_ask(rport, "ROLE") > 0;
+		if (!known)
+			usleep(100 * 1000);
+	}
+	assert_true(known);
+
+	char url[128], err[REDIS_CONN_ERROR_MAX];
+	redis_url u;
+	snprintf(url, sizeof(url), "redis+sentinel://127.0.0.1:%d,127.0.0.1:%d/wc", dead, sport);
+	assert_int_equal(redis_url_parse(url, &u, err), 0);
+	loop *l = loop_create();
+	rec r = {.l = l, .stop_on_up = true};
+	redis_conn_cbs cbs = {.up = up_cb, .down = down_cb, .arg = &r};
+	redis_conn *c;
+	assert_int_equal(redis_conn_create(l, "t", &u, 1000, 20, 200, &cbs, &c), 0);
+	assert_false(run_for(l, 10000));
+	assert_int_equal(r.ups, 1);
+	assert_int_equal(conn_port(l, c, &r), mport);
+	redisContext *bc = redis_connect_blocking(&u, 1000, err);
+	assert_non_null(bc);
+	redisReply *rep = redisCommand(bc, "CONFIG GET port");
+	assert_int_equal(atoi(rep->element[1]->str), mport);
+	freeReplyObject(rep);
+	redisFree(bc);
+
+	/* the failover: the sentinel promotes the replica and makes the old master its replica, closing
+	 * its clients; the connection comes back up on the new master by itself */
+	/* refused (NOGOODSLAVE) until the sentinel has seen the replica in sync: asked again */
+	bool failing_over = false;
+	for (int i = 0; i < 150 && !failing_over; i++) {
+		failing_over = blocking_ask(sport, "SENTINEL FAILOVER wc") != -1;
+		if (!failing_over)
+			usleep(100 * 1000);
+	}
+	assert_true(failing_over);
+	r.stop_on_up = true;
+	int port = mport;
+	for (int i = 0; i < 20 && port != rport; i++) {
+		run_for(l, 1000);
+		if (redis_conn_up(c))
+			port = conn_port(l, c, &r);
+	}
+	assert_int_equal(port, rport);
+	assert_true(r.downs >= 1);
+	bc = redis_connect_blocking(&u, 1000, err);
+	assert_non_null(bc);
+	rep = redisCommand(bc, "ROLE");
+	assert_string_equal(rep->element[0]->str, "master");
+	freeReplyObject(rep);
+	redisFree(bc);
+
+	/* no sentinel answers: no connection, a clear error */
+	snprintf(url, sizeof(url), "redis+sentinel://127.0.0.1:%d/wc", dead);
+	assert_int_equal(redis_url_parse(url, &u, err), 0);
+	assert_null(redis_connect_blocking(&u, 1000, err));
+	assert_non_null(strstr(err, "Connection refused"));
+
+	redis_conn_destroy(c);
+	loop_destroy(l);
+	pid_t pids[] = {master, replica, sentinel};
+	for (int i = 0; i < 3; i++) {
+		kill(pids[i], SIGKILL);
+		waitpid(pids[i], NULL, 0);
+	}
+	snprintf(text, sizeof(text), "rm -rf %s", dir);
+	assert_int_equal(system(text), 0);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -279,6 +449,7 @@ int main(void)
 		cmocka_unit_test(test_connect_timeout),
 		cmocka_unit_test(test_reply_timeout),
 		cmocka_unit_test(test_up_down_up),
+		cmocka_unit_test(test_sentinel_failover),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
