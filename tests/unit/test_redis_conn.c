@@ -327,6 +327,45 @@ static long long blocking_ask(int port, const char *cmd)
 	return v;
 }
 
+/* A redis-server on 127.0.0.1:port working in dir, a replica of replicaof ("HOST PORT") unless
+ * NULL; its pid, or -1. */
+static pid_t server_in(const char *dir, int port, const char *replicaof)
+{
+	char p[16];
+	snprintf(p, sizeof(p), "%d", port);
+	char *argv[] = {"redis-server", "--port", p, "--bind", "127.0.0.1", "--dir", (char *)dir, "--save", "",
+	                "--appendonly", "no", "--logfile", "/dev/null", NULL, NULL, NULL};
+	if (replicaof != NULL) {
+		argv[13] = "--replicaof";
+		argv[14] = (char *)replicaof;
+	}
+	pid_t pid;
+	return posix_spawnp(&pid, "redis-server", NULL, NULL, argv, environ) == 0 ? pid : -1;
+}
+
+/* test_sentinel_failover's servers and directory, removed by its teardown even when it fails */
+static pid_t sentinel_pids[3];
+static char sentinel_dir[64];
+
+static int sentinel_teardown(void **state)
+{
+	(void)state;
+	for (int i = 0; i < 3; i++)
+		if (sentinel_pids[i] > 0) {
+			kill(sentinel_pids[i], SIGKILL);
+			waitpid(sentinel_pids[i], NULL, 0);
+			sentinel_pids[i] = 0;
+		}
+	if (sentinel_dir[0] != '\0') {
+		char cmd[96];
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", sentinel_dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not remove %s\n", sentinel_dir);
+		sentinel_dir[0] = '\0';
+	}
+	return 0;
+}
+
 /* A master, its replica and a sentinel that monitors them, started here: the connection asks the
  * sentinel (after one that does not answer) for the master, and after a failover the sentinel
  * forces, ends up on the promoted replica by itself; redis_connect_blocking finds the same. */
@@ -337,6 +376,7 @@ static void test_sentinel_failover(void **state)
 		skip();
 	char dir[] = "/tmp/walcast-sentinel-XXXXXX";
 	assert_non_null(mkdtemp(dir));
+	snprintf(sentinel_dir, sizeof(sentinel_dir), "%s", dir);
 	int mport = redis_test_free_port(), rport = redis_test_free_port(), sport = redis_test_free_port();
 	int dead = redis_test_free_port();
 	while (rport == mport)
@@ -353,14 +393,10 @@ static void test_sentinel_failover(void **state)
 	         sport, dir, mport);
 	fputs(text, f);
 	fclose(f);
-	pid_t master = redis_test_server_start(mport);
+	/* in dir: a replica's full sync (the old master's, after the failover) writes dump.rdb there */
+	pid_t master = server_in(dir, mport, NULL);
 	snprintf(replicaof, sizeof(replicaof), "127.0.0.1 %d", mport);
-	char rp[16];
-	snprintf(rp, sizeof(rp), "%d", rport);
-	char *rargv[] = {"redis-server", "--port", rp, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-	                 "--logfile", "/dev/null", "--replicaof", replicaof, NULL};
-	pid_t replica, sentinel;
-	assert_int_equal(posix_spawnp(&replica, "redis-server", NULL, NULL, rargv, environ), 0);
+	pid_t replica = server_in(dir, rport, replicaof), sentinel;
 	char *sargv[] = {"redis-server", conf, "--sentinel", NULL};
 	int devnull = open("/dev/null", O_WRONLY);
 	posix_spawn_file_actions_t fa;
@@ -369,6 +405,7 @@ static void test_sentinel_failover(void **state)
 	assert_int_equal(posix_spawnp(&sentinel, "redis-server", &fa, NULL, sargv, environ), 0);
 	posix_spawn_file_actions_destroy(&fa);
 	close(devnull);
+	sentinel_pids[0] = master, sentinel_pids[1] = replica, sentinel_pids[2] = sentinel;
 	/* the sentinel knows the replica (from the master's INFO) before a failover can pick it */
 	bool known = false;
 	for (int i = 0; i < 200 && !known; i++) {
@@ -431,13 +468,6 @@ static void test_sentinel_failover(void **state)
 
 	redis_conn_destroy(c);
 	loop_destroy(l);
-	pid_t pids[] = {master, replica, sentinel};
-	for (int i = 0; i < 3; i++) {
-		kill(pids[i], SIGKILL);
-		waitpid(pids[i], NULL, 0);
-	}
-	snprintf(text, sizeof(text), "rm -rf %s", dir);
-	assert_int_equal(system(text), 0);
 }
 
 int main(void)
@@ -449,7 +479,7 @@ int main(void)
 		cmocka_unit_test(test_connect_timeout),
 		cmocka_unit_test(test_reply_timeout),
 		cmocka_unit_test(test_up_down_up),
-		cmocka_unit_test(test_sentinel_failover),
+		cmocka_unit_test_teardown(test_sentinel_failover, sentinel_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
