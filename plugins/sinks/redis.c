@@ -58,6 +58,10 @@ static const config_key redis_keys[] = {
 	    "a round older than this makes /readyz unready"),
 	KEY("reconnect_max", CONFIG_DURATION, reconnect_max_ms, "5s", 10, 600000,
 	    "the longest wait between reconnect attempts (from 100ms, doubling)"),
+	KEY("wait_replicas", CONFIG_INT, wait_replicas, "0", 0, 16,
+	    "a round is confirmed only once this many replicas acknowledged it (WAIT); 0: once the primary did"),
+	KEY("wait_timeout", CONFIG_DURATION, wait_timeout_ms, "1s", 1, 600000,
+	    "how long one WAIT blocks; fewer acknowledgements: WAIT again, nothing confirmed meanwhile"),
 };
 
 #define NKEYS (sizeof(redis_keys) / sizeof(redis_keys[0]))
@@ -116,6 +120,7 @@ typedef struct rsink {
 	size_t scratch_n;
 	int flush_timer;
 	int64_t flush_interval_ms, command_timeout_ms;
+	redis_wait wait;        /* [sink] wait_replicas, wait_timeout */
 	int err;
 	bool destroying;
 	bool warned_truncate;
@@ -353,6 +358,21 @@ static void script_reply_cb(redis_conn *c, void *r, void *privdata)
 	}
 }
 
+/* WAIT's answer after a round's scripts: the replicas that have them. Fewer than wait_replicas:
+ * WAIT again — the round, and so everything after it, stays unconfirmed until they catch up (a
+ * failover to a replica that lacks it would otherwise lose a round PostgreSQL was told is
+ * durable). Anything else is judged as a script's reply. */
+static void wait_reply_cb(redis_conn *c, void *r, void *privdata)
+{
+	rsink *s = privdata;
+	if (!s->destroying && !s->round_failed && redis_wait_judge(&s->wait, r) == 0) {
+		if (redis_wait_send(&s->wait, s->conn, wait_reply_cb, s) == 0)
+			return; /* the new WAIT takes this one's place among the round's replies */
+		s->round_failed = true; /* not confirmed: the round is sent again after a reconnect */
+	}
+	script_reply_cb(c, r, privdata);
+}
+
 static void sadd_reply_cb(redis_conn *c, void *r, void *privdata)
 {
 	(void)c;
@@ -400,6 +420,13 @@ static void round_send(rsink *s)
 		s->outstanding++;
 		if (s->m_scripts != NULL)
 			metrics_counter_inc(s->m_scripts);
+	}
+	if (s->wait.replicas > 0) {
+		if (redis_wait_send(&s->wait, s->conn, wait_reply_cb, s) < 0) {
+			s->round_failed = true;
+			return; /* the scripts' replies come, and the round fails: sent again after a reconnect */
+		}
+		s->outstanding++;
 	}
 	if (s->m_round_trips != NULL)
 		metrics_counter_inc(s->m_round_trips);
@@ -640,6 +667,11 @@ static int redis_create(const sink_env *env, const void *conf, void **out, char 
 	s->aconf = (redis_agg_conf){.prefix = s->prefix, .missed_statuses = s->missed, .hour_window_h = c->hour_window};
 	s->flush_interval_ms = c->flush_interval_ms;
 	s->command_timeout_ms = c->command_timeout_ms;
+	s->wait = (redis_wait){.name = env->name, .replicas = c->wait_replicas, .timeout_ms = c->wait_timeout_ms};
+	if ((rc = redis_wait_check(&s->wait, c->command_timeout_ms, uerr)) < 0) {
+		snprintf(err, SINK_ERROR_MAX, "%s", uerr);
+		goto fail;
+	}
 	unsigned char md[SHA_DIGEST_LENGTH];
 	SHA1((const unsigned char *)REDIS_AGG_SCRIPT, strlen(REDIS_AGG_SCRIPT), md);
 	for (int i = 0; i < SHA_DIGEST_LENGTH; i++)

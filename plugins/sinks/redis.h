@@ -35,6 +35,8 @@ typedef struct redis_sink_conf {
 	int64_t connect_timeout_ms;
 	int64_t command_timeout_ms;
 	int64_t reconnect_max_ms;
+	int64_t wait_replicas;
+	int64_t wait_timeout_ms;
 } redis_sink_conf;
 
 /* The sink type "redis" (durable). */

@@ -625,6 +625,42 @@ int redis_conn_command(redis_conn *c, redis_conn_reply_cb cb, void *privdata, in
 	return 0;
 }
 
+int redis_wait_check(const redis_wait *w, int64_t reply_timeout_ms, char err[REDIS_CONN_ERROR_MAX])
+{
+	if (w->replicas == 0 || reply_timeout_ms == 0 || w->timeout_ms < reply_timeout_ms)
+		return 0;
+	snprintf(err, REDIS_CONN_ERROR_MAX, "wait_timeout must be shorter than command_timeout (a WAIT that blocks "
+	         "that long is taken for a server that stopped answering)");
+	return -EINVAL;
+}
+
+int redis_wait_send(const redis_wait *w, redis_conn *c, redis_conn_reply_cb cb, void *privdata)
+{
+	char n[24], ms[24];
+	snprintf(n, sizeof(n), "%lld", (long long)w->replicas);
+	snprintf(ms, sizeof(ms), "%lld", (long long)w->timeout_ms);
+	const char *argv[] = {"WAIT", n, ms};
+	size_t argvlen[] = {4, strlen(n), strlen(ms)};
+	return redis_conn_command(c, cb, privdata, 3, argv, argvlen);
+}
+
+int redis_wait_judge(redis_wait *w, const void *reply)
+{
+	const redisReply *r = reply;
+	if (r == NULL || r->type != REDIS_REPLY_INTEGER)
+		return -1;
+	bool behind = r->integer < w->replicas;
+	if (behind && !w->behind)
+		log_warn("redis.replicas_behind", "sink=%s: %lld of %lld replicas acknowledged the round within %lld ms; "
+		         "waiting for them, nothing is confirmed meanwhile", w->name, (long long)r->integer,
+		         (long long)w->replicas, (long long)w->timeout_ms);
+	else if (!behind && w->behind)
+		log_info("redis.replicas_caught_up", "sink=%s: %lld replicas acknowledged the round", w->name,
+		         (long long)r->integer);
+	w->behind = behind;
+	return behind ? 0 : 1;
+}
+
 static void reply_watch_cb(loop *l, int id, void *arg)
 {
 	redis_conn *c = arg;

@@ -108,6 +108,30 @@ typedef void (*redis_conn_reply_cb)(redis_conn *c, void *reply, void *privdata);
 __attribute__((warn_unused_result)) int redis_conn_command(redis_conn *c, redis_conn_reply_cb cb, void *privdata,
                                                            int argc, const char **argv, const size_t *argvlen);
 
+/* A durable sink's wait for replicas (its wait_replicas and wait_timeout keys): after each
+ * round it asks WAIT replicas timeout_ms and confirms the round only once that many replicas
+ * have it, so that a failover to one of them loses nothing PostgreSQL was told is durable. */
+typedef struct redis_wait {
+	const char *name;   /* the sink's, for log lines */
+	int64_t replicas;   /* 0: no WAIT */
+	int64_t timeout_ms; /* how long one WAIT blocks */
+	bool behind;        /* the last WAIT came back short (logged once until they catch up) */
+} redis_wait;
+
+/* Checks the keys: 0, or -EINVAL with err when a WAIT could block as long as the reply timeout
+ * (redis_conn_set_reply_timeout) that takes a silent server for a dead one. */
+__attribute__((warn_unused_result)) int redis_wait_check(const redis_wait *w, int64_t reply_timeout_ms,
+                                                         char err[REDIS_CONN_ERROR_MAX]);
+
+/* Queues WAIT on c; cb gets its reply, for redis_wait_judge. Returns as redis_conn_command. */
+__attribute__((warn_unused_result)) int redis_wait_send(const redis_wait *w, redis_conn *c, redis_conn_reply_cb cb,
+                                                        void *privdata);
+
+/* WAIT's reply (a redisReply): 1 when enough replicas acknowledged, 0 when fewer (logged when
+ * they fall behind and when they catch up: ask again), -1 when it is not WAIT's answer (NULL, an
+ * error). */
+int redis_wait_judge(redis_wait *w, const void *reply);
+
 /* Drops the connection (redis_conn_reset, "no reply in ms ms") whenever commands are pending and
  * none was answered for ms — a server that stopped answering (frozen, a half-open connection)
  * is then noticed by everyone sharing the connection, and their pending commands get NULL.

@@ -62,6 +62,10 @@ static const config_key stream_keys[] = {
 	    "a round older than this makes /readyz unready"),
 	KEY("reconnect_max", CONFIG_DURATION, reconnect_max_ms, "5s", 10, 600000,
 	    "the longest wait between reconnect attempts (from 100ms, doubling)"),
+	KEY("wait_replicas", CONFIG_INT, wait_replicas, "0", 0, 16,
+	    "a round is confirmed only once this many replicas acknowledged it (WAIT); 0: once the primary did"),
+	KEY("wait_timeout", CONFIG_DURATION, wait_timeout_ms, "1s", 1, 600000,
+	    "how long one WAIT blocks; fewer acknowledgements: WAIT again, nothing confirmed meanwhile"),
 };
 
 #define NKEYS (sizeof(stream_keys) / sizeof(stream_keys[0]))
@@ -273,7 +277,8 @@ typedef struct rstream {
 	size_t round_n;     /* entries in the round */
 	uint64_t round_commit_end, round_commit_lsn; /* its last "C": end LSN, commit LSN */
 	bool round_active;  /* [head, round_end) is a round not yet accepted */
-	bool outstanding;   /* its reply is awaited */
+	bool outstanding;   /* its reply (the script's, then WAIT's) is awaited */
+	redis_wait wait;    /* wait_replicas, wait_timeout */
 	int64_t round_start_ms;
 
 	uint64_t position;
@@ -441,6 +446,28 @@ static void round_accept(rstream *s)
 	maybe_send(s);
 }
 
+/* WAIT's answer after the round's script: accepted once enough replicas have it, else WAIT
+ * again (nothing confirmed meanwhile); a lost connection sends the round again once it is back
+ * (its entries are skipped then, and WAIT follows). */
+static void wait_reply_cb(redis_conn *c, void *r, void *privdata)
+{
+	rstream *s = privdata;
+	(void)c;
+	if (s->destroying)
+		return;
+	s->outstanding = false;
+	if (r == NULL)
+		return;
+	int ok = redis_wait_judge(&s->wait, r);
+	if (ok == 1) {
+		round_accept(s);
+	} else if (ok < 0 || redis_wait_send(&s->wait, s->conn, wait_reply_cb, s) < 0) {
+		redis_conn_reset(s->conn, ok < 0 ? "WAIT failed" : "cannot queue WAIT");
+	} else {
+		s->outstanding = true;
+	}
+}
+
 static void round_reply_cb(redis_conn *c, void *r, void *privdata)
 {
 	rstream *s = privdata;
@@ -469,6 +496,15 @@ static void round_reply_cb(redis_conn *c, void *r, void *privdata)
 			log_info("redis_stream.replayed", "sink=%s key=%s: %lld entries of the round were in the stream already "
 			         "(skipped), %lld added", s->env.name, s->key, (long long)reply->element[1]->integer,
 			         (long long)reply->element[0]->integer);
+	}
+	if (s->wait.replicas > 0) {
+		/* confirmed once the replicas have it too */
+		if (redis_wait_send(&s->wait, s->conn, wait_reply_cb, s) < 0) {
+			redis_conn_reset(s->conn, "cannot queue WAIT");
+			return;
+		}
+		s->outstanding = true;
+		return;
 	}
 	round_accept(s);
 }
@@ -660,6 +696,11 @@ static int stream_create(const sink_env *env, const void *conf, void **out, char
 	s->round_bytes = c->round_bytes;
 	s->flush_interval_ms = c->flush_interval_ms;
 	s->command_timeout_ms = c->command_timeout_ms;
+	s->wait = (redis_wait){.name = env->name, .replicas = c->wait_replicas, .timeout_ms = c->wait_timeout_ms};
+	if ((rc = redis_wait_check(&s->wait, c->command_timeout_ms, uerr)) < 0) {
+		snprintf(err, SINK_ERROR_MAX, "%s", uerr);
+		goto fail;
+	}
 	if ((rc = metrics_setup(s)) < 0) {
 		snprintf(err, SINK_ERROR_MAX, "metrics: %s", strerror(-rc));
 		goto fail;

@@ -40,6 +40,8 @@ typedef struct redis_stream_conf {
 	int64_t connect_timeout_ms;
 	int64_t command_timeout_ms;
 	int64_t reconnect_max_ms;
+	int64_t wait_replicas;     /* a round is confirmed once this many replicas have it (WAIT) */
+	int64_t wait_timeout_ms;
 } redis_stream_conf;
 
 /* The sink type "redis_stream" (durable). */

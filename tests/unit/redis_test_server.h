@@ -6,11 +6,16 @@
 #define WALCAST_REDIS_TEST_SERVER_H
 
 #include <arpa/inet.h>
+#include <hiredis/hiredis.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -44,6 +49,59 @@ static inline pid_t redis_test_server_start(int port)
 	                "--logfile", "/dev/null", NULL};
 	pid_t pid;
 	return posix_spawnp(&pid, "redis-server", NULL, NULL, argv, environ) == 0 ? pid : -1;
+}
+
+/* Starts redis-server on 127.0.0.1:port working in dir (where a replica's full sync writes
+ * dump.rdb), a replica of replicaof ("HOST PORT") unless NULL; its pid, or -1. */
+static inline pid_t redis_test_server_spawn(int port, const char *dir, const char *replicaof)
+{
+	char p[16];
+	snprintf(p, sizeof(p), "%d", port);
+	char *argv[] = {"redis-server", "--port", p, "--bind", "127.0.0.1", "--dir", (char *)dir, "--save", "",
+	                "--appendonly", "no", "--logfile", "/dev/null", NULL, NULL, NULL};
+	if (replicaof != NULL) {
+		argv[13] = "--replicaof";
+		argv[14] = (char *)replicaof;
+	}
+	pid_t pid;
+	return posix_spawnp(&pid, "redis-server", NULL, NULL, argv, environ) == 0 ? pid : -1;
+}
+
+/* true once the master on 127.0.0.1:port has a replica in sync (INFO replication), within ~10 s. */
+static inline bool redis_test_replica_online(int port)
+{
+	for (int i = 0; i < 400; i++) {
+		redisContext *c = redisConnect("127.0.0.1", port);
+		redisReply *r = c != NULL && !c->err ? redisCommand(c, "INFO replication") : NULL;
+		bool online = r != NULL && r->type == REDIS_REPLY_STRING && strstr(r->str, "state=online") != NULL;
+		freeReplyObject(r);
+		redisFree(c);
+		if (online)
+			return true;
+		usleep(25000);
+	}
+	return false;
+}
+
+/* cmocka setup and teardown: two servers' pids in the test's state, killed (stopped ones too)
+ * by the teardown even when the test failed half-way. */
+static inline int redis_test_pids_setup(void **state)
+{
+	*state = calloc(2, sizeof(pid_t));
+	return *state != NULL ? 0 : -1;
+}
+
+static inline int redis_test_pids_teardown(void **state)
+{
+	pid_t *pids = *state;
+	for (int i = 0; pids != NULL && i < 2; i++)
+		if (pids[i] > 0) {
+			kill(pids[i], SIGCONT);
+			kill(pids[i], SIGKILL);
+			waitpid(pids[i], NULL, 0);
+		}
+	free(pids);
+	return 0;
 }
 
 #endif

@@ -327,22 +327,6 @@ static long long blocking_ask(int port, const char *cmd)
 	return v;
 }
 
-/* A redis-server on 127.0.0.1:port working in dir, a replica of replicaof ("HOST PORT") unless
- * NULL; its pid, or -1. */
-static pid_t server_in(const char *dir, int port, const char *replicaof)
-{
-	char p[16];
-	snprintf(p, sizeof(p), "%d", port);
-	char *argv[] = {"redis-server", "--port", p, "--bind", "127.0.0.1", "--dir", (char *)dir, "--save", "",
-	                "--appendonly", "no", "--logfile", "/dev/null", NULL, NULL, NULL};
-	if (replicaof != NULL) {
-		argv[13] = "--replicaof";
-		argv[14] = (char *)replicaof;
-	}
-	pid_t pid;
-	return posix_spawnp(&pid, "redis-server", NULL, NULL, argv, environ) == 0 ? pid : -1;
-}
-
 /* test_sentinel_failover's servers and directory, removed by its teardown even when it fails */
 static pid_t sentinel_pids[3];
 static char sentinel_dir[64];
@@ -394,9 +378,9 @@ static void test_sentinel_failover(void **state)
 	fputs(text, f);
 	fclose(f);
 	/* in dir: a replica's full sync (the old master's, after the failover) writes dump.rdb there */
-	pid_t master = server_in(dir, mport, NULL);
+	pid_t master = redis_test_server_spawn(mport, dir, NULL);
 	snprintf(replicaof, sizeof(replicaof), "127.0.0.1 %d", mport);
-	pid_t replica = server_in(dir, rport, replicaof), sentinel;
+	pid_t replica = redis_test_server_spawn(rport, dir, replicaof), sentinel;
 	char *sargv[] = {"redis-server", conf, "--sentinel", NULL};
 	int devnull = open("/dev/null", O_WRONLY);
 	posix_spawn_file_actions_t fa;

@@ -40,6 +40,7 @@ typedef struct harness {
 	uint64_t want;   /* stop the loop once the sink's position reaches this */
 	void *impl;
 	int progress;
+	int64_t wait_replicas, wait_timeout_ms; /* the sink's keys (0: no WAIT) */
 } harness;
 
 static int sub_stub(void *env_arg, void *sub_arg, const char *uid, bool bypass, bool wildcard, audience_sub **out)
@@ -65,25 +66,31 @@ static void timeout_cb(loop *l, int id, void *arg)
 	loop_stop(l);
 }
 
-/* Runs the loop until the sink's position reaches want (true) or 10 s pass (false). */
-static bool run_until(harness *h, uint64_t want)
+/* Runs the loop until the sink's position reaches want (true) or ms pass (false). */
+static bool run_until_ms(harness *h, uint64_t want, int64_t ms)
 {
 	h->want = want;
 	if (redis_sink_ops.position(h->impl) >= want)
 		return true;
 	bool timed_out = false;
-	int id = loop_timer_add(h->l, 10000, timeout_cb, &timed_out);
+	int id = loop_timer_add(h->l, ms, timeout_cb, &timed_out);
 	assert_true(id > 0);
 	assert_int_equal(loop_run(h->l), 0);
 	loop_timer_cancel(h->l, id);
 	return !timed_out && redis_sink_ops.position(h->impl) >= want;
 }
 
+static bool run_until(harness *h, uint64_t want)
+{
+	return run_until_ms(h, want, 10000);
+}
+
 static void *sink_create(harness *h)
 {
 	redis_sink_conf conf = {.url = h->url, .prefix = "wc", .table = "public.events", .missed_statuses = "missed",
 	                        .hour_window = 48, .flush_interval_ms = 1, .connect_timeout_ms = 500,
-	                        .command_timeout_ms = 2000, .reconnect_max_ms = 50};
+	                        .command_timeout_ms = 2000, .reconnect_max_ms = 50, .wait_replicas = h->wait_replicas,
+	                        .wait_timeout_ms = h->wait_timeout_ms > 0 ? h->wait_timeout_ms : 1000};
 	sink_env env = {.name = "t", .loop = h->l, .subscribe = sub_stub, .unsubscribe = unsub_stub,
 	                .progress = progress_cb, .env_arg = h};
 	char err[SINK_ERROR_MAX] = "";
@@ -289,11 +296,73 @@ static void test_crash_between_orgs(void **state)
 	unlink(path);
 }
 
+/* wait_replicas = 1, against a primary and its replica started here: a round is confirmed once
+ * the replica has it; with the replica stopped (SIGSTOP) the round lands on the primary but the
+ * position does not move; the replica back, it does. A wait_timeout as long as command_timeout
+ * is refused. */
+static void test_wait_replicas(void **state)
+{
+	pid_t *pids = *state;
+	if (!redis_test_have_server())
+		skip();
+	char dir[] = "/tmp/walcast-wait-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	harness h = {.port = redis_test_free_port(), .wait_replicas = 1, .wait_timeout_ms = 200};
+	int rport = redis_test_free_port();
+	while (rport == h.port)
+		rport = redis_test_free_port();
+	snprintf(h.url, sizeof(h.url), "redis://127.0.0.1:%d/0", h.port);
+	char replicaof[32];
+	snprintf(replicaof, sizeof(replicaof), "127.0.0.1 %d", h.port);
+	pids[0] = h.pid = redis_test_server_spawn(h.port, dir, NULL);
+	pids[1] = redis_test_server_spawn(rport, dir, replicaof);
+	assert_true(pids[0] > 0 && pids[1] > 0);
+	redisContext *rc = connect_retry(h.port);
+	assert_non_null(rc);
+	assert_true(redis_test_replica_online(h.port));
+	h.l = loop_create();
+	const char *one[] = {ORG_A, NULL};
+
+	sink_create(&h);
+	txn_insert(&h, 0x100, one);
+	assert_true(run_until(&h, 0x108));
+	/* the replica stopped: the round is on the primary, the position stays */
+	kill(pids[1], SIGSTOP);
+	txn_insert(&h, 0x200, one);
+	assert_false(run_until_ms(&h, 0x208, 1500));
+	assert_int_equal(redis_sink_ops.position(h.impl), 0x108);
+	assert_int_equal(calls(rc, ORG_A), 2);
+	/* the replica back: confirmed, counted once */
+	kill(pids[1], SIGCONT);
+	assert_true(run_until(&h, 0x208));
+	assert_int_equal(calls(rc, ORG_A), 2);
+	sink_destroy(&h);
+
+	/* a WAIT as long as the reply timeout would be taken for a dead server: refused */
+	redis_sink_conf conf = {.url = h.url, .prefix = "wc", .table = "public.events", .missed_statuses = "missed",
+	                        .hour_window = 48, .flush_interval_ms = 1, .connect_timeout_ms = 500,
+	                        .command_timeout_ms = 2000, .reconnect_max_ms = 50, .wait_replicas = 1,
+	                        .wait_timeout_ms = 2000};
+	sink_env env = {.name = "t", .loop = h.l, .subscribe = sub_stub, .unsubscribe = unsub_stub,
+	                .progress = progress_cb, .env_arg = &h};
+	char err[SINK_ERROR_MAX] = "";
+	void *impl = NULL;
+	assert_int_equal(redis_sink_ops.create(&env, &conf, &impl, err), -EINVAL);
+	assert_non_null(strstr(err, "wait_timeout"));
+
+	redisFree(rc);
+	loop_destroy(h.l);
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_crash_between_orgs, server_slot, server_slot_free),
+		cmocka_unit_test_setup_teardown(test_wait_replicas, redis_test_pids_setup, redis_test_pids_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

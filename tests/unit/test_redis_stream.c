@@ -396,6 +396,7 @@ typedef struct harness {
 	loop *l;
 	void *impl;
 	uint64_t want;
+	int64_t wait_replicas; /* the sink's key (0: no WAIT) */
 } harness;
 
 static int sub_stub(void *env_arg, void *sub_arg, const char *uid, bool bypass, bool wildcard, audience_sub **out)
@@ -420,24 +421,30 @@ static void timeout_cb(loop *l, int id, void *arg)
 	loop_stop(l);
 }
 
-static bool run_until(harness *h, uint64_t want)
+/* Runs the loop until the sink's position reaches want (true) or ms pass (false). */
+static bool run_until_ms(harness *h, uint64_t want, int64_t ms)
 {
 	h->want = want;
 	if (redis_stream_sink_ops.position(h->impl) >= want)
 		return true;
 	bool timed_out = false;
-	int id = loop_timer_add(h->l, 10000, timeout_cb, &timed_out);
+	int id = loop_timer_add(h->l, ms, timeout_cb, &timed_out);
 	assert_true(id > 0);
 	assert_int_equal(loop_run(h->l), 0);
 	loop_timer_cancel(h->l, id);
 	return !timed_out && redis_stream_sink_ops.position(h->impl) >= want;
 }
 
+static bool run_until(harness *h, uint64_t want)
+{
+	return run_until_ms(h, want, 10000);
+}
+
 static void sink_create(harness *h, const char *url)
 {
 	redis_stream_conf conf = {.url = (char *)url, .key = "t:changes", .window = 0, .round_bytes = 4096,
 	                          .flush_interval_ms = 1, .connect_timeout_ms = 500, .command_timeout_ms = 2000,
-	                          .reconnect_max_ms = 50};
+	                          .reconnect_max_ms = 50, .wait_replicas = h->wait_replicas, .wait_timeout_ms = 200};
 	sink_env env = {.name = "t", .loop = h->l, .subscribe = sub_stub, .unsubscribe = unsub_stub,
 	                .progress = progress_cb, .env_arg = h};
 	char err[SINK_ERROR_MAX] = "";
@@ -519,6 +526,49 @@ static void test_replay_skipped(void **state)
 	waitpid(pid, NULL, 0);
 }
 
+/* wait_replicas = 1 against a primary and its replica started here: a round is confirmed once
+ * the replica has it; the replica stopped, its entries are in the stream but the position stays;
+ * back, it moves. */
+static void test_wait_replicas(void **state)
+{
+	if (!redis_test_have_server())
+		skip();
+	char dir[] = "/tmp/walcast-wait-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	int port = redis_test_free_port(), rport = redis_test_free_port();
+	while (rport == port)
+		rport = redis_test_free_port();
+	char replicaof[32], url[64];
+	snprintf(replicaof, sizeof(replicaof), "127.0.0.1 %d", port);
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", port);
+	pid_t *pids = *state;
+	pids[0] = redis_test_server_spawn(port, dir, NULL);
+	pids[1] = redis_test_server_spawn(rport, dir, replicaof);
+	assert_true(pids[0] > 0 && pids[1] > 0);
+	assert_true(redis_test_replica_online(port));
+	harness h = {.l = loop_create(), .wait_replicas = 1};
+	sink_create(&h, url);
+	txn_feed(&h, 0x100);
+	assert_true(run_until(&h, 0x108));
+	kill(pids[1], SIGSTOP);
+	txn_feed(&h, 0x200);
+	assert_false(run_until_ms(&h, 0x208, 1500));
+	assert_int_equal(redis_stream_sink_ops.position(h.impl), 0x108);
+	redisContext *rc = redisConnect("127.0.0.1", port);
+	redisReply *r = rc != NULL && !rc->err ? redisCommand(rc, "XLEN t:changes") : NULL;
+	assert_non_null(r);
+	assert_int_equal(r->integer, 6); /* both transactions' B, I, C are in the stream */
+	freeReplyObject(r);
+	redisFree(rc);
+	kill(pids[1], SIGCONT);
+	assert_true(run_until(&h, 0x208));
+	redis_stream_sink_ops.destroy(h.impl);
+	loop_destroy(h.l);
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -527,6 +577,7 @@ int main(void)
 		cmocka_unit_test(test_platform_types),
 		cmocka_unit_test(test_unknown_relation),
 		cmocka_unit_test(test_replay_skipped),
+		cmocka_unit_test_setup_teardown(test_wait_replicas, redis_test_pids_setup, redis_test_pids_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
