@@ -104,7 +104,8 @@ int http_response_write(struct lws *wsi, http_response *r, unsigned char *out, s
 			return -1;
 		r->started = true;
 		if (h2 || body == 0) {
-			/* HTTP/2: a HEADERS frame of its own (END_STREAM when no body follows) */
+			/* HTTP/2: the headers are a HEADERS frame of their own; without a body (HEAD, empty)
+			 * they are the whole response (END_STREAM on HTTP/2) */
 			int n = (int)(p - start);
 			if (lws_write(wsi, start, (size_t)n, body == 0 ? LWS_WRITE_HTTP_HEADERS | LWS_WRITE_H2_STREAM_END
 			                                                : LWS_WRITE_HTTP_HEADERS) != n)
