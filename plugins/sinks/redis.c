@@ -43,7 +43,7 @@
 
 static const config_key redis_keys[] = {
 	KEY("url", CONFIG_STRING, url, "redis://127.0.0.1:6379/0", 0, 0,
-	    "the Redis server: redis://[[user]:password@]host[:port][/db]"),
+	    "the Redis server: redis://[[user]:password@]host[:port][/db], or redis+sentinel://SENTINEL[,...]/MASTER[/db]"),
 	KEY("prefix", CONFIG_STRING, prefix, "wc", 0, 0, "the first part of every key (PREFIX:{ORG}:...)"),
 	KEY("table", CONFIG_STRING, table, "public.events", 0, 0, "the calls and SMS table (schema.table)"),
 	KEY("missed_statuses", CONFIG_STRING, missed_statuses, "missed", 0, 0,

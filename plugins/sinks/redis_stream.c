@@ -44,7 +44,7 @@
 
 static const config_key stream_keys[] = {
 	KEY("url", CONFIG_STRING, url, "redis://127.0.0.1:6379/0", 0, 0,
-	    "the Redis server: redis://[[user]:password@]host[:port][/db]"),
+	    "the Redis server: redis://[[user]:password@]host[:port][/db], or redis+sentinel://SENTINEL[,...]/MASTER[/db]"),
 	KEY("key", CONFIG_STRING, key, "walcast:changes", 0, 0, "the stream's key"),
 	KEY("window", CONFIG_INT, window, "100000", 0, INT64_C(1) << 40,
 	    "entries kept in the stream (XTRIM MAXLEN ~, after every round); 0: no limit"),

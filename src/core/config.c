@@ -46,7 +46,7 @@ static const config_key keys[] = {
 	    "this often whether it is free (0 = no standby: a slot in use is an error)"),
 	KEY("edge", "stream_url", CONFIG_STRING, edge_stream_url, "", 0, 0, false,
 	    "an edge: the Redis holding the change stream it reads instead of a slot, "
-	    "redis://[[user]:password@]host[:port][/db] (docs/edges.md)"),
+	    "redis://[[user]:password@]host[:port][/db] or redis+sentinel://SENTINEL[,...]/MASTER[/db] (docs/edges.md)"),
 	KEY("edge", "stream_key", CONFIG_STRING, edge_stream_key, "walcast:changes", 1, 0, false,
 	    "an edge: the stream's key (the redis_stream sink's key)"),
 	KEY("edge", "read_count", CONFIG_INT, edge_read_count, "1000", 1, 100000, false,

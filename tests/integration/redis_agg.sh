@@ -16,24 +16,7 @@ seed_init
 POLICY=$ROOT/deploy/policy.ini
 HTTP_PORT=$(kernel_free_port)
 
-# orgs and contacts
-sql -c "INSERT INTO orgs (name) SELECT 'agg ' || g FROM generate_series(1, 3) g" >/dev/null
-sql -c "INSERT INTO contacts (org_id, name) SELECT o.id, 'c' || g FROM orgs o, generate_series(1, 8) g" >/dev/null
-
-cat >"$WORK/walcast.conf" <<CONF
-[replication]
-slot = agg
-[pipeline]
-state_dir = $WORK/state
-drain_timeout = 10s
-[http]
-listen = 127.0.0.1:$HTTP_PORT
-[sink.agg]
-type = redis
-url = $REDIS_URL
-command_timeout = 2s
-reconnect_max = 1s
-CONF
+agg_setup agg "$REDIS_URL" "command_timeout = 2s" "reconnect_max = 1s"
 start_run() {
   "$WALCAST" -c "$WORK/walcast.conf" run --policy "$POLICY" >/dev/null 2>>"$WORK/run.err" &
   RUNP=$!

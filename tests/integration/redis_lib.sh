@@ -9,6 +9,20 @@ kernel_free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# agg_setup SLOT URL [LINE...]: three orgs of eight contacts, and $WORK/walcast.conf for `walcast
+# run` on SLOT with one redis sink (agg) on URL and the HTTP listener on $HTTP_PORT; each LINE
+# ("key = value") is one more line of the sink's section.
+agg_setup() {
+  local slot=$1 url=$2 line
+  shift 2
+  sql -c "INSERT INTO orgs (name) SELECT 'agg ' || g FROM generate_series(1, 3) g" >/dev/null
+  sql -c "INSERT INTO contacts (org_id, name) SELECT o.id, 'c' || g FROM orgs o, generate_series(1, 8) g" >/dev/null
+  printf '[replication]\nslot = %s\n[pipeline]\nstate_dir = %s\ndrain_timeout = 10s\n[http]\nlisten = 127.0.0.1:%s\n' \
+    "$slot" "$WORK/state" "$HTTP_PORT" >"$WORK/walcast.conf"
+  printf '[sink.agg]\ntype = redis\nurl = %s\n' "$url" >>"$WORK/walcast.conf"
+  for line in "$@"; do echo "$line" >>"$WORK/walcast.conf"; done
+}
+
 # One transaction of the load: a random mix, drawn by PostgreSQL itself.
 txn_sql() {
   local i=$1 extra=""

@@ -16,9 +16,6 @@ HTTP_PORT=$(kernel_free_port)
 R2=$(kernel_free_port)
 SPORT=$(kernel_free_port)
 
-sql -c "INSERT INTO orgs (name) SELECT 'sent ' || g FROM generate_series(1, 3) g" >/dev/null
-sql -c "INSERT INTO contacts (org_id, name) SELECT o.id, 'c' || g FROM orgs o, generate_series(1, 8) g" >/dev/null
-
 # the replica and the sentinel (quorum 1; the primary is down after 1 s without an answer)
 mkdir -p "$WORK/r2" "$WORK/s"
 redis-server --port "$R2" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/r2" \
@@ -37,22 +34,8 @@ BG_PIDS+=("$!")
 wait_for 30 bash -c "redis-cli -p $SPORT SENTINEL REPLICAS wc 2>/dev/null | grep -qx '127.0.0.1'" ||
   { echo "not ok - the sentinel does not know the replica"; exit 1; }
 
-cat >"$WORK/walcast.conf" <<CONF
-[replication]
-slot = sent
-[pipeline]
-state_dir = $WORK/state
-drain_timeout = 10s
-[http]
-listen = 127.0.0.1:$HTTP_PORT
-[sink.agg]
-type = redis
-url = redis+sentinel://127.0.0.1:$SPORT/wc
-wait_replicas = 1
-wait_timeout = 200ms
-command_timeout = 3s
-reconnect_max = 500ms
-CONF
+agg_setup sent "redis+sentinel://127.0.0.1:$SPORT/wc" "wait_replicas = 1" "wait_timeout = 200ms" \
+  "command_timeout = 3s" "reconnect_max = 500ms"
 "$WALCAST" -c "$WORK/walcast.conf" run --policy "$POLICY" >/dev/null 2>>"$WORK/run.err" &
 RUNP=$!; BG_PIDS+=("$RUNP")
 wait_for 60 slot_active sent || { echo "not ok - walcast run did not start"; cat "$WORK/run.err"; exit 1; }
