@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The redis aggregates sink end to end: rows/s from the WAL into Redis against pg_recvlogical's
 # bare decode rate on the same WAL, Redis round trips per 1,000 changes, and commit → aggregate
-# in Redis latency (issue 10, "Benchmark").
+# in Redis latency (issue 10, "Benchmark"); and the rate at which walcast publishes the change
+# stream that edges read (the redis_stream sink; issue 12, "Capacity").
 #
 #   bash bench/redis_bench.sh [--rows M] [--batch B] [--repeat R] [--rate N] [--seconds S]
 #                             [--out FILE | --no-doc]
@@ -17,7 +18,10 @@
 #      flushed first) until the sink's global watermark (PREFIX:wm) reaches the end LSN. Medians
 #      over the rounds; the ratio is taken per round (same minute, same load) and its median shown.
 #      Round trips per 1,000 changes from the last round's /metrics
-#      (walcast_redis_round_trips_total / walcast_sink_deliveries_total).
+#      (walcast_redis_round_trips_total / walcast_sink_deliveries_total). A fourth drain per round:
+#      `walcast run` with one redis_stream sink (Redis flushed first) until the stream's last entry
+#      is the marker's commit; Redis memory per entry from the last round (MEMORY USAGE over XLEN,
+#      after the sink's trim to its default window).
 #   2. Latency: walcast run live, a writer committing single-row events at --rate rows/s for
 #      --seconds s (paced in plpgsql, synchronous_commit on); walcast's histogram
 #      walcast_redis_round_latency_seconds (commit of a round's first transaction → Redis has
@@ -88,7 +92,8 @@ NCONTACTS=$(sql -c "SELECT count(*) FROM bench_contacts")
 for r in $(seq 1 "$REPEAT"); do
   sql -c "select 1 from pg_create_logical_replication_slot('ref$r', 'pgoutput')" \
       -c "select 1 from pg_create_logical_replication_slot('jl$r', 'pgoutput')" \
-      -c "select 1 from pg_create_logical_replication_slot('rd$r', 'pgoutput')" >/dev/null
+      -c "select 1 from pg_create_logical_replication_slot('rd$r', 'pgoutput')" \
+      -c "select 1 from pg_create_logical_replication_slot('st$r', 'pgoutput')" >/dev/null
 done
 
 echo "# loading $ROWS events in transactions of $BATCH rows" >&2
@@ -139,7 +144,7 @@ perf_start() { # a CPU profile of walcast (WALCAST_BENCH_PERF=PREFIX, first roun
   fi
 }
 perf_stop() { if [ -n "$PERF_PID" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; PERF_PID=; fi; }
-wc_conf() { # round sink-section: a walcast config on slot wcROUND (jl: jsonl, else redis)
+wc_conf() { # round kind: a walcast config on slot KINDROUND (jl: jsonl, rd: redis, st: redis_stream)
   cat <<CONF
 [replication]
 slot = $2$1
@@ -149,19 +154,25 @@ state_dir = $WORK/state.$2$1
 [http]
 listen = 127.0.0.1:$HTTP_PORT
 CONF
-  if [ "$2" = jl ]; then
-    printf '[sink.out]\ntype = jsonl\npath = %s\ntables = events\n' "$WORK/out.jsonl"
-  else
-    printf '[sink.agg]\ntype = redis\nurl = %s\n' "$WALCAST_REDIS_URL"
-  fi
+  case $2 in
+    jl) printf '[sink.out]\ntype = jsonl\npath = %s\ntables = events\n' "$WORK/out.jsonl" ;;
+    rd) printf '[sink.agg]\ntype = redis\nurl = %s\n' "$WALCAST_REDIS_URL" ;;
+    st) printf '[sink.stream]\ntype = redis_stream\nurl = %s\n' "$WALCAST_REDIS_URL" ;;
+  esac
 }
 # the marker's transaction is the last one: a position >= the flush LSN taken right after it
 jsonl_done() { local l; l=$(sed -n 's/^lsn=//p' "$WORK/out.jsonl.pos" 2>/dev/null) && [ -n "$l" ] && [[ ! "$(lsn_hex "$l")" < "$end_hex" ]]; }
 redis_done() { local wm; wm=$(redis-cli -p "$RPORT" --raw GET wc:wm) && [ -n "$wm" ] && [[ ! "$wm" < "$end_hex" ]]; }
-wc_drain() { # round kind(jl|rd): walcast run until done; sets DRAIN_S; leaves walcast running as WCP
+stream_done() { # the stream's last entry is a C whose nextlsn is at or past END_LSN
+  local next
+  next=$(redis-cli -p "$RPORT" --raw XREVRANGE walcast:changes + - COUNT 1 |
+         sed -n 's/^{"action":"C".*"nextlsn":"\([0-9A-F]*\/[0-9A-F]*\)".*/\1/p')
+  [ -n "$next" ] && [[ ! "$(lsn_hex "$next")" < "$end_hex" ]]
+}
+wc_drain() { # round kind(jl|rd|st): walcast run until done; sets DRAIN_S; leaves walcast running as WCP
   wc_conf "$1" "$2" >"$WORK/wc.$2$1.conf"
-  local t0 t1 done_fn=redis_done
-  [ "$2" = jl ] && done_fn=jsonl_done
+  local t0 t1 done_fn
+  case $2 in jl) done_fn=jsonl_done ;; rd) done_fn=redis_done ;; st) done_fn=stream_done ;; esac
   local r0 ws
   r0=$(proc_cpu "$REDIS_PID")
   t0=$(now)
@@ -184,7 +195,7 @@ TCK=$(getconf CLK_TCK)
 proc_cpu() { awk -v t="$TCK" '{print ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 REDIS_PID=$(redis-cli -p "$RPORT" INFO server | sed -n 's/^process_id:\([0-9]*\).*/\1/p')
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-REF=() JL=() WC=() RATIO=() JRATIO=() C_JL=() C_WC=() C_WS=() C_RS=()
+REF=() JL=() WC=() ST=() RATIO=() JRATIO=() SRATIO=() C_JL=() C_WC=() C_WS=() C_RS=() C_ST=() C_STRS=()
 for r in $(seq 1 "$REPEAT"); do
   t0=$(now); recv_drain "ref$r"; t1=$(now)
   REF+=("$(echo "$t1 - $t0" | bc -l)")
@@ -192,21 +203,31 @@ for r in $(seq 1 "$REPEAT"); do
   rm -f "$WORK/out.jsonl" "$WORK/out.jsonl.pos"
   JL+=("$DRAIN_S"); C_JL+=("$CPU_WC")
   redis-cli -p "$RPORT" FLUSHALL >/dev/null
+  wc_drain "$r" st
+  curl -s "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics.st"
+  kill -TERM "$WCP"; wait "$WCP" || true
+  ST+=("$DRAIN_S"); C_ST+=("$CPU_WC"); C_STRS+=("$CPU_RS")
+  SRATIO+=("$(echo "${REF[-1]} / $DRAIN_S" | bc -l)")
+  ST_LEN=$(redis-cli -p "$RPORT" XLEN walcast:changes)
+  ST_MEM=$(redis-cli -p "$RPORT" MEMORY USAGE walcast:changes SAMPLES 0)
+  redis-cli -p "$RPORT" FLUSHALL >/dev/null
   wc_drain "$r" rd
   WC+=("$DRAIN_S"); C_WC+=("$CPU_WC"); C_WS+=("$CPU_WS"); C_RS+=("$CPU_RS")
   RATIO+=("$(echo "${REF[-1]} / $DRAIN_S" | bc -l)")
   JRATIO+=("$(echo "${REF[-1]} / ${JL[-1]}" | bc -l)")
-  echo "# round $r: pg_recvlogical ${REF[-1]} s, walcast jsonl ${JL[-1]} s, walcast redis $DRAIN_S s" >&2
+  echo "# round $r: pg_recvlogical ${REF[-1]} s, walcast jsonl ${JL[-1]} s, walcast redis_stream ${ST[-1]} s, walcast redis $DRAIN_S s" >&2
   if [ "$r" -lt "$REPEAT" ]; then kill -TERM "$WCP"; wait "$WCP" || true; fi
 done
-REF_S=$(median "${REF[@]}"); JL_S=$(median "${JL[@]}"); WC_S=$(median "${WC[@]}")
+REF_S=$(median "${REF[@]}"); JL_S=$(median "${JL[@]}"); WC_S=$(median "${WC[@]}"); ST_S=$(median "${ST[@]}")
 PAUSES=$(cat "$WORK"/wc.rd*.err | grep -c pipeline.paused || true)
 # the last round's walcast (redis) stays up for the counts and the latency step
 curl -s "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics.1"
-metric() { sed -n "s/^$1{sink=\"agg\"} //p" "$2" | head -1; }
+metric() { sed -n "s/^$1{sink=\"${3:-agg}\"} //p" "$2" | head -1; }
 TRIPS=$(metric walcast_redis_round_trips_total "$WORK/metrics.1")
 SCRIPTS=$(metric walcast_redis_scripts_total "$WORK/metrics.1")
 DELIV=$(metric walcast_sink_deliveries_total "$WORK/metrics.1")
+ST_ROUNDS=$(metric walcast_redis_stream_rounds_total "$WORK/metrics.st" stream)
+ST_ENTRIES=$(metric walcast_redis_stream_entries_total "$WORK/metrics.st" stream)
 # the oracle: SQL's count of events = the sum of every org's per-day calls + sms
 REDIS_TOTAL=$(redis-cli -p "$RPORT" --raw EVAL "local n = 0
 for _, k in ipairs(redis.call('KEYS', 'wc:{*}:day:????????')) do
@@ -266,9 +287,10 @@ read -r LAT_N P50 P99 <<<"$(quantiles)"
 
 ratio=$(median "${RATIO[@]}")
 jratio=$(median "${JRATIO[@]}")
+sratio=$(median "${SRATIO[@]}")
 each() { local out= v; for v in "$@"; do out+="${out:+, }$(printf "$FMT" "$v")"; done; echo "$out"; }
 report() {
-  echo "Measured on $(date -u +%Y-%m-%d) at commit $BENCH_GIT${BENCH_DIRTY:+ ($BENCH_DIRTY)}, $(nproc) cores shared with other work (load average $(cut -d' ' -f1-3 /proc/loadavg) at the end); PostgreSQL 15, Redis 7.0 on loopback, \`bash bench/redis_bench.sh --rows $ROWS --batch $BATCH --repeat $REPEAT --rate $RATE --seconds $SECONDS_LAT\`. Medians over $REPEAT round(s) (each round: the three drains one after the other)."
+  echo "Measured on $(date -u +%Y-%m-%d) at commit $BENCH_GIT${BENCH_DIRTY:+ ($BENCH_DIRTY)}, $(nproc) cores shared with other work (load average $(cut -d' ' -f1-3 /proc/loadavg) at the end); PostgreSQL 15, Redis 7.0 on loopback, \`bash bench/redis_bench.sh --rows $ROWS --batch $BATCH --repeat $REPEAT --rate $RATE --seconds $SECONDS_LAT\`. Medians over $REPEAT round(s) (each round: the four drains one after the other)."
   echo
   echo "| measure | value | bar |"
   echo "|---|---|---|"
@@ -280,6 +302,12 @@ report() {
   FMT='%.2f'
   printf '| ratio walcast jsonl / bare decode, per round | %.2f (%s) | |\n' "$jratio" "$(each "${JRATIO[@]}")"
   printf '| **ratio walcast redis / bare decode**, per round | **%.2f** (%s) | ≥ 0.9 |\n' "$ratio" "$(each "${RATIO[@]}")"
+  printf '| walcast run → change stream in Redis (redis_stream: every change, for edges) | %.0f changes/s (%.1f s; rounds: %s s) | |\n' "$(echo "$NEVENTS / $ST_S" | bc -l)" "$ST_S" "$(each "${ST[@]}")"
+  printf '| ratio walcast redis_stream / bare decode, per round | %.2f (%s) | |\n' "$sratio" "$(each "${SRATIO[@]}")"
+  printf '| CPU per change publishing the stream, median (walcast / redis-server) | %.1f / %.1f µs | |\n' \
+    "$(echo "$(median "${C_ST[@]}") * 1000000 / $NEVENTS" | bc -l)" "$(echo "$(median "${C_STRS[@]}") * 1000000 / $NEVENTS" | bc -l)"
+  printf '| stream entries per round (last round: %s entries in %s rounds, one script each) | %.0f | |\n' "$ST_ENTRIES" "$ST_ROUNDS" "$(echo "$ST_ENTRIES / $ST_ROUNDS" | bc -l)"
+  printf '| Redis memory per stream entry (last round: %s entries kept by the default window) | %.0f bytes | |\n' "$ST_LEN" "$(echo "$ST_MEM / $ST_LEN" | bc -l)"
   printf '| CPU per event, median (walsender decoding for walcast / walcast jsonl / walcast redis / redis-server) | %.1f / %.1f / %.1f / %.1f µs | |\n' \
     "$(echo "$(median "${C_WS[@]}") * 1000000 / $NEVENTS" | bc -l)" "$(echo "$(median "${C_JL[@]}") * 1000000 / $NEVENTS" | bc -l)" \
     "$(echo "$(median "${C_WC[@]}") * 1000000 / $NEVENTS" | bc -l)" "$(echo "$(median "${C_RS[@]}") * 1000000 / $NEVENTS" | bc -l)"
