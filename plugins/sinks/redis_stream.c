@@ -142,7 +142,9 @@ static int columns_write(buf *out, const char *key, const relation *rel, const c
 		if (rc == 0)
 			rc = buf_json_string(out, rel->cols[i].name, strlen(rel->cols[i].name));
 		if (rc == 0)
-			rc = buf_printf(out, ",\"typeoid\":%" PRIu32, rel->cols[i].type_oid);
+			rc = buf_puts(out, ",\"typeoid\":");
+		if (rc == 0)
+			rc = buf_put_u64(out, rel->cols[i].type_oid);
 		if (rc == 0 && t != NULL) {
 			rc = buf_puts(out, ",\"value\":");
 			if (rc == 0)
@@ -218,9 +220,15 @@ int redis_stream_change_write(buf *out, const change *c)
 	if (c->action != CHANGE_MESSAGE && c->rel == NULL)
 		return -EINVAL;
 	char lsn[LSN_TEXT_MAX];
-	int rc = buf_printf(out, "{\"action\":\"%c\"", actions[c->action]);
+	int rc = buf_puts(out, "{\"action\":\"");
+	if (rc == 0)
+		rc = buf_putc(out, actions[c->action]);
+	if (rc == 0)
+		rc = buf_putc(out, '"');
 	if (rc == 0 && c->txn != NULL)
-		rc = buf_printf(out, ",\"xid\":%" PRIu32, c->txn->xid);
+		rc = buf_puts(out, ",\"xid\":");
+	if (rc == 0 && c->txn != NULL)
+		rc = buf_put_u64(out, c->txn->xid);
 	if (rc == 0)
 		rc = buf_printf(out, ",\"lsn\":\"%s\"", lsn_format(c->lsn, lsn));
 	if (rc == 0 && c->action == CHANGE_MESSAGE) {
@@ -382,7 +390,16 @@ static void round_send(rstream *s)
 	for (size_t off = s->head; off < s->round_end && rc == 0;) {
 		entry_hdr h = entry_at(s, off);
 		char l[LSN_TEXT_MAX];
-		rc = buf_printf(&s->args, "%" PRIu64 "-%" PRIu64 "%c%s%c", h.ms, h.seq, '\0', lsn_format(h.lsn, l), '\0');
+		const char *lsn = lsn_format(h.lsn, l);
+		rc = buf_put_u64(&s->args, h.ms);
+		if (rc == 0)
+			rc = buf_putc(&s->args, '-');
+		if (rc == 0)
+			rc = buf_put_u64(&s->args, h.seq);
+		if (rc == 0)
+			rc = buf_putc(&s->args, '\0');
+		if (rc == 0)
+			rc = buf_append(&s->args, lsn, strlen(lsn) + 1); /* with its NUL */
 		off += sizeof(h) + h.len;
 	}
 	if (rc < 0) {

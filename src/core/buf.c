@@ -57,6 +57,17 @@ int buf_puts(buf *b, const char *s)
 	return buf_append(b, s, strlen(s));
 }
 
+int buf_put_u64(buf *b, uint64_t v)
+{
+	char digits[20];
+	size_t n = 0;
+	do {
+		digits[sizeof(digits) - ++n] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	return buf_append(b, digits + sizeof(digits) - n, n);
+}
+
 int buf_printf(buf *b, const char *fmt, ...)
 {
 	va_list ap;

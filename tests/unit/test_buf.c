@@ -163,6 +163,26 @@ static void test_init_fini(void **state)
 	buf_fini(&b);
 }
 
+/* buf_put_u64 writes the same digits as printf's %llu, at the edges of each width. */
+static void test_put_u64(void **state)
+{
+	(void)state;
+	static const uint64_t values[] = {0, 9, 10, 99, 100, 4294967295u, 4294967296u, 10000000000000000000u,
+	                                  UINT64_MAX};
+	buf b;
+	buf_init(&b);
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		char want[32];
+		snprintf(want, sizeof(want), "x%llu", (unsigned long long)values[i]);
+		buf_clear(&b);
+		assert_int_equal(buf_putc(&b, 'x'), 0);
+		assert_int_equal(buf_put_u64(&b, values[i]), 0);
+		assert_string_equal(b.data, want);
+		assert_int_equal(b.len, strlen(want));
+	}
+	buf_fini(&b);
+}
+
 static void test_append_puts_putc(void **state)
 {
 	buf b;
@@ -702,6 +722,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_init_fini),
 		cmocka_unit_test(test_append_puts_putc),
+		cmocka_unit_test(test_put_u64),
 		cmocka_unit_test(test_append_zero_on_empty_terminates),
 		cmocka_unit_test(test_growth_putc),
 		cmocka_unit_test(test_growth_append_boundaries),
