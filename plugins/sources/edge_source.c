@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
+#include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "log.h"
 #include "lsn.h"
 #include "redis_conn.h"
+#include "source.h"
 
 #define EDGE_BLOCK_MS 1000            /* XREAD BLOCK: an idle stream answers this often */
 #define EDGE_REPLY_TIMEOUT_MS 10000   /* no answer for this long drops the connection */
@@ -29,10 +31,12 @@
 #define EDGE_BACKOFF_MIN_MS 100
 #define EDGE_BACKOFF_MAX_MS 5000
 #define EDGE_ID_MAX 48                /* "<u64>-<u64>" */
+#define EDGE_INFO_MS 1000             /* XINFO STREAM (the stream's end) at most this often */
 
 typedef struct edge {
 	loop *loop;
 	const config *cfg;
+	relcache *rels;     /* borrowed: seeded at start */
 	txn_source_events ev;
 	decoder *dec;
 	redis_url url;
@@ -45,6 +49,11 @@ typedef struct edge {
 	bool tailing;       /* the next read is XREAD BLOCK (else XRANGE) */
 	bool aligned;       /* an entry with index 0 was read: what follows is whole transactions */
 	bool in_txn;        /* between the decoder's begin and commit */
+	bool caught_up;     /* a read came back short between transactions */
+	bool info_pending;  /* an XINFO STREAM is in flight */
+	int64_t info_at;    /* when the last one left (loop_now_ms) */
+	uint64_t stream_last_ms; /* the stream's last id's LSN part, as XINFO last said */
+	uint64_t entries_read;
 	uint64_t after_ms, after_seq; /* the last id read (see the top) */
 	uint64_t start_lsn;
 	uint64_t received_lsn;  /* the lsn field of the last entry read */
@@ -137,6 +146,7 @@ static int entry_take(edge *e, const redisReply *entry)
 		return -EPROTO;
 	}
 	const char *id = entry->element[0]->str;
+	e->entries_read++;
 	if (!e->aligned && seq != 0) {
 		/* the stream was trimmed inside this transaction: its beginning is gone */
 		log_debug("edge.skipped", "key=%s id=%s: the rest of a transaction whose beginning was trimmed",
@@ -203,10 +213,46 @@ static void read_reply_cb(redis_conn *c, void *r, void *privdata)
 		e->ev.batch_end_cb(e->ev.arg);
 	if (rc != 0)
 		return; /* failed, or the consumer stopped reading */
-	if (n == 0 && !e->in_txn && e->ev.idle_cb != NULL)
-		e->ev.idle_cb(e->ev.arg, e->received_lsn);
 	e->tailing = i == n && n < (size_t)e->count;
+	if (e->tailing && !e->in_txn) {
+		/* the stream's end, between transactions */
+		if (!e->caught_up)
+			log_info("edge.caught_up", "key=%s at=%" PRIu64 "-%" PRIu64 ": read up to the stream's end",
+			         e->cfg->edge_stream_key, e->after_ms, e->after_seq);
+		e->caught_up = true;
+		if (e->ev.idle_cb != NULL)
+			e->ev.idle_cb(e->ev.arg, e->received_lsn);
+	}
 	read_next(e);
+}
+
+/* XINFO STREAM's reply: the stream's last id (a missing key: nothing yet). */
+static void info_reply_cb(redis_conn *c, void *r, void *privdata)
+{
+	edge *e = privdata;
+	const redisReply *reply = r;
+	(void)c;
+	e->info_pending = false;
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY)
+		return; /* the connection went down, or no such key yet */
+	uint64_t ms, seq;
+	const redisReply *last = field_get(reply, "last-generated-id");
+	if (last != NULL && id_parse(last->str, &ms, &seq) == 0)
+		e->stream_last_ms = ms;
+}
+
+/* Asks for the stream's end before a read, at most once every EDGE_INFO_MS. */
+static void info_send(edge *e)
+{
+	int64_t now = loop_now_ms();
+	if (e->info_pending || now - e->info_at < EDGE_INFO_MS)
+		return;
+	const char *argv[] = {"XINFO", "STREAM", e->cfg->edge_stream_key};
+	size_t argvlen[] = {5, 6, strlen(argv[2])};
+	if (redis_conn_command(e->conn, info_reply_cb, e, 3, argv, argvlen) == 0) {
+		e->info_pending = true;
+		e->info_at = now;
+	}
 }
 
 /* Sends the next read unless one is in flight or reading is paused, stopped or failed. */
@@ -214,6 +260,7 @@ static void read_next(edge *e)
 {
 	if (e->reading || e->paused || e->stopped || e->failed || e->conn == NULL || !redis_conn_up(e->conn))
 		return;
+	info_send(e);
 	char count[24], after[EDGE_ID_MAX], block[24];
 	snprintf(count, sizeof(count), "%" PRId64, e->count);
 	snprintf(after, sizeof(after), "%s%" PRIu64 "-%" PRIu64, e->tailing ? "" : "(", e->after_ms, e->after_seq);
@@ -247,6 +294,7 @@ static void conn_down_cb(void *arg, const char *why)
 {
 	edge *e = arg;
 	e->reading = false;
+	e->info_pending = false;
 	log_warn("edge.disconnected", "key=%s: %s; reconnecting", e->cfg->edge_stream_key, why);
 }
 
@@ -271,6 +319,7 @@ static int edge_create(loop *l, const config *cfg, relcache *rels, const txn_sou
 		goto fail;
 	e->loop = l;
 	e->cfg = cfg;
+	e->rels = rels;
 	e->ev = *events;
 	e->count = cfg->edge_read_count;
 	char uerr[REDIS_CONN_ERROR_MAX];
@@ -289,6 +338,31 @@ fail:
 	if (rc == -ENOMEM)
 		snprintf(err, TXN_SOURCE_ERROR_MAX, "out of memory");
 	edge_destroy(e);
+	return rc;
+}
+
+int edge_source_relations_seed(void *impl)
+{
+	edge *e = impl;
+	static const char *const keys[] = {"connect_timeout", "fallback_application_name", "options", "dbname",
+	                                   "replication", NULL};
+	const char *vals[] = {"10", "walcast-edge", "-c statement_timeout=30000 -c default_transaction_read_only=on",
+	                      e->cfg->conninfo, "false", NULL};
+	PGconn *conn = PQconnectdbParams(keys, vals, 1);
+	PGresult *res = NULL;
+	int rc = -EIO, seeded = 0;
+	if (conn == NULL) {
+		rc = -ENOMEM;
+	} else if (PQstatus(conn) != CONNECTION_OK) {
+		log_error("edge.relations", "cannot connect to PostgreSQL for the table descriptions: %s",
+		          PQerrorMessage(conn));
+	} else if (PQresultStatus(res = PQexec(conn, source_relations_sql)) != PGRES_TUPLES_OK) {
+		log_error("edge.relations", "cannot read the table descriptions: %s", PQerrorMessage(conn));
+	} else if ((rc = source_relations_seed(e->rels, res, &seeded)) == 0) {
+		log_info("edge.relations", "the relation cache seeded from the catalog: %d tables", seeded);
+	}
+	PQclear(res);
+	PQfinish(conn);
 	return rc;
 }
 
@@ -384,6 +458,15 @@ static uint64_t edge_received_lsn(const void *impl)
 static uint64_t edge_confirmed_lsn(const void *impl)
 {
 	return ((const edge *)impl)->confirmed_lsn;
+}
+
+void edge_source_stats_get(const void *impl, edge_source_stats *out)
+{
+	const edge *e = impl;
+	*out = (edge_source_stats){
+		.entries_read = e->entries_read, .stream_last_lsn = e->stream_last_ms, .read_lsn = e->after_ms,
+		.caught_up = e->caught_up, .streaming = edge_streaming(e),
+	};
 }
 
 const txn_source_ops edge_source_ops = {
