@@ -5,8 +5,13 @@
  * to walcast's own wal2json decoder, so the pipeline after it is the one of the active instance.
  *
  * Reading. From the resume position P (an end LSN): every entry from id P-0 inclusive — XRANGE
- * in pages of [edge] read_count entries after the last id read, and once a page comes back short,
- * XREAD BLOCK after it; a full XREAD page goes back to XRANGE. Entries before the first one whose
+ * in pages of [edge] read_count entries after the last id read, each in one MULTI with XINFO
+ * STREAM, and once a page comes back short, XREAD COUNT 1 BLOCK after it as a wake-up only (an
+ * entry: XRANGE again; XREAD cannot block inside MULTI). The trim: XINFO's entries-added minus
+ * length counts the entries ever trimmed (the oldest); more of them than this edge has read
+ * means entries it never read are gone — whole transactions, which nothing else would show —
+ * and the source fails (docs/edges.md, "The edge that falls behind the trim"; Redis 7.0 and
+ * later, an older one has no entries-added and no check). Entries before the first one whose
  * index is 0 (a "B", or a message on its own) are skipped: the stream was trimmed inside a
  * transaction. A transaction whose "C" is not in the stream yet (the writer cut it between two
  * rounds) is delivered up to where it is, and the rest follows as it arrives. An entry of index
@@ -21,8 +26,8 @@
  *
  * Caught up: once a read comes back short (the stream's end reached) between transactions, the
  * source says so through idle_cb, and edge_source_stats' caught_up stays true from then on. The
- * stream's end is known from XINFO STREAM (sent before a read, at most once a second): its last
- * id, whose LSN part minus the last id read is the lag in bytes of WAL.
+ * stream's end is known from the XINFO STREAM of each read: its last id, whose LSN part minus the
+ * last id read is the lag in bytes of WAL.
  *
  * Relations: edge_source_relations_seed seeds the relation cache from the catalog before the
  * start, read-only SQL over its own short-lived libpq connection to [postgres] conninfo, as the
