@@ -115,7 +115,7 @@ const POLICY = [
   `update privacy_rules set min_role = 'member' where id = ${lit(RULE_PUB)};
    delete from org_roles where org_id = ${lit(X)} and user_id = ${lit(U.newbie)}`,
 ]
-const N = 12
+const N = 8
 
 await testCase('both edges: each user its own rows, across membership and privacy-rule changes', async () => {
   check('every client is connected to its edge (walcast_realtime_connections)', [6, 6],
