@@ -22,10 +22,19 @@
  * walsender per slot); the flock makes the takeover of the state directory exclusive on this
  * host. The standby's own listener serves only /healthz, /readyz and /metrics; it is closed and
  * the daemon's listener (with the sinks' protocols) opened at the takeover.
+ *
+ * Edge ([edge] enabled; docs/edges.md): no slot, no standby, no checkpoint of its own. The
+ * policy state is read once, read-only, from the shared postgres checkpoint store at the position
+ * P the active instance confirmed (edge_checkpoint.h: no lock, no write); the relation cache is
+ * seeded from the catalog; the source is edge_source_ops, reading the active instance's change
+ * stream from id P-0. Only live sinks run on an edge (a durable one is refused: nothing would
+ * confirm it). /readyz is 200 once the source has read to the stream's end; walcast_role says
+ * "edge"; walcast_edge_* report what it read and how far behind the stream's end it is.
  */
 #include "run.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -37,10 +46,13 @@
 #include "checkpoint.h"
 #include "checkpoint_pg.h"
 #include "config.h"
+#include "edge_checkpoint.h"
+#include "edge_source.h"
 #include "http.h"
 #include "keyring.h"
 #include "log.h"
 #include "loop.h"
+#include "lsn.h"
 #include "metrics.h"
 #include "pipeline.h"
 #include "policy.h"
@@ -55,7 +67,9 @@ typedef struct run_sink_conf {
 	void *conf;
 } run_sink_conf;
 
-typedef enum run_role { ROLE_STARTING, ROLE_STANDBY, ROLE_ACTIVE } run_role;
+typedef enum run_role { ROLE_STARTING, ROLE_STANDBY, ROLE_ACTIVE, ROLE_EDGE } run_role;
+
+#define ROLES 3 /* walcast_role's values */
 
 typedef struct daemon {
 	config *cfg;
@@ -202,6 +216,11 @@ static void readiness_cb(void *arg, http_readiness *out)
 	pipeline_get_status(d->pl, &st);
 	out->streaming = st.streaming;
 	out->paused = st.paused;
+	if (d->role == ROLE_EDGE) { /* an edge is ready once it has read to the stream's end */
+		edge_source_stats es;
+		edge_source_stats_get(pipeline_source(d->pl), &es);
+		out->streaming = out->streaming && es.caught_up;
+	}
 	size_t n = 0;
 	while (n < d->nhealth && pipeline_sink_health(d->pl, n, &d->health[n].name, &d->health[n].durable,
 	                                              &d->health[n].healthy) == 0)
@@ -259,19 +278,21 @@ static int role_cb(void *arg, double *value)
 	return 0;
 }
 
-/* walcast_role{role="active"|"standby"}: 1 for this instance's role (both 0 while starting). */
-static int role_metric_register(daemon_t *d, metrics_registry *r, role_child children[2])
+/* walcast_role{role="active"|"standby"|"edge"}: 1 for this instance's role (all 0 while
+ * starting). */
+static int role_metric_register(daemon_t *d, metrics_registry *r, role_child children[ROLES])
 {
 	static const char *const label[] = {"role", NULL};
-	static const char *const names[] = {"active", "standby"};
+	static const char *const names[ROLES] = {"active", "standby", "edge"};
+	static const run_role roles[ROLES] = {ROLE_ACTIVE, ROLE_STANDBY, ROLE_EDGE};
 	metrics_desc desc = {.kind = METRICS_GAUGE, .name = "walcast_role", .labels = label,
 	                     .help = "This instance's role: 1 for the current one (active: streams from the slot; "
-	                             "standby: waits for it)."};
+	                             "standby: waits for it; edge: reads the change stream in Redis)."};
 	metrics_family *f = NULL;
 	char merr[METRICS_ERROR_MAX] = "";
 	int rc = metrics_family_register(r, &desc, &f, merr);
-	for (int i = 0; rc == 0 && i < 2; i++) {
-		children[i] = (role_child){d, i == 0 ? ROLE_ACTIVE : ROLE_STANDBY};
+	for (int i = 0; rc == 0 && i < ROLES; i++) {
+		children[i] = (role_child){d, roles[i]};
 		const char *values[] = {names[i], NULL};
 		rc = metrics_callback_register(f, values, role_cb, &children[i], merr);
 	}
@@ -377,6 +398,104 @@ static int standby_wait(daemon_t *d, metrics_registry *metrics, const http_param
 	return rc == 0 && d->role == ROLE_ACTIVE && !d->stopping ? 0 : -1;
 }
 
+/* ---- edge ------------------------------------------------------------------------------- */
+
+/* An edge's keys, checked before anything connects: 0, or -1 with err. */
+static int edge_config_check(const config *cfg, char err[CONFIG_ERROR_MAX])
+{
+	if (cfg->edge_stream_url[0] == '\0')
+		snprintf(err, CONFIG_ERROR_MAX, "edge.enabled: set edge.stream_url, the Redis of the active instance's "
+		         "redis_stream sink (docs/edges.md)");
+	else if (strcmp(cfg->pipeline_checkpoint_store, "postgres") != 0)
+		snprintf(err, CONFIG_ERROR_MAX, "edge.enabled: an edge reads the policy state from the active instance's "
+		         "checkpoint: set pipeline.checkpoint_store = postgres (and its checkpoint_conninfo, "
+		         "checkpoint_schema) as the active instance has them");
+	else
+		return 0;
+	return -1;
+}
+
+/* The edge's policy state: the shared checkpoint read once, read-only (d->store); 0 or -1. */
+static int edge_open(daemon_t *d)
+{
+	const config *cfg = d->cfg;
+	char err[CHECKPOINT_ERROR_MAX], a[LSN_TEXT_MAX];
+	uint64_t p = 0;
+	int rc = edge_checkpoint_read(cfg->pipeline_checkpoint_conninfo[0] ? cfg->pipeline_checkpoint_conninfo
+	                                                                  : cfg->conninfo,
+	                              cfg->pipeline_checkpoint_schema, cfg->slot, &d->store, &p, err);
+	if (rc < 0) {
+		log_error("run.edge", "%s", err);
+		return -1;
+	}
+	log_info("run.edge", "slot=%s: an edge; the policy state as of %s read from the shared checkpoint (%s); "
+	         "reading key %s from id %" PRIu64 "-0", cfg->slot, lsn_format(p, a), cfg->pipeline_checkpoint_schema,
+	         cfg->edge_stream_key, p);
+	d->role = ROLE_EDGE;
+	return 0;
+}
+
+static void edge_stats(const daemon_t *d, edge_source_stats *es)
+{
+	*es = (edge_source_stats){0};
+	if (d->pl != NULL)
+		edge_source_stats_get(pipeline_source(d->pl), es);
+}
+
+static int edge_entries_cb(void *arg, double *value)
+{
+	edge_source_stats es;
+	edge_stats(arg, &es);
+	*value = (double)es.entries_read;
+	return 0;
+}
+
+static int edge_lag_cb(void *arg, double *value)
+{
+	edge_source_stats es;
+	edge_stats(arg, &es);
+	*value = es.stream_last_lsn > es.read_lsn ? (double)(es.stream_last_lsn - es.read_lsn) : 0;
+	return 0;
+}
+
+static int edge_caught_up_cb(void *arg, double *value)
+{
+	edge_source_stats es;
+	edge_stats(arg, &es);
+	*value = es.caught_up ? 1 : 0;
+	return 0;
+}
+
+/* walcast_edge_entries_read_total, walcast_edge_stream_lag_bytes, walcast_edge_caught_up. */
+static int edge_metrics_register(daemon_t *d, metrics_registry *r)
+{
+	static const struct {
+		metrics_kind kind;
+		const char *name, *help;
+		metrics_read_cb cb;
+	} figures[] = {
+		{METRICS_COUNTER, "walcast_edge_entries_read_total", "Entries of the change stream this edge read.",
+		 edge_entries_cb},
+		{METRICS_GAUGE, "walcast_edge_stream_lag_bytes",
+		 "Bytes of WAL between the stream's last entry (XINFO STREAM, at most 1 s old) and the last one this "
+		 "edge read (their ids' commit LSNs).", edge_lag_cb},
+		{METRICS_GAUGE, "walcast_edge_caught_up", "1 once this edge has read to the stream's end (/readyz 200).",
+		 edge_caught_up_cb},
+	};
+	char merr[METRICS_ERROR_MAX] = "";
+	int rc = 0;
+	for (size_t i = 0; rc == 0 && i < sizeof(figures) / sizeof(figures[0]); i++) {
+		metrics_desc desc = {.kind = figures[i].kind, .name = figures[i].name, .help = figures[i].help};
+		metrics_family *f = NULL;
+		rc = metrics_family_register(r, &desc, &f, merr);
+		if (rc == 0)
+			rc = metrics_callback_register(f, NULL, figures[i].cb, d, merr);
+	}
+	if (rc < 0)
+		log_error("run.metrics", "walcast_edge_*: %s", rc == -ENOMEM ? "out of memory" : merr);
+	return rc;
+}
+
 int run_main(config *cfg, const run_options *o)
 {
 	daemon_t d = {.cfg = cfg, .code = 1};
@@ -385,7 +504,7 @@ int run_main(config *cfg, const run_options *o)
 	metrics_registry *metrics = NULL;
 	run_sink_conf *sinks = NULL;
 	size_t nsinks = 0;
-	role_child roles[2];
+	role_child roles[ROLES];
 	char err[CONFIG_ERROR_MAX > PIPELINE_ERROR_MAX ? CONFIG_ERROR_MAX : PIPELINE_ERROR_MAX];
 	int rc;
 	signal(SIGPIPE, SIG_IGN);
@@ -413,6 +532,11 @@ int run_main(config *cfg, const run_options *o)
 		d.code = 2;
 		goto cleanup;
 	}
+	if (cfg->edge_enabled && edge_config_check(cfg, err) < 0) {
+		log_error("run.config", "%s", err);
+		d.code = 2;
+		goto cleanup;
+	}
 	sinks = calloc(nsinks, sizeof(*sinks));
 	if (sinks == NULL)
 		goto cleanup;
@@ -421,6 +545,13 @@ int run_main(config *cfg, const run_options *o)
 	     s = config_section_next(cfg, "sink", s), k++) {
 		run_sink_conf *sc = &sinks[k];
 		sc->ops = sink_ops_find(config_section_type(s));
+		if (cfg->edge_enabled && sc->ops->kind == SINK_DURABLE) {
+			log_error("run.config", "sink %s (type %s) is durable: an edge holds no slot and confirms nothing, so "
+			          "only live sinks (realtime, nng) run on an edge; the durable sinks belong to the active "
+			          "instance", config_section_name(s), sc->ops->name);
+			d.code = 2;
+			goto cleanup;
+		}
 		sc->table = (config_table){sc->ops->keys, sc->ops->nkeys, sc->ops->conf_size};
 		sc->conf = calloc(1, sc->ops->conf_size ? sc->ops->conf_size : 1);
 		if (sc->conf == NULL || config_section_apply(s, &sc->table, sc->conf, err) < 0) {
@@ -446,15 +577,17 @@ int run_main(config *cfg, const run_options *o)
 	/* A DELETE is judged from the old row's replica identity (src/policy/replident.h). */
 	if (startup_stop(&d) || replident_check_conninfo_until(pol, cfg->conninfo, startup_stop, &d) < 0)
 		goto cleanup;
-	if ((metrics = metrics_registry_create()) == NULL || role_metric_register(&d, metrics, roles) < 0)
+	if ((metrics = metrics_registry_create()) == NULL || role_metric_register(&d, metrics, roles) < 0 ||
+	    (cfg->edge_enabled && edge_metrics_register(&d, metrics) < 0))
 		goto cleanup;
 	http_params hp = {
 		.loop = d.loop, .listen = cfg->http_listen, .tls_cert = cfg->http_tls_cert,
 		.tls_key = cfg->http_tls_key, .metrics = metrics, .status = {readiness_cb, &d},
 		.static_dir = cfg->http_static_dir,
 	};
-	/* the slot free and the state directory ours, or a standby until they are */
-	if (standby_wait(&d, metrics, cfg->http_listen[0] != '\0' ? &hp : NULL) < 0)
+	/* an edge: the shared checkpoint read; else the slot free and the state directory ours, or a
+	 * standby until they are */
+	if ((cfg->edge_enabled ? edge_open(&d) : standby_wait(&d, metrics, cfg->http_listen[0] != '\0' ? &hp : NULL)) < 0)
 		goto cleanup;
 	/* the listener exists before the sinks (a WebSocket sink adds its protocol); it listens
 	 * once they are all added */
@@ -481,7 +614,8 @@ int run_main(config *cfg, const run_options *o)
 		}
 	}
 	pipeline_params pp = {
-		.loop = d.loop, .cfg = cfg, .source = &replication_source_ops, .pol = pol, .keys = keys,
+		.loop = d.loop, .cfg = cfg,
+		.source = cfg->edge_enabled ? &edge_source_ops : &replication_source_ops, .pol = pol, .keys = keys,
 		.metrics = metrics, .store = d.store, .http = d.http, .audit = d.audit, .stopped_cb = stopped_cb, .arg = &d,
 	};
 	if (pipeline_create(&pp, &d.pl, err) < 0) {
@@ -505,14 +639,14 @@ int run_main(config *cfg, const run_options *o)
 			goto cleanup;
 		}
 		char serr[SLOT_STATUS_ERROR_MAX];
-		if (cfg->http_slot_status_interval_ms > 0 && d.slots == NULL &&
+		if (cfg->http_slot_status_interval_ms > 0 && d.slots == NULL && !cfg->edge_enabled &&
 		    slot_status_create(d.loop, metrics, cfg->conninfo, cfg->slot, cfg->http_slot_status_interval_ms,
 		                       &d.slots, serr) < 0) {
 			log_error("run.slot_status", "%s", serr);
 			goto cleanup;
 		}
 	}
-	if (startup_stop(&d))
+	if (startup_stop(&d) || (cfg->edge_enabled && edge_source_relations_seed(pipeline_source(d.pl)) < 0))
 		goto cleanup;
 	if (pipeline_start(d.pl, err) < 0) {
 		log_error("run.start", "%s", err);

@@ -44,6 +44,9 @@ static const config_key keys[] = {
 	KEY("replication", "standby_poll", CONFIG_DURATION, standby_poll_ms, "1s", 0, 60000, false,
 	    "walcast run: while another process streams from the slot, wait as a standby and look "
 	    "this often whether it is free (0 = no standby: a slot in use is an error)"),
+	KEY("edge", "enabled", CONFIG_BOOL, edge_enabled, "false", 0, 1, false,
+	    "walcast run as an edge: no slot, no checkpoint written; the policy state from the shared "
+	    "checkpoint (pipeline.checkpoint_store = postgres), the changes from the stream (docs/edges.md)"),
 	KEY("edge", "stream_url", CONFIG_STRING, edge_stream_url, "", 0, 0, false,
 	    "an edge: the Redis holding the change stream it reads instead of a slot, "
 	    "redis://[[user]:password@]host[:port][/db] or redis+sentinel://SENTINEL[,...]/MASTER[/db] (docs/edges.md)"),

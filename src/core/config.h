@@ -41,6 +41,7 @@ typedef struct config {
 	int64_t reconnect_max_ms;
 	int64_t standby_poll_ms;   /* walcast run: a standby's slot poll; 0 = no standby */
 	/* [edge] */
+	bool edge_enabled;         /* walcast run is an edge (docs/edges.md) */
 	char *edge_stream_url;     /* the Redis of the change stream an edge reads */
 	char *edge_stream_key;
 	int64_t edge_read_count;   /* entries per XRANGE / XREAD */

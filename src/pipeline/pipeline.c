@@ -1245,6 +1245,11 @@ int pipeline_publication_tables(pipeline *pl, const char *const *schemas, const 
 	return pl->src_ops->publication_tables(pl->src, schemas, names, n);
 }
 
+void *pipeline_source(pipeline *pl)
+{
+	return pl->src;
+}
+
 const policy_state *pipeline_policy_state(pipeline *pl)
 {
 	return privacy_state(pl->pv);

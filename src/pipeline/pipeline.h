@@ -114,6 +114,10 @@ audience *pipeline_audience(pipeline *pl);
 __attribute__((warn_unused_result)) int pipeline_publication_tables(pipeline *pl, const char *const *schemas,
                                                                     const char *const *names, size_t n);
 
+/* The source instance (pipeline_params.source's), for its own getters (an edge's figures:
+ * edge_source.h); valid until pipeline_destroy. */
+void *pipeline_source(pipeline *pl);
+
 /* The committed policy state the pipeline judges with (a front end's checks, e.g. "the viewer
  * is a member of no org"); valid until pipeline_destroy. */
 struct policy_state;

@@ -767,18 +767,20 @@ static int send_slot_check(source *s)
 	return query_send(s, ST_SLOT_CHECK, sql);
 }
 
+const char source_relations_sql[] =
+	"SELECT c.oid, n.nspname, c.relname, c.relreplident, a.attname, a.atttypid, a.atttypmod, "
+	"coalesce(a.attnum = ANY (i.indkey::int2[]), false) "
+	"FROM pg_catalog.pg_class c "
+	"JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+	"JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+	"LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary "
+	"WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+	"AND n.nspname NOT LIKE 'pg\\_toast%' "
+	"ORDER BY c.oid, a.attnum";
+
 static int send_relations(source *s)
 {
-	return query_send(s, ST_RELATIONS,
-	           "SELECT c.oid, n.nspname, c.relname, c.relreplident, a.attname, a.atttypid, a.atttypmod, "
-	           "coalesce(a.attnum = ANY (i.indkey::int2[]), false) "
-	           "FROM pg_catalog.pg_class c "
-	           "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-	           "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-	           "LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary "
-	           "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-	           "AND n.nspname NOT LIKE 'pg\\_toast%' "
-	           "ORDER BY c.oid, a.attnum");
+	return query_send(s, ST_RELATIONS, source_relations_sql);
 }
 
 static int send_pub_check(source *s)
@@ -876,7 +878,7 @@ static int setup_next_after_slot(source *s)
 	return s->slot_exists ? send_start(s) : send_slot_create(s);
 }
 
-static int relations_load(source *s, PGresult *res)
+int source_relations_seed(relcache *rels, const PGresult *res, int *seeded)
 {
 	int n = PQntuples(res);
 	int i = 0;
@@ -911,17 +913,26 @@ static int relations_load(source *s, PGresult *res)
 			.replident = PQgetvalue(res, i, 3)[0],
 		};
 		/* The stream's own description wins: only seed relations not yet known. */
-		if (relcache_get_name(s->rels, r.schema, strlen(r.schema), r.name, strlen(r.name)) == NULL) {
-			rc = relcache_put(s->rels, &r, NULL);
+		if (relcache_get_name(rels, r.schema, strlen(r.schema), r.name, strlen(r.name)) == NULL) {
+			rc = relcache_put(rels, &r, NULL);
 			if (rc < 0)
 				goto cleanup;
 			loaded++;
 		}
 		i = j;
 	}
-	log_debug("source.relations", "slot=%s loaded=%d", s->cfg->slot, loaded);
+	*seeded = loaded;
 cleanup:
 	free(cols);
+	return rc;
+}
+
+static int relations_load(source *s, PGresult *res)
+{
+	int loaded = 0;
+	int rc = source_relations_seed(s->rels, res, &loaded);
+	if (rc == 0)
+		log_debug("source.relations", "slot=%s loaded=%d", s->cfg->slot, loaded);
 	return rc;
 }
 

@@ -51,4 +51,13 @@
  * - received_lsn: the highest WAL position the server sent. */
 extern const txn_source_ops replication_source_ops;
 
+/* The catalog query the wal2json path seeds its relation cache with (every user table's
+ * columns, type OIDs, typmods and primary-key flags; read-only SQL), and the seeding from its
+ * result: relations rels does not know yet are put (the stream's own description wins). 0 and
+ * *seeded (how many were put), or -ENOMEM. An edge seeds its cache the same way (edge_source). */
+extern const char source_relations_sql[];
+struct pg_result;
+__attribute__((warn_unused_result)) int source_relations_seed(relcache *rels, const struct pg_result *res,
+                                                              int *seeded);
+
 #endif

@@ -6,7 +6,9 @@
  * transaction whose beginning was trimmed is skipped; a transaction whose "C" is not in the
  * stream yet is delivered as far as it is and committed when the "C" arrives; a resume at P
  * starts at id P-0 inclusive; pause holds the reading (after the page in hand) until resume;
- * entries missing inside a transaction stop the source; and a pipeline built on it offers its
+ * entries missing inside a transaction stop the source; so do whole transactions trimmed before
+ * the edge read them (at its start, and after it had read to the end), while a trim of what it
+ * has read does not; and a pipeline built on it offers its
  * sinks the stream's transactions and confirms to it what they took.
  */
 #include <stdarg.h>
@@ -318,6 +320,67 @@ static void test_gap_fails(void **state)
 	assert_false(edge_source_ops.streaming(f->src));
 }
 
+/* Whole transactions trimmed after the position the edge reads from (it fell behind the
+ * window): XINFO STREAM's max-deleted-entry-id, read with the page, says so and the source fails
+ * instead of delivering the stream without them. Trimmed before the position: nothing lost. */
+static void test_trim_fails(void **state)
+{
+	fx *f = *state;
+	txn_write(f->rc, KEY, 0x100, 1, "a", 0, 3);
+	txn_write(f->rc, KEY, 0x200, 1, "b", 0, 3);
+	txn_write(f->rc, KEY, 0x300, 1, "c", 0, 3);
+	redisReply *r = redisCommand(f->rc, "XTRIM %s MAXLEN = 3", KEY); /* a and b gone */
+	assert_non_null(r);
+	assert_int_equal(r->integer, 6);
+	freeReplyObject(r);
+	source_start(f, 0x200); /* b was to be read first */
+	assert_true(run_until(&f->c, 1, 1)); /* stops at the failure */
+	assert_int_equal(f->c.failed, 1);
+	assert_string_equal(text(&f->c), "");
+	source_start(f, 0x300); /* what was trimmed lies before: c */
+	assert_true(run_until(&f->c, 1, 1));
+	assert_int_equal(f->c.failed, 0);
+	assert_string_equal(text(&f->c), "B768 I752:c1 C776 ");
+	edge_source_stats st;
+	edge_source_stats_get(f->src, &st);
+	assert_int_equal(st.stream_last_lsn, 0x300);
+	assert_int_equal(st.read_lsn, 0x300);
+}
+
+/* XTRIM KEY MAXLEN = n (exact); returns how many entries went. */
+static long long xtrim(redisContext *rc, int n)
+{
+	redisReply *r = redisCommand(rc, "XTRIM %s MAXLEN = %d", KEY, n);
+	assert_non_null(r);
+	long long k = r->integer;
+	freeReplyObject(r);
+	return k;
+}
+
+/* While the edge is paused after reading a (the stream's end then: it knows how many entries it
+ * has read), b and c are written. Trimming only what it read (a) loses nothing; trimming b too
+ * (never read) makes the source fail at its next read. */
+static void test_trim_behind(void **state)
+{
+	fx *f = *state;
+	for (int lose = 0; lose < 2; lose++) {
+		redisReply *r = redisCommand(f->rc, "DEL %s", KEY);
+		freeReplyObject(r);
+		txn_write(f->rc, KEY, 0x100, 1, "a", 0, 3);
+		f->c.pause_at_commit = true;
+		source_start(f, 0);
+		assert_false(run_for(&f->c, 2, 2, 300)); /* paused at a's commit */
+		assert_string_equal(text(&f->c), "B256 I240:a1 C264 ");
+		txn_write(f->rc, KEY, 0x200, 1, "b", 0, 3);
+		txn_write(f->rc, KEY, 0x300, 1, "c", 0, 3);
+		assert_int_equal(xtrim(f->rc, lose ? 3 : 6), lose ? 6 : 3);
+		edge_source_ops.resume(f->src);
+		assert_true(run_until(&f->c, 3, 3)); /* or the failure */
+		assert_int_equal(f->c.failed, lose);
+		assert_string_equal(text(&f->c), lose ? "B256 I240:a1 C264 " : "B256 I240:a1 C264 B512 I496:b1 C520 B768 I752:c1 C776 ");
+	}
+}
+
 /* ---- the pipeline on an edge ------------------------------------------------------------- */
 
 /* A live sink with one bypass subscriber that logs what it is offered and stops the loop at
@@ -422,6 +485,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_resume_inclusive, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gap_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_trim_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_trim_behind, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_on_edge, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

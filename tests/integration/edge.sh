@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Stateless edges (issue 12; docs/edges.md): one active `walcast run` holds the slot and publishes
+# the change stream through the redis_stream sink, its policy-state checkpoint in PostgreSQL
+# (pipeline.checkpoint_store = postgres); two edges ([edge] enabled) read that stream and serve
+# realtime-js clients. Oracles: PostgreSQL (its slots, locks and checkpoint tables; RLS and the
+# masking views as each user, tests/realtime-js/edge.test.mjs).
+#   - an edge with a durable sink is refused (exit 2, a clear message);
+#   - the edges hold no slot, no advisory lock, write nothing to the checkpoint tables; /readyz
+#     200 once caught up; walcast_role{role="edge"} 1; walcast_edge_* figures;
+#   - users of three orgs and several roles on both edges, under phases of events with membership
+#     and privacy-rule changes between them: each client receives exactly what RLS shows its user;
+#   - kill -9 of one edge under load: its clients reconnect to the other edge and resume, nothing
+#     missed, nothing twice (edge.test.mjs).
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/redis_lib.sh"
+trap 'echo "# edge.sh: line $LINENO failed: $BASH_COMMAND"' ERR
+seed_init
+
+JS=$ROOT/tests/realtime-js
+rt_js_install "$JS" || exit 1
+export WALCAST_AUTH_JWT_SECRET="edge-test-secret-with-enough-length-for-hs256-0123456789abcdef"
+SLOT=edge_run
+KEY=wc:edge
+readyz_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$1/readyz" || true; }
+readyz_is() { [ "$(readyz_code "$1")" = "$2" ]; }
+metric() { curl -s --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
+
+cat >"$WORK/active.conf" <<CONF
+[replication]
+slot = $SLOT
+[pipeline]
+checkpoint_store = postgres
+state_dir = $WORK/active-state
+[sink.stream]
+type = redis_stream
+url = $REDIS_URL
+key = $KEY
+CONF
+cat >"$WORK/edge.conf" <<CONF
+[replication]
+slot = $SLOT
+[pipeline]
+checkpoint_store = postgres
+[edge]
+enabled = true
+stream_url = $REDIS_URL
+stream_key = $KEY
+[sink.live]
+type = realtime
+replay_bytes = 16MB
+replay_seconds = 600
+CONF
+# start NAME CONF PORT: `walcast run` in the background, its stderr in $WORK/NAME.err; sets RUNP
+start() {
+  "$WALCAST" -c "$WORK/$2" run --policy "$ROOT/deploy/policy.ini" --set "http.listen=127.0.0.1:$3" \
+    --set "pipeline.state_dir=$WORK/$1-state" >/dev/null 2>>"$WORK/$1.err" &
+  RUNP=$!
+  BG_PIDS+=("$RUNP")
+}
+PACT=$(kernel_free_port); PA=$(kernel_free_port); PB=$(kernel_free_port)
+
+# ---- refused configurations --------------------------------------------------------------------
+cp "$WORK/edge.conf" "$WORK/bad.conf"
+printf '[sink.file]\ntype = jsonl\npath = %s\n' "$WORK/bad.jsonl" >>"$WORK/bad.conf"
+rc=0; "$WALCAST" -c "$WORK/bad.conf" run --policy "$ROOT/deploy/policy.ini" 2>"$WORK/bad.err" >/dev/null || rc=$?
+check "an edge with a durable sink (jsonl): exit 2" 2 "$rc"
+check_true "... saying only live sinks run on an edge" grep -q "sink file (type jsonl) is durable: an edge" "$WORK/bad.err"
+rc=0; "$WALCAST" -c "$WORK/edge.conf" run --policy "$ROOT/deploy/policy.ini" --set http.listen=127.0.0.1:0 \
+  2>"$WORK/early.err" >/dev/null || rc=$?
+check "an edge before the active instance ever checkpointed: exit 1" 1 "$rc"
+check_true "... saying the shared checkpoint holds no state yet" grep -q "holds no state for slot '$SLOT' yet" "$WORK/early.err"
+
+# ---- the active instance, then two edges -------------------------------------------------------
+start active active.conf "$PACT"; ACT=$RUNP
+wait_for 60 readyz_is "$PACT" 200 || { echo "not ok - the active instance did not become ready"; cat "$WORK/active.err"; exit 1; }
+# the orgs, memberships and a privacy rule of edge.test.mjs, before the edges start: they know
+# them from the shared checkpoint only (their stream starts at its position)
+declare -A ID
+for k in X Y Z CXpub CXpriv CY CZ adminX memberX viewerX memberY memberZ newbie rulePub; do
+  ID[$k]=$(cat /proc/sys/kernel/random/uuid)
+done
+sql >/dev/null <<SQL
+INSERT INTO orgs (id, name) VALUES ('${ID[X]}', 'edge x'), ('${ID[Y]}', 'edge y'), ('${ID[Z]}', 'edge z');
+INSERT INTO org_roles (org_id, user_id, role) VALUES ('${ID[X]}', '${ID[adminX]}', 'admin'),
+  ('${ID[X]}', '${ID[memberX]}', 'member'), ('${ID[X]}', '${ID[viewerX]}', 'viewer'),
+  ('${ID[Y]}', '${ID[memberY]}', 'member'), ('${ID[Z]}', '${ID[memberZ]}', 'member');
+INSERT INTO contacts (id, org_id, name, phone) VALUES ('${ID[CXpub]}', '${ID[X]}', 'Public', '+15550001234'),
+  ('${ID[CXpriv]}', '${ID[X]}', 'Private', '+15550009876'), ('${ID[CY]}', '${ID[Y]}', 'Other', '+15550005555'),
+  ('${ID[CZ]}', '${ID[Z]}', 'Quiet', '+15550007777');
+INSERT INTO privacy_rules (org_id, contact_id, min_role) VALUES ('${ID[X]}', '${ID[CXpriv]}', 'admin');
+SQL
+AFTER=$(current_lsn)
+# a transaction after them: once it is confirmed, the position is past them
+sql -c "INSERT INTO orgs (name) VALUES ('edge warm-up')" >/dev/null
+confirmed_at_checkpoint() {
+  [ "$(sql -c "SELECT count(*) FROM walcast.checkpoint_positions WHERE slot = '$SLOT' AND name = 'pipeline' AND lsn >= '$AFTER'")" = 1 ]
+}
+wait_for 60 confirmed_at_checkpoint || { echo "not ok - the active instance did not checkpoint past $AFTER"; exit 1; }
+EDGE_TEST_IDS=$(for k in "${!ID[@]}"; do printf '"%s":"%s"\n' "$k" "${ID[$k]}"; done | paste -sd, | sed 's/^/{/; s/$/}/')
+export EDGE_TEST_IDS
+GEN=$(sql -c "SELECT generation FROM walcast.checkpoint_slots WHERE slot = '$SLOT'")
+CKPT_ROWS=$(sql -c "SELECT (SELECT count(*) FROM walcast.checkpoint_log) + (SELECT count(*) FROM walcast.checkpoint_base)")
+start edgeA edge.conf "$PA"; EA=$RUNP
+start edgeB edge.conf "$PB"; EB=$RUNP
+wait_for 60 readyz_is "$PA" 200 || { echo "not ok - edge A did not become ready"; cat "$WORK/edgeA.err"; exit 1; }
+wait_for 60 readyz_is "$PB" 200 || { echo "not ok - edge B did not become ready"; cat "$WORK/edgeB.err"; exit 1; }
+check "edges: /readyz 200 once caught up" "200 200" "$(readyz_code "$PA") $(readyz_code "$PB")"
+check "edges: walcast_role{role=\"edge\"} 1" "1 1" "$(metric "$PA" 'walcast_role{role="edge"}') $(metric "$PB" 'walcast_role{role="edge"}')"
+check "edges: walcast_edge_caught_up 1" "1 1" "$(metric "$PA" walcast_edge_caught_up) $(metric "$PB" walcast_edge_caught_up)"
+check "the active instance: walcast_role{role=\"active\"} 1" 1 "$(metric "$PACT" 'walcast_role{role="active"}')"
+check "one slot, held by the active instance's walsender only" "1 1" \
+  "$(sql -c "SELECT count(*), count(*) FILTER (WHERE active) FROM pg_replication_slots" | tr '|' ' ')"
+check "one advisory lock on the checkpoint store (the active instance's)" 1 \
+  "$(sql -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")"
+check "the edges took no generation of the checkpoint's slot row" "$GEN" \
+  "$(sql -c "SELECT generation FROM walcast.checkpoint_slots WHERE slot = '$SLOT'")"
+check_true "edges: the policy state from the shared checkpoint, the stream from its position" \
+  grep -q "run.edge.*read from the shared checkpoint" "$WORK/edgeA.err"
+# the state as of P: the memberships and the rule above, which are not in the stream after P
+LOADED=$(grep -o 'policy state loaded from the checkpoint as of [^ ]* ([0-9]* rows)' "$WORK/edgeB.err" | grep -o '[0-9]* rows' | cut -d' ' -f1)
+check_true "edge B: the policy state loaded from the checkpoint holds the test's rows (${LOADED:-none} rows >= 6)" [ "${LOADED:-0}" -ge 6 ]
+RESUME=$(grep -o 'edge.start .* resume=[0-9A-F/]*' "$WORK/edgeB.err" | head -1 | sed 's/.*resume=//')
+check "edge B: the stream read from past those rows' commits (resume=${RESUME:-?} >= $AFTER)" t \
+  "$(sql -c "SELECT '${RESUME:-0/0}'::pg_lsn >= '$AFTER'::pg_lsn")"
+check_true "edges: the relation cache seeded from the catalog" grep -q "edge.relations.*seeded" "$WORK/edgeB.err"
+
+export WALCAST_RT_HTTP=http://127.0.0.1:$PA WALCAST_EDGE_HTTP_A=http://127.0.0.1:$PA \
+  WALCAST_EDGE_HTTP_B=http://127.0.0.1:$PB WALCAST_EDGE_PID_A=$EA
+node_part edge "$JS/edge.test.mjs"
+
+kill -9 "$EA" 2>/dev/null || true # the test killed it, unless it failed before that
+wait "$EA" 2>/dev/null || true
+ENTRIES=$(metric "$PB" walcast_edge_entries_read_total)
+check_true "edge B: walcast_edge_entries_read_total > 0 ($ENTRIES)" [ "${ENTRIES:-0}" -gt 0 ]
+check "edge B: walcast_edge_stream_lag_bytes 0 at rest" 0 "$(wait_for 10 bash -c "[ \"\$(curl -s http://127.0.0.1:$PB/metrics | awk '\$1 == \"walcast_edge_stream_lag_bytes\" { print \$2 }')\" = 0 ]" && echo 0)"
+check "the edges wrote nothing to the checkpoint tables (generation unchanged)" "$GEN" \
+  "$(sql -c "SELECT generation FROM walcast.checkpoint_slots WHERE slot = '$SLOT'")"
+check "edge B: no error lines" 0 "$(grep -c ' ERROR ' "$WORK/edgeB.err" || true)"
+check "the active instance: no error lines" 0 "$(grep -c ' ERROR ' "$WORK/active.err" || true)"
+echo "# checkpoint rows before the edges: $CKPT_ROWS; edge B read $ENTRIES entries"
+kill -TERM "$EB"
+rc=0; wait "$EB" || rc=$?
+check "edge B: SIGTERM drains, exit 0" 0 "$rc"
+kill -TERM "$ACT"
+rc=0; wait "$ACT" || rc=$?
+check "the active instance: SIGTERM drains, exit 0" 0 "$rc"
+summary

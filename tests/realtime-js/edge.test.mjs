@@ -1,0 +1,203 @@
+// edge.test.mjs — realtime-js on two stateless edges (issue 12; docs/edges.md). tests/integration/edge.sh
+// starts the active instance (slot, redis_stream sink, postgres checkpoint store) and two edges
+// ([edge] enabled, a realtime sink each), then runs this file.
+//
+// Users of three orgs (an admin, a member and a viewer in X, a member of Y, a member of Z, and a
+// newcomer who joins X later and leaves again) each hold one client on edge A and one on edge B.
+// The orgs, memberships and the first privacy rule were committed (and checkpointed by the active
+// instance) before the edges started: the edges know them from the shared checkpoint only.
+// Phases of events, one per transaction, each after a change of the policy tables (a privacy
+// rule set, changed, removed; a member joining, promoted, leaving): every client receives exactly
+// the events PostgreSQL's masking view walcast.events_masked shows its user, taken right after
+// the phase (before the next policy change), record by record.
+// Then, under a write load, edge A is SIGKILLed: its clients' transport goes to edge B (what a
+// load balancer does), realtime-js reconnects and rejoins by itself with the last walcast_position
+// it saw; edge B answers walcast_resume: "Resumed" (what it received then equals the oracle
+// exactly) or the documented gap (a refetch as its user, plus what it received, equals the
+// oracle). Nothing twice either way; edge B's own clients go on undisturbed.
+// Environment (edge.sh): WALCAST_EDGE_HTTP_A, WALCAST_EDGE_HTTP_B, WALCAST_EDGE_PID_A, EDGE_TEST_IDS.
+import WebSocket from 'ws'
+import { Client, asUser, check, checkTrue, diffRecord, lit, metric, note, sleep, sql, sqlAsync, summary, syncStream, testCase, userToken, waitFor } from './lib.mjs'
+
+const HTTP_A = process.env.WALCAST_EDGE_HTTP_A
+const HTTP_B = process.env.WALCAST_EDGE_HTTP_B
+const PID_A = Number(process.env.WALCAST_EDGE_PID_A)
+const EDGES = [HTTP_A, HTTP_B]
+const dead = new Set()
+
+// the orgs, memberships, contacts and the first privacy rule: written by edge.sh before the edges
+// started, so the edges know them only from the shared checkpoint
+const ID = JSON.parse(process.env.EDGE_TEST_IDS)
+const { X, Y, Z, CY, CZ } = ID
+const CX = { pub: ID.CXpub, priv: ID.CXpriv }
+const U = { adminX: ID.adminX, memberX: ID.memberX, viewerX: ID.viewerX, memberY: ID.memberY, memberZ: ID.memberZ, newbie: ID.newbie }
+const RULE_PUB = ID.rulePub
+
+const TARGETS = [[X, CX.pub], [X, CX.priv], [Y, CY], [Z, CZ], [X, CX.pub], [Y, CY]]
+const ev = (p, n) => {
+  const [org, contact] = TARGETS[n % TARGETS.length]
+  return `insert into events (org_id, contact_id, kind, direction, status, from_number, to_number)
+    values (${lit(org)}, ${lit(contact)}, 'call', 'inbound', ${lit(`edge-${p}-${String(n).padStart(5, '0')}`)}, '+33612345678', '+15551112222')`
+}
+// what PostgreSQL shows UID of phase P's events now, in commit order
+const oracle = (uid, p) => asUser({ uid }, `select * from walcast.events_masked where status like ${lit(`edge-${p}-%`)} order by status`)
+
+// ---- the clients ------------------------------------------------------------------------------
+// edgeTransport: a `ws` WebSocket that connects to the client's home edge while it lives, else to
+// the other one (the load balancer's part), recording every frame like lib.mjs's clients
+function edgeTransport(home, owner) {
+  return class EdgeWebSocket extends WebSocket {
+    constructor(url, protocols) {
+      const base = [home, ...EDGES.filter((e) => e !== home)].find((e) => !dead.has(e))
+      const u = new URL(url)
+      u.host = new URL(base).host
+      super(u.toString(), protocols)
+      const c = owner()
+      c.sockets.push(this)
+      this.on('message', (data, isBinary) => c.raw.push({ at: Date.now(), text: isBinary ? null : data.toString(), binary: isBinary }))
+    }
+  }
+}
+const BINDING = [{ event: '*', schema: 'public', table: 'events' }]
+// a realtime-js client on edge HOME whose channel's join config holds the last walcast_position
+// it received, so that realtime-js's own rejoin resumes from there
+async function edgeClient(user, uid, home) {
+  const name = `${user}@${home === HTTP_A ? 'A' : 'B'}`
+  const opts = { walcast_resume_from: null }
+  const c = new Client(name, {
+    token: userToken(uid),
+    options: {
+      transport: edgeTransport(home, () => c),
+      decode: (raw, cb) => c.client.serializer.decode(raw, (msg) => {
+        if (msg.event === 'postgres_changes' && msg.payload && msg.payload.walcast_position) opts.walcast_resume_from = msg.payload.walcast_position
+        cb(msg)
+      }),
+    },
+  })
+  const ch = await c.subscribe(`edge-${name}`, BINDING, { config: { postgres_changes_options: opts } })
+  return { name, user, uid, home, c, ch, opts }
+}
+// the postgres_changes frames of phase P on a channel: {at, status, id, position, record}
+const wire = (x, p) => x.c.raw.filter((r) => r.text !== null).map((r) => ({ at: r.at, f: JSON.parse(r.text) }))
+  .filter(({ f }) => f[2] === x.ch.topic && f[3] === 'postgres_changes' && f[4].data.record &&
+    String(f[4].data.record.status).startsWith(`edge-${p}-`))
+  .map(({ at, f }) => ({ at, status: f[4].data.record.status, id: f[4].data.record.id, record: f[4].data.record }))
+const delivered = (x, p) => x.ch.got[0].filter((q) => q.eventType === 'INSERT' && String(q.new.status).startsWith(`edge-${p}-`))
+const resumes = (x) => x.c.raw.filter((r) => r.text !== null).map((r) => ({ at: r.at, f: JSON.parse(r.text) }))
+  .filter(({ f }) => f[2] === x.ch.topic && f[3] === 'system' && f[4].extension === 'walcast_resume')
+  .map(({ at, f }) => ({ at, status: f[4].status, message: f[4].message }))
+const dups = (list) => list.filter((v, i) => list.indexOf(v) !== i)
+
+// each user's events of phase p: exactly the oracle's, in commit order, each record the view's row
+function checkPhase(clients, want, p) {
+  for (const x of clients) {
+    const got = wire(x, p)
+    check(`phase ${p}, ${x.name}: exactly the events RLS shows ${x.user}, in commit order`, want[x.user].map((r) => r.status), got.map((w) => w.status))
+    const diffs = got.flatMap((w) => {
+      const r = want[x.user].find((o) => o.id === w.id)
+      return r ? diffRecord(w.record, r).map((d) => `${w.status}: ${d}`) : []
+    })
+    check(`phase ${p}, ${x.name}: each record is the masking view's row`, [], diffs.slice(0, 5))
+  }
+}
+
+await syncStream()
+const clients = []
+for (const [user, uid] of Object.entries(U)) for (const home of EDGES) clients.push(await edgeClient(user, uid, home))
+
+// the policy changes before each phase (none before the first)
+const POLICY = [
+  null,
+  `insert into privacy_rules (id, org_id, contact_id, min_role) values (${lit(RULE_PUB)}, ${lit(X)}, ${lit(CX.pub)}, 'admin');
+   insert into org_roles (org_id, user_id, role) values (${lit(X)}, ${lit(U.newbie)}, 'member')`,
+  `update org_roles set role = 'member' where org_id = ${lit(X)} and user_id = ${lit(U.viewerX)};
+   delete from privacy_rules where org_id = ${lit(X)} and contact_id = ${lit(CX.priv)}`,
+  `update privacy_rules set min_role = 'member' where id = ${lit(RULE_PUB)};
+   delete from org_roles where org_id = ${lit(X)} and user_id = ${lit(U.newbie)}`,
+]
+const N = 8
+
+await testCase('both edges: each user its own rows, across membership and privacy-rule changes', async () => {
+  check('every client is connected to its edge (walcast_realtime_connections)', [6, 6],
+    [await metric('walcast_realtime_connections', HTTP_A), await metric('walcast_realtime_connections', HTTP_B)])
+  const seen = new Set()
+  for (let p = 1; p <= POLICY.length; p++) {
+    if (POLICY[p - 1]) await sqlAsync(POLICY[p - 1])
+    for (let n = 0; n < N; n++) await sqlAsync(ev(p, n))
+    const want = Object.fromEntries(await Promise.all(Object.entries(U).map(async ([user, uid]) => [user, await oracle(uid, p)])))
+    for (const user of Object.keys(U)) seen.add(JSON.stringify(want[user]))
+    await waitFor(() => clients.every((x) => wire(x, p).length >= want[x.user].length), 30000)
+    await sleep(300) // anything beyond the oracle would arrive now
+    checkPhase(clients, want, p)
+  }
+  checkTrue('the oracle tells the users and phases apart', seen.size >= 10, seen.size)
+})
+
+await testCase('kill -9 of edge A under load: its clients resume on edge B', async () => {
+  const P = POLICY.length + 1
+  let stop = false
+  let n = 0
+  const load = (async () => {
+    while (!stop) {
+      await sqlAsync(ev(P, n++))
+      await sleep(20)
+    }
+  })()
+  const onA = clients.filter((x) => x.home === HTTP_A)
+  const onB = clients.filter((x) => x.home === HTTP_B)
+  const busy = clients.filter((x) => x.user !== 'newbie')
+  checkTrue('every client receives the load before the kill', await waitFor(() => busy.every((x) => wire(x, P).length >= 3), 30000))
+  const t0 = Date.now()
+  process.kill(PID_A, 'SIGKILL')
+  dead.add(HTTP_A)
+  note(`killed edge A (pid ${PID_A}) after ${n} transactions of the load`)
+
+  const refetch = {}
+  const answered = () => onA.every((x) => {
+    const r = resumes(x).find((s) => s.at >= t0)
+    if (r && r.status === 'error' && !refetch[x.name]) refetch[x.name] = oracle(x.uid, P)
+    return r
+  })
+  checkTrue('every channel of edge A rejoined on edge B and got a walcast_resume answer', await waitFor(answered, 60000),
+    onA.map((x) => `${x.name}: ${JSON.stringify(x.ch.statuses.slice(-3))}`).join('; '))
+  const rejoinMs = onA.map((x) => (resumes(x).find((s) => s.at >= t0) || { at: NaN }).at - t0)
+  const answerAt = (x) => (resumes(x).find((s) => s.at >= t0) || { at: Infinity }).at
+  checkTrue('changes committed after the rejoin arrive live',
+    await waitFor(() => onA.filter((x) => x.user !== 'newbie').every((x) => wire(x, P).some((w) => w.at > answerAt(x))), 30000))
+  stop = true
+  await load
+  note(`the load committed ${n} transactions; edge A's channels answered ${rejoinMs.join(', ')} ms after the kill`)
+  console.log(`# edge_failover_ms max=${Math.max(...rejoinMs)}`)
+  check('edge B holds every client', 12, await waitFor(async () => (await metric('walcast_realtime_connections', HTTP_B)) === 12 && 12, 20000))
+  const want = Object.fromEntries(await Promise.all(Object.entries(U).map(async ([user, uid]) => [user, await oracle(uid, P)])))
+  for (const x of clients) {
+    const w = want[x.user].map((r) => r.status)
+    const r = resumes(x).find((s) => s.at >= t0)
+    const gap = r && r.status === 'error'
+    const fetched = gap ? (await refetch[x.name]).map((row) => row.status) : []
+    const cover = () => new Set([...wire(x, P).map((v) => v.status), ...fetched])
+    await waitFor(() => w.every((s) => cover().has(s)), 30000)
+    await sleep(200)
+    const got = wire(x, P).map((v) => v.status)
+    check(`${x.name}: nothing received twice`, [], dups(got))
+    check(`${x.name}: received in commit order`, [...got].sort(), got)
+    check(`${x.name}: nothing beyond what RLS shows it`, [], got.filter((s) => !w.includes(s)))
+    if (x.home === HTTP_A) {
+      note(`${x.name}: answer "${r && r.message}"; ${got.length} received of the oracle's ${w.length}` + (gap ? `, ${fetched.length} refetched` : ''))
+      checkTrue(`${x.name}: the answer is "Resumed: N changes replayed" or the documented gap`,
+        r && ((r.status === 'ok' && /^Resumed: \d+ changes replayed$/.test(r.message)) ||
+          (r.status === 'error' && r.message === 'Resume gap: the replay buffer no longer reaches back to that position: refetch')),
+        JSON.stringify(r))
+    } else {
+      check(`${x.name}: (edge B) no resume, no reconnect`, [0, 1], [resumes(x).length, x.c.sockets.length])
+    }
+    if (gap) check(`${x.name}: (gap) the refetch and what it received make the oracle`, w, [...cover()].sort())
+    else check(`${x.name}: what it received is the oracle, nothing missed`, w, got)
+    check(`${x.name}: realtime-js handed the application the same changes`, got, delivered(x, P).map((q) => q.new.status))
+  }
+  checkTrue('edge A\'s clients resumed exactly (edge B\'s replay buffer reaches back to their positions)',
+    onA.every((x) => { const r = resumes(x).find((s) => s.at >= t0); return r && r.status === 'ok' }))
+})
+
+for (const x of clients) x.c.close()
+summary()
