@@ -23,6 +23,37 @@ agg_setup() {
   for line in "$@"; do echo "$line" >>"$WORK/walcast.conf"; done
 }
 
+# tally_setup: PostgreSQL's own tally of row changes per transaction on every platform table
+# (AFTER ROW triggers into an UNLOGGED table, which logical decoding never sees): the oracle of
+# the change stream (redis_stream sink). tally_counts: "xid table action count" lines, sorted.
+# stream_counts KEY: the same lines read from the stream on $RPORT (redis_stream_check.py, which
+# also writes $WORK/problems, $WORK/rows and $WORK/summary), sorted.
+tally_setup() {
+  sql >/dev/null <<'SQL'
+CREATE UNLOGGED TABLE tally (xid bigint, tbl text, action text);
+CREATE FUNCTION tally_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO tally VALUES (txid_current() % 4294967296, TG_TABLE_NAME, TG_OP);
+  RETURN NULL;
+END $$;
+DO $$
+DECLARE t text;
+BEGIN
+  FOREACH t IN ARRAY array['orgs', 'org_roles', 'contacts', 'privacy_rules', 'events', 'audit_log', 'sync_health'] LOOP
+    EXECUTE format('CREATE TRIGGER tally AFTER INSERT OR UPDATE OR DELETE ON public.%I
+                    FOR EACH ROW EXECUTE FUNCTION tally_row()', t);
+  END LOOP;
+END $$;
+SQL
+}
+tally_counts() {
+  sql -c "SELECT xid || ' ' || tbl || ' ' || action || ' ' || count(*) FROM tally GROUP BY xid, tbl, action" |
+    LC_ALL=C sort
+}
+stream_counts() {
+  python3 "$ROOT/tests/integration/redis_stream_check.py" "$RPORT" "$1" "$WORK" && LC_ALL=C sort "$WORK/counts"
+}
+
 # One transaction of the load: a random mix, drawn by PostgreSQL itself.
 txn_sql() {
   local i=$1 extra=""

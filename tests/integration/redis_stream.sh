@@ -20,23 +20,7 @@ POLICY=$ROOT/deploy/policy.ini
 KEY=wc:changes
 TABLES="orgs org_roles contacts privacy_rules events audit_log sync_health"
 
-# ---- PostgreSQL's tally of row changes per transaction ------------------------------------------
-sql >/dev/null <<'SQL'
-CREATE UNLOGGED TABLE tally (xid bigint, tbl text, action text);
-CREATE FUNCTION tally_row() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  INSERT INTO tally VALUES (txid_current() % 4294967296, TG_TABLE_NAME, TG_OP);
-  RETURN NULL;
-END $$;
-DO $$
-DECLARE t text;
-BEGIN
-  FOREACH t IN ARRAY array['orgs', 'org_roles', 'contacts', 'privacy_rules', 'events', 'audit_log', 'sync_health'] LOOP
-    EXECUTE format('CREATE TRIGGER tally AFTER INSERT OR UPDATE OR DELETE ON public.%I
-                    FOR EACH ROW EXECUTE FUNCTION tally_row()', t);
-  END LOOP;
-END $$;
-SQL
+tally_setup # PostgreSQL's tally of row changes per transaction (redis_lib.sh)
 
 cat >"$WORK/walcast.conf" <<CONF
 [replication]
@@ -138,8 +122,7 @@ wait_for 30 bash -c "redis-cli -p $RPORT PING 2>/dev/null | grep -q PONG"
 wait "$LOAD" || true
 
 # ---- the comparison -----------------------------------------------------------------------------
-sql -c "SELECT xid || ' ' || tbl || ' ' || action || ' ' || count(*) FROM tally GROUP BY xid, tbl, action" |
-  LC_ALL=C sort >"$WORK/sql.counts"
+tally_counts >"$WORK/sql.counts"
 : >"$WORK/sql.rows.raw"
 for t in $TABLES; do
   cols=$(sql -c "SELECT string_agg(format('%L, %I::text', attname, attname), ', ' ORDER BY attnum)
@@ -148,8 +131,7 @@ for t in $TABLES; do
 done
 python3 "$ROOT/tests/integration/redis_stream_check.py" --normalize "$WORK/sql.rows.raw" >"$WORK/sql.rows"
 stream_caught_up() {
-  python3 "$ROOT/tests/integration/redis_stream_check.py" "$RPORT" "$KEY" "$WORK" &&
-    LC_ALL=C sort "$WORK/counts" >"$WORK/stream.counts" && cmp -s "$WORK/sql.counts" "$WORK/stream.counts" &&
+  stream_counts "$KEY" >"$WORK/stream.counts" && cmp -s "$WORK/sql.counts" "$WORK/stream.counts" &&
     cmp -s "$WORK/sql.rows" "$WORK/rows"
 }
 wait_for 120 stream_caught_up || echo "# the stream did not reach what SQL holds within 120 s"
