@@ -106,8 +106,31 @@ check "every aggregate in Redis equals SQL's recount over public.events" "" \
 check "h2 is still a standby; one walcast streams the slot" "503 1" \
   "$(readyz h2) $(sql -c "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'walcast'")"
 check "no batch straddled a watermark (no two writers)" 0 "$(cat "$WORK"/h*.err | grep -c STRADDLE || true)"
+kill -TERM "$B"
+rc=0; wait "$B" || rc=$?
+check "h2 (a standby): SIGTERM, exit 0" 0 "$rc"
 kill -TERM "$A"
 rc=0; wait "$A" || rc=$?
 check "h1: SIGTERM drains, exit 0" 0 "$rc"
+
+# another consumer on the slot (pg_recvlogical, in the servers' namespace): the store's lock is
+# free, but a standby never ends a walsender that is not walcast's
+pg_recvlogical -d "$PGDATABASE" --slot "$SLOT" --start -o proto_version=1 -o publication_names=walcast \
+  -f /dev/null 2>"$WORK/recvlogical.err" &
+RL=$!
+BG_PIDS+=("$RL")
+wait_for 30 bash -c "[ \"\$(psql -X -At -c \"SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$SLOT'\")\" != '' ]" || true
+WR=$(walsender)
+start_host h2; B=$RUNP
+wait_for 30 grep -q "run.standby.*not walcast's (application_name=pg_recvlogical" "$WORK/h2.err" ||
+  { echo "# h2.err:"; tail -3 "$WORK/h2.err"; }
+sleep 2.5 # two more polls, each finding the lock free
+check "h2 waits beside another consumer and leaves its walsender alone" "503 $WR" "$(readyz h2) $(walsender)"
+kill "$RL"; wait "$RL" 2>/dev/null || true
+wait_for 30 ready_is h2 200 || true
+check "h2 takes over once that consumer has gone" 200 "$(readyz h2)"
+kill -TERM "$B"
+rc=0; wait "$B" || rc=$?
+check "h2: SIGTERM drains, exit 0" 0 "$rc"
 echo "# figures: kill9_ms=$TA cut_ms=$TB"
 summary
