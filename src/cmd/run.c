@@ -22,6 +22,11 @@
  * walsender per slot); the flock makes the takeover of the state directory exclusive on this
  * host. The standby's own listener serves only /healthz, /readyz and /metrics; it is closed and
  * the daemon's listener (with the sinks' protocols) opened at the takeover.
+ * With the checkpoint store in PostgreSQL the slot may be held by a walsender whose instance is
+ * gone (its host cut off: the server keeps a walsender until wal_sender_timeout): a standby that
+ * finds the store's advisory lock free takes the store and ends that walsender if it is
+ * walcast's own (slot_take); the active instance checks its store every standby_poll and stops
+ * at once when it is gone (store_check_cb), so a cut-off instance never writes after a takeover.
  */
 #include "run.h"
 
@@ -345,6 +350,8 @@ static int slot_take(daemon_t *d, int pid, char why[256])
 		         "it left streaming was ended", d->cfg->slot, pid, where);
 		return 1;
 	}
+	if (rc < 0) /* permission, connection, or it did not exit: the next poll tries again */
+		log_warn("run.walsender_end_failed", "slot=%s pid=%d: %s", d->cfg->slot, pid, cerr);
 	checkpoint_store_destroy(d->store); /* and its lock: the slot is not ours to take */
 	d->store = NULL;
 	snprintf(why, 256, "slot '%s' is active for pid %d: %s", d->cfg->slot, pid, cerr);

@@ -20,7 +20,7 @@ if [ "${1:-}" != --inner ]; then
   netns_up h1 h2
   export NETNS_PREFIX
   # the harness (PostgreSQL, Redis, this script's second half) in the servers' namespace
-  ip netns exec "$(netns_name db)" env WALCAST_HARNESS_LISTEN="$NETNS_DB_ADDR" \
+  netns_run db env WALCAST_HARNESS_LISTEN="$NETNS_DB_ADDR" \
     "$HERE/../harness/harness.sh" run -- "$HERE/netns_takeover.sh" --inner
   exit 0 # set -e: a failure exits with its status, netns_down deletes the namespaces either way
 fi
@@ -81,6 +81,10 @@ wait_for 30 ready_is h1 200 || true
 TB=$(( $(ms) - t0 ))
 echo "# takeover after h2 was cut off: $TB ms (bar: 10000)"
 check_true "h1 took over within 10 s of the cut ($TB ms)" [ "$TB" -le 10000 ]
+[ "$TB" -le 10000 ] ||
+  { echo "# cut at $(date -u -d "@$((t0 / 1000))" +%T).$((t0 % 1000))"
+    grep -h -E ' (run|checkpoint|source|pipeline)\.' "$WORK/h1.err" | tail -8 | sed 's/^/# h1: /'
+    grep -h -E ' (run|checkpoint|source|pipeline)\.' "$WORK/h2.err" | tail -4 | sed 's/^/# h2: /'; }
 check "h1 ended the walsender h2 left (walcast's own)" 1 \
   "$(grep -c "run.walsender_ended.*pid=$WB" "$WORK/h1.err" || true)"
 check_true "the slot is h1's now (a walsender from 10.77.0.11)" \

@@ -9,11 +9,15 @@
 #   netns_cut HOST       cuts HOST off: its port on the bridge goes down, every packet to or
 #                        from it is lost silently (no RST, no ICMP): a pulled cable
 #   netns_heal HOST      joins it again
-#   netns_down           kills what still runs in the namespaces (by pid) and deletes them, with
-#                        their veths; netns_up sets it as the EXIT trap, so it runs on failure too
+#   netns_run NAME CMD   CMD in NAME's namespace, waited for (a SIGTERM to the script reaches
+#                        it: netns_down ends it first, so it cleans up after itself); its status
+#   netns_down           ends netns_run's command (SIGTERM, 10 s), kills what still runs in the
+#                        namespaces (by pid) and deletes them, with their veths; netns_up sets it
+#                        as the EXIT trap, so it runs on failure too
 #
 # Names are unique per run (wc<pid>-<random>-NAME: parallel runs do not collide); the addresses
-# may repeat, since each run has its own namespaces. Needs root (ip netns add).
+# may repeat, since each run has its own namespaces. A run killed with SIGKILL cannot clean up:
+# netns_up deletes the namespaces of such runs (named so, their pid gone). Needs root.
 NETNS_PREFIX=${NETNS_PREFIX:-wc$$-$RANDOM}
 NETNS_DB_ADDR=10.77.0.1
 NETNS_CREATED=()
@@ -35,8 +39,20 @@ netns_add() {
   ip -n "$ns" link set lo up
 }
 
+# netns_stale_down: the namespaces of earlier runs whose process is gone (SIGKILLed runs).
+netns_stale_down() {
+  local ns pid p
+  for ns in $(ip netns list | awk '{ print $1 }' | grep -E '^wc[0-9]+-[0-9]+-[a-z0-9]+$' || true); do
+    pid=${ns#wc}; pid=${pid%%-*}
+    kill -0 "$pid" 2>/dev/null && continue
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+}
+
 netns_up() {
   local db h i=11
+  netns_stale_down
   trap netns_down EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
@@ -69,9 +85,23 @@ netns_exec() {
 netns_cut() { ip -n "$(netns_name db)" link set "v-$1" down; }
 netns_heal() { ip -n "$(netns_name db)" link set "v-$1" up; }
 
+NETNS_RUN_PID=
+netns_run() {
+  local ns rc=0
+  ns=$(netns_name "$1"); shift
+  ip netns exec "$ns" "$@" &
+  NETNS_RUN_PID=$!
+  wait "$NETNS_RUN_PID" || rc=$?
+  NETNS_RUN_PID=
+  return "$rc"
+}
+
 netns_down() {
   local rc=$? ns p
   trap - EXIT INT TERM
+  if [ -n "$NETNS_RUN_PID" ] && kill -TERM "$NETNS_RUN_PID" 2>/dev/null; then
+    for _ in $(seq 1 100); do kill -0 "$NETNS_RUN_PID" 2>/dev/null || break; sleep 0.1; done
+  fi
   for ns in "${NETNS_CREATED[@]:-}"; do
     [ -n "$ns" ] || continue
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
