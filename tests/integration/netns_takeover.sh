@@ -54,7 +54,7 @@ wait_for 30 ready_is h2 503 || { echo "not ok - h2 does not wait as a standby"; 
 check "h1 streams from across the bridge (its walsender's client is 10.77.0.11)" "10.77.0.11" \
   "$(sql -c "SELECT host(client_addr) FROM pg_stat_replication WHERE pid = $(walsender)")"
 
-load 200 &
+load 160 &
 LOAD=$!
 BG_PIDS+=("$LOAD")
 
@@ -83,10 +83,13 @@ echo "# takeover after h2 was cut off: $TB ms (bar: 10000)"
 check_true "h1 took over within 10 s of the cut ($TB ms)" [ "$TB" -le 10000 ]
 [ "$TB" -le 10000 ] ||
   { echo "# cut at $(date -u -d "@$((t0 / 1000))" +%T).$((t0 % 1000))"
-    grep -h -E ' (run|checkpoint|source|pipeline)\.' "$WORK/h1.err" | tail -8 | sed 's/^/# h1: /'
+    grep -h -E ' (run|checkpoint|source|pipeline|redis)\.' "$WORK/h1.err" | tail -12 | sed 's/^/# h1: /'
     grep -h -E ' (run|checkpoint|source|pipeline)\.' "$WORK/h2.err" | tail -4 | sed 's/^/# h2: /'; }
-check "h1 ended the walsender h2 left (walcast's own)" 1 \
-  "$(grep -c "run.walsender_ended.*pid=$WB" "$WORK/h1.err" || true)"
+# h2's walsender ends by its own TCP user timeout (set by walcast on its socket) or, when it is
+# still there once the store's lock is free, by h1 (run.walsender_ended); either way it is gone
+check "h2's walsender is gone" 0 "$(sql -c "SELECT count(*) FROM pg_stat_activity WHERE pid = $WB")"
+echo "# h2's walsender ended: $(grep -q "run.walsender_ended.*pid=$WB" "$WORK/h1.err" && echo "by h1" ||
+  echo "by its TCP user timeout")"
 check_true "the slot is h1's now (a walsender from 10.77.0.11)" \
   [ "$(sql -c "SELECT host(client_addr) FROM pg_stat_replication WHERE pid = $(walsender)")" = 10.77.0.11 ]
 # the cut-off instance finds its store gone and stops, still cut off: nothing it holds goes out later
@@ -97,7 +100,7 @@ check "h2 stopped by itself while cut off, exit 1" 1 "$rc"
 check "h2 said why (run.store_lost)" 1 "$(grep -c 'run.store_lost' "$WORK/h2.err" || true)"
 netns_heal h2
 start_host h2; B=$RUNP # its link back, started again: only a standby
-wait_for 30 ready_is h2 503 || true
+wait_for 30 ready_is h2 503 || tail -5 "$WORK/h2.err" | sed 's/^/# h2: /'
 check "h2, back on the network, waits as a standby" 503 "$(readyz h2)"
 
 wait "$LOAD" || true
