@@ -23,7 +23,7 @@
  * host. The standby's own listener serves only /healthz, /readyz and /metrics; it is closed and
  * the daemon's listener (with the sinks' protocols) opened at the takeover.
  * With the checkpoint store in PostgreSQL the slot may be held by a walsender whose instance is
- * gone (its host cut off: the server keeps a walsender until wal_sender_timeout): a standby that
+ * gone (its host cut off, the walsender's own TCP timeouts not yet run out): a standby that
  * finds the store's advisory lock free takes the store and ends that walsender if it is
  * walcast's own (slot_take); the active instance checks its store every standby_poll and stops
  * at once when it is gone (store_check_cb), so a cut-off instance never writes after a takeover.
