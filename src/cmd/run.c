@@ -30,6 +30,12 @@
  * stream from id P-0. Only live sinks run on an edge (a durable one is refused: nothing would
  * confirm it). /readyz is 200 once the source has read to the stream's end; walcast_role says
  * "edge"; walcast_edge_* report what it read and how far behind the stream's end it is.
+ *
+ * With the checkpoint store in PostgreSQL the slot may be held by a walsender whose instance is
+ * gone (its host cut off, the walsender's own TCP timeouts not yet run out): a standby that
+ * finds the store's advisory lock free takes the store and ends that walsender if it is
+ * walcast's own (slot_take); the active instance checks its store every standby_poll and stops
+ * at once when it is gone (store_check_cb), so a cut-off instance never writes after a takeover.
  */
 #include "run.h"
 
@@ -88,6 +94,7 @@ typedef struct daemon {
 	checkpoint_store *store;      /* taken at the takeover (or at once without standby) */
 	const http_params *standby_hp; /* the standby's listener: how to open it (NULL: no http) */
 	http_listener *standby_http;  /* ... once open */
+	int check_timer;              /* postgres store, while active: store_check_cb */
 	int signals;
 	int code;
 	bool done;
@@ -327,7 +334,54 @@ static void standby_enter(daemon_t *d, const char *why)
 	         (long long)d->cfg->standby_poll_ms);
 }
 
-/* After each poll of the slot: a standby while another backend streams from it; else the state
+static bool store_is_pg(const config *cfg)
+{
+	return strcmp(cfg->pipeline_checkpoint_store, "postgres") == 0;
+}
+
+static void take_over(daemon_t *d, const char *how)
+{
+	if (d->role == ROLE_STANDBY)
+		log_info("run.takeover", "slot=%s: %s: taking over", d->cfg->slot, how);
+	d->role = ROLE_ACTIVE;
+	standby_end(d);
+}
+
+/* The slot is active but the checkpoint store is in PostgreSQL: if its lock is free, the session
+ * of the instance that held it is gone (killed, or its host cut off: the server gives it up
+ * within ~5 s), and this one takes the store (a new generation: the old holder, if it comes
+ * back, finds it lost and writes nothing) and ends the walsender the old holder left, which
+ * would otherwise keep the slot until wal_sender_timeout — only walcast's own walsender, never
+ * another consumer's. 1: taken (d->store), 0: a standby (why says), -1: an error (logged). */
+static int slot_take(daemon_t *d, int pid, char why[256])
+{
+	char cerr[CHECKPOINT_ERROR_MAX], where[300];
+	int rc = store_open(d->cfg, &d->store, where, cerr);
+	if (rc == -EBUSY) {
+		snprintf(why, 256, "slot '%s' is active for pid %d and %s is locked by another process", d->cfg->slot, pid,
+		         where);
+		return 0;
+	}
+	if (rc < 0) {
+		log_error("run.state_dir", "%s: %s", where, cerr);
+		return -1;
+	}
+	rc = checkpoint_pg_walsender_end(d->cfg->conninfo, d->cfg->slot, pid, cerr);
+	if (rc > 0) {
+		log_warn("run.walsender_ended", "slot=%s pid=%d: %s was free (its holder's session is gone); the walsender "
+		         "it left streaming was ended", d->cfg->slot, pid, where);
+		return 1;
+	}
+	if (rc < 0) /* permission, connection, or it did not exit: the next poll tries again */
+		log_warn("run.walsender_end_failed", "slot=%s pid=%d: %s", d->cfg->slot, pid, cerr);
+	checkpoint_store_destroy(d->store); /* and its lock: the slot is not ours to take */
+	d->store = NULL;
+	snprintf(why, 256, "slot '%s' is active for pid %d: %s", d->cfg->slot, pid, cerr);
+	return 0;
+}
+
+/* After each poll of the slot: a standby while another backend streams from it (a postgres
+ * store: unless slot_take finds its holder gone); else the state
  * directory's lock decides (another walcast on this host may be taking over too). A poll that
  * failed (PostgreSQL down) does not make a standby: the lock decides, and the source then
  * retries the server as usual. */
@@ -337,12 +391,20 @@ static void standby_poll_cb(void *arg, const slot_poll *found)
 	char why[256];
 	if (!d->waiting || d->stopping)
 		return;
+	char cerr[CHECKPOINT_ERROR_MAX], where[300];
 	if (found->ok && found->exists && found->active_pid != 0) {
-		snprintf(why, sizeof(why), "slot '%s' is active for pid %d", d->cfg->slot, found->active_pid);
-		standby_enter(d, why);
+		int taken = store_is_pg(d->cfg) ? slot_take(d, found->active_pid, why) : 0;
+		if (taken == 0) {
+			if (!store_is_pg(d->cfg))
+				snprintf(why, sizeof(why), "slot '%s' is active for pid %d", d->cfg->slot, found->active_pid);
+			standby_enter(d, why);
+		} else if (taken < 0) {
+			standby_end(d); /* not active: run stops, exit 1 */
+		} else {
+			take_over(d, "the store's lock was free and the previous holder's walsender ended");
+		}
 		return;
 	}
-	char cerr[CHECKPOINT_ERROR_MAX], where[300];
 	int rc = store_open(d->cfg, &d->store, where, cerr);
 	if (rc == -EBUSY) {
 		snprintf(why, sizeof(why), "%s is locked by another process", where);
@@ -354,10 +416,34 @@ static void standby_poll_cb(void *arg, const slot_poll *found)
 		standby_end(d); /* not active: run stops, exit 1 */
 		return;
 	}
-	if (d->role == ROLE_STANDBY)
-		log_info("run.takeover", "slot=%s: the slot is free and %s ours: taking over", d->cfg->slot, where);
-	d->role = ROLE_ACTIVE;
-	standby_end(d);
+	char how[400];
+	snprintf(how, sizeof(how), "the slot is free and %s ours", where);
+	take_over(d, how);
+}
+
+/* While active with a postgres store, every standby_poll: a round trip on the store's session.
+ * One that fails (the host cut off: within ~5 s, about when the server gives the lock up; or
+ * the store taken by another instance) stops this instance at once, without a drain, before its
+ * network may come back: a standby takes over from the checkpoint, so nothing is lost, and
+ * nothing more is written from here. */
+static void store_check_cb(loop *l, int timer_id, void *arg)
+{
+	daemon_t *d = arg;
+	char err[CHECKPOINT_ERROR_MAX] = "";
+	(void)timer_id;
+	d->check_timer = 0;
+	if (d->done)
+		return;
+	if (checkpoint_pg_check(d->store, err) < 0) {
+		log_error("run.store_lost", "%s: stopping now, without a drain (a standby takes over from the checkpoint)",
+		          err);
+		d->code = 1;
+		d->done = true;
+		loop_stop(l);
+		return;
+	}
+	int id = loop_timer_add(l, d->cfg->standby_poll_ms, store_check_cb, d);
+	d->check_timer = id > 0 ? id : 0;
 }
 
 /* Waits as a standby until this instance may stream (d->store locked, 0), or a stop (-1).
@@ -653,6 +739,10 @@ int run_main(config *cfg, const run_options *o)
 		goto cleanup;
 	}
 	d.running = true;
+	if (d.role == ROLE_ACTIVE && store_is_pg(cfg) && cfg->standby_poll_ms > 0) { /* an edge holds no store */
+		int id = loop_timer_add(d.loop, cfg->standby_poll_ms, store_check_cb, &d);
+		d.check_timer = id > 0 ? id : 0;
+	}
 	log_info("run.started", "sinks=%zu state_dir=%s", nsinks, cfg->pipeline_state_dir);
 	rc = loop_run(d.loop);
 	if (rc < 0) {
@@ -660,6 +750,8 @@ int run_main(config *cfg, const run_options *o)
 		d.code = 1;
 	}
 cleanup:
+	if (d.check_timer > 0)
+		loop_timer_cancel(d.loop, d.check_timer);
 	if (!d.running && d.stopping)
 		log_info("run.stopped", "exit=%d: stopped while starting, before streaming", d.code);
 	else if (d.running)

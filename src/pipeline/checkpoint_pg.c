@@ -28,6 +28,11 @@
 #define BASE_CHUNK (256 * 1024) /* bytes of VALUES per INSERT of a base */
 #define RECORD_BYTES 21         /* log_bytes: what a record costs in the dir store's format */
 #define ROW_BYTES 14
+/* TCP keepalives and user timeout of the store's session, on both ends (see pg_connect_lock) */
+#define KEEPALIVE_IDLE "2"
+#define KEEPALIVE_INTERVAL "1"
+#define KEEPALIVE_COUNT "3"
+#define USER_TIMEOUT_MS "5000"
 
 typedef struct pg_entry {
 	uint64_t lsn;
@@ -145,8 +150,13 @@ static int pg_run(pg_store *s, const char *sql, ExecStatusType want, PGresult **
 static int pg_connect_lock(pg_store *s, char err[CHECKPOINT_ERROR_MAX])
 {
 	/* never a replication connection, even when conninfo says so (entries after dbname win) */
-	static const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", "replication", NULL};
-	const char *vals[] = {"10", "walcast-checkpoint", s->conninfo, "false", NULL};
+	/* the client's side of the keepalives: an instance whose host is cut off finds its store
+	 * gone (a sync or a check fails) as soon as the server gives its session up */
+	static const char *const keys[] = {"connect_timeout", "fallback_application_name", "keepalives",
+	                                   "keepalives_idle", "keepalives_interval", "keepalives_count",
+	                                   "tcp_user_timeout", "dbname", "replication", NULL};
+	const char *vals[] = {"10", "walcast-checkpoint", "1", KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT,
+	                      USER_TIMEOUT_MS, s->conninfo, "false", NULL};
 	PQfinish(s->conn);
 	s->conn = PQconnectdbParams(keys, vals, 1);
 	if (s->conn == NULL) {
@@ -161,12 +171,14 @@ static int pg_connect_lock(pg_store *s, char err[CHECKPOINT_ERROR_MAX])
 	buf q;
 	PGresult *r = NULL;
 	buf_init(&q);
-	/* the keepalives let the server drop the lock of an instance whose host was cut off */
+	/* the server's side: it drops the lock of an instance whose host was cut off within
+	 * about 5 s (idle 2 s, then 3 probes 1 s apart; unacknowledged data: 5 s) */
 	int rc = buf_printf(&q, "SET statement_timeout = %d; SET lock_timeout = %d; SET synchronous_commit = on; "
 	                    "SET standard_conforming_strings = on; SET client_encoding = 'UTF8'; "
 	                    "SET client_min_messages = warning; "
-	                    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; "
-	                    "SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000; "
+	                    "SET tcp_keepalives_idle = " KEEPALIVE_IDLE "; SET tcp_keepalives_interval = "
+	                    KEEPALIVE_INTERVAL "; SET tcp_keepalives_count = " KEEPALIVE_COUNT "; "
+	                    "SET tcp_user_timeout = " USER_TIMEOUT_MS "; "
 	                    "SELECT pg_try_advisory_lock(k), (SELECT string_agg(pid::text, ',') FROM pg_locks "
 	                    "WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND "
 	                    "((classid::bigint << 32) | objid::bigint) = k) FROM hashtextextended(",
@@ -735,4 +747,63 @@ int checkpoint_pg_create(const char *conninfo, const char *schema, const char *s
 	}
 	*out = &s->st;
 	return 0;
+}
+
+/* ---- the takeover ---------------------------------------------------------------------------- */
+
+int checkpoint_pg_check(checkpoint_store *st, char err[CHECKPOINT_ERROR_MAX])
+{
+	if (st == NULL || st->ops != &pg_ops)
+		return 0;
+	pg_store *s = st->impl;
+	int rc = pg_ready(s, err);
+	return rc < 0 ? rc : pg_run(s, "SELECT 1", PGRES_TUPLES_OK, NULL, "check", err);
+}
+
+int checkpoint_pg_walsender_end(const char *conninfo, const char *slot_name, int pid, char err[CHECKPOINT_ERROR_MAX])
+{
+	/* the application_name and role walcast's replication connection has with this conninfo */
+	static const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+	const char *vals[] = {"10", "walcast", conninfo != NULL ? conninfo : "", NULL};
+	char pidtext[16];
+	snprintf(pidtext, sizeof(pidtext), "%d", pid);
+	const char *params[] = {slot_name, pidtext};
+	PGconn *c = PQconnectdbParams(keys, vals, 1);
+	PGresult *r = NULL;
+	int rc = -EIO;
+	if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+		snprintf(err, CHECKPOINT_ERROR_MAX, "cannot connect to end the walsender of slot %s: %s", slot_name,
+		         c != NULL ? PQerrorMessage(c) : "out of memory");
+		goto done;
+	}
+	/* ours: the same role and application_name as this instance's replication connection */
+	r = PQexecParams(c, "SELECT r.pid IS NOT NULL, coalesce(r.application_name, '?'), coalesce(r.usename::text, '?'), "
+	                 "CASE WHEN r.application_name = current_setting('application_name') AND r.usename = current_user "
+	                 "THEN pg_terminate_backend(r.pid, 5000) END FROM pg_replication_slots s "
+	                 "LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid "
+	                 "WHERE s.slot_name = $1 AND s.active_pid = $2::int",
+	                 2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		snprintf(err, CHECKPOINT_ERROR_MAX, "cannot end the walsender pid %d of slot %s: %s", pid, slot_name,
+		         PQresultErrorMessage(r));
+	} else if (PQntuples(r) == 0) {
+		rc = 1; /* gone meanwhile */
+	} else if (strcmp(PQgetvalue(r, 0, 0), "t") != 0 || PQgetisnull(r, 0, 3)) {
+		snprintf(err, CHECKPOINT_ERROR_MAX, "its walsender is not walcast's (application_name=%s role=%s)",
+		         PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+		rc = 0;
+	} else if (strcmp(PQgetvalue(r, 0, 3), "t") != 0) {
+		snprintf(err, CHECKPOINT_ERROR_MAX, "its walsender pid %d did not exit within 5 s of its termination", pid);
+	} else {
+		rc = 1;
+	}
+done:
+	PQclear(r);
+	PQfinish(c);
+	if (rc < 0) { /* one line: libpq's messages end with a newline */
+		size_t n = strlen(err);
+		while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
+			err[--n] = '\0';
+	}
+	return rc;
 }

@@ -16,7 +16,7 @@
  * (pg_try_advisory_lock(hashtextextended('SCHEMA.SLOT', 0))) on the store's own connection,
  * like the dir store's flock: -EBUSY at create when another session holds it. The lock goes with
  * the session: a killed instance's backend ends when its socket closes (a host cut off: when the
- * server's TCP keepalives, set on the session, give up: about 11 s).
+ * server's TCP keepalives and user timeout, set on the session, give up: about 5 s).
  *
  * Same semantics as the dir store, op by op. append buffers; sync writes the buffered log
  * records, the known-at LSN and the changed positions in ONE transaction (one round trip, an
@@ -49,5 +49,21 @@
 __attribute__((warn_unused_result)) int checkpoint_pg_create(const char *conninfo, const char *schema,
                                                              const char *slot_name, checkpoint_store **out,
                                                              char err[CHECKPOINT_ERROR_MAX]);
+
+/* A postgres store (any other store, or NULL: 0 at once): a round trip on its session, made again
+ * first when it was lost. 0, -ENOLCK (another instance took the store), -EIO (the server does not
+ * answer: with the session's TCP user timeout, within about 5 s of a network cut) with err. The
+ * active instance calls it every second: one whose host is cut off finds out and stops about
+ * when the server gives its lock up. Blocks. */
+__attribute__((warn_unused_result)) int checkpoint_pg_check(checkpoint_store *st, char err[CHECKPOINT_ERROR_MAX]);
+
+/* The takeover of a slot whose previous holder's store session is gone (the caller holds the
+ * store's lock, the proof): ends, with pg_terminate_backend, the walsender pid that still
+ * streams slot_name, only if it is walcast's own: the same role and application_name as a
+ * connection made with conninfo (fallback_application_name "walcast", as the replication
+ * connection's). 1 (ended, or gone meanwhile), 0 (another consumer's: err says whose), or -EIO
+ * with err (connection, permission, or it did not exit within 5 s). Blocks. */
+__attribute__((warn_unused_result)) int checkpoint_pg_walsender_end(const char *conninfo, const char *slot_name,
+                                                                    int pid, char err[CHECKPOINT_ERROR_MAX]);
 
 #endif

@@ -539,13 +539,35 @@ static void source_stop(void *impl)
 	set_state(s, ST_STOPPED);
 }
 
+/* The walsender's side of the connection: TCP keepalives and a user timeout set on its socket
+ * (GUCs in the startup packet, after the conninfo's own options or PGOPTIONS), so that the
+ * walsender of an instance whose host was cut off ends within about 5 s, even one blocked
+ * writing to it, instead of holding the slot until wal_sender_timeout. NULL: out of memory. */
+static char *walsender_options(const char *conninfo)
+{
+	static const char tcp[] = "-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3 "
+	                          "-c tcp_user_timeout=5000";
+	const char *own = getenv("PGOPTIONS");
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++)
+		if (strcmp(o->keyword, "options") == 0 && o->val != NULL)
+			own = o->val;
+	char *out = malloc((own != NULL ? strlen(own) : 0) + sizeof(tcp) + 1);
+	if (out != NULL)
+		sprintf(out, "%s%s%s", own != NULL ? own : "", own != NULL && own[0] != '\0' ? " " : "", tcp);
+	PQconninfoFree(opts);
+	return out;
+}
+
 static void connect_begin(source *s)
 {
-	const char *keys[] = {"dbname", "replication", "fallback_application_name", NULL};
-	const char *vals[] = {s->cfg->conninfo, "database", "walcast", NULL};
+	char *options = walsender_options(s->cfg->conninfo);
+	const char *keys[] = {"dbname", "replication", "fallback_application_name", "options", NULL};
+	const char *vals[] = {s->cfg->conninfo, "database", "walcast", options, NULL};
 	conn_close(s);
 	set_state(s, ST_CONNECTING);
-	s->conn = PQconnectStartParams(keys, vals, 1);
+	s->conn = options != NULL ? PQconnectStartParams(keys, vals, 1) : NULL;
+	free(options);
 	if (s->conn == NULL) {
 		source_fail(s, "out of memory creating a connection");
 		return;

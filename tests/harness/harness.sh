@@ -6,6 +6,8 @@
 #
 #   harness.sh run [--no-migrate] [--no-redis] -- CMD [ARGS...]
 #
+# WALCAST_HARNESS_LISTEN=ADDR: both servers listen on ADDR too, PostgreSQL trusting its /24
+# (tests/netns: the servers in one network namespace, walcast in others).
 # CMD sees: PGHOST PGPORT PGUSER PGDATABASE (a superuser session), WALCAST_REDIS_URL,
 # WALCAST_HARNESS_DIR (scratch space, removed afterwards), WALCAST_PGDATA, WALCAST_PG_BIN and
 # WALCAST_REPL_CONNINFO (the least-privilege replication role from the migrations).
@@ -59,7 +61,7 @@ harness_init_pg() {
   as_pg "$PG_BIN/initdb" -D "$HARNESS_DIR/pg" -U postgres -A trust --no-sync -E UTF8 >"$HARNESS_DIR/initdb.log" 2>&1 ||
     { cat "$HARNESS_DIR/initdb.log" >&2; return 1; }
   cat >>"$HARNESS_DIR/pg/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
+listen_addresses = '127.0.0.1${WALCAST_HARNESS_LISTEN:+,$WALCAST_HARNESS_LISTEN}'
 unix_socket_directories = '$HARNESS_DIR/sock'
 wal_level = logical
 max_wal_senders = 40
@@ -79,6 +81,10 @@ CONF
   fi
   printf 'host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\nlocal replication all trust\n' \
     >>"$HARNESS_DIR/pg/pg_hba.conf"
+  if [ -n "${WALCAST_HARNESS_LISTEN:-}" ]; then # its /24: the other network namespaces (tests/netns)
+    printf 'host all all %s/24 trust\nhost replication all %s/24 trust\n' "$WALCAST_HARNESS_LISTEN" \
+      "$WALCAST_HARNESS_LISTEN" >>"$HARNESS_DIR/pg/pg_hba.conf"
+  fi
 }
 
 # pg_start_on PORT: starts the initialised cluster on PORT (the last `port =` line wins). 0, 1 on
@@ -98,7 +104,7 @@ pg_start_on() {
 harness_start_redis() {
   local port=$1
   : >"$HARNESS_DIR/redis.log"
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+  redis-server --port "$port" --bind 127.0.0.1 ${WALCAST_HARNESS_LISTEN:+$WALCAST_HARNESS_LISTEN --protected-mode no} --save '' --appendonly no --daemonize no \
     --dir "$HARNESS_DIR" --logfile "$HARNESS_DIR/redis.log" &
   REDIS_PID=$!
   for _ in $(seq 1 600); do

@@ -54,6 +54,28 @@ stream_counts() {
   python3 "$ROOT/tests/integration/redis_stream_check.py" "$RPORT" "$1" "$WORK" && LC_ALL=C sort "$WORK/counts"
 }
 
+# pg_store_setup SLOT URL: three orgs of eight contacts and twenty members each, and
+# $WORK/walcast.conf for `walcast run` on SLOT with pipeline.checkpoint_store = postgres and one
+# redis sink (agg) on URL: the configuration of a standby on another host (docs/operations.md).
+pg_store_setup() {
+  sql -c "INSERT INTO orgs (name) SELECT 'sbpg ' || g FROM generate_series(1, 3) g" >/dev/null
+  sql -c "INSERT INTO contacts (org_id, name) SELECT o.id, 'c' || g FROM orgs o, generate_series(1, 8) g" >/dev/null
+  sql -c "INSERT INTO org_roles (org_id, user_id, role) SELECT o.id, gen_random_uuid(), 'member'
+    FROM orgs o, generate_series(1, 20) g" >/dev/null
+  cat >"$WORK/walcast.conf" <<CONF
+[replication]
+slot = $1
+[pipeline]
+checkpoint_store = postgres
+drain_timeout = 10s
+[sink.agg]
+type = redis
+url = $2
+command_timeout = 2s
+reconnect_max = 1s
+CONF
+}
+
 # One transaction of the load: a random mix, drawn by PostgreSQL itself.
 txn_sql() {
   local i=$1 extra=""

@@ -17,23 +17,7 @@ ms() { date +%s%3N; }
 readyz_code() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz" || true; }
 walsender() { sql -c "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = '$SLOT'"; }
 
-sql -c "INSERT INTO orgs (name) SELECT 'sbpg ' || g FROM generate_series(1, 3) g" >/dev/null
-sql -c "INSERT INTO contacts (org_id, name) SELECT o.id, 'c' || g FROM orgs o, generate_series(1, 8) g" >/dev/null
-sql -c "INSERT INTO org_roles (org_id, user_id, role) SELECT o.id, gen_random_uuid(), 'member'
-  FROM orgs o, generate_series(1, 20) g" >/dev/null
-
-cat >"$WORK/walcast.conf" <<CONF
-[replication]
-slot = $SLOT
-[pipeline]
-checkpoint_store = postgres
-drain_timeout = 10s
-[sink.agg]
-type = redis
-url = $REDIS_URL
-command_timeout = 2s
-reconnect_max = 1s
-CONF
+pg_store_setup "$SLOT" "$REDIS_URL"
 # start_run NAME PORT: one "host": its own state_dir, its stderr in $WORK/NAME.err; sets RUNP
 start_run() {
   "$WALCAST" -c "$WORK/walcast.conf" run --policy "$POLICY" --set "http.listen=127.0.0.1:$2" \
