@@ -25,6 +25,7 @@ POLICY=$ROOT/deploy/policy.ini
 HTTP_PORT=$(kernel_free_port)
 NORGS=24
 export WALCAST_AUTH_JWT_SECRET="cluster-api-secret-with-enough-length-for-hs256-$$"
+phase() { echo "# +${SECONDS}s: $1"; } # where the time goes, for a slow CI run
 slot_active() { [ "$(sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'agg' AND active")" = 1 ]; }
 readyz() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/readyz"; }
 ready() { [ "$(readyz)" = 200 ]; }
@@ -107,6 +108,7 @@ spread() {
 wait_for 30 spread
 check_true "org watermarks on every master" spread
 
+phase "(a) CLUSTER FAILOVER"
 # (a) a manual failover under load
 load_until_stopped &
 LOAD=$!
@@ -119,6 +121,7 @@ wait_for 30 bash -c "[ \"\$(redis-cli -p $NEW ROLE 2>/dev/null | head -1)\" = ma
 check "CLUSTER FAILOVER: the replica $NEW is a master" master "$(node_role "$NEW")"
 sleep 2
 
+phase "(c) resharding"
 # (c) an online resharding under load: half the slots of one master move to another (ASK and
 # TRYAGAIN while a slot migrates, MOVED once it has). Half: a master left without slots turns
 # into a replica, and with two masters the kill below would leave no majority to fail over.
@@ -139,6 +142,7 @@ check "resharding: $MOVING of $SRC's $HAD slots moved to $NEW" $((HAD - MOVING))
 # for a while; what matters is that the cluster is whole again)
 wait_for 90 cluster_ok || echo "# $(date +%T) the cluster is not ok 90 s after the resharding"
 
+phase "(b) kill -9"
 # (b) a master killed under load (the node url names first): its replica is promoted after
 # cluster-node-timeout
 VICTIM=$SEED
@@ -181,6 +185,7 @@ wait_for 60 ready
 check "/readyz: 503 while a master is dead" 503 "$down_code"
 check "/readyz: 200 again after the failovers" 200 "$(readyz)"
 
+phase "the comparison"
 # ---- the comparison --------------------------------------------------------------------------
 HOUR_CUTOFF=$(sql -c "SELECT to_char(date_trunc('hour', now() AT TIME ZONE 'UTC') - interval '46 hours', 'YYYYMMDDHH24')")
 wait_for 120 same_as_sql || echo "# Redis did not reach what SQL holds within 120 s"
@@ -210,6 +215,7 @@ curl -s "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics"
 check "/metrics: connected to the cluster" 1 "$(sed -n 's/^walcast_redis_connected{sink="agg"} //p' "$WORK/metrics")"
 check_true "the sink followed redirections or lost connections" grep -qE 'redis.down|redis.cluster' "$WORK/run.err"
 
+phase "the restart"
 # a restart reads the watermarks through the router and resumes without doubling anything; the
 # node url names first is still dead (a router that knew only it never read the map: the restart
 # stalled with nothing applied, as in the fresh-clone CI run that had this test reverted)
@@ -232,4 +238,5 @@ for id in redis.down redis.connect_failed redis.cluster_up redis.cluster_map red
   echo "# $id: $(grep -c "$id" "$WORK/run.err" || true)"
 done
 check "no straddle or fatal error" "" "$(grep -E 'STRADDLE|redis.failed' "$WORK/run.err" | head -2)"
+phase "done"
 summary
