@@ -48,7 +48,8 @@ redis_dump() {
   local p
   for p in $(masters); do
     redis-cli -p "$p" --raw EVAL "$REDIS_DUMP_LUA" 0 'wc:{*'
-  done | awk -v cut="$HOUR_CUTOFF" '{ if (match($1, /:hour:[0-9]+$/) && substr($1, RSTART + 6) < cut) next; print }' |
+  done | awk -v cut="$HOUR_CUTOFF" 'NF == 0 { next } # a master without keys answers an empty line
+    { if (match($1, /:hour:[0-9]+$/) && substr($1, RSTART + 6) < cut) next; print }' |
     LC_ALL=C sort
 }
 
