@@ -36,6 +36,7 @@
 #include "lsn.h"
 #include "redis_agg.h"
 #include "redis_api.h"
+#include "redis_cluster.h"
 #include "redis_conn.h"
 
 #define KEY(nm, ty, field, def, lo, hi, hlp) \
@@ -44,6 +45,9 @@
 static const config_key redis_keys[] = {
 	KEY("url", CONFIG_STRING, url, "redis://127.0.0.1:6379/0", 0, 0,
 	    "the Redis server: redis://[[user]:password@]host[:port][/db], or redis+sentinel://SENTINEL[,...]/MASTER[/db]"),
+	KEY("cluster", CONFIG_BOOL, cluster, "off", 0, 0,
+	    "on: url names nodes of a Redis Cluster (redis://HOST:PORT[,HOST:PORT...]); commands are routed by key "
+	    "slot (docs/aggregates.md)"),
 	KEY("prefix", CONFIG_STRING, prefix, "wc", 0, 0, "the first part of every key (PREFIX:{ORG}:...)"),
 	KEY("table", CONFIG_STRING, table, "public.events", 0, 0, "the calls and SMS table (schema.table)"),
 	KEY("missed_statuses", CONFIG_STRING, missed_statuses, "missed", 0, 0,
@@ -66,6 +70,7 @@ static const config_key redis_keys[] = {
 
 #define NKEYS (sizeof(redis_keys) / sizeof(redis_keys[0]))
 #define ORGS_INDEX "orgs"
+#define CLUSTER_QUEUE_MAX 1000000 /* commands the cluster router holds (a round is one per org) */
 
 typedef struct known_wm {
 	char org[37];
@@ -85,8 +90,12 @@ typedef struct rsink {
 	sink_env env;
 	char *prefix, *missed, *schema, *table, *url_text;
 	redis_agg_conf aconf;
-	redis_url url;
-	redis_conn *conn;
+	redis_url url;          /* cluster = on: the first seed */
+	redis_url seeds[REDIS_CLUSTER_SEEDS_MAX];
+	size_t nseeds;          /* cluster = on */
+	redis_conn *conn;       /* cluster = off */
+	redis_cluster *cluster; /* cluster = on */
+	redis_link link;        /* the one of the two */
 	redis_api *api; /* the stats API on the daemon's listener (NULL without one) */
 	audience_sub *sub;
 	char sha[41];
@@ -137,7 +146,7 @@ typedef struct rsink {
 static int read_connected(void *arg, double *v)
 {
 	const rsink *s = arg;
-	*v = s->conn != NULL && redis_conn_up(s->conn) ? 1 : 0;
+	*v = redis_link_healthy(&s->link) ? 1 : 0;
 	return 0;
 }
 
@@ -319,7 +328,8 @@ static void round_accept(rsink *s)
 		redis_agg_lsn_text(end, lsn);
 		const char *argv[] = {"SET", key, lsn};
 		size_t argvlen[] = {3, strlen(key), 16};
-		if (redis_conn_up(s->conn) && redis_conn_command(s->conn, global_reply_cb, s, 3, argv, argvlen) < 0)
+		if (redis_link_ready(&s->link) &&
+		    redis_link_command(&s->link, 0, global_reply_cb, s, 3, argv, argvlen) < 0)
 			log_warn("redis.global_wm", "sink=%s: cannot queue SET %s (only the restart point stays behind)",
 			         s->env.name, key);
 		if (s->env.progress != NULL)
@@ -354,7 +364,7 @@ static void script_reply_cb(redis_conn *c, void *r, void *privdata)
 	} else if (reply != NULL && s->err == 0) {
 		/* an error reply on a live connection (OOM, NOSCRIPT after SCRIPT FLUSH): reconnect, which
 		 * loads the script again, and send the round again after the back-off */
-		redis_conn_reset(s->conn, "a script failed");
+		redis_link_reset(&s->link, "a script failed");
 	}
 }
 
@@ -373,16 +383,9 @@ static void wait_reply_cb(redis_conn *c, void *r, void *privdata)
 	script_reply_cb(c, r, privdata);
 }
 
-static void sadd_reply_cb(redis_conn *c, void *r, void *privdata)
-{
-	(void)c;
-	(void)r;
-	(void)privdata;
-}
-
 static void round_send(rsink *s)
 {
-	if (!s->round_active || s->err != 0 || !redis_conn_up(s->conn))
+	if (!s->round_active || s->err != 0 || !redis_link_ready(&s->link))
 		return;
 	s->round_failed = false;
 	s->outstanding = 0;
@@ -400,7 +403,9 @@ static void round_send(rsink *s)
 		if (known_find(s, org) == NULL) {
 			const char *av[] = {"SADD", idx, org};
 			size_t al[] = {4, strlen(idx), strlen(org)};
-			rc = redis_conn_command(s->conn, sadd_reply_cb, s, 3, av, al);
+			rc = redis_link_command(&s->link, REDIS_CLUSTER_DURABLE, script_reply_cb, s, 3, av, al);
+			if (rc == 0)
+				s->outstanding++; /* on a cluster its node may differ: the round waits for it too */
 		}
 		int argc;
 		const char **argv = NULL;
@@ -408,20 +413,20 @@ static void round_send(rsink *s)
 		if (rc == 0)
 			rc = redis_agg_org_command(&s->round, i, &s->aconf, s->sha, &s->args, &argc, &argv, &argvlen);
 		if (rc == 0)
-			rc = redis_conn_command(s->conn, script_reply_cb, s, argc, argv, argvlen);
+			rc = redis_link_command(&s->link, REDIS_CLUSTER_DURABLE, script_reply_cb, s, argc, argv, argvlen);
 		free(argv);
 		free(argvlen);
 		if (rc < 0) {
 			s->round_failed = true;
 			if (s->outstanding == 0)
-				redis_conn_reset(s->conn, "cannot queue a command");
+				redis_link_reset(&s->link, "cannot queue a command");
 			return;
 		}
 		s->outstanding++;
 		if (s->m_scripts != NULL)
 			metrics_counter_inc(s->m_scripts);
 	}
-	if (s->wait.replicas > 0) {
+	if (s->wait.replicas > 0 && s->conn != NULL) { /* on a cluster the router waits, node by node */
 		if (redis_wait_send(&s->wait, s->conn, wait_reply_cb, s) < 0) {
 			s->round_failed = true;
 			return; /* the scripts' replies come, and the round fails: sent again after a reconnect */
@@ -561,7 +566,7 @@ static void wm_orgs_cb(redis_conn *c, void *r, void *privdata)
 		snprintf(key, sizeof(key), "%s:{%s}:wm", s->prefix, g->org);
 		const char *argv[] = {"GET", key};
 		size_t argvlen[] = {3, strlen(key)};
-		if (redis_conn_command(s->conn, wm_get_cb, g, 2, argv, argvlen) < 0) {
+		if (redis_link_command(&s->link, 0, wm_get_cb, g, 2, argv, argvlen) < 0) {
 			free(g);
 			s->wm_loading = false;
 			return;
@@ -593,17 +598,28 @@ static void watermarks_read(rsink *s)
 	size_t al1[] = {3, strlen(g)}, al2[] = {8, strlen(o)};
 	s->wm_loading = true;
 	s->wm_global = 0;
-	if (redis_conn_command(s->conn, wm_global_cb, s, 2, av1, al1) < 0 ||
-	    redis_conn_command(s->conn, wm_orgs_cb, s, 2, av2, al2) < 0)
+	if (redis_link_command(&s->link, 0, wm_global_cb, s, 2, av1, al1) < 0 ||
+	    redis_link_command(&s->link, 0, wm_orgs_cb, s, 2, av2, al2) < 0)
 		s->wm_loading = false;
+}
+
+/* Loads the script on conn (the connection, or a cluster node's). false when it cannot. */
+static bool script_load(rsink *s, redis_conn *conn)
+{
+	const char *argv[] = {"SCRIPT", "LOAD", REDIS_AGG_SCRIPT};
+	size_t argvlen[] = {6, 4, strlen(REDIS_AGG_SCRIPT)};
+	return redis_conn_command(conn, script_load_cb, s, 3, argv, argvlen) == 0;
+}
+
+static void node_up_cb(void *arg, redis_conn *node)
+{
+	(void)script_load(arg, node);
 }
 
 static void conn_up_cb(void *arg)
 {
 	rsink *s = arg;
-	const char *argv[] = {"SCRIPT", "LOAD", REDIS_AGG_SCRIPT};
-	size_t argvlen[] = {6, 4, strlen(REDIS_AGG_SCRIPT)};
-	if (redis_conn_command(s->conn, script_load_cb, s, 3, argv, argvlen) < 0)
+	if (s->conn != NULL && !script_load(s, s->conn))
 		return;
 	if (!s->wm_known) {
 		watermarks_read(s);
@@ -641,7 +657,8 @@ static int redis_create(const sink_env *env, const void *conf, void **out, char 
 	    (rc = redis_agg_batch_init(&s->round)) < 0)
 		goto fail;
 	char uerr[REDIS_CONN_ERROR_MAX];
-	if ((rc = redis_url_parse(c->url, &s->url, uerr)) < 0) {
+	if ((rc = c->cluster ? redis_cluster_url_parse(c->url, s->seeds, REDIS_CLUSTER_SEEDS_MAX, &s->nseeds, uerr)
+	                     : redis_url_parse(c->url, &s->url, uerr)) < 0) {
 		snprintf(err, SINK_ERROR_MAX, "%s", uerr);
 		goto fail;
 	}
@@ -677,8 +694,18 @@ static int redis_create(const sink_env *env, const void *conf, void **out, char 
 	for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
 		snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
 
-	rc = watermarks_load(s, c->connect_timeout_ms, err);
-	if (rc == -ECONNREFUSED && env->loop != NULL) {
+	if (c->cluster)
+		s->url = s->seeds[0];
+	/* on a cluster the watermarks are read through the router once it knows the map (rows are
+	 * held meanwhile, as when Redis does not answer at start) */
+	rc = c->cluster ? 0 : watermarks_load(s, c->connect_timeout_ms, err);
+	if (c->cluster) {
+		if (env->loop == NULL) {
+			snprintf(err, SINK_ERROR_MAX, "cluster = on needs the daemon's loop");
+			rc = -EINVAL;
+			goto fail;
+		}
+	} else if (rc == -ECONNREFUSED && env->loop != NULL) {
 		/* Redis is not there: start anyway; nothing is confirmed until it answers and the
 		 * watermarks are read (rows are held meanwhile, within pipeline.max_pending) */
 		log_warn("redis.start_unreachable", "sink=%s: %s; starting without them: nothing is confirmed until "
@@ -701,13 +728,23 @@ static int redis_create(const sink_env *env, const void *conf, void **out, char 
 		goto fail;
 	}
 	if (env->loop != NULL) {
-		redis_conn_cbs cbs = {.up = conn_up_cb, .down = conn_down_cb, .arg = s};
-		if ((rc = redis_conn_create(env->loop, env->name, &s->url, c->connect_timeout_ms, 100, c->reconnect_max_ms,
-		                            &cbs, &s->conn)) < 0)
+		if (c->cluster) {
+			redis_cluster_cbs cbs = {.up = conn_up_cb, .down = conn_down_cb, .node_up = node_up_cb, .arg = s};
+			redis_cluster_timing t = {.connect_timeout_ms = c->connect_timeout_ms, .backoff_min_ms = 100,
+			                          .backoff_max_ms = c->reconnect_max_ms, .reply_timeout_ms = c->command_timeout_ms};
+			rc = redis_cluster_create(env->loop, env->name, s->seeds, s->nseeds, &t, &s->wait, CLUSTER_QUEUE_MAX,
+			                          &cbs, &s->cluster);
+		} else {
+			redis_conn_cbs cbs = {.up = conn_up_cb, .down = conn_down_cb, .arg = s};
+			rc = redis_conn_create(env->loop, env->name, &s->url, c->connect_timeout_ms, 100, c->reconnect_max_ms,
+			                       &cbs, &s->conn);
+			if (rc == 0)
+				rc = redis_conn_set_reply_timeout(s->conn, c->command_timeout_ms);
+		}
+		if (rc < 0)
 			goto fail;
-		if ((rc = redis_conn_set_reply_timeout(s->conn, c->command_timeout_ms)) < 0)
-			goto fail;
-		if (env->http != NULL && (rc = redis_api_create(env, s->conn, s->prefix, &s->api, err)) < 0)
+		s->link = (redis_link){.conn = s->conn, .cluster = s->cluster};
+		if (env->http != NULL && (rc = redis_api_create(env, &s->link, s->prefix, &s->api, err)) < 0)
 			goto fail;
 	}
 	if (env->subscribe == NULL) {
@@ -739,6 +776,7 @@ static void redis_destroy(void *impl)
 	if (s->flush_timer > 0)
 		loop_timer_cancel(s->env.loop, s->flush_timer);
 	redis_conn_destroy(s->conn);
+	redis_cluster_destroy(s->cluster);
 	redis_api_destroy(s->api);
 	sink_metrics_remove(&s->metrics, &s->env);
 	redis_agg_batch_fini(&s->open);
@@ -928,7 +966,7 @@ static size_t redis_pending_bytes(void *impl)
 static bool redis_healthy(void *impl)
 {
 	rsink *s = impl;
-	if (s->err != 0 || s->conn == NULL || !redis_conn_up(s->conn) || !s->wm_known)
+	if (s->err != 0 || !redis_link_healthy(&s->link) || !s->wm_known)
 		return false;
 	return !s->round_active || loop_now_ms() - s->round_start_ms <= s->command_timeout_ms;
 }

@@ -19,6 +19,7 @@
 #ifndef WALCAST_REDIS_SINK_H
 #define WALCAST_REDIS_SINK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "sink.h"
@@ -27,6 +28,7 @@
  * are owned by the configuration. */
 typedef struct redis_sink_conf {
 	char *url;
+	bool cluster;
 	char *prefix;
 	char *table;
 	char *missed_statuses;

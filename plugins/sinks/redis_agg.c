@@ -32,10 +32,13 @@
  * removed, so an emptied key disappears. The watermark is checked first and set last, and
  * every key's type is checked before the first write (Redis does not undo the writes of a
  * script that fails half-way): the script runs atomically, so the deltas and the watermark land
- * together or not at all. */
+ * together or not at all. A batch the watermark already covers (a repeat) writes the watermark
+ * again anyway: the repeat is then a write on its connection, so a WAIT after it also waits for
+ * the replicas to hold the first try, whose reply was lost (else a repeat on a new connection
+ * would be acknowledged without waiting, and a failover could still lose the first try). */
 const char REDIS_AGG_SCRIPT[] =
 	"local wm = redis.call('GET', KEYS[1])\n"
-	"if wm and wm >= ARGV[2] then return 0 end\n"
+	"if wm and wm >= ARGV[2] then redis.call('SET', KEYS[1], wm) return 0 end\n"
 	"if wm and wm >= ARGV[1] then\n"
 	"  return redis.error_reply('WALCAST_STRADDLE watermark ' .. wm .. ' inside batch ' .. ARGV[1] .. '..' .. ARGV[2])\n"
 	"end\n"

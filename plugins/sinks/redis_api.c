@@ -60,7 +60,7 @@ typedef struct api_token {
 
 struct redis_api {
 	sink_env env;
-	redis_conn *conn;
+	const redis_link *link;
 	const char *prefix;
 	struct lws_protocols proto;
 	token_auth auth; /* [auth]'s keys and rules, followed across reloads */
@@ -71,7 +71,7 @@ struct redis_api {
 	char *tokens_audience;
 	uint64_t token_seed;
 	stats_cache *cache;
-	uint64_t cache_conn; /* redis_conn_attempts() of the connection the cache was read on */
+	uint64_t cache_conn; /* redis_link_epoch() of the connection(s) the cache was read on */
 	sink_metrics metrics;
 	unsigned char chunk[LWS_PRE + API_CHUNK];
 };
@@ -361,7 +361,7 @@ static int send_cmd(api_req *r, const char *label, const char *name, const char 
 		return -ENOMEM;
 	cmd->r = r;
 	snprintf(cmd->label, sizeof(cmd->label), "%s", label);
-	int rc = redis_conn_command(r->a->conn, reply_cb, cmd, 2 + extra, argv, lens);
+	int rc = redis_link_command(r->a->link, 0, reply_cb, cmd, 2 + extra, argv, lens);
 	if (rc == 0)
 		r->outstanding++;
 	else
@@ -570,12 +570,12 @@ static unsigned send_reads(api_req *r, const api_plan *pl, const char **error)
 static unsigned serve(api_req *r, struct lws *wsi, const char *what, const char **error)
 {
 	redis_api *a = r->a;
-	if (!redis_conn_up(a->conn)) {
+	if (!redis_link_ready(a->link)) {
 		*error = "the aggregates store (Redis) is not connected: try again";
 		return 503;
 	}
 	/* entries read on an earlier connection may predate what Redis lost or was given since */
-	uint64_t conn = redis_conn_attempts(a->conn);
+	uint64_t conn = redis_link_epoch(a->link);
 	if (conn != a->cache_conn) {
 		stats_cache_clear(a->cache);
 		a->cache_conn = conn;
@@ -742,14 +742,14 @@ static int metrics_setup(redis_api *a)
 	return rc;
 }
 
-int redis_api_create(const sink_env *env, redis_conn *conn, const char *prefix, redis_api **out,
+int redis_api_create(const sink_env *env, const redis_link *link, const char *prefix, redis_api **out,
                      char err[SINK_ERROR_MAX])
 {
 	redis_api *a = calloc(1, sizeof(*a));
 	if (a == NULL)
 		return -ENOMEM;
 	a->env = *env;
-	a->conn = conn;
+	a->link = link;
 	a->prefix = prefix;
 	a->token_seed = (uint64_t)(uintptr_t)a * 0x9E3779B97F4A7C15ULL ^ (uint64_t)time(NULL);
 	if (stats_cache_create(API_CACHE_BYTES, &a->cache) < 0) {

@@ -10,7 +10,7 @@
  * until its exp); a bypass role sees every org, a member role sees the orgs where its `sub` is a
  * member; top contacts need the analyst rank, and leave out every contact whose privacy rule
  * ranks above the caller (policy_state_subject_rank, as privacy(contact_id) does). The Redis
- * reads go through the sink's redis_conn, asynchronously: the response is deferred
+ * reads go through the sink's connection (or cluster router), asynchronously: the response is deferred
  * (lws_callback_on_writable) until every reply is in. Every request naming an org is audited
  * (action "stats.read"). Answers are kept in memory until a round of the sink changes their org
  * (redis_api_round_accepted; docs/api.md, "Caching").
@@ -20,15 +20,15 @@
 #ifndef WALCAST_REDIS_API_H
 #define WALCAST_REDIS_API_H
 
-#include "redis_conn.h"
+#include "redis_cluster.h"
 #include "sink.h"
 
 typedef struct redis_api redis_api;
 
-/* Adds the API's protocol (mount /api/v1/stats) to env->http (not started yet). conn and prefix
+/* Adds the API's protocol (mount /api/v1/stats) to env->http (not started yet). link and prefix
  * are borrowed and must outlive the API; env is copied. 0 and *out (redis_api_destroy), -EINVAL
  * with err when the listener refuses the mount, -ENOMEM. Does not block. */
-__attribute__((warn_unused_result)) int redis_api_create(const sink_env *env, redis_conn *conn, const char *prefix,
+__attribute__((warn_unused_result)) int redis_api_create(const sink_env *env, const redis_link *link, const char *prefix,
                                                          redis_api **out, char err[SINK_ERROR_MAX]);
 
 /* The redis sink's round that changed org's aggregates was accepted by Redis: the answers kept
@@ -37,7 +37,7 @@ __attribute__((warn_unused_result)) int redis_api_create(const sink_env *env, re
 void redis_api_round_accepted(redis_api *a, const char *org);
 
 /* Frees the API. Call after the listener is destroyed (no request can arrive) and after conn's
- * pending replies were delivered (redis_conn_destroy). Safe on NULL. */
+ * pending replies were delivered (redis_conn_destroy, redis_cluster_destroy). Safe on NULL. */
 void redis_api_destroy(redis_api *a);
 
 #endif

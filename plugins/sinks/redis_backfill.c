@@ -91,6 +91,11 @@ static int find_section(backfill *b)
 		return -EINVAL;
 	}
 	b->conf_set = true;
+	if (b->conf.cluster) {
+		log_error("backfill.config", "sink=%s: cluster = on: the backfill runs against one Redis server only "
+		          "(docs/aggregates.md, \"Redis Cluster\")", b->sink_name);
+		return -EINVAL;
+	}
 	char uerr[REDIS_CONN_ERROR_MAX];
 	if (redis_url_parse(b->conf.url, &b->url, uerr) < 0) {
 		log_error("backfill.config", "sink=%s: %s", b->sink_name, uerr);

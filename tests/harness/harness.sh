@@ -4,11 +4,14 @@
 # directory, applies the platform migrations, runs a command with the connection environment set,
 # and always tears everything down — on success, failure, Ctrl-C or SIGTERM.
 #
-#   harness.sh run [--no-migrate] [--no-redis] -- CMD [ARGS...]
+#   harness.sh run [--no-migrate] [--no-redis] [--redis-cluster] -- CMD [ARGS...]
 #
 # WALCAST_HARNESS_LISTEN=ADDR: both servers listen on ADDR too, PostgreSQL trusting its /24
 # (tests/netns: the servers in one network namespace, walcast in others).
 # CMD sees: PGHOST PGPORT PGUSER PGDATABASE (a superuser session), WALCAST_REDIS_URL,
+# WALCAST_HARNESS_CLUSTER_URL and WALCAST_HARNESS_CLUSTER_PORTS (with --redis-cluster: a Redis Cluster
+# of 3 masters with a replica each, cluster-node-timeout 2000 ms; the URL names one node; also
+# when WALCAST_HARNESS_REDIS_CLUSTER=1),
 # WALCAST_HARNESS_DIR (scratch space, removed afterwards), WALCAST_PGDATA, WALCAST_PG_BIN and
 # WALCAST_REPL_CONNINFO (the least-privilege replication role from the migrations).
 # Run as root, the servers run as the `postgres` system user, which PostgreSQL requires. A port
@@ -38,6 +41,7 @@ as_pg() {
 HARNESS_DIR=
 PG_STARTED=0
 REDIS_PID=
+CLUSTER_PIDS=()
 
 harness_cleanup() {
   local rc=$?
@@ -49,6 +53,9 @@ harness_cleanup() {
     kill "$REDIS_PID" 2>/dev/null || true
     wait "$REDIS_PID" 2>/dev/null || true
   fi
+  local p
+  for p in "${CLUSTER_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in "${CLUSTER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   if [ -n "$HARNESS_DIR" ] && [ -z "${WALCAST_KEEP_HARNESS:-}" ]; then rm -rf "$HARNESS_DIR"; fi
   exit "$rc"
 }
@@ -121,6 +128,56 @@ harness_start_redis() {
   echo "harness: redis-server did not start" >&2; cat "$HARNESS_DIR/redis.log" >&2; return 1
 }
 
+# harness_start_cluster_node PORT: one node of the test cluster (its bus on PORT + 10000), in
+# $HARNESS_DIR/cluster/PORT. 0, 1 on a failure, 3 when PORT or its bus port was taken.
+harness_start_cluster_node() {
+  local port=$1 dir=$HARNESS_DIR/cluster/$1 pid
+  [ "$port" -lt 55000 ] || return 3
+  if (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null; then return 3; fi
+  mkdir -p "$dir"
+  redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file nodes.conf \
+    --cluster-node-timeout 2000 --cluster-replica-validity-factor 0 --save '' --appendonly no \
+    --daemonize no --dir "$dir" --logfile "$dir/redis.log" &
+  pid=$!
+  for _ in $(seq 1 100); do
+    if [ "$(timeout 2 redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && kill -0 "$pid" 2>/dev/null; then
+      CLUSTER_PIDS+=("$pid"); return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  if grep -q "Address already in use" "$dir/redis.log"; then rm -rf "$dir"; return 3; fi
+  echo "harness: cluster node $port did not start" >&2; cat "$dir/redis.log" >&2; return 1
+}
+
+# harness_start_redis_cluster: six nodes joined as 3 masters with a replica each; waits until
+# every node says cluster_state:ok and knows all six. Sets WALCAST_HARNESS_CLUSTER_PORTS and
+# WALCAST_HARNESS_CLUSTER_URL.
+harness_start_redis_cluster() {
+  local ports=() cport addrs=() p
+  for _ in 1 2 3 4 5 6; do
+    start_on_free_port cport harness_start_cluster_node || return 1
+    ports+=("$cport"); addrs+=("127.0.0.1:$cport")
+  done
+  redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$HARNESS_DIR/cluster/create.log" 2>&1 ||
+    { echo "harness: redis-cli --cluster create failed" >&2; cat "$HARNESS_DIR/cluster/create.log" >&2; return 1; }
+  for _ in $(seq 1 300); do
+    local ok=1
+    for p in "${ports[@]}"; do
+      redis-cli -p "$p" CLUSTER INFO 2>/dev/null | tr -d '\r' | grep -qx 'cluster_state:ok' || ok=0
+      [ "$(redis-cli -p "$p" CLUSTER NODES 2>/dev/null | grep -c connected)" = 6 ] || ok=0
+    done
+    if [ "$ok" = 1 ]; then
+      export WALCAST_HARNESS_CLUSTER_PORTS="${ports[*]}" WALCAST_HARNESS_CLUSTER_URL="redis://127.0.0.1:${ports[0]}/0"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "harness: the Redis Cluster did not reach cluster_state:ok" >&2; return 1
+}
+
 # start_on_free_port VAR FN: FN PORT on a free port, again on another one (at most 10 tries) when
 # the port was taken between free_port and the server's bind (parallel harnesses); the port in VAR.
 # WALCAST_HARNESS_FIRST_PORT is tried first, unchecked (tests of this retry).
@@ -146,16 +203,17 @@ harness_migrate() {
 }
 
 cmd_run() {
-  local migrate=1 redis=1
+  local migrate=1 redis=1 cluster=${WALCAST_HARNESS_REDIS_CLUSTER:-0}
   while [ $# -gt 0 ]; do
     case "$1" in
       --no-migrate) migrate=0; shift ;;
       --no-redis) redis=0; shift ;;
+      --redis-cluster) cluster=1; shift ;;
       --) shift; break ;;
       *) echo "harness: unknown option $1" >&2; return 2 ;;
     esac
   done
-  [ $# -gt 0 ] || { echo "usage: harness.sh run [--no-migrate] [--no-redis] -- CMD [ARGS...]" >&2; return 2; }
+  [ $# -gt 0 ] || { echo "usage: harness.sh run [--no-migrate] [--no-redis] [--redis-cluster] -- CMD [ARGS...]" >&2; return 2; }
 
   trap harness_cleanup EXIT
   trap 'exit 130' INT
@@ -171,6 +229,7 @@ cmd_run() {
     start_on_free_port redisport harness_start_redis || exit 1
     export WALCAST_REDIS_URL="redis://127.0.0.1:$redisport/0"
   fi
+  if [ "$cluster" = 1 ]; then harness_start_redis_cluster || exit 1; fi
   if [ "$migrate" = 1 ]; then harness_migrate; fi
   # Run the command in the foreground of this shell so its exit status is ours; cleanup follows.
   "$@"
@@ -184,6 +243,6 @@ harness_pg_restart() {
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   case "${1:-}" in
     run) shift; cmd_run "$@" ;;
-    *) echo "usage: harness.sh run [--no-migrate] [--no-redis] -- CMD [ARGS...]" >&2; exit 2 ;;
+    *) echo "usage: harness.sh run [--no-migrate] [--no-redis] [--redis-cluster] -- CMD [ARGS...]" >&2; exit 2 ;;
   esac
 fi

@@ -1,6 +1,7 @@
 /*
- * redis_test_server — helpers for the redis unit tests: a free loopback port, and a throwaway
- * redis-server started on it (no persistence, log to /dev/null). Header-only, for tests.
+ * redis_test_server — helpers for the redis unit tests: a free loopback port, a throwaway
+ * redis-server started on it (no persistence, log to /dev/null), and running a loop for at
+ * most some time. Header-only, for tests.
  */
 #ifndef WALCAST_REDIS_TEST_SERVER_H
 #define WALCAST_REDIS_TEST_SERVER_H
@@ -18,7 +19,27 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "loop.h"
+
 extern char **environ;
+
+static inline void redis_test_stop_cb(loop *l, int id, void *arg)
+{
+	(void)id;
+	*(bool *)arg = true;
+	loop_stop(l);
+}
+
+/* Runs l until a callback stops it or ms pass; true when the deadline stopped it (-1: no timer). */
+static inline int redis_test_run_for(loop *l, int64_t ms)
+{
+	bool timed_out = false;
+	int id = loop_timer_add(l, ms, redis_test_stop_cb, &timed_out);
+	if (id <= 0 || loop_run(l) != 0)
+		return -1;
+	loop_timer_cancel(l, id);
+	return timed_out;
+}
 
 /* A loopback port nothing listens on (bound, then closed); 0 on failure. */
 static inline int redis_test_free_port(void)

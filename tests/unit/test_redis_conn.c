@@ -70,21 +70,12 @@ static void reply_cb(redis_conn *c, void *reply, void *privdata)
 		loop_stop(r->l);
 }
 
-static void stop_timer_cb(loop *l, int id, void *arg)
-{
-	*(bool *)arg = true;
-	loop_stop(l);
-}
-
 /* Runs l until a callback stops it or ms pass; true when the deadline stopped it. */
 static bool run_for(loop *l, int64_t ms)
 {
-	bool timed_out = false;
-	int id = loop_timer_add(l, ms, stop_timer_cb, &timed_out);
-	assert_true(id > 0);
-	assert_int_equal(loop_run(l), 0);
-	loop_timer_cancel(l, id);
-	return timed_out;
+	int rc = redis_test_run_for(l, ms);
+	assert_true(rc >= 0);
+	return rc == 1;
 }
 
 static void test_url(void **state)

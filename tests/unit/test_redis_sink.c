@@ -23,6 +23,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/sha.h>
+
 #include "loop.h"
 #include "redis.h"
 #include "redis_agg.h"
@@ -357,12 +359,103 @@ static void test_wait_replicas(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Runs the sink's script on c for one call of org in a batch of the transaction at lsn, as a
+ * round does; its integer reply (1: applied, 0: the watermark covered it). */
+static long long script_once(redisContext *c, const char *org, uint64_t lsn, bool load)
+{
+	redis_agg_batch b;
+	assert_int_equal(redis_agg_batch_init(&b), 0);
+	redis_agg_event e = {.kind = "call", .direction = "inbound", .status = "completed",
+	                     .started_us = INT64_C(1796190748000000), .has_duration = true, .duration_s = 60};
+	strcpy(e.org, org);
+	strcpy(e.contact, CT);
+	redis_agg_conf ac = {.prefix = "wc", .missed_statuses = "missed", .hour_window_h = 48};
+	assert_int_equal(redis_agg_add(&b, &ac, &e, +1, lsn, 1796190748), 0);
+	unsigned char md[SHA_DIGEST_LENGTH];
+	SHA1((const unsigned char *)REDIS_AGG_SCRIPT, strlen(REDIS_AGG_SCRIPT), md);
+	char sha[41];
+	for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+		snprintf(sha + 2 * i, 3, "%02x", md[i]);
+	redisReply *r;
+	if (load) {
+		r = redisCommand(c, "SCRIPT LOAD %s", REDIS_AGG_SCRIPT);
+		assert_non_null(r);
+		assert_string_equal(r->str, sha);
+		freeReplyObject(r);
+	}
+	buf out;
+	buf_init(&out);
+	int argc;
+	const char **argv;
+	size_t *argvlen;
+	assert_int_equal(redis_agg_org_command(&b, 0, &ac, sha, &out, &argc, &argv, &argvlen), 0);
+	r = redisCommandArgv(c, argc, argv, argvlen);
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+	long long v = r->integer;
+	freeReplyObject(r);
+	free(argv);
+	free(argvlen);
+	buf_fini(&out);
+	redis_agg_batch_fini(&b);
+	return v;
+}
+
+/* The WAIT gap: a round's script ran, its reply was lost, and the round was sent again on a new
+ * connection, where the script found its watermark and skipped. A WAIT after the repeat must
+ * still wait for the replicas to hold the first try (a failover before then loses it): the
+ * repeat writes the watermark again, so WAIT covers it. With the replica stopped, WAIT 1 after
+ * the repeat answers 0 (before: 1 at once, a connection that wrote nothing waits for nothing). */
+static void test_repeat_waits(void **state)
+{
+	pid_t *pids = *state;
+	if (!redis_test_have_server())
+		skip();
+	char dir[] = "/tmp/walcast-repeat-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	int port = redis_test_free_port(), rport = redis_test_free_port();
+	while (rport == port)
+		rport = redis_test_free_port();
+	char replicaof[32];
+	snprintf(replicaof, sizeof(replicaof), "127.0.0.1 %d", port);
+	pids[0] = redis_test_server_spawn(port, dir, NULL);
+	pids[1] = redis_test_server_spawn(rport, dir, replicaof);
+	assert_true(pids[0] > 0 && pids[1] > 0);
+	redisContext *first = connect_retry(port);
+	assert_non_null(first);
+	assert_true(redis_test_replica_online(port));
+
+	kill(pids[1], SIGSTOP);
+	assert_int_equal(script_once(first, ORG_A, 0x200, true), 1);
+	redisFree(first); /* the reply "lost": the connection is gone */
+	redisContext *again = connect_retry(port);
+	assert_non_null(again);
+	assert_int_equal(script_once(again, ORG_A, 0x200, false), 0);
+	redisReply *w = redisCommand(again, "WAIT 1 300");
+	assert_non_null(w);
+	assert_int_equal(w->type, REDIS_REPLY_INTEGER);
+	assert_int_equal(w->integer, 0); /* the replica does not have the first try yet */
+	freeReplyObject(w);
+	kill(pids[1], SIGCONT);
+	w = redisCommand(again, "WAIT 1 5000");
+	assert_non_null(w);
+	assert_int_equal(w->integer, 1);
+	freeReplyObject(w);
+	assert_int_equal(calls(again, ORG_A), 1);
+
+	redisFree(again);
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_crash_between_orgs, server_slot, server_slot_free),
 		cmocka_unit_test_setup_teardown(test_wait_replicas, redis_test_pids_setup, redis_test_pids_teardown),
+		cmocka_unit_test_setup_teardown(test_repeat_waits, redis_test_pids_setup, redis_test_pids_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
