@@ -24,8 +24,9 @@
 #
 # Prints a Markdown report and writes it into docs/benchmarks.md between
 # <!-- bench:edge:begin --> and <!-- bench:edge:end --> (only from a committed tree, bench/lib.sh).
-# Environment: WALCAST_BIN (measure that binary). A measurement, not a test: exits 0 whether or
-# not the figures please.
+# Environment: WALCAST_BIN (measure that binary), WALCAST_BENCH_PERF=PREFIX (records `perf record
+# -g` of the delivering process during each throughput step into PREFIX.bdN and PREFIX.beN).
+# A measurement, not a test: exits 0 whatever the figures.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -179,13 +180,20 @@ B_EXPECT=$(( ROWS * CLIENTS / ORGS ))
 NEXT=1000001 # the next bench.load transaction number
 declare -A BUSY LOAD CPU
 # stream_has_tx XID: the stream's last entries hold transaction XID's commit
-stream_has_tx() { redis-cli -u "$WALCAST_REDIS_URL" xrevrange "$KEY" + - count 20 | grep -q "\"action\":\"C\",\"xid\":$1[,}]"; }
+# (grep -c reads it all: grep -q would leave redis-cli to a SIGPIPE, which pipefail counts as failure)
+stream_has_tx() { redis-cli -u "$WALCAST_REDIS_URL" xrevrange "$KEY" + - count 20 | grep -c "\"action\":\"C\",\"xid\":$1[,}]" >/dev/null; }
 commit_rows() { sql -c "call bench.load($NEXT, $ROWS, 1, $ORGS, 0)"; NEXT=$(( NEXT + ROWS )); }
 measure() { # NAME PID: continues PID and waits for the clients' count; CPU of PID, busy, load
   local j0 c0
+  local perf=
+  if [ -n "${WALCAST_BENCH_PERF:-}" ]; then # a CPU profile of the process while it delivers
+    perf record -q -F 499 -g -p "$2" -o "$WALCAST_BENCH_PERF.$1" 2>/dev/null & perf=$!
+    sleep 0.5
+  fi
   j0=$(cpu_jiffies); c0=$(proc_cpu_s "$2")
   kill -CONT "$2"
   wait $LP || log "($1) rt_load: $(tail -3 "$WORK/load.$1.err")"
+  if [ -n "$perf" ]; then kill -INT $perf; wait $perf || true; fi
   BUSY[$1]=$(busy_pct "$j0" "$(cpu_jiffies)"); LOAD[$1]=$(loadavg); CPU[$1]=$(printf "%.2f" "$(echo "$(proc_cpu_s "$2") - $c0" | bc)")
   log "($1) $(cat "$WORK/load.$1"); CPU ${CPU[$1]} s"
 }
