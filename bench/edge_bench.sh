@@ -6,7 +6,7 @@
 # is measured in the same run, so that the edge's figures are read against the direct ones.
 #
 #   bash bench/edge_bench.sh [--lat-clients 200] [--lat-orgs 20] [--rate 500] [--seconds 10]
-#                            [--clients 2000] [--orgs 100] [--rows 3000] [--rounds 3]
+#                            [--clients 2000] [--orgs 100] [--rows 3000] [--rounds 5]
 #                            [--out FILE | --no-doc]
 #
 #   (c) RSS per idle connection, first: the edge's VmRSS with none, --clients/2 and --clients
@@ -31,7 +31,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-LAT_CLIENTS=200 LAT_ORGS=20 RATE=500 SECS=10 CLIENTS=2000 ORGS=100 ROWS=3000 ROUNDS=3
+LAT_CLIENTS=200 LAT_ORGS=20 RATE=500 SECS=10 CLIENTS=2000 ORGS=100 ROWS=3000 ROUNDS=5
 OUT=$ROOT/docs/benchmarks.md
 ARGS=("$@")
 while [ $# -gt 0 ]; do
@@ -178,11 +178,19 @@ log "(a) direct: $(cat "$WORK/load.ad")"
 # ---- (b) delivered messages/s, alternately direct and through the edge ------------------------
 B_EXPECT=$(( ROWS * CLIENTS / ORGS ))
 NEXT=1000001 # the next bench.load transaction number
-declare -A BUSY LOAD CPU
+declare -A BUSY LOAD CPU FPW
+# frames per socket write of PORT's realtime sink over a step: counters read before the stop
+# (a stopped walcast answers only after the backlog) and after the clients' count
+writes_before() { F0=$(rt_counter "$1" walcast_realtime_frames_sent_total); W0=$(rt_counter "$1" walcast_realtime_writes_total); }
+writes_after() { # NAME PORT
+  FPW[$1]=$(py "print(f'{($(rt_counter "$2" walcast_realtime_frames_sent_total) - $F0) / max($(rt_counter "$2" walcast_realtime_writes_total) - $W0, 1):.1f}')")
+  log "($1) ${FPW[$1]} frames per socket write"
+}
 # stream_has_tx XID: the stream's last entries hold transaction XID's commit
 # (grep -c reads it all: grep -q would leave redis-cli to a SIGPIPE, which pipefail counts as failure)
 stream_has_tx() { redis-cli -u "$WALCAST_REDIS_URL" xrevrange "$KEY" + - count 20 | grep -c "\"action\":\"C\",\"xid\":$1[,}]" >/dev/null; }
 commit_rows() { sql -c "call bench.load($NEXT, $ROWS, 1, $ORGS, 0)"; NEXT=$(( NEXT + ROWS )); }
+py() { python3 -c "$1"; }
 measure() { # NAME PID: continues PID and waits for the clients' count; CPU of PID, busy, load
   local j0 c0
   local perf=
@@ -199,13 +207,16 @@ measure() { # NAME PID: continues PID and waits for the clients' count; CPU of P
 }
 direct() { # NAME
   rt_load_start "$1" "$PACT" "$WORK/tokens.all" --expect "$B_EXPECT" --idle 20 --timeout 150
+  writes_before "$PACT"
   kill -STOP $EDGE $ACT
   commit_rows
   measure "$1" $ACT
+  writes_after "$1" "$PACT"
   kill -CONT $EDGE; wait_edge; sleep 1
 }
 edge() { # NAME
   rt_load_start "$1" "$PEDGE" "$WORK/tokens.all" --expect "$B_EXPECT" --idle 20 --timeout 150
+  writes_before "$PEDGE"
   kill -STOP $EDGE
   commit_rows
   local xid
@@ -213,6 +224,7 @@ edge() { # NAME
   for _ in $(seq 1 1500); do stream_has_tx "$xid" && break; sleep 0.2; done
   stream_has_tx "$xid" || log "($1) the marker transaction $xid is not in the stream"
   measure "$1" $EDGE
+  writes_after "$1" "$PEDGE"
   wait_edge; sleep 1
 }
 for r in $(seq 1 "$ROUNDS"); do
@@ -225,12 +237,11 @@ mkdir -p "$KEEP" && cp "$WORK"/load.* "$WORK"/latency.*.us "$KEEP/" && log "raw 
 bench_git_state "$ROOT" src plugins CMakeLists.txt bench/edge_bench.sh bench/lib.sh bench/rt_load.c
 GIT_REV=$BENCH_GIT${BENCH_DIRTY:+ + $BENCH_DIRTY}
 kv() { bench_kv "$WORK/$1" "$2"; }
-py() { python3 -c "$1"; }
 med() { py "import statistics, sys; print(f'{statistics.median([$(IFS=,; echo "$*")]):.0f}')"; }
 E50=$(kv load.ae p50_ms) E99=$(kv load.ae p99_ms) D50=$(kv load.ad p50_ms) D99=$(kv load.ad p99_ms)
-BD=() BE=() BR=() BCD=() BCE=() CD=() CE=() FD=() FE=()
+BD=() BE=() BR=() BCD=() BCE=() CD=() CE=() FD=() FE=() PD=() PE=()
 for r in $(seq 1 "$ROUNDS"); do
-  BD+=("$(kv "load.bd$r" rate)"); BE+=("$(kv "load.be$r" rate)"); CD+=("${CPU[bd$r]}"); CE+=("${CPU[be$r]}")
+  BD+=("$(kv "load.bd$r" rate)"); BE+=("$(kv "load.be$r" rate)"); CD+=("${CPU[bd$r]}"); CE+=("${CPU[be$r]}"); PD+=("${FPW[bd$r]}"); PE+=("${FPW[be$r]}")
   FD+=("$(kv "load.bd$r" frames)"); FE+=("$(kv "load.be$r" frames)")
   BR+=("$(py "print(f'{${BE[-1]} / max(${BD[-1]}, 1):.2f}')")")
   BCD+=("$(py "print(f'{$(kv "load.bd$r" frames) / max(${CPU[bd$r]}, 0.001):.0f}')")")
@@ -261,7 +272,7 @@ steps() { local s= r; for r in $(seq 1 "$ROUNDS"); do s+="${s:+, }${BUSY[$1$r]} 
   echo "| (b) the same per CPU-second of the delivering process (edge / active instance), median | $MBCE ($(each "${BCE[@]}")) | $MBCD ($(each "${BCD[@]}")) | $(py "print(f'{$MBCE / max($MBCD, 1):.2f}')") | |"
   echo "| (c) RSS per idle connection (subscribed, one channel): the second half's growth (0, $(( CLIENTS / 2 )), $(( CLIENTS / 2 * 2 )) connections) | **$E_PC KB** (${E_RSS[0]} → ${E_RSS[1]} → ${E_RSS[2]} KB) | $A_PC KB (${A_RSS[0]} → ${A_RSS[1]} → ${A_RSS[2]} KB) | | |"
   echo
-  echo "Details: latency is rt_load's clock at receipt − the row's \`started_at\` (\`clock_timestamp()\` just before COMMIT; one machine, one clock), $(kv load.ae lat_n) / $(kv load.ad lat_n) samples (edge / direct); the edge's CPU over (a) $A_ECPU s, the active instance's $A_ACPU s (it also publishes the stream). (b): the edge is stopped (SIGSTOP) while the rows are committed and published to the stream, so its rate is reading the backlog from Redis, judging and delivering it; for the direct step the active instance is stopped with the backlog in the slot (and the edge stopped too, so that it takes no CPU meanwhile); frames counted per round edge $(each "${FE[@]}") / direct $(each "${FD[@]}") of $B_EXPECT expected, mean frame $(kv load.be1 mean_frame) B; CPU of the delivering process per round edge $(each "${CE[@]}") s, direct $(each "${CD[@]}") s. Load generator: rt_load's own CPU while receiving $(kv load.be1 recv_cpu_pct) % (edge, round 1) / $(kv load.bd1 recv_cpu_pct) % (direct, round 1) of one core."
+  echo "Details: latency is rt_load's clock at receipt − the row's \`started_at\` (\`clock_timestamp()\` just before COMMIT; one machine, one clock), $(kv load.ae lat_n) / $(kv load.ad lat_n) samples (edge / direct); the edge's CPU over (a) $A_ECPU s, the active instance's $A_ACPU s (it also publishes the stream). (b): the edge is stopped (SIGSTOP) while the rows are committed and published to the stream, so its rate is reading the backlog from Redis, judging and delivering it; for the direct step the active instance is stopped with the backlog in the slot (and the edge stopped too, so that it takes no CPU meanwhile); frames counted per round edge $(each "${FE[@]}") / direct $(each "${FD[@]}") of $B_EXPECT expected, mean frame $(kv load.be1 mean_frame) B; CPU of the delivering process per round edge $(each "${CE[@]}") s, direct $(each "${CD[@]}") s; frames per socket write (walcast_realtime_frames_sent_total / walcast_realtime_writes_total over the step) edge $(each "${PE[@]}"), direct $(each "${PD[@]}"). Load generator: rt_load's own CPU while receiving $(kv load.be1 recv_cpu_pct) % (edge, round 1) / $(kv load.bd1 recv_cpu_pct) % (direct, round 1) of one core."
   echo "<!-- bench:edge:end -->"
 } >"$WORK/section.md"
 cat "$WORK/section.md"
