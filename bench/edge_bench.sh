@@ -7,7 +7,10 @@
 #
 #   bash bench/edge_bench.sh [--lat-clients 200] [--lat-orgs 20] [--rate 500] [--seconds 10]
 #                            [--clients 2000] [--orgs 100] [--rows 3000] [--rounds 5]
-#                            [--out FILE | --no-doc]
+#                            [--read-count N] [--out FILE | --no-doc]
+#
+# --read-count N sets the edge's edge.read_count (entries per read of the stream; walcast's
+# default otherwise).
 #
 #   (c) RSS per idle connection, first: the edge's VmRSS with none, --clients/2 and --clients
 #       clients subscribed and idle for 3 s (rt_bench's method), then the active instance's.
@@ -31,7 +34,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-LAT_CLIENTS=200 LAT_ORGS=20 RATE=500 SECS=10 CLIENTS=2000 ORGS=100 ROWS=3000 ROUNDS=5
+LAT_CLIENTS=200 LAT_ORGS=20 RATE=500 SECS=10 CLIENTS=2000 ORGS=100 ROWS=3000 ROUNDS=5 READ_COUNT=
 OUT=$ROOT/docs/benchmarks.md
 ARGS=("$@")
 while [ $# -gt 0 ]; do
@@ -44,6 +47,7 @@ while [ $# -gt 0 ]; do
     --orgs) ORGS=$2; shift 2 ;;
     --rows) ROWS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
+    --read-count) READ_COUNT=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --no-doc) OUT=; shift ;;
     --inner) shift; break ;;
@@ -54,6 +58,7 @@ done
 for v in LAT_CLIENTS LAT_ORGS RATE SECS CLIENTS ORGS ROWS ROUNDS; do
   case ${!v} in ''|*[!0-9]*|0) echo "edge_bench.sh: $v must be a positive integer" >&2; exit 2 ;; esac
 done
+case $READ_COUNT in *[!0-9]*) echo "edge_bench.sh: --read-count must be a positive integer" >&2; exit 2 ;; esac
 [ "$LAT_ORGS" -le "$ORGS" ] || { echo "edge_bench.sh: --lat-orgs must not exceed --orgs" >&2; exit 2; }
 
 # shellcheck source=bench/lib.sh
@@ -70,7 +75,7 @@ if [ -z "${WALCAST_BENCH_INNER:-}" ]; then
   ulimit -n "$(ulimit -Hn)"
   exec bash "$ROOT/tests/harness/harness.sh" run -- \
     bash "${BASH_SOURCE[0]}" --lat-clients "$LAT_CLIENTS" --lat-orgs "$LAT_ORGS" --rate "$RATE" \
-    --seconds "$SECS" --clients "$CLIENTS" --orgs "$ORGS" --rows "$ROWS" --rounds "$ROUNDS" --inner
+    --seconds "$SECS" --clients "$CLIENTS" --orgs "$ORGS" --rows "$ROWS" --rounds "$ROUNDS" ${READ_COUNT:+--read-count "$READ_COUNT"} --inner
 fi
 
 # ---- Inner half: PG* and WALCAST_REDIS_URL point at the harness's servers ---------------------
@@ -117,6 +122,7 @@ listen = 127.0.0.1:$PEDGE
 enabled = true
 stream_url = $WALCAST_REDIS_URL
 stream_key = $KEY
+${READ_COUNT:+read_count = $READ_COUNT}
 $LIVE
 CONF
 "$WALCAST_BIN" -c "$WORK/active.conf" run --policy "$ROOT/deploy/policy.ini" >/dev/null 2>"$WORK/active.err" &
@@ -262,7 +268,7 @@ steps() { local s= r; for r in $(seq 1 "$ROUNDS"); do s+="${s:+, }${BUSY[$1$r]} 
   echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); command: \`bash bench/edge_bench.sh ${WALCAST_BENCH_ARGS:-}\`"
   echo "- Machine: $(nproc) × $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(uname -sr); PostgreSQL $(sql -c 'show server_version') (harness: fsync off), $(redis-server --version | awk '{print $1, $3}' | sed 's/v=//') on loopback (no persistence)"
-  echo "- walcast: git $GIT_REV, RelWithDebInfo, \`--policy deploy/policy.ini\`. The active instance: \`checkpoint_store = postgres\`, a \`redis_stream\` sink (defaults) and a realtime sink (the direct reference); one edge (\`[edge] enabled\`) with the same realtime sink (defaults but \`max_connections\`). All on this one machine: PostgreSQL, Redis, both walcast processes and the clients (bench/rt_load.c, vsn 2.0.0, one \`postgres_changes\` channel filtered to its org, its member's own token)."
+  echo "- walcast: git $GIT_REV, RelWithDebInfo, \`--policy deploy/policy.ini\`. The active instance: \`checkpoint_store = postgres\`, a \`redis_stream\` sink (defaults) and a realtime sink (the direct reference); one edge (\`[edge] enabled\`${READ_COUNT:+, **\`read_count = $READ_COUNT\`**}) with the same realtime sink (defaults but \`max_connections\`). All on this one machine: PostgreSQL, Redis, both walcast processes and the clients (bench/rt_load.c, vsn 2.0.0, one \`postgres_changes\` channel filtered to its org, its member's own token)."
   echo "- **Shared machine** (other builds and tests ran beside it): ${IDLE_BUSY}% of both CPUs busy in the 3 s before the run, load average $LOAD_BEFORE. Per step: the share of both CPUs busy (this run's processes included) / the 1-minute load average at its end."
   echo
   echo "| measure | through the edge | direct (active instance) | edge vs direct | machine busy / load |"
