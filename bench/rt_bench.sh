@@ -78,65 +78,12 @@ WORK=${WALCAST_HARNESS_DIR:-$(mktemp -d)}/rt-bench
 mkdir -p "$WORK"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 sql() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_jiffies() { awk '/^cpu / {b = $2 + $3 + $4 + $7 + $8 + $9; t = b + $5 + $6; print b, t; exit}' /proc/stat; }
-busy_pct() { local b0 t0 b1 t1; read -r b0 t0 <<<"$1"; read -r b1 t1 <<<"$2"; echo $(( (b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) )); }
-proc_cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
-ctxsw() { awk '/^voluntary_ctxt_switches:/ {print $2}' "/proc/$1/status"; }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-loadavg() { cut -d' ' -f1 /proc/loadavg; }
 export WALCAST_AUTH_JWT_SECRET="bench-secret-with-enough-length-for-hs256-0123456789abcdef"
 
-# ---- Schema: orgs, members, tokens, the load procedure ----------------------------------------
-sql <<SQL
-insert into public.orgs (name) select 'bench-org-' || lpad(g::text, 4, '0') from generate_series(0, $ORGS - 1) g;
-insert into public.org_roles (org_id, user_id, role)
-  select o.id, gen_random_uuid(), (array['viewer','member','analyst','admin','owner'])[1 + (g / $ORGS) % 5]
-  from generate_series(0, $CLIENTS - 1) g
-  join (select id, row_number() over (order by name) - 1 as k from public.orgs where name like 'bench-org-%') o
-    on o.k = g % $ORGS;
-create schema bench;
--- ntx transactions of nrows rows each; transaction i writes to org i % norgs; started_at is the
--- clock just before the commit (the latency's origin); pace_per_s > 0 paces the transactions.
-create procedure bench.load(first bigint, ntx bigint, nrows int, norgs int, pace_per_s int) language plpgsql as \$\$
-declare
-  orgs uuid[];
-  t0 timestamptz := clock_timestamp();
-  late float8;
-begin
-  select array_agg(id order by name) into orgs from public.orgs where name like 'bench-org-%';
-  for i in first .. first + ntx - 1 loop
-    insert into public.events (org_id, kind, direction, status, duration_s, from_number, to_number, started_at)
-      select orgs[1 + (i % norgs)::int], 'call', 'inbound', 'completed', (i % 1800)::int,
-             '+1555' || lpad((i % 10000000)::text, 7, '0'), '+1666' || lpad((i % 9999991)::text, 7, '0'),
-             clock_timestamp()
-      from generate_series(1, nrows);
-    commit;
-    if pace_per_s > 0 then
-      late := extract(epoch from (t0 + (i - first + 1) * (interval '1 second' / pace_per_s)) - clock_timestamp());
-      if late > 0 then perform pg_sleep(late); end if;
-    end if;
-  end loop;
-end
-\$\$;
-SQL
-# tokens: "ORG TOKEN" per member, ordered by org so that the first orgs' members come first
-sql -F ' ' -c "select r.org_id, r.user_id from public.org_roles r join public.orgs o on o.id = r.org_id order by o.name, r.user_id" |
-python3 -c '
-import base64, hashlib, hmac, json, os, sys, time
-enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-key = os.environ["WALCAST_AUTH_JWT_SECRET"].encode()
-exp = int(time.time()) + 3600
-head = enc(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-for line in sys.stdin:
-    org, user = line.split()
-    body = enc(json.dumps({"sub": user, "role": "authenticated", "exp": exp}).encode())
-    sig = enc(hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest())
-    print(org, f"{head}.{body}.{sig}")
-' >"$WORK/tokens.all"
+# ---- Schema: orgs, members, tokens, the load procedure (bench/lib.sh) -------------------------
+rt_bench_setup "$ORGS" "$CLIENTS"
 # (a): the first LAT_CLIENTS/LAT_ORGS members of each of the first LAT_ORGS orgs
-awk -v per=$(( LAT_CLIENTS / LAT_ORGS )) -v orgs="$LAT_ORGS" '$1 != prev {k++; n = 0; prev = $1} k <= orgs && n++ < per' \
-  "$WORK/tokens.all" >"$WORK/tokens.lat"
+rt_bench_tokens_first "$LAT_CLIENTS" "$LAT_ORGS" "$WORK/tokens.lat"
 log "$(wc -l <"$WORK/tokens.all") members over $ORGS orgs; latency set: $(wc -l <"$WORK/tokens.lat") over $LAT_ORGS orgs"
 
 HTTP=$(port)
@@ -155,41 +102,21 @@ CONF
 "$WALCAST_BIN" -c "$WORK/rt.conf" run --policy "$ROOT/deploy/policy.ini" >/dev/null 2>"$WORK/walcast.err" &
 RUN=$!
 trap 'kill -CONT $RUN 2>/dev/null; kill -TERM $RUN 2>/dev/null; wait $RUN 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$HTTP/readyz" >/dev/null && break; sleep 0.2; done
-curl -sf "http://127.0.0.1:$HTTP/readyz" >/dev/null || { tail -20 "$WORK/walcast.err" >&2; exit 1; }
+bench_wait_ready "$HTTP" "$WORK/walcast.err"
 
 j0=$(cpu_jiffies); sleep 3; j1=$(cpu_jiffies)
 IDLE_BUSY=$(busy_pct "$j0" "$j1"); LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "machine: ${IDLE_BUSY}% busy before the run, load average $LOAD_BEFORE"
 
 # ---- (c) idle connections, first: later steps leave the allocator's heap grown -----------------
-# Two halves in two rt_load processes: RSS at 0, N/2 and N connections; the second half's growth
-# is the marginal cost of a connection, free of one-off growth (tables sized on first use).
-idle_half() { # NAME
-  rm -f "$WORK/ready.$1"
-  "$LOAD_BIN" --port "$HTTP" --tokens "$WORK/tokens.all" --clients $(( CLIENTS / 2 )) --ready "$WORK/ready.$1" \
-    --idle 120 --timeout 120 >"$WORK/load.$1" 2>"$WORK/load.$1.err" &
-  LP=$!
-  for _ in $(seq 1 900); do [ -f "$WORK/ready.$1" ] || ! kill -0 $LP 2>/dev/null && break; sleep 0.2; done
-  [ -f "$WORK/ready.$1" ] || { cat "$WORK/load.$1.err" >&2; exit 1; }
-  sleep 3
-}
-RSS0=$(rss_kb $RUN)
-idle_half c1; LP1=$LP; RSSH=$(rss_kb $RUN)
-idle_half c2; RSS1=$(rss_kb $RUN)
-kill -TERM $LP1 $LP; wait $LP1 2>/dev/null || true; wait $LP 2>/dev/null || true
+rt_idle_rss c "$HTTP" $RUN "$CLIENTS"
 log "(c) walcast RSS $RSS0 -> $RSSH -> $RSS1 KB at 0, $(( CLIENTS / 2 )), $(( CLIENTS / 2 * 2 )) idle connections"
 sleep 2
 
 # ---- (a) latency ------------------------------------------------------------------------------
 LAT_ROWS=$(( RATE * SECS ))
 LAT_EXPECT=$(( LAT_ROWS * $(wc -l <"$WORK/tokens.lat") / LAT_ORGS ))
-rm -f "$WORK/ready.a"
-"$LOAD_BIN" --port "$HTTP" --tokens "$WORK/tokens.lat" --ready "$WORK/ready.a" --expect "$LAT_EXPECT" \
-  --idle 15 --timeout 120 --latency "$WORK/latency.us" >"$WORK/load.a" 2>"$WORK/load.a.err" &
-LP=$!
-for _ in $(seq 1 600); do [ -f "$WORK/ready.a" ] || ! kill -0 $LP 2>/dev/null && break; sleep 0.2; done
-[ -f "$WORK/ready.a" ] || { cat "$WORK/load.a.err" >&2; exit 1; }
+rt_load_start a "$HTTP" "$WORK/tokens.lat" --expect "$LAT_EXPECT" --idle 15 --timeout 120 --latency "$WORK/latency.us"
 log "(a) $(cat "$WORK/load.a.err"); $LAT_ROWS single-row transactions at $RATE/s, synchronous_commit on"
 w0=$(proc_cpu_s $RUN); j0=$(cpu_jiffies); t0=$(date +%s.%N)
 PGOPTIONS="-c synchronous_commit=on" sql -c "call bench.load(1, $LAT_ROWS, 1, $LAT_ORGS, $RATE)"
@@ -205,18 +132,11 @@ NTX10=$(( ROWS / 10 ))
 B10_EXPECT=$(( NTX10 * 10 * CLIENTS / ORGS ))
 # one rt_load per measurement: the 10,000 connections are made once per run of rt_load
 declare -A BUSY LOAD WCPU SW WSCPU FPW # per throughput step (b1, b10)
-# a counter of the realtime sink's /metrics (summed over its label sets)
-rt_counter() { curl -s "http://127.0.0.1:$HTTP/metrics" | awk -v n="$1" 'index($1, n "{") == 1 { t += $2 } END { printf "%.0f", t }'; }
 throughput() { # NAME NTX NROWS EXPECT
-  rm -f "$WORK/ready.$1"
-  "$LOAD_BIN" --port "$HTTP" --tokens "$WORK/tokens.all" --ready "$WORK/ready.$1" --expect "$4" \
-    --idle 20 --timeout 150 >"$WORK/load.$1" 2>"$WORK/load.$1.err" &
-  LP=$!
-  for _ in $(seq 1 900); do [ -f "$WORK/ready.$1" ] || ! kill -0 $LP 2>/dev/null && break; sleep 0.2; done
-  [ -f "$WORK/ready.$1" ] || { cat "$WORK/load.$1.err" >&2; exit 1; }
+  rt_load_start "$1" "$HTTP" "$WORK/tokens.all" --expect "$4" --idle 20 --timeout 150
   log "($1) $(cat "$WORK/load.$1.err")"
   local f0 n0 # before the stop: a stopped walcast would answer only after the whole backlog
-  f0=$(rt_counter walcast_realtime_frames_sent_total); n0=$(rt_counter walcast_realtime_writes_total)
+  f0=$(rt_counter "$HTTP" walcast_realtime_frames_sent_total); n0=$(rt_counter "$HTTP" walcast_realtime_writes_total)
   kill -STOP $RUN
   sql -c "call bench.load(1000001, $2, $3, $ORGS, 0)"
   local w0 j0 j1
@@ -230,7 +150,7 @@ throughput() { # NAME NTX NROWS EXPECT
   w0=$(proc_cpu_s $RUN); j0=$(cpu_jiffies); s0=$(ctxsw $RUN); ws0=$(proc_cpu_s "$ws")
   kill -CONT $RUN
   wait $LP || log "($1) rt_load: $(tail -3 "$WORK/load.$1.err")"
-  FPW[$1]=$(python3 -c "print(f'{($(rt_counter walcast_realtime_frames_sent_total) - $f0) / max($(rt_counter walcast_realtime_writes_total) - $n0, 1):.1f}')")
+  FPW[$1]=$(python3 -c "print(f'{($(rt_counter "$HTTP" walcast_realtime_frames_sent_total) - $f0) / max($(rt_counter "$HTTP" walcast_realtime_writes_total) - $n0, 1):.1f}')")
   s1=$(ctxsw $RUN)
   SW[$1]=$(( s1 - s0 )); WSCPU[$1]=$(echo "$(proc_cpu_s "$ws") - $ws0" | bc)
   if [ -n "$perf" ]; then kill -INT $perf; wait $perf || true; fi
@@ -254,7 +174,7 @@ KEEP=${TMPDIR:-/tmp}/walcast-rt-bench-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$KEEP" && cp "$WORK"/load.* "$WORK"/base.* "$WORK/latency.us" "$KEEP/" && log "raw results kept in $KEEP"
 bench_git_state "$ROOT" src plugins CMakeLists.txt bench/rt_bench.sh bench/rt_load.c bench/rt_baseline.c
 GIT_REV=$BENCH_GIT${BENCH_DIRTY:+ + $BENCH_DIRTY}
-kv() { sed -n "s/\(^\|.* \)$2=\([^ ]*\).*/\2/p" "$WORK/$1"; }
+kv() { bench_kv "$WORK/$1" "$2"; }
 ok() { if python3 -c "import sys; sys.exit(0 if $1 else 1)"; then echo "**met**"; else echo "**not met**"; fi; }
 B1=$(kv load.b1 rate); B10=$(kv load.b10 rate); BASE1=$(kv base.1 rate); BASE2=$(kv base.2 rate); BASE10=$(kv base.10 rate)
 R1=$(python3 -c "print(f'{$B1 / $BASE1:.2f}')"); R10=$(python3 -c "print(f'{$B10 / $BASE10:.2f}')")
