@@ -207,6 +207,7 @@ int redis_cluster_map_node(redis_cluster_map *m, const char *host, int port, boo
 /* The address of a node entry of CLUSTER SLOTS ([host, port, id, ...]). */
 static bool slots_addr(const redisReply *e, const char *default_host, const char **host, int *port)
 {
+	*host = default_host, *port = 0; /* set on every path: callers that checked the map before ignore the result */
 	if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->type != REDIS_REPLY_STRING ||
 	    e->element[1]->type != REDIS_REPLY_INTEGER || e->element[1]->integer < 1 || e->element[1]->integer > 65535)
 		return false;
