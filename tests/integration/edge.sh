@@ -13,6 +13,7 @@
 #     missed, nothing twice (edge.test.mjs).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/redis_lib.sh"
+source "$(dirname "$0")/edge_lib.sh"
 trap 'echo "# edge.sh: line $LINENO failed: $BASH_COMMAND"' ERR
 seed_init
 
@@ -21,42 +22,8 @@ rt_js_install "$JS" || exit 1
 export WALCAST_AUTH_JWT_SECRET="edge-test-secret-with-enough-length-for-hs256-0123456789abcdef"
 SLOT=edge_run
 KEY=wc:edge
-readyz_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$1/readyz" || true; }
-readyz_is() { [ "$(readyz_code "$1")" = "$2" ]; }
 metric() { curl -s --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
-
-cat >"$WORK/active.conf" <<CONF
-[replication]
-slot = $SLOT
-[pipeline]
-checkpoint_store = postgres
-state_dir = $WORK/active-state
-[sink.stream]
-type = redis_stream
-url = $REDIS_URL
-key = $KEY
-CONF
-cat >"$WORK/edge.conf" <<CONF
-[replication]
-slot = $SLOT
-[pipeline]
-checkpoint_store = postgres
-[edge]
-enabled = true
-stream_url = $REDIS_URL
-stream_key = $KEY
-[sink.live]
-type = realtime
-replay_bytes = 16MB
-replay_seconds = 600
-CONF
-# start NAME CONF PORT: `walcast run` in the background, its stderr in $WORK/NAME.err; sets RUNP
-start() {
-  "$WALCAST" -c "$WORK/$2" run --policy "$ROOT/deploy/policy.ini" --set "http.listen=127.0.0.1:$3" \
-    --set "pipeline.state_dir=$WORK/$1-state" >/dev/null 2>>"$WORK/$1.err" &
-  RUNP=$!
-  BG_PIDS+=("$RUNP")
-}
+edge_confs "$SLOT" "$KEY"
 PACT=$(kernel_free_port); PA=$(kernel_free_port); PB=$(kernel_free_port)
 
 # ---- refused configurations --------------------------------------------------------------------
@@ -71,7 +38,7 @@ check "an edge before the active instance ever checkpointed: exit 1" 1 "$rc"
 check_true "... saying the shared checkpoint holds no state yet" grep -q "holds no state for slot '$SLOT' yet" "$WORK/early.err"
 
 # ---- the active instance, then two edges -------------------------------------------------------
-start active active.conf "$PACT"; ACT=$RUNP
+edge_start active active.conf "$PACT"; ACT=$RUNP
 wait_for 60 readyz_is "$PACT" 200 || { echo "not ok - the active instance did not become ready"; cat "$WORK/active.err"; exit 1; }
 # the orgs, memberships and a privacy rule of edge.test.mjs, before the edges start: they know
 # them from the shared checkpoint only (their stream starts at its position)
@@ -100,8 +67,8 @@ EDGE_TEST_IDS=$(for k in "${!ID[@]}"; do printf '"%s":"%s"\n' "$k" "${ID[$k]}"; 
 export EDGE_TEST_IDS
 GEN=$(sql -c "SELECT generation FROM walcast.checkpoint_slots WHERE slot = '$SLOT'")
 CKPT_ROWS=$(sql -c "SELECT (SELECT count(*) FROM walcast.checkpoint_log) + (SELECT count(*) FROM walcast.checkpoint_base)")
-start edgeA edge.conf "$PA"; EA=$RUNP
-start edgeB edge.conf "$PB"; EB=$RUNP
+edge_start edgeA edge.conf "$PA"; EA=$RUNP
+edge_start edgeB edge.conf "$PB"; EB=$RUNP
 wait_for 60 readyz_is "$PA" 200 || { echo "not ok - edge A did not become ready"; cat "$WORK/edgeA.err"; exit 1; }
 wait_for 60 readyz_is "$PB" 200 || { echo "not ok - edge B did not become ready"; cat "$WORK/edgeB.err"; exit 1; }
 check "edges: /readyz 200 once caught up" "200 200" "$(readyz_code "$PA") $(readyz_code "$PB")"

@@ -17,7 +17,7 @@
 // oracle). Nothing twice either way; edge B's own clients go on undisturbed.
 // Environment (edge.sh): WALCAST_EDGE_HTTP_A, WALCAST_EDGE_HTTP_B, WALCAST_EDGE_PID_A, EDGE_TEST_IDS.
 import WebSocket from 'ws'
-import { Client, asUser, check, checkTrue, diffRecord, lit, metric, note, sleep, sql, sqlAsync, summary, syncStream, testCase, userToken, waitFor } from './lib.mjs'
+import { RESUME_GAP, asUser, check, checkTrue, diffRecord, dups, lit, metric, note, resumeAnswers, resumingClient, sleep, sql, sqlAsync, statusChanges, statusInserts, summary, syncStream, testCase, userToken, waitFor } from './lib.mjs'
 
 const HTTP_A = process.env.WALCAST_EDGE_HTTP_A
 const HTTP_B = process.env.WALCAST_EDGE_HTTP_B
@@ -59,34 +59,16 @@ function edgeTransport(home, owner) {
   }
 }
 const BINDING = [{ event: '*', schema: 'public', table: 'events' }]
-// a realtime-js client on edge HOME whose channel's join config holds the last walcast_position
-// it received, so that realtime-js's own rejoin resumes from there
+// a realtime-js client on edge HOME that resumes from its last position
 async function edgeClient(user, uid, home) {
   const name = `${user}@${home === HTTP_A ? 'A' : 'B'}`
-  const opts = { walcast_resume_from: null }
-  const c = new Client(name, {
-    token: userToken(uid),
-    options: {
-      transport: edgeTransport(home, () => c),
-      decode: (raw, cb) => c.client.serializer.decode(raw, (msg) => {
-        if (msg.event === 'postgres_changes' && msg.payload && msg.payload.walcast_position) opts.walcast_resume_from = msg.payload.walcast_position
-        cb(msg)
-      }),
-    },
-  })
-  const ch = await c.subscribe(`edge-${name}`, BINDING, { config: { postgres_changes_options: opts } })
-  return { name, user, uid, home, c, ch, opts }
+  const r = await resumingClient(name, userToken(uid), `edge-${name}`, BINDING, (client) => ({ transport: edgeTransport(home, client) }))
+  return { name, user, uid, home, ...r }
 }
 // the postgres_changes frames of phase P on a channel: {at, status, id, position, record}
-const wire = (x, p) => x.c.raw.filter((r) => r.text !== null).map((r) => ({ at: r.at, f: JSON.parse(r.text) }))
-  .filter(({ f }) => f[2] === x.ch.topic && f[3] === 'postgres_changes' && f[4].data.record &&
-    String(f[4].data.record.status).startsWith(`edge-${p}-`))
-  .map(({ at, f }) => ({ at, status: f[4].data.record.status, id: f[4].data.record.id, record: f[4].data.record }))
-const delivered = (x, p) => x.ch.got[0].filter((q) => q.eventType === 'INSERT' && String(q.new.status).startsWith(`edge-${p}-`))
-const resumes = (x) => x.c.raw.filter((r) => r.text !== null).map((r) => ({ at: r.at, f: JSON.parse(r.text) }))
-  .filter(({ f }) => f[2] === x.ch.topic && f[3] === 'system' && f[4].extension === 'walcast_resume')
-  .map(({ at, f }) => ({ at, status: f[4].status, message: f[4].message }))
-const dups = (list) => list.filter((v, i) => list.indexOf(v) !== i)
+const wire = (x, p) => statusChanges(x.c, x.ch, `edge-${p}-`)
+const delivered = (x, p) => statusInserts(x.ch, `edge-${p}-`)
+const resumes = (x) => resumeAnswers(x.c, x.ch)
 
 // each user's events of phase p: exactly the oracle's, in commit order, each record the view's row
 function checkPhase(clients, want, p) {
@@ -186,7 +168,7 @@ await testCase('kill -9 of edge A under load: its clients resume on edge B', asy
       note(`${x.name}: answer "${r && r.message}"; ${got.length} received of the oracle's ${w.length}` + (gap ? `, ${fetched.length} refetched` : ''))
       checkTrue(`${x.name}: the answer is "Resumed: N changes replayed" or the documented gap`,
         r && ((r.status === 'ok' && /^Resumed: \d+ changes replayed$/.test(r.message)) ||
-          (r.status === 'error' && r.message === 'Resume gap: the replay buffer no longer reaches back to that position: refetch')),
+          (r.status === 'error' && r.message === RESUME_GAP)),
         JSON.stringify(r))
     } else {
       check(`${x.name}: (edge B) no resume, no reconnect`, [0, 1], [resumes(x).length, x.c.sockets.length])

@@ -18,8 +18,7 @@
 // Environment (lb_haproxy.sh): WALCAST_LB_HTTP_A, WALCAST_LB_HTTP_B (each instance directly),
 // WALCAST_LB_STATS (HAProxy's status page), WALCAST_LB_PID_A (the active instance),
 // WALCAST_LB_SLOT.
-import crypto from 'node:crypto'
-import { Client, asUser, check, checkTrue, diffRecord, lit, metric, note, rawConnect, sleep, sql, sqlAsync, summary, syncStream, testCase, userToken, waitFor } from './lib.mjs'
+import { RESUME_GAP, check, checkTrue, diffRecord, dups, lit, metric, note, rawConnect, resumeAnswers, resumingClient, sleep, sql, sqlAsync, statusChanges, statusInserts, statusEvent, statusOracle, summary, syncStream, testCase, threeOrgs, userToken, waitFor } from './lib.mjs'
 
 const HTTP_A = process.env.WALCAST_LB_HTTP_A
 const HTTP_B = process.env.WALCAST_LB_HTTP_B
@@ -27,67 +26,28 @@ const STATS = process.env.WALCAST_LB_STATS
 const PID_A = Number(process.env.WALCAST_LB_PID_A)
 const SLOT = process.env.WALCAST_LB_SLOT
 
-const uuid = () => crypto.randomUUID()
-const X = uuid()
-const Y = uuid()
-const Z = uuid()
-const CX = { pub: uuid(), priv: uuid() }
-const CY = uuid()
-const CZ = uuid()
 // memberZ's org is quiet before the kill (below)
-const U = { adminX: uuid(), memberX: uuid(), viewerX: uuid(), memberY: uuid(), memberZ: uuid() }
-sql(`insert into orgs (id, name) values (${lit(X)}, 'lb x'), (${lit(Y)}, 'lb y'), (${lit(Z)}, 'lb z');
-     insert into org_roles (org_id, user_id, role) values (${lit(X)}, ${lit(U.adminX)}, 'admin'),
-       (${lit(X)}, ${lit(U.memberX)}, 'member'), (${lit(X)}, ${lit(U.viewerX)}, 'viewer'), (${lit(Y)}, ${lit(U.memberY)}, 'member'),
-       (${lit(Z)}, ${lit(U.memberZ)}, 'member');
-     insert into contacts (id, org_id, name, phone) values (${lit(CX.pub)}, ${lit(X)}, 'Public', '+15550001234'),
-       (${lit(CX.priv)}, ${lit(X)}, 'Private', '+15550009876'), (${lit(CY)}, ${lit(Y)}, 'Other', '+15550005555'),
-       (${lit(CZ)}, ${lit(Z)}, 'Quiet', '+15550007777');
-     insert into privacy_rules (org_id, contact_id, min_role) values (${lit(X)}, ${lit(CX.priv)}, 'admin')`)
+const { U, BUSY, ALL } = threeOrgs('lb', { adminX: ['X', 'admin'], memberX: ['X', 'member'],
+  viewerX: ['X', 'viewer'], memberY: ['Y', 'member'], memberZ: ['Z', 'member'] })
 await syncStream()
 
-// the n-th event of phase P: the orgs and contacts of TARGETS in turn; status orders them (one
-// per transaction)
-const BUSY = [[X, CX.pub], [X, CX.priv], [Y, CY], [X, CX.pub], [Y, CY]]
-const ALL = [...BUSY, [Z, CZ]]
-const ev = (p, n, targets = ALL) => {
-  const [org, contact] = targets[n % targets.length]
-  return `insert into events (org_id, contact_id, kind, direction, status, from_number, to_number)
-    values (${lit(org)}, ${lit(contact)}, 'call', 'inbound', ${lit(`lb-${p}-${String(n).padStart(5, '0')}`)}, '+33612345678', '+15551112222')`
-}
+// the n-th event of phase P (one per transaction), the targets in turn
+const ev = (p, n, targets = ALL) => statusEvent('lb', p, n, targets)
 // what PostgreSQL shows UID of phase P's events, in commit order
-const oracle = (uid, p) => asUser({ uid }, `select * from walcast.events_masked where status like ${lit(`lb-${p}-%`)} order by status`)
+const oracle = (uid, p) => statusOracle(uid, `lb-${p}-`)
 
 // ---- the clients ------------------------------------------------------------------------------
 const BINDING = [{ event: '*', schema: 'public', table: 'events' }]
-// lbClient: a realtime-js client through HAProxy whose channel's join config always holds the
-// last walcast_position it received, so realtime-js's own rejoin resumes from there
+// lbClient: a realtime-js client through HAProxy that resumes from its last position
 async function lbClient(name, uid) {
-  const opts = { walcast_resume_from: null }
-  const c = new Client(name, {
-    token: userToken(uid),
-    options: {
-      decode: (raw, cb) => c.client.serializer.decode(raw, (msg) => {
-        if (msg.event === 'postgres_changes' && msg.payload && msg.payload.walcast_position) opts.walcast_resume_from = msg.payload.walcast_position
-        cb(msg)
-      }),
-    },
-  })
-  const ch = await c.subscribe(`lb-${name}`, BINDING, { config: { postgres_changes_options: opts } })
-  return { name, uid, c, ch, opts }
+  return { name, uid, ...(await resumingClient(name, userToken(uid), `lb-${name}`, BINDING)) }
 }
-// the raw postgres_changes frames of a channel with their arrival time: {at, status, id, position}
-const wire = (x, p) => x.c.raw.filter((r) => r.text !== null).map((r) => ({ at: r.at, f: JSON.parse(r.text) }))
-  .filter(({ f }) => f[2] === x.ch.topic && f[3] === 'postgres_changes' && f[4].data.record &&
-    String(f[4].data.record.status).startsWith(`lb-${p}-`))
-  .map(({ at, f }) => ({ at, status: f[4].data.record.status, id: f[4].data.record.id, position: f[4].walcast_position }))
+// the raw postgres_changes frames of phase P on a channel: {at, status, id, position}
+const wire = (x, p) => statusChanges(x.c, x.ch, `lb-${p}-`)
 // what realtime-js handed the application of phase P
-const delivered = (x, p) => x.ch.got[0].filter((q) => q.eventType === 'INSERT' && String(q.new.status).startsWith(`lb-${p}-`))
+const delivered = (x, p) => statusInserts(x.ch, `lb-${p}-`)
 // the walcast_resume system frames of a channel, with their arrival time
-const resumes = (x) => x.c.raw.filter((r) => r.text !== null).map((r) => ({ at: r.at, f: JSON.parse(r.text) }))
-  .filter(({ f }) => f[2] === x.ch.topic && f[3] === 'system' && f[4].extension === 'walcast_resume')
-  .map(({ at, f }) => ({ at, status: f[4].status, message: f[4].message }))
-const dups = (list) => list.filter((v, i) => list.indexOf(v) !== i)
+const resumes = (x) => resumeAnswers(x.c, x.ch)
 // HAProxy's view of the backend, a column of its CSV per server: status (17, UP/DOWN) or stot
 // (7, the connections it has sent there in all): {walcast1: 'UP', walcast2: 'DOWN'}
 async function lbStates(column = 17) {
@@ -226,7 +186,7 @@ await testCase('kill -9 of the active instance under load: failover through HAPr
       (gap ? `, ${fetched.length} refetched` : ''))
     checkTrue(`${x.name}: the answer is "Resumed: N changes replayed" or the documented gap`,
       r && ((r.status === 'ok' && /^Resumed: \d+ changes replayed$/.test(r.message)) ||
-        (r.status === 'error' && r.message === 'Resume gap: the replay buffer no longer reaches back to that position: refetch')),
+        (r.status === 'error' && r.message === RESUME_GAP)),
       JSON.stringify(r))
     check(`${x.name}: nothing received twice`, [], dups(got))
     check(`${x.name}: received in commit order`, [...got].sort(), got)

@@ -482,6 +482,77 @@ export function rawJoin(conn, topic, bindings, token = null, extra = {}) {
   return conn.push(topic, 'phx_join', payload, { joinRef: conn.nextRef() })
 }
 
+// ---- resuming clients (docs/protocol.md, "Resume"; lb, edge and lb_edges tests) ------------------
+
+// resumingClient NAME TOKEN TOPIC BINDINGS [OPTIONS]: a Client whose channel TOPIC's join config
+// always holds the last walcast_position it received (a decode wrapper, as docs/protocol.md
+// shows), so realtime-js's own rejoin resumes from there. OPTIONS: more RealtimeClient options,
+// or a function of a getter of the Client returning them (a transport that records into it).
+// Resolves {c, ch, opts} once subscribed; opts.walcast_resume_from is that position.
+export async function resumingClient(name, token, topic, bindings, options = {}) {
+  const opts = { walcast_resume_from: null }
+  const c = new Client(name, {
+    token,
+    options: {
+      ...(typeof options === 'function' ? options(() => c) : options),
+      decode: (raw, cb) => c.client.serializer.decode(raw, (msg) => {
+        if (msg.event === 'postgres_changes' && msg.payload && msg.payload.walcast_position) opts.walcast_resume_from = msg.payload.walcast_position
+        cb(msg)
+      }),
+    },
+  })
+  const ch = await c.subscribe(topic, bindings, { config: { postgres_changes_options: opts } })
+  return { c, ch, opts }
+}
+
+const rawTexts = (c) => c.raw.filter((r) => r.text !== null).map((r) => ({ at: r.at, f: JSON.parse(r.text) }))
+// statusChanges CLIENT CHANNEL PREFIX: the raw postgres_changes pushes (v2 frames) of CHANNEL whose
+// record's status starts with PREFIX, with their arrival time: {at, status, id, position, record}
+export const statusChanges = (c, ch, prefix) => rawTexts(c)
+  .filter(({ f }) => f[2] === ch.topic && f[3] === 'postgres_changes' && f[4].data.record && String(f[4].data.record.status).startsWith(prefix))
+  .map(({ at, f }) => ({ at, status: f[4].data.record.status, id: f[4].data.record.id, position: f[4].walcast_position, record: f[4].data.record }))
+// statusInserts CHANNEL PREFIX: the INSERTs realtime-js handed the application whose status starts with PREFIX
+export const statusInserts = (ch, prefix) => ch.got[0].filter((q) => q.eventType === 'INSERT' && String(q.new.status).startsWith(prefix))
+// resumeAnswers CLIENT CHANNEL: the walcast_resume system messages of CHANNEL: {at, status, message}
+export const resumeAnswers = (c, ch) => rawTexts(c)
+  .filter(({ f }) => f[2] === ch.topic && f[3] === 'system' && f[4].extension === 'walcast_resume')
+  .map(({ at, f }) => ({ at, status: f[4].status, message: f[4].message }))
+export const RESUME_GAP = 'Resume gap: the replay buffer no longer reaches back to that position: refetch'
+// the values that occur more than once in LIST
+export const dups = (list) => list.filter((v, i) => list.indexOf(v) !== i)
+
+// threeOrgs PREFIX ROLES: commits orgs X, Y and Z ('PREFIX x', ...), their contacts (X: a public
+// one and a private one whose events only admins and above see; Y, Z: one each) and one member
+// per entry of ROLES ({name: [org letter, role]}). Returns {X, Y, Z, CX: {pub, priv}, CY, CZ,
+// U: {name: uid}, BUSY: the [org, contact] targets of X and Y, ALL: BUSY and Z's}.
+export function threeOrgs(prefix, roles) {
+  const o = { X: crypto.randomUUID(), Y: crypto.randomUUID(), Z: crypto.randomUUID() }
+  const CX = { pub: crypto.randomUUID(), priv: crypto.randomUUID() }
+  const CY = crypto.randomUUID()
+  const CZ = crypto.randomUUID()
+  const U = Object.fromEntries(Object.keys(roles).map((name) => [name, crypto.randomUUID()]))
+  sql(`insert into orgs (id, name) values (${lit(o.X)}, '${prefix} x'), (${lit(o.Y)}, '${prefix} y'), (${lit(o.Z)}, '${prefix} z');
+     insert into org_roles (org_id, user_id, role) values
+       ${Object.entries(roles).map(([name, [org, role]]) => `(${lit(o[org])}, ${lit(U[name])}, ${lit(role)})`).join(', ')};
+     insert into contacts (id, org_id, name, phone) values (${lit(CX.pub)}, ${lit(o.X)}, 'Public', '+15550001234'),
+       (${lit(CX.priv)}, ${lit(o.X)}, 'Private', '+15550009876'), (${lit(CY)}, ${lit(o.Y)}, 'Other', '+15550005555'),
+       (${lit(CZ)}, ${lit(o.Z)}, 'Quiet', '+15550007777');
+     insert into privacy_rules (org_id, contact_id, min_role) values (${lit(o.X)}, ${lit(CX.priv)}, 'admin')`)
+  const BUSY = [[o.X, CX.pub], [o.X, CX.priv], [o.Y, CY], [o.X, CX.pub], [o.Y, CY]]
+  return { ...o, CX, CY, CZ, U, BUSY, ALL: [...BUSY, [o.Z, CZ]] }
+}
+// statusEvent PREFIX P N TARGETS: the insert of phase P's N-th event, one per transaction, into
+// the [org, contact] of TARGETS in turn; its status PREFIX-P-NNNNN orders them
+export function statusEvent(prefix, p, n, targets) {
+  const [org, contact] = targets[n % targets.length]
+  return `insert into events (org_id, contact_id, kind, direction, status, from_number, to_number)
+    values (${lit(org)}, ${lit(contact)}, 'call', 'inbound', ${lit(`${prefix}-${p}-${String(n).padStart(5, '0')}`)}, '+33612345678', '+15551112222')`
+}
+// statusOracle UID PREFIX: what PostgreSQL's masking view shows UID of the events whose status
+// starts with PREFIX, in commit order (a promise)
+export const statusOracle = (uid, prefix) =>
+  asUser({ uid }, `select * from walcast.events_masked where status like ${lit(`${prefix}%`)} order by status`)
+
 // ---- the daemon ---------------------------------------------------------------------------------
 
 export async function healthz() {
