@@ -10,6 +10,7 @@ PKGS=(
   postgresql-15 postgresql-client-15 postgresql-15-wal2json redis-server
   jq hyperfine time procps python3 openssl bc prometheus strace nng-utils curl wrk
   haproxy # tests/integration/lb_haproxy.sh runs its own with deploy/haproxy/walcast.cfg
+  socat # deploy/haproxy/walcast-lb-edge talks to HAProxy's runtime API (tests/integration/lb_edges.sh)
   chromium # the demo dashboard's Playwright test (tests/integration/demo.sh), headless
 )
 
