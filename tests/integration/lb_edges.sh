@@ -95,4 +95,13 @@ wait "$HAP" 2>/dev/null || true
 # (stderr has each line twice: HAProxy's own format and the syslog one)
 echo "# HAProxy's log of the edges' state:"
 grep -E '^\[(WARNING|NOTICE)\].*edge[0-9]' "$WORK/haproxy.err" | sed 's/^/#   /' || true
+# HAProxy's own account of edge4 (walcast-lb-edge add): out of maintenance into drain, out of
+# drain only after a check passed — never "UP/READY (leaving forced maintenance)", which would
+# have sent it connections before any check
+E4=$(grep -E '^\[(WARNING|NOTICE)\].*walcast_edges/edge4 ' "$WORK/haproxy.err" | awk '
+  /leaving forced maintenance/ && !m { m = NR; s = ($0 ~ /UP\/DRAIN/) ? "drain" : "ready" }
+  /Layer7 check passed/ && !p { p = NR }
+  /leaving forced drain/ && !d { d = NR }
+  END { print s, (p && d && p < d) ? "checked-first" : "unchecked" }')
+check "HAProxy's log: edge4 left maintenance for drain, and drain only after a check passed" "drain checked-first" "$E4"
 summary
