@@ -18,7 +18,7 @@
 typedef struct edge_ckpt {
 	checkpoint_store st;
 	PGresult *base, *log; /* (tbl, deleted, v0, v1, v2) rows */
-	uint64_t position;    /* P: the "pipeline" position */
+	uint64_t position;    /* S: where the edge starts (the "pipeline" position it reports) */
 	uint64_t known;       /* the newest LSN the stored state is known at */
 } edge_ckpt;
 
@@ -143,7 +143,8 @@ static void no_state(char err[CHECKPOINT_ERROR_MAX], const char *sch, const char
 }
 
 /* The reads, inside the caller's transaction: P, what the state is known at, base and log. */
-static int state_read(PGconn *conn, const char *sch, const char *slot, edge_ckpt *c, char err[CHECKPOINT_ERROR_MAX])
+static int state_read(PGconn *conn, const char *sch, const char *slot, uint64_t from, uint64_t *confirmed, edge_ckpt *c,
+                      char err[CHECKPOINT_ERROR_MAX])
 {
 	char sql[512], p[LSN_TEXT_MAX];
 	uint64_t base_lsn = 0, known_at = 0, log_max = 0;
@@ -190,6 +191,10 @@ static int state_read(PGconn *conn, const char *sch, const char *slot, edge_ckpt
 		snprintf(err, CHECKPOINT_ERROR_MAX, "the shared checkpoint slot=%s: its base is past its position", slot);
 		return -EIO;
 	}
+	/* S: from, when it lies before P, but never before the base (the state is known from there on) */
+	*confirmed = c->position;
+	if (from != 0 && from < c->position)
+		c->position = has_base && base_lsn > from ? base_lsn : from;
 	lsn_format(c->position, p);
 	snprintf(sql, sizeof(sql), "SELECT tbl, false, v0, v1, v2 FROM %s.checkpoint_base WHERE slot = $1 ORDER BY n",
 	         sch);
@@ -204,8 +209,8 @@ static int state_read(PGconn *conn, const char *sch, const char *slot, edge_ckpt
 	return 0;
 }
 
-int edge_checkpoint_read(const char *conninfo, const char *schema, const char *slot_name, checkpoint_store **out,
-                         uint64_t *position, char err[CHECKPOINT_ERROR_MAX])
+int edge_checkpoint_read(const char *conninfo, const char *schema, const char *slot_name, uint64_t from,
+                         checkpoint_store **out, uint64_t *position, uint64_t *confirmed, char err[CHECKPOINT_ERROR_MAX])
 {
 	/* never a replication connection, even when conninfo says so (entries after dbname win) */
 	static const char *const keys[] = {"connect_timeout", "fallback_application_name", "options", "dbname",
@@ -236,7 +241,7 @@ int edge_checkpoint_read(const char *conninfo, const char *schema, const char *s
 		snprintf(err, CHECKPOINT_ERROR_MAX, "the shared checkpoint: BEGIN: %s", PQerrorMessage(conn));
 		goto done;
 	}
-	rc = state_read(conn, sch, slot_name, c, err);
+	rc = state_read(conn, sch, slot_name, from, confirmed, c, err);
 	PQclear(PQexec(conn, rc == 0 ? "COMMIT" : "ROLLBACK"));
 done:
 	if (sch != NULL)
