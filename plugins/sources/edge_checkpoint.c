@@ -1,8 +1,9 @@
 /*
  * edge_checkpoint — the shared checkpoint read once, read-only (see edge_checkpoint.h).
  *
- * The rows are kept as the two SQL results (base, then log up to P, in order) until the store is
- * destroyed: load replays them, so the edge holds O(state) of them once, like a base file.
+ * The rows are kept as the two SQL results (base, then log up to S, in order) until load has
+ * replayed them into the pipeline's state, and released then: an edge loads once (at its start),
+ * so they would only take memory for the rest of its life.
  */
 #include "edge_checkpoint.h"
 
@@ -20,12 +21,17 @@ typedef struct edge_ckpt {
 	PGresult *base, *log; /* (tbl, deleted, v0, v1, v2) rows */
 	uint64_t position;    /* S: where the edge starts (the "pipeline" position it reports) */
 	uint64_t known;       /* the newest LSN the stored state is known at */
+	bool loaded;          /* base and log replayed and released */
 } edge_ckpt;
 
 static int ro_load(void *impl, uint64_t at, checkpoint_row_cb row_cb, void *arg, uint64_t *state_lsn,
                    char err[CHECKPOINT_ERROR_MAX])
 {
 	edge_ckpt *c = impl;
+	if (c->loaded) {
+		snprintf(err, CHECKPOINT_ERROR_MAX, "the edge's checkpoint rows were loaded once and released");
+		return -ESTALE;
+	}
 	if (at != c->position) {
 		char a[LSN_TEXT_MAX], b[LSN_TEXT_MAX];
 		snprintf(err, CHECKPOINT_ERROR_MAX, "the edge read the shared checkpoint as of %s, not %s",
@@ -48,6 +54,10 @@ static int ro_load(void *impl, uint64_t at, checkpoint_row_cb row_cb, void *arg,
 		}
 	}
 	*state_lsn = at < c->known ? at : c->known;
+	PQclear(c->base);
+	PQclear(c->log);
+	c->base = c->log = NULL;
+	c->loaded = true;
 	return 0;
 }
 

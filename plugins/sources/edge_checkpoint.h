@@ -13,7 +13,8 @@
  * LSN, so the log up to S is every transaction that committed before S). The pipeline then
  * resumes at S: the edge reads the stream from id S-0.
  *
- * The store it returns: load(S) replays those rows (any other LSN: -ESTALE); position_get
+ * The store it returns: load(S) replays those rows, once (they are released then; a second load
+ * or any other LSN: -ESTALE); position_get
  * ("pipeline") is S, every other name 0; append, sync, compact and position_put do nothing and
  * succeed (the edge's progress lives nowhere but in memory); log_bytes is 0.
  */
