@@ -8,15 +8,15 @@
  * active instance confirmed ("pipeline", P), then the base and the log records up to the edge's
  * start S, so that the state is exactly the one as of S whatever the active instance writes
  * meanwhile. S is P, or an earlier position the edge asks for (an edge that fills its replay
- * buffer from the stream's window, docs/edges.md "Resume on any edge") but never one before the
+ * buffer from the stream's window, docs/edges.md "Step 4: resume on any edge") but never one before the
  * base: the state is known from the base on (records are stamped with their transaction's end
  * LSN, so the log up to S is every transaction that committed before S). The pipeline then
  * resumes at S: the edge reads the stream from id S-0.
  *
  * The store it returns: load(S) replays those rows, once (they are released then; a second load
- * or any other LSN: -ESTALE); position_get
- * ("pipeline") is S, every other name 0; append, sync, compact and position_put do nothing and
- * succeed (the edge's progress lives nowhere but in memory); log_bytes is 0.
+ * or any other LSN: -ESTALE); position_get("pipeline") is S, every other name 0; append, sync,
+ * compact and position_put do nothing and succeed (the edge's progress lives nowhere but in
+ * memory); log_bytes is 0.
  */
 #ifndef WALCAST_EDGE_CHECKPOINT_H
 #define WALCAST_EDGE_CHECKPOINT_H

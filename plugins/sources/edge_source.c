@@ -531,7 +531,8 @@ int edge_source_window_start(const config *cfg, uint64_t *from, char err[TXN_SOU
 		uint64_t x = first + (last - first) / 4;
 		redisReply *r = redisCommand(rc, "XRANGE %s %" PRIu64 "-0 + COUNT 1", cfg->edge_stream_key, x);
 		if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-			snprintf(err, TXN_SOURCE_ERROR_MAX, "XRANGE: %s", r == NULL ? rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "not an array");
+			snprintf(err, TXN_SOURCE_ERROR_MAX, "XRANGE: %s",
+			         r == NULL ? rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "not an array");
 			ret = -EIO;
 		} else if (r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2 &&
 		           r->element[0]->element[0]->type == REDIS_REPLY_STRING) {
