@@ -31,11 +31,11 @@ replay_seconds = 600
 CONF
 }
 
-# edge_start NAME CONF PORT: `walcast run -c $WORK/CONF` in the background, listening on PORT,
-# its state in $WORK/NAME-state and its stderr in $WORK/NAME.err; sets RUNP
+# edge_start NAME CONF PORT [--set K=V...]: `walcast run -c $WORK/CONF` in the background,
+# listening on PORT, its state in $WORK/NAME-state and its stderr in $WORK/NAME.err; sets RUNP
 edge_start() {
   "$WALCAST" -c "$WORK/$2" run --policy "$ROOT/deploy/policy.ini" --set "http.listen=127.0.0.1:$3" \
-    --set "pipeline.state_dir=$WORK/$1-state" >/dev/null 2>>"$WORK/$1.err" &
+    --set "pipeline.state_dir=$WORK/$1-state" "${@:4}" >/dev/null 2>>"$WORK/$1.err" &
   RUNP=$!
   BG_PIDS+=("$RUNP")
 }
