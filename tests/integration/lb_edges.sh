@@ -13,7 +13,7 @@
 #     their clients reconnect through the same HAProxy URL and rejoin with their last
 #     walcast_position. The clients of a quiet org, whose positions were committed before C and
 #     D started, land on C or D when B dies: they must be resumed there (step 4 of docs/edges.md:
-#     an edge resumes from the Redis stream, not only from what it saw itself);
+#     a starting edge fills its replay buffer from the Redis stream's window);
 #   - every client: exactly the rows PostgreSQL's RLS / masking view shows its user, nothing
 #     missed, nothing twice; resumes and gaps are counted, and the times from each edge's end to
 #     its clients' resume answers printed.

@@ -20,8 +20,9 @@
 //      is deleted once its connections are gone;
 //   4. edge B gets kill -9; its clients do the same and land on C or D (the only edges left),
 //      which started after the Z clients' positions were committed: every channel must get
-//      "Resumed: N changes replayed" (step 4 of docs/edges.md: an edge replays from the Redis
-//      stream), the rows of Z committed while they were away included.
+//      "Resumed: N changes replayed" (step 4 of docs/edges.md: a starting edge fills its replay
+//      buffer from the Redis stream's window), the rows of Z committed while they were away
+//      included.
 // The oracle for every client: the rows the masking view shows its user, in commit order, nothing
 // missed, nothing twice (after a gap answer: what it received plus a refetch as its user, made at
 // once). Resumes and gaps are counted, and the times from each edge's end to its clients' answers
