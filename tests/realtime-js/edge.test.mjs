@@ -16,8 +16,7 @@
 // exactly) or the documented gap (a refetch as its user, plus what it received, equals the
 // oracle). Nothing twice either way; edge B's own clients go on undisturbed.
 // Environment (edge.sh): WALCAST_EDGE_HTTP_A, WALCAST_EDGE_HTTP_B, WALCAST_EDGE_PID_A, EDGE_TEST_IDS.
-import WebSocket from 'ws'
-import { Client, asUser, check, checkTrue, diffRecord, lit, metric, note, sleep, sql, sqlAsync, summary, syncStream, testCase, userToken, waitFor } from './lib.mjs'
+import { asUser, check, checkFeeds, checkTrue, dups, edgeClient, edgeDelivered, edgeResumes, edgeWire, lit, metric, note, sleep, sqlAsync, summary, syncStream, testCase, waitFor } from './lib.mjs'
 
 const HTTP_A = process.env.WALCAST_EDGE_HTTP_A
 const HTTP_B = process.env.WALCAST_EDGE_HTTP_B
@@ -43,67 +42,22 @@ const ev = (p, n) => {
 const oracle = (uid, p) => asUser({ uid }, `select * from walcast.events_masked where status like ${lit(`edge-${p}-%`)} order by status`)
 
 // ---- the clients ------------------------------------------------------------------------------
-// edgeTransport: a `ws` WebSocket that connects to the client's home edge while it lives, else to
-// the other one (the load balancer's part), recording every frame like lib.mjs's clients
-function edgeTransport(home, owner) {
-  return class EdgeWebSocket extends WebSocket {
-    constructor(url, protocols) {
-      const base = [home, ...EDGES.filter((e) => e !== home)].find((e) => !dead.has(e))
-      const u = new URL(url)
-      u.host = new URL(base).host
-      super(u.toString(), protocols)
-      const c = owner()
-      c.sockets.push(this)
-      this.on('message', (data, isBinary) => c.raw.push({ at: Date.now(), text: isBinary ? null : data.toString(), binary: isBinary }))
-    }
-  }
-}
+// each connects to its home edge while it lives, else to the other one (the load balancer's part)
+const route = (home) => () => [home, ...EDGES.filter((e) => e !== home)].find((e) => !dead.has(e))
 const BINDING = [{ event: '*', schema: 'public', table: 'events' }]
-// a realtime-js client on edge HOME whose channel's join config holds the last walcast_position
-// it received, so that realtime-js's own rejoin resumes from there
-async function edgeClient(user, uid, home) {
-  const name = `${user}@${home === HTTP_A ? 'A' : 'B'}`
-  const opts = { walcast_resume_from: null }
-  const c = new Client(name, {
-    token: userToken(uid),
-    options: {
-      transport: edgeTransport(home, () => c),
-      decode: (raw, cb) => c.client.serializer.decode(raw, (msg) => {
-        if (msg.event === 'postgres_changes' && msg.payload && msg.payload.walcast_position) opts.walcast_resume_from = msg.payload.walcast_position
-        cb(msg)
-      }),
-    },
-  })
-  const ch = await c.subscribe(`edge-${name}`, BINDING, { config: { postgres_changes_options: opts } })
-  return { name, user, uid, home, c, ch, opts }
-}
-// the postgres_changes frames of phase P on a channel: {at, status, id, position, record}
-const wire = (x, p) => x.c.raw.filter((r) => r.text !== null).map((r) => ({ at: r.at, f: JSON.parse(r.text) }))
-  .filter(({ f }) => f[2] === x.ch.topic && f[3] === 'postgres_changes' && f[4].data.record &&
-    String(f[4].data.record.status).startsWith(`edge-${p}-`))
-  .map(({ at, f }) => ({ at, status: f[4].data.record.status, id: f[4].data.record.id, record: f[4].data.record }))
-const delivered = (x, p) => x.ch.got[0].filter((q) => q.eventType === 'INSERT' && String(q.new.status).startsWith(`edge-${p}-`))
-const resumes = (x) => x.c.raw.filter((r) => r.text !== null).map((r) => ({ at: r.at, f: JSON.parse(r.text) }))
-  .filter(({ f }) => f[2] === x.ch.topic && f[3] === 'system' && f[4].extension === 'walcast_resume')
-  .map(({ at, f }) => ({ at, status: f[4].status, message: f[4].message }))
-const dups = (list) => list.filter((v, i) => list.indexOf(v) !== i)
+const edgeClientOn = (user, uid, home) =>
+  edgeClient({ name: `${user}@${home === HTTP_A ? 'A' : 'B'}`, user, uid, home, route: route(home), bindings: BINDING })
+// the postgres_changes frames of phase P on a channel: {at, status, id, record}
+const wire = (x, p) => edgeWire(x, `edge-${p}-`)
+const delivered = (x, p) => edgeDelivered(x, `edge-${p}-`)
+const resumes = edgeResumes
 
 // each user's events of phase p: exactly the oracle's, in commit order, each record the view's row
-function checkPhase(clients, want, p) {
-  for (const x of clients) {
-    const got = wire(x, p)
-    check(`phase ${p}, ${x.name}: exactly the events RLS shows ${x.user}, in commit order`, want[x.user].map((r) => r.status), got.map((w) => w.status))
-    const diffs = got.flatMap((w) => {
-      const r = want[x.user].find((o) => o.id === w.id)
-      return r ? diffRecord(w.record, r).map((d) => `${w.status}: ${d}`) : []
-    })
-    check(`phase ${p}, ${x.name}: each record is the masking view's row`, [], diffs.slice(0, 5))
-  }
-}
+const checkPhase = (clients, want, p) => checkFeeds(clients, want, `edge-${p}-`, `phase ${p}`)
 
 await syncStream()
 const clients = []
-for (const [user, uid] of Object.entries(U)) for (const home of EDGES) clients.push(await edgeClient(user, uid, home))
+for (const [user, uid] of Object.entries(U)) for (const home of EDGES) clients.push(await edgeClientOn(user, uid, home))
 
 // the policy changes before each phase (none before the first)
 const POLICY = [

@@ -482,6 +482,80 @@ export function rawJoin(conn, topic, bindings, token = null, extra = {}) {
   return conn.push(topic, 'phx_join', payload, { joinRef: conn.nextRef() })
 }
 
+// ---- clients of several edges (a load balancer's part played by the test) -----------------------
+
+// edgeTransport ROUTE OWNER: a `ws` WebSocket class that connects to the edge ROUTE() names (a
+// base http://HOST:PORT) at each (re)connect, recording every frame into OWNER()'s raw log and
+// sockets like Client's own transport — while the socket is open, as a browser does: a socket
+// realtime-js closed (a heartbeat timeout) may still receive what its edge had queued, once the
+// network is back. A handshake that does not complete within 3 s fails (a host cut off answers
+// nothing), so realtime-js reconnects and ROUTE is asked again.
+export function edgeTransport(route, owner) {
+  return class EdgeWebSocket extends WebSocket {
+    constructor(url, protocols) {
+      const u = new URL(url)
+      u.host = new URL(route()).host
+      super(u.toString(), protocols, { handshakeTimeout: 3000 * SLOW })
+      const c = owner()
+      c.sockets.push(this)
+      this.on('message', (data, isBinary) => {
+        if (this.readyState === WebSocket.OPEN) c.raw.push({ at: Date.now(), text: isBinary ? null : data.toString(), binary: isBinary })
+      })
+    }
+  }
+}
+
+// edgeClient {name, user, uid, home, route, bindings, options}: a realtime-js client of user UID
+// connected through edgeTransport(ROUTE) with one channel on BINDINGS, whose join config holds the
+// last walcast_position it received (opts.walcast_resume_from), so that realtime-js's own rejoin
+// resumes from there. Resolves {name, user, uid, home, c, ch, opts} once subscribed.
+export async function edgeClient({ name, user, uid, home, route, bindings, options = {} }) {
+  const opts = { walcast_resume_from: null }
+  const c = new Client(name, {
+    token: userToken(uid),
+    options: {
+      ...options,
+      transport: edgeTransport(route, () => c),
+      decode: (raw, cb) => c.client.serializer.decode(raw, (msg) => {
+        if (msg.event === 'postgres_changes' && msg.payload && msg.payload.walcast_position) opts.walcast_resume_from = msg.payload.walcast_position
+        cb(msg)
+      }),
+    },
+  })
+  const ch = await c.subscribe(`edge-${name}`, bindings, { config: { postgres_changes_options: opts } })
+  return { name, user, uid, home, c, ch, opts }
+}
+
+// (each frame parsed once: tests poll these while thousands arrive)
+const channelFrames = (x) => x.c.raw.filter((r) => r.text !== null).map((r) => ({ at: r.at, f: (r.parsed ||= JSON.parse(r.text)) }))
+  .filter(({ f }) => f[2] === x.ch.topic)
+// edgeWire X PREFIX: the postgres_changes frames (vsn 2.0.0) of X's channel whose record's status
+// starts with PREFIX, as received: [{at, status, id, record}]
+export const edgeWire = (x, prefix) => channelFrames(x)
+  .filter(({ f }) => f[3] === 'postgres_changes' && f[4].data.record && String(f[4].data.record.status).startsWith(prefix))
+  .map(({ at, f }) => ({ at, status: f[4].data.record.status, id: f[4].data.record.id, record: f[4].data.record }))
+// edgeDelivered X PREFIX: the INSERTs of those that realtime-js handed the application
+export const edgeDelivered = (x, prefix) => x.ch.got[0].filter((q) => q.eventType === 'INSERT' && String(q.new.status).startsWith(prefix))
+// edgeResumes X: the walcast_resume answers X's channel got: [{at, status, message}]
+export const edgeResumes = (x) => channelFrames(x)
+  .filter(({ f }) => f[3] === 'system' && f[4].extension === 'walcast_resume')
+  .map(({ at, f }) => ({ at, status: f[4].status, message: f[4].message }))
+export const dups = (list) => list.filter((v, i) => list.indexOf(v) !== i)
+
+// checkFeeds CLIENTS WANT PREFIX LABEL: each client's events whose status starts with PREFIX are
+// exactly WANT[its user] (the masking view's rows, in commit order), each record the view's row.
+export function checkFeeds(clients, want, prefix, label) {
+  for (const x of clients) {
+    const got = edgeWire(x, prefix)
+    check(`${label}, ${x.name}: exactly the events RLS shows ${x.user}, in commit order`, want[x.user].map((r) => r.status), got.map((w) => w.status))
+    const diffs = got.flatMap((w) => {
+      const r = want[x.user].find((o) => o.id === w.id)
+      return r ? diffRecord(w.record, r).map((d) => `${w.status}: ${d}`) : []
+    })
+    check(`${label}, ${x.name}: each record is the masking view's row`, [], diffs.slice(0, 5))
+  }
+}
+
 // ---- the daemon ---------------------------------------------------------------------------------
 
 export async function healthz() {
