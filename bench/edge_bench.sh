@@ -24,6 +24,12 @@
 #       to the last; edge — the edge stopped while the rows are committed and published to the
 #       stream (until the stream holds a marker transaction committed after them), then continued,
 #       its clients counting the same way. --clients clients over --orgs orgs on each.
+#   (d) An edge added: a second edge started beside the first, with the stream as (b) left it, and
+#       stopped again once ready, --rounds times each way, alternately: with its replay buffer
+#       filled from the stream's window at start (edge.replay_from_stream, replay_bytes 256MB:
+#       docs/edges.md, "Step 4") and, the reference, started at the confirmed position
+#       (replay_from_stream = false). Time from the start to /readyz 200 (polled every 50 ms),
+#       entries read, RSS once ready.
 #
 # Prints a Markdown report and writes it into docs/benchmarks.md between
 # <!-- bench:edge:begin --> and <!-- bench:edge:end --> (only from a committed tree, bench/lib.sh).
@@ -237,6 +243,28 @@ for r in $(seq 1 "$ROUNDS"); do
   if [ $(( r % 2 )) = 1 ]; then direct "bd$r"; edge "be$r"; else edge "be$r"; direct "bd$r"; fi
 done
 
+# ---- (d) an edge added: its start with the stream's window read, and without ----------------
+PNEW=$(port)
+sed -e "s/^listen = .*/listen = 127.0.0.1:$PNEW/" -e "s|^state_dir = .*|state_dir = $WORK/new-state|" \
+  "$WORK/edge.conf" >"$WORK/new.conf"
+printf 'replay_bytes = 256MB\n' >>"$WORK/new.conf" # the [sink.live] section is the file's last
+STREAM_LEN=$(redis-cli -u "$WALCAST_REDIS_URL" xlen "$KEY")
+WT=() WN=() WR=() PT=() PN=() PR=() # (d) per round: ms to ready, entries read, RSS MB; W window, P position
+added() { # NAME true|false
+  local t0 pid ms n mb
+  t0=$(date +%s%N)
+  "$WALCAST_BIN" -c "$WORK/new.conf" run --policy "$ROOT/deploy/policy.ini" --set "edge.replay_from_stream=$2" \
+    >/dev/null 2>"$WORK/$1.err" &
+  pid=$!
+  until curl -sf "http://127.0.0.1:$PNEW/readyz" >/dev/null; do kill -0 $pid || break; sleep 0.05; done
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  n=$(metric "$PNEW" walcast_edge_entries_read_total); mb=$(( $(rss_kb $pid) / 1024 ))
+  kill -TERM $pid; wait $pid || true
+  if [ "$2" = true ]; then WT+=("$ms"); WN+=("$n"); WR+=("$mb"); else PT+=("$ms"); PN+=("$n"); PR+=("$mb"); fi
+  log "($1) replay_from_stream=$2: ready after $ms ms, $n entries read, RSS $mb MB"
+}
+for r in $(seq 1 "$ROUNDS"); do added "dw$r" true; added "dp$r" false; done
+
 # ---- Report -----------------------------------------------------------------------------------
 KEEP=${TMPDIR:-/tmp}/walcast-edge-bench-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$KEEP" && cp "$WORK"/load.* "$WORK"/latency.*.us "$KEEP/" && log "raw results kept in $KEEP"
@@ -277,6 +305,7 @@ steps() { local s= r; for r in $(seq 1 "$ROUNDS"); do s+="${s:+, }${BUSY[$1$r]} 
   echo "| (b) delivered messages/s, $CLIENTS clients over $ORGS orgs, $ROWS single-row transactions, median of $ROUNDS (each round) | **$MBE** ($(each "${BE[@]}")) | **$MBD** ($(each "${BD[@]}")) | **ratio $MBR** ($(each "${BR[@]}")) | edge $(steps be); direct $(steps bd) |"
   echo "| (b) the same per CPU-second of the delivering process (edge / active instance), median | $MBCE ($(each "${BCE[@]}")) | $MBCD ($(each "${BCD[@]}")) | $(py "print(f'{$MBCE / max($MBCD, 1):.2f}')") | |"
   echo "| (c) RSS per idle connection (subscribed, one channel): the second half's growth (0, $(( CLIENTS / 2 )), $(( CLIENTS / 2 * 2 )) connections) | **$E_PC KB** (${E_RSS[0]} → ${E_RSS[1]} → ${E_RSS[2]} KB) | $A_PC KB (${A_RSS[0]} → ${A_RSS[1]} → ${A_RSS[2]} KB) | | |"
+  echo "| (d) an edge added beside it, the stream holding $STREAM_LEN entries: start → /readyz 200, median of $ROUNDS (each round); entries read; RSS once ready | **$(med "${WT[@]}") ms** ($(each "${WT[@]}")), its replay buffer filled from the stream's window: $(med "${WN[@]}") entries, $(med "${WR[@]}") MB | $(med "${PT[@]}") ms ($(each "${PT[@]}")), started at the confirmed position (\`replay_from_stream = false\`): $(med "${PN[@]}") entries, $(med "${PR[@]}") MB | ×$(py "print(f'{$(med "${WT[@]}") / max($(med "${PT[@]}"), 1):.1f}')") | |"
   echo
   echo "Details: latency is rt_load's clock at receipt − the row's \`started_at\` (\`clock_timestamp()\` just before COMMIT; one machine, one clock), $(kv load.ae lat_n) / $(kv load.ad lat_n) samples (edge / direct); the edge's CPU over (a) $A_ECPU s, the active instance's $A_ACPU s (it also publishes the stream). (b): the edge is stopped (SIGSTOP) while the rows are committed and published to the stream, so its rate is reading the backlog from Redis, judging and delivering it; for the direct step the active instance is stopped with the backlog in the slot (and the edge stopped too, so that it takes no CPU meanwhile); frames counted per round edge $(each "${FE[@]}") / direct $(each "${FD[@]}") of $B_EXPECT expected, mean frame $(kv load.be1 mean_frame) B; CPU of the delivering process per round edge $(each "${CE[@]}") s, direct $(each "${CD[@]}") s; frames per socket write (walcast_realtime_frames_sent_total / walcast_realtime_writes_total over the step) edge $(each "${PE[@]}"), direct $(each "${PD[@]}"). Load generator: rt_load's own CPU while receiving $(kv load.be1 recv_cpu_pct) % (edge, round 1) / $(kv load.bd1 recv_cpu_pct) % (direct, round 1) of one core."
   echo "<!-- bench:edge:end -->"

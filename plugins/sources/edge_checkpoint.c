@@ -1,8 +1,9 @@
 /*
  * edge_checkpoint — the shared checkpoint read once, read-only (see edge_checkpoint.h).
  *
- * The rows are kept as the two SQL results (base, then log up to P, in order) until the store is
- * destroyed: load replays them, so the edge holds O(state) of them once, like a base file.
+ * The rows are kept as the two SQL results (base, then log up to S, in order) until load has
+ * replayed them into the pipeline's state, and released then: an edge loads once (at its start),
+ * so they would only take memory for the rest of its life.
  */
 #include "edge_checkpoint.h"
 
@@ -18,14 +19,19 @@
 typedef struct edge_ckpt {
 	checkpoint_store st;
 	PGresult *base, *log; /* (tbl, deleted, v0, v1, v2) rows */
-	uint64_t position;    /* P: the "pipeline" position */
+	uint64_t position;    /* S: where the edge starts (the "pipeline" position it reports) */
 	uint64_t known;       /* the newest LSN the stored state is known at */
+	bool loaded;          /* base and log replayed and released */
 } edge_ckpt;
 
 static int ro_load(void *impl, uint64_t at, checkpoint_row_cb row_cb, void *arg, uint64_t *state_lsn,
                    char err[CHECKPOINT_ERROR_MAX])
 {
 	edge_ckpt *c = impl;
+	if (c->loaded) {
+		snprintf(err, CHECKPOINT_ERROR_MAX, "the edge's checkpoint rows were loaded once and released");
+		return -ESTALE;
+	}
 	if (at != c->position) {
 		char a[LSN_TEXT_MAX], b[LSN_TEXT_MAX];
 		snprintf(err, CHECKPOINT_ERROR_MAX, "the edge read the shared checkpoint as of %s, not %s",
@@ -48,6 +54,10 @@ static int ro_load(void *impl, uint64_t at, checkpoint_row_cb row_cb, void *arg,
 		}
 	}
 	*state_lsn = at < c->known ? at : c->known;
+	PQclear(c->base);
+	PQclear(c->log);
+	c->base = c->log = NULL;
+	c->loaded = true;
 	return 0;
 }
 
@@ -143,7 +153,8 @@ static void no_state(char err[CHECKPOINT_ERROR_MAX], const char *sch, const char
 }
 
 /* The reads, inside the caller's transaction: P, what the state is known at, base and log. */
-static int state_read(PGconn *conn, const char *sch, const char *slot, edge_ckpt *c, char err[CHECKPOINT_ERROR_MAX])
+static int state_read(PGconn *conn, const char *sch, const char *slot, uint64_t from, uint64_t *confirmed, edge_ckpt *c,
+                      char err[CHECKPOINT_ERROR_MAX])
 {
 	char sql[512], p[LSN_TEXT_MAX];
 	uint64_t base_lsn = 0, known_at = 0, log_max = 0;
@@ -190,6 +201,10 @@ static int state_read(PGconn *conn, const char *sch, const char *slot, edge_ckpt
 		snprintf(err, CHECKPOINT_ERROR_MAX, "the shared checkpoint slot=%s: its base is past its position", slot);
 		return -EIO;
 	}
+	/* S: from, when it lies before P, but never before the base (the state is known from there on) */
+	*confirmed = c->position;
+	if (from != 0 && from < c->position)
+		c->position = has_base && base_lsn > from ? base_lsn : from;
 	lsn_format(c->position, p);
 	snprintf(sql, sizeof(sql), "SELECT tbl, false, v0, v1, v2 FROM %s.checkpoint_base WHERE slot = $1 ORDER BY n",
 	         sch);
@@ -204,8 +219,8 @@ static int state_read(PGconn *conn, const char *sch, const char *slot, edge_ckpt
 	return 0;
 }
 
-int edge_checkpoint_read(const char *conninfo, const char *schema, const char *slot_name, checkpoint_store **out,
-                         uint64_t *position, char err[CHECKPOINT_ERROR_MAX])
+int edge_checkpoint_read(const char *conninfo, const char *schema, const char *slot_name, uint64_t from,
+                         checkpoint_store **out, uint64_t *position, uint64_t *confirmed, char err[CHECKPOINT_ERROR_MAX])
 {
 	/* never a replication connection, even when conninfo says so (entries after dbname win) */
 	static const char *const keys[] = {"connect_timeout", "fallback_application_name", "options", "dbname",
@@ -236,7 +251,7 @@ int edge_checkpoint_read(const char *conninfo, const char *schema, const char *s
 		snprintf(err, CHECKPOINT_ERROR_MAX, "the shared checkpoint: BEGIN: %s", PQerrorMessage(conn));
 		goto done;
 	}
-	rc = state_read(conn, sch, slot_name, c, err);
+	rc = state_read(conn, sch, slot_name, from, confirmed, c, err);
 	PQclear(PQexec(conn, rc == 0 ? "COMMIT" : "ROLLBACK"));
 done:
 	if (sch != NULL)

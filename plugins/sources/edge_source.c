@@ -477,6 +477,73 @@ int edge_source_relations_seed(void *impl)
 	return rc;
 }
 
+/* XINFO STREAM's first and last ids' LSN parts; 0 when the stream is empty or missing. */
+static int window_ends(redisContext *rc, const char *key, uint64_t *first, uint64_t *last,
+                       char err[TXN_SOURCE_ERROR_MAX])
+{
+	uint64_t seq;
+	*first = *last = 0;
+	redisReply *r = redisCommand(rc, "XINFO STREAM %s", key);
+	int ret = 0;
+	if (r == NULL) {
+		snprintf(err, TXN_SOURCE_ERROR_MAX, "XINFO STREAM: %s", rc->errstr);
+		ret = -EIO;
+	} else if (r->type == REDIS_REPLY_ERROR) {
+		if (strstr(r->str, "no such key") == NULL) {
+			snprintf(err, TXN_SOURCE_ERROR_MAX, "XINFO STREAM: %s", r->str);
+			ret = -EIO;
+		}
+	} else if (r->type == REDIS_REPLY_ARRAY) {
+		for (size_t i = 0; i + 1 < r->elements; i += 2) {
+			const redisReply *k = r->element[i], *v = r->element[i + 1];
+			if (k->type != REDIS_REPLY_STRING)
+				continue;
+			if (strcmp(k->str, "first-entry") == 0 && v->type == REDIS_REPLY_ARRAY && v->elements == 2 &&
+			    v->element[0]->type == REDIS_REPLY_STRING)
+				(void)id_parse(v->element[0]->str, first, &seq);
+			else if (strcmp(k->str, "last-entry") == 0 && v->type == REDIS_REPLY_ARRAY && v->elements == 2 &&
+			         v->element[0]->type == REDIS_REPLY_STRING)
+				(void)id_parse(v->element[0]->str, last, &seq);
+		}
+	}
+	freeReplyObject(r);
+	return ret;
+}
+
+int edge_source_window_start(const config *cfg, uint64_t *from, char err[TXN_SOURCE_ERROR_MAX])
+{
+	char uerr[REDIS_CONN_ERROR_MAX];
+	redis_url url;
+	*from = 0;
+	if (redis_url_parse(cfg->edge_stream_url, &url, uerr) < 0) {
+		snprintf(err, TXN_SOURCE_ERROR_MAX, "edge.stream_url: %s", uerr);
+		return -EINVAL;
+	}
+	redisContext *rc = redis_connect_blocking(&url, EDGE_CONNECT_TIMEOUT_MS, uerr);
+	if (rc == NULL) {
+		snprintf(err, TXN_SOURCE_ERROR_MAX, "%s", uerr);
+		return -EIO;
+	}
+	uint64_t first, last, seq;
+	int ret = window_ends(rc, cfg->edge_stream_key, &first, &last, err);
+	if (ret == 0 && last > first) {
+		/* the newest three quarters: the oldest quarter may be trimmed before the first read */
+		uint64_t x = first + (last - first) / 4;
+		redisReply *r = redisCommand(rc, "XRANGE %s %" PRIu64 "-0 + COUNT 1", cfg->edge_stream_key, x);
+		if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+			snprintf(err, TXN_SOURCE_ERROR_MAX, "XRANGE: %s",
+			         r == NULL ? rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "not an array");
+			ret = -EIO;
+		} else if (r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2 &&
+		           r->element[0]->element[0]->type == REDIS_REPLY_STRING) {
+			(void)id_parse(r->element[0]->element[0]->str, from, &seq);
+		}
+		freeReplyObject(r);
+	}
+	redisFree(rc);
+	return ret;
+}
+
 static int edge_start(void *impl, uint64_t resume_lsn)
 {
 	edge *e = impl;

@@ -59,6 +59,15 @@ typedef struct edge_source_stats {
  * 10 s, statement_timeout 30 s). */
 __attribute__((warn_unused_result)) int edge_source_relations_seed(void *impl);
 
+/* Where an edge that fills its replay buffer from the stream starts ([edge] replay_from_stream,
+ * docs/edges.md "Step 4: resume on any edge"): the LSN part of the first id at or after the point a
+ * quarter of the way from the stream's first entry to its last (the oldest quarter may be trimmed
+ * before the first read). *from is the commit LSN of a transaction (or a message's LSN), 0 when
+ * the stream is empty or missing. Blocks (a connection of its own, 2 s timeouts); 0, or -EINVAL /
+ * -EIO with err. */
+__attribute__((warn_unused_result)) int edge_source_window_start(const config *cfg, uint64_t *from,
+                                                                 char err[TXN_SOURCE_ERROR_MAX]);
+
 /* The source's figures, for metrics and /readyz: impl is an edge_source_ops instance. */
 void edge_source_stats_get(const void *impl, edge_source_stats *out);
 

@@ -62,6 +62,7 @@
 #include "metrics.h"
 #include "pipeline.h"
 #include "policy.h"
+#include "realtime.h"
 #include "replident.h"
 #include "sink.h"
 #include "slot_status.h"
@@ -501,22 +502,40 @@ static int edge_config_check(const config *cfg, char err[CONFIG_ERROR_MAX])
 	return -1;
 }
 
-/* The edge's policy state: the shared checkpoint read once, read-only (d->store); 0 or -1. */
-static int edge_open(daemon_t *d)
+/* Whether a sink keeps a replay buffer (a realtime sink with replay_bytes): only then is the
+ * stream's history worth reading at an edge's start. */
+static bool sinks_replay(const run_sink_conf *sinks, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (sinks[i].ops == &realtime_sink_ops && ((const realtime_conf *)sinks[i].conf)->replay_bytes > 0)
+			return true;
+	return false;
+}
+
+/* The edge's policy state: the shared checkpoint read once, read-only (d->store), as of where
+ * the edge starts: in the stream's window (edge.replay_from_stream, when a sink replays) or at
+ * the confirmed position. 0 or -1. */
+static int edge_open(daemon_t *d, bool history)
 {
 	const config *cfg = d->cfg;
-	char err[CHECKPOINT_ERROR_MAX], a[LSN_TEXT_MAX];
-	uint64_t p = 0;
+	char err[CHECKPOINT_ERROR_MAX], a[LSN_TEXT_MAX], b[LSN_TEXT_MAX];
+	uint64_t from = 0, s = 0, p = 0;
+	if (history && cfg->edge_replay_from_stream && edge_source_window_start(cfg, &from, err) < 0) {
+		log_warn("run.edge", "cannot read the stream's window (%s): starting at the confirmed position, so a "
+		         "resume from before this edge's start gets the gap", err);
+		from = 0;
+	}
 	int rc = edge_checkpoint_read(cfg->pipeline_checkpoint_conninfo[0] ? cfg->pipeline_checkpoint_conninfo
 	                                                                  : cfg->conninfo,
-	                              cfg->pipeline_checkpoint_schema, cfg->slot, &d->store, &p, err);
+	                              cfg->pipeline_checkpoint_schema, cfg->slot, from, &d->store, &s, &p, err);
 	if (rc < 0) {
 		log_error("run.edge", "%s", err);
 		return -1;
 	}
-	log_info("run.edge", "slot=%s: an edge; the policy state as of %s read from the shared checkpoint (%s); "
-	         "reading key %s from id %" PRIu64 "-0", cfg->slot, lsn_format(p, a), cfg->pipeline_checkpoint_schema,
-	         cfg->edge_stream_key, p);
+	log_info("run.edge", "slot=%s: an edge; the policy state as of %s read from the shared checkpoint (%s), "
+	         "which the active instance confirmed up to %s; reading key %s from id %" PRIu64 "-0%s", cfg->slot,
+	         lsn_format(s, a), cfg->pipeline_checkpoint_schema, lsn_format(p, b), cfg->edge_stream_key, s,
+	         s < p ? " (the stream's window: the replay buffer reaches back to there)" : "");
 	d->role = ROLE_EDGE;
 	return 0;
 }
@@ -673,7 +692,7 @@ int run_main(config *cfg, const run_options *o)
 	};
 	/* an edge: the shared checkpoint read; else the slot free and the state directory ours, or a
 	 * standby until they are */
-	if ((cfg->edge_enabled ? edge_open(&d) : standby_wait(&d, metrics, cfg->http_listen[0] != '\0' ? &hp : NULL)) < 0)
+	if ((cfg->edge_enabled ? edge_open(&d, sinks_replay(sinks, nsinks)) : standby_wait(&d, metrics, cfg->http_listen[0] != '\0' ? &hp : NULL)) < 0)
 		goto cleanup;
 	/* the listener exists before the sinks (a WebSocket sink adds its protocol); it listens
 	 * once they are all added */

@@ -52,8 +52,11 @@ static const config_key keys[] = {
 	    "redis://[[user]:password@]host[:port][/db] or redis+sentinel://SENTINEL[,...]/MASTER[/db] (docs/edges.md)"),
 	KEY("edge", "stream_key", CONFIG_STRING, edge_stream_key, "walcast:changes", 1, 0, false,
 	    "an edge: the stream's key (the redis_stream sink's key)"),
-	KEY("edge", "read_count", CONFIG_INT, edge_read_count, "1000", 1, 100000, false,
+	KEY("edge", "read_count", CONFIG_INT, edge_read_count, "5000", 1, 100000, false,
 	    "an edge: entries one read of the stream (XRANGE, XREAD) asks for"),
+	KEY("edge", "replay_from_stream", CONFIG_BOOL, edge_replay_from_stream, "true", 0, 1, false,
+	    "an edge: start in the stream's window, not at the active instance's confirmed position, so "
+	    "that the realtime replay buffer reaches back as far as the stream (any edge resumes any client)"),
 	KEY("keys", "file", CONFIG_STRING, keys_file, "", 0, 0, false,
 	    "field-encryption key file (ID HEX64 per line, mode 0600); empty: WALCAST_KEYS"),
 	KEY("auth", "jwt_secret", CONFIG_STRING, jwt_secret, "", 0, 0, true,

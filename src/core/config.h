@@ -45,6 +45,7 @@ typedef struct config {
 	char *edge_stream_url;     /* the Redis of the change stream an edge reads */
 	char *edge_stream_key;
 	int64_t edge_read_count;   /* entries per XRANGE / XREAD */
+	bool edge_replay_from_stream; /* start in the stream's window (docs/edges.md, "Step 4: resume on any edge") */
 	/* [keys] */
 	char *keys_file;           /* field-encryption keyring; empty = WALCAST_KEYS */
 	/* [auth] */

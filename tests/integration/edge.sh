@@ -10,7 +10,13 @@
 #   - users of three orgs and several roles on both edges, under phases of events with membership
 #     and privacy-rule changes between them: each client receives exactly what RLS shows its user;
 #   - kill -9 of one edge under load: its clients reconnect to the other edge and resume, nothing
-#     missed, nothing twice (edge.test.mjs).
+#     missed, nothing twice (edge.test.mjs);
+#   - then kill -9 of the other one, and a third edge started after that (edge C, by
+#     edge.test.mjs): every client resumes on it exactly — its replay buffer was filled from the
+#     stream's window at its start (edge.replay_from_stream), so it reaches back to positions
+#     committed before it started. Edge A starts in the window too; edge B at the confirmed
+#     position (replay_from_stream = false), so that what it knows before the stream is the
+#     checkpoint's state only.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/redis_lib.sh"
 source "$(dirname "$0")/edge_lib.sh"
@@ -38,14 +44,15 @@ url = $REDIS_URL
 key = $KEY
 CONF
 edge_conf "$WORK/edge.conf" "$SLOT" "$REDIS_URL" "$KEY"
-# start NAME CONF PORT: `walcast run` in the background, its stderr in $WORK/NAME.err; sets RUNP
+# start NAME CONF PORT [--set K=V...]: `walcast run` in the background, its stderr in
+# $WORK/NAME.err; sets RUNP
 start() {
   "$WALCAST" -c "$WORK/$2" run --policy "$ROOT/deploy/policy.ini" --set "http.listen=127.0.0.1:$3" \
-    --set "pipeline.state_dir=$WORK/$1-state" >/dev/null 2>>"$WORK/$1.err" &
+    --set "pipeline.state_dir=$WORK/$1-state" "${@:4}" >/dev/null 2>>"$WORK/$1.err" &
   RUNP=$!
   BG_PIDS+=("$RUNP")
 }
-PACT=$(kernel_free_port); PA=$(kernel_free_port); PB=$(kernel_free_port)
+PACT=$(kernel_free_port); PA=$(kernel_free_port); PB=$(kernel_free_port); PC=$(kernel_free_port)
 
 # ---- refused configurations --------------------------------------------------------------------
 cp "$WORK/edge.conf" "$WORK/bad.conf"
@@ -71,7 +78,7 @@ export EDGE_TEST_IDS=$EDGE_IDS
 GEN=$(sql -c "SELECT generation FROM walcast.checkpoint_slots WHERE slot = '$SLOT'")
 CKPT_ROWS=$(sql -c "SELECT (SELECT count(*) FROM walcast.checkpoint_log) + (SELECT count(*) FROM walcast.checkpoint_base)")
 start edgeA edge.conf "$PA"; EA=$RUNP
-start edgeB edge.conf "$PB"; EB=$RUNP
+start edgeB edge.conf "$PB" --set edge.replay_from_stream=false; EB=$RUNP
 wait_for 60 readyz_is "$PA" 200 || { echo "not ok - edge A did not become ready"; cat "$WORK/edgeA.err"; exit 1; }
 wait_for 60 readyz_is "$PB" 200 || { echo "not ok - edge B did not become ready"; cat "$WORK/edgeB.err"; exit 1; }
 check "edges: /readyz 200 once caught up" "200 200" "$(readyz_code "$PA") $(readyz_code "$PB")"
@@ -94,23 +101,36 @@ check "edge B: the stream read from past those rows' commits (resume=${RESUME:-?
   "$(sql -c "SELECT '${RESUME:-0/0}'::pg_lsn >= '$AFTER'::pg_lsn")"
 check_true "edges: the relation cache seeded from the catalog" grep -q "edge.relations.*seeded" "$WORK/edgeB.err"
 
-export WALCAST_RT_HTTP=http://127.0.0.1:$PA WALCAST_EDGE_HTTP_A=http://127.0.0.1:$PA \
-  WALCAST_EDGE_HTTP_B=http://127.0.0.1:$PB WALCAST_EDGE_PID_A=$EA
+check_true "edge A: started in the stream's window, before the confirmed position" \
+  grep -q "run.edge.*the replay buffer reaches back to there" "$WORK/edgeA.err"
+
+# edge C is started by edge.test.mjs once A and B are dead: this command line, its pid in a file
+printf '%s\n' "$WALCAST" -c "$WORK/edge.conf" run --policy "$ROOT/deploy/policy.ini" \
+  --set "http.listen=127.0.0.1:$PC" --set "pipeline.state_dir=$WORK/edgeC-state" >"$WORK/edgeC.argv"
+edge_c_cleanup() { [ -s "$WORK/edgeC.pid" ] && kill -9 "$(cat "$WORK/edgeC.pid")" 2>/dev/null; wc_cleanup_bg; }
+trap edge_c_cleanup EXIT
+export WALCAST_RT_HTTP=http://127.0.0.1:$PA EDGE_TEST_HTTP_A=http://127.0.0.1:$PA \
+  EDGE_TEST_HTTP_B=http://127.0.0.1:$PB EDGE_TEST_HTTP_C=http://127.0.0.1:$PC EDGE_TEST_PID_A=$EA \
+  EDGE_TEST_PID_B=$EB EDGE_TEST_C_ARGV=$WORK/edgeC.argv EDGE_TEST_C_PID=$WORK/edgeC.pid \
+  EDGE_TEST_C_ERR=$WORK/edgeC.err
 node_part edge "$JS/edge.test.mjs"
 
-kill -9 "$EA" 2>/dev/null || true # the test killed it, unless it failed before that
-wait "$EA" 2>/dev/null || true
-ENTRIES=$(metric "$PB" walcast_edge_entries_read_total)
-check_true "edge B: walcast_edge_entries_read_total > 0 ($ENTRIES)" [ "${ENTRIES:-0}" -gt 0 ]
-check "edge B: walcast_edge_stream_lag_bytes 0 at rest" 0 "$(wait_for 10 bash -c "[ \"\$(curl -s http://127.0.0.1:$PB/metrics | awk '\$1 == \"walcast_edge_stream_lag_bytes\" { print \$2 }')\" = 0 ]" && echo 0)"
+for p in "$EA" "$EB"; do # the test killed them, unless it failed before that
+  kill -9 "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+done
+EC=$(cat "$WORK/edgeC.pid" 2>/dev/null || echo 0)
+ENTRIES=$(metric "$PC" walcast_edge_entries_read_total)
+check_true "edge C: walcast_edge_entries_read_total > 0 ($ENTRIES)" [ "${ENTRIES:-0}" -gt 0 ]
+check "edge C: walcast_edge_stream_lag_bytes 0 at rest" 0 "$(wait_for 10 bash -c "[ \"\$(curl -s http://127.0.0.1:$PC/metrics | awk '\$1 == \"walcast_edge_stream_lag_bytes\" { print \$2 }')\" = 0 ]" && echo 0)"
 check "the edges wrote nothing to the checkpoint tables (generation unchanged)" "$GEN" \
   "$(sql -c "SELECT generation FROM walcast.checkpoint_slots WHERE slot = '$SLOT'")"
-check "edge B: no error lines" 0 "$(grep -c ' ERROR ' "$WORK/edgeB.err" || true)"
+check "edges B and C: no error lines" "0 0" "$(grep -c ' ERROR ' "$WORK/edgeB.err" || true) $(grep -c ' ERROR ' "$WORK/edgeC.err" || true)"
 check "the active instance: no error lines" 0 "$(grep -c ' ERROR ' "$WORK/active.err" || true)"
-echo "# checkpoint rows before the edges: $CKPT_ROWS; edge B read $ENTRIES entries"
-kill -TERM "$EB"
-rc=0; wait "$EB" || rc=$?
-check "edge B: SIGTERM drains, exit 0" 0 "$rc"
+echo "# checkpoint rows before the edges: $CKPT_ROWS; edge C read $ENTRIES entries"
+kill -TERM "$EC" 2>/dev/null || true
+wait_for 20 grep -q "run.stopped" "$WORK/edgeC.err" || true
+check_true "edge C: SIGTERM drains, exit 0 (run.stopped exit=0)" grep -q "run.stopped.*exit=0" "$WORK/edgeC.err"
 kill -TERM "$ACT"
 rc=0; wait "$ACT" || rc=$?
 check "the active instance: SIGTERM drains, exit 0" 0 "$rc"

@@ -15,13 +15,25 @@
 // it saw; edge B answers walcast_resume: "Resumed" (what it received then equals the oracle
 // exactly) or the documented gap (a refetch as its user, plus what it received, equals the
 // oracle). Nothing twice either way; edge B's own clients go on undisturbed.
-// Environment (edge.sh): WALCAST_EDGE_HTTP_A, WALCAST_EDGE_HTTP_B, WALCAST_EDGE_PID_A, EDGE_TEST_IDS.
+// Last, edge B (now holding every client) is SIGKILLed too, with no edge left; this file starts
+// edge C only then (the command line edge.sh wrote), and the transport sends the clients to it
+// once its /readyz is 200 (as a load balancer's health check does). Every position the clients
+// hold was committed before edge C started, so each resume is exact only if C's replay buffer was
+// filled from the stream's window at its start (docs/edges.md, "Resume on any edge"): every
+// answer must be "Resumed" and what each client received equal to the oracle.
+// Environment (edge.sh): EDGE_TEST_HTTP_A, _B, _C, EDGE_TEST_PID_A, _B, EDGE_TEST_C_ARGV
+// (edge C's argv, one per line), EDGE_TEST_C_PID (where its pid goes), EDGE_TEST_C_ERR (its
+// stderr), EDGE_TEST_IDS.
+import { spawn } from 'node:child_process'
+import { openSync, readFileSync, writeFileSync } from 'node:fs'
 import { asUser, check, checkFeeds, checkTrue, dups, edgeClient, edgeDelivered, edgeResumes, edgeWire, lit, metric, note, sleep, sqlAsync, summary, syncStream, testCase, waitFor } from './lib.mjs'
 
-const HTTP_A = process.env.WALCAST_EDGE_HTTP_A
-const HTTP_B = process.env.WALCAST_EDGE_HTTP_B
-const PID_A = Number(process.env.WALCAST_EDGE_PID_A)
-const EDGES = [HTTP_A, HTTP_B]
+const HTTP_A = process.env.EDGE_TEST_HTTP_A
+const HTTP_B = process.env.EDGE_TEST_HTTP_B
+const HTTP_C = process.env.EDGE_TEST_HTTP_C
+const PID_A = Number(process.env.EDGE_TEST_PID_A)
+const PID_B = Number(process.env.EDGE_TEST_PID_B)
+const EDGES = [HTTP_A, HTTP_B] // edge C joins once it is ready
 const dead = new Set()
 
 // the orgs, memberships, contacts and the first privacy rule: written by edge.sh before the edges
@@ -42,8 +54,9 @@ const ev = (p, n) => {
 const oracle = (uid, p) => asUser({ uid }, `select * from walcast.events_masked where status like ${lit(`edge-${p}-%`)} order by status`)
 
 // ---- the clients ------------------------------------------------------------------------------
-// each connects to its home edge while it lives, else to the other one (the load balancer's part)
-const route = (home) => () => [home, ...EDGES.filter((e) => e !== home)].find((e) => !dead.has(e))
+// each connects to its home edge while it lives, else to the other one (the load balancer's
+// part); no edge alive: the dead home, whose refused connection realtime-js retries
+const route = (home) => () => [home, ...EDGES.filter((e) => e !== home)].find((e) => !dead.has(e)) || home
 const BINDING = [{ event: '*', schema: 'public', table: 'events' }]
 const edgeClientOn = (user, uid, home) =>
   edgeClient({ name: `${user}@${home === HTTP_A ? 'A' : 'B'}`, user, uid, home, route: route(home), bindings: BINDING })
@@ -87,43 +100,37 @@ await testCase('both edges: each user its own rows, across membership and privac
   checkTrue('the oracle tells the users and phases apart', seen.size >= 10, seen.size)
 })
 
-await testCase('kill -9 of edge A under load: its clients resume on edge B', async () => {
-  const P = POLICY.length + 1
-  let stop = false
-  let n = 0
-  const load = (async () => {
-    while (!stop) {
-      await sqlAsync(ev(P, n++))
+// a write load of phase P: one event every 20 ms until end(); n counts them
+function startLoad(P) {
+  const load = { n: 0, stopped: false }
+  const done = (async () => {
+    while (!load.stopped) {
+      await sqlAsync(ev(P, load.n++))
       await sleep(20)
     }
   })()
-  const onA = clients.filter((x) => x.home === HTTP_A)
-  const onB = clients.filter((x) => x.home === HTTP_B)
-  const busy = clients.filter((x) => x.user !== 'newbie')
-  checkTrue('every client receives the load before the kill', await waitFor(() => busy.every((x) => wire(x, P).length >= 3), 30000))
-  const t0 = Date.now()
-  process.kill(PID_A, 'SIGKILL')
-  dead.add(HTTP_A)
-  note(`killed edge A (pid ${PID_A}) after ${n} transactions of the load`)
+  load.end = async () => { load.stopped = true; await done }
+  return load
+}
 
+// waits until every channel of list got a walcast_resume answer after t0 (checked as what);
+// returns each gap-answered client's refetch (the oracle of phase P as its user, taken then)
+async function answers(list, P, t0, what) {
   const refetch = {}
-  const answered = () => onA.every((x) => {
+  const answered = () => list.every((x) => {
     const r = resumes(x).find((s) => s.at >= t0)
     if (r && r.status === 'error' && !refetch[x.name]) refetch[x.name] = oracle(x.uid, P)
     return r
   })
-  checkTrue('every channel of edge A rejoined on edge B and got a walcast_resume answer', await waitFor(answered, 60000),
-    onA.map((x) => `${x.name}: ${JSON.stringify(x.ch.statuses.slice(-3))}`).join('; '))
-  const rejoinMs = onA.map((x) => (resumes(x).find((s) => s.at >= t0) || { at: NaN }).at - t0)
-  const answerAt = (x) => (resumes(x).find((s) => s.at >= t0) || { at: Infinity }).at
-  checkTrue('changes committed after the rejoin arrive live',
-    await waitFor(() => onA.filter((x) => x.user !== 'newbie').every((x) => wire(x, P).some((w) => w.at > answerAt(x))), 30000))
-  stop = true
-  await load
-  note(`the load committed ${n} transactions; edge A's channels answered ${rejoinMs.join(', ')} ms after the kill`)
-  console.log(`# edge_failover_ms max=${Math.max(...rejoinMs)}`)
-  check('edge B holds every client', 12, await waitFor(async () => (await metric('walcast_realtime_connections', HTTP_B)) === 12 && 12, 20000))
-  const want = Object.fromEntries(await Promise.all(Object.entries(U).map(async ([user, uid]) => [user, await oracle(uid, P)])))
+  checkTrue(what, await waitFor(answered, 60000), list.map((x) => `${x.name}: ${JSON.stringify(x.ch.statuses.slice(-3))}`).join('; '))
+  return refetch
+}
+
+// what each client received of phase P since t0 against want (the oracle by user): nothing twice,
+// in commit order, nothing RLS hides; the oracle exactly when resumed, with the refetch when the
+// answer was the gap; what realtime-js handed the application the same. more(x, answer, received,
+// oracle, refetched) adds a case's own checks.
+async function checkResumed(clients, P, t0, refetch, want, more = () => {}) {
   for (const x of clients) {
     const w = want[x.user].map((r) => r.status)
     const r = resumes(x).find((s) => s.at >= t0)
@@ -136,8 +143,38 @@ await testCase('kill -9 of edge A under load: its clients resume on edge B', asy
     check(`${x.name}: nothing received twice`, [], dups(got))
     check(`${x.name}: received in commit order`, [...got].sort(), got)
     check(`${x.name}: nothing beyond what RLS shows it`, [], got.filter((s) => !w.includes(s)))
+    more(x, r, got, w, fetched)
+    if (gap) check(`${x.name}: (gap) the refetch and what it received make the oracle`, w, [...cover()].sort())
+    else check(`${x.name}: what it received is the oracle, nothing missed`, w, got)
+    check(`${x.name}: realtime-js handed the application the same changes`, got, delivered(x, P).map((q) => q.new.status))
+  }
+}
+
+await testCase('kill -9 of edge A under load: its clients resume on edge B', async () => {
+  const P = POLICY.length + 1
+  const load = startLoad(P)
+  const onA = clients.filter((x) => x.home === HTTP_A)
+  const onB = clients.filter((x) => x.home === HTTP_B)
+  const busy = clients.filter((x) => x.user !== 'newbie')
+  checkTrue('every client receives the load before the kill', await waitFor(() => busy.every((x) => wire(x, P).length >= 3), 30000))
+  const t0 = Date.now()
+  process.kill(PID_A, 'SIGKILL')
+  dead.add(HTTP_A)
+  note(`killed edge A (pid ${PID_A}) after ${load.n} transactions of the load`)
+
+  const refetch = await answers(onA, P, t0, 'every channel of edge A rejoined on edge B and got a walcast_resume answer')
+  const rejoinMs = onA.map((x) => (resumes(x).find((s) => s.at >= t0) || { at: NaN }).at - t0)
+  const answerAt = (x) => (resumes(x).find((s) => s.at >= t0) || { at: Infinity }).at
+  checkTrue('changes committed after the rejoin arrive live',
+    await waitFor(() => onA.filter((x) => x.user !== 'newbie').every((x) => wire(x, P).some((w) => w.at > answerAt(x))), 30000))
+  await load.end()
+  note(`the load committed ${load.n} transactions; edge A's channels answered ${rejoinMs.join(', ')} ms after the kill`)
+  console.log(`# edge_failover_ms max=${Math.max(...rejoinMs)}`)
+  check('edge B holds every client', 12, await waitFor(async () => (await metric('walcast_realtime_connections', HTTP_B)) === 12 && 12, 20000))
+  const want = Object.fromEntries(await Promise.all(Object.entries(U).map(async ([user, uid]) => [user, await oracle(uid, P)])))
+  await checkResumed(clients, P, t0, refetch, want, (x, r, got, w, fetched) => {
     if (x.home === HTTP_A) {
-      note(`${x.name}: answer "${r && r.message}"; ${got.length} received of the oracle's ${w.length}` + (gap ? `, ${fetched.length} refetched` : ''))
+      note(`${x.name}: answer "${r && r.message}"; ${got.length} received of the oracle's ${w.length}` + (r && r.status === 'error' ? `, ${fetched.length} refetched` : ''))
       checkTrue(`${x.name}: the answer is "Resumed: N changes replayed" or the documented gap`,
         r && ((r.status === 'ok' && /^Resumed: \d+ changes replayed$/.test(r.message)) ||
           (r.status === 'error' && r.message === 'Resume gap: the replay buffer no longer reaches back to that position: refetch')),
@@ -145,12 +182,48 @@ await testCase('kill -9 of edge A under load: its clients resume on edge B', asy
     } else {
       check(`${x.name}: (edge B) no resume, no reconnect`, [0, 1], [resumes(x).length, x.c.sockets.length])
     }
-    if (gap) check(`${x.name}: (gap) the refetch and what it received make the oracle`, w, [...cover()].sort())
-    else check(`${x.name}: what it received is the oracle, nothing missed`, w, got)
-    check(`${x.name}: realtime-js handed the application the same changes`, got, delivered(x, P).map((q) => q.new.status))
-  }
+  })
   checkTrue('edge A\'s clients resumed exactly (edge B\'s replay buffer reaches back to their positions)',
     onA.every((x) => { const r = resumes(x).find((s) => s.at >= t0); return r && r.status === 'ok' }))
+})
+
+await testCase('kill -9 of edge B, then edge C started: every client resumes on it from before its start', async () => {
+  const P = POLICY.length + 2
+  const load = startLoad(P)
+  const busy = clients.filter((x) => x.user !== 'newbie')
+  checkTrue('every client receives the load on edge B', await waitFor(() => busy.every((x) => wire(x, P).length >= 3), 30000))
+  const t0 = Date.now()
+  process.kill(PID_B, 'SIGKILL')
+  dead.add(HTTP_B)
+  await sleep(500) // the load goes on: positions move on while no edge serves the clients
+  const argv = readFileSync(process.env.EDGE_TEST_C_ARGV, 'utf8').trim().split('\n')
+  const err = openSync(process.env.EDGE_TEST_C_ERR, 'a')
+  const edgeC = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', err] })
+  writeFileSync(process.env.EDGE_TEST_C_PID, String(edgeC.pid))
+  const tC = Date.now()
+  const ready = async () => (await fetch(`${HTTP_C}/readyz`).then((r) => r.status).catch(() => 0)) === 200
+  await waitFor(async () => edgeC.exitCode !== null || await ready(), 60000)
+  checkTrue('edge C becomes ready (caught up with the stream)', await ready(), `exit code ${edgeC.exitCode}`)
+  const readyMs = Date.now() - tC
+  EDGES.push(HTTP_C)
+  note(`killed edge B after ${load.n} transactions of the load; edge C started ${tC - t0} ms later, ready after ${readyMs} ms`)
+
+  const refetch = await answers(clients, P, t0, 'every channel rejoined on edge C and got a walcast_resume answer')
+  const answerAt = (x) => (resumes(x).find((s) => s.at >= t0) || { at: Infinity }).at
+  checkTrue('changes committed after the rejoin arrive live',
+    await waitFor(() => busy.every((x) => wire(x, P).some((w) => w.at > answerAt(x))), 30000))
+  await load.end()
+  console.log(`# edge_c_ready_ms=${readyMs} resume_answer_ms_max=${Math.max(...clients.map((x) => answerAt(x) - t0))}`)
+  check('edge C holds every client', 12, await waitFor(async () => (await metric('walcast_realtime_connections', HTTP_C)) === 12 && 12, 20000))
+  const want = Object.fromEntries(await Promise.all(Object.entries(U).map(async ([user, uid]) => [user, await oracle(uid, P)])))
+  await checkResumed(clients, P, t0, refetch, want)
+  const onC = clients.map((x) => resumes(x).find((s) => s.at >= t0))
+  note(`answers: ${onC.map((r) => r && r.message).join('; ')}`)
+  checkTrue('every client resumed exactly on edge C, whose start came after their positions ("Resumed: N changes replayed", no gap)',
+    onC.every((r) => r && r.status === 'ok' && /^Resumed: \d+ changes replayed$/.test(r.message)),
+    onC.map((r) => JSON.stringify(r)).join('; '))
+  checkTrue('... and some of them had missed changes while no edge served them (a non-empty replay)',
+    onC.some((r) => r && /^Resumed: [1-9]\d* changes replayed$/.test(r.message)))
 })
 
 for (const x of clients) x.c.close()

@@ -55,6 +55,18 @@ static inline int redis_test_free_port(void)
 	return port;
 }
 
+/* true when nothing listens on (and nothing is bound to) 127.0.0.1:port. */
+static inline bool redis_test_port_free(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
 /* true when redis-server is on PATH. */
 static inline bool redis_test_have_server(void)
 {

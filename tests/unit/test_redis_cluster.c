@@ -291,6 +291,18 @@ static bool run_for(loop *l, int64_t ms)
 }
 
 /* A one-node cluster on port (every slot its own) working in dir; its pid, -1 on failure. */
+/* A free loopback port whose cluster bus port (port + 10000) is valid and free too: a port
+ * above 55535 has no bus port, and redis-server --cluster-enabled refuses to start on it. */
+static int cluster_free_port(void)
+{
+	for (int i = 0; i < 100; i++) {
+		int port = redis_test_free_port();
+		if (port > 0 && port <= 55535 && redis_test_port_free(port + 10000))
+			return port;
+	}
+	return 0;
+}
+
 static pid_t one_node_cluster(int port, const char *dir)
 {
 	char p[16], conf[600];
@@ -331,7 +343,7 @@ static void test_first_seed_dead(void **state)
 	snprintf(path, sizeof(path), "%s/test_redis_cluster.XXXXXX", tmp != NULL ? tmp : "/tmp");
 	char *d = mkdtemp(tmp != NULL ? path : dir);
 	assert_non_null(d);
-	int live = redis_test_free_port(), dead = redis_test_free_port();
+	int live = cluster_free_port(), dead = redis_test_free_port();
 	pids[0] = one_node_cluster(live, d);
 	assert_true(pids[0] > 0);
 
