@@ -49,28 +49,10 @@ wait_for 60 readyz_is "$PACT" 200 || { echo "not ok - the active instance did no
 # the orgs, memberships and a privacy rule of edge.test.mjs, before the edges start: they know
 # them from the shared checkpoint only (their stream starts at its position)
 declare -A ID
-for k in X Y Z CXpub CXpriv CY CZ adminX memberX viewerX memberY memberZ newbie rulePub; do
-  ID[$k]=$(cat /proc/sys/kernel/random/uuid)
-done
-sql >/dev/null <<SQL
-INSERT INTO orgs (id, name) VALUES ('${ID[X]}', 'edge x'), ('${ID[Y]}', 'edge y'), ('${ID[Z]}', 'edge z');
-INSERT INTO org_roles (org_id, user_id, role) VALUES ('${ID[X]}', '${ID[adminX]}', 'admin'),
-  ('${ID[X]}', '${ID[memberX]}', 'member'), ('${ID[X]}', '${ID[viewerX]}', 'viewer'),
-  ('${ID[Y]}', '${ID[memberY]}', 'member'), ('${ID[Z]}', '${ID[memberZ]}', 'member');
-INSERT INTO contacts (id, org_id, name, phone) VALUES ('${ID[CXpub]}', '${ID[X]}', 'Public', '+15550001234'),
-  ('${ID[CXpriv]}', '${ID[X]}', 'Private', '+15550009876'), ('${ID[CY]}', '${ID[Y]}', 'Other', '+15550005555'),
-  ('${ID[CZ]}', '${ID[Z]}', 'Quiet', '+15550007777');
-INSERT INTO privacy_rules (org_id, contact_id, min_role) VALUES ('${ID[X]}', '${ID[CXpriv]}', 'admin');
-SQL
-AFTER=$(current_lsn)
-# a transaction after them: once it is confirmed, the position is past them
-sql -c "INSERT INTO orgs (name) VALUES ('edge warm-up')" >/dev/null
-confirmed_at_checkpoint() {
-  [ "$(sql -c "SELECT count(*) FROM walcast.checkpoint_positions WHERE slot = '$SLOT' AND name = 'pipeline' AND lsn >= '$AFTER'")" = 1 ]
-}
-wait_for 60 confirmed_at_checkpoint || { echo "not ok - the active instance did not checkpoint past $AFTER"; exit 1; }
-EDGE_TEST_IDS=$(for k in "${!ID[@]}"; do printf '"%s":"%s"\n' "$k" "${ID[$k]}"; done | paste -sd, | sed 's/^/{/; s/$/}/')
-export EDGE_TEST_IDS
+edge_users_setup "$SLOT" edge adminX:X:admin memberX:X:member viewerX:X:viewer memberY:Y:member memberZ:Z:member \
+  newbie rulePub
+AFTER=$EDGE_AFTER
+export EDGE_TEST_IDS=$EDGE_IDS
 GEN=$(sql -c "SELECT generation FROM walcast.checkpoint_slots WHERE slot = '$SLOT'")
 CKPT_ROWS=$(sql -c "SELECT (SELECT count(*) FROM walcast.checkpoint_log) + (SELECT count(*) FROM walcast.checkpoint_base)")
 edge_start edgeA edge.conf "$PA"; EA=$RUNP

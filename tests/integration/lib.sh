@@ -149,8 +149,14 @@ run_instance() {
 # and printed; its "ok - " and "not ok - " lines count as this script's checks, and so does an
 # exit status other than 0 without a "not ok" line.
 node_part() {
-  local rc=0 p f
+  local rc=0
   node "$2" >"$WORK/$1.out" 2>"$WORK/$1.err" || rc=$?
+  node_counted "$1" "$2" "$rc"
+}
+# node_counted NAME FILE RC: the same for a node script that ran already (in the background, its
+# output in $WORK/NAME.out and .err) and exited with RC.
+node_counted() {
+  local rc=$3 p f
   cat "$WORK/$1.out"
   p=$(grep -c '^ok - ' "$WORK/$1.out" || true)
   f=$(grep -c '^not ok - ' "$WORK/$1.out" || true)

@@ -10,7 +10,7 @@ minimal RESP client: no Python redis module on Debian's test machines) and write
                 "table<TAB>json" line per row (values as PostgreSQL's text), sorted
   OUT/summary   entries, transactions, changes
 
-Usage: redis_stream_check.py PORT KEY OUT
+Usage: redis_stream_check.py [HOST:]PORT KEY OUT   (HOST: 127.0.0.1 unless given)
 """
 import json
 import os
@@ -50,8 +50,9 @@ def command(sock, f, *args):
     return resp_read(f)
 
 
-def entries(port, key):
-    sock = socket.create_connection(("127.0.0.1", port))
+def entries(addr, key):
+    host, _, port = addr.rpartition(":")
+    sock = socket.create_connection((host or "127.0.0.1", int(port)))
     f = sock.makefile("rb")
     start = "-"
     while True:
@@ -81,13 +82,13 @@ def value(col):
 
 
 def main():
-    port, key, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    addr, key, out = sys.argv[1], sys.argv[2], sys.argv[3]
     problems, counts, tables = [], {}, {}
     seen_xids = set()
     txn = None  # [xid, commit_lsn ms, next seq, per (table, action) counts]
     last_ms = -1
     n_entries = n_txns = n_changes = 0
-    for eid, fields in entries(port, key):
+    for eid, fields in entries(addr, key):
         n_entries += 1
         ms, seq = (int(x) for x in eid.split("-"))
         line = json.loads(fields[b"data"], parse_int=str, parse_float=str)

@@ -14,11 +14,17 @@
 #   netns_down           ends netns_run's command (SIGTERM, 10 s), kills what still runs in the
 #                        namespaces (by pid) and deletes them, with their veths; netns_up sets it
 #                        as the EXIT trap, so it runs on failure too
+#   netns_test SCRIPT [HARNESS_OPTION...] -- HOST...
+#                        the outer half of a test script: exits 77 (CTest's skip) with a message
+#                        where `ip netns add` is not permitted; else netns_up HOST..., then the
+#                        harness (its servers listening on the bridge's address too) in the "db"
+#                        namespace runs `SCRIPT --inner`; exits with its status
 #
 # Names are unique per run (wc<pid>-<random>-NAME: parallel runs do not collide); the addresses
 # may repeat, since each run has its own namespaces. A run killed with SIGKILL cannot clean up:
 # netns_up deletes the namespaces of such runs (named so, their pid gone). Needs root.
 NETNS_PREFIX=${NETNS_PREFIX:-wc$$-$RANDOM}
+NETNS_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NETNS_DB_ADDR=10.77.0.1
 NETNS_CREATED=()
 
@@ -116,4 +122,20 @@ netns_down() {
   done
   NETNS_CREATED=()
   exit "$rc"
+}
+
+netns_test() {
+  local script=$1 opts=() rc=0
+  shift
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
+  shift
+  if ! netns_permitted; then
+    echo "# skip: 'ip netns add' is not permitted here (needs root and iproute2)"
+    exit 77
+  fi
+  netns_up "$@"
+  export NETNS_PREFIX
+  netns_run db env WALCAST_HARNESS_LISTEN="$NETNS_DB_ADDR" \
+    "$NETNS_LIB_DIR/../harness/harness.sh" run "${opts[@]}" -- "$script" --inner || rc=$?
+  exit "$rc" # netns_down (the EXIT trap) deletes the namespaces either way
 }

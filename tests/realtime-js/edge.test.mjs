@@ -26,8 +26,7 @@
 // stderr), EDGE_TEST_IDS.
 import { spawn } from 'node:child_process'
 import { openSync, readFileSync, writeFileSync } from 'node:fs'
-import WebSocket from 'ws'
-import { RESUME_GAP, asUser, check, checkTrue, diffRecord, dups, lit, metric, note, resumeAnswers, resumingClient, sleep, sql, sqlAsync, statusChanges, statusInserts, summary, syncStream, testCase, userToken, waitFor } from './lib.mjs'
+import { RESUME_GAP, asUser, check, checkFeeds, checkTrue, dups, edgeClient, edgeDelivered, edgeResumes, edgeWire, lit, metric, note, sleep, sqlAsync, summary, syncStream, testCase, waitFor } from './lib.mjs'
 
 const HTTP_A = process.env.EDGE_TEST_HTTP_A
 const HTTP_B = process.env.EDGE_TEST_HTTP_B
@@ -55,50 +54,23 @@ const ev = (p, n) => {
 const oracle = (uid, p) => asUser({ uid }, `select * from walcast.events_masked where status like ${lit(`edge-${p}-%`)} order by status`)
 
 // ---- the clients ------------------------------------------------------------------------------
-// edgeTransport: a `ws` WebSocket that connects to the client's home edge while it lives, else to
-// the other one (the load balancer's part), recording every frame like lib.mjs's clients
-function edgeTransport(home, owner) {
-  return class EdgeWebSocket extends WebSocket {
-    constructor(url, protocols) {
-      // no edge alive: the dead home, whose refused connection realtime-js retries
-      const base = [home, ...EDGES.filter((e) => e !== home)].find((e) => !dead.has(e)) || home
-      const u = new URL(url)
-      u.host = new URL(base).host
-      super(u.toString(), protocols)
-      const c = owner()
-      c.sockets.push(this)
-      this.on('message', (data, isBinary) => c.raw.push({ at: Date.now(), text: isBinary ? null : data.toString(), binary: isBinary }))
-    }
-  }
-}
+// each connects to its home edge while it lives, else to the other one (the load balancer's
+// part); no edge alive: the dead home, whose refused connection realtime-js retries
+const route = (home) => () => [home, ...EDGES.filter((e) => e !== home)].find((e) => !dead.has(e)) || home
 const BINDING = [{ event: '*', schema: 'public', table: 'events' }]
-// a realtime-js client on edge HOME that resumes from its last position
-async function edgeClient(user, uid, home) {
-  const name = `${user}@${home === HTTP_A ? 'A' : 'B'}`
-  const r = await resumingClient(name, userToken(uid), `edge-${name}`, BINDING, (client) => ({ transport: edgeTransport(home, client) }))
-  return { name, user, uid, home, ...r }
-}
+const edgeClientOn = (user, uid, home) =>
+  edgeClient({ name: `${user}@${home === HTTP_A ? 'A' : 'B'}`, user, uid, home, route: route(home), bindings: BINDING })
 // the postgres_changes frames of phase P on a channel: {at, status, id, position, record}
-const wire = (x, p) => statusChanges(x.c, x.ch, `edge-${p}-`)
-const delivered = (x, p) => statusInserts(x.ch, `edge-${p}-`)
-const resumes = (x) => resumeAnswers(x.c, x.ch)
+const wire = (x, p) => edgeWire(x, `edge-${p}-`)
+const delivered = (x, p) => edgeDelivered(x, `edge-${p}-`)
+const resumes = edgeResumes
 
 // each user's events of phase p: exactly the oracle's, in commit order, each record the view's row
-function checkPhase(clients, want, p) {
-  for (const x of clients) {
-    const got = wire(x, p)
-    check(`phase ${p}, ${x.name}: exactly the events RLS shows ${x.user}, in commit order`, want[x.user].map((r) => r.status), got.map((w) => w.status))
-    const diffs = got.flatMap((w) => {
-      const r = want[x.user].find((o) => o.id === w.id)
-      return r ? diffRecord(w.record, r).map((d) => `${w.status}: ${d}`) : []
-    })
-    check(`phase ${p}, ${x.name}: each record is the masking view's row`, [], diffs.slice(0, 5))
-  }
-}
+const checkPhase = (clients, want, p) => checkFeeds(clients, want, `edge-${p}-`, `phase ${p}`)
 
 await syncStream()
 const clients = []
-for (const [user, uid] of Object.entries(U)) for (const home of EDGES) clients.push(await edgeClient(user, uid, home))
+for (const [user, uid] of Object.entries(U)) for (const home of EDGES) clients.push(await edgeClientOn(user, uid, home))
 
 // the policy changes before each phase (none before the first)
 const POLICY = [

@@ -505,7 +505,8 @@ export async function resumingClient(name, token, topic, bindings, options = {})
   return { c, ch, opts }
 }
 
-const rawTexts = (c) => c.raw.filter((r) => r.text !== null).map((r) => ({ at: r.at, f: JSON.parse(r.text) }))
+// (each frame parsed once: tests poll these while thousands arrive)
+const rawTexts = (c) => c.raw.filter((r) => r.text !== null).map((r) => ({ at: r.at, f: (r.parsed ||= JSON.parse(r.text)) }))
 // statusChanges CLIENT CHANNEL PREFIX: the raw postgres_changes pushes (v2 frames) of CHANNEL whose
 // record's status starts with PREFIX, with their arrival time: {at, status, id, position, record}
 export const statusChanges = (c, ch, prefix) => rawTexts(c)
@@ -520,6 +521,56 @@ export const resumeAnswers = (c, ch) => rawTexts(c)
 export const RESUME_GAP = 'Resume gap: the replay buffer no longer reaches back to that position: refetch'
 // the values that occur more than once in LIST
 export const dups = (list) => list.filter((v, i) => list.indexOf(v) !== i)
+
+// the same for a client record X ({c, ch}, as resumingClient and edgeClient resolve)
+export const edgeWire = (x, prefix) => statusChanges(x.c, x.ch, prefix)
+export const edgeDelivered = (x, prefix) => statusInserts(x.ch, prefix)
+export const edgeResumes = (x) => resumeAnswers(x.c, x.ch)
+
+// checkFeeds CLIENTS WANT PREFIX LABEL: each client's events whose status starts with PREFIX are
+// exactly WANT[its user] (the masking view's rows, in commit order), each record the view's row.
+export function checkFeeds(clients, want, prefix, label) {
+  for (const x of clients) {
+    const got = edgeWire(x, prefix)
+    check(`${label}, ${x.name}: exactly the events RLS shows ${x.user}, in commit order`, want[x.user].map((r) => r.status), got.map((w) => w.status))
+    const diffs = got.flatMap((w) => {
+      const r = want[x.user].find((o) => o.id === w.id)
+      return r ? diffRecord(w.record, r).map((d) => `${w.status}: ${d}`) : []
+    })
+    check(`${label}, ${x.name}: each record is the masking view's row`, [], diffs.slice(0, 5))
+  }
+}
+
+// ---- clients of several edges (a load balancer's part played by the test) -----------------------
+
+// edgeTransport ROUTE OWNER: a `ws` WebSocket class that connects to the edge ROUTE() names (a
+// base http://HOST:PORT) at each (re)connect, recording every frame into OWNER()'s raw log and
+// sockets like Client's own transport — while the socket is open, as a browser does: a socket
+// realtime-js closed (a heartbeat timeout) may still receive what its edge had queued, once the
+// network is back. A handshake that does not complete within 3 s fails (a host cut off answers
+// nothing), so realtime-js reconnects and ROUTE is asked again.
+export function edgeTransport(route, owner) {
+  return class EdgeWebSocket extends WebSocket {
+    constructor(url, protocols) {
+      const u = new URL(url)
+      u.host = new URL(route()).host
+      super(u.toString(), protocols, { handshakeTimeout: 3000 * SLOW })
+      const c = owner()
+      c.sockets.push(this)
+      this.on('message', (data, isBinary) => {
+        if (this.readyState === WebSocket.OPEN) c.raw.push({ at: Date.now(), text: isBinary ? null : data.toString(), binary: isBinary })
+      })
+    }
+  }
+}
+
+// edgeClient {name, user, uid, home, route, bindings, options}: a resumingClient of user UID on
+// topic edge-NAME, connected through edgeTransport(ROUTE). Resolves {name, user, uid, home, c, ch,
+// opts} once subscribed.
+export async function edgeClient({ name, user, uid, home, route, bindings, options = {} }) {
+  const r = await resumingClient(name, userToken(uid), `edge-${name}`, bindings, (client) => ({ ...options, transport: edgeTransport(route, client) }))
+  return { name, user, uid, home, ...r }
+}
 
 // threeOrgs PREFIX ROLES: commits orgs X, Y and Z ('PREFIX x', ...), their contacts (X: a public
 // one and a private one whose events only admins and above see; Y, Z: one each) and one member
