@@ -27,7 +27,9 @@
 #include "source.h"
 
 #define EDGE_BLOCK_MS 1000            /* XREAD BLOCK: an idle stream answers this often */
-#define EDGE_REPLY_TIMEOUT_MS 10000   /* no answer for this long drops the connection */
+/* no answer for this long drops the connection (a silent primary, its host cut off: Sentinel
+ * fails over); a blocked read answers within EDGE_BLOCK_MS */
+#define EDGE_REPLY_TIMEOUT_MS (EDGE_BLOCK_MS + 2000)
 #define EDGE_CONNECT_TIMEOUT_MS 2000
 #define EDGE_BACKOFF_MIN_MS 100
 #define EDGE_BACKOFF_MAX_MS 5000
