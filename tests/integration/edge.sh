@@ -8,7 +8,8 @@
 #   - the edges hold no slot, no advisory lock, write nothing to the checkpoint tables; /readyz
 #     200 once caught up; walcast_role{role="edge"} 1; walcast_edge_* figures;
 #   - users of three orgs and several roles on both edges, under phases of events with membership
-#     and privacy-rule changes between them: each client receives exactly what RLS shows its user;
+#     and privacy-rule changes between them: each client receives exactly what RLS shows its user,
+#     events.body decrypted by the edges (their own keys) where the view shows it;
 #   - kill -9 of one edge under load: its clients reconnect to the other edge and resume, nothing
 #     missed, nothing twice (edge.test.mjs);
 #   - then kill -9 of the other one, and a third edge started after that (edge C, by
@@ -55,6 +56,10 @@ AFTER=$EDGE_AFTER
 export EDGE_TEST_IDS=$EDGE_IDS
 GEN=$(sql -c "SELECT generation FROM walcast.checkpoint_slots WHERE slot = '$SLOT'")
 CKPT_ROWS=$(sql -c "SELECT (SELECT count(*) FROM walcast.checkpoint_log) + (SELECT count(*) FROM walcast.checkpoint_base)")
+# the edges decrypt events.body with their own keys (the active instance, started without any,
+# publishes the ciphertext); edge.test.mjs encrypts with the same file
+install -m 600 "$ROOT/tests/fixtures/keys/test.keys" "$WORK/keys"
+export WALCAST_KEYS_FILE=$WORK/keys
 edge_start edgeA edge.conf "$PA"; EA=$RUNP
 edge_start edgeB edge.conf "$PB" --set edge.replay_from_stream=false; EB=$RUNP
 wait_for 60 readyz_is "$PA" 200 || { echo "not ok - edge A did not become ready"; cat "$WORK/edgeA.err"; exit 1; }

@@ -25,8 +25,9 @@
 // (edge C's argv, one per line), EDGE_TEST_C_PID (where its pid goes), EDGE_TEST_C_ERR (its
 // stderr), EDGE_TEST_IDS.
 import { spawn } from 'node:child_process'
+import crypto from 'node:crypto'
 import { openSync, readFileSync, writeFileSync } from 'node:fs'
-import { RESUME_GAP, asUser, check, checkFeeds, checkTrue, dups, edgeClient, edgeDelivered, edgeResumes, edgeWire, lit, metric, note, sleep, sqlAsync, summary, syncStream, testCase, waitFor } from './lib.mjs'
+import { RESUME_GAP, asUser, check, checkFeeds, checkTrue, dups, edgeClient, edgeDelivered, edgeResumes, edgeWire, encryptBody, lit, metric, note, sleep, sqlAsync, summary, syncStream, testCase, waitFor } from './lib.mjs'
 
 const HTTP_A = process.env.EDGE_TEST_HTTP_A
 const HTTP_B = process.env.EDGE_TEST_HTTP_B
@@ -50,6 +51,18 @@ const ev = (p, n) => {
   return `insert into events (org_id, contact_id, kind, direction, status, from_number, to_number)
     values (${lit(org)}, ${lit(contact)}, 'call', 'inbound', ${lit(`edge-${p}-${String(n).padStart(5, '0')}`)}, '+33612345678', '+15551112222')`
 }
+// the same with an encrypted body (events.body: the view shows it to analysts and above, to others
+// null; docs/encryption.md): the active instance publishes the ciphertext, the edges decrypt it
+// with their own keys. NOTES: each such event's plaintext by id
+const NOTES = {}
+const evNote = (p, n) => {
+  const id = crypto.randomUUID()
+  NOTES[id] = `edge note ${p}-${n} ✓`
+  return ev(p, n).replace('insert into events (', 'insert into events (id, body, ')
+    .replace('values (', `values (${lit(id)}, '${encryptBody(id, NOTES[id])}'::bytea, `)
+}
+// where the view shows a body (the ciphertext), the client receives its plaintext
+const plain = (rows) => rows.map((r) => (r.body === null || r.body === undefined ? r : { ...r, body: NOTES[r.id] }))
 // what PostgreSQL shows UID of phase P's events now, in commit order
 const oracle = (uid, p) => asUser({ uid }, `select * from walcast.events_masked where status like ${lit(`edge-${p}-%`)} order by status`)
 
@@ -90,14 +103,18 @@ await testCase('both edges: each user its own rows, across membership and privac
   const seen = new Set()
   for (let p = 1; p <= POLICY.length; p++) {
     if (POLICY[p - 1]) await sqlAsync(POLICY[p - 1])
-    for (let n = 0; n < N; n++) await sqlAsync(ev(p, n))
-    const want = Object.fromEntries(await Promise.all(Object.entries(U).map(async ([user, uid]) => [user, await oracle(uid, p)])))
+    for (let n = 0; n < N; n++) await sqlAsync(evNote(p, n))
+    const want = Object.fromEntries(await Promise.all(Object.entries(U).map(async ([user, uid]) => [user, plain(await oracle(uid, p))])))
     for (const user of Object.keys(U)) seen.add(JSON.stringify(want[user]))
     await waitFor(() => clients.every((x) => wire(x, p).length >= want[x.user].length), 30000)
     await sleep(300) // anything beyond the oracle would arrive now
     checkPhase(clients, want, p)
   }
   checkTrue('the oracle tells the users and phases apart', seen.size >= 10, seen.size)
+  const bodies = clients.flatMap((x) => [1, 2, 3, 4].flatMap((p) => wire(x, p).map((w) => w.record.body)))
+  checkTrue('bodies: decrypted by the edges for some users, hidden (null) from others',
+    bodies.some((b) => typeof b === 'string' && b.startsWith('edge note ')) && bodies.some((b) => b === null),
+    JSON.stringify(bodies.slice(0, 6)))
 })
 
 // a write load of phase P: one event every 20 ms until end(); n counts them
