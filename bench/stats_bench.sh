@@ -30,7 +30,8 @@
 # the three.
 #
 # Prints a Markdown report and writes it into docs/benchmarks.md between
-# <!-- bench:stats:begin --> and <!-- bench:stats:end --> (only on a committed tree, bench/lib.sh).
+# <!-- bench:stats:begin --> and <!-- bench:stats:end --> (with --pin: bench:stats-pin, placed
+# after it), only on a committed tree (bench/lib.sh).
 # Defaults: --rows 100000 --seconds 10 --clients 100 --runs 1, not pinned. A measurement, not a
 # test.
 set -euo pipefail
@@ -243,15 +244,21 @@ report() {
   done
 }
 report | tee "$WORK/report.md"
+# the unpinned and the pinned figures each have their own section of the page
+SECTION=stats
+[ "$PIN" = 1 ] && SECTION=stats-pin
 if [ -n "$OUT" ] && bench_may_publish stats_bench; then
-  python3 - "$OUT" "$WORK/report.md" <<'PY'
+  python3 - "$OUT" "$WORK/report.md" "$SECTION" <<'PY'
 import sys
-doc, rep = sys.argv[1], open(sys.argv[2]).read()
+doc, rep, name = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3]
 text = open(doc).read()
-b, e = '<!-- bench:stats:begin -->', '<!-- bench:stats:end -->'
+b, e = f'<!-- bench:{name}:begin -->', f'<!-- bench:{name}:end -->'
 block = b + '\n' + rep + e
 if b in text:
     text = text[:text.index(b)] + block + text[text.index(e) + len(e):]
+elif name != 'stats' and '<!-- bench:stats:end -->' in text:
+    at = text.index('<!-- bench:stats:end -->') + len('<!-- bench:stats:end -->')
+    text = text[:at] + '\n\n' + block + text[at:]
 else:
     text += '\n## Stats API\n\n`bench/stats_bench.sh`: the stats API (docs/api.md) under `wrk` at 100 concurrent clients, each path in turn (issue 10).\n\n' + block + '\n'
 open(doc, 'w').write(text)
