@@ -215,7 +215,7 @@ HITS=$(cache hits)
 MISSES=$(cache misses)
 
 report() {
-  local setup wrkcmd="wrk -t$WRK_THREADS -c$CLIENTS -d${SECS}s --latency" how
+  local setup wrkcmd="wrk -t$WRK_THREADS -c$CLIENTS -d${SECS}s --latency" how=""
   if [ "$PIN" = 1 ]; then
     setup="pinned (\`--pin\`, taskset): walcast on CPU $WALCAST_CPU, the only process of the benchmark there; wrk (one thread), PostgreSQL and Redis on CPU $WRK_CPU"
     how=" --pin"
