@@ -6,7 +6,9 @@
  * its Redis reads (HGETALL per day or hour, ZREVRANGE for the contacts) pipelined on the sink's
  * connection. Each reply is turned into JSON as it comes; when the last one is in, the body is
  * rendered and the connection asked for a writable callback, which writes the response. A
- * response ready inside LWS_CALLBACK_HTTP (a cache hit, a refusal) is written there at once. The
+ * response ready inside LWS_CALLBACK_HTTP (a cache hit, a refusal) is written there at once: a
+ * cached days or hours answer straight from the cache's bytes, copied only when it does not go
+ * out in that one write (HTTP/2's HEADERS frame first, a body over one write). The
  * request lives in its own allocation: when the client goes away first, the connection's pointer
  * to it is cleared and the last reply frees it.
  *
@@ -39,6 +41,7 @@
 #include "log.h"
 #include "policy.h"
 #include "policy_state.h"
+#include "redis_agg.h"
 #include "stats_cache.h"
 #include "token.h"
 
@@ -85,6 +88,8 @@ typedef struct api_req {
 	size_t outstanding;   /* Redis replies still expected */
 	bool failed;          /* a reply was missing or an error */
 	buf out;              /* the response body, written as the replies come (in order) */
+	const char *kept;     /* or the cache's bytes (days, hours), written at once (write_response) */
+	size_t kept_len;
 	size_t nitems;        /* periods or contacts written */
 	long long tot[5];     /* days: calls, sms, missed, call_duration_s, calls_timed */
 	bool responded;       /* out holds the whole response */
@@ -167,16 +172,19 @@ static void req_free(api_req *r)
 	free(r);
 }
 
-/* r->out is the whole response: sends it with status (a writable callback writes it). */
+/* r->out (or r->kept) is the whole response: sends it with status (a writable callback writes
+ * it). */
 static void respond(api_req *r, unsigned status)
 {
 	if (r->oom) {
 		status = 500;
+		r->kept = NULL;
 		buf_clear(&r->out);
 		r->oom = buf_puts(&r->out, "{\"error\":\"out of memory\"}") < 0;
 	}
-	r->res = (http_response){.status = status, .content_type = "application/json", .body = r->out.data,
-	                         .len = r->out.len};
+	r->res = (http_response){.status = status, .content_type = "application/json",
+	                         .body = r->kept != NULL ? r->kept : r->out.data,
+	                         .len = r->kept != NULL ? r->kept_len : r->out.len};
 	r->responded = true;
 	if (r->wsi != NULL && !r->in_http)
 		lws_callback_on_writable(r->wsi);
@@ -184,6 +192,7 @@ static void respond(api_req *r, unsigned status)
 
 static void respond_error(api_req *r, unsigned status, const char *error)
 {
+	r->kept = NULL;
 	buf_clear(&r->out);
 	if (buf_puts(&r->out, "{\"error\":") < 0 || buf_json_string(&r->out, error, strlen(error)) < 0 ||
 	    buf_putc(&r->out, '}') < 0)
@@ -371,14 +380,19 @@ static int send_cmd(api_req *r, const char *label, const char *name, const char 
 
 /* ---- requests ------------------------------------------------------------------------------- */
 
-/* "YYYY-MM-DD" as a UTC day start; -1 when malformed. */
+/* "YYYY-MM-DD" as a UTC day start; -1 when malformed or before 1970. (The aggregates' own
+ * timestamp parser: strptime and timegm cost more than the rest of a cached answer.) */
 static time_t parse_day(const char *s)
 {
-	struct tm tm = {0};
-	char *end = strptime(s, "%Y-%m-%d", &tm);
-	if (end == NULL || *end != '\0' || strlen(s) != 10)
+	char ts[sizeof("YYYY-MM-DD 00:00:00+00")];
+	int64_t us;
+	if (strlen(s) != 10)
 		return -1;
-	return timegm(&tm);
+	memcpy(ts, s, 10);
+	memcpy(ts + 10, " 00:00:00+00", sizeof(" 00:00:00+00"));
+	if (redis_agg_parse_timestamptz(ts, sizeof(ts) - 1, &us) < 0 || us < 0)
+		return -1;
+	return (time_t)(us / 1000000);
 }
 
 static bool int_arg(struct lws *wsi, const char *name, int def, int lo, int hi, int *out)
@@ -509,11 +523,17 @@ static unsigned plan(api_req *r, struct lws *wsi, const char *what, api_plan *pl
 	/* the key: the org, the path and the resolved query (not the limit: the list is whole) */
 	int n = snprintf(r->key, sizeof(r->key), "%s/%s/%lld/%d", r->org, what, (long long)pl->first, pl->n);
 	r->keylen = n > 0 && (size_t)n < sizeof(r->key) ? (size_t)n : 0;
-	static const char *const names[] = {"days", "hours", "contacts"};
-	return buf_printf(&r->out, "{\"org\":\"%s\",\"%s\":[", r->org, names[r->kind]) < 0 ? 500 : 0;
+	return 0;
 }
 
-/* The cache's answer to r, when it has one: true with r->out the response. */
+/* Starts r->out with the body's opening, up to its array: 0 or -ENOMEM. */
+static int body_start(api_req *r)
+{
+	static const char *const names[] = {"days", "hours", "contacts"};
+	return buf_printf(&r->out, "{\"org\":\"%s\",\"%s\":[", r->org, names[r->kind]);
+}
+
+/* The cache's answer to r, when it has one: true with r->out (contacts) or r->kept the response. */
 static bool from_cache(api_req *r)
 {
 	size_t len;
@@ -521,11 +541,12 @@ static bool from_cache(api_req *r)
 	if (v == NULL)
 		return false;
 	if (r->kind == API_CONTACTS) {
-		if (contacts_put(r, v, len) < 0 || body_end(r) < 0)
+		if (body_start(r) < 0 || contacts_put(r, v, len) < 0 || body_end(r) < 0)
 			r->oom = true;
 	} else {
-		buf_clear(&r->out);
-		r->oom = buf_append(&r->out, v, len) < 0;
+		/* the cache's bytes as they are: written before anything can drop them, or copied */
+		r->kept = v;
+		r->kept_len = len;
 	}
 	return true;
 }
@@ -535,9 +556,9 @@ static unsigned send_reads(api_req *r, const api_plan *pl, const char **error)
 {
 	redis_api *a = r->a;
 	char key[256];
-	int rc = 0;
+	int rc = body_start(r);
 	r->stamp = stats_cache_stamp(a->cache);
-	if (r->kind == API_CONTACTS) {
+	if (rc == 0 && r->kind == API_CONTACTS) {
 		struct tm tm;
 		gmtime_r(&pl->first, &tm);
 		char k[16];
@@ -654,6 +675,13 @@ static int write_response(redis_api *a, struct lws *wsi, api_req **pr)
 	if (rc < 0)
 		return -1; /* closed: CLOSED_HTTP frees r */
 	if (rc == 0) {
+		if (r->kept != NULL) {
+			/* the rest of the cache's bytes, which may be dropped before the next write */
+			if (buf_append(&r->out, r->kept, r->kept_len) < 0)
+				return -1;
+			r->kept = NULL;
+			r->res.body = r->out.data;
+		}
 		lws_callback_on_writable(wsi);
 		return 0;
 	}

@@ -210,6 +210,20 @@ for v in 2 1.1; do
   check "https, HTTP/$v: the stats API refuses no token with a JSON error" "401 $v no bearer token" \
     "$got $(jq -r '.error' "$WORK/e.json" 2>/dev/null | cut -d: -f1)"
 done
+# a year of days (over 16 KB) answered from the API's cache, filled by a first read: over HTTP/2
+# the HEADERS frame goes first and the body, copied out of the cache, in DATA frames after it;
+# over HTTP/1.1 in one send, straight from the cache's bytes
+year="https://127.0.0.1:$HTTPS/api/v1/stats/orgs/$org/days?from=$(date -u -d '365 days ago' +%F)"
+hits() { curl -sk "https://127.0.0.1:$HTTPS/metrics" | awk '$1 ~ /^walcast_stats_api_cache_hits_total/ { n += $2 } END { print n + 0 }'; }
+curl -sk --http1.1 -o "$WORK/year.fill.json" -H "Authorization: Bearer $tok_member" "$year" || true
+check "https: a year of days from the stats API: 366 days, over 16 KB" "366 over16k" \
+  "$(jq '.days | length' "$WORK/year.fill.json" 2>/dev/null) $([ "$(stat -c %s "$WORK/year.fill.json")" -gt 16384 ] && echo over16k)"
+hits0=$(hits)
+for v in 2 1.1; do
+  got=$(curl -sk --http"$v" -o "$WORK/year.$v.json" -w '%{http_code} %{http_version}' -H "Authorization: Bearer $tok_member" "$year" || true)
+  check "https, HTTP/$v: the same year from the cache, the same bytes" "200 $v" "$got$(cmp "$WORK/year.$v.json" "$WORK/year.fill.json" 2>&1)"
+done
+check "https: both were cache hits" 2 "$(($(hits) - hits0))"
 : >"$WORK/t.out"
 $CLIENT "$HTTPS" "/realtime/v1/websocket?apikey=$anon&vsn=2.0.0" --tls \
   "send:$(join2 "$tok_member")" 'expect:Subscribed to PostgreSQL' 'expect:"postgres_changes",{"ids"' >"$WORK/t.out" &
