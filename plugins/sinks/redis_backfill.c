@@ -245,7 +245,7 @@ static int rcmd(backfill *b, redisReply **out, const char *fmt, ...)
 	redisReply *r = redisvCommand(b->rc, fmt, ap);
 	va_end(ap);
 	if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-		log_error("backfill.redis", "redis=%s:%d: %s", b->url.host, b->url.port, r ? r->str : b->rc->errstr);
+		log_error("backfill.redis", "redis=%s:%d: %s", b->rc->tcp.host, b->rc->tcp.port, r ? r->str : b->rc->errstr);
 		freeReplyObject(r);
 		return -EIO;
 	}
@@ -361,12 +361,12 @@ static int batch_apply(backfill *b)
 	for (size_t i = 0; i < sent; i++) {
 		void *v = NULL;
 		if (redisGetReply(b->rc, &v) != REDIS_OK) {
-			log_error("backfill.redis", "redis=%s:%d: %s", b->url.host, b->url.port, b->rc->errstr);
+			log_error("backfill.redis", "redis=%s:%d: %s", b->rc->tcp.host, b->rc->tcp.port, b->rc->errstr);
 			return -EIO;
 		}
 		redisReply *r = v;
 		if (r->type != REDIS_REPLY_INTEGER || r->integer != 1) {
-			log_error("backfill.redis", "redis=%s:%d: the script answered %s", b->url.host, b->url.port,
+			log_error("backfill.redis", "redis=%s:%d: the script answered %s", b->rc->tcp.host, b->rc->tcp.port,
 			          r->type == REDIS_REPLY_ERROR ? r->str : "that the chunk was applied already");
 			rc = -EIO;
 		}
@@ -453,7 +453,7 @@ static int watermarks_set(backfill *b)
 	for (size_t i = 0; i < 2 * b->norgs; i++) {
 		void *v = NULL;
 		if (redisGetReply(b->rc, &v) != REDIS_OK || ((redisReply *)v)->type == REDIS_REPLY_ERROR) {
-			log_error("backfill.redis", "redis=%s:%d: setting the watermarks: %s", b->url.host, b->url.port,
+			log_error("backfill.redis", "redis=%s:%d: setting the watermarks: %s", b->rc->tcp.host, b->rc->tcp.port,
 			          v ? ((redisReply *)v)->str : b->rc->errstr);
 			freeReplyObject(v);
 			return -EIO;

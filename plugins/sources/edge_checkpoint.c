@@ -153,8 +153,8 @@ static void no_state(char err[CHECKPOINT_ERROR_MAX], const char *sch, const char
 }
 
 /* The reads, inside the caller's transaction: P, what the state is known at, base and log. */
-static int state_read(PGconn *conn, const char *sch, const char *slot, uint64_t from, uint64_t *confirmed, edge_ckpt *c,
-                      char err[CHECKPOINT_ERROR_MAX])
+static int state_read(PGconn *conn, const char *sch, const char *slot, uint64_t from, uint64_t *confirmed,
+                      edge_ckpt *c, char err[CHECKPOINT_ERROR_MAX])
 {
 	char sql[512], p[LSN_TEXT_MAX];
 	uint64_t base_lsn = 0, known_at = 0, log_max = 0;
@@ -220,7 +220,8 @@ static int state_read(PGconn *conn, const char *sch, const char *slot, uint64_t 
 }
 
 int edge_checkpoint_read(const char *conninfo, const char *schema, const char *slot_name, uint64_t from,
-                         checkpoint_store **out, uint64_t *position, uint64_t *confirmed, char err[CHECKPOINT_ERROR_MAX])
+                         checkpoint_store **out, uint64_t *position, uint64_t *confirmed,
+                         char err[CHECKPOINT_ERROR_MAX])
 {
 	/* never a replication connection, even when conninfo says so (entries after dbname win) */
 	static const char *const keys[] = {"connect_timeout", "fallback_application_name", "options", "dbname",
