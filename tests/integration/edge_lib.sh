@@ -49,8 +49,6 @@ edge_start() {
   BG_PIDS+=("$RUNP")
 }
 
-readyz_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$1/readyz" || true; }
-readyz_is() { [ "$(readyz_code "$1")" = "$2" ]; }
 
 # edge_users_setup SLOT TAG MEMBER...: fresh ids in ID (the caller declares it: declare -A ID) for
 # three orgs X, Y, Z (named "TAG x", ...), four contacts (CXpub and CXpriv in X, a privacy rule

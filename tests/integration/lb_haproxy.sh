@@ -36,8 +36,6 @@ type = realtime
 replay_bytes = 16MB
 replay_seconds = 600
 CONF
-readyz_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$1/readyz" || true; }
-readyz_is() { [ "$(readyz_code "$1")" = "$2" ]; }
 run_instance a "$PA"; A=$RUNP
 wait_for 60 readyz_is "$PA" 200 || { echo "not ok - the first instance did not become ready"; cat "$WORK/a.err"; exit 1; }
 run_instance b "$PB"; B=$RUNP

@@ -19,6 +19,9 @@ wc_cleanup_bg() {
 trap wc_cleanup_bg EXIT
 
 sql() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
+# readyz_code PORT: the status code of walcast's /readyz on 127.0.0.1:PORT (000: no answer in 5 s)
+readyz_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$1/readyz" || true; }
+readyz_is() { [ "$(readyz_code "$1")" = "$2" ]; }
 
 # check NAME EXPECTED ACTUAL
 check() {

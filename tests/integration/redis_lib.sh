@@ -192,15 +192,15 @@ aggregates_check() {
     "$(diff "$WORK/sql.dump" "$WORK/redis.dump" | head -8)"
 }
 
+stream_same_as_sql() {
+  tally_counts >"$WORK/sql.counts" && stream_counts "$1" >"$WORK/stream.counts" &&
+    cmp -s "$WORK/sql.counts" "$WORK/stream.counts"
+}
 # stream_check KEY SECONDS: waits up to SECONDS for the stream KEY to hold PostgreSQL's tally
 # (tally_setup), then checks its framing and that, per transaction, its row changes per table and
 # action equal the tally: nothing lost, nothing twice. Rows written before the slot existed are
 # not in the stream: their later updates and deletes find no row there, which is all that
 # "not present" says (not a fault here).
-stream_same_as_sql() {
-  tally_counts >"$WORK/sql.counts" && stream_counts "$1" >"$WORK/stream.counts" &&
-    cmp -s "$WORK/sql.counts" "$WORK/stream.counts"
-}
 stream_check() {
   wait_for "$2" stream_same_as_sql "$1" || echo "# the stream did not reach what SQL holds within $2 s"
   echo "# stream: $(cat "$WORK/summary")"

@@ -13,7 +13,6 @@ ms() { date +%s%3N; }
 walsender() { sql -c "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = '$SLOT'"; }
 port() { echo $((20000 + RANDOM % 12000)); } # below the ephemeral ports (32768-)
 readyz() { curl -s "http://127.0.0.1:$1/readyz" || true; }
-readyz_code() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz" || true; }
 role() { curl -s "http://127.0.0.1:$1/metrics" | sed -n "s/^walcast_role{role=\"$2\"} //p"; }
 holds() { ls -l "/proc/$1/fd" 2>/dev/null | grep -c -e "-> $WORK/state/lock\$" -e "-> $WORK/out.jsonl\$" || true; }
 

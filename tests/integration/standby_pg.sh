@@ -14,7 +14,6 @@ seed_init
 POLICY=$ROOT/deploy/policy.ini
 SLOT=sbpg
 ms() { date +%s%3N; }
-readyz_code() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz" || true; }
 walsender() { sql -c "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = '$SLOT'"; }
 
 pg_store_setup "$SLOT" "$REDIS_URL"

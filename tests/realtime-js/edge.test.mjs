@@ -27,7 +27,7 @@
 import { spawn } from 'node:child_process'
 import crypto from 'node:crypto'
 import { openSync, readFileSync, writeFileSync } from 'node:fs'
-import { RESUME_GAP, asUser, check, checkFeeds, checkTrue, dups, edgeClient, edgeDelivered, edgeResumes, edgeWire, encryptBody, lit, metric, note, sleep, sqlAsync, summary, syncStream, testCase, waitFor } from './lib.mjs'
+import { RESUME_GAP, check, checkFeeds, checkTrue, dups, edgeClient, edgeDelivered, edgeResumes, edgeWire, encryptBody, lit, metric, note, sleep, sqlAsync, statusEvent, statusOracle, summary, syncStream, testCase, waitFor } from './lib.mjs'
 
 const HTTP_A = process.env.EDGE_TEST_HTTP_A
 const HTTP_B = process.env.EDGE_TEST_HTTP_B
@@ -46,11 +46,7 @@ const U = { adminX: ID.adminX, memberX: ID.memberX, viewerX: ID.viewerX, memberY
 const RULE_PUB = ID.rulePub
 
 const TARGETS = [[X, CX.pub], [X, CX.priv], [Y, CY], [Z, CZ], [X, CX.pub], [Y, CY]]
-const ev = (p, n) => {
-  const [org, contact] = TARGETS[n % TARGETS.length]
-  return `insert into events (org_id, contact_id, kind, direction, status, from_number, to_number)
-    values (${lit(org)}, ${lit(contact)}, 'call', 'inbound', ${lit(`edge-${p}-${String(n).padStart(5, '0')}`)}, '+33612345678', '+15551112222')`
-}
+const ev = (p, n) => statusEvent('edge', p, n, TARGETS)
 // the same with an encrypted body (events.body: the view shows it to analysts and above, to others
 // null; docs/encryption.md): the active instance publishes the ciphertext, the edges decrypt it
 // with their own keys. NOTES: each such event's plaintext by id
@@ -64,7 +60,7 @@ const evNote = (p, n) => {
 // where the view shows a body (the ciphertext), the client receives its plaintext
 const plain = (rows) => rows.map((r) => (r.body === null || r.body === undefined ? r : { ...r, body: NOTES[r.id] }))
 // what PostgreSQL shows UID of phase P's events now, in commit order
-const oracle = (uid, p) => asUser({ uid }, `select * from walcast.events_masked where status like ${lit(`edge-${p}-%`)} order by status`)
+const oracle = (uid, p) => statusOracle(uid, `edge-${p}-`)
 
 // ---- the clients ------------------------------------------------------------------------------
 // each connects to its home edge while it lives, else to the other one (the load balancer's
