@@ -45,7 +45,9 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$PID/status"; }
 base=$(rss_kb)
 metric() { curl -s "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 readyz() { curl -s -o "$WORK/readyz" -w '%{http_code}' "http://127.0.0.1:$PORT/readyz"; }
-check "ready before the load" 200 "$(readyz)"
+ready() { [ "$(readyz)" = 200 ]; }
+# the slot is active a moment before the pipeline reports streaming: wait for it, not one look
+check_true "ready before the load" wait_for 30 ready
 
 # the load: batch b holds events b*ROWS+1 .. (b+1)*ROWS; its LSN is taken right after its commit
 : >"$WORK/batch_lsn"
@@ -95,7 +97,6 @@ mount -o remount,size=512m "$DISK"
 slot_past() { [ "$(sql -c "SELECT confirmed_flush_lsn >= '$END' FROM pg_replication_slots WHERE slot_name = 'stall_slot'")" = t ]; }
 check_true "with space back, the slot reaches the end of the load" wait_for 180 slot_past
 check_true "jsonl.write_resumed logged" grep -q jsonl.write_resumed "$WORK/run.err"
-ready() { [ "$(readyz)" = 200 ]; }
 check_true "/readyz: ready again" wait_for 30 ready
 check "not paused any more" 0 "$(metric walcast_paused)"
 kill -TERM "$PID"
